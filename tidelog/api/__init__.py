@@ -1,0 +1,1 @@
+"""tidelog.api (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""tidelog.engine (see docs/architecture.md)."""

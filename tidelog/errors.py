@@ -1,0 +1,52 @@
+"""The one exception hierarchy of tidelog.
+
+Callers catch these, never a driver's exceptions (``lmdb.Error``,
+``sqlite3.Error``): every backend translates what its driver raises into one of
+the classes below, keeping the driver's exception as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+
+class TidelogError(Exception):
+    """Base class of every error tidelog raises on purpose."""
+
+
+class InvalidTopicError(TidelogError, ValueError):
+    """A topic name or topic filter breaks the MQTT rules."""
+
+
+class InvalidPositionError(TidelogError, ValueError):
+    """A start/end position string (``earliest``, ``offset:N``, ``time:T``) is malformed."""
+
+
+class StorageError(TidelogError):
+    """Base class of errors from the storage layer."""
+
+
+class InvalidStorageURLError(StorageError, ValueError):
+    """The storage URL names an unknown scheme or an unusable path or option."""
+
+
+class LogClosedError(StorageError):
+    """The log was used after ``close()`` (or while it is closing)."""
+
+
+class LogLockedError(StorageError):
+    """Another process holds the data directory open."""
+
+
+class OffsetOutOfRangeError(StorageError, ValueError):
+    """A read asked for an offset past the end of the log."""
+
+
+class RecordTooLargeError(StorageError, ValueError):
+    """A record is larger than the log's ``max_record_bytes``; the batch was refused whole."""
+
+
+class CorruptLogError(StorageError):
+    """Stored data cannot be read back: truncated files, bad records, broken indexes."""
+
+
+class StorageFullError(StorageError):
+    """The storage medium is out of space; nothing of the failed batch was stored."""

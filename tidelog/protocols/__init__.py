@@ -1,0 +1,1 @@
+"""tidelog.protocols (see docs/architecture.md)."""
