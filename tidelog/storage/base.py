@@ -84,6 +84,10 @@ class FsyncPolicy:
         return f"interval:{self.interval_ms}" if self.mode == "interval" else self.mode
 
 
+def _parse_fsync(value: str | FsyncPolicy) -> FsyncPolicy:
+    return FsyncPolicy.parse(value)
+
+
 @attrs.frozen
 class LogOptions:
     """Options every backend accepts (a backend may ignore those it has no use for).
@@ -92,7 +96,7 @@ class LogOptions:
     parameters of the URL (``lmdb:///data?fsync=never&segment_bytes=1048576``).
     """
 
-    fsync: FsyncPolicy = attrs.field(default=FsyncPolicy("always"), converter=FsyncPolicy.parse)
+    fsync: FsyncPolicy = attrs.field(default=FsyncPolicy("always"), converter=_parse_fsync)
     segment_bytes: int = 256 * 1024 * 1024
     """Roll the active segment once it holds this many bytes (segmented backends)."""
     segment_ms: int | None = None
