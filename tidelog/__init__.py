@@ -12,7 +12,7 @@ See ``docs/architecture.md`` for the layers.
 """
 
 from tidelog.engine import Broker
-from tidelog.engine import open_broker as open  # noqa: A001 - the documented entry point
+from tidelog.engine import open_broker as open
 from tidelog.storage import Event, NewEvent, Properties
 
 __version__ = "0.1.0"

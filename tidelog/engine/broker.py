@@ -160,9 +160,7 @@ class Broker:
     async def _run_periodic(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.retained.run_flusher, self.options.retained_flush_seconds)
-            nursery.start_soon(
-                self.sessions.run_expiry, self.options.session_expiry_check_seconds
-            )
+            nursery.start_soon(self.sessions.run_expiry, self.options.session_expiry_check_seconds)
             task_status.started(nursery.cancel_scope)
 
     async def _shutdown(self, periodic: trio.CancelScope) -> None:

@@ -20,6 +20,7 @@ import attrs
 from tidelog.errors import InvalidPositionError
 from tidelog.storage import EventLog
 
+
 @attrs.frozen
 class Position:
     """A parsed position: kind is ``earliest``, ``latest``, ``offset`` or ``time``."""
