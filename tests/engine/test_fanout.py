@@ -1,0 +1,78 @@
+"""Shared subscriptions and bounded memory under slow consumers."""
+
+from __future__ import annotations
+
+import trio
+
+import tidelog
+from tests.storage.backends import BackendUnderTest
+from tidelog import NewEvent
+
+
+async def test_shared_subscription_gives_each_event_to_one_member(
+    backend: BackendUnderTest,
+) -> None:
+    async with tidelog.open(backend.url) as broker:
+        received: dict[str, list[int]] = {"m1": [], "m2": [], "m3": []}
+
+        async def member(name: str, stop_after: int | None, task_status=trio.TASK_STATUS_IGNORED):  # type: ignore[no-untyped-def]
+            async with broker.subscribe("$share/workers/jobs/+") as events:
+                task_status.started()
+                while True:
+                    for event in await events.receive_batch(7):
+                        received[name].append(int(event.payload))
+                    if stop_after is not None and len(received[name]) >= stop_after:
+                        return  # leaves the group mid-stream
+                    await trio.sleep(0)
+
+        total = 600
+        async with trio.open_nursery() as nursery:
+            await nursery.start(member, "m1", None)
+            await nursery.start(member, "m2", 20)
+            await nursery.start(member, "m3", None)
+            for start in range(0, total, 50):
+                await broker.publish_many(
+                    [NewEvent(f"jobs/{i % 4}", b"%d" % i) for i in range(start, start + 50)]
+                )
+                await trio.sleep(0.001)
+            with trio.fail_after(10):
+                while sum(len(v) for v in received.values()) < total:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        everything = sorted(o for offsets in received.values() for o in offsets)
+        assert everything == list(range(total))  # each event exactly once, none lost
+        assert len(received["m2"]) >= 20
+        assert received["m1"] and received["m3"]
+
+
+async def test_a_subscriber_that_never_reads_keeps_memory_bounded(
+    backend: BackendUnderTest,
+) -> None:
+    total, batch = 1_000_000, 20_000
+    if backend.name != "memory":
+        total = 200_000  # the same bound on disk backends, at a CI-friendly size
+    bound = 1000
+    async with (
+        tidelog.open(backend.url, feed_max_events=bound) as broker,
+        broker.subscribe("load/#") as events,
+    ):
+        live_reader = broker.open_feed()
+        live_reader.subscribe("load/0")
+        for start in range(0, total, batch):
+            await broker.publish_many(
+                [NewEvent(f"load/{i % 10}", b"%07d" % i) for i in range(start, start + batch)]
+            )
+            assert events.feed.pending <= bound  # never more than the bound in RAM
+            live_reader.receive_nowait(batch)
+        assert not events.feed.live  # it fell behind ...
+        assert events.feed.catch_ups == 1
+        count, expected = 0, 0
+        with trio.fail_after(120):
+            while count < total:
+                for event in await events.receive_batch(10_000):
+                    assert int(event.payload) == expected  # ... and gets every event in order
+                    expected += 1
+                    count += 1
+        assert events.feed.live  # and rejoined live delivery
+        await broker.publish("load/x", b"live")
+        assert [e.payload for e in await events.receive_batch()] == [b"live"]
