@@ -773,6 +773,11 @@ class SqliteLog(EventLog):
 
     async def offset_for_time(self, timestamp: int) -> int:
         check_open(self._closed)
+        extent = self._store.extent
+        if extent.first_timestamp is None or timestamp <= extent.first_timestamp:
+            return extent.first_offset  # "earliest" and "latest" need no thread
+        if timestamp > extent.last_timestamp:
+            return extent.next_offset
         return await self._call(functools.partial(self._store.offset_for_time, timestamp))
 
     async def state(self) -> LogState:
