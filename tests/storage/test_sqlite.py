@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import hypothesis
 import hypothesis.strategies as st
@@ -443,29 +444,25 @@ TOPICS = ["a", "a/b", "a/b/c", "a/c", "$SYS/x", "b/b", "/a"]
 FILTERS = [None, "a", "a/#", "a/+", "+/b", "#", "+", "$SYS/#", "+/+/+", "/+", "b/#", "zz"]
 
 
-@hypothesis.settings(max_examples=60, deadline=None)
-@hypothesis.given(
-    batches=st.lists(
-        st.lists(st.tuples(st.sampled_from(TOPICS), st.integers(0, 300)), min_size=1, max_size=30),
-        min_size=1,
-        max_size=12,
-    ),
-    reads=st.lists(
-        st.tuples(
-            st.integers(0, 400),
-            st.sampled_from(FILTERS),
-            st.integers(1, 40),
-            st.one_of(st.none(), st.integers(1, 3000)),
-            st.one_of(st.none(), st.integers(0, 400)),
-        ),
-        max_size=15,
-    ),
-)
+BATCHES = st.lists(
+    st.tuples(st.sampled_from(TOPICS), st.integers(0, 300)), min_size=1, max_size=30
+).map(lambda batch: ("append", batch))
+READS = st.tuples(
+    st.integers(0, 400),
+    st.sampled_from(FILTERS),
+    st.integers(1, 40),
+    st.one_of(st.none(), st.integers(1, 3000)),
+    st.one_of(st.none(), st.integers(0, 400)),
+).map(lambda read: ("read", read))
+RETENTION = st.integers(0, 20_000).map(lambda max_bytes: ("retain", max_bytes))
+
+
+@hypothesis.settings(max_examples=150, deadline=None)
+@hypothesis.given(steps=st.lists(st.one_of(BATCHES, BATCHES, READS, READS, READS, RETENTION)))
 def test_reads_agree_with_the_memory_backend(
-    tmp_path_factory: pytest.TempPathFactory,
-    batches: list[list[tuple[str, int]]],
-    reads: list[tuple[int, str | None, int, int | None, int | None]],
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[str, Any]]
 ) -> None:
+    """Appends, reads (every path: index merge, IN / NOT IN scans), retention, in any order."""
     path = tmp_path_factory.mktemp("agree") / "log.db"
 
     async def main() -> None:
@@ -474,26 +471,46 @@ def test_reads_agree_with_the_memory_backend(
             open_log(url(path), clock=clock) as sqlite,
             open_log("memory://", clock=clock) as memory,
         ):
-            for batch in batches:
-                clock.advance(len(batch) % 3 * 5)
-                events = [NewEvent(topic, b"p" * size) for topic, size in batch]
-                assert await sqlite.append(events) == await memory.append(events)
-            end = (await memory.state()).next_offset
-            for start, topic_filter, limit, max_bytes, stop in reads:
-                start = min(start, end)
-                got = await sqlite.read(
-                    start, topic_filter, limit=limit, max_bytes=max_bytes, end=stop
-                )
-                want = await memory.read(
-                    start, topic_filter, limit=limit, max_bytes=max_bytes, end=stop
-                )
-                assert got == want
+            for kind, step in steps:
+                if kind == "append":
+                    clock.advance(len(step) % 3 * 5)
+                    events = [NewEvent(topic, b"p" * size) for topic, size in step]
+                    assert await sqlite.append(events) == await memory.append(events)
+                elif kind == "retain":
+                    want_retained = await memory.apply_retention(max_bytes=step)
+                    assert await sqlite.apply_retention(max_bytes=step) == want_retained
+                else:
+                    start, topic_filter, limit, max_bytes, stop = step
+                    state = await memory.state()
+                    start = min(start, state.next_offset)
+                    got = await sqlite.read(
+                        start, topic_filter, limit=limit, max_bytes=max_bytes, end=stop
+                    )
+                    want = await memory.read(
+                        start, topic_filter, limit=limit, max_bytes=max_bytes, end=stop
+                    )
+                    assert got == want
+            assert await sqlite.state() == await memory.state()
             for topic_filter in FILTERS:
                 assert await sqlite.topics(topic_filter) == await memory.topics(topic_filter)
             state = await memory.state()
             for timestamp in (0, state.first_timestamp, state.last_timestamp, 2**62):
-                assert timestamp is not None
-                want_offset = await memory.offset_for_time(timestamp)
-                assert await sqlite.offset_for_time(timestamp) == want_offset
+                if timestamp is not None:
+                    want_offset = await memory.offset_for_time(timestamp)
+                    assert await sqlite.offset_for_time(timestamp) == want_offset
 
     trio.run(main)
+
+
+async def test_a_scan_filter_follows_new_topics(tmp_path: Path) -> None:
+    """A cached "every topic matches" scan must not let a later, unmatched topic through."""
+    async with open_log(url(tmp_path / "log.db")) as log:
+        await log.append([NewEvent("a", b"1"), NewEvent("b", b"2")])
+        assert [e.topic for e in await log.read(0, "#")] == ["a", "b"]
+        await log.append([NewEvent("$SYS/load", b"3")])  # a new topic "#" does not match
+        assert [e.topic for e in await log.read(0, "#")] == ["a", "b"]
+        await log.append([NewEvent("c", b"4")])
+        assert [e.topic for e in await log.read(0, "#")] == ["a", "b", "c"]
+        assert [e.topic for e in await log.read(0, "+")] == ["a", "b", "c"]
+        await log.append([NewEvent(f"$SYS/{n}", b"5") for n in range(10)])
+        assert [e.topic for e in await log.read(0, "#")] == ["a", "b", "c"]  # NOT IN path

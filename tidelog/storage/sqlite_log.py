@@ -179,6 +179,17 @@ def translate_error(exc: sqlite3.Error, path: str) -> StorageError:
     return StorageError(message)
 
 
+@attrs.define
+class _TopicMatch:
+    """The live topics a filter matches, cached per filter while the dictionary only grows."""
+
+    seen: int
+    """How many topics of the dictionary (in insertion order) were examined."""
+    ids: list[int]
+    scan_condition: tuple[str, str | None] | None = None
+    """For the scan path: an SQL condition on topic_id and its JSON list of ids (built lazily)."""
+
+
 @attrs.frozen
 class _Extent:
     """The log's extent after the last commit, replaced whole (never mutated)."""
@@ -206,7 +217,7 @@ class _Store:
         self._topic_ids: dict[str, int] = {}
         self._topic_counts: dict[int, int] = {}
         self._topic_order: list[tuple[str, int]] = []  # insertion order, for the filter cache
-        self._filter_cache: dict[str, tuple[int, list[int]]] = {}
+        self._filter_cache: dict[str, _TopicMatch] = {}
 
     # -- opening and closing -------------------------------------------------------
 
@@ -416,13 +427,14 @@ class _Store:
                 (start, stop, limit),
             )
             return self._collect(rows, limit, max_bytes, stop, dense_from=start)
-        topic_ids = self._matching_topics(topic_filter)
+        match = self._match(topic_filter)
+        topic_ids = match.ids
         if not topic_ids:
             return ReadResult([], stop)
-        matched = sum(self._topic_counts[topic_id] for topic_id in topic_ids)
-        total = extent.next_offset - extent.first_offset
-        if len(topic_ids) <= INDEX_MERGE_MAX_TOPICS and (
-            len(topic_ids) == 1 or matched * 4 <= total
+        if len(topic_ids) == 1 or (
+            len(topic_ids) <= INDEX_MERGE_MAX_TOPICS
+            and sum(self._topic_counts[topic_id] for topic_id in topic_ids) * 4
+            <= extent.next_offset - extent.first_offset
         ):
             # Per-topic index ranges, merged by offset: reads only matching rows.
             ranges = [
@@ -441,13 +453,13 @@ class _Store:
             finally:
                 for cursor in ranges:
                     cursor.close()
-        # A bounded scan of the offset range, filtered in SQL ("+topic_id" keeps
-        # SQLite from trading the ordered scan for the index and a sort).
+        # A bounded scan of the offset range, filtered in SQL.
         scan_end = min(stop, start + MAX_SCAN_PER_READ)
+        condition, ids_json = self._scan_condition(match)
         rows = conn.execute(
-            "SELECT offset, record FROM events WHERE offset >= ? AND offset < ? "
-            "AND +topic_id IN (SELECT value FROM json_each(?)) ORDER BY offset LIMIT ?",
-            (start, scan_end, json.dumps(topic_ids), limit),
+            f"SELECT offset, record FROM events WHERE offset >= ? AND offset < ? {condition} "
+            "ORDER BY offset LIMIT ?",
+            (start, scan_end, limit) if ids_json is None else (start, scan_end, ids_json, limit),
         )
         return self._collect(rows, limit, max_bytes, scan_end)
 
@@ -484,19 +496,46 @@ class _Store:
             raise CorruptLogError(f"sqlite log {self.path}: offset {expected} is missing")
         return ReadResult(out, exhausted)
 
-    def _matching_topics(self, topic_filter: str) -> list[int]:
-        """Ids of the live topics ``topic_filter`` matches (cached per filter)."""
+    def _match(self, topic_filter: str) -> _TopicMatch:
+        """The live topics ``topic_filter`` matches (cached; new topics examined once)."""
         topic_id = self._topic_ids.get(topic_filter)
-        if topic_id is not None:  # an exact topic (a valid filter naming a stored topic)
-            return [topic_id] if self._topic_counts.get(topic_id, 0) > 0 else []
-        seen, ids = self._filter_cache.get(topic_filter, (0, []))
-        if seen < len(self._topic_order):
-            match = compile_filter(topic_filter)
-            ids = ids + [tid for topic, tid in self._topic_order[seen:] if match(topic)]
+        if topic_id is not None:  # a filter without wildcards naming a stored topic
+            return _TopicMatch(len(self._topic_order), [topic_id])
+        cached = self._filter_cache.get(topic_filter)
+        if cached is None:
             if len(self._filter_cache) >= 1024:
                 self._filter_cache.clear()
-            self._filter_cache[topic_filter] = (len(self._topic_order), ids)
-        return [tid for tid in ids if self._topic_counts.get(tid, 0) > 0]
+            cached = self._filter_cache[topic_filter] = _TopicMatch(0, [])
+        if cached.seen < len(self._topic_order):
+            match = compile_filter(topic_filter)
+            new = [tid for topic, tid in self._topic_order[cached.seen :] if match(topic)]
+            cached.seen = len(self._topic_order)
+            cached.ids = cached.ids + new
+            cached.scan_condition = None  # it may name the topics that did not match
+        return cached
+
+    def _scan_condition(self, match: _TopicMatch) -> tuple[str, str | None]:
+        """SQL restricting a scan to ``match``: none, ``IN`` its ids, or ``NOT IN`` the others.
+
+        ``+topic_id`` keeps SQLite from trading the ordered scan for the topic
+        index and a sort.
+        """
+        if match.scan_condition is None:
+            if len(match.ids) == len(self._topic_counts):
+                match.scan_condition = ("", None)
+            elif len(match.ids) * 2 <= len(self._topic_counts):
+                match.scan_condition = (
+                    "AND +topic_id IN (SELECT value FROM json_each(?))",
+                    json.dumps(match.ids),
+                )
+            else:
+                wanted = set(match.ids)
+                others = [tid for tid in self._topic_counts if tid not in wanted]
+                match.scan_condition = (
+                    "AND +topic_id NOT IN (SELECT value FROM json_each(?))",
+                    json.dumps(others),
+                )
+        return match.scan_condition
 
     def offset_for_time(self, timestamp: int) -> int:
         extent = self.extent
@@ -578,7 +617,12 @@ class _Store:
                 "UPDATE topics SET count = count - ? WHERE id = ?",
                 [(count, topic_id) for topic_id, count, _ in groups],
             )
-            conn.execute("DELETE FROM topics WHERE count <= 0")
+            emptied = [
+                (topic_id,)
+                for topic_id, count, _ in groups
+                if self._topic_counts[topic_id] - count <= 0
+            ]
+            conn.executemany("DELETE FROM topics WHERE id = ?", emptied)
             conn.execute(
                 "UPDATE log_state SET first_offset = ?, bytes = ? WHERE id = 0",
                 (chunk_end, extent.bytes - removed_bytes),
@@ -586,11 +630,9 @@ class _Store:
             first_timestamp = (
                 self._timestamp_at(chunk_end) if chunk_end < extent.next_offset else None
             )
-        emptied = False
         for topic_id, count, _ in groups:
             self._topic_counts[topic_id] -= count
-            emptied = emptied or self._topic_counts[topic_id] <= 0
-        if emptied:
+        if emptied:  # the dictionary shrank: rebuild it and forget cached matches
             self._topic_ids = {
                 t: i for t, i in self._topic_ids.items() if self._topic_counts[i] > 0
             }
