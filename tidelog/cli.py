@@ -29,7 +29,9 @@ async def _demo(url: str) -> None:
         since = await log.offset_for_time(stored[0].timestamp)
         print(f"first offset at or after {stored[0].timestamp} ms: {since}")
         state = await log.state()
-        print(f"log holds offsets {state.first_offset}..{state.next_offset - 1}, {state.bytes} bytes")
+        print(
+            f"log holds offsets {state.first_offset}..{state.next_offset - 1}, {state.bytes} bytes"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -434,11 +434,10 @@ async def test_close_wakes_waiters(backend: BackendUnderTest) -> None:
         except LogClosedError as exc:
             errors.append(exc)
 
-    async with backend.open() as log:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(waiter, log)
-            await trio.sleep(0.02)
-            await log.aclose()
+    async with backend.open() as log, trio.open_nursery() as nursery:
+        nursery.start_soon(waiter, log)
+        await trio.sleep(0.02)
+        await log.aclose()
     assert len(errors) == 1
 
 

@@ -84,6 +84,11 @@ class FsyncPolicy:
         return f"interval:{self.interval_ms}" if self.mode == "interval" else self.mode
 
 
+def parse_fsync_policy(value: str | FsyncPolicy) -> FsyncPolicy:
+    """:meth:`FsyncPolicy.parse` as a plain function: mypy wants one as an attrs converter."""
+    return FsyncPolicy.parse(value)
+
+
 @attrs.frozen
 class LogOptions:
     """Options every backend accepts (a backend may ignore those it has no use for).
@@ -92,7 +97,7 @@ class LogOptions:
     parameters of the URL (``lmdb:///data?fsync=never&segment_bytes=1048576``).
     """
 
-    fsync: FsyncPolicy = attrs.field(default=FsyncPolicy("always"), converter=FsyncPolicy.parse)
+    fsync: FsyncPolicy = attrs.field(default=FsyncPolicy("always"), converter=parse_fsync_policy)
     segment_bytes: int = 256 * 1024 * 1024
     """Roll the active segment once it holds this many bytes (segmented backends)."""
     segment_ms: int | None = None

@@ -16,9 +16,7 @@ return fewer events than ``limit``; ``next_offset`` says where to go on), so a
 read for a rare topic never blocks the loop for long."""
 
 
-def encode_batch(
-    events: Sequence[NewEvent], timestamp: int, max_record_bytes: int
-) -> list[bytes]:
+def encode_batch(events: Sequence[NewEvent], timestamp: int, max_record_bytes: int) -> list[bytes]:
     """Validate and encode a batch; raise before anything is stored if one record is bad."""
     records = []
     for index, event in enumerate(events):

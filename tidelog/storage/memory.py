@@ -56,7 +56,13 @@ class MemoryLog(EventLog):
         self._last_timestamp = 0
         self._notifier = AppendNotifier(0)
         self._closed = False
-        self._stats = {"appends": 0, "appended_events": 0, "appended_bytes": 0, "reads": 0, "read_events": 0}
+        self._stats = {
+            "appends": 0,
+            "appended_events": 0,
+            "appended_bytes": 0,
+            "reads": 0,
+            "read_events": 0,
+        }
 
     @classmethod
     async def open(cls, path: str | None, options: LogOptions) -> MemoryLog:

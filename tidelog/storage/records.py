@@ -77,7 +77,9 @@ class Properties:
         for field in attrs.fields(Properties):
             value = getattr(self, field.name)
             if value is not None and value != ():
-                out[field.name] = [list(p) for p in value] if field.name == "user_properties" else value
+                out[field.name] = (
+                    [list(p) for p in value] if field.name == "user_properties" else value
+                )
         return out
 
     @classmethod
@@ -240,7 +242,9 @@ def decode_record(offset: int, data: bytes) -> Event:
             pos += size
     except (struct.error, UnicodeDecodeError) as exc:
         raise CorruptLogError(f"record {offset}: {exc}") from exc
-    return Event(offset, timestamp, topic, data[pos:], flags & _QOS_MASK, bool(flags & _RETAIN), props)
+    return Event(
+        offset, timestamp, topic, data[pos:], flags & _QOS_MASK, bool(flags & _RETAIN), props
+    )
 
 
 def record_topic(data: bytes) -> bytes:
