@@ -5,7 +5,7 @@ with dense offsets from 0 and non-decreasing timestamps, plus the small durable
 state a broker keeps beside it: named cursors and key-value state in
 namespaces (retained messages, sessions).
 
-Contract (the conformance suite in ``tests/storage/conformance.py`` checks it):
+Contract (the conformance suite in ``tests/storage/test_conformance.py`` checks it):
 
 * :meth:`EventLog.append` stores a batch atomically: all of it or none of it.
   When it returns, the batch is durable as far as the fsync policy promises
