@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 import trio
 
+from tidelog.concurrency import background_nursery
 from tidelog.engine.cursors import Cursor
 from tidelog.engine.fanout import (
     DEFAULT_FEED_MAX_BYTES,
@@ -436,7 +437,7 @@ async def open_broker(url: str = DEFAULT_URL, **options: Any) -> AsyncIterator[B
         **{k: v for k, v in options.items() if k in _BROKER_OPTION_NAMES}
     )
     log_options = {k: v for k, v in options.items() if k not in _BROKER_OPTION_NAMES}
-    async with open_log(url, **log_options) as event_log, trio.open_nursery() as nursery:
+    async with open_log(url, **log_options) as event_log, background_nursery() as nursery:
         broker = Broker(event_log, nursery, broker_options)
         await broker._start()
         periodic = await nursery.start(broker._run_periodic)
