@@ -76,3 +76,29 @@ async def test_a_subscriber_that_never_reads_keeps_memory_bounded(
         assert events.feed.live  # and rejoined live delivery
         await broker.publish("load/x", b"live")
         assert [e.payload for e in await events.receive_batch()] == [b"live"]
+
+
+async def test_catch_up_that_read_ahead_of_fan_out_gets_no_duplicates(
+    backend: BackendUnderTest,
+) -> None:
+    """A feed catching up may read events that are committed but not yet fanned out
+    (the writer commits in a worker thread, then dispatches); their late dispatch
+    must not deliver them again."""
+    from tidelog.engine.fanout import FanOut
+    from tidelog.storage import open_log
+
+    async with open_log(backend.url) as log:
+        fanout = FanOut(log, 0)
+        feed = fanout.open_feed(start=0)
+        feed.subscribe("a", since=0)
+        first = await log.append([NewEvent("a", b"1")])
+        fanout.dispatch(first)  # fanned out while the feed is behind: ignored
+        second = await log.append([NewEvent("a", b"2"), NewEvent("b", b"x")])  # not yet
+        got = await feed.receive()
+        assert [e.payload for e, _ in got] == [b"1", b"2"]
+        assert feed.live  # its fence (3) is past what was fanned out (1)
+        fanout.dispatch(second)  # the writer's dispatch arrives late
+        assert feed.receive_nowait() == []
+        third = await log.append([NewEvent("a", b"3")])
+        fanout.dispatch(third)
+        assert [e.payload for e, _ in feed.receive_nowait()] == [b"3"]
