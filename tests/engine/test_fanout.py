@@ -89,14 +89,16 @@ async def test_catch_up_that_read_ahead_of_fan_out_gets_no_duplicates(
 
     async with open_log(backend.url) as log:
         fanout = FanOut(log, 0)
-        feed = fanout.open_feed(start=0)
+        fanout.dispatch(await log.append([NewEvent("a", b"0")]))
+        feed = fanout.open_feed(start=0)  # starts behind: catching up from offset 0
         feed.subscribe("a", since=0)
+        assert not feed.live
         first = await log.append([NewEvent("a", b"1")])
         fanout.dispatch(first)  # fanned out while the feed is behind: ignored
         second = await log.append([NewEvent("a", b"2"), NewEvent("b", b"x")])  # not yet
         got = await feed.receive()
-        assert [e.payload for e, _ in got] == [b"1", b"2"]
-        assert feed.live  # its fence (3) is past what was fanned out (1)
+        assert [e.payload for e, _ in got] == [b"0", b"1", b"2"]
+        assert feed.live  # its fence (4) is past what was fanned out (2)
         fanout.dispatch(second)  # the writer's dispatch arrives late
         assert feed.receive_nowait() == []
         third = await log.append([NewEvent("a", b"3")])
