@@ -7,6 +7,13 @@ so a server builds one packet and encodes it for each client's level. The
 exception is CONNACK: its v5 reason code is mapped to the 3.x return code, and
 a code 3.x cannot express is refused (see :mod:`.reason_codes`).
 
+Packets are slotted attrs classes compared by value. They are not frozen:
+a frozen attrs class costs four times as much to build, and the decoder builds
+one per PUBLISH. Treat them as immutable all the same -- the codec never
+changes a packet, and one decoded PUBLISH may be encoded for many subscribers
+(``attrs.evolve`` makes a changed copy). The values inside them
+(:class:`Properties`, :class:`Will`, :class:`Subscription`) are frozen.
+
 Constructors check what is cheap and always true whatever the level: QoS
 values, packet identifiers, topic names and filters, reason codes allowed for
 the packet. Violations raise :class:`MQTTProtocolError` with the reason code a
@@ -107,7 +114,7 @@ class Will:
         check_topic_name(self.topic)
 
 
-@attrs.frozen
+@attrs.define
 class Connect:
     """CONNECT (§3.1). ``clean_start`` is *Clean Session* in 3.x (3.1.1 §3.1.2.4).
 
@@ -144,7 +151,7 @@ class Connect:
         return PROTOCOL_NAMES[self.protocol_level]
 
 
-@attrs.frozen
+@attrs.define
 class Connack:
     """CONNACK (§3.2). ``reason_code`` is a v5 code at every level; 3.x maps it.
 
@@ -164,7 +171,7 @@ class Connack:
             raise protocol_error("a refused CONNACK must not set Session Present [MQTT-3.2.2-6]")
 
 
-@attrs.frozen
+@attrs.define
 class Publish:
     """PUBLISH (§3.3). ``packet_id`` is None exactly when ``qos`` is 0.
 
@@ -207,7 +214,7 @@ class Publish:
             raise protocol_error("empty topic name without a Topic Alias (§3.3.2.1)")
 
 
-@attrs.frozen
+@attrs.define
 class _Ack:
     """PUBACK, PUBREC, PUBREL and PUBCOMP share one shape (§3.4-3.7)."""
 
@@ -225,28 +232,28 @@ class _Ack:
             _check_reason_code(self.reason_code, self.packet_type)
 
 
-@attrs.frozen
+@attrs.define
 class Puback(_Ack):
     """PUBACK (§3.4): QoS 1 acknowledgment."""
 
     packet_type: ClassVar[PacketType] = PacketType.PUBACK
 
 
-@attrs.frozen
+@attrs.define
 class Pubrec(_Ack):
     """PUBREC (§3.5): QoS 2, part 1."""
 
     packet_type: ClassVar[PacketType] = PacketType.PUBREC
 
 
-@attrs.frozen
+@attrs.define
 class Pubrel(_Ack):
     """PUBREL (§3.6): QoS 2, part 2."""
 
     packet_type: ClassVar[PacketType] = PacketType.PUBREL
 
 
-@attrs.frozen
+@attrs.define
 class Pubcomp(_Ack):
     """PUBCOMP (§3.7): QoS 2, part 3."""
 
@@ -286,7 +293,7 @@ def _strings(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(values)
 
 
-@attrs.frozen
+@attrs.define
 class Subscribe:
     """SUBSCRIBE (§3.8): at least one subscription [MQTT-3.8.3-2]."""
 
@@ -304,7 +311,7 @@ class Subscribe:
             raise protocol_error("SUBSCRIBE carries at most one Subscription Identifier")
 
 
-@attrs.frozen
+@attrs.define
 class Suback:
     """SUBACK (§3.9): one reason code per subscription, in order.
 
@@ -325,7 +332,7 @@ class Suback:
             _check_reason_code(code, PacketType.SUBACK)
 
 
-@attrs.frozen
+@attrs.define
 class Unsubscribe:
     """UNSUBSCRIBE (§3.10): at least one topic filter [MQTT-3.10.3-2]."""
 
@@ -343,7 +350,7 @@ class Unsubscribe:
             check_topic_filter(topic_filter)
 
 
-@attrs.frozen
+@attrs.define
 class Unsuback:
     """UNSUBACK (§3.11). ``reason_codes`` (one per filter) exist only in MQTT 5."""
 
@@ -359,21 +366,21 @@ class Unsuback:
             _check_reason_code(code, PacketType.UNSUBACK)
 
 
-@attrs.frozen
+@attrs.define
 class Pingreq:
     """PINGREQ (§3.12)."""
 
     packet_type: ClassVar[PacketType] = PacketType.PINGREQ
 
 
-@attrs.frozen
+@attrs.define
 class Pingresp:
     """PINGRESP (§3.13)."""
 
     packet_type: ClassVar[PacketType] = PacketType.PINGRESP
 
 
-@attrs.frozen
+@attrs.define
 class Disconnect:
     """DISCONNECT (§3.14); reason code and properties are v5 only."""
 
@@ -386,7 +393,7 @@ class Disconnect:
         _check_reason_code(self.reason_code, PacketType.DISCONNECT)
 
 
-@attrs.frozen
+@attrs.define
 class Auth:
     """AUTH (§3.15), MQTT 5 only."""
 
