@@ -264,5 +264,6 @@ class TestLocalValidation:
 
     def test_packets_compare_by_type_and_value(self) -> None:
         assert Puback(1) == Puback(1)
-        assert Puback(1) != Pubrec(1)
+        other: object = Pubrec(1)
+        assert Puback(1) != other
         assert Subscribe(1, [Subscription("a")]) == Subscribe(1, (Subscription("a"),))

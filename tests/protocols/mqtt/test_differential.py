@@ -105,10 +105,15 @@ def _theirs(packet: Packet) -> Any:
             packet.qos,
             packet.retain,
         )
-    simple = {Puback: mc.MqttPuback, Pubrec: mc.MqttPubrec, Pubrel: mc.MqttPubrel}
-    simple |= {Pubcomp: mc.MqttPubcomp, Unsuback: mc.MqttUnsuback}
-    if type(packet) in simple:
-        return simple[type(packet)](packet.packet_id)  # type: ignore[union-attr]
+    if isinstance(packet, Puback | Pubrec | Pubrel | Pubcomp | Unsuback):
+        cls = {
+            Puback: mc.MqttPuback,
+            Pubrec: mc.MqttPubrec,
+            Pubrel: mc.MqttPubrel,
+            Pubcomp: mc.MqttPubcomp,
+            Unsuback: mc.MqttUnsuback,
+        }[type(packet)]
+        return cls(packet.packet_id)
     if isinstance(packet, Subscribe):
         topics = [mc.MqttTopic(s.topic_filter, s.qos) for s in packet.subscriptions]
         return mc.MqttSubscribe(packet.packet_id, topics)

@@ -21,10 +21,15 @@ from tidelog.protocols.mqtt import (
 )
 from tidelog.protocols.mqtt.protocol import CLIENT_TO_SERVER, SERVER_TO_CLIENT
 
+
+def _factory(level: int | None, role: Role) -> Callable[[], Decoder]:
+    return lambda: Decoder(level, role=role)
+
+
 DECODERS: dict[str, Callable[[], Decoder]] = {
-    "server-new": lambda: Decoder(),
-    **{f"server-{lv}": (lambda lv=lv: Decoder(lv)) for lv in LEVELS},
-    **{f"client-{lv}": (lambda lv=lv: Decoder(lv, role=Role.CLIENT)) for lv in LEVELS},
+    "server-new": _factory(None, Role.SERVER),
+    **{f"server-{lv}": _factory(lv, Role.SERVER) for lv in LEVELS},
+    **{f"client-{lv}": _factory(lv, Role.CLIENT) for lv in LEVELS},
 }
 
 # Random bytes rarely get past the first byte; these prefixes steer them into

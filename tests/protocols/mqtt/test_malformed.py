@@ -8,6 +8,7 @@ import pytest
 from tests.protocols.mqtt.helpers import connect, packet, props, string, u16, varint
 from tidelog.protocols.mqtt import (
     Decoder,
+    Disconnect,
     MQTTProtocolError,
     PacketType,
     ReasonCode,
@@ -390,4 +391,5 @@ def test_error_reply_carries_the_message_as_reason_string() -> None:
     reply = error_reply(info.value)
     assert reply[0] == 0xE0 and reply[2] == 0x90
     assert b"wildcards" in reply
-    assert Decoder(5, role=Role.CLIENT).feed(reply)[0].properties.reason_string
+    [disconnect] = Decoder(5, role=Role.CLIENT).feed(reply)
+    assert isinstance(disconnect, Disconnect) and disconnect.properties.reason_string
