@@ -412,6 +412,11 @@ _SHORT_ACKS: Final[dict[int, type[Puback | Pubrec | Pubrel | Pubcomp]]] = {
 }
 
 
+def _check_publish_topic(topic: str, properties: Properties) -> None:
+    """Raise for a topic name the PUBLISH fast path flagged (see Publish)."""
+    Publish(topic, properties=properties)
+
+
 def _long_remaining_length(buf: bytes, pos: int, size: int) -> tuple[int, int]:
     """Decode a Remaining Length of 2-4 bytes after ``buf[pos]``.
 
@@ -512,6 +517,9 @@ class Decoder:
         level = self._level
         table = self._table
         max_size = self.max_packet_size
+        new = object.__new__
+        short_acks = _SHORT_ACKS
+        success = ReasonCode.SUCCESS
         try:
             while pos < size:
                 first = buf[pos]
@@ -568,19 +576,30 @@ class Decoder:
                             properties, topic_end = decode_properties(
                                 buf, topic_end, end, PacketType.PUBLISH
                             )
-                    packets.append(
-                        Publish(
-                            topic,
-                            buf[topic_end:end],
-                            qos,
-                            (first & 1) == 1,
-                            (first & 8) == 8,
-                            packet_id,
-                            properties,
-                        )
-                    )
-                elif length == 2 and first in _SHORT_ACKS:
-                    packets.append(_SHORT_ACKS[first]((buf[start] << 8) | buf[start + 1]))
+                    # Publish.__attrs_post_init__'s checks, inline: QoS and DUP
+                    # were checked with the first byte, the packet identifier
+                    # fits 16 bits by construction.
+                    if qos and not packet_id:
+                        raise protocol_error("PUBLISH packet identifier 0 [MQTT-2.2.1-3]")
+                    if "+" in topic or "#" in topic or "\x00" in topic or not topic:
+                        _check_publish_topic(topic, properties)
+                    publish = new(Publish)
+                    publish.topic = topic
+                    publish.payload = buf[topic_end:end]
+                    publish.qos = qos
+                    publish.retain = (first & 1) == 1
+                    publish.dup = (first & 8) == 8
+                    publish.packet_id = packet_id
+                    publish.properties = properties
+                    packets.append(publish)
+                elif length == 2 and first in short_acks:
+                    ack = new(short_acks[first])
+                    ack.packet_id = (buf[start] << 8) | buf[start + 1]
+                    if not ack.packet_id:
+                        raise protocol_error("packet identifier 0 [MQTT-2.2.1-3]")
+                    ack.reason_code = success
+                    ack.properties = NO_PROPERTIES
+                    packets.append(ack)
                 elif number == 1:
                     connect = _decode_connect(0, first, buf, start, end)
                     packets.append(connect)
