@@ -62,6 +62,9 @@ def receiving_decoder(packet_type: PacketType, level: int) -> Decoder:
     """A decoder on the side that receives ``packet_type`` at ``level``."""
     if packet_type is PacketType.CONNECT:
         return Decoder()
-    if packet_type in CLIENT_TO_SERVER[level]:
+    if packet_type in CLIENT_TO_SERVER[level] and not (
+        packet_type is PacketType.PUBLISH and level == 5
+    ):
         return Decoder(level, role=Role.SERVER)
+    # A v5 PUBLISH may carry Subscription Identifiers only from server to client.
     return Decoder(level, role=Role.CLIENT)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 from hypothesis import strategies as st
 
 from tidelog.protocols.mqtt import (
@@ -251,8 +252,21 @@ def auths() -> st.SearchStrategy[Packet]:
     return st.builds(Auth, _codes(PacketType.AUTH), properties(PacketType.AUTH))
 
 
-def packets_of(packet_type: PacketType, level: int) -> st.SearchStrategy[Packet]:
-    """Valid packets of one type at one level."""
+def _without_subscription_identifiers(packet: Publish) -> Publish:
+    if not packet.properties.subscription_identifiers:
+        return packet
+    properties = attrs.evolve(packet.properties, subscription_identifiers=())
+    if properties == NO_PROPERTIES:
+        properties = NO_PROPERTIES
+    return attrs.evolve(packet, properties=properties)
+
+
+def packets_of(
+    packet_type: PacketType, level: int, *, from_client: bool = False
+) -> st.SearchStrategy[Packet]:
+    """Valid packets of one type at one level (as a client sends them, if ``from_client``)."""
+    if packet_type is PacketType.PUBLISH and from_client:
+        return publishes(level).map(_without_subscription_identifiers)
     p = PacketType
     table: dict[PacketType, Any] = {
         p.CONNECT: lambda: connects(level),

@@ -86,7 +86,12 @@ def _mutated_stream(draw: st.DrawFn, level: int, role: Role) -> bytes:
     table = CLIENT_TO_SERVER if role is Role.SERVER else SERVER_TO_CLIENT
     kinds = sorted(table[level] - {PacketType.CONNECT})
     packets: list[Packet] = draw(
-        st.lists(st.sampled_from(kinds).flatmap(lambda k: packets_of(k, level)), max_size=5)
+        st.lists(
+            st.sampled_from(kinds).flatmap(
+                lambda k: packets_of(k, level, from_client=role is Role.SERVER)
+            ),
+            max_size=5,
+        )
     )
     if role is Role.SERVER:
         packets.insert(0, draw(connects(level)))

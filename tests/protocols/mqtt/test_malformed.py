@@ -186,7 +186,13 @@ CASES: list[tuple[str, str, bytes, ReasonCode]] = [
         packet(0x82, u16(1), props(P_SUB_ID_1, P_SUB_ID_1), string("a"), b"\x00"),
         PROTOCOL,
     ),
-    ("subscription-id-0", "server5", packet(0x30, string("t"), props(P_SUB_ID_0)), PROTOCOL),
+    (
+        "subscription-id-from-client",
+        "server5",
+        packet(0x30, string("t"), props(P_SUB_ID_1)),
+        PROTOCOL,
+    ),
+    ("subscription-id-0", "client5", packet(0x30, string("t"), props(P_SUB_ID_0)), PROTOCOL),
     ("receive-maximum-0", "server", connect(5, properties=props(P_RECEIVE_MAX_0)), PROTOCOL),
     (
         "payload-format-indicator-2",

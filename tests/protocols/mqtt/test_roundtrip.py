@@ -43,8 +43,12 @@ def test_round_trip(level: int, packet_type: PacketType, data: st.DataObject) ->
 
 def _stream(level: int, types: frozenset[PacketType]) -> st.SearchStrategy[list[Packet]]:
     kinds = sorted(types - {PacketType.CONNECT, PacketType.CONNACK})
+    from_client = types is CLIENT_TO_SERVER[level]
     return st.lists(
-        st.sampled_from(kinds).flatmap(lambda kind: packets_of(kind, level)), max_size=10
+        st.sampled_from(kinds).flatmap(
+            lambda kind: packets_of(kind, level, from_client=from_client)
+        ),
+        max_size=10,
     )
 
 

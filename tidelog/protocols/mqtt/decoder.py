@@ -520,6 +520,7 @@ class Decoder:
         new = object.__new__
         short_acks = _SHORT_ACKS
         success = ReasonCode.SUCCESS
+        role = self.role
         try:
             while pos < size:
                 first = buf[pos]
@@ -576,6 +577,11 @@ class Decoder:
                             properties, topic_end = decode_properties(
                                 buf, topic_end, end, PacketType.PUBLISH
                             )
+                            if properties.subscription_identifiers and role is Role.SERVER:
+                                raise protocol_error(
+                                    "a client's PUBLISH carries a Subscription Identifier"
+                                    " [MQTT-3.3.4-6]"
+                                )
                     # Publish.__attrs_post_init__'s checks, inline: QoS and DUP
                     # were checked with the first byte, the packet identifier
                     # fits 16 bits by construction.
@@ -604,7 +610,7 @@ class Decoder:
                     connect = _decode_connect(0, first, buf, start, end)
                     packets.append(connect)
                     level = self._level = connect.protocol_level
-                    table = self._table = _first_byte_table(level, self.role)
+                    table = self._table = _first_byte_table(level, role)
                 else:
                     assert level is not None  # the first-byte table admits only CONNECT before
                     packets.append(_BODY_DECODERS[number](level, first, buf, start, end))
