@@ -220,6 +220,7 @@ class TestLocalValidation:
             (lambda: Publish(""), ReasonCode.PROTOCOL_ERROR),
             (lambda: Puback(0), ReasonCode.PROTOCOL_ERROR),
             (lambda: Puback(70_000), ReasonCode.PROTOCOL_ERROR),
+            (lambda: Puback(None), ReasonCode.PROTOCOL_ERROR),  # type: ignore[arg-type]
             (lambda: Puback(1, ReasonCode.BANNED), ReasonCode.MALFORMED_PACKET),
             (lambda: Subscribe(1, []), ReasonCode.PROTOCOL_ERROR),
             (lambda: Subscription("a/#/b"), ReasonCode.TOPIC_FILTER_INVALID),

@@ -225,9 +225,7 @@ class _Ack:
     properties: Properties = NO_PROPERTIES
 
     def __attrs_post_init__(self) -> None:
-        packet_id = self.packet_id
-        if not 0 < packet_id <= MAX_PACKET_ID:
-            _check_packet_id(packet_id, self.packet_type)
+        _check_packet_id(self.packet_id, self.packet_type)
         if self.reason_code:
             _check_reason_code(self.reason_code, self.packet_type)
 
