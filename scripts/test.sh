@@ -21,6 +21,15 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
+# mqtt-codec (a 3.1.1 codec used only as a differential oracle in tests) builds
+# only with setuptools < 58; pip >= 26 needs the build constraint as well.
+if ! .venv/bin/python -c "import mqtt_codec" 2>/dev/null; then
+    constraint=$(mktemp)
+    printf 'setuptools<58\n' > "$constraint"
+    PIP_CONSTRAINT=$constraint PIP_BUILD_CONSTRAINT=$constraint \
+        .venv/bin/python -m pip install -q mqtt-codec
+    rm -f "$constraint"
+fi
 
 .venv/bin/ruff check tidelog tests bench
 .venv/bin/mypy
