@@ -68,21 +68,22 @@ async def fanout(url: str, total: int, subscribers: int, topics: int) -> float:
     subscribers of '#', each draining its feed concurrently."""
     batch = 1000
     async with tidelog.open(url, feed_max_events=50_000) as broker:
-        done = trio.Event()
-        received = [0]
-        expected = total * subscribers
+        finished = [0]
+        all_done = trio.Event()
 
-        async def subscriber() -> None:
+        async def subscriber(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
             async with broker.subscribe("bench/#") as events:
-                while received[0] < expected:
-                    received[0] += len(await events.receive_batch(10_000))
-                    if received[0] >= expected:
-                        done.set()
+                task_status.started()
+                received = 0
+                while received < total:
+                    received += len(await events.receive_batch(10_000))
+            finished[0] += 1
+            if finished[0] == subscribers:
+                all_done.set()
 
         async with trio.open_nursery() as nursery:
             for _ in range(subscribers):
-                nursery.start_soon(subscriber)
-            await trio.sleep(0.05)
+                await nursery.start(subscriber)
             started = time.perf_counter()
             for start in range(0, total, batch):
                 broker.publish_nowait(
@@ -91,9 +92,9 @@ async def fanout(url: str, total: int, subscribers: int, topics: int) -> float:
                 )
                 await broker.wait_writable()
                 await trio.sleep(0)
-            await done.wait()
+            await all_done.wait()
             elapsed = time.perf_counter() - started
-        return expected / elapsed
+        return total * subscribers / elapsed
 
 
 async def catch_up(url: str, total: int) -> float:
