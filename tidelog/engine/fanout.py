@@ -213,17 +213,16 @@ class Feed:
         return True
 
     def _unexpired(self, deliveries: list[Delivery]) -> list[Delivery]:
-        """Drop events whose MQTT message expiry has passed."""
-        now = None
-        out = deliveries
-        for index, (event, _) in enumerate(deliveries):
-            props = event.properties
+        """Drop events whose MQTT message expiry has passed (most carry no expiry)."""
+        now: int | None = None
+        out: list[Delivery] = []
+        for delivery in deliveries:
+            props = delivery[0].properties
             if props is not None and props.message_expiry is not None:
                 now = now or time.time_ns() // 1_000_000
-                if event.timestamp + props.message_expiry * 1000 <= now:
-                    out = [d for d in deliveries[index:] if not _expired(d[0], now)]
-                    out[:0] = deliveries[:index]
-                    break
+                if _expired(delivery[0], now):
+                    continue
+            out.append(delivery)
         self.delivered += len(out)
         return out
 
@@ -241,6 +240,10 @@ class Feed:
                 return []
             fanout = self._fanout
             subs = list(self.subscriptions.values())
+            if not subs:  # nothing to match: skip straight to the live position
+                self.fence = max(self.fence, fanout.dispatched_end)
+                self.live = not self._closed
+                return []
             topic_filter = subs[0].topic_filter if len(subs) == 1 else None
             result = await fanout.log.read(self.fence, topic_filter, limit=max_events)
             taken: list[Delivery] = []
