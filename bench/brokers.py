@@ -18,8 +18,9 @@ Settings used (reported by the runner):
   (``autosave_interval``), never an fsync per message, so it is off in both:
   turning it on changes nothing on the measured path.
 * ``tidelog``: ``python -m tidelog serve`` from this checkout, LMDB in a
-  temporary directory (SQLite if the lmdb module is missing) with
-  ``fsync=always``: every acknowledged message is on disk.
+  temporary directory (SQLite when the checkout has no LMDB backend or the
+  lmdb module is missing) with ``fsync=always``: every acknowledged message is
+  on disk.
 """
 
 from __future__ import annotations
@@ -216,10 +217,22 @@ class Tidelog(Peer):
     """``python -m tidelog serve`` from this checkout, MQTT only, fsync always."""
 
     name = "tidelog"
-    description = "tidelog serve, LMDB (fsync=always) in a temp dir"
+    description = "tidelog serve, fsync=always, LMDB in a temp dir (SQLite if no LMDB backend)"
+
+    def storage_scheme(self) -> str:
+        """``lmdb`` when this checkout has the LMDB backend and the lmdb module, else ``sqlite``."""
+        from tidelog import storage
+
+        backends: dict[str, str] = getattr(storage, "_BACKENDS", {})
+        module = backends.get("lmdb", "tidelog.storage.lmdb_log:").partition(":")[0]
+        try:
+            has_lmdb = all(importlib.util.find_spec(name) for name in (module, "lmdb"))
+        except ModuleNotFoundError:
+            has_lmdb = False
+        return "lmdb" if has_lmdb else "sqlite"
 
     def storage_url(self, workdir: Path) -> str:
-        if importlib.util.find_spec("lmdb") is not None:
+        if self.storage_scheme() == "lmdb":
             return f"lmdb://{workdir}/log?fsync=always"
         return f"sqlite://{workdir}/log.db?fsync=always"
 
@@ -246,7 +259,8 @@ class Tidelog(Peer):
             text=True,
             check=False,
         )
-        return f"tidelog {result.stdout.strip()}" if result.returncode == 0 else "tidelog"
+        commit = result.stdout.strip() if result.returncode == 0 else "?"
+        return f"tidelog {commit}, storage {self.storage_scheme()}"
 
     @asynccontextmanager
     async def start(self, workdir: Path) -> AsyncIterator[RunningBroker]:
