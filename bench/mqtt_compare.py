@@ -162,6 +162,29 @@ def format_table(summaries: list[Summary], baseline: str | None) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(summaries: list[Summary], baseline: str | None) -> str:
+    """The summary as a Markdown table, for docs/benchmarks.md."""
+    vs = f"vs {baseline}" if baseline else "vs -"
+    lines = [
+        f"| scenario | broker | msg/s | {vs} | lost | dup | CPU us/msg | client "
+        "| p50 ms | p99 ms | p99.9 ms |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for s in summaries:
+        ack = " (ack)" if s.latency_kind == "ack" and s.p50_ms is not None else ""
+        if s.window is not None and s.window < SCENARIOS[s.scenario].window:
+            ack += f" (window {s.window})"
+        lost = f"**{s.lost}**" if s.lost else "0"
+        dup = f"**{s.duplicated}**" if s.duplicated else "0"
+        ratio = "-" if s.vs_baseline is None else f"{s.vs_baseline:.2f}x"
+        lines.append(
+            f"| {s.scenario}{ack} | {s.broker} | {s.rate:,.0f} | {ratio} | {lost} | {dup} "
+            f"| {_cell(s.broker_cpu_us_per_msg, '.1f')} | {s.client_cpu_share:.0%} "
+            f"| {_cell(s.p50_ms, '.2f')} | {_cell(s.p99_ms, '.2f')} | {_cell(s.p999_ms, '.2f')} |"
+        )
+    return "\n".join(lines)
+
+
 LEGEND = """\
 msg/s: accepted/s (acked; QoS 0: confirmed by PINGRESP) without subscribers, delivered/s with.
 vs X: X's rate / this broker's rate; latency scenarios: this p99 / X's p99 (> 1.00: X ahead).
@@ -258,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply message counts")
     parser.add_argument("--baseline", default="tidelog", help="broker the others are compared with")
     parser.add_argument("--json", type=Path, help="write every result and the summary here")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the summary as a Markdown table too"
+    )
     args = parser.parse_args(argv)
     repeat = args.repeat or (1 if args.quick else 3)
 
@@ -294,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(summaries, baseline))
     print()
     print(LEGEND)
+    if args.markdown:
+        print()
+        print(format_markdown(summaries, baseline))
     damaged = [s for s in summaries if s.lost or s.duplicated or s.refused]
     if damaged:
         print("\n!!! MESSAGES LOST OR DUPLICATED !!!")

@@ -173,6 +173,7 @@ def test_compare_runner_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]
             "mosquitto-unlimited",
             "--json",
             str(out),
+            "--markdown",
         ]
     )
     printed = capsys.readouterr().out
@@ -185,6 +186,7 @@ def test_compare_runner_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     }
     assert all(r["errors"] == [] and r["rate"] > 0 for r in document["results"])
     assert "vs mosquitto-unlimited" in printed
+    assert "| e2e-qos1 | mosquitto |" in printed
 
 
 def test_tidelog_peer_says_why_it_cannot_run_without_an_mqtt_listener() -> None:
