@@ -212,7 +212,8 @@ async def measure(
                     quick=quick,
                     messages=count,
                 )
-    except (LoadError, PeerError, OSError) as exc:
+    except (LoadError, PeerError, OSError, ExceptionGroup) as exc:
+        # recorded and reported as a failed measurement (exit status 1); the rest still run
         result = ScenarioResult(scenario.name, peer.name, level, 0)
         result.errors.append(f"{type(exc).__name__}: {exc}")
         return result

@@ -553,7 +553,10 @@ class Publisher:
                     stage[packet_id] = 1
                     sent_at[packet_id] = now
                 self.in_flight += take
-            await self.connection.send(view[i * size : end * size])
+            with trio.move_on_after(self.stall_timeout) as scope:
+                await self.connection.send(view[i * size : end * size])
+            if scope.cancelled_caught:
+                raise _Stalled(f"the broker read nothing for {self.stall_timeout:g} s")
             i = self.sent = end
 
     async def _drain(self) -> None:

@@ -14,7 +14,7 @@ import trio
 
 from bench import mqtt_compare
 from bench.brokers import PEERS, RunningBroker, Tidelog
-from bench.mqtt_load import HEADER, SCENARIOS, Scenario, Target, run_scenario
+from bench.mqtt_load import HEADER, SCENARIOS, LoadError, Scenario, Target, run_scenario
 from tidelog.protocols.mqtt import (
     Connack,
     Connect,
@@ -24,6 +24,7 @@ from tidelog.protocols.mqtt import (
     Pingresp,
     Puback,
     Publish,
+    ReasonCode,
     Suback,
     Subscribe,
     encode,
@@ -199,3 +200,18 @@ def test_tidelog_peer_says_why_it_cannot_run_without_an_mqtt_listener() -> None:
     else:
         assert reason is not None and "no MQTT listener" in reason
         assert mqtt_compare.main(["--quick", "--brokers", "tidelog"]) == 2
+
+
+async def test_a_refused_connection_is_an_error(nursery: trio.Nursery) -> None:
+    async def refuse(stream: trio.SocketStream) -> None:
+        decoder = Decoder()
+        while data := await stream.receive_some(65_536):
+            for packet in decoder.feed(data):
+                if isinstance(packet, Connect):
+                    refused = Connack(reason_code=ReasonCode.NOT_AUTHORIZED)
+                    await stream.send_all(encode(refused, packet.protocol_level))
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, refuse, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    with pytest.raises(LoadError, match="CONNACK refused: Not authorized"):
+        await run_scenario(Target("127.0.0.1", port), SCENARIOS["qos1-publish-w100"], messages=5)
