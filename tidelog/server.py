@@ -36,10 +36,18 @@ class ServerConfig:
     storage: str = DEFAULT_URL
     bind: str = "127.0.0.1"
     mqtt_port: int | None = 1883
+    mqtt_tls_port: int | None = 8883
+    """MQTT over TLS; runs only when ``tls_cert`` and ``tls_key`` are set."""
+    tls_cert: str | None = None
+    """PEM certificate chain file for the TLS listener."""
+    tls_key: str | None = None
+    """PEM private key file for the TLS listener."""
     ws_port: int | None = 8083
     http_port: int | None = 8080
     storage_options: dict[str, Any] = attrs.field(factory=dict)
     broker_options: dict[str, Any] = attrs.field(factory=dict)
+    mqtt_options: dict[str, Any] = attrs.field(factory=dict)
+    """:class:`tidelog.protocols.mqtt.settings.MQTTSettings` fields."""
 
 
 @attrs.frozen
@@ -50,9 +58,18 @@ class ListenerSpec:
     """The ServerConfig field holding its port."""
     target: str
     """``module:function`` of the serve function (imported only when enabled)."""
+    requires: tuple[str, ...] = ()
+    """Further ServerConfig fields that must be set for the listener to run."""
 
 
 LISTENERS: list[ListenerSpec] = [
+    ListenerSpec("MQTT", "mqtt_port", "tidelog.protocols.mqtt.server:serve_tcp"),
+    ListenerSpec(
+        "MQTT-TLS",
+        "mqtt_tls_port",
+        "tidelog.protocols.mqtt.server:serve_tls",
+        requires=("tls_cert", "tls_key"),
+    ),
     ListenerSpec("WebSocket", "ws_port", "tidelog.websocket:serve_websocket"),
 ]
 """Every listener the server can run, in start order."""
@@ -83,7 +100,7 @@ async def run_server(
             ports: dict[str, int] = {}
             for spec in LISTENERS:
                 port = getattr(config, spec.port_field)
-                if port is None:
+                if port is None or any(getattr(config, f) is None for f in spec.requires):
                     continue
                 serve = _load(spec.target)
                 bound = await nursery.start(serve, broker, config, config.bind, port)
