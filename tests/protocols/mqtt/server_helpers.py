@@ -248,3 +248,55 @@ def read_until_closed(sock: socket.socket, timeout: float = TIMEOUT) -> bytes:
         if not chunk:
             return data
         data += chunk
+
+
+class RawClient:
+    """A blocking MQTT client on a plain socket built on tidelog's codec, for tests that
+    check exact packets (DUP flags, packet ids, reason codes)."""
+
+    def __init__(self, port: int, level: int = 4) -> None:
+        from tidelog.protocols.mqtt import Decoder, Role
+
+        self.level = level
+        self.sock = raw_connection(port)
+        self.decoder = Decoder(level, role=Role.CLIENT)
+        self.pending: list[Any] = []
+
+    def send(self, *packets: Any) -> None:
+        from tidelog.protocols.mqtt import encode_many
+
+        self.sock.sendall(encode_many(packets, self.level))
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def receive(self, timeout: float = TIMEOUT) -> Any:
+        self.sock.settimeout(timeout)
+        while not self.pending:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError("the server closed the connection")
+            self.pending.extend(self.decoder.feed(data))
+        return self.pending.pop(0)
+
+    def expect(self, kind: type[T], timeout: float = TIMEOUT) -> T:
+        packet = self.receive(timeout)
+        assert isinstance(packet, kind), f"expected {kind.__name__}, got {packet!r}"
+        return packet
+
+    def connect(self, client_id: str, *, clean: bool = True, **kwargs: Any) -> Any:
+        from tidelog.protocols.mqtt import Connack, Connect
+
+        self.send(Connect(client_id, self.level, clean, kwargs.pop("keep_alive", 60), **kwargs))
+        return self.expect(Connack)
+
+    def closed(self, timeout: float = TIMEOUT) -> bool:
+        """True once the server has closed the connection (reads what is left)."""
+        try:
+            while True:
+                self.receive(timeout)
+        except (EOFError, ConnectionResetError):
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
