@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,3 +27,20 @@ def server(tmp_path: Path) -> Iterator[ServerThread]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerThread]]:
+    """Start a server with MQTT settings of the test's choosing."""
+    started: list[ServerThread] = []
+
+    def make(**mqtt_options: object) -> ServerThread:
+        running = ServerThread(server_config(tmp_path, **mqtt_options)).start()
+        started.append(running)
+        return running
+
+    try:
+        yield make
+    finally:
+        for running in started:
+            running.stop()

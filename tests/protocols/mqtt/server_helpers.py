@@ -183,7 +183,7 @@ class Client:
             self.paho.subscribe(topic, options=opts, properties=properties)
         else:
             self.paho.subscribe(topic, qos)
-        return self.subacks.get(timeout=TIMEOUT)
+        return tuple(getattr(code, "value", code) for code in self.subacks.get(timeout=TIMEOUT))
 
     def publish(
         self,

@@ -436,6 +436,9 @@ class Connection:
         broker.cancel_will(client_id)
         while (old := self.server.connections.get(client_id)) is not None and old is not self:
             await old.take_over()
+            if self.server.connections.get(client_id) is old:
+                del self.server.connections[client_id]
+            broker.cancel_will(client_id)  # one the older connection left with a delay
         self.server.connections[client_id] = self
 
         if level == 5:
@@ -517,15 +520,19 @@ class Connection:
                 with contextlib.suppress(*STREAM_ERRORS):  # the final packet is a courtesy
                     await self._send_direct(close.final_packet(self.level))
             await self._publish_idle.wait()
-        with trio.move_on_after(self.settings.close_timeout):
-            await self._end_session(close)
+        try:
+            with trio.move_on_after(self.settings.close_timeout):
+                await self._end_session(close)
+        finally:
+            # only now: a newer connection with this client id waits for this one
+            # to have saved the session and handed over its will
+            if self.server.connections.get(self.client_id) is self:
+                del self.server.connections[self.client_id]
         log.debug("%r: closed: %s (%s)", self, close.message, close.code.name)
 
     async def _end_session(self, close: Close) -> None:
         broker = self.broker
         client_id = self.client_id
-        if self.server.connections.get(client_id) is self:
-            del self.server.connections[client_id]
         for source in list(self._shared.values()):
             self._leave_shared(source)
         for source in self._replays.values():
@@ -555,7 +562,10 @@ class Connection:
             event = NewEvent(
                 will.topic, will.payload, will.qos, will.retain, event_properties(will.properties)
             )
-            broker.set_will(client_id, event, delay)
+            if delay:
+                broker.set_will(client_id, event, delay)
+            else:  # now, so that a newer connection's cancel_will cannot race with it
+                broker.publish_nowait([event], partial(_will_published, client_id))
 
     async def _guard(self, body: Any) -> None:
         """Run a task; expected endings become a Close, which stops the connection."""
@@ -1178,6 +1188,11 @@ class Connection:
             "in": [packet_id for packet_id, state in self._rx.items() if state == STORED],
             "sent_end": max(frontier, self._resume_end),
         }
+
+
+def _will_published(client_id: str, result: list[Event] | BaseException) -> None:
+    if isinstance(result, BaseException):
+        log.warning("will message of %s not published: %s", client_id, result)
 
 
 class _Refused(Exception):
