@@ -101,7 +101,7 @@ from tidelog.protocols.mqtt.packets import (
     Unsubscribe,
 )
 from tidelog.protocols.mqtt.properties import NO_PROPERTIES, Properties
-from tidelog.protocols.mqtt.protocol import MAX_PACKET_ID, MAX_PACKET_SIZE
+from tidelog.protocols.mqtt.protocol import MAX_PACKET_ID, MAX_PACKET_SIZE, PacketType
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.protocols.mqtt.replies import error_reply
 from tidelog.protocols.mqtt.settings import ConnectInfo
@@ -247,6 +247,9 @@ class Close(Exception):
 
     @classmethod
     def from_error(cls, error: MQTTProtocolError) -> Close:
+        """For an error after CONNACK (a second CONNECT gets DISCONNECT, not CONNACK)."""
+        if error.packet_type is PacketType.CONNECT:
+            return cls(error.reason_code, error.message)
         return cls(error.reason_code, error.message, reply_bytes=error_reply(error))
 
     def final_packet(self, level: int) -> bytes:
@@ -275,6 +278,7 @@ class Connection:
         self.finished = trio.Event()
         self._connect: Connect | None = None
         self._early: list[Packet] = []
+        self._early_error: MQTTProtocolError | None = None
         self._keep_alive = 0
         self._scope = trio.CancelScope()
         self._close: Close | None = None
@@ -367,9 +371,14 @@ class Connection:
                 try:
                     packets = self.decoder.feed(data)
                 except MQTTProtocolError as exc:
-                    log.debug("%r: bad CONNECT: %s", self, exc)
-                    await self._send_direct(error_reply(exc))
-                    return None
+                    if not exc.packets:
+                        log.debug("%r: bad CONNECT: %s", self, exc)
+                        await self._send_direct(error_reply(exc))
+                        return None
+                    # a valid CONNECT, then a bad packet in the same read: connect
+                    # first, then answer the error as any later one
+                    packets = list(exc.packets)
+                    self._early_error = exc
                 if packets:
                     connect = packets[0]
                     assert isinstance(connect, Connect)  # the decoder admits nothing else first
@@ -517,8 +526,9 @@ class Connection:
         )
         with trio.move_on_after(self.settings.close_timeout):
             if not self._sending:  # a send cut in the middle leaves the stream unusable
+                pending, self._control = self._control, []  # e.g. the CONNACK, acks
                 with contextlib.suppress(*STREAM_ERRORS):  # the final packet is a courtesy
-                    await self._send_direct(close.final_packet(self.level))
+                    await self._send_direct(b"".join(pending) + close.final_packet(self.level))
             await self._publish_idle.wait()
         try:
             with trio.move_on_after(self.settings.close_timeout):
@@ -586,6 +596,8 @@ class Connection:
         if self._early:
             early, self._early = self._early, []
             await self._handle(early)
+        if self._early_error is not None:
+            raise Close.from_error(self._early_error)
         timeout = self._keep_alive * 1.5 if self._keep_alive else math.inf
         receive = self.stream.receive_some
         decoder = self.decoder
