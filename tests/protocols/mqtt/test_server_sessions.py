@@ -220,3 +220,34 @@ def test_inbound_qos2_state_survives_a_restart(tmp_path: Path) -> None:
         sub.disconnect()
     finally:
         server.stop()
+
+
+def test_slow_subscriber_catches_up_from_the_log(tmp_path: Path) -> None:
+    config = server_config(tmp_path, pending_deliveries=20)
+    config.broker_options = {"feed_max_events": 50}
+    server = ServerThread(config).start()
+    try:
+        from tidelog.protocols.mqtt import Connack, Connect
+        from tidelog.protocols.mqtt import Properties as Props
+
+        slow = RawClient(server.port, 5)
+        slow.send(Connect("slow", 5, properties=Props(receive_maximum=5)))
+        slow.expect(Connack)
+        subscribe_raw(slow, "load/#", 1)
+        total = 2000
+        with clients(Client(server.port, max_inflight=1000)) as (pub,):
+            for i in range(total):
+                pub.paho.publish("load/x", b"%d" % i, 1)
+            pub.publish("load/x", b"end", 1)
+        got = []
+        while len(got) <= total:
+            message = slow.expect(Publish)
+            got.append(message.payload)
+            slow.send(Puback(message.packet_id))
+        assert got == [b"%d" % i for i in range(total)] + [b"end"]
+        assert server.running is not None
+        feeds = [f for f in server.running.broker.fanout.feeds if f.name == "mqtt:slow"]
+        assert feeds[0].catch_ups > 0  # it fell behind and read from the log
+        slow.close()
+    finally:
+        server.stop()
