@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(mosquitto)  # bench/brokers.py and tests/bench start mosquitto 2 as a peer
+APT_PACKAGES=(
+    mosquitto          # bench/brokers.py and tests/bench start mosquitto 2 as a peer
+    mosquitto-clients  # mosquitto_pub/mosquitto_sub for MQTT interop tests
+)
 if [ "${#APT_PACKAGES[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=()
     for pkg in "${APT_PACKAGES[@]}"; do

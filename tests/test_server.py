@@ -78,3 +78,16 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "unknown scheme" in result.stderr
+
+
+def test_tls_flags_are_accepted(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tidelog", "serve", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0
+    for flag in ("--mqtt-tls-port", "--tls-cert", "--tls-key"):
+        assert flag in result.stdout

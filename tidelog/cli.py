@@ -66,6 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         "--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
     serve.add_argument("--mqtt-port", type=_port, default=1883, help="MQTT TCP port or 'off'")
+    serve.add_argument(
+        "--mqtt-tls-port",
+        type=_port,
+        default=8883,
+        help="MQTT over TLS port or 'off' (runs only with --tls-cert and --tls-key)",
+    )
+    serve.add_argument("--tls-cert", help="PEM certificate chain for MQTT over TLS")
+    serve.add_argument("--tls-key", help="PEM private key for MQTT over TLS")
     serve.add_argument("--ws-port", type=_port, default=8083, help="WebSocket port or 'off'")
     serve.add_argument("--http-port", type=_port, default=8080, help="REST/metrics port or 'off'")
     demo = commands.add_parser("demo", help="append a few events and replay them")
@@ -78,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
                 storage=args.storage,
                 bind=args.bind,
                 mqtt_port=args.mqtt_port,
+                mqtt_tls_port=args.mqtt_tls_port,
+                tls_cert=args.tls_cert,
+                tls_key=args.tls_key,
                 ws_port=args.ws_port,
                 http_port=args.http_port,
             )

@@ -12,6 +12,7 @@ HTTP 404 with a JSON body.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -27,7 +28,9 @@ log = logging.getLogger(__name__)
 
 WebSocketHandler = Callable[[Broker, trio_websocket.WebSocketRequest], Awaitable[None]]
 
-ROUTES: dict[str, str] = {}
+ROUTES: dict[str, str] = {
+    "/mqtt": "tidelog.protocols.mqtt.server:handle_websocket",
+}
 """Path -> ``module:function`` of its handler; protocol packages register here."""
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024 + 1024
@@ -67,7 +70,7 @@ async def serve_websocket(
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
-            trio_websocket.serve_websocket,
+            functools.partial(trio_websocket.serve_websocket, max_message_size=MAX_MESSAGE_BYTES),
             route,
             host,
             port,

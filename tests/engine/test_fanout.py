@@ -104,3 +104,22 @@ async def test_catch_up_that_read_ahead_of_fan_out_gets_no_duplicates(
         third = await log.append([NewEvent("a", b"3")])
         fanout.dispatch(third)
         assert [e.payload for e, _ in feed.receive_nowait()] == [b"3"]
+
+
+async def test_handled_end_is_the_first_offset_not_taken(backend: BackendUnderTest) -> None:
+    async with tidelog.open(backend.url) as broker:
+        await broker.publish_many([NewEvent(f"t/{i % 2}", b"x") for i in range(6)])
+        feed = broker.open_feed(start=0)
+        feed.subscribe("t/1", since=0)
+        assert feed.handled_end == 0
+        taken = await feed.receive(2)  # catch-up from the log: offsets 1 and 3
+        assert [e.offset for e, _ in taken] == [1, 3]
+        assert feed.handled_end >= 4
+        taken = await feed.receive()
+        assert [e.offset for e, _ in taken] == [5]
+        assert feed.live and feed.handled_end == 6
+        await broker.publish_many([NewEvent("t/1", b"y"), NewEvent("t/0", b"z")])
+        assert feed.handled_end == 6  # offset 6 is buffered, not taken
+        assert [e.offset for e, _ in feed.receive_nowait()] == [6]
+        assert feed.handled_end == 8  # 7 does not match
+        feed.close()

@@ -140,6 +140,19 @@ class Feed:
         return len(self._buffer)
 
     @property
+    def handled_end(self) -> int:
+        """Every event below this offset was taken by the consumer or does not match.
+
+        A persistent consumer that saves its position uses this (together with
+        what it took but has not yet finished) as the point to resume from.
+        """
+        if self._buffer:
+            return self._buffer[0][0].offset
+        if self.live:
+            return max(self.fence, self._fanout.dispatched_end)
+        return self.fence
+
+    @property
     def ready(self) -> bool:
         """True if :meth:`receive` would not wait for new events."""
         return bool(self._buffer) or not self.live or self._closed
