@@ -54,6 +54,7 @@ class ListenerSpec:
 
 LISTENERS: list[ListenerSpec] = [
     ListenerSpec("WebSocket", "ws_port", "tidelog.websocket:serve_websocket"),
+    ListenerSpec("HTTP", "http_port", "tidelog.api.rest:serve_http"),
 ]
 """Every listener the server can run, in start order."""
 
