@@ -55,6 +55,8 @@ class EventStream(Response):
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
             media_type=self.media_type,
         )
+        # an endless body: no Content-Length (Response adds one for its empty content)
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.broker = broker
         self.topic_filter = topic_filter
         self.start = start
