@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 
 WebSocketHandler = Callable[[Broker, trio_websocket.WebSocketRequest], Awaitable[None]]
 
-ROUTES: dict[str, str] = {}
+ROUTES: dict[str, str] = {
+    "/v1/ws": "tidelog.api.websocket:handle",
+}
 """Path -> ``module:function`` of its handler; protocol packages register here."""
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024 + 1024
