@@ -286,6 +286,9 @@ async def test_read_refuses_bad_parameters(client: httpx.AsyncClient) -> None:
         ({"to_time": "2026-13-01"}, 400, "invalid_position"),
         ({"from_offset": 3}, 400, "offset_out_of_range"),
         ({"from_offset": -1}, 422, "validation_failed"),
+        ({"from_offset": 2**63}, 422, "validation_failed"),
+        ({"from_time": "³"}, 400, "invalid_position"),  # a digit to str.isdigit, not to int()
+        ({"from_time": "9" * 30}, 400, "invalid_position"),
         ({"limit": 0}, 422, "validation_failed"),
         ({"limit": 10_001}, 422, "validation_failed"),
         ({"wait_ms": 60_001}, 422, "validation_failed"),

@@ -55,7 +55,7 @@ from tidelog.api.shapes import (
 )
 from tidelog.api.sse import EventStream
 from tidelog.engine import Broker, Cursor, CursorNotFoundError, Position, parse_position
-from tidelog.engine.positions import parse_time
+from tidelog.engine.positions import MAX_INTEGER, parse_time
 from tidelog.errors import OffsetOutOfRangeError
 from tidelog.storage import Properties, ReadResult
 from tidelog.topics import parse_shared, validate_topic_filter
@@ -296,9 +296,11 @@ async def get_events(
     request: Request,
     broker: BrokerDep,
     topic_filter: FilterQuery = None,
-    from_offset: Annotated[int | None, Query(ge=0, description="default: the first offset")] = None,
+    from_offset: Annotated[
+        int | None, Query(ge=0, le=MAX_INTEGER, description="default: the first offset")
+    ] = None,
     from_time: Annotated[str | None, Query(description="RFC 3339 or epoch ms")] = None,
-    to_offset: Annotated[int | None, Query(ge=0, description="exclusive")] = None,
+    to_offset: Annotated[int | None, Query(ge=0, le=MAX_INTEGER, description="exclusive")] = None,
     to_time: Annotated[str | None, Query(description="exclusive; RFC 3339 or epoch ms")] = None,
     limit: LimitQuery = DEFAULT_READ_LIMIT,
     max_bytes: MaxBytesQuery = DEFAULT_READ_BYTES,

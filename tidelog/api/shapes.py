@@ -201,7 +201,7 @@ class CommitIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    offset: Annotated[int, Field(ge=0)]
+    offset: Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 # -- documented response shapes (the handlers build dicts of the same shape) ---------

@@ -118,7 +118,7 @@ class CommitMessage(_Message):
     type: Literal["commit", "ack"]
     sub: str | None = None
     cursor: str | None = None
-    offset: Annotated[int, Field(ge=0)]
+    offset: Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 class UnsubscribeMessage(_Message):
