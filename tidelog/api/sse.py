@@ -26,7 +26,7 @@ import trio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from tidelog.api.shapes import Encoding, dumps, event_out
+from tidelog.api.shapes import Encoding, encode_event
 from tidelog.engine import Broker, Position
 from tidelog.errors import LogClosedError
 
@@ -95,10 +95,12 @@ class EventStream(Response):
                         await chunk(b": keepalive\n\n")
                         continue
                     await chunk(
-                        b"".join(
-                            b"id: %d\ndata: %s\n\n" % (e.offset, dumps(event_out(e, self.encoding)))
-                            for e in batch
-                        )
+                        "".join(
+                            [
+                                f"id: {e.offset}\ndata: {encode_event(e, self.encoding)}\n\n"
+                                for e in batch
+                            ]
+                        ).encode("utf-8")
                     )
         except LogClosedError:
             return

@@ -57,7 +57,7 @@ import trio_websocket
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from tidelog.api.problems import ApiError, classify
-from tidelog.api.shapes import Encoding, EventIn, dumps, events_out
+from tidelog.api.shapes import Encoding, EventIn, dumps, encode_events
 from tidelog.engine import Broker, Cursor, Subscriber, parse_position
 from tidelog.errors import LogClosedError
 from tidelog.storage import Event
@@ -406,14 +406,12 @@ class Connection:
                     reply["cursor"] = sub.cursor.name
                 await self.send(reply)
                 task_status.started()
+                sub_json = json.dumps(sub.id)
                 while batch := await sub.next_batch(subscriber):
-                    await self.send(
-                        {
-                            "type": "events",
-                            "sub": sub.id,
-                            "events": events_out(batch, sub.encoding),
-                            "next_offset": batch[-1].offset + 1,
-                        }
+                    await self.ws.send_message(
+                        f'{{"type":"events","sub":{sub_json},'
+                        f'"events":{encode_events(batch, sub.encoding)},'
+                        f'"next_offset":{batch[-1].offset + 1}}}'
                     )
         except LogClosedError:
             return  # the broker is closing
