@@ -20,7 +20,7 @@ Measured:
 * REST replay: one client paging through the log with ``GET /v1/events``,
   10,000 events per page (events/s);
 * WebSocket publish: one connection, pipelined, at most 1,000 unacknowledged
-  (msgs/s acknowledged);
+  (msgs/s acknowledged), one event per frame and 100 per ``publish_batch`` frame;
 * WebSocket consume: one subscription reading the log from ``earliest``
   (history) and one receiving live events while REST batches publish them
   (msgs/s).
@@ -243,6 +243,33 @@ async def ws_publish(ws_port: int, total: int, window: int = 1000) -> float:
         return total / (time.perf_counter() - started)
 
 
+async def ws_publish_batch(ws_port: int, total: int, batch: int = 100, window: int = 10) -> float:
+    payload = base64.b64encode(PAYLOAD).decode()
+    frame = json.dumps(
+        {
+            "type": "publish_batch",
+            "events": [{"topic": f"bench/ws/{n % 10}", "payload": payload} for n in range(batch)],
+        }
+    )
+    frames = total // batch
+    async with trio_websocket.open_websocket("127.0.0.1", ws_port, "/v1/ws", use_ssl=False) as ws:
+        sent = trio.Semaphore(window)
+        started = time.perf_counter()
+
+        async def sender() -> None:
+            for _ in range(frames):
+                await sent.acquire()
+                await ws.send_message(frame)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender)
+            for _ in range(frames):
+                reply = await ws.get_message()
+                assert '"ack"' in reply, reply
+                sent.release()
+        return frames * batch / (time.perf_counter() - started)
+
+
 async def ws_consume_history(ws_port: int, total: int) -> float:
     async with trio_websocket.open_websocket("127.0.0.1", ws_port, "/v1/ws", use_ssl=False) as ws:
         started = time.perf_counter()
@@ -319,6 +346,10 @@ async def main(storage: str, quick: bool) -> None:
             total = 20_000 if quick else 100_000
             rate = await ws_publish(ws_port, total)
             print(f"WebSocket publish (window 1000), {total:,}: {rate:10,.0f} msgs/s")
+            rate = await ws_publish_batch(ws_port, total)
+            print(
+                f"WebSocket publish_batch (100/frame, window 10), {total:,}: {rate:10,.0f} msgs/s"
+            )
             total = min(events, 100_000 if quick else 500_000)
             rate = await ws_consume_history(ws_port, total)
             print(f"WebSocket consume from the log, {total:,}: {rate:10,.0f} msgs/s")

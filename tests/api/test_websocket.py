@@ -325,3 +325,20 @@ async def test_ws_publish_reaches_sse_and_rest_long_poll(
         async with connect(ws_port) as ws:
             await request(ws, type="publish", topic="from/ws", payload="eA==")
     assert results[0]["events"][0]["topic"] == "from/ws"
+
+
+async def test_publish_batch_is_one_commit(ws_port: int, client: httpx.AsyncClient) -> None:
+    async with connect(ws_port) as ws:
+        events = [{"topic": f"b/{n}", "payload": f"{n}", "encoding": "text"} for n in range(3)]
+        ack = await request(ws, type="publish_batch", id="b1", events=events)
+        assert ack["type"] == "ack"
+        assert ack["id"] == "b1"
+        assert [e["offset"] for e in ack["events"]] == [0, 1, 2]
+        assert len({e["timestamp"] for e in ack["events"]}) == 1
+        bad = [*events, {"topic": "b/#", "payload": ""}]
+        reply = await request(ws, type="publish_batch", id="b2", events=bad)
+        assert (reply["type"], reply["code"], reply["id"]) == ("error", "invalid_topic", "b2")
+        reply = await request(ws, type="publish_batch", id="b3", events=[])
+        assert reply["code"] == "validation_failed"
+    page = (await client.get("/v1/events")).json()
+    assert page["next_offset"] == 3  # the refused batch stored nothing

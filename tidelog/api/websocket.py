@@ -5,6 +5,9 @@ Client to server (every request may carry an ``id``, echoed in its reply)::
     publish      {"type": "publish", "id": 1, "topic": "a/b", "payload": "aGk=",
                   "encoding"?: "base64"|"text", "qos"?, "retain"?, "properties"?}
                  -> {"type": "ack", "id": 1, "offset": 7, "timestamp": ...} once durable
+    publish_batch {"type": "publish_batch", "id": 6, "events": [{"topic", "payload", ...}]}
+                 -> {"type": "ack", "id": 6, "events": [{"offset", "timestamp"}...]}
+                    (all or nothing, one commit)
     subscribe    {"type": "subscribe", "id": 2, "sub"?: "s1", "filter"?: "a/#",
                   "start"?: "latest", "cursor"?: "name", "credit"?: 1000,
                   "encoding"?: "base64", "retained"?: false}
@@ -57,10 +60,10 @@ import trio_websocket
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from tidelog.api.problems import ApiError, classify
-from tidelog.api.shapes import Encoding, EventIn, dumps, encode_events
+from tidelog.api.shapes import MAX_BATCH_EVENTS, Encoding, EventIn, dumps, encode_events
 from tidelog.engine import Broker, Cursor, Subscriber, parse_position
 from tidelog.errors import LogClosedError
-from tidelog.storage import Event
+from tidelog.storage import Event, NewEvent
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ SUBPROTOCOL = "tidelog.v1"
 MAX_SUBSCRIPTIONS = 64
 """Subscriptions one connection may hold at once."""
 MAX_IN_FLIGHT = 1000
-"""Publishes one connection may have waiting for durability."""
+"""Publish requests (single or batch) one connection may have waiting for durability."""
 MAX_PUSH_EVENTS = 500
 """The most events in one ``events`` frame."""
 DEFAULT_CREDIT = 1000
@@ -95,6 +98,11 @@ class _Message(BaseModel):
 
 class PublishMessage(_Message, EventIn):
     type: Literal["publish"]
+
+
+class PublishBatchMessage(_Message):
+    type: Literal["publish_batch"]
+    events: Annotated[list[EventIn], Field(min_length=1, max_length=MAX_BATCH_EVENTS)]
 
 
 class SubscribeMessage(_Message):
@@ -132,6 +140,7 @@ class PingMessage(_Message):
 
 ClientMessage = Annotated[
     PublishMessage
+    | PublishBatchMessage
     | SubscribeMessage
     | CreditMessage
     | CommitMessage
@@ -141,7 +150,16 @@ ClientMessage = Annotated[
 ]
 _parse: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 MESSAGE_TYPES = frozenset(
-    {"publish", "subscribe", "credit", "commit", "ack", "unsubscribe", "ping"}
+    {
+        "publish",
+        "publish_batch",
+        "subscribe",
+        "credit",
+        "commit",
+        "ack",
+        "unsubscribe",
+        "ping",
+    }
 )
 
 
@@ -273,7 +291,10 @@ class Connection:
         try:
             match message:
                 case PublishMessage():
-                    await self._publish(message)
+                    await self._publish(message.id, [message.to_new_event()], single=True)
+                case PublishBatchMessage():
+                    events = [event.to_new_event() for event in message.events]
+                    await self._publish(message.id, events, single=False)
                 case SubscribeMessage():
                     await self._subscribe(message)
                 case CreditMessage():
@@ -310,22 +331,24 @@ class Connection:
 
     # -- publishing ------------------------------------------------------------------
 
-    async def _publish(self, message: PublishMessage) -> None:
-        event = message.to_new_event()
+    async def _publish(
+        self, request_id: RequestId, events: list[NewEvent], *, single: bool
+    ) -> None:
+        """Queue for commit; the ack (or error) goes out from the commit's callback."""
         while self._in_flight >= MAX_IN_FLIGHT:
             self._in_flight_changed = trio.Event()
             await self._in_flight_changed.wait()
         await self.broker.wait_writable()
-        request_id = message.id
 
         def done(result: list[Event] | BaseException) -> None:
             self._in_flight -= 1
             self._in_flight_changed.set()
             if self._closed:
                 return
+            reply: dict[str, Any]
             if isinstance(result, BaseException):
                 status, code = classify(result) or (500, "internal_error")
-                reply: dict[str, Any] = {
+                reply = {
                     "type": "error",
                     "code": code,
                     "status": status,
@@ -333,7 +356,7 @@ class Connection:
                 }
                 if request_id is not None:
                     reply["id"] = request_id
-            else:
+            elif single:
                 stored = result[0]
                 reply = {
                     "type": "ack",
@@ -341,9 +364,15 @@ class Connection:
                     "offset": stored.offset,
                     "timestamp": stored.timestamp,
                 }
+            else:
+                reply = {
+                    "type": "ack",
+                    "id": request_id,
+                    "events": [{"offset": e.offset, "timestamp": e.timestamp} for e in result],
+                }
             self._acks_in.send_nowait(dumps(reply))
 
-        self.broker.publish_nowait([event], done)
+        self.broker.publish_nowait(events, done)
         self._in_flight += 1
 
     async def _send_acks(self) -> None:
