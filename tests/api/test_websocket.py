@@ -342,3 +342,34 @@ async def test_publish_batch_is_one_commit(ws_port: int, client: httpx.AsyncClie
         assert reply["code"] == "validation_failed"
     page = (await client.get("/v1/events")).json()
     assert page["next_offset"] == 3  # the refused batch stored nothing
+
+
+def _without_timestamps(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_timestamps(v) for k, v in value.items() if k != "timestamp"}
+    if isinstance(value, list):
+        return [_without_timestamps(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("storage_url", ["memory://"], indirect=True)
+async def test_documented_session(ws_port: int) -> None:
+    """The example session of docs/websocket.md, replayed against a fresh server."""
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "websocket.md").read_text()
+    block = doc.split("## Example session", 1)[1].split("```", 2)[1]
+    lines = [line for line in block.splitlines() if line.startswith(("> ", "< "))]
+    assert len(lines) > 10
+    async with connect(ws_port) as ws:
+        for line in lines:
+            direction, text = line[0], line[2:]
+            if direction == ">":
+                await ws.send_message(text)
+            elif text.startswith("(close "):
+                code = int(text.split()[1].rstrip(":"))
+                with trio.fail_after(5), pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                    await ws.get_message()
+                assert closed.value.reason.code == code
+            else:
+                assert _without_timestamps(await recv(ws)) == _without_timestamps(json.loads(text))
