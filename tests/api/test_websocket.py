@@ -1,4 +1,9 @@
-"""The native WebSocket protocol at /v1/ws against a real server, and REST <-> WS."""
+"""The native WebSocket protocol at /v1/ws against a real server, and REST <-> WS.
+
+Cross-protocol tests with MQTT (publish over REST -> receive over MQTT;
+publish over MQTT -> replay by time over REST) belong here once the MQTT
+server is merged: the `server` fixture then needs `mqtt_port=0`.
+"""
 
 from __future__ import annotations
 
