@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
     mosquitto          # bench/brokers.py and tests/bench start mosquitto 2 as a peer
     mosquitto-clients  # mosquitto_pub/mosquitto_sub for MQTT interop tests
+    chromium           # tests/api/test_browser.py drives the example page headless
 )
 if [ "${#APT_PACKAGES[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=()

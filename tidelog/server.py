@@ -71,6 +71,7 @@ LISTENERS: list[ListenerSpec] = [
         requires=("tls_cert", "tls_key"),
     ),
     ListenerSpec("WebSocket", "ws_port", "tidelog.websocket:serve_websocket"),
+    ListenerSpec("HTTP", "http_port", "tidelog.api.rest:serve_http"),
 ]
 """Every listener the server can run, in start order."""
 

@@ -30,6 +30,7 @@ WebSocketHandler = Callable[[Broker, trio_websocket.WebSocketRequest], Awaitable
 
 ROUTES: dict[str, str] = {
     "/mqtt": "tidelog.protocols.mqtt.server:handle_websocket",
+    "/v1/ws": "tidelog.api.websocket:handle",
 }
 """Path -> ``module:function`` of its handler; protocol packages register here."""
 

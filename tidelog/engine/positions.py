@@ -44,8 +44,8 @@ LATEST = Position("latest")
 def parse_time(text: str) -> int:
     """RFC 3339 or epoch milliseconds -> epoch milliseconds."""
     text = text.strip()
-    if text.lstrip("-").isdigit():
-        return int(text)
+    if _is_integer(text.removeprefix("-")):
+        return _bounded(int(text), f"time {text!r}")
     try:
         moment = dt.datetime.fromisoformat(text.replace("z", "Z"))
     except ValueError:
@@ -53,6 +53,21 @@ def parse_time(text: str) -> int:
             f"time {text!r}: expected RFC 3339 (2026-11-26T10:00:00Z) or epoch milliseconds"
         ) from None
     return datetime_to_ms(moment)
+
+
+MAX_INTEGER = 2**63 - 1
+"""Offsets and times are signed 64-bit integers in storage."""
+
+
+def _is_integer(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts ``"³"``), short enough for int()."""
+    return 0 < len(text) <= 19 and text.isascii() and text.isdigit()
+
+
+def _bounded(value: int, what: str) -> int:
+    if abs(value) > MAX_INTEGER:
+        raise InvalidPositionError(f"{what} is out of range")
+    return value
 
 
 def datetime_to_ms(moment: dt.datetime) -> int:
@@ -70,7 +85,7 @@ def parse_position(value: PositionLike) -> Position:
     if isinstance(value, int):
         if value < 0:
             raise InvalidPositionError(f"offset {value} is negative")
-        return Position("offset", value)
+        return Position("offset", _bounded(value, f"offset {value}"))
     if isinstance(value, dt.datetime):
         return Position("time", datetime_to_ms(value))
     if not isinstance(value, str):
@@ -80,9 +95,9 @@ def parse_position(value: PositionLike) -> Position:
         return Position(text)
     kind, sep, rest = text.partition(":")
     if sep and kind == "offset":
-        if not rest.isdigit():
+        if not _is_integer(rest):
             raise InvalidPositionError(f"position {value!r}: offset must be a non-negative integer")
-        return Position("offset", int(rest))
+        return Position("offset", _bounded(int(rest), f"position {value!r}"))
     if sep and kind == "time":
         return Position("time", parse_time(rest))
     raise InvalidPositionError(
