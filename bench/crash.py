@@ -42,7 +42,6 @@ must exit 0 on SIGTERM with both sessions at the end of the log.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -192,8 +191,10 @@ class Client:
 
     async def run(self) -> None:
         while not self.stopping:
-            with contextlib.suppress(*CLIENT_ERRORS):  # the server died: reconnect
+            try:
                 await self.session()
+            except* CLIENT_ERRORS:  # the server died: reconnect
+                pass
             if not self.stopping:
                 await trio.sleep(0.05)
 
