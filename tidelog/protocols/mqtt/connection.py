@@ -70,7 +70,13 @@ import trio
 from tidelog.engine.fanout import Feed
 from tidelog.engine.fanout import Subscription as FeedSubscription
 from tidelog.engine.sessions import NEVER_EXPIRES, Session, SessionSubscription
-from tidelog.errors import InvalidPositionError, InvalidTopicError, LogClosedError, TidelogError
+from tidelog.errors import (
+    InvalidPositionError,
+    InvalidTopicError,
+    LogClosedError,
+    StorageFullError,
+    TidelogError,
+)
 from tidelog.protocols.mqtt.decoder import Decoder
 from tidelog.protocols.mqtt.encoder import encode
 from tidelog.protocols.mqtt.errors import MQTTProtocolError
@@ -717,7 +723,11 @@ class Connection:
                 if any(meta):
                     self._stop(Close(ReasonCode.UNSPECIFIED_ERROR, f"publish refused: {result}"))
                 return
-            code = ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR
+            code = (
+                ReasonCode.QUOTA_EXCEEDED
+                if isinstance(result, StorageFullError)
+                else ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR
+            )
             props = Properties(reason_string=str(result)[:200]) if self._problem_info else None
             for entry in meta:
                 qos, packet_id = entry >> 16, entry & 0xFFFF
