@@ -98,7 +98,23 @@ def main(argv: list[str] | None = None) -> int:
     except (TidelogError, OSError) as exc:
         print(f"tidelog: {exc}", file=sys.stderr)
         return 1
+    except BaseExceptionGroup as group:
+        # trio's nurseries wrap what fails inside them (e.g. opening the log under
+        # the server's nursery): expected errors still get one line each
+        expected, unexpected = group.split((TidelogError, OSError))
+        if unexpected is not None or expected is None:
+            raise
+        for exc in _leaves(expected):
+            print(f"tidelog: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return leaves
 
 
 if __name__ == "__main__":
