@@ -86,8 +86,8 @@ def default_storage(directory: Path) -> str:
     try:
         import tidelog.storage.lmdb_log  # noqa: F401
     except ImportError:
-        return f"sqlite:///{directory}/log.db"
-    return f"lmdb:///{directory}/data"
+        return f"sqlite://{directory.resolve()}/log.db"
+    return f"lmdb://{directory.resolve()}/data"
 
 
 # -- the server ------------------------------------------------------------------------
