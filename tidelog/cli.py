@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         expected, unexpected = group.split((TidelogError, OSError))
         if unexpected is not None or expected is None:
             raise
-        for exc in _leaves(expected):
-            print(f"tidelog: {exc}", file=sys.stderr)
+        for error in _leaves(expected):
+            print(f"tidelog: {error}", file=sys.stderr)
         return 1
     return 0
 
