@@ -37,7 +37,8 @@ def test_short_fuzz_run_finds_nothing(target: str, tmp_path: Path) -> None:
 
 
 def test_seed_corpus_decodes_cleanly() -> None:
-    from bench.fuzz_mqtt import close_live_broker, fuzz_connection, fuzz_decoder, seed_corpus
+    from bench.fuzz_mqtt import close_live_broker, fuzz_connection, fuzz_decoder
+    from bench.mqtt_corpus import seed_corpus
 
     for seed in seed_corpus():
         fuzz_decoder(seed)
