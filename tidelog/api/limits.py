@@ -7,6 +7,7 @@ passes the limit, so the server never holds more than the limit per request.
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -66,6 +67,29 @@ class BodyLimitMiddleware:
             if started:
                 raise
             await _refuse_too_large(send, self.max_bytes)
+
+
+class Utf8PathMiddleware:
+    """Refuse (400) a request whose path does not percent-decode to valid UTF-8.
+
+    ASGI servers decode the path with replacement characters, so without this
+    ``POST /v1/topics/a%FF`` would publish to a topic the client never named.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw_path = scope.get("raw_path") if scope["type"] == "http" else None
+        if raw_path is not None:
+            try:
+                urllib.parse.unquote_to_bytes(raw_path).decode("utf-8")
+            except UnicodeDecodeError:
+                await _refuse(
+                    send, 400, "invalid_path", "the request path is not valid UTF-8 once decoded"
+                )
+                return
+        await self.app(scope, receive, send)
 
 
 async def _refuse_too_large(send: Send, max_bytes: int) -> None:

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 import tidelog
 from tidelog.api import metrics, problems
-from tidelog.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
+from tidelog.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, Utf8PathMiddleware
 from tidelog.api.problems import ApiError
 from tidelog.api.shapes import (
     DEFAULT_READ_BYTES,
@@ -613,6 +613,7 @@ def create_app(
     app.state.closing = trio.Event()
     app.state.registry, app.state.collector = metrics.make_registry(broker)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(Utf8PathMiddleware)
     problems.install(app)
     app.include_router(router)
     app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
