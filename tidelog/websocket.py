@@ -36,6 +36,9 @@ ROUTES: dict[str, str] = {
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024 + 1024
 """Largest WebSocket message accepted (a maximum-size MQTT packet fits)."""
+HANDSHAKE_TIMEOUT_SECONDS = 10.0
+"""The opening handshake must complete within this long (slow senders are cut off);
+after it, MQTT's connect timeout applies on ``/mqtt``."""
 
 
 def _handler(path: str) -> WebSocketHandler | None:
@@ -71,7 +74,11 @@ async def serve_websocket(
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
-            functools.partial(trio_websocket.serve_websocket, max_message_size=MAX_MESSAGE_BYTES),
+            functools.partial(
+                trio_websocket.serve_websocket,
+                max_message_size=MAX_MESSAGE_BYTES,
+                connect_timeout=HANDSHAKE_TIMEOUT_SECONDS,
+            ),
             route,
             host,
             port,

@@ -68,6 +68,12 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 GRACEFUL_SHUTDOWN_SECONDS = 2.0
+READ_TIMEOUT_SECONDS = 30.0
+"""A connection that sends nothing for this long while a request is in progress is
+closed (with the body deadline of :mod:`tidelog.api.limits`: slow senders)."""
+KEEP_ALIVE_SECONDS = 75.0
+"""An idle connection, or one whose request headers have not arrived, is closed after
+this long (Hypercorn counts header time as idle)."""
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {"application/problem+json": {}}} for status in (400, 422)
@@ -659,7 +665,8 @@ async def serve_http(
     hc.graceful_timeout = GRACEFUL_SHUTDOWN_SECONDS
     hc.accesslog = None
     hc.errorlog = logging.getLogger("tidelog.api.http")
-    hc.keep_alive_timeout = 75
+    hc.keep_alive_timeout = KEEP_ALIVE_SECONDS
+    hc.read_timeout = READ_TIMEOUT_SECONDS  # type: ignore[assignment]
     shutdown = trio.Event()
     shielded = trio.CancelScope(shield=True)
 
