@@ -25,6 +25,9 @@ async def test_kill_9_under_mixed_load_loses_nothing_acknowledged(tmp_path: Path
     assert not totals.violations, "\n".join(totals.violations[:20])
     assert totals.kills == 10
     assert totals.lost == 0
+    assert totals.qos2_redelivered == 0, "a QoS 2 delivery came twice"
+    # totals.qos2_duplicates (a QoS 2 PUBLISH resent with DUP after a kill between its
+    # commit and the session save, stored twice) is a known limitation: reported only
     assert totals.acknowledged > 500, "too little load to test anything"
     for client in [*harness.publishers, harness.rest, *harness.subscribers]:
         assert client.connections >= totals.kills, f"{client.name} did not reconnect"
