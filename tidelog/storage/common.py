@@ -20,19 +20,21 @@ _valid_topics: set[str] = set()
 """Topic names already validated (bounded): logs repeat a few topics millions of times."""
 
 
+def check_event(index: int, event: NewEvent) -> None:
+    """Refuse an invalid event (``index``: its place in the batch, for the message)."""
+    if not isinstance(event, NewEvent):
+        raise TypeError(f"append() takes NewEvent objects, got {type(event).__name__}")
+    if event.topic not in _valid_topics:
+        validate_topic_name(event.topic)
+        if len(_valid_topics) < 100_000:
+            _valid_topics.add(event.topic)
+    if event.qos not in (0, 1, 2):
+        raise ValueError(f"event {index}: qos must be 0, 1 or 2, not {event.qos!r}")
+
+
 def encode_batch(events: Sequence[NewEvent], timestamp: int, max_record_bytes: int) -> list[bytes]:
     """Validate and encode a batch; raise before anything is stored if one record is bad."""
-    valid = _valid_topics
-    for index, event in enumerate(events):
-        if type(event) is not NewEvent and not isinstance(event, NewEvent):
-            raise TypeError(f"append() takes NewEvent objects, got {type(event).__name__}")
-        if event.topic not in valid:
-            validate_topic_name(event.topic)
-            if len(valid) < 100_000:
-                valid.add(event.topic)
-        if event.qos not in (0, 1, 2):
-            raise ValueError(f"event {index}: qos must be 0, 1 or 2, not {event.qos!r}")
-    records = encode_records(events, timestamp)
+    records = encode_records(events, timestamp, check_event)
     if max(map(len, records), default=0) > max_record_bytes:
         for index, record in enumerate(records):
             if len(record) > max_record_bytes:

@@ -12,12 +12,14 @@ import bisect
 import gc
 import heapq
 import logging
+import operator
 import os
 import shutil
 import sys
 from array import array
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 import lmdb
@@ -60,6 +62,8 @@ from tidelog.storage.records import Event, NewEvent
 from tidelog.topics import compile_filter
 
 logger = logging.getLogger(__name__)
+_TOPIC = operator.attrgetter("topic")
+T = TypeVar("T")
 
 MIN_MAP_BYTES = 64 * 1024 * 1024
 """The smallest map of an active segment (maps are address space, not disk)."""
@@ -67,6 +71,10 @@ INDEX_FRACTION = 0.25
 """A filtered read uses the topic index of a segment when the matching events are
 at most this fraction of the segment, and scans the segment otherwise (measured:
 see docs/benchmarks.md)."""
+MAX_MERGED_TOPICS = 64
+"""A filter matching more topics than this in a segment scans it rather than
+merging that many offset lists (a Python heap merge of k lists costs about
+log2(k) comparisons per event)."""
 _MAP_FILL = 0.9
 """Roll (or grow the map) before a batch would fill the map beyond this fraction."""
 
@@ -160,6 +168,9 @@ class LmdbLog(EventLog):
         self._matches: LruCache[tuple[int, str], TopicMatch] = LruCache(4096)
         self._offsets: LruCache[tuple[int, bytes], array[int]] = LruCache(8 * 1024 * 1024)
         self._stats = _Stats()
+        self.index_fraction = INDEX_FRACTION
+        """Use a segment's topic index when at most this fraction of it matches a filter
+        (0 always scans: bench/storage.py compares both paths with it)."""
 
     # -- opening -------------------------------------------------------------------------
 
@@ -243,10 +254,19 @@ class LmdbLog(EventLog):
             count = len(records)
             batch_bytes = sum(map(len, records))
             need = _map_need(count, batch_bytes)
-            if self._should_roll(timestamp, count, need):
-                await self._roll(need)
             first = self._next
-            active = await self._write(first, records, timestamp, need)
+
+            def acknowledgement() -> list[Event]:
+                return [
+                    Event(offset, timestamp, e.topic, e.payload, e.qos, e.retain, e.properties)
+                    for offset, e in zip(range(first, first + count), events, strict=True)
+                ]
+
+            # Shielded: once the batch goes to disk, memory must follow whatever happens.
+            with trio.CancelScope(shield=True):
+                if self._should_roll(timestamp, count, need):
+                    await self._roll(need)
+                active, stored = await self._write(first, records, timestamp, need, acknowledgement)
             # The batch is committed. Publish it with no checkpoint in between.
             active.count += count
             active.bytes += batch_bytes
@@ -254,7 +274,7 @@ class LmdbLog(EventLog):
                 active.first_ts = timestamp
             active.last_ts = timestamp
             assert active.index is not None
-            active.index.add([event.topic for event in events], first - active.base)
+            active.index.add(map(_TOPIC, events), first - active.base)
             self._next = first + count
             self._last_ts = timestamp
             self._bytes += batch_bytes
@@ -263,10 +283,6 @@ class LmdbLog(EventLog):
             stats.appends += 1
             stats.appended_events += count
             stats.appended_bytes += batch_bytes
-            stored = [
-                Event(offset, timestamp, e.topic, e.payload, e.qos, e.retain, e.properties)
-                for offset, e in zip(range(first, first + count), events, strict=True)
-            ]
             self._notifier.notify(self._next)
         return stored
 
@@ -286,17 +302,35 @@ class LmdbLog(EventLog):
             or active.count + count > MAX_SEGMENT_EVENTS
         )
 
-    async def _write(self, first: int, records: list[bytes], timestamp: int, need: int) -> Segment:
-        """Commit the batch to the active segment, growing or rolling on a full map."""
+    async def _write(
+        self,
+        first: int,
+        records: list[bytes],
+        timestamp: int,
+        need: int,
+        prepare: Callable[[], T],
+    ) -> tuple[Segment, T]:
+        """Commit the batch to the active segment, growing or rolling on a full map.
+
+        Returns the segment written and what ``prepare()`` returned: it builds
+        the acknowledgement (the stored events), overlapped with the commit's
+        fsync under ``fsync=always``.
+        """
         for _ in range(8):
             active = self._active
             if not active.count and active.used + need > _MAP_FILL * active.map_size:
                 active.grow_map(max(2 * active.map_size, active.used + 2 * need))
             try:
-                active.used = await trio.to_thread.run_sync(
-                    active.write_batch, first, records, timestamp
-                )
-                return active
+                if self._fsync.mode == "always":
+                    prepared = await self._commit_overlapped(
+                        active, first, records, timestamp, prepare
+                    )
+                else:
+                    active.used = await trio.to_thread.run_sync(
+                        active.write_batch, first, records, timestamp
+                    )
+                    prepared = prepare()
+                return active, prepared
             except lmdb.MapFullError:
                 # The transaction was aborted; no other one is open (writes hold the
                 # lock, reads run on this thread), so the map may change now.
@@ -307,6 +341,51 @@ class LmdbLog(EventLog):
             except lmdb.Error as exc:
                 raise translate(exc, active.path) from exc
         raise StorageFullError(f"{self._active.path}: the batch does not fit in a segment map")
+
+    async def _commit_overlapped(
+        self,
+        active: Segment,
+        first: int,
+        records: list[bytes],
+        timestamp: int,
+        prepare: Callable[[], T],
+    ) -> T:
+        """Commit in a worker thread; run ``prepare()`` here while the commit syncs.
+
+        The worker holds the GIL while it copies the records into the
+        transaction and releases it while LMDB writes and fsyncs the pages; it
+        signals this thread just before committing, so the acknowledgement is
+        built in what would otherwise be idle time (about a third of an append's
+        CPU time at batch 1000, see docs/benchmarks.md). The caller shields this.
+        """
+        token = trio.lowlevel.current_trio_token()
+        syncing = trio.Event()
+        used: list[int] = []
+        failed: list[Exception] = []
+
+        def committing() -> None:
+            token.run_sync_soon(syncing.set)
+
+        async def write() -> None:
+            try:
+                used.append(
+                    await trio.to_thread.run_sync(
+                        active.write_batch, first, records, timestamp, committing
+                    )
+                )
+            except Exception as exc:  # handed to the caller below, not to the nursery
+                failed.append(exc)
+            finally:
+                syncing.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write)
+            await syncing.wait()
+            prepared = prepare()
+        if failed:
+            raise failed[0]
+        active.used = used[0]
+        return prepared
 
     async def _roll(self, need: int = 0) -> None:
         """Seal the active segment and start the next one (holding the write lock)."""
@@ -420,33 +499,40 @@ class LmdbLog(EventLog):
         Returns ``(next offset, total bytes, full, records examined)``.
         """
         base = segment.base
-        sealed: TopicMatch | None = None
+        arrays: list[array[int]] = []
         if segment.index is not None:
-            arrays, inside = segment.index.match(topic_filter, position - base, stop - base)
-            matching = sum(map(len, arrays))
-            if not inside:
+            active = segment.index.matching(topic_filter)
+            if not active.topics:
                 return stop, total, False, 0
-            topics: Iterable[str] = segment.index.matching(topic_filter)
-            wanted = segment.index.raw_topics(topics)
+            wanted = active.raw
+            use_index = len(active.topics) <= MAX_MERGED_TOPICS
+            if use_index:
+                arrays = [segment.index.offsets[topic] for topic in active.topics]
+                matching = sum(map(len, arrays))
+                use_index = matching <= self.index_fraction * segment.count
         else:
             key = (base, topic_filter)
             sealed = self._matches.get(key)
             if sealed is None:
                 sealed = segment.sealed_match(txn, topic_filter)
                 self._matches.put(key, sealed)
-            matching = sealed.total
-            if not matching:
+            if not sealed.topics:
                 return stop, total, False, 0
             wanted = sealed.topic_set
-            arrays = []
-        if matching <= INDEX_FRACTION * segment.count:
-            if sealed is not None:
+            use_index = (
+                len(sealed.topics) <= MAX_MERGED_TOPICS
+                and sealed.total <= self.index_fraction * segment.count
+            )
+            if use_index:
                 arrays = [self._sealed_offsets(segment, txn, raw) for raw in sealed.topics]
+        if use_index:
             low, high = position - base, stop - base
             runs = [a[bisect.bisect_left(a, low) : bisect.bisect_left(a, high)] for a in arrays]
             runs = [run for run in runs if run]
+            if not runs:
+                return stop, total, False, 0
             merged: Iterable[int] = runs[0] if len(runs) == 1 else heapq.merge(*runs)
-            offsets = (base + relative for relative in merged)
+            offsets = map(base.__add__, merged)
             last, total, full = segment.fetch(txn, offsets, limit, out, max_bytes, total)
             return (last if full and last is not None else stop), total, full, 0
         count = min(stop - position, budget)

@@ -34,12 +34,12 @@ decides what runs where. Methods documented as *blocking* run in a worker thread
 
 from __future__ import annotations
 
-import bisect
+import itertools
 import shutil
 import sys
 from array import array
-from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -141,20 +141,29 @@ class LruCache(Generic[K, V]):
             self._weight -= self._items.pop(key)[1]
 
 
-@attrs.frozen
 class TopicMatch:
-    """The topics of one segment that a filter matches, and their event counts."""
+    """The topics of one sealed segment that a filter matches, and their event counts."""
 
-    topics: tuple[bytes, ...]
-    counts: tuple[int, ...]
+    __slots__ = ("counts", "topic_set", "topics", "total")
 
-    @property
-    def total(self) -> int:
-        return sum(self.counts)
+    def __init__(self, topics: tuple[bytes, ...], counts: tuple[int, ...]) -> None:
+        self.topics = topics
+        self.counts = counts
+        self.total = sum(counts)
+        self.topic_set = frozenset(topics)
 
-    @property
-    def topic_set(self) -> frozenset[bytes]:
-        return frozenset(self.topics)
+
+@attrs.frozen
+class ActiveMatch:
+    """The topics of the active segment a filter matched, as of ``checked`` topics seen."""
+
+    checked: int
+    topics: tuple[str, ...]
+    raw: frozenset[bytes]
+
+
+def _new_offsets() -> array[int]:
+    return array("I")
 
 
 class TopicIndex:
@@ -164,63 +173,51 @@ class TopicIndex:
     same thread, always see the index and the log's next offset agree); persisted
     by :meth:`Segment.seal`; rebuilt by :meth:`Segment.open` after a restart.
     Remembers, per filter, which topics matched so far, and only matches topics
-    that appeared since.
+    that appeared since (the dict keeps topics in the order they appeared).
     """
 
     def __init__(self) -> None:
-        self.offsets: dict[str, array[int]] = {}
-        self._raw: dict[str, bytes] = {}
-        self._order: list[str] = []
-        self._matches: dict[str, tuple[int, list[str]]] = {}
+        self.offsets: defaultdict[str, array[int]] = defaultdict(_new_offsets)
+        self._matches: dict[str, ActiveMatch] = {}
 
     @classmethod
     def from_offsets(cls, offsets: dict[bytes, array[int]]) -> TopicIndex:
         """An index of raw topics and their offsets (as rebuilt from the events)."""
         index = cls()
         for raw, entry in sorted(offsets.items(), key=lambda item: item[1][0]):
-            topic = raw.decode("utf-8")
-            index.offsets[topic] = entry
-            index._raw[topic] = raw
-            index._order.append(topic)
+            index.offsets[raw.decode("utf-8")] = entry
         return index
 
     def add(self, topics: Iterable[str], first: int) -> None:
         """Index events with these topics at relative offsets ``first, first + 1, ...``."""
         offsets = self.offsets
-        relative = first
-        for topic in topics:
-            entry = offsets.get(topic)
-            if entry is None:
-                entry = offsets[topic] = array("I")
-                self._raw[topic] = topic.encode("utf-8")
-                self._order.append(topic)
-            entry.append(relative)
-            relative += 1
+        for topic, relative in zip(topics, itertools.count(first)):
+            offsets[topic].append(relative)
 
     def counts(self) -> dict[str, int]:
         return {topic: len(offsets) for topic, offsets in self.offsets.items()}
 
-    def matching(self, topic_filter: str) -> list[str]:
-        """The topics indexed so far that ``topic_filter`` matches (insertion order)."""
+    def matching(self, topic_filter: str) -> ActiveMatch:
+        """The topics indexed so far that ``topic_filter`` matches."""
+        seen = len(self.offsets)
+        found = self._matches.get(topic_filter)
+        if found is not None and found.checked == seen:
+            return found
         if not has_wildcards(topic_filter):
-            return [topic_filter] if topic_filter in self.offsets else []
-        checked, found = self._matches.get(topic_filter, (0, []))
-        if checked < len(self._order):
+            topics: tuple[str, ...] = (topic_filter,) if topic_filter in self.offsets else ()
+            raw = frozenset(t.encode("utf-8") for t in topics)
+        else:
+            checked, topics, raw = (
+                (found.checked, found.topics, found.raw) if found else (0, (), frozenset())
+            )
             match = compile_filter(topic_filter)
-            found = found + [t for t in self._order[checked:] if match(t)]
-            if len(self._matches) >= 256:
-                self._matches.clear()
-            self._matches[topic_filter] = (len(self._order), found)
+            new = tuple(t for t in itertools.islice(self.offsets, checked, None) if match(t))
+            topics += new
+            raw |= frozenset(t.encode("utf-8") for t in new)
+        if len(self._matches) >= 256:
+            self._matches.clear()
+        found = self._matches[topic_filter] = ActiveMatch(seen, topics, raw)
         return found
-
-    def match(self, topic_filter: str, start: int, stop: int) -> tuple[list[array[int]], int]:
-        """Offset arrays of the matching topics, and how many fall in ``[start, stop)``."""
-        arrays = [self.offsets[t] for t in self.matching(topic_filter)]
-        inside = sum(bisect.bisect_left(a, stop) - bisect.bisect_left(a, start) for a in arrays)
-        return arrays, inside
-
-    def raw_topics(self, topics: Iterable[str]) -> frozenset[bytes]:
-        return frozenset(self._raw[t] for t in topics)
 
 
 @attrs.define
@@ -385,9 +382,16 @@ class Segment:
 
     # -- writing (blocking; the log serializes writers) ---------------------------------
 
-    def write_batch(self, first: int, records: Sequence[bytes], timestamp: int) -> int:
+    def write_batch(
+        self,
+        first: int,
+        records: Sequence[bytes],
+        timestamp: int,
+        committing: Callable[[], object] | None = None,
+    ) -> int:
         """Append ``records`` at ``first, first + 1, ...`` in one transaction; blocking.
 
+        Calls ``committing()`` (if given) when only the commit is left to do.
         Returns the bytes of the map now in use. Raises py-lmdb errors as they are
         (the log grows the map on ``MapFullError`` and translates the rest).
         """
@@ -402,6 +406,8 @@ class Segment:
                     f"segment {self.path}: offsets from {first} already exist on disk"
                 )
             txn.put(TIME_KEY.pack(timestamp, first), b"", append=True, db=self.times_db)
+            if committing is not None:
+                committing()
         return used_bytes(self.env)
 
     def seal(self) -> None:

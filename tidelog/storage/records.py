@@ -25,9 +25,12 @@ new versions are added beside version 1, never by changing it.
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import operator
 import struct
-import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from itertools import accumulate, islice
 from typing import Any
 
 import attrs
@@ -209,47 +212,62 @@ def encode_record(event: NewEvent, timestamp: int) -> bytes:
     )
 
 
-_topic_bytes_cache: dict[str, bytes] = {}
-
-
-def encode_records(events: Iterable[NewEvent], timestamp: int) -> list[bytes]:
+def encode_records(
+    events: Iterable[NewEvent], timestamp: int, check: Callable[[int, NewEvent], object]
+) -> list[bytes]:
     """Encode a batch sharing one ``timestamp``; the same bytes as :func:`encode_record`.
 
-    The append hot path: no function call per event for events without
-    properties, and each topic is encoded to UTF-8 once (logs repeat a few
-    topics). Does not validate topics or QoS; :func:`~tidelog.storage.common.encode_batch`
-    does.
+    The append hot path. A *plain* event (a :class:`NewEvent` with QoS 0, not
+    retained, without properties) is its topic's record prefix (header and
+    topic, the same for every plain event of the topic in this batch, built
+    once) plus its payload. ``check(index, event)`` validates an event before
+    it is encoded (raising stops the batch): it is called for the first plain
+    event of each topic (a plain event has nothing else to check) and for every
+    other event.
     """
     pack = _HEADER.pack
-    cache = _topic_bytes_cache
+    plain: dict[str, bytes] = {}
     records: list[bytes] = []
     append = records.append
-    for event in events:
-        topic = event.topic
-        raw = cache.get(topic)
-        if raw is None:
-            raw = topic.encode("utf-8")
-            if len(cache) < 100_000:
-                cache[topic] = raw
-        if event.properties is None:
-            flags = (event.qos & _QOS_MASK) | (_RETAIN if event.retain else 0)
-            append(pack(FORMAT_VERSION, flags, timestamp, len(raw)) + raw + event.payload)
+    for index, event in enumerate(events):
+        if (
+            type(event) is NewEvent
+            and event.properties is None
+            and event.qos == 0
+            and event.retain is False
+        ):
+            prefix = plain.get(event.topic)
+            if prefix is None:
+                check(index, event)
+                raw = event.topic.encode("utf-8")
+                prefix = plain[event.topic] = pack(FORMAT_VERSION, 0, timestamp, len(raw)) + raw
+            append(prefix + event.payload)
         else:
+            check(index, event)
             append(encode_record(event, timestamp))
     return records
 
 
-_topic_cache: dict[bytes, str] = {}
+class _TopicNames(dict[bytes, str]):
+    """Raw topic -> decoded topic, decoding on a miss and keeping up to 100,000.
+
+    Logs repeat a few topics millions of times: decode each once, and share the
+    ``str`` between events.
+    """
+
+    def __missing__(self, raw: bytes) -> str:
+        topic = raw.decode("utf-8")
+        if len(self) < 100_000:
+            self[raw] = topic
+        return topic
+
+
+_topic_cache = _TopicNames()
 
 
 def _topic_str(raw: bytes) -> str:
-    """Decode a topic, interning it: logs repeat a few topics millions of times."""
-    topic = _topic_cache.get(raw)
-    if topic is None:
-        topic = raw.decode("utf-8")
-        if len(_topic_cache) < 100_000:
-            _topic_cache[raw] = topic
-    return topic
+    """Decode a topic through the shared cache."""
+    return _topic_cache[raw]
 
 
 def decode_record(offset: int, data: bytes) -> Event:
@@ -294,39 +312,63 @@ def decode_run(
     run stopped because one more record would exceed ``max_bytes`` (never before
     ``out`` holds one event). Stops early too if ``values`` runs out.
 
-    It does what :func:`decode_record` does without a function call per record
-    (the per-record call, tuple and ``bool()`` cost about a third of the time
-    of a replay); records with properties or an unknown version take the slow
-    path through :func:`decode_record`. Raises :class:`CorruptLogError`.
+    Same result as :func:`decode_record` per record, at about half the cost:
+    the header checks, sizes and the ``max_bytes`` cut are done for the whole
+    run by C-level passes (``map``, ``accumulate``, ``bisect``), and the one
+    per-record Python step is a list comprehension building the events. A run
+    with anything unusual (an unknown version, a short record) is decoded
+    record by record by :func:`decode_record`, which names the bad one in its
+    :class:`CorruptLogError`.
     """
-    limit = sys.maxsize if max_bytes is None else max_bytes
-    unpack = _HEADER.unpack_from
-    topics = _topic_cache
-    append = out.append
-    position = offset - 1
+    records = list(islice(values, count))
+    if not records:
+        return offset, total, False
+    sizes = list(map(len, records))
+    full = False
+    if max_bytes is None:
+        total += sum(sizes)
+    else:
+        sums = list(accumulate(sizes, initial=total))  # sums[k]: total after k records
+        keep = bisect.bisect_right(sums, max_bytes) - 1
+        if keep < 1 and not out:
+            keep = 1  # always at least one event
+        if keep < len(records):
+            del records[keep:], sizes[keep:]
+            full = True
+        total = sums[len(records)]
     try:
-        # zip() stops at the shorter: ``count`` records, or fewer if ``values`` runs out.
-        for position, data in zip(range(offset, offset + count), values, strict=False):
-            size = len(data)
-            total += size
-            if total > limit and out:
-                return position, total - size, True
-            version, flags, timestamp, topic_len = unpack(data)
-            if version != FORMAT_VERSION or flags & _HAS_PROPERTIES:
-                append(decode_record(position, data))
-                continue
-            end = HEADER_SIZE + topic_len
-            if size < end:
-                raise CorruptLogError(f"record {position}: truncated topic")
-            raw = data[HEADER_SIZE:end]
-            topic = topics.get(raw)
-            if topic is None:
-                topic = _topic_str(raw)
-            retain = (flags & _RETAIN) != 0
-            append(Event(position, timestamp, topic, data[end:], flags & _QOS_MASK, retain))
-    except (struct.error, UnicodeDecodeError) as exc:
-        raise CorruptLogError(f"record {position}: {exc}") from exc
-    return position + 1, total, False
+        heads = list(map(_HEADER.unpack_from, records))
+        if set(map(_FIRST, heads)) != {FORMAT_VERSION} or any(
+            map(operator.lt, sizes, map(HEADER_SIZE.__add__, map(_FOURTH, heads)))
+        ):
+            raise _Unusual
+        topics = _topic_cache
+        out += [
+            Event(
+                position,
+                ts,
+                topics[data[HEADER_SIZE : (end := HEADER_SIZE + size)]],
+                data[end:],
+                flags & _QOS_MASK,
+                flags & _RETAIN != 0,
+            )
+            if not flags & _HAS_PROPERTIES
+            else decode_record(position, data)
+            for position, data, (_, flags, ts, size) in zip(
+                itertools.count(offset), records, heads, strict=False
+            )
+        ]
+    except (struct.error, UnicodeDecodeError, _Unusual):
+        out += [decode_record(position, data) for position, data in enumerate(records, offset)]
+    return offset + len(records), total, full
+
+
+class _Unusual(Exception):
+    """A run holds a record the fast path of :func:`decode_run` does not take."""
+
+
+_FIRST = operator.itemgetter(0)
+_FOURTH = operator.itemgetter(3)
 
 
 def record_topic(data: bytes) -> bytes:
