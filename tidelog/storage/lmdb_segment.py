@@ -35,6 +35,7 @@ decides what runs where. Methods documented as *blocking* run in a worker thread
 from __future__ import annotations
 
 import itertools
+import operator
 import shutil
 import sys
 from array import array
@@ -59,7 +60,6 @@ from tidelog.storage.lmdb_env import (
 from tidelog.storage.records import (
     HEADER_SIZE,
     Event,
-    decode_record,
     decode_run,
     record_timestamp,
 )
@@ -74,6 +74,7 @@ _DB_NAMES = (b"events", b"times", b"info", b"topics", b"counts")
 if array("I").itemsize != 4:  # pragma: no cover - every platform CPython supports today
     raise ImportError("tidelog's LMDB index needs a 4-byte array('I')")
 _SWAP = sys.byteorder != "little"
+_SECOND = operator.itemgetter(1)
 
 
 def segment_name(base: int) -> str:
@@ -443,16 +444,20 @@ class Segment:
         max_bytes: int | None,
         total: int,
     ) -> tuple[int, int, bool]:
-        """Decode ``count`` events from ``start`` (see :func:`decode_run`)."""
+        """Decode ``count`` events from ``start`` (see :func:`decode_run`).
+
+        Returns ``(next offset, total bytes, full)``.
+        """
         cursor = txn.cursor(self.events_db)
         if not cursor.set_key(U64.pack(start)):
             raise CorruptLogError(f"segment {self.path}: event {start} is missing")
-        position, total, full = decode_run(
-            cursor.iternext(keys=False), start, count, out, max_bytes, total
-        )
-        if not full and position < start + count:
-            raise CorruptLogError(f"segment {self.path}: events from {position} are missing")
-        return position, total, full
+        records = list(itertools.islice(cursor.iternext(keys=False), count))
+        if len(records) < count:
+            raise CorruptLogError(
+                f"segment {self.path}: events from {start + len(records)} are missing"
+            )
+        done, total, full = decode_run(records, range(start, start + count), out, max_bytes, total)
+        return start + done, total, full
 
     def scan(
         self,
@@ -467,35 +472,40 @@ class Segment:
     ) -> tuple[int, int, bool]:
         """Examine ``count`` events from ``start``, keeping those whose topic is in ``wanted``.
 
-        Returns ``(next offset, total bytes, full)``; ``full`` means ``limit`` or
-        ``max_bytes`` stopped the scan.
+        Only the topic bytes of each record are looked at; the matches are
+        decoded together by :func:`decode_run`. Returns ``(next offset, total
+        bytes, full)``; ``full`` means ``limit`` or ``max_bytes`` stopped the scan.
         """
         cursor = txn.cursor(self.events_db)
         if not cursor.set_key(U64.pack(start)):
             raise CorruptLogError(f"segment {self.path}: event {start} is missing")
-        position = start
-        append = out.append
+        room = limit - len(out)
+        offsets: list[int] = []
+        records: list[bytes] = []
+        position = start - 1
         try:
             values = cursor.iternext(keys=False)
             for position, data in zip(range(start, start + count), values, strict=False):
                 if data[HEADER_SIZE : HEADER_SIZE + ((data[10] << 8) | data[11])] in wanted:
-                    size = len(data)
-                    if out and max_bytes is not None and total + size > max_bytes:
-                        return position, total, True
-                    append(decode_record(position, data))
-                    total += size
-                    if len(out) >= limit:
-                        return position + 1, total, True
+                    offsets.append(position)
+                    records.append(data)
+                    if len(records) >= room:
+                        break
         except IndexError:
             raise CorruptLogError(f"segment {self.path}: record {position} is truncated") from None
-        if count and position < start + count - 1:
+        if len(records) < room and position < start + count - 1:
             raise CorruptLogError(f"segment {self.path}: events from {position + 1} are missing")
+        done, total, full = decode_run(records, offsets, out, max_bytes, total)
+        if full:
+            return offsets[done], total, True
+        if len(records) >= room:
+            return position + 1, total, True
         return start + count, total, False
 
     def fetch(
         self,
         txn: lmdb.Transaction[bytes],
-        offsets: Iterable[int],
+        offsets: Iterator[int],
         limit: int,
         out: list[Event],
         max_bytes: int | None,
@@ -503,25 +513,21 @@ class Segment:
     ) -> tuple[int | None, int, bool]:
         """Decode the events at ``offsets`` (absolute, ascending) until ``limit`` or ``max_bytes``.
 
-        Returns ``(offset after the last one returned or None, total, full)``.
+        Returns ``(offset after the last one examined, or None; total; full)``.
         """
-        cursor = txn.cursor(self.events_db)
-        last = None
-        get = cursor.get
-        append = out.append
-        for offset in offsets:
-            data = get(U64.pack(offset))
-            if data is None:
-                raise CorruptLogError(f"segment {self.path}: indexed event {offset} is missing")
-            size = len(data)
-            if out and max_bytes is not None and total + size > max_bytes:
-                return offset, total, True
-            append(decode_record(offset, data))
-            total += size
-            last = offset + 1
-            if len(out) >= limit:
-                return last, total, True
-        return last, total, False
+        wanted = list(itertools.islice(offsets, limit - len(out)))
+        if not wanted:
+            return None, total, False
+        pairs = txn.cursor(self.events_db).getmulti(map(U64.pack, wanted))
+        if len(pairs) != len(wanted):
+            found = {U64.unpack(key)[0] for key, _ in pairs}
+            missing = next(offset for offset in wanted if offset not in found)
+            raise CorruptLogError(f"segment {self.path}: indexed event {missing} is missing")
+        records = list(map(_SECOND, pairs))
+        done, total, full = decode_run(records, wanted, out, max_bytes, total)
+        if full:
+            return wanted[done], total, True
+        return wanted[-1] + 1, total, len(out) >= limit
 
     def offset_for_time(self, txn: lmdb.Transaction[bytes], timestamp: int) -> int | None:
         """The first offset of this segment with a timestamp ``>= timestamp``, or None."""

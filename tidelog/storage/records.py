@@ -26,11 +26,10 @@ new versions are added beside version 1, never by changing it.
 from __future__ import annotations
 
 import bisect
-import itertools
 import operator
 import struct
-from collections.abc import Callable, Iterable
-from itertools import accumulate, islice
+from collections.abc import Callable, Iterable, Sequence
+from itertools import accumulate
 from typing import Any
 
 import attrs
@@ -297,20 +296,19 @@ def decode_record(offset: int, data: bytes) -> Event:
 
 
 def decode_run(
-    values: Iterable[bytes],
-    offset: int,
-    count: int,
+    records: list[bytes],
+    offsets: Sequence[int],
     out: list[Event],
     max_bytes: int | None,
     total: int,
 ) -> tuple[int, int, bool]:
-    """Decode up to ``count`` records stored at consecutive offsets from ``offset``.
+    """Decode ``records`` (stored at ``offsets``, in order) into ``out``, up to ``max_bytes``.
 
-    The replay hot path: appends the events to ``out`` and returns
-    ``(next offset, total, full)``, where ``total`` counts the record bytes of
-    ``out`` so far (the caller passes the running sum in) and ``full`` says the
-    run stopped because one more record would exceed ``max_bytes`` (never before
-    ``out`` holds one event). Stops early too if ``values`` runs out.
+    The replay hot path. Returns ``(records decoded, total, full)``: ``total``
+    counts the record bytes of ``out`` (the caller passes the running sum in),
+    and ``full`` says decoding stopped because one more record would exceed
+    ``max_bytes`` (never before ``out`` holds one event). ``records`` is cut to
+    the records decoded.
 
     Same result as :func:`decode_record` per record, at about half the cost:
     the header checks, sizes and the ``max_bytes`` cut are done for the whole
@@ -320,9 +318,8 @@ def decode_run(
     record by record by :func:`decode_record`, which names the bad one in its
     :class:`CorruptLogError`.
     """
-    records = list(islice(values, count))
     if not records:
-        return offset, total, False
+        return 0, total, False
     sizes = list(map(len, records))
     full = False
     if max_bytes is None:
@@ -354,13 +351,13 @@ def decode_run(
             )
             if not flags & _HAS_PROPERTIES
             else decode_record(position, data)
-            for position, data, (_, flags, ts, size) in zip(
-                itertools.count(offset), records, heads, strict=False
-            )
+            for position, data, (_, flags, ts, size) in zip(offsets, records, heads, strict=False)
         ]
     except (struct.error, UnicodeDecodeError, _Unusual):
-        out += [decode_record(position, data) for position, data in enumerate(records, offset)]
-    return offset + len(records), total, full
+        out += [
+            decode_record(position, data) for position, data in zip(offsets, records, strict=False)
+        ]
+    return len(records), total, full
 
 
 class _Unusual(Exception):
