@@ -274,9 +274,10 @@ def _check_meta(
     except StorageError as exc:
         return [f"meta: {exc}"]
     try:
-        with lmdb_errors(meta_dir), env.begin() as txn:
+        with lmdb_errors(meta_dir):
             info = env.open_db(b"info", create=False)
             topics = env.open_db(b"topics", create=False)
+        with lmdb_errors(meta_dir), env.begin() as txn:
             schema = txn.get(b"schema", db=info)
             problems = []
             if schema is None:

@@ -171,6 +171,8 @@ class LmdbLog(EventLog):
         self.index_fraction = INDEX_FRACTION
         """Use a segment's topic index when at most this fraction of it matches a filter
         (0 always scans: bench/storage.py compares both paths with it)."""
+        self.flushes = 0
+        """How many times :meth:`sync` flushed appends to disk (``interval``/``never``)."""
 
     # -- opening -------------------------------------------------------------------------
 
@@ -278,7 +280,7 @@ class LmdbLog(EventLog):
             self._next = first + count
             self._last_ts = timestamp
             self._bytes += batch_bytes
-            self._dirty = True
+            self._dirty = self._fsync.mode != "always"
             stats = self._stats
             stats.appends += 1
             stats.appended_events += count
@@ -722,6 +724,7 @@ class LmdbLog(EventLog):
                 active = self._active
                 with lmdb_errors(active.path):
                     await trio.to_thread.run_sync(active.env.sync, True)
+                self.flushes += 1
         await self._meta.sync()
 
     async def aclose(self) -> None:
