@@ -24,9 +24,8 @@ from tests.storage.backends import ManualClock
 from tidelog.errors import CorruptLogError, LogLockedError, StorageError
 from tidelog.storage import EventLog, NewEvent, open_log
 from tidelog.storage.base import LogOptions
-from tidelog.storage.common import MAX_SCAN_PER_READ
 from tidelog.storage.lmdb_check import reindex, verify
-from tidelog.storage.lmdb_log import LmdbLog
+from tidelog.storage.lmdb_log import SCAN_BUDGET, LmdbLog
 from tidelog.storage.lmdb_segment import Segment
 from tidelog.storage.memory import MemoryLog
 
@@ -522,12 +521,12 @@ async def test_index_and_scan_paths_return_the_same_events(tmp_path: Path) -> No
 
 async def test_a_filtered_scan_examines_a_bounded_number_of_records(tmp_path: Path) -> None:
     async with lmdb_log(tmp_path / "log", fsync="never") as log:
-        for _ in range(0, MAX_SCAN_PER_READ + 50_000, 10_000):
+        for _ in range(0, SCAN_BUDGET + 20_000, 10_000):
             await log.append([NewEvent("a", b"")] * 10_000)
         await log.append([NewEvent("b", b"found")])
         log.index_fraction = 0.0  # force the scan
         first = await log.read(0, "b")
-        assert first.events == [] and first.next_offset == MAX_SCAN_PER_READ
+        assert first.events == [] and first.next_offset == SCAN_BUDGET
         second = await log.read(first.next_offset, "b")
         assert [e.payload for e in second] == [b"found"]
 

@@ -75,7 +75,8 @@ class MetaStore:
     def __init__(self, path: Path, env: lmdb.Environment) -> None:
         self.path = path
         self.env = env
-        self._lock = trio.Lock()
+        self.lock = trio.Lock()
+        """Held by every write (and by whoever closes the environment)."""
         self._dirty = False
         # Handles must come from a write transaction to be usable by later ones.
         with lmdb_errors(path), env.begin(write=True) as txn:
@@ -143,7 +144,7 @@ class MetaStore:
 
     async def write(self, fn: Callable[[lmdb.Transaction[bytes]], T]) -> T:
         """Run ``fn`` in a write transaction in a worker thread; durable per the fsync policy."""
-        async with self._lock:
+        async with self.lock:
             while True:
                 try:
                     result = await trio.to_thread.run_sync(self._write_once, fn)
@@ -168,7 +169,7 @@ class MetaStore:
 
     async def sync(self) -> None:
         """Flush to disk if anything was written since the last sync (interval policy)."""
-        async with self._lock:
+        async with self.lock:
             if self._dirty:
                 self._dirty = False
                 await trio.to_thread.run_sync(self.sync_now)
