@@ -5,7 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=()
+APT_PACKAGES=(
+    mosquitto          # bench/brokers.py and tests/bench start mosquitto 2 as a peer
+    mosquitto-clients  # mosquitto_pub/mosquitto_sub for MQTT interop tests
+    chromium           # tests/api/test_browser.py drives the example page headless
+)
 if [ "${#APT_PACKAGES[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=()
     for pkg in "${APT_PACKAGES[@]}"; do
@@ -21,6 +25,15 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
+# mqtt-codec (a 3.1.1 codec used only as a differential oracle in tests) builds
+# only with setuptools < 58; pip >= 26 needs the build constraint as well.
+if ! .venv/bin/python -c "import mqtt_codec" 2>/dev/null; then
+    constraint=$(mktemp)
+    printf 'setuptools<58\n' > "$constraint"
+    PIP_CONSTRAINT=$constraint PIP_BUILD_CONSTRAINT=$constraint \
+        .venv/bin/python -m pip install -q mqtt-codec
+    rm -f "$constraint"
+fi
 
 .venv/bin/ruff check tidelog tests bench
 .venv/bin/mypy

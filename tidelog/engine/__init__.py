@@ -1,1 +1,35 @@
-"""tidelog.engine (see docs/architecture.md)."""
+"""The trio core: group commit, routing and fan-out, cursors, replay, retained
+messages, sessions and wills. See :mod:`tidelog.engine.broker`."""
+
+from tidelog.engine.broker import (
+    Broker,
+    BrokerOptions,
+    BrokerStatistics,
+    CursorExistsError,
+    CursorNotFoundError,
+    Subscriber,
+    open_broker,
+)
+from tidelog.engine.cursors import Cursor
+from tidelog.engine.fanout import Delivery, Feed, Subscription
+from tidelog.engine.positions import Position, parse_position
+from tidelog.engine.sessions import NEVER_EXPIRES, Session, SessionSubscription
+
+__all__ = [
+    "NEVER_EXPIRES",
+    "Broker",
+    "BrokerOptions",
+    "BrokerStatistics",
+    "Cursor",
+    "CursorExistsError",
+    "CursorNotFoundError",
+    "Delivery",
+    "Feed",
+    "Position",
+    "Session",
+    "SessionSubscription",
+    "Subscriber",
+    "Subscription",
+    "open_broker",
+    "parse_position",
+]

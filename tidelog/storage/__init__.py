@@ -22,6 +22,7 @@ from typing import Any
 
 import trio
 
+from tidelog.concurrency import background_nursery
 from tidelog.errors import InvalidStorageURLError
 from tidelog.storage.base import (
     CursorState,
@@ -95,7 +96,7 @@ async def open_log(url: str = DEFAULT_URL, **options: Any) -> AsyncIterator[Even
     backend = getattr(importlib.import_module(module_name), class_name)
     log: EventLog = await backend.open(path, log_options)
     try:
-        async with trio.open_nursery() as nursery:
+        async with background_nursery() as nursery:
             if log_options.retention_ms is not None or log_options.retention_bytes is not None:
                 nursery.start_soon(_retention_timer, log, log_options.retention_check_ms)
             for task in log.background_tasks():

@@ -5,7 +5,7 @@ with dense offsets from 0 and non-decreasing timestamps, plus the small durable
 state a broker keeps beside it: named cursors and key-value state in
 namespaces (retained messages, sessions).
 
-Contract (the conformance suite in ``tests/storage/conformance.py`` checks it):
+Contract (the conformance suite in ``tests/storage/test_conformance.py`` checks it):
 
 * :meth:`EventLog.append` stores a batch atomically: all of it or none of it.
   When it returns, the batch is durable as far as the fsync policy promises
@@ -84,7 +84,8 @@ class FsyncPolicy:
         return f"interval:{self.interval_ms}" if self.mode == "interval" else self.mode
 
 
-def _parse_fsync(value: str | FsyncPolicy) -> FsyncPolicy:
+def parse_fsync_policy(value: str | FsyncPolicy) -> FsyncPolicy:
+    """:meth:`FsyncPolicy.parse` as a plain function: mypy wants one as an attrs converter."""
     return FsyncPolicy.parse(value)
 
 
@@ -96,7 +97,7 @@ class LogOptions:
     parameters of the URL (``lmdb:///data?fsync=never&segment_bytes=1048576``).
     """
 
-    fsync: FsyncPolicy = attrs.field(default=FsyncPolicy("always"), converter=_parse_fsync)
+    fsync: FsyncPolicy = attrs.field(default=FsyncPolicy("always"), converter=parse_fsync_policy)
     segment_bytes: int = 256 * 1024 * 1024
     """Roll the active segment once it holds this many bytes (segmented backends)."""
     segment_ms: int | None = None

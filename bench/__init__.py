@@ -1,0 +1,1 @@
+"""Reproducible benchmarks (run as scripts or as ``python -m bench.<name>``)."""

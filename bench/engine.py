@@ -1,0 +1,163 @@
+"""Engine benchmark: durable publish, fan-out and catch-up, in process (no sockets).
+
+    python bench/engine.py            # full run, LMDB in a temp dir, fsync always
+    python bench/engine.py --quick    # a few seconds, for CI smoke runs
+    python bench/engine.py --storage memory://
+
+Every figure is printed beside its peer measured in the same run (the storage
+layer's own append rate for publishing), because absolute numbers on a shared
+machine drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+import tidelog
+from tidelog import NewEvent
+from tidelog.storage import open_log
+
+PAYLOAD = b"x" * 100
+
+
+def make_url(storage: str, tmp: str, name: str) -> str:
+    if storage == "lmdb":
+        return f"lmdb://{tmp}/{name}"
+    if storage == "sqlite":
+        return f"sqlite://{tmp}/{name}.db"
+    return storage
+
+
+async def storage_append(url: str, total: int, batch: int) -> float:
+    """events/s appending directly to the log, one batch per call."""
+    events = [NewEvent(f"t/{i % 100}", PAYLOAD) for i in range(batch)]
+    async with open_log(url) as log:
+        started = time.perf_counter()
+        for _ in range(total // batch):
+            await log.append(events)
+        return total / (time.perf_counter() - started)
+
+
+async def broker_publish(url: str, total: int, publishers: int, batch: int) -> tuple[float, float]:
+    """events/s through the broker: ``publishers`` tasks calling publish_many(batch)."""
+    events = [NewEvent(f"t/{i % 100}", PAYLOAD) for i in range(batch)]
+    per_publisher = total // publishers // batch
+    async with tidelog.open(url) as broker:
+        started = time.perf_counter()
+
+        async def publisher() -> None:
+            for _ in range(per_publisher):
+                await broker.publish_many(events)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(publishers):
+                nursery.start_soon(publisher)
+        elapsed = time.perf_counter() - started
+        stats = broker.statistics().writer
+        return per_publisher * publishers * batch / elapsed, stats.events / max(1, stats.batches)
+
+
+async def fanout(url: str, total: int, subscribers: int, topics: int) -> float:
+    """deliveries/s: publish ``total`` events over ``topics`` topics to ``subscribers``
+    subscribers of '#', each draining its feed concurrently."""
+    batch = 1000
+    async with tidelog.open(url, feed_max_events=50_000) as broker:
+        finished = [0]
+        all_done = trio.Event()
+
+        async def subscriber(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            async with broker.subscribe("bench/#") as events:
+                task_status.started()
+                received = 0
+                while received < total:
+                    received += len(await events.receive_batch(10_000))
+            finished[0] += 1
+            if finished[0] == subscribers:
+                all_done.set()
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(subscribers):
+                await nursery.start(subscriber)
+            started = time.perf_counter()
+            for start in range(0, total, batch):
+                broker.publish_nowait(
+                    [NewEvent(f"bench/{(start + i) % topics}", PAYLOAD) for i in range(batch)],
+                    lambda result: None,
+                )
+                await broker.wait_writable()
+                await trio.sleep(0)
+            await all_done.wait()
+            elapsed = time.perf_counter() - started
+        return total * subscribers / elapsed
+
+
+async def catch_up(url: str, total: int) -> float:
+    """events/s a subscriber starting at 'earliest' reads history then goes live."""
+    async with tidelog.open(url) as broker:
+        events = [NewEvent(f"h/{i % 100}", PAYLOAD) for i in range(1000)]
+        for _ in range(total // 1000):
+            await broker.publish_many(events)
+        started = time.perf_counter()
+        count = 0
+        async with broker.subscribe("h/#", start="earliest") as sub:
+            while count < total:
+                count += len(await sub.receive_batch(10_000))
+            elapsed = time.perf_counter() - started
+            assert sub.feed.live
+        return count / elapsed
+
+
+def median_run(runs: int, url: Callable[[], str], bench: Callable[..., Any], *args: Any) -> Any:
+    """Run ``bench(fresh url, *args)`` ``runs`` times; the run with the median first value."""
+    results = sorted(
+        (trio.run(bench, url(), *args) for _ in range(runs)),
+        key=lambda r: r[0] if isinstance(r, tuple) else r,
+    )
+    return results[len(results) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--storage", default="lmdb", help="lmdb, sqlite or a URL (memory://)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run")
+    parser.add_argument("--runs", type=int, default=3, help="repetitions (median reported)")
+    args = parser.parse_args()
+    scale = 0.02 if args.quick else 1.0
+    runs = 1 if args.quick else args.runs
+    n = max(10_000, int(500_000 * scale))
+    print(f"engine benchmark: storage={args.storage}, fsync=always, {n} events, median of {runs}")
+    with tempfile.TemporaryDirectory(prefix="tidelog-bench-") as tmp:
+        counter = iter(range(10_000))
+
+        def url() -> str:
+            return make_url(args.storage, tmp, f"run{next(counter)}")
+
+        raw = median_run(runs, url, storage_append, n, 1000)
+        print(f"storage append, batch 1000:            {raw:>12,.0f} events/s")
+        for publishers, batch in [(1, 1000), (10, 100), (100, 10)]:
+            rate, avg_batch = median_run(runs, url, broker_publish, n, publishers, batch)
+            print(
+                f"broker publish {publishers:>3} x publish_many({batch:>4}): "
+                f"{rate:>12,.0f} events/s  ({rate / raw:.2f}x storage; "
+                f"avg commit {avg_batch:,.0f} events)"
+            )
+        for subscribers in (1, 10, 100):
+            for topics in (1, 100, 10_000):
+                total = max(2000, n // subscribers)
+                rate = median_run(runs, url, fanout, total, subscribers, topics)
+                print(
+                    f"fan-out {subscribers:>3} subscribers, {topics:>6} topics:   "
+                    f"{rate:>12,.0f} deliveries/s"
+                )
+        rate = median_run(runs, url, catch_up, n)
+        print(f"replay-then-live catch-up:             {rate:>12,.0f} events/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,952 @@
+"""Broker-agnostic MQTT load generator: raw trio sockets and tidelog's sans-IO codec.
+
+    python -m bench.mqtt_load --port 1883                      # every scenario, running broker
+    python -m bench.mqtt_load --port 1883 --scenario e2e-qos1 --protocol 5 --quick
+
+``bench/mqtt_compare.py`` starts brokers itself and runs them side by side.
+
+Theory of operation
+-------------------
+A :class:`Scenario` is data: publishers and subscribers, the QoS of each side,
+the in-flight window, the message count, an optional fixed rate. New scenarios
+(fan-out, fan-in, other payload sizes) are new values in :data:`SCENARIOS`;
+:func:`run_scenario` runs any of them against a :class:`Target` (address, and
+the broker's pid for CPU accounting when known) and returns a
+:class:`ScenarioResult`.
+
+Publishers send pre-encoded PUBLISH packets: a run's packets are encoded once
+with tidelog's codec (:func:`encode_many`) into one buffer, cached across runs,
+and only the send timestamp inside each payload is written at send time.
+Packets leave as slices of that buffer, one ``send_all`` per wake-up, as many
+as the in-flight window allows: for QoS 1/2 the window counts messages sent and
+not yet acknowledged (PUBACK; PUBCOMP for QoS 2), capped by the broker's Receive
+Maximum in MQTT 5. A QoS 0 publisher ends with PINGREQ: a broker answers
+PINGRESP only after reading everything sent before it, so the rate counts
+messages the broker accepted, not bytes left in socket buffers.
+
+Every payload starts with the message's sequence number and its send time
+(``>QQ``, :func:`time.monotonic_ns`; publishers and subscribers run in this one
+process, so they share the clock), zero-padded to the payload size. Publishers
+check every acknowledgement against the packet identifier it answers (an ack
+for nothing in flight counts as duplicated); subscribers keep one byte per
+sequence number, so a missing message is lost and a second copy duplicated
+whatever the order of arrival.
+
+Progress is watched, not timed: a run ends when every message is acknowledged
+and delivered, or when nothing has moved for ``stall_timeout`` seconds (no ack,
+no delivery); whatever is missing then counts as lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import math
+import os
+import struct
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import trio
+
+from tidelog.concurrency import background_nursery
+from tidelog.protocols.mqtt import (
+    Connack,
+    Connect,
+    Decoder,
+    Disconnect,
+    MQTTProtocolError,
+    Packet,
+    PacketType,
+    Pingreq,
+    Pingresp,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Role,
+    Suback,
+    Subscribe,
+    Subscription,
+    encode,
+    encode_many,
+    reason_code_name,
+)
+
+HEADER = struct.Struct(">QQ")
+"""Start of every payload: sequence number, send time (monotonic ns)."""
+_U64 = struct.Struct(">Q")
+READ_SIZE = 262_144
+"""Bytes asked of the socket per read."""
+CHUNK_BYTES = 262_144
+"""At most this many bytes of PUBLISH packets per ``send_all``."""
+MAX_PACKET_ID = 65_535
+_P = TypeVar("_P", bound=Packet)
+LEVELS = {"3.1.1": 4, "4": 4, "5": 5, "5.0": 5}
+"""``--protocol`` spellings -> protocol level."""
+
+
+class LoadError(Exception):
+    """The broker refused, closed the connection or broke the protocol."""
+
+
+# -- results ------------------------------------------------------------------
+
+
+@attrs.frozen
+class Latency:
+    """Percentiles of a latency sample, nanoseconds (nearest rank)."""
+
+    count: int
+    p50_ns: int
+    p99_ns: int
+    p999_ns: int
+    max_ns: int
+
+    @classmethod
+    def from_samples(cls, samples: Sequence[int]) -> Latency | None:
+        if not samples:
+            return None
+        ordered = sorted(samples)
+        n = len(ordered)
+
+        def rank(q: float) -> int:
+            return ordered[min(n - 1, max(0, math.ceil(q * n) - 1))]
+
+        return cls(n, rank(0.50), rank(0.99), rank(0.999), ordered[-1])
+
+
+@attrs.define
+class ScenarioResult:
+    """One run of one scenario against one broker.
+
+    ``messages`` is what the scenario publishes (all publishers); ``accepted``
+    the messages the broker acknowledged with success (QoS 0: confirmed read
+    by PINGRESP); ``refused`` acknowledged with a failure reason code (v5);
+    ``delivered`` distinct messages received, summed over subscribers.
+    ``lost``: with subscribers, expected deliveries (messages x subscribers)
+    that never arrived; without, messages never acknowledged. ``duplicated``:
+    second copies delivered plus acks for packet identifiers not in flight.
+    ``rate`` is delivered/s with subscribers, accepted/s without, over
+    ``elapsed_s`` from the first send to the last delivery (or ack).
+    ``latency`` is publish -> delivery; ``ack_latency`` publish -> PUBACK
+    (PUBCOMP for QoS 2). CPU figures are seconds used during the run.
+    """
+
+    scenario: str
+    broker: str
+    protocol_level: int
+    messages: int
+    sent: int = 0
+    accepted: int = 0
+    refused: int = 0
+    delivered: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    elapsed_s: float = 0.0
+    rate: float = 0.0
+    window: int | None = None
+    latency: Latency | None = None
+    ack_latency: Latency | None = None
+    broker_cpu_s: float | None = None
+    client_cpu_s: float = 0.0
+    errors: list[str] = attrs.field(factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """No errors, nothing lost, nothing duplicated, nothing refused."""
+        return not (self.errors or self.lost or self.duplicated or self.refused)
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+# -- scenarios ----------------------------------------------------------------
+
+
+@attrs.frozen
+class Scenario:
+    """A load shape. Counts are per publisher; ``rate`` is messages/s per publisher.
+
+    With ``subscribers`` > 0 every subscriber subscribes (at ``subscribe_qos``)
+    to all publishers' topics and must receive every message once; the rate is
+    then deliveries/s.
+    """
+
+    name: str
+    description: str
+    publish_qos: int
+    messages: int
+    quick_messages: int
+    window: int = 0
+    subscribers: int = 0
+    subscribe_qos: int = 1
+    publishers: int = 1
+    rate: float | None = None
+    payload_size: int = 100
+
+    def __attrs_post_init__(self) -> None:
+        if self.publish_qos not in (0, 1, 2) or self.subscribe_qos not in (0, 1, 2):
+            raise ValueError("QoS must be 0, 1 or 2")
+        if self.publish_qos and not 0 < self.window <= MAX_PACKET_ID:
+            raise ValueError(f"QoS {self.publish_qos} needs a window of 1..{MAX_PACKET_ID}")
+        if self.payload_size < HEADER.size:
+            raise ValueError(f"payload must hold at least {HEADER.size} bytes")
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "qos0-publish",
+            "QoS 0 publish, 1 publisher, no subscriber (accepted msg/s)",
+            publish_qos=0,
+            messages=400_000,
+            quick_messages=20_000,
+        ),
+        Scenario(
+            "qos1-publish-w100",
+            "QoS 1 publish, window 100, no subscriber (acked msg/s)",
+            publish_qos=1,
+            window=100,
+            messages=100_000,
+            quick_messages=5_000,
+        ),
+        Scenario(
+            "qos1-publish-w1000",
+            "QoS 1 publish, window 1000, no subscriber (acked msg/s)",
+            publish_qos=1,
+            window=1000,
+            messages=100_000,
+            quick_messages=5_000,
+        ),
+        Scenario(
+            "e2e-qos1",
+            "QoS 1 end to end, window 1000, 1 -> 1 subscriber at QoS 1 (delivered msg/s)",
+            publish_qos=1,
+            window=1000,
+            subscribers=1,
+            messages=100_000,
+            quick_messages=5_000,
+        ),
+        Scenario(
+            "latency-500",
+            "QoS 1 at a fixed 500 msg/s, 1 -> 1 subscriber at QoS 1 (publish -> delivery)",
+            publish_qos=1,
+            window=100,
+            subscribers=1,
+            rate=500.0,
+            messages=5_000,
+            quick_messages=250,
+        ),
+    )
+}
+"""Every scenario, in the order runners use."""
+
+
+@attrs.frozen
+class Target:
+    """Where the broker listens; ``pid`` (when known) is used for CPU accounting."""
+
+    host: str
+    port: int
+    pid: int | None = None
+
+
+# -- CPU accounting ------------------------------------------------------------
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None  # the process is gone
+    return text[text.rindex(")") + 2 :].split()
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` (all threads), its live descendants and
+    its reaped children, from /proc/<pid>/stat; None where /proc is missing."""
+    if not Path("/proc/self/stat").exists():
+        return None
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None:
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    ticks = 0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        fields = _stat_fields(current)
+        if fields is None:
+            continue
+        # fields[11..14]: utime, stime, cutime, cstime (stat fields 14-17)
+        ticks += sum(int(value) for value in fields[11:15])
+        todo.extend(children.get(current, ()))
+    return ticks / _CLOCK_TICKS
+
+
+# -- connections ---------------------------------------------------------------
+
+
+def _ack_table(cls: type[Puback | Pubrec | Pubrel | Pubcomp], level: int) -> dict[int, bytes]:
+    """Encoded acks by packet identifier, filled as identifiers are used."""
+    return _ACK_TABLES.setdefault((cls.packet_type, level), {})
+
+
+_ACK_TABLES: dict[tuple[PacketType, int], dict[int, bytes]] = {}
+
+
+def _ack(cls: type[Puback | Pubrec | Pubrel | Pubcomp], packet_id: int, level: int) -> bytes:
+    table = _ack_table(cls, level)
+    data = table.get(packet_id)
+    if data is None:
+        data = table[packet_id] = encode(cls(packet_id), level)
+    return data
+
+
+class Connection:
+    """One client connection: a trio stream and a client-side decoder.
+
+    Sends are serialized by a lock, so a reader task may answer (PUBREL) while
+    the writer task is between sends.
+    """
+
+    def __init__(self, stream: trio.SocketStream, level: int, client_id: str) -> None:
+        self.stream = stream
+        self.level = level
+        self.client_id = client_id
+        self.decoder = Decoder(level, role=Role.CLIENT)
+        self.receive_maximum = MAX_PACKET_ID
+        """How many QoS 1/2 PUBLISHes the broker accepts in flight (v5 CONNACK)."""
+        self._send_lock = trio.Lock()
+        self._backlog: list[Packet] = []
+
+    @classmethod
+    async def open(cls, target: Target, client_id: str, level: int) -> Connection:
+        """Connect with a clean session and no keep alive; raise LoadError if refused."""
+        stream = await trio.open_tcp_stream(target.host, target.port)
+        connection = cls(stream, level, client_id)
+        try:
+            await connection.send(encode(Connect(client_id, protocol_level=level), level))
+            connack = await connection.expect(Connack)
+            if connack.reason_code >= 0x80:
+                name = reason_code_name(connack.reason_code, PacketType.CONNACK)
+                raise LoadError(f"{client_id}: CONNACK refused: {name}")
+            if connack.properties.receive_maximum:
+                connection.receive_maximum = connack.properties.receive_maximum
+        except BaseException:
+            await stream.aclose()
+            raise
+        return connection
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        async with self._send_lock:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise LoadError(f"{self.client_id}: the broker closed the connection") from exc
+
+    async def receive_packets(self) -> list[Packet]:
+        """The next packets the broker sent (at least one)."""
+        if self._backlog:
+            packets, self._backlog = self._backlog, []
+            return packets
+        while True:
+            try:
+                data = await self.stream.receive_some(READ_SIZE)
+            except trio.BrokenResourceError as exc:
+                raise LoadError(f"{self.client_id}: connection reset by the broker") from exc
+            if not data:
+                raise LoadError(f"{self.client_id}: the broker closed the connection")
+            try:
+                packets = self.decoder.feed(data)
+            except MQTTProtocolError as exc:
+                raise LoadError(f"{self.client_id}: the broker sent a bad packet: {exc}") from exc
+            if packets:
+                return packets
+
+    async def expect(self, cls: type[_P]) -> _P:
+        """The next packet, which must be a ``cls``; later packets stay queued."""
+        packets = await self.receive_packets()
+        first, self._backlog = packets[0], packets[1:]
+        if isinstance(first, Disconnect):
+            raise LoadError(f"{self.client_id}: broker sent DISCONNECT {_reason(first)}")
+        if not isinstance(first, cls):
+            raise LoadError(
+                f"{self.client_id}: expected {cls.__name__}, got {type(first).__name__}"
+            )
+        return first
+
+    async def subscribe(self, topic_filter: str, qos: int) -> int:
+        """Subscribe and return the granted QoS; raise LoadError if refused."""
+        await self.send(encode(Subscribe(1, [Subscription(topic_filter, qos)]), self.level))
+        suback = await self.expect(Suback)
+        granted = suback.reason_codes[0]
+        if granted >= 0x80:
+            name = reason_code_name(granted, PacketType.SUBACK)
+            raise LoadError(f"{self.client_id}: SUBSCRIBE {topic_filter!r} refused: {name}")
+        return int(granted)
+
+    async def close(self) -> None:
+        """Send DISCONNECT if the connection still works, then close it."""
+        with trio.move_on_after(1):
+            # a connection the broker already closed needs no goodbye
+            with contextlib.suppress(LoadError):
+                await self.send(encode(Disconnect(), self.level))
+        await self.stream.aclose()
+
+
+def _reason(packet: Disconnect) -> str:
+    code = packet.reason_code
+    return f"0x{code:02X} {reason_code_name(code, PacketType.DISCONNECT)}"
+
+
+# -- publishing ----------------------------------------------------------------
+
+
+@attrs.frozen(eq=False)
+class EncodedPublishes:
+    """``count`` PUBLISH packets of equal size back to back in ``buffer``.
+
+    Packet ``i`` carries sequence number ``first_seq + i`` and packet identifier
+    ``i % 65535 + 1`` (QoS 1/2); its send timestamp sits at
+    ``i * packet_size + timestamp_at``.
+    """
+
+    buffer: bytearray
+    count: int
+    packet_size: int
+    timestamp_at: int
+
+
+@functools.lru_cache(maxsize=6)
+def encode_publishes(
+    topic: str, qos: int, count: int, payload_size: int, level: int, first_seq: int = 0
+) -> EncodedPublishes:
+    """Encode a run's PUBLISH packets once (cached: runs restamp the same buffer)."""
+    padding = bytes(payload_size - HEADER.size)
+    packets = [
+        Publish(
+            topic,
+            HEADER.pack(first_seq + i, 0) + padding,
+            qos=qos,
+            packet_id=i % MAX_PACKET_ID + 1 if qos else None,
+        )
+        for i in range(count)
+    ]
+    buffer = bytearray(encode_many(packets, level))
+    packet_size = len(buffer) // count
+    if packet_size * count != len(buffer):
+        raise AssertionError("PUBLISH packets of one run must all be the same size")
+    return EncodedPublishes(buffer, count, packet_size, packet_size - payload_size + 8)
+
+
+class Publisher:
+    """Sends one :class:`EncodedPublishes` over one connection and checks every ack."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        packets: EncodedPublishes,
+        *,
+        qos: int,
+        window: int,
+        rate: float | None,
+        stamp: bool,
+        stall_timeout: float,
+    ) -> None:
+        self.connection = connection
+        self.packets = packets
+        self.qos = qos
+        self.window = max(1, min(window, connection.receive_maximum, MAX_PACKET_ID))
+        self.rate = rate
+        self.stamp = stamp
+        self.stall_timeout = stall_timeout
+        self.sent = 0
+        self.accepted = 0
+        self.refused = 0
+        self.duplicated_acks = 0
+        self.in_flight = 0
+        self.first_send_ns = 0
+        self.last_ack_ns = 0
+        self.ack_latencies: list[int] = []
+        self.errors: list[str] = []
+        # per packet identifier: 0 free, 1 awaiting PUBACK/PUBREC, 2 awaiting PUBCOMP
+        self._stage = bytearray(MAX_PACKET_ID + 1)
+        self._sent_at = [0] * (MAX_PACKET_ID + 1)
+        self._progress = trio.Event()
+        self._pong = trio.Event()
+
+    async def run(self) -> None:
+        """Send everything, wait for every ack (or a stall), record what happened."""
+        async with background_nursery() as nursery:
+            nursery.start_soon(self._read)
+            try:
+                await self._write()
+                if self.qos:
+                    await self._drain()
+                else:
+                    await self._ping()
+            except _Stalled as exc:
+                self.errors.append(f"{self.connection.client_id}: {exc}")
+            nursery.cancel_scope.cancel()
+
+    async def _wait_for_progress(self, what: str) -> None:
+        self._progress = trio.Event()
+        with trio.move_on_after(self.stall_timeout):
+            await self._progress.wait()
+            return
+        raise _Stalled(f"no {what} for {self.stall_timeout:g} s ({self.in_flight} in flight)")
+
+    async def _write(self) -> None:
+        packets = self.packets
+        buffer = packets.buffer
+        view = memoryview(buffer)
+        size = packets.packet_size
+        timestamp_at = packets.timestamp_at
+        count = packets.count
+        qos = self.qos
+        window = self.window
+        stamp = self.stamp
+        chunk = max(1, CHUNK_BYTES // size)
+        interval = 1e9 / self.rate if self.rate else 0.0
+        stage = self._stage
+        sent_at = self._sent_at
+        pack_into = _U64.pack_into
+        clock = time.monotonic_ns
+        start = self.first_send_ns = clock()
+        i = 0
+        while i < count:
+            take = min(count - i, chunk)
+            if qos:
+                free = window - self.in_flight
+                if free <= 0:
+                    await self._wait_for_progress("acknowledgement")
+                    continue
+                take = min(take, free)
+            if interval:
+                due = int((clock() - start) / interval) + 1 - i
+                if due <= 0:
+                    await trio.sleep(max(0.0, (start + i * interval - clock()) / 1e9))
+                    continue
+                take = min(take, due)
+            now = clock()
+            end = i + take
+            if stamp:
+                for k in range(i, end):
+                    pack_into(buffer, k * size + timestamp_at, now)
+            if qos:
+                for k in range(i, end):
+                    packet_id = k % MAX_PACKET_ID + 1
+                    stage[packet_id] = 1
+                    sent_at[packet_id] = now
+                self.in_flight += take
+            with trio.move_on_after(self.stall_timeout) as scope:
+                await self.connection.send(view[i * size : end * size])
+            if scope.cancelled_caught:
+                raise _Stalled(f"the broker read nothing for {self.stall_timeout:g} s")
+            i = self.sent = end
+
+    async def _drain(self) -> None:
+        while self.in_flight:
+            await self._wait_for_progress("acknowledgement")
+
+    async def _ping(self) -> None:
+        await self.connection.send(encode(Pingreq(), self.connection.level))
+        with trio.move_on_after(self.stall_timeout):
+            await self._pong.wait()
+            self.accepted = self.sent
+            return
+        raise _Stalled(f"no PINGRESP for {self.stall_timeout:g} s after the last PUBLISH")
+
+    async def _read(self) -> None:
+        connection = self.connection
+        level = connection.level
+        stage = self._stage
+        sent_at = self._sent_at
+        latencies = self.ack_latencies
+        final: type[Puback | Pubcomp] = Pubcomp if self.qos == 2 else Puback
+        final_stage = 2 if self.qos == 2 else 1
+        clock = time.monotonic_ns
+        while True:
+            packets = await connection.receive_packets()
+            now = clock()
+            done = 0
+            replies: list[bytes] = []
+            for packet in packets:
+                if isinstance(packet, final):
+                    packet_id = packet.packet_id
+                    if stage[packet_id] != final_stage:
+                        self.duplicated_acks += 1
+                        continue
+                    stage[packet_id] = 0
+                    done += 1
+                    latencies.append(now - sent_at[packet_id])
+                    if packet.reason_code >= 0x80:
+                        self.refused += 1
+                    else:
+                        self.accepted += 1
+                elif isinstance(packet, Pubrec):
+                    packet_id = packet.packet_id
+                    if stage[packet_id] != 1:
+                        self.duplicated_acks += 1
+                        continue
+                    if packet.reason_code >= 0x80:
+                        stage[packet_id] = 0  # refused: the exchange ends here (§4.3.3)
+                        done += 1
+                        self.refused += 1
+                        continue
+                    stage[packet_id] = 2
+                    replies.append(_ack(Pubrel, packet_id, level))
+                elif isinstance(packet, Pingresp):
+                    self.last_ack_ns = now
+                    self._pong.set()
+                elif isinstance(packet, Disconnect):
+                    raise LoadError(
+                        f"{connection.client_id}: broker sent DISCONNECT {_reason(packet)}"
+                    )
+                else:
+                    self.errors.append(
+                        f"{connection.client_id}: unexpected {type(packet).__name__}"
+                    )
+            if done:
+                self.in_flight -= done
+                self.last_ack_ns = now
+            if done or replies:
+                self._progress.set()
+            if replies:
+                await connection.send(b"".join(replies))
+
+
+class _Stalled(Exception):
+    pass
+
+
+# -- subscribing ----------------------------------------------------------------
+
+
+class Subscriber:
+    """Receives, acknowledges and checks deliveries of sequence numbers 0..expected-1."""
+
+    def __init__(self, connection: Connection, expected: int) -> None:
+        self.connection = connection
+        self.expected = expected
+        self.delivered = 0
+        self.duplicated = 0
+        self.last_delivery_ns = 0
+        self.latencies: list[int] = []
+        self.errors: list[str] = []
+        self._seen = bytearray(expected)
+
+    @property
+    def complete(self) -> bool:
+        return self.delivered >= self.expected
+
+    async def run(self) -> None:
+        """Receive until cancelled."""
+        connection = self.connection
+        level = connection.level
+        seen = self._seen
+        expected = self.expected
+        latencies = self.latencies
+        unpack = HEADER.unpack_from
+        pubacks = _ack_table(Puback, level)
+        awaiting_pubrel: set[int] = set()
+        clock = time.monotonic_ns
+        while True:
+            packets = await connection.receive_packets()
+            now = clock()
+            replies: list[bytes] = []
+            delivered = self.delivered
+            for packet in packets:
+                if isinstance(packet, Publish):
+                    packet_id = packet.packet_id
+                    if packet_id is not None:  # QoS 1 or 2
+                        if packet.qos == 1:
+                            replies.append(pubacks.get(packet_id) or _ack(Puback, packet_id, level))
+                        else:
+                            replies.append(_ack(Pubrec, packet_id, level))
+                            if packet_id in awaiting_pubrel:
+                                continue  # a resend of a QoS 2 message not yet released
+                            awaiting_pubrel.add(packet_id)
+                    try:
+                        seq, sent_ns = unpack(packet.payload)
+                    except struct.error:
+                        seq, sent_ns = expected, 0
+                    if seq >= expected:
+                        self.errors.append(f"{packet.topic}: a payload not from this run")
+                    elif seen[seq]:
+                        self.duplicated += 1
+                    else:
+                        seen[seq] = 1
+                        delivered += 1
+                        latencies.append(now - sent_ns)
+                elif isinstance(packet, Pubrel):
+                    awaiting_pubrel.discard(packet.packet_id)
+                    replies.append(_ack(Pubcomp, packet.packet_id, level))
+                elif isinstance(packet, Disconnect):
+                    raise LoadError(
+                        f"{connection.client_id}: broker sent DISCONNECT {_reason(packet)}"
+                    )
+                else:
+                    self.errors.append(
+                        f"{connection.client_id}: unexpected {type(packet).__name__}"
+                    )
+            if delivered != self.delivered:
+                self.delivered = delivered
+                self.last_delivery_ns = now
+            if replies:
+                await connection.send(b"".join(replies))
+
+
+# -- running a scenario -----------------------------------------------------------
+
+
+async def run_scenario(
+    target: Target,
+    scenario: Scenario,
+    *,
+    broker: str = "broker",
+    protocol_level: int = 4,
+    quick: bool = False,
+    messages: int | None = None,
+    stall_timeout: float | None = None,
+) -> ScenarioResult:
+    """Run ``scenario`` once against a broker that is already listening.
+
+    ``messages`` (per publisher) overrides the scenario's count. Connection
+    problems raise :class:`LoadError` or :class:`OSError`; a stall ends the run
+    with an entry in ``errors`` and what is missing counted as lost.
+    """
+    per_publisher = messages or (scenario.quick_messages if quick else scenario.messages)
+    stall = stall_timeout if stall_timeout is not None else (2.0 if quick else 5.0)
+    level = protocol_level
+    total = per_publisher * scenario.publishers
+    base = f"tidelog-bench/{scenario.name}"
+    tag = f"tlbench-{os.getpid()}-{scenario.name}"
+    encoded = [
+        encode_publishes(
+            f"{base}/{p}",
+            scenario.publish_qos,
+            per_publisher,
+            scenario.payload_size,
+            level,
+            p * per_publisher,
+        )
+        for p in range(scenario.publishers)
+    ]
+    result = ScenarioResult(scenario.name, broker, level, total)
+    connections: list[Connection] = []
+    try:
+        subscribers = []
+        for s in range(scenario.subscribers):
+            connection = await Connection.open(target, f"{tag}-sub{s}", level)
+            connections.append(connection)
+            granted = await connection.subscribe(f"{base}/+", scenario.subscribe_qos)
+            if granted != scenario.subscribe_qos:
+                result.errors.append(f"subscriber {s}: granted QoS {granted}")
+            subscribers.append(Subscriber(connection, total))
+        publishers = []
+        for p in range(scenario.publishers):
+            connection = await Connection.open(target, f"{tag}-pub{p}", level)
+            connections.append(connection)
+            publishers.append(
+                Publisher(
+                    connection,
+                    encoded[p],
+                    qos=scenario.publish_qos,
+                    window=scenario.window,
+                    rate=scenario.rate,
+                    stamp=bool(scenario.subscribers),
+                    stall_timeout=stall,
+                )
+            )
+        result.window = publishers[0].window if scenario.publish_qos else None
+
+        broker_cpu = process_cpu_seconds(target.pid) if target.pid else None
+        client_cpu = time.process_time()
+        async with background_nursery() as nursery:
+            for subscriber in subscribers:
+                nursery.start_soon(subscriber.run)
+            async with background_nursery() as publishing:
+                for publisher in publishers:
+                    publishing.start_soon(publisher.run)
+            await _wait_for_deliveries(subscribers, stall)
+            nursery.cancel_scope.cancel()
+        result.client_cpu_s = time.process_time() - client_cpu
+        if broker_cpu is not None and target.pid:
+            after = process_cpu_seconds(target.pid)
+            result.broker_cpu_s = None if after is None else after - broker_cpu
+    finally:
+        with trio.CancelScope(shield=True):
+            for connection in connections:
+                await connection.close()
+
+    _summarize(result, scenario, publishers, subscribers)
+    return result
+
+
+async def _wait_for_deliveries(subscribers: list[Subscriber], stall: float) -> None:
+    """Return once every subscriber has everything, or nothing arrived for ``stall`` s."""
+    if not subscribers:
+        return
+    last_progress = time.monotonic()
+    delivered = -1
+    while not all(subscriber.complete for subscriber in subscribers):
+        now_delivered = sum(subscriber.delivered for subscriber in subscribers)
+        if now_delivered != delivered:
+            delivered = now_delivered
+            last_progress = time.monotonic()
+        elif time.monotonic() - last_progress > stall:
+            return
+        await trio.sleep(0.01)
+
+
+def _summarize(
+    result: ScenarioResult,
+    scenario: Scenario,
+    publishers: list[Publisher],
+    subscribers: list[Subscriber],
+) -> None:
+    result.sent = sum(p.sent for p in publishers)
+    result.accepted = sum(p.accepted for p in publishers)
+    result.refused = sum(p.refused for p in publishers)
+    result.delivered = sum(s.delivered for s in subscribers)
+    result.duplicated = sum(p.duplicated_acks for p in publishers) + sum(
+        s.duplicated for s in subscribers
+    )
+    for publisher in publishers:
+        result.errors.extend(publisher.errors)
+    for subscriber in subscribers:
+        result.errors.extend(subscriber.errors)
+    started = min((p.first_send_ns for p in publishers if p.first_send_ns), default=0)
+    if subscribers:
+        result.lost = result.messages * len(subscribers) - result.delivered
+        ended = max(s.last_delivery_ns for s in subscribers)
+        count = result.delivered
+        result.latency = Latency.from_samples([x for s in subscribers for x in s.latencies])
+    else:
+        result.lost = result.messages - result.accepted - result.refused
+        ended = max(p.last_ack_ns for p in publishers)
+        count = result.accepted
+    if scenario.publish_qos:
+        result.ack_latency = Latency.from_samples([x for p in publishers for x in p.ack_latencies])
+        unacked = result.messages - result.accepted - result.refused
+        if subscribers and unacked:
+            result.errors.append(f"{unacked} messages were never acknowledged")
+    if started and ended > started:
+        result.elapsed_s = (ended - started) / 1e9
+        result.rate = count / result.elapsed_s
+
+
+# -- command line -------------------------------------------------------------------
+
+
+def format_result(result: ScenarioResult) -> str:
+    """One line per result, for logs and the command line."""
+    parts = [
+        f"{result.scenario:<20} {result.broker:<20} {result.rate:>12,.0f} msg/s",
+        f"sent {result.sent} accepted {result.accepted} delivered {result.delivered}",
+        f"lost {result.lost} dup {result.duplicated}",
+    ]
+    if result.refused:
+        parts.append(f"refused {result.refused}")
+    if result.window is not None:
+        parts.append(f"window {result.window}")
+    for label, latency in (("lat", result.latency), ("ack", result.ack_latency)):
+        if latency:
+            parts.append(
+                f"{label} p50/p99/p99.9 {latency.p50_ns / 1e6:.2f}/{latency.p99_ns / 1e6:.2f}"
+                f"/{latency.p999_ns / 1e6:.2f} ms"
+            )
+    if result.broker_cpu_s is not None:
+        parts.append(f"broker cpu {result.broker_cpu_s:.2f} s")
+    parts.append(f"client cpu {result.client_cpu_s:.2f} s")
+    line = "  ".join(parts)
+    if result.errors:
+        line += "\n    ERRORS: " + "; ".join(result.errors[:5])
+    return line
+
+
+def parse_protocol(text: str) -> int:
+    try:
+        return LEVELS[text]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"protocol {text!r}: use 3.1.1 or 5") from None
+
+
+def parse_names(text: str, known: Sequence[str], what: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown {what} {', '.join(unknown)}; choose from {', '.join(known)}"
+        )
+    return names
+
+
+def scenario_names(text: str) -> list[str]:
+    return parse_names(text, list(SCENARIOS), "scenario")
+
+
+async def _main(args: argparse.Namespace, emit: Callable[[ScenarioResult], None]) -> int:
+    target = Target(args.host, args.port, args.pid)
+    failed = False
+    for name in args.scenario:
+        result = await run_scenario(
+            target,
+            SCENARIOS[name],
+            broker=f"{args.host}:{args.port}",
+            protocol_level=args.protocol,
+            quick=args.quick,
+            messages=args.messages,
+        )
+        emit(result)
+        failed = failed or not result.ok
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.mqtt_load",
+        description="Run MQTT load scenarios against a broker that is already running.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=1883)
+    parser.add_argument("--pid", type=int, help="broker pid, for CPU accounting")
+    parser.add_argument("--protocol", type=parse_protocol, default=4, help="3.1.1 (default) or 5")
+    parser.add_argument(
+        "--scenario",
+        type=scenario_names,
+        default=list(SCENARIOS),
+        help=f"comma-separated; default all: {','.join(SCENARIOS)}",
+    )
+    parser.add_argument("--messages", type=int, help="messages per publisher (overrides)")
+    parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
+    parser.add_argument("--json", action="store_true", help="print results as JSON lines")
+    args = parser.parse_args(argv)
+
+    def emit(result: ScenarioResult) -> None:
+        print(json.dumps(result.to_dict()) if args.json else format_result(result), flush=True)
+
+    try:
+        return trio.run(_main, args, emit)
+    except (LoadError, OSError) as exc:
+        print(f"mqtt_load: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

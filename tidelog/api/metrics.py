@@ -1,0 +1,117 @@
+"""Prometheus metrics: a collector that reads the broker's statistics at scrape time.
+
+Nothing is counted per message for metrics: the engine already keeps counters
+(:meth:`Broker.statistics`), and this collector turns a snapshot of them into
+Prometheus families when ``/metrics`` is scraped. Cursor positions live in
+storage (an async read), so the endpoint loads them first and hands them to
+:meth:`BrokerCollector.snapshot`.
+
+Each app has its own :class:`CollectorRegistry` (several brokers may run in
+one process, as in the tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tidelog.engine import Broker, Cursor
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class BrokerCollector(Collector):
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self._cursors: Sequence[Cursor] = ()
+
+    def snapshot(self, cursors: Sequence[Cursor]) -> None:
+        """Set the cursors the next collection reports."""
+        self._cursors = cursors
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.broker.statistics()
+        writer = stats.writer
+        log = stats.log
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(f"tidelog_{name}", doc, value=value)
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"tidelog_{name}", doc, value=value)
+
+        yield counter("published_events", "Events committed to the log.", stats.published)
+        yield counter("deliveries", "Events handed to live subscriber feeds.", stats.deliveries)
+        yield gauge("feeds", "Open subscriber feeds.", stats.feeds)
+        yield gauge(
+            "feeds_catching_up",
+            "Feeds that fell behind and read from the log.",
+            stats.feeds_catching_up,
+        )
+        yield gauge("subscriptions", "Live topic-filter subscriptions.", stats.subscriptions)
+        yield gauge("retained_messages", "Retained messages held.", stats.retained)
+        yield gauge("sessions", "Stored MQTT sessions.", stats.sessions)
+        yield gauge(
+            "topics", "Topics published to since the broker started.", len(stats.topic_counts)
+        )
+
+        yield counter("commit_batches", "Group commits (one transaction each).", writer.batches)
+        yield counter(
+            "commit_seconds", "Time spent committing batches.", writer.commit_seconds_total
+        )
+        yield gauge(
+            "commit_last_batch_events", "Events in the last commit.", writer.last_batch_events
+        )
+        yield gauge("commit_max_batch_events", "Largest commit so far.", writer.max_batch_events)
+        yield gauge(
+            "commit_last_seconds", "Duration of the last commit.", writer.last_commit_seconds
+        )
+        yield gauge("commit_max_seconds", "Longest commit so far.", writer.max_commit_seconds)
+        yield gauge(
+            "commit_pending_events", "Events waiting to be committed.", writer.pending_events
+        )
+        yield counter(
+            "commit_failed_submissions", "Submissions the log refused.", writer.failed_submissions
+        )
+
+        backend = {"backend": log.backend}
+        for name, doc, value, kind in (
+            ("log_first_offset", "First offset still stored.", log.first_offset, "gauge"),
+            ("log_next_offset", "Offset the next event gets.", log.next_offset, "gauge"),
+            ("log_bytes", "Bytes the stored events take.", log.bytes, "gauge"),
+            ("log_segments", "Log segments.", log.segments, "gauge"),
+            ("log_appends", "Append transactions.", log.appends, "counter"),
+            ("log_appended_bytes", "Bytes appended.", log.appended_bytes, "counter"),
+            ("log_reads", "Reads from the log.", log.reads, "counter"),
+            ("log_read_events", "Events read from the log.", log.read_events, "counter"),
+        ):
+            family: GaugeMetricFamily | CounterMetricFamily
+            if kind == "gauge":
+                family = GaugeMetricFamily(f"tidelog_{name}", doc, labels=["backend"])
+            else:
+                family = CounterMetricFamily(f"tidelog_{name}", doc, labels=["backend"])
+            family.add_metric([backend["backend"]], value)
+            yield family
+
+        cursors = self._cursors
+        yield gauge("cursors", "Durable cursors.", len(cursors))
+        lag = GaugeMetricFamily(
+            "tidelog_cursor_lag", "Offsets between a cursor and the log head.", labels=["cursor"]
+        )
+        for cursor in cursors:
+            lag.add_metric([cursor.name], cursor.lag)
+        yield lag
+
+
+def make_registry(broker: Broker) -> tuple[CollectorRegistry, BrokerCollector]:
+    registry = CollectorRegistry(auto_describe=False)
+    collector = BrokerCollector(broker)
+    registry.register(collector)
+    return registry, collector
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

@@ -1,0 +1,684 @@
+"""The REST API: a FastAPI app over one :class:`~tidelog.engine.Broker`, and its listener.
+
+:func:`create_app` builds the app (every route reaches the broker through
+``app.state``); :func:`serve_http` serves it with Hypercorn's trio worker in
+the broker's own trio process, as one of the listeners of
+:mod:`tidelog.server`. The endpoints, shapes and errors are documented in
+``docs/rest.md`` and in the app's own ``/openapi.json``.
+
+Every request is bounded: bodies by :class:`~tidelog.api.limits.BodyLimitMiddleware`
+(413), reads by ``limit`` and ``max_bytes`` caps, long-polls by a ``wait_ms`` cap.
+A publish answers only once its event is durable (the engine's group commit).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import attrs
+import hypercorn.config
+import hypercorn.trio
+import trio
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
+
+import tidelog
+from tidelog.api import metrics, problems
+from tidelog.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
+from tidelog.api.problems import ApiError
+from tidelog.api.shapes import (
+    DEFAULT_READ_BYTES,
+    DEFAULT_READ_LIMIT,
+    MAX_READ_BYTES,
+    MAX_READ_LIMIT,
+    MAX_WAIT_MS,
+    BatchIn,
+    BatchStored,
+    CommitIn,
+    CursorIn,
+    CursorOut,
+    CursorsOut,
+    Encoding,
+    EventsPage,
+    Health,
+    OffsetOut,
+    Problem,
+    Stored,
+    TopicsOut,
+    dumps,
+    encode_events,
+)
+from tidelog.api.sse import EventStream
+from tidelog.engine import Broker, Cursor, CursorNotFoundError, Position, parse_position
+from tidelog.engine.positions import MAX_INTEGER, parse_time
+from tidelog.errors import OffsetOutOfRangeError
+from tidelog.storage import Properties, ReadResult
+from tidelog.topics import parse_shared, validate_topic_filter
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+GRACEFUL_SHUTDOWN_SECONDS = 2.0
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {"application/problem+json": {}}} for status in (400, 422)
+}
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    out = dict(ERRORS)
+    for status in statuses:
+        out[status] = {"model": Problem, "content": {"application/problem+json": {}}}
+    return out
+
+
+class JSONResponse(Response):
+    """JSON with the API's own compact serializer (no response-model validation)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)
+
+
+# -- dependencies --------------------------------------------------------------------
+
+
+def get_broker(request: Request) -> Broker:
+    broker: Broker = request.app.state.broker
+    return broker
+
+
+BrokerDep = Annotated[Broker, Depends(get_broker)]
+
+FilterQuery = Annotated[
+    str | None,
+    Query(
+        alias="filter",
+        description="MQTT topic filter (+ and # wildcards); default: every topic",
+        max_length=65535,
+    ),
+]
+LimitQuery = Annotated[
+    int,
+    Query(ge=1, le=MAX_READ_LIMIT, description=f"at most this many events (<= {MAX_READ_LIMIT})"),
+]
+MaxBytesQuery = Annotated[
+    int,
+    Query(
+        ge=1,
+        le=MAX_READ_BYTES,
+        description="stop before this many payload bytes (one event at least)",
+    ),
+]
+WaitQuery = Annotated[
+    int,
+    Query(
+        ge=0,
+        le=MAX_WAIT_MS,
+        description="long-poll: wait up to this many ms for a first event when none is there",
+    ),
+]
+EncodingQuery = Annotated[
+    Encoding,
+    Query(description="text: payloads as UTF-8 text where they are valid UTF-8, else base64"),
+]
+CursorName = Annotated[str, PathParam(min_length=1, max_length=1024)]
+
+
+def _filter(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return validate_topic_filter(value)
+
+
+def _app_closing(request: Request) -> trio.Event:
+    closing: trio.Event = request.app.state.closing
+    return closing
+
+
+# -- reading -------------------------------------------------------------------------
+
+
+async def read_events(
+    broker: Broker,
+    start: int,
+    topic_filter: str | None,
+    *,
+    limit: int,
+    max_bytes: int,
+    end: int | None,
+    wait: float,
+    closing: trio.Event,
+) -> ReadResult:
+    """Events from ``start`` (below ``end``), waiting up to ``wait`` seconds for a first one.
+
+    A filtered read may examine records without returning any (it bounds its
+    scan); this goes on from where it stopped until it finds events or reaches
+    the head of the log, and only then waits.
+    """
+    event_log = broker.log
+    state = await event_log.state()
+    if start > state.next_offset:
+        raise OffsetOutOfRangeError(
+            f"offset {start} is past the end of the log ({state.next_offset})"
+        )
+    deadline = trio.current_time() + wait
+    while True:
+        if end is not None and start >= end:
+            return ReadResult([], start)
+        result = await event_log.read(
+            start, topic_filter, limit=limit, max_bytes=max_bytes, end=end
+        )
+        if result.events:
+            return result
+        start = result.next_offset
+        head = (await event_log.state()).next_offset
+        if start < head:
+            continue
+        if closing.is_set() or trio.current_time() >= deadline:
+            return result
+        with trio.move_on_at(deadline):
+            async with trio.open_nursery() as nursery:
+
+                async def stop_on_close() -> None:
+                    await closing.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(stop_on_close)
+                await event_log.wait_for_append(start)
+                nursery.cancel_scope.cancel()
+
+
+def _page(result: ReadResult, encoding: Encoding) -> Response:
+    body = (
+        f'{{"events":{encode_events(result.events, encoding)},"next_offset":{result.next_offset}}}'
+    )
+    return Response(body.encode("utf-8"), media_type="application/json")
+
+
+def _cursor_out(cursor: Cursor) -> dict[str, Any]:
+    return {
+        "name": cursor.name,
+        "filter": cursor.topic_filter,
+        "position": cursor.position,
+        "lag": cursor.lag,
+    }
+
+
+def _one_of(first: Any, second: Any, names: str) -> None:
+    if first is not None and second is not None:
+        raise ApiError(400, "invalid_parameters", f"give {names}, not both")
+
+
+# -- routes --------------------------------------------------------------------------
+
+router = APIRouter()
+
+
+@router.post(
+    "/v1/topics/{topic:path}",
+    status_code=201,
+    response_model=Stored,
+    responses=_errors(413),
+    tags=["publish"],
+    summary="Publish one event (the raw body is the payload)",
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "text/plain": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
+async def publish_one(
+    request: Request,
+    broker: BrokerDep,
+    topic: str,
+    qos: Annotated[int | None, Query(ge=0, le=2, description="default 0")] = None,
+    retain: Annotated[bool | None, Query(description="default false")] = None,
+    qos_header: Annotated[int | None, Header(alias="x-tidelog-qos", ge=0, le=2)] = None,
+    retain_header: Annotated[bool | None, Header(alias="x-tidelog-retain")] = None,
+) -> JSONResponse:
+    """Publish the request body as the payload of one event on ``topic``.
+
+    Answers 201 with the event's offset and timestamp once it is durable.
+    ``qos`` and ``retain`` come from the query or the ``X-Tidelog-QoS`` /
+    ``X-Tidelog-Retain`` headers (the query wins); the request's
+    ``Content-Type`` is stored as the event's content type.
+    """
+    payload = await request.body()
+    content_type = request.headers.get("content-type")
+    properties = None
+    if content_type:
+        properties = Properties(content_type=content_type[:1024])
+    event = await broker.publish(
+        topic,
+        payload,
+        qos=qos if qos is not None else (qos_header or 0),
+        retain=retain if retain is not None else bool(retain_header),
+        properties=properties,
+    )
+    return JSONResponse({"offset": event.offset, "timestamp": event.timestamp}, status_code=201)
+
+
+@router.post(
+    "/v1/events",
+    status_code=201,
+    response_model=BatchStored,
+    responses=_errors(413),
+    tags=["publish"],
+    summary="Publish a batch of events, all or nothing, in one durable commit",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchIn"}}},
+        }
+    },
+)
+async def publish_batch(request: Request, broker: BrokerDep) -> JSONResponse:
+    """``{"events": [{"topic", "payload", "encoding"?, "qos"?, "retain"?, "properties"?}]}``;
+    payloads are base64 unless an event says ``"encoding": "text"``."""
+    # parsed and validated in one pass by pydantic-core (the body is the hot path of
+    # batch publishing); the schema is BatchIn, added to the OpenAPI document by create_app
+    try:
+        batch = BatchIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        ) from None
+    stored = await broker.publish_many([event.to_new_event() for event in batch.events])
+    return JSONResponse(
+        {"events": [{"offset": e.offset, "timestamp": e.timestamp} for e in stored]},
+        status_code=201,
+    )
+
+
+@router.get(
+    "/v1/events",
+    response_model=EventsPage,
+    responses=_errors(),
+    tags=["read"],
+    summary="Read or replay events from an offset or a time, optionally long-polling",
+)
+async def get_events(
+    request: Request,
+    broker: BrokerDep,
+    topic_filter: FilterQuery = None,
+    from_offset: Annotated[
+        int | None, Query(ge=0, le=MAX_INTEGER, description="default: the first offset")
+    ] = None,
+    from_time: Annotated[str | None, Query(description="RFC 3339 or epoch ms")] = None,
+    to_offset: Annotated[int | None, Query(ge=0, le=MAX_INTEGER, description="exclusive")] = None,
+    to_time: Annotated[str | None, Query(description="exclusive; RFC 3339 or epoch ms")] = None,
+    limit: LimitQuery = DEFAULT_READ_LIMIT,
+    max_bytes: MaxBytesQuery = DEFAULT_READ_BYTES,
+    wait_ms: WaitQuery = 0,
+    encoding: EncodingQuery = "base64",
+) -> Response:
+    """Events in offset order and where to continue (``next_offset``).
+
+    With ``wait_ms`` and nothing to return yet, waits up to that long for a
+    matching event (long-poll); poll again from ``next_offset``.
+    """
+    _one_of(from_offset, from_time, "from_offset or from_time")
+    _one_of(to_offset, to_time, "to_offset or to_time")
+    topic_filter = _filter(topic_filter)
+    if from_offset is not None:
+        start = from_offset
+    elif from_time is not None:
+        start = await broker.log.offset_for_time(parse_time(from_time))
+    else:
+        start = (await broker.log.state()).first_offset
+    end = to_offset
+    if to_time is not None:
+        end = await broker.log.offset_for_time(parse_time(to_time))
+    result = await read_events(
+        broker,
+        start,
+        topic_filter,
+        limit=limit,
+        max_bytes=max_bytes,
+        end=end,
+        wait=wait_ms / 1000,
+        closing=_app_closing(request),
+    )
+    return _page(result, encoding)
+
+
+@router.get(
+    "/v1/events/stream",
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "an endless SSE stream"},
+        **_errors(),
+    },
+    response_class=Response,
+    tags=["read"],
+    summary="Live tail as Server-Sent Events (id = offset; Last-Event-ID resumes)",
+)
+async def stream_events(
+    request: Request,
+    broker: BrokerDep,
+    topic_filter: Annotated[
+        str, Query(alias="filter", description="MQTT topic filter", max_length=65535)
+    ] = "#",
+    start: Annotated[
+        str,
+        Query(
+            alias="from",
+            description="earliest, latest, offset:<N> or time:<T>; Last-Event-ID wins",
+        ),
+    ] = "latest",
+    encoding: EncodingQuery = "base64",
+    last_event_id: Annotated[str | None, Header(alias="last-event-id")] = None,
+) -> Response:
+    group, inner = parse_shared(topic_filter)
+    if group is not None:
+        raise ApiError(400, "invalid_topic", "a stream cannot join a shared subscription")
+    position: Position
+    if last_event_id is not None and last_event_id.strip():
+        text = last_event_id.strip()
+        if not text.isdigit():
+            raise ApiError(400, "invalid_position", f"Last-Event-ID {text!r} is not an offset")
+        position = parse_position(int(text) + 1)
+    else:
+        position = parse_position(start)
+    return EventStream(broker, inner, position, encoding, _app_closing(request))
+
+
+@router.put(
+    "/v1/cursors/{name}",
+    response_model=CursorOut,
+    responses={201: {"model": CursorOut, "description": "created"}, **_errors(409)},
+    tags=["cursors"],
+    summary="Create a durable cursor (or confirm an existing one with the same filter)",
+)
+async def put_cursor(broker: BrokerDep, name: CursorName, spec: CursorIn) -> JSONResponse:
+    """201 when created at ``start``; 200 when it exists with the same filter (its
+    position untouched); 409 when it exists with another filter."""
+    start = parse_position(spec.start)
+    try:
+        await broker.cursor(name)
+        existed = True
+    except CursorNotFoundError:
+        existed = False
+    cursor = await broker.create_cursor(name, spec.filter, start=start)
+    return JSONResponse(_cursor_out(cursor), status_code=200 if existed else 201)
+
+
+@router.get(
+    "/v1/cursors",
+    response_model=CursorsOut,
+    tags=["cursors"],
+    summary="List the cursors",
+)
+async def list_cursors(broker: BrokerDep) -> JSONResponse:
+    return JSONResponse({"cursors": [_cursor_out(c) for c in await broker.cursors()]})
+
+
+@router.get(
+    "/v1/cursors/{name}",
+    response_model=CursorOut,
+    responses=_errors(404),
+    tags=["cursors"],
+    summary="Show a cursor: filter, position, lag",
+)
+async def get_cursor(broker: BrokerDep, name: CursorName) -> JSONResponse:
+    return JSONResponse(_cursor_out(await broker.cursor(name)))
+
+
+@router.post(
+    "/v1/cursors/{name}/fetch",
+    response_model=EventsPage,
+    responses=_errors(404),
+    tags=["cursors"],
+    summary="The next events at the cursor, without moving it",
+)
+async def fetch_cursor(
+    request: Request,
+    broker: BrokerDep,
+    name: CursorName,
+    limit: LimitQuery = DEFAULT_READ_LIMIT,
+    max_bytes: MaxBytesQuery = DEFAULT_READ_BYTES,
+    wait_ms: WaitQuery = 0,
+    encoding: EncodingQuery = "base64",
+) -> Response:
+    """Commit ``next_offset`` once the events are processed."""
+    cursor = await broker.cursor(name)
+    first = (await broker.log.state()).first_offset
+    result = await read_events(
+        broker,
+        max(cursor.position, first),
+        cursor.topic_filter,
+        limit=limit,
+        max_bytes=max_bytes,
+        end=None,
+        wait=wait_ms / 1000,
+        closing=_app_closing(request),
+    )
+    return _page(result, encoding)
+
+
+@router.post(
+    "/v1/cursors/{name}/commit",
+    response_model=CursorOut,
+    responses=_errors(404),
+    tags=["cursors"],
+    summary="Move the cursor to an offset (the next event to process); durable on return",
+)
+async def commit_cursor(broker: BrokerDep, name: CursorName, commit: CommitIn) -> JSONResponse:
+    cursor = await broker.cursor(name)
+    await cursor.commit(commit.offset)
+    return JSONResponse(_cursor_out(cursor))
+
+
+@router.delete(
+    "/v1/cursors/{name}",
+    status_code=204,
+    responses=_errors(404),
+    response_class=Response,
+    tags=["cursors"],
+    summary="Delete a cursor",
+)
+async def delete_cursor(broker: BrokerDep, name: CursorName) -> Response:
+    if not await broker.delete_cursor(name):
+        raise CursorNotFoundError(f"no cursor named {name!r}")
+    return Response(status_code=204)
+
+
+@router.get(
+    "/v1/topics",
+    response_model=TopicsOut,
+    responses=_errors(),
+    tags=["log"],
+    summary="Topics with stored events and their counts",
+)
+async def list_topics(broker: BrokerDep, topic_filter: FilterQuery = None) -> JSONResponse:
+    topics = await broker.log.topics(_filter(topic_filter))
+    return JSONResponse({"topics": [{"topic": t.topic, "count": t.count} for t in topics]})
+
+
+@router.get(
+    "/v1/offsets",
+    response_model=OffsetOut,
+    responses=_errors(),
+    tags=["log"],
+    summary="The first offset at or after a time",
+)
+async def offset_for_time(
+    broker: BrokerDep,
+    time: Annotated[str, Query(description="RFC 3339 or epoch ms")],
+) -> JSONResponse:
+    moment = parse_time(time)
+    return JSONResponse({"time": moment, "offset": await broker.log.offset_for_time(moment)})
+
+
+@router.get("/v1/stats", tags=["operations"], summary="Broker statistics")
+async def stats(broker: BrokerDep) -> JSONResponse:
+    snapshot = attrs.asdict(broker.statistics())
+    state = await broker.log.state()
+    snapshot["state"] = attrs.asdict(state)
+    return JSONResponse(_finite(snapshot))
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+@router.get(
+    "/healthz",
+    response_model=Health,
+    responses={503: {"model": Problem}},
+    tags=["operations"],
+    summary="Liveness: 200 while the broker takes requests",
+)
+async def healthz(broker: BrokerDep) -> Response:
+    if broker.closed:
+        return problems.problem(503, "shutting_down", "the broker is shutting down")
+    return JSONResponse({"status": "ok"})
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    tags=["operations"],
+    summary="Prometheus metrics",
+)
+async def metrics_endpoint(request: Request, broker: BrokerDep) -> Response:
+    collector: metrics.BrokerCollector = request.app.state.collector
+    collector.snapshot(await broker.cursors())
+    return Response(metrics.render(request.app.state.registry), media_type=metrics.CONTENT_TYPE)
+
+
+@router.get("/", include_in_schema=False)
+async def index() -> JSONResponse:
+    return JSONResponse(
+        {
+            "name": "tidelog",
+            "version": tidelog.__version__,
+            "docs": "/docs",
+            "openapi": "/openapi.json",
+            "ui": "/ui/",
+        }
+    )
+
+
+@router.get("/ui", include_in_schema=False)
+async def ui_redirect() -> RedirectResponse:
+    return RedirectResponse("/ui/")
+
+
+@router.get("/ui/config.json", include_in_schema=False)
+async def ui_config(request: Request) -> JSONResponse:
+    """Where the example page finds the WebSocket listener."""
+    return JSONResponse({"ws_port": request.app.state.ws_port, "ws_path": "/v1/ws"})
+
+
+# -- the app and its listener --------------------------------------------------------
+
+
+def create_app(
+    broker: Broker,
+    *,
+    ws_port: int | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> FastAPI:
+    """The REST app for ``broker``. ``ws_port`` tells the example page where /v1/ws is."""
+    app = FastAPI(
+        title="tidelog",
+        version=tidelog.__version__,
+        description="Publish, replay, stream and consume with durable cursors. "
+        "Errors are RFC 9457 problem details. See docs/rest.md.",
+    )
+    app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
+    app.state.broker = broker
+    app.state.ws_port = ws_port
+    app.state.closing = trio.Event()
+    app.state.registry, app.state.collector = metrics.make_registry(broker)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    problems.install(app)
+    app.include_router(router)
+    app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, plus the schemas of bodies a route parses itself."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        batch = BatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(batch.pop("$defs", {}))
+        components["BatchIn"] = batch
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def serve_http(
+    broker: Broker,
+    config: Any,
+    host: str,
+    port: int,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the REST API on ``host:port`` until cancelled; reports the bound port.
+
+    Hypercorn runs shielded so that cancelling this listener shuts it down
+    gracefully: it stops accepting, streams and long-polls end (the app's
+    ``closing`` event), and requests in flight get
+    :data:`GRACEFUL_SHUTDOWN_SECONDS` to finish.
+    """
+    app = create_app(broker, ws_port=getattr(config, "ws_port", None))
+    hc = hypercorn.config.Config()
+    hc.bind = [_bind(host, port)]
+    hc.graceful_timeout = GRACEFUL_SHUTDOWN_SECONDS
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("tidelog.api.http")
+    hc.keep_alive_timeout = 75
+    shutdown = trio.Event()
+    shielded = trio.CancelScope(shield=True)
+
+    async def run(task_status: trio.TaskStatus[list[str]]) -> None:
+        with shielded:
+            await hypercorn.trio.serve(
+                app,  # type: ignore[arg-type]
+                hc,
+                shutdown_trigger=shutdown.wait,
+                task_status=task_status,
+            )
+
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(run)
+        bound = int(binds[0].rsplit(":", 1)[1])
+        task_status.started(bound)
+        try:
+            await trio.sleep_forever()
+        finally:
+            app.state.closing.set()
+            shutdown.set()
+            # the shield ignores our cancellation; this bounds the graceful part
+            shielded.deadline = trio.current_time() + GRACEFUL_SHUTDOWN_SECONDS + 3

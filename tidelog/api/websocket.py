@@ -1,0 +1,477 @@
+"""The native WebSocket protocol at ``/v1/ws``: JSON text frames over one connection.
+
+Client to server (every request may carry an ``id``, echoed in its reply)::
+
+    publish      {"type": "publish", "id": 1, "topic": "a/b", "payload": "aGk=",
+                  "encoding"?: "base64"|"text", "qos"?, "retain"?, "properties"?}
+                 -> {"type": "ack", "id": 1, "offset": 7, "timestamp": ...} once durable
+    publish_batch {"type": "publish_batch", "id": 6, "events": [{"topic", "payload", ...}]}
+                 -> {"type": "ack", "id": 6, "events": [{"offset", "timestamp"}...]}
+                    (all or nothing, one commit)
+    subscribe    {"type": "subscribe", "id": 2, "sub"?: "s1", "filter"?: "a/#",
+                  "start"?: "latest", "cursor"?: "name", "credit"?: 1000,
+                  "encoding"?: "base64", "retained"?: false}
+                 -> {"type": "subscribed", "id": 2, "sub": "s1", "position": 7, ...}
+    credit       {"type": "credit", "sub": "s1", "events": 500}   (no reply)
+    commit / ack {"type": "commit", "id": 3, "sub": "s1" | "cursor": "name", "offset": 8}
+                 -> {"type": "committed", "id": 3, "cursor": "name", "offset": 8}
+    unsubscribe  {"type": "unsubscribe", "id": 4, "sub": "s1"}
+                 -> {"type": "unsubscribed", "id": 4, "sub": "s1"}
+    ping         {"type": "ping", "id": 5} -> {"type": "pong", "id": 5, "end_offset": 8}
+
+Server to client, besides replies::
+
+    events       {"type": "events", "sub": "s1", "events": [<event>...], "next_offset": 8}
+    error        {"type": "error", "id"?: 3, "code": "invalid_topic", "status": 400,
+                  "detail": "..."}
+
+Theory of operation
+-------------------
+One task reads frames and handles them in order. Each subscription is a task
+(a *pump*) owning one engine feed; it sends at most as many events as the
+client has granted in credit, then stops taking from its feed. The feed is
+bounded: when it fills, the engine drops it to catch-up mode and it later
+reads from the log. So a client that grants no credit, or reads its socket
+slowly (sends block), costs a bounded buffer and a position, never unbounded
+memory.
+
+Publishes are queued to the group commit without a task each
+(:meth:`Broker.publish_nowait`); the commit's callback queues the ack.
+At most :data:`MAX_IN_FLIGHT` publishes per connection wait for durability;
+past that the reader stops reading frames (back-pressure on the socket).
+
+Error handling: a request that cannot be served (bad topic, unknown cursor,
+bad base64, invalid fields) gets an error frame and the connection goes on.
+Frames that break the protocol close the connection: a binary frame with
+1003, text that is not JSON with 1007, JSON that is not a message object
+with a string ``type`` with 1002; a frame over the listener's message size
+limit is closed with 1009 by the WebSocket layer. Only that connection is
+affected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any, Literal
+
+import trio
+import trio_websocket
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from tidelog.api.problems import ApiError, classify
+from tidelog.api.shapes import MAX_BATCH_EVENTS, Encoding, EventIn, dumps, encode_events
+from tidelog.engine import Broker, Cursor, Subscriber, parse_position
+from tidelog.errors import LogClosedError
+from tidelog.storage import Event, NewEvent
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOL = "tidelog.v1"
+"""Offered by the server when the client proposes it (optional)."""
+MAX_SUBSCRIPTIONS = 64
+"""Subscriptions one connection may hold at once."""
+MAX_IN_FLIGHT = 1000
+"""Publish requests (single or batch) one connection may have waiting for durability."""
+MAX_PUSH_EVENTS = 500
+"""The most events in one ``events`` frame."""
+DEFAULT_CREDIT = 1000
+MAX_CREDIT = 1_000_000
+"""Credit one subscription may hold (grants beyond it are clamped)."""
+
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_INVALID_PAYLOAD = 1007
+CLOSE_INTERNAL_ERROR = 1011
+
+RequestId = str | int | None
+
+
+# -- messages ------------------------------------------------------------------------
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str, Field(max_length=256)] | int | None = None
+
+
+class PublishMessage(_Message, EventIn):
+    type: Literal["publish"]
+
+
+class PublishBatchMessage(_Message):
+    type: Literal["publish_batch"]
+    events: Annotated[list[EventIn], Field(min_length=1, max_length=MAX_BATCH_EVENTS)]
+
+
+class SubscribeMessage(_Message):
+    type: Literal["subscribe"]
+    sub: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    filter: str | None = None
+    start: str | int = "latest"
+    cursor: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    credit: Annotated[int, Field(ge=0, le=MAX_CREDIT)] = DEFAULT_CREDIT
+    encoding: Encoding = "base64"
+    retained: bool = False
+
+
+class CreditMessage(_Message):
+    type: Literal["credit"]
+    sub: str
+    events: Annotated[int, Field(ge=1, le=MAX_CREDIT)]
+
+
+class CommitMessage(_Message):
+    type: Literal["commit", "ack"]
+    sub: str | None = None
+    cursor: str | None = None
+    offset: Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
+class UnsubscribeMessage(_Message):
+    type: Literal["unsubscribe"]
+    sub: str
+
+
+class PingMessage(_Message):
+    type: Literal["ping"]
+
+
+ClientMessage = Annotated[
+    PublishMessage
+    | PublishBatchMessage
+    | SubscribeMessage
+    | CreditMessage
+    | CommitMessage
+    | UnsubscribeMessage
+    | PingMessage,
+    Field(discriminator="type"),
+]
+_parse: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+MESSAGE_TYPES = frozenset(
+    {
+        "publish",
+        "publish_batch",
+        "subscribe",
+        "credit",
+        "commit",
+        "ack",
+        "unsubscribe",
+        "ping",
+    }
+)
+
+
+class ProtocolViolation(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def parse_frame(frame: str | bytes) -> dict[str, Any]:
+    """A frame as a message object; :class:`ProtocolViolation` if it is not one."""
+    if isinstance(frame, bytes):
+        raise ProtocolViolation(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported")
+    try:
+        data = json.loads(frame)
+    except ValueError:
+        raise ProtocolViolation(CLOSE_INVALID_PAYLOAD, "a frame must be JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise ProtocolViolation(
+            CLOSE_PROTOCOL_ERROR, "a frame must be a JSON object with a string 'type'"
+        )
+    return data
+
+
+# -- the connection ------------------------------------------------------------------
+
+
+class Subscription:
+    def __init__(self, sub_id: str, encoding: Encoding, credit: int) -> None:
+        self.id = sub_id
+        self.encoding: Encoding = encoding
+        self.credit = credit
+        self.cursor: Cursor | None = None
+        self.closing = False
+        self.done = trio.Event()
+        self._waiting: trio.CancelScope | None = None
+        self._credit_changed = trio.Event()
+
+    def grant(self, events: int) -> None:
+        self.credit = min(MAX_CREDIT, self.credit + events)
+        self._credit_changed.set()
+
+    def close(self) -> None:
+        """Stop the pump at its next wait (never in the middle of sending a frame)."""
+        self.closing = True
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+    async def next_batch(self, subscriber: Subscriber) -> list[Event]:
+        """Wait for credit and events; [] once :meth:`close` was called."""
+        batch: list[Event] = []
+        with trio.CancelScope() as self._waiting:
+            if self.closing:
+                return []
+            while self.credit <= 0:
+                self._credit_changed = trio.Event()
+                await self._credit_changed.wait()
+            batch = await subscriber.receive_batch(min(self.credit, MAX_PUSH_EVENTS))
+        self._waiting = None
+        if self.closing:
+            return []
+        self.credit -= len(batch)
+        return batch
+
+
+class Connection:
+    """One client connection (see the module docstring)."""
+
+    def __init__(self, broker: Broker, ws: trio_websocket.WebSocketConnection) -> None:
+        self.broker = broker
+        self.ws = ws
+        self.subscriptions: dict[str, Subscription] = {}
+        self._next_sub = 0
+        self._in_flight = 0
+        self._in_flight_changed = trio.Event()
+        self._acks_in, self._acks_out = trio.open_memory_channel[bytes](MAX_IN_FLIGHT + 1)
+        self._closed = False
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._send_acks)
+                try:
+                    await self._read_frames()
+                finally:
+                    self._closed = True
+                    nursery.cancel_scope.cancel()
+        except* trio_websocket.ConnectionClosed:
+            pass
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.ws.send_message(dumps(message).decode("utf-8"))
+
+    async def _read_frames(self) -> None:
+        while True:
+            try:
+                frame = await self.ws.get_message()
+            except trio_websocket.ConnectionClosed:
+                return
+            try:
+                data = parse_frame(frame)
+            except ProtocolViolation as violation:
+                await self.ws.aclose(violation.code, violation.reason)
+                return
+            await self._handle(data)
+
+    async def _handle(self, data: dict[str, Any]) -> None:
+        request_id = data.get("id")
+        if not isinstance(request_id, str | int) or isinstance(request_id, bool):
+            request_id = None
+        if data["type"] not in MESSAGE_TYPES:
+            await self.error(
+                request_id,
+                400,
+                "unknown_type",
+                f"unknown message type {data['type']!r}; expected one of "
+                + ", ".join(sorted(MESSAGE_TYPES)),
+            )
+            return
+        try:
+            message = _parse.validate_python(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"][1:])
+            await self.error(request_id, 422, "validation_failed", f"{where}: {first['msg']}")
+            return
+        try:
+            match message:
+                case PublishMessage():
+                    await self._publish(message.id, [message.to_new_event()], single=True)
+                case PublishBatchMessage():
+                    events = [event.to_new_event() for event in message.events]
+                    await self._publish(message.id, events, single=False)
+                case SubscribeMessage():
+                    await self._subscribe(message)
+                case CreditMessage():
+                    self._subscription(message.sub).grant(message.events)
+                case CommitMessage():
+                    await self._commit(message)
+                case UnsubscribeMessage():
+                    sub = self._subscription(message.sub)
+                    sub.close()
+                    await sub.done.wait()  # no events frame of it follows the reply
+                    del self.subscriptions[message.sub]
+                    await self.send({"type": "unsubscribed", "id": message.id, "sub": message.sub})
+                case PingMessage():
+                    await self.send(
+                        {"type": "pong", "id": message.id, "end_offset": self.broker.end_offset}
+                    )
+        except Exception as exc:
+            found = classify(exc)
+            if found is None:
+                raise
+            await self.error(request_id, found[0], found[1], str(exc))
+
+    async def error(self, request_id: RequestId, status: int, code: str, detail: str) -> None:
+        frame: dict[str, Any] = {"type": "error", "code": code, "status": status, "detail": detail}
+        if request_id is not None:
+            frame["id"] = request_id
+        await self.send(frame)
+
+    def _subscription(self, sub_id: str) -> Subscription:
+        sub = self.subscriptions.get(sub_id)
+        if sub is None:
+            raise ApiError(404, "unknown_subscription", f"no subscription {sub_id!r}")
+        return sub
+
+    # -- publishing ------------------------------------------------------------------
+
+    async def _publish(
+        self, request_id: RequestId, events: list[NewEvent], *, single: bool
+    ) -> None:
+        """Queue for commit; the ack (or error) goes out from the commit's callback."""
+        while self._in_flight >= MAX_IN_FLIGHT:
+            self._in_flight_changed = trio.Event()
+            await self._in_flight_changed.wait()
+        await self.broker.wait_writable()
+
+        def done(result: list[Event] | BaseException) -> None:
+            self._in_flight -= 1
+            self._in_flight_changed.set()
+            if self._closed:
+                return
+            reply: dict[str, Any]
+            if isinstance(result, BaseException):
+                status, code = classify(result) or (500, "internal_error")
+                reply = {
+                    "type": "error",
+                    "code": code,
+                    "status": status,
+                    "detail": str(result) if status < 500 else "the publish failed",
+                }
+                if request_id is not None:
+                    reply["id"] = request_id
+            elif single:
+                stored = result[0]
+                reply = {
+                    "type": "ack",
+                    "id": request_id,
+                    "offset": stored.offset,
+                    "timestamp": stored.timestamp,
+                }
+            else:
+                reply = {
+                    "type": "ack",
+                    "id": request_id,
+                    "events": [{"offset": e.offset, "timestamp": e.timestamp} for e in result],
+                }
+            self._acks_in.send_nowait(dumps(reply))
+
+        self.broker.publish_nowait(events, done)
+        self._in_flight += 1
+
+    async def _send_acks(self) -> None:
+        async for reply in self._acks_out:
+            await self.ws.send_message(reply.decode("utf-8"))
+
+    # -- subscriptions -----------------------------------------------------------------
+
+    async def _subscribe(self, message: SubscribeMessage) -> None:
+        if message.sub is None:
+            self._next_sub += 1
+            sub_id = str(self._next_sub)
+            while sub_id in self.subscriptions:
+                self._next_sub += 1
+                sub_id = str(self._next_sub)
+        else:
+            sub_id = message.sub
+        if sub_id in self.subscriptions:
+            raise ApiError(409, "subscription_exists", f"subscription {sub_id!r} exists")
+        if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
+            raise ApiError(
+                429, "too_many_subscriptions", f"at most {MAX_SUBSCRIPTIONS} per connection"
+            )
+        sub = Subscription(sub_id, message.encoding, message.credit)
+        await self._nursery.start(self._pump, sub, message)
+        self.subscriptions[sub_id] = sub
+
+    async def _pump(
+        self,
+        sub: Subscription,
+        message: SubscribeMessage,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Subscribe, confirm, then push events while the client has credit."""
+        start = parse_position(message.start)
+        topic_filter = message.filter
+        if message.cursor is not None:
+            if topic_filter is not None:
+                cursor = await self.broker.create_cursor(message.cursor, topic_filter, start=start)
+            else:
+                cursor = await self.broker.cursor(message.cursor)
+            sub.cursor = cursor
+            start = parse_position(cursor.position)
+            topic_filter = cursor.topic_filter
+        if topic_filter is None:
+            topic_filter = "#"
+        try:
+            async with self.broker.subscribe(
+                topic_filter, start=start, retained=message.retained
+            ) as subscriber:
+                reply: dict[str, Any] = {
+                    "type": "subscribed",
+                    "id": message.id,
+                    "sub": sub.id,
+                    "filter": topic_filter,
+                    "position": subscriber.feed.fence,
+                    "credit": sub.credit,
+                }
+                if sub.cursor is not None:
+                    reply["cursor"] = sub.cursor.name
+                await self.send(reply)
+                task_status.started()
+                sub_json = json.dumps(sub.id)
+                while batch := await sub.next_batch(subscriber):
+                    await self.ws.send_message(
+                        f'{{"type":"events","sub":{sub_json},'
+                        f'"events":{encode_events(batch, sub.encoding)},'
+                        f'"next_offset":{batch[-1].offset + 1}}}'
+                    )
+        except LogClosedError:
+            return  # the broker is closing
+        finally:
+            sub.done.set()
+
+    async def _commit(self, message: CommitMessage) -> None:
+        if (message.sub is None) == (message.cursor is None):
+            raise ApiError(400, "bad_request", "a commit names either 'sub' or 'cursor'")
+        if message.sub is not None:
+            cursor = self._subscription(message.sub).cursor
+            if cursor is None:
+                raise ApiError(
+                    400, "not_durable", f"subscription {message.sub!r} has no cursor to commit"
+                )
+        else:
+            assert message.cursor is not None
+            cursor = await self.broker.cursor(message.cursor)
+        await cursor.commit(message.offset)
+        await self.send(
+            {"type": "committed", "id": message.id, "cursor": cursor.name, "offset": message.offset}
+        )
+
+
+async def handle(broker: Broker, request: trio_websocket.WebSocketRequest) -> None:
+    """The ``/v1/ws`` route of the WebSocket listener."""
+    subprotocol = SUBPROTOCOL if SUBPROTOCOL in request.proposed_subprotocols else None
+    ws = await request.accept(subprotocol=subprotocol)
+    try:
+        await Connection(broker, ws).run()
+    except Exception:
+        # a bug must cost this connection only, not the listener
+        log.exception("WebSocket connection from %s failed", ws.remote)
+        await ws.aclose(CLOSE_INTERNAL_ERROR, "internal error")

@@ -1,0 +1,28 @@
+"""Small structured-concurrency helpers shared by every layer."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import trio
+
+
+@contextlib.asynccontextmanager
+async def background_nursery() -> AsyncIterator[trio.Nursery]:
+    """A nursery for an object's background tasks, around a block that uses the object.
+
+    trio wraps every exception leaving a nursery in an ExceptionGroup. For a
+    context manager like ``open_log`` that would turn a caller's own
+    ``CorruptLogError`` (raised in the ``async with`` body) into a group they
+    cannot catch with ``except CorruptLogError``. This nursery re-raises a lone
+    exception as itself; a real group (several tasks failed) stays a group.
+    The caller cancels the nursery's scope when the block ends.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            yield nursery
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise

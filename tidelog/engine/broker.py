@@ -1,0 +1,448 @@
+"""The broker: the engine's public face, usable embedded without any listener.
+
+    async with tidelog.open("lmdb://./tidelog-data") as broker:
+        await broker.publish("devices/42/temp", b"21.5", qos=1)
+        async with broker.subscribe("devices/+/temp", start="earliest") as events:
+            async for event in events:
+                ...
+
+Everything that is broker behaviour lives here, once, so the protocol adapters
+(MQTT, REST, WebSocket) only translate: publishing goes through one
+group-commit writer (:mod:`tidelog.engine.group_commit`), committed batches are
+fanned out to feeds (:mod:`tidelog.engine.fanout`) and applied to retained
+messages; cursors, sessions and wills hang off the same broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from tidelog.concurrency import background_nursery
+from tidelog.engine.cursors import Cursor
+from tidelog.engine.fanout import (
+    DEFAULT_FEED_MAX_BYTES,
+    DEFAULT_FEED_MAX_EVENTS,
+    FanOut,
+    Feed,
+)
+from tidelog.engine.group_commit import Callback, GroupCommitWriter, WriterStatistics
+from tidelog.engine.positions import LATEST, PositionLike, parse_position, resolve_position
+from tidelog.engine.retained import RetainedStore
+from tidelog.engine.sessions import SessionStore
+from tidelog.engine.state_writer import StateWriter
+from tidelog.errors import InvalidTopicError, LogClosedError, TidelogError
+from tidelog.storage import (
+    DEFAULT_URL,
+    CursorState,
+    Event,
+    EventLog,
+    LogStatistics,
+    NewEvent,
+    Properties,
+    open_log,
+)
+from tidelog.topics import parse_shared, validate_topic_filter, validate_topic_name
+
+log = logging.getLogger(__name__)
+
+
+class CursorNotFoundError(TidelogError, LookupError):
+    """No cursor has that name."""
+
+
+class CursorExistsError(TidelogError, ValueError):
+    """A cursor of that name exists with a different filter."""
+
+
+@attrs.frozen
+class BrokerOptions:
+    """Engine settings (storage settings go to the log)."""
+
+    feed_max_events: int = DEFAULT_FEED_MAX_EVENTS
+    """Deliveries a subscriber may have buffered before it reads from the log instead."""
+    feed_max_bytes: int = DEFAULT_FEED_MAX_BYTES
+    max_batch_events: int = 20_000
+    """The most events one group commit holds."""
+    max_batch_bytes: int = 32 * 1024 * 1024
+    max_pending_bytes: int = 128 * 1024 * 1024
+    """Publishers wait (back-pressure) while this much waits to be committed."""
+    retained_flush_seconds: float = 1.0
+    session_expiry_check_seconds: float = 1.0
+
+
+@attrs.frozen
+class BrokerStatistics:
+    """A snapshot for metrics and ``/v1/stats``."""
+
+    published: int
+    deliveries: int
+    feeds: int
+    feeds_catching_up: int
+    subscriptions: int
+    retained: int
+    sessions: int
+    end_offset: int
+    topic_counts: dict[str, int]
+    writer: WriterStatistics
+    log: LogStatistics
+
+
+class Subscriber:
+    """What :meth:`Broker.subscribe` yields: an async iterator of events.
+
+    ``async for event in subscriber`` yields events one at a time;
+    :meth:`receive_batch` returns what is ready at once (cheaper per event).
+    """
+
+    def __init__(self, feed: Feed) -> None:
+        self.feed = feed
+        self._ready: deque[Event] = deque()
+
+    async def receive_batch(self, max_events: int = 1000) -> list[Event]:
+        """Wait for events and return up to ``max_events`` of them."""
+        if self._ready:
+            count = min(max_events, len(self._ready))
+            return [self._ready.popleft() for _ in range(count)]
+        return [event for event, _ in await self.feed.receive(max_events)]
+
+    def __aiter__(self) -> Subscriber:
+        return self
+
+    async def __anext__(self) -> Event:
+        if not self._ready:
+            try:
+                self._ready.extend(event for event, _ in await self.feed.receive())
+            except LogClosedError:
+                raise StopAsyncIteration from None
+        return self._ready.popleft()
+
+
+class Broker:
+    """An open broker. Create with :func:`open_broker` (``tidelog.open``)."""
+
+    def __init__(self, log: EventLog, nursery: trio.Nursery, options: BrokerOptions) -> None:
+        self.log = log
+        self.options = options
+        self._nursery = nursery
+        self.fanout = FanOut(log, 0)
+        self.retained = RetainedStore(log)
+        self._state_writer = StateWriter(log)
+        self.sessions = SessionStore(log, self._state_writer)
+        self._writer = GroupCommitWriter(
+            log,
+            self._on_commit,
+            max_batch_events=options.max_batch_events,
+            max_batch_bytes=options.max_batch_bytes,
+            max_pending_bytes=options.max_pending_bytes,
+        )
+        self._wills: dict[str, trio.CancelScope] = {}
+        self._shared: dict[tuple[str, str], tuple[Feed, list[int]]] = {}
+        self._topic_counts: Counter[str] = Counter()
+        self._commit_hooks: list[Callable[[list[Event]], None]] = []
+        self.closed = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        end = (await self.log.state()).next_offset
+        self.fanout.dispatched_end = end
+        await self.retained.load(end)
+        await self.sessions.load()
+        self._nursery.start_soon(self._writer.run)
+        self._nursery.start_soon(self._state_writer.run)
+
+    async def _run_periodic(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.retained.run_flusher, self.options.retained_flush_seconds)
+            nursery.start_soon(self.sessions.run_expiry, self.options.session_expiry_check_seconds)
+            task_status.started(nursery.cancel_scope)
+
+    async def _shutdown(self, periodic: trio.CancelScope) -> None:
+        """Stop taking publishes, commit what is queued, persist state, stop tasks."""
+        self.closed = True
+        for scope in self._wills.values():
+            scope.cancel()
+        self._writer.close()
+        await self._writer.wait_idle()
+        periodic.cancel()
+        await self.retained.flush()
+        self._state_writer.close()
+        for feed in list(self.fanout.feeds):
+            feed.close()
+
+    # -- publishing ------------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> Event:
+        """Publish one event; returns it stored (with offset and timestamp) once durable."""
+        return (await self.publish_many([NewEvent(topic, payload, qos, retain, properties)]))[0]
+
+    async def publish_many(self, events: Sequence[NewEvent]) -> list[Event]:
+        """Publish a batch in one durable commit (all or nothing); returns them stored."""
+        self._check_events(events)
+        return await self._writer.submit(events)
+
+    def publish_nowait(self, events: Sequence[NewEvent], callback: Callback) -> None:
+        """For protocol adapters: queue a batch; ``callback`` gets the stored events once
+        durable, or the exception that refused them. Validation errors raise at once."""
+        self._check_events(events)
+        self._writer.submit_nowait(events, callback)
+
+    async def wait_writable(self) -> None:
+        """Back-pressure: wait while too much is queued for commit."""
+        await self._writer.wait_writable()
+
+    def _check_events(self, events: Sequence[NewEvent]) -> None:
+        if self.closed:
+            raise LogClosedError("the broker is shutting down")
+        for event in events:
+            validate_topic_name(event.topic)
+            if event.qos not in (0, 1, 2):
+                raise ValueError(f"qos must be 0, 1 or 2, not {event.qos!r}")
+
+    def add_commit_hook(self, hook: Callable[[list[Event]], None]) -> None:
+        """Call ``hook(events)`` after every commit, after fan-out (e.g. metrics)."""
+        self._commit_hooks.append(hook)
+
+    def _on_commit(self, events: list[Event]) -> None:
+        self.fanout.dispatch(events)
+        self.retained.apply(events)
+        self._topic_counts.update(e.topic for e in events)
+        for hook in self._commit_hooks:
+            hook(events)
+
+    @property
+    def end_offset(self) -> int:
+        """The offset after the last event fanned out (what ``latest`` means)."""
+        return self.fanout.dispatched_end
+
+    # -- subscribing -----------------------------------------------------------------
+
+    async def resolve(self, position: PositionLike) -> int:
+        """The offset a position (``earliest``, ``latest``, ``offset:N``, ``time:T``) names now."""
+        return await resolve_position(self.log, parse_position(position), latest=self.end_offset)
+
+    def open_feed(
+        self,
+        *,
+        start: int | None = None,
+        on_ready: Callable[[], None] | None = None,
+        name: str = "",
+    ) -> Feed:
+        """A feed for a protocol adapter: live from now, or catching up from ``start``.
+        Close it with :meth:`Feed.close`."""
+        return self.fanout.open_feed(
+            start=start,
+            max_events=self.options.feed_max_events,
+            max_bytes=self.options.feed_max_bytes,
+            on_ready=on_ready,
+            name=name,
+        )
+
+    def join_shared(self, group: str, topic_filter: str) -> Feed:
+        """The feed of shared subscription ``$share/<group>/<filter>``, created live on the
+        first join. Every member receives from the same feed, so each event goes to
+        exactly one member; call :meth:`leave_shared` when a member goes."""
+        key = (group, topic_filter)
+        entry = self._shared.get(key)
+        if entry is None:
+            feed = self.open_feed(name=f"$share/{group}/{topic_filter}")
+            feed.subscribe(topic_filter)
+            entry = self._shared[key] = (feed, [0])
+        entry[1][0] += 1
+        return entry[0]
+
+    def leave_shared(self, group: str, topic_filter: str) -> None:
+        key = (group, topic_filter)
+        entry = self._shared.get(key)
+        if entry is None:
+            return
+        entry[1][0] -= 1
+        if entry[1][0] <= 0:
+            del self._shared[key]
+            entry[0].close()
+
+    @contextlib.asynccontextmanager
+    async def subscribe(
+        self,
+        topic_filter: str,
+        *,
+        start: PositionLike = LATEST,
+        retained: bool = True,
+    ) -> AsyncIterator[Subscriber]:
+        """Subscribe to a filter: yields an async iterator of events.
+
+        ``start`` in the past delivers history first, then live events, with no
+        gap and no duplicate at the handoff. With ``start="latest"`` and
+        ``retained``, the matching retained messages come first (as in MQTT).
+        ``$share/<group>/<filter>`` joins a shared subscription (live only).
+        """
+        group, inner = parse_shared(topic_filter)
+        if group is not None:
+            feed = self.join_shared(group, inner)
+            try:
+                yield Subscriber(feed)
+            finally:
+                self.leave_shared(group, inner)
+            return
+        position = parse_position(start)
+        if position == LATEST:
+            feed = self.open_feed(name=topic_filter)
+            feed.subscribe(inner)
+            if retained:
+                feed.requeue([(e, ()) for e in self.retained.matching(inner)])
+        else:
+            offset = await self.resolve(position)
+            feed = self.open_feed(start=offset, name=topic_filter)
+            feed.subscribe(inner, since=offset)
+        try:
+            yield Subscriber(feed)
+        finally:
+            feed.close()
+
+    async def replay(
+        self,
+        topic_filter: str | None,
+        *,
+        start: PositionLike,
+        end: PositionLike | None = None,
+        batch_size: int = 1000,
+    ) -> AsyncIterator[Event]:
+        """History only: events matching ``topic_filter`` from ``start`` up to ``end``
+        (exclusive; default: the head when the replay began)."""
+        if topic_filter is not None:
+            validate_topic_filter(topic_filter)
+        position = await self.resolve(start)
+        stop = self.end_offset if end is None else await self.resolve(end)
+        while position < stop:
+            result = await self.log.read(position, topic_filter, limit=batch_size, end=stop)
+            for event in result.events:
+                yield event
+            if result.next_offset <= position:
+                break
+            position = result.next_offset
+
+    # -- cursors ---------------------------------------------------------------------
+
+    async def create_cursor(
+        self, name: str, topic_filter: str | None, *, start: PositionLike = LATEST
+    ) -> Cursor:
+        """Create a named durable cursor, or return the existing one with that name and
+        filter (its position untouched). A different filter raises CursorExistsError."""
+        if not name:
+            raise ValueError("a cursor needs a name")
+        if topic_filter is not None:
+            if topic_filter.startswith("$share/"):
+                raise InvalidTopicError("a cursor filter cannot be a shared subscription")
+            validate_topic_filter(topic_filter)
+        existing = await self.log.load_cursor(name)
+        if existing is not None:
+            if existing.metadata.get("filter") != topic_filter:
+                raise CursorExistsError(
+                    f"cursor {name!r} exists with filter {existing.metadata.get('filter')!r}"
+                )
+            return Cursor(self, existing)
+        state = CursorState(name, await self.resolve(start), {"filter": topic_filter})
+        await self._state_writer.commit_cursor(state)
+        return Cursor(self, state)
+
+    async def cursor(self, name: str) -> Cursor:
+        """A handle on an existing cursor; CursorNotFoundError if there is none."""
+        state = await self.log.load_cursor(name)
+        if state is None:
+            raise CursorNotFoundError(f"no cursor named {name!r}")
+        return Cursor(self, state)
+
+    async def cursors(self) -> list[Cursor]:
+        return [Cursor(self, state) for state in await self.log.list_cursors()]
+
+    async def delete_cursor(self, name: str) -> bool:
+        return await self.log.delete_cursor(name)
+
+    # -- wills -----------------------------------------------------------------------
+
+    def set_will(self, key: str, will: NewEvent, delay: float = 0.0) -> None:
+        """Publish ``will`` after ``delay`` seconds unless :meth:`cancel_will` comes first.
+
+        The protocol layer calls this on an abnormal disconnect (MQTT will message,
+        v5 will delay interval). A newer will for the same key replaces the older.
+        """
+        self.cancel_will(key)
+        scope = trio.CancelScope()
+        self._wills[key] = scope
+        self._nursery.start_soon(self._publish_will, key, will, delay, scope)
+
+    def cancel_will(self, key: str) -> bool:
+        scope = self._wills.pop(key, None)
+        if scope is None:
+            return False
+        scope.cancel()
+        return True
+
+    async def _publish_will(self, key: str, will: NewEvent, delay: float, scope: Any) -> None:
+        with scope:
+            await trio.sleep(delay)
+            if self._wills.get(key) is scope:
+                del self._wills[key]
+            try:
+                await self.publish_many([will])
+            except TidelogError as exc:
+                log.warning("will message for %s on %r not published: %s", key, will.topic, exc)
+
+    # -- statistics ------------------------------------------------------------------
+
+    def statistics(self) -> BrokerStatistics:
+        feeds = self.fanout.feeds
+        return BrokerStatistics(
+            published=self._writer.statistics().events,
+            deliveries=self.fanout.deliveries,
+            feeds=len(feeds),
+            feeds_catching_up=sum(1 for f in feeds if not f.live),
+            subscriptions=self.fanout.subscription_count,
+            retained=len(self.retained),
+            sessions=len(self.sessions),
+            end_offset=self.end_offset,
+            topic_counts=dict(self._topic_counts),
+            writer=self._writer.statistics(),
+            log=self.log.statistics(),
+        )
+
+
+_BROKER_OPTION_NAMES = {field.name for field in attrs.fields(BrokerOptions)}
+
+
+@contextlib.asynccontextmanager
+async def open_broker(url: str = DEFAULT_URL, **options: Any) -> AsyncIterator[Broker]:
+    """Open the log at ``url`` and run a broker on it until the block exits.
+
+    Keyword options are :class:`BrokerOptions` fields or storage options
+    (:class:`tidelog.storage.LogOptions`). On exit, everything already
+    submitted is committed and the state is flushed before the log closes.
+    """
+    broker_options = BrokerOptions(
+        **{k: v for k, v in options.items() if k in _BROKER_OPTION_NAMES}
+    )
+    log_options = {k: v for k, v in options.items() if k not in _BROKER_OPTION_NAMES}
+    async with open_log(url, **log_options) as event_log, background_nursery() as nursery:
+        broker = Broker(event_log, nursery, broker_options)
+        await broker._start()
+        periodic = await nursery.start(broker._run_periodic)
+        try:
+            yield broker
+        finally:
+            with trio.CancelScope(shield=True):
+                await broker._shutdown(periodic)

@@ -1,0 +1,215 @@
+"""Group commit: one writer task turns many callers' appends into few transactions.
+
+Callers hand over *lists* of events (:meth:`GroupCommitWriter.submit` waits for
+durability, :meth:`GroupCommitWriter.submit_nowait` calls back instead, so a
+protocol adapter needs no task per publish). While one batch is being
+committed, new submissions queue up; as soon as the commit ends, the writer
+takes everything queued (capped by count and bytes) as the next batch. There is
+no linger timer: under light load a batch is one submission and latency is one
+commit; under heavy load batches grow by themselves.
+
+A submission that fails validation (invalid topic, record too large) must not
+fail the unrelated submissions it was grouped with, so when a grouped append
+fails the writer retries each submission alone: only the bad one is refused.
+
+After each successful commit the writer calls ``on_commit(events)`` with the
+stored events, in offset order, before handling the next batch: fan-out,
+retained messages and statistics hang off that hook.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+import attrs
+import trio
+
+from tidelog.errors import LogClosedError
+from tidelog.storage import Event, EventLog, NewEvent
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[list[Event] | BaseException], None]
+"""Called once per submission with its stored events, or with the exception that refused it."""
+
+
+class _Submission:
+    __slots__ = ("callback", "events", "size")
+
+    def __init__(self, events: Sequence[NewEvent], callback: Callback) -> None:
+        self.events = events
+        self.callback = callback
+        self.size = sum(len(e.payload) for e in events) + 64 * len(events)
+
+
+@attrs.define
+class WriterStatistics:
+    """Counters of the writer (for metrics)."""
+
+    batches: int = 0
+    events: int = 0
+    pending_events: int = 0
+    last_batch_events: int = 0
+    max_batch_events: int = 0
+    commit_seconds_total: float = 0.0
+    last_commit_seconds: float = 0.0
+    max_commit_seconds: float = 0.0
+    failed_submissions: int = 0
+
+
+class GroupCommitWriter:
+    """The single writer of a log. Run :meth:`run` in a nursery, then submit."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        on_commit: Callable[[list[Event]], None],
+        *,
+        max_batch_events: int = 20_000,
+        max_batch_bytes: int = 32 * 1024 * 1024,
+        max_pending_bytes: int = 128 * 1024 * 1024,
+    ) -> None:
+        self._log = log
+        self._on_commit = on_commit
+        self._max_batch_events = max_batch_events
+        self._max_batch_bytes = max_batch_bytes
+        self._max_pending_bytes = max_pending_bytes
+        self._pending: deque[_Submission] = deque()
+        self._pending_bytes = 0
+        self._work = trio.lowlevel.ParkingLot()
+        self._space = trio.lowlevel.ParkingLot()
+        self._idle = trio.Event()
+        self._idle.set()
+        self._closing = False
+        self._stats = WriterStatistics()
+
+    # -- submitting ------------------------------------------------------------------
+
+    def submit_nowait(self, events: Sequence[NewEvent], callback: Callback) -> None:
+        """Queue a list of events; ``callback`` runs on the trio thread once they are
+        durable (with the stored events) or refused (with the exception).
+
+        Never blocks. Callers bound their own in-flight work (MQTT receive
+        maximum); :meth:`wait_writable` offers back-pressure on top.
+        """
+        if self._closing:
+            raise LogClosedError("the broker is shutting down")
+        if not events:
+            callback([])
+            return
+        submission = _Submission(events, callback)
+        self._pending.append(submission)
+        self._pending_bytes += submission.size
+        self._stats.pending_events += len(events)
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        self._work.unpark_all()
+
+    async def submit(self, events: Sequence[NewEvent]) -> list[Event]:
+        """Queue a list of events and wait until they are durable; return them stored."""
+        await self.wait_writable()
+        done = trio.Event()
+        outcome: list[list[Event] | BaseException] = []
+
+        def callback(result: list[Event] | BaseException) -> None:
+            outcome.append(result)
+            done.set()
+
+        self.submit_nowait(events, callback)
+        await done.wait()
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def wait_writable(self) -> None:
+        """Wait while more than ``max_pending_bytes`` wait to be committed."""
+        while self._pending_bytes > self._max_pending_bytes:
+            await self._space.park()
+
+    async def wait_idle(self) -> None:
+        """Wait until everything submitted so far has been committed (or refused)."""
+        await self._idle.wait()
+
+    def close(self) -> None:
+        """Refuse new submissions; what is queued still gets committed by :meth:`run`."""
+        self._closing = True
+        self._work.unpark_all()
+
+    def statistics(self) -> WriterStatistics:
+        return attrs.evolve(self._stats)
+
+    # -- the writer task -------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Commit batches until closed and drained."""
+        while True:
+            if not self._pending:
+                self._idle.set()
+                if self._closing:
+                    return
+                await self._work.park()
+                continue
+            batch = self._take_batch()
+            await self._commit(batch)
+
+    def _take_batch(self) -> list[_Submission]:
+        batch = [self._pending.popleft()]
+        count, size = len(batch[0].events), batch[0].size
+        while self._pending:
+            nxt = self._pending[0]
+            if (
+                count + len(nxt.events) > self._max_batch_events
+                or size + nxt.size > self._max_batch_bytes
+            ):
+                break
+            self._pending.popleft()
+            batch.append(nxt)
+            count += len(nxt.events)
+            size += nxt.size
+        self._pending_bytes -= size
+        self._stats.pending_events -= count
+        self._space.unpark_all()
+        return batch
+
+    async def _commit(self, batch: list[_Submission]) -> None:
+        events = batch[0].events if len(batch) == 1 else [e for s in batch for e in s.events]
+        started = time.perf_counter()
+        try:
+            stored = await self._log.append(events)
+        except Exception as exc:  # refused: report it to the submitters, keep writing
+            if len(batch) > 1 and not isinstance(exc, LogClosedError):
+                for submission in batch:  # find the bad one(s); the others commit
+                    await self._commit([submission])
+                return
+            self._stats.failed_submissions += len(batch)
+            for submission in batch:
+                _call(submission.callback, exc)
+            return
+        elapsed = time.perf_counter() - started
+        stats = self._stats
+        stats.batches += 1
+        stats.events += len(stored)
+        stats.last_batch_events = len(stored)
+        stats.max_batch_events = max(stats.max_batch_events, len(stored))
+        stats.commit_seconds_total += elapsed
+        stats.last_commit_seconds = elapsed
+        stats.max_commit_seconds = max(stats.max_commit_seconds, elapsed)
+        if len(batch) == 1:
+            _call(batch[0].callback, stored)
+        else:
+            position = 0
+            for submission in batch:
+                end = position + len(submission.events)
+                _call(submission.callback, stored[position:end])
+                position = end
+        self._on_commit(stored)
+
+
+def _call(callback: Callback, result: list[Event] | BaseException) -> None:
+    try:
+        callback(result)
+    except Exception:  # a broken callback must not stop the writer
+        log.exception("publish callback failed")

@@ -1,0 +1,129 @@
+"""Persistent sessions: a durable cursor plus subscriptions plus in-flight state.
+
+A session outlives its connection (MQTT clean session 0, or a v5 session
+expiry interval > 0). It does not hold messages: ``position`` is the offset
+below which everything has been delivered and acknowledged, and messages that
+arrive while the client is away are read from the log when it returns. Each
+subscription remembers the offset at which it was made, so catching up never
+delivers events from before it existed.
+
+``inflight`` and subscription ``options`` belong to the protocol layer (JSON
+values). Sessions are stored as JSON in the log's ``sessions`` state namespace
+and expire ``expiry_interval`` seconds after their client disconnected.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import attrs
+import trio
+
+from tidelog.engine.state_writer import StateWriter
+from tidelog.storage import EventLog
+
+NAMESPACE = "sessions"
+NEVER_EXPIRES = 0xFFFFFFFF
+"""MQTT 5's session expiry interval meaning 'never'."""
+
+
+@attrs.define
+class SessionSubscription:
+    topic_filter: str
+    options: dict[str, Any] = attrs.field(factory=dict)
+    created_offset: int = 0
+
+
+@attrs.define
+class Session:
+    client_id: str
+    expiry_interval: int = 0
+    """Seconds the session lives after disconnect (NEVER_EXPIRES: forever)."""
+    position: int = 0
+    """Every event below this offset was delivered and acknowledged."""
+    subscriptions: dict[str, SessionSubscription] = attrs.field(factory=dict)
+    inflight: dict[str, Any] = attrs.field(factory=dict)
+    disconnected_at: int | None = None
+    """ms since the epoch; None while a client is connected."""
+
+    def expires_at(self) -> float | None:
+        if self.disconnected_at is None or self.expiry_interval == NEVER_EXPIRES:
+            return None
+        return self.disconnected_at + self.expiry_interval * 1000
+
+    def to_json(self) -> bytes:
+        return json.dumps(attrs.asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Session:
+        data = json.loads(raw)
+        subs = {
+            key: SessionSubscription(**value) for key, value in data.pop("subscriptions").items()
+        }
+        return cls(subscriptions=subs, **data)
+
+
+class SessionStore:
+    """The broker's persistent sessions, mirrored in memory."""
+
+    def __init__(self, log: EventLog, writer: StateWriter) -> None:
+        self._log = log
+        self._writer = writer
+        self._sessions: dict[str, Session] = {}
+        self.expired = 0
+
+    async def load(self) -> None:
+        """Load every session; ones that were connected when the broker stopped count as
+        disconnected now (their expiry starts again)."""
+        now = _now_ms()
+        for client_id, raw in (await self._log.list_state(NAMESPACE)).items():
+            session = Session.from_json(raw)
+            if session.disconnected_at is None:
+                session.disconnected_at = now
+            self._sessions[client_id] = session
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def get(self, client_id: str) -> Session | None:
+        return self._sessions.get(client_id)
+
+    def all(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    async def save(self, session: Session) -> None:
+        """Store the session durably (coalesced with other saves)."""
+        self._sessions[session.client_id] = session
+        await self._writer.put(NAMESPACE, {session.client_id: session.to_json()})
+
+    async def delete(self, client_id: str) -> bool:
+        existed = self._sessions.pop(client_id, None) is not None
+        if existed:
+            await self._writer.put(NAMESPACE, {client_id: None})
+        return existed
+
+    async def expire(self) -> list[str]:
+        """Delete sessions whose expiry passed; return their client ids."""
+        now = _now_ms()
+        gone = [
+            s.client_id
+            for s in self._sessions.values()
+            if (at := s.expires_at()) is not None and at <= now
+        ]
+        if gone:
+            for client_id in gone:
+                del self._sessions[client_id]
+            await self._writer.put(NAMESPACE, dict.fromkeys(gone))
+            self.expired += len(gone)
+        return gone
+
+    async def run_expiry(self, every: float) -> None:
+        while True:
+            await trio.sleep(every)
+            await self.expire()
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,78 @@
+"""Group commit for the broker's small durable state: cursor positions and key-value state.
+
+Many consumers commit cursor positions and sessions save their state, often
+many times a second. Each caller waits until its write is durable, but writes
+that arrive while one transaction is in progress are merged (the last value
+of a key wins) into the next one, the same way the event writer batches
+appends.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from tidelog.storage import CursorState, EventLog
+
+
+class _Batch:
+    """One transaction's waiters: ``done`` is set when it is durable or failed."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+
+
+class StateWriter:
+    """Coalesces cursor commits and state puts. Run :meth:`run` in a nursery."""
+
+    def __init__(self, log: EventLog) -> None:
+        self._log = log
+        self._cursors: dict[str, CursorState] = {}
+        self._state: dict[str, dict[str, bytes | None]] = {}
+        self._batch = _Batch()  # the transaction being gathered
+        self._work = trio.lowlevel.ParkingLot()
+        self._closing = False
+        self.transactions = 0
+
+    async def commit_cursor(self, cursor: CursorState) -> None:
+        """Store a cursor position; returns once durable."""
+        self._cursors[cursor.name] = cursor
+        await self._wait_durable()
+
+    async def put(self, namespace: str, items: dict[str, bytes | None]) -> None:
+        """Set (None: delete) keys of a state namespace; returns once durable."""
+        self._state.setdefault(namespace, {}).update(items)
+        await self._wait_durable()
+
+    async def _wait_durable(self) -> None:
+        batch = self._batch
+        self._work.unpark_all()
+        await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+
+    def close(self) -> None:
+        self._closing = True
+        self._work.unpark_all()
+
+    async def run(self) -> None:
+        while True:
+            if not self._cursors and not self._state:
+                if self._closing:
+                    return
+                await self._work.park()
+                continue
+            cursors, self._cursors = self._cursors, {}
+            state, self._state = self._state, {}
+            batch, self._batch = self._batch, _Batch()
+            try:
+                if cursors:
+                    await self._log.commit_cursors(list(cursors.values()))
+                for namespace, items in state.items():
+                    await self._log.put_state(namespace, items)
+                self.transactions += 1
+            except Exception as exc:  # the waiters of this batch get the error
+                batch.error = exc
+            batch.done.set()

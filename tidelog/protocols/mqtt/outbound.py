@@ -1,0 +1,143 @@
+"""Building outgoing PUBLISH bytes cheaply, and the conversions between MQTT 5
+properties and the properties stored with an event.
+
+The server sends the same event to many connections. What does not depend on
+the connection is computed once and shared: the encoded topic name (a small
+cache by topic) and, for QoS 0 deliveries without per-subscriber properties,
+the whole packet (a small cache by event). A delivery is returned as a list of
+byte chunks that the connection's writer joins with everything else it sends
+in one ``send_all``, so the payload is copied once, into the send buffer.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+from tidelog.protocols.mqtt.properties import NO_PROPERTIES, encode_properties
+from tidelog.protocols.mqtt.properties import Properties as MQTTProperties
+from tidelog.protocols.mqtt.protocol import PacketType
+from tidelog.protocols.mqtt.wire import U16, encode_varint
+from tidelog.storage import Event
+from tidelog.storage import Properties as EventProperties
+
+_TOPIC_CACHE_SIZE: Final = 16_384
+_SHARED_CACHE_SIZE: Final = 4096
+
+_topic_parts: dict[str, bytes] = {}
+_shared_qos0: dict[tuple[int, int, bool], tuple[Event, list[bytes]]] = {}
+
+
+def topic_part(topic: str) -> bytes:
+    """The topic name as it appears in a PUBLISH: two length bytes, then UTF-8."""
+    part = _topic_parts.get(topic)
+    if part is None:
+        raw = topic.encode()
+        part = U16.pack(len(raw)) + raw
+        if len(_topic_parts) >= _TOPIC_CACHE_SIZE:
+            _topic_parts.clear()
+        _topic_parts[topic] = part
+    return part
+
+
+EMPTY_TOPIC: Final = b"\x00\x00"
+"""The topic name of a PUBLISH that uses a known topic alias."""
+_NO_PROPERTY_BLOCK: Final = b"\x00"
+
+
+def publish_chunks(
+    topic: bytes,
+    payload: bytes,
+    qos: int,
+    retain: bool,
+    dup: bool,
+    packet_id: int,
+    properties: bytes,
+) -> list[bytes]:
+    """The chunks of one PUBLISH; ``properties`` is b"" before MQTT 5."""
+    first = 0x30 | (qos << 1) | (1 if retain else 0) | (8 if dup else 0)
+    if qos:
+        remaining = len(topic) + 2 + len(properties) + len(payload)
+        return [
+            bytes((first,)) + encode_varint(remaining) + topic + U16.pack(packet_id) + properties,
+            payload,
+        ]
+    remaining = len(topic) + len(properties) + len(payload)
+    return [bytes((first,)) + encode_varint(remaining) + topic + properties, payload]
+
+
+def shared_qos0(event: Event, level: int, retain: bool) -> list[bytes]:
+    """A QoS 0 PUBLISH of ``event`` without per-subscriber properties, encoded once
+    for all the connections that send it at this level."""
+    key = (id(event), level, retain)
+    entry = _shared_qos0.get(key)
+    if entry is not None and entry[0] is event:
+        return entry[1]
+    props = _NO_PROPERTY_BLOCK if level == 5 else b""
+    chunks = publish_chunks(topic_part(event.topic), event.payload, 0, retain, False, 0, props)
+    if len(_shared_qos0) >= _SHARED_CACHE_SIZE:
+        _shared_qos0.clear()
+    _shared_qos0[key] = (event, chunks)  # holding the event keeps its id() unique
+    return chunks
+
+
+def chunks_size(chunks: list[bytes]) -> int:
+    return sum(len(chunk) for chunk in chunks)
+
+
+def event_properties(properties: MQTTProperties) -> EventProperties | None:
+    """The message properties of a received PUBLISH (or Will) as stored with the event."""
+    if properties is NO_PROPERTIES:
+        return None
+    p = properties
+    if (
+        p.payload_format_indicator is None
+        and p.message_expiry_interval is None
+        and p.content_type is None
+        and p.response_topic is None
+        and p.correlation_data is None
+        and not p.user_properties
+    ):
+        return None
+    return EventProperties(
+        payload_format=p.payload_format_indicator,
+        message_expiry=p.message_expiry_interval,
+        content_type=p.content_type,
+        response_topic=p.response_topic,
+        correlation_data=p.correlation_data,
+        user_properties=p.user_properties,
+    )
+
+
+def delivery_properties(
+    event: Event, subscription_ids: tuple[int, ...], topic_alias: int | None
+) -> bytes:
+    """The encoded MQTT 5 property block of a delivered PUBLISH.
+
+    The Message Expiry Interval sent is what remains of it (§3.3.2.3.3).
+    """
+    stored = event.properties
+    if stored is None:
+        if not subscription_ids and topic_alias is None:
+            return _NO_PROPERTY_BLOCK
+        return encode_properties(
+            MQTTProperties(subscription_identifiers=subscription_ids, topic_alias=topic_alias),
+            PacketType.PUBLISH,
+        )
+    expiry = stored.message_expiry
+    if expiry is not None:
+        waited = (time.time_ns() // 1_000_000 - event.timestamp) // 1000
+        expiry = max(0, expiry - max(0, waited))
+    return encode_properties(
+        MQTTProperties(
+            payload_format_indicator=stored.payload_format,
+            message_expiry_interval=expiry,
+            content_type=stored.content_type,
+            response_topic=stored.response_topic,
+            correlation_data=stored.correlation_data,
+            user_properties=stored.user_properties,
+            subscription_identifiers=subscription_ids,
+            topic_alias=topic_alias,
+        ),
+        PacketType.PUBLISH,
+    )

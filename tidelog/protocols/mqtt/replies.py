@@ -1,0 +1,58 @@
+"""What to send before closing a connection on a protocol error (§4.13; 3.1.1 §4.8).
+
+MQTT 5 answers a bad CONNECT with a CONNACK carrying the reason code, and a
+bad packet later on with a DISCONNECT; MQTT 3.x has a CONNACK return code for
+a few CONNECT refusals and otherwise just closes the connection. An
+unsupported protocol version gets the CONNACK the client can read: a 3.1.1
+style one (return code 1) for levels below 5, an MQTT 5 one (0x84) otherwise.
+"""
+
+from __future__ import annotations
+
+from tidelog.protocols.mqtt.encoder import encode
+from tidelog.protocols.mqtt.errors import MQTTProtocolError, UnsupportedProtocolVersionError
+from tidelog.protocols.mqtt.packets import Connack, Disconnect
+from tidelog.protocols.mqtt.properties import Properties
+from tidelog.protocols.mqtt.protocol import PacketType
+from tidelog.protocols.mqtt.reason_codes import (
+    REASON_CODES_BY_PACKET,
+    V5_TO_V3_CONNACK,
+    ReasonCode,
+)
+
+MAX_REASON_STRING = 200
+
+
+def _reason_string(message: str) -> Properties:
+    text = message[:MAX_REASON_STRING].replace("\x00", "\\x00")
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return Properties(reason_string=text)
+
+
+def error_reply(error: MQTTProtocolError, *, reason_string: bool = True) -> bytes:
+    """The bytes to send in answer to ``error`` before closing; ``b""`` for none.
+
+    With ``reason_string`` an MQTT 5 answer carries the error message as its
+    Reason String (allowed on CONNACK and DISCONNECT whatever the client's
+    Request Problem Information, §3.1.2.11.7).
+    """
+    level = error.protocol_level
+    if level is None:
+        return b""
+    code = error.reason_code
+    if isinstance(error, UnsupportedProtocolVersionError):
+        if level < 5:
+            return encode(Connack(ReasonCode.UNSUPPORTED_PROTOCOL_VERSION), 4)
+        return encode(Connack(ReasonCode.UNSUPPORTED_PROTOCOL_VERSION), 5)
+    if level < 5:
+        if error.packet_type is PacketType.CONNECT and code in V5_TO_V3_CONNACK:
+            return encode(Connack(code), level)
+        return b""
+    properties = _reason_string(error.message) if reason_string else Properties()
+    if error.packet_type is PacketType.CONNECT:
+        if code not in REASON_CODES_BY_PACKET[PacketType.CONNACK]:
+            code = ReasonCode.PROTOCOL_ERROR
+        return encode(Connack(code, properties=properties), 5)
+    if code not in REASON_CODES_BY_PACKET[PacketType.DISCONNECT]:
+        code = ReasonCode.PROTOCOL_ERROR
+    return encode(Disconnect(code, properties), 5)

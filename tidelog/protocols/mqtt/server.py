@@ -1,0 +1,179 @@
+"""The MQTT server's listeners: TCP, TLS and WebSocket, one connection handler for all.
+
+Every transport ends up as a :class:`trio.abc.Stream` handed to
+:class:`~tidelog.protocols.mqtt.connection.Connection`: a TCP socket stream, a
+:class:`trio.SSLStream` (handshake under the connect timeout), or
+:class:`WebSocketStream`, which turns binary WebSocket messages into a byte
+stream (MQTT packets may span messages, and one message may hold several).
+
+One :class:`MQTTServer` per broker holds what the connections share: the
+settings, the authentication hook and the connections by client id (for
+session takeover). :func:`server_for` returns it; the security layer sets
+``server_for(broker).authenticate``.
+
+Resource handling: each accepted stream is owned by its connection, which
+closes it. Error handling: a connection never raises into the listener;
+``trio.serve_listeners`` backs off on EMFILE.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import weakref
+from typing import Any
+
+import trio
+import trio_websocket
+
+from tidelog.engine import Broker
+from tidelog.protocols.mqtt.connection import Connection
+from tidelog.protocols.mqtt.settings import Authenticator, MQTTSettings, allow_all
+
+log = logging.getLogger(__name__)
+
+WEBSOCKET_SUBPROTOCOLS = ("mqtt", "mqttv3.1")
+"""Accepted Sec-WebSocket-Protocol values (``mqtt`` is the standard one)."""
+
+
+class MQTTServer:
+    """What every MQTT connection of one broker shares."""
+
+    def __init__(self, broker: Broker, settings: MQTTSettings | None = None) -> None:
+        self.broker = broker
+        self.settings = settings or MQTTSettings()
+        self.authenticate: Authenticator = allow_all
+        self.connections: dict[str, Connection] = {}
+
+    async def handle(self, stream: trio.abc.Stream, transport: str, peer: str = "") -> None:
+        """Serve one client on ``stream`` until it disconnects; closes the stream."""
+        await Connection(self, stream, transport, peer).run()
+
+    def statistics(self) -> dict[str, int]:
+        return {"connections": len(self.connections)}
+
+
+_servers: weakref.WeakKeyDictionary[Broker, MQTTServer] = weakref.WeakKeyDictionary()
+
+
+def server_for(broker: Broker, settings: MQTTSettings | None = None) -> MQTTServer:
+    """The broker's MQTT server, created on first use (with ``settings`` if given)."""
+    server = _servers.get(broker)
+    if server is None:
+        server = _servers[broker] = MQTTServer(broker, settings)
+    return server
+
+
+def _settings(config: Any) -> MQTTSettings:
+    return MQTTSettings(**getattr(config, "mqtt_options", {}) or {})
+
+
+def _peer(stream: trio.abc.Stream) -> str:
+    socket_stream = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    if isinstance(socket_stream, trio.SocketStream):
+        try:
+            host, port, *_ = socket_stream.socket.getpeername()
+            return f"{host}:{port}"
+        except OSError:
+            return "?"
+    return "?"
+
+
+async def _serve(
+    listeners: list[Any],
+    server: MQTTServer,
+    transport: str,
+    task_status: trio.TaskStatus[int],
+) -> None:
+    async def handler(stream: trio.abc.Stream) -> None:
+        await server.handle(stream, transport, _peer(stream))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handler, listeners)
+        first = listeners[0]
+        socket_listener = first.transport_listener if isinstance(first, trio.SSLListener) else first
+        assert isinstance(socket_listener, trio.SocketListener)
+        task_status.started(socket_listener.socket.getsockname()[1])
+
+
+async def serve_tcp(
+    broker: Broker,
+    config: Any,
+    host: str,
+    port: int,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """MQTT over TCP on ``host:port`` until cancelled; reports the bound port."""
+    server = server_for(broker, _settings(config))
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    await _serve(list(listeners), server, "tcp", task_status)
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def serve_tls(
+    broker: Broker,
+    config: Any,
+    host: str,
+    port: int,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """MQTT over TLS (``config.tls_cert``/``config.tls_key``) on ``host:port``."""
+    server = server_for(broker, _settings(config))
+    context = tls_context(config.tls_cert, config.tls_key)
+    listeners = [
+        trio.SSLListener(listener, context, https_compatible=False)
+        for listener in await trio.open_tcp_listeners(port, host=host)
+    ]
+    await _serve(listeners, server, "tls", task_status)
+
+
+class WebSocketStream(trio.abc.Stream):
+    """A WebSocket connection seen as a byte stream: binary messages in, one binary
+    message per ``send_all`` out. A text message breaks the stream (MQTT over
+    WebSocket is binary only, [MQTT-6.0.0-1])."""
+
+    def __init__(self, websocket: trio_websocket.WebSocketConnection) -> None:
+        self.websocket = websocket
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            await self.websocket.send_message(bytes(data))
+        except trio_websocket.ConnectionClosed as exc:
+            raise trio.BrokenResourceError("the WebSocket is closed") from exc
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        try:
+            message = await self.websocket.get_message()
+        except trio_websocket.ConnectionClosed:
+            return b""
+        if isinstance(message, str):
+            await self.websocket.aclose(code=1003, reason="MQTT over WebSocket is binary")
+            raise trio.BrokenResourceError("a text WebSocket message")
+        return message
+
+    async def aclose(self) -> None:
+        await self.websocket.aclose()
+
+
+async def handle_websocket(broker: Broker, request: trio_websocket.WebSocketRequest) -> None:
+    """The ``/mqtt`` route of the WebSocket listener."""
+    subprotocol = next(
+        (p for p in request.proposed_subprotocols if p in WEBSOCKET_SUBPROTOCOLS), None
+    )
+    if subprotocol is None:
+        await request.reject(400, body=b"MQTT over WebSocket needs the subprotocol 'mqtt'")
+        return
+    websocket = await request.accept(subprotocol=subprotocol)
+    remote = websocket.remote
+    peer = remote if isinstance(remote, str) else f"{remote.address}:{remote.port}"
+    await server_for(broker).handle(WebSocketStream(websocket), "websocket", peer)

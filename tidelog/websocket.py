@@ -1,0 +1,80 @@
+"""The WebSocket listener (default port 8083), shared by two protocols by path:
+
+* ``/mqtt`` — MQTT over WebSocket (subprotocol ``mqtt``), served by the MQTT
+  connection handler;
+* ``/v1/ws`` — tidelog's native JSON protocol.
+
+A route is ``path -> "module:function"``; the function is
+``handle(broker, request)`` with a :class:`trio_websocket.WebSocketRequest`
+it accepts (choosing the subprotocol) or rejects itself. Unknown paths get an
+HTTP 404 with a JSON body.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+import trio_websocket
+
+from tidelog.engine import Broker
+
+log = logging.getLogger(__name__)
+
+WebSocketHandler = Callable[[Broker, trio_websocket.WebSocketRequest], Awaitable[None]]
+
+ROUTES: dict[str, str] = {
+    "/mqtt": "tidelog.protocols.mqtt.server:handle_websocket",
+    "/v1/ws": "tidelog.api.websocket:handle",
+}
+"""Path -> ``module:function`` of its handler; protocol packages register here."""
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024 + 1024
+"""Largest WebSocket message accepted (a maximum-size MQTT packet fits)."""
+
+
+def _handler(path: str) -> WebSocketHandler | None:
+    target = ROUTES.get(path.split("?", 1)[0])
+    if target is None:
+        return None
+    module_name, _, function = target.partition(":")
+    handler: WebSocketHandler = getattr(importlib.import_module(module_name), function)
+    return handler
+
+
+async def serve_websocket(
+    broker: Broker,
+    config: Any,
+    host: str,
+    port: int,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve WebSocket connections on ``host:port`` until cancelled."""
+
+    async def route(request: trio_websocket.WebSocketRequest) -> None:
+        handler = _handler(request.path)
+        if handler is None:
+            body = json.dumps(
+                {"title": "Not Found", "status": 404, "detail": f"no WebSocket at {request.path}"}
+            ).encode()
+            await request.reject(
+                404, extra_headers=[(b"content-type", b"application/json")], body=body
+            )
+            return
+        await handler(broker, request)
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(trio_websocket.serve_websocket, max_message_size=MAX_MESSAGE_BYTES),
+            route,
+            host,
+            port,
+            None,
+        )
+        task_status.started(server.port)
