@@ -37,7 +37,7 @@ new_events = st.builds(
 
 @given(st.lists(new_events, max_size=30), st.integers(0, 2**63))
 def test_encode_records_matches_encode_record(batch: list[NewEvent], timestamp: int) -> None:
-    assert encode_records(batch, timestamp, check_event) == [
+    assert encode_records(batch, timestamp, check_event, {}) == [
         encode_record(event, timestamp) for event in batch
     ]
 

@@ -16,8 +16,9 @@ return fewer events than ``limit``; ``next_offset`` says where to go on), so a
 read for a rare topic never blocks the loop for long."""
 
 
-_valid_topics: set[str] = set()
-"""Topic names already validated (bounded): logs repeat a few topics millions of times."""
+_valid_topics: dict[str, bytes] = {}
+"""Topic names already validated, with their UTF-8 bytes (bounded): logs repeat a
+few topics millions of times."""
 
 
 def check_event(index: int, event: NewEvent) -> None:
@@ -27,14 +28,14 @@ def check_event(index: int, event: NewEvent) -> None:
     if event.topic not in _valid_topics:
         validate_topic_name(event.topic)
         if len(_valid_topics) < 100_000:
-            _valid_topics.add(event.topic)
+            _valid_topics[event.topic] = event.topic.encode("utf-8")
     if event.qos not in (0, 1, 2):
         raise ValueError(f"event {index}: qos must be 0, 1 or 2, not {event.qos!r}")
 
 
 def encode_batch(events: Sequence[NewEvent], timestamp: int, max_record_bytes: int) -> list[bytes]:
     """Validate and encode a batch; raise before anything is stored if one record is bad."""
-    records = encode_records(events, timestamp, check_event)
+    records = encode_records(events, timestamp, check_event, _valid_topics)
     if max(map(len, records), default=0) > max_record_bytes:
         for index, record in enumerate(records):
             if len(record) > max_record_bytes:

@@ -54,6 +54,7 @@ from tidelog.storage.lmdb_segment import (
     LruCache,
     NotSealedError,
     Segment,
+    TopicIndex,
     TopicMatch,
     iter_segment_dirs,
     segment_name,
@@ -266,17 +267,20 @@ class LmdbLog(EventLog):
             need = _map_need(count, batch_bytes)
             first = self._next
 
-            def acknowledgement() -> list[Event]:
-                return [
+            def acknowledgement() -> tuple[list[Event], dict[str, list[int]]]:
+                stored = [
                     Event(offset, timestamp, e.topic, e.payload, e.qos, e.retain, e.properties)
                     for offset, e in zip(range(first, first + count), events, strict=True)
                 ]
+                return stored, TopicIndex.group(map(_TOPIC, events), first - self._active.base)
 
             # Shielded: once the batch goes to disk, memory must follow whatever happens.
             with trio.CancelScope(shield=True):
                 if self._should_roll(timestamp, count, need):
                     await self._roll(need)
-                active, stored = await self._write(first, records, timestamp, need, acknowledgement)
+                active, (stored, grouped) = await self._write(
+                    first, records, timestamp, need, acknowledgement
+                )
             # The batch is committed. Publish it with no checkpoint in between.
             active.count += count
             active.bytes += batch_bytes
@@ -284,7 +288,7 @@ class LmdbLog(EventLog):
                 active.first_ts = timestamp
             active.last_ts = timestamp
             assert active.index is not None
-            active.index.add(map(_TOPIC, events), first - active.base)
+            active.index.merge(grouped)
             self._next = first + count
             self._last_ts = timestamp
             self._bytes += batch_bytes

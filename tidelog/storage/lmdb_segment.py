@@ -191,9 +191,25 @@ class TopicIndex:
 
     def add(self, topics: Iterable[str], first: int) -> None:
         """Index events with these topics at relative offsets ``first, first + 1, ...``."""
-        offsets = self.offsets
+        self.merge(self.group(topics, first))
+
+    @staticmethod
+    def group(topics: Iterable[str], first: int) -> dict[str, list[int]]:
+        """The relative offsets ``first, first + 1, ...`` of a batch, grouped by topic.
+
+        Pure computation, so the log can do it while the batch's commit syncs;
+        :meth:`merge` then publishes it with one ``extend`` per topic.
+        """
+        groups: defaultdict[str, list[int]] = defaultdict(list)
         for topic, relative in zip(topics, itertools.count(first)):
-            offsets[topic].append(relative)
+            groups[topic].append(relative)
+        return groups
+
+    def merge(self, groups: dict[str, list[int]]) -> None:
+        """Add a batch grouped by :meth:`group` (its offsets after every indexed one)."""
+        offsets = self.offsets
+        for topic, relatives in groups.items():
+            offsets[topic].extend(relatives)
 
     def counts(self) -> dict[str, int]:
         return {topic: len(offsets) for topic, offsets in self.offsets.items()}

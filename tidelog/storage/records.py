@@ -212,7 +212,10 @@ def encode_record(event: NewEvent, timestamp: int) -> bytes:
 
 
 def encode_records(
-    events: Iterable[NewEvent], timestamp: int, check: Callable[[int, NewEvent], object]
+    events: Iterable[NewEvent],
+    timestamp: int,
+    check: Callable[[int, NewEvent], object],
+    checked_topics: dict[str, bytes],
 ) -> list[bytes]:
     """Encode a batch sharing one ``timestamp``; the same bytes as :func:`encode_record`.
 
@@ -220,9 +223,10 @@ def encode_records(
     retained, without properties) is its topic's record prefix (header and
     topic, the same for every plain event of the topic in this batch, built
     once) plus its payload. ``check(index, event)`` validates an event before
-    it is encoded (raising stops the batch): it is called for the first plain
-    event of each topic (a plain event has nothing else to check) and for every
-    other event.
+    it is encoded (raising stops the batch): it is called for every event that
+    is not plain, and for a plain event whose topic is not in ``checked_topics``
+    (topics ``check`` accepted before, with their UTF-8 bytes; a plain event has
+    nothing else to check). Accepted topics are added to it, up to 100,000.
     """
     pack = _HEADER.pack
     plain: dict[str, bytes] = {}
@@ -237,8 +241,12 @@ def encode_records(
         ):
             prefix = plain.get(event.topic)
             if prefix is None:
-                check(index, event)
-                raw = event.topic.encode("utf-8")
+                raw = checked_topics.get(event.topic)
+                if raw is None:
+                    check(index, event)
+                    raw = event.topic.encode("utf-8")
+                    if len(checked_topics) < 100_000:
+                        checked_topics[event.topic] = raw
                 prefix = plain[event.topic] = pack(FORMAT_VERSION, 0, timestamp, len(raw)) + raw
             append(prefix + event.payload)
         else:
@@ -322,8 +330,9 @@ def decode_run(
         return 0, total, False
     sizes = list(map(len, records))
     full = False
-    if max_bytes is None:
-        total += sum(sizes)
+    grand = total + sum(sizes)
+    if max_bytes is None or grand <= max_bytes:
+        total = grand
     else:
         sums = list(accumulate(sizes, initial=total))  # sums[k]: total after k records
         keep = bisect.bisect_right(sums, max_bytes) - 1
@@ -333,26 +342,35 @@ def decode_run(
             del records[keep:], sizes[keep:]
             full = True
         total = sums[len(records)]
+        if not records:
+            return 0, total, full
     try:
-        heads = list(map(_HEADER.unpack_from, records))
-        if set(map(_FIRST, heads)) != {FORMAT_VERSION} or any(
-            map(operator.lt, sizes, map(HEADER_SIZE.__add__, map(_FOURTH, heads)))
-        ):
+        # (version << 8 | flags, timestamp, topic length) of each record, and where
+        # its topic ends; plain version 1 records have 0x100 <= version_flags < 0x108.
+        heads = list(map(_FAST_HEADER.unpack_from, records))
+        ends = list(map(HEADER_SIZE.__add__, map(_THIRD, heads)))
+        kinds = list(map(_FIRST, heads))
+        if any(map(operator.lt, sizes, ends)) or min(kinds) < _PLAIN_V1:
             raise _Unusual
         topics = _topic_cache
-        out += [
-            Event(
-                position,
-                ts,
-                topics[data[HEADER_SIZE : (end := HEADER_SIZE + size)]],
-                data[end:],
-                flags & _QOS_MASK,
-                flags & _RETAIN != 0,
-            )
-            if not flags & _HAS_PROPERTIES
-            else decode_record(position, data)
-            for position, data, (_, flags, ts, size) in zip(offsets, records, heads, strict=False)
-        ]
+        if max(kinds) < _PLAIN_V1 + _HAS_PROPERTIES:  # no properties: the common case
+            out += [
+                Event(position, ts, topics[data[HEADER_SIZE:end]], data[end:], vf & 3, vf & 4 != 0)
+                for position, data, (vf, ts, _), end in zip(
+                    offsets, records, heads, ends, strict=False
+                )
+            ]
+        elif max(kinds) < _PLAIN_V1 + 0x100:  # all version 1, some with properties
+            out += [
+                Event(position, ts, topics[data[HEADER_SIZE:end]], data[end:], vf & 3, vf & 4 != 0)
+                if not vf & _HAS_PROPERTIES
+                else decode_record(position, data)
+                for position, data, (vf, ts, _), end in zip(
+                    offsets, records, heads, ends, strict=False
+                )
+            ]
+        else:
+            raise _Unusual
     except (struct.error, UnicodeDecodeError, _Unusual):
         out += [
             decode_record(position, data) for position, data in zip(offsets, records, strict=False)
@@ -364,8 +382,10 @@ class _Unusual(Exception):
     """A run holds a record the fast path of :func:`decode_run` does not take."""
 
 
+_FAST_HEADER = struct.Struct(">HQH")
+_PLAIN_V1 = FORMAT_VERSION << 8
+_THIRD = operator.itemgetter(2)
 _FIRST = operator.itemgetter(0)
-_FOURTH = operator.itemgetter(3)
 
 
 def record_topic(data: bytes) -> bytes:
