@@ -19,6 +19,7 @@ import trio
 import trio_websocket
 
 from tidelog.server import RunningServer, ServerConfig, run_server
+from tidelog.websocket import MAX_MESSAGE_BYTES
 
 
 @asynccontextmanager
@@ -144,7 +145,7 @@ async def test_request_errors_keep_the_connection(ws_port: int) -> None:
         ("[1, 2]", 1002),
         ('{"no": "type"}', 1002),
         ('{"type": 5}', 1002),
-        ("x" * (2**20 + 1), 1009),
+        ("x" * (MAX_MESSAGE_BYTES + 1), 1009),
     ],
 )
 async def test_protocol_violations_close_only_that_connection(
