@@ -284,6 +284,7 @@ async def open_and_read_everything(path: Path) -> None:
         "truncate meta",
         "scribble meta",
         "missing middle segment",
+        "missing active segment",
         "missing meta",
     ],
 )
@@ -314,6 +315,11 @@ async def test_damaged_files_raise_corrupt_log_error(tmp_path: Path, damage: str
             file.unlink()
         (path / "segments" / names[2]).rmdir()
         named = names[3]  # the error names the segment after the gap
+    elif damage == "missing active segment":
+        for file in (path / "segments" / active).iterdir():
+            file.unlink()
+        (path / "segments" / active).rmdir()
+        named = names[-2]  # the error names the last segment left
     elif damage == "missing meta":
         for file in (path / "meta").iterdir():
             file.unlink()

@@ -214,6 +214,13 @@ class LmdbLog(EventLog):
             min_map = max(2 * options.segment_bytes, MIN_MAP_BYTES)
             segments = _open_segments(segments_dir, options.fsync, min_map)
             covered, counts = meta.load_topics()
+            if segments and covered is not None and covered[1] > segments[-1].base:
+                # meta saw a segment after the last one here: it is gone (a crash
+                # never leaves that; see _roll for the order of the steps)
+                raise CorruptLogError(
+                    f"the segment at offset {covered[1]} is missing from {segments_dir} "
+                    f"(the last one present is {segment_name(segments[-1].base)})"
+                )
             if not segments:
                 if covered is not None and covered[1] > 0:
                     raise CorruptLogError(
@@ -226,11 +233,6 @@ class LmdbLog(EventLog):
                 prev_ts = max(last.last_ts or 0, last.prev_ts)
                 segments.append(
                     Segment.create(segments_dir, last.end, prev_ts, min_map, options.fsync)
-                )
-            if covered is not None and covered[1] > segments[-1].base:
-                raise CorruptLogError(
-                    f"segments from offset {segments[-1].end} to {covered[1]} are missing "
-                    f"in {segments_dir}"
                 )
             expected = (segments[0].base, segments[-1].base)
             if covered != expected:
@@ -302,6 +304,8 @@ class LmdbLog(EventLog):
 
     def _should_roll(self, timestamp: int, count: int, need: int) -> bool:
         active = self._active
+        if active.sealed:  # sealed on disk, but the next segment could not be created
+            return True
         if not active.count:
             return False
         options = self._options
@@ -412,13 +416,13 @@ class LmdbLog(EventLog):
                 old.grow_map(2 * old.map_size)
             except lmdb.Error as exc:
                 raise translate(exc, old.path) from exc
+        old.sealed = True  # from now on nothing may be appended to it, even if creating fails
         map_size = max(self._min_map, 2 * need)
         new = await trio.to_thread.run_sync(
             Segment.create, self._segments_dir, self._next, self._last_ts, map_size, self._fsync
         )
         assert old.index is not None
         counts = old.index.counts()
-        old.sealed = True
         old.index = None
         self._segments.append(new)
         self._bases.append(new.base)
