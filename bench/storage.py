@@ -27,7 +27,10 @@ What it measures:
   same decoding; the scan is what any read without an index has to do); and a
   full replay of that log;
 * append rate with 100 against 10,000 distinct topics (fsync ``always``,
-  batch 1000).
+  batch 1000);
+* where the index stops paying: for a topic holding 1% to 50% of a
+  ``--fraction-events`` log, the read through the index against the scan (this
+  is how ``INDEX_FRACTION`` was chosen).
 """
 
 from __future__ import annotations
@@ -265,6 +268,45 @@ async def bench_topics(workdir: Path, args: argparse.Namespace) -> tuple[float, 
     return best[100], best[10_000]
 
 
+async def bench_fractions(workdir: Path, args: argparse.Namespace) -> list[list[str]]:
+    rows = []
+    rng = random.Random(args.seed)
+    body = b"x" * args.payload
+    for fraction in (0.01, 0.05, 0.1, 0.25, 0.5):
+        path = workdir / f"fraction-{fraction}"
+        async with open_log(f"lmdb://{path}", fsync="never") as log:
+            assert isinstance(log, LmdbLog)
+            for _ in range(0, args.fraction_events, 1000):
+                await log.append(
+                    [
+                        NewEvent("hit" if rng.random() < fraction else "miss", body)
+                        for _ in range(1000)
+                    ]
+                )
+            seconds = {}
+            for name, setting in (("index", 1.0), ("scan", 0.0)):
+                log.index_fraction = setting
+                runs = [await replay(log, "hit") for _ in range(args.repeat)]
+                seconds[name] = min(run[2] for run in runs)
+                count = runs[0][1]
+        shutil.rmtree(path)
+        rows.append(
+            [
+                f"{fraction:.0%}",
+                str(count),
+                f"{seconds['index'] * 1000:.1f}",
+                f"{seconds['scan'] * 1000:.1f}",
+                f"{seconds['index'] / seconds['scan']:.2f}",
+            ]
+        )
+        print(
+            f"  topic at {fraction:.0%}: index {seconds['index'] * 1000:.1f} ms, "
+            f"scan {seconds['scan'] * 1000:.1f} ms",
+            flush=True,
+        )
+    return rows
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -307,6 +349,7 @@ async def run(workdir: Path, args: argparse.Namespace) -> None:
 
     few, many = await bench_topics(workdir, args)
     print(f"topics: 100 -> {fmt(few)}/s, 10k -> {fmt(many)}/s", flush=True)
+    fractions = await bench_fractions(workdir, args)
 
     print()
     print(table(["fsync", "batch", "append ev/s", "replay ev/s", "offset_for_time /s"], rows))
@@ -336,6 +379,10 @@ async def run(workdir: Path, args: argparse.Namespace) -> None:
         ],
     ]
     print(table(["measure", "result", "ratio"], summary))
+    print()
+    print(f"Index against scan by the share of a {args.fraction_events}-event log a topic holds:")
+    print()
+    print(table(["topic share", "events", "index ms", "scan ms", "index / scan"], fractions))
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -359,6 +406,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--topic-events", type=int, default=200_000, help="per 100/10k run")
     parser.add_argument("--seconds", type=float, default=3.0, help="max seconds per append run")
     parser.add_argument("--lookups", type=int, default=20_000, help="offset_for_time lookups")
+    parser.add_argument("--fraction-events", type=int, default=200_000, help="per share log")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (best kept)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
@@ -366,6 +414,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.events, args.raw_events = 50_000, 20_000
         args.append_events, args.topic_events = 10_000, 10_000
         args.seconds, args.lookups, args.repeat = 0.3, 1000, 1
+        args.fraction_events = 10_000
     random.seed(args.seed)
     return args
 
