@@ -308,8 +308,12 @@ class Segment:
         name = segment_name(base)
         tmp = segments_dir / f".tmp-{name}"
         final = segments_dir / name
-        if final.exists():
-            raise CorruptLogError(f"segment {final} already exists")
+        if final.exists():  # an earlier attempt got as far as the rename
+            segment = cls.open(final, writable=True, policy=policy, map_size=map_size)
+            if segment.count or segment.sealed:
+                segment.close()
+                raise CorruptLogError(f"segment {final} already exists and is not empty")
+            return segment
         with lmdb_errors(tmp):
             if tmp.exists():
                 shutil.rmtree(tmp)
