@@ -22,6 +22,7 @@ import trio
 import tidelog
 from tidelog.concurrency import background_nursery
 from tidelog.engine import Broker
+from tidelog.security import SecurityConfig, install, load_security
 from tidelog.storage import DEFAULT_URL
 
 log = logging.getLogger("tidelog.server")
@@ -48,6 +49,8 @@ class ServerConfig:
     broker_options: dict[str, Any] = attrs.field(factory=dict)
     mqtt_options: dict[str, Any] = attrs.field(factory=dict)
     """:class:`tidelog.protocols.mqtt.settings.MQTTSettings` fields."""
+    security: SecurityConfig = attrs.field(factory=SecurityConfig)
+    """Authentication, ACLs, client certificates, limits (docs/security.md)."""
 
 
 @attrs.frozen
@@ -121,7 +124,9 @@ async def _run_broker_and_listeners(
     task_status: trio.TaskStatus[RunningServer],
 ) -> None:
     options = {**config.storage_options, **config.broker_options}
+    security = load_security(config)  # refuses an unsafe configuration before binding
     async with tidelog.open(config.storage, **options) as broker:
+        install(broker, security)
         log.info("storage %s ready at offset %d", config.storage, broker.end_offset)
         with listeners_scope:
             async with background_nursery() as nursery:

@@ -29,6 +29,7 @@ import trio_websocket
 from tidelog.engine import Broker
 from tidelog.protocols.mqtt.connection import Connection
 from tidelog.protocols.mqtt.settings import Authenticator, MQTTSettings, allow_all
+from tidelog.security import Principal, Security, security_for
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,21 @@ class MQTTServer:
         self.authenticate: Authenticator = allow_all
         self.connections: dict[str, Connection] = {}
 
-    async def handle(self, stream: trio.abc.Stream, transport: str, peer: str = "") -> None:
-        """Serve one client on ``stream`` until it disconnects; closes the stream."""
-        await Connection(self, stream, transport, peer).run()
+    @property
+    def security(self) -> Security:
+        """Authentication, ACLs and limits (:mod:`tidelog.security`)."""
+        return security_for(self.broker)
+
+    async def handle(
+        self,
+        stream: trio.abc.Stream,
+        transport: str,
+        peer: str = "",
+        principal: Principal | None = None,
+    ) -> None:
+        """Serve one client on ``stream`` until it disconnects; closes the stream.
+        ``principal``: who the transport already authenticated (a WebSocket handshake)."""
+        await Connection(self, stream, transport, peer, principal).run()
 
     def statistics(self) -> dict[str, int]:
         return {"connections": len(self.connections)}
