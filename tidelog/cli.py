@@ -14,6 +14,7 @@ import sys
 import trio
 
 from tidelog.errors import TidelogError
+from tidelog.security import passwd_cli
 from tidelog.server import ServerConfig, serve_until_signalled
 from tidelog.storage import DEFAULT_URL, NewEvent, open_log
 
@@ -78,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--http-port", type=_port, default=8080, help="REST/metrics port or 'off'")
     demo = commands.add_parser("demo", help="append a few events and replay them")
     demo.add_argument("--storage", default=DEFAULT_URL, help=f"storage URL (default {DEFAULT_URL})")
+    passwd_cli.register(commands)  # tidelog passwd (tidelog/security/passwd_cli.py)
     args = parser.parse_args(argv)
+    if args.command == "passwd":
+        return int(args.handler(args))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         if args.command == "serve":

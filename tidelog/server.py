@@ -22,6 +22,7 @@ import trio
 import tidelog
 from tidelog.concurrency import background_nursery
 from tidelog.engine import Broker
+from tidelog.security import Security, SecurityConfig, install, load_security
 from tidelog.storage import DEFAULT_URL
 
 log = logging.getLogger("tidelog.server")
@@ -48,6 +49,8 @@ class ServerConfig:
     broker_options: dict[str, Any] = attrs.field(factory=dict)
     mqtt_options: dict[str, Any] = attrs.field(factory=dict)
     """:class:`tidelog.protocols.mqtt.settings.MQTTSettings` fields."""
+    security: SecurityConfig = attrs.field(factory=SecurityConfig)
+    """Authentication, ACLs, client certificates, limits (docs/security.md)."""
 
 
 @attrs.frozen
@@ -100,6 +103,7 @@ async def run_server(
     their sessions and get their last publishes acknowledged); then the broker
     commits and flushes everything already accepted and the log closes.
     """
+    security = load_security(config)  # refuses an unsafe configuration before binding
     listeners_scope = trio.CancelScope()
 
     async def stop_listeners_when_cancelled() -> None:
@@ -111,7 +115,7 @@ async def run_server(
     async with trio.open_nursery() as outer:
         outer.start_soon(stop_listeners_when_cancelled)
         with trio.CancelScope(shield=True):
-            await _run_broker_and_listeners(config, listeners_scope, task_status)
+            await _run_broker_and_listeners(config, listeners_scope, task_status, security)
         outer.cancel_scope.cancel()
 
 
@@ -119,9 +123,11 @@ async def _run_broker_and_listeners(
     config: ServerConfig,
     listeners_scope: trio.CancelScope,
     task_status: trio.TaskStatus[RunningServer],
+    security: Security,
 ) -> None:
     options = {**config.storage_options, **config.broker_options}
     async with tidelog.open(config.storage, **options) as broker:
+        install(broker, security)
         log.info("storage %s ready at offset %d", config.storage, broker.end_offset)
         with listeners_scope:
             async with background_nursery() as nursery:
