@@ -31,12 +31,14 @@ from tidelog.protocols.mqtt import Puback, Publish, encode
 MEBIBYTE = 1024 * 1024
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size of a process (Linux /proc)."""
+def rss_bytes(pid: int, field: str = "RssAnon") -> int:
+    """Resident memory of a process (Linux /proc): by default anonymous memory only
+    (heap and stacks), since LMDB's memory map counts the log's pages the process
+    touched as resident file pages (page cache, not the broker's own memory)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    raise RuntimeError(f"no {field} for pid {pid}")
 
 
 async def open_idle_sockets(host: str, port: int, count: int) -> list[socket.socket]:
@@ -91,7 +93,7 @@ class HeldResult:
 
     def __str__(self) -> str:
         return (
-            f"{self.connected} connected in {self.seconds:.1f} s, server RSS "
+            f"{self.connected} connected in {self.seconds:.1f} s, server anonymous RSS "
             f"{self.rss_before / MEBIBYTE:.0f} -> {self.peak_rss / MEBIBYTE:.0f} MiB, "
             f"delivery through the loaded server: {self.delivered}"
         )
@@ -149,7 +151,7 @@ class BacklogResult:
         return (
             f"{self.messages} x {self.payload} B ({mib:.0f} MiB) published in "
             f"{self.publish_seconds:.1f} s past {self.subscribers} stalled subscribers; "
-            f"server RSS {self.rss_before / MEBIBYTE:.0f} -> peak "
+            f"server anonymous RSS {self.rss_before / MEBIBYTE:.0f} -> peak "
             f"{self.peak_rss / MEBIBYTE:.0f} MiB; all caught up from the log in "
             f"{self.catch_up_seconds:.1f} s: {self.delivered_everything}"
         )
