@@ -603,6 +603,7 @@ class Harness:
                 self.server.kill()
                 self.totals.kills += 1
                 totals = await self.check()
+                totals.kills = self.totals.kills
                 self.totals.violations.extend(f"kill {kill + 1}: {v}" for v in totals.violations)
                 self.report(f"kill {kill + 1}: {totals.summary()}")
                 same_ports = self.rng.random() < 0.5
