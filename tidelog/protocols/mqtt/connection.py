@@ -71,6 +71,7 @@ from tidelog.engine.fanout import Feed
 from tidelog.engine.fanout import Subscription as FeedSubscription
 from tidelog.engine.sessions import NEVER_EXPIRES, Session, SessionSubscription
 from tidelog.errors import InvalidPositionError, InvalidTopicError, LogClosedError, TidelogError
+from tidelog.logging_setup import set_connection_context
 from tidelog.protocols.mqtt.decoder import Decoder
 from tidelog.protocols.mqtt.encoder import encode
 from tidelog.protocols.mqtt.errors import MQTTProtocolError
@@ -108,11 +109,15 @@ from tidelog.protocols.mqtt.settings import ConnectInfo
 from tidelog.protocols.mqtt.wire import U16
 from tidelog.storage import Event, NewEvent
 from tidelog.topics import parse_shared
+from tidelog.traffic import traffic
 
 if TYPE_CHECKING:
     from tidelog.protocols.mqtt.server import MQTTServer
 
 log = logging.getLogger(__name__)
+
+_SYS_BACKLOG = 1000
+"""Control packets queued past which a connection gets no ``$SYS`` update."""
 
 RECEIVE_BYTES: Final = 65_536
 REPLAY_PREFIX: Final = "$replay/"
@@ -271,6 +276,8 @@ class Connection:
         self.transport = transport
         self.peer = peer
         self.decoder = Decoder(max_packet_size=self.settings.max_packet_size)
+        self.traffic = traffic(self.broker)
+        self._emitted = 0
         self.level = 4
         self.client_id = ""
         self.session: Session | None = None
@@ -327,6 +334,7 @@ class Connection:
 
     async def run(self) -> None:
         """Serve the connection until it closes; never raises (errors are logged)."""
+        set_connection_context(protocol=f"mqtt/{self.transport}", remote=self.peer)
         try:
             connect = await self._receive_connect()
             if connect is not None and await self._accept(connect):
@@ -368,10 +376,12 @@ class Connection:
                 data = await self.stream.receive_some(RECEIVE_BYTES)
                 if not data:
                     return None
+                self.traffic.bytes_received["mqtt"] += len(data)
                 try:
                     packets = self.decoder.feed(data)
                 except MQTTProtocolError as exc:
                     if not exc.packets:
+                        self.traffic.malformed_packets["mqtt"] += 1
                         log.debug("%r: bad CONNECT: %s", self, exc)
                         await self._send_direct(error_reply(exc))
                         return None
@@ -394,6 +404,7 @@ class Connection:
         props = connect.properties
         client_id = connect.client_id or f"tidelog-{secrets.token_hex(8)}"
         self.client_id = client_id
+        set_connection_context(client_id=client_id)
         info = ConnectInfo(connect, client_id, self.transport, self.peer)
         code = await self.server.authenticate(info)
         if code == ReasonCode.SUCCESS and props.authentication_method is not None:
@@ -404,6 +415,7 @@ class Connection:
             except MQTTProtocolError:
                 reply = encode(Connack(ReasonCode.NOT_AUTHORIZED), level)
             log.info("%r: CONNECT refused: %s", self, ReasonCode(code).name)
+            self.traffic.rejected_connections["mqtt"] += 1
             await self._send_direct(reply)
             return False
         if level == 5:
@@ -493,7 +505,7 @@ class Connection:
             await sessions.save(session)
         elif stored is not None:
             await sessions.delete(client_id)  # it ends with this connection
-        log.debug("%r: connected (level %d, session present %s)", self, level, present)
+        log.info("connected (MQTT level %d, session present %s)", level, present)
 
     def _restore(self, session: Session) -> None:
         feed = self._feed
@@ -538,7 +550,7 @@ class Connection:
             # to have saved the session and handed over its will
             if self.server.connections.get(self.client_id) is self:
                 del self.server.connections[self.client_id]
-        log.debug("%r: closed: %s (%s)", self, close.message, close.code.name)
+        log.info("disconnected: %s (%s)", close.message, close.code.name)
 
     async def _end_session(self, close: Close) -> None:
         broker = self.broker
@@ -602,6 +614,7 @@ class Connection:
         receive = self.stream.receive_some
         decoder = self.decoder
         broker = self.broker
+        counters = self.traffic
         while not self._disconnected:
             with trio.move_on_after(timeout) as scope:
                 data = await receive(RECEIVE_BYTES)
@@ -609,12 +622,15 @@ class Connection:
                 raise Close(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
             if not data:
                 raise Close(ReasonCode.UNSPECIFIED_ERROR, "connection closed", reply=False)
+            counters.bytes_received["mqtt"] += len(data)
             try:
                 packets = decoder.feed(data)
             except MQTTProtocolError as exc:
+                counters.malformed_packets["mqtt"] += 1
                 if exc.packets:
                     await self._handle(list(exc.packets))
                 raise Close.from_error(exc) from None
+            counters.packets_received["mqtt"] += len(packets)
             await self._handle(packets)
             await broker.wait_writable()
 
@@ -695,6 +711,7 @@ class Connection:
     def _submit(self, events: list[NewEvent], meta: list[int]) -> None:
         if not events:
             return
+        self.traffic.publishes_received["mqtt"] += len(events)
         try:
             self.broker.publish_nowait(events, partial(self._on_durable, meta))
         except LogClosedError:
@@ -712,7 +729,8 @@ class Connection:
             self._publish_idle.set()
         control = self._control
         if isinstance(result, BaseException):
-            log.warning("%r: publish refused: %s", self, result)
+            log.warning("publish refused: %s", result)
+            self.traffic.rejected_packets["mqtt"] += len(meta)
             if self.level < 5:
                 if any(meta):
                     self._stop(Close(ReasonCode.UNSPECIFIED_ERROR, f"publish refused: {result}"))
@@ -833,6 +851,32 @@ class Connection:
                 ReasonCode.NORMAL_DISCONNECTION, "the client disconnected", will=will, reply=False
             )
 
+    # -- $SYS ---------------------------------------------------------------------------
+
+    def send_sys(
+        self, messages: dict[str, bytes], *, retain: bool, filters: list[str] | None = None
+    ) -> None:
+        """Queue ``$SYS`` messages (QoS 0, outside the log) for matching subscriptions.
+
+        ``filters``: only these (just subscribed); default every subscription. A
+        client with a backlog of control packets gets none (they are refreshed
+        every interval anyway).
+        """
+        feed = self._feed
+        if feed is None or self._close is not None or len(self._control) > _SYS_BACKLOG:
+            return
+        subs = [
+            sub
+            for key, sub in feed.subscriptions.items()
+            if key.startswith("$") and (filters is None or key in filters)
+        ]
+        if not subs:
+            return
+        for topic, payload in messages.items():
+            if any(sub.matches(topic) for sub in subs):
+                self._control.append(encode(Publish(topic, payload, 0, retain), self.level))
+        self._kick()
+
     # -- subscriptions -----------------------------------------------------------------
 
     async def _on_subscribe(self, packet: Subscribe) -> None:
@@ -845,11 +889,14 @@ class Connection:
         codes: list[ReasonCode] = []
         problems: list[str] = []
         retained: list[Ready] = []
+        sys_filters: list[str] = []
         for sub in packet.subscriptions:
             options = SubOptions.from_subscription(sub, identifier)
             try:
                 code = await self._subscribe(sub.topic_filter, options, replay_from, retained)
                 codes.append(code)
+                if sub.topic_filter.startswith("$"):
+                    sys_filters.append(sub.topic_filter)
             except (InvalidPositionError, InvalidTopicError) as exc:
                 codes.append(
                     ReasonCode.TOPIC_FILTER_INVALID
@@ -864,6 +911,8 @@ class Connection:
         if problems and self.level == 5 and self._problem_info:
             suback_props = Properties(reason_string="; ".join(problems)[:200])
         self._control.append(encode(Suback(packet.packet_id, codes, suback_props), self.level))
+        if sys_filters and self.server.sys_messages:
+            self.send_sys(self.server.sys_messages, retain=True, filters=sys_filters)
         self._ready.extend(retained)
         self._mark_dirty(urgent=True)
 
@@ -1023,10 +1072,15 @@ class Connection:
             chunks = self._control
             self._control = []
             more = self._emit(chunks) if self._ready else False
+            if self._emitted:
+                self.traffic.publishes_sent["mqtt"] += self._emitted
+                self._emitted = 0
             if chunks:
                 self._sending = True
-                await stream.send_all(b"".join(chunks))
+                data = b"".join(chunks)
+                await stream.send_all(data)
                 self._sending = False
+                self.traffic.bytes_sent["mqtt"] += len(data)
             self._space.unpark_all()
             if more:
                 self._kick()
@@ -1091,6 +1145,7 @@ class Connection:
             ready.popleft()
             size += packet_size
             chunks.extend(packet)
+            self._emitted += 1
             if new_alias:
                 self._aliases_out[topic] = alias  # type: ignore[assignment]
             if qos and not dup:

@@ -29,6 +29,7 @@ import trio_websocket
 from tidelog.engine import Broker
 from tidelog.protocols.mqtt.connection import Connection
 from tidelog.protocols.mqtt.settings import Authenticator, MQTTSettings, allow_all
+from tidelog.traffic import traffic
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,36 @@ class MQTTServer:
         self.settings = settings or MQTTSettings()
         self.authenticate: Authenticator = allow_all
         self.connections: dict[str, Connection] = {}
+        """Connected clients by client id."""
+        self.open_streams = 0
+        """Streams being served (connected, or not yet past CONNECT)."""
+        self.sys_messages: dict[str, bytes] = {}
+        """The latest ``$SYS`` values (see :mod:`tidelog.sys_topics`)."""
+        self.traffic = traffic(broker)
 
     async def handle(self, stream: trio.abc.Stream, transport: str, peer: str = "") -> None:
         """Serve one client on ``stream`` until it disconnects; closes the stream."""
-        await Connection(self, stream, transport, peer).run()
+        limit = self.settings.max_connections
+        if limit is not None and self.open_streams >= limit:
+            self.traffic.rejected_connections["mqtt"] += 1
+            log.warning("connection from %s refused: %d connections open (max)", peer, limit)
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await stream.aclose()
+            return
+        self.open_streams += 1
+        self.traffic.opened("mqtt")
+        try:
+            await Connection(self, stream, transport, peer).run()
+        finally:
+            self.open_streams -= 1
+            self.traffic.closed("mqtt")
+
+    def publish_sys(self, messages: dict[str, bytes]) -> None:
+        """Send ``$SYS`` values (QoS 0) to connected clients subscribed to them, and keep
+        them for clients that subscribe later (delivered like retained messages)."""
+        self.sys_messages.update(messages)
+        for connection in list(self.connections.values()):
+            connection.send_sys(messages, retain=False)
 
     def statistics(self) -> dict[str, int]:
         return {"connections": len(self.connections)}
