@@ -232,7 +232,7 @@ def choice(*values: str) -> Kind:
             raise ValueError(f"expected one of {', '.join(values)}, got {value!r}")
         return str(value)
 
-    parse.__doc__ = " | ".join(values)
+    parse.__doc__ = "one of " + ", ".join(values)
     return parse
 
 
@@ -243,7 +243,7 @@ def address(value: Any) -> str:
 
 
 def fsync_policy(value: Any) -> str:
-    """always | never | interval:<ms>"""
+    """always, never or interval:<ms>"""
     from tidelog.storage.base import FsyncPolicy
 
     try:

@@ -63,7 +63,9 @@ from tidelog.api.problems import ApiError, classify
 from tidelog.api.shapes import MAX_BATCH_EVENTS, Encoding, EventIn, dumps, encode_events
 from tidelog.engine import Broker, Cursor, Subscriber, parse_position
 from tidelog.errors import LogClosedError
+from tidelog.logging_setup import set_connection_context
 from tidelog.storage import Event, NewEvent
+from tidelog.traffic import traffic
 
 log = logging.getLogger(__name__)
 
@@ -469,9 +471,18 @@ async def handle(broker: Broker, request: trio_websocket.WebSocketRequest) -> No
     """The ``/v1/ws`` route of the WebSocket listener."""
     subprotocol = SUBPROTOCOL if SUBPROTOCOL in request.proposed_subprotocols else None
     ws = await request.accept(subprotocol=subprotocol)
+    remote = ws.remote
+    set_connection_context(
+        protocol="websocket",
+        remote=remote if isinstance(remote, str) else f"{remote.address}:{remote.port}",
+    )
+    counters = traffic(broker)
+    counters.opened("websocket")
     try:
         await Connection(broker, ws).run()
     except Exception:
         # a bug must cost this connection only, not the listener
         log.exception("WebSocket connection from %s failed", ws.remote)
         await ws.aclose(CLOSE_INTERNAL_ERROR, "internal error")
+    finally:
+        counters.closed("websocket")
