@@ -72,7 +72,7 @@ def test_file_errors_name_the_key_and_the_file(tmp_path: Path, text: str, messag
 
 
 def test_environment_errors() -> None:
-    with pytest.raises(cfg.ConfigError, match=r"environment variable TIDELOG_MQTT_PORT: mqtt\.port"):
+    with pytest.raises(cfg.ConfigError, match=r"variable TIDELOG_MQTT_PORT: mqtt\.port"):
         cfg.load(environ={"TIDELOG_MQTT_PORT": "many"})
     with pytest.raises(cfg.ConfigError, match="TIDELOG_MQTT_PROT: no such option"):
         cfg.load(environ={"TIDELOG_MQTT_PROT": "1"})
