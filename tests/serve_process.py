@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-READY = re.compile(r"(\S+) listening on \S+:(\d+)")
+READY = re.compile(r'([\w-]+) listening on [^\s"]+:(\d+)')
 
 
 def env(**extra: str) -> dict[str, str]:
