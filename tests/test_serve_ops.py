@@ -144,14 +144,21 @@ def test_sigterm_during_qos1_storm_keeps_every_acknowledged_event(tmp_path: Path
 
 
 def test_sys_topics(tmp_path: Path) -> None:
+    # $SYS is readable by the users named in [security] sys_users only
+    made = run("passwd", str(tmp_path / "users"), "ops", "--password-stdin", "--scrypt-n",
+               "1024", cwd=tmp_path, input="secret\n")  # fmt: skip
+    assert made.returncode == 0, made.stderr
     server = Serve(tmp_path, "--storage", "memory://", "--mqtt-port", "0", "--http-port", "0",
                    "--ws-port", "off", "--set", "sys.interval=0.2",
-                   expect=("MQTT", "HTTP"))  # fmt: skip
+                   "--set", f"security.password_file={tmp_path / 'users'}",
+                   expect=("MQTT", "HTTP"), TIDELOG_SECURITY_SYS_USERS="ops")  # fmt: skip
     port = server.ports["MQTT"]
     try:
         everything = Client(port, version=paho.MQTTv5)
         everything.subscribe("#", 0)
-        watcher = Client(port, version=paho.MQTTv311)
+        watcher = Client(port, version=paho.MQTTv311, connect=False)
+        watcher.paho.username_pw_set("ops", "secret")
+        watcher.connect()
         watcher.subscribe("$SYS/broker/#", 0)
         first: dict[str, paho.MQTTMessage] = {}
         latest: dict[str, paho.MQTTMessage] = {}

@@ -21,7 +21,6 @@ field. The values reach the server as ``ServerConfig.sections[name]``.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tomllib
@@ -226,6 +225,15 @@ def string(value: Any) -> str:
     return value
 
 
+def string_list(value: Any) -> list[str]:
+    """list of strings (TOML array, or comma-separated)"""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise ValueError(f"expected a list of strings, got {value!r}")
+
+
 def choice(*values: str) -> Kind:
     def parse(value: Any) -> str:
         if value not in values:
@@ -262,15 +270,6 @@ def storage_url(value: Any) -> str:
     except TidelogError as exc:
         raise ValueError(str(exc)) from None
     return text
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # -- loading -----------------------------------------------------------------------------
@@ -392,6 +391,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

@@ -23,9 +23,11 @@ from tidelog.config import (
     size,
     storage_url,
     string,
+    string_list,
 )
 from tidelog.engine.broker import BrokerOptions
 from tidelog.protocols.mqtt.settings import MQTTSettings
+from tidelog.security import SecurityConfig
 from tidelog.storage import DEFAULT_URL, LogOptions
 
 _log = LogOptions()
@@ -116,13 +118,6 @@ option(
 )
 option(
     "mqtt",
-    "max_connections",
-    optional(integer(1)),
-    _mqtt.max_connections,
-    "open MQTT connections (all transports); more are closed at once",
-)
-option(
-    "mqtt",
     "max_packet_size",
     integer(16, 268_435_460),
     _mqtt.max_packet_size,
@@ -195,6 +190,90 @@ option(
 section("tls", "certificates for the TLS listeners")
 option("tls", "cert", optional(string), None, "PEM certificate chain file", flag="--tls-cert")
 option("tls", "key", optional(string), None, "PEM private key file", flag="--tls-key")
+
+_security = SecurityConfig()
+section("security", "authentication, topic ACLs, client certificates, limits (docs/security.md)")
+option(
+    "security",
+    "password_file",
+    optional(string),
+    None,
+    "users with scrypt password hashes and tokens (tidelog passwd)",
+)
+option("security", "acl_file", optional(string), None, "topic ACL rules (docs/security.md)")
+option(
+    "security",
+    "allow_anonymous",
+    optional(boolean),
+    None,
+    "clients without credentials; off (unset): allowed only while bound to loopback",
+)
+option("security", "sys_users", string_list, [], "users that may read $SYS/... topics")
+option(
+    "security",
+    "auth_failures_per_address",
+    integer(1),
+    _security.auth_failures_per_address,
+    "failed logins per remote address within the window before it is refused",
+)
+option(
+    "security",
+    "auth_failures_per_user",
+    integer(1),
+    _security.auth_failures_per_user,
+    "failed logins per user name within the window before it is locked",
+)
+option(
+    "security",
+    "auth_failure_window",
+    seconds,
+    _security.auth_failure_window,
+    "seconds a failed login counts",
+)
+option(
+    "security",
+    "tls_ca_file",
+    optional(string),
+    None,
+    "PEM CA bundle verifying client certificates (enables them)",
+)
+option(
+    "security",
+    "tls_require_client_cert",
+    boolean,
+    False,
+    "refuse TLS clients without a valid certificate",
+)
+option(
+    "security",
+    "tls_cert_username",
+    boolean,
+    False,
+    "use a verified client certificate's CN as the user name",
+)
+option("security", "http_tls", boolean, False, "serve the REST port over HTTPS ([tls] cert/key)")
+option("security", "ws_tls", boolean, False, "serve the WebSocket port as WSS ([tls] cert/key)")
+option(
+    "security",
+    "max_connections",
+    optional(integer(1)),
+    _security.max_connections,
+    "open client connections on all listeners together (MQTT, WebSocket, HTTP)",
+)
+option(
+    "security",
+    "max_connections_per_address",
+    optional(integer(1)),
+    _security.max_connections_per_address,
+    "open connections from one remote address",
+)
+option(
+    "security",
+    "max_subscriptions",
+    integer(1),
+    _security.max_subscriptions,
+    "subscriptions one MQTT client may hold",
+)
 
 section("websocket", "the WebSocket listener: /mqtt (MQTT over WebSocket) and /v1/ws")
 option("websocket", "port", port, 8083, "off disables it", flag="--ws-port")

@@ -26,9 +26,11 @@ import trio
 
 import tidelog
 from tidelog.concurrency import background_nursery
-from tidelog.config import Settings, is_loopback
+from tidelog.config import Settings
 from tidelog.engine import Broker
 from tidelog.errors import TidelogError
+from tidelog.security import Security, SecurityConfig, install, load_security
+from tidelog.security.config import is_loopback
 from tidelog.storage import DEFAULT_URL
 
 log = logging.getLogger("tidelog.server")
@@ -97,10 +99,14 @@ class ServerConfig:
             broker_options=dict(sections["broker"]),
             mqtt_options=mqtt,
             http_options={k: v for k, v in sections["http"].items() if k != "port"},
+            security=SecurityConfig(**sections["security"]),
             sys_interval=sys["interval"] if sys["enabled"] else None,
             shutdown_timeout=sections["server"]["shutdown_timeout"],
             sections=sections,
         )
+
+    security: SecurityConfig = attrs.field(factory=SecurityConfig)
+    """Authentication, ACLs, client certificates, limits (docs/security.md)."""
 
 
 @attrs.frozen
@@ -153,6 +159,7 @@ async def run_server(
     their sessions and get their last publishes acknowledged); then the broker
     commits and flushes everything already accepted and the log closes.
     """
+    security = load_security(config)  # refuses an unsafe configuration before binding
     listeners_scope = trio.CancelScope()
 
     async def stop_listeners_when_cancelled() -> None:
@@ -164,7 +171,7 @@ async def run_server(
     async with trio.open_nursery() as outer:
         outer.start_soon(stop_listeners_when_cancelled)
         with trio.CancelScope(shield=True):
-            await _run_broker_and_listeners(config, listeners_scope, task_status)
+            await _run_broker_and_listeners(config, listeners_scope, task_status, security)
         outer.cancel_scope.cancel()
 
 
@@ -172,9 +179,11 @@ async def _run_broker_and_listeners(
     config: ServerConfig,
     listeners_scope: trio.CancelScope,
     task_status: trio.TaskStatus[RunningServer],
+    security: Security,
 ) -> None:
     options = {**config.storage_options, **config.broker_options}
     async with tidelog.open(config.storage, **options) as broker:
+        install(broker, security)
         state = await broker.log.state()
         log.info(
             "tidelog %s: storage %s (%s) ready, offsets %d..%d",

@@ -23,6 +23,7 @@ import trio
 import trio_websocket
 
 from tidelog.engine import Broker
+from tidelog.security.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +70,16 @@ async def serve_websocket(
             return
         await handler(broker, request)
 
+    security = getattr(config, "security", None)
+    ssl_context = None
+    if security is not None and security.ws_tls:  # WSS (tidelog/security/tls.py)
+        ssl_context = server_context(config.tls_cert, config.tls_key, security)
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
             functools.partial(trio_websocket.serve_websocket, max_message_size=MAX_MESSAGE_BYTES),
             route,
             host,
             port,
-            None,
+            ssl_context,
         )
         task_status.started(server.port)

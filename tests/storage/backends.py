@@ -50,5 +50,5 @@ def make_backend(name: str, tmp_path: Path) -> BackendUnderTest:
     raise ValueError(name)
 
 
-BACKEND_NAMES = ["memory", "sqlite"]
+BACKEND_NAMES = ["memory", "sqlite", "lmdb"]
 """Every backend here passes tests/storage/test_conformance.py unchanged."""

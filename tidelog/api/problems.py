@@ -36,12 +36,22 @@ from tidelog.errors import (
     StorageFullError,
     TidelogError,
 )
+from tidelog.security.errors import (
+    AuthenticationError,
+    LimitExceededError,
+    NotAuthorizedError,
+    TooManyAttemptsError,
+)
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
 _TABLE: list[tuple[type[BaseException], int, str]] = [
+    (AuthenticationError, 401, "unauthorized"),
+    (NotAuthorizedError, 403, "forbidden"),
+    (TooManyAttemptsError, 429, "too_many_attempts"),
+    (LimitExceededError, 503, "limit_exceeded"),
     (InvalidTopicError, 400, "invalid_topic"),
     (InvalidPositionError, 400, "invalid_position"),
     (OffsetOutOfRangeError, 400, "offset_out_of_range"),
@@ -116,7 +126,7 @@ def install(app: FastAPI) -> None:
             log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url)
             return problem(500, "internal_error", "the server failed to handle the request")
         status, code = found
-        return problem(status, code, str(exc))
+        return problem(status, code, str(exc), headers=getattr(exc, "headers", None))
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

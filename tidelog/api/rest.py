@@ -61,6 +61,9 @@ from tidelog.api.sse import EventStream
 from tidelog.engine import Broker, Cursor, CursorNotFoundError, Position, parse_position
 from tidelog.engine.positions import MAX_INTEGER, parse_time
 from tidelog.errors import OffsetOutOfRangeError
+from tidelog.security import Access, Grant, Principal, Right, security_for
+from tidelog.security.http import AuthMiddleware, EventFilter
+from tidelog.security.tls import server_context
 from tidelog.storage import Properties, ReadResult
 from tidelog.topics import parse_shared, validate_topic_filter
 
@@ -99,6 +102,18 @@ def get_broker(request: Request) -> Broker:
 
 
 BrokerDep = Annotated[Broker, Depends(get_broker)]
+
+
+def get_access(request: Request) -> Access:
+    """The client's ACL view, left by :class:`~tidelog.security.http.AuthMiddleware`."""
+    access = getattr(request.state, "access", None)
+    if access is None:  # only routes outside the middleware (none today)
+        access = security_for(request.app.state.broker).access(Principal())
+    assert isinstance(access, Access)
+    return access
+
+
+AccessDep = Annotated[Access, Depends(get_access)]
 
 FilterQuery = Annotated[
     str | None,
@@ -245,6 +260,7 @@ router = APIRouter()
 async def publish_one(
     request: Request,
     broker: BrokerDep,
+    access: AccessDep,
     topic: str,
     qos: Annotated[int | None, Query(ge=0, le=2, description="default 0")] = None,
     retain: Annotated[bool | None, Query(description="default false")] = None,
@@ -258,6 +274,7 @@ async def publish_one(
     ``X-Tidelog-Retain`` headers (the query wins); the request's
     ``Content-Type`` is stored as the event's content type.
     """
+    access.check_topic(Right.PUBLISH, topic)
     payload = await request.body()
     content_type = request.headers.get("content-type")
     properties = None
@@ -287,7 +304,7 @@ async def publish_one(
         }
     },
 )
-async def publish_batch(request: Request, broker: BrokerDep) -> JSONResponse:
+async def publish_batch(request: Request, broker: BrokerDep, access: AccessDep) -> JSONResponse:
     """``{"events": [{"topic", "payload", "encoding"?, "qos"?, "retain"?, "properties"?}]}``;
     payloads are base64 unless an event says ``"encoding": "text"``."""
     # parsed and validated in one pass by pydantic-core (the body is the hot path of
@@ -298,6 +315,8 @@ async def publish_batch(request: Request, broker: BrokerDep) -> JSONResponse:
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
         ) from None
+    for event in batch.events:
+        access.check_topic(Right.PUBLISH, event.topic)
     stored = await broker.publish_many([event.to_new_event() for event in batch.events])
     return JSONResponse(
         {"events": [{"offset": e.offset, "timestamp": e.timestamp} for e in stored]},
@@ -315,6 +334,7 @@ async def publish_batch(request: Request, broker: BrokerDep) -> JSONResponse:
 async def get_events(
     request: Request,
     broker: BrokerDep,
+    access: AccessDep,
     topic_filter: FilterQuery = None,
     from_offset: Annotated[
         int | None, Query(ge=0, le=MAX_INTEGER, description="default: the first offset")
@@ -335,6 +355,7 @@ async def get_events(
     _one_of(from_offset, from_time, "from_offset or from_time")
     _one_of(to_offset, to_time, "to_offset or to_time")
     topic_filter = _filter(topic_filter)
+    visible = EventFilter(access, Right.READ, topic_filter)
     if from_offset is not None:
         start = from_offset
     elif from_time is not None:
@@ -354,7 +375,7 @@ async def get_events(
         wait=wait_ms / 1000,
         closing=_app_closing(request),
     )
-    return _page(result, encoding)
+    return _page(ReadResult(visible.keep(result.events), result.next_offset), encoding)
 
 
 @router.get(
@@ -370,6 +391,7 @@ async def get_events(
 async def stream_events(
     request: Request,
     broker: BrokerDep,
+    access: AccessDep,
     topic_filter: Annotated[
         str, Query(alias="filter", description="MQTT topic filter", max_length=65535)
     ] = "#",
@@ -394,7 +416,10 @@ async def stream_events(
         position = parse_position(int(text) + 1)
     else:
         position = parse_position(start)
-    return EventStream(broker, inner, position, encoding, _app_closing(request))
+    # the live tail needs subscribe; starting in the past needs read as well
+    rights = Right.SUBSCRIBE if position.kind == "latest" else Right.SUBSCRIBE | Right.READ
+    visible = EventFilter(access, rights, inner)
+    return EventStream(broker, inner, position, encoding, _app_closing(request), keep=visible.keep)
 
 
 @router.put(
@@ -404,9 +429,12 @@ async def stream_events(
     tags=["cursors"],
     summary="Create a durable cursor (or confirm an existing one with the same filter)",
 )
-async def put_cursor(broker: BrokerDep, name: CursorName, spec: CursorIn) -> JSONResponse:
+async def put_cursor(
+    broker: BrokerDep, access: AccessDep, name: CursorName, spec: CursorIn
+) -> JSONResponse:
     """201 when created at ``start``; 200 when it exists with the same filter (its
     position untouched); 409 when it exists with another filter."""
+    EventFilter(access, Right.READ, _filter(spec.filter))  # 403 unless readable
     start = parse_position(spec.start)
     try:
         await broker.cursor(name)
@@ -423,8 +451,20 @@ async def put_cursor(broker: BrokerDep, name: CursorName, spec: CursorIn) -> JSO
     tags=["cursors"],
     summary="List the cursors",
 )
-async def list_cursors(broker: BrokerDep) -> JSONResponse:
-    return JSONResponse({"cursors": [_cursor_out(c) for c in await broker.cursors()]})
+async def list_cursors(broker: BrokerDep, access: AccessDep) -> JSONResponse:
+    """The cursors whose filter the client may read."""
+    cursors = [c for c in await broker.cursors() if _readable(access, c)]
+    return JSONResponse({"cursors": [_cursor_out(c) for c in cursors]})
+
+
+def _readable(access: Access, cursor: Cursor) -> bool:
+    return access.grant(Right.READ, cursor.topic_filter or "#") is not Grant.DENIED
+
+
+async def _cursor(broker: Broker, access: Access, name: str) -> tuple[Cursor, EventFilter]:
+    """A cursor the client may read (403 otherwise) and the filter for its events."""
+    cursor = await broker.cursor(name)
+    return cursor, EventFilter(access, Right.READ, cursor.topic_filter)
 
 
 @router.get(
@@ -434,8 +474,9 @@ async def list_cursors(broker: BrokerDep) -> JSONResponse:
     tags=["cursors"],
     summary="Show a cursor: filter, position, lag",
 )
-async def get_cursor(broker: BrokerDep, name: CursorName) -> JSONResponse:
-    return JSONResponse(_cursor_out(await broker.cursor(name)))
+async def get_cursor(broker: BrokerDep, access: AccessDep, name: CursorName) -> JSONResponse:
+    cursor, _ = await _cursor(broker, access, name)
+    return JSONResponse(_cursor_out(cursor))
 
 
 @router.post(
@@ -448,6 +489,7 @@ async def get_cursor(broker: BrokerDep, name: CursorName) -> JSONResponse:
 async def fetch_cursor(
     request: Request,
     broker: BrokerDep,
+    access: AccessDep,
     name: CursorName,
     limit: LimitQuery = DEFAULT_READ_LIMIT,
     max_bytes: MaxBytesQuery = DEFAULT_READ_BYTES,
@@ -455,7 +497,7 @@ async def fetch_cursor(
     encoding: EncodingQuery = "base64",
 ) -> Response:
     """Commit ``next_offset`` once the events are processed."""
-    cursor = await broker.cursor(name)
+    cursor, visible = await _cursor(broker, access, name)
     first = (await broker.log.state()).first_offset
     result = await read_events(
         broker,
@@ -467,7 +509,7 @@ async def fetch_cursor(
         wait=wait_ms / 1000,
         closing=_app_closing(request),
     )
-    return _page(result, encoding)
+    return _page(ReadResult(visible.keep(result.events), result.next_offset), encoding)
 
 
 @router.post(
@@ -477,8 +519,10 @@ async def fetch_cursor(
     tags=["cursors"],
     summary="Move the cursor to an offset (the next event to process); durable on return",
 )
-async def commit_cursor(broker: BrokerDep, name: CursorName, commit: CommitIn) -> JSONResponse:
-    cursor = await broker.cursor(name)
+async def commit_cursor(
+    broker: BrokerDep, access: AccessDep, name: CursorName, commit: CommitIn
+) -> JSONResponse:
+    cursor, _ = await _cursor(broker, access, name)
     await cursor.commit(commit.offset)
     return JSONResponse(_cursor_out(cursor))
 
@@ -491,7 +535,8 @@ async def commit_cursor(broker: BrokerDep, name: CursorName, commit: CommitIn) -
     tags=["cursors"],
     summary="Delete a cursor",
 )
-async def delete_cursor(broker: BrokerDep, name: CursorName) -> Response:
+async def delete_cursor(broker: BrokerDep, access: AccessDep, name: CursorName) -> Response:
+    await _cursor(broker, access, name)
     if not await broker.delete_cursor(name):
         raise CursorNotFoundError(f"no cursor named {name!r}")
     return Response(status_code=204)
@@ -504,8 +549,12 @@ async def delete_cursor(broker: BrokerDep, name: CursorName) -> Response:
     tags=["log"],
     summary="Topics with stored events and their counts",
 )
-async def list_topics(broker: BrokerDep, topic_filter: FilterQuery = None) -> JSONResponse:
+async def list_topics(
+    broker: BrokerDep, access: AccessDep, topic_filter: FilterQuery = None
+) -> JSONResponse:
+    """Topics the client may read."""
     topics = await broker.log.topics(_filter(topic_filter))
+    topics = [t for t in topics if access.allows(Right.READ, t.topic)]
     return JSONResponse({"topics": [{"topic": t.topic, "count": t.count} for t in topics]})
 
 
@@ -613,6 +662,7 @@ def create_app(
     app.state.closing = trio.Event()
     app.state.registry, app.state.collector = metrics.make_registry(broker)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(AuthMiddleware, broker=broker)  # runs first (docs/security.md)
     problems.install(app)
     app.include_router(router)
     app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
@@ -667,6 +717,11 @@ async def serve_http(
     )
     hc.errorlog = logging.getLogger("tidelog.api.http")
     hc.keep_alive_timeout = 75
+    security = getattr(config, "security", None)
+    if security is not None and security.http_tls:  # HTTPS (tidelog/security/tls.py)
+        context = server_context(config.tls_cert, config.tls_key, security, record_peer=True)
+        hc.certfile, hc.keyfile = config.tls_cert, config.tls_key  # marks the bind secure
+        hc.create_ssl_context = lambda: context  # type: ignore[method-assign]
     shutdown = trio.Event()
     shielded = trio.CancelScope(shield=True)
 

@@ -20,6 +20,7 @@ grow); the feed closes when the client disconnects, when the server shuts down
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -29,6 +30,7 @@ from starlette.types import Receive, Scope, Send
 from tidelog.api.shapes import Encoding, encode_event
 from tidelog.engine import Broker, Position
 from tidelog.errors import LogClosedError
+from tidelog.storage import Event
 from tidelog.traffic import traffic
 
 HEARTBEAT_SECONDS = 15.0
@@ -49,6 +51,7 @@ class EventStream(Response):
         closing: trio.Event,
         *,
         heartbeat: float = HEARTBEAT_SECONDS,
+        keep: Callable[[list[Event]], list[Event]] | None = None,
     ) -> None:
         super().__init__(
             content=None,
@@ -64,6 +67,8 @@ class EventStream(Response):
         self.encoding: Encoding = encoding
         self.closing = closing
         self.heartbeat = heartbeat
+        self.keep = keep
+        """Drops events the client may not see (the ACL's per-topic check)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
@@ -100,6 +105,10 @@ class EventStream(Response):
                     if not batch:
                         await chunk(b": keepalive\n\n")
                         continue
+                    if self.keep is not None:
+                        batch = self.keep(batch)
+                        if not batch:
+                            continue
                     await chunk(
                         "".join(
                             [

@@ -63,9 +63,14 @@ from tidelog.api.problems import ApiError, classify
 from tidelog.api.shapes import MAX_BATCH_EVENTS, Encoding, EventIn, dumps, encode_events
 from tidelog.engine import Broker, Cursor, Subscriber, parse_position
 from tidelog.errors import LogClosedError
-from tidelog.logging_setup import set_connection_context
+from tidelog.security import Access, LimitExceededError, Principal, Right, security_for
+from tidelog.security.http import (
+    EventFilter,
+    authenticate_websocket,
+    reject_websocket,
+    websocket_peer,
+)
 from tidelog.storage import Event, NewEvent
-from tidelog.traffic import traffic
 
 log = logging.getLogger(__name__)
 
@@ -231,9 +236,15 @@ class Subscription:
 class Connection:
     """One client connection (see the module docstring)."""
 
-    def __init__(self, broker: Broker, ws: trio_websocket.WebSocketConnection) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        ws: trio_websocket.WebSocketConnection,
+        access: Access | None = None,
+    ) -> None:
         self.broker = broker
         self.ws = ws
+        self.access = access or security_for(broker).access(Principal())
         self.subscriptions: dict[str, Subscription] = {}
         self._next_sub = 0
         self._in_flight = 0
@@ -337,6 +348,8 @@ class Connection:
         self, request_id: RequestId, events: list[NewEvent], *, single: bool
     ) -> None:
         """Queue for commit; the ack (or error) goes out from the commit's callback."""
+        for event in events:
+            self.access.check_topic(Right.PUBLISH, event.topic)
         while self._in_flight >= MAX_IN_FLIGHT:
             self._in_flight_changed = trio.Event()
             await self._in_flight_changed.wait()
@@ -421,6 +434,11 @@ class Connection:
             topic_filter = cursor.topic_filter
         if topic_filter is None:
             topic_filter = "#"
+        # the live tail needs subscribe; history (a start in the past, a cursor) read too
+        live = start.kind == "latest" and sub.cursor is None
+        visible = EventFilter(
+            self.access, Right.SUBSCRIBE if live else Right.SUBSCRIBE | Right.READ, topic_filter
+        )
         try:
             async with self.broker.subscribe(
                 topic_filter, start=start, retained=message.retained
@@ -439,6 +457,12 @@ class Connection:
                 task_status.started()
                 sub_json = json.dumps(sub.id)
                 while batch := await sub.next_batch(subscriber):
+                    kept = visible.keep(batch)
+                    if len(kept) != len(batch):
+                        sub.grant(len(batch) - len(kept))  # hidden events cost no credit
+                        if not kept:
+                            continue
+                        batch = kept
                     await self.ws.send_message(
                         f'{{"type":"events","sub":{sub_json},'
                         f'"events":{encode_events(batch, sub.encoding)},'
@@ -461,6 +485,7 @@ class Connection:
         else:
             assert message.cursor is not None
             cursor = await self.broker.cursor(message.cursor)
+            EventFilter(self.access, Right.READ, cursor.topic_filter)  # 403 unless readable
         await cursor.commit(message.offset)
         await self.send(
             {"type": "committed", "id": message.id, "cursor": cursor.name, "offset": message.offset}
@@ -468,21 +493,27 @@ class Connection:
 
 
 async def handle(broker: Broker, request: trio_websocket.WebSocketRequest) -> None:
-    """The ``/v1/ws`` route of the WebSocket listener."""
-    subprotocol = SUBPROTOCOL if SUBPROTOCOL in request.proposed_subprotocols else None
-    ws = await request.accept(subprotocol=subprotocol)
-    remote = ws.remote
-    set_connection_context(
-        protocol="websocket",
-        remote=remote if isinstance(remote, str) else f"{remote.address}:{remote.port}",
-    )
-    counters = traffic(broker)
-    counters.opened("websocket")
+    """The ``/v1/ws`` route of the WebSocket listener.
+
+    The handshake is authenticated (docs/security.md): 401 with ``WWW-Authenticate``,
+    429 when rate limited, 503 past the connection limits."""
+    security = security_for(broker)
+    address = websocket_peer(request).rsplit(":", 1)[0]
+    refusal = security.connections.acquire(address)
+    if refusal is not None:
+        await reject_websocket(request, 503, "limit_exceeded", LimitExceededError(refusal))
+        return
     try:
-        await Connection(broker, ws).run()
-    except Exception:
-        # a bug must cost this connection only, not the listener
-        log.exception("WebSocket connection from %s failed", ws.remote)
-        await ws.aclose(CLOSE_INTERNAL_ERROR, "internal error")
+        access = await authenticate_websocket(security, request, "ws")
+        if access is None:
+            return
+        subprotocol = SUBPROTOCOL if SUBPROTOCOL in request.proposed_subprotocols else None
+        ws = await request.accept(subprotocol=subprotocol)
+        try:
+            await Connection(broker, ws, access).run()
+        except Exception:
+            # a bug must cost this connection only, not the listener
+            log.exception("WebSocket connection from %s failed", ws.remote)
+            await ws.aclose(CLOSE_INTERNAL_ERROR, "internal error")
     finally:
-        counters.closed("websocket")
+        security.connections.release(address)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tidelog.errors import LogClosedError, OffsetOutOfRangeError, RecordTooLargeError, StorageError
-from tidelog.storage.records import NewEvent, encode_record
+from tidelog.storage.records import NewEvent, encode_records
 from tidelog.topics import validate_topic_filter, validate_topic_name
 
 MAX_SCAN_PER_READ = 200_000
@@ -16,22 +16,33 @@ return fewer events than ``limit``; ``next_offset`` says where to go on), so a
 read for a rare topic never blocks the loop for long."""
 
 
+_valid_topics: dict[str, bytes] = {}
+"""Topic names already validated, with their UTF-8 bytes (bounded): logs repeat a
+few topics millions of times."""
+
+
+def check_event(index: int, event: NewEvent) -> None:
+    """Refuse an invalid event (``index``: its place in the batch, for the message)."""
+    if not isinstance(event, NewEvent):
+        raise TypeError(f"append() takes NewEvent objects, got {type(event).__name__}")
+    if event.topic not in _valid_topics:
+        validate_topic_name(event.topic)
+        if len(_valid_topics) < 100_000:
+            _valid_topics[event.topic] = event.topic.encode("utf-8")
+    if event.qos not in (0, 1, 2):
+        raise ValueError(f"event {index}: qos must be 0, 1 or 2, not {event.qos!r}")
+
+
 def encode_batch(events: Sequence[NewEvent], timestamp: int, max_record_bytes: int) -> list[bytes]:
     """Validate and encode a batch; raise before anything is stored if one record is bad."""
-    records = []
-    for index, event in enumerate(events):
-        if not isinstance(event, NewEvent):
-            raise TypeError(f"append() takes NewEvent objects, got {type(event).__name__}")
-        validate_topic_name(event.topic)
-        if event.qos not in (0, 1, 2):
-            raise ValueError(f"event {index}: qos must be 0, 1 or 2, not {event.qos!r}")
-        record = encode_record(event, timestamp)
-        if len(record) > max_record_bytes:
-            raise RecordTooLargeError(
-                f"event {index} on {event.topic!r} is {len(record)} bytes encoded; "
-                f"the limit (max_record_bytes) is {max_record_bytes}"
-            )
-        records.append(record)
+    records = encode_records(events, timestamp, check_event, _valid_topics)
+    if max(map(len, records), default=0) > max_record_bytes:
+        for index, record in enumerate(records):
+            if len(record) > max_record_bytes:
+                raise RecordTooLargeError(
+                    f"event {index} on {events[index].topic!r} is {len(record)} bytes encoded; "
+                    f"the limit (max_record_bytes) is {max_record_bytes}"
+                )
     return records
 
 

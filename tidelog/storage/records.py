@@ -25,8 +25,11 @@ new versions are added beside version 1, never by changing it.
 
 from __future__ import annotations
 
+import bisect
+import operator
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from itertools import accumulate
 from typing import Any
 
 import attrs
@@ -208,17 +211,70 @@ def encode_record(event: NewEvent, timestamp: int) -> bytes:
     )
 
 
-_topic_cache: dict[bytes, str] = {}
+def encode_records(
+    events: Iterable[NewEvent],
+    timestamp: int,
+    check: Callable[[int, NewEvent], object],
+    checked_topics: dict[str, bytes],
+) -> list[bytes]:
+    """Encode a batch sharing one ``timestamp``; the same bytes as :func:`encode_record`.
+
+    The append hot path. A *plain* event (a :class:`NewEvent` with QoS 0, not
+    retained, without properties) is its topic's record prefix (header and
+    topic, the same for every plain event of the topic in this batch, built
+    once) plus its payload. ``check(index, event)`` validates an event before
+    it is encoded (raising stops the batch): it is called for every event that
+    is not plain, and for a plain event whose topic is not in ``checked_topics``
+    (topics ``check`` accepted before, with their UTF-8 bytes; a plain event has
+    nothing else to check). Accepted topics are added to it, up to 100,000.
+    """
+    pack = _HEADER.pack
+    plain: dict[str, bytes] = {}
+    records: list[bytes] = []
+    append = records.append
+    for index, event in enumerate(events):
+        if (
+            type(event) is NewEvent
+            and event.properties is None
+            and event.qos == 0
+            and event.retain is False
+        ):
+            prefix = plain.get(event.topic)
+            if prefix is None:
+                raw = checked_topics.get(event.topic)
+                if raw is None:
+                    check(index, event)
+                    raw = event.topic.encode("utf-8")
+                    if len(checked_topics) < 100_000:
+                        checked_topics[event.topic] = raw
+                prefix = plain[event.topic] = pack(FORMAT_VERSION, 0, timestamp, len(raw)) + raw
+            append(prefix + event.payload)
+        else:
+            check(index, event)
+            append(encode_record(event, timestamp))
+    return records
+
+
+class _TopicNames(dict[bytes, str]):
+    """Raw topic -> decoded topic, decoding on a miss and keeping up to 100,000.
+
+    Logs repeat a few topics millions of times: decode each once, and share the
+    ``str`` between events.
+    """
+
+    def __missing__(self, raw: bytes) -> str:
+        topic = raw.decode("utf-8")
+        if len(self) < 100_000:
+            self[raw] = topic
+        return topic
+
+
+_topic_cache = _TopicNames()
 
 
 def _topic_str(raw: bytes) -> str:
-    """Decode a topic, interning it: logs repeat a few topics millions of times."""
-    topic = _topic_cache.get(raw)
-    if topic is None:
-        topic = raw.decode("utf-8")
-        if len(_topic_cache) < 100_000:
-            _topic_cache[raw] = topic
-    return topic
+    """Decode a topic through the shared cache."""
+    return _topic_cache[raw]
 
 
 def decode_record(offset: int, data: bytes) -> Event:
@@ -245,6 +301,91 @@ def decode_record(offset: int, data: bytes) -> Event:
     return Event(
         offset, timestamp, topic, data[pos:], flags & _QOS_MASK, bool(flags & _RETAIN), props
     )
+
+
+def decode_run(
+    records: list[bytes],
+    offsets: Sequence[int],
+    out: list[Event],
+    max_bytes: int | None,
+    total: int,
+) -> tuple[int, int, bool]:
+    """Decode ``records`` (stored at ``offsets``, in order) into ``out``, up to ``max_bytes``.
+
+    The replay hot path. Returns ``(records decoded, total, full)``: ``total``
+    counts the record bytes of ``out`` (the caller passes the running sum in),
+    and ``full`` says decoding stopped because one more record would exceed
+    ``max_bytes`` (never before ``out`` holds one event). ``records`` is cut to
+    the records decoded.
+
+    Same result as :func:`decode_record` per record, at about half the cost:
+    the header checks, sizes and the ``max_bytes`` cut are done for the whole
+    run by C-level passes (``map``, ``accumulate``, ``bisect``), and the one
+    per-record Python step is a list comprehension building the events. A run
+    with anything unusual (an unknown version, a short record) is decoded
+    record by record by :func:`decode_record`, which names the bad one in its
+    :class:`CorruptLogError`.
+    """
+    if not records:
+        return 0, total, False
+    sizes = list(map(len, records))
+    full = False
+    grand = total + sum(sizes)
+    if max_bytes is None or grand <= max_bytes:
+        total = grand
+    else:
+        sums = list(accumulate(sizes, initial=total))  # sums[k]: total after k records
+        keep = bisect.bisect_right(sums, max_bytes) - 1
+        if keep < 1 and not out:
+            keep = 1  # always at least one event
+        if keep < len(records):
+            del records[keep:], sizes[keep:]
+            full = True
+        total = sums[len(records)]
+        if not records:
+            return 0, total, full
+    try:
+        # (version << 8 | flags, timestamp, topic length) of each record, and where
+        # its topic ends; plain version 1 records have 0x100 <= version_flags < 0x108.
+        heads = list(map(_FAST_HEADER.unpack_from, records))
+        ends = list(map(HEADER_SIZE.__add__, map(_THIRD, heads)))
+        kinds = list(map(_FIRST, heads))
+        if any(map(operator.lt, sizes, ends)) or min(kinds) < _PLAIN_V1:
+            raise _Unusual
+        topics = _topic_cache
+        if max(kinds) < _PLAIN_V1 + _HAS_PROPERTIES:  # no properties: the common case
+            out += [
+                Event(position, ts, topics[data[HEADER_SIZE:end]], data[end:], vf & 3, vf & 4 != 0)
+                for position, data, (vf, ts, _), end in zip(
+                    offsets, records, heads, ends, strict=False
+                )
+            ]
+        elif max(kinds) < _PLAIN_V1 + 0x100:  # all version 1, some with properties
+            out += [
+                Event(position, ts, topics[data[HEADER_SIZE:end]], data[end:], vf & 3, vf & 4 != 0)
+                if not vf & _HAS_PROPERTIES
+                else decode_record(position, data)
+                for position, data, (vf, ts, _), end in zip(
+                    offsets, records, heads, ends, strict=False
+                )
+            ]
+        else:
+            raise _Unusual
+    except (struct.error, UnicodeDecodeError, _Unusual):
+        out += [
+            decode_record(position, data) for position, data in zip(offsets, records, strict=False)
+        ]
+    return len(records), total, full
+
+
+class _Unusual(Exception):
+    """A run holds a record the fast path of :func:`decode_run` does not take."""
+
+
+_FAST_HEADER = struct.Struct(">HQH")
+_PLAIN_V1 = FORMAT_VERSION << 8
+_THIRD = operator.itemgetter(2)
+_FIRST = operator.itemgetter(0)
 
 
 def record_topic(data: bytes) -> bytes:

@@ -107,6 +107,15 @@ from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.protocols.mqtt.replies import error_reply
 from tidelog.protocols.mqtt.settings import ConnectInfo
 from tidelog.protocols.mqtt.wire import U16
+from tidelog.security import (
+    Access,
+    AuthenticationError,
+    Grant,
+    Principal,
+    Right,
+    TooManyAttemptsError,
+)
+from tidelog.security.auth import peer_address
 from tidelog.storage import Event, NewEvent
 from tidelog.topics import parse_shared
 from tidelog.traffic import traffic
@@ -268,7 +277,14 @@ class Close(Exception):
 class Connection:
     """One client connection; :meth:`run` serves it until it closes."""
 
-    def __init__(self, server: MQTTServer, stream: trio.abc.Stream, transport: str, peer: str):
+    def __init__(
+        self,
+        server: MQTTServer,
+        stream: trio.abc.Stream,
+        transport: str,
+        peer: str,
+        principal: Principal | None = None,
+    ):
         self.server = server
         self.broker = server.broker
         self.settings = server.settings
@@ -283,6 +299,13 @@ class Connection:
         self.session: Session | None = None
         self.persistent = False
         self.finished = trio.Event()
+        # security: who the client is (the handshake's principal for MQTT over an
+        # authenticated WebSocket), what it may do, its connection slot
+        self._transport_principal = principal
+        self.access: Access = server.security.access(Principal())
+        self._slot: str | None = None
+        self._checked_subs: set[str] = set()
+        """Subscriptions whose events are checked per topic (a deny rule overlaps)."""
         self._connect: Connect | None = None
         self._early: list[Packet] = []
         self._early_error: MQTTProtocolError | None = None
@@ -350,6 +373,8 @@ class Connection:
                 contextlib.suppress(*STREAM_ERRORS),  # it may have broken already
             ):
                 await self.stream.aclose()
+            if self._slot is not None:
+                self.server.security.connections.release(self._slot)
             self.finished.set()
 
     async def take_over(self) -> None:
@@ -406,7 +431,9 @@ class Connection:
         self.client_id = client_id
         set_connection_context(client_id=client_id)
         info = ConnectInfo(connect, client_id, self.transport, self.peer)
-        code = await self.server.authenticate(info)
+        code = await self._authenticate(connect, client_id)
+        if code == ReasonCode.SUCCESS:
+            code = await self.server.authenticate(info)
         if code == ReasonCode.SUCCESS and props.authentication_method is not None:
             code = ReasonCode.BAD_AUTHENTICATION_METHOD
         if code != ReasonCode.SUCCESS:
@@ -427,6 +454,48 @@ class Connection:
             self._window = self.settings.v3_inflight_window
         self._keep_alive = connect.keep_alive
         return True
+
+    async def _authenticate(self, connect: Connect, client_id: str) -> ReasonCode:
+        """Connection limits, credentials and the will's ACL (see docs/security.md)."""
+        security = self.server.security
+        address = peer_address(self.peer)
+        refusal = security.connections.acquire(address)
+        if refusal is not None:
+            log.warning("%r: refused: %s", self, refusal)
+            return ReasonCode.SERVER_BUSY
+        self._slot = address
+        user = connect.username
+        cert_user = security.certificate_user(self.stream)
+        preset = self._transport_principal
+        try:
+            if user is not None and connect.password is not None:
+                password = connect.password.decode("utf-8", "replace")
+                principal = await security.login(
+                    user, password, self.peer, f"mqtt-{self.transport}", client_id
+                )
+            elif user is not None and user in (cert_user, preset and preset.user):
+                principal = Principal(user, client_id)
+            elif user is not None and security.authenticates:
+                log.warning("%r: user %r without a password", self, user)
+                return ReasonCode.BAD_USER_NAME_OR_PASSWORD
+            elif cert_user is not None:
+                principal = Principal(cert_user, client_id)
+            elif preset is not None:
+                principal = preset.with_client_id(client_id)
+            else:
+                principal = security.anonymous_principal(client_id)
+        except TooManyAttemptsError:
+            return ReasonCode.CONNECTION_RATE_EXCEEDED
+        except AuthenticationError:
+            if user is None:
+                return ReasonCode.NOT_AUTHORIZED
+            return ReasonCode.BAD_USER_NAME_OR_PASSWORD
+        self.access = security.access(principal)
+        will = connect.will
+        if will is not None and not self.access.allows(Right.PUBLISH, will.topic):
+            log.info("%r: will topic %r not authorized", self, will.topic)
+            return ReasonCode.NOT_AUTHORIZED
+        return ReasonCode.SUCCESS
 
     async def _serve(self) -> None:
         connect = self._connect
@@ -510,7 +579,10 @@ class Connection:
     def _restore(self, session: Session) -> None:
         feed = self._feed
         assert feed is not None
-        for key, sub in session.subscriptions.items():
+        for key, sub in list(session.subscriptions.items()):
+            if not self._may_keep(key):
+                del session.subscriptions[key]
+                continue
             options = SubOptions.from_json(sub.options)
             if key.startswith("$share/"):
                 self._restore_shared.append((key, options))
@@ -530,6 +602,19 @@ class Connection:
         for packet_id in inflight.get("in", ()):
             self._rx[packet_id] = STORED
             self._rx_count += 1
+
+    def _may_keep(self, key: str) -> bool:
+        """Whether a restored subscription is still allowed (the ACL may have changed)."""
+        inner = key
+        if key.startswith("$share/"):
+            inner = key.split("/", 2)[2] if key.count("/") >= 2 else key
+        grant = self.access.grant(Right.SUBSCRIBE, inner)
+        if grant is Grant.DENIED:
+            log.info("%r: stored subscription %r is no longer authorized", self, key)
+            return False
+        if grant is Grant.PER_TOPIC:
+            self._checked_subs.add(key)
+        return True
 
     async def _finish(self) -> None:
         """Closing: final packet, wait for publishes in flight, save the session, will."""
@@ -687,6 +772,9 @@ class Connection:
                         raise Close(ReasonCode.PROTOCOL_ERROR, f"topic alias {alias} is not set")
                     topic = known
             stored_props = event_properties(props)
+        if not self.access.allows(Right.PUBLISH, topic):
+            self._refuse_publish(packet, topic)
+            return
         if qos:
             packet_id = packet.packet_id
             assert packet_id is not None
@@ -707,6 +795,31 @@ class Connection:
         else:
             meta.append(0)
         events.append(NewEvent(topic, packet.payload, qos, packet.retain, stored_props))
+
+    def _refuse_publish(self, packet: Publish, topic: str) -> None:
+        """A PUBLISH the ACL denies: v5 gets PUBACK/PUBREC 0x87; 3.x, like mosquitto,
+        gets a normal PUBACK/PUBREC (the message is dropped, not stored); QoS 0 is
+        dropped silently. Sent at once (it may overtake acks of earlier PUBLISHes
+        still waiting for their commit)."""
+        log.info("%r: PUBLISH to %r not authorized", self, topic)
+        packet_id = packet.packet_id
+        if not packet.qos or packet_id is None:
+            return
+        if self.level == 5:
+            denied = ReasonCode.NOT_AUTHORIZED
+            props = Properties(reason_string=f"not authorized to publish to {topic!r}"[:200])
+            if not self._problem_info:
+                props = NO_PROPERTIES
+            reply = Puback if packet.qos == 1 else Pubrec
+            self._control.append(encode(reply(packet_id, denied, props), 5))
+            return
+        if packet.qos == 1:
+            self._control.append(_ack(0x40, packet_id))
+        else:
+            if self._rx.get(packet_id) is None:
+                self._rx[packet_id] = STORED
+                self._rx_count += 1
+            self._control.append(_ack(0x50, packet_id))
 
     def _submit(self, events: list[NewEvent], meta: list[int]) -> None:
         if not events:
@@ -916,6 +1029,27 @@ class Connection:
         self._ready.extend(retained)
         self._mark_dirty(urgent=True)
 
+    def _authorize_subscription(self, key: str, topic_filter: str, right: Right) -> None:
+        """ACL and subscription-count checks; raises _Refused (0x87 / 0x97)."""
+        _, inner = parse_shared(topic_filter)
+        grant = self.access.grant(right, inner)
+        if grant is Grant.DENIED:
+            log.info("%r: subscription %r not authorized", self, key)
+            raise _Refused(ReasonCode.NOT_AUTHORIZED, f"not authorized to subscribe to {key!r}")
+        limit = self.server.security.config.max_subscriptions
+        session = self.session
+        if (
+            session is not None
+            and key not in session.subscriptions
+            and key not in self._replays
+            and len(session.subscriptions) + len(self._replays) >= limit
+        ):
+            raise _Refused(ReasonCode.QUOTA_EXCEEDED, f"at most {limit} subscriptions")
+        if grant is Grant.PER_TOPIC:
+            self._checked_subs.add(key)
+        else:
+            self._checked_subs.discard(key)
+
     async def _subscribe(
         self, key: str, options: SubOptions, replay_from: str | None, retained: list[Ready]
     ) -> ReasonCode:
@@ -924,11 +1058,14 @@ class Connection:
             position, sep, inner = key[len(REPLAY_PREFIX) :].partition("/")
             if not sep or not inner:
                 raise InvalidTopicError(f"{key!r}: the replay form is $replay/<position>/<filter>")
+            self._authorize_subscription(key, inner, Right.READ)
             await self._subscribe_replay(key, position, inner, options)
             return granted
         if replay_from is not None:
+            self._authorize_subscription(key, key, Right.READ)
             await self._subscribe_replay(key, replay_from, key, options)
             return granted
+        self._authorize_subscription(key, key, Right.SUBSCRIBE)
         group, inner = parse_shared(key)
         session = self.session
         feed = self._feed
@@ -1035,6 +1172,7 @@ class Connection:
         sub = feed.subscriptions.get(key)
         if sub is None:
             return False
+        self._checked_subs.discard(key)
         if sub.options.no_local:
             self._no_local -= 1
         feed.unsubscribe(key)
@@ -1179,6 +1317,8 @@ class Connection:
         self, event: Event, subs: tuple[FeedSubscription, ...], source: Source
     ) -> tuple[int, bool, tuple[int, ...]] | None:
         """QoS, retain flag and subscription identifiers of a delivery; None to skip it."""
+        if self._checked_subs and not self._may_receive(event, source):
+            return None
         options = source.options
         if options is None:
             if self._no_local and event.offset in self._own:
@@ -1200,6 +1340,11 @@ class Connection:
         qos = event.qos if event.qos < granted else granted
         retain = source.kind == RETAINED or (event.retain and options.retain_as_published)
         return qos, retain, (options.identifier,) if options.identifier else ()
+
+    def _may_receive(self, event: Event, source: Source) -> bool:
+        """Per-topic ACL check of a delivery (only while a subscription needs it)."""
+        right = Right.READ if source.kind == REPLAY else Right.SUBSCRIBE
+        return self.access.allows(right, event.topic)
 
     # -- saving the session ------------------------------------------------------------
 

@@ -19,7 +19,6 @@ closes it. Error handling: a connection never raises into the listener;
 from __future__ import annotations
 
 import logging
-import ssl
 import weakref
 from typing import Any
 
@@ -29,6 +28,14 @@ import trio_websocket
 from tidelog.engine import Broker
 from tidelog.protocols.mqtt.connection import Connection
 from tidelog.protocols.mqtt.settings import Authenticator, MQTTSettings, allow_all
+from tidelog.security import Principal, Security, security_for
+from tidelog.security.http import (
+    authenticate_websocket,
+    websocket_access_token,
+    websocket_certificate_user,
+    websocket_peer,
+)
+from tidelog.security.tls import server_context
 from tidelog.traffic import traffic
 
 log = logging.getLogger(__name__)
@@ -52,19 +59,25 @@ class MQTTServer:
         """The latest ``$SYS`` values (see :mod:`tidelog.sys_topics`)."""
         self.traffic = traffic(broker)
 
-    async def handle(self, stream: trio.abc.Stream, transport: str, peer: str = "") -> None:
-        """Serve one client on ``stream`` until it disconnects; closes the stream."""
-        limit = self.settings.max_connections
-        if limit is not None and self.open_streams >= limit:
-            self.traffic.rejected_connections["mqtt"] += 1
-            log.warning("connection from %s refused: %d connections open (max)", peer, limit)
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await stream.aclose()
-            return
+    @property
+    def security(self) -> Security:
+        """Authentication, ACLs and limits (:mod:`tidelog.security`)."""
+        return security_for(self.broker)
+
+    async def handle(
+        self,
+        stream: trio.abc.Stream,
+        transport: str,
+        peer: str = "",
+        principal: Principal | None = None,
+    ) -> None:
+        """Serve one client on ``stream`` until it disconnects; closes the stream.
+        ``principal``: who the transport already authenticated (a WebSocket handshake).
+        Connection limits are the security layer's (``[security] max_connections``)."""
         self.open_streams += 1
         self.traffic.opened("mqtt")
         try:
-            await Connection(self, stream, transport, peer).run()
+            await Connection(self, stream, transport, peer, principal).run()
         finally:
             self.open_streams -= 1
             self.traffic.closed("mqtt")
@@ -137,12 +150,6 @@ async def serve_tcp(
     await _serve(list(listeners), server, "tcp", task_status)
 
 
-def tls_context(cert: str, key: str) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    return context
-
-
 async def serve_tls(
     broker: Broker,
     config: Any,
@@ -153,7 +160,7 @@ async def serve_tls(
 ) -> None:
     """MQTT over TLS (``config.tls_cert``/``config.tls_key``) on ``host:port``."""
     server = server_for(broker, _settings(config))
-    context = tls_context(config.tls_cert, config.tls_key)
+    context = server_context(config.tls_cert, config.tls_key, getattr(config, "security", None))
     listeners = [
         trio.SSLListener(listener, context, https_compatible=False)
         for listener in await trio.open_tcp_listeners(port, host=host)
@@ -200,7 +207,19 @@ async def handle_websocket(broker: Broker, request: trio_websocket.WebSocketRequ
     if subprotocol is None:
         await request.reject(400, body=b"MQTT over WebSocket needs the subprotocol 'mqtt'")
         return
+    # HTTP credentials or a client certificate on the handshake identify the client
+    # when CONNECT carries no user name (docs/security.md); else CONNECT decides
+    security = security_for(broker)
+    principal = None
+    has_credentials = any(name.lower() == b"authorization" for name, _ in request.headers)
+    if has_credentials or websocket_access_token(request.path):
+        access = await authenticate_websocket(security, request, "mqtt-websocket")
+        if access is None:
+            return
+        principal = access.principal
+    else:
+        cert_user = websocket_certificate_user(security, request)
+        principal = Principal(cert_user) if cert_user is not None else None
     websocket = await request.accept(subprotocol=subprotocol)
-    remote = websocket.remote
-    peer = remote if isinstance(remote, str) else f"{remote.address}:{remote.port}"
-    await server_for(broker).handle(WebSocketStream(websocket), "websocket", peer)
+    peer = websocket_peer(websocket)
+    await server_for(broker).handle(WebSocketStream(websocket), "websocket", peer, principal)

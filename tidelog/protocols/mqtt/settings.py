@@ -38,8 +38,6 @@ class MQTTSettings:
     """Largest buffer the writer hands to one ``send_all`` (more waits for the next)."""
     close_timeout: float = 2.0
     """Seconds spent on a final DISCONNECT and on saving state when a connection ends."""
-    max_connections: int | None = None
-    """Open connections (every transport); past it a new connection is closed at once."""
 
 
 @attrs.frozen

@@ -1,0 +1,87 @@
+"""The batch fast paths of the record format agree with the one-record reference."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tidelog.errors import CorruptLogError, InvalidTopicError
+from tidelog.storage.common import check_event, encode_batch
+from tidelog.storage.records import (
+    NewEvent,
+    Properties,
+    decode_record,
+    decode_run,
+    encode_record,
+    encode_records,
+)
+
+topics = st.sampled_from(["a", "a/b", "température/1", "$SYS/x", "🌊"])
+properties = st.none() | st.builds(
+    Properties,
+    payload_format=st.none() | st.sampled_from([0, 1]),
+    content_type=st.none() | st.text(max_size=10),
+    correlation_data=st.none() | st.binary(max_size=10),
+    user_properties=st.lists(st.tuples(st.text(max_size=5), st.text(max_size=5)), max_size=2),
+)
+new_events = st.builds(
+    NewEvent,
+    topic=topics,
+    payload=st.binary(max_size=64),
+    qos=st.sampled_from([0, 0, 0, 1, 2]),
+    retain=st.booleans(),
+    properties=properties,
+)
+
+
+@given(st.lists(new_events, max_size=30), st.integers(0, 2**63))
+def test_encode_records_matches_encode_record(batch: list[NewEvent], timestamp: int) -> None:
+    assert encode_records(batch, timestamp, check_event, {}) == [
+        encode_record(event, timestamp) for event in batch
+    ]
+
+
+@given(
+    st.lists(new_events, max_size=30),
+    st.integers(0, 10**6),
+    st.none() | st.integers(0, 2000),
+    st.integers(0, 3),
+)
+def test_decode_run_matches_decode_record(
+    batch: list[NewEvent], first: int, max_bytes: int | None, already: int
+) -> None:
+    records = [encode_record(event, 1_700_000_000_000) for event in batch]
+    reference = [decode_record(first + i, r) for i, r in enumerate(records)]
+    out = [decode_record(0, encode_record(NewEvent("x", b""), 1))] * already
+    done, total, full = decode_run(
+        list(records), range(first, first + len(records)), out, max_bytes, 0
+    )
+    assert out[already:] == reference[:done]
+    assert total == sum(map(len, records[:done]))
+    if max_bytes is None or total == sum(map(len, records)):
+        assert done == len(records) and not full
+    else:
+        assert full and done < len(records)
+        assert total + len(records[done]) > max_bytes  # the next one would not fit
+        assert done >= 1 or already  # at least one event overall
+
+
+def test_decode_run_names_the_bad_record() -> None:
+    good = encode_record(NewEvent("a", b"1"), 5)
+    out: list = []
+    with pytest.raises(CorruptLogError, match="record 11"):
+        decode_run([good, b"\x09" + good[1:]], [10, 11], out, None, 0)
+    with pytest.raises(CorruptLogError, match="record 21"):
+        decode_run([good, good[:12]], [20, 21], [], None, 0)  # truncated topic
+    with pytest.raises(CorruptLogError, match="record 31"):
+        decode_run([good, b"\x01"], [30, 31], [], None, 0)  # shorter than a header
+
+
+def test_encode_batch_validates_every_event() -> None:
+    with pytest.raises(InvalidTopicError):
+        encode_batch([NewEvent("ok", b""), NewEvent("bad/#", b"")], 1, 100)
+    with pytest.raises(ValueError, match="qos"):
+        encode_batch([NewEvent("ok", b""), NewEvent("ok", b"", qos=3)], 1, 100)
+    with pytest.raises(TypeError):
+        encode_batch([NewEvent("ok", b""), "not an event"], 1, 100)  # type: ignore[list-item]

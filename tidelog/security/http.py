@@ -1,0 +1,184 @@
+"""HTTP side of security: the ASGI middleware of the REST app, and event filtering.
+
+:class:`AuthMiddleware` runs before every route except ``/healthz``: it takes a
+connection slot (503 past ``max_connections`` / ``max_connections_per_address``,
+counting requests in progress, long-polls and SSE streams included),
+authenticates the request (HTTP Basic, ``Authorization: Bearer``, a verified
+client certificate, or anonymous; 401 with ``WWW-Authenticate`` or 429 with
+``Retry-After``) and leaves the client's :class:`~tidelog.security.acl.Access`
+in ``request.state.access`` for the routes' ACL checks. ``X-Tidelog-Client-Id``
+names the client id ``%c`` stands for.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tidelog.api.shapes import dumps
+from tidelog.security.acl import Access, Grant, Right
+from tidelog.security.auth import Security, common_name, security_for
+from tidelog.security.errors import AuthenticationError, LimitExceededError, TooManyAttemptsError
+from tidelog.security.tls import peer_certificate
+from tidelog.storage import Event
+
+PUBLIC_PATHS = frozenset({"/healthz"})
+CLIENT_ID_HEADER = "x-tidelog-client-id"
+
+
+def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, broker: Any) -> None:
+        self.app = app
+        self.broker = broker
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        security = security_for(self.broker)
+        client = scope.get("client") or ("?", 0)
+        address = str(client[0])
+        refusal = security.connections.acquire(address)
+        if refusal is not None:
+            await _refuse(send, 503, "limit_exceeded", refusal, LimitExceededError(refusal).headers)
+            return
+        try:
+            try:
+                access = await authenticate_request(
+                    security, scope["headers"], f"{address}:{client[1]}", "http"
+                )
+            except AuthenticationError as exc:
+                await _refuse(send, 401, "unauthorized", str(exc), exc.headers)
+                return
+            except TooManyAttemptsError as exc:
+                await _refuse(send, 429, "too_many_attempts", str(exc), exc.headers)
+                return
+            scope.setdefault("state", {})["access"] = access
+            await self.app(scope, receive, send)
+        finally:
+            security.connections.release(address)
+
+
+async def authenticate_request(
+    security: Security,
+    headers: Sequence[tuple[bytes, bytes]],
+    peer: str,
+    transport: str,
+    *,
+    access_token: str | None = None,
+    certificate_user: str | None = None,
+) -> Access:
+    """Authenticate an HTTP request or WebSocket handshake into the client's Access."""
+    if certificate_user is None and security.config.tls_cert_username:
+        certificate_user = common_name(peer_certificate.get())
+    principal = await security.authenticate_http(
+        _header(headers, b"authorization"),
+        peer,
+        transport,
+        access_token=access_token,
+        certificate_user=certificate_user,
+        client_id=_header(headers, CLIENT_ID_HEADER.encode()),
+    )
+    return security.access(principal)
+
+
+async def _refuse(send: Send, status: int, code: str, detail: str, headers: dict[str, str]) -> None:
+    titles = {401: "Unauthorized", 429: "Too Many Requests", 503: "Service Unavailable"}
+    body = dumps(
+        {"type": "about:blank", "title": titles[status], "status": status, "detail": detail,
+         "code": code}
+    )  # fmt: skip
+    raw_headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class EventFilter:
+    """Checks a read or subscription and then drops events the client may not see.
+
+    ``rights`` must all allow a topic. A filter granted in full needs no per-event
+    check, except ``None`` (every topic), whose ``$``-topics are checked one by one.
+    """
+
+    def __init__(self, access: Access, rights: Right, topic_filter: str | None) -> None:
+        self.access = access
+        self.rights = [right for right in Right if right in rights]
+        grants = [access.check_filter(right, topic_filter or "#") for right in self.rights]
+        self.per_topic = topic_filter is None or Grant.PER_TOPIC in grants
+
+    def allows(self, topic: str) -> bool:
+        return all(self.access.allows(right, topic) for right in self.rights)
+
+    def keep(self, events: list[Event]) -> list[Event]:
+        if not self.per_topic:
+            return events
+        return [event for event in events if self.allows(event.topic)]
+
+
+# -- WebSocket handshakes ------------------------------------------------------------
+
+
+def websocket_peer(request: Any) -> str:
+    remote = request.remote
+    return remote if isinstance(remote, str) else f"{remote.address}:{remote.port}"
+
+
+def websocket_certificate_user(security: Security, request: Any) -> str | None:
+    """The client certificate's CN on a WSS handshake (``tls_cert_username``)."""
+    connection = getattr(request, "_connection", None)  # trio_websocket keeps the stream
+    return security.certificate_user(getattr(connection, "_stream", None))
+
+
+def websocket_access_token(path: str) -> str | None:
+    """``?access_token=`` of a WebSocket URL (browsers cannot set Authorization)."""
+    query = urllib.parse.urlsplit(path).query
+    tokens = urllib.parse.parse_qs(query).get("access_token")
+    return tokens[0] if tokens else None
+
+
+async def reject_websocket(request: Any, status: int, code: str, exc: Exception) -> None:
+    headers = getattr(exc, "headers", {}) or {}
+    titles = {401: "Unauthorized", 429: "Too Many Requests", 503: "Service Unavailable"}
+    body = dumps(
+        {"title": titles.get(status, "Error"), "status": status, "detail": str(exc), "code": code}
+    )
+    await request.reject(
+        status,
+        extra_headers=[
+            (b"content-type", b"application/problem+json"),
+            *((k.lower().encode(), v.encode()) for k, v in headers.items()),
+        ],
+        body=body,
+    )
+
+
+async def authenticate_websocket(security: Security, request: Any, transport: str) -> Access | None:
+    """Authenticate a WebSocket handshake; None after rejecting it (401 / 429)."""
+    try:
+        return await authenticate_request(
+            security,
+            request.headers,
+            websocket_peer(request),
+            transport,
+            access_token=websocket_access_token(request.path),
+            certificate_user=websocket_certificate_user(security, request),
+        )
+    except AuthenticationError as exc:
+        await reject_websocket(request, 401, "unauthorized", exc)
+    except TooManyAttemptsError as exc:
+        await reject_websocket(request, 429, "too_many_attempts", exc)
+    return None
