@@ -287,3 +287,26 @@ def test_metrics_parse_and_move(tmp_path: Path) -> None:
         r["protocol"] == "mqtt/tcp" and r["remote"].startswith("127.0.0.1:") for r in connected
     )
     assert any(r["logger"] == "tidelog.access" and "GET /metrics" in r["message"] for r in records)
+
+
+async def test_sigterm_closes_native_websocket_with_going_away(tmp_path: Path) -> None:
+    import trio
+    import trio_websocket
+
+    server = Serve(tmp_path, "--storage", "memory://", "--mqtt-port", "off", "--http-port",
+                   "off", "--ws-port", "0", expect=("WebSocket",))  # fmt: skip
+    try:
+        async with trio_websocket.open_websocket(
+            "127.0.0.1", server.ports["WebSocket"], "/v1/ws", use_ssl=False,
+            subprotocols=["tidelog.v1"],
+        ) as ws:  # fmt: skip
+            await ws.send_message('{"type": "subscribe", "id": 1, "filter": "#"}')
+            assert json.loads(await ws.get_message())["type"] == "subscribed"
+            server.process.send_signal(15)
+            with pytest.raises(trio_websocket.ConnectionClosed) as closed, trio.fail_after(10):
+                while True:
+                    await ws.get_message()
+            assert closed.value.reason.code == 1001
+        assert server.wait_exit() == 0
+    finally:
+        server.kill()
