@@ -28,6 +28,8 @@ What it measures:
   full replay of that log;
 * append rate with 100 against 10,000 distinct topics (fsync ``always``,
   batch 1000);
+* decoding alone (records already in memory, 1000 per call): the one-record
+  ``decode_record`` in a loop against the batch ``decode_run`` the reads use;
 * where the index stops paying: for a topic holding 1% to 50% of a
   ``--fraction-events`` log, the read through the index against the scan (this
   is how ``INDEX_FRACTION`` was chosen).
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import os
 import platform
 import random
@@ -54,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tidelog.storage import EventLog, NewEvent, open_log
 from tidelog.storage.lmdb_log import LmdbLog
-from tidelog.storage.records import encode_record
+from tidelog.storage.records import Event, decode_record, decode_run, encode_record
 
 U64 = struct.Struct(">Q").pack
 
@@ -268,6 +271,32 @@ async def bench_topics(workdir: Path, args: argparse.Namespace) -> tuple[float, 
     return best[100], best[10_000]
 
 
+def bench_decode(records: list[bytes], repeat: int) -> tuple[float, float]:
+    """ns per event: decode_record in a loop, and decode_run, over 1000-record chunks."""
+    chunks = [records[i : i + 1000] for i in range(0, len(records), 1000)]
+    gc.disable()  # as during a read (see LmdbLog.read), for both
+    try:
+        return _bench_decode(chunks, len(records), repeat)
+    finally:
+        gc.enable()
+
+
+def _bench_decode(chunks: list[list[bytes]], total: int, repeat: int) -> tuple[float, float]:
+    one = run = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        for number, chunk in enumerate(chunks):
+            base = number * 1000
+            [decode_record(base + i, record) for i, record in enumerate(chunk)]
+        one = min(one, (time.perf_counter() - started) / total * 1e9)
+        started = time.perf_counter()
+        for number, chunk in enumerate(chunks):
+            out: list[Event] = []
+            decode_run(list(chunk), range(number * 1000, number * 1000 + len(chunk)), out, None, 0)
+        run = min(run, (time.perf_counter() - started) / total * 1e9)
+    return one, run
+
+
 async def bench_fractions(workdir: Path, args: argparse.Namespace) -> list[list[str]]:
     rows = []
     rng = random.Random(args.seed)
@@ -347,6 +376,8 @@ async def run(workdir: Path, args: argparse.Namespace) -> None:
         flush=True,
     )
 
+    one, run_ns = bench_decode(raw_records(args.raw_events, args.payload), args.repeat)
+    print(f"decode: decode_record {one:.0f} ns/event, decode_run {run_ns:.0f} ns/event", flush=True)
     few, many = await bench_topics(workdir, args)
     print(f"topics: 100 -> {fmt(few)}/s, 10k -> {fmt(many)}/s", flush=True)
     fractions = await bench_fractions(workdir, args)
@@ -371,6 +402,11 @@ async def run(workdir: Path, args: argparse.Namespace) -> None:
             f"1% topic ({rare} events): index vs scan",
             f"{index_s * 1000:.1f} ms vs {scan_s * 1000:.1f} ms",
             f"{scan_s / index_s:.1f}x faster (target >= 20x)",
+        ],
+        [
+            "decode only: decode_record loop vs decode_run",
+            f"{one:.0f} vs {run_ns:.0f} ns/event",
+            f"{one / run_ns:.2f}x faster",
         ],
         [
             "append with 100 vs 10k topics",

@@ -6,12 +6,17 @@ port 0 picks a free port, which tests use) and serves until cancelled. The
 process logs one line per listener once it is ready, and on SIGTERM/SIGINT
 stops the listeners, lets the broker commit what it has accepted and closes
 the log before returning.
+
+Startup errors (a port in use, a locked or unreadable data directory) raise
+:class:`StartupError` or a :class:`~tidelog.errors.StorageError` with a
+one-line message; ``tidelog serve`` prints it and exits 1.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,13 +26,20 @@ import trio
 
 import tidelog
 from tidelog.concurrency import background_nursery
+from tidelog.config import Settings
 from tidelog.engine import Broker
+from tidelog.errors import TidelogError
 from tidelog.security import Security, SecurityConfig, install, load_security
+from tidelog.security.config import is_loopback
 from tidelog.storage import DEFAULT_URL
 
 log = logging.getLogger("tidelog.server")
 
 Listener = Callable[..., Awaitable[None]]
+
+
+class StartupError(TidelogError):
+    """The server cannot start (e.g. a port is in use); the message says why, in one line."""
 
 
 @attrs.define
@@ -49,6 +61,50 @@ class ServerConfig:
     broker_options: dict[str, Any] = attrs.field(factory=dict)
     mqtt_options: dict[str, Any] = attrs.field(factory=dict)
     """:class:`tidelog.protocols.mqtt.settings.MQTTSettings` fields."""
+    http_options: dict[str, Any] = attrs.field(factory=dict)
+    """``max_body_bytes``, ``access_log`` of the REST listener."""
+    sys_interval: float | None = None
+    """Seconds between ``$SYS/broker/...`` updates over MQTT; None: none."""
+    shutdown_timeout: float = 10.0
+    """Seconds :func:`serve_until_signalled` waits for a clean shutdown before giving up."""
+    sections: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    """Every configuration section as loaded (see :mod:`tidelog.options`), for
+    components that read their own section."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServerConfig:
+        """The server configuration from ``tidelog serve``'s loaded settings."""
+        sections = settings.sections()
+        # storage options set explicitly only: the defaults must not override the URL's query
+        storage = {
+            name: value
+            for name, value in sections["storage"].items()
+            if settings.values[f"storage.{name}"].source != "default"
+        }
+        url = sections["storage"]["url"]
+        storage.pop("url", None)
+        mqtt = dict(sections["mqtt"])
+        mqtt_port, mqtt_tls_port = mqtt.pop("port"), mqtt.pop("tls_port")
+        sys = sections["sys"]
+        return cls(
+            storage=url,
+            bind=sections["server"]["bind"],
+            mqtt_port=mqtt_port,
+            mqtt_tls_port=mqtt_tls_port,
+            tls_cert=sections["tls"]["cert"],
+            tls_key=sections["tls"]["key"],
+            ws_port=sections["websocket"]["port"],
+            http_port=sections["http"]["port"],
+            storage_options=storage,
+            broker_options=dict(sections["broker"]),
+            mqtt_options=mqtt,
+            http_options={k: v for k, v in sections["http"].items() if k != "port"},
+            security=SecurityConfig(**sections["security"]),
+            sys_interval=sys["interval"] if sys["enabled"] else None,
+            shutdown_timeout=sections["server"]["shutdown_timeout"],
+            sections=sections,
+        )
+
     security: SecurityConfig = attrs.field(factory=SecurityConfig)
     """Authentication, ACLs, client certificates, limits (docs/security.md)."""
 
@@ -128,7 +184,17 @@ async def _run_broker_and_listeners(
     options = {**config.storage_options, **config.broker_options}
     async with tidelog.open(config.storage, **options) as broker:
         install(broker, security)
-        log.info("storage %s ready at offset %d", config.storage, broker.end_offset)
+        state = await broker.log.state()
+        log.info(
+            "tidelog %s: storage %s (%s) ready, offsets %d..%d",
+            tidelog.__version__,
+            config.storage,
+            broker.log.backend_name,
+            state.first_offset,
+            state.next_offset,
+        )
+        if not is_loopback(config.bind):
+            log.warning("listening on %s: reachable from other machines", config.bind)
         with listeners_scope:
             async with background_nursery() as nursery:
                 ports: dict[str, int] = {}
@@ -137,21 +203,56 @@ async def _run_broker_and_listeners(
                     if port is None or any(getattr(config, f) is None for f in spec.requires):
                         continue
                     serve = _load(spec.target)
-                    bound = await nursery.start(serve, broker, config, config.bind, port)
+                    try:
+                        bound = await nursery.start(serve, broker, config, config.bind, port)
+                    except OSError as exc:
+                        raise StartupError(
+                            f"{spec.name} cannot listen on {config.bind}:{port}: "
+                            f"{exc.strerror or exc}"
+                        ) from None
                     ports[spec.name] = bound
                     log.info("%s listening on %s:%d", spec.name, config.bind, bound)
+                if config.sys_interval is not None and any(n.startswith("MQTT") for n in ports):
+                    from tidelog.sys_topics import publish_sys_topics
+
+                    nursery.start_soon(publish_sys_topics, broker, config.sys_interval)
                 task_status.started(RunningServer(broker, ports))
         # the listeners only end when cancelled; leaving the broker block commits and
         # flushes everything already accepted before the log closes
 
 
 async def serve_until_signalled(config: ServerConfig) -> None:
-    """Run the server until SIGTERM or SIGINT, then shut down cleanly."""
+    """Run the server until SIGTERM or SIGINT, then shut down cleanly.
+
+    Shutdown is bounded: if it has not finished ``config.shutdown_timeout``
+    seconds after the signal (or a second signal comes), the process exits
+    with status 1 at once. That is safe for the data: the log survives a crash
+    at any point, and nothing was acknowledged that is not durable.
+    """
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with background_nursery() as nursery:
-            nursery.start_soon(run_server, config)
+            server_scope = trio.CancelScope()
+
+            async def run() -> None:
+                with server_scope:
+                    await run_server(config)
+                nursery.cancel_scope.cancel()  # the server is down: stop waiting for signals
+
+            nursery.start_soon(run)
             async for signum in signals:
                 log.info("%s received: shutting down", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
+                server_scope.cancel()
                 break
+            with trio.move_on_after(config.shutdown_timeout):
+                async for signum in signals:
+                    log.error("%s received again: exiting now", signal.Signals(signum).name)
+                    break
+            log.error("shutdown did not finish in %ss: exiting now", config.shutdown_timeout)
+            _exit_now(1)
     log.info("stopped")
+
+
+def _exit_now(status: int) -> None:
+    """Leave at once (the log is crash-safe); flush the log handlers first."""
+    logging.shutdown()
+    os._exit(status)

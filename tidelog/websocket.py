@@ -12,7 +12,6 @@ HTTP 404 with a JSON body.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import json
 import logging
@@ -35,6 +34,8 @@ ROUTES: dict[str, str] = {
 }
 """Path -> ``module:function`` of its handler; protocol packages register here."""
 
+CLOSE_GRACE_SECONDS = 3.0
+"""At shutdown, how long connections have to close before the listener stops."""
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024 + 1024
 """Largest WebSocket message accepted (a maximum-size MQTT packet fits)."""
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
@@ -59,34 +60,64 @@ async def serve_websocket(
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve WebSocket connections on ``host:port`` until cancelled."""
+    """Serve WebSocket connections on ``host:port`` until cancelled.
+
+    Shutdown is in two steps, so that connections can say goodbye: cancelling
+    this listener first cancels the handlers only (the native protocol closes
+    with 1001 Going Away, MQTT over WebSocket sends its DISCONNECT 0x8B) while
+    trio-websocket still runs the connections, for at most
+    :data:`CLOSE_GRACE_SECONDS`; then the server itself stops.
+    """
+    handlers: set[trio.CancelScope] = set()
 
     async def route(request: trio_websocket.WebSocketRequest) -> None:
-        handler = _handler(request.path)
-        if handler is None:
-            body = json.dumps(
-                {"title": "Not Found", "status": 404, "detail": f"no WebSocket at {request.path}"}
-            ).encode()
-            await request.reject(
-                404, extra_headers=[(b"content-type", b"application/json")], body=body
-            )
-            return
-        await handler(broker, request)
+        with trio.CancelScope() as scope:
+            handlers.add(scope)
+            try:
+                handler = _handler(request.path)
+                if handler is None:
+                    body = json.dumps(
+                        {
+                            "title": "Not Found",
+                            "status": 404,
+                            "detail": f"no WebSocket at {request.path}",
+                        }
+                    ).encode()
+                    await request.reject(
+                        404, extra_headers=[(b"content-type", b"application/json")], body=body
+                    )
+                    return
+                await handler(broker, request)
+            finally:
+                handlers.discard(scope)
 
     security = getattr(config, "security", None)
     ssl_context = None
     if security is not None and security.ws_tls:  # WSS (tidelog/security/tls.py)
         ssl_context = server_context(config.tls_cert, config.tls_key, security)
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            functools.partial(
-                trio_websocket.serve_websocket,
+    shielded = trio.CancelScope(shield=True)
+
+    async def run(task_status: trio.TaskStatus[trio_websocket.WebSocketServer]) -> None:
+        with shielded:
+            await trio_websocket.serve_websocket(
+                route,
+                host,
+                port,
+                ssl_context,
                 max_message_size=MAX_MESSAGE_BYTES,
                 connect_timeout=HANDSHAKE_TIMEOUT_SECONDS,
-            ),
-            route,
-            host,
-            port,
-            ssl_context,
-        )
+                task_status=task_status,
+            )
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(run)
         task_status.started(server.port)
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE_SECONDS):
+                for scope in list(handlers):
+                    scope.cancel()
+                while handlers:
+                    await trio.sleep(0.01)
+            shielded.cancel()

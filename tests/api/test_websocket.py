@@ -1,8 +1,6 @@
 """The native WebSocket protocol at /v1/ws against a real server, and REST <-> WS.
 
-Cross-protocol tests with MQTT (publish over REST -> receive over MQTT;
-publish over MQTT -> replay by time over REST) belong here once the MQTT
-server is merged: the `server` fixture then needs `mqtt_port=0`.
+Cross-protocol tests with MQTT are in tests/test_cross_protocol.py.
 """
 
 from __future__ import annotations

@@ -15,12 +15,33 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from tidelog.engine import Broker, Cursor
+from tidelog.engine.group_commit import BATCH_EVENTS_BUCKETS, COMMIT_SECONDS_BUCKETS
+from tidelog.traffic import traffic
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PROTOCOLS = ("mqtt", "websocket", "sse")
+"""Protocol label values, always reported (0 until used)."""
+
+
+def _histogram(
+    name: str, doc: str, bounds: tuple[float, ...], counts: list[int], total: float
+) -> HistogramMetricFamily:
+    """A Prometheus histogram from per-bucket counts (the writer's, not cumulative)."""
+    cumulative: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip((*bounds, float("inf")), counts, strict=True):
+        running += count
+        cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    return HistogramMetricFamily(name, doc, buckets=cumulative, sum_value=total)
 
 
 class BrokerCollector(Collector):
@@ -44,7 +65,20 @@ class BrokerCollector(Collector):
             return GaugeMetricFamily(f"tidelog_{name}", doc, value=value)
 
         yield counter("published_events", "Events committed to the log.", stats.published)
+        yield counter(
+            "published_bytes", "Payload bytes of the events committed.", writer.payload_bytes
+        )
         yield counter("deliveries", "Events handed to live subscriber feeds.", stats.deliveries)
+        yield counter(
+            "delivered_bytes",
+            "Payload bytes handed to live subscriber feeds.",
+            stats.delivered_bytes,
+        )
+        yield counter(
+            "catch_ups",
+            "Times a slow subscriber fell behind and switched to reading the log.",
+            stats.catch_ups,
+        )
         yield gauge("feeds", "Open subscriber feeds.", stats.feeds)
         yield gauge(
             "feeds_catching_up",
@@ -76,6 +110,53 @@ class BrokerCollector(Collector):
         yield counter(
             "commit_failed_submissions", "Submissions the log refused.", writer.failed_submissions
         )
+        yield _histogram(
+            "tidelog_commit_batch_events",
+            "Events per group commit.",
+            BATCH_EVENTS_BUCKETS,
+            writer.batch_events_histogram,
+            writer.events,
+        )
+        yield _histogram(
+            "tidelog_commit_duration_seconds",
+            "Duration of each group commit (append and fsync).",
+            COMMIT_SECONDS_BUCKETS,
+            writer.commit_seconds_histogram,
+            writer.commit_seconds_total,
+        )
+
+        net = traffic(self.broker)
+        yield gauge("start_time_seconds", "When the broker started (Unix time).", net.started_at)
+        for name, doc, values, kind in (
+            ("connections", "Open connections.", net.connections, "gauge"),
+            ("connections_opened", "Connections accepted.", net.connections_total, "counter"),
+            (
+                "connections_rejected",
+                "Connections refused (connection limit, CONNECT refused).",
+                net.rejected_connections,
+                "counter",
+            ),
+            ("malformed_packets", "Malformed packets received.", net.malformed_packets, "counter"),
+            (
+                "rejected_packets",
+                "Well-formed packets refused (e.g. a publish the log refused).",
+                net.rejected_packets,
+                "counter",
+            ),
+            ("packets_received", "Packets received.", net.packets_received, "counter"),
+            ("publishes_received", "PUBLISH packets received.", net.publishes_received, "counter"),
+            ("publishes_sent", "PUBLISH packets sent.", net.publishes_sent, "counter"),
+            ("received_bytes", "Bytes read from client sockets.", net.bytes_received, "counter"),
+            ("sent_bytes", "Bytes written to client sockets.", net.bytes_sent, "counter"),
+        ):
+            by_protocol: GaugeMetricFamily | CounterMetricFamily
+            if kind == "gauge":
+                by_protocol = GaugeMetricFamily(f"tidelog_{name}", doc, labels=["protocol"])
+            else:
+                by_protocol = CounterMetricFamily(f"tidelog_{name}", doc, labels=["protocol"])
+            for protocol in sorted({*PROTOCOLS, *values}):
+                by_protocol.add_metric([protocol], values[protocol])
+            yield by_protocol
 
         backend = {"backend": log.backend}
         for name, doc, value, kind in (

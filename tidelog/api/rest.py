@@ -709,11 +709,19 @@ async def serve_http(
     ``closing`` event), and requests in flight get
     :data:`GRACEFUL_SHUTDOWN_SECONDS` to finish.
     """
-    app = create_app(broker, ws_port=getattr(config, "ws_port", None))
+    http_options = getattr(config, "http_options", {}) or {}
+    app = create_app(
+        broker,
+        ws_port=getattr(config, "ws_port", None),
+        max_body_bytes=http_options.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES),
+    )
     hc = hypercorn.config.Config()
     hc.bind = [_bind(host, port)]
     hc.graceful_timeout = GRACEFUL_SHUTDOWN_SECONDS
-    hc.accesslog = None
+    hc.accesslog = logging.getLogger("tidelog.access") if http_options.get("access_log") else None
+    hc.access_log_format = (
+        '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'  # remote, request, status, bytes, time
+    )
     hc.errorlog = logging.getLogger("tidelog.api.http")
     hc.keep_alive_timeout = KEEP_ALIVE_SECONDS
     hc.read_timeout = READ_TIMEOUT_SECONDS  # type: ignore[assignment]

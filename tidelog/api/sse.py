@@ -31,6 +31,7 @@ from tidelog.api.shapes import Encoding, encode_event
 from tidelog.engine import Broker, Position
 from tidelog.errors import LogClosedError
 from tidelog.storage import Event
+from tidelog.traffic import traffic
 
 HEARTBEAT_SECONDS = 15.0
 BATCH_EVENTS = 500
@@ -73,13 +74,18 @@ class EventStream(Response):
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-            nursery.start_soon(_cancel_on_event, self.closing, nursery.cancel_scope)
-            try:
-                await self._stream(send)
-            finally:
-                nursery.cancel_scope.cancel()
+        counters = traffic(self.broker)
+        counters.opened("sse")
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+                nursery.start_soon(_cancel_on_event, self.closing, nursery.cancel_scope)
+                try:
+                    await self._stream(send)
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            counters.closed("sse")
         # hypercorn ignores sends to a client that is gone
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 

@@ -63,6 +63,7 @@ from tidelog.api.problems import ApiError, classify
 from tidelog.api.shapes import MAX_BATCH_EVENTS, Encoding, EventIn, dumps, encode_events
 from tidelog.engine import Broker, Cursor, Subscriber, parse_position
 from tidelog.errors import LogClosedError
+from tidelog.logging_setup import set_connection_context
 from tidelog.security import Access, LimitExceededError, Principal, Right, security_for
 from tidelog.security.http import (
     EventFilter,
@@ -71,6 +72,7 @@ from tidelog.security.http import (
     websocket_peer,
 )
 from tidelog.storage import Event, NewEvent
+from tidelog.traffic import traffic
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ DEFAULT_CREDIT = 1000
 MAX_CREDIT = 1_000_000
 """Credit one subscription may hold (grants beyond it are clamped)."""
 
+CLOSE_GOING_AWAY = 1001
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_INVALID_PAYLOAD = 1007
@@ -509,11 +512,28 @@ async def handle(broker: Broker, request: trio_websocket.WebSocketRequest) -> No
             return
         subprotocol = SUBPROTOCOL if SUBPROTOCOL in request.proposed_subprotocols else None
         ws = await request.accept(subprotocol=subprotocol)
+        set_connection_context(protocol="websocket", remote=websocket_peer(request))
+        counters = traffic(broker)
+        counters.opened("websocket")
         try:
             await Connection(broker, ws, access).run()
         except Exception:
             # a bug must cost this connection only, not the listener
             log.exception("WebSocket connection from %s failed", ws.remote)
             await ws.aclose(CLOSE_INTERNAL_ERROR, "internal error")
+        except BaseException as exc:
+            if _cancelled(exc):  # the server is shutting down: say so, briefly
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await ws.aclose(CLOSE_GOING_AWAY, "the server is shutting down")
+            raise
+        finally:
+            counters.closed("websocket")
     finally:
         security.connections.release(address)
+
+
+def _cancelled(exc: BaseException) -> bool:
+    """Cancelled, or a group holding nothing else (as trio's nurseries raise it)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[1] is None
+    return isinstance(exc, trio.Cancelled)

@@ -83,6 +83,9 @@ class BrokerStatistics:
 
     published: int
     deliveries: int
+    delivered_bytes: int
+    catch_ups: int
+    """Times a subscriber fell behind and switched to reading the log."""
     feeds: int
     feeds_catching_up: int
     subscriptions: int
@@ -410,6 +413,8 @@ class Broker:
         return BrokerStatistics(
             published=self._writer.statistics().events,
             deliveries=self.fanout.deliveries,
+            delivered_bytes=self.fanout.delivered_bytes,
+            catch_ups=self.fanout.catch_ups,
             feeds=len(feeds),
             feeds_catching_up=sum(1 for f in feeds if not f.live),
             subscriptions=self.fanout.subscription_count,

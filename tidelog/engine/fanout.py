@@ -219,6 +219,7 @@ class Feed:
         if len(self._buffer) >= self._max_events or self._buffer_bytes >= self._max_bytes:
             self.live = False
             self.catch_ups += 1
+            self._fanout.catch_ups += 1
             return False
         self._buffer.append((event, subs))
         self._buffer_bytes += len(event.payload)
@@ -291,6 +292,11 @@ class FanOut:
         self._feeds: set[Feed] = set()
         self._routes: dict[str, list[tuple[Feed, tuple[Subscription, ...]]]] = {}
         self.deliveries = 0
+        """Events handed to live feeds (catch-up reads from the log are not counted)."""
+        self.delivered_bytes = 0
+        """Their payload bytes."""
+        self.catch_ups = 0
+        """Times a feed fell behind (its buffer was full) and switched to reading the log."""
 
     def open_feed(
         self,
@@ -349,17 +355,24 @@ class FanOut:
         routes = self._routes
         touched: set[Feed] = set()
         count = 0
+        size = 0
         for event in events:
             route = routes.get(event.topic)
             if route is None:
                 route = self._route(event.topic)
+            if not route:
+                continue
+            taken = 0
             for feed, subs in route:
                 if not feed.live or event.offset < feed.fence:
                     continue
                 if feed._offer(event, subs):
-                    count += 1
+                    taken += 1
                 touched.add(feed)
+            count += taken
+            size += taken * len(event.payload)
         self.dispatched_end = events[-1].offset + 1
         self.deliveries += count
+        self.delivered_bytes += size
         for feed in touched:
             feed._wake()

@@ -19,6 +19,7 @@ retained messages and statistics hang off that hook.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections import deque
@@ -37,20 +38,43 @@ Callback = Callable[[list[Event] | BaseException], None]
 
 
 class _Submission:
-    __slots__ = ("callback", "events", "size")
+    __slots__ = ("callback", "events", "payload_bytes", "size")
 
     def __init__(self, events: Sequence[NewEvent], callback: Callback) -> None:
         self.events = events
         self.callback = callback
-        self.size = sum(len(e.payload) for e in events) + 64 * len(events)
+        self.payload_bytes = sum(len(e.payload) for e in events)
+        self.size = self.payload_bytes + 64 * len(events)
+
+
+BATCH_EVENTS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000)
+"""Upper bounds of the commit batch size histogram (events)."""
+COMMIT_SECONDS_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+"""Upper bounds of the commit latency histogram (seconds; append and fsync)."""
+
+
+def _buckets(bounds: tuple[float, ...]) -> list[int]:
+    return [0] * (len(bounds) + 1)  # the last one is +Inf
 
 
 @attrs.define
 class WriterStatistics:
-    """Counters of the writer (for metrics)."""
+    """Counters of the writer (for metrics).
+
+    The histograms count commits per bucket (not cumulative; the last bucket
+    is past the last bound); they are updated once per commit, never per event.
+    """
 
     batches: int = 0
     events: int = 0
+    payload_bytes: int = 0
+    """Payload bytes committed."""
+    batch_events_histogram: list[int] = attrs.field(factory=lambda: _buckets(BATCH_EVENTS_BUCKETS))
+    commit_seconds_histogram: list[int] = attrs.field(
+        factory=lambda: _buckets(COMMIT_SECONDS_BUCKETS)
+    )
     pending_events: int = 0
     last_batch_events: int = 0
     max_batch_events: int = 0
@@ -139,7 +163,10 @@ class GroupCommitWriter:
         self._work.unpark_all()
 
     def statistics(self) -> WriterStatistics:
-        return attrs.evolve(self._stats)
+        stats = attrs.evolve(self._stats)
+        stats.batch_events_histogram = list(stats.batch_events_histogram)
+        stats.commit_seconds_histogram = list(stats.commit_seconds_histogram)
+        return stats
 
     # -- the writer task -------------------------------------------------------------
 
@@ -192,6 +219,9 @@ class GroupCommitWriter:
         stats = self._stats
         stats.batches += 1
         stats.events += len(stored)
+        stats.payload_bytes += sum(s.payload_bytes for s in batch)
+        stats.batch_events_histogram[bisect.bisect_left(BATCH_EVENTS_BUCKETS, len(stored))] += 1
+        stats.commit_seconds_histogram[bisect.bisect_left(COMMIT_SECONDS_BUCKETS, elapsed)] += 1
         stats.last_batch_events = len(stored)
         stats.max_batch_events = max(stats.max_batch_events, len(stored))
         stats.commit_seconds_total += elapsed

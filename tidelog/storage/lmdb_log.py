@@ -47,6 +47,7 @@ from tidelog.storage.common import (
     check_start,
     encode_batch,
 )
+from tidelog.storage.lmdb_check import ReindexReport, VerifyReport, reindex, verify
 from tidelog.storage.lmdb_env import fsync_dir, lmdb_errors, lock_directory, translate
 from tidelog.storage.lmdb_meta import MetaStore
 from tidelog.storage.lmdb_segment import (
@@ -61,6 +62,8 @@ from tidelog.storage.lmdb_segment import (
 )
 from tidelog.storage.records import Event, NewEvent
 from tidelog.topics import compile_filter
+
+__all__ = ["LmdbLog", "ReindexReport", "VerifyReport", "reindex", "verify"]
 
 logger = logging.getLogger(__name__)
 _TOPIC = operator.attrgetter("topic")

@@ -318,73 +318,53 @@ def decode_run(
     ``max_bytes`` (never before ``out`` holds one event). ``records`` is cut to
     the records decoded.
 
-    Same result as :func:`decode_record` per record, at about half the cost:
-    the header checks, sizes and the ``max_bytes`` cut are done for the whole
-    run by C-level passes (``map``, ``accumulate``, ``bisect``), and the one
-    per-record Python step is a list comprehension building the events. A run
-    with anything unusual (an unknown version, a short record) is decoded
-    record by record by :func:`decode_record`, which names the bad one in its
-    :class:`CorruptLogError`.
+    Same result as :func:`decode_record` per record. When every record of the
+    run is a plain version 1 record (no properties), one list comprehension
+    decodes them with the header checks done by C-level passes over the run
+    (about 15% less time than calling :func:`decode_record` per record, which is
+    itself cheap on Python 3.11); otherwise, or if a record is cut short, the run
+    is decoded record by record by :func:`decode_record`, which handles
+    properties and names a bad record in its :class:`CorruptLogError`.
     """
     if not records:
         return 0, total, False
-    sizes = list(map(len, records))
     full = False
-    grand = total + sum(sizes)
+    grand = total + sum(map(len, records))
     if max_bytes is None or grand <= max_bytes:
         total = grand
     else:
-        sums = list(accumulate(sizes, initial=total))  # sums[k]: total after k records
+        sums = list(accumulate(map(len, records), initial=total))  # sums[k]: after k records
         keep = bisect.bisect_right(sums, max_bytes) - 1
         if keep < 1 and not out:
             keep = 1  # always at least one event
         if keep < len(records):
-            del records[keep:], sizes[keep:]
+            del records[keep:]
             full = True
         total = sums[len(records)]
         if not records:
             return 0, total, full
     try:
-        # (version << 8 | flags, timestamp, topic length) of each record, and where
-        # its topic ends; plain version 1 records have 0x100 <= version_flags < 0x108.
+        # (version << 8 | flags, timestamp, topic length) of each record
         heads = list(map(_FAST_HEADER.unpack_from, records))
-        ends = list(map(HEADER_SIZE.__add__, map(_THIRD, heads)))
-        kinds = list(map(_FIRST, heads))
-        if any(map(operator.lt, sizes, ends)) or min(kinds) < _PLAIN_V1:
-            raise _Unusual
-        topics = _topic_cache
-        if max(kinds) < _PLAIN_V1 + _HAS_PROPERTIES:  # no properties: the common case
-            out += [
+        if set(map(_FIRST, heads)) <= _PLAIN_V1:
+            topics = _topic_cache
+            events = [
                 Event(position, ts, topics[data[HEADER_SIZE:end]], data[end:], vf & 3, vf & 4 != 0)
-                for position, data, (vf, ts, _), end in zip(
-                    offsets, records, heads, ends, strict=False
-                )
+                for position, data, (vf, ts, size) in zip(offsets, records, heads, strict=False)
+                if len(data) >= (end := HEADER_SIZE + size)  # else cut short: see below
             ]
-        elif max(kinds) < _PLAIN_V1 + 0x100:  # all version 1, some with properties
-            out += [
-                Event(position, ts, topics[data[HEADER_SIZE:end]], data[end:], vf & 3, vf & 4 != 0)
-                if not vf & _HAS_PROPERTIES
-                else decode_record(position, data)
-                for position, data, (vf, ts, _), end in zip(
-                    offsets, records, heads, ends, strict=False
-                )
-            ]
-        else:
-            raise _Unusual
-    except (struct.error, UnicodeDecodeError, _Unusual):
-        out += [
-            decode_record(position, data) for position, data in zip(offsets, records, strict=False)
-        ]
+            if len(events) == len(records):
+                out += events
+                return len(records), total, full
+    except (struct.error, UnicodeDecodeError):
+        pass
+    out += [decode_record(position, data) for position, data in zip(offsets, records, strict=False)]
     return len(records), total, full
 
 
-class _Unusual(Exception):
-    """A run holds a record the fast path of :func:`decode_run` does not take."""
-
-
 _FAST_HEADER = struct.Struct(">HQH")
-_PLAIN_V1 = FORMAT_VERSION << 8
-_THIRD = operator.itemgetter(2)
+_PLAIN_V1 = frozenset(range(FORMAT_VERSION << 8, (FORMAT_VERSION << 8) + _HAS_PROPERTIES))
+"""``version << 8 | flags`` of a version 1 record without properties."""
 _FIRST = operator.itemgetter(0)
 
 

@@ -77,6 +77,7 @@ from tidelog.errors import (
     StorageFullError,
     TidelogError,
 )
+from tidelog.logging_setup import set_connection_context
 from tidelog.protocols.mqtt.decoder import Decoder
 from tidelog.protocols.mqtt.encoder import encode
 from tidelog.protocols.mqtt.errors import MQTTProtocolError
@@ -123,11 +124,15 @@ from tidelog.security import (
 from tidelog.security.auth import peer_address
 from tidelog.storage import Event, NewEvent
 from tidelog.topics import parse_shared
+from tidelog.traffic import traffic
 
 if TYPE_CHECKING:
     from tidelog.protocols.mqtt.server import MQTTServer
 
 log = logging.getLogger(__name__)
+
+_SYS_BACKLOG = 1000
+"""Control packets queued past which a connection gets no ``$SYS`` update."""
 
 RECEIVE_BYTES: Final = 65_536
 REPLAY_PREFIX: Final = "$replay/"
@@ -293,6 +298,8 @@ class Connection:
         self.transport = transport
         self.peer = peer
         self.decoder = Decoder(max_packet_size=self.settings.max_packet_size)
+        self.traffic = traffic(self.broker)
+        self._emitted = 0
         self.level = 4
         self.client_id = ""
         self.session: Session | None = None
@@ -359,6 +366,7 @@ class Connection:
 
     async def run(self) -> None:
         """Serve the connection until it closes; never raises (errors are logged)."""
+        set_connection_context(protocol=f"mqtt/{self.transport}", remote=self.peer)
         try:
             connect = await self._receive_connect()
             if connect is not None and await self._accept(connect):
@@ -402,10 +410,12 @@ class Connection:
                 data = await self.stream.receive_some(RECEIVE_BYTES)
                 if not data:
                     return None
+                self.traffic.bytes_received["mqtt"] += len(data)
                 try:
                     packets = self.decoder.feed(data)
                 except MQTTProtocolError as exc:
                     if not exc.packets:
+                        self.traffic.malformed_packets["mqtt"] += 1
                         log.debug("%r: bad CONNECT: %s", self, exc)
                         await self._send_direct(error_reply(exc))
                         return None
@@ -428,6 +438,7 @@ class Connection:
         props = connect.properties
         client_id = connect.client_id or f"tidelog-{secrets.token_hex(8)}"
         self.client_id = client_id
+        set_connection_context(client_id=client_id)
         info = ConnectInfo(connect, client_id, self.transport, self.peer)
         code = await self._authenticate(connect, client_id)
         if code == ReasonCode.SUCCESS:
@@ -440,6 +451,7 @@ class Connection:
             except MQTTProtocolError:
                 reply = encode(Connack(ReasonCode.NOT_AUTHORIZED), level)
             log.info("%r: CONNECT refused: %s", self, ReasonCode(code).name)
+            self.traffic.rejected_connections["mqtt"] += 1
             await self._send_direct(reply)
             return False
         if level == 5:
@@ -571,7 +583,7 @@ class Connection:
             await sessions.save(session)
         elif stored is not None:
             await sessions.delete(client_id)  # it ends with this connection
-        log.debug("%r: connected (level %d, session present %s)", self, level, present)
+        log.info("connected (MQTT level %d, session present %s)", level, present)
 
     def _restore(self, session: Session) -> None:
         feed = self._feed
@@ -632,7 +644,7 @@ class Connection:
             # to have saved the session and handed over its will
             if self.server.connections.get(self.client_id) is self:
                 del self.server.connections[self.client_id]
-        log.debug("%r: closed: %s (%s)", self, close.message, close.code.name)
+        log.info("disconnected: %s (%s)", close.message, close.code.name)
 
     async def _end_session(self, close: Close) -> None:
         broker = self.broker
@@ -696,6 +708,7 @@ class Connection:
         receive = self.stream.receive_some
         decoder = self.decoder
         broker = self.broker
+        counters = self.traffic
         while not self._disconnected:
             with trio.move_on_after(timeout) as scope:
                 data = await receive(RECEIVE_BYTES)
@@ -703,12 +716,15 @@ class Connection:
                 raise Close(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
             if not data:
                 raise Close(ReasonCode.UNSPECIFIED_ERROR, "connection closed", reply=False)
+            counters.bytes_received["mqtt"] += len(data)
             try:
                 packets = decoder.feed(data)
             except MQTTProtocolError as exc:
+                counters.malformed_packets["mqtt"] += 1
                 if exc.packets:
                     await self._handle(list(exc.packets))
                 raise Close.from_error(exc) from None
+            counters.packets_received["mqtt"] += len(packets)
             await self._handle(packets)
             await broker.wait_writable()
 
@@ -817,6 +833,7 @@ class Connection:
     def _submit(self, events: list[NewEvent], meta: list[int]) -> None:
         if not events:
             return
+        self.traffic.publishes_received["mqtt"] += len(events)
         try:
             self.broker.publish_nowait(events, partial(self._on_durable, meta))
         except LogClosedError:
@@ -834,7 +851,8 @@ class Connection:
             self._publish_idle.set()
         control = self._control
         if isinstance(result, BaseException):
-            log.warning("%r: publish refused: %s", self, result)
+            log.warning("publish refused: %s", result)
+            self.traffic.rejected_packets["mqtt"] += len(meta)
             if self.level < 5:
                 if any(meta):
                     self._stop(Close(ReasonCode.UNSPECIFIED_ERROR, f"publish refused: {result}"))
@@ -976,6 +994,32 @@ class Connection:
                 ReasonCode.NORMAL_DISCONNECTION, "the client disconnected", will=will, reply=False
             )
 
+    # -- $SYS ---------------------------------------------------------------------------
+
+    def send_sys(
+        self, messages: dict[str, bytes], *, retain: bool, filters: list[str] | None = None
+    ) -> None:
+        """Queue ``$SYS`` messages (QoS 0, outside the log) for matching subscriptions.
+
+        ``filters``: only these (just subscribed); default every subscription. A
+        client with a backlog of control packets gets none (they are refreshed
+        every interval anyway).
+        """
+        feed = self._feed
+        if feed is None or self._close is not None or len(self._control) > _SYS_BACKLOG:
+            return
+        subs = [
+            sub
+            for key, sub in feed.subscriptions.items()
+            if key.startswith("$") and (filters is None or key in filters)
+        ]
+        if not subs:
+            return
+        for topic, payload in messages.items():
+            if any(sub.matches(topic) for sub in subs):
+                self._control.append(encode(Publish(topic, payload, 0, retain), self.level))
+        self._kick()
+
     # -- subscriptions -----------------------------------------------------------------
 
     async def _on_subscribe(self, packet: Subscribe) -> None:
@@ -988,11 +1032,14 @@ class Connection:
         codes: list[ReasonCode] = []
         problems: list[str] = []
         retained: list[Ready] = []
+        sys_filters: list[str] = []
         for sub in packet.subscriptions:
             options = SubOptions.from_subscription(sub, identifier)
             try:
                 code = await self._subscribe(sub.topic_filter, options, replay_from, retained)
                 codes.append(code)
+                if sub.topic_filter.startswith("$"):
+                    sys_filters.append(sub.topic_filter)
             except (InvalidPositionError, InvalidTopicError) as exc:
                 codes.append(
                     ReasonCode.TOPIC_FILTER_INVALID
@@ -1007,6 +1054,8 @@ class Connection:
         if problems and self.level == 5 and self._problem_info:
             suback_props = Properties(reason_string="; ".join(problems)[:200])
         self._control.append(encode(Suback(packet.packet_id, codes, suback_props), self.level))
+        if sys_filters and self.server.sys_messages:
+            self.send_sys(self.server.sys_messages, retain=True, filters=sys_filters)
         self._ready.extend(retained)
         self._mark_dirty(urgent=True)
 
@@ -1197,10 +1246,15 @@ class Connection:
                 # (the client still holds it and drops the copy), never as a new one
                 self._unsaved_qos2 = False
                 await self._save()
+            if self._emitted:
+                self.traffic.publishes_sent["mqtt"] += self._emitted
+                self._emitted = 0
             if chunks:
                 self._sending = True
-                await stream.send_all(b"".join(chunks))
+                data = b"".join(chunks)
+                await stream.send_all(data)
                 self._sending = False
+                self.traffic.bytes_sent["mqtt"] += len(data)
             self._space.unpark_all()
             if more:
                 self._kick()
@@ -1265,6 +1319,7 @@ class Connection:
             ready.popleft()
             size += packet_size
             chunks.extend(packet)
+            self._emitted += 1
             if new_alias:
                 self._aliases_out[topic] = alias  # type: ignore[assignment]
             if qos and not dup:

@@ -36,6 +36,7 @@ from tidelog.security.http import (
     websocket_peer,
 )
 from tidelog.security.tls import server_context
+from tidelog.traffic import traffic
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,12 @@ class MQTTServer:
         self.settings = settings or MQTTSettings()
         self.authenticate: Authenticator = allow_all
         self.connections: dict[str, Connection] = {}
+        """Connected clients by client id."""
+        self.open_streams = 0
+        """Streams being served (connected, or not yet past CONNECT)."""
+        self.sys_messages: dict[str, bytes] = {}
+        """The latest ``$SYS`` values (see :mod:`tidelog.sys_topics`)."""
+        self.traffic = traffic(broker)
 
     @property
     def security(self) -> Security:
@@ -65,8 +72,22 @@ class MQTTServer:
         principal: Principal | None = None,
     ) -> None:
         """Serve one client on ``stream`` until it disconnects; closes the stream.
-        ``principal``: who the transport already authenticated (a WebSocket handshake)."""
-        await Connection(self, stream, transport, peer, principal).run()
+        ``principal``: who the transport already authenticated (a WebSocket handshake).
+        Connection limits are the security layer's (``[security] max_connections``)."""
+        self.open_streams += 1
+        self.traffic.opened("mqtt")
+        try:
+            await Connection(self, stream, transport, peer, principal).run()
+        finally:
+            self.open_streams -= 1
+            self.traffic.closed("mqtt")
+
+    def publish_sys(self, messages: dict[str, bytes]) -> None:
+        """Send ``$SYS`` values (QoS 0) to connected clients subscribed to them, and keep
+        them for clients that subscribe later (delivered like retained messages)."""
+        self.sys_messages.update(messages)
+        for connection in list(self.connections.values()):
+            connection.send_sys(messages, retain=False)
 
     def statistics(self) -> dict[str, int]:
         return {"connections": len(self.connections)}

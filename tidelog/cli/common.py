@@ -1,0 +1,260 @@
+"""What the command modules share: errors, the REST client, targets, output.
+
+A client command works against a running server (``--url``, default
+``$TIDELOG_URL`` or ``http://127.0.0.1:8080``) or, where that makes sense,
+directly on a data directory no server holds (``--storage URL``). The REST
+client is the standard library's ``urllib``: the commands need no extra
+dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from typing import IO, Any
+
+from tidelog.errors import LogLockedError, TidelogError
+from tidelog.storage import Event, Properties
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+URL_ENV = "TIDELOG_URL"
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit code 1."""
+
+
+def leaf_error(exc: BaseException) -> BaseException | None:
+    """The error to report: the first expected error inside exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = leaf_error(inner)
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, CLIError | TidelogError | OSError):
+        return exc
+    return None
+
+
+def fail(exc: BaseException) -> int:
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        message = f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror}"
+    if isinstance(exc, LogLockedError):
+        message += " (stop the server, or use --url to go through it)"
+    print(f"tidelog: {message}", file=sys.stderr)
+    return 1
+
+
+def example(text: str) -> str:
+    """An epilog with an example, for ``--help``."""
+    return "example:\n  " + text.strip().replace("\n", "\n  ")
+
+
+def add_parser(
+    commands: Any, name: str, help_text: str, example_text: str, **kwargs: Any
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=help_text,
+        description=help_text[0].upper() + help_text[1:] + ".",
+        epilog=example(example_text),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kwargs,
+    )
+    return parser
+
+
+def add_target(parser: argparse.ArgumentParser, *, local: bool = True) -> None:
+    """``--url`` (a running server) and, if ``local``, ``--storage`` (a data directory)."""
+    parser.add_argument(
+        "--url",
+        default=os.environ.get(URL_ENV, DEFAULT_URL),
+        help=f"the server's REST URL (default ${URL_ENV} or {DEFAULT_URL})",
+    )
+    if local:
+        parser.add_argument(
+            "--storage",
+            metavar="URL",
+            help="work directly on this storage URL (e.g. lmdb://./tidelog-data) "
+            "instead of a server; no server may hold it",
+        )
+
+
+# -- REST ------------------------------------------------------------------------------
+
+
+class Rest:
+    """A tiny JSON client for the server's REST API."""
+
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.base = url.rstrip("/")
+        self.timeout = timeout
+
+    def url(self, path: str, params: dict[str, Any] | None = None) -> str:
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        suffix = "?" + urllib.parse.urlencode(query) if query else ""
+        return self.base + path + suffix
+
+    def open(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        *,
+        body: Any = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """The raw response (a file-like object); CLIError for failures and 4xx/5xx."""
+        headers = dict(headers or {})
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["content-type"] = "application/json"
+        request = urllib.request.Request(
+            self.url(path, params), data=data, method=method, headers=headers
+        )
+        try:
+            return urllib.request.urlopen(request, timeout=timeout or self.timeout)
+        except urllib.error.HTTPError as exc:
+            detail = exc.reason
+            try:
+                problem = json.loads(exc.read())
+                detail = problem.get("detail") or problem.get("title") or detail
+            except (ValueError, OSError):
+                pass
+            raise CLIError(f"{method} {path}: {exc.code} {detail}") from None
+        except urllib.error.URLError as exc:
+            reason = getattr(exc.reason, "strerror", None) or exc.reason
+            raise CLIError(
+                f"cannot reach the server at {self.base}: {reason} "
+                "(is it running? use --url, or --storage for a data directory)"
+            ) from None
+        except TimeoutError:
+            raise CLIError(f"the server at {self.base} did not answer in time") from None
+
+    def call(self, method: str, path: str, params: dict[str, Any] | None = None, **kw: Any) -> Any:
+        with self.open(method, path, params, **kw) as response:
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.call("GET", path, params)
+
+
+# -- events ------------------------------------------------------------------------------
+
+
+def properties_json(props: Properties | None) -> dict[str, Any] | None:
+    if props is None:
+        return None
+    out = props.to_dict()
+    if out.get("correlation_data") is not None:
+        out["correlation_data"] = base64.b64encode(out["correlation_data"]).decode("ascii")
+    return out
+
+
+def properties_from_json(data: dict[str, Any] | None) -> Properties | None:
+    if data is None:
+        return None
+    data = dict(data)
+    if data.get("correlation_data") is not None:
+        data["correlation_data"] = base64.b64decode(data["correlation_data"])
+    if "user_properties" in data:
+        data["user_properties"] = tuple(tuple(pair) for pair in data["user_properties"])
+    return Properties.from_dict(data)
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """The REST event shape (payload as text when it is UTF-8, else base64)."""
+    try:
+        payload, encoding = event.payload.decode("utf-8"), "text"
+    except UnicodeDecodeError:
+        payload, encoding = base64.b64encode(event.payload).decode("ascii"), "base64"
+    return {
+        "offset": event.offset,
+        "timestamp": event.timestamp,
+        "topic": event.topic,
+        "payload": payload,
+        "encoding": encoding,
+        "qos": event.qos,
+        "retain": event.retain,
+        "properties": properties_json(event.properties) or {},
+    }
+
+
+def payload_of(event: dict[str, Any]) -> bytes:
+    """The payload bytes of an event in the REST shape."""
+    if event.get("encoding") == "text":
+        return str(event["payload"]).encode("utf-8")
+    return base64.b64decode(event["payload"])
+
+
+class EventWriter:
+    """Writes events (REST shape dicts) to stdout as JSON lines or raw payloads."""
+
+    def __init__(self, fmt: str, out: IO[bytes] | None = None) -> None:
+        self.fmt = fmt
+        self.out = out or sys.stdout.buffer
+        self.count = 0
+
+    def write(self, event: dict[str, Any]) -> None:
+        if self.fmt == "raw":
+            self.out.write(payload_of(event) + b"\n")
+        else:
+            self.out.write(json.dumps(event, ensure_ascii=False).encode() + b"\n")
+        self.count += 1
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+# -- progress ----------------------------------------------------------------------------
+
+
+class Progress:
+    """A one-line progress bar on standard error (only when it is a terminal,
+    unless forced); :meth:`done` prints nothing itself."""
+
+    def __init__(self, label: str, total: int, *, enabled: bool | None = None) -> None:
+        self.label = label
+        self.total = max(total, 1)
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._last = 0.0
+        self.started = time.monotonic()
+
+    def update(self, done: int, *, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < 0.2:
+            return
+        self._last = now
+        fraction = min(1.0, done / self.total)
+        bar = "#" * int(fraction * 30)
+        sys.stderr.write(
+            f"\r{self.label} [{bar:<30}] {fraction:6.1%} {done}/{self.total}"
+            f" {now - self.started:5.1f}s"
+        )
+        sys.stderr.flush()
+
+    def done(self, final: int) -> None:
+        if self.enabled:
+            self.update(final, force=True)
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def iter_lines(stream: IO[bytes]) -> Iterator[bytes]:
+    for line in stream:
+        yield line.rstrip(b"\r\n")

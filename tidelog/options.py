@@ -1,0 +1,359 @@
+"""Every option of ``tidelog serve``, by section (see :mod:`tidelog.config` for the rules).
+
+A new section is a :func:`~tidelog.config.section` call and one
+:func:`~tidelog.config.option` call per field; its values reach the server in
+``ServerConfig.sections[<name>]`` and are listed by ``tidelog config show``
+and ``docs/configuration.md`` (a test checks that the docs list every option).
+"""
+
+from __future__ import annotations
+
+from tidelog.config import (
+    address,
+    boolean,
+    choice,
+    duration_ms,
+    fsync_policy,
+    integer,
+    option,
+    optional,
+    port,
+    seconds,
+    section,
+    size,
+    storage_url,
+    string,
+    string_list,
+)
+from tidelog.engine.broker import BrokerOptions
+from tidelog.protocols.mqtt.settings import MQTTSettings
+from tidelog.security import SecurityConfig
+from tidelog.storage import DEFAULT_URL, LogOptions
+
+_log = LogOptions()
+_broker = BrokerOptions()
+_mqtt = MQTTSettings()
+
+section("server", "the process: where listeners bind, how long shutdown may take")
+option(
+    "server",
+    "bind",
+    address,
+    "127.0.0.1",
+    "address every listener binds to; anything but loopback must be set explicitly",
+    flag="--bind",
+    env_aliases=["TIDELOG_BIND"],
+)
+option(
+    "server",
+    "shutdown_timeout",
+    seconds,
+    10.0,
+    "seconds after SIGTERM/SIGINT before the process gives up waiting and exits non-zero",
+)
+
+section("storage", "the log: backend URL, durability, segments, retention")
+option(
+    "storage",
+    "url",
+    storage_url,
+    DEFAULT_URL,
+    "storage URL: lmdb://<dir>, sqlite://<file>, memory://",
+    flag="--storage",
+    env_aliases=["TIDELOG_STORAGE"],
+)
+option(
+    "storage",
+    "fsync",
+    fsync_policy,
+    str(_log.fsync),
+    "when appends reach the disk: always (before the ack), interval:<ms>, never",
+)
+option("storage", "segment_bytes", size, _log.segment_bytes, "roll the active segment at this size")
+option(
+    "storage",
+    "segment_ms",
+    optional(duration_ms),
+    _log.segment_ms,
+    "roll the active segment once its first event is this old",
+)
+option(
+    "storage",
+    "retention_ms",
+    optional(duration_ms),
+    _log.retention_ms,
+    "drop whole segments older than this",
+)
+option(
+    "storage",
+    "retention_bytes",
+    optional(size),
+    _log.retention_bytes,
+    "drop the oldest segments while the log is larger than this",
+)
+option(
+    "storage",
+    "retention_check_ms",
+    duration_ms,
+    _log.retention_check_ms,
+    "how often retention runs (when a bound is set)",
+)
+option(
+    "storage",
+    "max_record_bytes",
+    size,
+    _log.max_record_bytes,
+    "largest event (record) the log accepts",
+)
+
+section("mqtt", "MQTT listeners (TCP, TLS) and limits (they also apply to MQTT over WebSocket)")
+option("mqtt", "port", port, 1883, "MQTT over TCP; off disables it", flag="--mqtt-port")
+option(
+    "mqtt",
+    "tls_port",
+    port,
+    8883,
+    "MQTT over TLS; runs only when [tls] cert and key are set",
+    flag="--mqtt-tls-port",
+)
+option(
+    "mqtt",
+    "max_packet_size",
+    integer(16, 268_435_460),
+    _mqtt.max_packet_size,
+    "largest packet accepted (announced to v5 clients)",
+)
+option(
+    "mqtt",
+    "receive_maximum",
+    integer(1, 65_535),
+    _mqtt.receive_maximum,
+    "inbound in-flight QoS 1/2 PUBLISHes per v5 client",
+)
+option(
+    "mqtt",
+    "v3_inflight_window",
+    integer(1, 65_535),
+    _mqtt.v3_inflight_window,
+    "outbound in-flight QoS 1/2 messages for clients without a Receive Maximum",
+)
+option(
+    "mqtt",
+    "topic_alias_maximum",
+    integer(0, 65_535),
+    _mqtt.topic_alias_maximum,
+    "topic aliases a v5 client may set",
+)
+option(
+    "mqtt",
+    "server_keep_alive",
+    optional(integer(0, 65_535)),
+    _mqtt.server_keep_alive,
+    "if set, v5 clients are told to use this keep alive (seconds)",
+)
+option(
+    "mqtt",
+    "connect_timeout",
+    seconds,
+    _mqtt.connect_timeout,
+    "seconds a new connection has to send CONNECT",
+)
+option(
+    "mqtt",
+    "pending_deliveries",
+    integer(1),
+    _mqtt.pending_deliveries,
+    "deliveries a connection buffers before its feed falls back to the log",
+)
+option(
+    "mqtt",
+    "max_send_bytes",
+    size,
+    _mqtt.max_send_bytes,
+    "largest buffer one socket write takes",
+)
+option(
+    "mqtt",
+    "session_save_interval",
+    seconds,
+    _mqtt.session_save_interval,
+    "seconds between saves of a persistent session's position",
+)
+option(
+    "mqtt",
+    "close_timeout",
+    seconds,
+    _mqtt.close_timeout,
+    "seconds spent on the final DISCONNECT and saving state when a connection ends",
+)
+
+section("tls", "certificates for the TLS listeners")
+option("tls", "cert", optional(string), None, "PEM certificate chain file", flag="--tls-cert")
+option("tls", "key", optional(string), None, "PEM private key file", flag="--tls-key")
+
+_security = SecurityConfig()
+section("security", "authentication, topic ACLs, client certificates, limits (docs/security.md)")
+option(
+    "security",
+    "password_file",
+    optional(string),
+    None,
+    "users with scrypt password hashes and tokens (tidelog passwd)",
+)
+option("security", "acl_file", optional(string), None, "topic ACL rules (docs/security.md)")
+option(
+    "security",
+    "allow_anonymous",
+    optional(boolean),
+    None,
+    "clients without credentials; off (unset): allowed only while bound to loopback",
+)
+option("security", "sys_users", string_list, [], "users that may read $SYS/... topics")
+option(
+    "security",
+    "auth_failures_per_address",
+    integer(1),
+    _security.auth_failures_per_address,
+    "failed logins per remote address within the window before it is refused",
+)
+option(
+    "security",
+    "auth_failures_per_user",
+    integer(1),
+    _security.auth_failures_per_user,
+    "failed logins per user name within the window before it is locked",
+)
+option(
+    "security",
+    "auth_failure_window",
+    seconds,
+    _security.auth_failure_window,
+    "seconds a failed login counts",
+)
+option(
+    "security",
+    "tls_ca_file",
+    optional(string),
+    None,
+    "PEM CA bundle verifying client certificates (enables them)",
+)
+option(
+    "security",
+    "tls_require_client_cert",
+    boolean,
+    False,
+    "refuse TLS clients without a valid certificate",
+)
+option(
+    "security",
+    "tls_cert_username",
+    boolean,
+    False,
+    "use a verified client certificate's CN as the user name",
+)
+option("security", "http_tls", boolean, False, "serve the REST port over HTTPS ([tls] cert/key)")
+option("security", "ws_tls", boolean, False, "serve the WebSocket port as WSS ([tls] cert/key)")
+option(
+    "security",
+    "max_connections",
+    optional(integer(1)),
+    _security.max_connections,
+    "open client connections on all listeners together (MQTT, WebSocket, HTTP)",
+)
+option(
+    "security",
+    "max_connections_per_address",
+    optional(integer(1)),
+    _security.max_connections_per_address,
+    "open connections from one remote address",
+)
+option(
+    "security",
+    "max_subscriptions",
+    integer(1),
+    _security.max_subscriptions,
+    "subscriptions one MQTT client may hold",
+)
+
+section("websocket", "the WebSocket listener: /mqtt (MQTT over WebSocket) and /v1/ws")
+option("websocket", "port", port, 8083, "off disables it", flag="--ws-port")
+
+section("http", "the REST API, /metrics and /healthz")
+option("http", "port", port, 8080, "off disables it", flag="--http-port")
+option(
+    "http",
+    "max_body_bytes",
+    size,
+    16 * 1024 * 1024 + 64 * 1024,
+    "largest request body (413 past it)",
+)
+option("http", "access_log", boolean, True, "log one line per request (logger tidelog.access)")
+
+section("broker", "the engine: group commit and subscriber queues")
+option(
+    "broker",
+    "feed_max_events",
+    integer(1),
+    _broker.feed_max_events,
+    "events a subscriber may have queued before it reads from the log instead",
+)
+option(
+    "broker",
+    "feed_max_bytes",
+    size,
+    _broker.feed_max_bytes,
+    "payload bytes a subscriber may have queued before it reads from the log instead",
+)
+option(
+    "broker",
+    "max_batch_events",
+    integer(1),
+    _broker.max_batch_events,
+    "most events one group commit holds",
+)
+option(
+    "broker", "max_batch_bytes", size, _broker.max_batch_bytes, "most bytes one group commit holds"
+)
+option(
+    "broker",
+    "max_pending_bytes",
+    size,
+    _broker.max_pending_bytes,
+    "publishers wait (back-pressure) while this much waits to be committed",
+)
+option(
+    "broker",
+    "retained_flush_seconds",
+    seconds,
+    _broker.retained_flush_seconds,
+    "how often retained messages are persisted (the log replays the rest after a crash)",
+)
+option(
+    "broker",
+    "session_expiry_check_seconds",
+    seconds,
+    _broker.session_expiry_check_seconds,
+    "how often expired MQTT sessions are removed",
+)
+
+section("sys", "$SYS/broker/... status topics over MQTT")
+option("sys", "enabled", boolean, True, "publish $SYS topics")
+option("sys", "interval", seconds, 10.0, "seconds between updates")
+
+section("logging", "log output (standard error)")
+option(
+    "logging",
+    "level",
+    choice("debug", "info", "warning", "error"),
+    "info",
+    "lowest level logged",
+    flag="--log-level",
+)
+option(
+    "logging",
+    "format",
+    choice("text", "json"),
+    "text",
+    "text: one human-readable line per record; json: one JSON object per line",
+    flag="--log-format",
+)
