@@ -57,6 +57,7 @@ import trio
 
 from tidelog.concurrency import background_nursery
 from tidelog.protocols.mqtt import (
+    NO_PROPERTIES,
     Connack,
     Connect,
     Decoder,
@@ -66,6 +67,7 @@ from tidelog.protocols.mqtt import (
     PacketType,
     Pingreq,
     Pingresp,
+    Properties,
     Puback,
     Pubcomp,
     Publish,
@@ -330,17 +332,31 @@ class Connection:
         self.decoder = Decoder(level, role=Role.CLIENT)
         self.receive_maximum = MAX_PACKET_ID
         """How many QoS 1/2 PUBLISHes the broker accepts in flight (v5 CONNACK)."""
+        self.session_present = False
         self._send_lock = trio.Lock()
         self._backlog: list[Packet] = []
 
     @classmethod
-    async def open(cls, target: Target, client_id: str, level: int) -> Connection:
-        """Connect with a clean session and no keep alive; raise LoadError if refused."""
+    async def open(
+        cls,
+        target: Target,
+        client_id: str,
+        level: int,
+        *,
+        clean_start: bool = True,
+        properties: Properties = NO_PROPERTIES,
+    ) -> Connection:
+        """Connect (by default with a clean session) and no keep alive; raise LoadError if
+        refused. ``session_present`` tells whether the broker resumed a session."""
         stream = await trio.open_tcp_stream(target.host, target.port)
         connection = cls(stream, level, client_id)
         try:
-            await connection.send(encode(Connect(client_id, protocol_level=level), level))
+            connect = Connect(
+                client_id, protocol_level=level, clean_start=clean_start, properties=properties
+            )
+            await connection.send(encode(connect, level))
             connack = await connection.expect(Connack)
+            connection.session_present = connack.session_present
             if connack.reason_code >= 0x80:
                 name = reason_code_name(connack.reason_code, PacketType.CONNACK)
                 raise LoadError(f"{client_id}: CONNACK refused: {name}")

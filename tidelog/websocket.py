@@ -38,6 +38,9 @@ CLOSE_GRACE_SECONDS = 3.0
 """At shutdown, how long connections have to close before the listener stops."""
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024 + 1024
 """Largest WebSocket message accepted (a maximum-size MQTT packet fits)."""
+HANDSHAKE_TIMEOUT_SECONDS = 10.0
+"""The opening handshake must complete within this long (slow senders are cut off);
+after it, MQTT's connect timeout applies on ``/mqtt``."""
 
 
 def _handler(path: str) -> WebSocketHandler | None:
@@ -102,6 +105,7 @@ async def serve_websocket(
                 port,
                 ssl_context,
                 max_message_size=MAX_MESSAGE_BYTES,
+                connect_timeout=HANDSHAKE_TIMEOUT_SECONDS,
                 task_status=task_status,
             )
 

@@ -572,3 +572,15 @@ async def test_openapi_docs_ui_and_unknown_routes(client: httpx.AsyncClient) -> 
     assert (await client.get("/ui/config.json")).json()["ws_path"] == "/v1/ws"
     assert_problem(await client.get("/v1/nope"), 404, "not_found")
     assert_problem(await client.delete("/v1/events"), 405, "method_not_allowed")
+
+
+async def test_topic_path_that_is_not_utf8_is_400_not_a_mangled_topic(
+    client: httpx.AsyncClient,
+) -> None:
+    """Regression: the ASGI path is decoded with replacement characters, so
+    ``/v1/topics/a%FF`` used to publish to the topic ``a\ufffd``."""
+    response = await client.post("/v1/topics/a%FF%FEb", content=b"x")
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_path"
+    topics = (await client.get("/v1/topics")).json()
+    assert not any("\ufffd" in str(t) for t in topics.get("topics", topics)), topics

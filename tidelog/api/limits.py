@@ -1,14 +1,20 @@
-"""Request body limit: an ASGI middleware answering 413 before a large body is read.
+"""Request body limits: an ASGI middleware answering 413 before a large body is read,
+and 408 when a body does not arrive in time.
 
 A declared ``Content-Length`` over the limit is refused without reading the
 body; a chunked body is counted as it arrives and refused as soon as it
 passes the limit, so the server never holds more than the limit per request.
+A body must arrive whole within :data:`BODY_TIMEOUT_SECONDS` of the request's
+headers (slow-body "slowloris" senders; gaps between reads are bounded by the
+server's read timeout, the headers by its keep-alive timeout).
 """
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
+import trio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidelog.api.shapes import dumps
@@ -17,7 +23,15 @@ DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024 + 64 * 1024
 """A maximum-size record (16 MiB) plus room for headers of a JSON wrapper."""
 
 
+BODY_TIMEOUT_SECONDS = 60.0
+"""A request body must arrive whole within this long after the headers (else 408)."""
+
+
 class BodyTooLarge(Exception):
+    pass
+
+
+class BodyTimeout(Exception):
     pass
 
 
@@ -44,15 +58,24 @@ class BodyLimitMiddleware:
                     return
         received = 0
         started = False
+        body_done = False
+        deadline = trio.current_time() + BODY_TIMEOUT_SECONDS
 
         async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge
-            return message
+            nonlocal received, body_done
+            if body_done:  # e.g. a streaming response waiting for http.disconnect
+                return await receive()
+            with trio.move_on_at(deadline):
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > self.max_bytes:
+                        raise BodyTooLarge
+                    body_done = not message.get("more_body", False)
+                else:
+                    body_done = True
+                return message
+            raise BodyTimeout
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
@@ -66,6 +89,39 @@ class BodyLimitMiddleware:
             if started:
                 raise
             await _refuse_too_large(send, self.max_bytes)
+        except BodyTimeout:
+            if started:
+                raise
+            await _refuse(
+                send,
+                408,
+                "request_timeout",
+                f"the request body did not arrive within {BODY_TIMEOUT_SECONDS:g} s",
+                title="Request Timeout",
+            )
+
+
+class Utf8PathMiddleware:
+    """Refuse (400) a request whose path does not percent-decode to valid UTF-8.
+
+    ASGI servers decode the path with replacement characters, so without this
+    ``POST /v1/topics/a%FF`` would publish to a topic the client never named.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw_path = scope.get("raw_path") if scope["type"] == "http" else None
+        if raw_path is not None:
+            try:
+                urllib.parse.unquote_to_bytes(raw_path).decode("utf-8")
+            except UnicodeDecodeError:
+                await _refuse(
+                    send, 400, "invalid_path", "the request path is not valid UTF-8 once decoded"
+                )
+                return
+        await self.app(scope, receive, send)
 
 
 async def _refuse_too_large(send: Send, max_bytes: int) -> None:

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 import tidelog
 from tidelog.api import metrics, problems
-from tidelog.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
+from tidelog.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, Utf8PathMiddleware
 from tidelog.api.problems import ApiError
 from tidelog.api.shapes import (
     DEFAULT_READ_BYTES,
@@ -71,6 +71,12 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 GRACEFUL_SHUTDOWN_SECONDS = 2.0
+READ_TIMEOUT_SECONDS = 30.0
+"""A connection that sends nothing for this long while a request is in progress is
+closed (with the body deadline of :mod:`tidelog.api.limits`: slow senders)."""
+KEEP_ALIVE_SECONDS = 75.0
+"""An idle connection, or one whose request headers have not arrived, is closed after
+this long (Hypercorn counts header time as idle)."""
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {"application/problem+json": {}}} for status in (400, 422)
@@ -662,6 +668,7 @@ def create_app(
     app.state.closing = trio.Event()
     app.state.registry, app.state.collector = metrics.make_registry(broker)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(Utf8PathMiddleware)
     app.add_middleware(AuthMiddleware, broker=broker)  # runs first (docs/security.md)
     problems.install(app)
     app.include_router(router)
@@ -716,7 +723,8 @@ async def serve_http(
         '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'  # remote, request, status, bytes, time
     )
     hc.errorlog = logging.getLogger("tidelog.api.http")
-    hc.keep_alive_timeout = 75
+    hc.keep_alive_timeout = KEEP_ALIVE_SECONDS
+    hc.read_timeout = READ_TIMEOUT_SECONDS  # type: ignore[assignment]
     security = getattr(config, "security", None)
     if security is not None and security.http_tls:  # HTTPS (tidelog/security/tls.py)
         context = server_context(config.tls_cert, config.tls_key, security, record_peer=True)

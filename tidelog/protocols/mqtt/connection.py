@@ -70,7 +70,13 @@ import trio
 from tidelog.engine.fanout import Feed
 from tidelog.engine.fanout import Subscription as FeedSubscription
 from tidelog.engine.sessions import NEVER_EXPIRES, Session, SessionSubscription
-from tidelog.errors import InvalidPositionError, InvalidTopicError, LogClosedError, TidelogError
+from tidelog.errors import (
+    InvalidPositionError,
+    InvalidTopicError,
+    LogClosedError,
+    StorageFullError,
+    TidelogError,
+)
 from tidelog.logging_setup import set_connection_context
 from tidelog.protocols.mqtt.decoder import Decoder
 from tidelog.protocols.mqtt.encoder import encode
@@ -349,6 +355,9 @@ class Connection:
         self._dirty = trio.Event()
         self._urgent = trio.Event()
         self._pubrec_after_save: list[int] = []
+        self._pubcomp_after_save: list[int] = []
+        self._pubrel_after_save: list[int] = []
+        self._unsaved_qos2 = False
 
     def __repr__(self) -> str:
         return f"<MQTT connection {self.client_id or '?'} from {self.peer} over {self.transport}>"
@@ -848,7 +857,11 @@ class Connection:
                 if any(meta):
                     self._stop(Close(ReasonCode.UNSPECIFIED_ERROR, f"publish refused: {result}"))
                 return
-            code = ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR
+            code = (
+                ReasonCode.QUOTA_EXCEEDED
+                if isinstance(result, StorageFullError)
+                else ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR
+            )
             props = Properties(reason_string=str(result)[:200]) if self._problem_info else None
             for entry in meta:
                 qos, packet_id = entry >> 16, entry & 0xFFFF
@@ -895,6 +908,8 @@ class Connection:
 
     def _on_pubrec(self, packet: Pubrec) -> None:
         packet_id = packet.packet_id
+        if packet_id in self._pubrel_after_save:
+            return  # a resent PUBREC: its PUBREL goes once the session is stored
         entry = self._outstanding.get(packet_id)
         if entry is None or entry.qos != 2:
             if self.level == 5:
@@ -912,6 +927,13 @@ class Connection:
             entry.delivery = None
             if entry.source is self._main:
                 self._resume.pop(entry.offset, None)
+                if self.persistent:
+                    # once the client has PUBREL it forgets the identifier: the stored
+                    # session must say REL by then, or a crash would send the message
+                    # again as new (delivered twice)
+                    self._pubrel_after_save.append(packet_id)
+                    self._mark_dirty(urgent=True)
+                    return
             self._mark_dirty()
         self._control.append(_ack(0x62, packet_id))
 
@@ -930,6 +952,8 @@ class Connection:
 
     def _on_pubrel(self, packet: Pubrel) -> None:
         packet_id = packet.packet_id
+        if packet_id in self._pubcomp_after_save:
+            return  # a resent PUBREL: its PUBCOMP goes once the session is stored
         if self._rx.pop(packet_id, None) is None:
             if self.level == 5:
                 self._control.append(
@@ -939,8 +963,14 @@ class Connection:
                 self._control.append(_ack(0x70, packet_id))
             return
         self._rx_count -= 1
-        self._mark_dirty()
-        self._control.append(_ack(0x70, packet_id))
+        if self.persistent:
+            # the client may reuse the identifier once it has PUBCOMP: the stored
+            # session must no longer list it as taken, or a new PUBLISH with it after
+            # a crash would be answered as a resend and never stored
+            self._pubcomp_after_save.append(packet_id)
+            self._mark_dirty(urgent=True)
+        else:
+            self._control.append(_ack(0x70, packet_id))
 
     def _on_disconnect(self, packet: Disconnect) -> None:
         will = False
@@ -1210,6 +1240,12 @@ class Connection:
             chunks = self._control
             self._control = []
             more = self._emit(chunks) if self._ready else False
+            if self._unsaved_qos2:
+                # a QoS 2 message goes out only once its packet identifier is in the
+                # stored session: after a crash it is resent with the same identifier
+                # (the client still holds it and drops the copy), never as a new one
+                self._unsaved_qos2 = False
+                await self._save()
             if self._emitted:
                 self.traffic.publishes_sent["mqtt"] += self._emitted
                 self._emitted = 0
@@ -1290,6 +1326,8 @@ class Connection:
                 outstanding[packet_id] = Outbound(
                     packet_id, qos, PUB, source, event.offset, (event, subs, source)
                 )
+                if qos == 2 and source is main and self.persistent:
+                    self._unsaved_qos2 = True
                 self._next_id = packet_id % MAX_PACKET_ID + 1
                 room -= 1
         return False
@@ -1364,12 +1402,23 @@ class Connection:
                     await self._urgent.wait()
             self._dirty = trio.Event()
             self._urgent = trio.Event()
-            pubrecs, self._pubrec_after_save = self._pubrec_after_save, []
-            self._snapshot()
-            await self.broker.sessions.save(session)
-            if pubrecs:
-                self._control.extend(_ack(0x50, packet_id) for packet_id in pubrecs)
-                self._kick()
+            await self._save()
+
+    async def _save(self) -> None:
+        """Store the session now; then send the acks that waited for it."""
+        session = self.session
+        assert session is not None
+        pubrecs, self._pubrec_after_save = self._pubrec_after_save, []
+        pubcomps, self._pubcomp_after_save = self._pubcomp_after_save, []
+        pubrels, self._pubrel_after_save = self._pubrel_after_save, []
+        self._snapshot()
+        await self.broker.sessions.save(session)
+        if pubrecs or pubcomps or pubrels:
+            control = self._control
+            control.extend(_ack(0x50, packet_id) for packet_id in pubrecs)
+            control.extend(_ack(0x70, packet_id) for packet_id in pubcomps)
+            control.extend(_ack(0x62, packet_id) for packet_id in pubrels)
+            self._kick()
 
     def _snapshot(self) -> None:
         """Write the position and in-flight state into the session (see the module docs)."""
