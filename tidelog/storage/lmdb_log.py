@@ -794,7 +794,8 @@ def _open_segments(segments_dir: Path, policy: FsyncPolicy, min_map: int) -> lis
     """Open every segment in order, checking they are contiguous; blocking."""
     segments: list[Segment] = []
     try:
-        paths = list(iter_segment_dirs(segments_dir))
+        with lmdb_errors(segments_dir):
+            paths = list(iter_segment_dirs(segments_dir))
         for number, path in enumerate(paths):
             last = number == len(paths) - 1
             try:

@@ -276,12 +276,12 @@ class Segment:
         self.last_ts = summary.last_ts
         self.prev_ts = prev_ts
         self.map_size = map_size
-        self.used = used_bytes(env)
         self.index = index
         # Opened outside any transaction of ours: py-lmdb then opens each handle in a
         # transaction it commits (a write one unless the env is read-only), and the
         # handle stays valid for later transactions.
         with lmdb_errors(path):
+            self.used = used_bytes(env)
             dbs = [env.open_db(name, create=False) for name in _DB_NAMES]
         self.events_db, self.times_db, self.info_db, self.topics_db, self.counts_db = dbs
 
