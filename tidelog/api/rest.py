@@ -58,9 +58,9 @@ from tidelog.api.shapes import (
     encode_events,
 )
 from tidelog.api.sse import EventStream
+from tidelog.concurrency import background_nursery
 from tidelog.engine import Broker, Cursor, CursorNotFoundError, Position, parse_position
 from tidelog.engine.positions import MAX_INTEGER, parse_time
-from tidelog.errors import OffsetOutOfRangeError
 from tidelog.security import Access, Grant, Principal, Right, security_for
 from tidelog.security.http import AuthMiddleware, EventFilter
 from tidelog.security.tls import server_context
@@ -181,43 +181,21 @@ async def read_events(
     wait: float,
     closing: trio.Event,
 ) -> ReadResult:
-    """Events from ``start`` (below ``end``), waiting up to ``wait`` seconds for a first one.
+    """:meth:`Broker.read` (a page, long-polling up to ``wait`` seconds), cut short with
+    an empty page when the app shuts down, so a long-poll never holds up shutdown."""
+    result = ReadResult([], start)
+    async with background_nursery() as nursery:
 
-    A filtered read may examine records without returning any (it bounds its
-    scan); this goes on from where it stopped until it finds events or reaches
-    the head of the log, and only then waits.
-    """
-    event_log = broker.log
-    state = await event_log.state()
-    if start > state.next_offset:
-        raise OffsetOutOfRangeError(
-            f"offset {start} is past the end of the log ({state.next_offset})"
+        async def stop_on_close() -> None:
+            await closing.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(stop_on_close)
+        result = await broker.read(
+            start, topic_filter, limit=limit, max_bytes=max_bytes, end=end, wait=wait
         )
-    deadline = trio.current_time() + wait
-    while True:
-        if end is not None and start >= end:
-            return ReadResult([], start)
-        result = await event_log.read(
-            start, topic_filter, limit=limit, max_bytes=max_bytes, end=end
-        )
-        if result.events:
-            return result
-        start = result.next_offset
-        head = (await event_log.state()).next_offset
-        if start < head:
-            continue
-        if closing.is_set() or trio.current_time() >= deadline:
-            return result
-        with trio.move_on_at(deadline):
-            async with trio.open_nursery() as nursery:
-
-                async def stop_on_close() -> None:
-                    await closing.wait()
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(stop_on_close)
-                await event_log.wait_for_append(start)
-                nursery.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
+    return result
 
 
 def _page(result: ReadResult, encoding: Encoding) -> Response:

@@ -46,8 +46,10 @@ from tidelog.storage import (
     LogStatistics,
     NewEvent,
     Properties,
+    ReadResult,
     open_log,
 )
+from tidelog.storage.base import DEFAULT_READ_MAX_BYTES
 from tidelog.topics import parse_shared, validate_topic_filter, validate_topic_name
 
 log = logging.getLogger(__name__)
@@ -316,6 +318,42 @@ class Broker:
             yield Subscriber(feed)
         finally:
             feed.close()
+
+    async def read(
+        self,
+        start: int,
+        topic_filter: str | None = None,
+        *,
+        limit: int = 1000,
+        max_bytes: int | None = DEFAULT_READ_MAX_BYTES,
+        end: int | None = None,
+        wait: float | None = None,
+    ) -> ReadResult:
+        """One page of history from ``start`` (below ``end``), long-polling up to ``wait``
+        seconds for a first matching event when there is none yet.
+
+        A filtered read may examine records without returning any (the log bounds
+        each scan); this goes on from ``result.next_offset`` until it finds events or
+        reaches the head (or ``end``), and only then waits. Cursors, REST and the
+        other adapters page through the log with this.
+        """
+        deadline = trio.current_time() + (wait or 0)
+        while True:
+            result = await self.log.read(
+                start, topic_filter, limit=limit, max_bytes=max_bytes, end=end
+            )
+            if result.events:
+                return result
+            start = result.next_offset
+            stop = self.end_offset if end is None else min(end, self.end_offset)
+            if start < stop:
+                continue  # a filtered read stopped at its scan bound: go on
+            if end is not None and start >= end:
+                return result
+            if wait is None or trio.current_time() >= deadline:
+                return result
+            with trio.move_on_at(deadline):
+                await self.log.wait_for_append(start)
 
     async def replay(
         self,

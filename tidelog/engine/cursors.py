@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import trio
-
 from tidelog.errors import OffsetOutOfRangeError
 from tidelog.storage import CursorState, ReadResult
 
@@ -47,24 +45,12 @@ class Cursor:
         none is there yet. ``result.next_offset`` is what to commit after
         processing the events (it may lie past skipped, non-matching events).
         """
-        log = self._broker.log
         start = self.position
-        first = (await log.state()).first_offset
+        first = (await self._broker.log.state()).first_offset
         if start < first:
             self.skipped = first - start
             start = first
-        deadline = trio.current_time() + (wait or 0)
-        while True:
-            result = await log.read(start, self.topic_filter, limit=limit)
-            if result.events:
-                return result
-            start = result.next_offset
-            if start < self._broker.end_offset:
-                continue  # a filtered read stopped at its scan bound: go on
-            if wait is None or trio.current_time() >= deadline:
-                return result
-            with trio.move_on_at(deadline):
-                await log.wait_for_append(start)
+        return await self._broker.read(start, self.topic_filter, limit=limit, wait=wait)
 
     async def commit(self, offset: int) -> None:
         """Move the cursor to ``offset`` (the next event to process); durable on return."""
