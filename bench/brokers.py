@@ -17,10 +17,25 @@ Settings used (reported by the runner):
   mosquitto's persistence is a periodic snapshot of memory
   (``autosave_interval``), never an fsync per message, so it is off in both:
   turning it on changes nothing on the measured path.
+* ``nats``: Debian's nats-server 2 with its MQTT listener. MQTT in NATS needs
+  JetStream (sessions, QoS 1 messages and retained messages live in JetStream
+  streams) and a ``server_name``; the generated config puts the JetStream file
+  store in the scratch directory. JetStream writes to its files without an
+  fsync per message (it syncs on an interval), so a QoS 1 PUBACK is not a
+  promise that the message is on disk. MQTT 3.1.1 only, QoS 0 and 1 only: the
+  runner skips (and says so) scenarios that need MQTT 5 or QoS 2.
+* ``amqtt``: the amqtt 0.12.1 broker (pure Python, asyncio) from its own
+  virtualenv (see :class:`Amqtt` for where it is looked for), only the
+  anonymous-auth plugin loaded. MQTT 3.1.1 only. It is slow, so its runs are
+  capped (:attr:`Peer.work_cap`) and the table says by how much.
 * ``tidelog``: ``python -m tidelog serve`` from this checkout, LMDB in a
   temporary directory (SQLite when the checkout has no LMDB backend or the
   lmdb module is missing) with ``fsync=always``: every acknowledged message is
   on disk.
+
+Every broker inherits the runner's file descriptor limit; the runners raise
+their soft ``RLIMIT_NOFILE`` to the hard limit (``bench.mqtt_load.raise_fd_limit``) before
+starting brokers, so 10,000 idle connections fit on both sides.
 """
 
 from __future__ import annotations
@@ -145,10 +160,30 @@ async def spawn(
 
 
 class Peer(abc.ABC):
-    """A broker the benchmarks can start."""
+    """A broker the benchmarks can start.
+
+    ``protocol_levels`` and ``max_qos`` say what it speaks: :meth:`cannot` turns
+    them into a reason to skip a scenario. ``work_cap`` (None: no cap) bounds the
+    messages one run handles, counted as published messages times
+    max(1, subscribers), for a broker too slow for the full counts;
+    ``connection_cap`` bounds the idle connections it is asked to hold.
+    """
 
     name: str
     description: str
+    protocol_levels: tuple[int, ...] = (4, 5)
+    max_qos: int = 2
+    work_cap: int | None = None
+    connection_cap: int | None = None
+
+    def cannot(self, *, level: int, qos: int) -> str | None:
+        """Why this broker cannot run a scenario at protocol ``level`` needing ``qos``."""
+        if level not in self.protocol_levels:
+            spoken = ", ".join("3.1.1" if lv == 4 else "5" for lv in self.protocol_levels)
+            return f"{self.name} speaks MQTT {spoken} only"
+        if qos > self.max_qos:
+            return f"{self.name} supports QoS 0..{self.max_qos} only (scenario needs QoS {qos})"
+        return None
 
     @abc.abstractmethod
     def unavailable(self) -> str | None:
@@ -191,6 +226,7 @@ class Mosquitto(Peer):
         lines = [
             f"listener {port} {HOST}",
             "allow_anonymous true",
+            "max_connections -1",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
@@ -299,6 +335,144 @@ class Tidelog(Peer):
             yield running
 
 
+def _first_line(argv: Sequence[str]) -> str:
+    try:
+        result = subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    lines = (result.stdout or result.stderr).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+class Nats(Peer):
+    """nats-server with MQTT on and a JetStream file store in the scratch directory."""
+
+    name = "nats"
+    description = "nats-server 2, MQTT listener, JetStream file store (no fsync per message)"
+    protocol_levels = (4,)
+    max_qos = 1
+
+    def binary(self) -> str | None:
+        found = shutil.which("nats-server")
+        if found:
+            return found
+        return "/usr/bin/nats-server" if Path("/usr/bin/nats-server").exists() else None
+
+    def unavailable(self) -> str | None:
+        if self.binary() is None:
+            return "the nats-server binary is missing (apt-get install nats-server)"
+        return None
+
+    def version(self) -> str:
+        binary = self.binary()
+        return _first_line([binary, "--version"]) if binary else ""
+
+    def config(self, workdir: Path, client_port: int, mqtt_port: int) -> str:
+        return (
+            "server_name: tidelog_bench\n"
+            f"listen: {HOST}:{client_port}\n"
+            "jetstream {\n"
+            f'  store_dir: "{workdir / "jetstream"}"\n'
+            "}\n"
+            "mqtt {\n"
+            f"  listen: {HOST}:{mqtt_port}\n"
+            "}\n"
+        )
+
+    @asynccontextmanager
+    async def start(self, workdir: Path) -> AsyncIterator[RunningBroker]:
+        binary = self.binary()
+        if binary is None:
+            raise PeerError(f"{self.name}: {self.unavailable()}")
+        client_port = free_port()
+        port = free_port()
+        config = workdir / "nats.conf"
+        config.write_text(self.config(workdir, client_port, port))
+        async with spawn(
+            self.name,
+            [binary, "-c", str(config)],
+            workdir,
+            port,
+            settings=f"MQTT on {port}, JetStream store_dir {workdir / 'jetstream'}",
+        ) as running:
+            yield running
+
+
+AMQTT_ENV = "TIDELOG_BENCH_AMQTT"
+"""Environment variable: the amqtt binary, or the virtualenv holding it."""
+AMQTT_VENVS = (REPO / ".bench-venv" / "amqtt", Path("/tmp/amqtt-venv"))
+"""Where amqtt is looked for when TIDELOG_BENCH_AMQTT is unset, in order."""
+AMQTT_INSTALL = (
+    "python3 -m venv .bench-venv/amqtt && .bench-venv/amqtt/bin/pip install amqtt==0.12.1 "
+    f"(from the repository root), or set {AMQTT_ENV} to an amqtt binary or its virtualenv"
+)
+
+
+class Amqtt(Peer):
+    """The amqtt broker (pure Python, asyncio) from its own virtualenv.
+
+    Looked for at ``$TIDELOG_BENCH_AMQTT`` (the ``amqtt`` binary or a virtualenv
+    directory), else ``.bench-venv/amqtt`` in the repository (gitignored), else
+    ``/tmp/amqtt-venv``. Its runs are capped at :attr:`work_cap` messages
+    (published x max(1, subscribers)) and :attr:`connection_cap` idle connections.
+    """
+
+    name = "amqtt"
+    description = "amqtt 0.12.1 (asyncio), anonymous auth plugin only, in-memory"
+    protocol_levels = (4,)
+    max_qos = 2
+    work_cap = 20_000
+    connection_cap = 2_000
+
+    def binary(self) -> Path | None:
+        configured = os.environ.get(AMQTT_ENV)
+        candidates = [Path(configured)] if configured else list(AMQTT_VENVS)
+        for candidate in candidates:
+            binary = candidate / "bin" / "amqtt" if candidate.is_dir() else candidate
+            if binary.is_file() and os.access(binary, os.X_OK):
+                return binary
+        return None
+
+    def unavailable(self) -> str | None:
+        if self.binary() is None:
+            where = os.environ.get(AMQTT_ENV) or " or ".join(str(v) for v in AMQTT_VENVS)
+            return f"amqtt is not installed at {where}: {AMQTT_INSTALL}"
+        return None
+
+    def version(self) -> str:
+        binary = self.binary()
+        return f"amqtt {_first_line([str(binary), '--version'])}" if binary else ""
+
+    def config(self, port: int) -> str:
+        return (
+            "listeners:\n"
+            "  default:\n"
+            "    type: tcp\n"
+            f"    bind: {HOST}:{port}\n"
+            "    max_connections: -1\n"
+            "plugins:\n"
+            "  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+            "    allow_anonymous: true\n"
+        )
+
+    @asynccontextmanager
+    async def start(self, workdir: Path) -> AsyncIterator[RunningBroker]:
+        binary = self.binary()
+        if binary is None:
+            raise PeerError(f"{self.name}: {self.unavailable()}")
+        port = free_port()
+        config = workdir / "amqtt.yaml"
+        config.write_text(self.config(port))
+        async with spawn(
+            self.name,
+            [str(binary), "-c", str(config)],
+            workdir,
+            port,
+            settings=f"listener {HOST}:{port}, anonymous",
+        ) as running:
+            yield running
+
+
 PEERS: dict[str, Peer] = {
     peer.name: peer
     for peer in (
@@ -308,6 +482,8 @@ PEERS: dict[str, Peer] = {
             "mosquitto 2, max_queued_messages 0, max_inflight_messages 0",
             {"max_queued_messages": "0", "max_inflight_messages": "0"},
         ),
+        Nats(),
+        Amqtt(),
         Tidelog(),
     )
 }

@@ -1,7 +1,7 @@
 """Side-by-side MQTT benchmark: every scenario against every broker, in one run.
 
     python -m bench.mqtt_compare                      # all brokers, all scenarios, 3 repeats
-    python -m bench.mqtt_compare --brokers mosquitto,mosquitto-unlimited
+    python -m bench.mqtt_compare --brokers mosquitto,nats,tidelog --scenarios e2e-qos1,fanout-100
     python -m bench.mqtt_compare --quick              # smoke run (CI): small counts, 1 repeat
     python -m bench.mqtt_compare --protocol 5 --json bench/results/mqtt.json
 
@@ -13,6 +13,34 @@ repeats and each broker against the baseline (tidelog when it runs): the
 baseline's rate divided by the broker's, or for latency scenarios the broker's
 p99 divided by the baseline's, so above 1.00 means the baseline is ahead.
 Lost and duplicated messages are summed over all repeats and printed loudly.
+Scenarios marked heavy (idle-10k, burst) run ``--repeat-heavy`` times (default
+1). A broker that cannot run a scenario (nats and amqtt speak MQTT 3.1.1 only,
+nats has no QoS 2) is skipped for it, and the table says so. A slow broker's
+runs are capped (``Peer.work_cap``, ``Peer.connection_cap``: amqtt) and the
+table says to what.
+
+JSON (``--json``), a superset of what earlier versions wrote:
+
+* ``meta``: ``date`` (UTC), ``host``, ``python``, ``protocol_level``,
+  ``quick``, ``repeat``; added: ``repeat_heavy``, ``command`` (argv),
+  ``machine`` (cpu count, model, memory, kernel, load average at the start,
+  fd limit); ``brokers`` {name: {version, about; added: ``protocol_levels``,
+  ``max_qos``, ``work_cap``, ``connection_cap``}}, ``scenarios`` {name:
+  {description, messages; added: ``kind``, ``figure`` (what the rate counts),
+  ``publishers``, ``subscribers``, ``payload_size``, ``heavy``}}.
+* ``summary``: one :class:`Summary` per (scenario, broker) that ran, fields as
+  before plus ``figure``, ``messages`` (per publisher per run, after any cap),
+  ``capped_from``, ``peak_rss_mib`` and ``peak_rss_anon_mib`` (medians of
+  the runs' peaks, VmRSS and RssAnon), ``rss_anon_per_connection_kib`` and
+  ``rss_per_connection_kib`` (idle, medians), ``drain_s`` (burst, median).
+* ``results``: every run, ``{"run": n, **ScenarioResult.to_dict()}``, the
+  fields listed on :class:`bench.mqtt_load.ScenarioResult` (added:
+  ``rss_start_bytes``, ``rss_anon_start_bytes``, ``peak_rss_bytes``,
+  ``peak_rss_anon_bytes``, ``connections``, ``rss_per_connection_bytes``,
+  ``rss_anon_per_connection_bytes``, ``drain_s``, ``capped_from``).
+* ``skipped`` (added): ``[{"scenario", "broker", "reason"}]``, pairs not run
+  because the broker cannot do the scenario; they appear in neither
+  ``summary`` nor ``results``.
 
 Exit status: 0 when every measurement ran (whatever the numbers), 1 when a
 measurement failed (broker did not start, connection refused or broken,
@@ -23,9 +51,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -41,6 +71,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from bench.brokers import PEERS, Peer, PeerError
 from bench.mqtt_load import (
+    MIB,
     SCENARIOS,
     LoadError,
     Scenario,
@@ -49,6 +80,7 @@ from bench.mqtt_load import (
     format_result,
     parse_names,
     parse_protocol,
+    raise_fd_limit,
     run_scenario,
     scenario_names,
 )
@@ -74,6 +106,14 @@ class Summary:
     failed_runs: int
     window: int | None
     vs_baseline: float | None = None
+    figure: str = ""
+    messages: int = 0
+    capped_from: int | None = None
+    peak_rss_mib: float | None = None
+    peak_rss_anon_mib: float | None = None
+    rss_anon_per_connection_kib: float | None = None
+    rss_per_connection_kib: float | None = None
+    drain_s: float | None = None
 
 
 def _median(values: Sequence[float]) -> float | None:
@@ -91,11 +131,22 @@ def summarize(
         for r in counted
         if (latency := r.latency if with_subscribers else r.ack_latency) is not None
     ]
+    with_subscribers = with_subscribers and scenario.kind == "load"
     cpu = [
         r.broker_cpu_s * 1e6 / (r.delivered if with_subscribers else r.accepted)
         for r in counted
         if r.broker_cpu_s is not None and (r.delivered if with_subscribers else r.accepted)
     ]
+    if scenario.kind == "burst":  # the broker's work is accepting and delivering
+        cpu = [
+            r.broker_cpu_s * 1e6 / r.accepted
+            for r in counted
+            if r.broker_cpu_s is not None and r.accepted
+        ]
+
+    def optional(values: list[float | None], unit: float) -> float | None:
+        present = [v / unit for v in values if v is not None]
+        return _median(present)
 
     def ms(values: list[int]) -> float | None:
         median = _median([v / 1e6 for v in values])
@@ -118,10 +169,21 @@ def summarize(
         refused=sum(r.refused for r in results),
         failed_runs=len(results) - len(good),
         window=min((r.window for r in counted if r.window is not None), default=None),
+        figure=scenario.figure,
+        messages=max((r.messages for r in counted), default=0),
+        capped_from=max((r.capped_from for r in counted if r.capped_from), default=None),
+        peak_rss_mib=optional([r.peak_rss_bytes for r in counted], MIB),
+        peak_rss_anon_mib=optional([r.peak_rss_anon_bytes for r in counted], MIB),
+        rss_anon_per_connection_kib=optional(
+            [r.rss_anon_per_connection_bytes for r in counted], 1024
+        ),
+        rss_per_connection_kib=optional([r.rss_per_connection_bytes for r in counted], 1024),
+        drain_s=optional([r.drain_s for r in counted], 1.0),
     )
     if baseline is None:
         return summary
-    if scenario.rate is not None:  # fixed rate: compare p99 latency, lower is better
+    if scenario.rate is not None and summary.latency_kind == "delivery":
+        # fixed rate: compare p99 latency, lower is better
         if summary.p99_ms and baseline.p99_ms:
             return attrs.evolve(summary, vs_baseline=summary.p99_ms / baseline.p99_ms)
     elif summary.rate and baseline.rate:
@@ -133,78 +195,137 @@ def _cell(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def format_table(summaries: list[Summary], baseline: str | None) -> str:
+def notes(s: Summary) -> str:
+    """What the columns cannot show: capped counts, idle memory, burst drain, a small window."""
+    parts = []
+    if s.rss_anon_per_connection_kib is not None:
+        parts.append(
+            f"{s.rss_anon_per_connection_kib:.1f} KiB anon RSS/conn "
+            f"(VmRSS {_cell(s.rss_per_connection_kib, '.1f')})"
+        )
+    if s.drain_s is not None:
+        parts.append(f"drained in {s.drain_s:.1f} s")
+    if s.capped_from is not None:
+        parts.append(f"capped: {s.messages:,} of {s.capped_from:,}")
+    if s.window is not None and s.window < SCENARIOS[s.scenario].window:
+        parts.append(f"window {s.window} (broker's Receive Maximum)")
+    return "; ".join(parts)
+
+
+def format_table(
+    summaries: list[Summary], baseline: str | None, skipped: Sequence[Skip] = ()
+) -> str:
     vs = f"vs {baseline}" if baseline else "vs -"
     header = (
-        f"{'scenario':<20} {'broker':<20} {'msg/s':>10} {vs:>12} {'lost':>8} {'dup':>6} "
-        f"{'CPU us/msg':>10} {'client':>7} {'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8}"
+        f"{'scenario':<20} {'broker':<20} {'rate/s':>10} {vs:>12} {'lost':>8} {'dup':>6} "
+        f"{'CPU us/msg':>10} {'client':>7} {'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} "
+        f"{'peak MiB':>8}"
     )
     lines = [header, "-" * len(header)]
-    previous = None
-    for s in summaries:
-        if previous is not None and s.scenario != previous:
+    skips: dict[str, list[Skip]] = {}
+    for skip in skipped:
+        skips.setdefault(skip.scenario, []).append(skip)
+    order = list(dict.fromkeys([*(s.scenario for s in summaries), *skips]))
+    for scenario in order:
+        if len(lines) > 2:
             lines.append("")
-        previous = s.scenario
-        lost = f"{s.lost}!!" if s.lost else "0"
-        dup = f"{s.duplicated}!!" if s.duplicated else "0"
-        ratio = _cell(s.vs_baseline, ".2f") + ("x" if s.vs_baseline is not None else "")
-        kind = " (ack)" if s.latency_kind == "ack" and s.p50_ms is not None else ""
-        failed = f"  FAILED {s.failed_runs}/{s.runs}" if s.failed_runs else ""
-        scenario_window = SCENARIOS[s.scenario].window
-        if s.window is not None and s.window < scenario_window:
-            failed += f"  window {s.window} (broker's Receive Maximum)"
-        lines.append(
-            f"{s.scenario:<20} {s.broker:<20} {s.rate:>10,.0f} {ratio:>12} {lost:>8} {dup:>6} "
-            f"{_cell(s.broker_cpu_us_per_msg, '.1f'):>10} {s.client_cpu_share:>6.0%} "
-            f"{_cell(s.p50_ms, '.2f'):>7} {_cell(s.p99_ms, '.2f'):>7} "
-            f"{_cell(s.p999_ms, '.2f'):>8}{kind}{failed}"
-        )
+        for s in (s for s in summaries if s.scenario == scenario):
+            lost = f"{s.lost}!!" if s.lost else "0"
+            dup = f"{s.duplicated}!!" if s.duplicated else "0"
+            ratio = _cell(s.vs_baseline, ".2f") + ("x" if s.vs_baseline is not None else "")
+            kind = " (ack)" if s.latency_kind == "ack" and s.p50_ms is not None else ""
+            failed = f"  FAILED {s.failed_runs}/{s.runs}" if s.failed_runs else ""
+            note = notes(s)
+            lines.append(
+                f"{s.scenario:<20} {s.broker:<20} {s.rate:>10,.0f} {ratio:>12} {lost:>8} "
+                f"{dup:>6} {_cell(s.broker_cpu_us_per_msg, '.1f'):>10} "
+                f"{s.client_cpu_share:>6.0%} {_cell(s.p50_ms, '.2f'):>7} "
+                f"{_cell(s.p99_ms, '.2f'):>7} {_cell(s.p999_ms, '.2f'):>8} "
+                f"{_cell(s.peak_rss_mib, '.0f'):>8}{kind}{failed}" + (f"  {note}" if note else "")
+            )
+        for skip in skips.get(scenario, []):
+            lines.append(f"{scenario:<20} {skip.broker:<20} {'SKIPPED':>10}  {skip.reason}")
     return "\n".join(lines)
 
 
-def format_markdown(summaries: list[Summary], baseline: str | None) -> str:
+def format_markdown(
+    summaries: list[Summary], baseline: str | None, skipped: Sequence[Skip] = ()
+) -> str:
     """The summary as a Markdown table, for docs/benchmarks.md."""
     vs = f"vs {baseline}" if baseline else "vs -"
     lines = [
-        f"| scenario | broker | msg/s | {vs} | lost | dup | CPU us/msg | client "
-        "| p50 ms | p99 ms | p99.9 ms |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        f"| scenario | broker | rate/s | {vs} | lost | dup | CPU us/msg | client "
+        "| p50 ms | p99 ms | p99.9 ms | peak RSS MiB | notes |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for s in summaries:
         ack = " (ack)" if s.latency_kind == "ack" and s.p50_ms is not None else ""
-        if s.window is not None and s.window < SCENARIOS[s.scenario].window:
-            ack += f" (window {s.window})"
         lost = f"**{s.lost}**" if s.lost else "0"
         dup = f"**{s.duplicated}**" if s.duplicated else "0"
         ratio = "-" if s.vs_baseline is None else f"{s.vs_baseline:.2f}x"
+        failed = f"FAILED {s.failed_runs}/{s.runs}; " if s.failed_runs else ""
         lines.append(
             f"| {s.scenario}{ack} | {s.broker} | {s.rate:,.0f} | {ratio} | {lost} | {dup} "
             f"| {_cell(s.broker_cpu_us_per_msg, '.1f')} | {s.client_cpu_share:.0%} "
-            f"| {_cell(s.p50_ms, '.2f')} | {_cell(s.p99_ms, '.2f')} | {_cell(s.p999_ms, '.2f')} |"
+            f"| {_cell(s.p50_ms, '.2f')} | {_cell(s.p99_ms, '.2f')} | {_cell(s.p999_ms, '.2f')} "
+            f"| {_cell(s.peak_rss_mib, '.0f')} | {failed}{notes(s)} |"
+        )
+    for skip in skipped:
+        lines.append(
+            f"| {skip.scenario} | {skip.broker} | skipped | | | | | | | | | | {skip.reason} |"
         )
     return "\n".join(lines)
 
 
 LEGEND = """\
-msg/s: accepted/s (acked; QoS 0: confirmed by PINGRESP) without subscribers, delivered/s with.
+rate/s: accepted/s (acked; QoS 0: confirmed by PINGRESP) without subscribers, delivered/s
+  with; idle-10k: connections accepted/s; burst: acked/s while the subscriber reads slowly.
 vs X: X's rate / this broker's rate; latency scenarios: this p99 / X's p99 (> 1.00: X ahead).
-lost, dup: summed over all repeats. CPU us/msg: broker CPU (user+system) per message.
+lost, dup: summed over all repeats. CPU us/msg: broker CPU (user+system) per message
+  (per delivery with subscribers; per connection for idle-10k; per published message for burst).
 client: load generator CPU / wall time (near 100% means the client limits the rate).
-p50/p99/p99.9: publish -> delivery with a subscriber, publish -> PUBACK "(ack)" without."""
+p50/p99/p99.9: publish -> delivery with a subscriber, publish -> PUBACK "(ack)" without.
+peak MiB: highest broker VmRSS sampled every 100 ms (RssAnon in the JSON; VmRSS counts
+  LMDB's mapped file pages). KiB anon RSS/conn: broker RssAnon growth / connections held.
+capped: a slow broker ran fewer messages (or connections) than the others."""
+
+
+@attrs.frozen
+class Skip:
+    """A scenario a broker cannot run, and why."""
+
+    scenario: str
+    broker: str
+    reason: str
+
+
+def run_size(
+    peer: Peer, scenario: Scenario, *, quick: bool, scale: float
+) -> tuple[int, int | None]:
+    """Messages per publisher (idle: connections) for ``peer``, and the uncapped
+    count when the peer's cap lowered it."""
+    wanted = max(1, round((scenario.quick_messages if quick else scenario.messages) * scale))
+    if scenario.kind == "idle":
+        cap = peer.connection_cap
+    elif peer.work_cap is not None:
+        cap = max(1, peer.work_cap // (scenario.publishers * max(1, scenario.subscribers)))
+    else:
+        cap = None
+    if cap is not None and cap < wanted:
+        return cap, wanted
+    return wanted, None
 
 
 async def measure(
     peer: Peer, scenario: Scenario, *, level: int, quick: bool, scale: float
 ) -> ScenarioResult:
     """Start ``peer`` fresh, run ``scenario`` once, stop it; failures become errors."""
-    count = None
-    if scale != 1.0:
-        count = max(1, round((scenario.quick_messages if quick else scenario.messages) * scale))
+    count, capped_from = run_size(peer, scenario, quick=quick, scale=scale)
     try:
         with tempfile.TemporaryDirectory(prefix=f"mqtt-bench-{peer.name}-") as tmp:
             async with peer.start(Path(tmp)) as running:
                 target = Target(running.host, running.port, running.pid)
-                return await run_scenario(
+                result = await run_scenario(
                     target,
                     scenario,
                     broker=peer.name,
@@ -212,6 +333,8 @@ async def measure(
                     quick=quick,
                     messages=count,
                 )
+                result.capped_from = capped_from
+                return result
     except (LoadError, PeerError, OSError, ExceptionGroup) as exc:
         # recorded and reported as a failed measurement (exit status 1); the rest still run
         result = ScenarioResult(scenario.name, peer.name, level, 0)
@@ -219,7 +342,49 @@ async def measure(
         return result
 
 
-def _meta(args: argparse.Namespace, peers: list[Peer], repeat: int) -> dict[str, Any]:
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers depend on: CPUs, memory, kernel, load, fd limit."""
+    model = next(
+        (
+            line.partition(":")[2].strip()
+            for line in _read("/proc/cpuinfo").splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory = next(
+        (
+            int(line.split()[1]) * 1024
+            for line in _read("/proc/meminfo").splitlines()
+            if line.startswith("MemTotal:")
+        ),
+        None,
+    )
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_bytes": memory,
+        "kernel": platform.release(),
+        "platform": platform.platform(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+    }
+
+
+def _meta(
+    args: argparse.Namespace,
+    peers: list[Peer],
+    repeat: int,
+    repeat_heavy: int,
+    argv: Sequence[str],
+) -> dict[str, Any]:
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "host": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
@@ -227,8 +392,19 @@ def _meta(args: argparse.Namespace, peers: list[Peer], repeat: int) -> dict[str,
         "protocol_level": args.protocol,
         "quick": args.quick,
         "repeat": repeat,
+        "repeat_heavy": repeat_heavy,
+        "command": ["python", "-m", "bench.mqtt_compare", *argv],
+        "machine": machine_info(),
         "brokers": {
-            peer.name: {"version": peer.version(), "about": peer.description} for peer in peers
+            peer.name: {
+                "version": peer.version(),
+                "about": peer.description,
+                "protocol_levels": list(peer.protocol_levels),
+                "max_qos": peer.max_qos,
+                "work_cap": peer.work_cap,
+                "connection_cap": peer.connection_cap,
+            }
+            for peer in peers
         },
         "scenarios": {
             name: {
@@ -237,25 +413,55 @@ def _meta(args: argparse.Namespace, peers: list[Peer], repeat: int) -> dict[str,
                     (SCENARIOS[name].quick_messages if args.quick else SCENARIOS[name].messages)
                     * args.scale
                 ),
+                "kind": SCENARIOS[name].kind,
+                "figure": SCENARIOS[name].figure,
+                "publishers": SCENARIOS[name].publishers,
+                "subscribers": SCENARIOS[name].subscribers,
+                "payload_size": SCENARIOS[name].payload_size,
+                "heavy": SCENARIOS[name].heavy,
             }
             for name in args.scenarios
         },
     }
 
 
+def skips(args: argparse.Namespace, peers: list[Peer]) -> list[Skip]:
+    """The (scenario, broker) pairs the broker cannot run."""
+    return [
+        Skip(name, peer.name, reason)
+        for name in args.scenarios
+        for peer in peers
+        if (reason := peer.cannot(level=args.protocol, qos=SCENARIOS[name].needs_qos))
+    ]
+
+
 async def run_all(
-    args: argparse.Namespace, peers: list[Peer], repeat: int, emit: Callable[[str], None]
+    args: argparse.Namespace,
+    peers: list[Peer],
+    repeat: int,
+    emit: Callable[[str], None],
+    *,
+    repeat_heavy: int | None = None,
+    skipped: Sequence[Skip] = (),
 ) -> list[tuple[int, ScenarioResult]]:
     results: list[tuple[int, ScenarioResult]] = []
-    for run in range(repeat):
+    heavy_runs = repeat if repeat_heavy is None else repeat_heavy
+    cannot = {(skip.scenario, skip.broker) for skip in skipped}
+    for run in range(max(repeat, heavy_runs)):
         for name in args.scenarios:
+            scenario = SCENARIOS[name]
+            if run >= (heavy_runs if scenario.heavy else repeat):
+                continue
             order = peers if run % 2 == 0 else peers[::-1]
             for peer in order:
+                if (name, peer.name) in cannot:
+                    continue
                 result = await measure(
-                    peer, SCENARIOS[name], level=args.protocol, quick=args.quick, scale=args.scale
+                    peer, scenario, level=args.protocol, quick=args.quick, scale=args.scale
                 )
                 results.append((run, result))
-                emit(f"[run {run + 1}/{repeat}] {format_result(result)}")
+                runs = heavy_runs if scenario.heavy else repeat
+                emit(f"[run {run + 1}/{runs}] {format_result(result)}")
     return results
 
 
@@ -277,6 +483,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated; default all: {','.join(SCENARIOS)}",
     )
     parser.add_argument("--repeat", type=int, help="runs per measurement (default 3, quick 1)")
+    parser.add_argument(
+        "--repeat-heavy",
+        type=int,
+        help="runs of the heavy scenarios (idle-10k, burst); default 1",
+    )
     parser.add_argument("--quick", action="store_true", help="a few-second smoke run")
     parser.add_argument("--protocol", type=parse_protocol, default=4, help="3.1.1 (default) or 5")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply message counts")
@@ -285,8 +496,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--markdown", action="store_true", help="print the summary as a Markdown table too"
     )
-    args = parser.parse_args(argv)
+    raw_argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(raw_argv)
     repeat = args.repeat or (1 if args.quick else 3)
+    repeat_heavy = args.repeat_heavy or 1
 
     peers = [PEERS[name] for name in args.brokers]
     blocked = [(peer.name, reason) for peer in peers if (reason := peer.unavailable())]
@@ -295,35 +508,56 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mqtt_compare: cannot run {name}: {reason}", file=sys.stderr)
         return 2
     baseline = args.baseline if args.baseline in args.brokers else None
+    fd_limit = raise_fd_limit()
+    skipped = skips(args, peers)
 
-    meta = _meta(args, peers, repeat)
+    meta = _meta(args, peers, repeat, repeat_heavy, raw_argv)
     print(f"MQTT benchmark {meta['date']} on {meta['host']}, Python {meta['python']}")
-    print(f"protocol level {args.protocol}, {repeat} run(s) per measurement, 100-byte payloads")
+    print(
+        f"protocol level {args.protocol}, {repeat} run(s) per measurement "
+        f"({repeat_heavy} for heavy scenarios), fd limit {fd_limit}"
+    )
     for peer in peers:
         print(f"  {peer.name}: {peer.description} [{peer.version()}]")
     for name, info in meta["scenarios"].items():
         print(f"  {name}: {info['description']}, {info['messages']:,} messages")
+    for skip in skipped:
+        print(f"  skipped: {skip.scenario} on {skip.broker}: {skip.reason}")
     print(flush=True)
 
-    results = trio.run(run_all, args, peers, repeat, lambda line: print(line, flush=True))
+    results = trio.run(
+        functools.partial(
+            run_all,
+            args,
+            peers,
+            repeat,
+            lambda line: print(line, flush=True),
+            repeat_heavy=repeat_heavy,
+            skipped=skipped,
+        )
+    )
 
     summaries: list[Summary] = []
+    cannot = {(skip.scenario, skip.broker) for skip in skipped}
     for name in args.scenarios:
         by_broker = {
             peer.name: [r for _, r in results if r.scenario == name and r.broker == peer.name]
             for peer in peers
         }
-        base = summarize(by_broker[baseline], SCENARIOS[name], baseline, None) if baseline else None
+        base = None
+        if baseline and (name, baseline) not in cannot:
+            base = summarize(by_broker[baseline], SCENARIOS[name], baseline, None)
         for peer in peers:
-            summaries.append(summarize(by_broker[peer.name], SCENARIOS[name], peer.name, base))
+            if (name, peer.name) not in cannot:
+                summaries.append(summarize(by_broker[peer.name], SCENARIOS[name], peer.name, base))
 
     print()
-    print(format_table(summaries, baseline))
+    print(format_table(summaries, baseline, skipped))
     print()
     print(LEGEND)
     if args.markdown:
         print()
-        print(format_markdown(summaries, baseline))
+        print(format_markdown(summaries, baseline, skipped))
     damaged = [s for s in summaries if s.lost or s.duplicated or s.refused]
     if damaged:
         print("\n!!! MESSAGES LOST OR DUPLICATED !!!")
@@ -344,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
             "meta": meta,
             "summary": [attrs.asdict(s) for s in summaries],
             "results": [{"run": run + 1, **r.to_dict()} for run, r in results],
+            "skipped": [attrs.asdict(skip) for skip in skipped],
         }
         args.json.write_text(json.dumps(document, indent=2) + "\n")
         print(f"\nwrote {args.json}")

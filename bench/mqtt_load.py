@@ -35,6 +35,23 @@ whatever the order of arrival.
 Progress is watched, not timed: a run ends when every message is acknowledged
 and delivered, or when nothing has moved for ``stall_timeout`` seconds (no ack,
 no delivery); whatever is missing then counts as lost.
+
+Two scenario kinds are not message streams (:attr:`Scenario.kind`):
+
+* ``idle``: open ``messages`` MQTT connections (CONNECT/CONNACK, no keep
+  alive, 200 at a time) and hold them; the rate is connections accepted per
+  second, and the broker's RSS growth per connection is measured one second
+  after the last CONNACK (:func:`run_idle`).
+* ``burst``: one QoS 1 publisher sends ``messages`` as fast as the broker
+  acknowledges while the one subscriber reads at ``read_rate`` msg/s; once
+  everything is acknowledged the subscriber drains as fast as it can, so every
+  acknowledged message not delivered counts as lost. The rate is the
+  publisher's acknowledged msg/s during the burst (:func:`run_burst`).
+
+Broker memory: when the broker's pid is known, /proc/<pid>/status is sampled
+every 100 ms during every run (:class:`RssSampler`): VmRSS (all resident
+memory, including file pages mapped by the process, such as LMDB's map) and
+RssAnon (heap and stacks only).
 """
 
 from __future__ import annotations
@@ -45,6 +62,7 @@ import functools
 import json
 import math
 import os
+import resource
 import struct
 import sys
 import time
@@ -90,6 +108,7 @@ READ_SIZE = 262_144
 CHUNK_BYTES = 262_144
 """At most this many bytes of PUBLISH packets per ``send_all``."""
 MAX_PACKET_ID = 65_535
+MIB = 1024 * 1024
 _P = TypeVar("_P", bound=Packet)
 LEVELS = {"3.1.1": 4, "4": 4, "5": 5, "5.0": 5}
 """``--protocol`` spellings -> protocol level."""
@@ -160,6 +179,24 @@ class ScenarioResult:
     broker_cpu_s: float | None = None
     client_cpu_s: float = 0.0
     errors: list[str] = attrs.field(factory=list)
+    rss_start_bytes: int | None = None
+    """Broker VmRSS when the run started (after its clients connected, except idle)."""
+    rss_anon_start_bytes: int | None = None
+    peak_rss_bytes: int | None = None
+    """Highest broker VmRSS sampled during the run (every 100 ms)."""
+    peak_rss_anon_bytes: int | None = None
+    """Highest broker RssAnon sampled during the run."""
+    connections: int | None = None
+    """idle: connections that got a CONNACK."""
+    rss_anon_per_connection_bytes: float | None = None
+    """idle: broker RssAnon growth / connections, 1 s after the last CONNACK."""
+    rss_per_connection_bytes: float | None = None
+    """idle: the same with VmRSS."""
+    drain_s: float | None = None
+    """burst: seconds from the last PUBACK until the subscriber had everything (or stalled)."""
+    capped_from: int | None = None
+    """Messages (idle: connections) per publisher the scenario asks for, when the
+    runner capped this broker below it; ``messages`` is what ran."""
 
     @property
     def ok(self) -> bool:
@@ -193,6 +230,26 @@ class Scenario:
     publishers: int = 1
     rate: float | None = None
     payload_size: int = 100
+    kind: str = "load"
+    """``load`` (a message stream), ``idle`` (``messages`` idle connections) or ``burst``."""
+    read_rate: float | None = None
+    """burst: msg/s the subscriber reads while the publisher is still sending."""
+    heavy: bool = False
+    """Long and stable: runners repeat it once by default."""
+
+    @property
+    def needs_qos(self) -> int:
+        """The highest QoS the broker must support for this scenario."""
+        return max(self.publish_qos, self.subscribe_qos if self.subscribers else 0)
+
+    @property
+    def figure(self) -> str:
+        """What ``rate`` counts for this scenario."""
+        if self.kind == "idle":
+            return "connections/s"
+        if self.kind == "burst":
+            return "acked msg/s during the burst"
+        return "delivered msg/s" if self.subscribers else "acked msg/s"
 
     def __attrs_post_init__(self) -> None:
         if self.publish_qos not in (0, 1, 2) or self.subscribe_qos not in (0, 1, 2):
@@ -201,6 +258,10 @@ class Scenario:
             raise ValueError(f"QoS {self.publish_qos} needs a window of 1..{MAX_PACKET_ID}")
         if self.payload_size < HEADER.size:
             raise ValueError(f"payload must hold at least {HEADER.size} bytes")
+        if self.kind not in ("load", "idle", "burst"):
+            raise ValueError(f"unknown scenario kind {self.kind!r}")
+        if self.kind == "burst" and (self.publishers, self.subscribers) != (1, 1):
+            raise ValueError("a burst has one publisher and one subscriber")
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -247,6 +308,78 @@ SCENARIOS: dict[str, Scenario] = {
             rate=500.0,
             messages=5_000,
             quick_messages=250,
+        ),
+        Scenario(
+            "fanout-100",
+            "QoS 1, window 1000, 1 -> 100 subscribers at QoS 1 (deliveries/s)",
+            publish_qos=1,
+            window=1000,
+            subscribers=100,
+            messages=5_000,
+            quick_messages=50,
+        ),
+        Scenario(
+            "fanin-100",
+            "QoS 1, 100 publishers (window 100 each) -> 1 subscriber on a + wildcard at QoS 1 "
+            "(delivered msg/s)",
+            publish_qos=1,
+            window=100,
+            publishers=100,
+            subscribers=1,
+            messages=1_000,
+            quick_messages=20,
+        ),
+        Scenario(
+            "latency-2000",
+            "QoS 1 at a fixed 2,000 msg/s, 1 -> 1 subscriber at QoS 1 (publish -> delivery)",
+            publish_qos=1,
+            window=100,
+            subscribers=1,
+            rate=2000.0,
+            messages=10_000,
+            quick_messages=500,
+        ),
+        Scenario(
+            "e2e-qos1-1k",
+            "1 KiB payloads, QoS 1 end to end, window 100, 1 -> 1 subscriber (delivered msg/s)",
+            publish_qos=1,
+            window=100,
+            subscribers=1,
+            payload_size=1024,
+            messages=50_000,
+            quick_messages=1_000,
+        ),
+        Scenario(
+            "e2e-qos1-64k",
+            "64 KiB payloads, QoS 1 end to end, window 100, 1 -> 1 subscriber (delivered msg/s)",
+            publish_qos=1,
+            window=100,
+            subscribers=1,
+            payload_size=65_536,
+            messages=4_000,
+            quick_messages=100,
+        ),
+        Scenario(
+            "idle-10k",
+            "10,000 idle MQTT connections held (connections/s, broker RSS per connection)",
+            publish_qos=0,
+            kind="idle",
+            messages=10_000,
+            quick_messages=200,
+            heavy=True,
+        ),
+        Scenario(
+            "burst",
+            "QoS 1 burst, window 1000, to 1 subscriber reading 1,000 msg/s until the burst "
+            "is acked, then draining (peak broker RSS, lost)",
+            publish_qos=1,
+            window=1000,
+            subscribers=1,
+            kind="burst",
+            read_rate=1000.0,
+            messages=1_000_000,
+            quick_messages=5_000,
+            heavy=True,
         ),
     )
 }
@@ -297,6 +430,71 @@ def process_cpu_seconds(pid: int) -> float | None:
         ticks += sum(int(value) for value in fields[11:15])
         todo.extend(children.get(current, ()))
     return ticks / _CLOCK_TICKS
+
+
+def rss_status(pid: int) -> tuple[int, int] | None:
+    """(VmRSS, RssAnon) of ``pid`` in bytes from /proc/<pid>/status; None if unreadable."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    values = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "RssAnon"):
+            values[key] = int(rest.split()[0]) * 1024
+    if len(values) < 2:
+        return None
+    return values["VmRSS"], values["RssAnon"]
+
+
+class RssSampler:
+    """Broker memory: the first sample, and the peaks of samples taken every ``interval`` s."""
+
+    def __init__(self, pid: int | None, interval: float = 0.1) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.start: tuple[int, int] | None = None
+        self.peak_rss = 0
+        self.peak_anon = 0
+        self.sample()
+
+    def sample(self) -> tuple[int, int] | None:
+        if self.pid is None:
+            return None
+        now = rss_status(self.pid)
+        if now is not None:
+            if self.start is None:
+                self.start = now
+            self.peak_rss = max(self.peak_rss, now[0])
+            self.peak_anon = max(self.peak_anon, now[1])
+        return now
+
+    async def run(self) -> None:
+        """Sample until cancelled."""
+        while True:
+            await trio.sleep(self.interval)
+            self.sample()
+
+    def record(self, result: ScenarioResult) -> None:
+        """Take a last sample and write start and peaks into ``result``."""
+        self.sample()
+        if self.start is not None:
+            result.rss_start_bytes, result.rss_anon_start_bytes = self.start
+            result.peak_rss_bytes = self.peak_rss
+            result.peak_rss_anon_bytes = self.peak_anon
+
+
+def raise_fd_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit (for many connections); the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1_048_576)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
+    return soft
 
 
 # -- connections ---------------------------------------------------------------
@@ -374,14 +572,15 @@ class Connection:
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise LoadError(f"{self.client_id}: the broker closed the connection") from exc
 
-    async def receive_packets(self) -> list[Packet]:
-        """The next packets the broker sent (at least one)."""
+    async def receive_packets(self, max_bytes: int = READ_SIZE) -> list[Packet]:
+        """The next packets the broker sent (at least one), reading at most
+        ``max_bytes`` per socket read."""
         if self._backlog:
             packets, self._backlog = self._backlog, []
             return packets
         while True:
             try:
-                data = await self.stream.receive_some(READ_SIZE)
+                data = await self.stream.receive_some(max_bytes)
             except trio.BrokenResourceError as exc:
                 raise LoadError(f"{self.client_id}: connection reset by the broker") from exc
             if not data:
@@ -451,22 +650,38 @@ class EncodedPublishes:
 def encode_publishes(
     topic: str, qos: int, count: int, payload_size: int, level: int, first_seq: int = 0
 ) -> EncodedPublishes:
-    """Encode a run's PUBLISH packets once (cached: runs restamp the same buffer)."""
+    """Encode a run's PUBLISH packets once (cached: runs restamp the same buffer).
+
+    The codec encodes two packets; the rest are copies of the first with the
+    sequence number and packet identifier patched in (all packets of a run are
+    the same size), so a million-message burst takes a second, not a minute.
+    """
     padding = bytes(payload_size - HEADER.size)
-    packets = [
-        Publish(
-            topic,
-            HEADER.pack(first_seq + i, 0) + padding,
-            qos=qos,
-            packet_id=i % MAX_PACKET_ID + 1 if qos else None,
-        )
-        for i in range(count)
-    ]
-    buffer = bytearray(encode_many(packets, level))
-    packet_size = len(buffer) // count
-    if packet_size * count != len(buffer):
+
+    def packet(i: int) -> Publish:
+        packet_id = i % MAX_PACKET_ID + 1 if qos else None
+        return Publish(topic, HEADER.pack(first_seq + i, 0) + padding, qos=qos, packet_id=packet_id)
+
+    first = encode_many([packet(0)], level)
+    packet_size = len(first)
+    payload_at = packet_size - payload_size
+    id_at = payload_at - (3 if level >= 5 else 2)  # v5: a zero property length sits between
+    if count <= 2:
+        buffer = bytearray(encode_many([packet(i) for i in range(count)], level))
+    else:
+        buffer = bytearray(first) * count
+        pack_seq = _U64.pack_into
+        for i in range(1, count):
+            at = i * packet_size
+            pack_seq(buffer, at + payload_at, first_seq + i)
+            if qos:
+                buffer[at + id_at : at + id_at + 2] = (i % MAX_PACKET_ID + 1).to_bytes(2, "big")
+        # the codec is the reference: the second packet must match what it encodes
+        if buffer[packet_size : 2 * packet_size] != encode_many([packet(1)], level):
+            raise AssertionError("patched PUBLISH differs from the codec's encoding")
+    if len(buffer) != packet_size * count:
         raise AssertionError("PUBLISH packets of one run must all be the same size")
-    return EncodedPublishes(buffer, count, packet_size, packet_size - payload_size + 8)
+    return EncodedPublishes(buffer, count, packet_size, payload_at + 8)
 
 
 class Publisher:
@@ -654,11 +869,22 @@ class _Stalled(Exception):
 
 
 class Subscriber:
-    """Receives, acknowledges and checks deliveries of sequence numbers 0..expected-1."""
+    """Receives, acknowledges and checks deliveries of sequence numbers 0..expected-1.
 
-    def __init__(self, connection: Connection, expected: int) -> None:
+    With ``read_rate`` set it reads (and acknowledges) at most that many
+    messages per second on average, in small reads, until ``read_rate`` is set
+    to None; then as fast as it can.
+    """
+
+    SLOW_READ_SIZE = 4096
+    """Bytes per socket read while pacing."""
+
+    def __init__(
+        self, connection: Connection, expected: int, *, read_rate: float | None = None
+    ) -> None:
         self.connection = connection
         self.expected = expected
+        self.read_rate = read_rate
         self.delivered = 0
         self.duplicated = 0
         self.last_delivery_ns = 0
@@ -681,8 +907,16 @@ class Subscriber:
         pubacks = _ack_table(Puback, level)
         awaiting_pubrel: set[int] = set()
         clock = time.monotonic_ns
+        paced_from = clock()
         while True:
-            packets = await connection.receive_packets()
+            if self.read_rate:
+                due = paced_from + int(self.delivered * 1e9 / self.read_rate)
+                if due > clock():
+                    await trio.sleep((due - clock()) / 1e9)
+                    continue
+                packets = await connection.receive_packets(self.SLOW_READ_SIZE)
+            else:
+                packets = await connection.receive_packets()
             now = clock()
             replies: list[bytes] = []
             delivered = self.delivered
@@ -749,6 +983,8 @@ async def run_scenario(
     per_publisher = messages or (scenario.quick_messages if quick else scenario.messages)
     stall = stall_timeout if stall_timeout is not None else (2.0 if quick else 5.0)
     level = protocol_level
+    if scenario.kind == "idle":
+        return await run_idle(target, scenario, per_publisher, broker=broker, level=level)
     total = per_publisher * scenario.publishers
     base = f"tidelog-bench/{scenario.name}"
     tag = f"tlbench-{os.getpid()}-{scenario.name}"
@@ -773,7 +1009,7 @@ async def run_scenario(
             granted = await connection.subscribe(f"{base}/+", scenario.subscribe_qos)
             if granted != scenario.subscribe_qos:
                 result.errors.append(f"subscriber {s}: granted QoS {granted}")
-            subscribers.append(Subscriber(connection, total))
+            subscribers.append(Subscriber(connection, total, read_rate=scenario.read_rate))
         publishers = []
         for p in range(scenario.publishers):
             connection = await Connection.open(target, f"{tag}-pub{p}", level)
@@ -793,14 +1029,22 @@ async def run_scenario(
 
         broker_cpu = process_cpu_seconds(target.pid) if target.pid else None
         client_cpu = time.process_time()
+        memory = RssSampler(target.pid)
         async with background_nursery() as nursery:
+            nursery.start_soon(memory.run)
             for subscriber in subscribers:
                 nursery.start_soon(subscriber.run)
             async with background_nursery() as publishing:
                 for publisher in publishers:
                     publishing.start_soon(publisher.run)
+            acked_ns = time.monotonic_ns()
+            for subscriber in subscribers:
+                subscriber.read_rate = None  # a burst is acknowledged: drain
             await _wait_for_deliveries(subscribers, stall)
+            if scenario.kind == "burst":
+                result.drain_s = (time.monotonic_ns() - acked_ns) / 1e9
             nursery.cancel_scope.cancel()
+        memory.record(result)
         result.client_cpu_s = time.process_time() - client_cpu
         if broker_cpu is not None and target.pid:
             after = process_cpu_seconds(target.pid)
@@ -811,6 +1055,67 @@ async def run_scenario(
                 await connection.close()
 
     _summarize(result, scenario, publishers, subscribers)
+    return result
+
+
+IDLE_BATCH = 200
+"""Idle connections opened concurrently."""
+IDLE_SETTLE_S = 1.0
+"""Seconds between the last CONNACK and the RSS-per-connection sample."""
+
+
+async def run_idle(
+    target: Target, scenario: Scenario, count: int, *, broker: str, level: int
+) -> ScenarioResult:
+    """Open ``count`` MQTT connections (:data:`IDLE_BATCH` at a time), hold them
+    :data:`IDLE_SETTLE_S` s, measure, close them. ``rate`` is CONNACKs/s over the
+    whole opening; ``accepted`` and ``connections`` the connections made."""
+    result = ScenarioResult(scenario.name, broker, level, count)
+    tag = f"tlbench-{os.getpid()}-idle"
+    connections: list[Connection] = []
+    failures: list[str] = []
+    memory = RssSampler(target.pid)
+    broker_cpu = process_cpu_seconds(target.pid) if target.pid else None
+    client_cpu = time.process_time()
+
+    async def open_one(n: int) -> None:
+        try:
+            connections.append(await Connection.open(target, f"{tag}-{n}", level))
+        except (LoadError, OSError) as exc:
+            failures.append(f"{type(exc).__name__}: {exc}")
+
+    try:
+        async with background_nursery() as sampling:
+            sampling.start_soon(memory.run)
+            started = time.monotonic_ns()
+            for first in range(0, count, IDLE_BATCH):
+                async with trio.open_nursery() as nursery:
+                    for n in range(first, min(count, first + IDLE_BATCH)):
+                        nursery.start_soon(open_one, n)
+            ended = time.monotonic_ns()
+            if target.pid:
+                after = process_cpu_seconds(target.pid)
+                result.broker_cpu_s = (
+                    None if broker_cpu is None or after is None else after - broker_cpu
+                )
+            result.client_cpu_s = time.process_time() - client_cpu
+            await trio.sleep(IDLE_SETTLE_S)
+            held = memory.sample()
+            sampling.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            for connection in connections:
+                await connection.stream.aclose()
+    memory.record(result)
+    result.sent = count
+    result.accepted = result.connections = len(connections)
+    result.elapsed_s = (ended - started) / 1e9
+    result.rate = len(connections) / result.elapsed_s if result.elapsed_s else 0.0
+    if held is not None and memory.start is not None and connections:
+        result.rss_per_connection_bytes = (held[0] - memory.start[0]) / len(connections)
+        result.rss_anon_per_connection_bytes = (held[1] - memory.start[1]) / len(connections)
+    if failures:
+        result.errors.append(f"{len(failures)} of {count} connections failed, first: {failures[0]}")
     return result
 
 
@@ -862,6 +1167,12 @@ def _summarize(
         unacked = result.messages - result.accepted - result.refused
         if subscribers and unacked:
             result.errors.append(f"{unacked} messages were never acknowledged")
+    if scenario.kind == "burst":
+        # the figure is the publisher's acked rate while the subscriber was slow;
+        # delivery latency would measure the pacing, not the broker
+        ended = max(p.last_ack_ns for p in publishers)
+        count = result.accepted
+        result.latency = None
     if started and ended > started:
         result.elapsed_s = (ended - started) / 1e9
         result.rate = count / result.elapsed_s
@@ -890,6 +1201,20 @@ def format_result(result: ScenarioResult) -> str:
     if result.broker_cpu_s is not None:
         parts.append(f"broker cpu {result.broker_cpu_s:.2f} s")
     parts.append(f"client cpu {result.client_cpu_s:.2f} s")
+    if result.peak_rss_bytes is not None:
+        parts.append(
+            f"peak RSS {result.peak_rss_bytes / MIB:.0f} MiB "
+            f"(anon {(result.peak_rss_anon_bytes or 0) / MIB:.0f})"
+        )
+    if result.rss_anon_per_connection_bytes is not None:
+        parts.append(
+            f"anon RSS/conn {result.rss_anon_per_connection_bytes / 1024:.1f} KiB "
+            f"(VmRSS {(result.rss_per_connection_bytes or 0) / 1024:.1f})"
+        )
+    if result.drain_s is not None:
+        parts.append(f"drain {result.drain_s:.1f} s")
+    if result.capped_from is not None:
+        parts.append(f"capped from {result.capped_from}")
     line = "  ".join(parts)
     if result.errors:
         line += "\n    ERRORS: " + "; ".join(result.errors[:5])
@@ -957,6 +1282,7 @@ def main(argv: list[str] | None = None) -> int:
     def emit(result: ScenarioResult) -> None:
         print(json.dumps(result.to_dict()) if args.json else format_result(result), flush=True)
 
+    raise_fd_limit()
     try:
         return trio.run(_main, args, emit)
     except (LoadError, OSError) as exc:
