@@ -397,7 +397,7 @@ def _meta(
         "machine": machine_info(),
         "brokers": {
             peer.name: {
-                "version": peer.version(),
+                "version": peer.cached_version(),
                 "about": peer.description,
                 "protocol_levels": list(peer.protocol_levels),
                 "max_qos": peer.max_qos,
@@ -518,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({repeat_heavy} for heavy scenarios), fd limit {fd_limit}"
     )
     for peer in peers:
-        print(f"  {peer.name}: {peer.description} [{peer.version()}]")
+        print(f"  {peer.name}: {peer.description} [{peer.cached_version()}]")
     for name, info in meta["scenarios"].items():
         print(f"  {name}: {info['description']}, {info['messages']:,} messages")
     for skip in skipped:
