@@ -170,7 +170,8 @@ class Peer(abc.ABC):
     them into a reason to skip a scenario. ``work_cap`` (None: no cap) bounds the
     messages one run handles, counted as published messages times
     max(1, subscribers), for a broker too slow for the full counts;
-    ``connection_cap`` bounds the idle connections it is asked to hold.
+    ``connection_cap`` bounds the idle connections it is asked to hold. Quick
+    (smoke) runs use a tenth of both caps.
     """
 
     name: str
@@ -434,7 +435,7 @@ class Amqtt(Peer):
     description = "amqtt 0.12.1 (asyncio), anonymous auth plugin only, in-memory"
     protocol_levels = (4,)
     max_qos = 2
-    work_cap = 20_000
+    work_cap = 10_000
     connection_cap = 2_000
 
     def binary(self) -> Path | None:

@@ -14,7 +14,10 @@ baseline's rate divided by the broker's, or for latency scenarios the broker's
 p99 divided by the baseline's, so above 1.00 means the baseline is ahead.
 Lost and duplicated messages are summed over all repeats and printed loudly.
 Scenarios marked heavy (idle-10k, burst) run ``--repeat-heavy`` times (default
-1). A broker that cannot run a scenario (nats and amqtt speak MQTT 3.1.1 only,
+1). ``--quick`` also measures the brokers concurrently (one sequence of
+measurements per broker, all at once), so the smoke run takes as long as the
+slowest broker; ``--sequential`` keeps the one-at-a-time order of full runs.
+A broker that cannot run a scenario (nats and amqtt speak MQTT 3.1.1 only,
 nats has no QoS 2) is skipped for it, and the table says so. A slow broker's
 runs are capped (``Peer.work_cap``, ``Peer.connection_cap``: amqtt) and the
 table says to what.
@@ -22,7 +25,8 @@ table says to what.
 JSON (``--json``), a superset of what earlier versions wrote:
 
 * ``meta``: ``date`` (UTC), ``host``, ``python``, ``protocol_level``,
-  ``quick``, ``repeat``; added: ``repeat_heavy``, ``command`` (argv),
+  ``quick``, ``repeat``; added: ``repeat_heavy``, ``concurrent`` (true: the
+  brokers ran at the same time, a smoke run), ``command`` (argv),
   ``machine`` (cpu count, model, memory, kernel, load average at the start,
   fd limit); ``brokers`` {name: {version, about; added: ``protocol_levels``,
   ``max_qos``, ``work_cap``, ``connection_cap``}}, ``scenarios`` {name:
@@ -125,24 +129,18 @@ def summarize(
 ) -> Summary:
     good = [r for r in results if not r.errors]
     counted = good or results
-    with_subscribers = scenario.subscribers > 0
+    # idle and burst: no delivery latency; burst CPU is per published message
+    with_subscribers = scenario.subscribers > 0 and scenario.kind == "load"
     latencies = [
         latency
         for r in counted
         if (latency := r.latency if with_subscribers else r.ack_latency) is not None
     ]
-    with_subscribers = with_subscribers and scenario.kind == "load"
     cpu = [
         r.broker_cpu_s * 1e6 / (r.delivered if with_subscribers else r.accepted)
         for r in counted
         if r.broker_cpu_s is not None and (r.delivered if with_subscribers else r.accepted)
     ]
-    if scenario.kind == "burst":  # the broker's work is accepting and delivering
-        cpu = [
-            r.broker_cpu_s * 1e6 / r.accepted
-            for r in counted
-            if r.broker_cpu_s is not None and r.accepted
-        ]
 
     def optional(values: list[float | None], unit: float) -> float | None:
         present = [v / unit for v in values if v is not None]
@@ -305,12 +303,16 @@ def run_size(
     """Messages per publisher (idle: connections) for ``peer``, and the uncapped
     count when the peer's cap lowered it."""
     wanted = max(1, round((scenario.quick_messages if quick else scenario.messages) * scale))
+    divisor = 10 if quick else 1
     if scenario.kind == "idle":
-        cap = peer.connection_cap
+        cap = None if peer.connection_cap is None else peer.connection_cap // divisor
     elif peer.work_cap is not None:
-        cap = max(1, peer.work_cap // (scenario.publishers * max(1, scenario.subscribers)))
+        work = scenario.publishers * max(1, scenario.subscribers)
+        cap = peer.work_cap // divisor // work
     else:
         cap = None
+    if cap is not None:
+        cap = max(1, cap)
     if cap is not None and cap < wanted:
         return cap, wanted
     return wanted, None
@@ -333,7 +335,8 @@ async def measure(
                     quick=quick,
                     messages=count,
                 )
-                result.capped_from = capped_from
+                if capped_from is not None:
+                    result.capped_from = capped_from * scenario.publishers
                 return result
     except (LoadError, PeerError, OSError, ExceptionGroup) as exc:
         # recorded and reported as a failed measurement (exit status 1); the rest still run
@@ -393,6 +396,7 @@ def _meta(
         "quick": args.quick,
         "repeat": repeat,
         "repeat_heavy": repeat_heavy,
+        "concurrent": args.quick and not args.sequential and len(peers) > 1,
         "command": ["python", "-m", "bench.mqtt_compare", *argv],
         "machine": machine_info(),
         "brokers": {
@@ -443,25 +447,49 @@ async def run_all(
     *,
     repeat_heavy: int | None = None,
     skipped: Sequence[Skip] = (),
+    concurrent: bool = False,
 ) -> list[tuple[int, ScenarioResult]]:
+    """Every measurement, brokers interleaved within each repeat and scenario.
+
+    ``concurrent``: each broker runs its measurements at the same time as the
+    others' (a smoke run's wall time is then the slowest broker's, not the sum;
+    its numbers mean nothing).
+    """
     results: list[tuple[int, ScenarioResult]] = []
     heavy_runs = repeat if repeat_heavy is None else repeat_heavy
     cannot = {(skip.scenario, skip.broker) for skip in skipped}
-    for run in range(max(repeat, heavy_runs)):
-        for name in args.scenarios:
-            scenario = SCENARIOS[name]
-            if run >= (heavy_runs if scenario.heavy else repeat):
-                continue
-            order = peers if run % 2 == 0 else peers[::-1]
-            for peer in order:
-                if (name, peer.name) in cannot:
+
+    async def one(run: int, scenario: Scenario, peer: Peer) -> None:
+        result = await measure(
+            peer, scenario, level=args.protocol, quick=args.quick, scale=args.scale
+        )
+        results.append((run, result))
+        runs = heavy_runs if scenario.heavy else repeat
+        emit(f"[run {run + 1}/{runs}] {format_result(result)}")
+
+    def plan(peer: Peer | None) -> list[tuple[int, Scenario, Peer]]:
+        steps = []
+        for run in range(max(repeat, heavy_runs)):
+            for name in args.scenarios:
+                scenario = SCENARIOS[name]
+                if run >= (heavy_runs if scenario.heavy else repeat):
                     continue
-                result = await measure(
-                    peer, scenario, level=args.protocol, quick=args.quick, scale=args.scale
-                )
-                results.append((run, result))
-                runs = heavy_runs if scenario.heavy else repeat
-                emit(f"[run {run + 1}/{runs}] {format_result(result)}")
+                order = peers if run % 2 == 0 else peers[::-1]
+                for each in order:
+                    if (name, each.name) not in cannot and peer in (None, each):
+                        steps.append((run, scenario, each))
+        return steps
+
+    async def in_turn(steps: list[tuple[int, Scenario, Peer]]) -> None:
+        for run, scenario, peer in steps:
+            await one(run, scenario, peer)
+
+    if concurrent:
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(in_turn, plan(peer))
+    else:
+        await in_turn(plan(None))
     return results
 
 
@@ -488,7 +516,16 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="runs of the heavy scenarios (idle-10k, burst); default 1",
     )
-    parser.add_argument("--quick", action="store_true", help="a few-second smoke run")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: small counts, 1 repeat, brokers measured concurrently",
+    )
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="with --quick: one measurement at a time, as full runs do",
+    )
     parser.add_argument("--protocol", type=parse_protocol, default=4, help="3.1.1 (default) or 5")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply message counts")
     parser.add_argument("--baseline", default="tidelog", help="broker the others are compared with")
@@ -510,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline = args.baseline if args.baseline in args.brokers else None
     fd_limit = raise_fd_limit()
     skipped = skips(args, peers)
+    concurrent = args.quick and not args.sequential and len(peers) > 1
 
     meta = _meta(args, peers, repeat, repeat_heavy, raw_argv)
     print(f"MQTT benchmark {meta['date']} on {meta['host']}, Python {meta['python']}")
@@ -523,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: {info['description']}, {info['messages']:,} messages")
     for skip in skipped:
         print(f"  skipped: {skip.scenario} on {skip.broker}: {skip.reason}")
+    if concurrent:
+        print("  brokers measured concurrently (a smoke run: the numbers are not comparable)")
     print(flush=True)
 
     results = trio.run(
@@ -534,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda line: print(line, flush=True),
             repeat_heavy=repeat_heavy,
             skipped=skipped,
+            concurrent=concurrent,
         )
     )
 

@@ -195,8 +195,8 @@ class ScenarioResult:
     drain_s: float | None = None
     """burst: seconds from the last PUBACK until the subscriber had everything (or stalled)."""
     capped_from: int | None = None
-    """Messages (idle: connections) per publisher the scenario asks for, when the
-    runner capped this broker below it; ``messages`` is what ran."""
+    """Messages, all publishers (idle: connections), the scenario asks for, when
+    the runner capped this broker below it; ``messages`` is what ran."""
 
     @property
     def ok(self) -> bool:
@@ -271,24 +271,24 @@ SCENARIOS: dict[str, Scenario] = {
             "qos0-publish",
             "QoS 0 publish, 1 publisher, no subscriber (accepted msg/s)",
             publish_qos=0,
-            messages=400_000,
-            quick_messages=20_000,
+            messages=200_000,
+            quick_messages=10_000,
         ),
         Scenario(
             "qos1-publish-w100",
             "QoS 1 publish, window 100, no subscriber (acked msg/s)",
             publish_qos=1,
             window=100,
-            messages=100_000,
-            quick_messages=5_000,
+            messages=50_000,
+            quick_messages=2_000,
         ),
         Scenario(
             "qos1-publish-w1000",
             "QoS 1 publish, window 1000, no subscriber (acked msg/s)",
             publish_qos=1,
             window=1000,
-            messages=100_000,
-            quick_messages=5_000,
+            messages=50_000,
+            quick_messages=2_000,
         ),
         Scenario(
             "e2e-qos1",
@@ -296,8 +296,8 @@ SCENARIOS: dict[str, Scenario] = {
             publish_qos=1,
             window=1000,
             subscribers=1,
-            messages=100_000,
-            quick_messages=5_000,
+            messages=50_000,
+            quick_messages=2_000,
         ),
         Scenario(
             "latency-500",
@@ -307,7 +307,7 @@ SCENARIOS: dict[str, Scenario] = {
             subscribers=1,
             rate=500.0,
             messages=5_000,
-            quick_messages=250,
+            quick_messages=100,
         ),
         Scenario(
             "fanout-100",
@@ -315,8 +315,8 @@ SCENARIOS: dict[str, Scenario] = {
             publish_qos=1,
             window=1000,
             subscribers=100,
-            messages=5_000,
-            quick_messages=50,
+            messages=2_000,
+            quick_messages=20,
         ),
         Scenario(
             "fanin-100",
@@ -326,8 +326,8 @@ SCENARIOS: dict[str, Scenario] = {
             window=100,
             publishers=100,
             subscribers=1,
-            messages=1_000,
-            quick_messages=20,
+            messages=300,
+            quick_messages=10,
         ),
         Scenario(
             "latency-2000",
@@ -336,8 +336,8 @@ SCENARIOS: dict[str, Scenario] = {
             window=100,
             subscribers=1,
             rate=2000.0,
-            messages=10_000,
-            quick_messages=500,
+            messages=6_000,
+            quick_messages=200,
         ),
         Scenario(
             "e2e-qos1-1k",
@@ -346,8 +346,8 @@ SCENARIOS: dict[str, Scenario] = {
             window=100,
             subscribers=1,
             payload_size=1024,
-            messages=50_000,
-            quick_messages=1_000,
+            messages=20_000,
+            quick_messages=500,
         ),
         Scenario(
             "e2e-qos1-64k",
@@ -356,8 +356,8 @@ SCENARIOS: dict[str, Scenario] = {
             window=100,
             subscribers=1,
             payload_size=65_536,
-            messages=4_000,
-            quick_messages=100,
+            messages=2_000,
+            quick_messages=50,
         ),
         Scenario(
             "idle-10k",
@@ -365,7 +365,7 @@ SCENARIOS: dict[str, Scenario] = {
             publish_qos=0,
             kind="idle",
             messages=10_000,
-            quick_messages=200,
+            quick_messages=100,
             heavy=True,
         ),
         Scenario(
@@ -378,7 +378,7 @@ SCENARIOS: dict[str, Scenario] = {
             kind="burst",
             read_rate=1000.0,
             messages=1_000_000,
-            quick_messages=5_000,
+            quick_messages=2_000,
             heavy=True,
         ),
     )
