@@ -39,14 +39,16 @@ no delivery); whatever is missing then counts as lost.
 Two scenario kinds are not message streams (:attr:`Scenario.kind`):
 
 * ``idle``: open ``messages`` MQTT connections (CONNECT/CONNACK, no keep
-  alive, 200 at a time) and hold them; the rate is connections accepted per
+  alive, 200 being opened at any moment) and hold them; the rate is connections accepted per
   second, and the broker's RSS growth per connection is measured one second
   after the last CONNACK (:func:`run_idle`).
 * ``burst``: one QoS 1 publisher sends ``messages`` as fast as the broker
   acknowledges while the one subscriber reads at ``read_rate`` msg/s; once
   everything is acknowledged the subscriber drains as fast as it can, so every
   acknowledged message not delivered counts as lost. The rate is the
-  publisher's acknowledged msg/s during the burst (:func:`run_burst`).
+  publisher's acknowledged msg/s during the burst, its latency publish ->
+  PUBACK (delivery latency would measure the pacing); ``drain_s`` the time
+  from the last PUBACK until the subscriber had everything.
 
 Broker memory: when the broker's pid is known, /proc/<pid>/status is sampled
 every 100 ms during every run (:class:`RssSampler`): VmRSS (all resident
