@@ -73,11 +73,10 @@ import trio
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.brokers import PEERS, Peer, PeerError
+from bench.brokers import PEERS, Peer
 from bench.mqtt_load import (
     MIB,
     SCENARIOS,
-    LoadError,
     Scenario,
     ScenarioResult,
     Target,
@@ -338,8 +337,9 @@ async def measure(
                 if capped_from is not None:
                     result.capped_from = capped_from * scenario.publishers
                 return result
-    except (LoadError, PeerError, OSError, ExceptionGroup) as exc:
-        # recorded and reported as a failed measurement (exit status 1); the rest still run
+    except Exception as exc:
+        # LoadError, PeerError, OSError, or a bug in the load generator: recorded and
+        # reported as a failed measurement (exit status 1); the rest of the suite still runs
         result = ScenarioResult(scenario.name, peer.name, level, 0)
         result.errors.append(f"{type(exc).__name__}: {exc}")
         return result

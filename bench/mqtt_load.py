@@ -912,9 +912,9 @@ class Subscriber:
         paced_from = clock()
         while True:
             if self.read_rate:
-                due = paced_from + int(self.delivered * 1e9 / self.read_rate)
-                if due > clock():
-                    await trio.sleep((due - clock()) / 1e9)
+                wait_ns = paced_from + int(self.delivered * 1e9 / self.read_rate) - clock()
+                if wait_ns > 0:
+                    await trio.sleep(wait_ns / 1e9)
                     continue
                 packets = await connection.receive_packets(self.SLOW_READ_SIZE)
             else:
