@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -53,6 +54,8 @@ from tidelog.storage.base import DEFAULT_READ_MAX_BYTES
 from tidelog.topics import parse_shared, validate_topic_filter, validate_topic_name
 
 log = logging.getLogger(__name__)
+_EVENT = operator.itemgetter(0)
+"""The event of a delivery ``(event, subscriptions)``."""
 
 
 class CursorNotFoundError(TidelogError, LookupError):
@@ -115,7 +118,7 @@ class Subscriber:
         if self._ready:
             count = min(max_events, len(self._ready))
             return [self._ready.popleft() for _ in range(count)]
-        return [event for event, _ in await self.feed.receive(max_events)]
+        return list(map(_EVENT, await self.feed.receive(max_events)))
 
     def __aiter__(self) -> Subscriber:
         return self
@@ -123,7 +126,7 @@ class Subscriber:
     async def __anext__(self) -> Event:
         if not self._ready:
             try:
-                self._ready.extend(event for event, _ in await self.feed.receive())
+                self._ready.extend(map(_EVENT, await self.feed.receive()))
             except LogClosedError:
                 raise StopAsyncIteration from None
         return self._ready.popleft()

@@ -525,6 +525,10 @@ class LmdbLog(EventLog):
             active = segment.index.matching(topic_filter)
             if not active.topics:
                 return stop, total, False, 0
+            if len(active.topics) == len(segment.index.offsets):
+                return self._read_every(
+                    segment, txn, position, stop, limit, max_bytes, out, total, budget
+                )
             wanted = active.raw
             use_index = len(active.topics) <= MAX_MERGED_TOPICS
             if use_index:
@@ -539,6 +543,10 @@ class LmdbLog(EventLog):
                 self._matches.put(key, sealed)
             if not sealed.topics:
                 return stop, total, False, 0
+            if sealed.total == segment.count:
+                return self._read_every(
+                    segment, txn, position, stop, limit, max_bytes, out, total, budget
+                )
             wanted = sealed.topic_set
             use_index = (
                 len(sealed.topics) <= MAX_MERGED_TOPICS
@@ -564,6 +572,27 @@ class LmdbLog(EventLog):
         position, total, full = segment.scan(
             txn, position, count, wanted, limit, out, max_bytes, total
         )
+        return position, total, full, count
+
+    @staticmethod
+    def _read_every(
+        segment: Segment,
+        txn: lmdb.Transaction[bytes],
+        position: int,
+        stop: int,
+        limit: int,
+        max_bytes: int | None,
+        out: list[Event],
+        total: int,
+        budget: int,
+    ) -> tuple[int, int, bool, int]:
+        """A filtered read of a segment whose every topic the filter matches: read it all.
+
+        No per-record topic check (a filter such as ``#`` or ``sensors/#`` often
+        matches a whole segment). Returns what :meth:`_read_filtered` returns.
+        """
+        count = min(stop - position, limit - len(out), budget)
+        position, total, full = segment.read_all(txn, position, count, out, max_bytes, total)
         return position, total, full, count
 
     def _sealed_offsets(
