@@ -346,13 +346,32 @@ def decode_run(
     try:
         # (version << 8 | flags, timestamp, topic length) of each record
         heads = list(map(_FAST_HEADER.unpack_from, records))
-        if set(map(_FIRST, heads)) <= _PLAIN_V1:
+        kinds = set(map(_FIRST, heads))
+        if kinds <= _PLAIN_V1:
             topics = _topic_cache
-            events = [
-                Event(position, ts, topics[data[HEADER_SIZE:end]], data[end:], vf & 3, vf & 4 != 0)
-                for position, data, (vf, ts, size) in zip(offsets, records, heads, strict=False)
-                if len(data) >= (end := HEADER_SIZE + size)  # else cut short: see below
-            ]
+            rows = zip(offsets, records, heads, strict=False)
+            if kinds == _QOS0_ONLY:  # the defaults: four arguments, not six
+                events = [
+                    Event(position, ts, topics[data[HEADER_SIZE:end]], data[end:])
+                    for position, data, (_, ts, size) in rows
+                    if len(data) >= (end := HEADER_SIZE + size)  # else cut short: see below
+                ]
+            elif len(kinds) == 1:  # one QoS and retain flag for the whole run
+                (kind,) = kinds
+                qos, retain = kind & _QOS_MASK, kind & _RETAIN != 0
+                events = [
+                    Event(position, ts, topics[data[HEADER_SIZE:end]], data[end:], qos, retain)
+                    for position, data, (_, ts, size) in rows
+                    if len(data) >= (end := HEADER_SIZE + size)
+                ]
+            else:
+                events = [
+                    Event(
+                        position, ts, topics[data[HEADER_SIZE:end]], data[end:], vf & 3, vf & 4 != 0
+                    )
+                    for position, data, (vf, ts, size) in rows
+                    if len(data) >= (end := HEADER_SIZE + size)
+                ]
             if len(events) == len(records):
                 out += events
                 return len(records), total, full
@@ -365,6 +384,8 @@ def decode_run(
 _FAST_HEADER = struct.Struct(">HQH")
 _PLAIN_V1 = frozenset(range(FORMAT_VERSION << 8, (FORMAT_VERSION << 8) + _HAS_PROPERTIES))
 """``version << 8 | flags`` of a version 1 record without properties."""
+_QOS0_ONLY = frozenset((FORMAT_VERSION << 8,))
+"""``version << 8 | flags`` of a version 1 record with QoS 0, not retained, no properties."""
 _FIRST = operator.itemgetter(0)
 
 
