@@ -26,7 +26,6 @@ new versions are added beside version 1, never by changing it.
 from __future__ import annotations
 
 import bisect
-import operator
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate
@@ -345,23 +344,19 @@ def decode_run(
         if not records:
             return 0, total, full
     try:
-        # (version << 8 | flags, timestamp, topic length) of each record
-        heads = list(map(_FAST_HEADER.unpack_from, records))
-        if set(map(_FIRST, heads)) <= _PLAIN_V1:
-            events = _decode_plain(records, offsets, heads)
-            if events is not None:
-                out += events
-                return len(records), total, full
+        events = _decode_plain(records, offsets)
+        if events is not None:
+            out += events
+            return len(records), total, full
     except (struct.error, UnicodeDecodeError):
         pass
     out += [decode_record(position, data) for position, data in zip(offsets, records, strict=False)]
     return len(records), total, full
 
 
-def _decode_plain(
-    records: list[bytes], offsets: Sequence[int], heads: list[tuple[int, int, int]]
-) -> list[Event] | None:
-    """Events of version 1 records without properties; None if a record is cut short.
+def _decode_plain(records: list[bytes], offsets: Sequence[int]) -> list[Event] | None:
+    """Events of version 1 records without properties; None if a record is not one,
+    or is cut short (raises ``struct.error`` if shorter than a header).
 
     The replay hot path, so written for CPython's sake: one loop in one frame,
     each :class:`Event` made by ``object.__new__`` and its seven slots stored
@@ -374,10 +369,12 @@ def _decode_plain(
     new = object.__new__
     events: list[Event] = []
     append = events.append
-    for position, data, (kind, timestamp, size) in zip(offsets, records, heads, strict=False):
+    unpack = _FAST_HEADER.unpack_from
+    for position, data in zip(offsets, records, strict=False):
+        kind, timestamp, size = unpack(data)  # kind: version << 8 | flags
         end = HEADER_SIZE + size
-        if len(data) < end:
-            return None  # cut short: decode_record names it
+        if kind >> 3 != _PLAIN_V1_KINDS or len(data) < end:
+            return None  # properties, another version, or cut short: see decode_run
         event = new(Event)
         event.offset = position
         event.timestamp = timestamp
@@ -394,9 +391,9 @@ def _decode_plain(
 
 
 _FAST_HEADER = struct.Struct(">HQH")
-_PLAIN_V1 = frozenset(range(FORMAT_VERSION << 8, (FORMAT_VERSION << 8) + _HAS_PROPERTIES))
-"""``version << 8 | flags`` of a version 1 record without properties."""
-_FIRST = operator.itemgetter(0)
+_PLAIN_V1_KINDS = FORMAT_VERSION << 5
+"""``(version << 8 | flags) >> 3`` of a version 1 record without properties (flag
+bits 0-2 are QoS and retain, bit 3 says properties follow)."""
 
 
 def record_topic(data: bytes) -> bytes:
