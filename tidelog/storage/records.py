@@ -251,7 +251,8 @@ def encode_records(
                     raw = topic.encode("utf-8")
                     if len(checked_topics) < 100_000:
                         checked_topics[topic] = raw
-                prefix = plain[topic, flags] = pack(FORMAT_VERSION, flags, timestamp, len(raw)) + raw
+                prefix = pack(FORMAT_VERSION, flags, timestamp, len(raw)) + raw
+                plain[topic, flags] = prefix
             append(prefix + event.payload)
         else:
             check(index, event)
