@@ -16,6 +16,7 @@ import operator
 import os
 import shutil
 import sys
+import time
 from array import array
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -86,6 +87,12 @@ MAX_MERGED_TOPICS = 64
 """A filter matching more topics than this in a segment scans it rather than
 merging that many offset lists (a Python heap merge of k lists costs about
 log2(k) comparisons per event)."""
+INLINE_MAX_EVENTS = 8
+"""Batches of at most this many events may commit on the trio thread (fsync
+``always``; see :meth:`LmdbLog._commit_overlapped`)."""
+INLINE_MAX_SECONDS = 0.001
+"""... when the previous commit took less than this (the loop's worst stall when
+fsync is fast)."""
 OVERLAP_MIN_EVENTS = 64
 """Batches of at least this many events build their acknowledgement while the commit
 syncs (see :meth:`LmdbLog._commit_overlapped`); smaller ones build it first."""
@@ -177,6 +184,7 @@ class LmdbLog(EventLog):
         self._min_map = max(2 * options.segment_bytes, MIN_MAP_BYTES)
         self._write_lock = trio.Lock()
         self._writer = WriterThread(f"tidelog-writer-{root.name}")
+        self._last_commit = 0.0
         self._notifier = AppendNotifier(self._next)
         self._closed = False
         self._dirty = False
@@ -378,6 +386,14 @@ class LmdbLog(EventLog):
     ) -> T:
         """Commit in the writer thread; run ``prepare()`` here while the commit syncs.
 
+        A small batch (at most :data:`INLINE_MAX_EVENTS`) commits right here,
+        blocking the trio thread, while the previous commit took less than
+        :data:`INLINE_MAX_SECONDS`: handing it to the thread and back costs
+        more CPU than the commit (two wake-ups of a cold thread per event
+        under light load; see "Where the time goes" in docs/benchmarks.md). A
+        slow commit (a busy disk) sends the next ones to the thread again, so
+        the loop never waits for two slow commits in a row.
+
         The worker holds the GIL while it copies the records into the
         transaction and releases it while LMDB writes and fsyncs the pages; for
         a large batch it signals this thread just before committing, so the
@@ -386,6 +402,15 @@ class LmdbLog(EventLog):
         A small batch's acknowledgement costs less than that extra wake-up of
         this thread, so it is built first. The caller shields this.
         """
+        if len(records) <= INLINE_MAX_EVENTS and self._last_commit < INLINE_MAX_SECONDS:
+            prepared = prepare()
+            started = time.perf_counter()
+            try:
+                active.used = active.write_batch(first, records, timestamp)
+            finally:
+                self._last_commit = time.perf_counter() - started
+            return prepared
+        started = time.perf_counter()
         mailbox = Mailbox()
         if len(records) < OVERLAP_MIN_EVENTS:
             prepared = prepare()
@@ -398,7 +423,10 @@ class LmdbLog(EventLog):
                 await mailbox.get()  # the commit's fsync has started (or the write failed)
             finally:
                 prepared = prepare()
-        active.used = await mailbox.get()
+        try:
+            active.used = await mailbox.get()
+        finally:
+            self._last_commit = time.perf_counter() - started
         return prepared
 
     async def _roll(self, need: int = 0) -> None:
