@@ -387,12 +387,12 @@ class LmdbLog(EventLog):
         """Commit in the writer thread; run ``prepare()`` here while the commit syncs.
 
         A small batch (at most :data:`INLINE_MAX_EVENTS`) commits right here,
-        blocking the trio thread, while the previous commit took less than
-        :data:`INLINE_MAX_SECONDS`: handing it to the thread and back costs
-        more CPU than the commit (two wake-ups of a cold thread per event
-        under light load; see "Where the time goes" in docs/benchmarks.md). A
-        slow commit (a busy disk) sends the next ones to the thread again, so
-        the loop never waits for two slow commits in a row.
+        blocking the trio thread, when no other task is ready to run and the
+        previous commit took less than :data:`INLINE_MAX_SECONDS`: handing it
+        to the thread and back costs more CPU than the commit (two wake-ups of
+        a cold thread per event under light load; see "Where the time goes" in
+        docs/benchmarks.md). A slow commit (a busy disk) sends the next ones to
+        the thread again, so the loop never waits for two slow commits in a row.
 
         The worker holds the GIL while it copies the records into the
         transaction and releases it while LMDB writes and fsyncs the pages; for
@@ -402,7 +402,11 @@ class LmdbLog(EventLog):
         A small batch's acknowledgement costs less than that extra wake-up of
         this thread, so it is built first. The caller shields this.
         """
-        if len(records) <= INLINE_MAX_EVENTS and self._last_commit < INLINE_MAX_SECONDS:
+        if (
+            len(records) <= INLINE_MAX_EVENTS
+            and self._last_commit < INLINE_MAX_SECONDS
+            and not trio.lowlevel.current_statistics().tasks_runnable
+        ):
             prepared = prepare()
             started = time.perf_counter()
             try:
