@@ -132,8 +132,9 @@ class LmdbLog(EventLog):
     its map: it is sealed (topic index, counts and summary written, synced), then
     the next segment is created under ``.tmp-`` and renamed into place.
 
-    **Writes.** One LMDB write transaction per batch, in a worker thread, one at a
-    time (a :class:`trio.Lock`); under ``fsync=always`` LMDB syncs data and meta
+    **Writes.** One LMDB write transaction per batch, in the log's writer thread
+    (small batches inline while commits are fast, see :meth:`_commit_overlapped`),
+    one at a time (a :class:`trio.Lock`); under ``fsync=always`` LMDB syncs data and meta
     page before the commit returns. Everything else about the batch (the active
     topic index, counters, waking readers) is updated on the trio thread after
     the commit, with no checkpoint in between, so readers see a batch whole or
