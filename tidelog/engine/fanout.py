@@ -268,7 +268,8 @@ class Feed:
             events = result.events
             if events and events[0].offset < self.fence:  # the fence moved during the read
                 events = [event for event in events if event.offset >= self.fence]
-            taken = self._match_page(events, subs)
+            # the subscriptions as they are now: they may have changed during the read
+            taken = self._match_page(events, list(self.subscriptions.values()))
             self.fence = max(self.fence, result.next_offset)
             if self.fence >= fanout.dispatched_end and not self._closed:
                 self.live = True  # no await since the check: nothing can slip between
