@@ -76,12 +76,14 @@ def mqtt_markdown(path: Path) -> str:
 def tidelog_only_markdown(path: Path) -> str:
     document = json.loads(path.read_text())
     lines = [
-        "| measurement | rate | count | lost | dup | CPU us/msg | client | target | met |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| measurement | rate | count | lost | dup | CPU us/msg | broker CPU | client CPU "
+        "| target | met |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for m in document["measurements"]:
         cpu = m.get("broker_cpu_us_per_msg")
         client = m.get("client_cpu_share")
+        broker = m.get("broker_cpu_share")
         target = m.get("target")
         met = {None: "-", True: "met", False: "**not met**"}[m.get("target_met")]
         lost = f"**{m['lost']}**" if m["lost"] else "0"
@@ -89,6 +91,7 @@ def tidelog_only_markdown(path: Path) -> str:
         lines.append(
             f"| {m['name']} | {m['rate']:,.0f} {m['unit']} | {m['count']:,} | {lost} | {dup} "
             f"| {'-' if cpu is None else f'{cpu:.2f}'} "
+            f"| {'-' if broker is None else f'{broker:.0%}'} "
             f"| {'-' if client is None else f'{client:.0%}'} "
             f"| {'-' if target is None else f'{target:,.0f}'} | {met} |"
         )
