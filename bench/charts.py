@@ -175,6 +175,11 @@ def grouped_bars(
     ax.set_axisbelow(True)
 
 
+def width(groups: Sequence[str], brokers: Sequence[str]) -> float:
+    """Figure width in inches for ``groups`` clusters of ``brokers`` bars: readable, capped."""
+    return max(7.0, min(16.0, 2.0 + 0.28 * len(groups) * max(1, len(brokers))))
+
+
 def _title(meta: dict[str, Any]) -> str:
     bits = [meta.get("date", "")]
     if meta.get("protocol_level"):
@@ -226,10 +231,11 @@ def mqtt_charts(document: dict[str, Any], out: Path) -> tuple[list[Path], list[s
             s = get(scenario, broker)
             return human(float(s["rate"])) if s else ""
 
-        fig, ax = plt.subplots(figsize=(max(7.0, 1.3 * len(rated) * max(1, len(brokers)) / 2), 4.5))
-        grouped_bars(ax, rated, brokers, relative, absolute, note)
+        fig, ax = plt.subplots(figsize=(width(rated, brokers), 5.0))
+        grouped_bars(ax, rated, brokers, relative, absolute, note, log=True)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _position: f"{value:g}x"))
         ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
-        ax.set_ylabel(f"rate relative to {baseline} (= 1.0)")
+        ax.set_ylabel(f"rate relative to {baseline} (= 1x; log)")
         ax.set_title(f"Throughput per scenario (labels: msg/s)\n{subtitle}", fontsize=9)
         ax.legend(fontsize=7, ncol=min(len(brokers), 5))
         _save(fig, out / "mqtt-throughput.png", written)
@@ -288,10 +294,9 @@ def mqtt_charts(document: dict[str, Any], out: Path) -> tuple[list[Path], list[s
             value = s.get("broker_cpu_us_per_msg") if s and not failed(s) else None
             return float(value) if value else None
 
-        fig, ax = plt.subplots(
-            figsize=(max(7.0, 1.3 * len(with_cpu) * max(1, len(brokers)) / 2), 4.5)
-        )
-        grouped_bars(ax, with_cpu, brokers, cpu, lambda g, b, v: f"{v:.1f}", note, log=True)
+        fig, ax = plt.subplots(figsize=(width(with_cpu, brokers), 5.0))
+        grouped_bars(ax, with_cpu, brokers, cpu, lambda g, b, v: f"{v:.1f}", log=True)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _position: human(value)))
         ax.set_ylabel("broker CPU us per message (log; lower is better)")
         ax.set_title(f"Broker CPU per message\n{subtitle}", fontsize=9)
         ax.legend(fontsize=7, ncol=min(len(brokers), 5))
@@ -310,9 +315,12 @@ def mqtt_charts(document: dict[str, Any], out: Path) -> tuple[list[Path], list[s
     )
     if rss_fields:
         fig, axes = plt.subplots(
-            1, len(rss_fields), figsize=(4.0 + 4.0 * len(rss_fields), 4.5), squeeze=False
+            len(rss_fields),
+            1,
+            figsize=(width(scenarios, brokers), 1.0 + 3.5 * len(rss_fields)),
+            squeeze=False,
         )
-        for ax, field in zip(axes[0], rss_fields, strict=True):
+        for (ax,), field in zip(axes, rss_fields, strict=True):
             groups = [sc for sc in scenarios if any((get(sc, b) or {}).get(field) for b in brokers)]
 
             def rss(scenario: str, broker: str, field: str = field) -> float | None:
@@ -320,9 +328,9 @@ def mqtt_charts(document: dict[str, Any], out: Path) -> tuple[list[Path], list[s
                 value = s.get(field) if s else None
                 return float(value) if value else None
 
-            grouped_bars(ax, groups, brokers, rss, lambda g, b, v: human(v), note)
-            ax.set_title(field, fontsize=9)
-            ax.set_ylabel(field.replace("_", " "))
+            grouped_bars(ax, groups, brokers, rss, lambda g, b, v: human(v), log=True)
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _position: human(value)))
+            ax.set_ylabel(f"{field} (log)", fontsize=8)
         axes[0][0].legend(fontsize=7)
         fig.suptitle(f"Broker memory\n{subtitle}", fontsize=9)
         _save(fig, out / "mqtt-rss.png", written)
