@@ -13,9 +13,9 @@ Runs, each as its own Python process from this checkout:
    throughput and persistent-session catch-up;
 3. ``python -m bench.charts``: PNGs of both into ``--images`` (default OUT).
 
-and writes ``OUT/results.md``: both tables in Markdown, with the command and the
-date, ready for docs/benchmarks.md. Every step runs even if an earlier one
-failed. Exit status 0 when every step succeeded, 1 when a measurement failed
+and writes ``OUT/results.md``: both tables in Markdown (the MQTT one as
+mqtt_compare prints it) with the command and the date, ready for
+docs/benchmarks.md. Every step runs even if an earlier one failed. Exit status 0 when every step succeeded, 1 when a measurement failed
 (or lost or duplicated messages in the tidelog-only runs), 2 when no MQTT broker
 can run here. Numbers never change the exit status.
 """
@@ -30,14 +30,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import mqtt_compare
 from bench.brokers import PEERS, REPO
-from bench.mqtt_load import SCENARIOS, parse_names, parse_protocol, scenario_names
+from bench.mqtt_load import parse_names, parse_protocol, scenario_names
 
 
 def available_brokers(requested: list[str] | None) -> tuple[list[str], list[tuple[str, str]]]:
@@ -53,24 +50,33 @@ def available_brokers(requested: list[str] | None) -> tuple[list[str], list[tupl
     return usable, missing
 
 
-def step(title: str, argv: list[str]) -> int:
-    """Run one step as a child process with this interpreter; its exit status."""
+def step(title: str, argv: list[str]) -> tuple[int, list[str]]:
+    """Run one step as a child process with this interpreter, echoing its output as it
+    comes; (exit status, output lines)."""
     print(f"\n=== {title}: {shlex.join(['python', *argv[1:]])}", flush=True)
-    return subprocess.run(argv, cwd=REPO, check=False).returncode
+    lines: list[str] = []
+    with subprocess.Popen(
+        argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    ) as child:
+        assert child.stdout is not None
+        for line in child.stdout:
+            print(line, end="", flush=True)
+            lines.append(line.rstrip("\n"))
+    return child.returncode, lines
 
 
-def mqtt_markdown(path: Path) -> str:
-    """The mqtt_compare summary of ``path`` as mqtt_compare's own Markdown table."""
-    document = json.loads(path.read_text())
-    names = {field.name for field in attrs.fields(mqtt_compare.Summary)}
-    summaries = [
-        mqtt_compare.Summary(**{k: v for k, v in s.items() if k in names})
-        for s in document["summary"]
-        if s.get("scenario") in SCENARIOS
-    ]
-    brokers = {s.broker for s in summaries}
-    baseline = "tidelog" if "tidelog" in brokers else None
-    return mqtt_compare.format_markdown(summaries, baseline)
+def markdown_table(lines: list[str]) -> str:
+    """The last Markdown table in a step's output (mqtt_compare --markdown prints one)."""
+    tables: list[list[str]] = []
+    previous = False
+    for line in lines:
+        is_row = line.startswith("|")
+        if is_row and not previous:
+            tables.append([])
+        if is_row:
+            tables[-1].append(line)
+        previous = is_row
+    return "\n".join(tables[-1]) if tables else "(no table: see the JSON)"
 
 
 def tidelog_only_markdown(path: Path) -> str:
@@ -98,10 +104,11 @@ def tidelog_only_markdown(path: Path) -> str:
     return "\n".join(lines)
 
 
-def write_results(out: Path, command: str, mqtt: Path, only: Path) -> Path:
+def write_results(out: Path, command: str, mqtt: Path, mqtt_table: str, only: Path) -> Path:
+    """``out/results.md``: both tables with their dates, for docs/benchmarks.md."""
     parts = [f"Command: `{command}`", ""]
     for path, title, render in (
-        (mqtt, "MQTT", mqtt_markdown),
+        (mqtt, "MQTT", lambda _path: mqtt_table),
         (only, "tidelog only", tidelog_only_markdown),
     ):
         if not path.exists():
@@ -157,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         common += ["--repeat", str(args.repeat)]
     level = ["--protocol", "5"] if args.protocol == 5 else []
     status = 0
+    mqtt_table = "(not run)"
     mqtt_json, only_json = out / "mqtt.json", out / "tidelog-only.json"
     for stale in (mqtt_json, only_json):
         stale.unlink(missing_ok=True)
@@ -175,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
                 cmd += ["--scenarios", ",".join(args.scenarios)]
             if args.scale:
                 cmd += ["--scale", str(args.scale)]
-            if step("MQTT side by side", cmd) != 0:
+            code, lines = step("MQTT side by side", cmd)
+            mqtt_table = markdown_table(lines)
+            if code != 0:
                 status = max(status, 1)
 
     if "tidelog-only" not in args.skip:
@@ -184,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd += ["--events", str(args.events)]
         if args.messages:
             cmd += ["--messages", str(args.messages)]
-        if step("tidelog only", cmd) != 0:
+        if step("tidelog only", cmd)[0] != 0:
             status = max(status, 1)
 
     inputs = []
@@ -193,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     if only_json.exists():
         inputs += ["--tidelog-only", str(only_json)]
     if inputs:
-        if step("charts", [python, "-m", "bench.charts", *inputs, "--out", str(images)]) != 0:
+        charts = [python, "-m", "bench.charts", *inputs, "--out", str(images)]
+        if step("charts", charts)[0] != 0:
             status = max(status, 1)
     elif status == 0:
         status = 1
@@ -201,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(
         ["python", "-m", "bench.compare", *(sys.argv[1:] if argv is None else argv)]
     )
-    results = write_results(out, command, mqtt_json, only_json)
+    results = write_results(out, command, mqtt_json, mqtt_table, only_json)
     print("\n=== done")
     for path in (mqtt_json, only_json, results):
         if path.exists():
