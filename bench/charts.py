@@ -236,7 +236,10 @@ def mqtt_charts(document: dict[str, Any], out: Path) -> tuple[list[Path], list[s
         ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _position: f"{value:g}x"))
         ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
         ax.set_ylabel(f"rate relative to {baseline} (= 1x; log)")
-        ax.set_title(f"Throughput per scenario (labels: msg/s)\n{subtitle}", fontsize=9)
+        ax.set_title(
+            f"Throughput per scenario (labels: per second; idle-10k: connections)\n{subtitle}",
+            fontsize=9,
+        )
         ax.legend(fontsize=7, ncol=min(len(brokers), 5))
         _save(fig, out / "mqtt-throughput.png", written)
     else:

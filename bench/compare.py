@@ -15,8 +15,9 @@ Runs, each as its own Python process from this checkout:
 
 and writes ``OUT/results.md``: both tables in Markdown (the MQTT one as
 mqtt_compare prints it) with the command and the date, ready for
-docs/benchmarks.md. Every step runs even if an earlier one failed. Exit status 0 when every step succeeded, 1 when a measurement failed
-(or lost or duplicated messages in the tidelog-only runs), 2 when no MQTT broker
+docs/benchmarks.md. Every step runs even if an earlier one failed. Exit status
+0 when every step succeeded, 1 when a measurement failed (or lost or duplicated
+messages in the tidelog-only runs), 2 when no MQTT broker
 can run here. Numbers never change the exit status.
 """
 
