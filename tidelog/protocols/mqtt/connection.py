@@ -201,7 +201,7 @@ class Source:
     feed, or retained messages sent on subscribe. ``options`` is set when the feed's
     own subscription options are not the connection's (shared groups)."""
 
-    __slots__ = ("feed", "group", "inner", "key", "kind", "options", "scope")
+    __slots__ = ("feed", "group", "inner", "key", "kind", "options", "pumping", "scope")
 
     def __init__(
         self,
@@ -218,10 +218,29 @@ class Source:
         self.key = key
         self.group = group
         self.inner = inner
-        self.scope = trio.CancelScope()
+        self.scope = _NEVER_ENTERED if kind == RETAINED else trio.CancelScope()
+        self.pumping = False
 
 
 Ready = tuple[Event, tuple[FeedSubscription, ...], Source]
+
+_NEVER_ENTERED: Final = trio.CancelScope()
+"""The scope of the retained-messages source, which has no pump (never entered)."""
+
+
+class _NoDeliveries(deque[Ready]):
+    """The ready queue of a connection that has not queued anything yet: empty and
+    shared (a deque costs 760 bytes; most idle connections never need one). Adding
+    to it is a bug, so it fails loudly instead of dropping."""
+
+    def append(self, item: Ready) -> None:
+        raise RuntimeError("_NO_DELIVERIES is shared: give the connection its own deque")
+
+    def extend(self, items: Any) -> None:
+        raise RuntimeError("_NO_DELIVERIES is shared: give the connection its own deque")
+
+
+_NO_DELIVERIES: Final = _NoDeliveries()
 
 
 class Outbound:
@@ -283,6 +302,73 @@ class Close(Exception):
 class Connection:
     """One client connection; :meth:`run` serves it until it closes."""
 
+    # Slots: an idle broker holds thousands of these, and a dict of ~60 attributes is
+    # several KiB. "__dict__" stays so that an attribute added later still works.
+    __slots__ = (
+        "__dict__",
+        "_alias_max_out",
+        "_aliases_in",
+        "_aliases_out",
+        "_checked_subs",
+        "_client_max_packet",
+        "_close",
+        "_connect",
+        "_control",
+        "_dirty",
+        "_disconnected",
+        "_early",
+        "_early_error",
+        "_emitted",
+        "_feed",
+        "_keep_alive",
+        "_main",
+        "_next_id",
+        "_no_local",
+        "_nursery",
+        "_outstanding",
+        "_own",
+        "_own_order",
+        "_problem_info",
+        "_pubcomp_after_save",
+        "_publish_idle",
+        "_publishing",
+        "_pubrec_after_save",
+        "_pubrel_after_save",
+        "_pumps",
+        "_ready",
+        "_replays",
+        "_restore_shared",
+        "_resume",
+        "_resume_end",
+        "_retained",
+        "_rx",
+        "_rx_count",
+        "_scope",
+        "_sending",
+        "_shared",
+        "_slot",
+        "_space",
+        "_transport_principal",
+        "_urgent",
+        "_wake",
+        "_window",
+        "_writing",
+        "access",
+        "broker",
+        "client_id",
+        "decoder",
+        "finished",
+        "level",
+        "peer",
+        "persistent",
+        "server",
+        "session",
+        "settings",
+        "stream",
+        "traffic",
+        "transport",
+    )
+
     def __init__(
         self,
         server: MQTTServer,
@@ -310,7 +396,7 @@ class Connection:
         self._transport_principal = principal
         self.access: Access = server.security.access(Principal())
         self._slot: str | None = None
-        self._checked_subs: set[str] = set()
+        self._checked_subs: set[str] | None = None
         """Subscriptions whose events are checked per topic (a deny rule overlaps)."""
         self._connect: Connect | None = None
         self._early: list[Packet] = []
@@ -323,8 +409,12 @@ class Connection:
         # outgoing
         self._control: list[bytes] = []
         self._wake = trio.Event()
-        self._ready: deque[Ready] = deque()
-        self._space = trio.lowlevel.ParkingLot()
+        self._writing = False
+        """The writer task runs (it is started by :meth:`_kick`, see :meth:`_write_loop`)."""
+        self._ready: deque[Ready] = _NO_DELIVERIES
+        self._space: trio.lowlevel.ParkingLot | None = None
+        """Where pumps wait for room in ``_ready`` (created with the first pump)."""
+        self._pumps = 0
         self._outstanding: dict[int, Outbound] = {}
         self._next_id = 1
         self._window = 65_535
@@ -342,7 +432,8 @@ class Connection:
         self._publish_idle.set()
         self._no_local = 0
         self._own: set[int] = set()
-        self._own_order: deque[int] = deque()
+        self._own_order: deque[int] | None = None
+        """Created with the first own publish remembered (a deque costs 760 bytes)."""
         # session
         self._feed: Feed | None = None
         self._main = Source(MAIN)
@@ -352,8 +443,9 @@ class Connection:
         self._restore_shared: list[tuple[str, SubOptions]] = []
         self._resume: dict[int, int] = {}
         self._resume_end = 0
-        self._dirty = trio.Event()
-        self._urgent = trio.Event()
+        self._dirty: trio.Event | None = None
+        """Set when the session should be saved; None until the saver task starts."""
+        self._urgent: trio.Event | None = None
         self._pubrec_after_save: list[int] = []
         self._pubcomp_after_save: list[int] = []
         self._pubrel_after_save: list[int] = []
@@ -512,16 +604,22 @@ class Connection:
         try:
             with self._scope:
                 await self._open_session(connect)
+                # an idle connection is one task, the reader: the writer, the saver
+                # and the pumps start when there is something for them to do
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
-                    nursery.start_soon(self._guard, self._write_loop)
-                    nursery.start_soon(self._guard, self._save_loop)
-                    nursery.start_soon(self._pump, self._main)
-                    for key, options in self._restore_shared:
-                        self._join_shared(key, options)
-                    self._kick()
-                    await self._guard(self._read_loop)
-                    nursery.cancel_scope.cancel()
+                    try:
+                        feed = self._feed
+                        assert feed is not None
+                        if feed.subscriptions or not feed.live or self._resume:
+                            self._start_pump(self._main)
+                        for key, options in self._restore_shared:
+                            self._join_shared(key, options)
+                        self._kick()  # the CONNACK
+                        await self._guard(self._read_loop)
+                        nursery.cancel_scope.cancel()
+                    finally:
+                        self._nursery = None  # closing: nothing new starts
         finally:
             with trio.CancelScope(shield=True):
                 await self._finish()
@@ -622,7 +720,7 @@ class Connection:
             log.info("%r: stored subscription %r is no longer authorized", self, key)
             return False
         if grant is Grant.PER_TOPIC:
-            self._checked_subs.add(key)
+            self._check_per_topic(key, True)
         return True
 
     async def _finish(self) -> None:
@@ -896,10 +994,13 @@ class Connection:
         self._kick()
 
     def _remember_own(self, offset: int) -> None:
+        order = self._own_order
+        if order is None:
+            order = self._own_order = deque()
         self._own.add(offset)
-        self._own_order.append(offset)
-        if len(self._own_order) > _OWN_OFFSETS:
-            self._own.discard(self._own_order.popleft())
+        order.append(offset)
+        if len(order) > _OWN_OFFSETS:
+            self._own.discard(order.popleft())
 
     def _on_puback(self, packet: Puback) -> None:
         entry = self._outstanding.get(packet.packet_id)
@@ -1056,7 +1157,8 @@ class Connection:
         self._control.append(encode(Suback(packet.packet_id, codes, suback_props), self.level))
         if sys_filters and self.server.sys_messages:
             self.send_sys(self.server.sys_messages, retain=True, filters=sys_filters)
-        self._ready.extend(retained)
+        if retained:
+            self._own_ready().extend(retained)
         self._mark_dirty(urgent=True)
 
     def _authorize_subscription(self, key: str, topic_filter: str, right: Right) -> None:
@@ -1076,8 +1178,18 @@ class Connection:
         ):
             raise _Refused(ReasonCode.QUOTA_EXCEEDED, f"at most {limit} subscriptions")
         if grant is Grant.PER_TOPIC:
-            self._checked_subs.add(key)
+            self._check_per_topic(key, True)
         else:
+            self._check_per_topic(key, False)
+
+    def _check_per_topic(self, key: str, checked: bool) -> None:
+        """Mark a subscription as needing a per-topic ACL check of its events (or not);
+        the set exists only once one does (most connections never need it)."""
+        if checked:
+            if self._checked_subs is None:
+                self._checked_subs = set()
+            self._checked_subs.add(key)
+        elif self._checked_subs is not None:
             self._checked_subs.discard(key)
 
     async def _subscribe(
@@ -1114,6 +1226,7 @@ class Connection:
         if old is not None and old.options.no_local:
             self._no_local -= 1
         sub = feed.subscribe(key, options)
+        self._start_pump(self._main)
         if options.no_local:
             self._no_local += 1
         session.subscriptions[key] = SessionSubscription(key, options.to_json(), sub.created_offset)
@@ -1138,8 +1251,7 @@ class Connection:
         feed.subscribe(inner, options, since=start)
         source = Source(REPLAY, feed, options, key)
         self._replays[key] = source
-        assert self._nursery is not None
-        self._nursery.start_soon(self._pump, source)
+        self._start_pump(source)
 
     def _drop_replay(self, key: str) -> None:
         source = self._replays.pop(key, None)
@@ -1151,10 +1263,10 @@ class Connection:
 
     def _join_shared(self, key: str, options: SubOptions) -> None:
         group, inner = parse_shared(key)
-        assert group is not None and self._nursery is not None
+        assert group is not None
         source = Source(SHARED, self.broker.join_shared(group, inner), options, key, group, inner)
         self._shared[key] = source
-        self._nursery.start_soon(self._pump, source)
+        self._start_pump(source)
 
     def _leave_shared(self, source: Source) -> None:
         """Leave a shared group; what this member took but did not finish goes back to
@@ -1174,7 +1286,7 @@ class Connection:
     def _forget_source(self, source: Source) -> None:
         """Drop a closed source's queued deliveries and in-flight QoS 1 messages."""
         if any(src is source for _, _, src in self._ready):
-            self._ready = deque(d for d in self._ready if d[2] is not source)
+            self._ready = deque(d for d in self._ready if d[2] is not source)  # never empty
         for entry in list(self._outstanding.values()):
             if entry.source is source and entry.state == PUB:
                 del self._outstanding[entry.packet_id]
@@ -1202,7 +1314,7 @@ class Connection:
         sub = feed.subscriptions.get(key)
         if sub is None:
             return False
-        self._checked_subs.discard(key)
+        self._check_per_topic(key, False)
         if sub.options.no_local:
             self._no_local -= 1
         feed.unsubscribe(key)
@@ -1211,29 +1323,64 @@ class Connection:
 
     # -- delivering --------------------------------------------------------------------
 
+    def _start_pump(self, source: Source) -> None:
+        """Start the pump of a source unless it runs (the main feed's starts with the
+        first subscription: a connection that only publishes never has one)."""
+        if source.pumping:
+            return
+        assert self._nursery is not None
+        source.pumping = True
+        self._pumps += 1
+        if self._space is None:
+            self._space = trio.lowlevel.ParkingLot()
+        self._nursery.start_soon(self._pump, source)
+
+    def _own_ready(self) -> deque[Ready]:
+        """``_ready``, made the connection's own deque if it was the shared empty one."""
+        ready = self._ready
+        if ready is _NO_DELIVERIES:
+            ready = self._ready = deque()
+        return ready
+
     async def _pump(self, source: Source) -> None:
         """Move deliveries from a feed into the bounded ready queue."""
         feed = source.feed
-        assert feed is not None
+        space = self._space
+        assert feed is not None and space is not None
         limit = self.settings.pending_deliveries
-        with source.scope:
-            try:
+        try:
+            with source.scope:
                 while True:
                     while len(self._ready) >= limit:
-                        await self._space.park()
+                        await space.park()
                     deliveries = await feed.receive(limit)
-                    ready = self._ready
+                    ready = self._own_ready()
                     for event, subs in deliveries:
                         ready.append((event, subs, source))
                     self._kick()
-            except LogClosedError:
-                return  # the feed was closed: unsubscribed, or the broker is stopping
+        except LogClosedError:
+            return  # the feed was closed: unsubscribed, or the broker is stopping
+        finally:
+            self._pumps -= 1
 
     def _kick(self) -> None:
+        """Wake the writer, starting it if it does not run (and the connection is not
+        closing: then :meth:`_finish` sends what is queued)."""
         self._wake.set()
+        if not self._writing and self._nursery is not None:
+            self._writing = True
+            self._nursery.start_soon(self._guard, self._write_loop)
 
     async def _write_loop(self) -> None:
+        """Send what is queued whenever woken.
+
+        Started by :meth:`_kick`. It returns after its first round if that left
+        nothing to do and the connection has no pump: a connection that only sent
+        CONNACK or answered a PINGREQ holds no writer task; one that keeps sending
+        (a publisher's acks, a subscriber's deliveries) keeps it.
+        """
         stream = self.stream
+        first = True
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
@@ -1255,9 +1402,14 @@ class Connection:
                 await stream.send_all(data)
                 self._sending = False
                 self.traffic.bytes_sent["mqtt"] += len(data)
-            self._space.unpark_all()
+            if self._space is not None:
+                self._space.unpark_all()
             if more:
                 self._kick()
+            elif first and not self._pumps and not self._control and not self._wake.is_set():
+                self._writing = False  # no await since the check: a _kick starts a new one
+                return
+            first = False
 
     def _emit(self, chunks: list[bytes]) -> bool:
         """Turn ready deliveries into PUBLISH chunks; True if more could go right away."""
@@ -1387,15 +1539,25 @@ class Connection:
     # -- saving the session ------------------------------------------------------------
 
     def _mark_dirty(self, *, urgent: bool = False) -> None:
-        if self.persistent:
-            self._dirty.set()
-            if urgent:
-                self._urgent.set()
+        """Ask the saver to store the session (persistent sessions only); the first
+        call starts the saver. While closing, :meth:`_end_session` saves anyway."""
+        if not self.persistent:
+            return
+        if self._dirty is None or self._urgent is None:
+            if self._nursery is None:
+                return
+            self._dirty = trio.Event()
+            self._urgent = trio.Event()
+            self._nursery.start_soon(self._guard, self._save_loop)
+        self._dirty.set()
+        if urgent:
+            self._urgent.set()
 
     async def _save_loop(self) -> None:
         session = self.session
         assert session is not None
         while True:
+            assert self._dirty is not None and self._urgent is not None
             await self._dirty.wait()
             if not self._urgent.is_set():
                 with trio.move_on_after(self.settings.session_save_interval):
