@@ -62,6 +62,7 @@ import math
 import secrets
 import time
 from collections import deque
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
@@ -87,6 +88,7 @@ from tidelog.protocols.mqtt.outbound import (
     delivery_properties,
     event_properties,
     publish_chunks,
+    shared_head,
     shared_qos0,
     topic_part,
 )
@@ -1354,9 +1356,7 @@ class Connection:
                     while len(self._ready) >= limit:
                         await space.park()
                     deliveries = await feed.receive(limit)
-                    ready = self._own_ready()
-                    for event, subs in deliveries:
-                        ready.append((event, subs, source))
+                    self._own_ready().extend([(event, subs, source) for event, subs in deliveries])
                     self._kick()
         except LogClosedError:
             return  # the feed was closed: unsubscribed, or the broker is stopping
@@ -1454,13 +1454,22 @@ class Connection:
                 if alias is None and len(self._aliases_out) < self._alias_max_out:
                     alias = len(self._aliases_out) + 1
                     new_alias = True
-            if not qos and (level < 5 or (not ids and alias is None and event.properties is None)):
-                packet = shared_qos0(event, level, retain)
+            packet: Sequence[bytes]
+            if not dup and (
+                level < 5 or (not ids and alias is None and event.properties is None)
+            ):  # the same bytes for every subscriber but the packet identifier
+                if qos:
+                    head, props, packet_size = shared_head(event, level, qos, retain)
+                    id_part = U16.pack(packet_id)
+                    packet = (head, id_part + props if props else id_part, event.payload)
+                else:
+                    packet = shared_qos0(event, level, retain)
+                    packet_size = len(packet[0]) + len(packet[1])
             else:
                 props = delivery_properties(event, ids, alias) if level == 5 else b""
                 name = EMPTY_TOPIC if alias is not None and not new_alias else topic_part(topic)
                 packet = publish_chunks(name, event.payload, qos, retain, dup, packet_id, props)
-            packet_size = chunks_size(packet)
+                packet_size = chunks_size(packet)
             if packet_size > max_packet:  # §3.1.2.11.4: discard as if it had been sent
                 ready.popleft()
                 if dup:
