@@ -145,6 +145,7 @@ _OWN_OFFSETS: Final = 65_536
 """Offsets of its own publishes a connection remembers for No Local."""
 
 _PINGRESP: Final = b"\xd0\x00"
+_NO_OFFSETS: Final[frozenset[int]] = frozenset()
 STREAM_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 """What a broken or closed transport raises."""
 
@@ -318,10 +319,12 @@ class Connection:
         "_control",
         "_dirty",
         "_disconnected",
+        "_done",
         "_early",
         "_early_error",
         "_emitted",
         "_feed",
+        "_finished",
         "_keep_alive",
         "_main",
         "_next_id",
@@ -351,15 +354,14 @@ class Connection:
         "_slot",
         "_space",
         "_transport_principal",
+        "_unsaved_qos2",
         "_urgent",
         "_wake",
         "_window",
-        "_writing",
         "access",
         "broker",
         "client_id",
         "decoder",
-        "finished",
         "level",
         "peer",
         "persistent",
@@ -392,7 +394,9 @@ class Connection:
         self.client_id = ""
         self.session: Session | None = None
         self.persistent = False
-        self.finished = trio.Event()
+        self._finished: trio.Event | None = None
+        """What :meth:`take_over` waits on (created by it: most connections end unwaited)."""
+        self._done = False
         # security: who the client is (the handshake's principal for MQTT over an
         # authenticated WebSocket), what it may do, its connection slot
         self._transport_principal = principal
@@ -404,15 +408,15 @@ class Connection:
         self._early: list[Packet] = []
         self._early_error: MQTTProtocolError | None = None
         self._keep_alive = 0
-        self._scope = trio.CancelScope()
+        self._scope: trio.CancelScope | None = None
+        """The connected phase's nursery scope; cancelling it stops the connection."""
         self._close: Close | None = None
         self._disconnected = False
         self._nursery: trio.Nursery | None = None
         # outgoing
         self._control: list[bytes] = []
-        self._wake = trio.Event()
-        self._writing = False
-        """The writer task runs (it is started by :meth:`_kick`, see :meth:`_write_loop`)."""
+        self._wake: trio.Event | None = None
+        """Wakes the writer; exists while the writer task runs (:meth:`_kick` starts it)."""
         self._ready: deque[Ready] = _NO_DELIVERIES
         self._space: trio.lowlevel.ParkingLot | None = None
         """Where pumps wait for room in ``_ready`` (created with the first pump)."""
@@ -433,7 +437,7 @@ class Connection:
         self._publish_idle = trio.Event()
         self._publish_idle.set()
         self._no_local = 0
-        self._own: set[int] = set()
+        self._own: set[int] | frozenset[int] = _NO_OFFSETS
         self._own_order: deque[int] | None = None
         """Created with the first own publish remembered (a deque costs 760 bytes)."""
         # session
@@ -478,18 +482,24 @@ class Connection:
                 await self.stream.aclose()
             if self._slot is not None:
                 self.server.security.connections.release(self._slot)
-            self.finished.set()
+            self._done = True
+            if self._finished is not None:
+                self._finished.set()
 
     async def take_over(self) -> None:
         """Close this connection because a newer one has the same client id; returns
         once its session is saved (so the newer connection resumes from it)."""
         self._stop(Close(ReasonCode.SESSION_TAKEN_OVER, "another connection took the session"))
-        await self.finished.wait()
+        if not self._done:
+            if self._finished is None:
+                self._finished = trio.Event()
+            await self._finished.wait()
 
     def _stop(self, close: Close) -> None:
         if self._close is None:
             self._close = close
-        self._scope.cancel()
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def _send_direct(self, data: bytes) -> None:
         if data:
@@ -604,24 +614,29 @@ class Connection:
         connect = self._connect
         assert connect is not None
         try:
-            with self._scope:
+            # an idle connection is one task, the reader: the writer, the saver and
+            # the pumps start when there is something for them to do
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                if self._close is not None:
+                    nursery.cancel_scope.cancel()
                 await self._open_session(connect)
-                # an idle connection is one task, the reader: the writer, the saver
-                # and the pumps start when there is something for them to do
-                async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
-                    try:
-                        feed = self._feed
-                        assert feed is not None
-                        if feed.subscriptions or not feed.live or self._resume:
-                            self._start_pump(self._main)
-                        for key, options in self._restore_shared:
-                            self._join_shared(key, options)
-                        self._kick()  # the CONNACK
-                        await self._guard(self._read_loop)
-                        nursery.cancel_scope.cancel()
-                    finally:
-                        self._nursery = None  # closing: nothing new starts
+                self._nursery = nursery
+                try:
+                    feed = self._feed
+                    assert feed is not None
+                    if feed.subscriptions or not feed.live or self._resume:
+                        self._start_pump(self._main)
+                    for key, options in self._restore_shared:
+                        self._join_shared(key, options)
+                    self._kick()  # the CONNACK
+                    try:  # _guard's work, inline: one coroutine frame less per connection
+                        await self._read_loop()
+                    except _ENDINGS as exc:
+                        self._stop(_closing(exc))
+                    nursery.cancel_scope.cancel()
+                finally:
+                    self._nursery = None  # closing: nothing new starts
         finally:
             with trio.CancelScope(shield=True):
                 await self._finish()
@@ -787,14 +802,8 @@ class Connection:
         """Run a task; expected endings become a Close, which stops the connection."""
         try:
             await body()
-        except Close as close:
-            self._stop(close)
-        except STREAM_ERRORS as exc:
-            self._stop(Close(ReasonCode.UNSPECIFIED_ERROR, f"connection lost: {exc}", reply=False))
-        except LogClosedError:
-            self._stop(
-                Close(ReasonCode.SERVER_SHUTTING_DOWN, "the server is shutting down", will=False)
-            )
+        except _ENDINGS as exc:
+            self._stop(_closing(exc))
 
     # -- reading -----------------------------------------------------------------------
 
@@ -996,13 +1005,13 @@ class Connection:
         self._kick()
 
     def _remember_own(self, offset: int) -> None:
-        order = self._own_order
-        if order is None:
-            order = self._own_order = deque()
-        self._own.add(offset)
+        own, order = self._own, self._own_order
+        if order is None or not isinstance(own, set):  # the first one
+            own, order = self._own, self._own_order = set(), deque()
+        own.add(offset)
         order.append(offset)
         if len(order) > _OWN_OFFSETS:
-            self._own.discard(order.popleft())
+            own.discard(order.popleft())
 
     def _on_puback(self, packet: Puback) -> None:
         entry = self._outstanding.get(packet.packet_id)
@@ -1366,9 +1375,12 @@ class Connection:
     def _kick(self) -> None:
         """Wake the writer, starting it if it does not run (and the connection is not
         closing: then :meth:`_finish` sends what is queued)."""
-        self._wake.set()
-        if not self._writing and self._nursery is not None:
-            self._writing = True
+        wake = self._wake
+        if wake is not None:
+            wake.set()
+        elif self._nursery is not None:
+            self._wake = wake = trio.Event()
+            wake.set()
             self._nursery.start_soon(self._guard, self._write_loop)
 
     async def _write_loop(self) -> None:
@@ -1382,8 +1394,10 @@ class Connection:
         stream = self.stream
         first = True
         while True:
-            await self._wake.wait()
-            self._wake = trio.Event()
+            wake = self._wake
+            assert wake is not None
+            await wake.wait()
+            self._wake = wake = trio.Event()
             chunks = self._control
             self._control = []
             more = self._emit(chunks) if self._ready else False
@@ -1406,8 +1420,8 @@ class Connection:
                 self._space.unpark_all()
             if more:
                 self._kick()
-            elif first and not self._pumps and not self._control and not self._wake.is_set():
-                self._writing = False  # no await since the check: a _kick starts a new one
+            elif first and not self._pumps and not self._control and not wake.is_set():
+                self._wake = None  # no await since the check: a _kick starts a new writer
                 return
             first = False
 
@@ -1620,6 +1634,19 @@ class Connection:
             "in": [packet_id for packet_id, state in self._rx.items() if state == STORED],
             "sent_end": max(frontier, self._resume_end),
         }
+
+
+_ENDINGS: Final = (Close, *STREAM_ERRORS, LogClosedError)
+"""How a connection's task may end, expectedly (see :func:`_closing`)."""
+
+
+def _closing(exc: BaseException) -> Close:
+    """The Close for an expected ending of a connection's task."""
+    if isinstance(exc, Close):
+        return exc
+    if isinstance(exc, LogClosedError):
+        return Close(ReasonCode.SERVER_SHUTTING_DOWN, "the server is shutting down", will=False)
+    return Close(ReasonCode.UNSPECIFIED_ERROR, f"connection lost: {exc}", reply=False)
 
 
 def _will_published(client_id: str, result: list[Event] | BaseException) -> None:
