@@ -624,8 +624,7 @@ class Connection:
                 self._nursery = nursery
                 try:
                     feed = self._feed
-                    assert feed is not None
-                    if feed.subscriptions or not feed.live or self._resume:
+                    if feed is not None and (feed.subscriptions or not feed.live or self._resume):
                         self._start_pump(self._main)
                     for key, options in self._restore_shared:
                         self._join_shared(key, options)
@@ -669,10 +668,9 @@ class Connection:
         session.disconnected_at = None
         self.session = session
         self.persistent = expiry > 0
-        self._feed = broker.open_feed(
-            start=session.position if stored is not None else None, name=f"mqtt:{client_id}"
-        )
-        self._main.feed = self._feed
+        if stored is not None or self.persistent:
+            self._main_feed(session.position if stored is not None else None)
+        # else the feed is opened by the first subscription (many clients only publish)
         connack_props = NO_PROPERTIES
         if level == 5:
             settings = self.settings
@@ -1221,8 +1219,7 @@ class Connection:
         self._authorize_subscription(key, key, Right.SUBSCRIBE)
         group, inner = parse_shared(key)
         session = self.session
-        feed = self._feed
-        assert session is not None and feed is not None
+        assert session is not None
         if group is not None:
             self._drop_replay(key)
             existing = self._shared.get(key)
@@ -1233,6 +1230,7 @@ class Connection:
             session.subscriptions[key] = SessionSubscription(key, options.to_json(), 0)
             return granted
         self._drop_replay(key)
+        feed = self._main_feed()
         old = feed.subscriptions.get(key)
         if old is not None and old.options.no_local:
             self._no_local -= 1
@@ -1313,7 +1311,7 @@ class Connection:
     def _unsubscribe(self, key: str) -> bool:
         session = self.session
         feed = self._feed
-        assert session is not None and feed is not None
+        assert session is not None
         if key in self._replays:
             self._drop_replay(key)
             return True
@@ -1322,8 +1320,8 @@ class Connection:
             self._leave_shared(shared)
             session.subscriptions.pop(key, None)
             return True
-        sub = feed.subscriptions.get(key)
-        if sub is None:
+        sub = feed.subscriptions.get(key) if feed is not None else None
+        if sub is None or feed is None:
             return False
         self._check_per_topic(key, False)
         if sub.options.no_local:
@@ -1333,6 +1331,15 @@ class Connection:
         return True
 
     # -- delivering --------------------------------------------------------------------
+
+    def _main_feed(self, start: int | None = None) -> Feed:
+        """The session's main feed, opened now if it is not (from ``start``, default
+        live from now)."""
+        feed = self._feed
+        if feed is None:
+            feed = self.broker.open_feed(start=start, name=f"mqtt:{self.client_id}")
+            self._feed = self._main.feed = feed
+        return feed
 
     def _start_pump(self, source: Source) -> None:
         """Start the pump of a source unless it runs (the main feed's starts with the
