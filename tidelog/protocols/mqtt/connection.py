@@ -12,7 +12,9 @@ States: *connecting* (the first packet must be CONNECT within
 tasks below run), *closing* (a final DISCONNECT if the stream is still usable,
 the session is saved or deleted, the will is handed to the broker), *closed*.
 
-While connected, a connection runs in one nursery:
+While connected, a connection runs in one nursery. Only the reader runs from
+the start; the others start when there is work for them (an idle connection is
+one task, which is most of what 10,000 idle connections cost):
 
 * the **reader** (the nursery body) reads whatever the socket has, decodes it
   into a list of packets and handles the list: every PUBLISH of one read goes
@@ -20,17 +22,21 @@ While connected, a connection runs in one nursery:
   runs when the batch is durable and queues PUBACK/PUBREC. The reader enforces
   the keep alive (1.5 times the interval) and waits on the broker's
   back-pressure before reading more.
-* **pumps**, one per feed (the session's main feed, and one per shared or
-  replay subscription), move deliveries from their feed into ``_ready``, a
-  bounded queue: a pump stops taking while ``_ready`` is full, so the feed
-  fills, falls behind and later catches up from the log. Nothing per
-  connection grows with a slow client.
+* **pumps**, one per feed (the session's main feed, started by the first
+  subscription, and one per shared or replay subscription; the main feed of a
+  non-persistent session is only opened then), move deliveries from their
+  feed into ``_ready``, a bounded queue: a pump stops taking while ``_ready``
+  is full, so the feed fills, falls behind and later catches up from the log.
+  Nothing per connection grows with a slow client.
 * the **writer** wakes when anything is queued, turns as many ready deliveries
   into PUBLISHes as the client's Receive Maximum allows (QoS downgrade, one
   message per event carrying every matching subscription identifier, topic
   aliases, packets over the client's Maximum Packet Size skipped) and sends
-  them with the pending acks in one ``send_all``.
-* the **saver** (persistent sessions) stores the session, coalesced: at most
+  them with the pending acks in one ``send_all``. :meth:`Connection._kick`
+  starts it; it ends after its first round if nothing is left and the
+  connection has no pump (a lone CONNACK or PINGRESP), else it stays.
+* the **saver** (persistent sessions, started by the first change to save)
+  stores the session, coalesced: at most
   every ``session_save_interval`` for position changes, at once when a QoS 2
   PUBREC or a subscription change waits for it.
 
