@@ -11,7 +11,8 @@ once, and cycles are still collected, only in larger batches (memory stays
 bounded by the threshold's worth of allocations).
 
 Measured (1 QoS 1 publisher, window 1000 -> 100 subscribers at QoS 1, broker
-CPU per delivery, same run, alternating): 9.4 -> 6.0 us; see docs/benchmarks.md.
+CPU per delivery, same run, alternating): 9.4 -> 6.0 us; see docs/mqtt.md,
+"Performance of the connection layer".
 
 ``gc.freeze()`` moves everything created while starting (modules, classes,
 configuration) to the permanent generation, so full collections no longer scan
