@@ -53,6 +53,9 @@ from tidelog.storage.base import DEFAULT_READ_MAX_BYTES
 from tidelog.topics import parse_shared, validate_topic_filter, validate_topic_name
 
 log = logging.getLogger(__name__)
+_valid_topics: set[str] = set()
+"""Topic names already validated (bounded): a publisher repeats a few topics, and
+validating one costs more than the set lookup."""
 
 
 class CursorNotFoundError(TidelogError, LookupError):
@@ -214,8 +217,13 @@ class Broker:
     def _check_events(self, events: Sequence[NewEvent]) -> None:
         if self.closed:
             raise LogClosedError("the broker is shutting down")
+        valid = _valid_topics
         for event in events:
-            validate_topic_name(event.topic)
+            topic = event.topic
+            if topic not in valid:
+                validate_topic_name(topic)
+                if len(valid) < 100_000:
+                    valid.add(topic)
             if event.qos not in (0, 1, 2):
                 raise ValueError(f"qos must be 0, 1 or 2, not {event.qos!r}")
 

@@ -219,35 +219,40 @@ def encode_records(
 ) -> list[bytes]:
     """Encode a batch sharing one ``timestamp``; the same bytes as :func:`encode_record`.
 
-    The append hot path. A *plain* event (a :class:`NewEvent` with QoS 0, not
-    retained, without properties) is its topic's record prefix (header and
-    topic, the same for every plain event of the topic in this batch, built
-    once) plus its payload. ``check(index, event)`` validates an event before
-    it is encoded (raising stops the batch): it is called for every event that
-    is not plain, and for a plain event whose topic is not in ``checked_topics``
-    (topics ``check`` accepted before, with their UTF-8 bytes; a plain event has
-    nothing else to check). Accepted topics are added to it, up to 100,000.
+    The append hot path. A *plain* event (a :class:`NewEvent` without
+    properties) is its record prefix (header and topic, the same for every
+    plain event of the topic with the same QoS and retain flag in this batch,
+    built once) plus its payload. ``check(index, event)`` validates an event
+    before it is encoded (raising stops the batch): it is called for every
+    event that is not plain or has an unusual QoS or retain value, and for a
+    plain event whose topic is not in ``checked_topics`` (topics ``check``
+    accepted before, with their UTF-8 bytes; a plain event has nothing else to
+    check). Accepted topics are added to it, up to 100,000.
     """
     pack = _HEADER.pack
-    plain: dict[str, bytes] = {}
+    plain: dict[tuple[str, int], bytes] = {}
     records: list[bytes] = []
     append = records.append
     for index, event in enumerate(events):
         if (
             type(event) is NewEvent
             and event.properties is None
-            and event.qos == 0
-            and event.retain is False
+            and type(qos := event.qos) is int
+            and 0 <= qos <= 2
+            and ((retain := event.retain) is False or retain is True)
         ):
-            prefix = plain.get(event.topic)
+            flags = qos | _RETAIN if retain else qos
+            topic = event.topic
+            prefix = plain.get((topic, flags))
             if prefix is None:
-                raw = checked_topics.get(event.topic)
+                raw = checked_topics.get(topic)
                 if raw is None:
                     check(index, event)
-                    raw = event.topic.encode("utf-8")
+                    raw = topic.encode("utf-8")
                     if len(checked_topics) < 100_000:
-                        checked_topics[event.topic] = raw
-                prefix = plain[event.topic] = pack(FORMAT_VERSION, 0, timestamp, len(raw)) + raw
+                        checked_topics[topic] = raw
+                prefix = pack(FORMAT_VERSION, flags, timestamp, len(raw)) + raw
+                plain[topic, flags] = prefix
             append(prefix + event.payload)
         else:
             check(index, event)

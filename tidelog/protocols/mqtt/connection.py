@@ -66,6 +66,7 @@ import contextlib
 import logging
 import math
 import secrets
+import struct
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -120,7 +121,6 @@ from tidelog.protocols.mqtt.protocol import MAX_PACKET_ID, MAX_PACKET_SIZE, Pack
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.protocols.mqtt.replies import error_reply
 from tidelog.protocols.mqtt.settings import ConnectInfo
-from tidelog.protocols.mqtt.wire import U16
 from tidelog.security import (
     Access,
     AuthenticationError,
@@ -163,8 +163,12 @@ PUB, REL = 1, 2
 PENDING, STORED = 1, 2
 
 
+_ACK = struct.Struct(">BBH").pack
+
+
 def _ack(first: int, packet_id: int) -> bytes:
-    return bytes((first, 2)) + U16.pack(packet_id)
+    """A 4-byte PUBACK/PUBREC/PUBREL/PUBCOMP without reason code (success, or 3.x)."""
+    return _ACK(first, 2, packet_id)
 
 
 class SubOptions:
@@ -822,24 +826,33 @@ class Connection:
         decoder = self.decoder
         broker = self.broker
         counters = self.traffic
-        while not self._disconnected:
-            with trio.move_on_after(timeout) as scope:
+        # One cancel scope for the whole loop, armed only while waiting for data:
+        # moving a deadline costs less than a scope per read (and nothing without
+        # a keep alive).
+        keep_alive = timeout != math.inf
+        now = trio.current_time
+        with trio.CancelScope() as scope:
+            while not self._disconnected:
+                if keep_alive:
+                    scope.deadline = now() + timeout
                 data = await receive(RECEIVE_BYTES)
-            if scope.cancelled_caught:
-                raise Close(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
-            if not data:
-                raise Close(ReasonCode.UNSPECIFIED_ERROR, "connection closed", reply=False)
-            counters.bytes_received["mqtt"] += len(data)
-            try:
-                packets = decoder.feed(data)
-            except MQTTProtocolError as exc:
-                counters.malformed_packets["mqtt"] += 1
-                if exc.packets:
-                    await self._handle(list(exc.packets))
-                raise Close.from_error(exc) from None
-            counters.packets_received["mqtt"] += len(packets)
-            await self._handle(packets)
-            await broker.wait_writable()
+                if keep_alive:
+                    scope.deadline = math.inf
+                if not data:
+                    raise Close(ReasonCode.UNSPECIFIED_ERROR, "connection closed", reply=False)
+                counters.bytes_received["mqtt"] += len(data)
+                try:
+                    packets = decoder.feed(data)
+                except MQTTProtocolError as exc:
+                    counters.malformed_packets["mqtt"] += 1
+                    if exc.packets:
+                        await self._handle(list(exc.packets))
+                    raise Close.from_error(exc) from None
+                counters.packets_received["mqtt"] += len(packets)
+                await self._handle(packets)
+                await broker.wait_writable()
+        if scope.cancelled_caught:
+            raise Close(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
 
     async def _handle(self, packets: list[Packet]) -> None:
         events: list[NewEvent] = []
@@ -996,7 +1009,7 @@ class Connection:
                 packet_id = entry & 0xFFFF
                 if entry >> 16 == 1:
                     self._rx_count -= 1
-                    control.append(_ack(0x40, packet_id))
+                    control.append(_ACK(0x40, 2, packet_id))
                 else:
                     self._rx[packet_id] = STORED
                     if self.persistent:
