@@ -121,6 +121,7 @@ from tidelog.protocols.mqtt.protocol import MAX_PACKET_ID, MAX_PACKET_SIZE, Pack
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.protocols.mqtt.replies import error_reply
 from tidelog.protocols.mqtt.settings import ConnectInfo
+from tidelog.protocols.mqtt.wire import U16
 from tidelog.security import (
     Access,
     AuthenticationError,
