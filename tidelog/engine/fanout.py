@@ -219,17 +219,11 @@ class Feed:
         if self.on_ready is not None:
             self.on_ready()
 
-    def _offer(self, event: Event, subs: tuple[Subscription, ...]) -> bool:
-        """Called by dispatch for a live feed; False if the feed just fell behind."""
-        if len(self._buffer) >= self._max_events or self._buffer_bytes >= self._max_bytes:
-            self.live = False
-            self.catch_ups += 1
-            self._fanout.catch_ups += 1
-            return False
-        self._buffer.append((event, subs))
-        self._buffer_bytes += len(event.payload)
-        self.fence = event.offset + 1
-        return True
+    def _fall_behind(self) -> None:
+        """The buffer is full: stop being live; the consumer catches up from the log."""
+        self.live = False
+        self.catch_ups += 1
+        self._fanout.catch_ups += 1
 
     def _unexpired(self, deliveries: list[Delivery]) -> list[Delivery]:
         """Drop events whose MQTT message expiry has passed (most carry no expiry)."""
@@ -392,14 +386,23 @@ class FanOut:
             if not route:
                 continue
             taken = 0
+            offset = event.offset
+            payload_size = len(event.payload)
             for feed, subs in route:
-                if not feed.live or event.offset < feed.fence:
+                if not feed.live or offset < feed.fence:
                     continue
-                if feed._offer(event, subs):
-                    taken += 1
                 touched.add(feed)
+                # Feed._offer inlined: this loop runs once per event and matching feed
+                buffer = feed._buffer
+                if len(buffer) >= feed._max_events or feed._buffer_bytes >= feed._max_bytes:
+                    feed._fall_behind()
+                    continue
+                buffer.append((event, subs))
+                feed._buffer_bytes += payload_size
+                feed.fence = offset + 1
+                taken += 1
             count += taken
-            size += taken * len(event.payload)
+            size += taken * payload_size
         self.dispatched_end = events[-1].offset + 1
         self.deliveries += count
         self.delivered_bytes += size
