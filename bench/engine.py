@@ -12,12 +12,16 @@ machine drift.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 import tidelog
 from tidelog import NewEvent
@@ -113,6 +117,79 @@ async def catch_up(url: str, total: int) -> float:
         return count / elapsed
 
 
+async def history(url: str, total: int, runs: int) -> dict[str, tuple[float, float]]:
+    """Reading a ``total``-event log (100 topics) through the engine.
+
+    Returns, per way of reading, the median events/s (wall clock) and the median
+    process CPU microseconds per event (steadier than the rate on a shared
+    machine: other processes' load stretches the wall clock, not our CPU time).
+
+    The same log, in the same process, read ``runs`` times each way, the ways
+    interleaved: ``log.read`` pages (the storage layer: the peer), ``Broker.read``
+    pages, ``Broker.replay`` (an async iterator of events), and feed catch-up (a
+    subscriber starting at ``earliest`` draining ``receive_batch(10_000)`` until it
+    has every event and is live) for ``h/#`` (every event) and ``h/7`` (1%).
+    Pages are 1000 events (the default of ``Broker.read`` and ``Broker.replay``).
+    """
+    rates: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    async with tidelog.open(url) as broker:
+        batch = [NewEvent(f"h/{i % 100}", PAYLOAD) for i in range(1000)]
+        for _ in range(total // 1000):
+            await broker.publish_many(batch)
+        end = broker.end_offset
+
+        async def log_read() -> int:
+            position = count = 0
+            while position < end:
+                result = await broker.log.read(position, limit=1000)
+                count += len(result.events)
+                position = result.next_offset
+            return count
+
+        async def broker_read() -> int:
+            position = count = 0
+            while position < end:
+                result = await broker.read(position, limit=1000)
+                count += len(result.events)
+                position = result.next_offset
+            return count
+
+        async def replay() -> int:
+            count = 0
+            async for _ in broker.replay(None, start="earliest"):
+                count += 1
+            return count
+
+        async def catch_up(topic_filter: str, expected: int) -> int:
+            count = 0
+            async with broker.subscribe(topic_filter, start="earliest") as sub:
+                while count < expected:
+                    count += len(await sub.receive_batch(10_000))
+                # the last event of the log was read: the feed is live again
+                assert sub.feed.live or expected < end
+            return count
+
+        ways: dict[str, Callable[[], Any]] = {
+            "log.read (storage)": log_read,
+            "Broker.read": broker_read,
+            "Broker.replay": replay,
+            "catch-up h/# (all)": lambda: catch_up("h/#", end),
+            "catch-up h/7 (1%)": lambda: catch_up("h/7", end // 100),
+        }
+        for _ in range(runs):
+            for name, way in ways.items():
+                started, cpu_started = time.perf_counter(), time.process_time()
+                count = await way()
+                rates.setdefault(name, []).append(count / (time.perf_counter() - started))
+                cpu.setdefault(name, []).append((time.process_time() - cpu_started) / count * 1e6)
+    return {name: (_median(rates[name]), _median(cpu[name])) for name in rates}
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
 def median_run(runs: int, url: Callable[[], str], bench: Callable[..., Any], *args: Any) -> Any:
     """Run ``bench(fresh url, *args)`` ``runs`` times; the run with the median first value."""
     results = sorted(
@@ -122,11 +199,40 @@ def median_run(runs: int, url: Callable[[], str], bench: Callable[..., Any], *ar
     return results[len(results) // 2]
 
 
+def publish_and_fan_out(runs: int, n: int, url: Callable[[], str]) -> None:
+    """The publish, fan-out and replay-then-live measurements (fresh log each run)."""
+    raw = median_run(runs, url, storage_append, n, 1000)
+    print(f"storage append, batch 1000:            {raw:>12,.0f} events/s")
+    for publishers, batch in [(1, 1000), (10, 100), (100, 10)]:
+        rate, avg_batch = median_run(runs, url, broker_publish, n, publishers, batch)
+        print(
+            f"broker publish {publishers:>3} x publish_many({batch:>4}): "
+            f"{rate:>12,.0f} events/s  ({rate / raw:.2f}x storage; "
+            f"avg commit {avg_batch:,.0f} events)"
+        )
+    for subscribers in (1, 10, 100):
+        for topics in (1, 100, 10_000):
+            total = max(2000, n // subscribers)
+            rate = median_run(runs, url, fanout, total, subscribers, topics)
+            print(
+                f"fan-out {subscribers:>3} subscribers, {topics:>6} topics:   "
+                f"{rate:>12,.0f} deliveries/s"
+            )
+    rate = median_run(runs, url, catch_up, n)
+    print(f"replay-then-live catch-up:             {rate:>12,.0f} events/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--storage", default="lmdb", help="lmdb, sqlite or a URL (memory://)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run")
     parser.add_argument("--runs", type=int, default=3, help="repetitions (median reported)")
+    parser.add_argument(
+        "--history-events", type=int, default=1_000_000, help="events of the read/replay log"
+    )
+    parser.add_argument(
+        "--history-only", action="store_true", help="only the read/replay/catch-up section"
+    )
     args = parser.parse_args()
     scale = 0.02 if args.quick else 1.0
     runs = 1 if args.quick else args.runs
@@ -138,25 +244,18 @@ def main() -> None:
         def url() -> str:
             return make_url(args.storage, tmp, f"run{next(counter)}")
 
-        raw = median_run(runs, url, storage_append, n, 1000)
-        print(f"storage append, batch 1000:            {raw:>12,.0f} events/s")
-        for publishers, batch in [(1, 1000), (10, 100), (100, 10)]:
-            rate, avg_batch = median_run(runs, url, broker_publish, n, publishers, batch)
+        if not args.history_only:
+            publish_and_fan_out(runs, n, url)
+        history_events = max(10_000, int(args.history_events * scale))
+        print(f"reading a {history_events}-event log (100 topics), median of {runs}:")
+        rates = trio.run(history, url(), history_events, runs)
+        peer, peer_cpu = rates["log.read (storage)"]
+        for name, (value, cpu) in rates.items():
             print(
-                f"broker publish {publishers:>3} x publish_many({batch:>4}): "
-                f"{rate:>12,.0f} events/s  ({rate / raw:.2f}x storage; "
-                f"avg commit {avg_batch:,.0f} events)"
+                f"  {name:<25} {value:>12,.0f} events/s  ({value / peer:.2f}x log.read)"
+                f"  CPU {cpu:.2f} us/event ({1e6 / cpu:>9,.0f} events/CPU-s,"
+                f" {peer_cpu / cpu:.2f}x log.read)"
             )
-        for subscribers in (1, 10, 100):
-            for topics in (1, 100, 10_000):
-                total = max(2000, n // subscribers)
-                rate = median_run(runs, url, fanout, total, subscribers, topics)
-                print(
-                    f"fan-out {subscribers:>3} subscribers, {topics:>6} topics:   "
-                    f"{rate:>12,.0f} deliveries/s"
-                )
-        rate = median_run(runs, url, catch_up, n)
-        print(f"replay-then-live catch-up:             {rate:>12,.0f} events/s")
 
 
 if __name__ == "__main__":

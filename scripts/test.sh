@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
     mosquitto          # bench/brokers.py and tests/bench start mosquitto 2 as a peer
+    nats-server        # bench/brokers.py: the nats-server peer (MQTT + JetStream)
     mosquitto-clients  # mosquitto_pub/mosquitto_sub for MQTT interop tests
     chromium           # tests/api/test_browser.py drives the example page headless
 )
@@ -33,6 +34,18 @@ if ! .venv/bin/python -c "import mqtt_codec" 2>/dev/null; then
     PIP_CONSTRAINT=$constraint PIP_BUILD_CONSTRAINT=$constraint \
         .venv/bin/python -m pip install -q mqtt-codec
     rm -f "$constraint"
+fi
+
+# amqtt, a benchmark peer (bench/brokers.py), lives in its own venv so its
+# dependencies never mix with tidelog's. Installed once, then reused (quietly);
+# bench/brokers.py also honours TIDELOG_BENCH_AMQTT pointing at another binary.
+AMQTT_VERSION=0.12.1
+AMQTT_VENV=.bench-venv/amqtt
+if ! "$AMQTT_VENV/bin/python" -c "import importlib.metadata as m, sys; \
+        sys.exit(m.version('amqtt') != '$AMQTT_VERSION')" 2>/dev/null; then
+    rm -rf "$AMQTT_VENV"
+    "$PYTHON" -m venv "$AMQTT_VENV"
+    "$AMQTT_VENV/bin/python" -m pip install -q --disable-pip-version-check "amqtt==$AMQTT_VERSION"
 fi
 
 .venv/bin/ruff check tidelog tests bench

@@ -7,7 +7,7 @@ import trio
 
 import tidelog
 from tests.storage.backends import BackendUnderTest, ManualClock
-from tidelog import NewEvent, Properties
+from tidelog import Event, NewEvent, Properties
 from tidelog.engine import CursorExistsError, CursorNotFoundError
 from tidelog.errors import InvalidPositionError, InvalidTopicError, OffsetOutOfRangeError
 
@@ -217,9 +217,15 @@ async def test_wills(backend: BackendUnderTest) -> None:
         broker.set_will("client-2", NewEvent("will/2", b"gone"), delay=0.2)
         assert broker.cancel_will("client-2") is True
         broker.set_will("client-3", NewEvent("will/3", b"late"), delay=0.05)
-        await trio.sleep(0.3)
-        topics = [e.topic for e in (await broker.log.read(0)).events]
-        assert topics == ["will/1", "will/3"]
+        # A marker due after the cancelled will-2 would have fired: wills publish in
+        # deadline order, so a will/2 would show up before it. No timing assumption.
+        broker.set_will("client-4", NewEvent("will/4", b"marker"), delay=0.4)
+        with trio.fail_after(30):
+            events: list[Event] = []
+            while len(events) < 3:
+                await broker.log.wait_for_append(len(events))
+                events = list((await broker.log.read(0)).events)
+        assert [e.topic for e in events] == ["will/1", "will/3", "will/4"]
 
 
 async def test_statistics(backend: BackendUnderTest) -> None:

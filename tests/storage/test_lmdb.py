@@ -537,6 +537,31 @@ async def test_a_filtered_scan_examines_a_bounded_number_of_records(tmp_path: Pa
         assert [e.payload for e in second] == [b"found"]
 
 
+async def test_a_filter_matching_every_topic_of_a_segment_reads_it_whole(tmp_path: Path) -> None:
+    """Segments (sealed and active) whose every topic matches are read without a topic
+    check per record; the events, pages and bounds are those of the reference log."""
+    rng = random.Random(5)
+    reference = MemoryLog(LogOptions())
+    async with lmdb_log(tmp_path / "log", segment_bytes=8 * 1024) as log:
+        for number in range(40):
+            # segments of only a/..., then segments mixing in b, then a/... again
+            topics = ["a/1", "a/2"] if number < 15 or number >= 30 else ["a/1", "b"]
+            batch = [
+                NewEvent(rng.choice(topics), rng.randbytes(rng.randint(0, 60))) for _ in range(30)
+            ]
+            await log.append(batch)
+            await reference.append(batch)
+        assert len(segment_dirs(tmp_path / "log")) > 3
+        for topic_filter in ["a/#", "#", "+/+", "a/1"]:
+            want = [(e.offset, e.payload) for e in await read_all(reference, 0, topic_filter)]
+            for start in (0, 451, 1000):
+                got = [(e.offset, e.payload) for e in await read_all(log, start, topic_filter)]
+                assert got == [w for w in want if w[0] >= start], topic_filter
+            page = await log.read(0, topic_filter, limit=7, max_bytes=150)
+            assert [e.offset for e in page] == [o for o, _ in want[: len(page)]]
+            assert 1 <= len(page) <= 7 and page.next_offset > page[-1].offset
+
+
 # -- misc --------------------------------------------------------------------------------------
 
 

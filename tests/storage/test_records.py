@@ -85,3 +85,35 @@ def test_encode_batch_validates_every_event() -> None:
         encode_batch([NewEvent("ok", b""), NewEvent("ok", b"", qos=3)], 1, 100)
     with pytest.raises(TypeError):
         encode_batch([NewEvent("ok", b""), "not an event"], 1, 100)  # type: ignore[list-item]
+
+
+@given(
+    st.lists(st.tuples(topics, st.binary(max_size=64)), min_size=1, max_size=30),
+    st.sampled_from([0, 1, 2]),
+    st.booleans(),
+    st.integers(0, 10**6),
+)
+def test_decode_run_uniform_runs_match_decode_record(
+    rows: list[tuple[str, bytes]], qos: int, retain: bool, first: int
+) -> None:
+    """Runs whose records share one QoS and retain flag take their own fast paths."""
+    records = [
+        encode_record(NewEvent(topic, payload, qos, retain), 1_700_000_000_000 + i)
+        for i, (topic, payload) in enumerate(rows)
+    ]
+    reference = [decode_record(first + i, r) for i, r in enumerate(records)]
+    out: list = []
+    assert decode_run(list(records), range(first, first + len(records)), out, None, 0) == (
+        len(records),
+        sum(map(len, records)),
+        False,
+    )
+    assert out == reference
+    assert all(type(e.retain) is bool and type(e.qos) is int for e in out)
+
+
+@pytest.mark.parametrize("qos,retain", [(0, False), (1, True), (2, False)])
+def test_decode_run_uniform_run_with_a_cut_record_names_it(qos: int, retain: bool) -> None:
+    good = encode_record(NewEvent("a/b", b"12", qos, retain), 5)
+    with pytest.raises(CorruptLogError, match="record 41"):
+        decode_run([good, good[:14]], [40, 41], [], None, 0)  # topic cut short

@@ -68,11 +68,14 @@ def _serve(args: argparse.Namespace) -> int:
     import trio
 
     from tidelog import logging_setup
+    from tidelog.gc_tuning import tune_gc
     from tidelog.server import ServerConfig, serve_until_signalled
 
     settings = load_settings(args)
     logging_setup.configure(settings["logging.level"], settings["logging.format"])
-    trio.run(serve_until_signalled, ServerConfig.from_settings(settings))
+    config = ServerConfig.from_settings(settings)
+    tune_gc()
+    trio.run(serve_until_signalled, config)
     return 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -53,6 +54,11 @@ from tidelog.storage.base import DEFAULT_READ_MAX_BYTES
 from tidelog.topics import parse_shared, validate_topic_filter, validate_topic_name
 
 log = logging.getLogger(__name__)
+_EVENT = operator.itemgetter(0)
+"""The event of a delivery ``(event, subscriptions)``."""
+_valid_topics: set[str] = set()
+"""Topic names already validated (bounded): a publisher repeats a few topics, and
+validating one costs more than the set lookup."""
 
 
 class CursorNotFoundError(TidelogError, LookupError):
@@ -115,7 +121,7 @@ class Subscriber:
         if self._ready:
             count = min(max_events, len(self._ready))
             return [self._ready.popleft() for _ in range(count)]
-        return [event for event, _ in await self.feed.receive(max_events)]
+        return list(map(_EVENT, await self.feed.receive(max_events)))
 
     def __aiter__(self) -> Subscriber:
         return self
@@ -123,7 +129,7 @@ class Subscriber:
     async def __anext__(self) -> Event:
         if not self._ready:
             try:
-                self._ready.extend(event for event, _ in await self.feed.receive())
+                self._ready.extend(map(_EVENT, await self.feed.receive()))
             except LogClosedError:
                 raise StopAsyncIteration from None
         return self._ready.popleft()
@@ -214,8 +220,13 @@ class Broker:
     def _check_events(self, events: Sequence[NewEvent]) -> None:
         if self.closed:
             raise LogClosedError("the broker is shutting down")
+        valid = _valid_topics
         for event in events:
-            validate_topic_name(event.topic)
+            topic = event.topic
+            if topic not in valid:
+                validate_topic_name(topic)
+                if len(valid) < 100_000:
+                    valid.add(topic)
             if event.qos not in (0, 1, 2):
                 raise ValueError(f"qos must be 0, 1 or 2, not {event.qos!r}")
 

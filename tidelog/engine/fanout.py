@@ -30,6 +30,8 @@ starts in catch-up at an old offset). Memory per feed is bounded by
 
 from __future__ import annotations
 
+import itertools
+import operator
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +45,9 @@ from tidelog.topics import compile_filter
 
 Delivery = tuple[Event, tuple["Subscription", ...]]
 """An event and every subscription of the feed it matched."""
+
+_TOPIC = operator.attrgetter("topic")
+_PROPERTIES = operator.attrgetter("properties")
 
 DEFAULT_FEED_MAX_EVENTS = 10_000
 DEFAULT_FEED_MAX_BYTES = 16 * 1024 * 1024
@@ -214,17 +219,11 @@ class Feed:
         if self.on_ready is not None:
             self.on_ready()
 
-    def _offer(self, event: Event, subs: tuple[Subscription, ...]) -> bool:
-        """Called by dispatch for a live feed; False if the feed just fell behind."""
-        if len(self._buffer) >= self._max_events or self._buffer_bytes >= self._max_bytes:
-            self.live = False
-            self.catch_ups += 1
-            self._fanout.catch_ups += 1
-            return False
-        self._buffer.append((event, subs))
-        self._buffer_bytes += len(event.payload)
-        self.fence = event.offset + 1
-        return True
+    def _fall_behind(self) -> None:
+        """The buffer is full: stop being live; the consumer catches up from the log."""
+        self.live = False
+        self.catch_ups += 1
+        self._fanout.catch_ups += 1
 
     def _unexpired(self, deliveries: list[Delivery]) -> list[Delivery]:
         """Drop events whose MQTT message expiry has passed (most carry no expiry)."""
@@ -260,17 +259,41 @@ class Feed:
                 return []
             topic_filter = subs[0].topic_filter if len(subs) == 1 else None
             result = await fanout.log.read(self.fence, topic_filter, limit=max_events)
-            taken: list[Delivery] = []
-            for event in result.events:
-                if event.offset < self.fence:
-                    continue
-                matched = self._match(event)
-                if matched:
-                    taken.append((event, matched))
+            events = result.events
+            if events and events[0].offset < self.fence:  # the fence moved during the read
+                events = [event for event in events if event.offset >= self.fence]
+            # the subscriptions as they are now: they may have changed during the read
+            taken = self._match_page(events, list(self.subscriptions.values()))
             self.fence = max(self.fence, result.next_offset)
             if self.fence >= fanout.dispatched_end and not self._closed:
                 self.live = True  # no await since the check: nothing can slip between
-            return self._unexpired(taken)
+            if any(map(_PROPERTIES, events)):  # else no event can have expired
+                return self._unexpired(taken)
+            self.delivered += len(taken)
+            return taken
+
+    def _match_page(self, events: list[Event], subs: list[Subscription]) -> list[Delivery]:
+        """Deliveries for a page of events read from the log (ascending offsets).
+
+        Matches each distinct topic of the page once, not each event: a page holds
+        thousands of events on a few topics. When every event of the page matches
+        the same subscriptions (one subscription, or a filter the log already
+        applied), the deliveries are built without a Python-level loop.
+        """
+        if not events:
+            return []
+        if any(sub.created_offset > events[0].offset for sub in subs):
+            # A subscription created after part of the page: check offsets per event.
+            return [(event, matched) for event in events if (matched := self._match(event))]
+        by_topic = {
+            topic: tuple(sub for sub in subs if sub.matches(topic))
+            for topic in set(map(_TOPIC, events))
+        }
+        routes = set(by_topic.values())
+        if len(routes) == 1:
+            (matched,) = routes
+            return list(zip(events, itertools.repeat(matched))) if matched else []
+        return [(event, matched) for event in events if (matched := by_topic[event.topic])]
 
 
 def _expired(event: Event, now: int) -> bool:
@@ -363,14 +386,23 @@ class FanOut:
             if not route:
                 continue
             taken = 0
+            offset = event.offset
+            payload_size = len(event.payload)
             for feed, subs in route:
-                if not feed.live or event.offset < feed.fence:
+                if not feed.live or offset < feed.fence:
                     continue
-                if feed._offer(event, subs):
-                    taken += 1
                 touched.add(feed)
+                # Feed._offer inlined: this loop runs once per event and matching feed
+                buffer = feed._buffer
+                if len(buffer) >= feed._max_events or feed._buffer_bytes >= feed._max_bytes:
+                    feed._fall_behind()
+                    continue
+                buffer.append((event, subs))
+                feed._buffer_bytes += payload_size
+                feed.fence = offset + 1
+                taken += 1
             count += taken
-            size += taken * len(event.payload)
+            size += taken * payload_size
         self.dispatched_end = events[-1].offset + 1
         self.deliveries += count
         self.delivered_bytes += size

@@ -16,6 +16,7 @@ import operator
 import os
 import shutil
 import sys
+import time
 from array import array
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -61,6 +62,7 @@ from tidelog.storage.lmdb_segment import (
     segment_name,
 )
 from tidelog.storage.records import Event, NewEvent
+from tidelog.storage.writer_thread import Mailbox, WriterThread
 from tidelog.topics import compile_filter
 
 __all__ = ["LmdbLog", "ReindexReport", "VerifyReport", "reindex", "verify"]
@@ -85,6 +87,15 @@ MAX_MERGED_TOPICS = 64
 """A filter matching more topics than this in a segment scans it rather than
 merging that many offset lists (a Python heap merge of k lists costs about
 log2(k) comparisons per event)."""
+INLINE_MAX_EVENTS = 8
+"""Batches of at most this many events may commit on the trio thread (fsync
+``always``; see :meth:`LmdbLog._commit_overlapped`)."""
+INLINE_MAX_SECONDS = 0.001
+"""... when the previous commit took less than this (the loop's worst stall when
+fsync is fast)."""
+OVERLAP_MIN_EVENTS = 64
+"""Batches of at least this many events build their acknowledgement while the commit
+syncs (see :meth:`LmdbLog._commit_overlapped`); smaller ones build it first."""
 _MAP_FILL = 0.9
 """Roll (or grow the map) before a batch would fill the map beyond this fraction."""
 
@@ -121,8 +132,9 @@ class LmdbLog(EventLog):
     its map: it is sealed (topic index, counts and summary written, synced), then
     the next segment is created under ``.tmp-`` and renamed into place.
 
-    **Writes.** One LMDB write transaction per batch, in a worker thread, one at a
-    time (a :class:`trio.Lock`); under ``fsync=always`` LMDB syncs data and meta
+    **Writes.** One LMDB write transaction per batch, in the log's writer thread
+    (small batches inline while commits are fast, see :meth:`_commit_overlapped`),
+    one at a time (a :class:`trio.Lock`); under ``fsync=always`` LMDB syncs data and meta
     page before the commit returns. Everything else about the batch (the active
     topic index, counters, waking readers) is updated on the trio thread after
     the commit, with no checkpoint in between, so readers see a batch whole or
@@ -172,6 +184,8 @@ class LmdbLog(EventLog):
         self._bytes = sum(segment.bytes for segment in segments)
         self._min_map = max(2 * options.segment_bytes, MIN_MAP_BYTES)
         self._write_lock = trio.Lock()
+        self._writer = WriterThread(f"tidelog-writer-{root.name}")
+        self._last_commit = 0.0
         self._notifier = AppendNotifier(self._next)
         self._closed = False
         self._dirty = False
@@ -347,7 +361,7 @@ class LmdbLog(EventLog):
                         active, first, records, timestamp, prepare
                     )
                 else:
-                    active.used = await trio.to_thread.run_sync(
+                    active.used = await self._writer.run_sync(
                         active.write_batch, first, records, timestamp
                     )
                     prepared = prepare()
@@ -371,41 +385,53 @@ class LmdbLog(EventLog):
         timestamp: int,
         prepare: Callable[[], T],
     ) -> T:
-        """Commit in a worker thread; run ``prepare()`` here while the commit syncs.
+        """Commit in the writer thread; run ``prepare()`` here while the commit syncs.
+
+        A small batch (at most :data:`INLINE_MAX_EVENTS`) commits right here,
+        blocking the trio thread, when no other task is ready to run and the
+        previous commit took less than :data:`INLINE_MAX_SECONDS`: handing it
+        to the thread and back costs more CPU than the commit (two wake-ups of
+        a cold thread per event under light load; see "Where the time goes" in
+        docs/benchmarks.md). A slow commit (a busy disk) sends the next ones to
+        the thread again, so the loop never waits for two slow commits in a row.
 
         The worker holds the GIL while it copies the records into the
-        transaction and releases it while LMDB writes and fsyncs the pages; it
-        signals this thread just before committing, so the acknowledgement is
-        built in what would otherwise be idle time (about a third of an append's
-        CPU time at batch 1000, see docs/benchmarks.md). The caller shields this.
+        transaction and releases it while LMDB writes and fsyncs the pages; for
+        a large batch it signals this thread just before committing, so the
+        acknowledgement is built in what would otherwise be idle time (about a
+        third of an append's CPU time at batch 1000, see docs/benchmarks.md).
+        A small batch's acknowledgement costs less than that extra wake-up of
+        this thread, so it is built first. The caller shields this.
         """
-        token = trio.lowlevel.current_trio_token()
-        syncing = trio.Event()
-        used: list[int] = []
-        failed: list[Exception] = []
-
-        def committing() -> None:
-            token.run_sync_soon(syncing.set)
-
-        async def write() -> None:
-            try:
-                used.append(
-                    await trio.to_thread.run_sync(
-                        active.write_batch, first, records, timestamp, committing
-                    )
-                )
-            except Exception as exc:  # handed to the caller below, not to the nursery
-                failed.append(exc)
-            finally:
-                syncing.set()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(write)
-            await syncing.wait()
+        if (
+            len(records) <= INLINE_MAX_EVENTS
+            and self._last_commit < INLINE_MAX_SECONDS
+            and not trio.lowlevel.current_statistics().tasks_runnable
+        ):
             prepared = prepare()
-        if failed:
-            raise failed[0]
-        active.used = used[0]
+            started = time.perf_counter()
+            try:
+                active.used = active.write_batch(first, records, timestamp)
+            finally:
+                self._last_commit = time.perf_counter() - started
+            return prepared
+        started = time.perf_counter()
+        mailbox = Mailbox()
+        if len(records) < OVERLAP_MIN_EVENTS:
+            prepared = prepare()
+            self._writer.submit(mailbox, active.write_batch, first, records, timestamp)
+        else:
+            self._writer.submit(
+                mailbox, active.write_batch, first, records, timestamp, mailbox.signal
+            )
+            try:
+                await mailbox.get()  # the commit's fsync has started (or the write failed)
+            finally:
+                prepared = prepare()
+        try:
+            active.used = await mailbox.get()
+        finally:
+            self._last_commit = time.perf_counter() - started
         return prepared
 
     async def _roll(self, need: int = 0) -> None:
@@ -525,6 +551,10 @@ class LmdbLog(EventLog):
             active = segment.index.matching(topic_filter)
             if not active.topics:
                 return stop, total, False, 0
+            if len(active.topics) == len(segment.index.offsets):
+                return self._read_every(
+                    segment, txn, position, stop, limit, max_bytes, out, total, budget
+                )
             wanted = active.raw
             use_index = len(active.topics) <= MAX_MERGED_TOPICS
             if use_index:
@@ -539,6 +569,10 @@ class LmdbLog(EventLog):
                 self._matches.put(key, sealed)
             if not sealed.topics:
                 return stop, total, False, 0
+            if sealed.total == segment.count:
+                return self._read_every(
+                    segment, txn, position, stop, limit, max_bytes, out, total, budget
+                )
             wanted = sealed.topic_set
             use_index = (
                 len(sealed.topics) <= MAX_MERGED_TOPICS
@@ -564,6 +598,27 @@ class LmdbLog(EventLog):
         position, total, full = segment.scan(
             txn, position, count, wanted, limit, out, max_bytes, total
         )
+        return position, total, full, count
+
+    @staticmethod
+    def _read_every(
+        segment: Segment,
+        txn: lmdb.Transaction[bytes],
+        position: int,
+        stop: int,
+        limit: int,
+        max_bytes: int | None,
+        out: list[Event],
+        total: int,
+        budget: int,
+    ) -> tuple[int, int, bool, int]:
+        """A filtered read of a segment whose every topic the filter matches: read it all.
+
+        No per-record topic check (a filter such as ``#`` or ``sensors/#`` often
+        matches a whole segment). Returns what :meth:`_read_filtered` returns.
+        """
+        count = min(stop - position, limit - len(out), budget)
+        position, total, full = segment.read_all(txn, position, count, out, max_bytes, total)
         return position, total, full, count
 
     def _sealed_offsets(
@@ -759,6 +814,7 @@ class LmdbLog(EventLog):
             # Wait for an append, retention or flush in progress, and for a
             # cursor or state commit: their threads use the environments.
             async with self._write_lock, self._meta.lock:
+                await self._writer.stop()
                 await trio.to_thread.run_sync(self._close_sync)
 
     def _close_sync(self) -> None:

@@ -12,7 +12,9 @@ States: *connecting* (the first packet must be CONNECT within
 tasks below run), *closing* (a final DISCONNECT if the stream is still usable,
 the session is saved or deleted, the will is handed to the broker), *closed*.
 
-While connected, a connection runs in one nursery:
+While connected, a connection runs in one nursery. Only the reader runs from
+the start; the others start when there is work for them (an idle connection is
+one task, which is most of what 10,000 idle connections cost):
 
 * the **reader** (the nursery body) reads whatever the socket has, decodes it
   into a list of packets and handles the list: every PUBLISH of one read goes
@@ -20,17 +22,21 @@ While connected, a connection runs in one nursery:
   runs when the batch is durable and queues PUBACK/PUBREC. The reader enforces
   the keep alive (1.5 times the interval) and waits on the broker's
   back-pressure before reading more.
-* **pumps**, one per feed (the session's main feed, and one per shared or
-  replay subscription), move deliveries from their feed into ``_ready``, a
-  bounded queue: a pump stops taking while ``_ready`` is full, so the feed
-  fills, falls behind and later catches up from the log. Nothing per
-  connection grows with a slow client.
+* **pumps**, one per feed (the session's main feed, started by the first
+  subscription, and one per shared or replay subscription; the main feed of a
+  non-persistent session is only opened then), move deliveries from their
+  feed into ``_ready``, a bounded queue: a pump stops taking while ``_ready``
+  is full, so the feed fills, falls behind and later catches up from the log.
+  Nothing per connection grows with a slow client.
 * the **writer** wakes when anything is queued, turns as many ready deliveries
   into PUBLISHes as the client's Receive Maximum allows (QoS downgrade, one
   message per event carrying every matching subscription identifier, topic
   aliases, packets over the client's Maximum Packet Size skipped) and sends
-  them with the pending acks in one ``send_all``.
-* the **saver** (persistent sessions) stores the session, coalesced: at most
+  them with the pending acks in one ``send_all``. :meth:`Connection._kick`
+  starts it; it ends after its first round if nothing is left and the
+  connection has no pump (a lone CONNACK or PINGRESP), else it stays.
+* the **saver** (persistent sessions, started by the first change to save)
+  stores the session, coalesced: at most
   every ``session_save_interval`` for position changes, at once when a QoS 2
   PUBREC or a subscription change waits for it.
 
@@ -60,8 +66,10 @@ import contextlib
 import logging
 import math
 import secrets
+import struct
 import time
 from collections import deque
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
@@ -87,6 +95,7 @@ from tidelog.protocols.mqtt.outbound import (
     delivery_properties,
     event_properties,
     publish_chunks,
+    shared_head,
     shared_qos0,
     topic_part,
 )
@@ -143,6 +152,7 @@ _OWN_OFFSETS: Final = 65_536
 """Offsets of its own publishes a connection remembers for No Local."""
 
 _PINGRESP: Final = b"\xd0\x00"
+_NO_OFFSETS: Final[frozenset[int]] = frozenset()
 STREAM_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 """What a broken or closed transport raises."""
 
@@ -154,8 +164,12 @@ PUB, REL = 1, 2
 PENDING, STORED = 1, 2
 
 
+_ACK = struct.Struct(">BBH").pack
+
+
 def _ack(first: int, packet_id: int) -> bytes:
-    return bytes((first, 2)) + U16.pack(packet_id)
+    """A 4-byte PUBACK/PUBREC/PUBREL/PUBCOMP without reason code (success, or 3.x)."""
+    return _ACK(first, 2, packet_id)
 
 
 class SubOptions:
@@ -201,7 +215,7 @@ class Source:
     feed, or retained messages sent on subscribe. ``options`` is set when the feed's
     own subscription options are not the connection's (shared groups)."""
 
-    __slots__ = ("feed", "group", "inner", "key", "kind", "options", "scope")
+    __slots__ = ("feed", "group", "inner", "key", "kind", "options", "pumping", "scope")
 
     def __init__(
         self,
@@ -218,10 +232,29 @@ class Source:
         self.key = key
         self.group = group
         self.inner = inner
-        self.scope = trio.CancelScope()
+        self.scope = _NEVER_ENTERED if kind == RETAINED else trio.CancelScope()
+        self.pumping = False
 
 
 Ready = tuple[Event, tuple[FeedSubscription, ...], Source]
+
+_NEVER_ENTERED: Final = trio.CancelScope()
+"""The scope of the retained-messages source, which has no pump (never entered)."""
+
+
+class _NoDeliveries(deque[Ready]):
+    """The ready queue of a connection that has not queued anything yet: empty and
+    shared (a deque costs 760 bytes; most idle connections never need one). Adding
+    to it is a bug, so it fails loudly instead of dropping."""
+
+    def append(self, item: Ready) -> None:
+        raise RuntimeError("_NO_DELIVERIES is shared: give the connection its own deque")
+
+    def extend(self, items: Any) -> None:
+        raise RuntimeError("_NO_DELIVERIES is shared: give the connection its own deque")
+
+
+_NO_DELIVERIES: Final = _NoDeliveries()
 
 
 class Outbound:
@@ -283,6 +316,74 @@ class Close(Exception):
 class Connection:
     """One client connection; :meth:`run` serves it until it closes."""
 
+    # Slots: an idle broker holds thousands of these, and a dict of ~60 attributes is
+    # several KiB. "__dict__" stays so that an attribute added later still works.
+    __slots__ = (
+        "__dict__",
+        "_alias_max_out",
+        "_aliases_in",
+        "_aliases_out",
+        "_checked_subs",
+        "_client_max_packet",
+        "_close",
+        "_connect",
+        "_control",
+        "_dirty",
+        "_disconnected",
+        "_done",
+        "_early",
+        "_early_error",
+        "_emitted",
+        "_feed",
+        "_finished",
+        "_keep_alive",
+        "_main",
+        "_next_id",
+        "_no_local",
+        "_nursery",
+        "_outstanding",
+        "_own",
+        "_own_order",
+        "_problem_info",
+        "_pubcomp_after_save",
+        "_publish_idle",
+        "_publishing",
+        "_pubrec_after_save",
+        "_pubrel_after_save",
+        "_pumps",
+        "_ready",
+        "_replays",
+        "_restore_shared",
+        "_resume",
+        "_resume_end",
+        "_retained",
+        "_rx",
+        "_rx_count",
+        "_scope",
+        "_sending",
+        "_shared",
+        "_slot",
+        "_space",
+        "_transport_principal",
+        "_unsaved_qos2",
+        "_urgent",
+        "_wake",
+        "_window",
+        "access",
+        "broker",
+        "client_id",
+        "decoder",
+        "level",
+        "peer",
+        "persistent",
+        "server",
+        "session",
+        "settings",
+        "stream",
+        "traffic",
+        "transport",
+    )
+
     def __init__(
         self,
         server: MQTTServer,
@@ -304,27 +405,33 @@ class Connection:
         self.client_id = ""
         self.session: Session | None = None
         self.persistent = False
-        self.finished = trio.Event()
+        self._finished: trio.Event | None = None
+        """What :meth:`take_over` waits on (created by it: most connections end unwaited)."""
+        self._done = False
         # security: who the client is (the handshake's principal for MQTT over an
         # authenticated WebSocket), what it may do, its connection slot
         self._transport_principal = principal
         self.access: Access = server.security.access(Principal())
         self._slot: str | None = None
-        self._checked_subs: set[str] = set()
+        self._checked_subs: set[str] | None = None
         """Subscriptions whose events are checked per topic (a deny rule overlaps)."""
         self._connect: Connect | None = None
         self._early: list[Packet] = []
         self._early_error: MQTTProtocolError | None = None
         self._keep_alive = 0
-        self._scope = trio.CancelScope()
+        self._scope: trio.CancelScope | None = None
+        """The connected phase's nursery scope; cancelling it stops the connection."""
         self._close: Close | None = None
         self._disconnected = False
         self._nursery: trio.Nursery | None = None
         # outgoing
         self._control: list[bytes] = []
-        self._wake = trio.Event()
-        self._ready: deque[Ready] = deque()
-        self._space = trio.lowlevel.ParkingLot()
+        self._wake: trio.Event | None = None
+        """Wakes the writer; exists while the writer task runs (:meth:`_kick` starts it)."""
+        self._ready: deque[Ready] = _NO_DELIVERIES
+        self._space: trio.lowlevel.ParkingLot | None = None
+        """Where pumps wait for room in ``_ready`` (created with the first pump)."""
+        self._pumps = 0
         self._outstanding: dict[int, Outbound] = {}
         self._next_id = 1
         self._window = 65_535
@@ -341,8 +448,9 @@ class Connection:
         self._publish_idle = trio.Event()
         self._publish_idle.set()
         self._no_local = 0
-        self._own: set[int] = set()
-        self._own_order: deque[int] = deque()
+        self._own: set[int] | frozenset[int] = _NO_OFFSETS
+        self._own_order: deque[int] | None = None
+        """Created with the first own publish remembered (a deque costs 760 bytes)."""
         # session
         self._feed: Feed | None = None
         self._main = Source(MAIN)
@@ -352,8 +460,9 @@ class Connection:
         self._restore_shared: list[tuple[str, SubOptions]] = []
         self._resume: dict[int, int] = {}
         self._resume_end = 0
-        self._dirty = trio.Event()
-        self._urgent = trio.Event()
+        self._dirty: trio.Event | None = None
+        """Set when the session should be saved; None until the saver task starts."""
+        self._urgent: trio.Event | None = None
         self._pubrec_after_save: list[int] = []
         self._pubcomp_after_save: list[int] = []
         self._pubrel_after_save: list[int] = []
@@ -384,18 +493,24 @@ class Connection:
                 await self.stream.aclose()
             if self._slot is not None:
                 self.server.security.connections.release(self._slot)
-            self.finished.set()
+            self._done = True
+            if self._finished is not None:
+                self._finished.set()
 
     async def take_over(self) -> None:
         """Close this connection because a newer one has the same client id; returns
         once its session is saved (so the newer connection resumes from it)."""
         self._stop(Close(ReasonCode.SESSION_TAKEN_OVER, "another connection took the session"))
-        await self.finished.wait()
+        if not self._done:
+            if self._finished is None:
+                self._finished = trio.Event()
+            await self._finished.wait()
 
     def _stop(self, close: Close) -> None:
         if self._close is None:
             self._close = close
-        self._scope.cancel()
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def _send_direct(self, data: bytes) -> None:
         if data:
@@ -510,18 +625,28 @@ class Connection:
         connect = self._connect
         assert connect is not None
         try:
-            with self._scope:
+            # an idle connection is one task, the reader: the writer, the saver and
+            # the pumps start when there is something for them to do
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                if self._close is not None:
+                    nursery.cancel_scope.cancel()
                 await self._open_session(connect)
-                async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
-                    nursery.start_soon(self._guard, self._write_loop)
-                    nursery.start_soon(self._guard, self._save_loop)
-                    nursery.start_soon(self._pump, self._main)
+                self._nursery = nursery
+                try:
+                    feed = self._feed
+                    if feed is not None and (feed.subscriptions or not feed.live or self._resume):
+                        self._start_pump(self._main)
                     for key, options in self._restore_shared:
                         self._join_shared(key, options)
-                    self._kick()
-                    await self._guard(self._read_loop)
+                    self._kick()  # the CONNACK
+                    try:  # _guard's work, inline: one coroutine frame less per connection
+                        await self._read_loop()
+                    except _ENDINGS as exc:
+                        self._stop(_closing(exc))
                     nursery.cancel_scope.cancel()
+                finally:
+                    self._nursery = None  # closing: nothing new starts
         finally:
             with trio.CancelScope(shield=True):
                 await self._finish()
@@ -554,10 +679,9 @@ class Connection:
         session.disconnected_at = None
         self.session = session
         self.persistent = expiry > 0
-        self._feed = broker.open_feed(
-            start=session.position if stored is not None else None, name=f"mqtt:{client_id}"
-        )
-        self._main.feed = self._feed
+        if stored is not None or self.persistent:
+            self._main_feed(session.position if stored is not None else None)
+        # else the feed is opened by the first subscription (many clients only publish)
         connack_props = NO_PROPERTIES
         if level == 5:
             settings = self.settings
@@ -622,7 +746,7 @@ class Connection:
             log.info("%r: stored subscription %r is no longer authorized", self, key)
             return False
         if grant is Grant.PER_TOPIC:
-            self._checked_subs.add(key)
+            self._check_per_topic(key, True)
         return True
 
     async def _finish(self) -> None:
@@ -687,14 +811,8 @@ class Connection:
         """Run a task; expected endings become a Close, which stops the connection."""
         try:
             await body()
-        except Close as close:
-            self._stop(close)
-        except STREAM_ERRORS as exc:
-            self._stop(Close(ReasonCode.UNSPECIFIED_ERROR, f"connection lost: {exc}", reply=False))
-        except LogClosedError:
-            self._stop(
-                Close(ReasonCode.SERVER_SHUTTING_DOWN, "the server is shutting down", will=False)
-            )
+        except _ENDINGS as exc:
+            self._stop(_closing(exc))
 
     # -- reading -----------------------------------------------------------------------
 
@@ -709,24 +827,33 @@ class Connection:
         decoder = self.decoder
         broker = self.broker
         counters = self.traffic
-        while not self._disconnected:
-            with trio.move_on_after(timeout) as scope:
+        # One cancel scope for the whole loop, armed only while waiting for data:
+        # moving a deadline costs less than a scope per read (and nothing without
+        # a keep alive).
+        keep_alive = timeout != math.inf
+        now = trio.current_time
+        with trio.CancelScope() as scope:
+            while not self._disconnected:
+                if keep_alive:
+                    scope.deadline = now() + timeout
                 data = await receive(RECEIVE_BYTES)
-            if scope.cancelled_caught:
-                raise Close(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
-            if not data:
-                raise Close(ReasonCode.UNSPECIFIED_ERROR, "connection closed", reply=False)
-            counters.bytes_received["mqtt"] += len(data)
-            try:
-                packets = decoder.feed(data)
-            except MQTTProtocolError as exc:
-                counters.malformed_packets["mqtt"] += 1
-                if exc.packets:
-                    await self._handle(list(exc.packets))
-                raise Close.from_error(exc) from None
-            counters.packets_received["mqtt"] += len(packets)
-            await self._handle(packets)
-            await broker.wait_writable()
+                if keep_alive:
+                    scope.deadline = math.inf
+                if not data:
+                    raise Close(ReasonCode.UNSPECIFIED_ERROR, "connection closed", reply=False)
+                counters.bytes_received["mqtt"] += len(data)
+                try:
+                    packets = decoder.feed(data)
+                except MQTTProtocolError as exc:
+                    counters.malformed_packets["mqtt"] += 1
+                    if exc.packets:
+                        await self._handle(list(exc.packets))
+                    raise Close.from_error(exc) from None
+                counters.packets_received["mqtt"] += len(packets)
+                await self._handle(packets)
+                await broker.wait_writable()
+        if scope.cancelled_caught:
+            raise Close(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
 
     async def _handle(self, packets: list[Packet]) -> None:
         events: list[NewEvent] = []
@@ -883,7 +1010,7 @@ class Connection:
                 packet_id = entry & 0xFFFF
                 if entry >> 16 == 1:
                     self._rx_count -= 1
-                    control.append(_ack(0x40, packet_id))
+                    control.append(_ACK(0x40, 2, packet_id))
                 else:
                     self._rx[packet_id] = STORED
                     if self.persistent:
@@ -896,10 +1023,13 @@ class Connection:
         self._kick()
 
     def _remember_own(self, offset: int) -> None:
-        self._own.add(offset)
-        self._own_order.append(offset)
-        if len(self._own_order) > _OWN_OFFSETS:
-            self._own.discard(self._own_order.popleft())
+        own, order = self._own, self._own_order
+        if order is None or not isinstance(own, set):  # the first one
+            own, order = self._own, self._own_order = set(), deque()
+        own.add(offset)
+        order.append(offset)
+        if len(order) > _OWN_OFFSETS:
+            own.discard(order.popleft())
 
     def _on_puback(self, packet: Puback) -> None:
         entry = self._outstanding.get(packet.packet_id)
@@ -1056,7 +1186,8 @@ class Connection:
         self._control.append(encode(Suback(packet.packet_id, codes, suback_props), self.level))
         if sys_filters and self.server.sys_messages:
             self.send_sys(self.server.sys_messages, retain=True, filters=sys_filters)
-        self._ready.extend(retained)
+        if retained:
+            self._own_ready().extend(retained)
         self._mark_dirty(urgent=True)
 
     def _authorize_subscription(self, key: str, topic_filter: str, right: Right) -> None:
@@ -1076,8 +1207,18 @@ class Connection:
         ):
             raise _Refused(ReasonCode.QUOTA_EXCEEDED, f"at most {limit} subscriptions")
         if grant is Grant.PER_TOPIC:
-            self._checked_subs.add(key)
+            self._check_per_topic(key, True)
         else:
+            self._check_per_topic(key, False)
+
+    def _check_per_topic(self, key: str, checked: bool) -> None:
+        """Mark a subscription as needing a per-topic ACL check of its events (or not);
+        the set exists only once one does (most connections never need it)."""
+        if checked:
+            if self._checked_subs is None:
+                self._checked_subs = set()
+            self._checked_subs.add(key)
+        elif self._checked_subs is not None:
             self._checked_subs.discard(key)
 
     async def _subscribe(
@@ -1098,8 +1239,7 @@ class Connection:
         self._authorize_subscription(key, key, Right.SUBSCRIBE)
         group, inner = parse_shared(key)
         session = self.session
-        feed = self._feed
-        assert session is not None and feed is not None
+        assert session is not None
         if group is not None:
             self._drop_replay(key)
             existing = self._shared.get(key)
@@ -1110,10 +1250,12 @@ class Connection:
             session.subscriptions[key] = SessionSubscription(key, options.to_json(), 0)
             return granted
         self._drop_replay(key)
+        feed = self._main_feed()
         old = feed.subscriptions.get(key)
         if old is not None and old.options.no_local:
             self._no_local -= 1
         sub = feed.subscribe(key, options)
+        self._start_pump(self._main)
         if options.no_local:
             self._no_local += 1
         session.subscriptions[key] = SessionSubscription(key, options.to_json(), sub.created_offset)
@@ -1138,8 +1280,7 @@ class Connection:
         feed.subscribe(inner, options, since=start)
         source = Source(REPLAY, feed, options, key)
         self._replays[key] = source
-        assert self._nursery is not None
-        self._nursery.start_soon(self._pump, source)
+        self._start_pump(source)
 
     def _drop_replay(self, key: str) -> None:
         source = self._replays.pop(key, None)
@@ -1151,10 +1292,10 @@ class Connection:
 
     def _join_shared(self, key: str, options: SubOptions) -> None:
         group, inner = parse_shared(key)
-        assert group is not None and self._nursery is not None
+        assert group is not None
         source = Source(SHARED, self.broker.join_shared(group, inner), options, key, group, inner)
         self._shared[key] = source
-        self._nursery.start_soon(self._pump, source)
+        self._start_pump(source)
 
     def _leave_shared(self, source: Source) -> None:
         """Leave a shared group; what this member took but did not finish goes back to
@@ -1174,7 +1315,7 @@ class Connection:
     def _forget_source(self, source: Source) -> None:
         """Drop a closed source's queued deliveries and in-flight QoS 1 messages."""
         if any(src is source for _, _, src in self._ready):
-            self._ready = deque(d for d in self._ready if d[2] is not source)
+            self._ready = deque(d for d in self._ready if d[2] is not source)  # never empty
         for entry in list(self._outstanding.values()):
             if entry.source is source and entry.state == PUB:
                 del self._outstanding[entry.packet_id]
@@ -1190,7 +1331,7 @@ class Connection:
     def _unsubscribe(self, key: str) -> bool:
         session = self.session
         feed = self._feed
-        assert session is not None and feed is not None
+        assert session is not None
         if key in self._replays:
             self._drop_replay(key)
             return True
@@ -1199,10 +1340,10 @@ class Connection:
             self._leave_shared(shared)
             session.subscriptions.pop(key, None)
             return True
-        sub = feed.subscriptions.get(key)
-        if sub is None:
+        sub = feed.subscriptions.get(key) if feed is not None else None
+        if sub is None or feed is None:
             return False
-        self._checked_subs.discard(key)
+        self._check_per_topic(key, False)
         if sub.options.no_local:
             self._no_local -= 1
         feed.unsubscribe(key)
@@ -1211,32 +1352,79 @@ class Connection:
 
     # -- delivering --------------------------------------------------------------------
 
+    def _main_feed(self, start: int | None = None) -> Feed:
+        """The session's main feed, opened now if it is not (from ``start``, default
+        live from now)."""
+        feed = self._feed
+        if feed is None:
+            feed = self.broker.open_feed(start=start, name=f"mqtt:{self.client_id}")
+            self._feed = self._main.feed = feed
+        return feed
+
+    def _start_pump(self, source: Source) -> None:
+        """Start the pump of a source unless it runs (the main feed's starts with the
+        first subscription: a connection that only publishes never has one)."""
+        if source.pumping:
+            return
+        assert self._nursery is not None
+        source.pumping = True
+        self._pumps += 1
+        if self._space is None:
+            self._space = trio.lowlevel.ParkingLot()
+        self._nursery.start_soon(self._pump, source)
+
+    def _own_ready(self) -> deque[Ready]:
+        """``_ready``, made the connection's own deque if it was the shared empty one."""
+        ready = self._ready
+        if ready is _NO_DELIVERIES:
+            ready = self._ready = deque()
+        return ready
+
     async def _pump(self, source: Source) -> None:
         """Move deliveries from a feed into the bounded ready queue."""
         feed = source.feed
-        assert feed is not None
+        space = self._space
+        assert feed is not None and space is not None
         limit = self.settings.pending_deliveries
-        with source.scope:
-            try:
+        try:
+            with source.scope:
                 while True:
                     while len(self._ready) >= limit:
-                        await self._space.park()
+                        await space.park()
                     deliveries = await feed.receive(limit)
-                    ready = self._ready
-                    for event, subs in deliveries:
-                        ready.append((event, subs, source))
+                    self._own_ready().extend([(event, subs, source) for event, subs in deliveries])
                     self._kick()
-            except LogClosedError:
-                return  # the feed was closed: unsubscribed, or the broker is stopping
+        except LogClosedError:
+            return  # the feed was closed: unsubscribed, or the broker is stopping
+        finally:
+            self._pumps -= 1
 
     def _kick(self) -> None:
-        self._wake.set()
+        """Wake the writer, starting it if it does not run (and the connection is not
+        closing: then :meth:`_finish` sends what is queued)."""
+        wake = self._wake
+        if wake is not None:
+            wake.set()
+        elif self._nursery is not None:
+            self._wake = wake = trio.Event()
+            wake.set()
+            self._nursery.start_soon(self._guard, self._write_loop)
 
     async def _write_loop(self) -> None:
+        """Send what is queued whenever woken.
+
+        Started by :meth:`_kick`. It returns after its first round if that left
+        nothing to do and the connection has no pump: a connection that only sent
+        CONNACK or answered a PINGREQ holds no writer task; one that keeps sending
+        (a publisher's acks, a subscriber's deliveries) keeps it.
+        """
         stream = self.stream
+        first = True
         while True:
-            await self._wake.wait()
-            self._wake = trio.Event()
+            wake = self._wake
+            assert wake is not None
+            await wake.wait()
+            self._wake = wake = trio.Event()
             chunks = self._control
             self._control = []
             more = self._emit(chunks) if self._ready else False
@@ -1255,9 +1443,14 @@ class Connection:
                 await stream.send_all(data)
                 self._sending = False
                 self.traffic.bytes_sent["mqtt"] += len(data)
-            self._space.unpark_all()
+            if self._space is not None:
+                self._space.unpark_all()
             if more:
                 self._kick()
+            elif first and not self._pumps and not self._control and not wake.is_set():
+                self._wake = None  # no await since the check: a _kick starts a new writer
+                return
+            first = False
 
     def _emit(self, chunks: list[bytes]) -> bool:
         """Turn ready deliveries into PUBLISH chunks; True if more could go right away."""
@@ -1302,13 +1495,22 @@ class Connection:
                 if alias is None and len(self._aliases_out) < self._alias_max_out:
                     alias = len(self._aliases_out) + 1
                     new_alias = True
-            if not qos and (level < 5 or (not ids and alias is None and event.properties is None)):
-                packet = shared_qos0(event, level, retain)
+            packet: Sequence[bytes]
+            if not dup and (
+                level < 5 or (not ids and alias is None and event.properties is None)
+            ):  # the same bytes for every subscriber but the packet identifier
+                if qos:
+                    head, props, packet_size = shared_head(event, level, qos, retain)
+                    id_part = U16.pack(packet_id)
+                    packet = (head, id_part + props if props else id_part, event.payload)
+                else:
+                    packet = shared_qos0(event, level, retain)
+                    packet_size = len(packet[0]) + len(packet[1])
             else:
                 props = delivery_properties(event, ids, alias) if level == 5 else b""
                 name = EMPTY_TOPIC if alias is not None and not new_alias else topic_part(topic)
                 packet = publish_chunks(name, event.payload, qos, retain, dup, packet_id, props)
-            packet_size = chunks_size(packet)
+                packet_size = chunks_size(packet)
             if packet_size > max_packet:  # §3.1.2.11.4: discard as if it had been sent
                 ready.popleft()
                 if dup:
@@ -1387,15 +1589,25 @@ class Connection:
     # -- saving the session ------------------------------------------------------------
 
     def _mark_dirty(self, *, urgent: bool = False) -> None:
-        if self.persistent:
-            self._dirty.set()
-            if urgent:
-                self._urgent.set()
+        """Ask the saver to store the session (persistent sessions only); the first
+        call starts the saver. While closing, :meth:`_end_session` saves anyway."""
+        if not self.persistent:
+            return
+        if self._dirty is None or self._urgent is None:
+            if self._nursery is None:
+                return
+            self._dirty = trio.Event()
+            self._urgent = trio.Event()
+            self._nursery.start_soon(self._guard, self._save_loop)
+        self._dirty.set()
+        if urgent:
+            self._urgent.set()
 
     async def _save_loop(self) -> None:
         session = self.session
         assert session is not None
         while True:
+            assert self._dirty is not None and self._urgent is not None
             await self._dirty.wait()
             if not self._urgent.is_set():
                 with trio.move_on_after(self.settings.session_save_interval):
@@ -1449,6 +1661,19 @@ class Connection:
             "in": [packet_id for packet_id, state in self._rx.items() if state == STORED],
             "sent_end": max(frontier, self._resume_end),
         }
+
+
+_ENDINGS: Final = (Close, *STREAM_ERRORS, LogClosedError)
+"""How a connection's task may end, expectedly (see :func:`_closing`)."""
+
+
+def _closing(exc: BaseException) -> Close:
+    """The Close for an expected ending of a connection's task."""
+    if isinstance(exc, Close):
+        return exc
+    if isinstance(exc, LogClosedError):
+        return Close(ReasonCode.SERVER_SHUTTING_DOWN, "the server is shutting down", will=False)
+    return Close(ReasonCode.UNSPECIFIED_ERROR, f"connection lost: {exc}", reply=False)
 
 
 def _will_published(client_id: str, result: list[Event] | BaseException) -> None:

@@ -3,10 +3,12 @@ properties and the properties stored with an event.
 
 The server sends the same event to many connections. What does not depend on
 the connection is computed once and shared: the encoded topic name (a small
-cache by topic) and, for QoS 0 deliveries without per-subscriber properties,
-the whole packet (a small cache by event). A delivery is returned as a list of
-byte chunks that the connection's writer joins with everything else it sends
-in one ``send_all``, so the payload is copied once, into the send buffer.
+cache by topic) and, for deliveries without per-subscriber properties, the
+whole packet at QoS 0 and everything but the packet identifier at QoS 1/2 (a
+small cache by event): a fan-out to 100 connections encodes each event once
+per (level, QoS, retain), not 100 times. A delivery is a few byte chunks that
+the connection's writer joins with everything else it sends in one
+``send_all``, so the payload is copied once, into the send buffer.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ _SHARED_CACHE_SIZE: Final = 4096
 
 _topic_parts: dict[str, bytes] = {}
 _shared_qos0: dict[tuple[int, int, bool], tuple[Event, list[bytes]]] = {}
+_shared_heads: dict[tuple[int, int, int, bool], tuple[Event, bytes, bytes, int]] = {}
 
 
 def topic_part(topic: str) -> bytes:
@@ -79,6 +82,27 @@ def shared_qos0(event: Event, level: int, retain: bool) -> list[bytes]:
         _shared_qos0.clear()
     _shared_qos0[key] = (event, chunks)  # holding the event keeps its id() unique
     return chunks
+
+
+def shared_head(event: Event, level: int, qos: int, retain: bool) -> tuple[bytes, bytes, int]:
+    """A QoS 1/2 PUBLISH of ``event`` without per-subscriber properties, not resent
+    (DUP clear), encoded once for every connection that sends it at this level:
+    ``(head, properties, size)``. The packet is ``head``, the packet identifier
+    (two bytes), ``properties`` (b"" before MQTT 5), then the payload; ``size`` is
+    the whole packet's length."""
+    key = (id(event), level, qos, retain)
+    entry = _shared_heads.get(key)
+    if entry is not None and entry[0] is event:
+        return entry[1], entry[2], entry[3]
+    props = _NO_PROPERTY_BLOCK if level == 5 else b""
+    topic = topic_part(event.topic)
+    remaining = len(topic) + 2 + len(props) + len(event.payload)
+    head = bytes((0x30 | (qos << 1) | (1 if retain else 0),)) + encode_varint(remaining) + topic
+    size = len(head) + remaining - len(topic)
+    if len(_shared_heads) >= _SHARED_CACHE_SIZE:
+        _shared_heads.clear()
+    _shared_heads[key] = (event, head, props, size)  # holding the event keeps its id() unique
+    return head, props, size
 
 
 def chunks_size(chunks: list[bytes]) -> int:

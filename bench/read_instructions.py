@@ -1,0 +1,118 @@
+"""Instructions per event of the engine's read paths, counted by callgrind.
+
+Wall-clock rates on a shared machine swing by 2x with other people's load;
+instruction counts do not. This builds (once) a log of ``--events`` events on
+100 topics with 100-byte payloads, runs every read path once to warm up, then
+runs each once more with a call to ``os.getppid`` before and after it, so
+callgrind can cut the profile there::
+
+    python bench/read_instructions.py --build /tmp/ri-log          # build, no valgrind
+    valgrind --tool=callgrind --dump-before=os_getppid \\
+        --callgrind-out-file=/tmp/ri.out python bench/read_instructions.py /tmp/ri-log
+    python bench/read_instructions.py /tmp/ri-log --report /tmp/ri.out   # instructions/event
+
+Part N+1 of the profile (``/tmp/ri.out.2``, ``.3``, ...) is the N-th way of
+reading; ``--report`` divides each part's total by the events it delivered.
+Ways: ``log.read`` pages of 1000, ``Broker.read`` pages of 1000,
+``Broker.replay``, and feed catch-up (``receive_batch(10_000)``) for ``h/#``
+(every event) and ``h/7`` (1% of them, through the topic index).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+import tidelog
+from tidelog.engine.broker import Broker
+from tidelog.storage import NewEvent, ReadResult, open_log
+
+WAYS = ["log.read", "Broker.read", "Broker.replay", "catch-up h/#", "catch-up h/7"]
+
+
+async def build(path: str, events: int) -> None:
+    async with open_log(f"lmdb://{path}?fsync=never") as log:
+        batch = [NewEvent(f"h/{i % 100}", b"x" * 100) for i in range(1000)]
+        for _ in range(events // 1000):
+            await log.append(batch)
+
+
+def way(broker: Broker, name: str) -> Callable[[], Awaitable[int]]:
+    """The read named ``name`` over the whole log; returns the events delivered."""
+    end = broker.end_offset
+
+    async def pages(read: Callable[..., Awaitable[ReadResult]]) -> int:
+        position = count = 0
+        while position < end:
+            result = await read(position, limit=1000)
+            count += len(result.events)
+            position = result.next_offset
+        return count
+
+    async def replay() -> int:
+        count = 0
+        async for _ in broker.replay(None, start="earliest"):
+            count += 1
+        return count
+
+    async def catch_up(topic_filter: str, expected: int) -> int:
+        count = 0
+        async with broker.subscribe(topic_filter, start="earliest") as sub:
+            while count < expected:
+                count += len(await sub.receive_batch(10_000))
+        return count
+
+    return {
+        "log.read": lambda: pages(broker.log.read),
+        "Broker.read": lambda: pages(broker.read),
+        "Broker.replay": replay,
+        "catch-up h/#": lambda: catch_up("h/#", end),
+        "catch-up h/7": lambda: catch_up("h/7", end // 100),
+    }[name]
+
+
+async def measure(path: str) -> None:
+    async with tidelog.open(f"lmdb://{path}?fsync=never") as broker:
+        counts = [await way(broker, name)() for name in WAYS]  # warm up
+        for name in WAYS:
+            os.getppid()  # callgrind --dump-before=os_getppid cuts the profile here
+            await way(broker, name)()
+        os.getppid()
+    Path(f"{path}.counts").write_text(" ".join(map(str, counts)))
+
+
+def report(out: str, path: str) -> None:
+    counts = [int(c) for c in Path(f"{path}.counts").read_text().split()]
+    for part, (name, count) in enumerate(zip(WAYS, counts, strict=True), start=2):
+        totals = [
+            line.split()[1]
+            for line in Path(f"{out}.{part}").read_text().splitlines()
+            if line.startswith(("summary:", "totals:"))
+        ]
+        print(f"{name:<15} {int(totals[0]) / count:>8,.0f} instructions/event ({count} events)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("log", help="the log directory")
+    parser.add_argument("--build", action="store_true", help="create the log")
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--report", metavar="OUT", help="print the callgrind profile OUT.N")
+    args = parser.parse_args()
+    if args.build:
+        trio.run(build, args.log, args.events)
+    elif args.report:
+        report(args.report, args.log)
+    else:
+        trio.run(measure, args.log)
+
+
+if __name__ == "__main__":
+    main()
