@@ -15,7 +15,7 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 import tidelog
 from tidelog import NewEvent
-from tidelog.storage import open_log
+from tidelog.engine.broker import Broker
+from tidelog.storage import ReadResult, open_log
 
 PAYLOAD = b"x" * 100
 
@@ -117,6 +118,51 @@ async def catch_up(url: str, total: int) -> float:
         return count / elapsed
 
 
+def read_ways(broker: Broker, prefix: str) -> dict[str, Callable[[], Awaitable[int]]]:
+    """Every way of reading a broker's whole log; each returns the events it got.
+
+    The log is fresh (starts at offset 0) and its events are on the topics
+    ``<prefix>/0`` .. ``<prefix>/99``: ``log.read`` and ``Broker.read`` pages of
+    1000 (the storage layer, the engine), ``Broker.replay`` (the engine's async
+    iterator), and feed catch-up from ``earliest`` (``receive_batch(10_000)``
+    until it has every event) for ``<prefix>/#`` (all) and ``<prefix>/7`` (1%,
+    through the topic index). Shared by this bench, bench/read_instructions.py
+    and bench/tidelog_only.py, so they measure the same reads.
+    """
+    end = broker.end_offset
+
+    async def pages(read: Callable[..., Awaitable[ReadResult]]) -> int:
+        position = count = 0
+        while position < end:
+            result = await read(position, limit=1000)
+            count += len(result.events)
+            position = result.next_offset
+        return count
+
+    async def replay() -> int:
+        count = 0
+        async for _ in broker.replay(None, start="earliest"):
+            count += 1
+        return count
+
+    async def catch_up(topic_filter: str, expected: int) -> int:
+        count = 0
+        async with broker.subscribe(topic_filter, start="earliest") as sub:
+            while count < expected:
+                count += len(await sub.receive_batch(10_000))
+            # the last event of the log was read: the feed is live again
+            assert sub.feed.live or expected < end
+        return count
+
+    return {
+        "log.read": lambda: pages(broker.log.read),
+        "Broker.read": lambda: pages(broker.read),
+        "Broker.replay": replay,
+        f"catch-up {prefix}/#": lambda: catch_up(f"{prefix}/#", end),
+        f"catch-up {prefix}/7": lambda: catch_up(f"{prefix}/7", end // 100),
+    }
+
+
 async def history(url: str, total: int, runs: int) -> dict[str, tuple[float, float]]:
     """Reading a ``total``-event log (100 topics) through the engine.
 
@@ -124,12 +170,8 @@ async def history(url: str, total: int, runs: int) -> dict[str, tuple[float, flo
     process CPU microseconds per event (steadier than the rate on a shared
     machine: other processes' load stretches the wall clock, not our CPU time).
 
-    The same log, in the same process, read ``runs`` times each way, the ways
-    interleaved: ``log.read`` pages (the storage layer: the peer), ``Broker.read``
-    pages, ``Broker.replay`` (an async iterator of events), and feed catch-up (a
-    subscriber starting at ``earliest`` draining ``receive_batch(10_000)`` until it
-    has every event and is live) for ``h/#`` (every event) and ``h/7`` (1%).
-    Pages are 1000 events (the default of ``Broker.read`` and ``Broker.replay``).
+    The same log, in the same process, read ``runs`` times each of the
+    :func:`read_ways`, interleaved; ``log.read`` (the storage layer) is the peer.
     """
     rates: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
@@ -137,46 +179,7 @@ async def history(url: str, total: int, runs: int) -> dict[str, tuple[float, flo
         batch = [NewEvent(f"h/{i % 100}", PAYLOAD) for i in range(1000)]
         for _ in range(total // 1000):
             await broker.publish_many(batch)
-        end = broker.end_offset
-
-        async def log_read() -> int:
-            position = count = 0
-            while position < end:
-                result = await broker.log.read(position, limit=1000)
-                count += len(result.events)
-                position = result.next_offset
-            return count
-
-        async def broker_read() -> int:
-            position = count = 0
-            while position < end:
-                result = await broker.read(position, limit=1000)
-                count += len(result.events)
-                position = result.next_offset
-            return count
-
-        async def replay() -> int:
-            count = 0
-            async for _ in broker.replay(None, start="earliest"):
-                count += 1
-            return count
-
-        async def catch_up(topic_filter: str, expected: int) -> int:
-            count = 0
-            async with broker.subscribe(topic_filter, start="earliest") as sub:
-                while count < expected:
-                    count += len(await sub.receive_batch(10_000))
-                # the last event of the log was read: the feed is live again
-                assert sub.feed.live or expected < end
-            return count
-
-        ways: dict[str, Callable[[], Any]] = {
-            "log.read (storage)": log_read,
-            "Broker.read": broker_read,
-            "Broker.replay": replay,
-            "catch-up h/# (all)": lambda: catch_up("h/#", end),
-            "catch-up h/7 (1%)": lambda: catch_up("h/7", end // 100),
-        }
+        ways = read_ways(broker, "h")
         for _ in range(runs):
             for name, way in ways.items():
                 started, cpu_started = time.perf_counter(), time.process_time()
@@ -249,7 +252,7 @@ def main() -> None:
         history_events = max(10_000, int(args.history_events * scale))
         print(f"reading a {history_events}-event log (100 topics), median of {runs}:")
         rates = trio.run(history, url(), history_events, runs)
-        peer, peer_cpu = rates["log.read (storage)"]
+        peer, peer_cpu = rates["log.read"]
         for name, (value, cpu) in rates.items():
             print(
                 f"  {name:<25} {value:>12,.0f} events/s  ({value / peer:.2f}x log.read)"

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
@@ -31,8 +30,8 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 import tidelog
-from tidelog.engine.broker import Broker
-from tidelog.storage import NewEvent, ReadResult, open_log
+from bench.engine import read_ways
+from tidelog.storage import NewEvent, open_log
 
 WAYS = ["log.read", "Broker.read", "Broker.replay", "catch-up h/#", "catch-up h/7"]
 
@@ -44,46 +43,12 @@ async def build(path: str, events: int) -> None:
             await log.append(batch)
 
 
-def way(broker: Broker, name: str) -> Callable[[], Awaitable[int]]:
-    """The read named ``name`` over the whole log; returns the events delivered."""
-    end = broker.end_offset
-
-    async def pages(read: Callable[..., Awaitable[ReadResult]]) -> int:
-        position = count = 0
-        while position < end:
-            result = await read(position, limit=1000)
-            count += len(result.events)
-            position = result.next_offset
-        return count
-
-    async def replay() -> int:
-        count = 0
-        async for _ in broker.replay(None, start="earliest"):
-            count += 1
-        return count
-
-    async def catch_up(topic_filter: str, expected: int) -> int:
-        count = 0
-        async with broker.subscribe(topic_filter, start="earliest") as sub:
-            while count < expected:
-                count += len(await sub.receive_batch(10_000))
-        return count
-
-    return {
-        "log.read": lambda: pages(broker.log.read),
-        "Broker.read": lambda: pages(broker.read),
-        "Broker.replay": replay,
-        "catch-up h/#": lambda: catch_up("h/#", end),
-        "catch-up h/7": lambda: catch_up("h/7", end // 100),
-    }[name]
-
-
 async def measure(path: str) -> None:
     async with tidelog.open(f"lmdb://{path}?fsync=never") as broker:
-        counts = [await way(broker, name)() for name in WAYS]  # warm up
+        counts = [await read_ways(broker, "h")[name]() for name in WAYS]  # warm up
         for name in WAYS:
             os.getppid()  # callgrind --dump-before=os_getppid cuts the profile here
-            await way(broker, name)()
+            await read_ways(broker, "h")[name]()
         os.getppid()
     Path(f"{path}.counts").write_text(" ".join(map(str, counts)))
 

@@ -68,6 +68,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import tidelog
 from bench.brokers import PEERS, PeerError
+from bench.engine import read_ways
 from bench.mqtt_load import (
     Connection,
     LoadError,
@@ -228,35 +229,11 @@ async def replay_runs(url: str, events: int, repeat: int) -> dict[str, list[Run]
         "read-storage": [],
     }
     async with tidelog.open(url) as broker:
-
-        async def engine_replay() -> int:
-            seen = 0
-            async for _event in broker.replay(None, start="earliest", batch_size=BATCH):
-                seen += 1
-            return seen
-
-        async def engine_read() -> int:
-            position, end, seen = 0, broker.end_offset, 0
-            while position < end:
-                result = await broker.read(position, limit=BATCH, end=end)
-                seen += len(result.events)
-                position = result.next_offset
-            return seen
-
-        async def storage_read() -> int:
-            log = broker.log
-            state = await log.state()
-            position, seen = state.first_offset, 0
-            while position < state.next_offset:
-                result = await log.read(position, limit=BATCH)
-                seen += len(result.events)
-                position = result.next_offset
-            return seen
-
+        reads = read_ways(broker, "replay")
         ways = {
-            "replay-engine": _timed(engine_replay),
-            "read-engine": _timed(engine_read),
-            "read-storage": _timed(storage_read),
+            "replay-engine": _timed(reads["Broker.replay"]),
+            "read-engine": _timed(reads["Broker.read"]),
+            "read-storage": _timed(reads["log.read"]),
         }
         for number in range(repeat):  # alternate the order: drift hits every way alike
             order = list(ways.items())
