@@ -1024,8 +1024,9 @@ class Connection:
 
     def _remember_own(self, offset: int) -> None:
         own, order = self._own, self._own_order
-        if order is None or not isinstance(own, set):  # the first one
+        if order is None:  # the first one: the set and its order are made together
             own, order = self._own, self._own_order = set(), deque()
+        assert isinstance(own, set)
         own.add(offset)
         order.append(offset)
         if len(order) > _OWN_OFFSETS:
@@ -1340,8 +1341,7 @@ class Connection:
             self._leave_shared(shared)
             session.subscriptions.pop(key, None)
             return True
-        sub = feed.subscriptions.get(key) if feed is not None else None
-        if sub is None or feed is None:
+        if feed is None or (sub := feed.subscriptions.get(key)) is None:
             return False
         self._check_per_topic(key, False)
         if sub.options.no_local:
