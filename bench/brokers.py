@@ -262,10 +262,15 @@ class Mosquitto(Peer):
 
 
 class Tidelog(Peer):
-    """``python -m tidelog serve`` from this checkout, MQTT only, fsync always."""
+    """``python -m tidelog serve`` from a checkout (default: this one), MQTT only,
+    fsync always. Another ``checkout`` (a ``git worktree`` or ``git archive`` of
+    older code) measures a change against its baseline in one run."""
 
-    name = "tidelog"
     description = "tidelog serve, fsync=always, LMDB in a temp dir (SQLite if no LMDB backend)"
+
+    def __init__(self, checkout: Path = REPO, name: str = "tidelog") -> None:
+        self.checkout = checkout
+        self.name = name
 
     def storage_scheme(self) -> str:
         """``lmdb`` when this checkout has the LMDB backend and the lmdb module, else ``sqlite``."""
@@ -302,7 +307,7 @@ class Tidelog(Peer):
 
     def version(self) -> str:
         result = subprocess.run(
-            ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+            ["git", "-C", str(self.checkout), "describe", "--always", "--dirty"],
             capture_output=True,
             text=True,
             check=False,
@@ -336,7 +341,9 @@ class Tidelog(Peer):
             "warning",
         ]
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(self.checkout), env.get("PYTHONPATH")])
+        )
         async with spawn(
             self.name,
             argv,

@@ -21,72 +21,26 @@ from __future__ import annotations
 
 import argparse
 import resource
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
 
-from bench.brokers import HOST, PEERS, free_port
-from bench.mqtt_load import Scenario, Target, process_cpu_seconds, run_scenario
+from bench.brokers import PEERS, Tidelog
+from bench.mqtt_load import SCENARIOS, Target, process_cpu_seconds, run_scenario
 from bench.overload import hold_connections
 
-REPO = Path(__file__).resolve().parent.parent
-
-FANOUT = Scenario(
-    "fanout-100",
-    "QoS 1 publisher, window 1000 -> 100 subscribers at QoS 1 (deliveries/s)",
-    publish_qos=1,
-    window=1000,
-    subscribers=100,
-    messages=3000,
-    quick_messages=100,
-)
-
-
-@asynccontextmanager
-async def tidelog(checkout: Path) -> AsyncIterator[Target]:
-    """``python -m tidelog serve`` from ``checkout`` until the block exits."""
-    with tempfile.TemporaryDirectory(prefix="tidelog-fanout-") as tmp:
-        port = free_port()
-        argv = [sys.executable, "-m", "tidelog", "serve", "--storage"]
-        argv += [f"lmdb://{tmp}/log?fsync=always", "--bind", HOST, "--mqtt-port", str(port)]
-        argv += ["--ws-port", "off", "--http-port", "off", "--log-level", "warning"]
-        process = subprocess.Popen(argv, cwd=checkout, stdout=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    stream = await trio.open_tcp_stream(HOST, port)
-                    await stream.aclose()
-                    break
-                except OSError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"tidelog from {checkout} did not start") from None
-                    await trio.sleep(0.05)
-            yield Target(HOST, port, process.pid)
-        finally:
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                print(f"tidelog from {checkout} still running 20 s after SIGTERM: killed")
-                process.kill()
-                process.wait()
+FANOUT = SCENARIOS["fanout-100"]
 
 
 @asynccontextmanager
 async def broker(name: str, baseline: Path | None) -> AsyncIterator[Target]:
-    if name == "tidelog" or name == "baseline":
-        async with tidelog(REPO if name == "tidelog" else baseline or REPO) as target:
-            yield target
-        return
-    with tempfile.TemporaryDirectory(prefix="fanout-peer-") as tmp:
-        async with PEERS[name].start(Path(tmp)) as running:
+    """A fresh broker: this checkout's tidelog, the baseline checkout's, or a peer."""
+    peer = Tidelog(baseline, name="baseline") if name == "baseline" and baseline else PEERS[name]
+    with tempfile.TemporaryDirectory(prefix="fanout-check-") as tmp:
+        async with peer.start(Path(tmp)) as running:
             yield Target(running.host, running.port, running.pid)
 
 
