@@ -48,10 +48,13 @@ class BrokerCollector(Collector):
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self._cursors: Sequence[Cursor] = ()
+        self._labelled = False
 
-    def snapshot(self, cursors: Sequence[Cursor]) -> None:
-        """Set the cursors the next collection reports."""
+    def snapshot(self, cursors: Sequence[Cursor], *, labelled: bool = False) -> None:
+        """Set the cursors the next collection reports; ``labelled``: one
+        ``tidelog_cursor_lag`` series per cursor (names reach the scraper)."""
         self._cursors = cursors
+        self._labelled = labelled
 
     def collect(self) -> Iterator[Metric]:
         stats = self.broker.statistics()
@@ -178,13 +181,17 @@ class BrokerCollector(Collector):
             yield family
 
         cursors = self._cursors
-        yield gauge("cursors", "Durable cursors.", len(cursors))
-        lag = GaugeMetricFamily(
-            "tidelog_cursor_lag", "Offsets between a cursor and the log head.", labels=["cursor"]
-        )
-        for cursor in cursors:
-            lag.add_metric([cursor.name], cursor.lag)
-        yield lag
+        yield gauge("cursors", "Durable cursors (the scraper's own, unless it sees all).",
+                    len(cursors))  # fmt: skip
+        if self._labelled:
+            lag = GaugeMetricFamily(
+                "tidelog_cursor_lag",
+                "Offsets between a cursor and the log head.",
+                labels=["cursor", "owner"],
+            )
+            for cursor in cursors:
+                lag.add_metric([cursor.name, cursor.owner], cursor.lag)
+            yield lag
 
 
 def make_registry(broker: Broker) -> tuple[CollectorRegistry, BrokerCollector]:

@@ -26,7 +26,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tidelog.api.shapes import PayloadError, dumps
-from tidelog.engine import CursorExistsError, CursorNotFoundError
+from tidelog.engine import CursorExistsError, CursorNotFoundError, InvalidCursorNameError
 from tidelog.errors import (
     InvalidPositionError,
     InvalidTopicError,
@@ -42,6 +42,7 @@ from tidelog.security.errors import (
     NotAuthorizedError,
     TooManyAttemptsError,
 )
+from tidelog.security.limits import NameTooLongError, QuotaExceededError
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,9 @@ _TABLE: list[tuple[type[BaseException], int, str]] = [
     (NotAuthorizedError, 403, "forbidden"),
     (TooManyAttemptsError, 429, "too_many_attempts"),
     (LimitExceededError, 503, "limit_exceeded"),
+    (QuotaExceededError, 429, "quota_exceeded"),
+    (NameTooLongError, 400, "name_too_long"),
+    (InvalidCursorNameError, 400, "invalid_cursor_name"),
     (InvalidTopicError, 400, "invalid_topic"),
     (InvalidPositionError, 400, "invalid_position"),
     (OffsetOutOfRangeError, 400, "offset_out_of_range"),

@@ -61,10 +61,19 @@ from tidelog.api.sse import EventStream
 from tidelog.concurrency import background_nursery
 from tidelog.engine import Broker, Cursor, CursorNotFoundError, Position, parse_position
 from tidelog.engine.positions import MAX_INTEGER, parse_time
-from tidelog.security import Access, Grant, Principal, Right, security_for
+from tidelog.security import (
+    Access,
+    Grant,
+    Name,
+    Principal,
+    Quota,
+    Right,
+    Security,
+    security_for,
+)
 from tidelog.security.http import AuthMiddleware, EventFilter
 from tidelog.security.tls import server_context
-from tidelog.storage import Properties, ReadResult
+from tidelog.storage import NewEvent, Properties, ReadResult
 from tidelog.topics import parse_shared, validate_topic_filter
 
 log = logging.getLogger(__name__)
@@ -121,11 +130,26 @@ def get_access(request: Request) -> Access:
 
 AccessDep = Annotated[Access, Depends(get_access)]
 
+
+def get_security(request: Request) -> Security:
+    return security_for(request.app.state.broker)
+
+
+SecurityDep = Annotated[Security, Depends(get_security)]
+
 FilterQuery = Annotated[
     str | None,
     Query(
         alias="filter",
-        description="MQTT topic filter (+ and # wildcards); default: every topic",
+        description="MQTT topic filter (+ and # wildcards); default: every topic; at most "
+        "security.max_filter_bytes",
+        max_length=65535,
+    ),
+]
+OwnerQuery = Annotated[
+    str | None,
+    Query(
+        description="admin_users: the user whose cursor this is (default: the caller)",
         max_length=65535,
     ),
 ]
@@ -153,12 +177,17 @@ EncodingQuery = Annotated[
     Encoding,
     Query(description="text: payloads as UTF-8 text where they are valid UTF-8, else base64"),
 ]
-CursorName = Annotated[str, PathParam(min_length=1, max_length=1024)]
+CursorName = Annotated[
+    str,
+    PathParam(min_length=1, max_length=65535, description="at most security.max_cursor_name_bytes"),
+]
 
 
-def _filter(value: str | None) -> str | None:
+def _filter(security: Security, value: str | None) -> str | None:
+    """A filter from a request: within its maximum (400) and valid (400)."""
     if value is None:
         return None
+    security.limits.check_name(Name.FILTER, value)
     return validate_topic_filter(value)
 
 
@@ -208,6 +237,7 @@ def _page(result: ReadResult, encoding: Encoding) -> Response:
 def _cursor_out(cursor: Cursor) -> dict[str, Any]:
     return {
         "name": cursor.name,
+        "owner": cursor.owner,
         "filter": cursor.topic_filter,
         "position": cursor.position,
         "lag": cursor.lag,
@@ -258,19 +288,23 @@ async def publish_one(
     ``X-Tidelog-Retain`` headers (the query wins); the request's
     ``Content-Type`` is stored as the event's content type.
     """
+    security = security_for(broker)
+    security.limits.check_name(Name.TOPIC, topic)
     access.check_topic(Right.PUBLISH, topic)
     payload = await request.body()
     content_type = request.headers.get("content-type")
     properties = None
     if content_type:
         properties = Properties(content_type=content_type[:1024])
-    event = await broker.publish(
+    new = NewEvent(
         topic,
         payload,
-        qos=qos if qos is not None else (qos_header or 0),
-        retain=retain if retain is not None else bool(retain_header),
-        properties=properties,
+        qos if qos is not None else (qos_header or 0),
+        retain if retain is not None else bool(retain_header),
+        properties,
     )
+    security.quotas.retain(access.owner, [new])
+    (event,) = await broker.publish_many([new])
     return JSONResponse({"offset": event.offset, "timestamp": event.timestamp}, status_code=201)
 
 
@@ -299,9 +333,13 @@ async def publish_batch(request: Request, broker: BrokerDep, access: AccessDep) 
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
         ) from None
-    for event in batch.events:
+    security = security_for(broker)
+    events = [event.to_new_event() for event in batch.events]
+    security.limits.check_events(events)
+    for event in events:
         access.check_topic(Right.PUBLISH, event.topic)
-    stored = await broker.publish_many([event.to_new_event() for event in batch.events])
+    security.quotas.retain(access.owner, events)
+    stored = await broker.publish_many(events)
     return JSONResponse(
         {"events": [{"offset": e.offset, "timestamp": e.timestamp} for e in stored]},
         status_code=201,
@@ -319,6 +357,7 @@ async def get_events(
     request: Request,
     broker: BrokerDep,
     access: AccessDep,
+    security: SecurityDep,
     topic_filter: FilterQuery = None,
     from_offset: Annotated[
         int | None, Query(ge=0, le=MAX_INTEGER, description="default: the first offset")
@@ -338,7 +377,7 @@ async def get_events(
     """
     _one_of(from_offset, from_time, "from_offset or from_time")
     _one_of(to_offset, to_time, "to_offset or to_time")
-    topic_filter = _filter(topic_filter)
+    topic_filter = _filter(security, topic_filter)
     visible = EventFilter(access, Right.READ, topic_filter)
     if from_offset is not None:
         start = from_offset
@@ -389,6 +428,8 @@ async def stream_events(
     encoding: EncodingQuery = "base64",
     last_event_id: Annotated[str | None, Header(alias="last-event-id")] = None,
 ) -> Response:
+    security = security_for(broker)
+    security.limits.check_name(Name.FILTER, topic_filter)
     group, inner = parse_shared(topic_filter)
     if group is not None:
         raise ApiError(400, "invalid_topic", "a stream cannot join a shared subscription")
@@ -409,23 +450,34 @@ async def stream_events(
 @router.put(
     "/v1/cursors/{name}",
     response_model=CursorOut,
-    responses={201: {"model": CursorOut, "description": "created"}, **_errors(409)},
+    responses={201: {"model": CursorOut, "description": "created"}, **_errors(409, 429)},
     tags=["cursors"],
     summary="Create a durable cursor (or confirm an existing one with the same filter)",
 )
 async def put_cursor(
-    broker: BrokerDep, access: AccessDep, name: CursorName, spec: CursorIn
+    broker: BrokerDep,
+    access: AccessDep,
+    security: SecurityDep,
+    name: CursorName,
+    spec: CursorIn,
+    owner: OwnerQuery = None,
 ) -> JSONResponse:
     """201 when created at ``start``; 200 when it exists with the same filter (its
-    position untouched); 409 when it exists with another filter."""
-    EventFilter(access, Right.READ, _filter(spec.filter))  # 403 unless readable
+    position untouched); 409 when it exists with another filter. The cursor belongs
+    to the caller (each user has their own cursor names); 429 past
+    ``security.max_cursors_per_user``."""
+    security.limits.check_name(Name.CURSOR, name)
+    owner = _owner(access, owner)
+    # every check comes before any state is created
+    EventFilter(access, Right.READ, _filter(security, spec.filter))  # 403 unless readable
     start = parse_position(spec.start)
     try:
-        await broker.cursor(name)
+        await broker.cursor(name, owner=owner)
         existed = True
     except CursorNotFoundError:
         existed = False
-    cursor = await broker.create_cursor(name, spec.filter, start=start)
+        security.quotas.check(Quota.CURSORS, owner, len(await broker.cursors(owner=owner)))
+    cursor = await broker.create_cursor(name, spec.filter, start=start, owner=owner)
     return JSONResponse(_cursor_out(cursor), status_code=200 if existed else 201)
 
 
@@ -436,8 +488,11 @@ async def put_cursor(
     summary="List the cursors",
 )
 async def list_cursors(broker: BrokerDep, access: AccessDep) -> JSONResponse:
-    """The cursors whose filter the client may read."""
-    cursors = [c for c in await broker.cursors() if _readable(access, c)]
+    """The caller's cursors whose filter it may read; every cursor for ``admin_users``."""
+    if access.admin:
+        cursors = await broker.cursors()
+    else:
+        cursors = [c for c in await broker.cursors(owner=access.owner) if _readable(access, c)]
     return JSONResponse({"cursors": [_cursor_out(c) for c in cursors]})
 
 
@@ -445,10 +500,23 @@ def _readable(access: Access, cursor: Cursor) -> bool:
     return access.grant(Right.READ, cursor.topic_filter or "#") is not Grant.DENIED
 
 
-async def _cursor(broker: Broker, access: Access, name: str) -> tuple[Cursor, EventFilter]:
-    """A cursor the client may read (403 otherwise) and the filter for its events."""
-    cursor = await broker.cursor(name)
-    return cursor, EventFilter(access, Right.READ, cursor.topic_filter)
+def _owner(access: Access, owner: str | None) -> str:
+    """The namespace a request addresses: the caller's, or (``admin_users`` only) the
+    one ``?owner=`` names. Anyone else naming another owner finds nothing (404)."""
+    if owner is None or owner == access.owner:
+        return access.owner
+    if not access.admin:
+        raise CursorNotFoundError("no such cursor")
+    return owner
+
+
+async def _cursor(
+    broker: Broker, access: Access, security: Security, name: str, owner: str | None
+) -> Cursor:
+    """A cursor the caller may manage; 404 (as for a name that does not exist) for
+    another user's, 400 for a name past its maximum."""
+    security.limits.check_name(Name.CURSOR, name)
+    return await broker.cursor(name, owner=_owner(access, owner))
 
 
 @router.get(
@@ -458,15 +526,21 @@ async def _cursor(broker: Broker, access: Access, name: str) -> tuple[Cursor, Ev
     tags=["cursors"],
     summary="Show a cursor: filter, position, lag",
 )
-async def get_cursor(broker: BrokerDep, access: AccessDep, name: CursorName) -> JSONResponse:
-    cursor, _ = await _cursor(broker, access, name)
+async def get_cursor(
+    broker: BrokerDep,
+    access: AccessDep,
+    security: SecurityDep,
+    name: CursorName,
+    owner: OwnerQuery = None,
+) -> JSONResponse:
+    cursor = await _cursor(broker, access, security, name, owner)
     return JSONResponse(_cursor_out(cursor))
 
 
 @router.post(
     "/v1/cursors/{name}/fetch",
     response_model=EventsPage,
-    responses=_errors(404),
+    responses=_errors(403, 404),
     tags=["cursors"],
     summary="The next events at the cursor, without moving it",
 )
@@ -474,14 +548,18 @@ async def fetch_cursor(
     request: Request,
     broker: BrokerDep,
     access: AccessDep,
+    security: SecurityDep,
     name: CursorName,
     limit: LimitQuery = DEFAULT_READ_LIMIT,
     max_bytes: MaxBytesQuery = DEFAULT_READ_BYTES,
     wait_ms: WaitQuery = 0,
     encoding: EncodingQuery = "base64",
+    owner: OwnerQuery = None,
 ) -> Response:
-    """Commit ``next_offset`` once the events are processed."""
-    cursor, visible = await _cursor(broker, access, name)
+    """Commit ``next_offset`` once the events are processed. The caller needs the read
+    right on the cursor's filter (403)."""
+    cursor = await _cursor(broker, access, security, name, owner)
+    visible = EventFilter(access, Right.READ, cursor.topic_filter)
     first = (await broker.log.state()).first_offset
     result = await read_events(
         broker,
@@ -504,9 +582,14 @@ async def fetch_cursor(
     summary="Move the cursor to an offset (the next event to process); durable on return",
 )
 async def commit_cursor(
-    broker: BrokerDep, access: AccessDep, name: CursorName, commit: CommitIn
+    broker: BrokerDep,
+    access: AccessDep,
+    security: SecurityDep,
+    name: CursorName,
+    commit: CommitIn,
+    owner: OwnerQuery = None,
 ) -> JSONResponse:
-    cursor, _ = await _cursor(broker, access, name)
+    cursor = await _cursor(broker, access, security, name, owner)
     await cursor.commit(commit.offset)
     return JSONResponse(_cursor_out(cursor))
 
@@ -519,9 +602,15 @@ async def commit_cursor(
     tags=["cursors"],
     summary="Delete a cursor",
 )
-async def delete_cursor(broker: BrokerDep, access: AccessDep, name: CursorName) -> Response:
-    await _cursor(broker, access, name)
-    if not await broker.delete_cursor(name):
+async def delete_cursor(
+    broker: BrokerDep,
+    access: AccessDep,
+    security: SecurityDep,
+    name: CursorName,
+    owner: OwnerQuery = None,
+) -> Response:
+    cursor = await _cursor(broker, access, security, name, owner)
+    if not await broker.delete_cursor(cursor.name, owner=cursor.owner):
         raise CursorNotFoundError(f"no cursor named {name!r}")
     return Response(status_code=204)
 
@@ -534,32 +623,50 @@ async def delete_cursor(broker: BrokerDep, access: AccessDep, name: CursorName) 
     summary="Topics with stored events and their counts",
 )
 async def list_topics(
-    broker: BrokerDep, access: AccessDep, topic_filter: FilterQuery = None
+    broker: BrokerDep, access: AccessDep, security: SecurityDep, topic_filter: FilterQuery = None
 ) -> JSONResponse:
-    """Topics the client may read."""
-    topics = await broker.log.topics(_filter(topic_filter))
-    topics = [t for t in topics if access.allows(Right.READ, t.topic)]
+    """Topics the client may read (every topic for ``sys_users`` and ``admin_users``)."""
+    topics = await broker.log.topics(_filter(security, topic_filter))
+    topics = [t for t in topics if access.sees_topic(t.topic)]
     return JSONResponse({"topics": [{"topic": t.topic, "count": t.count} for t in topics]})
 
 
 @router.get(
     "/v1/offsets",
     response_model=OffsetOut,
-    responses=_errors(),
+    responses=_errors(403),
     tags=["log"],
     summary="The first offset at or after a time",
 )
 async def offset_for_time(
     broker: BrokerDep,
+    access: AccessDep,
+    security: SecurityDep,
     time: Annotated[str, Query(description="RFC 3339 or epoch ms")],
+    topic_filter: Annotated[
+        str,
+        Query(
+            alias="filter",
+            description="the filter the caller means to read from there: it needs the read "
+            "right on it (403)",
+            max_length=65535,
+        ),
+    ] = "#",
 ) -> JSONResponse:
+    topic_filter = _filter(security, topic_filter) or "#"
+    access.check_filter(Right.READ, topic_filter)
     moment = parse_time(time)
     return JSONResponse({"time": moment, "offset": await broker.log.offset_for_time(moment)})
 
 
 @router.get("/v1/stats", tags=["operations"], summary="Broker statistics")
-async def stats(broker: BrokerDep) -> JSONResponse:
+async def stats(broker: BrokerDep, access: AccessDep) -> JSONResponse:
+    """Counters of the whole broker; ``topic_counts`` lists only the topics the client
+    may read (every topic for ``sys_users`` and ``admin_users``)."""
     snapshot = attrs.asdict(broker.statistics())
+    if not access.sees_all:
+        counts = snapshot["topic_counts"]
+        snapshot["topic_counts"] = {t: n for t, n in counts.items() if access.sees_topic(t)}
     state = await broker.log.state()
     snapshot["state"] = attrs.asdict(state)
     return JSONResponse(_finite(snapshot))
@@ -594,9 +701,13 @@ async def healthz(broker: BrokerDep) -> Response:
     tags=["operations"],
     summary="Prometheus metrics",
 )
-async def metrics_endpoint(request: Request, broker: BrokerDep) -> Response:
+async def metrics_endpoint(request: Request, broker: BrokerDep, access: AccessDep) -> Response:
+    """Broker-wide counters; per-cursor series only with ``http.metrics_cursor_labels``,
+    and then only the caller's cursors (every cursor for ``sys_users`` and
+    ``admin_users``), as ``/v1/stats`` shows only readable topics."""
     collector: metrics.BrokerCollector = request.app.state.collector
-    collector.snapshot(await broker.cursors())
+    cursors = await broker.cursors(owner=None if access.sees_all else access.owner)
+    collector.snapshot(cursors, labelled=request.app.state.metrics_cursor_labels)
     return Response(metrics.render(request.app.state.registry), media_type=metrics.CONTENT_TYPE)
 
 
@@ -632,6 +743,7 @@ def create_app(
     *,
     ws_port: int | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    metrics_cursor_labels: bool = False,
 ) -> FastAPI:
     """The REST app for ``broker``. ``ws_port`` tells the example page where /v1/ws is."""
     app = FastAPI(
@@ -643,6 +755,7 @@ def create_app(
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     app.state.broker = broker
     app.state.ws_port = ws_port
+    app.state.metrics_cursor_labels = metrics_cursor_labels
     app.state.closing = trio.Event()
     app.state.registry, app.state.collector = metrics.make_registry(broker)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
@@ -692,6 +805,7 @@ async def serve_http(
         broker,
         ws_port=getattr(config, "ws_port", None),
         max_body_bytes=http_options.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES),
+        metrics_cursor_labels=http_options.get("metrics_cursor_labels", False),
     )
     hc = hypercorn.config.Config()
     hc.bind = [_bind(host, port)]

@@ -41,7 +41,7 @@ def _topics(args: argparse.Namespace) -> int:
 
         topics = _local(args.storage, body)
     else:
-        topics = Rest(args.url).get("/v1/topics", filter=args.filter)["topics"]
+        topics = Rest.from_args(args).get("/v1/topics", filter=args.filter)["topics"]
     if args.json:
         _print_json(topics)
         return 0
@@ -82,7 +82,7 @@ def _stats(args: argparse.Namespace) -> int:
 
         stats = _local(args.storage, body)
     else:
-        stats = Rest(args.url).get("/v1/stats")
+        stats = Rest.from_args(args).get("/v1/stats")
     if args.json:
         _print_json(stats)
         return 0
@@ -119,9 +119,13 @@ def _stats(args: argparse.Namespace) -> int:
 # -- cursors -----------------------------------------------------------------------------
 
 
-def _cursor_json(name: str, position: int, metadata: dict[str, Any], end: int) -> dict[str, Any]:
+def _cursor_json(key: str, position: int, metadata: dict[str, Any], end: int) -> dict[str, Any]:
+    from tidelog.engine.cursors import split_stored_name
+
+    owner, name = split_stored_name(key)
     return {
         "name": name,
+        "owner": owner,
         "filter": metadata.get("filter"),
         "position": position,
         "lag": max(0, end - position),
@@ -137,15 +141,17 @@ def _cursors(args: argparse.Namespace) -> int:
     if args.storage:
         result = _local(args.storage, lambda log: _cursors_local(log, args))
     else:
-        result = _cursors_rest(Rest(args.url), args)
+        result = _cursors_rest(Rest.from_args(args), args)
     if action == "delete":
         print(f"deleted cursor {args.name}")
     elif action == "list" and not args.json:
         rows = result["cursors"]
         width = max((len(c["name"]) for c in rows), default=4)
         for c in rows:
+            owner = c.get("owner", "anonymous")
             print(f"{c['name']:<{width}}  position {c['position']:<10} lag {c['lag']:<10} "
-                  f"filter {c['filter'] if c['filter'] is not None else '(all)'}")  # fmt: skip
+                  f"filter {c['filter'] if c['filter'] is not None else '(all)'}"
+                  + ("" if owner == "anonymous" else f"  owner {owner}"))  # fmt: skip
     else:
         _print_json(result)
     return 0
@@ -158,11 +164,17 @@ async def _cursors_local(log: EventLog, args: argparse.Namespace) -> Any:
     if args.action == "list":
         cursors = await log.list_cursors()
         return {"cursors": [_cursor_json(c.name, c.position, c.metadata, end) for c in cursors]}
-    cursor = await log.load_cursor(args.name)
+    from tidelog.engine.cursors import InvalidCursorNameError, stored_name
+
+    try:
+        key = stored_name(args.owner, args.name)
+    except InvalidCursorNameError as exc:
+        raise CLIError(str(exc)) from None
+    cursor = await log.load_cursor(key)
     if cursor is None:
         raise CLIError(f"no cursor named {args.name!r}")
     if args.action == "delete":
-        await log.delete_cursor(args.name)
+        await log.delete_cursor(key)
         return None
     if args.action == "reset":
         offset = await resolve_position(log, parse_position(args.to), latest=end)
@@ -175,15 +187,17 @@ def _cursors_rest(rest: Rest, args: argparse.Namespace) -> Any:
     if args.action == "list":
         return rest.get("/v1/cursors")
     path = _cursor_path(args.name)
+    query = {"owner": args.owner} if args.owner else None
     if args.action == "delete":
-        return rest.call("DELETE", path)
+        return rest.call("DELETE", path, query)
     if args.action == "reset":
-        rest.get(path)  # 404 before anything else if there is no such cursor
-        return rest.call("POST", path + "/commit", body={"offset": _resolve_rest(rest, args.to)})
-    return rest.get(path)
+        cursor = rest.call("GET", path, query)  # 404 first if there is no such cursor
+        offset = _resolve_rest(rest, args.to, cursor.get("filter") or "#")
+        return rest.call("POST", path + "/commit", query, body={"offset": offset})
+    return rest.call("GET", path, query)
 
 
-def _resolve_rest(rest: Rest, position: str) -> int:
+def _resolve_rest(rest: Rest, position: str, topic_filter: str = "#") -> int:
     from tidelog.engine.positions import EARLIEST, LATEST, parse_position
 
     parsed = parse_position(position)
@@ -191,7 +205,7 @@ def _resolve_rest(rest: Rest, position: str) -> int:
         state = rest.get("/v1/stats")["state"]
         return int(state["first_offset" if parsed == EARLIEST else "next_offset"])
     if parsed.kind == "time":
-        return int(rest.get("/v1/offsets", time=parsed.value)["offset"])
+        return int(rest.get("/v1/offsets", time=parsed.value, filter=topic_filter)["offset"])
     return int(parsed.value)
 
 
@@ -248,5 +262,12 @@ def register(commands: Any) -> None:
     delete = add_parser(actions, "delete", "delete a cursor", "tidelog cursors delete billing")
     delete.add_argument("name", metavar="NAME")
     add_target(delete)
+    for parser in (show, reset, delete):
+        parser.add_argument(
+            "--owner",
+            metavar="USER",
+            help="another user's cursor (admin_users only; default: your own)",
+        )
+    listing.set_defaults(owner=None)
     for parser in (listing, show, reset, delete):
         parser.set_defaults(func=_cursors)

@@ -10,7 +10,7 @@ from tidelog.engine.broker import (
     Subscriber,
     open_broker,
 )
-from tidelog.engine.cursors import Cursor
+from tidelog.engine.cursors import Cursor, InvalidCursorNameError
 from tidelog.engine.fanout import Delivery, Feed, Subscription
 from tidelog.engine.positions import Position, parse_position
 from tidelog.engine.sessions import NEVER_EXPIRES, Session, SessionSubscription
@@ -25,6 +25,7 @@ __all__ = [
     "CursorNotFoundError",
     "Delivery",
     "Feed",
+    "InvalidCursorNameError",
     "Position",
     "Session",
     "SessionSubscription",
