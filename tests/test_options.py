@@ -31,6 +31,7 @@ FALSE_SPELLINGS: list[tuple[Any, str]] = [
     ("FALSE", "False"),
 ]
 
+
 class NotText:
     """An invalid TOML value whose text form is valid (only the file is checked)."""
 
@@ -42,7 +43,7 @@ Sample = tuple[Any, str, Any]
 """A value as TOML writes it, as the environment and --set write it, and its meaning."""
 
 
-def samples(kind: cfg.Kind) -> tuple[list[Sample], list[Any]]:  # noqa: PLR0911
+def samples(kind: cfg.Kind) -> tuple[list[Sample], list[Any]]:
     """Valid samples and invalid values (TOML form; the text form is ``str()``)."""
     if kind is cfg.boolean:
         valid = [(t, e, True) for t, e in TRUE_SPELLINGS]

@@ -425,7 +425,13 @@ async def test_cursor_lifecycle(client: httpx.AsyncClient) -> None:
     await seed(client, 6)
     response = await client.put("/v1/cursors/c1", json={"filter": "t/1", "start": "earliest"})
     assert response.status_code == 201
-    assert response.json() == {"name": "c1", "owner": "anonymous", "filter": "t/1", "position": 0, "lag": 6}
+    assert response.json() == {
+        "name": "c1",
+        "owner": "anonymous",
+        "filter": "t/1",
+        "position": 0,
+        "lag": 6,
+    }
     again = await client.put("/v1/cursors/c1", json={"filter": "t/1", "start": "latest"})
     assert again.status_code == 200
     assert again.json()["position"] == 0  # untouched
@@ -441,7 +447,13 @@ async def test_cursor_lifecycle(client: httpx.AsyncClient) -> None:
 
     committed = await client.post("/v1/cursors/c1/commit", json={"offset": fetched["next_offset"]})
     assert committed.status_code == 200
-    assert committed.json() == {"name": "c1", "owner": "anonymous", "filter": "t/1", "position": 6, "lag": 0}
+    assert committed.json() == {
+        "name": "c1",
+        "owner": "anonymous",
+        "filter": "t/1",
+        "position": 6,
+        "lag": 0,
+    }
     assert (await client.get("/v1/cursors/c1")).json()["position"] == 6
     assert (await client.post("/v1/cursors/c1/fetch")).json() == {"events": [], "next_offset": 6}
 

@@ -19,9 +19,9 @@ import pytest
 import trio
 import trio_websocket
 
+import tidelog.options  # noqa: F401  (declares the options)
 from tests.security.certs import PKI, make_pki
 from tests.security.conftest import config, write_acl, write_users
-import tidelog.options  # noqa: F401  (declares the options)
 from tidelog import config as cfg
 from tidelog.protocols.mqtt import Connack, Connect, Decoder, ReasonCode, Role, encode
 from tidelog.security.passwords import PasswordFile, new_token
@@ -364,9 +364,9 @@ async def test_allow_anonymous_false_in_the_file_refuses_anonymous(
     users = write_users(tmp_path)
     toml = tmp_path / "tidelog.toml"
     toml.write_text(
-        "[storage]\nurl = \"memory://\"\n[mqtt]\nport = 0\ntls_port = \"off\"\n"
+        '[storage]\nurl = "memory://"\n[mqtt]\nport = 0\ntls_port = "off"\n'
         "[websocket]\nport = 0\n[http]\nport = 0\n"
-        f"[security]\npassword_file = \"{users}\"\nallow_anonymous = false\n"
+        f'[security]\npassword_file = "{users}"\nallow_anonymous = false\n'
     )
     server_config = ServerConfig.from_settings(cfg.load(str(toml), environ={}))
     running: RunningServer = await nursery.start(run_server, server_config)
@@ -432,9 +432,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-async def test_require_tls_for_credentials(
-    nursery: trio.Nursery, tmp_path: Path, pki: PKI
-) -> None:
+async def test_require_tls_for_credentials(nursery: trio.Nursery, tmp_path: Path, pki: PKI) -> None:
     import ssl
 
     users = write_users(tmp_path)
