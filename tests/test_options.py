@@ -159,8 +159,10 @@ def test_every_default_is_a_valid_value() -> None:
             assert opt.kind(opt.default) == opt.default, opt.key
 
 
-@pytest.mark.parametrize(("spelling", "allowed"), [("false", False), ("no", False),
-                                                   ("0", False), ("true", True), ("on", True)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("spelling", "allowed"),
+    [("false", False), ("no", False), ("0", False), ("true", True), ("on", True)],
+)
 def test_allow_anonymous_means_what_it_says(spelling: str, allowed: bool, tmp_path: Path) -> None:
     from tidelog.security.config import anonymous_allowed
 
@@ -172,7 +174,8 @@ def test_allow_anonymous_means_what_it_says(spelling: str, allowed: bool, tmp_pa
         assert server.security.allow_anonymous is allowed
         assert anonymous_allowed(server) is allowed  # on loopback too: no silent "auto"
     file = tmp_path / "c.toml"
-    file.write_text(f"[security]\nallow_anonymous = {spelling if spelling in ('true', 'false') else repr(spelling)}\n")  # fmt: skip
+    literal = spelling if spelling in ("true", "false") else repr(spelling)
+    file.write_text(f"[security]\nallow_anonymous = {literal}\n")
     assert anonymous_allowed(ServerConfig.from_settings(cfg.load(str(file), environ={}))) is allowed
 
 
