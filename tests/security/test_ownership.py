@@ -342,17 +342,28 @@ async def test_subscription_quota_per_user_over_connections(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     server = await start(nursery, tmp_path, max_subscriptions_per_user=2)
-    async with server.ws(BOB) as one, server.ws(BOB) as two, server.ws(ALICE) as alice:
+    async with server.ws(BOB) as one, server.ws(BOB) as two, server.ws(ALICE) as alice, \
+            server.http(BOB) as rest:  # fmt: skip
         assert (await one.request(type="subscribe", sub="1", filter="bob/1"))["type"] == (
             "subscribed")  # fmt: skip
         assert (await two.request(type="subscribe", sub="2", filter="bob/2"))["type"] == (
             "subscribed")  # fmt: skip
         refused = await two.request(type="subscribe", sub="3", filter="bob/3")
         assert (refused["status"], refused["code"]) == (429, "quota_exceeded")
+        # an SSE stream is a subscription too
+        stream = await rest.get("/v1/events/stream", params={"filter": "bob/#"})
+        problem(stream, 429, "quota_exceeded")
         assert (await alice.request(type="subscribe", filter="alice/#"))["type"] == "subscribed"
         assert (await one.request(type="unsubscribe", sub="1"))["type"] == "unsubscribed"
-        assert (await two.request(type="subscribe", sub="3", filter="bob/3"))["type"] == (
-            "subscribed")  # fmt: skip
+        async with rest.stream("GET", "/v1/events/stream", params={"filter": "bob/#"}) as live:
+            assert live.status_code == 200
+            refused = await two.request(type="subscribe", sub="3", filter="bob/3")
+            assert refused["code"] == "quota_exceeded"
+        with trio.fail_after(10):  # the stream's place is free once the server saw it close
+            while (await two.request(type="subscribe", sub="3", filter="bob/3"))["type"] != (
+                "subscribed"
+            ):
+                await trio.sleep(0.05)
 
 
 # -- finding 2: allow_anonymous = false means no -------------------------------------------

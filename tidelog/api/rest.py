@@ -444,7 +444,17 @@ async def stream_events(
     # the live tail needs subscribe; starting in the past needs read as well
     rights = Right.SUBSCRIBE if position.kind == "latest" else Right.SUBSCRIBE | Right.READ
     visible = EventFilter(access, rights, inner)
-    return EventStream(broker, inner, position, encoding, _app_closing(request), keep=visible.keep)
+    owner = access.owner
+    security.quotas.check(Quota.SUBSCRIPTIONS, owner)  # 429 while it can still be answered
+    return EventStream(
+        broker,
+        inner,
+        position,
+        encoding,
+        _app_closing(request),
+        keep=visible.keep,
+        counted=functools.partial(security.quotas.counted, Quota.SUBSCRIPTIONS, owner),
+    )
 
 
 @router.put(

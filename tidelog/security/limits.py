@@ -183,6 +183,16 @@ class UserQuotas:
         finally:
             self.release(quota, user)
 
+    @contextlib.contextmanager
+    def counted(self, quota: Quota, user: str) -> Iterator[None]:
+        """Count one more for the block without refusing (after a :meth:`check` made
+        at a point where a refusal could still be answered cleanly)."""
+        self._counts[quota][user] += 1
+        try:
+            yield
+        finally:
+            self.release(quota, user)
+
     def retain(self, user: str, events: Iterable[NewEvent]) -> None:
         """Account the retained events of a publish by ``user`` (all or none): a
         retained message sets or replaces a topic's (counted for ``user``), an empty
