@@ -108,14 +108,7 @@ def samples(kind: cfg.Kind) -> tuple[list[Sample], list[Any]]:
     raise AssertionError(f"no samples for the option kind {kind.__doc__!r}: add them here")
 
 
-def toml_literal(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_literal(item) for item in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+toml_literal = cfg._toml_value
 
 
 OPTIONS = list(cfg.OPTIONS.values())

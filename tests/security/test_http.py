@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio_websocket
 
-from tests.security.conftest import config, write_acl, write_users
+from tests.security.conftest import config, users_with_token, write_acl
 from tidelog.protocols.mqtt import (
     Connack,
     Connect,
@@ -25,7 +25,6 @@ from tidelog.protocols.mqtt import (
     Subscription,
     encode,
 )
-from tidelog.security.passwords import PasswordFile, new_token
 from tidelog.server import RunningServer, run_server
 
 ALICE = ("alice", "alice-pw")
@@ -45,11 +44,7 @@ class Started:
 
 
 async def start(nursery: trio.Nursery, tmp_path: Path, **security: Any) -> Started:
-    users = write_users(tmp_path)
-    passwords = PasswordFile.load(users)
-    token = new_token()
-    passwords.add_token("alice", token)
-    passwords.save(users)
+    users, token = users_with_token(tmp_path)
     settings: dict[str, Any] = {
         "password_file": str(users),
         "acl_file": str(write_acl(tmp_path)),

@@ -21,10 +21,9 @@ import trio_websocket
 
 import tidelog.options  # noqa: F401  (declares the options)
 from tests.security.certs import PKI, make_pki
-from tests.security.conftest import config, write_acl, write_users
+from tests.security.conftest import config, users_with_token, write_acl, write_users
 from tidelog import config as cfg
 from tidelog.protocols.mqtt import Connack, Connect, Decoder, ReasonCode, Role, encode
-from tidelog.security.passwords import PasswordFile, new_token
 from tidelog.server import RunningServer, ServerConfig, run_server
 
 ALICE = ("alice", "alice-pw")
@@ -88,11 +87,7 @@ class Ws:
 async def start(
     nursery: trio.Nursery, tmp_path: Path, *, http: dict[str, Any] | None = None, **security: Any
 ) -> Server:
-    users = write_users(tmp_path)
-    passwords = PasswordFile.load(users)
-    token = new_token()
-    passwords.add_token("alice", token)
-    passwords.save(users)
+    users, token = users_with_token(tmp_path)
     settings: dict[str, Any] = {
         "password_file": str(users),
         "acl_file": str(write_acl(tmp_path, ACL)),

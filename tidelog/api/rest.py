@@ -529,6 +529,20 @@ async def _cursor(
     return await broker.cursor(name, owner=_owner(access, owner))
 
 
+async def owned_cursor(
+    broker: BrokerDep,
+    access: AccessDep,
+    security: SecurityDep,
+    name: CursorName,
+    owner: OwnerQuery = None,
+) -> Cursor:
+    """The cursor a ``/v1/cursors/{name}`` route names (see :func:`_cursor`)."""
+    return await _cursor(broker, access, security, name, owner)
+
+
+OwnedCursor = Annotated[Cursor, Depends(owned_cursor)]
+
+
 @router.get(
     "/v1/cursors/{name}",
     response_model=CursorOut,
@@ -536,14 +550,7 @@ async def _cursor(
     tags=["cursors"],
     summary="Show a cursor: filter, position, lag",
 )
-async def get_cursor(
-    broker: BrokerDep,
-    access: AccessDep,
-    security: SecurityDep,
-    name: CursorName,
-    owner: OwnerQuery = None,
-) -> JSONResponse:
-    cursor = await _cursor(broker, access, security, name, owner)
+async def get_cursor(cursor: OwnedCursor) -> JSONResponse:
     return JSONResponse(_cursor_out(cursor))
 
 
@@ -558,17 +565,14 @@ async def fetch_cursor(
     request: Request,
     broker: BrokerDep,
     access: AccessDep,
-    security: SecurityDep,
-    name: CursorName,
+    cursor: OwnedCursor,
     limit: LimitQuery = DEFAULT_READ_LIMIT,
     max_bytes: MaxBytesQuery = DEFAULT_READ_BYTES,
     wait_ms: WaitQuery = 0,
     encoding: EncodingQuery = "base64",
-    owner: OwnerQuery = None,
 ) -> Response:
     """Commit ``next_offset`` once the events are processed. The caller needs the read
     right on the cursor's filter (403)."""
-    cursor = await _cursor(broker, access, security, name, owner)
     visible = EventFilter(access, Right.READ, cursor.topic_filter)
     first = (await broker.log.state()).first_offset
     result = await read_events(
@@ -591,15 +595,7 @@ async def fetch_cursor(
     tags=["cursors"],
     summary="Move the cursor to an offset (the next event to process); durable on return",
 )
-async def commit_cursor(
-    broker: BrokerDep,
-    access: AccessDep,
-    security: SecurityDep,
-    name: CursorName,
-    commit: CommitIn,
-    owner: OwnerQuery = None,
-) -> JSONResponse:
-    cursor = await _cursor(broker, access, security, name, owner)
+async def commit_cursor(cursor: OwnedCursor, commit: CommitIn) -> JSONResponse:
     await cursor.commit(commit.offset)
     return JSONResponse(_cursor_out(cursor))
 
@@ -612,16 +608,9 @@ async def commit_cursor(
     tags=["cursors"],
     summary="Delete a cursor",
 )
-async def delete_cursor(
-    broker: BrokerDep,
-    access: AccessDep,
-    security: SecurityDep,
-    name: CursorName,
-    owner: OwnerQuery = None,
-) -> Response:
-    cursor = await _cursor(broker, access, security, name, owner)
+async def delete_cursor(broker: BrokerDep, cursor: OwnedCursor) -> Response:
     if not await broker.delete_cursor(cursor.name, owner=cursor.owner):
-        raise CursorNotFoundError(f"no cursor named {name!r}")
+        raise CursorNotFoundError(f"no cursor named {cursor.name!r}")
     return Response(status_code=204)
 
 
