@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 import trio
 
-from tidelog.engine.state_writer import StateWriter
+from tidelog.engine.state_writer import UNREADABLE, StateWriter, report_unreadable
 from tidelog.storage import EventLog
 
 NAMESPACE = "sessions"
@@ -79,7 +79,17 @@ class SessionStore:
         disconnected now (their expiry starts again)."""
         now = _now_ms()
         for client_id, raw in (await self._log.list_state(NAMESPACE)).items():
-            session = Session.from_json(raw)
+            try:
+                session = Session.from_json(raw)
+            except UNREADABLE as exc:
+                report_unreadable(
+                    self._log,
+                    NAMESPACE,
+                    client_id,
+                    exc,
+                    "The client starts a fresh session when it connects.",
+                )
+                continue
             if session.disconnected_at is None:
                 session.disconnected_at = now
             self._sessions[client_id] = session
