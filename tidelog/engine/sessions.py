@@ -15,6 +15,7 @@ and expire ``expiry_interval`` seconds after their client disconnected.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -22,8 +23,10 @@ import attrs
 import trio
 
 from tidelog.engine.state_writer import UNREADABLE, StateWriter, report_unreadable
+from tidelog.errors import StorageError
 from tidelog.storage import EventLog
 
+log = logging.getLogger(__name__)
 NAMESPACE = "sessions"
 NEVER_EXPIRES = 0xFFFFFFFF
 """MQTT 5's session expiry interval meaning 'never'."""
@@ -130,9 +133,14 @@ class SessionStore:
         return gone
 
     async def run_expiry(self, every: float) -> None:
+        """Expire sessions periodically; a failed delete (disk full) is logged, not fatal
+        (the stored sessions expire again after a restart)."""
         while True:
             await trio.sleep(every)
-            await self.expire()
+            try:
+                await self.expire()
+            except StorageError as exc:
+                log.error("expired sessions could not be deleted (%s); will retry", exc)
 
 
 def _now_ms() -> int:
