@@ -259,6 +259,7 @@ async def test_name_maxima_are_checked_where_names_enter(
         max_filter_bytes=20,
         max_cursor_name_bytes=10,
         max_user_property_key_bytes=8,
+        max_client_id_bytes=8,
     )
     long_topic = "alice/" + "é" * 8  # 22 bytes, 14 characters
     long_filter = "alice/" + "x" * 14 + "/#"
@@ -279,6 +280,10 @@ async def test_name_maxima_are_checked_where_names_enter(
         problem(await alice.get("/v1/cursors/" + "n" * 11), 400, "name_too_long")
         problem(await alice.put("/v1/cursors/a%01b", json={"filter": "alice/#"}), 400,
                 "invalid_cursor_name")  # fmt: skip
+        client_id = {"X-Tidelog-Client-Id": "d" * 9}
+        problem(await alice.get("/v1/topics", headers=client_id), 400, "name_too_long")
+        assert (await alice.get("/v1/topics", headers={"X-Tidelog-Client-Id": "d" * 8})
+                ).status_code == 200  # fmt: skip
         for message in (
             {"type": "publish", "topic": long_topic, "payload": ""},
             {"type": "publish_batch", "events": [{"topic": long_topic, "payload": ""}]},
@@ -291,6 +296,15 @@ async def test_name_maxima_are_checked_where_names_enter(
             assert (reply["type"], reply["status"], reply["code"]) == (
                 "error", 400, "name_too_long"), (message, reply)  # fmt: skip
         assert (await alice.get("/v1/cursors")).json()["cursors"] == []
+    with pytest.raises(trio_websocket.ConnectionRejected) as rejected:
+        raw = base64.b64encode(b"alice:alice-pw").decode()
+        headers = [(b"authorization", f"Basic {raw}".encode()),
+                   (b"x-tidelog-client-id", b"d" * 9)]  # fmt: skip
+        async with trio_websocket.open_websocket(
+            "127.0.0.1", server.ports["WebSocket"], "/v1/ws", use_ssl=False, extra_headers=headers
+        ):
+            pass
+    assert rejected.value.status_code == 400
 
 
 async def test_cursor_quota_per_user(nursery: trio.Nursery, tmp_path: Path) -> None:
