@@ -289,8 +289,8 @@ async def publish_one(
     ``Content-Type`` is stored as the event's content type.
     """
     security = security_for(broker)
-    security.limits.check_name(Name.TOPIC, topic)
-    access.check_topic(Right.PUBLISH, topic)
+    security.limits.check_topic(topic)
+    access.check_topic(Right.PUBLISH, topic)  # both before the body is read
     payload = await request.body()
     content_type = request.headers.get("content-type")
     properties = None

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from tidelog.errors import TidelogError
+from tidelog.topics import validate_topic_name
 
 if TYPE_CHECKING:
     from tidelog.security.config import SecurityConfig
@@ -120,9 +121,15 @@ class Limits:
                 raise NameTooLongError(kind, size, maximum)
         return value
 
+    def check_topic(self, topic: str) -> str:
+        """A topic to publish to: its length, then that it is a valid topic name (so
+        no quota counts a topic that will not be stored)."""
+        self.check_name(Name.TOPIC, topic)
+        return validate_topic_name(topic)
+
     def check_event(self, event: NewEvent) -> None:
-        """The topic and the user property keys of an event to publish."""
-        self.check_name(Name.TOPIC, event.topic)
+        """The topic (:meth:`check_topic`) and the user property keys of an event."""
+        self.check_topic(event.topic)
         props = event.properties
         if props is not None and props.user_properties:
             for key, _value in props.user_properties:
