@@ -16,7 +16,7 @@ import httpx
 import pytest
 import trio
 import trio_websocket
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.serve_process import Serve
@@ -47,25 +47,33 @@ def _quote(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 
 
+def _json(body: Any) -> dict[str, Any]:
+    """A JSON body as ASCII (lone surrogates go as \\uXXXX escapes, as any client may)."""
+    return {"content": json.dumps(body).encode(), "headers": {"content-type": "application/json"}}
+
+
 def rest_requests(name: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """Every REST request a name enters: (method, path, httpx keyword arguments)."""
-    path = _quote(name)
     event = {"topic": name, "payload": "eA==", "retain": True}
     props = {"user_properties": [[name, "v"]]}
+    yield "POST", "/v1/events", _json({"events": [event]})
+    yield "POST", "/v1/events", _json({"events": [{"topic": "t", "payload": "",
+                                                   "properties": props}]})  # fmt: skip
+    yield "PUT", "/v1/cursors/c", _json({"filter": name})
+    try:
+        path = _quote(name)
+    except UnicodeEncodeError:
+        return  # a lone surrogate: no URL can carry it
     yield "POST", f"/v1/topics/{path}", {"params": {"retain": "true"}, "content": b"x"}
     yield "POST", f"/v1/topics/{path}", {"params": {"retain": "true"}, "content": b""}
-    yield "POST", "/v1/events", {"json": {"events": [event]}}
-    yield "POST", "/v1/events", {"json": {"events": [{"topic": "t", "payload": "",
-                                                      "properties": props}]}}  # fmt: skip
     for where in ("/v1/events", "/v1/topics"):
         yield "GET", where, {"params": {"filter": name}}
     yield "GET", "/v1/offsets", {"params": {"time": "0", "filter": name}}
-    yield "PUT", f"/v1/cursors/{path}", {"json": {"filter": "#", "start": "earliest"}}
-    yield "PUT", "/v1/cursors/c", {"json": {"filter": name}}
-    yield "PUT", f"/v1/cursors/{path}", {"json": {"filter": name}}
+    yield "PUT", f"/v1/cursors/{path}", _json({"filter": "#", "start": "earliest"})
+    yield "PUT", f"/v1/cursors/{path}", _json({"filter": name})
     yield "GET", f"/v1/cursors/{path}", {}
     yield "POST", f"/v1/cursors/{path}/fetch", {}
-    yield "POST", f"/v1/cursors/{path}/commit", {"json": {"offset": 0}}
+    yield "POST", f"/v1/cursors/{path}/commit", _json({"offset": 0})
     yield "GET", "/v1/cursors/c", {"params": {"owner": name}}
     yield "DELETE", f"/v1/cursors/{path}", {}
     try:
@@ -118,6 +126,8 @@ async def ws_check(port: int, name: str) -> None:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
           HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(name=names)
+@example(name="a/\ud800")  # a lone surrogate (JSON may carry one as an escape)
+@example(name="x" * 511)
 def test_arbitrary_names_get_a_clear_answer(server: tuple[Serve, Path], name: str) -> None:
     serve, _ = server
     # a connection per request: a refusal sent before the body was read ends the

@@ -203,6 +203,18 @@ def parse_frame(frame: str | bytes) -> dict[str, Any]:
     return data
 
 
+def is_unicode(frame: str, data: dict[str, Any]) -> bool:
+    """False if a string of the parsed frame holds a lone surrogate (JSON can escape
+    one, ``"\\ud800"``; no topic, name or text payload may hold one)."""
+    if "\\u" not in frame:  # only escapes can smuggle one in
+        return True
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 # -- the connection ------------------------------------------------------------------
 
 
@@ -291,6 +303,15 @@ class Connection:
             except ProtocolViolation as violation:
                 await self.ws.aclose(violation.code, violation.reason)
                 return
+            if not is_unicode(frame, data):  # type: ignore[arg-type]
+                request_id = data.get("id")
+                await self.error(
+                    request_id if isinstance(request_id, int) else None,
+                    400,
+                    "invalid_unicode",
+                    "a string in the request holds a lone surrogate (not Unicode text)",
+                )
+                continue
             await self._handle(data)
 
     async def _handle(self, data: dict[str, Any]) -> None:
