@@ -425,7 +425,8 @@ async def test_cursor_lifecycle(client: httpx.AsyncClient) -> None:
     await seed(client, 6)
     response = await client.put("/v1/cursors/c1", json={"filter": "t/1", "start": "earliest"})
     assert response.status_code == 201
-    assert response.json() == {"name": "c1", "filter": "t/1", "position": 0, "lag": 6}
+    # lag counts every offset behind the head, pending only the 2 events on t/1
+    assert response.json() == {"name": "c1", "filter": "t/1", "position": 0, "lag": 6, "pending": 2}
     again = await client.put("/v1/cursors/c1", json={"filter": "t/1", "start": "latest"})
     assert again.status_code == 200
     assert again.json()["position"] == 0  # untouched
@@ -438,20 +439,31 @@ async def test_cursor_lifecycle(client: httpx.AsyncClient) -> None:
     assert fetched["next_offset"] == 6
     refetched = (await client.post("/v1/cursors/c1/fetch", params={"limit": 1})).json()
     assert [e["offset"] for e in refetched["events"]] == [1]  # fetch does not move it
+    assert (await client.get("/v1/cursors/c1")).json()["pending"] == 2
 
     committed = await client.post("/v1/cursors/c1/commit", json={"offset": fetched["next_offset"]})
     assert committed.status_code == 200
-    assert committed.json() == {"name": "c1", "filter": "t/1", "position": 6, "lag": 0}
+    assert committed.json() == {
+        "name": "c1",
+        "filter": "t/1",
+        "position": 6,
+        "lag": 0,
+        "pending": 0,
+    }
     assert (await client.get("/v1/cursors/c1")).json()["position"] == 6
-    assert (await client.post("/v1/cursors/c1/fetch")).json() == {"events": [], "next_offset": 6}
+    assert (await client.post("/v1/cursors/c1/fetch")).json() == {
+        "events": [],
+        "next_offset": 6,
+        "skipped": 0,
+    }
 
     await client.put("/v1/cursors/all", json={"filter": None, "start": "offset:2"})
     await client.put("/v1/cursors/late", json={})
     listed = (await client.get("/v1/cursors")).json()["cursors"]
-    assert [(c["name"], c["filter"], c["position"]) for c in listed] == [
-        ("all", None, 2),
-        ("c1", "t/1", 6),
-        ("late", None, 6),
+    assert [(c["name"], c["filter"], c["position"], c["pending"]) for c in listed] == [
+        ("all", None, 2, 4),
+        ("c1", "t/1", 6, 0),
+        ("late", None, 6, 0),
     ]
     assert (await client.delete("/v1/cursors/c1")).status_code == 204
     assert_problem(await client.get("/v1/cursors/c1"), 404, "cursor_not_found")
