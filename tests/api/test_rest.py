@@ -526,6 +526,7 @@ async def test_cursor_bad_input(client: httpx.AsyncClient) -> None:
 async def test_topics_stats_health_metrics(client: httpx.AsyncClient) -> None:
     await seed(client, 5)
     await client.put("/v1/cursors/c", json={"start": "earliest"})
+    await client.put("/v1/cursors/f", json={"filter": "t/2", "start": "earliest"})
     topics = (await client.get("/v1/topics")).json()["topics"]
     assert topics == [
         {"topic": "t/0", "count": 2},
@@ -551,8 +552,11 @@ async def test_topics_stats_health_metrics(client: httpx.AsyncClient) -> None:
     text = response.text
     for line in (
         "tidelog_published_events_total 5.0",
-        "tidelog_cursors 1.0",
+        "tidelog_cursors 2.0",
         'tidelog_cursor_lag{cursor="c"} 5.0',
+        'tidelog_cursor_pending{cursor="c"} 5.0',
+        'tidelog_cursor_lag{cursor="f"} 5.0',
+        'tidelog_cursor_pending{cursor="f"} 1.0',
         "tidelog_commit_batches_total",
         "tidelog_log_next_offset{backend=",
         "tidelog_feeds 0.0",

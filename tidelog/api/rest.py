@@ -597,7 +597,7 @@ async def healthz(broker: BrokerDep) -> Response:
 )
 async def metrics_endpoint(request: Request, broker: BrokerDep) -> Response:
     collector: metrics.BrokerCollector = request.app.state.collector
-    collector.snapshot(await broker.cursors())
+    collector.snapshot([(c, await c.pending()) for c in await broker.cursors()])
     return Response(metrics.render(request.app.state.registry), media_type=metrics.CONTENT_TYPE)
 
 
