@@ -179,12 +179,12 @@ async def _read_page(
     start: int,
     visible: EventFilter,
     encoding: Encoding,
-    **extra: int,
+    extra: Callable[[], dict[str, int]] | None = None,
 ) -> Response:
     """Every page of events the API returns comes from here: ``read()`` one page (a
     long-poll is cut short with an empty page from ``start`` when the app shuts down,
     so it never holds up shutdown), keep the events the client may read, encode them
-    with ``next_offset`` (and the ``extra`` fields)."""
+    with ``next_offset`` (and the fields ``extra()`` gives once the read is done)."""
     result = ReadResult([], start)
     closing = _app_closing(request)
     async with background_nursery() as nursery:
@@ -197,7 +197,7 @@ async def _read_page(
         result = await read()
         nursery.cancel_scope.cancel()
     events = encode_events(visible.keep(result.events), encoding)
-    fields = "".join(f',"{name}":{value}' for name, value in extra.items())
+    fields = "".join(f',"{name}":{value}' for name, value in (extra() if extra else {}).items())
     body = f'{{"events":{events},"next_offset":{result.next_offset}{fields}}}'
     return Response(body.encode("utf-8"), media_type="application/json")
 
@@ -493,7 +493,7 @@ async def fetch_cursor(
         cursor.position,
         visible,
         encoding,
-        skipped=cursor.skipped,
+        lambda: {"skipped": cursor.skipped},
     )
 
 
