@@ -27,6 +27,7 @@ import trio
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -73,6 +74,7 @@ from tidelog.topics import parse_shared, validate_topic_filter
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+SWAGGER_UI_DIR = STATIC_DIR / "swagger-ui"
 GRACEFUL_SHUTDOWN_SECONDS = 2.0
 READ_TIMEOUT_SECONDS = 30.0
 """A connection that sends nothing for this long while a request is in progress is
@@ -614,6 +616,19 @@ async def index() -> JSONResponse:
     )
 
 
+@router.get("/docs", include_in_schema=False)
+async def swagger_ui() -> Response:
+    """Swagger UI for /openapi.json, its assets from the package (no CDN: it works
+    offline; tidelog/api/static/swagger-ui/README.md says where they come from)."""
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="tidelog API",
+        swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+        swagger_css_url="/docs/assets/swagger-ui.css",
+        swagger_favicon_url="/docs/assets/favicon-32x32.png",
+    )
+
+
 @router.get("/ui", include_in_schema=False)
 async def ui_redirect() -> RedirectResponse:
     return RedirectResponse("/ui/")
@@ -636,6 +651,8 @@ def create_app(
 ) -> FastAPI:
     """The REST app for ``broker``. ``ws_port`` tells the example page where /v1/ws is."""
     app = FastAPI(
+        docs_url=None,  # served below from the package's own copy of Swagger UI
+        redoc_url=None,
         title="tidelog",
         version=tidelog.__version__,
         description="Publish, replay, stream and consume with durable cursors. "
@@ -651,6 +668,7 @@ def create_app(
     app.add_middleware(AuthMiddleware, broker=broker)  # runs first (docs/security.md)
     problems.install(app)
     app.include_router(router)
+    app.mount("/docs/assets", StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui")
     app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
     return app
 
