@@ -216,12 +216,12 @@ async def _run_broker_and_listeners(
     options = {**config.storage_options, **config.broker_options}
     async with tidelog.open(config.storage, **options) as broker:
         install(broker, security)
-        state = await broker.log.state()
+        state = await broker.log_state()
         log.info(
             "tidelog %s: storage %s (%s) ready, offsets %d..%d",
             tidelog.__version__,
             config.storage,
-            broker.log.backend_name,
+            broker.statistics().log.backend,
             state.first_offset,
             state.next_offset,
         )
