@@ -6,31 +6,13 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.serve_process import Serve, run
+from tests.serve_process import Serve, ok, run
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Serve]:
-    serve = Serve(tmp_path, "--storage", f"sqlite://{tmp_path}/log.db", "--mqtt-port", "off",
-                  "--ws-port", "off", "--http-port", "0", expect=("HTTP",))  # fmt: skip
-    try:
-        yield serve
-    finally:
-        assert serve.stop() == 0
-
-
-def ok(*args: str, cwd: Path) -> str:
-    result = run(*args, cwd=cwd)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_publish_a_large_file_as_bytes(tmp_path: Path, server: Serve) -> None:

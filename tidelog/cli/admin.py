@@ -14,6 +14,7 @@ from tidelog.cli.common import (
     EventWriter,
     Rest,
     add_parser,
+    add_start,
     add_target,
     event_json,
     human_bytes,
@@ -320,13 +321,7 @@ def register(commands: Any) -> None:
     )
     create.add_argument("name", metavar="NAME")
     create.add_argument("--filter", metavar="FILTER", help="MQTT topic filter (default: all)")
-    create.add_argument(
-        "--from",
-        dest="start",
-        default="latest",
-        metavar="POSITION",
-        help="earliest, latest (default), offset:N or time:T",
-    )
+    add_start(create)
     add_target(create)
     delete = add_parser(actions, "delete", "delete a cursor", "tidelog cursors delete billing")
     delete.add_argument("name", metavar="NAME")

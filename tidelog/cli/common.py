@@ -76,6 +76,17 @@ def add_parser(
     return parser
 
 
+def add_start(parser: argparse.ArgumentParser) -> None:
+    """``--from POSITION`` (into ``args.start``), default ``latest``."""
+    parser.add_argument(
+        "--from",
+        dest="start",
+        default="latest",
+        metavar="POSITION",
+        help="earliest, latest (default), offset:N or time:T",
+    )
+
+
 def add_target(parser: argparse.ArgumentParser, *, local: bool = True) -> None:
     """``--url`` (a running server) and, if ``local``, ``--storage`` (a data directory)."""
     parser.add_argument(

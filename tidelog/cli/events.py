@@ -14,6 +14,7 @@ from tidelog.cli.common import (
     EventWriter,
     Rest,
     add_parser,
+    add_start,
     add_target,
     event_json,
     iter_lines,
@@ -249,13 +250,7 @@ def register(commands: Any) -> None:
         "tidelog tail orders/# --from time:2026-11-26T10:00:00Z --count 10",
     )
     tail.add_argument("filter", metavar="FILTER", help="MQTT topic filter")
-    tail.add_argument(
-        "--from",
-        dest="start",
-        default="latest",
-        metavar="POSITION",
-        help="earliest, latest (default), offset:N or time:T",
-    )
+    add_start(tail)
     tail.add_argument("--count", type=int, help="stop after this many events")
     tail.add_argument("--format", choices=("jsonl", "raw"), default="jsonl")
     add_target(tail, local=False)
