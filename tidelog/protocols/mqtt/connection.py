@@ -12,13 +12,16 @@ The path of a message, as the code runs it
     feed   --> pump --> Planner.ready --> writer: Planner.emit --> send_all
                                           (one send_all per wake-up: acks and PUBLISHes)
 
-This module is the only MQTT module that does I/O or uses trio. The protocol is
-elsewhere: :mod:`~tidelog.protocols.mqtt.admission` judges the CONNECT and
-negotiates the CONNACK, :mod:`~tidelog.protocols.mqtt.session` is the session
-state machine (packets and a clock in, bytes and engine requests out),
-:mod:`~tidelog.protocols.mqtt.subscriptions` opens and closes feeds,
-:mod:`~tidelog.protocols.mqtt.planner` turns deliveries into PUBLISHes and
-:mod:`~tidelog.protocols.mqtt.stored_session` is the stored session format.
+This module and :mod:`~tidelog.protocols.mqtt.sender` are the trio shell, the
+only MQTT modules that do I/O. The protocol is elsewhere:
+
+* :mod:`~tidelog.protocols.mqtt.admission`: the CONNECT judged, the CONNACK
+  negotiated;
+* :mod:`~tidelog.protocols.mqtt.session`: the sans-IO session (packets and a
+  clock in, bytes and engine requests out);
+* :mod:`~tidelog.protocols.mqtt.subscriptions`: feeds opened and closed;
+* :mod:`~tidelog.protocols.mqtt.planner`: deliveries turned into PUBLISHes;
+* :mod:`~tidelog.protocols.mqtt.stored_session`: the stored session format.
 
 A :class:`Connection` owns its stream (TCP, TLS or the WebSocket adapter) from
 accept to close, the way hypercorn's ``tcp_server`` does: timeouts with cancel
@@ -29,24 +32,11 @@ States: *connecting* (the first packet must be CONNECT within
 DISCONNECT if the stream is still usable, the session saved or deleted, the
 will handed to the broker), *closed*.
 
-While connected, a connection runs in one nursery. Only the reader runs from
-the start; the others start when there is work for them (an idle connection is
-one task, which is most of what 10,000 idle connections cost):
-
-* the **reader** (the nursery body) reads whatever the socket has, decodes it,
-  hands the packets to the session and carries out its requests; it arms the
-  keep alive deadline the session computes only while waiting for data, and
-  waits on the broker's back-pressure before reading more.
-* **pumps**, one per source (the main feed, each shared or replay
-  subscription), move deliveries into the planner's bounded ready queue: a pump
-  stops taking while it is full, so the feed falls behind and later catches up
-  from the log. Nothing per connection grows with a slow client.
-* the **writer** wakes when anything is queued and sends the session's control
-  packets and as many PUBLISHes as the planner emits in one ``send_all``. It
-  ends after its first round if nothing is left and no pump runs.
-* the **saver** (persistent sessions, started by the first change to save)
-  stores the session, coalesced: at most every ``session_save_interval`` for
-  position changes, at once when a QoS 2 ack or a subscription change waits.
+While connected, a connection runs in one nursery. Only the reader (the
+nursery body: socket -> decoder -> session -> engine) runs from the start; the
+pumps, the writer and the saver are the :class:`~tidelog.protocols.mqtt.sender.Sender`'s
+and start when there is work for them (an idle connection is one task, which is
+most of what 10,000 idle connections cost).
 """
 
 from __future__ import annotations
@@ -67,15 +57,14 @@ from tidelog.logging_setup import set_connection_context
 from tidelog.protocols.mqtt import admission
 from tidelog.protocols.mqtt.decoder import Decoder
 from tidelog.protocols.mqtt.errors import MQTTProtocolError
-from tidelog.protocols.mqtt.outbound import event_properties
 from tidelog.protocols.mqtt.packets import Connect, Packet, Subscribe
-from tidelog.protocols.mqtt.planner import Source
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
-from tidelog.protocols.mqtt.replies import error_reply
-from tidelog.protocols.mqtt.session import Close, MQTTSession, PublishRequest
+from tidelog.protocols.mqtt.replies import Close, error_reply
+from tidelog.protocols.mqtt.sender import Sender
+from tidelog.protocols.mqtt.session import MQTTSession, PublishRequest
 from tidelog.protocols.mqtt.subscriptions import Subscriptions
 from tidelog.security import Principal
-from tidelog.storage import Event, NewEvent
+from tidelog.storage import Event
 from tidelog.traffic import traffic
 
 if TYPE_CHECKING:
@@ -99,7 +88,6 @@ class Connection:
         "__dict__",
         "_close",
         "_connect",
-        "_dirty",
         "_done",
         "_early",
         "_early_error",
@@ -107,20 +95,16 @@ class Connection:
         "_nursery",
         "_publish_idle",
         "_publishing",
-        "_pumps",
         "_scope",
-        "_sending",
         "_slot",
-        "_space",
         "_transport_principal",
-        "_urgent",
-        "_wake",
         "broker",
         "client_id",
         "core",
         "decoder",
         "level",
         "peer",
+        "sender",
         "server",
         "settings",
         "stream",
@@ -161,19 +145,12 @@ class Connection:
         self._scope: trio.CancelScope | None = None
         """The connected phase's nursery scope; cancelling it stops the connection."""
         self._close: Close | None = None
+        self.sender: Sender | None = None
+        """Pumps, writer and saver, from CONNACK on."""
         self._nursery: trio.Nursery | None = None
-        self._wake: trio.Event | None = None
-        """Wakes the writer; exists while the writer task runs (:meth:`_kick` starts it)."""
-        self._space: trio.lowlevel.ParkingLot | None = None
-        """Where pumps wait for room in the ready queue (created with the first pump)."""
-        self._pumps = 0
-        self._sending = False
         self._publishing = 0
         self._publish_idle: trio.Event | None = None
         """Unset while publish requests await the engine (None: none ever did)."""
-        self._dirty: trio.Event | None = None
-        """Set when the session should be saved; None until the saver task starts."""
-        self._urgent: trio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<MQTT connection {self.client_id or '?'} from {self.peer} over {self.transport}>"
@@ -190,6 +167,10 @@ class Connection:
     @property
     def _feed(self) -> Feed | None:
         return self.subs.feed if self.subs is not None else None
+
+    @property
+    def _dirty(self) -> trio.Event | None:
+        return self.sender.dirty if self.sender is not None else None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -292,15 +273,18 @@ class Connection:
         core = self.core = MQTTSession(
             Session(self.client_id), self.level, result.access, limits, self.settings
         )
-        core.wake = self._kick
-        core.dirty = self._mark_dirty
+        sender = self.sender = Sender(
+            self.stream, core, self.broker, self.settings, self.traffic, self._guard
+        )
+        core.wake = sender.kick
+        core.dirty = sender.mark_dirty
         core.stop = self._stop
         self.subs = Subscriptions(
             self.broker,
             core,
             self.client_id,
             self.server.security.config.max_subscriptions,
-            self._start_pump,
+            sender.start_pump,
         )
         return True
 
@@ -313,18 +297,19 @@ class Connection:
                 if self._close is not None:
                     nursery.cancel_scope.cancel()
                 await self._open_session(connect)
-                self._nursery = nursery
+                sender, subs = self.sender, self.subs
+                assert sender is not None and subs is not None
+                self._nursery = sender.nursery = nursery
                 try:
-                    assert self.subs is not None
-                    self.subs.start()
-                    self._kick()  # the CONNACK
+                    subs.start()
+                    sender.kick()  # the CONNACK
                     try:
                         await self._read_loop()
                     except _ENDINGS as exc:
                         self._stop(_closing(exc))
                     nursery.cancel_scope.cancel()
                 finally:
-                    self._nursery = None  # closing: nothing new starts
+                    self._nursery = sender.nursery = None  # closing: nothing new starts
         finally:
             with trio.CancelScope(shield=True):
                 await self._finish()
@@ -370,7 +355,8 @@ class Connection:
         )
         core = self.core
         with trio.move_on_after(self.settings.close_timeout):
-            if not self._sending and core is not None:  # a cut send leaves the stream unusable
+            # a send cut in the middle leaves the stream unusable
+            if core is not None and self.sender is not None and not self.sender.sending:
                 pending, core.control = core.control, []  # e.g. the CONNACK, acks
                 with contextlib.suppress(*STREAM_ERRORS):  # the final packet is a courtesy
                     await self._send_direct(b"".join(pending) + close.final_packet(self.level))
@@ -406,16 +392,9 @@ class Connection:
         if subs.feed is not None:
             subs.feed.close()
         connect = self._connect
-        will = connect.will if connect is not None else None
-        if will is not None and close.will and not broker.closed:
-            delay = 0
-            if self.level == 5:
-                delay = min(will.properties.will_delay_interval or 0, session.expiry_interval)
-            if close.code == ReasonCode.SESSION_TAKEN_OVER and delay > 0:
-                return  # the new connection is back within the will delay
-            event = NewEvent(
-                will.topic, will.payload, will.qos, will.retain, event_properties(will.properties)
-            )
+        will = core.will(connect.will, close) if connect is not None else None
+        if will is not None and not broker.closed:
+            event, delay = will
             if delay:
                 broker.set_will(client_id, event, delay)
             else:  # now, so that a newer connection's cancel_will cannot race with it
@@ -472,8 +451,8 @@ class Connection:
 
     async def _handle(self, packets: list[Packet], now: float) -> None:
         """One read: the session's requests carried out in order, then one wake-up."""
-        core, subs = self.core, self.subs
-        assert core is not None and subs is not None
+        core, subs, sender = self.core, self.subs, self.sender
+        assert core is not None and subs is not None and sender is not None
         try:
             for request in core.receive(packets, now):
                 if type(request) is PublishRequest:
@@ -483,7 +462,7 @@ class Connection:
                 else:
                     subs.on_unsubscribe(request)  # type: ignore[arg-type]
         finally:
-            self._kick()
+            sender.kick()
         if core.error is not None:
             raise core.error
         if core.disconnected and self._close is None:
@@ -516,137 +495,11 @@ class Connection:
 
     def send_sys(self, messages: dict[str, bytes], *, retain: bool) -> None:
         """Queue ``$SYS`` messages (QoS 0, outside the log) for subscriptions to them."""
-        subs = self.subs
-        if subs is not None and self._close is None and subs.send_sys(messages, retain=retain):
-            self._kick()
-
-    # -- delivering: feed -> pump -> planner -> writer -> socket --------------------------
-
-    def _start_pump(self, source: Source) -> None:
-        """Start the pump of a source unless it runs (the main feed's starts with the
-        first subscription: a connection that only publishes never has one)."""
-        if source.scope is not None:
+        subs, sender = self.subs, self.sender
+        if subs is None or sender is None or self._close is not None:
             return
-        assert self._nursery is not None
-        source.scope = trio.CancelScope()
-        self._pumps += 1
-        if self._space is None:
-            self._space = trio.lowlevel.ParkingLot()
-        self._nursery.start_soon(self._pump, source)
-
-    async def _pump(self, source: Source) -> None:
-        """Move deliveries from a feed into the planner's bounded ready queue."""
-        feed = source.feed
-        space = self._space
-        assert feed is not None and space is not None and self.core is not None
-        planner = self.core.planner
-        limit = self.settings.pending_deliveries
-        try:
-            with source.scope:
-                while True:
-                    while len(planner.ready) >= limit:
-                        await space.park()
-                    deliveries = await feed.receive(limit)
-                    ready = planner.own_ready()
-                    ready.extend([(event, subs, source) for event, subs in deliveries])
-                    self._kick()
-        except LogClosedError:
-            return  # the feed was closed: unsubscribed, or the broker is stopping
-        finally:
-            self._pumps -= 1
-
-    def _kick(self) -> None:
-        """Wake the writer, starting it if it does not run (and the connection is not
-        closing: then :meth:`_finish` sends what is queued)."""
-        wake = self._wake
-        if wake is not None:
-            wake.set()
-        elif self._nursery is not None:
-            self._wake = wake = trio.Event()
-            wake.set()
-            self._nursery.start_soon(self._guard, self._write_loop)
-
-    async def _write_loop(self) -> None:
-        """Send what is queued whenever woken: one ``send_all`` per wake-up.
-
-        Started by :meth:`_kick`. It returns after its first round if that left
-        nothing to do and the connection has no pump: a connection that only sent
-        CONNACK or answered a PINGREQ holds no writer task; one that keeps sending
-        (a publisher's acks, a subscriber's deliveries) keeps it.
-        """
-        stream = self.stream
-        core = self.core
-        assert core is not None
-        planner = core.planner
-        first = True
-        while True:
-            wake = self._wake
-            assert wake is not None
-            await wake.wait()
-            self._wake = wake = trio.Event()
-            chunks = core.control
-            core.control = []
-            more = planner.emit(chunks) if planner.ready else False
-            if planner.unsaved_qos2:
-                # a QoS 2 message goes out only once its packet identifier is in the
-                # stored session: after a crash it is resent with the same identifier
-                # (the client still holds it and drops the copy), never as a new one
-                planner.unsaved_qos2 = False
-                await self._save()
-            if planner.emitted:
-                self.traffic.publishes_sent["mqtt"] += planner.emitted
-                planner.emitted = 0
-            if chunks:
-                self._sending = True
-                data = b"".join(chunks)
-                await stream.send_all(data)
-                self._sending = False
-                self.traffic.bytes_sent["mqtt"] += len(data)
-            if self._space is not None:
-                self._space.unpark_all()
-            if more:
-                self._kick()
-            elif first and not self._pumps and not core.control and not wake.is_set():
-                self._wake = None  # no await since the check: a _kick starts a new writer
-                return
-            first = False
-
-    # -- saving the session ------------------------------------------------------------
-
-    def _mark_dirty(self, urgent: bool = False) -> None:
-        """Ask the saver to store the session (persistent sessions only); the first
-        call starts the saver. While closing, :meth:`_end_session` saves anyway."""
-        if not self.persistent:
-            return
-        if self._dirty is None or self._urgent is None:
-            if self._nursery is None:
-                return
-            self._dirty = trio.Event()
-            self._urgent = trio.Event()
-            self._nursery.start_soon(self._guard, self._save_loop)
-        self._dirty.set()
-        if urgent:
-            self._urgent.set()
-
-    async def _save_loop(self) -> None:
-        while True:
-            assert self._dirty is not None and self._urgent is not None
-            await self._dirty.wait()
-            if not self._urgent.is_set():
-                with trio.move_on_after(self.settings.session_save_interval):
-                    await self._urgent.wait()
-            self._dirty = trio.Event()
-            self._urgent = trio.Event()
-            await self._save()
-
-    async def _save(self) -> None:
-        """Store the session now; then send the acks that waited for it."""
-        core, subs = self.core, self.subs
-        assert core is not None and subs is not None and subs.feed is not None
-        acks = core.take_saved_acks()
-        core.snapshot(subs.feed.handled_end)
-        await self.broker.sessions.save(core.session)
-        core.saved(acks)
+        if subs.send_sys(messages, retain=retain):
+            sender.kick()
 
 
 _ENDINGS: Final = (Close, *STREAM_ERRORS, LogClosedError)

@@ -197,8 +197,7 @@ class Planner:
         max_packet = self.max_packet
         while ready:
             event, subs, source = ready[0]
-            dup = False
-            packet_id = 0
+            resent = None
             if source is main and self.resume_end:
                 if event.offset < self.resume_end:
                     packet_id = self.resume.pop(event.offset, 0)
@@ -206,20 +205,25 @@ class Planner:
                         ready.popleft()
                         continue
                     resent = outstanding[packet_id]
-                    qos, retain, ids, dup = resent.qos, False, identifiers(subs), True
                     resent.delivery = ready[0]
                 else:
                     self.end_resume()
-            if not dup:
-                plan = self.plan(event, subs, source)
-                if plan is None:
-                    ready.popleft()
-                    continue
-                qos, retain, ids = plan
-                if qos:
-                    if room <= 0:
-                        return False
-                    packet_id = self.next_free_id()
+            plan = self.plan(event, subs, source, resent)
+            if plan is None:
+                ready.popleft()
+                if resent is not None:
+                    del outstanding[resent.packet_id]
+                continue
+            qos, retain, ids = plan
+            dup = resent is not None
+            if resent is not None:
+                packet_id = resent.packet_id
+            elif qos:
+                if room <= 0:
+                    return False
+                packet_id = self.next_free_id()
+            else:
+                packet_id = 0
             alias = None
             new_alias = False
             topic = event.topic
@@ -283,9 +287,18 @@ class Planner:
         self.resume_end = 0
 
     def plan(
-        self, event: Event, subs: tuple[FeedSubscription, ...], source: Source
+        self,
+        event: Event,
+        subs: tuple[FeedSubscription, ...],
+        source: Source,
+        resent: Outbound | None = None,
     ) -> tuple[int, bool, tuple[int, ...]] | None:
-        """QoS, retain flag and subscription identifiers of a delivery; None to skip it."""
+        """QoS, retain flag and subscription identifiers of a delivery; None to skip it.
+
+        Every delivery passes here, resends of a resumed session's messages
+        (``resent``) included: this is the place for checks that apply to all."""
+        if resent is not None:  # sent before with this QoS: again, with DUP
+            return resent.qos, False, identifiers(subs)
         if self.checked_subs and not self.permit(event, source):
             return None
         options = source.options

@@ -37,7 +37,6 @@ from tidelog.engine.sessions import Session
 from tidelog.errors import StorageFullError
 from tidelog.protocols.mqtt.admission import Limits
 from tidelog.protocols.mqtt.encoder import encode
-from tidelog.protocols.mqtt.errors import MQTTProtocolError
 from tidelog.protocols.mqtt.outbound import event_properties
 from tidelog.protocols.mqtt.packets import (
     Disconnect,
@@ -50,12 +49,12 @@ from tidelog.protocols.mqtt.packets import (
     Pubrel,
     Subscribe,
     Unsubscribe,
+    Will,
 )
 from tidelog.protocols.mqtt.planner import PUB, REL, Outbound, Planner
 from tidelog.protocols.mqtt.properties import NO_PROPERTIES, Properties
-from tidelog.protocols.mqtt.protocol import PacketType
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
-from tidelog.protocols.mqtt.replies import error_reply
+from tidelog.protocols.mqtt.replies import Close
 from tidelog.protocols.mqtt.settings import MQTTSettings
 from tidelog.protocols.mqtt.stored_session import Inflight
 from tidelog.security import Access, Right
@@ -73,40 +72,6 @@ _ACK = struct.Struct(">BBH").pack
 def ack(first: int, packet_id: int) -> bytes:
     """A 4-byte PUBACK/PUBREC/PUBREL/PUBCOMP without reason code (success, or 3.x)."""
     return _ACK(first, 2, packet_id)
-
-
-class Close(Exception):
-    """Why a connection ends, and what that means for its will and final packet."""
-
-    def __init__(
-        self,
-        code: ReasonCode,
-        message: str,
-        *,
-        will: bool = True,
-        reply: bool = True,
-        reply_bytes: bytes | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.will = will
-        self.reply = reply
-        self.reply_bytes = reply_bytes
-
-    @classmethod
-    def from_error(cls, error: MQTTProtocolError) -> Close:
-        """For an error after CONNACK (a second CONNECT gets DISCONNECT, not CONNACK)."""
-        if error.packet_type is PacketType.CONNECT:
-            return cls(error.reason_code, error.message)
-        return cls(error.reason_code, error.message, reply_bytes=error_reply(error))
-
-    def final_packet(self, level: int) -> bytes:
-        if self.reply_bytes is not None:
-            return self.reply_bytes
-        if not self.reply or level < 5:
-            return b""
-        return encode(Disconnect(self.code, Properties(reason_string=self.message[:200])), 5)
 
 
 class PublishRequest:
@@ -455,6 +420,21 @@ class MQTTSession:
         self.close = Close(
             ReasonCode.NORMAL_DISCONNECTION, "the client disconnected", will=will, reply=False
         )
+
+    def will(self, will: Will | None, close: Close) -> tuple[NewEvent, int] | None:
+        """The will to publish as the connection ends, and its delay in seconds (at
+        most the session's expiry, §3.1.3.2.2); None if there is none to publish: the
+        client disconnected normally, or a connection that took the session over is
+        back within the will delay."""
+        if will is None or not close.will:
+            return None
+        delay = 0
+        if self.level == 5:
+            delay = min(will.properties.will_delay_interval or 0, self.session.expiry_interval)
+        if close.code == ReasonCode.SESSION_TAKEN_OVER and delay > 0:
+            return None
+        props = event_properties(will.properties)
+        return NewEvent(will.topic, will.payload, will.qos, will.retain, props), delay
 
     def set_persistent(self, persistent: bool) -> None:
         self.persistent = self.planner.persistent = persistent
