@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from tests.protocols.mqtt.strategies import publishes
 from tidelog.engine.fanout import Subscription as FeedSubscription
 from tidelog.engine.sessions import NEVER_EXPIRES, Session
 from tidelog.protocols.mqtt import (
@@ -403,3 +407,44 @@ def test_subscribe_and_unsubscribe_are_requests_in_order_with_publishes() -> Non
         0.0,
     )
     assert [type(r).__name__ for r in requests] == ["PublishRequest", "Subscribe", "PublishRequest"]
+
+
+# -- fuzzing the core without sockets --------------------------------------------------
+
+_small_ids = st.integers(1, 4)
+_client_packets = st.one_of(
+    publishes(5).map(lambda p: attrs.evolve(p, packet_id=p.packet_id and p.packet_id % 4 + 1)),
+    st.builds(Puback, _small_ids),
+    st.builds(Pubrec, _small_ids),
+    st.builds(Pubrel, _small_ids),
+    st.builds(Pubcomp, _small_ids),
+    st.just(Pingreq()),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    reads=st.lists(st.lists(_client_packets, max_size=6), max_size=8),
+    refuse=st.lists(st.booleans(), max_size=8),
+    deliveries=st.integers(0, 6),
+)
+def test_any_packet_sequence_keeps_the_session_consistent(
+    reads: list[list[Packet]], refuse: list[bool], deliveries: int
+) -> None:
+    """Whatever a client sends (within what the decoder lets through), the session
+    raises nothing, queues only well-formed packets, and its inbound accounting adds
+    up: once every publish request is answered, the unacknowledged count is exactly
+    the QoS 2 messages waiting for PUBREL."""
+    core, shell = make(receive_maximum=8, topic_alias_maximum=4, window=3)
+    deliver(core, *(event(n, qos=n % 3) for n in range(deliveries)), qos=2)
+    for n, read in enumerate(reads):
+        for request in shell.receive(*read, now=float(n)):
+            if n < len(refuse) and refuse[n]:
+                core.durable(request.meta, OSError("refused"))
+            else:
+                shell.commit(request)
+        shell.sent()  # decodes everything queued (a malformed packet would raise)
+        if core.error is not None or core.disconnected:
+            break
+    assert core.rx_count == len(core.rx) >= 0
+    assert len(core.planner.outstanding) <= 3

@@ -74,42 +74,28 @@ def client_id_of(connect: Connect) -> str:
 
 
 async def admit(
-    server: MQTTServer,
-    connect: Connect,
-    client_id: str,
-    transport: str,
-    peer: str,
-    stream: Any,
-    preset: Principal | None,
-    who: object,
+    server: MQTTServer, info: ConnectInfo, stream: Any, preset: Principal | None, who: object
 ) -> Admission:
-    """Judge a CONNECT (see docs/security.md); ``who`` names the connection in logs.
+    """Judge a CONNECT (see docs/security.md); ``stream`` is asked for a TLS client
+    certificate, ``preset`` is who the transport authenticated (a WebSocket login),
+    ``who`` names the connection in logs.
 
-    This is where a check of who may own the session ``client_id`` belongs: it
+    This is where a check of who may own the session ``info.client_id`` belongs: it
     runs before any session is opened or taken over."""
-    admission = await _authenticate(
-        server, connect, client_id, transport, peer, stream, preset, who
-    )
+    admission = await _authenticate(server, info, stream, preset, who)
     if admission.code == ReasonCode.SUCCESS:
-        info = ConnectInfo(connect, client_id, transport, peer)
         admission.code = await server.authenticate(info)
-    method = connect.properties.authentication_method
+    method = info.connect.properties.authentication_method
     if admission.code == ReasonCode.SUCCESS and method is not None:
         admission.code = ReasonCode.BAD_AUTHENTICATION_METHOD
     return admission
 
 
 async def _authenticate(
-    server: MQTTServer,
-    connect: Connect,
-    client_id: str,
-    transport: str,
-    peer: str,
-    stream: Any,
-    preset: Principal | None,
-    who: object,
+    server: MQTTServer, info: ConnectInfo, stream: Any, preset: Principal | None, who: object
 ) -> Admission:
     """Connection limits, credentials and the will's ACL."""
+    connect, client_id, peer = info.connect, info.client_id, info.peer
     security = server.security
     address = peer_address(peer)
     refusal = security.connections.acquire(address)
@@ -121,7 +107,9 @@ async def _authenticate(
     try:
         if user is not None and connect.password is not None:
             password = connect.password.decode("utf-8", "replace")
-            principal = await security.login(user, password, peer, f"mqtt-{transport}", client_id)
+            principal = await security.login(
+                user, password, peer, f"mqtt-{info.transport}", client_id
+            )
         elif user is not None and user in (cert_user, preset and preset.user):
             principal = Principal(user, client_id)
         elif user is not None and security.authenticates:

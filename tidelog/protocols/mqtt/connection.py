@@ -62,6 +62,7 @@ from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.protocols.mqtt.replies import Close, error_reply
 from tidelog.protocols.mqtt.sender import Sender
 from tidelog.protocols.mqtt.session import MQTTSession, PublishRequest
+from tidelog.protocols.mqtt.settings import ConnectInfo
 from tidelog.protocols.mqtt.subscriptions import Subscriptions
 from tidelog.security import Principal
 from tidelog.storage import Event
@@ -140,7 +141,8 @@ class Connection:
         self._transport_principal = principal
         self._slot: str | None = None
         self._connect: Connect | None = None
-        self._early: list[Packet] = []
+        self._early: list[Packet] | None = None
+        """Packets that came in the CONNECT's read after it."""
         self._early_error: MQTTProtocolError | None = None
         self._scope: trio.CancelScope | None = None
         """The connected phase's nursery scope; cancelling it stops the connection."""
@@ -242,7 +244,8 @@ class Connection:
                 if packets:
                     connect = packets[0]
                     assert isinstance(connect, Connect)  # the decoder admits nothing else first
-                    self._early = packets[1:]
+                    if len(packets) > 1:
+                        self._early = packets[1:]
                     return connect
         log.debug("%r: no CONNECT within %ss", self, self.settings.connect_timeout)
         return None
@@ -253,15 +256,9 @@ class Connection:
         self.level = connect.protocol_level
         self.client_id = admission.client_id_of(connect)
         set_connection_context(client_id=self.client_id)
+        info = ConnectInfo(connect, self.client_id, self.transport, self.peer)
         result = await admission.admit(
-            self.server,
-            connect,
-            self.client_id,
-            self.transport,
-            self.peer,
-            self.stream,
-            self._transport_principal,
-            self,
+            self.server, info, self.stream, self._transport_principal, self
         )
         self._slot = result.slot
         if result.code != ReasonCode.SUCCESS or result.access is None:
@@ -413,8 +410,8 @@ class Connection:
         core = self.core
         assert core is not None
         now = trio.current_time
-        if self._early:
-            early, self._early = self._early, []
+        if self._early is not None:
+            early, self._early = self._early, None
             await self._handle(early, now())
         if self._early_error is not None:
             raise Close.from_error(self._early_error)

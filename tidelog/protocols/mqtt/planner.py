@@ -99,6 +99,38 @@ class _NoDeliveries(deque[Ready]):
 NO_DELIVERIES: Final = _NoDeliveries()
 
 
+class _Empty(dict[Any, Any]):
+    """An empty dict shared by every connection that has nothing in it (an empty dict
+    costs 64 bytes, times several per idle connection). Reading it is fine; a
+    connection replaces it with its own dict before it writes (writing it fails)."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise RuntimeError("EMPTY is shared: give the connection its own dict")
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        raise RuntimeError("EMPTY is shared: give the connection its own dict")
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("EMPTY is shared: give the connection its own dict")
+
+
+EMPTY: Final[dict[Any, Any]] = _Empty()
+
+
+class _NoIds(list[int]):
+    """An empty list shared by every connection, for lists most never fill (as
+    :data:`EMPTY`)."""
+
+    def append(self, item: int) -> None:
+        raise RuntimeError("NO_IDS is shared: give the connection its own list")
+
+    def extend(self, items: Any) -> None:
+        raise RuntimeError("NO_IDS is shared: give the connection its own list")
+
+
+NO_IDS: Final[list[int]] = _NoIds()
+
+
 class Outbound:
     """An outgoing QoS 1/2 message not yet acknowledged."""
 
@@ -143,7 +175,6 @@ class Planner:
         "ready",
         "resume",
         "resume_end",
-        "retained",
         "unsaved_qos2",
         "window",
     )
@@ -161,8 +192,7 @@ class Planner:
         self.next_id = 1
         self.aliases_out: dict[str, int] = {}
         self.main = Source(MAIN)
-        self.retained = Source(RETAINED)
-        self.resume: dict[int, int] = {}
+        self.resume: dict[int, int] = EMPTY
         """Offset -> packet identifier of main-feed messages in flight when the
         previous connection of the session ended."""
         self.resume_end = 0
@@ -177,6 +207,9 @@ class Planner:
         self.persistent = False
         self.unsaved_qos2 = False
         """A QoS 2 PUBLISH of a persistent session went out: save before sending it."""
+
+    retained: Final = Source(RETAINED)
+    """The source of retained messages sent on subscribe (no feed; shared)."""
 
     def own_ready(self) -> deque[Ready]:
         """``ready``, made this planner's own deque if it was the shared empty one."""
@@ -283,7 +316,7 @@ class Planner:
         that never came again (expired, unsubscribed) are finished."""
         for packet_id in self.resume.values():
             self.outstanding.pop(packet_id, None)
-        self.resume.clear()
+        self.resume = EMPTY
         self.resume_end = 0
 
     def plan(

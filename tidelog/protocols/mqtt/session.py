@@ -51,7 +51,7 @@ from tidelog.protocols.mqtt.packets import (
     Unsubscribe,
     Will,
 )
-from tidelog.protocols.mqtt.planner import PUB, REL, Outbound, Planner
+from tidelog.protocols.mqtt.planner import EMPTY, NO_IDS, PUB, REL, Outbound, Planner
 from tidelog.protocols.mqtt.properties import NO_PROPERTIES, Properties
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.protocols.mqtt.replies import Close
@@ -142,16 +142,17 @@ class MQTTSession:
         self.planner = Planner(access, level, limits, settings.max_send_bytes)
         self.planner.persistent = persistent
         self.control: list[bytes] = []
-        self.aliases_in: dict[int, str] = {}
+        self.aliases_in: dict[int, str] = EMPTY
         self.rx: dict[int, int] = {}
         """Inbound QoS 2 packet identifier -> PENDING or STORED."""
         self.rx_count = 0
         """Inbound QoS 1/2 PUBLISHes not yet acknowledged (against Receive Maximum)."""
         self.timeout = limits.keep_alive * 1.5 if limits.keep_alive else math.inf
         self.deadline = math.inf
-        self.pubrec_after_save: list[int] = []
-        self.pubcomp_after_save: list[int] = []
-        self.pubrel_after_save: list[int] = []
+        self.pubrec_after_save: list[int] = NO_IDS
+        """Inbound QoS 2 PUBRECs waiting for the session to be stored."""
+        self.pubcomp_after_save: list[int] = NO_IDS
+        self.pubrel_after_save: list[int] = NO_IDS
         self.disconnected = False
         self.close: Close | None = None
         """Set by DISCONNECT: how the connection ends."""
@@ -225,6 +226,8 @@ class MQTTSession:
                 if not 0 < alias <= self.topic_alias_maximum:
                     raise Close(ReasonCode.TOPIC_ALIAS_INVALID, f"topic alias {alias} is invalid")
                 if topic:
+                    if self.aliases_in is EMPTY:
+                        self.aliases_in = {}
                     self.aliases_in[alias] = topic
                 else:
                     known = self.aliases_in.get(alias)
@@ -321,6 +324,8 @@ class MQTTSession:
                 else:
                     self.rx[packet_id] = STORED
                     if self.persistent:
+                        if self.pubrec_after_save is NO_IDS:
+                            self.pubrec_after_save = []
                         self.pubrec_after_save.append(packet_id)
                         urgent = True
                     else:
@@ -359,6 +364,8 @@ class MQTTSession:
                     # once the client has PUBREL it forgets the identifier: the stored
                     # session must say REL by then, or a crash would send the message
                     # again as new (delivered twice)
+                    if self.pubrel_after_save is NO_IDS:
+                        self.pubrel_after_save = []
                     self.pubrel_after_save.append(packet_id)
                     self.dirty(True)
                     return
@@ -396,6 +403,8 @@ class MQTTSession:
             # the client may reuse the identifier once it has PUBCOMP: the stored
             # session must no longer list it as taken, or a new PUBLISH with it after
             # a crash would be answered as a resend and never stored
+            if self.pubcomp_after_save is NO_IDS:
+                self.pubcomp_after_save = []
             self.pubcomp_after_save.append(packet_id)
             self.dirty(True)
         else:
@@ -454,6 +463,8 @@ class MQTTSession:
         for packet_id in inflight.rel:
             planner.outstanding[packet_id] = Outbound(packet_id, 2, REL, None, -1)
             self.control.append(ack(0x62, packet_id))
+        if inflight.out:
+            planner.resume = {}
         for offset, (packet_id, qos) in inflight.out.items():
             planner.outstanding[packet_id] = Outbound(packet_id, qos, PUB, planner.main, offset)
             planner.resume[offset] = packet_id
@@ -490,7 +501,7 @@ class MQTTSession:
     def take_saved_acks(self) -> tuple[list[int], list[int], list[int]]:
         """Before a store: the acks waiting for it (PUBREC, PUBCOMP, PUBREL)."""
         taken = (self.pubrec_after_save, self.pubcomp_after_save, self.pubrel_after_save)
-        self.pubrec_after_save, self.pubcomp_after_save, self.pubrel_after_save = [], [], []
+        self.pubrec_after_save = self.pubcomp_after_save = self.pubrel_after_save = NO_IDS
         return taken
 
     def saved(self, acks: tuple[list[int], list[int], list[int]]) -> None:

@@ -27,7 +27,7 @@ from tidelog.engine.sessions import SessionSubscription
 from tidelog.errors import InvalidPositionError, InvalidTopicError
 from tidelog.protocols.mqtt.encoder import encode
 from tidelog.protocols.mqtt.packets import Publish, Suback, Subscribe, Unsuback, Unsubscribe
-from tidelog.protocols.mqtt.planner import REPLAY, SHARED, Ready, Source
+from tidelog.protocols.mqtt.planner import EMPTY, REPLAY, SHARED, Ready, Source
 from tidelog.protocols.mqtt.properties import NO_PROPERTIES, Properties
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.protocols.mqtt.session import MQTTSession
@@ -85,9 +85,9 @@ class Subscriptions:
         self.max_subscriptions = max_subscriptions
         self.start_pump = start_pump
         self.feed: Feed | None = None
-        self.shared: dict[str, Source] = {}
-        self.replays: dict[str, Source] = {}
-        self.restore_shared: list[tuple[str, SubOptions]] = []
+        self.shared: dict[str, Source] = EMPTY
+        self.replays: dict[str, Source] = EMPTY
+        self.restore_shared: list[tuple[str, SubOptions]] | None = None
         """Shared subscriptions of a resumed session, joined once pumps can run."""
 
     def main_feed(self, start: int | None = None) -> Feed:
@@ -113,6 +113,8 @@ class Subscriptions:
                 continue
             options = SubOptions.from_json(sub.options)
             if key.startswith("$share/"):
+                if self.restore_shared is None:
+                    self.restore_shared = []
                 self.restore_shared.append((key, options))
                 continue
             feed.subscribe(key, options, since=sub.created_offset)
@@ -125,9 +127,10 @@ class Subscriptions:
         planner = self.core.planner
         if feed is not None and (feed.subscriptions or not feed.live or planner.resume):
             self.start_pump(planner.main)
-        for key, options in self.restore_shared:
-            self._join_shared(key, options)
-        self.restore_shared = []
+        if self.restore_shared is not None:
+            for key, options in self.restore_shared:
+                self._join_shared(key, options)
+            self.restore_shared = None
 
     def _may_keep(self, key: str) -> bool:
         """Whether a restored subscription is still allowed (the ACL may have changed)."""
@@ -263,6 +266,8 @@ class Subscriptions:
         feed = self.broker.open_feed(start=start, name=f"mqtt:{self.client_id}:{key}")
         feed.subscribe(inner, options, since=start)
         source = Source(REPLAY, feed, options, key)
+        if self.replays is EMPTY:
+            self.replays = {}
         self.replays[key] = source
         self.start_pump(source)
 
@@ -276,6 +281,8 @@ class Subscriptions:
         group, inner = parse_shared(key)
         assert group is not None
         source = Source(SHARED, self.broker.join_shared(group, inner), options, key, group, inner)
+        if self.shared is EMPTY:
+            self.shared = {}
         self.shared[key] = source
         self.start_pump(source)
 
