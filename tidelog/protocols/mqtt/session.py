@@ -7,9 +7,10 @@ calls; tests drive this class directly (tests/protocols/mqtt/test_session_core.p
 
 In: :meth:`~MQTTSession.receive` takes one read's decoded packets and the time;
 :meth:`~MQTTSession.durable` takes the engine's answer to a publish request;
-:meth:`~MQTTSession.deliver` (through :attr:`~MQTTSession.planner`) takes
-deliveries; :meth:`~MQTTSession.take_saved_acks` /
-:meth:`~MQTTSession.saved` bracket a store of the session.
+deliveries go to :attr:`~MQTTSession.planner`'s ready queue, which the shell's
+writer drains; :meth:`~MQTTSession.take_saved_acks` / :meth:`~MQTTSession.saved`
+bracket a store of the session, :meth:`~MQTTSession.snapshot` /
+:meth:`~MQTTSession.restore` write and read it.
 
 Out: :attr:`~MQTTSession.control` is the bytes waiting to be sent (acks,
 PINGRESP, SUBACK); ``receive`` returns the requests for the engine in order:
