@@ -448,3 +448,19 @@ def test_any_packet_sequence_keeps_the_session_consistent(
             break
     assert core.rx_count == len(core.rx) >= 0
     assert len(core.planner.outstanding) <= 3
+
+
+def test_pubrel_before_pubrec_leaves_the_message_pending() -> None:
+    """Found by the property test: a PUBREL for a QoS 2 PUBLISH not yet stored used to
+    forget it, and the commit then marked it stored with nothing counting it (a later
+    PUBLISH with that identifier would have been dropped as a resend)."""
+    core, shell = make()
+    (request,) = shell.receive(Publish("q2", b"x", 2, packet_id=2), Pubrel(2))
+    (reply,) = shell.sent()
+    assert isinstance(reply, Pubcomp)
+    assert reply.reason_code == ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
+    shell.commit(request)
+    assert [type(p) for p in shell.sent()] == [Pubrec]
+    shell.receive(Pubrel(2))
+    assert [type(p) for p in shell.sent()] == [Pubcomp]
+    assert core.rx == {} and core.rx_count == 0

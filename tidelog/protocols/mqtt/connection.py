@@ -45,6 +45,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
@@ -61,7 +62,7 @@ from tidelog.protocols.mqtt.packets import Connect, Packet, Subscribe
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.protocols.mqtt.replies import Close, error_reply
 from tidelog.protocols.mqtt.sender import Sender
-from tidelog.protocols.mqtt.session import MQTTSession, PublishRequest
+from tidelog.protocols.mqtt.session import MQTTSession, PublishRequest, Request
 from tidelog.protocols.mqtt.settings import ConnectInfo
 from tidelog.protocols.mqtt.subscriptions import Subscriptions
 from tidelog.security import Principal
@@ -416,6 +417,9 @@ class Connection:
         if self._early_error is not None:
             raise Close.from_error(self._early_error)
         receive = self.stream.receive_some
+        session_receive = core.receive
+        assert self.sender is not None
+        kick = self.sender.kick
         decoder = self.decoder
         broker = self.broker
         counters = self.traffic
@@ -423,10 +427,12 @@ class Connection:
         # moving a deadline costs less than a scope per read (and nothing without
         # a keep alive).
         keep_alive = core.timeout != math.inf
+        started = 0.0
         with trio.CancelScope() as scope:
             while not core.disconnected:
                 if keep_alive:
-                    scope.deadline = core.expect_packets(now())
+                    started = now()  # the session's deadline counts from the wait's start
+                    scope.deadline = core.expect_packets(started)
                 data = await receive(RECEIVE_BYTES)
                 if keep_alive:
                     scope.deadline = math.inf
@@ -441,25 +447,46 @@ class Connection:
                         await self._handle(list(exc.packets), now())
                     raise Close.from_error(exc) from None
                 counters.packets_received["mqtt"] += len(packets)
-                await self._handle(packets, now() if keep_alive else 0.0)
+                # inline _handle: a read of acks or PINGREQs awaits nothing here
+                requests = session_receive(packets, started)
+                if requests:
+                    await self._carry_out(requests)
+                kick()
+                if core.error is not None or core.disconnected:
+                    self._ended()
                 await broker.wait_writable()
         if scope.cancelled_caught:
             raise Close(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
 
     async def _handle(self, packets: list[Packet], now: float) -> None:
-        """One read: the session's requests carried out in order, then one wake-up."""
-        core, subs, sender = self.core, self.subs, self.sender
-        assert core is not None and subs is not None and sender is not None
+        """One read: the session's requests carried out in order, then one wake-up
+        (what :meth:`_read_loop` does inline)."""
+        core, sender = self.core, self.sender
+        assert core is not None and sender is not None
         try:
-            for request in core.receive(packets, now):
-                if type(request) is PublishRequest:
-                    self._submit(request)
-                elif type(request) is Subscribe:
-                    await subs.on_subscribe(request, self.server.sys_messages)
-                else:
-                    subs.on_unsubscribe(request)  # type: ignore[arg-type]
+            requests = core.receive(packets, now)
+            if requests:
+                await self._carry_out(requests)
         finally:
             sender.kick()
+        self._ended()
+
+    async def _carry_out(self, requests: Sequence[Request]) -> None:
+        """The session's engine requests, in order."""
+        subs = self.subs
+        assert subs is not None
+        for request in requests:
+            if type(request) is PublishRequest:
+                self._submit(request)
+            elif type(request) is Subscribe:
+                await subs.on_subscribe(request, self.server.sys_messages)
+            else:
+                subs.on_unsubscribe(request)  # type: ignore[arg-type]
+
+    def _ended(self) -> None:
+        """After a read: raise the client's protocol error, or note its DISCONNECT."""
+        core = self.core
+        assert core is not None
         if core.error is not None:
             raise core.error
         if core.disconnected and self._close is None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from tidelog.engine.sessions import Session
@@ -64,6 +64,8 @@ from tidelog.storage import Event, NewEvent
 log = logging.getLogger("tidelog.protocols.mqtt.connection")
 
 PINGRESP: Final = b"\xd0\x00"
+NO_EVENTS: Final[list[NewEvent]] = []
+"""Stands for "no PUBLISH in this read yet" (never appended to)."""
 # inbound QoS 2 states
 PENDING, STORED = 1, 2
 
@@ -177,21 +179,27 @@ class MQTTSession:
 
     # -- packets in --------------------------------------------------------------------
 
-    def receive(self, packets: list[Packet], now: float) -> list[Request]:
-        """Handle one read's packets; returns the engine requests in order. A
-        protocol violation stops at the offending packet and sets :attr:`error`
-        (the requests before it are still returned, to be carried out)."""
+    def receive(self, packets: list[Packet], now: float) -> Sequence[Request]:
+        """Handle one read's packets; returns the engine requests in order (most
+        reads, acks and PINGREQs, return none and allocate nothing). A protocol
+        violation stops at the offending packet and sets :attr:`error` (the
+        requests before it are still returned, to be carried out)."""
         self.deadline = now + self.timeout
-        requests: list[Request] = []
-        events: list[NewEvent] = []
-        meta: list[int] = []
+        requests: list[Request] | None = None
+        events: list[NewEvent] = NO_EVENTS
+        meta: list[int] = NO_IDS
+        outstanding = self.planner.outstanding
         try:
             for packet in packets:
                 kind = type(packet)
                 if kind is Publish:
+                    if events is NO_EVENTS:
+                        events, meta = [], []
                     self._on_publish(packet, events, meta)  # type: ignore[arg-type]
-                elif kind is Puback:
-                    self._on_puback(packet)  # type: ignore[arg-type]
+                elif kind is Puback:  # inline: a subscriber's most frequent packet
+                    entry = outstanding.get(packet.packet_id)  # type: ignore[union-attr,arg-type]
+                    if entry is not None and entry.qos == 1:
+                        self._complete(entry)
                 elif kind is Pubrec:
                     self._on_pubrec(packet)  # type: ignore[arg-type]
                 elif kind is Pubrel:
@@ -201,9 +209,11 @@ class MQTTSession:
                 elif kind is Pingreq:
                     self.control.append(PINGRESP)
                 elif kind is Subscribe or kind is Unsubscribe:
+                    if requests is None:
+                        requests = []
                     if events:
                         requests.append(PublishRequest(events, meta))
-                        events, meta = [], []
+                        events, meta = NO_EVENTS, NO_IDS
                     requests.append(packet)  # type: ignore[arg-type]
                 elif kind is Disconnect:
                     self._on_disconnect(packet)  # type: ignore[arg-type]
@@ -213,8 +223,10 @@ class MQTTSession:
         except Close as close:
             self.error = close
         if events:
+            if requests is None:
+                return (PublishRequest(events, meta),)
             requests.append(PublishRequest(events, meta))
-        return requests
+        return requests if requests is not None else ()
 
     def _on_publish(self, packet: Publish, events: list[NewEvent], meta: list[int]) -> None:
         qos = packet.qos
@@ -335,11 +347,6 @@ class MQTTSession:
             self.dirty(True)
         self.wake()
 
-    def _on_puback(self, packet: Puback) -> None:
-        entry = self.planner.outstanding.get(packet.packet_id)
-        if entry is not None and entry.qos == 1:
-            self._complete(entry)
-
     def _on_pubrec(self, packet: Pubrec) -> None:
         packet_id = packet.packet_id
         if packet_id in self.pubrel_after_save:
@@ -391,7 +398,7 @@ class MQTTSession:
         packet_id = packet.packet_id
         if packet_id in self.pubcomp_after_save:
             return  # a resent PUBREL: its PUBCOMP goes once the session is stored
-        if self.rx.pop(packet_id, None) is None:
+        if self.rx.get(packet_id) != STORED:  # unknown, or before its PUBREC (not stored)
             if self.level == 5:
                 self.control.append(
                     encode(Pubcomp(packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND), 5)
@@ -399,6 +406,7 @@ class MQTTSession:
             else:
                 self.control.append(ack(0x70, packet_id))
             return
+        del self.rx[packet_id]
         self.rx_count -= 1
         if self.persistent:
             # the client may reuse the identifier once it has PUBCOMP: the stored
