@@ -13,15 +13,8 @@ The path of a message, as the code runs it
                                           (one send_all per wake-up: acks and PUBLISHes)
 
 This module and :mod:`~tidelog.protocols.mqtt.sender` are the trio shell, the
-only MQTT modules that do I/O. The protocol is elsewhere:
-
-* :mod:`~tidelog.protocols.mqtt.admission`: the CONNECT judged, the CONNACK
-  negotiated;
-* :mod:`~tidelog.protocols.mqtt.session`: the sans-IO session (packets and a
-  clock in, bytes and engine requests out);
-* :mod:`~tidelog.protocols.mqtt.subscriptions`: feeds opened and closed;
-* :mod:`~tidelog.protocols.mqtt.planner`: deliveries turned into PUBLISHes;
-* :mod:`~tidelog.protocols.mqtt.stored_session`: the stored session format.
+only MQTT modules that do I/O; the protocol is in the modules named above (the
+list and the whole path are in docs/architecture.md).
 
 A :class:`Connection` owns its stream (TCP, TLS or the WebSocket adapter) from
 accept to close, the way hypercorn's ``tcp_server`` does: timeouts with cancel
@@ -162,10 +155,6 @@ class Connection:
     def persistent(self) -> bool:
         """Whether the session outlives the connection."""
         return self.core is not None and self.core.persistent
-
-    @property
-    def session(self) -> Session | None:
-        return self.core.session if self.core is not None else None
 
     @property
     def _feed(self) -> Feed | None:
