@@ -9,8 +9,8 @@ Receive Maximum and the send budget allow into PUBLISH bytes, in order:
    was delivered before the client went away;
 2. otherwise :meth:`Planner.plan` decides it: the one place every fresh
    delivery passes (per-topic ACL, No Local, QoS downgrade, Retain As
-   Published, subscription identifiers), and where a resend is checked too
-   (:meth:`Planner.permit`);
+   Published, subscription identifiers); a resend passes its ACL check
+   (:meth:`Planner.permit`) first like any other delivery;
 3. topic aliases are assigned, and the PUBLISH is built from bytes shared by
    every subscriber where it can be (3.x, or MQTT 5 without per-subscriber
    properties), or its own otherwise; one over the client's Maximum Packet Size
@@ -329,11 +329,15 @@ class Planner:
         """QoS, retain flag and subscription identifiers of a delivery; None to skip it.
 
         Every delivery passes here, resends of a resumed session's messages
-        (``resent``) included: this is the place for checks that apply to all."""
-        if resent is not None:  # sent before with this QoS: again, with DUP
-            return resent.qos, False, identifiers(subs)
+        (``resent``) included: this is the place for checks that apply to all. The
+        ACL check comes first: a resend is checked against the access of the
+        connection that receives it, which may not be the one that sent it first
+        (the ACL file changed between connections); a refused resend is dropped, its
+        in-flight entry and packet identifier freed by :meth:`emit`."""
         if self.checked_subs and not self.permit(event, source):
             return None
+        if resent is not None:  # sent before with this QoS: again, with DUP
+            return resent.qos, False, identifiers(subs)
         options = source.options
         if options is None:
             if self.no_local and event.offset in self.own:
