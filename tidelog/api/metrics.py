@@ -47,12 +47,13 @@ def _histogram(
 class BrokerCollector(Collector):
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self._cursors: Sequence[Cursor] = ()
+        self._cursors: Sequence[tuple[Cursor, int]] = ()
         self._labelled = False
 
-    def snapshot(self, cursors: Sequence[Cursor], *, labelled: bool = False) -> None:
-        """Set the cursors the next collection reports; ``labelled``: one
-        ``tidelog_cursor_lag`` series per cursor (names reach the scraper)."""
+    def snapshot(self, cursors: Sequence[tuple[Cursor, int]], *, labelled: bool = False) -> None:
+        """Set the cursors the next collection reports, each with its pending count
+        (counted by the caller: collection itself cannot await); ``labelled``: one
+        series per cursor (its name and owner reach the scraper)."""
         self._cursors = cursors
         self._labelled = labelled
 
@@ -181,17 +182,26 @@ class BrokerCollector(Collector):
             yield family
 
         cursors = self._cursors
-        yield gauge("cursors", "Durable cursors (the scraper's own, unless it sees all).",
-                    len(cursors))  # fmt: skip
-        if self._labelled:
-            lag = GaugeMetricFamily(
-                "tidelog_cursor_lag",
-                "Offsets between a cursor and the log head.",
-                labels=["cursor", "owner"],
-            )
-            for cursor in cursors:
-                lag.add_metric([cursor.name, cursor.owner], cursor.lag)
-            yield lag
+        yield gauge(
+            "cursors", "Durable cursors (the scraper's own, unless it sees all).", len(cursors)
+        )
+        if not self._labelled:
+            return
+        lag = GaugeMetricFamily(
+            "tidelog_cursor_lag",
+            "Offsets between a cursor and the log head.",
+            labels=["cursor", "owner"],
+        )
+        pending = GaugeMetricFamily(
+            "tidelog_cursor_pending",
+            "Events matching a cursor's filter that are not yet acknowledged.",
+            labels=["cursor", "owner"],
+        )
+        for cursor, count in cursors:
+            lag.add_metric([cursor.name, cursor.owner], cursor.lag)
+            pending.add_metric([cursor.name, cursor.owner], count)
+        yield pending
+        yield lag
 
 
 def make_registry(broker: Broker) -> tuple[CollectorRegistry, BrokerCollector]:

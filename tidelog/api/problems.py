@@ -26,8 +26,10 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tidelog.api.shapes import PayloadError, dumps
-from tidelog.engine import CursorExistsError, CursorNotFoundError, InvalidCursorNameError
 from tidelog.errors import (
+    CursorExistsError,
+    CursorNotFoundError,
+    InvalidCursorNameError,
     InvalidPositionError,
     InvalidTopicError,
     LogClosedError,
@@ -57,8 +59,8 @@ _TABLE: list[tuple[type[BaseException], int, str]] = [
     (NameTooLongError, 400, "name_too_long"),
     (InvalidCursorNameError, 400, "invalid_cursor_name"),
     (InvalidTopicError, 400, "invalid_topic"),
+    (OffsetOutOfRangeError, 400, "offset_out_of_range"),  # an InvalidPositionError too
     (InvalidPositionError, 400, "invalid_position"),
-    (OffsetOutOfRangeError, 400, "offset_out_of_range"),
     (CursorNotFoundError, 404, "cursor_not_found"),
     (CursorExistsError, 409, "cursor_conflict"),
     (RecordTooLargeError, 413, "payload_too_large"),
