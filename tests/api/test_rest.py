@@ -578,13 +578,15 @@ async def test_topics_stats_health_metrics(client: httpx.AsyncClient) -> None:
     for line in (
         "tidelog_published_events_total 5.0",
         "tidelog_cursors 2.0",
+        'tidelog_cursor_lag{cursor="c",owner="anonymous"} 5.0',
+        'tidelog_cursor_pending{cursor="c",owner="anonymous"} 5.0',
+        'tidelog_cursor_lag{cursor="f",owner="anonymous"} 5.0',
+        'tidelog_cursor_pending{cursor="f",owner="anonymous"} 1.0',
         "tidelog_commit_batches_total",
         "tidelog_log_next_offset{backend=",
         "tidelog_feeds 0.0",
     ):
         assert line in text, line
-    # per-cursor series only with http.metrics_cursor_labels (tests/security/test_ownership.py)
-    assert "tidelog_cursor_lag" not in text
 
 
 async def test_openapi_docs_ui_and_unknown_routes(client: httpx.AsyncClient) -> None:

@@ -53,8 +53,7 @@ class BrokerCollector(Collector):
     def snapshot(self, cursors: Sequence[tuple[Cursor, int]], *, labelled: bool = False) -> None:
         """Set the cursors the next collection reports, each with its pending count
         (counted by the caller: collection itself cannot await); ``labelled``: one
-        ``tidelog_cursor_lag`` and ``tidelog_cursor_pending`` series per cursor (names
-        reach the scraper)."""
+        series per cursor (its name and owner reach the scraper)."""
         self._cursors = cursors
         self._labelled = labelled
 
@@ -183,24 +182,26 @@ class BrokerCollector(Collector):
             yield family
 
         cursors = self._cursors
-        yield gauge("cursors", "Durable cursors (the scraper's own, unless it sees all).",
-                    len(cursors))  # fmt: skip
-        if self._labelled:
-            lag = GaugeMetricFamily(
-                "tidelog_cursor_lag",
-                "Offsets between a cursor and the log head.",
-                labels=["cursor", "owner"],
-            )
-            pending = GaugeMetricFamily(
-                "tidelog_cursor_pending",
-                "Events matching a cursor's filter that are not yet acknowledged.",
-                labels=["cursor", "owner"],
-            )
-            for cursor, count in cursors:
-                lag.add_metric([cursor.name, cursor.owner], cursor.lag)
-                pending.add_metric([cursor.name, cursor.owner], count)
-            yield pending
-            yield lag
+        yield gauge(
+            "cursors", "Durable cursors (the scraper's own, unless it sees all).", len(cursors)
+        )
+        if not self._labelled:
+            return
+        lag = GaugeMetricFamily(
+            "tidelog_cursor_lag",
+            "Offsets between a cursor and the log head.",
+            labels=["cursor", "owner"],
+        )
+        pending = GaugeMetricFamily(
+            "tidelog_cursor_pending",
+            "Events matching a cursor's filter that are not yet acknowledged.",
+            labels=["cursor", "owner"],
+        )
+        for cursor, count in cursors:
+            lag.add_metric([cursor.name, cursor.owner], cursor.lag)
+            pending.add_metric([cursor.name, cursor.owner], count)
+        yield pending
+        yield lag
 
 
 def make_registry(broker: Broker) -> tuple[CollectorRegistry, BrokerCollector]:

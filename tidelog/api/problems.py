@@ -26,10 +26,10 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tidelog.api.shapes import PayloadError, dumps
-from tidelog.engine import InvalidCursorNameError
 from tidelog.errors import (
     CursorExistsError,
     CursorNotFoundError,
+    InvalidCursorNameError,
     InvalidPositionError,
     InvalidTopicError,
     LogClosedError,

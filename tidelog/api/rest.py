@@ -526,15 +526,6 @@ def _owner(access: Access, owner: str | None) -> str:
     return owner
 
 
-async def _cursor(
-    broker: Broker, access: Access, security: Security, name: str, owner: str | None
-) -> Cursor:
-    """A cursor the caller may manage; 404 (as for a name that does not exist) for
-    another user's, 400 for a name past its maximum."""
-    security.limits.check_name(Name.CURSOR, name)
-    return await broker.cursor(name, owner=_owner(access, owner))
-
-
 async def owned_cursor(
     broker: BrokerDep,
     access: AccessDep,
@@ -542,8 +533,11 @@ async def owned_cursor(
     name: CursorName,
     owner: OwnerQuery = None,
 ) -> Cursor:
-    """The cursor a ``/v1/cursors/{name}`` route names (see :func:`_cursor`)."""
-    return await _cursor(broker, access, security, name, owner)
+    """The cursor a ``/v1/cursors/{name}`` route names, if the caller may manage it:
+    404 (as for a name that does not exist) for another user's, 400 for a name past
+    its maximum."""
+    security.limits.check_name(Name.CURSOR, name)
+    return await broker.cursor(name, owner=_owner(access, owner))
 
 
 OwnedCursor = Annotated[Cursor, Depends(owned_cursor)]
@@ -569,7 +563,6 @@ async def get_cursor(cursor: OwnedCursor) -> JSONResponse:
 )
 async def fetch_cursor(
     request: Request,
-    broker: BrokerDep,
     access: AccessDep,
     cursor: OwnedCursor,
     limit: LimitQuery = DEFAULT_READ_LIMIT,
@@ -577,9 +570,9 @@ async def fetch_cursor(
     wait_ms: WaitQuery = 0,
     encoding: EncodingQuery = "base64",
 ) -> Response:
-    """Commit ``next_offset`` once the events are processed. The caller needs the read
-    right on the cursor's filter (403). ``skipped`` counts the offsets retention removed
-    before the cursor reached them."""
+    """Commit ``next_offset`` once the events are processed. ``skipped`` counts the
+    offsets retention removed before the cursor reached them. The caller needs the
+    read right on the cursor's filter (403)."""
     visible = EventFilter(access, Right.READ, cursor.topic_filter)
     return await _read_page(
         request,
@@ -709,10 +702,9 @@ async def metrics_endpoint(request: Request, broker: BrokerDep, access: AccessDe
     ``admin_users``), as ``/v1/stats`` shows only readable topics."""
     collector: metrics.BrokerCollector = request.app.state.collector
     cursors = await broker.cursors(owner=None if access.sees_all else access.owner)
-    collector.snapshot(
-        [(c, await c.pending()) for c in cursors],
-        labelled=request.app.state.metrics_cursor_labels,
-    )
+    labelled = request.app.state.metrics_cursor_labels
+    counted = [(c, await c.pending() if labelled else 0) for c in cursors]
+    collector.snapshot(counted, labelled=labelled)
     return Response(metrics.render(request.app.state.registry), media_type=metrics.CONTENT_TYPE)
 
 

@@ -233,30 +233,24 @@ def _cursors_rest(rest: Rest, args: argparse.Namespace) -> Any:
     if args.action == "list":
         return rest.get("/v1/cursors")
     path = _cursor_path(args.name)
-    query = {"owner": args.owner} if args.owner else None
+    owner = {"owner": args.owner}  # another user's (admin_users), or None: one's own
     if args.action == "create":
-        return rest.call("PUT", path, query, body={"filter": args.filter, "start": args.start})
+        return rest.call("PUT", path, owner, body={"filter": args.filter, "start": args.start})
     if args.action == "delete":
-        return rest.call("DELETE", path, query)
+        return rest.call("DELETE", path, owner)
     if args.action == "reset":
-        cursor = rest.call("GET", path, query)  # 404 first if there is no such cursor
+        cursor = rest.call("GET", path, owner)  # 404 first if there is no such cursor
         offset = _resolve_rest(rest, args.to, cursor.get("filter") or "#")
-        return rest.call("POST", path + "/commit", query, body={"offset": offset})
+        return rest.call("POST", path + "/commit", owner, body={"offset": offset})
     if args.action == "commit":
-        return rest.call("POST", path + "/commit", query, body={"offset": args.offset})
+        return rest.call("POST", path + "/commit", owner, body={"offset": args.offset})
     if args.action == "fetch":
-        params: dict[str, Any] = {
-            "limit": args.limit,
-            "wait_ms": int(args.wait * 1000),
-            "encoding": "text",
-        }
-        if args.owner:
-            params["owner"] = args.owner
-        page = rest.call("POST", path + "/fetch", params, timeout=args.wait + 30)
+        params = {"limit": args.limit, "wait_ms": int(args.wait * 1000), "encoding": "text"}
+        page = rest.call("POST", path + "/fetch", {**params, **owner}, timeout=args.wait + 30)
         if args.commit:
-            rest.call("POST", path + "/commit", query, body={"offset": page["next_offset"]})
+            rest.call("POST", path + "/commit", owner, body={"offset": page["next_offset"]})
         return page
-    return rest.call("GET", path, query)
+    return rest.call("GET", path, owner)
 
 
 def _resolve_rest(rest: Rest, position: str, topic_filter: str = "#") -> int:

@@ -84,7 +84,7 @@ def _publish_rest(rest: Rest, args: argparse.Namespace, payloads: list[bytes]) -
 def _publish_file(args: argparse.Namespace, payload: bytes) -> int:
     """One file as the raw body of ``POST /v1/topics/<topic>``: sent as it is, so a file
     up to the server's body limit fits (base64 in JSON would grow it by a third)."""
-    stored = Rest(args.url).upload(
+    stored = Rest.from_args(args).upload(
         "/v1/topics/" + urllib.parse.quote(args.topic, safe="/"),
         {"qos": args.qos, "retain": "true" if args.retain else None},
         payload,

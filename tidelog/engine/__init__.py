@@ -8,11 +8,11 @@ from tidelog.engine.broker import (
     Subscriber,
     open_broker,
 )
-from tidelog.engine.cursors import Cursor, InvalidCursorNameError
+from tidelog.engine.cursors import Cursor
 from tidelog.engine.fanout import Delivery, Feed, Subscription
 from tidelog.engine.positions import Position, parse_position
 from tidelog.engine.sessions import NEVER_EXPIRES, Session, SessionSubscription
-from tidelog.errors import CursorExistsError, CursorNotFoundError
+from tidelog.errors import CursorExistsError, CursorNotFoundError, InvalidCursorNameError
 
 __all__ = [
     "NEVER_EXPIRES",

@@ -26,7 +26,7 @@ import attrs
 import trio
 
 from tidelog.concurrency import background_nursery
-from tidelog.engine.cursors import Cursor, InvalidCursorNameError, stored_name
+from tidelog.engine.cursors import Cursor, split_stored_name, stored_name
 from tidelog.engine.fanout import (
     DEFAULT_FEED_MAX_BYTES,
     DEFAULT_FEED_MAX_EVENTS,
@@ -41,6 +41,7 @@ from tidelog.engine.state_writer import StateWriter
 from tidelog.errors import (
     CursorExistsError,
     CursorNotFoundError,
+    InvalidCursorNameError,
     InvalidTopicError,
     LogClosedError,
     OffsetOutOfRangeError,
@@ -459,16 +460,17 @@ class Broker:
         await self._state_writer.commit_cursor(state)
         return Cursor(self, state)
 
-    async def commit_cursor(self, key: str, offset: int, metadata: dict[str, Any]) -> None:
-        """Move the cursor stored under ``key`` (:attr:`Cursor.key`) to ``offset`` (the
+    async def commit_cursor(self, name: str, offset: int, metadata: dict[str, Any]) -> None:
+        """Move the cursor stored as ``name`` (:attr:`Cursor.key`) to ``offset`` (the
         next event to process), durably and coalesced with other commits; an offset past
         the end raises :class:`~tidelog.errors.OffsetOutOfRangeError`.
         :meth:`Cursor.commit` calls this."""
         if offset < 0 or offset > self.end_offset:
             raise OffsetOutOfRangeError(
-                f"cursor {key!r}: cannot commit offset {offset}; the log ends at {self.end_offset}"
+                f"cursor {split_stored_name(name)[1]!r}: cannot commit offset {offset}; "
+                f"the log ends at {self.end_offset}"
             )
-        await self._state_writer.commit_cursor(CursorState(key, offset, metadata))
+        await self._state_writer.commit_cursor(CursorState(name, offset, metadata))
 
     async def cursor(self, name: str, *, owner: str | None = None) -> Cursor:
         """A handle on ``owner``'s existing cursor; CursorNotFoundError if there is none

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tidelog.errors import TidelogError
+from tidelog.errors import InvalidCursorNameError
 from tidelog.storage import CursorState, ReadResult
 from tidelog.storage.base import DEFAULT_READ_MAX_BYTES
 
@@ -33,11 +33,6 @@ OWNER_SEPARATOR = "\x1f"
 MAX_STORED_NAME_BYTES = 480
 """Longest stored cursor name in UTF-8 bytes: below LMDB's 511-byte keys with room to
 spare for a backend's key prefix."""
-
-
-class InvalidCursorNameError(TidelogError, ValueError):
-    """A cursor name that is empty, holds control characters, or does not fit storage
-    together with its owner's name (HTTP 400)."""
 
 
 def _has_control(text: str) -> bool:
