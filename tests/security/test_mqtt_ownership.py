@@ -18,6 +18,7 @@ from paho.mqtt.properties import Properties as PahoProperties
 
 from tests.protocols.mqtt.server_helpers import TIMEOUT, Client, RawClient, ServerThread, wait_for
 from tests.security.conftest import write_acl
+from tests.security.test_mqtt import stored_topics
 from tidelog.engine.fanout import Subscription as FeedSubscription
 from tidelog.engine.sessions import NEVER_EXPIRES, Session
 from tidelog.protocols.mqtt import (
@@ -147,17 +148,6 @@ def two_users(
     return make_server(
         server_config(tmp_path, security_config(tmp_path, users_file, ACL_TWO_USERS))
     )
-
-
-def stored_topics(server: ServerThread) -> list[str]:
-    assert server.running is not None
-    log = server.running.broker.log
-
-    async def read() -> list[str]:
-        result = await log.read(0, None, limit=10_000)
-        return [event.topic for event in result.events]
-
-    return server.call(read)
 
 
 # -- finding 3: a resend passes the ACL of the connection that receives it -----------
@@ -293,10 +283,7 @@ def test_another_user_cannot_resume_or_clear_a_stored_session(
     assert stored is not None and stored.owner == "alice" and "alice/#" in stored.subscriptions
     back = persistent(two_users, "alice", "dev-2", version)
     with connected(back):
-        if version == V5:
-            assert back.flags.session_present
-        else:
-            assert back.flags.session_present
+        assert back.flags.session_present
         assert back.receive()[0].payload == b"kept"
 
 
@@ -328,37 +315,53 @@ def test_another_user_cannot_plant_qos2_packet_ids(two_users: ServerThread) -> N
     ]
 
 
-def test_an_old_session_without_an_owner_is_claimed_by_the_next_user() -> None:
-    raw = Session("old", expiry_interval=60).to_json().replace(b',"owner":null', b"")
+def test_an_old_session_without_an_owner_is_claimed_by_the_next_user(
+    two_users: ServerThread,
+) -> None:
+    """A session stored before owners existed (no ``owner`` in its JSON) is claimed by
+    the next user who connects with its client id; then it is theirs."""
+    raw = Session("legacy", expiry_interval=NEVER_EXPIRES).to_json()
+    raw = raw.replace(b',"owner":null', b"")
     assert b"owner" not in raw
-    assert Session.from_json(raw).owner is None
+    legacy = Session.from_json(raw)
+    assert legacy.owner is None
+    assert two_users.running is not None
+    sessions = two_users.running.broker.sessions
+    two_users.call(sessions.save, legacy)
+    bob = persistent(two_users, "bob", "legacy", V3)
+    with connected(bob):
+        assert bob.flags.session_present
+    stored = sessions.get("legacy")
+    assert stored is not None and stored.owner == "bob"
+    assert two_users.call_sync(sessions.owned, "bob") == 1
+    assert refused(persistent(two_users, "alice", "legacy", V3)) == 0x87
 
 
 # -- finding 7: name maxima and per-user quotas -------------------------------------------
 
 
 @pytest.mark.parametrize(("version", "code"), [(V5, 0x85), (V3, 0x85)])
-def test_client_id_too_long(
-    make_server: Callable[..., ServerThread],
-    tmp_path: Path,
-    users_file: Path,
-    version: int,
-    code: int,
-) -> None:
+def test_client_id_too_long(limited: Limited, version: int, code: int) -> None:
     """CONNACK 0x85 Client Identifier not valid (3.1.1: return code 2)."""
-    security = security_config(tmp_path, users_file, ACL_TWO_USERS, max_client_id_bytes=16)
-    server = make_server(server_config(tmp_path, security))
+    server = limited(max_client_id_bytes=16)
     assert refused(user_client(server, "alice", "x" * 17, version)) == code
     assert refused(user_client(server, "alice", "é" * 9, version)) == code  # 18 bytes
     with connected(user_client(server, "alice", "x" * 16, version)):
         pass
 
 
-def _limited(
-    make_server: Callable[..., ServerThread], tmp_path: Path, users_file: Path, **limits: Any
-) -> ServerThread:
-    security = security_config(tmp_path, users_file, ACL_TWO_USERS, **limits)
-    return make_server(server_config(tmp_path, security))
+Limited = Callable[..., ServerThread]
+
+
+@pytest.fixture
+def limited(make_server: Callable[..., ServerThread], tmp_path: Path, users_file: Path) -> Limited:
+    """``limited(**limits)``: a server with alice and bob and these ``[security]`` limits."""
+
+    def make(**limits: Any) -> ServerThread:
+        security = security_config(tmp_path, users_file, ACL_TWO_USERS, **limits)
+        return make_server(server_config(tmp_path, security))
+
+    return make
 
 
 def _puback_codes(client: Client) -> queue.Queue[int]:
@@ -367,12 +370,10 @@ def _puback_codes(client: Client) -> queue.Queue[int]:
     return codes
 
 
-def test_topic_too_long_v5(
-    make_server: Callable[..., ServerThread], tmp_path: Path, users_file: Path
-) -> None:
+def test_topic_too_long_v5(limited: Limited) -> None:
     """MQTT 5: QoS 1/2 get PUBACK/PUBREC 0x90 Topic Name invalid and the connection goes
     on; QoS 0 (no reply) ends it with DISCONNECT 0x90. Nothing is stored."""
-    server = _limited(make_server, tmp_path, users_file, max_topic_bytes=32)
+    server = limited(max_topic_bytes=32)
     long_topic = "alice/" + "x" * 27
     with connected(user_client(server, "alice", "a1", V5)) as (alice,):
         codes = _puback_codes(alice)
@@ -392,10 +393,8 @@ def test_topic_too_long_v5(
     assert [t for t in stored_topics(server) if t.startswith("alice/")] == ["alice/" + "x" * 26]
 
 
-def test_topic_too_long_v3_closes_the_connection(
-    make_server: Callable[..., ServerThread], tmp_path: Path, users_file: Path
-) -> None:
-    server = _limited(make_server, tmp_path, users_file, max_topic_bytes=32)
+def test_topic_too_long_v3_closes_the_connection(limited: Limited) -> None:
+    server = limited(max_topic_bytes=32)
     with connected(user_client(server, "alice", "a1", V3)) as (alice,):
         alice.paho.publish("alice/" + "x" * 27, b"no", 1)
         alice.disconnects.get(timeout=TIMEOUT)
@@ -403,14 +402,8 @@ def test_topic_too_long_v3_closes_the_connection(
 
 
 @pytest.mark.parametrize(("version", "code"), [(V5, 0x8F), (V3, 0x80)])
-def test_filter_too_long(
-    make_server: Callable[..., ServerThread],
-    tmp_path: Path,
-    users_file: Path,
-    version: int,
-    code: int,
-) -> None:
-    server = _limited(make_server, tmp_path, users_file, max_filter_bytes=16)
+def test_filter_too_long(limited: Limited, version: int, code: int) -> None:
+    server = limited(max_filter_bytes=16)
     with connected(user_client(server, "alice", "a1", version)) as (alice,):
         assert alice.subscribe("alice/" + "x" * 11, 1) == (code,)
         assert alice.subscribe("alice/" + "x" * 10, 1) == (1,)
@@ -423,16 +416,10 @@ def _quota_count(server: ServerThread, quota: Quota, user: str) -> int:
 
 
 @pytest.mark.parametrize(("version", "code"), [(V5, 0x97), (V3, 0x80)])
-def test_subscriptions_per_user(
-    make_server: Callable[..., ServerThread],
-    tmp_path: Path,
-    users_file: Path,
-    version: int,
-    code: int,
-) -> None:
+def test_subscriptions_per_user(limited: Limited, version: int, code: int) -> None:
     """Counted over every connection of the user; released when a connection ends;
     another user is not affected; a SUBSCRIBE that replaces one is not a new one."""
-    server = _limited(make_server, tmp_path, users_file, max_subscriptions_per_user=2)
+    server = limited(max_subscriptions_per_user=2)
     one = user_client(server, "alice", "a1", version)
     two = user_client(server, "alice", "a2", version)
     with connected(one, two, user_client(server, "bob", "b1", version)) as (_, _, bob):
@@ -449,16 +436,10 @@ def test_subscriptions_per_user(
 
 
 @pytest.mark.parametrize(("version", "code"), [(V5, 0x97), (V3, 0x88)])
-def test_persistent_sessions_per_user(
-    make_server: Callable[..., ServerThread],
-    tmp_path: Path,
-    users_file: Path,
-    version: int,
-    code: int,
-) -> None:
+def test_persistent_sessions_per_user(limited: Limited, version: int, code: int) -> None:
     """CONNACK 0x97 Quota exceeded (3.1.1: return code 3 Server unavailable) for a new
     persistent session past the quota; resuming one's own and clean sessions go on."""
-    server = _limited(make_server, tmp_path, users_file, max_sessions_per_user=1)
+    server = limited(max_sessions_per_user=1)
     with connected(persistent(server, "alice", "s1", version)):
         pass
     assert refused(persistent(server, "alice", "s2", version)) == code
@@ -470,10 +451,8 @@ def test_persistent_sessions_per_user(
         pass
 
 
-def test_retained_messages_per_user_v5(
-    make_server: Callable[..., ServerThread], tmp_path: Path, users_file: Path
-) -> None:
-    server = _limited(make_server, tmp_path, users_file, max_retained_per_user=1)
+def test_retained_messages_per_user_v5(limited: Limited) -> None:
+    server = limited(max_retained_per_user=1)
     with connected(user_client(server, "alice", "a1", V5)) as (alice,):
         codes = _puback_codes(alice)
         alice.paho.publish("alice/r1", b"one", 1, retain=True)
@@ -488,10 +467,8 @@ def test_retained_messages_per_user_v5(
     assert [e.topic for e in server.running.broker.retained.matching("alice/#")] == ["alice/r1"]
 
 
-def test_retained_messages_per_user_v3_closes_the_connection(
-    make_server: Callable[..., ServerThread], tmp_path: Path, users_file: Path
-) -> None:
-    server = _limited(make_server, tmp_path, users_file, max_retained_per_user=1)
+def test_retained_messages_per_user_v3_closes_the_connection(limited: Limited) -> None:
+    server = limited(max_retained_per_user=1)
     with connected(user_client(server, "alice", "a1", V3)) as (alice,):
         alice.publish("alice/r1", b"one", 1, retain=True)
         alice.paho.publish("alice/r2", b"two", 1, retain=True)
@@ -499,11 +476,9 @@ def test_retained_messages_per_user_v3_closes_the_connection(
     assert "alice/r2" not in stored_topics(server)
 
 
-def test_user_property_key_too_long(
-    make_server: Callable[..., ServerThread], tmp_path: Path, users_file: Path
-) -> None:
+def test_user_property_key_too_long(limited: Limited) -> None:
     """PUBACK 0x83 (PUBACK has no 0x95) with QoS 1; QoS 0: DISCONNECT 0x95."""
-    server = _limited(make_server, tmp_path, users_file, max_user_property_key_bytes=8)
+    server = limited(max_user_property_key_bytes=8)
 
     def props(key: str) -> PahoProperties:
         properties = PahoProperties(paho.PacketTypes.PUBLISH)
