@@ -274,14 +274,23 @@ class Tidelog(Peer):
     description = "tidelog serve, fsync=always, LMDB in a temp dir (SQLite if no LMDB backend)"
 
     def __init__(
-        self, checkout: Path = REPO, name: str = "tidelog", *, fsync: str = "always"
+        self,
+        checkout: Path = REPO,
+        name: str = "tidelog",
+        *,
+        fsync: str = "always",
+        settings: Sequence[str] = (),
     ) -> None:
         self.checkout = checkout
         self.name = name
         self.fsync = fsync
+        self.settings = list(settings)
+        """``SECTION.NAME=VALUE`` options passed with ``--set`` (a variant for an A/B)."""
         self.in_default_set = fsync == "always" and name == "tidelog"
         if fsync != "always":
             self.description = self.description.replace("fsync=always", f"fsync={fsync}")
+        if settings:
+            self.description += ", " + ", ".join(settings)
 
     def storage_scheme(self) -> str:
         """``lmdb`` when this checkout has the LMDB backend and the lmdb module, else ``sqlite``."""
@@ -350,6 +359,7 @@ class Tidelog(Peer):
             "off",
             "--log-level",
             "warning",
+            *(arg for setting in self.settings for arg in ("--set", setting)),
         ]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
@@ -361,7 +371,7 @@ class Tidelog(Peer):
             workdir,
             port,
             env=env,
-            settings=f"--storage {url} --log-level warning",
+            settings=" ".join([f"--storage {url} --log-level warning", *self.settings]),
             not_ready_hint=" (does this tidelog have an MQTT listener?)",
         ) as running:
             yield running

@@ -459,6 +459,24 @@ def checkout_peers(checkout: Path, brokers: Sequence[str]) -> list[Peer]:
     return peers
 
 
+def parse_variant(text: str) -> Tidelog:
+    """``--tidelog-variant NAME:fsync=never,broker.commit_linger=0.0005``: a tidelog peer."""
+    name, _, spec = text.partition(":")
+    if not name or name in PEERS:
+        raise argparse.ArgumentTypeError(f"variant {text!r}: give it a new name before the ':'")
+    fsync = "always"
+    settings = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        key, equals, value = item.partition("=")
+        if not equals:
+            raise argparse.ArgumentTypeError(f"variant {text!r}: {item!r} is not KEY=VALUE")
+        if key == "fsync":
+            fsync = value
+        else:
+            settings.append(item)
+    return Tidelog(name=name, fsync=fsync, settings=settings)
+
+
 def skips(args: argparse.Namespace, peers: list[Peer]) -> list[Skip]:
     """The (scenario, broker) pairs the broker cannot run."""
     return [
@@ -560,6 +578,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply message counts")
     parser.add_argument("--baseline", default="tidelog", help="broker the others are compared with")
     parser.add_argument(
+        "--tidelog-variant",
+        type=parse_variant,
+        action="append",
+        default=[],
+        metavar="NAME:SETTING,...",
+        help="run this checkout's tidelog again as NAME with settings: fsync=never|always and "
+        "SECTION.NAME=VALUE options, e.g. linger:broker.commit_linger=0.0005 (repeatable)",
+    )
+    parser.add_argument(
         "--tidelog-checkout",
         type=Path,
         help="another tidelog checkout (a git worktree of the code before a change) to run "
@@ -576,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     repeat_heavy = args.repeat_heavy or 1
 
     peers = [PEERS[name] for name in args.brokers]
+    peers += args.tidelog_variant
     if args.tidelog_checkout:
         peers += checkout_peers(args.tidelog_checkout.resolve(), args.brokers)
     blocked = [(peer.name, reason) for peer in peers if (reason := peer.unavailable())]
