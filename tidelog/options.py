@@ -323,15 +323,6 @@ option(
 )
 option(
     "broker",
-    "commit_linger",
-    optional(seconds),
-    _broker.commit_linger,
-    "seconds the group commit waits for more publishes once woken from idle (e.g. 0.0005; "
-    "off: commit at once): fewer commits and wake-ups at light load, for up to that much "
-    "latency (rounded up to the event loop's 1 ms timer)",
-)
-option(
-    "broker",
     "retained_flush_seconds",
     seconds,
     _broker.retained_flush_seconds,

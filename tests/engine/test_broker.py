@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import trio
-import trio.testing
 
 import tidelog
 from tests.storage.backends import BackendUnderTest, ManualClock
@@ -44,24 +43,6 @@ async def test_concurrent_publishers_share_commits(backend: BackendUnderTest) ->
         assert stats.published == 400
         assert stats.writer.batches < 400  # commits were shared
         assert stats.writer.max_batch_events > 1
-
-
-@pytest.mark.parametrize("linger", [None, 0.5])
-async def test_commit_linger_gathers_a_later_submission(
-    backend: BackendUnderTest, linger: float | None
-) -> None:
-    """With a linger, a submission arriving while the writer lingers joins the batch of
-    the one that woke it; without, the first one is committed (or being committed)
-    by the time every task is blocked, so the second gets a commit of its own."""
-    async with tidelog.open(backend.url, commit_linger=linger) as broker:
-        outcomes: list[object] = []
-        broker.publish_nowait([NewEvent("a", b"1")], outcomes.append)
-        await trio.testing.wait_all_tasks_blocked()
-        broker.publish_nowait([NewEvent("b", b"2")], outcomes.append)
-        await broker._writer.wait_idle()
-        assert [[e.topic for e in events] for events in outcomes] == [["a"], ["b"]]  # type: ignore[attr-defined]
-        writer = broker.statistics().writer
-        assert (writer.batches, writer.max_batch_events) == ((1, 2) if linger else (2, 1))
 
 
 async def test_a_bad_submission_does_not_fail_its_batch_mates(backend: BackendUnderTest) -> None:

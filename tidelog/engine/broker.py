@@ -81,9 +81,6 @@ class BrokerOptions:
     max_batch_bytes: int = 32 * 1024 * 1024
     max_pending_bytes: int = 128 * 1024 * 1024
     """Publishers wait (back-pressure) while this much waits to be committed."""
-    commit_linger: float | None = None
-    """Seconds the group commit waits, once woken from idle, for more submissions
-    before committing (None: commit at once; see :mod:`tidelog.engine.group_commit`)."""
     retained_flush_seconds: float = 1.0
     session_expiry_check_seconds: float = 1.0
 
@@ -155,7 +152,6 @@ class Broker:
             max_batch_events=options.max_batch_events,
             max_batch_bytes=options.max_batch_bytes,
             max_pending_bytes=options.max_pending_bytes,
-            linger=options.commit_linger,
         )
         self._wills: dict[str, trio.CancelScope] = {}
         self._shared: dict[tuple[str, str], tuple[Feed, list[int]]] = {}

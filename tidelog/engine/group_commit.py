@@ -4,14 +4,9 @@ Callers hand over *lists* of events (:meth:`GroupCommitWriter.submit` waits for
 durability, :meth:`GroupCommitWriter.submit_nowait` calls back instead, so a
 protocol adapter needs no task per publish). While one batch is being
 committed, new submissions queue up; as soon as the commit ends, the writer
-takes everything queued (capped by count and bytes) as the next batch. Under
-heavy load batches grow by themselves; under light load a batch is one
-submission and latency is one commit, unless ``linger`` is set: then the writer,
-woken from idle by a submission, waits that long (like Kafka's ``linger.ms``)
-before taking the batch, unless :data:`LINGER_ENOUGH_EVENTS` are already queued.
-A linger trades latency (up to the linger, rounded up to the event loop's
-millisecond timer) for fewer commits, and so fewer wake-ups per message, at
-light load; it is off by default (``broker.commit_linger``).
+takes everything queued (capped by count and bytes) as the next batch. There is
+no linger timer: under light load a batch is one submission and latency is one
+commit; under heavy load batches grow by themselves.
 
 A submission that fails validation (invalid topic, record too large) must not
 fail the unrelated submissions it was grouped with, so when a grouped append
@@ -51,9 +46,6 @@ class _Submission:
         self.payload_bytes = sum(len(e.payload) for e in events)
         self.size = self.payload_bytes + 64 * len(events)
 
-
-LINGER_ENOUGH_EVENTS = 64
-"""With a linger set, a batch of this many queued events commits without lingering."""
 
 BATCH_EVENTS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000)
 """Upper bounds of the commit batch size histogram (events)."""
@@ -103,10 +95,8 @@ class GroupCommitWriter:
         max_batch_events: int = 20_000,
         max_batch_bytes: int = 32 * 1024 * 1024,
         max_pending_bytes: int = 128 * 1024 * 1024,
-        linger: float | None = None,
     ) -> None:
         self._log = log
-        self._linger = linger or 0.0
         self._on_commit = on_commit
         self._max_batch_events = max_batch_events
         self._max_batch_bytes = max_batch_bytes
@@ -188,12 +178,6 @@ class GroupCommitWriter:
                 if self._closing:
                     return
                 await self._work.park()
-                if (
-                    self._linger
-                    and not self._closing
-                    and self._stats.pending_events < LINGER_ENOUGH_EVENTS
-                ):
-                    await trio.sleep(self._linger)
                 continue
             batch = self._take_batch()
             await self._commit(batch)
