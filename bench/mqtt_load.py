@@ -1033,6 +1033,10 @@ async def run_scenario(
     """
     per_publisher = messages or (scenario.quick_messages if quick else scenario.messages)
     stall = stall_timeout if stall_timeout is not None else (2.0 if quick else 5.0)
+    if stall_timeout is None and scenario.kind == "trickle" and not quick:
+        # a saturated broker answers thousands of connections in rounds: 10,000
+        # connections on a starved broker were acknowledged after 15-20 s, in one go
+        stall = TRICKLE_STALL_S
     level = protocol_level
     if scenario.kind == "idle":
         settle = IDLE_SETTLE_S / 5 if quick else IDLE_SETTLE_S
@@ -1124,6 +1128,8 @@ async def run_scenario(
     return result
 
 
+TRICKLE_STALL_S = 30.0
+"""Seconds without any acknowledgement or delivery that end a full trickle run."""
 IDLE_BATCH = 200
 """Idle connections being opened at any moment."""
 IDLE_SETTLE_S = 1.0
