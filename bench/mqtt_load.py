@@ -282,6 +282,29 @@ class Scenario:
             raise ValueError("a trickle publishes QoS 1 at a fixed rate per connection")
 
 
+def _trickle(
+    name: str, connections: int, *, seconds: int, quick: tuple[int, int], heavy: bool = False
+) -> Scenario:
+    """A trickle scenario: ``connections`` publishers at 1 msg/s each for ``seconds``
+    (quick: (connections, seconds)), one subscriber on a ``+`` wildcard."""
+    return Scenario(
+        name,
+        f"{connections:,} connections each publishing QoS 1 at 1 msg/s (random phase, "
+        "64-byte payloads) -> 1 subscriber on a + wildcard at QoS 1 (delivered msg/s)",
+        publish_qos=1,
+        window=1,
+        publishers=connections,
+        subscribers=1,
+        rate=1.0,
+        payload_size=64,
+        kind="trickle",
+        messages=seconds,
+        quick_publishers=quick[0],
+        quick_messages=quick[1],
+        heavy=heavy,
+    )
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -399,37 +422,8 @@ SCENARIOS: dict[str, Scenario] = {
             quick_messages=2_000,
             heavy=True,
         ),
-        Scenario(
-            "trickle",
-            "2,000 connections each publishing QoS 1 at 1 msg/s (random phase, 64-byte "
-            "payloads) -> 1 subscriber on a + wildcard at QoS 1 (delivered msg/s)",
-            publish_qos=1,
-            window=1,
-            publishers=2_000,
-            subscribers=1,
-            rate=1.0,
-            payload_size=64,
-            kind="trickle",
-            messages=20,
-            quick_messages=3,
-            quick_publishers=300,
-        ),
-        Scenario(
-            "trickle-10k",
-            "10,000 connections each publishing QoS 1 at 1 msg/s (random phase, 64-byte "
-            "payloads) -> 1 subscriber on a + wildcard at QoS 1 (delivered msg/s)",
-            publish_qos=1,
-            window=1,
-            publishers=10_000,
-            subscribers=1,
-            rate=1.0,
-            payload_size=64,
-            kind="trickle",
-            messages=10,
-            quick_messages=2,
-            quick_publishers=400,
-            heavy=True,
-        ),
+        _trickle("trickle", 2_000, seconds=20, quick=(300, 3)),
+        _trickle("trickle-10k", 10_000, seconds=10, quick=(400, 2), heavy=True),
     )
 }
 """Every scenario, in the order runners use."""
