@@ -61,7 +61,7 @@ from tidelog.storage.lmdb_segment import (
     iter_segment_dirs,
     segment_name,
 )
-from tidelog.storage.records import Event, NewEvent
+from tidelog.storage.records import CorruptRecordError, Event, NewEvent
 from tidelog.storage.writer_thread import Mailbox, WriterThread
 from tidelog.topics import compile_filter
 
@@ -288,7 +288,16 @@ class LmdbLog(EventLog):
 
             def acknowledgement() -> tuple[list[Event], dict[str, list[int]]]:
                 stored = [
-                    Event(offset, timestamp, e.topic, e.payload, e.qos, e.retain, e.properties)
+                    Event(
+                        offset,
+                        timestamp,
+                        e.topic,
+                        e.payload,
+                        e.qos,
+                        e.retain,
+                        e.properties,
+                        e.provenance,
+                    )
                     for offset, e in zip(range(first, first + count), events, strict=True)
                 ]
                 return stored, TopicIndex.group(map(_TOPIC, events), first - self._active.base)
@@ -510,19 +519,22 @@ class LmdbLog(EventLog):
             segment = segments[index]
             segment_stop = min(stop, segment.end)
             if position < segment_stop:
-                with lmdb_errors(segment.path), segment.env.begin() as txn:
-                    if topic_filter is None:
-                        count = min(segment_stop - position, limit - len(out), budget)
-                        position, total, full = segment.read_all(
-                            txn, position, count, out, max_bytes, total
-                        )
-                        budget -= count
-                    else:
-                        position, total, full, examined = self._read_filtered(
-                            segment, txn, topic_filter, position, segment_stop,
-                            limit, max_bytes, out, total, budget,
-                        )  # fmt: skip
-                        budget -= examined
+                try:
+                    with lmdb_errors(segment.path), segment.env.begin() as txn:
+                        if topic_filter is None:
+                            count = min(segment_stop - position, limit - len(out), budget)
+                            position, total, full = segment.read_all(
+                                txn, position, count, out, max_bytes, total
+                            )
+                            budget -= count
+                        else:
+                            position, total, full, examined = self._read_filtered(
+                                segment, txn, topic_filter, position, segment_stop,
+                                limit, max_bytes, out, total, budget,
+                            )  # fmt: skip
+                            budget -= examined
+                except CorruptRecordError as exc:
+                    raise exc.located(f"segment {segment.path}") from exc
                 if full or len(out) >= limit:
                     break
             index += 1

@@ -80,7 +80,16 @@ class MemoryLog(EventLog):
         records = encode_batch(events, timestamp, self._options.max_record_bytes)
         offset = self._next
         stored = [
-            Event(offset + i, timestamp, e.topic, e.payload, e.qos, e.retain, e.properties)
+            Event(
+                offset + i,
+                timestamp,
+                e.topic,
+                e.payload,
+                e.qos,
+                e.retain,
+                e.properties,
+                e.provenance,
+            )
             for i, e in enumerate(events)
         ]
         sizes = [len(r) for r in records]

@@ -113,7 +113,7 @@ from tidelog.storage.common import (
     encode_batch,
     load_metadata,
 )
-from tidelog.storage.records import Event, NewEvent, decode_record
+from tidelog.storage.records import CorruptRecordError, Event, NewEvent, decode_record
 from tidelog.topics import compile_filter
 
 T = TypeVar("T")
@@ -407,7 +407,9 @@ class _Store:
             extent.bytes + batch_bytes,
         )
         stored = [
-            Event(offset, timestamp, e.topic, e.payload, e.qos, e.retain, e.properties)
+            Event(
+                offset, timestamp, e.topic, e.payload, e.qos, e.retain, e.properties, e.provenance
+            )
             for offset, e in enumerate(events, first)
         ]
         return stored, batch_bytes
@@ -495,7 +497,10 @@ class _Store:
             if out and max_bytes is not None and total + size > max_bytes:
                 return ReadResult(out, offset)
             total += size
-            out.append(decode_record(offset, record))
+            try:
+                out.append(decode_record(offset, record))
+            except CorruptRecordError as exc:
+                raise exc.located(f"sqlite log {self.path}") from exc
             if len(out) >= limit:
                 return ReadResult(out, offset + 1)
         if expected is not None and expected != exhausted:
