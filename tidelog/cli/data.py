@@ -42,6 +42,7 @@ from tidelog.cli.common import (
 )
 from tidelog.engine.retained import NAMESPACE as RETAINED
 from tidelog.engine.sessions import NAMESPACE as SESSIONS
+from tidelog.engine.wills import NAMESPACE as WILLS
 from tidelog.storage import (
     CursorState,
     Event,
@@ -55,7 +56,7 @@ from tidelog.storage.records import CorruptRecordError
 
 DUMP_FORMAT = "tidelog-dump"
 DUMP_VERSION = 1
-STATE_NAMESPACES = (RETAINED, SESSIONS)
+STATE_NAMESPACES = (RETAINED, SESSIONS, WILLS)
 """The engine's state namespaces a dump carries."""
 READ_BATCH = 10_000
 LOAD_BATCH_BYTES = 16 * 1024 * 1024
