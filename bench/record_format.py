@@ -111,7 +111,9 @@ Figures = dict[str, dict[int, list[tuple[float, float]]]]
 """measure -> version -> runs of (events/s or ns/event, CPU ns/event)."""
 
 
-async def one_round(workdir: Path, version: int, args: argparse.Namespace, figures: Figures) -> None:
+async def one_round(
+    workdir: Path, version: int, args: argparse.Namespace, figures: Figures
+) -> None:
     """Every measure once for ``version``."""
     events = make_events(args.events, args.payload)
 
