@@ -74,6 +74,10 @@ from tidelog.protocols.mqtt import (
 from tidelog.storage import open_log
 
 ROOT = Path(__file__).resolve().parents[1]
+UNSYNCED_SLACK_MS = 250
+"""``fsync=interval:<ms>``: an acknowledged event is fsynced within ``<ms>`` plus one
+fsync (the timer sleeps ``<ms>``, then syncs; an append waits while it syncs), plus
+scheduling delays; on 2 shared, loaded cores this allows 250 ms for those."""
 HOST = "127.0.0.1"
 FILTER = "crash/#"
 CLIENT_ERRORS = (LoadError, OSError, trio.BrokenResourceError, trio.ClosedResourceError)
@@ -177,6 +181,8 @@ class Message:
     """How many PUBLISHes carried it on fresh exchanges (resends with DUP do not count)."""
     dup_resends: int = 0
     acked: bool = False
+    acked_at: float = 0.0
+    """``time.monotonic()`` when the PUBACK / PUBREC came."""
 
 
 class Client:
@@ -300,6 +306,7 @@ class MQTTPublisher(Client):
                         continue
                     if packet.reason_code < 0x80:
                         self.messages[seq].acked = True
+                        self.messages[seq].acked_at = time.monotonic()
                         if isinstance(packet, Pubrec):
                             self.released.add(packet.packet_id)
                             replies.append(_ack(Pubrel, packet.packet_id, self.level))
@@ -315,6 +322,7 @@ class Batch:
     payloads: list[bytes]
     offsets: list[int] | None = None
     """Set when the broker answered 201."""
+    acked_at: float = 0.0
 
 
 class RestPublisher(Client):
@@ -347,6 +355,7 @@ class RestPublisher(Client):
                     raise LoadError(str(exc)) from exc
                 if response.status_code == 201:
                     batch.offsets = [e["offset"] for e in response.json()["events"]]
+                    batch.acked_at = time.monotonic()
                 await trio.sleep(0.02)
 
 
@@ -433,6 +442,11 @@ class Totals:
     qos2_redelivered: int = 0
     """Of those, extra QoS 2 deliveries of one event (exactly once broken by a kill)."""
     events: int = 0
+    unsynced_acknowledged: int = 0
+    """``fsync=interval``: acknowledged events not yet fsynced when the server was
+    killed, summed over the kills (what a power loss at those moments would take)."""
+    max_unsynced_age_ms: float = 0.0
+    """``fsync=interval``: the oldest of those, ms between its acknowledgement and the kill."""
     violations: list[str] = attrs.field(factory=list)
 
     def summary(self) -> str:
@@ -442,6 +456,8 @@ class Totals:
             f"qos2_duplicates={self.qos2_duplicates} "
             f"subscriber_duplicates={self.subscriber_duplicates} "
             f"(after_ack={self.redelivered_after_ack} qos2={self.qos2_redelivered}) "
+            f"unsynced_acknowledged={self.unsynced_acknowledged} "
+            f"max_unsynced_age_ms={self.max_unsynced_age_ms:.0f} "
             f"violations={len(self.violations)}"
         )
 
@@ -540,6 +556,49 @@ def check_log(
     return totals
 
 
+def check_exposure(
+    events: list[tuple[int, bytes]],
+    durable: int,
+    at: float,
+    publishers: list[MQTTPublisher],
+    rest: RestPublisher,
+    bound_ms: float,
+    totals: Totals,
+) -> None:
+    """``fsync=interval``: the acknowledged events at or above ``durable`` (the server's
+    fsynced watermark, read at ``time.monotonic()`` ``at`` just before the kill) are
+    what a power loss would have taken; each must be acknowledged less than
+    ``bound_ms`` before ``at``."""
+    first_offset: dict[bytes, int] = {}
+    for offset, payload in events:
+        first_offset.setdefault(payload, offset)
+    acked: list[tuple[bytes, float]] = [
+        (publisher.payload(m.seq), m.acked_at)
+        for publisher in publishers
+        for m in publisher.messages
+        if m.acked
+    ]
+    acked += [(p, b.acked_at) for b in rest.batches if b.offsets is not None for p in b.payloads]
+    for payload, acked_at in acked:
+        offset = first_offset.get(payload)
+        if offset is None or offset < durable:
+            continue
+        totals.unsynced_acknowledged += 1
+        age_ms = (at - acked_at) * 1000
+        totals.max_unsynced_age_ms = max(totals.max_unsynced_age_ms, age_ms)
+        if age_ms > bound_ms:
+            totals.violations.append(
+                f"{payload!r} (offset {offset}) was acknowledged {age_ms:.0f} ms before the "
+                f"kill and not yet fsynced (durable below {durable}); the bound is {bound_ms} ms"
+            )
+
+
+def fsync_interval_ms(storage: str) -> int | None:
+    """The ``interval:<ms>`` of a storage URL's fsync option, if it has one."""
+    match = re.search(r"fsync=interval:(\d+)", storage)
+    return int(match[1]) if match else None
+
+
 def _gaps(offsets: list[int]) -> str:
     for expected, offset in enumerate(offsets):
         if offset != expected:
@@ -581,6 +640,20 @@ class Harness:
             Subscriber(self, "sub-q2", qos=2, level=5),
         ]
         self.deadline_failures: list[str] = []
+        self.interval_ms = fsync_interval_ms(self.storage)
+
+    async def _durable_offset(self) -> tuple[int | None, float]:
+        """The server's fsynced watermark (``/v1/stats``) and when it was read."""
+        if self.interval_ms is None:
+            return None, 0.0
+        port = self.server.ports["HTTP"]
+        async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=10) as http:
+            stats = (await http.get("/v1/stats")).json()
+        return stats["log"]["durable_offset"], time.monotonic()
+
+    async def _events(self) -> list[tuple[int, bytes]]:
+        events, _ = await read_everything(self.storage)
+        return events
 
     async def check(self) -> Totals:
         events, sessions = await read_everything(self.storage)
@@ -600,10 +673,20 @@ class Harness:
                 nursery.start_soon(client.run)
             for kill in range(self.kills):
                 await trio.sleep(self.rng.uniform(self.min_life, self.max_life))
+                durable, at = await self._durable_offset()
                 self.server.kill()
                 self.totals.kills += 1
                 totals = await self.check()
                 totals.kills = self.totals.kills
+                if self.interval_ms is not None and durable is not None:
+                    check_exposure(
+                        await self._events(), durable, at, self.publishers, self.rest,
+                        self.interval_ms + UNSYNCED_SLACK_MS, totals,
+                    )  # fmt: skip
+                    self.totals.unsynced_acknowledged += totals.unsynced_acknowledged
+                    self.totals.max_unsynced_age_ms = max(
+                        self.totals.max_unsynced_age_ms, totals.max_unsynced_age_ms
+                    )
                 self.totals.violations.extend(f"kill {kill + 1}: {v}" for v in totals.violations)
                 self.report(f"kill {kill + 1}: {totals.summary()}")
                 same_ports = self.rng.random() < 0.5
@@ -629,6 +712,8 @@ class Harness:
             nursery.cancel_scope.cancel()
         totals = check_log(events, sessions, self.publishers, self.rest, self.subscribers)
         totals.kills = self.totals.kills
+        totals.unsynced_acknowledged = self.totals.unsynced_acknowledged
+        totals.max_unsynced_age_ms = self.totals.max_unsynced_age_ms
         totals.violations[:0] = self.totals.violations + self.deadline_failures
         copies = Counter(payload for _, payload in events)
         for subscriber in self.subscribers:

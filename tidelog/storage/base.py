@@ -220,6 +220,10 @@ class LogStatistics:
     next_offset: int
     bytes: int
     segments: int = 1
+    durable_offset: int | None = None
+    """Every event below this offset is on disk (fsynced): ``next_offset`` under
+    ``fsync=always``; under ``interval`` it trails by at most one interval plus
+    one fsync; under ``never`` it moves at close. None: not durable (memory)."""
 
 
 class EventLog(abc.ABC):

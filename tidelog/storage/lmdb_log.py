@@ -188,7 +188,7 @@ class LmdbLog(EventLog):
         self._last_commit = 0.0
         self._notifier = AppendNotifier(self._next)
         self._closed = False
-        self._dirty = False
+        self._dirty = True  # a crash before this open may have left unsynced pages: sync first
         self._matches: LruCache[tuple[int, str], TopicMatch] = LruCache(4096)
         self._offsets: LruCache[tuple[int, bytes], array[int]] = LruCache(8 * 1024 * 1024)
         self._stats = _Stats()
@@ -196,6 +196,7 @@ class LmdbLog(EventLog):
         """Use a segment's topic index when at most this fraction of it matches a filter
         (0 always scans: bench/storage.py compares both paths with it)."""
         self.flushes = 0
+        self._synced = 0  # fsync interval/never: every event below this offset is on disk
         """How many times :meth:`sync` flushed appends to disk (``interval``/``never``)."""
 
     # -- opening -------------------------------------------------------------------------
@@ -708,6 +709,7 @@ class LmdbLog(EventLog):
             next_offset=self._next,
             bytes=self._bytes,
             segments=len(self._segments),
+            durable_offset=self._next if self._fsync.mode == "always" else self._synced,
         )
 
     # -- cursors and state -----------------------------------------------------------------
@@ -811,9 +813,10 @@ class LmdbLog(EventLog):
                 return
             if self._dirty:
                 self._dirty = False
-                active = self._active
+                active, end = self._active, self._next  # appends wait for the lock
                 with lmdb_errors(active.path):
                     await trio.to_thread.run_sync(active.env.sync, True)
+                self._synced = end  # sealed segments were synced when sealed
                 self.flushes += 1
         await self._meta.sync()
 

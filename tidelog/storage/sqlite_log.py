@@ -764,7 +764,8 @@ class SqliteLog(EventLog):
         self._limiter = trio.CapacityLimiter(1)
         self._notifier = AppendNotifier(store.extent.next_offset)
         self._closed = False
-        self._unsynced = False  # something committed since the last interval checkpoint
+        self._unsynced = True  # committed since the last interval checkpoint (or before a crash)
+        self._synced = 0  # fsync interval/never: every event below this offset is on disk
         self._stats = {
             "appends": 0,
             "appended_events": 0,
@@ -861,6 +862,9 @@ class SqliteLog(EventLog):
             first_offset=extent.first_offset,
             next_offset=extent.next_offset,
             bytes=extent.bytes,
+            durable_offset=(
+                extent.next_offset if self._options.fsync.mode == "always" else self._synced
+            ),
             **self._stats,
         )
 
@@ -913,10 +917,12 @@ class SqliteLog(EventLog):
             await trio.sleep(self._options.fsync.interval_ms / 1000)
             if self._unsynced:
                 self._unsynced = False
+                end = self._store.extent.next_offset  # at least this much is committed
                 try:
                     await self._call(self._store.checkpoint)
                 except LogClosedError:
                     return
+                self._synced = end
 
     async def apply_retention(
         self, *, max_age_ms: int | None = None, max_bytes: int | None = None
