@@ -13,7 +13,7 @@ The dump format is JSON lines, one record per line, ``type`` first:
   "hop_path"; absent in older dumps)}`` — every stored event, in offset order;
 * ``{"type": "cursor", "name", "position", "metadata"}``;
 * ``{"type": "state", "namespace", "key", "value" (base64)}`` — the engine's
-  durable state (retained messages, MQTT sessions);
+  durable state (retained messages, MQTT sessions, pending wills);
 * ``{"type": "end", "events": N}`` — written last, so a truncated dump is
   detected on load.
 
