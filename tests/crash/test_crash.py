@@ -10,19 +10,25 @@ from pathlib import Path
 
 import pytest
 
-from bench.crash import UNSYNCED_SLACK_MS, Harness
+from bench.crash import UNSYNCED_SLACK_MS, Harness, Totals
 
 pytestmark = pytest.mark.slow
 
 
-async def test_kill_9_under_mixed_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    harness = Harness(tmp_path, kills=10, min_life=0.3, max_life=1.5, seed=int(time.time()))
+async def run(harness: Harness) -> Totals:
+    """Run the harness; its totals, after checking no promise was broken."""
     try:
         totals = await harness.run()
     finally:
         harness.server.kill()
     print(f"storage {harness.storage}: {totals.summary()}")
     assert not totals.violations, "\n".join(totals.violations[:20])
+    return totals
+
+
+async def test_kill_9_under_mixed_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, kills=10, min_life=0.3, max_life=1.5, seed=int(time.time()))
+    totals = await run(harness)
     assert totals.kills == 10
     assert totals.lost == 0
     assert totals.qos2_redelivered == 0, "a QoS 2 delivery came twice"
@@ -46,12 +52,7 @@ async def test_fsync_interval_keeps_its_bound_on_what_a_power_loss_could_take(
     harness = Harness(tmp_path, storage=storage, kills=5, min_life=0.3, max_life=1.5,
                       seed=int(time.time()))  # fmt: skip
     assert harness.interval_ms == 50
-    try:
-        totals = await harness.run()
-    finally:
-        harness.server.kill()
-    print(f"storage {harness.storage}: {totals.summary()}")
-    assert not totals.violations, "\n".join(totals.violations[:20])
+    totals = await run(harness)
     assert totals.kills == 5 and totals.lost == 0
     assert totals.max_unsynced_age_ms <= 50 + UNSYNCED_SLACK_MS
     assert totals.acknowledged > 200, "too little load to test anything"

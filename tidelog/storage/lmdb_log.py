@@ -61,7 +61,7 @@ from tidelog.storage.lmdb_segment import (
     iter_segment_dirs,
     segment_name,
 )
-from tidelog.storage.records import CorruptRecordError, Event, NewEvent
+from tidelog.storage.records import CorruptRecordError, Event, NewEvent, stored_events
 from tidelog.storage.writer_thread import Mailbox, WriterThread
 from tidelog.topics import compile_filter
 
@@ -288,19 +288,7 @@ class LmdbLog(EventLog):
             first = self._next
 
             def acknowledgement() -> tuple[list[Event], dict[str, list[int]]]:
-                stored = [
-                    Event(
-                        offset,
-                        timestamp,
-                        e.topic,
-                        e.payload,
-                        e.qos,
-                        e.retain,
-                        e.properties,
-                        e.provenance,
-                    )
-                    for offset, e in zip(range(first, first + count), events, strict=True)
-                ]
+                stored = stored_events(events, first, timestamp)
                 return stored, TopicIndex.group(map(_TOPIC, events), first - self._active.base)
 
             # Shielded: once the batch goes to disk, memory must follow whatever happens.

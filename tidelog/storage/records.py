@@ -265,17 +265,29 @@ def encode_properties(props: Properties) -> bytes:
         (_RESPONSE_TOPIC, props.response_topic),
     ):
         if text is not None:
-            raw = text.encode("utf-8")
-            out.append(tag)
-            out += _U16.pack(len(raw)) + raw
+            _put(out, tag, text.encode("utf-8"))
     if props.correlation_data is not None:
-        out.append(_CORRELATION_DATA)
-        out += _U16.pack(len(props.correlation_data)) + props.correlation_data
+        _put(out, _CORRELATION_DATA, props.correlation_data)
     for key, value in props.user_properties:
-        k, v = key.encode("utf-8"), value.encode("utf-8")
-        out.append(_USER_PROPERTY)
-        out += _U16.pack(len(k)) + k + _U16.pack(len(v)) + v
+        raw = value.encode("utf-8")
+        _put(out, _USER_PROPERTY, key.encode("utf-8"))
+        out += _U16.pack(len(raw)) + raw
     return bytes(out)
+
+
+def _put(out: bytearray, tag: int, raw: bytes) -> None:
+    """Append a tagged value: the tag, a 16-bit length, the bytes."""
+    out.append(tag)
+    out += _U16.pack(len(raw)) + raw
+
+
+def _take(data: bytes | memoryview, pos: int, what: str) -> tuple[bytes, int]:
+    """The 16-bit-length-prefixed bytes at ``pos``, and the position after them."""
+    (size,) = _U16.unpack_from(data, pos)
+    raw = bytes(data[pos + 2 : pos + 2 + size])
+    if len(raw) != size:
+        raise CorruptLogError(f"truncated {what}")
+    return raw, pos + 2 + size
 
 
 def decode_properties(data: bytes | memoryview) -> Properties:
@@ -294,23 +306,16 @@ def decode_properties(data: bytes | memoryview) -> Properties:
                 fields["message_expiry"] = _U32.unpack_from(data, pos)[0]
                 pos += 4
             elif tag in (_CONTENT_TYPE, _RESPONSE_TOPIC, _CORRELATION_DATA):
-                (size,) = _U16.unpack_from(data, pos)
-                raw = bytes(data[pos + 2 : pos + 2 + size])
-                if len(raw) != size:
-                    raise CorruptLogError("truncated property value")
-                pos += 2 + size
+                raw, pos = _take(data, pos, "property value")
                 if tag == _CORRELATION_DATA:
                     fields["correlation_data"] = raw
                 else:
                     name = "content_type" if tag == _CONTENT_TYPE else "response_topic"
                     fields[name] = raw.decode("utf-8")
             elif tag == _USER_PROPERTY:
-                pair = []
-                for _ in range(2):
-                    (size,) = _U16.unpack_from(data, pos)
-                    pair.append(bytes(data[pos + 2 : pos + 2 + size]).decode("utf-8"))
-                    pos += 2 + size
-                users.append((pair[0], pair[1]))
+                key, pos = _take(data, pos, "user property")
+                value, pos = _take(data, pos, "user property")
+                users.append((key.decode("utf-8"), value.decode("utf-8")))
             else:
                 raise CorruptLogError(f"unknown property tag 0x{tag:02x}")
     except (struct.error, IndexError, UnicodeDecodeError) as exc:
@@ -320,14 +325,20 @@ def decode_properties(data: bytes | memoryview) -> Properties:
     return Properties(**fields, user_properties=users)
 
 
+def stored_events(events: Sequence[NewEvent], first: int, timestamp: int) -> list[Event]:
+    """The :class:`Event` objects an append of ``events`` at offset ``first`` returns."""
+    return [
+        Event(offset, timestamp, e.topic, e.payload, e.qos, e.retain, e.properties, e.provenance)
+        for offset, e in zip(range(first, first + len(events)), events, strict=True)
+    ]
+
+
 def encode_provenance(provenance: Provenance) -> bytes:
     """Encode provenance as the tagged block described in the module docstring."""
     out = bytearray()
     for tag, text in ((_CLIENT_ID, provenance.client_id), (_ORIGIN_NODE, provenance.origin_node)):
         if text is not None:
-            raw = text.encode("utf-8")
-            out.append(tag)
-            out += _U16.pack(len(raw)) + raw
+            _put(out, tag, text.encode("utf-8"))
     if provenance.packet_id is not None:
         out.append(_PACKET_ID)
         out += _U16.pack(provenance.packet_id)
@@ -335,9 +346,7 @@ def encode_provenance(provenance: Provenance) -> bytes:
         out.append(_ORIGIN_OFFSET)
         out += _U64.pack(provenance.origin_offset)
     for hop in provenance.hop_path:
-        raw = hop.encode("utf-8")
-        out.append(_HOP)
-        out += _U16.pack(len(raw)) + raw
+        _put(out, _HOP, hop.encode("utf-8"))
     return bytes(out)
 
 
@@ -357,11 +366,7 @@ def decode_provenance(data: bytes | memoryview) -> Provenance:
                 fields["origin_offset"] = _U64.unpack_from(data, pos)[0]
                 pos += 8
             elif tag in (_CLIENT_ID, _ORIGIN_NODE, _HOP):
-                (size,) = _U16.unpack_from(data, pos)
-                raw = bytes(data[pos + 2 : pos + 2 + size])
-                if len(raw) != size:
-                    raise CorruptLogError("truncated provenance value")
-                pos += 2 + size
+                raw, pos = _take(data, pos, "provenance value")
                 text = raw.decode("utf-8")
                 if tag == _HOP:
                     hops.append(text)

@@ -113,7 +113,13 @@ from tidelog.storage.common import (
     encode_batch,
     load_metadata,
 )
-from tidelog.storage.records import CorruptRecordError, Event, NewEvent, decode_record
+from tidelog.storage.records import (
+    CorruptRecordError,
+    Event,
+    NewEvent,
+    decode_record,
+    stored_events,
+)
 from tidelog.topics import compile_filter
 
 T = TypeVar("T")
@@ -406,12 +412,7 @@ class _Store:
             timestamp,
             extent.bytes + batch_bytes,
         )
-        stored = [
-            Event(
-                offset, timestamp, e.topic, e.payload, e.qos, e.retain, e.properties, e.provenance
-            )
-            for offset, e in enumerate(events, first)
-        ]
+        stored = stored_events(events, first, timestamp)
         return stored, batch_bytes
 
     def read(
