@@ -147,23 +147,32 @@ class Properties:
 
     def to_dict(self) -> dict[str, Any]:
         """The set fields as a JSON-friendly dict (correlation data stays bytes)."""
-        out: dict[str, Any] = {}
-        for field in attrs.fields(Properties):
-            value = getattr(self, field.name)
-            if value is not None and value != ():
-                out[field.name] = (
-                    [list(p) for p in value] if field.name == "user_properties" else value
-                )
+        out = _set_fields(self)
+        if "user_properties" in out:
+            out["user_properties"] = [list(pair) for pair in out["user_properties"]]
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Properties:
         """Build from :meth:`to_dict`'s shape; unknown keys raise ``ValueError``."""
-        known = {field.name for field in attrs.fields(Properties)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown properties: {', '.join(sorted(unknown))}")
+        _check_known(cls, data, "properties")
         return cls(**data)
+
+
+def _set_fields(value: Any) -> dict[str, Any]:
+    """The fields of an attrs value that are not None or empty, by name."""
+    out: dict[str, Any] = {}
+    for field in attrs.fields(type(value)):
+        item = getattr(value, field.name)
+        if item is not None and item != ():
+            out[field.name] = item
+    return out
+
+
+def _check_known(cls: type, data: dict[str, Any], what: str) -> None:
+    unknown = set(data) - {field.name for field in attrs.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what}: {', '.join(sorted(unknown))}")
 
 
 def _hops(value: Iterable[str] | None) -> tuple[str, ...]:
@@ -190,20 +199,15 @@ class Provenance:
 
     def to_dict(self) -> dict[str, Any]:
         """The set fields as a JSON-friendly dict."""
-        out: dict[str, Any] = {}
-        for field in attrs.fields(Provenance):
-            value = getattr(self, field.name)
-            if value is not None and value != ():
-                out[field.name] = list(value) if field.name == "hop_path" else value
+        out = _set_fields(self)
+        if "hop_path" in out:
+            out["hop_path"] = list(out["hop_path"])
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Provenance:
         """Build from :meth:`to_dict`'s shape; unknown keys or bad values raise ``ValueError``."""
-        known = {field.name for field in attrs.fields(Provenance)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown provenance fields: {', '.join(sorted(unknown))}")
+        _check_known(cls, data, "provenance fields")
         provenance = cls(**data)
         check_provenance(provenance)
         return provenance
