@@ -22,6 +22,16 @@ Measured, with ``--payload`` byte payloads (default 100) on 100 topics:
   unfiltered and for one topic of 100 (through the topic index), events/s and
   CPU ns/event;
 * SQLite append (fsync ``always``) and replay, the same way.
+
+Wall-clock rates on a shared machine swing with other people's load; instruction
+counts do not. ``--instructions`` runs, for each format, a child process under
+callgrind that appends ``--count-events`` events to an LMDB log (fsync
+``never``, batches of 1000) and replays them (``log.read``, pages of 1000),
+and prints instructions per event of each part (the child calls
+``os.getppid`` between the parts; callgrind's ``--dump-before=os_getppid``
+cuts the profile there, as in ``bench/read_instructions.py``)::
+
+    python bench/record_format.py --instructions
 """
 
 from __future__ import annotations
@@ -29,8 +39,10 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -177,6 +189,51 @@ async def main(args: argparse.Namespace) -> None:
     print(report(figures))
 
 
+async def child(version: int, path: str, count: int) -> None:
+    """The workload ``--instructions`` counts: append, then replay, cut by os.getppid."""
+    use_version(version)
+    events = make_events(count, 100)
+    async with open_log(f"lmdb://{path}", fsync="never") as log:
+        await append_all(log, events[:1000])  # warm up: topics, caches, the writer thread
+        await replay(log, None)
+        os.getppid()
+        await append_all(log, events[1000:])
+        os.getppid()
+        await replay(log, None)
+        os.getppid()
+
+
+def instructions(args: argparse.Namespace) -> None:
+    """Instructions per event of append and replay, each format in its own callgrind run."""
+    rows = {}
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        for version in VERSIONS:
+            out = f"{tmp}/cg-v{version}"
+            subprocess.run(
+                [
+                    *("valgrind", "--tool=callgrind", "--dump-before=os_getppid"),
+                    f"--callgrind-out-file={out}",
+                    *(sys.executable, __file__, "--child", str(version), f"{tmp}/log-v{version}"),
+                    *("--count-events", str(args.count_events)),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            totals = []
+            for part in (2, 3):  # 1: startup and warm-up; 2: append; 3: replay
+                lines = Path(f"{out}.{part}").read_text().splitlines()
+                total = next(line for line in lines if line.startswith(("summary:", "totals:")))
+                totals.append(int(total.split()[1]))
+            appended = args.count_events - 1000
+            rows[version] = (totals[0] / appended, totals[1] / args.count_events)
+    print(f"instructions per event (callgrind), {args.count_events} events of 100 B, LMDB")
+    print("| measure | v1 | v2 | v2 / v1 |")
+    print("|---|---|---|---|")
+    for index, name in enumerate(("append (fsync never, batches of 1000)", "replay (log.read)")):
+        v1, v2 = rows[1][index], rows[2][index]
+        print(f"| {name} | {v1:,.0f} | {v2:,.0f} | {v2 / v1:.3f} |")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small smoke run (seconds)")
@@ -186,6 +243,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fsync-events", type=int, default=50_000, help="events, fsync always")
     parser.add_argument("--codec-events", type=int, default=100_000, help="events, codec alone")
     parser.add_argument("--repeat", type=int, default=5, help="interleaved runs per format")
+    parser.add_argument("--instructions", action="store_true", help="count with callgrind")
+    parser.add_argument("--count-events", type=int, default=50_000, help="--instructions events")
+    parser.add_argument("--child", nargs=2, metavar=("VERSION", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.fsync_events, args.codec_events, args.repeat = 5000, 2000, 5000, 2
@@ -193,4 +253,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    trio.run(main, parse_args())
+    arguments = parse_args()
+    if arguments.child:
+        trio.run(child, int(arguments.child[0]), arguments.child[1], arguments.count_events)
+    elif arguments.instructions:
+        instructions(arguments)
+    else:
+        trio.run(main, arguments)

@@ -197,6 +197,7 @@ class LmdbLog(EventLog):
         (0 always scans: bench/storage.py compares both paths with it)."""
         self.flushes = 0
         self._synced = 0  # fsync interval/never: every event below this offset is on disk
+        self._synced_as_of: float | None = None  # time.monotonic() when that sync began
         """How many times :meth:`sync` flushed appends to disk (``interval``/``never``)."""
 
     # -- opening -------------------------------------------------------------------------
@@ -698,6 +699,7 @@ class LmdbLog(EventLog):
             bytes=self._bytes,
             segments=len(self._segments),
             durable_offset=self._next if self._fsync.mode == "always" else self._synced,
+            durable_as_of=self._synced_as_of,
         )
 
     # -- cursors and state -----------------------------------------------------------------
@@ -801,10 +803,11 @@ class LmdbLog(EventLog):
                 return
             if self._dirty:
                 self._dirty = False
+                began = time.monotonic()
                 active, end = self._active, self._next  # appends wait for the lock
                 with lmdb_errors(active.path):
                     await trio.to_thread.run_sync(active.env.sync, True)
-                self._synced = end  # sealed segments were synced when sealed
+                self._synced, self._synced_as_of = end, began  # sealed ones synced at seal
                 self.flushes += 1
         await self._meta.sync()
 

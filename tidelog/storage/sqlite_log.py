@@ -76,6 +76,7 @@ import heapq
 import json
 import os
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -767,6 +768,7 @@ class SqliteLog(EventLog):
         self._closed = False
         self._unsynced = True  # committed since the last interval checkpoint (or before a crash)
         self._synced = 0  # fsync interval/never: every event below this offset is on disk
+        self._synced_as_of: float | None = None  # time.monotonic() when that sync began
         self._stats = {
             "appends": 0,
             "appended_events": 0,
@@ -866,6 +868,7 @@ class SqliteLog(EventLog):
             durable_offset=(
                 extent.next_offset if self._options.fsync.mode == "always" else self._synced
             ),
+            durable_as_of=self._synced_as_of,
             **self._stats,
         )
 
@@ -918,12 +921,13 @@ class SqliteLog(EventLog):
             await trio.sleep(self._options.fsync.interval_ms / 1000)
             if self._unsynced:
                 self._unsynced = False
+                began = time.monotonic()
                 end = self._store.extent.next_offset  # at least this much is committed
                 try:
                     await self._call(self._store.checkpoint)
                 except LogClosedError:
                     return
-                self._synced = end
+                self._synced, self._synced_as_of = end, began
 
     async def apply_retention(
         self, *, max_age_ms: int | None = None, max_bytes: int | None = None
