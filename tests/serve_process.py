@@ -36,6 +36,13 @@ def run(
     )
 
 
+def ok(*args: str, cwd: Path, input: str | None = None) -> str:
+    """``python -m tidelog ARGS``, which must succeed; its standard output."""
+    result = run(*args, cwd=cwd, input=input)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 class Serve:
     """``tidelog serve`` running; ports from its ready lines, stderr kept in ``lines``."""
 

@@ -140,13 +140,15 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
 
 
 def literal_prefix(topic_filter: str) -> str:
-    """The part of a filter before its first wildcard level (``"a/b/"`` for ``"a/b/+/c"``).
+    """The longest prefix every topic matching the filter starts with.
 
-    Every topic the filter matches starts with this prefix, which lets an index
-    keyed by topic seek straight to the candidates.
+    ``"a/b/"`` for ``"a/b/+/c"``, but ``"a/b"`` for ``"a/b/#"``, which also matches
+    the parent level ``"a/b"`` (MQTT 4.7.1.2). It lets an index keyed by topic seek
+    straight to the candidates.
     """
-    for marker in ("+", "#"):
-        index = topic_filter.find(marker)
-        if index != -1:
-            topic_filter = topic_filter[:index]
+    for index, char in enumerate(topic_filter):
+        if char == "+":
+            return topic_filter[:index]
+        if char == "#":
+            return topic_filter[: max(index - 1, 0)]
     return topic_filter

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
+import pytest
 import trio
 
 import tidelog
@@ -111,3 +113,28 @@ async def test_a_pending_will_is_published_after_a_restart(
         assert (events[1].qos, events[1].payload) == (1, b"due in 1.5 s")
     async with open_log(url) as log:  # published wills are forgotten
         assert await log.list_state("wills") == {}
+
+
+async def test_unreadable_stored_state_is_set_aside_not_fatal(
+    durable_backend: BackendUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A damaged retained message or session is reported and skipped at startup;
+    everything else loads and the broker serves (it used to stop on every start)."""
+    url = durable_backend.url
+    async with tidelog.open(url) as broker:
+        await broker.publish("cfg/good", b"kept", retain=True)
+    async with open_log(url) as log:
+        await log.put_state("retained", {"cfg/bad": b"\x01not a record"})
+        await log.put_state("sessions", {"broken": b"{not json", "typo": b'{"client": 1}'})
+    with caplog.at_level(logging.ERROR):
+        async with tidelog.open(url) as broker:
+            assert [e.topic for e in broker.retained.matching("cfg/#")] == ["cfg/good"]
+            assert broker.sessions.get("broken") is None
+            await broker.publish("cfg/bad", b"replaced", retain=True)
+            assert broker.retained.get("cfg/bad") is not None
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("retained entry 'cfg/bad' cannot be loaded" in m for m in messages), messages
+    assert any("sessions entry 'broken' cannot be loaded" in m for m in messages), messages
+    assert any("sessions entry 'typo' cannot be loaded" in m for m in messages), messages
+    async with tidelog.open(url) as broker:  # the replacement was persisted
+        assert broker.retained.get("cfg/bad").payload == b"replaced"  # type: ignore[union-attr]

@@ -450,3 +450,43 @@ async def test_statistics_count_work(backend: BackendUnderTest) -> None:
         assert stats.appends == 1 and stats.appended_events == 4
         assert stats.reads >= 1 and stats.read_events >= 4
         assert stats.next_offset == 4
+
+
+async def test_names_of_any_length_are_stored_and_found(backend: BackendUnderTest) -> None:
+    """Topics and state keys up to MQTT's 65,535-byte maximum (LMDB keys stop at 511).
+
+    The lengths straddle LMDB's key limit; a small segment size makes segments seal
+    (writing the per-topic index and counts) and the log is reopened."""
+    lengths = [1, 250, 505, 509, 510, 511, 512, 513, 600, 4_096, 65_535]
+    topics = [("t/" + "x" * 65_535)[:n] for n in lengths]
+    keys = [("k" * 65_535)[:n] for n in lengths]
+    async with backend.open(segment_bytes=8 * 1024) as log:
+        for round_ in range(3):
+            await log.append([NewEvent(topic, b"%d" % round_) for topic in topics])
+        await log.put_state("retained", {key: key.encode()[-8:] for key in keys})
+        await log.put_state("retained", {keys[-1]: b"replaced"})
+    reopen = backend.open(segment_bytes=8 * 1024) if backend.durable else None
+    if reopen is None:
+        return
+    async with reopen as log:
+        assert await log.append([NewEvent(topics[-1], b"after")]) != []
+        counts = {t.topic: t.count for t in await log.topics()}
+        assert counts == {topic: 3 + (topic == topics[-1]) for topic in topics}
+        for topic in topics:
+            events = await read_all(log, 0, topic)
+            assert {e.topic for e in events} == {topic}
+        everything = await read_all(log, 0, "t/#")
+        assert len(everything) == 3 * len(topics) + 1
+        prefixed = await read_all(log, 0, "t/" + "x" * 600 + "/#")
+        assert prefixed == []
+        assert [e.topic for e in await read_all(log, 0, "t/+")] == [
+            e.topic
+            for e in everything
+            if e.topic != "t"  # "t/#" matches "t", "t/+" does not
+        ]
+        stored = await log.list_state("retained")
+        assert stored == {**{key: key.encode()[-8:] for key in keys}, keys[-1]: b"replaced"}
+        for key in keys:
+            assert await log.get_state("retained", key) == stored[key]
+        await log.put_state("retained", dict.fromkeys(keys))
+        assert await log.list_state("retained") == {}

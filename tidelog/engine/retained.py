@@ -11,10 +11,13 @@ acknowledged retained publish is never lost even if its flush was not done.
 
 from __future__ import annotations
 
+import logging
 import struct
 
 import trio
 
+from tidelog.engine.state_writer import UNREADABLE, report_unreadable
+from tidelog.errors import StorageError
 from tidelog.storage import Event, EventLog, NewEvent
 from tidelog.storage.records import decode_record, encode_record
 from tidelog.topics import compile_filter
@@ -22,6 +25,7 @@ from tidelog.topics import compile_filter
 NAMESPACE = "retained"
 _CHECKPOINT_KEY = "\x00checkpoint"  # not a valid topic (U+0000), so it cannot collide
 _OFFSET = struct.Struct(">Q")
+log = logging.getLogger(__name__)
 
 
 def _encode(event: Event) -> bytes:
@@ -55,7 +59,18 @@ class RetainedStore:
         stored = await self._log.list_state(NAMESPACE)
         raw_checkpoint = stored.pop(_CHECKPOINT_KEY, None)
         checkpoint = _OFFSET.unpack(raw_checkpoint)[0] if raw_checkpoint else 0
-        self._messages = {topic: _decode(raw) for topic, raw in stored.items()}
+        self._messages = {}
+        for topic, raw in stored.items():
+            try:
+                self._messages[topic] = _decode(raw)
+            except UNREADABLE as exc:
+                report_unreadable(
+                    self._log,
+                    NAMESPACE,
+                    topic,
+                    exc,
+                    "A retained publish (or an empty one, to clear) on that topic replaces it.",
+                )
         position = max(checkpoint, (await self._log.state()).first_offset)
         while position < log_end:
             result = await self._log.read(position, limit=10_000, end=log_end)
@@ -113,7 +128,14 @@ class RetainedStore:
         self._checkpoint = applied
 
     async def run_flusher(self, every: float) -> None:
-        """Flush periodically (a background task of the broker)."""
+        """Flush periodically (a background task of the broker).
+
+        A failed flush (disk full, say) is logged and tried again next time: the
+        changes stay pending, and until they are flushed the checkpoint stays
+        behind them, so a restart re-applies them from the log."""
         while True:
             await trio.sleep(every)
-            await self.flush()
+            try:
+                await self.flush()
+            except StorageError as exc:
+                log.error("retained messages could not be persisted (%s); will retry", exc)

@@ -15,15 +15,18 @@ and expire ``expiry_interval`` seconds after their client disconnected.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 import attrs
 import trio
 
-from tidelog.engine.state_writer import StateWriter
+from tidelog.engine.state_writer import UNREADABLE, StateWriter, report_unreadable
+from tidelog.errors import StorageError
 from tidelog.storage import EventLog
 
+log = logging.getLogger(__name__)
 NAMESPACE = "sessions"
 NEVER_EXPIRES = 0xFFFFFFFF
 """MQTT 5's session expiry interval meaning 'never'."""
@@ -79,7 +82,17 @@ class SessionStore:
         disconnected now (their expiry starts again)."""
         now = _now_ms()
         for client_id, raw in (await self._log.list_state(NAMESPACE)).items():
-            session = Session.from_json(raw)
+            try:
+                session = Session.from_json(raw)
+            except UNREADABLE as exc:
+                report_unreadable(
+                    self._log,
+                    NAMESPACE,
+                    client_id,
+                    exc,
+                    "The client starts a fresh session when it connects.",
+                )
+                continue
             if session.disconnected_at is None:
                 session.disconnected_at = now
             self._sessions[client_id] = session
@@ -120,9 +133,14 @@ class SessionStore:
         return gone
 
     async def run_expiry(self, every: float) -> None:
+        """Expire sessions periodically; a failed delete (disk full) is logged, not fatal
+        (the stored sessions expire again after a restart)."""
         while True:
             await trio.sleep(every)
-            await self.expire()
+            try:
+                await self.expire()
+            except StorageError as exc:
+                log.error("expired sessions could not be deleted (%s); will retry", exc)
 
 
 def _now_ms() -> int:

@@ -9,9 +9,37 @@ appends.
 
 from __future__ import annotations
 
+import logging
+
 import trio
 
+from tidelog.errors import StorageError
 from tidelog.storage import CursorState, EventLog
+
+log = logging.getLogger(__name__)
+
+UNREADABLE = (ValueError, TypeError, KeyError, IndexError, StorageError)
+"""What decoding a stored state entry can raise when the entry is damaged or from an
+incompatible version (JSON, struct, attrs and record decoding errors)."""
+
+
+def report_unreadable(
+    log_url: object, namespace: str, key: str, exc: BaseException, what: str
+) -> None:
+    """Log a stored state entry that cannot be loaded; the caller then sets it aside.
+
+    One damaged entry must never stop the broker from serving everything else, nor
+    make every restart fail: it is skipped (and left in storage, where ``tidelog
+    dump`` still shows it) with a line that says where it is and what to do."""
+    log.error(
+        "%s: %s entry %r cannot be loaded (%s: %s); it is skipped and left in storage. %s",
+        log_url,
+        namespace,
+        key[:200],
+        type(exc).__name__,
+        exc,
+        what,
+    )
 
 
 class _Batch:

@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from tidelog.engine.state_writer import StateWriter
+from tidelog.engine.state_writer import UNREADABLE, StateWriter, report_unreadable
 from tidelog.errors import TidelogError
 from tidelog.storage import EventLog, NewEvent
 from tidelog.storage.records import decode_record, encode_record
@@ -67,9 +67,10 @@ class WillStore:
         for key, raw in (await self._log.list_state(NAMESPACE)).items():
             try:
                 stored = decode_record(0, raw)
-            except TidelogError as exc:
-                log.error("pending will of %r cannot be loaded (%s); it is dropped", key, exc)
-                self._writer.put_nowait(NAMESPACE, {key: None})
+            except UNREADABLE as exc:
+                report_unreadable(
+                    self._log, NAMESPACE, key, exc, "The will of that client is not published."
+                )
                 continue
             will = NewEvent(
                 stored.topic, stored.payload, stored.qos, stored.retain, stored.properties

@@ -158,6 +158,9 @@ class LmdbLog(EventLog):
 
     backend_name = "lmdb"
 
+    def __repr__(self) -> str:
+        return f"lmdb://{self._root}"
+
     def __init__(
         self,
         root: Path,

@@ -11,14 +11,15 @@ Databases (all keys and values are bytes):
     as compact JSON.
 ``state``
     namespace (UTF-8), a zero byte, key (UTF-8) -> value. Namespaces cannot
-    contain a zero byte, so one namespace's keys never run into another's.
+    contain a zero byte, so one namespace's keys never run into another's. A key
+    too long for LMDB is stored in the long form of :mod:`lmdb_keys`.
 ``topics``
     the topic dictionary: topic (UTF-8) -> 8-byte count of its events in the
-    sealed segments. Updated when a segment is sealed or dropped, never per
-    append (the active segment's counts live in memory). If ``topics_range``
-    does not match the segments found on open (a crash between sealing or
-    dropping a segment and updating the dictionary), the log rebuilds it from
-    the segments' own ``counts``.
+    sealed segments (long topics as in :mod:`lmdb_keys`). Updated when a
+    segment is sealed or dropped, never per append (the active segment's counts
+    live in memory). If ``topics_range`` does not match the segments found on
+    open (a crash between sealing or dropping a segment and updating the
+    dictionary), the log rebuilds it from the segments' own ``counts``.
 
 Writes run in a worker thread, one at a time (a :class:`trio.Lock`); reads run
 inline on the trio thread. When the map is full the write is retried after
@@ -40,10 +41,20 @@ from tidelog.errors import CorruptLogError, StorageError
 from tidelog.storage.base import CursorState, FsyncPolicy
 from tidelog.storage.common import dump_metadata, load_metadata
 from tidelog.storage.lmdb_env import U64, lmdb_errors, open_env, translate
+from tidelog.storage.lmdb_keys import (
+    MAX_KEY_BYTES,
+    STATE_LONG,
+    STATE_SHORT,
+    pack_count,
+    pack_named,
+    state_key,
+    topic_key,
+    unpack_count,
+    unpack_named,
+)
 
 SCHEMA_VERSION = 1
 INITIAL_MAP_BYTES = 16 * 1024 * 1024
-MAX_KEY_BYTES = 511  # LMDB's default maximum key size
 _POSITION = struct.Struct(">q")
 _RANGE = struct.Struct(">QQ")
 _DB_NAMES = (b"info", b"cursors", b"state", b"topics")
@@ -51,14 +62,17 @@ _DB_NAMES = (b"info", b"cursors", b"state", b"topics")
 T = TypeVar("T")
 
 
-def _state_key(namespace: str, key: str) -> bytes:
-    if "\x00" in namespace:
-        raise StorageError(f"state namespace {namespace!r} must not contain U+0000")
-    raw = namespace.encode("utf-8") + b"\x00" + key.encode("utf-8")
-    if len(raw) > MAX_KEY_BYTES:
-        raise StorageError(
-            f"state key {namespace!r}/{key!r} is {len(raw)} bytes; the limit is {MAX_KEY_BYTES}"
-        )
+def _state_key(namespace: str, key: str) -> tuple[bytes, bool]:
+    """The stored key of a state entry and whether it is the long form (:mod:`lmdb_keys`)."""
+    return state_key(_namespace_bytes(namespace), key.encode("utf-8"))
+
+
+def _namespace_bytes(namespace: str) -> bytes:
+    if "\x00" in namespace or "\x01" in namespace:
+        raise StorageError(f"state namespace {namespace!r} must not contain U+0000 or U+0001")
+    raw = namespace.encode("utf-8")
+    if len(raw) > MAX_KEY_BYTES - 40:
+        raise StorageError(f"state namespace {namespace!r} is too long")
     return raw
 
 
@@ -216,29 +230,48 @@ class MetaStore:
     # -- key-value state -----------------------------------------------------------------
 
     def get_state(self, namespace: str, key: str) -> bytes | None:
-        raw = _state_key(namespace, key)
-        return self.read(lambda txn: txn.get(raw, db=self._state))
+        raw, long = _state_key(namespace, key)
+        value = self.read(lambda txn: txn.get(raw, db=self._state))
+        if value is None or not long:
+            return value
+        stored_key, stored = self._unpack_long(raw, value)
+        return stored if stored_key == key.encode("utf-8") else None
 
     def list_state(self, namespace: str) -> dict[str, bytes]:
-        prefix = _state_key(namespace, "")
+        ns = _namespace_bytes(namespace)
 
         def scan(txn: lmdb.Transaction[bytes]) -> dict[str, bytes]:
             out: dict[str, bytes] = {}
-            cursor = txn.cursor(self._state)
-            if cursor.set_range(prefix):
+            for mark in (STATE_SHORT, STATE_LONG):
+                prefix = ns + mark
+                cursor = txn.cursor(self._state)
+                if not cursor.set_range(prefix):
+                    continue
                 for key, value in cursor:
                     if not key.startswith(prefix):
                         break
-                    out[key[len(prefix) :].decode("utf-8")] = value
+                    if mark == STATE_SHORT:
+                        out[key[len(prefix) :].decode("utf-8")] = value
+                    else:
+                        name, stored = self._unpack_long(key, value)
+                        out[name.decode("utf-8")] = stored
             return out
 
         return self.read(scan)
 
+    def _unpack_long(self, key: bytes, value: bytes) -> tuple[bytes, bytes]:
+        try:
+            return unpack_named(value)
+        except ValueError as exc:
+            raise CorruptLogError(f"{self.path}: state entry {key[:40]!r}: {exc}") from None
+
     async def put_state(self, namespace: str, items: Mapping[str, bytes | None]) -> None:
-        changes = [
-            (_state_key(namespace, key), None if value is None else bytes(value))
-            for key, value in items.items()
-        ]
+        changes = []
+        for key, value in items.items():
+            raw, long = _state_key(namespace, key)
+            if value is not None and long:
+                value = pack_named(key.encode("utf-8"), bytes(value))
+            changes.append((raw, None if value is None else bytes(value)))
 
         def put(txn: lmdb.Transaction[bytes]) -> None:
             for key, value in changes:
@@ -262,14 +295,13 @@ class MetaStore:
                 covered = (int(first), int(end))
             counts = {}
             for key, value in txn.cursor(self._topics):
-                if len(value) != 8:
-                    return None, {}
-                counts[key.decode("utf-8")] = int(U64.unpack(value)[0])
+                topic, count = unpack_count(key, value)
+                counts[topic.decode("utf-8")] = count
             return covered, counts
 
         try:
             return self.read(scan)
-        except UnicodeDecodeError:
+        except (UnicodeDecodeError, ValueError):  # rebuilt from the segments
             return None, {}
 
     def replace_topics_sync(self, counts: Mapping[str, int], covered: tuple[int, int]) -> None:
@@ -277,9 +309,10 @@ class MetaStore:
 
         def put(txn: lmdb.Transaction[bytes]) -> None:
             txn.drop(self._topics, delete=False)
-            for topic in sorted(counts, key=lambda t: t.encode("utf-8")):
-                if counts[topic]:
-                    txn.put(topic.encode("utf-8"), U64.pack(counts[topic]), db=self._topics)
+            for topic, count in counts.items():
+                if count:
+                    raw = topic.encode("utf-8")
+                    txn.put(topic_key(raw), pack_count(raw, count), db=self._topics)
             txn.put(b"topics_range", _RANGE.pack(*covered), db=self._info)
 
         self.write_sync(put)
@@ -290,11 +323,12 @@ class MetaStore:
 
         def put(txn: lmdb.Transaction[bytes]) -> None:
             for topic, delta in deltas.items():
-                key = topic.encode("utf-8")
+                name = topic.encode("utf-8")
+                key = topic_key(name)
                 raw = txn.get(key, db=self._topics)
-                count = (U64.unpack(raw)[0] if raw is not None else 0) + delta
+                count = (U64.unpack_from(raw)[0] if raw is not None else 0) + delta
                 if count > 0:
-                    txn.put(key, U64.pack(count), db=self._topics)
+                    txn.put(key, pack_count(name, count), db=self._topics)
                 elif raw is not None:
                     txn.delete(key, db=self._topics)
             txn.put(b"topics_range", _RANGE.pack(*covered), db=self._info)

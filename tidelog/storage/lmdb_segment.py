@@ -20,6 +20,8 @@ it is written, ``lock.mdb``) and has five named databases:
     relative to ``base``, packed as little-endian unsigned 32-bit integers, ascending.
 ``counts``
     Written when the segment is sealed: topic (UTF-8) -> number of events (8 bytes).
+    Topics longer than LMDB's key limit use the stand-in keys of :mod:`lmdb_keys`
+    in both databases (and carry the topic after the count here).
 
 The active (last, unsealed) segment keeps its topic index in memory
 (:class:`TopicIndex`) instead of writing one index entry per event: an index
@@ -56,6 +58,12 @@ from tidelog.storage.lmdb_env import (
     lmdb_errors,
     open_env,
     used_bytes,
+)
+from tidelog.storage.lmdb_keys import (
+    iter_long_topics,
+    pack_count,
+    topic_key,
+    unpack_count,
 )
 from tidelog.storage.records import (
     HEADER_SIZE,
@@ -436,11 +444,11 @@ class Segment:
         """Write the topic index, counts and summary; mark the segment sealed; sync. Blocking."""
         index = self.index or TopicIndex()
         with self.env.begin(write=True) as txn:
-            for topic in sorted(index.offsets, key=lambda t: t.encode("utf-8")):
+            for topic, offsets in index.offsets.items():
                 raw = topic.encode("utf-8")
-                offsets = index.offsets[topic]
-                txn.put(raw, pack_offsets(offsets), db=self.topics_db)
-                txn.put(raw, U64.pack(len(offsets)), db=self.counts_db)
+                key = topic_key(raw)
+                txn.put(key, pack_offsets(offsets), db=self.topics_db)
+                txn.put(key, pack_count(raw, len(offsets)), db=self.counts_db)
             write_summary(
                 txn,
                 self.info_db,
@@ -566,15 +574,22 @@ class Segment:
         counts: list[int] = []
         if not has_wildcards(topic_filter):
             raw = topic_filter.encode("utf-8")
-            value = txn.get(raw, db=self.counts_db)
+            value = txn.get(topic_key(raw), db=self.counts_db)
             if value is not None:
-                topics.append(raw)
-                counts.append(U64.unpack(value)[0])
+                topic, count = self._count_entry(topic_key(raw), value)
+                if topic == raw:
+                    topics.append(raw)
+                    counts.append(count)
             return TopicMatch(tuple(topics), tuple(counts))
         match = compile_filter(topic_filter)
         prefix = literal_prefix(topic_filter).encode("utf-8")
         cursor = txn.cursor(self.counts_db)
-        if cursor.set_range(prefix):
+        for key, value in iter_long_topics(cursor):
+            topic, count = self._count_entry(key, value)
+            if topic.startswith(prefix) and match(topic.decode("utf-8")):
+                topics.append(topic)
+                counts.append(count)
+        if cursor.set_range(prefix or b"\x01"):  # past the stand-in keys (zero byte first)
             for raw, value in cursor:
                 if not raw.startswith(prefix):
                     break
@@ -583,20 +598,24 @@ class Segment:
                     counts.append(U64.unpack(value)[0])
         return TopicMatch(tuple(topics), tuple(counts))
 
+    def _count_entry(self, key: bytes, value: bytes) -> tuple[bytes, int]:
+        try:
+            return unpack_count(key, value)
+        except ValueError as exc:
+            raise CorruptLogError(f"segment {self.path}: {exc}") from None
+
     def sealed_offsets(self, txn: lmdb.Transaction[bytes], topic: bytes) -> array[int]:
         """The relative offsets of ``topic`` in this sealed segment."""
-        raw = txn.get(topic, db=self.topics_db)
+        raw = txn.get(topic_key(topic), db=self.topics_db)
         if raw is None:
-            raise CorruptLogError(f"segment {self.path}: topic index lacks {topic!r}")
+            raise CorruptLogError(f"segment {self.path}: topic index lacks {topic[:80]!r}")
         return unpack_offsets(raw)
 
     def sealed_counts(self) -> dict[str, int]:
         """Events per topic in this sealed segment."""
         with lmdb_errors(self.path), self.env.begin() as txn:
-            return {
-                raw.decode("utf-8"): U64.unpack(value)[0]
-                for raw, value in txn.cursor(self.counts_db)
-            }
+            entries = (self._count_entry(k, v) for k, v in txn.cursor(self.counts_db))
+            return {topic.decode("utf-8"): count for topic, count in entries}
 
     def topic_counts(self) -> dict[str, int]:
         """Events per topic, from the in-memory index (active) or ``counts`` (sealed)."""

@@ -42,6 +42,9 @@ class MemoryLog(EventLog):
 
     backend_name = "memory"
 
+    def __repr__(self) -> str:
+        return "memory://"
+
     def __init__(self, options: LogOptions) -> None:
         self._options = options
         self._events: list[Event] = []

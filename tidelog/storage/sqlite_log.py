@@ -760,6 +760,9 @@ class SqliteLog(EventLog):
 
     backend_name = "sqlite"
 
+    def __repr__(self) -> str:
+        return f"sqlite://{self._store.path}"
+
     def __init__(self, store: _Store, options: LogOptions) -> None:
         self._store = store
         self._options = options
