@@ -15,7 +15,7 @@ const mqtt = require("mqtt");
 
 const [url, versionText, prefix] = process.argv.slice(2);
 const version = Number(versionText);
-const TIMEOUT_MS = 20000;
+const TIMEOUT_MS = 60000;
 
 function options(clientId, extra = {}) {
   return { clientId, protocolVersion: version, reconnectPeriod: 0, connectTimeout: TIMEOUT_MS, clean: true, ...extra };

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidelog.errors import CorruptLogError, InvalidTopicError
@@ -45,6 +45,7 @@ new_events = st.builds(
 )
 
 
+@settings(deadline=None)  # a CRC call per record: slow examples on a loaded machine
 @given(st.lists(new_events, max_size=30), st.integers(0, 2**63))
 def test_encode_records_matches_encode_record(batch: list[NewEvent], timestamp: int) -> None:
     assert encode_records(batch, timestamp, check_event, {}) == [
@@ -52,6 +53,7 @@ def test_encode_records_matches_encode_record(batch: list[NewEvent], timestamp: 
     ]
 
 
+@settings(deadline=None)
 @given(
     st.lists(new_events, max_size=30),
     st.integers(0, 10**6),
@@ -129,6 +131,7 @@ def test_decode_run_uniform_run_with_a_cut_record_names_it(qos: int, retain: boo
         decode_run([good, good[:14]], [40, 41], [], None, 0)  # topic cut short
 
 
+@settings(deadline=None)
 @given(st.lists(new_events, min_size=1, max_size=10), st.integers(0, 10**6))
 def test_every_field_round_trips(batch: list[NewEvent], first: int) -> None:
     records = encode_records(batch, 1_700_000_000_000, check_event, {})
