@@ -53,13 +53,17 @@ def test_mqttjs(server: ServerThread, transport: str, version: int) -> None:
     received = result["received"]
     assert isinstance(received, list)
     seen = [(m["topic"], m["payload"], m["qos"], m["retain"]) for m in received]
-    assert seen == [
-        (f"{prefix}/deep/q0", "deep 0", 0, False),
-        (f"{prefix}/deep/q1", "deep 1", 1, False),
-        (f"{prefix}/deep/q2", "deep 2", 2, False),
-        (f"{prefix}/a/plus", "plus", 1, False),  # granted QoS 1 caps the QoS 2 publish
-        (f"{prefix}/will", "gone", 1, False),  # a/b/plus matched nothing: + is one level
-    ]
+    # MQTT.js emits a QoS 2 message when PUBREL comes, after QoS 0/1 messages sent
+    # later: the order across topics and QoS levels is the client's, not compared.
+    assert sorted(seen) == sorted(
+        [
+            (f"{prefix}/deep/q0", "deep 0", 0, False),
+            (f"{prefix}/deep/q1", "deep 1", 1, False),
+            (f"{prefix}/deep/q2", "deep 2", 2, False),
+            (f"{prefix}/a/plus", "plus", 1, False),  # granted QoS 1 caps the QoS 2 publish
+            (f"{prefix}/will", "gone", 1, False),  # a/b/plus matched nothing: + is one level
+        ]
+    )
     if version == 5:
         assert [(m["userProperties"], m["contentType"]) for m in received[:3]] == [
             ({"k": f"v{qos}"}, "text/plain") for qos in range(3)
