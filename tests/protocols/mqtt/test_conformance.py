@@ -241,3 +241,165 @@ def test_limits_default_keep_alive_is_the_clients() -> None:
     connect = Connect(client_id="k", keep_alive=45, protocol_level=5)
     assert negotiate(connect, MQTTSettings()).keep_alive == 45
     assert announced(connect, MQTTSettings()) is None
+
+
+# -- small statements without a test before the matrix ------------------------------------
+
+
+def test_request_problem_information_0_leaves_reason_strings_out_of_acks() -> None:
+    """[MQTT-3.1.2-29]: no Reason String on a PUBACK/PUBREC when the client asked
+    for none (Request Problem Information 0)."""
+    core, shell = make()
+    core.problem_info = False  # what negotiate() sets for request_problem_information=0
+    (request,) = shell.receive(Publish("a", b"1", 1, packet_id=1))
+    core.durable(request.meta, OSError("disk gone"))
+    (ack,) = shell.sent()
+    assert ack.reason_code == ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR
+    assert ack.properties.reason_string is None
+    limits = negotiate(
+        Connect(
+            client_id="k", protocol_level=5, properties=Properties(request_problem_information=0)
+        ),
+        MQTTSettings(),
+    )
+    assert limits.problem_info is False
+
+
+def test_topic_aliases_are_not_carried_to_a_new_connection() -> None:
+    """[MQTT-3.3.2-7]: an alias set on one connection is unknown on the next."""
+    first, shell = make()
+    shell.receive(Publish("a/b", b"1", 0, properties=Properties(topic_alias=1)))
+    assert first.error is None
+    second, shell = make()
+    shell.receive(Publish("", b"2", 0, properties=Properties(topic_alias=1)))
+    assert second.error is not None and second.error.code == ReasonCode.PROTOCOL_ERROR
+
+
+def test_the_will_keeps_its_retain_flag() -> None:
+    """5.0 [MQTT-3.1.2-14]/[MQTT-3.1.2-15], 3.1.1 [MQTT-3.1.2-16]/[MQTT-3.1.2-17]."""
+    from tidelog.protocols.mqtt.packets import Will
+    from tidelog.protocols.mqtt.replies import Close
+
+    lost = Close(ReasonCode.UNSPECIFIED_ERROR, "lost", reply=False)
+    for level in (4, 5):
+        core, _ = make(level)
+        for retain in (False, True):
+            planned = core.will(Will("w", b"x", 1, retain), lost)
+            assert planned is not None and planned[0].retain is retain
+
+
+def test_a_shared_delivery_refused_by_the_client_is_not_given_to_another_member() -> None:
+    """[MQTT-4.8.2-6]: a PUBACK >= 0x80 from a shared-group member finishes the
+    message; it is not among what the member hands back when it leaves."""
+    from tidelog.protocols.mqtt.planner import SHARED
+    from tidelog.protocols.mqtt.stored_session import SubOptions
+
+    core, shell = make()
+    shared = Source(SHARED, None, SubOptions(1), "$share/g/t", "g", "t")
+    deliver(core, aged(1, 3600, 0), aged(2, 3600, 0), source=shared)
+    first, _ = shell.sent()
+    shell.receive(Puback(first.packet_id, ReasonCode.UNSPECIFIED_ERROR))
+    assert [event.offset for event, _ in core.planner.unfinished(shared)] == [2]
+
+
+def test_reason_strings_are_left_out_past_the_clients_maximum_packet_size() -> None:
+    """[MQTT-3.4.2-2]/[MQTT-3.5.2-2] (acks), [MQTT-3.9.2-1] (SUBACK), [MQTT-3.14.2-3]
+    (DISCONNECT): a Reason String that would make the packet too big is not sent."""
+    from tidelog.protocols.mqtt import Pubrec, Suback
+    from tidelog.protocols.mqtt.replies import Close, fitted
+
+    core, shell = make()
+    core.planner.max_packet = 16  # what the client's CONNECT announced
+    (request,) = shell.receive(
+        Publish("a", b"1", 1, packet_id=1), Publish("b", b"", 2, packet_id=2)
+    )
+    core.durable(request.meta, OSError("a long explanation of a refusal"))
+    puback, pubrec = shell.sent()
+    assert isinstance(puback, Puback) and isinstance(pubrec, Pubrec)
+    assert puback.reason_code == pubrec.reason_code == ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR
+    assert puback.properties.reason_string is None and pubrec.properties.reason_string is None
+    suback = Suback(1, [ReasonCode.NOT_AUTHORIZED], Properties(reason_string="x" * 100))
+    assert len(fitted(suback, 5, 16)) <= 16 and len(fitted(suback, 5, 1000)) > 100
+    close = Close(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout, at length")
+    (small,) = Decoder(5, role=Role.CLIENT).feed(close.final_packet(5, 16))
+    assert small.reason_code == ReasonCode.KEEP_ALIVE_TIMEOUT
+    assert small.properties.reason_string is None
+    (full,) = Decoder(5, role=Role.CLIENT).feed(close.final_packet(5))
+    assert full.properties.reason_string == "keep alive timeout, at length"
+    # [MQTT-3.14.2-2]: the server's DISCONNECT carries no Session Expiry Interval
+    assert full.properties.session_expiry_interval is None
+
+
+def test_pingreq_is_answered_while_the_window_is_full() -> None:
+    """[MQTT-3.3.4-10]/[MQTT-4.9.0-3]/[MQTT-3.12.4-1]: PINGRESP (and other control
+    packets) go out while PUBLISHes wait for the client's Receive Maximum."""
+    from tidelog.protocols.mqtt import Pingreq, Pingresp
+
+    core, shell = make(window=1)
+    deliver(core, aged(1, 3600, 0), aged(2, 3600, 0))
+    (first,) = shell.sent()
+    assert isinstance(first, Publish) and core.planner.ready
+    shell.receive(Pingreq())
+    assert [type(p) for p in shell.sent()] == [Pingresp]
+
+
+def test_disconnect_with_reserved_flags_is_malformed() -> None:
+    """[MQTT-3.14.1-1]."""
+    from tidelog.protocols.mqtt import MQTTProtocolError
+
+    decoder = Decoder()
+    decoder.feed(encode(Connect(client_id="c", protocol_level=5), 5))
+    with pytest.raises(MQTTProtocolError) as error:
+        decoder.feed(b"\xe1\x00")
+    assert error.value.reason_code == ReasonCode.MALFORMED_PACKET
+
+
+def test_a_bom_in_a_topic_is_kept() -> None:
+    """[MQTT-1.5.4-3]: 0xEF 0xBB 0xBF is U+FEFF and is not stripped."""
+    decoder = Decoder()
+    decoder.feed(encode(Connect(client_id="c", protocol_level=5), 5))
+    (publish,) = decoder.feed(encode(Publish("\ufeffa/b", b"x"), 5))
+    assert publish.topic == "\ufeffa/b"
+
+
+def test_dup_of_a_forwarded_message_is_its_own() -> None:
+    """[MQTT-3.3.1-3]: a PUBLISH received with DUP is forwarded without it."""
+    core, shell = make()
+    (request,) = shell.receive(Publish("t", b"x", 1, dup=True, packet_id=5))
+    (stored,) = shell.commit(request)
+    shell.sent()  # the PUBACK
+    deliver(core, stored)
+    (forwarded,) = shell.sent()
+    assert isinstance(forwarded, Publish) and forwarded.dup is False
+
+
+def test_one_suback_and_one_unsuback_with_a_code_per_filter_in_order(
+    server: ServerThread,
+) -> None:
+    """[MQTT-3.8.4-1/5/6/7], [MQTT-3.9.3-1/2], [MQTT-2.2.1-6], [MQTT-3.10.4-1/4/5/6],
+    [MQTT-3.11.3-1/2]: several filters in one packet are handled one by one and
+    answered in one acknowledgement, a code per filter in their order."""
+    from tidelog.protocols.mqtt import Unsuback, Unsubscribe
+
+    client = RawClient(server.port, 5)
+    client.connect("filters")
+    filters = [Subscription("x/1", 0), Subscription("x/+", 2), Subscription("$share/g/x", 1)]
+    client.send(Subscribe(7, filters))
+    suback = client.expect(Suback)
+    assert suback.packet_id == 7
+    assert list(suback.reason_codes) == [
+        ReasonCode.GRANTED_QOS_0,
+        ReasonCode.GRANTED_QOS_2,
+        ReasonCode.GRANTED_QOS_1,
+    ]
+    # matched character by character: "x/#" was never subscribed although it covers x/1
+    client.send(Unsubscribe(8, ["x/#", "x/+", "$share/g/x", "x/+"]))
+    unsuback = client.expect(Unsuback)
+    assert unsuback.packet_id == 8
+    assert list(unsuback.reason_codes) == [
+        ReasonCode.NO_SUBSCRIPTION_EXISTED,
+        ReasonCode.SUCCESS,
+        ReasonCode.SUCCESS,
+        ReasonCode.NO_SUBSCRIPTION_EXISTED,
+    ]
+    client.close()

@@ -372,7 +372,8 @@ class Connection:
             if core is not None and self.sender is not None and not self.sender.sending:
                 pending, core.control = core.control, []  # e.g. the CONNACK, acks
                 with contextlib.suppress(*STREAM_ERRORS):  # the final packet is a courtesy
-                    await self._send_direct(b"".join(pending) + close.final_packet(self.level))
+                    final = close.final_packet(self.level, core.planner.max_packet)
+                    await self._send_direct(b"".join(pending) + final)
             if self._publish_idle is not None:
                 await self._publish_idle.wait()
         try:

@@ -55,7 +55,7 @@ from tidelog.protocols.mqtt.packets import (
 from tidelog.protocols.mqtt.planner import EMPTY, NO_IDS, PUB, REL, Outbound, Planner
 from tidelog.protocols.mqtt.properties import NO_PROPERTIES, Properties
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
-from tidelog.protocols.mqtt.replies import Close
+from tidelog.protocols.mqtt.replies import Close, fitted
 from tidelog.protocols.mqtt.settings import MQTTSettings
 from tidelog.protocols.mqtt.stored_session import Inflight
 from tidelog.security import Access, Right
@@ -287,7 +287,7 @@ class MQTTSession:
             if not self.problem_info:
                 props = NO_PROPERTIES
             reply = Puback if packet.qos == 1 else Pubrec
-            self.control.append(encode(reply(packet_id, denied, props), 5))
+            self.control.append(fitted(reply(packet_id, denied, props), 5, self.planner.max_packet))
             return
         if packet.qos == 1:
             self.control.append(ack(0x40, packet_id))
@@ -312,15 +312,18 @@ class MQTTSession:
                 else ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR
             )
             props = Properties(reason_string=str(result)[:200]) if self.problem_info else None
+            max_packet = self.planner.max_packet
             for entry in meta:
                 qos, packet_id = entry >> 16, entry & 0xFFFF
                 if qos == 1:
                     self.rx_count -= 1
-                    control.append(encode(Puback(packet_id, code, props or NO_PROPERTIES), 5))
+                    puback = Puback(packet_id, code, props or NO_PROPERTIES)
+                    control.append(fitted(puback, 5, max_packet))
                 elif qos == 2:
                     self.rx_count -= 1
                     self.rx.pop(packet_id, None)
-                    control.append(encode(Pubrec(packet_id, code, props or NO_PROPERTIES), 5))
+                    pubrec = Pubrec(packet_id, code, props or NO_PROPERTIES)
+                    control.append(fitted(pubrec, 5, max_packet))
             self.wake()
             return
         planner = self.planner

@@ -30,6 +30,7 @@ from tidelog.protocols.mqtt.packets import Publish, Suback, Subscribe, Unsuback,
 from tidelog.protocols.mqtt.planner import EMPTY, REPLAY, SHARED, Ready, Source
 from tidelog.protocols.mqtt.properties import NO_PROPERTIES, Properties
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
+from tidelog.protocols.mqtt.replies import fitted
 from tidelog.protocols.mqtt.session import MQTTSession
 from tidelog.protocols.mqtt.stored_session import SubOptions
 from tidelog.security import Grant, Right
@@ -182,7 +183,8 @@ class Subscriptions:
         suback_props = NO_PROPERTIES
         if problems and core.level == 5 and core.problem_info:
             suback_props = Properties(reason_string="; ".join(problems)[:200])
-        core.control.append(encode(Suback(packet.packet_id, codes, suback_props), core.level))
+        suback = Suback(packet.packet_id, codes, suback_props)
+        core.control.append(fitted(suback, core.level, core.planner.max_packet))
         if sys_filters and sys_messages:
             self.send_sys(sys_messages, retain=True, filters=sys_filters)
         if retained:
