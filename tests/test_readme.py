@@ -29,3 +29,13 @@ def test_readme_embedded_example_runs(tmp_path: Path) -> None:
     assert "devices/42/temperature b'21.5'" in result.stdout
     assert "cursor at 1, 0 behind" in result.stdout
     assert (tmp_path / "tidelog-data").is_dir()
+
+
+def test_readme_lists_every_doc() -> None:
+    """Each file in docs/ is named in the README's Documentation list, and each one named
+    there exists."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Documentation", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`(docs/[\w.-]+\.md)`", section))
+    present = {f"docs/{path.name}" for path in (ROOT / "docs").glob("*.md")}
+    assert listed == present

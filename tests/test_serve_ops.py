@@ -33,17 +33,33 @@ def one_error_line(result_stderr: str) -> str:
 # -- startup errors ----------------------------------------------------------------------
 
 
-def test_port_in_use(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "flag"), [("MQTT", "--mqtt-port"), ("WebSocket", "--ws-port"), ("HTTP", "--http-port")]
+)
+def test_port_in_use(tmp_path: Path, name: str, flag: str) -> None:
+    """Every listener names itself and the address it could not bind."""
+    off = ("--mqtt-port", "off", "--ws-port", "off", "--http-port", "off")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run("serve", "--storage", "memory://", "--mqtt-port", str(port), *QUIET,
-                     cwd=tmp_path)  # fmt: skip
+        result = run("serve", "--storage", "memory://", *off, flag, str(port), cwd=tmp_path)
     assert result.returncode == 1
     line = one_error_line(result.stderr)
-    assert f"MQTT cannot listen on 127.0.0.1:{port}" in line
+    assert f"{name} cannot listen on 127.0.0.1:{port}" in line
     assert "in use" in line
+
+
+def test_every_listener_off_is_refused(tmp_path: Path) -> None:
+    """Not a server that starts and stops at once without a word."""
+    off = ("--mqtt-port", "off", "--ws-port", "off", "--http-port", "off")
+    result = run("serve", "--storage", "memory://", *off, cwd=tmp_path)
+    assert result.returncode == 1
+    line = one_error_line(result.stderr)
+    assert "every listener is off" in line and "nothing to serve" in line
+    # an MQTT-TLS port without a certificate does not count as a listener
+    result = run("serve", "--storage", "memory://", *off, "--mqtt-tls-port", "8883", cwd=tmp_path)
+    assert result.returncode == 1 and "every listener is off" in one_error_line(result.stderr)
 
 
 def test_locked_data_directory(tmp_path: Path) -> None:

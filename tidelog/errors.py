@@ -36,8 +36,12 @@ class LogLockedError(StorageError):
     """Another process holds the data directory open."""
 
 
-class OffsetOutOfRangeError(StorageError, ValueError):
-    """A read asked for an offset past the end of the log."""
+class OffsetOutOfRangeError(StorageError, InvalidPositionError):
+    """An offset past the end of the log: a read, a start position, a cursor commit.
+
+    It is an :class:`InvalidPositionError` too, so every API that refuses a bad
+    start position refuses a past-the-end offset the same way (docs/engine.md,
+    "Positions")."""
 
 
 class RecordTooLargeError(StorageError, ValueError):
@@ -50,3 +54,15 @@ class CorruptLogError(StorageError):
 
 class StorageFullError(StorageError):
     """The storage medium is out of space; nothing of the failed batch was stored."""
+
+
+class CursorError(TidelogError):
+    """Base class of errors about named durable cursors."""
+
+
+class CursorNotFoundError(CursorError, LookupError):
+    """No cursor has that name."""
+
+
+class CursorExistsError(CursorError, ValueError):
+    """A cursor of that name exists with a different filter."""

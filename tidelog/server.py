@@ -143,6 +143,32 @@ class RunningServer:
     ports: dict[str, int]
 
 
+def enabled_listeners(config: ServerConfig) -> list[ListenerSpec]:
+    """The listeners ``config`` turns on, in start order."""
+    return [
+        spec
+        for spec in LISTENERS
+        if getattr(config, spec.port_field) is not None
+        and all(getattr(config, field) is not None for field in spec.requires)
+    ]
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError (a bind failure) in ``exc`` or in the exception groups around it."""
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _os_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _load(target: str) -> Listener:
     module_name, _, function = target.partition(":")
     listener: Listener = getattr(importlib.import_module(module_name), function)
@@ -159,6 +185,12 @@ async def run_server(
     their sessions and get their last publishes acknowledged); then the broker
     commits and flushes everything already accepted and the log closes.
     """
+    if not enabled_listeners(config):
+        raise StartupError(
+            "every listener is off (mqtt.port, mqtt.tls_port with tls.cert and tls.key, "
+            "websocket.port, http.port): there would be nothing to serve; turn one on "
+            "(the data commands work without a server: tidelog replay --storage ...)"
+        )
     security = load_security(config)  # refuses an unsafe configuration before binding
     listeners_scope = trio.CancelScope()
 
@@ -184,12 +216,12 @@ async def _run_broker_and_listeners(
     options = {**config.storage_options, **config.broker_options}
     async with tidelog.open(config.storage, **options) as broker:
         install(broker, security)
-        state = await broker.log.state()
+        state = await broker.log_state()
         log.info(
             "tidelog %s: storage %s (%s) ready, offsets %d..%d",
             tidelog.__version__,
             config.storage,
-            broker.log.backend_name,
+            broker.statistics().log.backend,
             state.first_offset,
             state.next_offset,
         )
@@ -198,17 +230,19 @@ async def _run_broker_and_listeners(
         with listeners_scope:
             async with background_nursery() as nursery:
                 ports: dict[str, int] = {}
-                for spec in LISTENERS:
+                for spec in enabled_listeners(config):
                     port = getattr(config, spec.port_field)
-                    if port is None or any(getattr(config, f) is None for f in spec.requires):
-                        continue
                     serve = _load(spec.target)
                     try:
                         bound = await nursery.start(serve, broker, config, config.bind, port)
-                    except OSError as exc:
+                    except (OSError, BaseExceptionGroup) as exc:
+                        # the HTTP and WebSocket listeners bind inside nurseries of their own
+                        error = _os_error(exc)
+                        if error is None:
+                            raise
                         raise StartupError(
-                            f"{spec.name} cannot listen on {config.bind}:{port}: "
-                            f"{exc.strerror or exc}"
+                            f"{spec.name} cannot listen on {_address(config.bind, port)}: "
+                            f"{error.strerror or error}"
                         ) from None
                     ports[spec.name] = bound
                     log.info("%s listening on %s:%d", spec.name, config.bind, bound)

@@ -8,11 +8,14 @@ by scripts/test.sh when it runs as root; without it the test is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
 import shutil
 import subprocess
+import urllib.parse
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,8 @@ import httpx
 import pytest
 import trio
 import trio_websocket
+
+from tidelog.server import RunningServer, ServerConfig, run_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -71,6 +76,7 @@ async def start_chromium(url: str, profile: Path) -> tuple[trio.Process, int]:
             "--disable-sync",
             "--disable-dev-shm-usage",
             "--remote-allow-origins=*",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no internet
             "--remote-debugging-address=127.0.0.1",
             "--remote-debugging-port=0",
             f"--user-data-dir={profile}",
@@ -92,11 +98,11 @@ async def start_chromium(url: str, profile: Path) -> tuple[trio.Process, int]:
                 return process, int(match.group(1))
 
 
-async def test_example_page_shows_events_published_over_rest(
-    client: httpx.AsyncClient, http_port: int, ws_port: int, tmp_path: Path
-) -> None:
-    url = f"http://127.0.0.1:{http_port}/ui/?filter=browser/%23&ws=ws://127.0.0.1:{ws_port}/v1/ws"
-    process, devtools_port = await start_chromium(url, tmp_path / "profile")
+@contextlib.asynccontextmanager
+async def open_page(url: str, profile: Path) -> AsyncIterator[DevTools]:
+    """Chromium showing ``url``, driven through DevTools; closed on exit."""
+    process, devtools_port = await start_chromium(url, profile)
+    path = urllib.parse.urlsplit(url).path
     try:
         async with httpx.AsyncClient() as devtools_http:
             with trio.fail_after(15):
@@ -104,25 +110,60 @@ async def test_example_page_shows_events_published_over_rest(
                     targets = (
                         await devtools_http.get(f"http://127.0.0.1:{devtools_port}/json/list")
                     ).json()
-                    pages = [t for t in targets if t["type"] == "page" and "/ui/" in t["url"]]
+                    pages = [t for t in targets if t["type"] == "page" and path in t["url"]]
                     if pages:
                         break
                     await trio.sleep(0.1)
         async with trio_websocket.open_websocket_url(pages[0]["webSocketDebuggerUrl"]) as ws:
-            page = DevTools(ws)
-            await page.wait_for("document.getElementById('status').textContent === 'subscribed'")
-            await client.post("/v1/topics/browser/hello", content="héllo from REST".encode())
-            await client.post("/v1/topics/elsewhere", content=b"not shown")
-            await client.post("/v1/topics/browser/bye", content=b"second")
-            rows_js = "Array.from(document.querySelectorAll('tr.event'), r => r.textContent)"
-            rows = await page.wait_for(f"{rows_js}.length >= 2 && {rows_js}")
-            assert len(rows) == 2
-            assert "browser/bye" in rows[0] and "second" in rows[0]  # newest first
-            assert "browser/hello" in rows[1] and "héllo from REST" in rows[1]
-            assert not any("not shown" in row for row in rows)
+            yield DevTools(ws)
     finally:
         process.terminate()
         with trio.move_on_after(10):
             await process.wait()
         if process.returncode is None:
             process.kill()
+
+
+async def test_example_page_shows_events_published_over_rest(
+    client: httpx.AsyncClient, http_port: int, ws_port: int, tmp_path: Path
+) -> None:
+    url = f"http://127.0.0.1:{http_port}/ui/?filter=browser/%23&ws=ws://127.0.0.1:{ws_port}/v1/ws"
+    async with open_page(url, tmp_path / "profile") as page:
+        await page.wait_for("document.getElementById('status').textContent === 'subscribed'")
+        await client.post("/v1/topics/browser/hello", content="héllo from REST".encode())
+        await client.post("/v1/topics/elsewhere", content=b"not shown")
+        await client.post("/v1/topics/browser/bye", content=b"second")
+        rows_js = "Array.from(document.querySelectorAll('tr.event'), r => r.textContent)"
+        rows = await page.wait_for(f"{rows_js}.length >= 2 && {rows_js}")
+        assert len(rows) == 2
+        assert "browser/bye" in rows[0] and "second" in rows[0]  # newest first
+        assert "browser/hello" in rows[1] and "héllo from REST" in rows[1]
+        assert not any("not shown" in row for row in rows)
+
+
+async def test_example_page_says_why_without_the_websocket_listener(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    config = ServerConfig(storage="memory://", mqtt_port=None, ws_port=None, http_port=0)
+    running: RunningServer = await nursery.start(run_server, config)
+    url = f"http://127.0.0.1:{running.ports['HTTP']}/ui/"
+    async with open_page(url, tmp_path / "profile") as page:
+        status = await page.wait_for(
+            "(s => s.startsWith('unavailable') && s)(document.getElementById('status').textContent)"
+        )
+        assert "WebSocket listener is off" in status and "--ws-port" in status
+
+
+async def test_swagger_ui_renders_without_internet(http_port: int, tmp_path: Path) -> None:
+    """Every host but 127.0.0.1 is unresolvable for this browser: /docs must not need a CDN."""
+    url = f"http://127.0.0.1:{http_port}/docs"
+    async with open_page(url, tmp_path / "profile") as page:
+        title = await page.wait_for(
+            "(document.querySelector('.swagger-ui .info .title') || {}).textContent"
+        )
+        assert title.startswith("tidelog")
+        operations = await page.wait_for(
+            "document.querySelectorAll('.opblock').length > 10 && "
+            "Array.from(document.querySelectorAll('.opblock-summary-path'), e => e.textContent)"
+        )
+        assert "/v1/events" in operations and "/v1/cursors/{name}/fetch" in operations

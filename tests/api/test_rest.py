@@ -425,7 +425,8 @@ async def test_cursor_lifecycle(client: httpx.AsyncClient) -> None:
     await seed(client, 6)
     response = await client.put("/v1/cursors/c1", json={"filter": "t/1", "start": "earliest"})
     assert response.status_code == 201
-    assert response.json() == {"name": "c1", "filter": "t/1", "position": 0, "lag": 6}
+    # lag counts every offset behind the head, pending only the 2 events on t/1
+    assert response.json() == {"name": "c1", "filter": "t/1", "position": 0, "lag": 6, "pending": 2}
     again = await client.put("/v1/cursors/c1", json={"filter": "t/1", "start": "latest"})
     assert again.status_code == 200
     assert again.json()["position"] == 0  # untouched
@@ -438,20 +439,31 @@ async def test_cursor_lifecycle(client: httpx.AsyncClient) -> None:
     assert fetched["next_offset"] == 6
     refetched = (await client.post("/v1/cursors/c1/fetch", params={"limit": 1})).json()
     assert [e["offset"] for e in refetched["events"]] == [1]  # fetch does not move it
+    assert (await client.get("/v1/cursors/c1")).json()["pending"] == 2
 
     committed = await client.post("/v1/cursors/c1/commit", json={"offset": fetched["next_offset"]})
     assert committed.status_code == 200
-    assert committed.json() == {"name": "c1", "filter": "t/1", "position": 6, "lag": 0}
+    assert committed.json() == {
+        "name": "c1",
+        "filter": "t/1",
+        "position": 6,
+        "lag": 0,
+        "pending": 0,
+    }
     assert (await client.get("/v1/cursors/c1")).json()["position"] == 6
-    assert (await client.post("/v1/cursors/c1/fetch")).json() == {"events": [], "next_offset": 6}
+    assert (await client.post("/v1/cursors/c1/fetch")).json() == {
+        "events": [],
+        "next_offset": 6,
+        "skipped": 0,
+    }
 
     await client.put("/v1/cursors/all", json={"filter": None, "start": "offset:2"})
     await client.put("/v1/cursors/late", json={})
     listed = (await client.get("/v1/cursors")).json()["cursors"]
-    assert [(c["name"], c["filter"], c["position"]) for c in listed] == [
-        ("all", None, 2),
-        ("c1", "t/1", 6),
-        ("late", None, 6),
+    assert [(c["name"], c["filter"], c["position"], c["pending"]) for c in listed] == [
+        ("all", None, 2, 4),
+        ("c1", "t/1", 6, 0),
+        ("late", None, 6, 0),
     ]
     assert (await client.delete("/v1/cursors/c1")).status_code == 204
     assert_problem(await client.get("/v1/cursors/c1"), 404, "cursor_not_found")
@@ -460,6 +472,23 @@ async def test_cursor_lifecycle(client: httpx.AsyncClient) -> None:
     assert_problem(
         await client.post("/v1/cursors/c1/commit", json={"offset": 1}), 404, "cursor_not_found"
     )
+
+
+async def test_cursor_fetch_reports_what_retention_skipped(
+    client: httpx.AsyncClient, server: RunningServer, storage_url: str
+) -> None:
+    """The REST fetch is the engine's Cursor.fetch: a cursor left behind the log's start
+    by retention reads from the start and says how many offsets it lost."""
+    if not storage_url.startswith("memory"):
+        pytest.skip("the memory log drops single events; the others whole segments")
+    await seed(client, 6)
+    await client.put("/v1/cursors/old", json={"filter": "t/1", "start": "earliest"})
+    removed = await server.broker.log.apply_retention(max_bytes=20)  # keeps the last
+    assert removed.first_offset == 5
+    page = (await client.post("/v1/cursors/old/fetch", params={"encoding": "text"})).json()
+    assert page == {"events": [], "next_offset": 6, "skipped": 5}
+    cursor = (await client.get("/v1/cursors/old")).json()
+    assert (cursor["position"], cursor["lag"], cursor["pending"]) == (0, 6, 0)
 
 
 async def test_cursor_start_by_time_and_fetch_wait(client: httpx.AsyncClient) -> None:
@@ -514,6 +543,7 @@ async def test_cursor_bad_input(client: httpx.AsyncClient) -> None:
 async def test_topics_stats_health_metrics(client: httpx.AsyncClient) -> None:
     await seed(client, 5)
     await client.put("/v1/cursors/c", json={"start": "earliest"})
+    await client.put("/v1/cursors/f", json={"filter": "t/2", "start": "earliest"})
     topics = (await client.get("/v1/topics")).json()["topics"]
     assert topics == [
         {"topic": "t/0", "count": 2},
@@ -539,8 +569,11 @@ async def test_topics_stats_health_metrics(client: httpx.AsyncClient) -> None:
     text = response.text
     for line in (
         "tidelog_published_events_total 5.0",
-        "tidelog_cursors 1.0",
+        "tidelog_cursors 2.0",
         'tidelog_cursor_lag{cursor="c"} 5.0',
+        'tidelog_cursor_pending{cursor="c"} 5.0',
+        'tidelog_cursor_lag{cursor="f"} 5.0',
+        'tidelog_cursor_pending{cursor="f"} 1.0',
         "tidelog_commit_batches_total",
         "tidelog_log_next_offset{backend=",
         "tidelog_feeds 0.0",

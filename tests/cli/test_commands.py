@@ -7,30 +7,12 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.serve_process import Serve, env, run
+from tests.serve_process import Serve, env, ok, run
 from tidelog.cli import build_parser
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Serve]:
-    serve = Serve(tmp_path, "--storage", f"sqlite://{tmp_path}/log.db", "--mqtt-port", "off",
-                  "--ws-port", "off", "--http-port", "0", expect=("HTTP",))  # fmt: skip
-    try:
-        yield serve
-    finally:
-        assert serve.stop() == 0
-
-
-def ok(*args: str, cwd: Path, input: str | None = None) -> str:
-    result = run(*args, cwd=cwd, input=input)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def lines(text: str) -> list[dict[str, object]]:

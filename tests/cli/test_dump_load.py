@@ -13,7 +13,7 @@ import pytest
 import trio
 
 import tidelog
-from tests.serve_process import run
+from tests.serve_process import ok, run
 from tidelog.cli.common import Progress
 from tidelog.cli.data import _Clock, dump_log, load_log
 from tidelog.engine import NEVER_EXPIRES, Session, SessionSubscription
@@ -63,12 +63,6 @@ def records(text: str) -> list[dict[str, object]]:
     assert out[0]["type"] == "tidelog-dump"
     del out[0]["source"]
     return out
-
-
-def ok(*args: str, cwd: Path) -> str:
-    result = run(*args, cwd=cwd)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 async def test_round_trip_across_backends(tmp_path: Path) -> None:

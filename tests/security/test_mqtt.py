@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import paho.mqtt.client as paho
 import pytest
 
@@ -221,8 +222,25 @@ def test_sys_only_for_configured_users(secured: ServerThread) -> None:
     assert subscribe(alice, "$SYS/#", "$SYS/broker/load") == [0x87, 0x87]
 
 
-def test_open_server_keeps_sys_closed(make_server: Callable[..., ServerThread]) -> None:
+def test_loopback_server_opens_sys_to_local_clients(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    """Bound to loopback with anonymous access (the default), every client is local: it
+    may watch $SYS, as with mosquitto's default and EMQX's localhost rule."""
     server = make_server()
+    client = raw(server, V5)
+    assert subscribe(client, "$SYS/#", "$SYS/broker/load", "#") == [1, 1, 1]
+    v3 = raw(server, V3)
+    assert subscribe(v3, "$SYS/#") == [1]
+    response = httpx.get(
+        f"http://127.0.0.1:{server.ports('HTTP')}/v1/events", params={"filter": "$SYS/#"}
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_sys_users_keep_sys_closed_on_loopback(make_server: Callable[..., ServerThread]) -> None:
+    """Naming sys_users means: them only, even on loopback."""
+    server = make_server(sys_users=["ops"])
     client = raw(server, V5)
     assert subscribe(client, "$SYS/#", "#") == [0x87, 1]
 

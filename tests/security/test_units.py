@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.security.conftest import FAST_N
 from tidelog.security.acl import ACL, Grant, Policy, Principal, Right, covers, overlaps, parse_acl
+from tidelog.security.auth import load_security
 from tidelog.security.config import SecurityConfig, check_startup, is_loopback
 from tidelog.security.errors import SecurityConfigError
 from tidelog.security.passwords import (
@@ -211,3 +213,29 @@ def test_startup_refuses_non_loopback_without_authentication() -> None:
         check_startup(ServerConfig(security=SecurityConfig(allow_anonymous=False)))
     with pytest.raises(SecurityConfigError, match="tls_cert"):
         check_startup(ServerConfig(security=SecurityConfig(http_tls=True)))
+
+
+@pytest.mark.parametrize(
+    ("bind", "security", "open_to_anonymous"),
+    [
+        ("127.0.0.1", SecurityConfig(), True),
+        ("::1", SecurityConfig(), True),
+        ("127.0.0.1", SecurityConfig(sys_users=["ops"]), False),
+        ("127.0.0.1", SecurityConfig(allow_anonymous=False, password_file="users"), False),
+        ("0.0.0.0", SecurityConfig(allow_anonymous=True), False),
+        ("192.0.2.7", SecurityConfig(allow_anonymous=True), False),
+    ],
+)
+def test_sys_is_open_only_on_a_loopback_anonymous_server(
+    tmp_path: Path, bind: str, security: SecurityConfig, open_to_anonymous: bool
+) -> None:
+    if security.password_file:
+        users = PasswordFile()
+        users.set_password("ops", hash_password("pw", n=FAST_N))
+        users.save(tmp_path / "users")
+        security.password_file = str(tmp_path / "users")
+    policy = load_security(ServerConfig(bind=bind, security=security)).policy
+    for principal in (Principal(None), Principal("someone")):
+        granted = policy.grant(principal, Right.SUBSCRIBE, "$SYS/#") is Grant.FULL
+        assert granted is open_to_anonymous
+        assert policy.allows(principal, Right.READ, "$SYS/broker/load") is open_to_anonymous

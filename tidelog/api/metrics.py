@@ -47,10 +47,11 @@ def _histogram(
 class BrokerCollector(Collector):
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self._cursors: Sequence[Cursor] = ()
+        self._cursors: Sequence[tuple[Cursor, int]] = ()
 
-    def snapshot(self, cursors: Sequence[Cursor]) -> None:
-        """Set the cursors the next collection reports."""
+    def snapshot(self, cursors: Sequence[tuple[Cursor, int]]) -> None:
+        """Set the cursors the next collection reports, each with its pending count
+        (counted by the caller: collection itself cannot await)."""
         self._cursors = cursors
 
     def collect(self) -> Iterator[Metric]:
@@ -182,8 +183,15 @@ class BrokerCollector(Collector):
         lag = GaugeMetricFamily(
             "tidelog_cursor_lag", "Offsets between a cursor and the log head.", labels=["cursor"]
         )
-        for cursor in cursors:
+        pending = GaugeMetricFamily(
+            "tidelog_cursor_pending",
+            "Events matching a cursor's filter that are not yet acknowledged.",
+            labels=["cursor"],
+        )
+        for cursor, count in cursors:
             lag.add_metric([cursor.name], cursor.lag)
+            pending.add_metric([cursor.name], count)
+        yield pending
         yield lag
 
 

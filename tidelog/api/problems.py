@@ -26,8 +26,9 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tidelog.api.shapes import PayloadError, dumps
-from tidelog.engine import CursorExistsError, CursorNotFoundError
 from tidelog.errors import (
+    CursorExistsError,
+    CursorNotFoundError,
     InvalidPositionError,
     InvalidTopicError,
     LogClosedError,
@@ -53,8 +54,8 @@ _TABLE: list[tuple[type[BaseException], int, str]] = [
     (TooManyAttemptsError, 429, "too_many_attempts"),
     (LimitExceededError, 503, "limit_exceeded"),
     (InvalidTopicError, 400, "invalid_topic"),
+    (OffsetOutOfRangeError, 400, "offset_out_of_range"),  # an InvalidPositionError too
     (InvalidPositionError, 400, "invalid_position"),
-    (OffsetOutOfRangeError, 400, "offset_out_of_range"),
     (CursorNotFoundError, 404, "cursor_not_found"),
     (CursorExistsError, 409, "cursor_conflict"),
     (RecordTooLargeError, 413, "payload_too_large"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +27,7 @@ import trio
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html, swagger_ui_default_parameters
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -46,6 +48,7 @@ from tidelog.api.shapes import (
     CommitIn,
     CursorIn,
     CursorOut,
+    CursorPage,
     CursorsOut,
     Encoding,
     EventsPage,
@@ -59,8 +62,9 @@ from tidelog.api.shapes import (
 )
 from tidelog.api.sse import EventStream
 from tidelog.concurrency import background_nursery
-from tidelog.engine import Broker, Cursor, CursorNotFoundError, Position, parse_position
-from tidelog.engine.positions import MAX_INTEGER, parse_time
+from tidelog.engine import Broker, Cursor, Position, parse_position
+from tidelog.engine.positions import EARLIEST, MAX_INTEGER, parse_time
+from tidelog.errors import CursorNotFoundError
 from tidelog.security import Access, Grant, Principal, Right, security_for
 from tidelog.security.http import AuthMiddleware, EventFilter
 from tidelog.security.tls import server_context
@@ -70,6 +74,7 @@ from tidelog.topics import parse_shared, validate_topic_filter
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+SWAGGER_UI_DIR = STATIC_DIR / "swagger-ui"
 GRACEFUL_SHUTDOWN_SECONDS = 2.0
 READ_TIMEOUT_SECONDS = 30.0
 """A connection that sends nothing for this long while a request is in progress is
@@ -167,23 +172,23 @@ def _app_closing(request: Request) -> trio.Event:
     return closing
 
 
-# -- reading -------------------------------------------------------------------------
+# -- reading: the one read path ---------------------------------------------------------
 
 
-async def read_events(
-    broker: Broker,
+async def _read_page(
+    request: Request,
+    read: Callable[[], Awaitable[ReadResult]],
     start: int,
-    topic_filter: str | None,
-    *,
-    limit: int,
-    max_bytes: int,
-    end: int | None,
-    wait: float,
-    closing: trio.Event,
-) -> ReadResult:
-    """:meth:`Broker.read` (a page, long-polling up to ``wait`` seconds), cut short with
-    an empty page when the app shuts down, so a long-poll never holds up shutdown."""
+    visible: EventFilter,
+    encoding: Encoding,
+    extra: Callable[[], dict[str, int]] | None = None,
+) -> Response:
+    """Every page of events the API returns comes from here: ``read()`` one page (a
+    long-poll is cut short with an empty page from ``start`` when the app shuts down,
+    so it never holds up shutdown), keep the events the client may read, encode them
+    with ``next_offset`` (and the fields ``extra()`` gives once the read is done)."""
     result = ReadResult([], start)
+    closing = _app_closing(request)
     async with background_nursery() as nursery:
 
         async def stop_on_close() -> None:
@@ -191,26 +196,21 @@ async def read_events(
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(stop_on_close)
-        result = await broker.read(
-            start, topic_filter, limit=limit, max_bytes=max_bytes, end=end, wait=wait
-        )
+        result = await read()
         nursery.cancel_scope.cancel()
-    return result
-
-
-def _page(result: ReadResult, encoding: Encoding) -> Response:
-    body = (
-        f'{{"events":{encode_events(result.events, encoding)},"next_offset":{result.next_offset}}}'
-    )
+    events = encode_events(visible.keep(result.events), encoding)
+    fields = "".join(f',"{name}":{value}' for name, value in (extra() if extra else {}).items())
+    body = f'{{"events":{events},"next_offset":{result.next_offset}{fields}}}'
     return Response(body.encode("utf-8"), media_type="application/json")
 
 
-def _cursor_out(cursor: Cursor) -> dict[str, Any]:
+async def _cursor_out(cursor: Cursor) -> dict[str, Any]:
     return {
         "name": cursor.name,
         "filter": cursor.topic_filter,
         "position": cursor.position,
         "lag": cursor.lag,
+        "pending": await cursor.pending(),
     }
 
 
@@ -340,26 +340,30 @@ async def get_events(
     _one_of(to_offset, to_time, "to_offset or to_time")
     topic_filter = _filter(topic_filter)
     visible = EventFilter(access, Right.READ, topic_filter)
+    position = EARLIEST
     if from_offset is not None:
-        start = from_offset
+        position = Position("offset", from_offset)
     elif from_time is not None:
-        start = await broker.log.offset_for_time(parse_time(from_time))
-    else:
-        start = (await broker.log.state()).first_offset
+        position = Position("time", parse_time(from_time))
+    start = await broker.resolve(position)
     end = to_offset
     if to_time is not None:
-        end = await broker.log.offset_for_time(parse_time(to_time))
-    result = await read_events(
-        broker,
+        end = await broker.offset_for_time(parse_time(to_time))
+    return await _read_page(
+        request,
+        functools.partial(
+            broker.read,
+            start,
+            topic_filter,
+            limit=limit,
+            max_bytes=max_bytes,
+            end=end,
+            wait=wait_ms / 1000,
+        ),
         start,
-        topic_filter,
-        limit=limit,
-        max_bytes=max_bytes,
-        end=end,
-        wait=wait_ms / 1000,
-        closing=_app_closing(request),
+        visible,
+        encoding,
     )
-    return _page(ReadResult(visible.keep(result.events), result.next_offset), encoding)
 
 
 @router.get(
@@ -400,6 +404,8 @@ async def stream_events(
         position = parse_position(int(text) + 1)
     else:
         position = parse_position(start)
+    if position.kind in ("offset", "time"):  # refused before the stream starts
+        position = Position("offset", await broker.resolve(position))
     # the live tail needs subscribe; starting in the past needs read as well
     rights = Right.SUBSCRIBE if position.kind == "latest" else Right.SUBSCRIBE | Right.READ
     visible = EventFilter(access, rights, inner)
@@ -426,7 +432,7 @@ async def put_cursor(
     except CursorNotFoundError:
         existed = False
     cursor = await broker.create_cursor(name, spec.filter, start=start)
-    return JSONResponse(_cursor_out(cursor), status_code=200 if existed else 201)
+    return JSONResponse(await _cursor_out(cursor), status_code=200 if existed else 201)
 
 
 @router.get(
@@ -438,7 +444,7 @@ async def put_cursor(
 async def list_cursors(broker: BrokerDep, access: AccessDep) -> JSONResponse:
     """The cursors whose filter the client may read."""
     cursors = [c for c in await broker.cursors() if _readable(access, c)]
-    return JSONResponse({"cursors": [_cursor_out(c) for c in cursors]})
+    return JSONResponse({"cursors": [await _cursor_out(c) for c in cursors]})
 
 
 def _readable(access: Access, cursor: Cursor) -> bool:
@@ -460,12 +466,12 @@ async def _cursor(broker: Broker, access: Access, name: str) -> tuple[Cursor, Ev
 )
 async def get_cursor(broker: BrokerDep, access: AccessDep, name: CursorName) -> JSONResponse:
     cursor, _ = await _cursor(broker, access, name)
-    return JSONResponse(_cursor_out(cursor))
+    return JSONResponse(await _cursor_out(cursor))
 
 
 @router.post(
     "/v1/cursors/{name}/fetch",
-    response_model=EventsPage,
+    response_model=CursorPage,
     responses=_errors(404),
     tags=["cursors"],
     summary="The next events at the cursor, without moving it",
@@ -480,20 +486,17 @@ async def fetch_cursor(
     wait_ms: WaitQuery = 0,
     encoding: EncodingQuery = "base64",
 ) -> Response:
-    """Commit ``next_offset`` once the events are processed."""
+    """Commit ``next_offset`` once the events are processed. ``skipped`` counts the
+    offsets retention removed before the cursor reached them."""
     cursor, visible = await _cursor(broker, access, name)
-    first = (await broker.log.state()).first_offset
-    result = await read_events(
-        broker,
-        max(cursor.position, first),
-        cursor.topic_filter,
-        limit=limit,
-        max_bytes=max_bytes,
-        end=None,
-        wait=wait_ms / 1000,
-        closing=_app_closing(request),
+    return await _read_page(
+        request,
+        functools.partial(cursor.fetch, limit, wait_ms / 1000, max_bytes=max_bytes),
+        cursor.position,
+        visible,
+        encoding,
+        lambda: {"skipped": cursor.skipped},
     )
-    return _page(ReadResult(visible.keep(result.events), result.next_offset), encoding)
 
 
 @router.post(
@@ -508,7 +511,7 @@ async def commit_cursor(
 ) -> JSONResponse:
     cursor, _ = await _cursor(broker, access, name)
     await cursor.commit(commit.offset)
-    return JSONResponse(_cursor_out(cursor))
+    return JSONResponse(await _cursor_out(cursor))
 
 
 @router.delete(
@@ -537,7 +540,7 @@ async def list_topics(
     broker: BrokerDep, access: AccessDep, topic_filter: FilterQuery = None
 ) -> JSONResponse:
     """Topics the client may read."""
-    topics = await broker.log.topics(_filter(topic_filter))
+    topics = await broker.topics(_filter(topic_filter))
     topics = [t for t in topics if access.allows(Right.READ, t.topic)]
     return JSONResponse({"topics": [{"topic": t.topic, "count": t.count} for t in topics]})
 
@@ -554,13 +557,13 @@ async def offset_for_time(
     time: Annotated[str, Query(description="RFC 3339 or epoch ms")],
 ) -> JSONResponse:
     moment = parse_time(time)
-    return JSONResponse({"time": moment, "offset": await broker.log.offset_for_time(moment)})
+    return JSONResponse({"time": moment, "offset": await broker.offset_for_time(moment)})
 
 
 @router.get("/v1/stats", tags=["operations"], summary="Broker statistics")
 async def stats(broker: BrokerDep) -> JSONResponse:
     snapshot = attrs.asdict(broker.statistics())
-    state = await broker.log.state()
+    state = await broker.log_state()
     snapshot["state"] = attrs.asdict(state)
     return JSONResponse(_finite(snapshot))
 
@@ -596,7 +599,7 @@ async def healthz(broker: BrokerDep) -> Response:
 )
 async def metrics_endpoint(request: Request, broker: BrokerDep) -> Response:
     collector: metrics.BrokerCollector = request.app.state.collector
-    collector.snapshot(await broker.cursors())
+    collector.snapshot([(c, await c.pending()) for c in await broker.cursors()])
     return Response(metrics.render(request.app.state.registry), media_type=metrics.CONTENT_TYPE)
 
 
@@ -610,6 +613,21 @@ async def index() -> JSONResponse:
             "openapi": "/openapi.json",
             "ui": "/ui/",
         }
+    )
+
+
+@router.get("/docs", include_in_schema=False)
+async def swagger_ui() -> Response:
+    """Swagger UI for /openapi.json, its assets from the package (no CDN: it works
+    offline; tidelog/api/static/swagger-ui/README.md says where they come from)."""
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="tidelog API",
+        swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+        swagger_css_url="/docs/assets/swagger-ui.css",
+        swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        # no badge from the public validator service either
+        swagger_ui_parameters={**swagger_ui_default_parameters, "validatorUrl": None},
     )
 
 
@@ -635,6 +653,8 @@ def create_app(
 ) -> FastAPI:
     """The REST app for ``broker``. ``ws_port`` tells the example page where /v1/ws is."""
     app = FastAPI(
+        docs_url=None,  # served below from the package's own copy of Swagger UI
+        redoc_url=None,
         title="tidelog",
         version=tidelog.__version__,
         description="Publish, replay, stream and consume with durable cursors. "
@@ -650,6 +670,7 @@ def create_app(
     app.add_middleware(AuthMiddleware, broker=broker)  # runs first (docs/security.md)
     problems.install(app)
     app.include_router(router)
+    app.mount("/docs/assets", StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui")
     app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
     return app
 

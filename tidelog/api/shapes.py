@@ -265,6 +265,12 @@ class EventsPage(BaseModel):
     next_offset: int = Field(description="where the next read continues")
 
 
+class CursorPage(EventsPage):
+    skipped: int = Field(
+        description="offsets retention removed before the cursor reached them (this fetch)"
+    )
+
+
 class TopicOut(BaseModel):
     topic: str
     count: int
@@ -284,6 +290,10 @@ class CursorOut(BaseModel):
     filter: str | None
     position: int = Field(description="the next offset to process")
     lag: int = Field(description="offsets between the position and the head of the log")
+    pending: int = Field(
+        description="events matching the filter that are not yet acknowledged "
+        "(from the position to the head)"
+    )
 
 
 class CursorsOut(BaseModel):

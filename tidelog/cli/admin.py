@@ -1,15 +1,29 @@
-"""``tidelog topics``, ``tidelog stats`` and ``tidelog cursors list|show|reset|delete``."""
+"""``tidelog topics``, ``tidelog stats`` and
+``tidelog cursors list|show|fetch|commit|reset|delete``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from tidelog.cli.common import CLIError, Rest, add_parser, add_target
+from tidelog.cli.common import (
+    EventWriter,
+    Rest,
+    add_parser,
+    add_start,
+    add_target,
+    event_json,
+    human_bytes,
+    human_time,
+)
 from tidelog.storage import EventLog
+
+if TYPE_CHECKING:
+    from tidelog.engine import Broker, Cursor
 
 T = TypeVar("T")
 
@@ -22,6 +36,19 @@ def _local(url: str, body: Callable[[EventLog], Awaitable[T]]) -> T:
     async def run() -> T:
         async with open_log(url) as log:
             return await body(log)
+
+    return trio.run(run)
+
+
+def _local_broker(url: str, body: Callable[[Broker], Awaitable[T]]) -> T:
+    """``body`` on the engine over a data directory no server holds."""
+    import trio
+
+    import tidelog
+
+    async def run() -> T:
+        async with tidelog.open(url) as broker:
+            return await body(broker)
 
     return trio.run(run)
 
@@ -90,9 +117,9 @@ def _stats(args: argparse.Namespace) -> int:
     lines = [
         ("events", state["next_offset"] - state["first_offset"]),
         ("offsets", f"{state['first_offset']}..{state['next_offset']} (next)"),
-        ("bytes", state["bytes"]),
-        ("first timestamp", state["first_timestamp"]),
-        ("last timestamp", state["last_timestamp"]),
+        ("bytes", f"{state['bytes']} ({human_bytes(state['bytes'])})"),
+        ("first event", human_time(state["first_timestamp"])),
+        ("last event", human_time(state["last_timestamp"])),
     ]
     if args.storage:
         lines += [(k, stats[k]) for k in ("backend", "segments", "topics", "cursors", "retained")]
@@ -119,67 +146,105 @@ def _stats(args: argparse.Namespace) -> int:
 # -- cursors -----------------------------------------------------------------------------
 
 
-def _cursor_json(name: str, position: int, metadata: dict[str, Any], end: int) -> dict[str, Any]:
+async def _cursor_json(cursor: Cursor) -> dict[str, Any]:
+    """The REST cursor shape (``GET /v1/cursors/NAME``)."""
     return {
-        "name": name,
-        "filter": metadata.get("filter"),
-        "position": position,
-        "lag": max(0, end - position),
+        "name": cursor.name,
+        "filter": cursor.topic_filter,
+        "position": cursor.position,
+        "lag": cursor.lag,
+        "pending": await cursor.pending(),
     }
 
 
-def _cursor_path(name: str) -> str:
-    return "/v1/cursors/" + urllib.parse.quote(name, safe="")
+def _cursor_path(name: str, action: str = "") -> str:
+    return "/v1/cursors/" + urllib.parse.quote(name, safe="") + action
 
 
 def _cursors(args: argparse.Namespace) -> int:
     action = args.action
     if args.storage:
-        result = _local(args.storage, lambda log: _cursors_local(log, args))
+        result = _local_broker(args.storage, lambda broker: _cursors_local(broker, args))
     else:
         result = _cursors_rest(Rest(args.url), args)
     if action == "delete":
         print(f"deleted cursor {args.name}")
+    elif action == "fetch":
+        writer = EventWriter(args.format)
+        for event in result["events"]:
+            writer.write(event)
+        writer.flush()
+        print(_fetched(args, result), file=sys.stderr)
     elif action == "list" and not args.json:
         rows = result["cursors"]
         width = max((len(c["name"]) for c in rows), default=4)
         for c in rows:
-            print(f"{c['name']:<{width}}  position {c['position']:<10} lag {c['lag']:<10} "
+            print(f"{c['name']:<{width}}  position {c['position']:<10} "
+                  f"pending {c['pending']:<10} lag {c['lag']:<10} "
                   f"filter {c['filter'] if c['filter'] is not None else '(all)'}")  # fmt: skip
     else:
         _print_json(result)
     return 0
 
 
-async def _cursors_local(log: EventLog, args: argparse.Namespace) -> Any:
-    from tidelog.engine.positions import parse_position, resolve_position
+def _fetched(args: argparse.Namespace, page: dict[str, Any]) -> str:
+    """The summary line of ``cursors fetch`` (standard error: stdout holds the events)."""
+    count = len(page["events"])
+    text = f"fetched {count} event{'' if count == 1 else 's'}; next offset {page['next_offset']}"
+    if page.get("skipped"):
+        text += f" ({page['skipped']} offsets lost to retention were skipped)"
+    if args.commit:
+        return text + ", committed"
+    return text + f" (tidelog cursors commit {args.name} {page['next_offset']} once processed)"
 
-    end = (await log.state()).next_offset
+
+async def _cursors_local(broker: Broker, args: argparse.Namespace) -> Any:
     if args.action == "list":
-        cursors = await log.list_cursors()
-        return {"cursors": [_cursor_json(c.name, c.position, c.metadata, end) for c in cursors]}
-    cursor = await log.load_cursor(args.name)
-    if cursor is None:
-        raise CLIError(f"no cursor named {args.name!r}")
+        return {"cursors": [await _cursor_json(c) for c in await broker.cursors()]}
+    if args.action == "create":
+        return await _cursor_json(
+            await broker.create_cursor(args.name, args.filter, start=args.start)
+        )
+    cursor = await broker.cursor(args.name)
     if args.action == "delete":
-        await log.delete_cursor(args.name)
+        await broker.delete_cursor(args.name)
         return None
     if args.action == "reset":
-        offset = await resolve_position(log, parse_position(args.to), latest=end)
-        await log.commit_cursor(cursor.name, offset, cursor.metadata)
-        return _cursor_json(cursor.name, offset, cursor.metadata, end)
-    return _cursor_json(cursor.name, cursor.position, cursor.metadata, end)
+        await cursor.commit(await broker.resolve(args.to))
+    elif args.action == "commit":
+        await cursor.commit(args.offset)
+    elif args.action == "fetch":
+        result = await cursor.fetch(args.limit, args.wait or None)
+        page = {
+            "events": [event_json(e) for e in result.events],
+            "next_offset": result.next_offset,
+            "skipped": cursor.skipped,
+        }
+        if args.commit:
+            await cursor.commit(result.next_offset)
+        return page
+    return await _cursor_json(cursor)
 
 
 def _cursors_rest(rest: Rest, args: argparse.Namespace) -> Any:
     if args.action == "list":
         return rest.get("/v1/cursors")
     path = _cursor_path(args.name)
+    if args.action == "create":
+        return rest.call("PUT", path, body={"filter": args.filter, "start": args.start})
     if args.action == "delete":
         return rest.call("DELETE", path)
     if args.action == "reset":
         rest.get(path)  # 404 before anything else if there is no such cursor
         return rest.call("POST", path + "/commit", body={"offset": _resolve_rest(rest, args.to)})
+    if args.action == "commit":
+        return rest.call("POST", path + "/commit", body={"offset": args.offset})
+    if args.action == "fetch":
+        params = {"limit": args.limit, "wait_ms": int(args.wait * 1000), "encoding": "text"}
+        page = rest.call("POST", path + "/fetch", params, timeout=args.wait + 30)
+        if args.commit:
+            rest.call("POST", path + "/commit", body={"offset": page["next_offset"]})
+        return page
     return rest.get(path)
 
 
@@ -223,11 +288,14 @@ def register(commands: Any) -> None:
     cursors = add_parser(
         commands,
         "cursors",
-        "list, show, reset or delete durable cursors",
-        "tidelog cursors list\ntidelog cursors reset billing --to time:2026-11-26T10:00:00Z",
+        "list, show, create, fetch from, commit, reset or delete durable cursors",
+        "tidelog cursors list\ntidelog cursors fetch billing --commit\n"
+        "tidelog cursors reset billing --to time:2026-11-26T10:00:00Z",
     )
     actions = cursors.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = add_parser(actions, "list", "list every cursor with its lag", "tidelog cursors list")
+    listing = add_parser(
+        actions, "list", "list every cursor with its pending events and lag", "tidelog cursors list"
+    )
     listing.add_argument("--json", action="store_true", help="print JSON")
     add_target(listing)
     show = add_parser(actions, "show", "show one cursor", "tidelog cursors show billing")
@@ -245,8 +313,46 @@ def register(commands: Any) -> None:
         "--to", required=True, metavar="POSITION", help="earliest, latest, offset:N or time:T"
     )
     add_target(reset)
+    create = add_parser(
+        actions,
+        "create",
+        "create a cursor on a topic filter (or confirm one with the same filter)",
+        "tidelog cursors create billing --filter 'orders/#' --from earliest",
+    )
+    create.add_argument("name", metavar="NAME")
+    create.add_argument("--filter", metavar="FILTER", help="MQTT topic filter (default: all)")
+    add_start(create)
+    add_target(create)
     delete = add_parser(actions, "delete", "delete a cursor", "tidelog cursors delete billing")
     delete.add_argument("name", metavar="NAME")
     add_target(delete)
-    for parser in (listing, show, reset, delete):
+    fetch = add_parser(
+        actions,
+        "fetch",
+        "print the next events at a cursor (JSON lines) without moving it, unless --commit",
+        "tidelog cursors fetch billing --limit 100 > batch.jsonl\n"
+        "tidelog cursors commit billing 1234   # the next offset fetch printed\n"
+        "tidelog cursors fetch billing --wait 30 --commit --format raw",
+    )
+    fetch.add_argument("name", metavar="NAME")
+    fetch.add_argument("--limit", type=int, default=100, help="at most this many events")
+    fetch.add_argument(
+        "--wait", type=float, default=0.0, metavar="SECONDS",
+        help="wait up to this long for a first event when there is none yet",
+    )  # fmt: skip
+    fetch.add_argument(
+        "--commit", action="store_true", help="commit the next offset after printing the events"
+    )
+    fetch.add_argument("--format", choices=("jsonl", "raw"), default="jsonl")
+    add_target(fetch)
+    commit = add_parser(
+        actions,
+        "commit",
+        "acknowledge everything below OFFSET (the next offset 'cursors fetch' printed)",
+        "tidelog cursors commit billing 1234",
+    )
+    commit.add_argument("name", metavar="NAME")
+    commit.add_argument("offset", metavar="OFFSET", type=int)
+    add_target(commit)
+    for parser in (listing, show, create, reset, delete, fetch, commit):
         parser.set_defaults(func=_cursors)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime as dt
+import http.client
 import json
 import os
 import sys
@@ -74,6 +76,17 @@ def add_parser(
     return parser
 
 
+def add_start(parser: argparse.ArgumentParser) -> None:
+    """``--from POSITION`` (into ``args.start``), default ``latest``."""
+    parser.add_argument(
+        "--from",
+        dest="start",
+        default="latest",
+        metavar="POSITION",
+        help="earliest, latest (default), offset:N or time:T",
+    )
+
+
 def add_target(parser: argparse.ArgumentParser, *, local: bool = True) -> None:
     """``--url`` (a running server) and, if ``local``, ``--storage`` (a data directory)."""
     parser.add_argument(
@@ -127,13 +140,7 @@ class Rest:
         try:
             return urllib.request.urlopen(request, timeout=timeout or self.timeout)
         except urllib.error.HTTPError as exc:
-            detail = exc.reason
-            try:
-                problem = json.loads(exc.read())
-                detail = problem.get("detail") or problem.get("title") or detail
-            except (ValueError, OSError):
-                pass
-            raise CLIError(f"{method} {path}: {exc.code} {detail}") from None
+            raise _http_error(method, path, exc.code, exc.reason, exc) from None
         except urllib.error.URLError as exc:
             reason = getattr(exc.reason, "strerror", None) or exc.reason
             raise CLIError(
@@ -143,6 +150,46 @@ class Rest:
         except TimeoutError:
             raise CLIError(f"the server at {self.base} did not answer in time") from None
 
+    def upload(self, path: str, params: dict[str, Any], data: bytes, content_type: str) -> Any:
+        """POST ``data`` as the raw body (bytes stay bytes: no base64, no JSON) and return
+        the JSON answer.
+
+        A server refusing a body (413 past its ``http.max_body_bytes``) answers before it
+        has read it all and closes the connection, so sending fails half-way ("Broken
+        pipe"); the answer it sent is read and reported all the same.
+        """
+        target = urllib.parse.urlsplit(self.url(path, params))
+        connection_class = (
+            http.client.HTTPSConnection if target.scheme == "https" else http.client.HTTPConnection
+        )
+        connection = connection_class(target.netloc, timeout=self.timeout)
+        where = f"{target.path}?{target.query}" if target.query else target.path
+        cut_off = False
+        try:
+            try:
+                connection.request("POST", where, body=data, headers={"content-type": content_type})
+            except (BrokenPipeError, ConnectionResetError):
+                cut_off = True  # a server refusing the body answers early: read its answer
+            response = connection.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            if cut_off:
+                raise CLIError(
+                    f"POST {path}: the server at {self.base} closed the connection before "
+                    f"taking the whole body ({len(data)} bytes); is it over the server's "
+                    "http.max_body_bytes?"
+                ) from None
+            reason = getattr(exc, "strerror", None) or exc
+            raise CLIError(
+                f"cannot reach the server at {self.base}: {reason} "
+                "(is it running? use --url, or --storage for a data directory)"
+            ) from None
+        finally:
+            connection.close()
+        if response.status >= 400:
+            raise _http_error("POST", path, response.status, response.reason, raw)
+        return json.loads(raw) if raw else None
+
     def call(self, method: str, path: str, params: dict[str, Any] | None = None, **kw: Any) -> Any:
         with self.open(method, path, params, **kw) as response:
             raw = response.read()
@@ -150,6 +197,18 @@ class Rest:
 
     def get(self, path: str, **params: Any) -> Any:
         return self.call("GET", path, params)
+
+
+def _http_error(method: str, path: str, status: int, reason: str, body: Any) -> CLIError:
+    """A failed request as one line, with the problem's ``detail`` when the server sent
+    one (``body`` is the raw body or something with ``read()``)."""
+    detail = reason
+    try:
+        problem = json.loads(body if isinstance(body, bytes) else body.read())
+        detail = problem.get("detail") or problem.get("title") or detail
+    except (ValueError, OSError, AttributeError):
+        pass
+    return CLIError(f"{method} {path}: {status} {detail}")
 
 
 # -- events ------------------------------------------------------------------------------
@@ -217,6 +276,42 @@ class EventWriter:
 
     def flush(self) -> None:
         self.out.flush()
+
+
+# -- numbers people read ------------------------------------------------------------------
+
+
+def human_time(ms: int | None, now_ms: int | None = None) -> str:
+    """Epoch milliseconds as UTC RFC 3339 with its age: ``2026-11-26T10:00:00.123Z (5 min ago)``."""
+    if ms is None:
+        return "-"
+    moment = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    age = ((now_ms if now_ms is not None else int(time.time() * 1000)) - ms) / 1000
+    return f"{text} ({human_duration(age)} ago)" if age >= 0 else f"{text} (in the future)"
+
+
+def human_duration(seconds: float) -> str:
+    """``42 s``, ``5 min``, ``3.2 h``, ``12 days``."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
+def human_bytes(count: int) -> str:
+    """``512 B``, ``1.5 KiB``, ``13.0 MiB``, ``2.1 GiB``."""
+    if count < 1024:
+        return f"{count} B"
+    value = count / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
 
 
 # -- progress ----------------------------------------------------------------------------

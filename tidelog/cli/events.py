@@ -6,6 +6,7 @@ import argparse
 import base64
 import json
 import sys
+import urllib.parse
 from typing import Any
 
 from tidelog.cli.common import (
@@ -13,6 +14,7 @@ from tidelog.cli.common import (
     EventWriter,
     Rest,
     add_parser,
+    add_start,
     add_target,
     event_json,
     iter_lines,
@@ -45,6 +47,8 @@ def _publish(args: argparse.Namespace) -> int:
     props = Properties(content_type=args.content_type) if args.content_type else None
     if args.storage:
         offsets = _publish_local(args, payloads, props)
+    elif args.file is not None:
+        offsets = [_publish_file(args, payloads[0])]
     else:
         offsets = _publish_rest(args, payloads)
     span = f"offset {offsets[0]}" if len(offsets) == 1 else f"offsets {offsets[0]}..{offsets[-1]}"
@@ -74,6 +78,18 @@ def _publish_rest(args: argparse.Namespace, payloads: list[bytes]) -> list[int]:
         stored = rest.call("POST", "/v1/events", body={"events": events})
         offsets += [e["offset"] for e in stored["events"]]
     return offsets
+
+
+def _publish_file(args: argparse.Namespace, payload: bytes) -> int:
+    """One file as the raw body of ``POST /v1/topics/<topic>``: sent as it is, so a file
+    up to the server's body limit fits (base64 in JSON would grow it by a third)."""
+    stored = Rest(args.url).upload(
+        "/v1/topics/" + urllib.parse.quote(args.topic, safe="/"),
+        {"qos": args.qos, "retain": "true" if args.retain else None},
+        payload,
+        args.content_type or "application/octet-stream",
+    )
+    return int(stored["offset"])
 
 
 def _publish_local(
@@ -213,7 +229,12 @@ def register(commands: Any) -> None:
     publish.add_argument("topic", metavar="TOPIC")
     source = publish.add_mutually_exclusive_group()
     source.add_argument("--message", "-m", help="the payload (UTF-8 text)")
-    source.add_argument("--file", "-f", help="a file whose whole content is the payload")
+    source.add_argument(
+        "--file",
+        "-f",
+        help="a file whose whole content is the payload, sent as raw bytes (stored with "
+        "--content-type, default application/octet-stream)",
+    )
     publish.add_argument("--qos", type=int, choices=(0, 1, 2), default=1)
     publish.add_argument("--retain", action="store_true", help="set the retain flag")
     publish.add_argument("--content-type", help="stored as the events' content type")
@@ -229,13 +250,7 @@ def register(commands: Any) -> None:
         "tidelog tail orders/# --from time:2026-11-26T10:00:00Z --count 10",
     )
     tail.add_argument("filter", metavar="FILTER", help="MQTT topic filter")
-    tail.add_argument(
-        "--from",
-        dest="start",
-        default="latest",
-        metavar="POSITION",
-        help="earliest, latest (default), offset:N or time:T",
-    )
+    add_start(tail)
     tail.add_argument("--count", type=int, help="stop after this many events")
     tail.add_argument("--format", choices=("jsonl", "raw"), default="jsonl")
     add_target(tail, local=False)

@@ -5,8 +5,6 @@ from tidelog.engine.broker import (
     Broker,
     BrokerOptions,
     BrokerStatistics,
-    CursorExistsError,
-    CursorNotFoundError,
     Subscriber,
     open_broker,
 )
@@ -14,6 +12,7 @@ from tidelog.engine.cursors import Cursor
 from tidelog.engine.fanout import Delivery, Feed, Subscription
 from tidelog.engine.positions import Position, parse_position
 from tidelog.engine.sessions import NEVER_EXPIRES, Session, SessionSubscription
+from tidelog.errors import CursorExistsError, CursorNotFoundError
 
 __all__ = [
     "NEVER_EXPIRES",

@@ -38,16 +38,25 @@ from tidelog.engine.positions import LATEST, PositionLike, parse_position, resol
 from tidelog.engine.retained import RetainedStore
 from tidelog.engine.sessions import SessionStore
 from tidelog.engine.state_writer import StateWriter
-from tidelog.errors import InvalidTopicError, LogClosedError, TidelogError
+from tidelog.errors import (
+    CursorExistsError,
+    CursorNotFoundError,
+    InvalidTopicError,
+    LogClosedError,
+    OffsetOutOfRangeError,
+    TidelogError,
+)
 from tidelog.storage import (
     DEFAULT_URL,
     CursorState,
     Event,
     EventLog,
+    LogState,
     LogStatistics,
     NewEvent,
     Properties,
     ReadResult,
+    TopicInfo,
     open_log,
 )
 from tidelog.storage.base import DEFAULT_READ_MAX_BYTES
@@ -59,14 +68,8 @@ _EVENT = operator.itemgetter(0)
 _valid_topics: set[str] = set()
 """Topic names already validated (bounded): a publisher repeats a few topics, and
 validating one costs more than the set lookup."""
-
-
-class CursorNotFoundError(TidelogError, LookupError):
-    """No cursor has that name."""
-
-
-class CursorExistsError(TidelogError, ValueError):
-    """A cursor of that name exists with a different filter."""
+COUNT_PAGE_EVENTS = 10_000
+"""Events per read when :meth:`Broker.count` pages through the log."""
 
 
 @attrs.frozen
@@ -248,9 +251,47 @@ class Broker:
 
     # -- subscribing -----------------------------------------------------------------
 
-    async def resolve(self, position: PositionLike) -> int:
-        """The offset a position (``earliest``, ``latest``, ``offset:N``, ``time:T``) names now."""
-        return await resolve_position(self.log, parse_position(position), latest=self.end_offset)
+    async def resolve(self, position: PositionLike, *, end: bool = False) -> int:
+        """The offset a start position (``earliest``, ``latest``, ``offset:N``, ``time:T``)
+        names now. A time after the last event names the end (the next event); an offset
+        past the end raises :class:`~tidelog.errors.OffsetOutOfRangeError`, unless the
+        position is an ``end`` (exclusive) bound."""
+        return await resolve_position(
+            self.log, parse_position(position), latest=self.end_offset, end=end
+        )
+
+    # -- the log, read-only ----------------------------------------------------------
+
+    async def log_state(self) -> LogState:
+        """The log's extent: first and next offset, first and last timestamp, bytes."""
+        return await self.log.state()
+
+    async def offset_for_time(self, timestamp: int) -> int:
+        """The first offset whose timestamp (epoch ms) is at or after ``timestamp``; the
+        end of the log when there is none."""
+        return await self.log.offset_for_time(timestamp)
+
+    async def topics(self, topic_filter: str | None = None) -> list[TopicInfo]:
+        """Topics with stored events (matching ``topic_filter``) and their counts."""
+        return await self.log.topics(topic_filter)
+
+    async def count(self, topic_filter: str | None, start: int, end: int | None = None) -> int:
+        """How many stored events from ``start`` (below ``end``, default the head) match
+        ``topic_filter``. Without a filter this is arithmetic; with one it pages through
+        the log's topic index, so it costs time in proportion to the matching events."""
+        state = await self.log.state()
+        start = max(start, state.first_offset)
+        stop = self.end_offset if end is None else min(end, self.end_offset)
+        if topic_filter is None or start >= stop:
+            return max(0, stop - start)
+        total = 0
+        while start < stop:
+            result = await self.log.read(start, topic_filter, limit=COUNT_PAGE_EVENTS, end=stop)
+            total += len(result.events)
+            if result.next_offset <= start:
+                break
+            start = result.next_offset
+        return total
 
     def open_feed(
         self,
@@ -379,7 +420,7 @@ class Broker:
         if topic_filter is not None:
             validate_topic_filter(topic_filter)
         position = await self.resolve(start)
-        stop = self.end_offset if end is None else await self.resolve(end)
+        stop = self.end_offset if end is None else await self.resolve(end, end=True)
         while position < stop:
             result = await self.log.read(position, topic_filter, limit=batch_size, end=stop)
             for event in result.events:
@@ -411,6 +452,16 @@ class Broker:
         state = CursorState(name, await self.resolve(start), {"filter": topic_filter})
         await self._state_writer.commit_cursor(state)
         return Cursor(self, state)
+
+    async def commit_cursor(self, name: str, offset: int, metadata: dict[str, Any]) -> None:
+        """Move cursor ``name`` to ``offset`` (the next event to process), durably and
+        coalesced with other commits; an offset past the end raises
+        :class:`~tidelog.errors.OffsetOutOfRangeError`. :meth:`Cursor.commit` calls this."""
+        if offset < 0 or offset > self.end_offset:
+            raise OffsetOutOfRangeError(
+                f"cursor {name!r}: cannot commit offset {offset}; the log ends at {self.end_offset}"
+            )
+        await self._state_writer.commit_cursor(CursorState(name, offset, metadata))
 
     async def cursor(self, name: str) -> Cursor:
         """A handle on an existing cursor; CursorNotFoundError if there is none."""

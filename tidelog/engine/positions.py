@@ -17,7 +17,7 @@ import datetime as dt
 
 import attrs
 
-from tidelog.errors import InvalidPositionError
+from tidelog.errors import InvalidPositionError, OffsetOutOfRangeError
 from tidelog.storage import EventLog
 
 
@@ -105,14 +105,28 @@ def parse_position(value: PositionLike) -> Position:
     )
 
 
-async def resolve_position(log: EventLog, position: Position, *, latest: int | None = None) -> int:
-    """The offset a position names now. ``latest`` overrides the log's end (the engine
-    passes the end of what it has fanned out, so a new live subscriber starts there)."""
+async def resolve_position(
+    log: EventLog, position: Position, *, latest: int | None = None, end: bool = False
+) -> int:
+    """The offset a start position names now. ``latest`` overrides the log's end (the
+    engine passes the end of what it has fanned out, so a new live subscriber starts there).
+
+    The rule for a start at or past the end, the same in every API (docs/engine.md,
+    "Positions"): ``offset:N`` with N at most the log's next offset is kept (N equal to
+    it waits for the next event); past it, :class:`OffsetOutOfRangeError`. ``time:T``
+    after the last event resolves to the next offset: nothing to replay, the next event
+    comes live. An ``end`` position (exclusive) may lie anywhere past the end.
+    """
+    state = await log.state()
     if position.kind == "offset":
+        if position.value > state.next_offset and not end:
+            raise OffsetOutOfRangeError(
+                f"offset {position.value} is past the end of the log "
+                f"(the next event gets offset {state.next_offset})"
+            )
         return position.value
     if position.kind == "time":
         return await log.offset_for_time(position.value)
-    state = await log.state()
     if position.kind == "earliest":
         return state.first_offset
     return state.next_offset if latest is None else latest

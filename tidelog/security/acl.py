@@ -32,7 +32,10 @@ Decisions (documented in docs/security.md):
   apply; a value containing ``/``, ``+`` or ``#`` makes an ``allow`` rule not
   apply and a ``deny`` rule apply to every topic (fail closed).
 * Without an ACL file everything is allowed except subscribing to or reading
-  ``$SYS/...``. In both cases ``SecurityConfig.sys_users`` may read ``$SYS``.
+  ``$SYS/...``. In both cases ``SecurityConfig.sys_users`` may read ``$SYS``;
+  without ``sys_users``, a server bound to loopback only that allows anonymous
+  clients lets every client read it (every client is local there, as with
+  mosquitto's default and EMQX's localhost rule; :func:`sys_open_to_all`).
 """
 
 from __future__ import annotations
@@ -163,15 +166,15 @@ def _substitute(pattern: str, principal: Principal) -> str | object | None:
 class Policy:
     """Decides topic access. Without an ACL file: everything but reading ``$SYS``."""
 
-    def __init__(self, sys_users: Iterable[str] = ()) -> None:
+    def __init__(self, sys_users: Iterable[str] = (), *, sys_open: bool = False) -> None:
         self.sys_users = frozenset(sys_users)
+        self.sys_open = sys_open
+        """Every client may read ``$SYS`` (see :func:`sys_open_to_all`)."""
 
     def _sys_reader(self, principal: Principal, right: Right) -> bool:
-        return (
-            principal.user is not None
-            and principal.user in self.sys_users
-            and (right in Right.SUBSCRIBE | Right.READ)
-        )
+        if right not in Right.SUBSCRIBE | Right.READ:
+            return False
+        return self.sys_open or (principal.user is not None and principal.user in self.sys_users)
 
     def allows(self, principal: Principal, right: Right, topic: str) -> bool:
         if topic.split("/", 1)[0] == SYS_PREFIX and right in Right.SUBSCRIBE | Right.READ:
@@ -187,17 +190,25 @@ class Policy:
 class ACL(Policy):
     """The rules of an ACL file (see the module docs)."""
 
-    def __init__(self, sections: dict[str, list[Rule]], sys_users: Iterable[str] = ()) -> None:
-        super().__init__(sys_users)
+    def __init__(
+        self,
+        sections: dict[str, list[Rule]],
+        sys_users: Iterable[str] = (),
+        *,
+        sys_open: bool = False,
+    ) -> None:
+        super().__init__(sys_users, sys_open=sys_open)
         self.sections = sections
 
     @classmethod
-    def load(cls, path: str | Path, sys_users: Iterable[str] = ()) -> ACL:
+    def load(
+        cls, path: str | Path, sys_users: Iterable[str] = (), *, sys_open: bool = False
+    ) -> ACL:
         try:
             text = Path(path).read_text("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise SecurityConfigError(f"cannot read ACL file {path}: {exc}") from None
-        return cls(parse_acl(text, str(path)), sys_users)
+        return cls(parse_acl(text, str(path)), sys_users, sys_open=sys_open)
 
     def _rules(self, principal: Principal, right: Right) -> Iterable[tuple[bool, object]]:
         sections = [self.sections.get(ALL_SECTION, [])]
@@ -335,3 +346,10 @@ class Access:
 def _denied(right: Right, what: str) -> NotAuthorizedError:
     name = (right.name or "access").lower()
     return NotAuthorizedError(f"not authorized to {name} {what!r}")
+
+
+def sys_open_to_all(sys_users: Iterable[str], anonymous: bool, loopback_only: bool) -> bool:
+    """Whether every client may read ``$SYS``: only when no ``sys_users`` are named, and
+    the server allows anonymous clients and listens on loopback only (so whoever
+    connects is on this machine). Anywhere else ``$SYS`` stays closed."""
+    return not list(sys_users) and anonymous and loopback_only

@@ -39,8 +39,13 @@ from typing import Any
 
 import trio
 
-from tidelog.security.acl import ACL, Access, Policy, Principal
-from tidelog.security.config import SecurityConfig, anonymous_allowed, check_startup
+from tidelog.security.acl import ACL, Access, Policy, Principal, sys_open_to_all
+from tidelog.security.config import (
+    SecurityConfig,
+    anonymous_allowed,
+    check_startup,
+    is_loopback,
+)
 from tidelog.security.errors import AuthenticationError, TooManyAttemptsError
 from tidelog.security.passwords import (
     TOKEN_PREFIX,
@@ -255,17 +260,19 @@ def load_security(server_config: Any) -> Security:
     credentials = None
     if config.password_file is not None:
         credentials = Credentials.from_entries(PasswordFile.load(config.password_file).entries)
+    anonymous = anonymous_allowed(server_config)
+    sys_open = sys_open_to_all(config.sys_users, anonymous, is_loopback(server_config.bind))
     policy: Policy
     if config.acl_file is not None:
-        policy = ACL.load(config.acl_file, config.sys_users)
+        policy = ACL.load(config.acl_file, config.sys_users, sys_open=sys_open)
     else:
-        policy = Policy(config.sys_users)
-    anonymous = anonymous_allowed(server_config)
+        policy = Policy(config.sys_users, sys_open=sys_open)
     log.info(
-        "security: %s, %s, anonymous clients %s",
+        "security: %s, %s, anonymous clients %s, $SYS %s",
         f"{len(credentials.passwords)} users" if credentials else "no password file",
         f"ACL {config.acl_file}" if config.acl_file else "no ACL file",
         "allowed" if anonymous else "refused",
+        "open to local clients" if sys_open else "for sys_users only",
     )
     return Security(config, anonymous=anonymous, credentials=credentials, policy=policy)
 

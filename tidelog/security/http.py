@@ -12,13 +12,13 @@ names the client id ``%c`` stands for.
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tidelog.api.shapes import dumps
 from tidelog.security.acl import Access, Grant, Right
 from tidelog.security.auth import Security, common_name, security_for
 from tidelog.security.errors import AuthenticationError, LimitExceededError, TooManyAttemptsError
@@ -34,6 +34,12 @@ def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
+
+
+def _problem_json(problem: dict[str, Any]) -> bytes:
+    """A refusal's problem+json body (security stays below the API layer: it does not
+    use the API's serializer)."""
+    return json.dumps(problem, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 class AuthMiddleware:
@@ -94,7 +100,7 @@ async def authenticate_request(
 
 async def _refuse(send: Send, status: int, code: str, detail: str, headers: dict[str, str]) -> None:
     titles = {401: "Unauthorized", 429: "Too Many Requests", 503: "Service Unavailable"}
-    body = dumps(
+    body = _problem_json(
         {"type": "about:blank", "title": titles[status], "status": status, "detail": detail,
          "code": code}
     )  # fmt: skip
@@ -153,7 +159,7 @@ def websocket_access_token(path: str) -> str | None:
 async def reject_websocket(request: Any, status: int, code: str, exc: Exception) -> None:
     headers = getattr(exc, "headers", {}) or {}
     titles = {401: "Unauthorized", 429: "Too Many Requests", 503: "Service Unavailable"}
-    body = dumps(
+    body = _problem_json(
         {"title": titles.get(status, "Error"), "status": status, "detail": str(exc), "code": code}
     )
     await request.reject(
