@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 
 import pytest
+import trio
+import trio_websocket
 
 from tests.protocols.mqtt.server_helpers import (
     TIMEOUT,
@@ -20,26 +22,38 @@ from tests.protocols.mqtt.server_helpers import (
     wait_for,
 )
 from tests.protocols.mqtt.test_session_core import deliver, make
+from tidelog.engine.sessions import Session
+from tidelog.errors import InvalidTopicError
 from tidelog.protocols.mqtt import (
     Connack,
     Connect,
     Decoder,
     Disconnect,
+    MQTTProtocolError,
+    Pingreq,
+    Pingresp,
     Puback,
     Publish,
+    Pubrec,
     Role,
     Suback,
     Subscribe,
     Subscription,
+    Unsuback,
+    Unsubscribe,
     encode,
 )
 from tidelog.protocols.mqtt.admission import Limits, connack, negotiate
-from tidelog.protocols.mqtt.planner import RETAINED, Source
+from tidelog.protocols.mqtt.packets import Will
+from tidelog.protocols.mqtt.planner import RETAINED, SHARED, Source
 from tidelog.protocols.mqtt.properties import Properties
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
+from tidelog.protocols.mqtt.replies import Close, fitted
 from tidelog.protocols.mqtt.settings import MQTTSettings
+from tidelog.protocols.mqtt.stored_session import Inflight, SubOptions
 from tidelog.storage import Event
 from tidelog.storage import Properties as EventProperties
+from tidelog.topics import compile_filter, parse_shared
 from tidelog.traffic import traffic
 
 # -- Server Keep Alive as a cap (mqtt.max_keep_alive) ------------------------------------
@@ -141,8 +155,6 @@ def test_a_message_that_expires_while_waiting_for_the_window_is_dropped() -> Non
 def test_a_resent_message_is_sent_even_if_expired() -> None:
     """[MQTT-4.3.3-7]: once a PUBLISH has gone out, expiry no longer applies to it
     (a resumed session resends it with DUP)."""
-    from tidelog.engine.sessions import Session
-    from tidelog.protocols.mqtt.stored_session import Inflight
 
     session = Session("s", expiry_interval=60)
     session.inflight = Inflight(out={7: (3, 2)}, sent_end=8).to_json()
@@ -277,8 +289,6 @@ def test_topic_aliases_are_not_carried_to_a_new_connection() -> None:
 
 def test_the_will_keeps_its_retain_flag() -> None:
     """5.0 [MQTT-3.1.2-14]/[MQTT-3.1.2-15], 3.1.1 [MQTT-3.1.2-16]/[MQTT-3.1.2-17]."""
-    from tidelog.protocols.mqtt.packets import Will
-    from tidelog.protocols.mqtt.replies import Close
 
     lost = Close(ReasonCode.UNSPECIFIED_ERROR, "lost", reply=False)
     for level in (4, 5):
@@ -291,8 +301,6 @@ def test_the_will_keeps_its_retain_flag() -> None:
 def test_a_shared_delivery_refused_by_the_client_is_not_given_to_another_member() -> None:
     """[MQTT-4.8.2-6]: a PUBACK >= 0x80 from a shared-group member finishes the
     message; it is not among what the member hands back when it leaves."""
-    from tidelog.protocols.mqtt.planner import SHARED
-    from tidelog.protocols.mqtt.stored_session import SubOptions
 
     core, shell = make()
     shared = Source(SHARED, None, SubOptions(1), "$share/g/t", "g", "t")
@@ -305,8 +313,6 @@ def test_a_shared_delivery_refused_by_the_client_is_not_given_to_another_member(
 def test_reason_strings_are_left_out_past_the_clients_maximum_packet_size() -> None:
     """[MQTT-3.4.2-2]/[MQTT-3.5.2-2] (acks), [MQTT-3.9.2-1] (SUBACK), [MQTT-3.14.2-3]
     (DISCONNECT): a Reason String that would make the packet too big is not sent."""
-    from tidelog.protocols.mqtt import Pubrec, Suback
-    from tidelog.protocols.mqtt.replies import Close, fitted
 
     core, shell = make()
     core.planner.max_packet = 16  # what the client's CONNECT announced
@@ -333,7 +339,6 @@ def test_reason_strings_are_left_out_past_the_clients_maximum_packet_size() -> N
 def test_pingreq_is_answered_while_the_window_is_full() -> None:
     """[MQTT-3.3.4-10]/[MQTT-4.9.0-3]/[MQTT-3.12.4-1]: PINGRESP (and other control
     packets) go out while PUBLISHes wait for the client's Receive Maximum."""
-    from tidelog.protocols.mqtt import Pingreq, Pingresp
 
     core, shell = make(window=1)
     deliver(core, aged(1, 3600, 0), aged(2, 3600, 0))
@@ -343,12 +348,12 @@ def test_pingreq_is_answered_while_the_window_is_full() -> None:
     assert [type(p) for p in shell.sent()] == [Pingresp]
 
 
-def test_disconnect_with_reserved_flags_is_malformed() -> None:
-    """[MQTT-3.14.1-1]."""
-    from tidelog.protocols.mqtt import MQTTProtocolError
+@pytest.mark.parametrize("level", [4, 5])
+def test_disconnect_with_reserved_flags_is_malformed(level: int) -> None:
+    """[MQTT-3.14.1-1] (5.0 and 3.1.1)."""
 
     decoder = Decoder()
-    decoder.feed(encode(Connect(client_id="c", protocol_level=5), 5))
+    decoder.feed(encode(Connect(client_id="c", protocol_level=level), level))
     with pytest.raises(MQTTProtocolError) as error:
         decoder.feed(b"\xe1\x00")
     assert error.value.reason_code == ReasonCode.MALFORMED_PACKET
@@ -379,7 +384,6 @@ def test_one_suback_and_one_unsuback_with_a_code_per_filter_in_order(
     """[MQTT-3.8.4-1/5/6/7], [MQTT-3.9.3-1/2], [MQTT-2.2.1-6], [MQTT-3.10.4-1/4/5/6],
     [MQTT-3.11.3-1/2]: several filters in one packet are handled one by one and
     answered in one acknowledgement, a code per filter in their order."""
-    from tidelog.protocols.mqtt import Unsuback, Unsubscribe
 
     client = RawClient(server.port, 5)
     client.connect("filters")
@@ -403,3 +407,96 @@ def test_one_suback_and_one_unsuback_with_a_code_per_filter_in_order(
         ReasonCode.NO_SUBSCRIPTION_EXISTED,
     ]
     client.close()
+
+
+async def test_a_text_websocket_message_closes_the_connection(server: ServerThread) -> None:
+    """[MQTT-6.0.0-1]: MQTT goes in binary messages; a text one closes the connection
+    (close code 1003), and the subprotocol selected is "mqtt" ([MQTT-6.0.0-4])."""
+
+    port = server.ports("WebSocket")
+    async with trio_websocket.open_websocket(
+        "127.0.0.1", port, "/mqtt", use_ssl=False, subprotocols=["mqtt"]
+    ) as ws:
+        assert ws.subprotocol == "mqtt"
+        await ws.send_message(encode(Connect(client_id="ws-text", protocol_level=4), 4))
+        assert isinstance(Decoder(4, role=Role.CLIENT).feed(await ws.get_message())[0], Connack)
+        await ws.send_message("\u00c0\u0000")  # a PINGREQ's bytes, as text
+        with trio.fail_after(TIMEOUT), pytest.raises(trio_websocket.ConnectionClosed) as closed:
+            await ws.get_message()
+    assert closed.value.reason.code == 1003
+
+
+@pytest.mark.parametrize(
+    "bad", ["$share//t", "$share/a+/t", "$share/a#/t", "$share/g", "$share/g/"]
+)
+def test_a_malformed_shared_filter_is_refused(bad: str) -> None:
+    """[MQTT-4.8.2-1]/[MQTT-4.8.2-2]: a ShareName of at least one character, without
+    "/", "+" or "#", followed by "/" and a Topic Filter."""
+
+    with pytest.raises(InvalidTopicError):
+        parse_shared(bad)
+    assert parse_shared("$share/g/a/+") == ("g", "a/+")
+
+
+def test_a_qos1_identifier_acknowledged_is_a_new_message_next_time() -> None:
+    """[MQTT-4.3.2-5]: after PUBACK, a PUBLISH with the same identifier (DUP or not)
+    is a new message and is stored again."""
+    _, shell = make()
+    (first,) = shell.receive(Publish("t", b"1", 1, packet_id=9))
+    shell.commit(first)
+    assert [type(p) for p in shell.sent()] == [Puback]
+    (again,) = shell.receive(Publish("t", b"2", 1, dup=True, packet_id=9))
+    assert [e.payload for e in again.events] == [b"2"]
+
+
+def test_a_shared_subscription_delivers_at_its_granted_qos() -> None:
+    """[MQTT-4.8.2-3]."""
+
+    core, shell = make()
+    shared = Source(SHARED, None, SubOptions(0), "$share/g/t", "g", "t")
+    deliver(core, aged(1, 3600, 0, qos=2), source=shared)
+    (sent,) = shell.sent()
+    assert sent.qos == 0 and not core.planner.outstanding
+
+
+def test_matching_does_not_normalise_topics() -> None:
+    """[MQTT-4.7.3-4]: "café" (one code point) and "cafe" + U+0301 are different."""
+
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    assert compile_filter(composed)(composed) and not compile_filter(composed)(decomposed)
+    assert not compile_filter(f"{decomposed}/+")(f"{composed}/x")
+
+
+def test_retain_0_and_unsubscribe_leave_what_they_should(server: ServerThread) -> None:
+    """3.1.1 [MQTT-3.3.1-12] / 5.0 [MQTT-3.3.1-8]: RETAIN 0 neither replaces nor
+    removes the retained message; 3.1.1 [MQTT-3.3.1-7]: a QoS 0 retained message
+    replaces the previous one; [MQTT-3.10.4-2]: nothing new after UNSUBSCRIBE. Each
+    check waits for a later message on the same ordered path, never for a time."""
+
+    publisher = RawClient(server.port, 4)
+    publisher.connect("retainer")
+    publisher.send(Publish("r/1", b"kept", 1, True, packet_id=1))
+    publisher.expect(Puback)
+    publisher.send(Publish("r/1", b"live", 1, False, packet_id=2))  # RETAIN 0
+    publisher.expect(Puback)
+    publisher.send(Publish("r/2", b"old", 1, True, packet_id=3))
+    publisher.expect(Puback)
+    publisher.send(Publish("r/2", b"new", 0, True))  # QoS 0 retained replaces it
+    publisher.send(Publish("r/3", b"fence", 1, packet_id=4))  # ordered after the QoS 0
+    publisher.expect(Puback)
+    subscriber = RawClient(server.port, 4)
+    subscriber.connect("watcher")
+    subscriber.send(Subscribe(1, [Subscription("r/1", 1), Subscription("r/2", 1)]))
+    subscriber.expect(Suback)
+    retained = {p.topic: p.payload for p in (subscriber.expect(Publish) for _ in range(2))}
+    assert retained == {"r/1": b"kept", "r/2": b"new"}
+    subscriber.send(Unsubscribe(2, ["r/1"]))
+    subscriber.expect(Unsuback)
+    publisher.send(Publish("r/1", b"after", 1, packet_id=5))
+    publisher.expect(Puback)
+    publisher.send(Publish("r/2", b"still", 1, packet_id=6))
+    publisher.expect(Puback)
+    (after,) = [subscriber.expect(Publish)]
+    assert (after.topic, after.payload) == ("r/2", b"still")  # not r/1, sent before it
+    publisher.close()
+    subscriber.close()
