@@ -19,6 +19,7 @@ from tests.protocols.mqtt.server_helpers import (
     RawClient,
     ServerThread,
     raw_connection,
+    read_until_closed,
     wait_for,
 )
 from tests.protocols.mqtt.test_session_core import deliver, make
@@ -168,20 +169,6 @@ def test_a_resent_message_is_sent_even_if_expired() -> None:
 # -- the final packet reaches the client before the connection closes -----------------
 
 
-def read_final(sock: socket.socket) -> bytes:
-    """What the server sent until it closed; a reset ends it too (what was read stays)."""
-    sock.settimeout(TIMEOUT)
-    data = b""
-    while True:
-        try:
-            chunk = sock.recv(65_536)
-        except ConnectionResetError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
-
-
 def send_then_read(sock: socket.socket, trigger: bytes) -> bytes:
     """Send ``trigger`` and 2 MiB of PINGREQs behind it without reading (the client is
     busy sending while the server answers and closes), then read what came back."""
@@ -189,7 +176,7 @@ def send_then_read(sock: socket.socket, trigger: bytes) -> bytes:
     with contextlib.suppress(OSError):  # the server may have closed already
         sock.sendall(trigger + FLOOD)
         sock.shutdown(socket.SHUT_WR)  # done sending: the server's drain ends here
-    return read_final(sock)
+    return read_until_closed(sock)
 
 
 FLOOD = b"\xc0\x00" * (1024 * 1024)
