@@ -487,3 +487,15 @@ def test_retain_0_and_unsubscribe_leave_what_they_should(server: ServerThread) -
     assert (after.topic, after.payload) == ("r/2", b"still")  # not r/1, sent before it
     publisher.close()
     subscriber.close()
+
+
+def test_a_second_connect_gets_no_second_connack(server: ServerThread) -> None:
+    """[MQTT-3.2.0-2] (and [MQTT-3.1.0-2]): one CONNACK per connection; a second
+    CONNECT is answered with DISCONNECT 0x82 and nothing else."""
+    client = RawClient(server.port, 5)
+    client.connect("twice")
+    client.send(Connect(client_id="twice", protocol_level=5))
+    assert client.expect(Disconnect).reason_code == ReasonCode.PROTOCOL_ERROR
+    with pytest.raises(EOFError):
+        client.receive()
+    client.close()
