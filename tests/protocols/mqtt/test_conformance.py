@@ -34,8 +34,10 @@ from tidelog.protocols.mqtt import (
     Pingreq,
     Pingresp,
     Puback,
+    Pubcomp,
     Publish,
     Pubrec,
+    Pubrel,
     Role,
     Suback,
     Subscribe,
@@ -499,3 +501,95 @@ def test_a_second_connect_gets_no_second_connack(server: ServerThread) -> None:
     with pytest.raises(EOFError):
         client.receive()
     client.close()
+
+
+def inflight_shared_qos2(server: ServerThread, share: str) -> tuple[RawClient, RawClient, int]:
+    """A persistent member ("keeper") of ``share`` that took a QoS 2 message ("1")
+    and went away before PUBREC, a second member ("other") that joined after, and
+    the message's packet identifier. Returns once the server has saved the keeper's
+    session."""
+    keeper = RawClient(server.port, 5)
+    expiry = Properties(session_expiry_interval=60)
+    keeper.connect("keeper", clean=False, properties=expiry)
+    keeper.send(Subscribe(1, [Subscription(share, 2)]))
+    keeper.expect(Suback)
+    publisher = RawClient(server.port, 5)
+    publisher.connect("producer")
+    publisher.send(Publish("jobs/a", b"1", 2, packet_id=1))
+    publisher.expect(Pubrec)
+    taken = keeper.expect(Publish)
+    assert taken.payload == b"1" and taken.qos == 2 and taken.packet_id is not None
+    other = RawClient(server.port, 5)
+    other.connect("other")
+    other.send(Subscribe(1, [Subscription(share, 2)]))
+    other.expect(Suback)
+    keeper.close()  # gone without PUBREC
+    assert server.running is not None
+    sessions = server.running.broker.sessions
+
+    def saved() -> bool:
+        session = sessions.get("keeper")
+        return session is not None and session.disconnected_at is not None
+
+    wait_for(lambda: server.call_sync(saved), what="the keeper's session saved")
+    # a later message goes to the member left; the first one was not given back to
+    # the group (it would come first: a member's unfinished messages are requeued
+    # at the front of the group's feed)
+    publisher.send(Publish("jobs/b", b"2", 2, packet_id=2))
+    publisher.expect(Pubrec)
+    assert other.expect(Publish).payload == b"2"
+    publisher.close()
+    return keeper, other, taken.packet_id
+
+
+def test_a_shared_qos2_message_in_flight_is_completed_by_the_same_client(
+    server: ServerThread,
+) -> None:
+    """[MQTT-4.8.2-4]: a QoS 2 message of a shared subscription that a persistent
+    session's client took but did not acknowledge stays with that session and is
+    sent again (DUP, same packet identifier) when the client reconnects."""
+    _, other, packet_id = inflight_shared_qos2(server, "$share/g/jobs/+")
+    back = RawClient(server.port, 5)
+    ack = back.connect("keeper", clean=False, properties=Properties(session_expiry_interval=60))
+    assert ack.session_present
+    again = back.expect(Publish)
+    assert (again.payload, again.dup, again.packet_id) == (b"1", True, packet_id)
+    back.send(Pubrec(packet_id))
+    assert back.expect(Pubrel).packet_id == packet_id
+    back.send(Pubcomp(packet_id))
+    back.close()
+    other.close()
+
+
+def test_a_shared_qos2_message_of_an_ended_session_goes_to_no_other_member(
+    server: ServerThread,
+) -> None:
+    """[MQTT-4.8.2-5]: the session ends (Clean Start) before its client completes the
+    message: no other member of the group gets it."""
+    _, other, _ = inflight_shared_qos2(server, "$share/h/jobs/+")
+    fresh = RawClient(server.port, 5)
+    assert not fresh.connect("keeper", clean=True).session_present
+    publisher = RawClient(server.port, 5)
+    publisher.connect("producer-2")
+    publisher.send(Publish("jobs/c", b"3", 2, packet_id=1))
+    publisher.expect(Pubrec)
+    assert other.expect(Publish).payload == b"3"  # not "1"
+    for client in (fresh, publisher, other):
+        client.close()
+
+
+def test_the_stored_session_lists_shared_qos2_messages_in_flight() -> None:
+    """What [MQTT-4.8.2-4] needs stored: a shared subscription's QoS 2 messages sent
+    and not PUBRECed (QoS 1 ones may go to another member, a SHOULD)."""
+    core, shell = make(persistent=True, session=Session("s", expiry_interval=60))
+    two = Source(SHARED, None, SubOptions(2), "$share/g/t", "g", "t")
+    one = Source(SHARED, None, SubOptions(1), "$share/g/u", "g", "u")
+    deliver(core, aged(4, 3600, 0, qos=2), source=two)
+    deliver(core, aged(5, 3600, 0, qos=1), source=one)
+    first, _ = shell.sent()
+    core.snapshot(0)
+    stored = Inflight.from_json(core.session.inflight)
+    assert stored.shared == {"$share/g/t": [(4, first.packet_id)]}
+    assert Inflight.from_json(stored.to_json()).shared == stored.shared
+    core.restore()
+    assert core.shared_resume == {"$share/g/t": [(4, first.packet_id)]}

@@ -353,6 +353,7 @@ class Connection:
         if stored is not None:
             subs.restore()
             core.restore()
+            await subs.load_shared_inflight()
         if core.persistent:
             await sessions.save(session)
         elif stored is not None:

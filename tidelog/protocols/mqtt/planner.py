@@ -176,6 +176,7 @@ class Planner:
         "ready",
         "resume",
         "resume_end",
+        "shared_resend",
         "unsaved_qos2",
         "window",
     )
@@ -197,6 +198,9 @@ class Planner:
         """Offset -> packet identifier of main-feed messages in flight when the
         previous connection of the session ended."""
         self.resume_end = 0
+        self.shared_resend: dict[tuple[str, int], int] = EMPTY
+        """(shared subscription, offset) -> packet identifier of a resumed session's
+        shared QoS 2 messages queued to be sent again (with DUP)."""
         self.no_local = 0
         """Subscriptions of the main feed with No Local."""
         self.own: set[int] | frozenset[int] = _NO_OFFSETS
@@ -242,6 +246,14 @@ class Planner:
                     resent.delivery = ready[0]
                 else:
                     self.end_resume()
+            elif self.shared_resend and source.kind == SHARED:
+                packet_id = self.shared_resend.pop((source.key, event.offset), 0)
+                if packet_id:  # a resumed session's shared QoS 2 message ([MQTT-4.8.2-4])
+                    resent = outstanding.get(packet_id)
+                    if resent is None:  # finished meanwhile
+                        ready.popleft()
+                        continue
+                    resent.delivery = ready[0]
             plan = self.plan(event, subs, source, resent)
             if plan is None:
                 ready.popleft()
