@@ -5,7 +5,7 @@ Used by every listener the same way: ``security_for(broker)`` gives the
 ``security.access(principal)`` the :class:`Access` that checks its topics.
 """
 
-from tidelog.security.acl import ANONYMOUS, Access, Grant, Principal, Right
+from tidelog.security.acl import ANONYMOUS, ANONYMOUS_USER, Access, Grant, Principal, Right
 from tidelog.security.auth import Security, install, load_security, security_for
 from tidelog.security.config import SecurityConfig, check_startup
 from tidelog.security.errors import (
@@ -15,20 +15,35 @@ from tidelog.security.errors import (
     SecurityConfigError,
     TooManyAttemptsError,
 )
+from tidelog.security.limits import (
+    Limits,
+    Name,
+    NameTooLongError,
+    Quota,
+    QuotaExceededError,
+    UserQuotas,
+)
 
 __all__ = [
     "ANONYMOUS",
+    "ANONYMOUS_USER",
     "Access",
     "AuthenticationError",
     "Grant",
     "LimitExceededError",
+    "Limits",
+    "Name",
+    "NameTooLongError",
     "NotAuthorizedError",
     "Principal",
+    "Quota",
+    "QuotaExceededError",
     "Right",
     "Security",
     "SecurityConfig",
     "SecurityConfigError",
     "TooManyAttemptsError",
+    "UserQuotas",
     "check_startup",
     "install",
     "load_security",
