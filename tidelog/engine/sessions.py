@@ -10,6 +10,11 @@ delivers events from before it existed.
 ``inflight`` and subscription ``options`` belong to the protocol layer (JSON
 values). Sessions are stored as JSON in the log's ``sessions`` state namespace
 and expire ``expiry_interval`` seconds after their client disconnected.
+
+``owner`` is the user the session belongs to (``Access.owner``: the user name, or
+``anonymous``); only that user may connect with its client id (the MQTT layer's
+admission checks it). Sessions stored before owners existed have ``owner`` None:
+the next user who connects with the client id claims them.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 import attrs
@@ -50,6 +56,9 @@ class Session:
     inflight: dict[str, Any] = attrs.field(factory=dict)
     disconnected_at: int | None = None
     """ms since the epoch; None while a client is connected."""
+    owner: str | None = None
+    """The user the session belongs to; None: stored before owners existed (the
+    next user to connect claims it)."""
 
     def expires_at(self) -> float | None:
         if self.disconnected_at is None or self.expiry_interval == NEVER_EXPIRES:
@@ -75,6 +84,11 @@ class SessionStore:
         self._log = log
         self._writer = writer
         self._sessions: dict[str, Session] = {}
+        self._owned: Counter[str | None] = Counter()
+        """Stored sessions per owner (for the per-user session quota)."""
+        self._counted_owner: dict[str, str | None] = {}
+        """The owner each session is counted for in ``_owned`` (a session's owner may
+        be set after it was loaded: an old session claimed)."""
         self.expired = 0
 
     async def load(self) -> None:
@@ -96,6 +110,7 @@ class SessionStore:
             if session.disconnected_at is None:
                 session.disconnected_at = now
             self._sessions[client_id] = session
+            self._count(session)
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -103,17 +118,25 @@ class SessionStore:
     def get(self, client_id: str) -> Session | None:
         return self._sessions.get(client_id)
 
+    def owned(self, owner: str) -> int:
+        """How many stored sessions belong to ``owner``."""
+        return self._owned[owner]
+
     def all(self) -> list[Session]:
         return list(self._sessions.values())
 
     async def save(self, session: Session) -> None:
         """Store the session durably (coalesced with other saves)."""
+        self._disown(session.client_id)
         self._sessions[session.client_id] = session
+        self._count(session)
         await self._writer.put(NAMESPACE, {session.client_id: session.to_json()})
 
     async def delete(self, client_id: str) -> bool:
-        existed = self._sessions.pop(client_id, None) is not None
-        if existed:
+        session = self._sessions.pop(client_id, None)
+        existed = session is not None
+        if session is not None:
+            self._disown(client_id)
             await self._writer.put(NAMESPACE, {client_id: None})
         return existed
 
@@ -128,9 +151,23 @@ class SessionStore:
         if gone:
             for client_id in gone:
                 del self._sessions[client_id]
+                self._disown(client_id)
             await self._writer.put(NAMESPACE, dict.fromkeys(gone))
             self.expired += len(gone)
         return gone
+
+    def _count(self, session: Session) -> None:
+        self._counted_owner[session.client_id] = session.owner
+        self._owned[session.owner] += 1
+
+    def _disown(self, client_id: str) -> None:
+        if client_id not in self._counted_owner:
+            return
+        owner = self._counted_owner.pop(client_id)
+        owned = self._owned
+        owned[owner] -= 1
+        if owned[owner] <= 0:
+            del owned[owner]
 
     async def run_expiry(self, every: float) -> None:
         """Expire sessions periodically; a failed delete (disk full) is logged, not fatal

@@ -181,6 +181,17 @@ class UserQuotas:
         else:
             counts[user] -= 1
 
+    def adjust(self, quota: Quota, user: str, delta: int) -> None:
+        """Count ``delta`` more (or fewer, negative) for ``user`` without refusing: for a
+        listener that keeps its own count and checks (:meth:`check`) before each new
+        one (MQTT subscriptions, counted once per SUBSCRIBE)."""
+        counts = self._counts[quota]
+        held = counts[user] + delta
+        if held > 0:
+            counts[user] = held
+        else:
+            counts.pop(user, None)
+
     @contextlib.contextmanager
     def hold(self, quota: Quota, user: str) -> Iterator[None]:
         """:meth:`acquire` for the duration of the block."""

@@ -3,8 +3,10 @@
 :func:`admit` is the one place a CONNECT is judged: connection limits, the
 client's credentials (password, TLS client certificate, or the principal of an
 authenticated WebSocket handshake), the will's ACL and the server's
-authentication hook. What the client and the server agree on (windows, packet
-sizes, topic aliases, keep alive, session expiry) is :func:`negotiate`'s, and
+authentication hook, the client id's length, and whether the client id's
+connection and stored session belong to the user (ownership). What the client
+and the server agree on (windows, packet sizes, topic aliases, keep alive,
+session expiry) is :func:`negotiate`'s, and
 the CONNACK that says so is :func:`connack`'s. Nothing here does transport I/O;
 the login may await the security layer (a password hash runs on a thread).
 """
@@ -25,6 +27,7 @@ from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.protocols.mqtt.settings import ConnectInfo, MQTTSettings
 from tidelog.security import Access, AuthenticationError, Principal, Right, TooManyAttemptsError
 from tidelog.security.auth import peer_address
+from tidelog.security.limits import Name, NameTooLongError, Quota, QuotaExceededError
 
 if TYPE_CHECKING:
     from tidelog.protocols.mqtt.server import MQTTServer
@@ -80,15 +83,59 @@ async def admit(
     certificate, ``preset`` is who the transport authenticated (a WebSocket login),
     ``who`` names the connection in logs.
 
-    This is where a check of who may own the session ``info.client_id`` belongs: it
-    runs before any session is opened or taken over."""
+    The client id's length is checked first (0x85 Client Identifier not valid,
+    3.1.1 return code 2: before a password is hashed). Ownership and the per-user
+    session quota (:func:`_claimable`) come last, after every await: nothing runs
+    between them and the shell's :meth:`MQTTServer.claim`, so no other CONNECT
+    can slip in between the check and the takeover. They run before any session
+    is opened or taken over."""
+    try:
+        server.security.limits.check_name(Name.CLIENT_ID, info.client_id)
+    except NameTooLongError as exc:
+        log.info("%r: refused: %s", who, exc)
+        return Admission(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, None, None)
     admission = await _authenticate(server, info, stream, preset, who)
     if admission.code == ReasonCode.SUCCESS:
         admission.code = await server.authenticate(info)
     method = info.connect.properties.authentication_method
     if admission.code == ReasonCode.SUCCESS and method is not None:
         admission.code = ReasonCode.BAD_AUTHENTICATION_METHOD
+    if admission.code == ReasonCode.SUCCESS and admission.access is not None:
+        admission.code = _claimable(server, info, admission.access.owner, who)
     return admission
+
+
+def _claimable(server: MQTTServer, info: ConnectInfo, owner: str, who: object) -> ReasonCode:
+    """Whether ``owner`` may have the session of ``info.client_id`` (docs/security.md,
+    "Ownership"): not while another user's connection has that client id, nor
+    another user's stored session (0x87 Not authorized, 3.1.1 return code 5: the
+    owner is neither disconnected nor touched). A new persistent session counts
+    against the user's ``max_sessions_per_user`` (0x97 Quota exceeded, 3.1.1 return
+    code 3 Server unavailable). Synchronous on purpose (see :func:`admit`)."""
+    client_id = info.client_id
+    connected = server.connections.get(client_id)
+    if connected is not None and connected.owner not in (None, owner):
+        log.warning(
+            "%r: refused: client id %r is connected as user %r", who, client_id, connected.owner
+        )
+        return ReasonCode.NOT_AUTHORIZED
+    sessions = server.broker.sessions
+    stored = sessions.get(client_id)
+    if stored is not None and stored.owner not in (None, owner):
+        log.warning(
+            "%r: refused: the session of client id %r belongs to user %r",
+            who,
+            client_id,
+            stored.owner,
+        )
+        return ReasonCode.NOT_AUTHORIZED
+    if session_expiry(info.connect) > 0 and (stored is None or stored.owner != owner):
+        try:
+            server.security.quotas.check(Quota.SESSIONS, owner, sessions.owned(owner))
+        except QuotaExceededError as exc:
+            log.warning("%r: refused: %s", who, exc)
+            return ReasonCode.QUOTA_EXCEEDED
+    return ReasonCode.SUCCESS
 
 
 async def _authenticate(
@@ -128,6 +175,12 @@ async def _authenticate(
         return Admission(code, None, address)
     access = security.access(principal)
     will = connect.will
+    if will is not None:
+        try:
+            security.limits.check_name(Name.TOPIC, will.topic)
+        except NameTooLongError as exc:
+            log.info("%r: will: %s", who, exc)
+            return Admission(ReasonCode.TOPIC_NAME_INVALID, access, address)
     if will is not None and not access.allows(Right.PUBLISH, will.topic):
         log.info("%r: will topic %r not authorized", who, will.topic)
         return Admission(ReasonCode.NOT_AUTHORIZED, access, address)

@@ -158,6 +158,11 @@ class Connection:
         return f"<MQTT connection {self.client_id or '?'} from {self.peer} over {self.transport}>"
 
     @property
+    def owner(self) -> str | None:
+        """The user the connection is (``Access.owner``); None before it is admitted."""
+        return self.core.access.owner if self.core is not None else None
+
+    @property
     def persistent(self) -> bool:
         """Whether the session outlives the connection."""
         return self.core is not None and self.core.persistent
@@ -283,8 +288,15 @@ class Connection:
             await self._send_direct(admission.refusal(result.code, self.level))
             return False
         limits = admission.negotiate(connect, self.settings)
+        security = self.server.security
         core = self.core = MQTTSession(
-            Session(self.client_id), self.level, result.access, limits, self.settings
+            Session(self.client_id, owner=result.access.owner),
+            self.level,
+            result.access,
+            limits,
+            self.settings,
+            names=security.limits,
+            quotas=security.quotas,
         )
         sender = self.sender = Sender(
             self.stream, core, self.broker, self.settings, self.traffic, self._guard
@@ -296,8 +308,10 @@ class Connection:
             self.broker,
             core,
             self.client_id,
-            self.server.security.config.max_subscriptions,
+            security.config.max_subscriptions,
             sender.start_pump,
+            security.limits,
+            security.quotas,
         )
         return True
 
@@ -342,6 +356,7 @@ class Connection:
             await sessions.delete(client_id)
             stored = None
         session = core.session = stored if stored is not None else core.session
+        session.owner = core.access.owner  # admission checked it; an old one is claimed
         session.expiry_interval = expiry
         session.disconnected_at = None
         core.set_persistent(expiry > 0)
@@ -381,6 +396,8 @@ class Connection:
             with trio.move_on_after(self.settings.close_timeout):
                 await self._end_session(close)
         finally:
+            if self.subs is not None:
+                self.subs.release_quota()
             # only now: a newer connection with this client id waits for this one
             # to have saved the session and handed over its will
             self.server.release(self.client_id, self)

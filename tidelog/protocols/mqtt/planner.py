@@ -9,8 +9,9 @@ Receive Maximum and the send budget allow into PUBLISH bytes, in order:
    was delivered before the client went away;
 2. otherwise :meth:`Planner.plan` decides it: the one place every fresh
    delivery passes (per-topic ACL, No Local, QoS downgrade, Retain As
-   Published, subscription identifiers), and where a resend is checked too
-   (:meth:`Planner.permit`); an expired message is dropped there;
+   Published, subscription identifiers); a resend passes its ACL check
+   (:meth:`Planner.permit`) first like any other delivery; an expired message
+   is dropped there;
 3. topic aliases are assigned, and the PUBLISH is built from bytes shared by
    every subscriber where it can be (3.x, or MQTT 5 without per-subscriber
    properties), or its own otherwise; one over the client's Maximum Packet Size
@@ -342,14 +343,18 @@ class Planner:
         """QoS, retain flag and subscription identifiers of a delivery; None to skip it.
 
         Every delivery passes here, resends of a resumed session's messages
-        (``resent``) included: this is the place for checks that apply to all."""
+        (``resent``) included: this is the place for checks that apply to all. The
+        ACL check comes first: a resend is checked against the access of the
+        connection that receives it, which may not be the one that sent it first
+        (the ACL file changed between connections); a refused resend is dropped, its
+        in-flight entry and packet identifier freed by :meth:`emit`."""
+        if self.checked_subs and not self.permit(event, source):
+            return None
         if resent is not None:  # sent before with this QoS: again, with DUP
             return resent.qos, False, identifiers(subs)
         if event.properties is not None and expired(event):
             # [MQTT-3.3.2-5]: not yet sent, so the copy goes (a retained message, or
             # one that waited here for the client's window; feeds drop theirs too)
-            return None
-        if self.checked_subs and not self.permit(event, source):
             return None
         options = source.options
         if options is None:

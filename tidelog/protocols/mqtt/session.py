@@ -59,6 +59,8 @@ from tidelog.protocols.mqtt.replies import Close, fitted
 from tidelog.protocols.mqtt.settings import MQTTSettings
 from tidelog.protocols.mqtt.stored_session import Inflight
 from tidelog.security import Access, Right
+from tidelog.security.limits import Limits as NameLimits
+from tidelog.security.limits import Name, NameTooLongError, QuotaExceededError, UserQuotas
 from tidelog.storage import Event, NewEvent
 
 log = logging.getLogger("tidelog.protocols.mqtt.connection")
@@ -70,6 +72,11 @@ NO_EVENTS: Final[list[NewEvent]] = []
 PENDING, STORED = 1, 2
 
 _ACK = struct.Struct(">BBH").pack
+_PUBACK_CODES: Final = frozenset(
+    {ReasonCode.TOPIC_NAME_INVALID, ReasonCode.QUOTA_EXCEEDED, ReasonCode.NOT_AUTHORIZED}
+)
+"""Refusal codes a PUBACK/PUBREC may carry that the limits use."""
+MAX_STRING_CHARS: Final = 65_535
 
 
 def ack(first: int, packet_id: int) -> bytes:
@@ -108,12 +115,14 @@ class MQTTSession:
         "disconnected",
         "error",
         "level",
+        "names",
         "persistent",
         "planner",
         "problem_info",
         "pubcomp_after_save",
         "pubrec_after_save",
         "pubrel_after_save",
+        "quotas",
         "receive_maximum",
         "rx",
         "rx_count",
@@ -122,6 +131,7 @@ class MQTTSession:
         "stop",
         "timeout",
         "topic_alias_maximum",
+        "topic_chars_ok",
         "wake",
     )
 
@@ -134,6 +144,8 @@ class MQTTSession:
         settings: MQTTSettings,
         *,
         persistent: bool = False,
+        names: NameLimits | None = None,
+        quotas: UserQuotas | None = None,
     ) -> None:
         self.session = session
         """The engine's session (stored when ``persistent``)."""
@@ -167,6 +179,15 @@ class MQTTSession:
         self.wake: Callable[[], None] = _nothing
         self.dirty: Callable[[bool], None] = _nothing
         self.stop: Callable[[Close], None] = _nothing
+        self.names = names
+        """Name maxima of the security layer (None: not checked, as in unit tests)."""
+        self.quotas = quotas
+        """Per-user quotas (retained messages); None: not counted."""
+        self.topic_chars_ok = (
+            names.maximum(Name.TOPIC) // 4 if names is not None else MAX_STRING_CHARS
+        )
+        """Topics of at most this many characters are within the maximum whatever
+        they hold (4 bytes a character at most): the common case costs one len()."""
 
     # -- the clock -------------------------------------------------------------------
 
@@ -251,9 +272,29 @@ class MQTTSession:
                         raise Close(ReasonCode.PROTOCOL_ERROR, f"topic alias {alias} is not set")
                     topic = known
             stored_props = event_properties(props)
+        names = self.names
+        if names is not None and (
+            len(topic) > self.topic_chars_ok
+            or (stored_props is not None and stored_props.user_properties)
+        ):
+            try:
+                names.check_name(Name.TOPIC, topic)
+                if stored_props is not None and stored_props.user_properties:
+                    for key, _value in stored_props.user_properties:
+                        names.check_name(Name.USER_PROPERTY_KEY, key)
+            except NameTooLongError as exc:
+                self._refuse_limit(packet, exc.reason_code, str(exc))
+                return
         if not self.access.allows(Right.PUBLISH, topic):
             self._refuse_publish(packet, topic)
             return
+        event = NewEvent(topic, packet.payload, qos, packet.retain, stored_props)
+        if packet.retain and self.quotas is not None:
+            try:
+                self.quotas.retain(self.access.owner, (event,))
+            except QuotaExceededError as exc:
+                self._refuse_limit(packet, ReasonCode.QUOTA_EXCEEDED, str(exc))
+                return
         if qos:
             packet_id = packet.packet_id
             assert packet_id is not None
@@ -273,7 +314,24 @@ class MQTTSession:
             meta.append(qos << 16 | packet_id)
         else:
             meta.append(0)
-        events.append(NewEvent(topic, packet.payload, qos, packet.retain, stored_props))
+        events.append(event)
+
+    def _refuse_limit(self, packet: Publish, code: int, message: str) -> None:
+        """A PUBLISH past a name maximum or a quota (docs/security.md, "Limits"): MQTT 5
+        QoS 1/2 gets PUBACK/PUBREC with ``code`` (0x90 Topic Name invalid, 0x97 Quota
+        exceeded; a user property key: 0x83, PUBACK has no 0x95) and the connection
+        goes on; QoS 0, which has no reply, and 3.x, which has no negative
+        acknowledgement, end the connection (DISCONNECT ``code`` in MQTT 5): nothing
+        is acknowledged that was not stored."""
+        log.info("PUBLISH refused: %s", message)
+        packet_id = packet.packet_id
+        if self.level < 5 or not packet.qos or packet_id is None:
+            raise Close(ReasonCode(code), message)
+        if code not in _PUBACK_CODES:
+            code = ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR
+        props = Properties(reason_string=message[:200]) if self.problem_info else NO_PROPERTIES
+        reply = Puback if packet.qos == 1 else Pubrec
+        self.control.append(encode(reply(packet_id, ReasonCode(code), props), 5))
 
     def _refuse_publish(self, packet: Publish, topic: str) -> None:
         """A PUBLISH the ACL denies: v5 gets PUBACK/PUBREC 0x87; 3.x, like mosquitto,

@@ -11,7 +11,9 @@ Every subscription of a session lives on one of three kinds of feed, each a
 * one feed per **replay subscription** (``$replay/<position>/<filter>``, or the
   ``replay-from`` user property), reading the log from a position; not stored.
 
-SUBSCRIBE is checked here (ACL, subscription quota); the deliveries are planned
+SUBSCRIBE is checked here (filter length, ACL, subscriptions per connection and
+per user: the user's count is brought up to date once per SUBSCRIBE, UNSUBSCRIBE
+and resume, never per message); the deliveries are planned
 by :mod:`~tidelog.protocols.mqtt.planner`. The shell runs one pump per source
 (``start_pump``); this module only opens, changes and closes feeds.
 """
@@ -34,6 +36,8 @@ from tidelog.protocols.mqtt.replies import fitted
 from tidelog.protocols.mqtt.session import MQTTSession
 from tidelog.protocols.mqtt.stored_session import SubOptions
 from tidelog.security import Grant, Right
+from tidelog.security.limits import Limits as NameLimits
+from tidelog.security.limits import Name, NameTooLongError, Quota, QuotaExceededError, UserQuotas
 from tidelog.topics import parse_shared
 
 if TYPE_CHECKING:
@@ -66,7 +70,10 @@ class Subscriptions:
         "client_id",
         "core",
         "feed",
+        "held",
         "max_subscriptions",
+        "names",
+        "quotas",
         "replays",
         "resend_shared",
         "restore_shared",
@@ -81,8 +88,16 @@ class Subscriptions:
         client_id: str,
         max_subscriptions: int,
         start_pump: Callable[[Source], None],
+        names: NameLimits | None = None,
+        quotas: UserQuotas | None = None,
     ) -> None:
         self.broker = broker
+        self.names = names
+        """Name maxima (filters); None: not checked."""
+        self.quotas = quotas
+        """Per-user quotas (live subscriptions); None: not counted."""
+        self.held = 0
+        """Subscriptions this connection counts for its user in ``quotas``."""
         self.core = core
         self.client_id = client_id
         self.max_subscriptions = max_subscriptions
@@ -125,6 +140,7 @@ class Subscriptions:
             feed.subscribe(key, options, since=sub.created_offset)
             if options.no_local:
                 self.core.planner.no_local += 1
+        self._account()  # counted, not refused: they were within the quota when made
 
     async def load_shared_inflight(self) -> None:
         """Read back from the log the shared QoS 2 messages a resumed session had in
@@ -215,6 +231,7 @@ class Subscriptions:
             except Refused as exc:
                 codes.append(exc.code)
                 problems.append(str(exc))
+            self._account()
         suback_props = NO_PROPERTIES
         if problems and core.level == 5 and core.problem_info:
             suback_props = Properties(reason_string="; ".join(problems)[:200])
@@ -228,7 +245,13 @@ class Subscriptions:
             core.dirty(True)
 
     def _authorize(self, key: str, topic_filter: str, right: Right) -> None:
-        """ACL and subscription-count checks; raises Refused (0x87 / 0x97)."""
+        """Filter length, ACL and subscription-count checks (per connection and per
+        user); raises Refused (0x8F / 0x87 / 0x97; 3.x: SUBACK 0x80)."""
+        if self.names is not None:
+            try:
+                self.names.check_name(Name.FILTER, key)
+            except NameTooLongError as exc:
+                raise Refused(ReasonCode.TOPIC_FILTER_INVALID, str(exc)) from None
         _, inner = parse_shared(topic_filter)
         core = self.core
         grant = core.access.grant(right, inner)
@@ -243,7 +266,30 @@ class Subscriptions:
             and len(subscriptions) + len(self.replays) >= limit
         ):
             raise Refused(ReasonCode.QUOTA_EXCEEDED, f"at most {limit} subscriptions")
+        quotas = self.quotas
+        if quotas is not None and key not in subscriptions and key not in self.replays:
+            try:
+                quotas.check(Quota.SUBSCRIPTIONS, core.access.owner)
+            except QuotaExceededError as exc:
+                raise Refused(ReasonCode.QUOTA_EXCEEDED, str(exc)) from None
         core.planner.check_per_topic(key, grant is Grant.PER_TOPIC)
+
+    def _account(self) -> None:
+        """Bring this connection's count in the user's subscription quota up to date
+        (after a SUBSCRIBE, UNSUBSCRIBE or resume; not per message)."""
+        quotas = self.quotas
+        if quotas is None:
+            return
+        held = len(self.core.session.subscriptions) + len(self.replays)
+        if held != self.held:
+            quotas.adjust(Quota.SUBSCRIPTIONS, self.core.access.owner, held - self.held)
+            self.held = held
+
+    def release_quota(self) -> None:
+        """The connection has ended: its subscriptions no longer count for its user."""
+        if self.quotas is not None and self.held:
+            self.quotas.adjust(Quota.SUBSCRIPTIONS, self.core.access.owner, -self.held)
+        self.held = 0
 
     async def _subscribe(
         self, key: str, options: SubOptions, replay_from: str | None, retained: list[Ready]
@@ -362,6 +408,7 @@ class Subscriptions:
             for key in packet.topic_filters
         ]
         core.control.append(encode(Unsuback(packet.packet_id, codes), core.level))
+        self._account()
         if core.persistent:
             core.dirty(True)
 
