@@ -54,6 +54,7 @@ with atheris.instrument_imports(include=["tidelog"]):
     from tidelog.protocols.mqtt.connection import Connection
     from tidelog.protocols.mqtt.server import MQTTServer
     from tidelog.protocols.mqtt.settings import MQTTSettings
+    from tidelog.security import Security
 
 from bench.mqtt_corpus import LEVELS, write_corpus
 
@@ -130,7 +131,7 @@ class LiveBroker:
 
         async def main() -> None:
             async with tidelog.open("memory://") as broker:
-                self.server = MQTTServer(broker, self.settings)
+                self.server = MQTTServer(broker, Security.open(), self.settings)
                 self._token = trio.lowlevel.current_trio_token()
                 self._stop = trio.Event()
                 ready.set()

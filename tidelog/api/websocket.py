@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import trio
 import trio_websocket
@@ -64,7 +64,7 @@ from tidelog.api.shapes import MAX_BATCH_EVENTS, Encoding, EventIn, dumps, encod
 from tidelog.engine import Broker, Cursor, Subscriber, parse_position
 from tidelog.errors import LogClosedError
 from tidelog.logging_setup import set_connection_context
-from tidelog.security import Access, LimitExceededError, Principal, Right, security_for
+from tidelog.security import Access, LimitExceededError, Right, Security
 from tidelog.security.http import (
     EventFilter,
     authenticate_websocket,
@@ -72,7 +72,9 @@ from tidelog.security.http import (
     websocket_peer,
 )
 from tidelog.storage import Event, NewEvent
-from tidelog.traffic import traffic
+
+if TYPE_CHECKING:
+    from tidelog.context import ServerContext
 
 log = logging.getLogger(__name__)
 
@@ -243,11 +245,13 @@ class Connection:
         self,
         broker: Broker,
         ws: trio_websocket.WebSocketConnection,
-        access: Access | None = None,
+        access: Access,
+        security: Security,
     ) -> None:
         self.broker = broker
         self.ws = ws
-        self.access = access or security_for(broker).access(Principal())
+        self.security = security
+        self.access = access
         self.subscriptions: dict[str, Subscription] = {}
         self._next_sub = 0
         self._in_flight = 0
@@ -495,12 +499,12 @@ class Connection:
         )
 
 
-async def handle(broker: Broker, request: trio_websocket.WebSocketRequest) -> None:
+async def handle(context: ServerContext, request: trio_websocket.WebSocketRequest) -> None:
     """The ``/v1/ws`` route of the WebSocket listener.
 
     The handshake is authenticated (docs/security.md): 401 with ``WWW-Authenticate``,
     429 when rate limited, 503 past the connection limits."""
-    security = security_for(broker)
+    security = context.security
     address = websocket_peer(request).rsplit(":", 1)[0]
     refusal = security.connections.acquire(address)
     if refusal is not None:
@@ -513,10 +517,10 @@ async def handle(broker: Broker, request: trio_websocket.WebSocketRequest) -> No
         subprotocol = SUBPROTOCOL if SUBPROTOCOL in request.proposed_subprotocols else None
         ws = await request.accept(subprotocol=subprotocol)
         set_connection_context(protocol="websocket", remote=websocket_peer(request))
-        counters = traffic(broker)
+        counters = context.traffic
         counters.opened("websocket")
         try:
-            await Connection(broker, ws, access).run()
+            await Connection(context.broker, ws, access, security).run()
         except Exception:
             # a bug must cost this connection only, not the listener
             log.exception("WebSocket connection from %s failed", ws.remote)

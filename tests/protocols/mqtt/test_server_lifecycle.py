@@ -16,12 +16,11 @@ from tidelog.protocols.mqtt import (
     Subscription,
 )
 from tidelog.protocols.mqtt.connection import Connection
-from tidelog.protocols.mqtt.server import server_for
 
 
 def _connection(server: ServerThread, client_id: str) -> Connection:
     assert server.running is not None
-    mqtt = server_for(server.running.broker)
+    mqtt = server.running.context.mqtt
     wait_for(lambda: client_id in mqtt.connections, what=f"{client_id} connected")
     return mqtt.connections[client_id]
 

@@ -353,7 +353,6 @@ def test_will_delay_and_disconnect_with_will(server: ServerThread) -> None:
 
 
 def test_authentication_hook(server: ServerThread) -> None:
-    from tidelog.protocols.mqtt.server import server_for
     from tidelog.protocols.mqtt.settings import ConnectInfo
 
     async def only_alice(info: ConnectInfo) -> ReasonCode:
@@ -362,7 +361,7 @@ def test_authentication_hook(server: ServerThread) -> None:
         return ReasonCode.BAD_USER_NAME_OR_PASSWORD
 
     assert server.running is not None
-    server_for(server.running.broker).authenticate = only_alice
+    server.running.context.mqtt.authenticate = only_alice
     refused = RawClient(server.port, 5)
     refused.send_raw(b"")
     connack = refused.connect("eve", username="eve", password=b"x")

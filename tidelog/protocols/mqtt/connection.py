@@ -133,7 +133,6 @@ from tidelog.security import (
 from tidelog.security.auth import peer_address
 from tidelog.storage import Event, NewEvent
 from tidelog.topics import parse_shared
-from tidelog.traffic import traffic
 
 if TYPE_CHECKING:
     from tidelog.protocols.mqtt.server import MQTTServer
@@ -399,7 +398,7 @@ class Connection:
         self.transport = transport
         self.peer = peer
         self.decoder = Decoder(max_packet_size=self.settings.max_packet_size)
-        self.traffic = traffic(self.broker)
+        self.traffic = server.traffic
         self._emitted = 0
         self.level = 4
         self.client_id = ""
