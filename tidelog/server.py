@@ -34,7 +34,7 @@ from tidelog.protocols.mqtt.server import serve_tcp, serve_tls
 from tidelog.security import Security, load_security
 from tidelog.security.config import is_loopback
 from tidelog.sys_topics import publish_sys_topics
-from tidelog.websocket import serve_websocket
+from tidelog.websocket_listener import serve_websocket
 
 __all__ = ["RunningServer", "ServerConfig", "ServerContext", "StartupError", "run_server"]
 

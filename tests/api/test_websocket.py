@@ -17,7 +17,7 @@ import trio
 import trio_websocket
 
 from tidelog.server import RunningServer, ServerConfig, run_server
-from tidelog.websocket import MAX_MESSAGE_BYTES
+from tidelog.websocket_listener import MAX_MESSAGE_BYTES
 
 
 @asynccontextmanager

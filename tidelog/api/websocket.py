@@ -200,7 +200,11 @@ def parse_frame(frame: str | bytes) -> dict[str, Any]:
 # -- the connection ------------------------------------------------------------------
 
 
-class Subscription:
+class WsApiSubscription:
+    """One subscription of a ``/v1/ws`` client: its id, encoding, the credit the
+    client granted, and the cursor it commits (not the engine's feed subscription,
+    :class:`tidelog.engine.fanout.Subscription`)."""
+
     def __init__(self, sub_id: str, encoding: Encoding, credit: int) -> None:
         self.id = sub_id
         self.encoding: Encoding = encoding
@@ -238,8 +242,9 @@ class Subscription:
         return batch
 
 
-class Connection:
-    """One client connection (see the module docstring)."""
+class WsApiConnection:
+    """One ``/v1/ws`` client connection of the native protocol (see the module
+    docstring); MQTT connections are :mod:`tidelog.protocols.mqtt.connection`'s."""
 
     def __init__(
         self,
@@ -252,7 +257,7 @@ class Connection:
         self.ws = ws
         self.security = security
         self.access = access
-        self.subscriptions: dict[str, Subscription] = {}
+        self.subscriptions: dict[str, WsApiSubscription] = {}
         self._next_sub = 0
         self._in_flight = 0
         self._in_flight_changed = trio.Event()
@@ -343,7 +348,7 @@ class Connection:
             frame["id"] = request_id
         await self.send(frame)
 
-    def _subscription(self, sub_id: str) -> Subscription:
+    def _subscription(self, sub_id: str) -> WsApiSubscription:
         sub = self.subscriptions.get(sub_id)
         if sub is None:
             raise ApiError(404, "unknown_subscription", f"no subscription {sub_id!r}")
@@ -418,13 +423,13 @@ class Connection:
             raise ApiError(
                 429, "too_many_subscriptions", f"at most {MAX_SUBSCRIPTIONS} per connection"
             )
-        sub = Subscription(sub_id, message.encoding, message.credit)
+        sub = WsApiSubscription(sub_id, message.encoding, message.credit)
         await self._nursery.start(self._pump, sub, message)
         self.subscriptions[sub_id] = sub
 
     async def _pump(
         self,
-        sub: Subscription,
+        sub: WsApiSubscription,
         message: SubscribeMessage,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -520,7 +525,7 @@ async def handle(context: ServerContext, request: trio_websocket.WebSocketReques
         counters = context.traffic
         counters.opened("websocket")
         try:
-            await Connection(context.broker, ws, access, security).run()
+            await WsApiConnection(context.broker, ws, access, security).run()
         except Exception:
             # a bug must cost this connection only, not the listener
             log.exception("WebSocket connection from %s failed", ws.remote)
