@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import pytest
 import trio
 
 import tidelog
-from tests.storage.backends import BackendUnderTest
+from tests.storage.backends import BackendUnderTest, ManualClock
 from tidelog import NewEvent
 from tidelog.engine import NEVER_EXPIRES, Session, SessionSubscription
 from tidelog.storage import open_log
@@ -51,10 +50,14 @@ async def test_retained_published_after_the_last_flush_is_recovered(
         ]
 
 
-async def test_sessions_survive_restart_and_expire(durable_backend: BackendUnderTest) -> None:
+async def test_sessions_survive_restart_and_expire(
+    durable_backend: BackendUnderTest, clock: ManualClock
+) -> None:
+    """Expiry is measured on the broker's clock: the test moves it, then waits for
+    the periodic expiry to act (no sleeping through the expiry interval)."""
     url = durable_backend.url
-    now = time.time_ns() // 1_000_000
-    async with tidelog.open(url, session_expiry_check_seconds=0.05) as broker:
+    now = clock.now
+    async with tidelog.open(url, session_expiry_check_seconds=0.05, clock=clock) as broker:
         await broker.sessions.save(
             Session(
                 "keeper",
@@ -71,7 +74,8 @@ async def test_sessions_survive_restart_and_expire(durable_backend: BackendUnder
             while broker.sessions.get("short") is not None:
                 await trio.sleep(0.02)
         assert broker.sessions.get("connected") is not None
-    async with tidelog.open(url, session_expiry_check_seconds=0.05) as broker:
+    clock.advance(3_600_000)  # the restart comes an hour later
+    async with tidelog.open(url, session_expiry_check_seconds=0.05, clock=clock) as broker:
         keeper = broker.sessions.get("keeper")
         assert keeper is not None
         assert keeper.position == 7
@@ -80,10 +84,14 @@ async def test_sessions_survive_restart_and_expire(durable_backend: BackendUnder
         assert keeper.inflight == {"outbound": [5, 6]}
         assert broker.sessions.get("short") is None
         connected = broker.sessions.get("connected")
-        assert connected is not None and connected.disconnected_at is not None  # restart = gone
+        assert connected is not None  # its expiry starts at the restart, not before it
+        assert connected.disconnected_at == clock.now
+        clock.advance(999)
+        assert await broker.sessions.expire() == []
+        clock.advance(1)  # one second after the restart
         with trio.fail_after(5):
             while broker.sessions.get("connected") is not None:
-                await trio.sleep(0.05)  # expires one second after the restart
+                await trio.sleep(0.02)  # the periodic expiry runs every 0.05 s
 
 
 async def test_unreadable_stored_state_is_set_aside_not_fatal(

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import itertools
 import operator
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +40,7 @@ import trio
 from tidelog.engine.trie import SubscriptionTrie
 from tidelog.errors import LogClosedError
 from tidelog.storage import Event, EventLog
+from tidelog.storage.base import Clock, wall_clock_ms
 from tidelog.topics import compile_filter
 
 Delivery = tuple[Event, tuple["Subscription", ...]]
@@ -232,7 +232,7 @@ class Feed:
         for delivery in deliveries:
             props = delivery[0].properties
             if props is not None and props.message_expiry is not None:
-                now = now or time.time_ns() // 1_000_000
+                now = now or self._fanout.clock()
                 if _expired(delivery[0], now):
                     continue
             out.append(delivery)
@@ -308,8 +308,10 @@ def _expired(event: Event, now: int) -> bool:
 class FanOut:
     """Routes committed events to feeds. One per broker."""
 
-    def __init__(self, log: EventLog, dispatched_end: int) -> None:
+    def __init__(self, log: EventLog, dispatched_end: int, clock: Clock = wall_clock_ms) -> None:
         self.log = log
+        self.clock = clock
+        """The broker's clock (ms since the epoch): message expiry is measured on it."""
         self.dispatched_end = dispatched_end
         self._trie: SubscriptionTrie[Subscription] = SubscriptionTrie()
         self._feeds: set[Feed] = set()
