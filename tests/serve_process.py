@@ -68,7 +68,9 @@ class Serve:
         assert self.process.stderr is not None
         for line in self.process.stderr:
             self.lines.append(line)
-            match = READY.search(line)
+            # the guard keeps the regex off long lines (a 64 KiB client id in a log
+            # line made its backtracking take minutes)
+            match = READY.search(line) if " listening on " in line else None
             if match:
                 self.ports[match.group(1)] = int(match.group(2))
                 if self._expect <= set(self.ports):

@@ -16,6 +16,11 @@ connection uses it like this::
 Modules: :mod:`.protocol` (packet types, levels, limits), :mod:`.reason_codes`,
 :mod:`.properties`, :mod:`.packets`, :mod:`.wire` (data representations),
 :mod:`.decoder`, :mod:`.encoder`, :mod:`.replies`, :mod:`.errors`.
+
+The server on top of the codec (not imported here): the sans-IO session
+(:mod:`.session`, :mod:`.planner`, :mod:`.subscriptions`, :mod:`.admission`,
+:mod:`.stored_session`) and the trio shell (:mod:`.connection`, :mod:`.sender`,
+:mod:`.server`); docs/architecture.md shows the message path through them.
 """
 
 from tidelog.protocols.mqtt.decoder import Decoder, Role

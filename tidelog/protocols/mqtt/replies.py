@@ -5,6 +5,9 @@ bad packet later on with a DISCONNECT; MQTT 3.x has a CONNACK return code for
 a few CONNECT refusals and otherwise just closes the connection. An
 unsupported protocol version gets the CONNACK the client can read: a 3.1.1
 style one (return code 1) for levels below 5, an MQTT 5 one (0x84) otherwise.
+
+:class:`Close` is how the session tells the shell that a connected client's
+connection ends: why, whether its will goes out, and what to send last.
 """
 
 from __future__ import annotations
@@ -56,3 +59,37 @@ def error_reply(error: MQTTProtocolError, *, reason_string: bool = True) -> byte
     if code not in REASON_CODES_BY_PACKET[PacketType.DISCONNECT]:
         code = ReasonCode.PROTOCOL_ERROR
     return encode(Disconnect(code, properties), 5)
+
+
+class Close(Exception):
+    """Why a connection ends, and what that means for its will and final packet."""
+
+    def __init__(
+        self,
+        code: ReasonCode,
+        message: str,
+        *,
+        will: bool = True,
+        reply: bool = True,
+        reply_bytes: bytes | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.will = will
+        self.reply = reply
+        self.reply_bytes = reply_bytes
+
+    @classmethod
+    def from_error(cls, error: MQTTProtocolError) -> Close:
+        """For an error after CONNACK (a second CONNECT gets DISCONNECT, not CONNACK)."""
+        if error.packet_type is PacketType.CONNECT:
+            return cls(error.reason_code, error.message)
+        return cls(error.reason_code, error.message, reply_bytes=error_reply(error))
+
+    def final_packet(self, level: int) -> bytes:
+        if self.reply_bytes is not None:
+            return self.reply_bytes
+        if not self.reply or level < 5:
+            return b""
+        return encode(Disconnect(self.code, Properties(reason_string=self.message[:200])), 5)

@@ -91,6 +91,24 @@ class MQTTServer:
             self.open_streams -= 1
             self.traffic.closed("mqtt")
 
+    async def claim(self, client_id: str, connection: Connection) -> None:
+        """Make ``connection`` the one of ``client_id``: an older connection with the
+        same client id is taken over (it closes and saves its session first), and a
+        will waiting for its delay is not sent (the client is back in time)."""
+        broker = self.broker
+        broker.cancel_will(client_id)
+        while (old := self.connections.get(client_id)) is not None and old is not connection:
+            await old.take_over()
+            if self.connections.get(client_id) is old:
+                del self.connections[client_id]
+            broker.cancel_will(client_id)  # one the older connection left with a delay
+        self.connections[client_id] = connection
+
+    def release(self, client_id: str, connection: Connection) -> None:
+        """``connection`` has closed (its session saved, its will handed over)."""
+        if self.connections.get(client_id) is connection:
+            del self.connections[client_id]
+
     def publish_sys(self, messages: dict[str, bytes]) -> None:
         """Send ``$SYS`` values (QoS 0) to connected clients subscribed to them, and keep
         them for clients that subscribe later (delivered like retained messages)."""

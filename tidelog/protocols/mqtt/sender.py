@@ -1,0 +1,211 @@
+"""The outgoing half of the trio shell: pumps, the writer and the session saver.
+
+A :class:`Sender` belongs to one :class:`~tidelog.protocols.mqtt.connection.Connection`
+and starts its tasks in the connection's nursery only when there is work for
+them (an idle connection is one task, its reader):
+
+* **pumps**, one per :class:`~tidelog.protocols.mqtt.planner.Source` (the main
+  feed, each shared or replay subscription), move deliveries from the feed into
+  the planner's bounded ready queue; a pump stops taking while the queue is
+  full, so the feed falls behind and later catches up from the log. Nothing per
+  connection grows with a slow client.
+* the **writer** (:meth:`Sender.kick` starts it) sends the session's control
+  packets and as many PUBLISHes as :meth:`Planner.emit
+  <tidelog.protocols.mqtt.planner.Planner.emit>` allows in one ``send_all`` per
+  wake-up. It ends after its first round if nothing is left and no pump runs
+  (a lone CONNACK or PINGRESP).
+* the **saver** (persistent sessions, started by the first change to save)
+  stores the session, coalesced: at most every ``session_save_interval`` for
+  position changes, at once when a QoS 2 ack or a subscription change waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from tidelog.errors import LogClosedError
+from tidelog.protocols.mqtt.planner import Source
+from tidelog.protocols.mqtt.session import MQTTSession
+
+if TYPE_CHECKING:
+    from tidelog.engine.broker import Broker
+    from tidelog.engine.fanout import Feed
+    from tidelog.protocols.mqtt.settings import MQTTSettings
+    from tidelog.traffic import TrafficCounters
+
+
+class Sender:
+    """Moves a session's outgoing bytes and deliveries (see the module docs)."""
+
+    __slots__ = (
+        "broker",
+        "core",
+        "dirty",
+        "guard",
+        "nursery",
+        "pumps",
+        "sending",
+        "settings",
+        "space",
+        "stream",
+        "traffic",
+        "urgent",
+        "wake",
+    )
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        core: MQTTSession,
+        broker: Broker,
+        settings: MQTTSettings,
+        counters: TrafficCounters,
+        guard: Callable[[Callable[[], Awaitable[Any]]], Awaitable[None]],
+    ) -> None:
+        self.stream = stream
+        self.core = core
+        self.broker = broker
+        self.settings = settings
+        self.traffic = counters
+        self.guard = guard
+        """Runs a task, turning its expected endings into the connection's close."""
+        self.nursery: trio.Nursery | None = None
+        """Where tasks start; None before the session is open and while closing."""
+        self.wake: trio.Event | None = None
+        """Wakes the writer; exists while the writer task runs."""
+        self.space: trio.lowlevel.ParkingLot | None = None
+        """Where pumps wait for room in the ready queue (created with the first pump)."""
+        self.pumps = 0
+        self.sending = False
+        """A ``send_all`` is under way (cut in the middle, it leaves the stream unusable)."""
+        self.dirty: trio.Event | None = None
+        """Set when the session should be saved; None until the saver task starts."""
+        self.urgent: trio.Event | None = None
+
+    # -- pumps -------------------------------------------------------------------------
+
+    def start_pump(self, source: Source) -> None:
+        """Start the pump of a source unless it runs (the main feed's starts with the
+        first subscription: a connection that only publishes never has one)."""
+        if source.scope is not None:
+            return
+        assert self.nursery is not None
+        source.scope = trio.CancelScope()
+        self.pumps += 1
+        if self.space is None:
+            self.space = trio.lowlevel.ParkingLot()
+        self.nursery.start_soon(self._pump, source)
+
+    async def _pump(self, source: Source) -> None:
+        """Move deliveries from a feed into the planner's bounded ready queue."""
+        feed = source.feed
+        space = self.space
+        assert feed is not None and space is not None
+        planner = self.core.planner
+        limit = self.settings.pending_deliveries
+        try:
+            with source.scope:
+                while True:
+                    while len(planner.ready) >= limit:
+                        await space.park()
+                    deliveries = await feed.receive(limit)
+                    ready = planner.own_ready()
+                    ready.extend([(event, subs, source) for event, subs in deliveries])
+                    self.kick()
+        except LogClosedError:
+            return  # the feed was closed: unsubscribed, or the broker is stopping
+        finally:
+            self.pumps -= 1
+
+    # -- the writer --------------------------------------------------------------------
+
+    def kick(self) -> None:
+        """Wake the writer, starting it if it does not run (and the connection is not
+        closing: then the connection sends what is queued itself)."""
+        wake = self.wake
+        if wake is not None:
+            wake.set()
+        elif self.nursery is not None:
+            self.wake = wake = trio.Event()
+            wake.set()
+            self.nursery.start_soon(self.guard, self._write_loop)
+
+    async def _write_loop(self) -> None:
+        """Send what is queued whenever woken: one ``send_all`` per wake-up."""
+        stream = self.stream
+        core = self.core
+        planner = core.planner
+        counters = self.traffic
+        first = True
+        while True:
+            wake = self.wake
+            assert wake is not None
+            await wake.wait()
+            self.wake = wake = trio.Event()
+            chunks = core.control
+            core.control = []
+            more = planner.emit(chunks) if planner.ready else False
+            if planner.unsaved_qos2:
+                # a QoS 2 message goes out only once its packet identifier is in the
+                # stored session: after a crash it is resent with the same identifier
+                # (the client still holds it and drops the copy), never as a new one
+                planner.unsaved_qos2 = False
+                await self.save()
+            if planner.emitted:
+                counters.publishes_sent["mqtt"] += planner.emitted
+                planner.emitted = 0
+            if chunks:
+                self.sending = True
+                data = b"".join(chunks)
+                await stream.send_all(data)
+                self.sending = False
+                counters.bytes_sent["mqtt"] += len(data)
+            if self.space is not None:
+                self.space.unpark_all()
+            if more:
+                self.kick()
+            elif first and not self.pumps and not core.control and not wake.is_set():
+                self.wake = None  # no await since the check: a kick starts a new writer
+                return
+            first = False
+
+    # -- the saver ---------------------------------------------------------------------
+
+    def mark_dirty(self, urgent: bool = False) -> None:
+        """Ask the saver to store the session (persistent sessions only); the first
+        call starts the saver. While closing, the connection saves anyway."""
+        if not self.core.persistent:
+            return
+        if self.dirty is None or self.urgent is None:
+            if self.nursery is None:
+                return
+            self.dirty = trio.Event()
+            self.urgent = trio.Event()
+            self.nursery.start_soon(self.guard, self._save_loop)
+        self.dirty.set()
+        if urgent:
+            self.urgent.set()
+
+    async def _save_loop(self) -> None:
+        while True:
+            assert self.dirty is not None and self.urgent is not None
+            await self.dirty.wait()
+            if not self.urgent.is_set():
+                with trio.move_on_after(self.settings.session_save_interval):
+                    await self.urgent.wait()
+            self.dirty = trio.Event()
+            self.urgent = trio.Event()
+            await self.save()
+
+    async def save(self) -> None:
+        """Store the session now; then send the acks that waited for it."""
+        core = self.core
+        feed: Feed | None = core.planner.main.feed
+        assert feed is not None
+        acks = core.take_saved_acks()
+        core.snapshot(feed.handled_end)
+        await self.broker.sessions.save(core.session)
+        core.saved(acks)

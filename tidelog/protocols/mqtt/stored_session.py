@@ -1,0 +1,102 @@
+"""The stored session format: what an MQTT session keeps in the engine's session.
+
+A persistent MQTT session is the engine's :class:`~tidelog.engine.sessions.Session`
+(stored as JSON in the log's ``sessions`` namespace). The engine owns its
+``position``, ``expiry_interval`` and ``disconnected_at``; two parts of it are
+this protocol's, and this module is the only one that reads or writes them:
+
+``subscriptions[key].options`` -- one subscription's options (:class:`SubOptions`)::
+
+    {"qos": 1, "nl": false, "rap": false, "rh": 0, "id": null}
+
+``inflight`` -- the connection's in-flight state (:class:`Inflight`)::
+
+    {"out": {"<offset>": [packet_id, qos]}, "rel": [packet_id, ...],
+     "in": [packet_id, ...], "sent_end": offset}
+
+* ``out``: outgoing QoS 1/2 messages of the main feed sent but not acknowledged
+  (PUBLISH phase), by log offset; on resume they are sent again with DUP set and
+  their original packet identifier.
+* ``rel``: outgoing QoS 2 messages in the PUBREL phase; their PUBREL is resent
+  right after CONNACK.
+* ``in``: inbound QoS 2 packet identifiers stored whose PUBREL has not arrived,
+  so a resent PUBLISH is not stored twice.
+* ``sent_end``: the end of what the connection took from its feed. Events between
+  ``session.position`` (the lowest offset not finished) and ``sent_end`` that
+  are not in ``out`` were delivered already (QoS 0, or acknowledged) and are
+  skipped on resume.
+
+The format is read by every broker version that may restart on the same data:
+change it only by adding keys with defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SubOptions:
+    """A subscription's options as the connection uses them (the engine's
+    Subscription.options); stored in the session as a small dict."""
+
+    __slots__ = ("identifier", "no_local", "qos", "retain_as_published", "retain_handling")
+
+    def __init__(
+        self,
+        qos: int,
+        no_local: bool = False,
+        retain_as_published: bool = False,
+        retain_handling: int = 0,
+        identifier: int | None = None,
+    ) -> None:
+        self.qos = qos
+        self.no_local = no_local
+        self.retain_as_published = retain_as_published
+        self.retain_handling = retain_handling
+        self.identifier = identifier
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "qos": self.qos,
+            "nl": self.no_local,
+            "rap": self.retain_as_published,
+            "rh": self.retain_handling,
+            "id": self.identifier,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SubOptions:
+        return cls(data["qos"], data["nl"], data["rap"], data["rh"], data["id"])
+
+
+class Inflight:
+    """The ``inflight`` part of a stored session, decoded (see the module docs)."""
+
+    __slots__ = ("inbound", "out", "rel", "sent_end")
+
+    def __init__(
+        self,
+        out: dict[int, tuple[int, int]] | None = None,
+        rel: list[int] | None = None,
+        inbound: list[int] | None = None,
+        sent_end: int = 0,
+    ) -> None:
+        self.out = out if out is not None else {}
+        """Offset -> (packet identifier, QoS) of unacknowledged main-feed messages."""
+        self.rel = rel if rel is not None else []
+        self.inbound = inbound if inbound is not None else []
+        self.sent_end = sent_end
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Inflight:
+        out = {int(offset): (pid, qos) for offset, (pid, qos) in data.get("out", {}).items()}
+        rel, inbound = list(data.get("rel", ())), list(data.get("in", ()))
+        return cls(out, rel, inbound, data.get("sent_end", 0))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "out": {str(offset): [pid, qos] for offset, (pid, qos) in self.out.items()},
+            "rel": self.rel,
+            "in": self.inbound,
+            "sent_end": self.sent_end,
+        }

@@ -1,0 +1,379 @@
+"""A connection's subscriptions: the main feed, shared groups and replays.
+
+Every subscription of a session lives on one of three kinds of feed, each a
+:class:`~tidelog.protocols.mqtt.planner.Source` of deliveries:
+
+* the session's **main feed** (opened by the first subscription, or at CONNECT
+  for a persistent session, which resumes it from ``session.position``), holding
+  every ordinary subscription;
+* one feed per **shared subscription** (``$share/<group>/<filter>``), the
+  group's: what this member takes and does not finish goes back to the group;
+* one feed per **replay subscription** (``$replay/<position>/<filter>``, or the
+  ``replay-from`` user property), reading the log from a position; not stored.
+
+SUBSCRIBE is checked here (ACL, subscription quota); the deliveries are planned
+by :mod:`~tidelog.protocols.mqtt.planner`. The shell runs one pump per source
+(``start_pump``); this module only opens, changes and closes feeds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+from tidelog.engine.fanout import Feed
+from tidelog.engine.sessions import SessionSubscription
+from tidelog.errors import InvalidPositionError, InvalidTopicError
+from tidelog.protocols.mqtt.encoder import encode
+from tidelog.protocols.mqtt.packets import Publish, Suback, Subscribe, Unsuback, Unsubscribe
+from tidelog.protocols.mqtt.planner import EMPTY, REPLAY, SHARED, Ready, Source
+from tidelog.protocols.mqtt.properties import NO_PROPERTIES, Properties
+from tidelog.protocols.mqtt.reason_codes import ReasonCode
+from tidelog.protocols.mqtt.session import MQTTSession
+from tidelog.protocols.mqtt.stored_session import SubOptions
+from tidelog.security import Grant, Right
+from tidelog.topics import parse_shared
+
+if TYPE_CHECKING:
+    from tidelog.engine.broker import Broker
+
+log = logging.getLogger("tidelog.protocols.mqtt.connection")
+
+REPLAY_PREFIX: Final = "$replay/"
+"""3.x form of replay: ``$replay/<position>/<filter>``."""
+REPLAY_PROPERTY: Final = "replay-from"
+"""MQTT 5 SUBSCRIBE user property naming a replay start position."""
+SYS_BACKLOG: Final = 1000
+"""Control packets queued past which a connection gets no ``$SYS`` update."""
+
+
+class Refused(Exception):
+    """A subscription refused with a reason code."""
+
+    def __init__(self, code: ReasonCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Subscriptions:
+    """The feeds of one connected session (see the module docs)."""
+
+    __slots__ = (
+        "broker",
+        "client_id",
+        "core",
+        "feed",
+        "max_subscriptions",
+        "replays",
+        "restore_shared",
+        "shared",
+        "start_pump",
+    )
+
+    def __init__(
+        self,
+        broker: Broker,
+        core: MQTTSession,
+        client_id: str,
+        max_subscriptions: int,
+        start_pump: Callable[[Source], None],
+    ) -> None:
+        self.broker = broker
+        self.core = core
+        self.client_id = client_id
+        self.max_subscriptions = max_subscriptions
+        self.start_pump = start_pump
+        self.feed: Feed | None = None
+        self.shared: dict[str, Source] = EMPTY
+        self.replays: dict[str, Source] = EMPTY
+        self.restore_shared: list[tuple[str, SubOptions]] | None = None
+        """Shared subscriptions of a resumed session, joined once pumps can run."""
+
+    def main_feed(self, start: int | None = None) -> Feed:
+        """The session's main feed, opened now if it is not (from ``start``, default
+        live from now)."""
+        feed = self.feed
+        if feed is None:
+            feed = self.broker.open_feed(start=start, name=f"mqtt:{self.client_id}")
+            self.feed = self.core.planner.main.feed = feed
+        return feed
+
+    # -- resuming ----------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Subscribe the main feed to a resumed session's stored subscriptions that
+        the ACL still allows (shared ones wait for :meth:`start`)."""
+        feed = self.feed
+        assert feed is not None
+        session = self.core.session
+        for key, sub in list(session.subscriptions.items()):
+            if not self._may_keep(key):
+                del session.subscriptions[key]
+                continue
+            options = SubOptions.from_json(sub.options)
+            if key.startswith("$share/"):
+                if self.restore_shared is None:
+                    self.restore_shared = []
+                self.restore_shared.append((key, options))
+                continue
+            feed.subscribe(key, options, since=sub.created_offset)
+            if options.no_local:
+                self.core.planner.no_local += 1
+
+    def start(self) -> None:
+        """Start delivering (the connection's tasks can run now)."""
+        feed = self.feed
+        planner = self.core.planner
+        if feed is not None and (feed.subscriptions or not feed.live or planner.resume):
+            self.start_pump(planner.main)
+        if self.restore_shared is not None:
+            for key, options in self.restore_shared:
+                self._join_shared(key, options)
+            self.restore_shared = None
+
+    def _may_keep(self, key: str) -> bool:
+        """Whether a restored subscription is still allowed (the ACL may have changed)."""
+        inner = key
+        if key.startswith("$share/"):
+            inner = key.split("/", 2)[2] if key.count("/") >= 2 else key
+        grant = self.core.access.grant(Right.SUBSCRIBE, inner)
+        if grant is Grant.DENIED:
+            log.info("stored subscription %r is no longer authorized", key)
+            return False
+        if grant is Grant.PER_TOPIC:
+            self.core.planner.check_per_topic(key, True)
+        return True
+
+    # -- SUBSCRIBE ---------------------------------------------------------------------
+
+    async def on_subscribe(self, packet: Subscribe, sys_messages: dict[str, bytes]) -> None:
+        """Subscribe, queue the SUBACK, the retained messages and ``$SYS`` values."""
+        core = self.core
+        props = packet.properties
+        identifier = props.subscription_identifiers[0] if props.subscription_identifiers else None
+        replay_from = None
+        for name, value in props.user_properties:
+            if name == REPLAY_PROPERTY:
+                replay_from = value
+        codes: list[ReasonCode] = []
+        problems: list[str] = []
+        retained: list[Ready] = []
+        sys_filters: list[str] = []
+        for sub in packet.subscriptions:
+            options = SubOptions(
+                sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling, identifier
+            )
+            try:
+                code = await self._subscribe(sub.topic_filter, options, replay_from, retained)
+                codes.append(code)
+                if sub.topic_filter.startswith("$"):
+                    sys_filters.append(sub.topic_filter)
+            except (InvalidPositionError, InvalidTopicError) as exc:
+                codes.append(
+                    ReasonCode.TOPIC_FILTER_INVALID
+                    if isinstance(exc, InvalidTopicError)
+                    else ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR
+                )
+                problems.append(str(exc))
+            except Refused as exc:
+                codes.append(exc.code)
+                problems.append(str(exc))
+        suback_props = NO_PROPERTIES
+        if problems and core.level == 5 and core.problem_info:
+            suback_props = Properties(reason_string="; ".join(problems)[:200])
+        core.control.append(encode(Suback(packet.packet_id, codes, suback_props), core.level))
+        if sys_filters and sys_messages:
+            self.send_sys(sys_messages, retain=True, filters=sys_filters)
+        if retained:
+            core.planner.own_ready().extend(retained)
+        if core.persistent:
+            core.dirty(True)
+
+    def _authorize(self, key: str, topic_filter: str, right: Right) -> None:
+        """ACL and subscription-count checks; raises Refused (0x87 / 0x97)."""
+        _, inner = parse_shared(topic_filter)
+        core = self.core
+        grant = core.access.grant(right, inner)
+        if grant is Grant.DENIED:
+            log.info("subscription %r not authorized", key)
+            raise Refused(ReasonCode.NOT_AUTHORIZED, f"not authorized to subscribe to {key!r}")
+        limit = self.max_subscriptions
+        subscriptions = core.session.subscriptions
+        if (
+            key not in subscriptions
+            and key not in self.replays
+            and len(subscriptions) + len(self.replays) >= limit
+        ):
+            raise Refused(ReasonCode.QUOTA_EXCEEDED, f"at most {limit} subscriptions")
+        core.planner.check_per_topic(key, grant is Grant.PER_TOPIC)
+
+    async def _subscribe(
+        self, key: str, options: SubOptions, replay_from: str | None, retained: list[Ready]
+    ) -> ReasonCode:
+        granted = ReasonCode(options.qos)
+        if key.startswith(REPLAY_PREFIX):
+            position, sep, inner = key[len(REPLAY_PREFIX) :].partition("/")
+            if not sep or not inner:
+                raise InvalidTopicError(f"{key!r}: the replay form is $replay/<position>/<filter>")
+            self._authorize(key, inner, Right.READ)
+            await self._subscribe_replay(key, position, inner, options)
+            return granted
+        if replay_from is not None:
+            self._authorize(key, key, Right.READ)
+            await self._subscribe_replay(key, replay_from, key, options)
+            return granted
+        self._authorize(key, key, Right.SUBSCRIBE)
+        group, _ = parse_shared(key)
+        session = self.core.session
+        if group is not None:
+            self._drop_replay(key)
+            existing = self.shared.get(key)
+            if existing is not None:
+                existing.options = options
+            else:
+                self._join_shared(key, options)
+            session.subscriptions[key] = SessionSubscription(key, options.to_json(), 0)
+            return granted
+        self._drop_replay(key)
+        planner = self.core.planner
+        feed = self.main_feed()
+        old = feed.subscriptions.get(key)
+        if old is not None and old.options.no_local:
+            planner.no_local -= 1
+        sub = feed.subscribe(key, options)
+        self.start_pump(planner.main)
+        if options.no_local:
+            planner.no_local += 1
+        session.subscriptions[key] = SessionSubscription(key, options.to_json(), sub.created_offset)
+        if options.retain_handling == 0 or (options.retain_handling == 1 and old is None):
+            subs = (sub,)
+            source = planner.retained
+            retained.extend((event, subs, source) for event in self.broker.retained.matching(key))
+        return granted
+
+    async def _subscribe_replay(
+        self, key: str, position: str, topic_filter: str, options: SubOptions
+    ) -> None:
+        group, inner = parse_shared(topic_filter)
+        if group is not None:
+            raise Refused(
+                ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR,
+                "a shared subscription cannot replay history",
+            )
+        start = await self.broker.resolve(position)
+        self.unsubscribe(key)
+        feed = self.broker.open_feed(start=start, name=f"mqtt:{self.client_id}:{key}")
+        feed.subscribe(inner, options, since=start)
+        source = Source(REPLAY, feed, options, key)
+        if self.replays is EMPTY:
+            self.replays = {}
+        self.replays[key] = source
+        self.start_pump(source)
+
+    def _drop_replay(self, key: str) -> None:
+        source = self.replays.pop(key, None)
+        if source is not None:
+            _close_source(source)
+            self.core.planner.forget_source(source)
+
+    def _join_shared(self, key: str, options: SubOptions) -> None:
+        group, inner = parse_shared(key)
+        assert group is not None
+        source = Source(SHARED, self.broker.join_shared(group, inner), options, key, group, inner)
+        if self.shared is EMPTY:
+            self.shared = {}
+        self.shared[key] = source
+        self.start_pump(source)
+
+    def _leave_shared(self, source: Source) -> None:
+        """Leave a shared group; what this member took but did not finish goes back to
+        the group for another member."""
+        del self.shared[source.key]
+        if source.scope is not None:
+            source.scope.cancel()
+        planner = self.core.planner
+        unfinished = planner.unfinished(source)
+        planner.forget_source(source)
+        if source.feed is not None and unfinished:
+            unfinished.sort(key=lambda d: d[0].offset)
+            source.feed.requeue(unfinished)
+        self.broker.leave_shared(source.group, source.inner)
+
+    # -- UNSUBSCRIBE -------------------------------------------------------------------
+
+    def on_unsubscribe(self, packet: Unsubscribe) -> None:
+        core = self.core
+        codes = [
+            ReasonCode.SUCCESS if self.unsubscribe(key) else ReasonCode.NO_SUBSCRIPTION_EXISTED
+            for key in packet.topic_filters
+        ]
+        core.control.append(encode(Unsuback(packet.packet_id, codes), core.level))
+        if core.persistent:
+            core.dirty(True)
+
+    def unsubscribe(self, key: str) -> bool:
+        session = self.core.session
+        planner = self.core.planner
+        feed = self.feed
+        if key in self.replays:
+            self._drop_replay(key)
+            return True
+        shared = self.shared.get(key)
+        if shared is not None:
+            self._leave_shared(shared)
+            session.subscriptions.pop(key, None)
+            return True
+        if feed is None or (sub := feed.subscriptions.get(key)) is None:
+            return False
+        planner.check_per_topic(key, False)
+        if sub.options.no_local:
+            planner.no_local -= 1
+        feed.unsubscribe(key)
+        session.subscriptions.pop(key, None)
+        return True
+
+    def close_shared_and_replays(self) -> None:
+        """Closing: leave the shared groups (giving back what is unfinished), close the
+        replay feeds."""
+        for source in list(self.shared.values()):
+            self._leave_shared(source)
+        for source in self.replays.values():
+            if source.feed is not None:
+                source.feed.close()
+
+    # -- $SYS ---------------------------------------------------------------------------
+
+    def send_sys(
+        self, messages: dict[str, bytes], *, retain: bool, filters: list[str] | None = None
+    ) -> bool:
+        """Queue ``$SYS`` messages (QoS 0, outside the log) for matching subscriptions;
+        True if any was queued.
+
+        ``filters``: only these (just subscribed); default every subscription. A
+        client with a backlog of control packets gets none (they are refreshed
+        every interval anyway).
+        """
+        feed = self.feed
+        control = self.core.control
+        if feed is None or len(control) > SYS_BACKLOG:
+            return False
+        subs = [
+            sub
+            for key, sub in feed.subscriptions.items()
+            if key.startswith("$") and (filters is None or key in filters)
+        ]
+        if not subs:
+            return False
+        level = self.core.level
+        for topic, payload in messages.items():
+            if any(sub.matches(topic) for sub in subs):
+                control.append(encode(Publish(topic, payload, 0, retain), level))
+        return True
+
+
+def _close_source(source: Source) -> None:
+    if source.scope is not None:
+        source.scope.cancel()
+    if source.feed is not None:
+        source.feed.close()
