@@ -203,7 +203,7 @@ def parse_frame(frame: str | bytes) -> dict[str, Any]:
 class WsApiSubscription:
     """One subscription of a ``/v1/ws`` client: its id, encoding, the credit the
     client granted, and the cursor it commits (not the engine's feed subscription,
-    :class:`tidelog.engine.fanout.Subscription`)."""
+    :class:`tidelog.engine.FeedSubscription`)."""
 
     def __init__(self, sub_id: str, encoding: Encoding, credit: int) -> None:
         self.id = sub_id
@@ -244,7 +244,7 @@ class WsApiSubscription:
 
 class WsApiConnection:
     """One ``/v1/ws`` client connection of the native protocol (see the module
-    docstring); MQTT connections are :mod:`tidelog.protocols.mqtt.connection`'s."""
+    docstring); MQTT's are :class:`~tidelog.protocols.mqtt.connection.MQTTConnection`."""
 
     def __init__(
         self,

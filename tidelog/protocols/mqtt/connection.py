@@ -16,7 +16,7 @@ This module and :mod:`~tidelog.protocols.mqtt.sender` are the trio shell, the
 only MQTT modules that do I/O; the protocol is in the modules named above (the
 list and the whole path are in docs/architecture.md).
 
-A :class:`Connection` owns its stream (TCP, TLS or the WebSocket adapter) from
+A :class:`MQTTConnection` owns its stream (TCP, TLS or the WebSocket adapter) from
 accept to close, the way hypercorn's ``tcp_server`` does: timeouts with cancel
 scopes, ``aclose`` in ``finally``, no exception ever escapes to the listener.
 
@@ -70,10 +70,10 @@ RECEIVE_BYTES: Final = 65_536
 STREAM_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 """What a broken or closed transport raises."""
 
-__all__ = ["STREAM_ERRORS", "Close", "Connection"]
+__all__ = ["STREAM_ERRORS", "Close", "MQTTConnection"]
 
 
-class Connection:
+class MQTTConnection:
     """One client connection; :meth:`run` serves it until it closes."""
 
     # Slots: an idle broker holds thousands of these. "__dict__" stays so that an

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from tidelog.engine.fanout import Subscription as FeedSubscription
+from tidelog.engine.fanout import FeedSubscription
 from tidelog.protocols.mqtt.admission import Limits
 from tidelog.protocols.mqtt.outbound import (
     EMPTY_TOPIC,

@@ -1,7 +1,7 @@
 """The MQTT server's listeners: TCP, TLS and WebSocket, one connection handler for all.
 
 Every transport ends up as a :class:`trio.abc.Stream` handed to
-:class:`~tidelog.protocols.mqtt.connection.Connection`: a TCP socket stream, a
+:class:`~tidelog.protocols.mqtt.connection.MQTTConnection`: a TCP socket stream, a
 :class:`trio.SSLStream` (handshake under the connect timeout), or
 :class:`WebSocketStream`, which turns binary WebSocket messages into a byte
 stream (MQTT packets may span messages, and one message may hold several).
@@ -27,7 +27,7 @@ import trio
 import trio_websocket
 
 from tidelog.engine import Broker
-from tidelog.protocols.mqtt.connection import Connection
+from tidelog.protocols.mqtt.connection import MQTTConnection
 from tidelog.protocols.mqtt.settings import Authenticator, MQTTSettings, allow_all
 from tidelog.security import Principal, Security
 from tidelog.security.http import (
@@ -64,7 +64,7 @@ class MQTTServer:
         """Authentication, ACLs and limits (:mod:`tidelog.security`)."""
         self.settings = settings or MQTTSettings()
         self.authenticate: Authenticator = allow_all
-        self.connections: dict[str, Connection] = {}
+        self.connections: dict[str, MQTTConnection] = {}
         """Connected clients by client id."""
         self.open_streams = 0
         """Streams being served (connected, or not yet past CONNECT)."""
@@ -86,12 +86,12 @@ class MQTTServer:
         self.open_streams += 1
         self.traffic.opened("mqtt")
         try:
-            await Connection(self, stream, transport, peer or _peer(stream), principal).run()
+            await MQTTConnection(self, stream, transport, peer or _peer(stream), principal).run()
         finally:
             self.open_streams -= 1
             self.traffic.closed("mqtt")
 
-    async def claim(self, client_id: str, connection: Connection) -> None:
+    async def claim(self, client_id: str, connection: MQTTConnection) -> None:
         """Make ``connection`` the one of ``client_id``: an older connection with the
         same client id is taken over (it closes and saves its session first), and a
         will waiting for its delay is not sent (the client is back in time)."""
@@ -104,7 +104,7 @@ class MQTTServer:
             broker.cancel_will(client_id)  # one the older connection left with a delay
         self.connections[client_id] = connection
 
-    def release(self, client_id: str, connection: Connection) -> None:
+    def release(self, client_id: str, connection: MQTTConnection) -> None:
         """``connection`` has closed (its session saved, its will handed over)."""
         if self.connections.get(client_id) is connection:
             del self.connections[client_id]
