@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
 from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
@@ -369,7 +368,7 @@ class MQTTConnection:
                 feed = subs.feed
                 assert feed is not None
                 core.snapshot(feed.handled_end)
-                session.disconnected_at = time.time_ns() // 1_000_000
+                session.disconnected_at = broker.clock()
                 await broker.sessions.save(session)
             elif broker.sessions.get(client_id) is session:
                 await broker.sessions.delete(client_id)

@@ -13,7 +13,6 @@ the connection's writer joins with everything else it sends in one
 
 from __future__ import annotations
 
-import time
 from typing import Final
 
 from tidelog.protocols.mqtt.properties import NO_PROPERTIES, encode_properties
@@ -22,6 +21,7 @@ from tidelog.protocols.mqtt.protocol import PacketType
 from tidelog.protocols.mqtt.wire import U16, encode_varint
 from tidelog.storage import Event
 from tidelog.storage import Properties as EventProperties
+from tidelog.storage.base import Clock, wall_clock_ms
 
 _TOPIC_CACHE_SIZE: Final = 16_384
 _SHARED_CACHE_SIZE: Final = 4096
@@ -134,11 +134,15 @@ def event_properties(properties: MQTTProperties) -> EventProperties | None:
 
 
 def delivery_properties(
-    event: Event, subscription_ids: tuple[int, ...], topic_alias: int | None
+    event: Event,
+    subscription_ids: tuple[int, ...],
+    topic_alias: int | None,
+    clock: Clock = wall_clock_ms,
 ) -> bytes:
     """The encoded MQTT 5 property block of a delivered PUBLISH.
 
-    The Message Expiry Interval sent is what remains of it (§3.3.2.3.3).
+    The Message Expiry Interval sent is what remains of it (§3.3.2.3.3), on the
+    broker's ``clock`` (ms since the epoch, the clock that stamped the event).
     """
     stored = event.properties
     if stored is None:
@@ -150,7 +154,7 @@ def delivery_properties(
         )
     expiry = stored.message_expiry
     if expiry is not None:
-        waited = (time.time_ns() // 1_000_000 - event.timestamp) // 1000
+        waited = (clock() - event.timestamp) // 1000
         expiry = max(0, expiry - max(0, waited))
     return encode_properties(
         MQTTProperties(

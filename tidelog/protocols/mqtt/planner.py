@@ -41,6 +41,7 @@ from tidelog.protocols.mqtt.stored_session import SubOptions
 from tidelog.protocols.mqtt.wire import U16
 from tidelog.security import Access, Right
 from tidelog.storage import Event
+from tidelog.storage.base import Clock, wall_clock_ms
 
 if TYPE_CHECKING:
     from tidelog.engine.fanout import Feed
@@ -218,8 +219,9 @@ class Planner:
             ready = self.ready = deque()
         return ready
 
-    def emit(self, chunks: list[bytes]) -> bool:
-        """Turn ready deliveries into PUBLISH chunks; True if more could go right away."""
+    def emit(self, chunks: list[bytes], clock: Clock = wall_clock_ms) -> bool:
+        """Turn ready deliveries into PUBLISH chunks; True if more could go right away.
+        ``clock``: the broker's (what remains of a message expiry is measured on it)."""
         ready = self.ready
         outstanding = self.outstanding
         room = self.window - len(outstanding)
@@ -277,7 +279,7 @@ class Planner:
                     packet = shared_qos0(event, level, retain)
                     packet_size = len(packet[0]) + len(packet[1])
             else:
-                props = delivery_properties(event, ids, alias) if level == 5 else b""
+                props = delivery_properties(event, ids, alias, clock) if level == 5 else b""
                 name = EMPTY_TOPIC if alias is not None and not new_alias else topic_part(topic)
                 packet = publish_chunks(name, event.payload, qos, retain, dup, packet_id, props)
                 packet_size = chunks_size(packet)
