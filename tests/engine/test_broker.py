@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
 import tidelog
 from tests.storage.backends import BackendUnderTest, ManualClock
@@ -202,7 +203,7 @@ async def test_cursor_fetch_waits_for_new_events(backend: BackendUnderTest) -> N
         assert empty.events == []
 
         async def later() -> None:
-            await trio.sleep(0.05)
+            await trio.testing.wait_all_tasks_blocked()  # the fetch is waiting
             await broker.publish("not/w", b"no")
             await broker.publish("w", b"yes")
 

@@ -12,7 +12,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from tests.protocols.mqtt.server_helpers import Client, RawClient, ServerThread, clients
+from tests.protocols.mqtt.server_helpers import (
+    Client,
+    RawClient,
+    ServerThread,
+    clients,
+    now_ms,
+    wait_clock_past,
+    wait_for,
+)
 from tests.storage.backends import ManualClock
 from tidelog.protocols.mqtt import (
     Connack,
@@ -252,9 +260,14 @@ def test_shared_subscriptions(server: ServerThread, version: int) -> None:
             member.subscribe("$share/workers/jobs/#", 1)
         for i in range(60):
             pub.publish(f"jobs/{i % 4}", b"%d" % i, 1)
-        time.sleep(0.5)
-        received = [m for member in group for m in list(member.messages.queue)]
+
+        def count() -> int:
+            return sum(member.messages.qsize() for member in group)
+
+        wait_for(lambda: count() >= 60, what="60 deliveries to the group")
+        received = [m for member in group for m in member.receive(member.messages.qsize())]
         assert sorted(int(m.payload) for m in received) == list(range(60))  # exactly once
+        assert all(member.nothing_more() for member in group)
 
 
 def test_retain_handling_and_retain_as_published(server: ServerThread) -> None:
@@ -293,8 +306,8 @@ def test_replay_from_user_property(server: ServerThread) -> None:
         with clients(Client(server.port, version=V5)) as (sub,):
             sub.subscribe("hist/#", 1, properties=props)
             assert len(sub.receive(6)) == 6
-        moment = int(time.time() * 1000)
-        time.sleep(0.01)
+        moment = now_ms() + 1  # after every acknowledged (stamped) publish
+        wait_clock_past(moment)
         pub.publish("hist/after", b"after", 1)
         props.UserProperty = ("replay-from", f"time:{moment}")
         with clients(Client(server.port, version=V5)) as (sub,):
