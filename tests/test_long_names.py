@@ -41,6 +41,13 @@ def serve(tmp_path: Path) -> Serve:
         "off",
         "--set",
         "broker.retained_flush_seconds=0.05",
+        # storage itself must hold every length: lift the name maxima (docs/security.md)
+        "--set",
+        "security.max_topic_bytes=65535",
+        "--set",
+        "security.max_filter_bytes=65535",
+        "--set",
+        "security.max_client_id_bytes=65535",
         expect=("MQTT", "HTTP"),
     )
 

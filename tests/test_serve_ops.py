@@ -244,6 +244,7 @@ def _metrics(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
 def test_metrics_parse_and_move(tmp_path: Path) -> None:
     server = Serve(tmp_path, "--storage", f"sqlite://{tmp_path}/log.db", "--mqtt-port", "0",
                    "--http-port", "0", "--ws-port", "off", "--log-format", "json",
+                   "--set", "http.metrics_cursor_labels=yes",
                    expect=("MQTT", "HTTP"))  # fmt: skip
     try:
         before = _metrics(server.url)
@@ -275,7 +276,8 @@ def test_metrics_parse_and_move(tmp_path: Path) -> None:
         buckets = after["tidelog_commit_duration_seconds_bucket"]
         assert buckets[(("le", "+Inf"),)] == after["tidelog_commit_duration_seconds_count"][()]
         assert after["tidelog_log_next_offset"][(("backend", "sqlite"),)] >= 20
-        assert after["tidelog_cursor_lag"][(("cursor", "lagging"),)] >= 20
+        lagging = (("cursor", "lagging"), ("owner", "anonymous"))
+        assert after["tidelog_cursor_lag"][lagging] >= 20
         for name in ("tidelog_retained_messages", "tidelog_sessions", "tidelog_log_segments",
                      "tidelog_log_first_offset", "tidelog_log_bytes", "tidelog_catch_ups_total",
                      "tidelog_malformed_packets_total", "tidelog_rejected_packets_total",

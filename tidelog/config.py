@@ -53,6 +53,8 @@ class Option:
     flag: str | None = None
     """The named ``tidelog serve`` flag setting it, if any."""
     env_aliases: tuple[str, ...] = ()
+    effective: Callable[[Settings], str] | None = None
+    """What the value means once resolved (``auto`` settings), shown by ``config show``."""
 
     @property
     def key(self) -> str:
@@ -82,10 +84,11 @@ def option(
     *,
     flag: str | None = None,
     env_aliases: Iterable[str] = (),
+    effective: Callable[[Settings], str] | None = None,
 ) -> Option:
     if section_name not in SECTIONS:
         raise ValueError(f"declare section {section_name!r} first")
-    declared = Option(section_name, name, kind, default, doc, flag, tuple(env_aliases))
+    declared = Option(section_name, name, kind, default, doc, flag, tuple(env_aliases), effective)
     OPTIONS[declared.key] = declared
     return declared
 
@@ -100,6 +103,9 @@ def _is_off(value: Any) -> bool:
 
 
 def integer(minimum: int | None = None, maximum: int | None = None) -> Kind:
+    """Whole numbers within ``[minimum, maximum]`` (the parser keeps both as attributes,
+    so tests and docs can read them)."""
+
     def parse(value: Any) -> int:
         if isinstance(value, bool):
             raise ValueError(f"expected an integer, got {value!r}")
@@ -117,6 +123,8 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Kind:
         return value
 
     parse.__doc__ = "integer"
+    parse.minimum = minimum  # type: ignore[attr-defined]
+    parse.maximum = maximum  # type: ignore[attr-defined]
     return parse
 
 
@@ -127,6 +135,7 @@ def optional(kind: Kind) -> Kind:
         return None if _is_off(value) else kind(value)
 
     parse.__doc__ = f"{kind.__doc__} or off"
+    parse.inner = kind  # type: ignore[attr-defined]
     return parse
 
 
@@ -207,15 +216,34 @@ def seconds(value: Any) -> float:
     return number
 
 
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
+
+
 def boolean(value: Any) -> bool:
-    """true or false"""
+    """true or false (also yes/no, on/off, 1/0)"""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1"):
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS:
         return True
-    if isinstance(value, str) and value.lower() in ("false", "no", "off", "0"):
+    if isinstance(value, str) and value.strip().lower() in FALSE_WORDS:
         return False
     raise ValueError(f"expected true or false, got {value!r}")
+
+
+AUTO = "auto"
+
+
+def boolean_or_auto(value: Any) -> bool | str:
+    """true, false or auto"""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return boolean(value)
+    except ValueError:
+        raise ValueError(f"expected true, false or auto, got {value!r}") from None
 
 
 def string(value: Any) -> str:
@@ -241,6 +269,7 @@ def choice(*values: str) -> Kind:
         return str(value)
 
     parse.__doc__ = "one of " + ", ".join(values)
+    parse.values = values  # type: ignore[attr-defined]
     return parse
 
 
@@ -406,7 +435,10 @@ def render(settings: Settings) -> str:
         for opt in keys:
             entry = settings.values[opt.key]
             text = f"{opt.name} = {_toml_value(entry.value)}"
-            lines.append(f"{text.ljust(width)}  # {entry.source}")
+            note = entry.source
+            if opt.effective is not None:
+                note += f"; effective: {opt.effective(settings)}"
+            lines.append(f"{text.ljust(width)}  # {note}")
         lines.append("")
     return "\n".join(lines)
 

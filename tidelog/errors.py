@@ -66,3 +66,8 @@ class CursorNotFoundError(CursorError, LookupError):
 
 class CursorExistsError(CursorError, ValueError):
     """A cursor of that name exists with a different filter."""
+
+
+class InvalidCursorNameError(CursorError, ValueError):
+    """A cursor name that is empty, holds control characters, or does not fit storage
+    together with its owner's name (HTTP 400)."""

@@ -9,8 +9,11 @@ and ``docs/configuration.md`` (a test checks that the docs list every option).
 from __future__ import annotations
 
 from tidelog.config import (
+    AUTO,
+    Settings,
     address,
     boolean,
+    boolean_or_auto,
     choice,
     duration_ms,
     fsync_policy,
@@ -28,6 +31,7 @@ from tidelog.config import (
 from tidelog.engine.broker import BrokerOptions
 from tidelog.protocols.mqtt.settings import MQTTSettings
 from tidelog.security import SecurityConfig
+from tidelog.security.limits import MAX_NAME_BYTES
 from tidelog.storage import DEFAULT_URL, LogOptions
 
 _log = LogOptions()
@@ -201,14 +205,50 @@ option(
     "users with scrypt password hashes and tokens (tidelog passwd)",
 )
 option("security", "acl_file", optional(string), None, "topic ACL rules (docs/security.md)")
+
+
+def _anonymous_effective(settings: Settings) -> str:
+    """What ``allow_anonymous`` resolves to (``config show``)."""
+    from tidelog.security.config import is_loopback
+
+    value = settings["security.allow_anonymous"]
+    if value == AUTO:
+        bind = settings["server.bind"]
+        where = "every listener on loopback" if is_loopback(bind) else f"bound to {bind}"
+        return f"{'allowed' if is_loopback(bind) else 'refused'} ({where})"
+    return "allowed" if value else "refused"
+
+
 option(
     "security",
     "allow_anonymous",
-    optional(boolean),
-    None,
-    "clients without credentials; off (unset): allowed only while bound to loopback",
+    boolean_or_auto,
+    AUTO,
+    "clients without credentials: true, false, or auto (allowed only while every "
+    "listener is on loopback)",
+    effective=_anonymous_effective,
 )
-option("security", "sys_users", string_list, [], "users that may read $SYS/... topics")
+option(
+    "security",
+    "sys_users",
+    string_list,
+    [],
+    "users that may read $SYS/... topics and see every topic's metadata",
+)
+option(
+    "security",
+    "admin_users",
+    string_list,
+    [],
+    "users that see and manage every user's cursors and see all metadata (no ACL grants this)",
+)
+option(
+    "security",
+    "require_tls_for_credentials",
+    boolean,
+    _security.require_tls_for_credentials,
+    "with [tls] configured, refuse passwords and tokens on listeners without TLS",
+)
 option(
     "security",
     "auth_failures_per_address",
@@ -274,6 +314,35 @@ option(
     _security.max_subscriptions,
     "subscriptions one MQTT client may hold",
 )
+for _name, _what in (
+    ("topic", "topic name a client may publish to"),
+    ("filter", "topic filter a client may subscribe or read with"),
+    ("cursor_name", "cursor name"),
+    ("client_id", "MQTT client id"),
+    ("user_property_key", "user property key on a published event"),
+    ("link_name", "link name"),
+    ("webhook_name", "webhook name"),
+):
+    option(
+        "security",
+        f"max_{_name}_bytes",
+        integer(1, MAX_NAME_BYTES),
+        getattr(_security, f"max_{_name}_bytes"),
+        f"longest {_what}, in UTF-8 bytes (400 / MQTT 0x90 or 0x95 beyond; docs/security.md)",
+    )
+for _name, _what in (
+    ("cursors", "durable cursors one user may own"),
+    ("retained", "retained messages one user may have set"),
+    ("subscriptions", "live subscriptions one user may hold over all connections"),
+    ("sessions", "persistent MQTT sessions one user may own"),
+):
+    option(
+        "security",
+        f"max_{_name}_per_user",
+        integer(1),
+        getattr(_security, f"max_{_name}_per_user"),
+        f"{_what} (429 quota_exceeded / MQTT 0x97 beyond)",
+    )
 
 section("websocket", "the WebSocket listener: /mqtt (MQTT over WebSocket) and /v1/ws")
 option("websocket", "port", port, 8083, "off disables it", flag="--ws-port")
@@ -288,6 +357,13 @@ option(
     "largest request body (413 past it)",
 )
 option("http", "access_log", boolean, True, "log one line per request (logger tidelog.access)")
+option(
+    "http",
+    "metrics_cursor_labels",
+    boolean,
+    False,
+    "label /metrics series per cursor (cursor and owner names; each user sees their own)",
+)
 
 section("broker", "the engine: group commit and subscriber queues")
 option(

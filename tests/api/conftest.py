@@ -21,7 +21,13 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 async def server(nursery: trio.Nursery, storage_url: str) -> RunningServer:
-    config = ServerConfig(storage=storage_url, mqtt_port=None, ws_port=0, http_port=0)
+    config = ServerConfig(
+        storage=storage_url,
+        mqtt_port=None,
+        ws_port=0,
+        http_port=0,
+        http_options={"metrics_cursor_labels": True},  # per-cursor series, checked below
+    )
     running: RunningServer = await nursery.start(run_server, config)
     return running
 

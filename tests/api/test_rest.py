@@ -440,7 +440,14 @@ async def test_cursor_lifecycle(client: httpx.AsyncClient) -> None:
     response = await client.put("/v1/cursors/c1", json={"filter": "t/1", "start": "earliest"})
     assert response.status_code == 201
     # lag counts every offset behind the head, pending only the 2 events on t/1
-    assert response.json() == {"name": "c1", "filter": "t/1", "position": 0, "lag": 6, "pending": 2}
+    assert response.json() == {
+        "name": "c1",
+        "owner": "anonymous",
+        "filter": "t/1",
+        "position": 0,
+        "lag": 6,
+        "pending": 2,
+    }
     again = await client.put("/v1/cursors/c1", json={"filter": "t/1", "start": "latest"})
     assert again.status_code == 200
     assert again.json()["position"] == 0  # untouched
@@ -459,6 +466,7 @@ async def test_cursor_lifecycle(client: httpx.AsyncClient) -> None:
     assert committed.status_code == 200
     assert committed.json() == {
         "name": "c1",
+        "owner": "anonymous",
         "filter": "t/1",
         "position": 6,
         "lag": 0,
@@ -584,10 +592,10 @@ async def test_topics_stats_health_metrics(client: httpx.AsyncClient) -> None:
     for line in (
         "tidelog_published_events_total 5.0",
         "tidelog_cursors 2.0",
-        'tidelog_cursor_lag{cursor="c"} 5.0',
-        'tidelog_cursor_pending{cursor="c"} 5.0',
-        'tidelog_cursor_lag{cursor="f"} 5.0',
-        'tidelog_cursor_pending{cursor="f"} 1.0',
+        'tidelog_cursor_lag{cursor="c",owner="anonymous"} 5.0',
+        'tidelog_cursor_pending{cursor="c",owner="anonymous"} 5.0',
+        'tidelog_cursor_lag{cursor="f",owner="anonymous"} 5.0',
+        'tidelog_cursor_pending{cursor="f",owner="anonymous"} 1.0',
         "tidelog_commit_batches_total",
         "tidelog_log_next_offset{backend=",
         "tidelog_feeds 0.0",

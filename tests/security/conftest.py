@@ -10,7 +10,7 @@ import pytest
 
 from tests.protocols.mqtt.server_helpers import ServerThread
 from tidelog.security import SecurityConfig
-from tidelog.security.passwords import PasswordFile, hash_password
+from tidelog.security.passwords import PasswordFile, hash_password, new_token
 from tidelog.server import ServerConfig
 
 FAST_N = 2**10
@@ -45,6 +45,16 @@ def write_users(directory: Path, users: dict[str, str] = USERS) -> Path:
         passwords.set_password(user, hash_password(password, n=FAST_N))
     passwords.save(path)
     return path
+
+
+def users_with_token(directory: Path, user: str = "alice") -> tuple[Path, str]:
+    """The password file of :data:`USERS` plus a bearer token of ``user``."""
+    path = write_users(directory)
+    passwords = PasswordFile.load(path)
+    token = new_token()
+    passwords.add_token(user, token)
+    passwords.save(path)
+    return path, token
 
 
 def write_acl(directory: Path, text: str = ACL_TEXT) -> Path:

@@ -49,11 +49,14 @@ class BrokerCollector(Collector):
         self.broker = broker
         self.traffic = traffic
         self._cursors: Sequence[tuple[Cursor, int]] = ()
+        self._labelled = False
 
-    def snapshot(self, cursors: Sequence[tuple[Cursor, int]]) -> None:
+    def snapshot(self, cursors: Sequence[tuple[Cursor, int]], *, labelled: bool = False) -> None:
         """Set the cursors the next collection reports, each with its pending count
-        (counted by the caller: collection itself cannot await)."""
+        (counted by the caller: collection itself cannot await); ``labelled``: one
+        series per cursor (its name and owner reach the scraper)."""
         self._cursors = cursors
+        self._labelled = labelled
 
     def collect(self) -> Iterator[Metric]:
         stats = self.broker.statistics()
@@ -180,18 +183,24 @@ class BrokerCollector(Collector):
             yield family
 
         cursors = self._cursors
-        yield gauge("cursors", "Durable cursors.", len(cursors))
+        yield gauge(
+            "cursors", "Durable cursors (the scraper's own, unless it sees all).", len(cursors)
+        )
+        if not self._labelled:
+            return
         lag = GaugeMetricFamily(
-            "tidelog_cursor_lag", "Offsets between a cursor and the log head.", labels=["cursor"]
+            "tidelog_cursor_lag",
+            "Offsets between a cursor and the log head.",
+            labels=["cursor", "owner"],
         )
         pending = GaugeMetricFamily(
             "tidelog_cursor_pending",
             "Events matching a cursor's filter that are not yet acknowledged.",
-            labels=["cursor"],
+            labels=["cursor", "owner"],
         )
         for cursor, count in cursors:
-            lag.add_metric([cursor.name], cursor.lag)
-            pending.add_metric([cursor.name], count)
+            lag.add_metric([cursor.name, cursor.owner], cursor.lag)
+            pending.add_metric([cursor.name, cursor.owner], count)
         yield pending
         yield lag
 

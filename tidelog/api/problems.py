@@ -29,6 +29,7 @@ from tidelog.api.shapes import PayloadError, dumps
 from tidelog.errors import (
     CursorExistsError,
     CursorNotFoundError,
+    InvalidCursorNameError,
     InvalidPositionError,
     InvalidTopicError,
     LogClosedError,
@@ -43,6 +44,7 @@ from tidelog.security.errors import (
     NotAuthorizedError,
     TooManyAttemptsError,
 )
+from tidelog.security.limits import NameTooLongError, QuotaExceededError
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,9 @@ _TABLE: list[tuple[type[BaseException], int, str]] = [
     (NotAuthorizedError, 403, "forbidden"),
     (TooManyAttemptsError, 429, "too_many_attempts"),
     (LimitExceededError, 503, "limit_exceeded"),
+    (QuotaExceededError, 429, "quota_exceeded"),
+    (NameTooLongError, 400, "name_too_long"),
+    (InvalidCursorNameError, 400, "invalid_cursor_name"),
     (InvalidTopicError, 400, "invalid_topic"),
     (OffsetOutOfRangeError, 400, "offset_out_of_range"),  # an InvalidPositionError too
     (InvalidPositionError, 400, "invalid_position"),

@@ -66,10 +66,18 @@ from tidelog.concurrency import background_nursery
 from tidelog.engine import Broker, Cursor, Position, parse_position
 from tidelog.engine.positions import EARLIEST, MAX_INTEGER, parse_time
 from tidelog.errors import CursorNotFoundError
-from tidelog.security import Access, Grant, Principal, Right
+from tidelog.security import (
+    Access,
+    Grant,
+    Name,
+    Principal,
+    Quota,
+    Right,
+    Security,
+)
 from tidelog.security.http import AuthMiddleware, EventFilter
 from tidelog.security.tls import server_context
-from tidelog.storage import Properties, ReadResult
+from tidelog.storage import NewEvent, Properties, ReadResult
 from tidelog.topics import parse_shared, validate_topic_filter
 
 if TYPE_CHECKING:
@@ -130,11 +138,28 @@ def get_access(request: Request) -> Access:
 
 AccessDep = Annotated[Access, Depends(get_access)]
 
+
+def get_security(request: Request) -> Security:
+    """The server's security (from its context)."""
+    security: Security = request.app.state.context.security
+    return security
+
+
+SecurityDep = Annotated[Security, Depends(get_security)]
+
 FilterQuery = Annotated[
     str | None,
     Query(
         alias="filter",
-        description="MQTT topic filter (+ and # wildcards); default: every topic",
+        description="MQTT topic filter (+ and # wildcards); default: every topic; at most "
+        "security.max_filter_bytes",
+        max_length=65535,
+    ),
+]
+OwnerQuery = Annotated[
+    str | None,
+    Query(
+        description="admin_users: the user whose cursor this is (default: the caller)",
         max_length=65535,
     ),
 ]
@@ -162,12 +187,17 @@ EncodingQuery = Annotated[
     Encoding,
     Query(description="text: payloads as UTF-8 text where they are valid UTF-8, else base64"),
 ]
-CursorName = Annotated[str, PathParam(min_length=1, max_length=1024)]
+CursorName = Annotated[
+    str,
+    PathParam(min_length=1, max_length=65535, description="at most security.max_cursor_name_bytes"),
+]
 
 
-def _filter(value: str | None) -> str | None:
+def _filter(security: Security, value: str | None) -> str | None:
+    """A filter from a request: within its maximum (400) and valid (400)."""
     if value is None:
         return None
+    security.limits.check_name(Name.FILTER, value)
     return validate_topic_filter(value)
 
 
@@ -211,6 +241,7 @@ async def _read_page(
 async def _cursor_out(cursor: Cursor) -> dict[str, Any]:
     return {
         "name": cursor.name,
+        "owner": cursor.owner,
         "filter": cursor.topic_filter,
         "position": cursor.position,
         "lag": cursor.lag,
@@ -262,19 +293,23 @@ async def publish_one(
     ``X-Tidelog-Retain`` headers (the query wins); the request's
     ``Content-Type`` is stored as the event's content type.
     """
-    access.check_topic(Right.PUBLISH, topic)
+    security = get_security(request)
+    security.limits.check_topic(topic)
+    access.check_topic(Right.PUBLISH, topic)  # both before the body is read
     payload = await request.body()
     content_type = request.headers.get("content-type")
     properties = None
     if content_type:
         properties = Properties(content_type=content_type[:1024])
-    event = await broker.publish(
+    new = NewEvent(
         topic,
         payload,
-        qos=qos if qos is not None else (qos_header or 0),
-        retain=retain if retain is not None else bool(retain_header),
-        properties=properties,
+        qos if qos is not None else (qos_header or 0),
+        retain if retain is not None else bool(retain_header),
+        properties,
     )
+    security.quotas.retain(access.owner, [new])
+    (event,) = await broker.publish_many([new])
     return JSONResponse({"offset": event.offset, "timestamp": event.timestamp}, status_code=201)
 
 
@@ -303,9 +338,13 @@ async def publish_batch(request: Request, broker: BrokerDep, access: AccessDep) 
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
         ) from None
-    for event in batch.events:
+    security = get_security(request)
+    events = [event.to_new_event() for event in batch.events]
+    security.limits.check_events(events)
+    for event in events:
         access.check_topic(Right.PUBLISH, event.topic)
-    stored = await broker.publish_many([event.to_new_event() for event in batch.events])
+    security.quotas.retain(access.owner, events)
+    stored = await broker.publish_many(events)
     return JSONResponse(
         {"events": [{"offset": e.offset, "timestamp": e.timestamp} for e in stored]},
         status_code=201,
@@ -323,6 +362,7 @@ async def get_events(
     request: Request,
     broker: BrokerDep,
     access: AccessDep,
+    security: SecurityDep,
     topic_filter: FilterQuery = None,
     from_offset: Annotated[
         int | None, Query(ge=0, le=MAX_INTEGER, description="default: the first offset")
@@ -342,7 +382,7 @@ async def get_events(
     """
     _one_of(from_offset, from_time, "from_offset or from_time")
     _one_of(to_offset, to_time, "to_offset or to_time")
-    topic_filter = _filter(topic_filter)
+    topic_filter = _filter(security, topic_filter)
     visible = EventFilter(access, Right.READ, topic_filter)
     position = EARLIEST
     if from_offset is not None:
@@ -397,6 +437,8 @@ async def stream_events(
     encoding: EncodingQuery = "base64",
     last_event_id: Annotated[str | None, Header(alias="last-event-id")] = None,
 ) -> Response:
+    security = get_security(request)
+    security.limits.check_name(Name.FILTER, topic_filter)
     group, inner = parse_shared(topic_filter)
     if group is not None:
         raise ApiError(400, "invalid_topic", "a stream cannot join a shared subscription")
@@ -413,6 +455,8 @@ async def stream_events(
     # the live tail needs subscribe; starting in the past needs read as well
     rights = Right.SUBSCRIBE if position.kind == "latest" else Right.SUBSCRIBE | Right.READ
     visible = EventFilter(access, rights, inner)
+    owner = access.owner
+    security.quotas.check(Quota.SUBSCRIPTIONS, owner)  # 429 while it can still be answered
     return EventStream(
         broker,
         inner,
@@ -421,29 +465,41 @@ async def stream_events(
         _app_closing(request),
         request.app.state.context.traffic,
         keep=visible.keep,
+        counted=functools.partial(security.quotas.counted, Quota.SUBSCRIPTIONS, owner),
     )
 
 
 @router.put(
     "/v1/cursors/{name}",
     response_model=CursorOut,
-    responses={201: {"model": CursorOut, "description": "created"}, **_errors(409)},
+    responses={201: {"model": CursorOut, "description": "created"}, **_errors(409, 429)},
     tags=["cursors"],
     summary="Create a durable cursor (or confirm an existing one with the same filter)",
 )
 async def put_cursor(
-    broker: BrokerDep, access: AccessDep, name: CursorName, spec: CursorIn
+    broker: BrokerDep,
+    access: AccessDep,
+    security: SecurityDep,
+    name: CursorName,
+    spec: CursorIn,
+    owner: OwnerQuery = None,
 ) -> JSONResponse:
     """201 when created at ``start``; 200 when it exists with the same filter (its
-    position untouched); 409 when it exists with another filter."""
-    EventFilter(access, Right.READ, _filter(spec.filter))  # 403 unless readable
+    position untouched); 409 when it exists with another filter. The cursor belongs
+    to the caller (each user has their own cursor names); 429 past
+    ``security.max_cursors_per_user``."""
+    security.limits.check_name(Name.CURSOR, name)
+    owner = _owner(access, owner)
+    # every check comes before any state is created
+    EventFilter(access, Right.READ, _filter(security, spec.filter))  # 403 unless readable
     start = parse_position(spec.start)
     try:
-        await broker.cursor(name)
+        await broker.cursor(name, owner=owner)
         existed = True
     except CursorNotFoundError:
         existed = False
-    cursor = await broker.create_cursor(name, spec.filter, start=start)
+        security.quotas.check(Quota.CURSORS, owner, len(await broker.cursors(owner=owner)))
+    cursor = await broker.create_cursor(name, spec.filter, start=start, owner=owner)
     return JSONResponse(await _cursor_out(cursor), status_code=200 if existed else 201)
 
 
@@ -454,8 +510,11 @@ async def put_cursor(
     summary="List the cursors",
 )
 async def list_cursors(broker: BrokerDep, access: AccessDep) -> JSONResponse:
-    """The cursors whose filter the client may read."""
-    cursors = [c for c in await broker.cursors() if _readable(access, c)]
+    """The caller's cursors whose filter it may read; every cursor for ``admin_users``."""
+    if access.admin:
+        cursors = await broker.cursors()
+    else:
+        cursors = [c for c in await broker.cursors(owner=access.owner) if _readable(access, c)]
     return JSONResponse({"cursors": [await _cursor_out(c) for c in cursors]})
 
 
@@ -463,10 +522,31 @@ def _readable(access: Access, cursor: Cursor) -> bool:
     return access.grant(Right.READ, cursor.topic_filter or "#") is not Grant.DENIED
 
 
-async def _cursor(broker: Broker, access: Access, name: str) -> tuple[Cursor, EventFilter]:
-    """A cursor the client may read (403 otherwise) and the filter for its events."""
-    cursor = await broker.cursor(name)
-    return cursor, EventFilter(access, Right.READ, cursor.topic_filter)
+def _owner(access: Access, owner: str | None) -> str:
+    """The namespace a request addresses: the caller's, or (``admin_users`` only) the
+    one ``?owner=`` names. Anyone else naming another owner finds nothing (404)."""
+    if owner is None or owner == access.owner:
+        return access.owner
+    if not access.admin:
+        raise CursorNotFoundError("no such cursor")
+    return owner
+
+
+async def owned_cursor(
+    broker: BrokerDep,
+    access: AccessDep,
+    security: SecurityDep,
+    name: CursorName,
+    owner: OwnerQuery = None,
+) -> Cursor:
+    """The cursor a ``/v1/cursors/{name}`` route names, if the caller may manage it:
+    404 (as for a name that does not exist) for another user's, 400 for a name past
+    its maximum."""
+    security.limits.check_name(Name.CURSOR, name)
+    return await broker.cursor(name, owner=_owner(access, owner))
+
+
+OwnedCursor = Annotated[Cursor, Depends(owned_cursor)]
 
 
 @router.get(
@@ -476,31 +556,30 @@ async def _cursor(broker: Broker, access: Access, name: str) -> tuple[Cursor, Ev
     tags=["cursors"],
     summary="Show a cursor: filter, position, lag",
 )
-async def get_cursor(broker: BrokerDep, access: AccessDep, name: CursorName) -> JSONResponse:
-    cursor, _ = await _cursor(broker, access, name)
+async def get_cursor(cursor: OwnedCursor) -> JSONResponse:
     return JSONResponse(await _cursor_out(cursor))
 
 
 @router.post(
     "/v1/cursors/{name}/fetch",
     response_model=CursorPage,
-    responses=_errors(404),
+    responses=_errors(403, 404),
     tags=["cursors"],
     summary="The next events at the cursor, without moving it",
 )
 async def fetch_cursor(
     request: Request,
-    broker: BrokerDep,
     access: AccessDep,
-    name: CursorName,
+    cursor: OwnedCursor,
     limit: LimitQuery = DEFAULT_READ_LIMIT,
     max_bytes: MaxBytesQuery = DEFAULT_READ_BYTES,
     wait_ms: WaitQuery = 0,
     encoding: EncodingQuery = "base64",
 ) -> Response:
     """Commit ``next_offset`` once the events are processed. ``skipped`` counts the
-    offsets retention removed before the cursor reached them."""
-    cursor, visible = await _cursor(broker, access, name)
+    offsets retention removed before the cursor reached them. The caller needs the
+    read right on the cursor's filter (403)."""
+    visible = EventFilter(access, Right.READ, cursor.topic_filter)
     return await _read_page(
         request,
         functools.partial(cursor.fetch, limit, wait_ms / 1000, max_bytes=max_bytes),
@@ -518,10 +597,7 @@ async def fetch_cursor(
     tags=["cursors"],
     summary="Move the cursor to an offset (the next event to process); durable on return",
 )
-async def commit_cursor(
-    broker: BrokerDep, access: AccessDep, name: CursorName, commit: CommitIn
-) -> JSONResponse:
-    cursor, _ = await _cursor(broker, access, name)
+async def commit_cursor(cursor: OwnedCursor, commit: CommitIn) -> JSONResponse:
     await cursor.commit(commit.offset)
     return JSONResponse(await _cursor_out(cursor))
 
@@ -534,10 +610,9 @@ async def commit_cursor(
     tags=["cursors"],
     summary="Delete a cursor",
 )
-async def delete_cursor(broker: BrokerDep, access: AccessDep, name: CursorName) -> Response:
-    await _cursor(broker, access, name)
-    if not await broker.delete_cursor(name):
-        raise CursorNotFoundError(f"no cursor named {name!r}")
+async def delete_cursor(broker: BrokerDep, cursor: OwnedCursor) -> Response:
+    if not await broker.delete_cursor(cursor.name, owner=cursor.owner):
+        raise CursorNotFoundError(f"no cursor named {cursor.name!r}")
     return Response(status_code=204)
 
 
@@ -549,32 +624,50 @@ async def delete_cursor(broker: BrokerDep, access: AccessDep, name: CursorName) 
     summary="Topics with stored events and their counts",
 )
 async def list_topics(
-    broker: BrokerDep, access: AccessDep, topic_filter: FilterQuery = None
+    broker: BrokerDep, access: AccessDep, security: SecurityDep, topic_filter: FilterQuery = None
 ) -> JSONResponse:
-    """Topics the client may read."""
-    topics = await broker.topics(_filter(topic_filter))
-    topics = [t for t in topics if access.allows(Right.READ, t.topic)]
+    """Topics the client may read (every topic for ``sys_users`` and ``admin_users``)."""
+    topics = await broker.topics(_filter(security, topic_filter))
+    topics = [t for t in topics if access.sees_topic(t.topic)]
     return JSONResponse({"topics": [{"topic": t.topic, "count": t.count} for t in topics]})
 
 
 @router.get(
     "/v1/offsets",
     response_model=OffsetOut,
-    responses=_errors(),
+    responses=_errors(403),
     tags=["log"],
     summary="The first offset at or after a time",
 )
 async def offset_for_time(
     broker: BrokerDep,
+    access: AccessDep,
+    security: SecurityDep,
     time: Annotated[str, Query(description="RFC 3339 or epoch ms")],
+    topic_filter: Annotated[
+        str,
+        Query(
+            alias="filter",
+            description="the filter the caller means to read from there: it needs the read "
+            "right on it (403)",
+            max_length=65535,
+        ),
+    ] = "#",
 ) -> JSONResponse:
+    topic_filter = _filter(security, topic_filter) or "#"
+    access.check_filter(Right.READ, topic_filter)
     moment = parse_time(time)
     return JSONResponse({"time": moment, "offset": await broker.offset_for_time(moment)})
 
 
 @router.get("/v1/stats", tags=["operations"], summary="Broker statistics")
-async def stats(broker: BrokerDep) -> JSONResponse:
+async def stats(broker: BrokerDep, access: AccessDep) -> JSONResponse:
+    """Counters of the whole broker; ``topic_counts`` lists only the topics the client
+    may read (every topic for ``sys_users`` and ``admin_users``)."""
     snapshot = attrs.asdict(broker.statistics())
+    if not access.sees_all:
+        counts = snapshot["topic_counts"]
+        snapshot["topic_counts"] = {t: n for t, n in counts.items() if access.sees_topic(t)}
     state = await broker.log_state()
     snapshot["state"] = attrs.asdict(state)
     return JSONResponse(_finite(snapshot))
@@ -609,9 +702,15 @@ async def healthz(broker: BrokerDep) -> Response:
     tags=["operations"],
     summary="Prometheus metrics",
 )
-async def metrics_endpoint(request: Request, broker: BrokerDep) -> Response:
+async def metrics_endpoint(request: Request, broker: BrokerDep, access: AccessDep) -> Response:
+    """Broker-wide counters; per-cursor series only with ``http.metrics_cursor_labels``,
+    and then only the caller's cursors (every cursor for ``sys_users`` and
+    ``admin_users``), as ``/v1/stats`` shows only readable topics."""
     collector: metrics.BrokerCollector = request.app.state.collector
-    collector.snapshot([(c, await c.pending()) for c in await broker.cursors()])
+    cursors = await broker.cursors(owner=None if access.sees_all else access.owner)
+    labelled = request.app.state.metrics_cursor_labels
+    counted = [(c, await c.pending() if labelled else 0) for c in cursors]
+    collector.snapshot(counted, labelled=labelled)
     return Response(metrics.render(request.app.state.registry), media_type=metrics.CONTENT_TYPE)
 
 
@@ -662,6 +761,7 @@ def create_app(
     *,
     ws_port: int | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    metrics_cursor_labels: bool = False,
 ) -> FastAPI:
     """The REST app over the server's context (its broker, security and traffic
     counters). ``ws_port`` tells the example page where /v1/ws is."""
@@ -678,6 +778,7 @@ def create_app(
     app.state.context = context
     app.state.broker = broker
     app.state.ws_port = ws_port
+    app.state.metrics_cursor_labels = metrics_cursor_labels
     app.state.closing = trio.Event()
     app.state.registry, app.state.collector = metrics.make_registry(broker, context.traffic)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
@@ -728,6 +829,7 @@ async def serve_http(
         context,
         ws_port=config.ws_port,
         max_body_bytes=http_options.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES),
+        metrics_cursor_labels=http_options.get("metrics_cursor_labels", False),
     )
     hc = hypercorn.config.Config()
     hc.bind = [_bind(host, port)]

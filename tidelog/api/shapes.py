@@ -287,6 +287,7 @@ class OffsetOut(BaseModel):
 
 class CursorOut(BaseModel):
     name: str
+    owner: str = Field(description="the user the cursor belongs to (anonymous clients: anonymous)")
     filter: str | None
     position: int = Field(description="the next offset to process")
     lag: int = Field(description="offsets between the position and the head of the log")

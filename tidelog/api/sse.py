@@ -20,7 +20,9 @@ grow); the feed closes when the client disconnects, when the server shuts down
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import trio
@@ -53,6 +55,7 @@ class EventStream(Response):
         *,
         heartbeat: float = HEARTBEAT_SECONDS,
         keep: Callable[[list[Event]], list[Event]] | None = None,
+        counted: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
     ) -> None:
         super().__init__(
             content=None,
@@ -72,6 +75,8 @@ class EventStream(Response):
         self.heartbeat = heartbeat
         self.keep = keep
         """Drops events the client may not see (the ACL's per-topic check)."""
+        self.counted = counted
+        """Held while the stream runs (the user's subscription quota)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
@@ -80,17 +85,22 @@ class EventStream(Response):
         counters = self.traffic
         counters.opened("sse")
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-                nursery.start_soon(_cancel_on_event, self.closing, nursery.cancel_scope)
-                try:
-                    await self._stream(send)
-                finally:
-                    nursery.cancel_scope.cancel()
+            with self.counted():
+                await self._run(receive, send)
         finally:
             counters.closed("sse")
         # hypercorn ignores sends to a client that is gone
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _run(self, receive: Receive, send: Send) -> None:
+        """Stream until the client goes, the app closes or the broker stops."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+            nursery.start_soon(_cancel_on_event, self.closing, nursery.cancel_scope)
+            try:
+                await self._stream(send)
+            finally:
+                nursery.cancel_scope.cancel()
 
     async def _stream(self, send: Send) -> None:
         async def chunk(body: bytes) -> None:

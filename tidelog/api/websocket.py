@@ -61,10 +61,17 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from tidelog.api.problems import ApiError, classify
 from tidelog.api.shapes import MAX_BATCH_EVENTS, Encoding, EventIn, dumps, encode_events
-from tidelog.engine import Broker, Cursor, Subscriber, parse_position
+from tidelog.engine import Broker, Cursor, CursorNotFoundError, Subscriber, parse_position
 from tidelog.errors import LogClosedError
 from tidelog.logging_setup import set_connection_context
-from tidelog.security import Access, LimitExceededError, Right, Security
+from tidelog.security import (
+    Access,
+    LimitExceededError,
+    Name,
+    Quota,
+    Right,
+    Security,
+)
 from tidelog.security.http import (
     EventFilter,
     authenticate_websocket,
@@ -122,7 +129,7 @@ class SubscribeMessage(_Message):
     sub: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     filter: str | None = None
     start: str | int = "latest"
-    cursor: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    cursor: Annotated[str, Field(min_length=1, max_length=65535)] | None = None
     credit: Annotated[int, Field(ge=0, le=MAX_CREDIT)] = DEFAULT_CREDIT
     encoding: Encoding = "base64"
     retained: bool = False
@@ -195,6 +202,18 @@ def parse_frame(frame: str | bytes) -> dict[str, Any]:
             CLOSE_PROTOCOL_ERROR, "a frame must be a JSON object with a string 'type'"
         )
     return data
+
+
+def is_unicode(frame: str, data: dict[str, Any]) -> bool:
+    """False if a string of the parsed frame holds a lone surrogate (JSON can escape
+    one, ``"\\ud800"``; no topic, name or text payload may hold one)."""
+    if "\\u" not in frame:  # only escapes can smuggle one in
+        return True
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # -- the connection ------------------------------------------------------------------
@@ -291,6 +310,15 @@ class WsApiConnection:
             except ProtocolViolation as violation:
                 await self.ws.aclose(violation.code, violation.reason)
                 return
+            if not is_unicode(frame, data):  # type: ignore[arg-type]
+                request_id = data.get("id")
+                await self.error(
+                    request_id if isinstance(request_id, int) else None,
+                    400,
+                    "invalid_unicode",
+                    "a string in the request holds a lone surrogate (not Unicode text)",
+                )
+                continue
             await self._handle(data)
 
     async def _handle(self, data: dict[str, Any]) -> None:
@@ -360,8 +388,10 @@ class WsApiConnection:
         self, request_id: RequestId, events: list[NewEvent], *, single: bool
     ) -> None:
         """Queue for commit; the ack (or error) goes out from the commit's callback."""
+        self.security.limits.check_events(events)
         for event in events:
             self.access.check_topic(Right.PUBLISH, event.topic)
+        self.security.quotas.retain(self.access.owner, events)
         while self._in_flight >= MAX_IN_FLIGHT:
             self._in_flight_changed = trio.Event()
             await self._in_flight_changed.wait()
@@ -424,8 +454,35 @@ class WsApiConnection:
                 429, "too_many_subscriptions", f"at most {MAX_SUBSCRIPTIONS} per connection"
             )
         sub = WsApiSubscription(sub_id, message.encoding, message.credit)
+        await self._check_subscribe(message)
         await self._nursery.start(self._pump, sub, message)
         self.subscriptions[sub_id] = sub
+
+    async def _check_subscribe(self, message: SubscribeMessage) -> None:
+        """Every check of a subscribe before any state exists: name maxima, the ACL on
+        the filter, the cursor's owner, the quotas (so a refusal creates nothing)."""
+        limits = self.security.limits
+        owner = self.access.owner
+        if message.filter is not None:
+            limits.check_name(Name.FILTER, message.filter)
+        self.security.quotas.check(Quota.SUBSCRIPTIONS, owner)
+        topic_filter = message.filter
+        if message.cursor is not None:
+            limits.check_name(Name.CURSOR, message.cursor)
+            if topic_filter is None:
+                topic_filter = (await self.broker.cursor(message.cursor, owner=owner)).topic_filter
+            else:
+                try:
+                    await self.broker.cursor(message.cursor, owner=owner)
+                except CursorNotFoundError:
+                    held = len(await self.broker.cursors(owner=owner))
+                    self.security.quotas.check(Quota.CURSORS, owner, held)
+        live = parse_position(message.start).kind == "latest" and message.cursor is None
+        EventFilter(
+            self.access,
+            Right.SUBSCRIBE if live else Right.SUBSCRIBE | Right.READ,
+            topic_filter or "#",
+        )
 
     async def _pump(
         self,
@@ -436,11 +493,14 @@ class WsApiConnection:
         """Subscribe, confirm, then push events while the client has credit."""
         start = parse_position(message.start)
         topic_filter = message.filter
+        owner = self.access.owner
         if message.cursor is not None:
             if topic_filter is not None:
-                cursor = await self.broker.create_cursor(message.cursor, topic_filter, start=start)
+                cursor = await self.broker.create_cursor(
+                    message.cursor, topic_filter, start=start, owner=owner
+                )
             else:
-                cursor = await self.broker.cursor(message.cursor)
+                cursor = await self.broker.cursor(message.cursor, owner=owner)
             sub.cursor = cursor
             start = parse_position(cursor.position)
             topic_filter = cursor.topic_filter
@@ -452,34 +512,35 @@ class WsApiConnection:
             self.access, Right.SUBSCRIBE if live else Right.SUBSCRIBE | Right.READ, topic_filter
         )
         try:
-            async with self.broker.subscribe(
-                topic_filter, start=start, retained=message.retained
-            ) as subscriber:
-                reply: dict[str, Any] = {
-                    "type": "subscribed",
-                    "id": message.id,
-                    "sub": sub.id,
-                    "filter": topic_filter,
-                    "position": subscriber.feed.fence,
-                    "credit": sub.credit,
-                }
-                if sub.cursor is not None:
-                    reply["cursor"] = sub.cursor.name
-                await self.send(reply)
-                task_status.started()
-                sub_json = json.dumps(sub.id)
-                while batch := await sub.next_batch(subscriber):
-                    kept = visible.keep(batch)
-                    if len(kept) != len(batch):
-                        sub.grant(len(batch) - len(kept))  # hidden events cost no credit
-                        if not kept:
-                            continue
-                        batch = kept
-                    await self.ws.send_message(
-                        f'{{"type":"events","sub":{sub_json},'
-                        f'"events":{encode_events(batch, sub.encoding)},'
-                        f'"next_offset":{batch[-1].offset + 1}}}'
-                    )
+            with self.security.quotas.hold(Quota.SUBSCRIPTIONS, owner):
+                async with self.broker.subscribe(
+                    topic_filter, start=start, retained=message.retained
+                ) as subscriber:
+                    reply: dict[str, Any] = {
+                        "type": "subscribed",
+                        "id": message.id,
+                        "sub": sub.id,
+                        "filter": topic_filter,
+                        "position": subscriber.feed.fence,
+                        "credit": sub.credit,
+                    }
+                    if sub.cursor is not None:
+                        reply["cursor"] = sub.cursor.name
+                    await self.send(reply)
+                    task_status.started()
+                    sub_json = json.dumps(sub.id)
+                    while batch := await sub.next_batch(subscriber):
+                        kept = visible.keep(batch)
+                        if len(kept) != len(batch):
+                            sub.grant(len(batch) - len(kept))  # hidden events cost no credit
+                            if not kept:
+                                continue
+                            batch = kept
+                        await self.ws.send_message(
+                            f'{{"type":"events","sub":{sub_json},'
+                            f'"events":{encode_events(batch, sub.encoding)},'
+                            f'"next_offset":{batch[-1].offset + 1}}}'
+                        )
         except LogClosedError:
             return  # the broker is closing
         finally:
@@ -496,8 +557,8 @@ class WsApiConnection:
                 )
         else:
             assert message.cursor is not None
-            cursor = await self.broker.cursor(message.cursor)
-            EventFilter(self.access, Right.READ, cursor.topic_filter)  # 403 unless readable
+            self.security.limits.check_name(Name.CURSOR, message.cursor)
+            cursor = await self.broker.cursor(message.cursor, owner=self.access.owner)
         await cursor.commit(message.offset)
         await self.send(
             {"type": "committed", "id": message.id, "cursor": cursor.name, "offset": message.offset}

@@ -68,7 +68,7 @@ def _topics(args: argparse.Namespace) -> int:
 
         topics = _local(args.storage, body)
     else:
-        topics = Rest(args.url).get("/v1/topics", filter=args.filter)["topics"]
+        topics = Rest.from_args(args).get("/v1/topics", filter=args.filter)["topics"]
     if args.json:
         _print_json(topics)
         return 0
@@ -109,7 +109,7 @@ def _stats(args: argparse.Namespace) -> int:
 
         stats = _local(args.storage, body)
     else:
-        stats = Rest(args.url).get("/v1/stats")
+        stats = Rest.from_args(args).get("/v1/stats")
     if args.json:
         _print_json(stats)
         return 0
@@ -150,6 +150,7 @@ async def _cursor_json(cursor: Cursor) -> dict[str, Any]:
     """The REST cursor shape (``GET /v1/cursors/NAME``)."""
     return {
         "name": cursor.name,
+        "owner": cursor.owner,
         "filter": cursor.topic_filter,
         "position": cursor.position,
         "lag": cursor.lag,
@@ -166,7 +167,7 @@ def _cursors(args: argparse.Namespace) -> int:
     if args.storage:
         result = _local_broker(args.storage, lambda broker: _cursors_local(broker, args))
     else:
-        result = _cursors_rest(Rest(args.url), args)
+        result = _cursors_rest(Rest.from_args(args), args)
     if action == "delete":
         print(f"deleted cursor {args.name}")
     elif action == "fetch":
@@ -179,9 +180,11 @@ def _cursors(args: argparse.Namespace) -> int:
         rows = result["cursors"]
         width = max((len(c["name"]) for c in rows), default=4)
         for c in rows:
+            owner = c.get("owner", "anonymous")
             print(f"{c['name']:<{width}}  position {c['position']:<10} "
                   f"pending {c['pending']:<10} lag {c['lag']:<10} "
-                  f"filter {c['filter'] if c['filter'] is not None else '(all)'}")  # fmt: skip
+                  f"filter {c['filter'] if c['filter'] is not None else '(all)'}"
+                  + ("" if owner == "anonymous" else f"  owner {owner}"))  # fmt: skip
     else:
         _print_json(result)
     return 0
@@ -203,11 +206,11 @@ async def _cursors_local(broker: Broker, args: argparse.Namespace) -> Any:
         return {"cursors": [await _cursor_json(c) for c in await broker.cursors()]}
     if args.action == "create":
         return await _cursor_json(
-            await broker.create_cursor(args.name, args.filter, start=args.start)
+            await broker.create_cursor(args.name, args.filter, start=args.start, owner=args.owner)
         )
-    cursor = await broker.cursor(args.name)
+    cursor = await broker.cursor(args.name, owner=args.owner)
     if args.action == "delete":
-        await broker.delete_cursor(args.name)
+        await broker.delete_cursor(args.name, owner=args.owner)
         return None
     if args.action == "reset":
         await cursor.commit(await broker.resolve(args.to))
@@ -230,25 +233,27 @@ def _cursors_rest(rest: Rest, args: argparse.Namespace) -> Any:
     if args.action == "list":
         return rest.get("/v1/cursors")
     path = _cursor_path(args.name)
+    owner = {"owner": args.owner}  # another user's (admin_users), or None: one's own
     if args.action == "create":
-        return rest.call("PUT", path, body={"filter": args.filter, "start": args.start})
+        return rest.call("PUT", path, owner, body={"filter": args.filter, "start": args.start})
     if args.action == "delete":
-        return rest.call("DELETE", path)
+        return rest.call("DELETE", path, owner)
     if args.action == "reset":
-        rest.get(path)  # 404 before anything else if there is no such cursor
-        return rest.call("POST", path + "/commit", body={"offset": _resolve_rest(rest, args.to)})
+        cursor = rest.call("GET", path, owner)  # 404 first if there is no such cursor
+        offset = _resolve_rest(rest, args.to, cursor.get("filter") or "#")
+        return rest.call("POST", path + "/commit", owner, body={"offset": offset})
     if args.action == "commit":
-        return rest.call("POST", path + "/commit", body={"offset": args.offset})
+        return rest.call("POST", path + "/commit", owner, body={"offset": args.offset})
     if args.action == "fetch":
         params = {"limit": args.limit, "wait_ms": int(args.wait * 1000), "encoding": "text"}
-        page = rest.call("POST", path + "/fetch", params, timeout=args.wait + 30)
+        page = rest.call("POST", path + "/fetch", {**params, **owner}, timeout=args.wait + 30)
         if args.commit:
-            rest.call("POST", path + "/commit", body={"offset": page["next_offset"]})
+            rest.call("POST", path + "/commit", owner, body={"offset": page["next_offset"]})
         return page
-    return rest.get(path)
+    return rest.call("GET", path, owner)
 
 
-def _resolve_rest(rest: Rest, position: str) -> int:
+def _resolve_rest(rest: Rest, position: str, topic_filter: str = "#") -> int:
     from tidelog.engine.positions import EARLIEST, LATEST, parse_position
 
     parsed = parse_position(position)
@@ -256,7 +261,7 @@ def _resolve_rest(rest: Rest, position: str) -> int:
         state = rest.get("/v1/stats")["state"]
         return int(state["first_offset" if parsed == EARLIEST else "next_offset"])
     if parsed.kind == "time":
-        return int(rest.get("/v1/offsets", time=parsed.value)["offset"])
+        return int(rest.get("/v1/offsets", time=parsed.value, filter=topic_filter)["offset"])
     return int(parsed.value)
 
 
@@ -354,5 +359,12 @@ def register(commands: Any) -> None:
     commit.add_argument("name", metavar="NAME")
     commit.add_argument("offset", metavar="OFFSET", type=int)
     add_target(commit)
+    for parser in (show, create, reset, delete, fetch, commit):
+        parser.add_argument(
+            "--owner",
+            metavar="USER",
+            help="another user's cursor (admin_users only; default: your own)",
+        )
+    listing.set_defaults(owner=None)
     for parser in (listing, show, create, reset, delete, fetch, commit):
         parser.set_defaults(func=_cursors)

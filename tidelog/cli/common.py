@@ -2,7 +2,10 @@
 
 A client command works against a running server (``--url``, default
 ``$TIDELOG_URL`` or ``http://127.0.0.1:8080``) or, where that makes sense,
-directly on a data directory no server holds (``--storage URL``). The REST
+directly on a data directory no server holds (``--storage URL``). Against a
+server it authenticates with ``--user`` and a password (``--password-stdin``:
+the first line of standard input; else ``$TIDELOG_PASSWORD``) as HTTP Basic, or
+``--token`` (default ``$TIDELOG_TOKEN``) as a bearer token. The REST
 client is the standard library's ``urllib``: the commands need no extra
 dependency.
 """
@@ -28,6 +31,8 @@ from tidelog.storage import Event, Properties
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 URL_ENV = "TIDELOG_URL"
+TOKEN_ENV = "TIDELOG_TOKEN"
+PASSWORD_ENV = "TIDELOG_PASSWORD"
 
 
 class CLIError(Exception):
@@ -88,11 +93,28 @@ def add_start(parser: argparse.ArgumentParser) -> None:
 
 
 def add_target(parser: argparse.ArgumentParser, *, local: bool = True) -> None:
-    """``--url`` (a running server) and, if ``local``, ``--storage`` (a data directory)."""
+    """``--url`` (a running server) with its credentials (``--user``,
+    ``--password-stdin``, ``--token``) and, if ``local``, ``--storage`` (a data
+    directory)."""
     parser.add_argument(
         "--url",
         default=os.environ.get(URL_ENV, DEFAULT_URL),
         help=f"the server's REST URL (default ${URL_ENV} or {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--user",
+        metavar="NAME",
+        help=f"authenticate as this user (password: --password-stdin or ${PASSWORD_ENV})",
+    )
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV) or None,
+        help=f"authenticate with this bearer token (default ${TOKEN_ENV})",
     )
     if local:
         parser.add_argument(
@@ -106,12 +128,48 @@ def add_target(parser: argparse.ArgumentParser, *, local: bool = True) -> None:
 # -- REST ------------------------------------------------------------------------------
 
 
+def credentials_header(args: argparse.Namespace) -> dict[str, str]:
+    """The ``Authorization`` header the command's credentials ask for (none without)."""
+    token = getattr(args, "token", None)
+    user = getattr(args, "user", None)
+    from_stdin = getattr(args, "password_stdin", False)
+    if token and (user or from_stdin):
+        raise CLIError("give --token or --user (with a password), not both")
+    if token:
+        return {"authorization": f"Bearer {token}"}
+    if from_stdin and not user:
+        raise CLIError("--password-stdin needs --user")
+    if not user:
+        return {}
+    if from_stdin:
+        password = getattr(args, "_password", None)
+        if password is None:
+            line = sys.stdin.buffer.readline()
+            password = line.rstrip(b"\r\n").decode("utf-8")
+            args._password = password  # read once, even for several clients
+    else:
+        password = os.environ.get(PASSWORD_ENV)
+        if password is None:
+            raise CLIError(f"--user needs a password: --password-stdin or ${PASSWORD_ENV}")
+    basic = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return {"authorization": f"Basic {basic}"}
+
+
 class Rest:
     """A tiny JSON client for the server's REST API."""
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str, timeout: float = 30.0, *, headers: dict[str, str] | None = None
+    ) -> None:
         self.base = url.rstrip("/")
         self.timeout = timeout
+        self.headers = dict(headers or {})
+        """Sent with every request (the credentials)."""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, timeout: float = 30.0) -> Rest:
+        """A client for the command's ``--url`` with its credentials."""
+        return cls(args.url, timeout, headers=credentials_header(args))
 
     def url(self, path: str, params: dict[str, Any] | None = None) -> str:
         query = {k: v for k, v in (params or {}).items() if v is not None}
@@ -130,7 +188,7 @@ class Rest:
         timeout: float | None = None,
     ) -> Any:
         """The raw response (a file-like object); CLIError for failures and 4xx/5xx."""
-        headers = dict(headers or {})
+        headers = {**self.headers, **(headers or {})}
         if body is not None:
             data = json.dumps(body).encode()
             headers["content-type"] = "application/json"

@@ -41,16 +41,18 @@ def _payloads(args: argparse.Namespace) -> list[bytes]:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    # credentials first: --password-stdin takes the first line, the payloads the rest
+    rest = None if args.storage else Rest.from_args(args)
     payloads = _payloads(args)
     if not payloads:
         raise CLIError("nothing to publish (standard input was empty)")
     props = Properties(content_type=args.content_type) if args.content_type else None
-    if args.storage:
+    if rest is None:
         offsets = _publish_local(args, payloads, props)
     elif args.file is not None:
         offsets = [_publish_file(args, payloads[0])]
     else:
-        offsets = _publish_rest(args, payloads)
+        offsets = _publish_rest(rest, args, payloads)
     span = f"offset {offsets[0]}" if len(offsets) == 1 else f"offsets {offsets[0]}..{offsets[-1]}"
     print(
         f"published {len(offsets)} event{'s' if len(offsets) > 1 else ''} to {args.topic}: {span}"
@@ -58,10 +60,9 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
-def _publish_rest(args: argparse.Namespace, payloads: list[bytes]) -> list[int]:
+def _publish_rest(rest: Rest, args: argparse.Namespace, payloads: list[bytes]) -> list[int]:
     # the batch endpoint even for one event: its properties are exactly what we send
     # (urllib would add a form content type to a raw POST, stored as the event's)
-    rest = Rest(args.url)
     offsets: list[int] = []
     for start in range(0, len(payloads), BATCH):
         events = []
@@ -83,7 +84,7 @@ def _publish_rest(args: argparse.Namespace, payloads: list[bytes]) -> list[int]:
 def _publish_file(args: argparse.Namespace, payload: bytes) -> int:
     """One file as the raw body of ``POST /v1/topics/<topic>``: sent as it is, so a file
     up to the server's body limit fits (base64 in JSON would grow it by a third)."""
-    stored = Rest(args.url).upload(
+    stored = Rest.from_args(args).upload(
         "/v1/topics/" + urllib.parse.quote(args.topic, safe="/"),
         {"qos": args.qos, "retain": "true" if args.retain else None},
         payload,
@@ -118,7 +119,7 @@ def _publish_local(
 
 def _tail(args: argparse.Namespace) -> int:
     writer = EventWriter(args.format)
-    rest = Rest(args.url, timeout=60)  # the server sends a keepalive every 15 s
+    rest = Rest.from_args(args, timeout=60)  # the server sends a keepalive every 15 s
     response = rest.open(
         "GET",
         "/v1/events/stream",
@@ -164,14 +165,14 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _replay_rest(args: argparse.Namespace, writer: EventWriter) -> None:
-    rest = Rest(args.url)
+    rest = Rest.from_args(args)
     state = rest.get("/v1/stats")["state"]
     start = state["first_offset"]
     end = state["next_offset"]
     if args.from_time is not None:
-        start = rest.get("/v1/offsets", time=args.from_time)["offset"]
+        start = rest.get("/v1/offsets", time=args.from_time, filter=args.filter)["offset"]
     if args.to_time is not None:
-        end = rest.get("/v1/offsets", time=args.to_time)["offset"]
+        end = rest.get("/v1/offsets", time=args.to_time, filter=args.filter)["offset"]
     while start < end:
         page = rest.get(
             "/v1/events",

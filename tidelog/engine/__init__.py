@@ -12,7 +12,7 @@ from tidelog.engine.cursors import Cursor
 from tidelog.engine.fanout import Delivery, Feed, FeedSubscription
 from tidelog.engine.positions import Position, parse_position
 from tidelog.engine.sessions import NEVER_EXPIRES, Session, SessionSubscription
-from tidelog.errors import CursorExistsError, CursorNotFoundError
+from tidelog.errors import CursorExistsError, CursorNotFoundError, InvalidCursorNameError
 
 __all__ = [
     "NEVER_EXPIRES",
@@ -25,6 +25,7 @@ __all__ = [
     "Delivery",
     "Feed",
     "FeedSubscription",
+    "InvalidCursorNameError",
     "Position",
     "Session",
     "SessionSubscription",

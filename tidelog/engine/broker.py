@@ -26,7 +26,7 @@ import attrs
 import trio
 
 from tidelog.concurrency import background_nursery
-from tidelog.engine.cursors import Cursor
+from tidelog.engine.cursors import Cursor, split_stored_name, stored_name
 from tidelog.engine.fanout import (
     DEFAULT_FEED_MAX_BYTES,
     DEFAULT_FEED_MAX_EVENTS,
@@ -41,6 +41,7 @@ from tidelog.engine.state_writer import StateWriter
 from tidelog.errors import (
     CursorExistsError,
     CursorNotFoundError,
+    InvalidCursorNameError,
     InvalidTopicError,
     LogClosedError,
     OffsetOutOfRangeError,
@@ -442,49 +443,70 @@ class Broker:
     # -- cursors ---------------------------------------------------------------------
 
     async def create_cursor(
-        self, name: str, topic_filter: str | None, *, start: PositionLike = LATEST
+        self,
+        name: str,
+        topic_filter: str | None,
+        *,
+        start: PositionLike = LATEST,
+        owner: str | None = None,
     ) -> Cursor:
-        """Create a named durable cursor, or return the existing one with that name and
-        filter (its position untouched). A different filter raises CursorExistsError."""
-        if not name:
-            raise ValueError("a cursor needs a name")
+        """Create a named durable cursor of ``owner`` (default: ``anonymous``, the
+        namespace of the embedded API), or return the existing one with that name and
+        filter (its position untouched). A different filter raises CursorExistsError;
+        a name that is not allowed or does not fit storage InvalidCursorNameError."""
+        key = stored_name(owner, name)
         if topic_filter is not None:
             if topic_filter.startswith("$share/"):
                 raise InvalidTopicError("a cursor filter cannot be a shared subscription")
             validate_topic_filter(topic_filter)
-        existing = await self.log.load_cursor(name)
+        existing = await self.log.load_cursor(key)
         if existing is not None:
             if existing.metadata.get("filter") != topic_filter:
                 raise CursorExistsError(
                     f"cursor {name!r} exists with filter {existing.metadata.get('filter')!r}"
                 )
             return Cursor(self, existing)
-        state = CursorState(name, await self.resolve(start), {"filter": topic_filter})
+        state = CursorState(key, await self.resolve(start), {"filter": topic_filter})
         await self._state_writer.commit_cursor(state)
         return Cursor(self, state)
 
     async def commit_cursor(self, name: str, offset: int, metadata: dict[str, Any]) -> None:
-        """Move cursor ``name`` to ``offset`` (the next event to process), durably and
-        coalesced with other commits; an offset past the end raises
-        :class:`~tidelog.errors.OffsetOutOfRangeError`. :meth:`Cursor.commit` calls this."""
+        """Move the cursor stored as ``name`` (:attr:`Cursor.key`) to ``offset`` (the
+        next event to process), durably and coalesced with other commits; an offset past
+        the end raises :class:`~tidelog.errors.OffsetOutOfRangeError`.
+        :meth:`Cursor.commit` calls this."""
         if offset < 0 or offset > self.end_offset:
             raise OffsetOutOfRangeError(
-                f"cursor {name!r}: cannot commit offset {offset}; the log ends at {self.end_offset}"
+                f"cursor {split_stored_name(name)[1]!r}: cannot commit offset {offset}; "
+                f"the log ends at {self.end_offset}"
             )
         await self._state_writer.commit_cursor(CursorState(name, offset, metadata))
 
-    async def cursor(self, name: str) -> Cursor:
-        """A handle on an existing cursor; CursorNotFoundError if there is none."""
-        state = await self.log.load_cursor(name)
+    async def cursor(self, name: str, *, owner: str | None = None) -> Cursor:
+        """A handle on ``owner``'s existing cursor; CursorNotFoundError if there is none
+        (a name that could not be stored cannot exist either)."""
+        try:
+            key = stored_name(owner, name)
+        except InvalidCursorNameError:
+            key = None
+        state = None if key is None else await self.log.load_cursor(key)
         if state is None:
             raise CursorNotFoundError(f"no cursor named {name!r}")
         return Cursor(self, state)
 
-    async def cursors(self) -> list[Cursor]:
-        return [Cursor(self, state) for state in await self.log.list_cursors()]
+    async def cursors(self, *, owner: str | None = None) -> list[Cursor]:
+        """Every cursor, or those of ``owner``."""
+        found = [Cursor(self, state) for state in await self.log.list_cursors()]
+        if owner is not None:
+            found = [cursor for cursor in found if cursor.owner == owner]
+        return found
 
-    async def delete_cursor(self, name: str) -> bool:
-        return await self.log.delete_cursor(name)
+    async def delete_cursor(self, name: str, *, owner: str | None = None) -> bool:
+        try:
+            key = stored_name(owner, name)
+        except InvalidCursorNameError:
+            return False
+        return await self.log.delete_cursor(key)
 
     # -- wills -----------------------------------------------------------------------
 

@@ -5,12 +5,21 @@ without moving it, and :meth:`Cursor.commit` moves it (durably, coalesced with
 other commits). A consumer that crashes between the two sees the same events
 again: at-least-once, and exactly-once for consumers that commit atomically
 with their own effects.
+
+Cursors belong to users: each user has a namespace of cursor names. The stored
+name (the storage key) of a cursor owned by :data:`DEFAULT_OWNER` (anonymous
+clients, the embedded API, and every cursor stored before owners existed) is its
+name; any other owner's is ``<owner> U+001F <name>`` (:func:`stored_name`).
+Names cannot contain control characters, so the last U+001F splits a stored
+name unambiguously (:func:`split_stored_name`). A stored name is at most
+:data:`MAX_STORED_NAME_BYTES`, within every backend's key limit.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tidelog.errors import InvalidCursorNameError
 from tidelog.storage import CursorState, ReadResult
 from tidelog.storage.base import DEFAULT_READ_MAX_BYTES
 
@@ -18,12 +27,52 @@ if TYPE_CHECKING:
     from tidelog.engine.broker import Broker
 
 
+DEFAULT_OWNER = "anonymous"
+"""The owner whose cursors are stored under their bare name."""
+OWNER_SEPARATOR = "\x1f"
+MAX_STORED_NAME_BYTES = 480
+"""Longest stored cursor name in UTF-8 bytes: below LMDB's 511-byte keys with room to
+spare for a backend's key prefix."""
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+
+
+def stored_name(owner: str | None, name: str) -> str:
+    """The storage key of ``owner``'s cursor ``name``; InvalidCursorNameError if the
+    name is not allowed or the key would not fit storage."""
+    if not name:
+        raise InvalidCursorNameError("a cursor needs a name")
+    if _has_control(name):
+        raise InvalidCursorNameError("a cursor name cannot contain control characters")
+    owner = owner or DEFAULT_OWNER
+    key = name if owner == DEFAULT_OWNER else f"{owner}{OWNER_SEPARATOR}{name}"
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size > MAX_STORED_NAME_BYTES:
+        raise InvalidCursorNameError(
+            f"cursor name too long: with its owner's name it takes {size} bytes of "
+            f"storage; the most is {MAX_STORED_NAME_BYTES}"
+        )
+    return key
+
+
+def split_stored_name(key: str) -> tuple[str, str]:
+    """``(owner, name)`` of a stored cursor name."""
+    owner, sep, name = key.rpartition(OWNER_SEPARATOR)
+    return (owner, name) if sep else (DEFAULT_OWNER, key)
+
+
 class Cursor:
-    """A handle on a named cursor (cheap; many handles may share one name)."""
+    """A handle on a named cursor (cheap; many handles may share one name).
+
+    ``name`` is the name its owner gave it, ``owner`` the user it belongs to and
+    ``key`` the name it is stored under (see the module docs)."""
 
     def __init__(self, broker: Broker, state: CursorState) -> None:
         self._broker = broker
-        self.name = state.name
+        self.key = state.name
+        self.owner, self.name = split_stored_name(state.name)
         self.topic_filter: str | None = state.metadata.get("filter")
         self.position = state.position
         self.metadata = state.metadata
@@ -31,7 +80,10 @@ class Cursor:
         """Offsets the last :meth:`fetch` jumped over because retention had removed them."""
 
     def __repr__(self) -> str:
-        return f"Cursor({self.name!r}, filter={self.topic_filter!r}, position={self.position})"
+        owner = "" if self.owner == DEFAULT_OWNER else f", owner={self.owner!r}"
+        return (
+            f"Cursor({self.name!r}{owner}, filter={self.topic_filter!r}, position={self.position})"
+        )
 
     @property
     def lag(self) -> int:
@@ -72,5 +124,5 @@ class Cursor:
 
     async def commit(self, offset: int) -> None:
         """Move the cursor to ``offset`` (the next event to process); durable on return."""
-        await self._broker.commit_cursor(self.name, offset, self.metadata)
+        await self._broker.commit_cursor(self.key, offset, self.metadata)
         self.position = offset

@@ -6,7 +6,7 @@ authenticates a client into a :class:`Principal`, and
 ``security.access(principal)`` the :class:`Access` that checks its topics.
 """
 
-from tidelog.security.acl import ANONYMOUS, Access, Grant, Principal, Right
+from tidelog.security.acl import ANONYMOUS, ANONYMOUS_USER, Access, Grant, Principal, Right
 from tidelog.security.auth import Security, load_security
 from tidelog.security.config import SecurityConfig, check_startup
 from tidelog.security.errors import (
@@ -16,20 +16,35 @@ from tidelog.security.errors import (
     SecurityConfigError,
     TooManyAttemptsError,
 )
+from tidelog.security.limits import (
+    Limits,
+    Name,
+    NameTooLongError,
+    Quota,
+    QuotaExceededError,
+    UserQuotas,
+)
 
 __all__ = [
     "ANONYMOUS",
+    "ANONYMOUS_USER",
     "Access",
     "AuthenticationError",
     "Grant",
     "LimitExceededError",
+    "Limits",
+    "Name",
+    "NameTooLongError",
     "NotAuthorizedError",
     "Principal",
+    "Quota",
+    "QuotaExceededError",
     "Right",
     "Security",
     "SecurityConfig",
     "SecurityConfigError",
     "TooManyAttemptsError",
+    "UserQuotas",
     "check_startup",
     "load_security",
 ]

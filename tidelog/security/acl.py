@@ -301,20 +301,50 @@ def parse_acl(text: str, source: str = "<acl>") -> dict[str, list[Rule]]:
     return sections
 
 
+ANONYMOUS_USER = "anonymous"
+"""The one user every anonymous client is (owner of their cursors, quotas)."""
+
+
 class Access:
-    """One client's view of the policy, with a small cache of per-topic decisions."""
+    """One client's view of the policy, with a small cache of per-topic decisions.
+
+    ``admin``: the user is in ``security.admin_users`` (sees and manages every
+    user's resources and all metadata).
+    """
 
     CACHE_SIZE = 4096
 
-    def __init__(self, policy: Policy, principal: Principal) -> None:
+    def __init__(self, policy: Policy, principal: Principal, *, admin: bool = False) -> None:
         self.policy = policy
         self.principal = principal
+        self.admin = admin
         self._open = type(policy) is Policy
         self._cache: dict[tuple[Right, str], bool] = {}
 
     @property
     def user(self) -> str | None:
         return self.principal.user
+
+    @property
+    def owner(self) -> str:
+        """The user name resources of this client belong to (``anonymous`` without one)."""
+        return self.principal.user or ANONYMOUS_USER
+
+    @property
+    def sees_all(self) -> bool:
+        """True for ``sys_users`` and ``admin_users``: every topic's metadata (names,
+        counts) reaches them, whatever the ACL says about the topics' events."""
+        user = self.principal.user
+        return self.admin or (user is not None and user in self.policy.sys_users)
+
+    def may_manage(self, owner: str) -> bool:
+        """True if this client may see and change a resource ``owner`` owns."""
+        return self.admin or owner == self.owner
+
+    def sees_topic(self, topic: str) -> bool:
+        """True if the topic's name and counts may reach this client (metadata follows
+        the ACL's read right)."""
+        return self.sees_all or self.allows(Right.READ, topic)
 
     def allows(self, right: Right, topic: str) -> bool:
         if self._open and not topic.startswith("$"):

@@ -47,6 +47,7 @@ from tidelog.security.config import (
     is_loopback,
 )
 from tidelog.security.errors import AuthenticationError, TooManyAttemptsError
+from tidelog.security.limits import Limits, UserQuotas
 from tidelog.security.passwords import (
     TOKEN_PREFIX,
     Credentials,
@@ -85,11 +86,19 @@ class Security:
         anonymous: bool = True,
         credentials: Credentials | None = None,
         policy: Policy | None = None,
+        tls_configured: bool = False,
     ) -> None:
         self.config = config = config or SecurityConfig()
         self.anonymous = anonymous
         self.credentials = credentials
         self.policy = policy or Policy(config.sys_users)
+        self.admin_users = frozenset(config.admin_users)
+        self.limits = Limits(config)
+        """Name maxima and quota sizes (tidelog/security/limits.py)."""
+        self.quotas = UserQuotas(self.limits)
+        """What each user holds, for the per-user quotas."""
+        self.tls_configured = tls_configured
+        """A TLS certificate is configured (``require_tls_for_credentials`` applies)."""
         self.connections = ConnectionLimiter(
             config.max_connections, config.max_connections_per_address
         )
@@ -112,7 +121,33 @@ class Security:
         return self.credentials is not None
 
     def access(self, principal: Principal) -> Access:
-        return Access(self.policy, principal)
+        admin = principal.user is not None and principal.user in self.admin_users
+        return Access(self.policy, principal, admin=admin)
+
+    def encrypted(self, transport: str) -> bool:
+        """True if credentials sent over ``transport`` travel inside TLS.
+
+        Transports: ``mqtt-tls`` (and any ``...-tls``/``wss``), ``mqtt-tcp``, ``http``
+        (TLS with ``http_tls``), ``ws`` and ``mqtt-websocket`` (TLS with ``ws_tls``)."""
+        if transport.endswith(("tls", "wss", "https")):
+            return True
+        if transport == "http":
+            return self.config.http_tls
+        if transport in ("ws", "websocket", "mqtt-websocket"):
+            return self.config.ws_tls
+        return False
+
+    def _check_transport(self, transport: str) -> None:
+        """``require_tls_for_credentials``: refuse secrets sent in clear."""
+        if (
+            self.config.require_tls_for_credentials
+            and self.tls_configured
+            and not self.encrypted(transport)
+        ):
+            raise AuthenticationError(
+                "credentials are accepted only over TLS on this server "
+                "(security.require_tls_for_credentials)"
+            )
 
     # -- the three ways in ---------------------------------------------------------
 
@@ -128,7 +163,16 @@ class Security:
         if self.credentials is None:
             # no password file: credentials are not checked, the client is anonymous
             return self.anonymous_principal(client_id)
+        self._check_transport(transport)
         address = peer_address(peer)
+        if password.startswith(TOKEN_PREFIX):
+            # a token of this user as the password: a password lockout of the user
+            # does not stop it (tokens cannot be guessed; the address limit still holds)
+            self._check_rate(address, None, transport)
+            owner = self.credentials.token_user(password)
+            if owner is not None and hmac.compare_digest(owner.encode(), user.encode()):
+                await trio.lowlevel.checkpoint()
+                return Principal(user, client_id)
         self._check_rate(address, user, transport)
         self._by_address.failed(address)
         self._by_user.failed(user)
@@ -144,6 +188,7 @@ class Security:
     ) -> Principal:
         if self.credentials is None:
             return self.anonymous_principal(client_id)
+        self._check_transport(transport)
         address = peer_address(peer)
         self._check_rate(address, None, transport)
         user = self.credentials.token_user(token)
@@ -173,10 +218,6 @@ class Security:
     async def _verify(self, user: str, password: str) -> bool:
         credentials = self.credentials
         assert credentials is not None
-        if password.startswith(TOKEN_PREFIX):
-            owner = credentials.token_user(password)
-            if owner is not None and hmac.compare_digest(owner.encode(), user.encode()):
-                return True
         key = hmac.new(self._cache_key, f"{user}\0{password}".encode(), hashlib.sha256).digest()
         now = trio.current_time()
         expires = self._cache.get(key)
@@ -277,4 +318,10 @@ def load_security(server_config: Any) -> Security:
         "allowed" if anonymous else "refused",
         "open to local clients" if sys_open else "for sys_users only",
     )
-    return Security(config, anonymous=anonymous, credentials=credentials, policy=policy)
+    return Security(
+        config,
+        anonymous=anonymous,
+        credentials=credentials,
+        policy=policy,
+        tls_configured=bool(server_config.tls_cert and server_config.tls_key),
+    )

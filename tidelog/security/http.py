@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tidelog.security.acl import Access, Grant, Right
 from tidelog.security.auth import Security, common_name
 from tidelog.security.errors import AuthenticationError, LimitExceededError, TooManyAttemptsError
+from tidelog.security.limits import Name, NameTooLongError
 from tidelog.security.tls import peer_certificate
 from tidelog.storage import Event
 
@@ -69,6 +70,9 @@ class AuthMiddleware:
             except TooManyAttemptsError as exc:
                 await _refuse(send, 429, "too_many_attempts", str(exc), exc.headers)
                 return
+            except NameTooLongError as exc:
+                await _refuse(send, 400, "name_too_long", str(exc), {})
+                return
             scope.setdefault("state", {})["access"] = access
             await self.app(scope, receive, send)
         finally:
@@ -84,7 +88,11 @@ async def authenticate_request(
     access_token: str | None = None,
     certificate_user: str | None = None,
 ) -> Access:
-    """Authenticate an HTTP request or WebSocket handshake into the client's Access."""
+    """Authenticate an HTTP request or WebSocket handshake into the client's Access;
+    :class:`NameTooLongError` for a client id header past ``max_client_id_bytes``."""
+    client_id = _header(headers, CLIENT_ID_HEADER.encode())
+    if client_id is not None:
+        security.limits.check_name(Name.CLIENT_ID, client_id)
     if certificate_user is None and security.config.tls_cert_username:
         certificate_user = common_name(peer_certificate.get())
     principal = await security.authenticate_http(
@@ -93,13 +101,14 @@ async def authenticate_request(
         transport,
         access_token=access_token,
         certificate_user=certificate_user,
-        client_id=_header(headers, CLIENT_ID_HEADER.encode()),
+        client_id=client_id,
     )
     return security.access(principal)
 
 
 async def _refuse(send: Send, status: int, code: str, detail: str, headers: dict[str, str]) -> None:
-    titles = {401: "Unauthorized", 429: "Too Many Requests", 503: "Service Unavailable"}
+    titles = {400: "Bad Request", 401: "Unauthorized", 429: "Too Many Requests",
+              503: "Service Unavailable"}  # fmt: skip
     body = _problem_json(
         {"type": "about:blank", "title": titles[status], "status": status, "detail": detail,
          "code": code}
@@ -187,4 +196,6 @@ async def authenticate_websocket(security: Security, request: Any, transport: st
         await reject_websocket(request, 401, "unauthorized", exc)
     except TooManyAttemptsError as exc:
         await reject_websocket(request, 429, "too_many_attempts", exc)
+    except NameTooLongError as exc:
+        await reject_websocket(request, 400, "name_too_long", exc)
     return None
