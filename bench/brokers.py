@@ -33,6 +33,9 @@ Settings used (reported by the runner):
   lmdb module is missing) with ``fsync=always``: every acknowledged message is
   on disk. ``--log-level warning``, as mosquitto logs errors and warnings only
   (tidelog's default, info, writes a line per connection).
+* ``tidelog-fsync-never``: the same with ``fsync=never`` (the latency targets
+  of issue 12 with the disk out of the path). Not in the default set: runners
+  take it when named (``--brokers ...,tidelog-fsync-never``).
 
 Every broker inherits the runner's file descriptor limit; the runners raise
 their soft ``RLIMIT_NOFILE`` to the hard limit (``bench.mqtt_load.raise_fd_limit``) before
@@ -180,6 +183,8 @@ class Peer(abc.ABC):
     max_qos: int = 2
     work_cap: int | None = None
     connection_cap: int | None = None
+    in_default_set = True
+    """Run when no brokers are named (variants of another peer are not)."""
 
     def cannot(self, *, level: int, qos: int) -> str | None:
         """Why this broker cannot run a scenario at protocol ``level`` needing ``qos``."""
@@ -268,9 +273,24 @@ class Tidelog(Peer):
 
     description = "tidelog serve, fsync=always, LMDB in a temp dir (SQLite if no LMDB backend)"
 
-    def __init__(self, checkout: Path = REPO, name: str = "tidelog") -> None:
+    def __init__(
+        self,
+        checkout: Path = REPO,
+        name: str = "tidelog",
+        *,
+        fsync: str = "always",
+        settings: Sequence[str] = (),
+    ) -> None:
         self.checkout = checkout
         self.name = name
+        self.fsync = fsync
+        self.settings = list(settings)
+        """``SECTION.NAME=VALUE`` options passed with ``--set`` (a variant for an A/B)."""
+        self.in_default_set = fsync == "always" and name == "tidelog"
+        if fsync != "always":
+            self.description = self.description.replace("fsync=always", f"fsync={fsync}")
+        if settings:
+            self.description += ", " + ", ".join(settings)
 
     def storage_scheme(self) -> str:
         """``lmdb`` when this checkout has the LMDB backend and the lmdb module, else ``sqlite``."""
@@ -286,8 +306,8 @@ class Tidelog(Peer):
 
     def storage_url(self, workdir: Path) -> str:
         if self.storage_scheme() == "lmdb":
-            return f"lmdb://{workdir}/log?fsync=always"
-        return f"sqlite://{workdir}/log.db?fsync=always"
+            return f"lmdb://{workdir}/log?fsync={self.fsync}"
+        return f"sqlite://{workdir}/log.db?fsync={self.fsync}"
 
     def unavailable(self) -> str | None:
         try:
@@ -339,6 +359,7 @@ class Tidelog(Peer):
             "off",
             "--log-level",
             "warning",
+            *(arg for setting in self.settings for arg in ("--set", setting)),
         ]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
@@ -350,7 +371,7 @@ class Tidelog(Peer):
             workdir,
             port,
             env=env,
-            settings=f"--storage {url} --log-level warning",
+            settings=" ".join([f"--storage {url} --log-level warning", *self.settings]),
             not_ready_hint=" (does this tidelog have an MQTT listener?)",
         ) as running:
             yield running
@@ -506,6 +527,9 @@ PEERS: dict[str, Peer] = {
         Nats(),
         Amqtt(),
         Tidelog(),
+        Tidelog(name="tidelog-fsync-never", fsync="never"),
     )
 }
 """Every broker by name, in the order tables list them."""
+DEFAULT_PEERS = [name for name, peer in PEERS.items() if peer.in_default_set]
+"""The brokers runners use when none are named."""

@@ -34,13 +34,13 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.brokers import PEERS, REPO
+from bench.brokers import DEFAULT_PEERS, PEERS, REPO
 from bench.mqtt_load import parse_names, parse_protocol, scenario_names
 
 
 def available_brokers(requested: list[str] | None) -> tuple[list[str], list[tuple[str, str]]]:
     """(brokers that can run, [(broker, why not)]) among ``requested`` (default all)."""
-    names = requested or list(PEERS)
+    names = requested or DEFAULT_PEERS
     usable, missing = [], []
     for name in names:
         reason = PEERS[name].unavailable()
@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--brokers",
         type=lambda text: parse_names(text, list(PEERS), "broker"),
-        help=f"comma-separated; default every one that can run here: {','.join(PEERS)}",
+        help=f"comma-separated, of {','.join(PEERS)}; default every one of "
+        f"{','.join(DEFAULT_PEERS)} that can run here",
     )
     parser.add_argument(
         "--scenarios", type=scenario_names, help="MQTT scenarios (default all), comma-separated"

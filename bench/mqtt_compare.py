@@ -73,7 +73,8 @@ import trio
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.brokers import PEERS, Peer
+from bench.brokers import DEFAULT_PEERS, PEERS, Peer, Tidelog
+from bench.disk_probe import describe, fdatasync_latency, format_probe
 from bench.mqtt_load import (
     MIB,
     SCENARIOS,
@@ -129,7 +130,7 @@ def summarize(
     good = [r for r in results if not r.errors]
     counted = good or results
     # idle and burst: no delivery latency; burst CPU is per published message
-    with_subscribers = scenario.subscribers > 0 and scenario.kind == "load"
+    with_subscribers = scenario.subscribers > 0 and scenario.kind in ("load", "trickle")
     latencies = [
         latency
         for r in counted
@@ -296,6 +297,14 @@ class Skip:
     reason: str
 
 
+def trickle_connections(peer: Peer, scenario: Scenario, *, quick: bool) -> int:
+    """Publishing connections of a trickle run on ``peer`` (capped like idle connections)."""
+    wanted = scenario.publisher_count(quick)
+    if peer.connection_cap is None:
+        return wanted
+    return max(1, min(wanted, peer.connection_cap // (10 if quick else 1)))
+
+
 def run_size(
     peer: Peer, scenario: Scenario, *, quick: bool, scale: float
 ) -> tuple[int, int | None]:
@@ -306,7 +315,12 @@ def run_size(
     if scenario.kind == "idle":
         cap = None if peer.connection_cap is None else peer.connection_cap // divisor
     elif peer.work_cap is not None:
-        work = scenario.publishers * max(1, scenario.subscribers)
+        publishers = (
+            trickle_connections(peer, scenario, quick=quick)
+            if scenario.kind == "trickle"
+            else scenario.publishers
+        )
+        work = publishers * max(1, scenario.subscribers)
         cap = peer.work_cap // divisor // work
     else:
         cap = None
@@ -322,6 +336,11 @@ async def measure(
 ) -> ScenarioResult:
     """Start ``peer`` fresh, run ``scenario`` once, stop it; failures become errors."""
     count, capped_from = run_size(peer, scenario, quick=quick, scale=scale)
+    connections = None
+    if scenario.kind == "trickle":
+        connections = trickle_connections(peer, scenario, quick=quick)
+        if connections < scenario.publisher_count(quick) and capped_from is None:
+            capped_from = count
     try:
         with tempfile.TemporaryDirectory(prefix=f"mqtt-bench-{peer.name}-") as tmp:
             async with peer.start(Path(tmp)) as running:
@@ -333,9 +352,10 @@ async def measure(
                     protocol_level=level,
                     quick=quick,
                     messages=count,
+                    connections=connections,
                 )
                 if capped_from is not None:
-                    result.capped_from = capped_from * scenario.publishers
+                    result.capped_from = capped_from * scenario.publisher_count(quick)
                 return result
     except Exception as exc:
         # LoadError, PeerError, OSError, or a bug in the load generator: recorded and
@@ -419,7 +439,7 @@ def _meta(
                 ),
                 "kind": SCENARIOS[name].kind,
                 "figure": SCENARIOS[name].figure,
-                "publishers": SCENARIOS[name].publishers,
+                "publishers": SCENARIOS[name].publisher_count(args.quick),
                 "subscribers": SCENARIOS[name].subscribers,
                 "payload_size": SCENARIOS[name].payload_size,
                 "heavy": SCENARIOS[name].heavy,
@@ -427,6 +447,34 @@ def _meta(
             for name in args.scenarios
         },
     }
+
+
+def checkout_peers(checkout: Path, brokers: Sequence[str]) -> list[Peer]:
+    """``--tidelog-checkout``: that checkout's tidelog beside each tidelog variant that runs."""
+    peers: list[Peer] = []
+    if "tidelog" in brokers or "tidelog-fsync-never" not in brokers:
+        peers.append(Tidelog(checkout, name="tidelog-base"))
+    if "tidelog-fsync-never" in brokers:
+        peers.append(Tidelog(checkout, name="tidelog-base-fsync-never", fsync="never"))
+    return peers
+
+
+def parse_variant(text: str) -> Tidelog:
+    """``--tidelog-variant NAME:fsync=never,broker.commit_linger=0.0005``: a tidelog peer."""
+    name, _, spec = text.partition(":")
+    if not name or name in PEERS:
+        raise argparse.ArgumentTypeError(f"variant {text!r}: give it a new name before the ':'")
+    fsync = "always"
+    settings = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        key, equals, value = item.partition("=")
+        if not equals:
+            raise argparse.ArgumentTypeError(f"variant {text!r}: {item!r} is not KEY=VALUE")
+        if key == "fsync":
+            fsync = value
+        else:
+            settings.append(item)
+    return Tidelog(name=name, fsync=fsync, settings=settings)
 
 
 def skips(args: argparse.Namespace, peers: list[Peer]) -> list[Skip]:
@@ -501,8 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--brokers",
         type=lambda text: parse_names(text, list(PEERS), "broker"),
-        default=list(PEERS),
-        help=f"comma-separated; default all: {','.join(PEERS)}",
+        default=DEFAULT_PEERS,
+        help=f"comma-separated, of {','.join(PEERS)}; default {','.join(DEFAULT_PEERS)}",
     )
     parser.add_argument(
         "--scenarios",
@@ -529,6 +577,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", type=parse_protocol, default=4, help="3.1.1 (default) or 5")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply message counts")
     parser.add_argument("--baseline", default="tidelog", help="broker the others are compared with")
+    parser.add_argument(
+        "--tidelog-variant",
+        type=parse_variant,
+        action="append",
+        default=[],
+        metavar="NAME:SETTING,...",
+        help="run this checkout's tidelog again as NAME with settings: fsync=never|always and "
+        "SECTION.NAME=VALUE options, e.g. linger:broker.commit_linger=0.0005 (repeatable)",
+    )
+    parser.add_argument(
+        "--tidelog-checkout",
+        type=Path,
+        help="another tidelog checkout (a git worktree of the code before a change) to run "
+        "beside this one as tidelog-base (and tidelog-base-fsync-never when "
+        "tidelog-fsync-never runs): a same-run A/B",
+    )
     parser.add_argument("--json", type=Path, help="write every result and the summary here")
     parser.add_argument(
         "--markdown", action="store_true", help="print the summary as a Markdown table too"
@@ -539,12 +603,15 @@ def main(argv: list[str] | None = None) -> int:
     repeat_heavy = args.repeat_heavy or 1
 
     peers = [PEERS[name] for name in args.brokers]
+    peers += args.tidelog_variant
+    if args.tidelog_checkout:
+        peers += checkout_peers(args.tidelog_checkout.resolve(), args.brokers)
     blocked = [(peer.name, reason) for peer in peers if (reason := peer.unavailable())]
     if blocked:
         for name, reason in blocked:
             print(f"mqtt_compare: cannot run {name}: {reason}", file=sys.stderr)
         return 2
-    baseline = args.baseline if args.baseline in args.brokers else None
+    baseline = args.baseline if args.baseline in [peer.name for peer in peers] else None
     fd_limit = raise_fd_limit()
     skipped = skips(args, peers)
     concurrent = args.quick and not args.sequential and len(peers) > 1
@@ -563,6 +630,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  skipped: {skip.scenario} on {skip.broker}: {skip.reason}")
     if concurrent:
         print("  brokers measured concurrently (a smoke run: the numbers are not comparable)")
+    probe_count = 200 if args.quick else 1000
+    disk = {"directory": tempfile.gettempdir()}
+    disk["before"] = describe(fdatasync_latency(count=probe_count))
+    print(f"  disk ({disk['directory']}) before: {format_probe(disk['before'])}")
     print(flush=True)
 
     results = trio.run(
@@ -577,6 +648,9 @@ def main(argv: list[str] | None = None) -> int:
             concurrent=concurrent,
         )
     )
+
+    disk["after"] = describe(fdatasync_latency(count=probe_count))
+    meta["disk_fdatasync"] = disk
 
     summaries: list[Summary] = []
     cannot = {(skip.scenario, skip.broker) for skip in skipped}
@@ -594,6 +668,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(format_table(summaries, baseline, skipped))
+    print()
+    for when in ("before", "after"):
+        print(f"disk's own fdatasync ({when} the scenarios): {format_probe(disk[when])}")
     print()
     print(LEGEND)
     if args.markdown:

@@ -199,6 +199,9 @@ class ScenarioResult:
     capped_from: int | None = None
     """Messages, all publishers (idle: connections), the scenario asks for, when
     the runner capped this broker below it; ``messages`` is what ran."""
+    schedule_lag_s: float | None = None
+    """trickle: how late after its due time the load generator's latest send left
+    (near zero: the generator kept its schedule)."""
 
     @property
     def ok(self) -> bool:
@@ -233,11 +236,20 @@ class Scenario:
     rate: float | None = None
     payload_size: int = 100
     kind: str = "load"
-    """``load`` (a message stream), ``idle`` (``messages`` idle connections) or ``burst``."""
+    """``load`` (a message stream), ``idle`` (``messages`` idle connections), ``burst``,
+    or ``trickle`` (``publishers`` connections at ``rate`` msg/s each, :mod:`bench.trickle`)."""
     read_rate: float | None = None
     """burst: msg/s the subscriber reads while the publisher is still sending."""
     heavy: bool = False
     """Long and stable: runners repeat it once by default."""
+    quick_publishers: int | None = None
+    """Publishers of a quick (smoke) run, when fewer than ``publishers`` (trickle)."""
+
+    def publisher_count(self, quick: bool) -> int:
+        """Publishers of a run (a quick run may have fewer)."""
+        if quick and self.quick_publishers is not None:
+            return min(self.publishers, self.quick_publishers)
+        return self.publishers
 
     @property
     def needs_qos(self) -> int:
@@ -251,6 +263,8 @@ class Scenario:
             return "connections/s"
         if self.kind == "burst":
             return "acked msg/s during the burst"
+        if self.kind == "trickle":
+            return "delivered msg/s"
         return "delivered msg/s" if self.subscribers else "acked msg/s"
 
     def __attrs_post_init__(self) -> None:
@@ -260,10 +274,35 @@ class Scenario:
             raise ValueError(f"QoS {self.publish_qos} needs a window of 1..{MAX_PACKET_ID}")
         if self.payload_size < HEADER.size:
             raise ValueError(f"payload must hold at least {HEADER.size} bytes")
-        if self.kind not in ("load", "idle", "burst"):
+        if self.kind not in ("load", "idle", "burst", "trickle"):
             raise ValueError(f"unknown scenario kind {self.kind!r}")
         if self.kind == "burst" and (self.publishers, self.subscribers) != (1, 1):
             raise ValueError("a burst has one publisher and one subscriber")
+        if self.kind == "trickle" and not (self.rate and self.publish_qos == 1):
+            raise ValueError("a trickle publishes QoS 1 at a fixed rate per connection")
+
+
+def _trickle(
+    name: str, connections: int, *, seconds: int, quick: tuple[int, int], heavy: bool = False
+) -> Scenario:
+    """A trickle scenario: ``connections`` publishers at 1 msg/s each for ``seconds``
+    (quick: (connections, seconds)), one subscriber on a ``+`` wildcard."""
+    return Scenario(
+        name,
+        f"{connections:,} connections each publishing QoS 1 at 1 msg/s (random phase, "
+        "64-byte payloads) -> 1 subscriber on a + wildcard at QoS 1 (delivered msg/s)",
+        publish_qos=1,
+        window=1,
+        publishers=connections,
+        subscribers=1,
+        rate=1.0,
+        payload_size=64,
+        kind="trickle",
+        messages=seconds,
+        quick_publishers=quick[0],
+        quick_messages=quick[1],
+        heavy=heavy,
+    )
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -383,6 +422,8 @@ SCENARIOS: dict[str, Scenario] = {
             quick_messages=2_000,
             heavy=True,
         ),
+        _trickle("trickle", 2_000, seconds=20, quick=(300, 3)),
+        _trickle("trickle-10k", 10_000, seconds=10, quick=(400, 2), heavy=True),
     )
 }
 """Every scenario, in the order runners use."""
@@ -975,21 +1016,39 @@ async def run_scenario(
     quick: bool = False,
     messages: int | None = None,
     stall_timeout: float | None = None,
+    connections: int | None = None,
 ) -> ScenarioResult:
     """Run ``scenario`` once against a broker that is already listening.
 
-    ``messages`` (per publisher) overrides the scenario's count. Connection
+    ``messages`` (per publisher) overrides the scenario's count, ``connections``
+    a trickle's publishers. Connection
     problems raise :class:`LoadError` or :class:`OSError`; a stall ends the run
     with an entry in ``errors`` and what is missing counted as lost.
     """
     per_publisher = messages or (scenario.quick_messages if quick else scenario.messages)
     stall = stall_timeout if stall_timeout is not None else (2.0 if quick else 5.0)
+    if stall_timeout is None and scenario.kind == "trickle" and not quick:
+        # a saturated broker answers thousands of connections in rounds: 10,000
+        # connections on a starved broker were acknowledged after 15-20 s, in one go
+        stall = TRICKLE_STALL_S
     level = protocol_level
     if scenario.kind == "idle":
         settle = IDLE_SETTLE_S / 5 if quick else IDLE_SETTLE_S
         return await run_idle(
             target, scenario, per_publisher, broker=broker, level=level, settle=settle
         )
+    if scenario.kind == "trickle":
+        from bench.trickle import TrickleShape, run_trickle  # imports this module
+
+        shape = TrickleShape(
+            connections=connections or scenario.publisher_count(quick),
+            messages=per_publisher,
+            rate=scenario.rate or 1.0,
+            subscribers=scenario.subscribers,
+            payload_size=scenario.payload_size,
+            level=level,
+        )
+        return await run_trickle(target, scenario, shape, broker=broker, stall=stall)
     total = per_publisher * scenario.publishers
     base = f"tidelog-bench/{scenario.name}"
     tag = f"tlbench-{os.getpid()}-{scenario.name}"
@@ -1063,6 +1122,8 @@ async def run_scenario(
     return result
 
 
+TRICKLE_STALL_S = 30.0
+"""Seconds without any acknowledgement or delivery that end a full trickle run."""
 IDLE_BATCH = 200
 """Idle connections being opened at any moment."""
 IDLE_SETTLE_S = 1.0
@@ -1251,6 +1312,8 @@ def format_result(result: ScenarioResult) -> str:
         parts.append(f"drain {result.drain_s:.1f} s")
     if result.capped_from is not None:
         parts.append(f"capped from {result.capped_from}")
+    if result.schedule_lag_s is not None:
+        parts.append(f"connections {result.connections}, send lag <= {result.schedule_lag_s:.3f} s")
     line = "  ".join(parts)
     if result.errors:
         line += "\n    ERRORS: " + "; ".join(result.errors[:5])

@@ -157,6 +157,49 @@ async def test_lost_and_duplicated_messages_are_counted(nursery: trio.Nursery) -
     assert "1 messages were never acknowledged" in result.errors
 
 
+TRICKLE = attrs.evolve(SCENARIOS["trickle"], rate=20.0)
+"""The trickle scenario, faster per connection so that small tests end quickly."""
+
+
+@needs_mosquitto
+@pytest.mark.parametrize("level", [4, 5])
+async def test_trickle_against_mosquitto(mosquitto: RunningBroker, level: int) -> None:
+    """Many connections on one epoll thread: every message acknowledged and delivered once,
+    every connection counted, the schedule kept."""
+    target = Target(mosquitto.host, mosquitto.port, mosquitto.pid)
+    result = await run_scenario(
+        target, TRICKLE, broker="mosquitto", protocol_level=level, messages=3, connections=150
+    )
+    assert result.errors == []
+    assert (result.lost, result.duplicated, result.refused) == (0, 0, 0)
+    assert result.messages == result.sent == result.accepted == result.delivered == 450
+    assert result.connections == 151  # and one subscriber
+    assert result.latency is not None and result.latency.count == 450
+    assert result.ack_latency is not None and result.ack_latency.count == 450
+    assert result.broker_cpu_s is not None and result.rate > 0
+    assert result.schedule_lag_s is not None
+
+
+async def test_trickle_counts_lost_and_duplicated_messages(nursery: trio.Nursery) -> None:
+    broker = FaultyBroker()
+    listeners = await nursery.start(
+        functools.partial(trio.serve_tcp, broker.handle, 0, host="127.0.0.1")
+    )
+    port = listeners[0].socket.getsockname()[1]
+    result = await run_scenario(
+        Target("127.0.0.1", port), TRICKLE, messages=8, connections=2, stall_timeout=0.3
+    )
+    # per publisher, packet ids 1..8: id 7 never acknowledged, id 5 twice;
+    # publisher 0 sends sequence numbers 0..7: 3 never delivered, 4 twice
+    assert result.sent == 16
+    assert result.accepted == 14
+    assert result.delivered == 15
+    assert result.lost == 1
+    assert result.duplicated == 3
+    assert "2 messages were never acknowledged" in result.errors
+    assert any("stalled" in error for error in result.errors)
+
+
 # -- the runner ------------------------------------------------------------------
 
 

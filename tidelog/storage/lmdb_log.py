@@ -90,6 +90,9 @@ log2(k) comparisons per event)."""
 INLINE_MAX_EVENTS = 8
 """Batches of at most this many events may commit on the trio thread (fsync
 ``always``; see :meth:`LmdbLog._commit_overlapped`)."""
+INLINE_MAX_EVENTS_UNSYNCED = 64
+"""Batches of at most this many events commit on the trio thread under fsync
+``interval`` and ``never`` (no fsync in the commit; see :meth:`LmdbLog._write`)."""
 INLINE_MAX_SECONDS = 0.001
 """... when the previous commit took less than this (the loop's worst stall when
 fsync is fast)."""
@@ -363,10 +366,21 @@ class LmdbLog(EventLog):
                     prepared = await self._commit_overlapped(
                         active, first, records, timestamp, prepare
                     )
+                elif (
+                    len(records) <= INLINE_MAX_EVENTS_UNSYNCED
+                    and self._last_commit < INLINE_MAX_SECONDS
+                ):
+                    # No fsync in this commit: writing a few pages into the page cache
+                    # costs less than the two thread wake-ups of a hand-off.
+                    prepared = self._commit_inline(active, first, records, timestamp, prepare)
                 else:
-                    active.used = await self._writer.run_sync(
-                        active.write_batch, first, records, timestamp
-                    )
+                    started = time.perf_counter()
+                    try:
+                        active.used = await self._writer.run_sync(
+                            active.write_batch, first, records, timestamp
+                        )
+                    finally:
+                        self._last_commit = time.perf_counter() - started
                     prepared = prepare()
                 return active, prepared
             except lmdb.MapFullError:
@@ -411,13 +425,7 @@ class LmdbLog(EventLog):
             and self._last_commit < INLINE_MAX_SECONDS
             and not trio.lowlevel.current_statistics().tasks_runnable
         ):
-            prepared = prepare()
-            started = time.perf_counter()
-            try:
-                active.used = active.write_batch(first, records, timestamp)
-            finally:
-                self._last_commit = time.perf_counter() - started
-            return prepared
+            return self._commit_inline(active, first, records, timestamp, prepare)
         started = time.perf_counter()
         mailbox = Mailbox()
         if len(records) < OVERLAP_MIN_EVENTS:
@@ -433,6 +441,24 @@ class LmdbLog(EventLog):
                 prepared = prepare()
         try:
             active.used = await mailbox.get()
+        finally:
+            self._last_commit = time.perf_counter() - started
+        return prepared
+
+    def _commit_inline(
+        self,
+        active: Segment,
+        first: int,
+        records: list[bytes],
+        timestamp: int,
+        prepare: Callable[[], T],
+    ) -> T:
+        """Commit on the trio thread (blocking it for the commit); time it for the next
+        batch's choice between inline and the writer thread."""
+        prepared = prepare()
+        started = time.perf_counter()
+        try:
+            active.used = active.write_batch(first, records, timestamp)
         finally:
             self._last_commit = time.perf_counter() - started
         return prepared

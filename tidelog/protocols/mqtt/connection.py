@@ -438,7 +438,10 @@ class MQTTConnection:
                 requests = session_receive(packets, started)
                 if requests:
                     await self._carry_out(requests)
-                kick()
+                if core.control or core.planner.ready:
+                    # a read of PUBLISHes queues nothing yet (their acks wait for the
+                    # commit): no writer task spawned and ended for nothing
+                    kick()
                 if core.error is not None or core.disconnected:
                     self._ended()
                 await broker.wait_writable()
