@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import re
@@ -177,6 +178,8 @@ class Message:
     """How many PUBLISHes carried it on fresh exchanges (resends with DUP do not count)."""
     dup_resends: int = 0
     acked: bool = False
+    acked_at: float = 0.0
+    """``time.monotonic()`` when the PUBACK / PUBREC came."""
 
 
 class Client:
@@ -300,6 +303,7 @@ class MQTTPublisher(Client):
                         continue
                     if packet.reason_code < 0x80:
                         self.messages[seq].acked = True
+                        self.messages[seq].acked_at = time.monotonic()
                         if isinstance(packet, Pubrec):
                             self.released.add(packet.packet_id)
                             replies.append(_ack(Pubrel, packet.packet_id, self.level))
@@ -315,6 +319,7 @@ class Batch:
     payloads: list[bytes]
     offsets: list[int] | None = None
     """Set when the broker answered 201."""
+    acked_at: float = 0.0
 
 
 class RestPublisher(Client):
@@ -347,6 +352,7 @@ class RestPublisher(Client):
                     raise LoadError(str(exc)) from exc
                 if response.status_code == 201:
                     batch.offsets = [e["offset"] for e in response.json()["events"]]
+                    batch.acked_at = time.monotonic()
                 await trio.sleep(0.02)
 
 
@@ -433,6 +439,12 @@ class Totals:
     qos2_redelivered: int = 0
     """Of those, extra QoS 2 deliveries of one event (exactly once broken by a kill)."""
     events: int = 0
+    unsynced_acknowledged: int = 0
+    """``fsync=interval``: acknowledged events not yet fsynced when the server was
+    killed, summed over the kills (what a power loss at those moments would take)."""
+    max_unsynced_age_ms: float = 0.0
+    """``fsync=interval``: the oldest of those, ms between its acknowledgement and the
+    kill: the interval plus the duration of a sync (unbounded: a slow disk)."""
     violations: list[str] = attrs.field(factory=list)
 
     def summary(self) -> str:
@@ -442,6 +454,8 @@ class Totals:
             f"qos2_duplicates={self.qos2_duplicates} "
             f"subscriber_duplicates={self.subscriber_duplicates} "
             f"(after_ack={self.redelivered_after_ack} qos2={self.qos2_redelivered}) "
+            f"unsynced_acknowledged={self.unsynced_acknowledged} "
+            f"max_unsynced_age_ms={self.max_unsynced_age_ms:.0f} "
             f"violations={len(self.violations)}"
         )
 
@@ -540,6 +554,55 @@ def check_log(
     return totals
 
 
+def check_exposure(
+    events: list[tuple[int, bytes]],
+    durable: int,
+    durable_as_of: float,
+    at: float,
+    publishers: list[MQTTPublisher],
+    rest: RestPublisher,
+    totals: Totals,
+) -> None:
+    """``fsync=interval``: the acknowledged events at or above ``durable`` (the server's
+    fsynced watermark, read at ``time.monotonic()`` ``at`` just before the kill) are
+    what a power loss would have taken. Each must have been acknowledged after the
+    sync that made ``durable`` durable began (``durable_as_of``, the same clock: the
+    system's CLOCK_MONOTONIC): anything acknowledged before was committed before, and
+    that sync had to cover it. ``max_unsynced_age_ms`` reports how long the oldest
+    waited: the interval plus one sync at most, as the timer starts a sync every
+    interval after the last one ended."""
+    first_offset: dict[bytes, int] = {}
+    for offset, payload in events:
+        first_offset.setdefault(payload, offset)
+    acked: list[tuple[bytes, float]] = [
+        (publisher.payload(m.seq), m.acked_at)
+        for publisher in publishers
+        for m in publisher.messages
+        if m.acked
+    ]
+    acked += [(p, b.acked_at) for b in rest.batches if b.offsets is not None for p in b.payloads]
+    for payload, acked_at in acked:
+        offset = first_offset.get(payload)
+        if offset is None or offset < durable:
+            continue
+        totals.unsynced_acknowledged += 1
+        age_ms = (at - acked_at) * 1000
+        totals.max_unsynced_age_ms = max(totals.max_unsynced_age_ms, age_ms)
+        if acked_at < durable_as_of:
+            early = (durable_as_of - acked_at) * 1000
+            totals.violations.append(
+                f"{payload!r} (offset {offset}) was acknowledged {early:.0f} ms before the "
+                f"last completed sync began, and that sync did not cover it (durable below "
+                f"{durable})"
+            )
+
+
+def fsync_interval_ms(storage: str) -> int | None:
+    """The ``interval:<ms>`` of a storage URL's fsync option, if it has one."""
+    match = re.search(r"fsync=interval:(\d+)", storage)
+    return int(match[1]) if match else None
+
+
 def _gaps(offsets: list[int]) -> str:
     for expected, offset in enumerate(offsets):
         if offset != expected:
@@ -581,9 +644,23 @@ class Harness:
             Subscriber(self, "sub-q2", qos=2, level=5),
         ]
         self.deadline_failures: list[str] = []
+        self.interval_ms = fsync_interval_ms(self.storage)
+        self.last_events: list[tuple[int, bytes]] = []
+
+    async def _durable_offset(self) -> tuple[int, float, float]:
+        """The server's fsynced watermark and when the sync that made it began
+        (``/v1/stats``; 0 and -inf before the first sync), and when it was read."""
+        if self.interval_ms is None:
+            return 0, 0.0, 0.0
+        port = self.server.ports["HTTP"]
+        async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=10) as http:
+            log = (await http.get("/v1/stats")).json()["log"]
+        as_of = log["durable_as_of"]
+        return log["durable_offset"], -math.inf if as_of is None else as_of, time.monotonic()
 
     async def check(self) -> Totals:
         events, sessions = await read_everything(self.storage)
+        self.last_events = events
         return check_log(events, sessions, self.publishers, self.rest, self.subscribers)
 
     async def run(self) -> Totals:
@@ -600,10 +677,20 @@ class Harness:
                 nursery.start_soon(client.run)
             for kill in range(self.kills):
                 await trio.sleep(self.rng.uniform(self.min_life, self.max_life))
+                durable, durable_as_of, at = await self._durable_offset()
                 self.server.kill()
                 self.totals.kills += 1
                 totals = await self.check()
                 totals.kills = self.totals.kills
+                if self.interval_ms is not None:
+                    check_exposure(
+                        self.last_events, durable, durable_as_of, at, self.publishers,
+                        self.rest, totals,
+                    )  # fmt: skip
+                    self.totals.unsynced_acknowledged += totals.unsynced_acknowledged
+                    self.totals.max_unsynced_age_ms = max(
+                        self.totals.max_unsynced_age_ms, totals.max_unsynced_age_ms
+                    )
                 self.totals.violations.extend(f"kill {kill + 1}: {v}" for v in totals.violations)
                 self.report(f"kill {kill + 1}: {totals.summary()}")
                 same_ports = self.rng.random() < 0.5
@@ -629,6 +716,8 @@ class Harness:
             nursery.cancel_scope.cancel()
         totals = check_log(events, sessions, self.publishers, self.rest, self.subscribers)
         totals.kills = self.totals.kills
+        totals.unsynced_acknowledged = self.totals.unsynced_acknowledged
+        totals.max_unsynced_age_ms = self.totals.max_unsynced_age_ms
         totals.violations[:0] = self.totals.violations + self.deadline_failures
         copies = Counter(payload for _, payload in events)
         for subscriber in self.subscribers:

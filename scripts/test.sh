@@ -48,6 +48,12 @@ if ! "$AMQTT_VENV/bin/python" -c "import importlib.metadata as m, sys; \
     "$AMQTT_VENV/bin/python" -m pip install -q --disable-pip-version-check "amqtt==$AMQTT_VERSION"
 fi
 
+# MQTT.js (npm `mqtt`) for tests/protocols/mqtt/test_interop_mqttjs.py, into
+# tests/interop/node_modules (not committed), at the version tests/interop/package.json pins.
+if command -v npm >/dev/null && [ ! -d tests/interop/node_modules/mqtt ]; then
+    npm install --prefix tests/interop --no-audit --no-fund --no-save --loglevel=error
+fi
+
 .venv/bin/ruff check tidelog tests bench
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"

@@ -505,7 +505,7 @@ async def test_cursor_fetch_reports_what_retention_skipped(
         pytest.skip("the memory log drops single events; the others whole segments")
     await seed(client, 6)
     await client.put("/v1/cursors/old", json={"filter": "t/1", "start": "earliest"})
-    removed = await server.broker.log.apply_retention(max_bytes=20)  # keeps the last
+    removed = await server.broker.log.apply_retention(max_bytes=30)  # one 21-byte record
     assert removed.first_offset == 5
     page = (await client.post("/v1/cursors/old/fetch", params={"encoding": "text"})).json()
     assert page == {"events": [], "next_offset": 6, "skipped": 5}

@@ -1,5 +1,5 @@
 """``tidelog dump`` / ``tidelog load``: a log moves between backends exactly (offsets,
-timestamps, topics, payloads, qos, retain, properties, cursors, retained messages,
+timestamps, topics, payloads, qos, retain, properties, provenance, cursors, retained messages,
 sessions), and bad input is refused clearly."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tests.serve_process import ok, run
 from tidelog.cli.common import Progress
 from tidelog.cli.data import _Clock, dump_log, load_log
 from tidelog.engine import NEVER_EXPIRES, Session, SessionSubscription
-from tidelog.storage import NewEvent, Properties, open_log
+from tidelog.storage import NewEvent, Properties, Provenance, open_log
 
 HAS_LMDB = importlib.util.find_spec("tidelog.storage.lmdb_log") is not None
 
@@ -37,6 +37,14 @@ async def build_source(url: str) -> None:
                 NewEvent("devices/1/temp", b"21.5", 1, False, full),
                 NewEvent("devices/2/temp", b"\x00\xff\x10binary", 2, False, None),
                 NewEvent("devices/2/temp", b"", 0, False, Properties()),
+                NewEvent(
+                    "devices/3/temp",
+                    b"forwarded",
+                    2,
+                    False,
+                    None,
+                    Provenance("pub-7", 42, "node-a@1", 1234, ("node-a", "node-b")),
+                ),
             ]
         )
         for n in range(30):  # several timestamps, several batches
@@ -71,11 +79,21 @@ async def test_round_trip_across_backends(tmp_path: Path) -> None:
     original = ok("dump", "--storage", source, cwd=tmp_path)
     dumped = records(original)
     kinds = [r["type"] for r in dumped]
-    assert kinds.count("event") == 36
+    assert kinds.count("event") == 37
     assert kinds.count("cursor") == 2
     namespaces = {r["namespace"] for r in dumped if r["type"] == "state"}
     assert namespaces == {"retained", "sessions"}
     assert kinds[-1] == "end"
+    provenance = [r["provenance"] for r in dumped if r["type"] == "event" and r["provenance"]]
+    assert provenance == [
+        {
+            "client_id": "pub-7",
+            "packet_id": 42,
+            "origin_node": "node-a@1",
+            "origin_offset": 1234,
+            "hop_path": ["node-a", "node-b"],
+        }
+    ]
     timestamps = {r["timestamp"] for r in dumped if r["type"] == "event"}
     assert len(timestamps) > 3
 
@@ -86,7 +104,7 @@ async def test_round_trip_across_backends(tmp_path: Path) -> None:
     previous.write_text(original)
     for target in chain:
         loaded = ok("load", str(previous), "--storage", target, cwd=tmp_path)
-        assert "loaded 36 events" in loaded
+        assert "loaded 37 events" in loaded
         again = ok("dump", "--storage", target, cwd=tmp_path)
         assert records(again) == dumped, target
         previous = tmp_path / "again.jsonl"
@@ -108,7 +126,7 @@ async def test_round_trip_across_backends(tmp_path: Path) -> None:
     clock = _Clock()
     async with open_log("memory://", clock=clock) as memory:
         quiet = Progress("", 0, enabled=False)
-        assert await load_log(memory, clock, io.StringIO(original), "dump", quiet) == 36
+        assert await load_log(memory, clock, io.StringIO(original), "dump", quiet) == 37
         out = io.StringIO()
         await dump_log(memory, "memory://", out, quiet)
     assert records(out.getvalue()) == dumped
@@ -153,7 +171,7 @@ def test_verify_and_reindex_lmdb(tmp_path: Path) -> None:
     trio.run(build_source, url)
     verified = run("verify", "--storage", url, cwd=tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert "verified 36 events" in verified.stdout
+    assert "verified 37 events" in verified.stdout
     reindexed = run("reindex", "--storage", url, "--progress", cwd=tmp_path)
     assert reindexed.returncode == 0, reindexed.stderr
-    assert "reindexed" in reindexed.stdout and "36 events" in reindexed.stdout
+    assert "reindexed" in reindexed.stdout and "37 events" in reindexed.stdout

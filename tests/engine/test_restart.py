@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 import trio
@@ -11,7 +12,8 @@ import tidelog
 from tests.storage.backends import BackendUnderTest, ManualClock
 from tidelog import NewEvent
 from tidelog.engine import NEVER_EXPIRES, Session, SessionSubscription
-from tidelog.storage import open_log
+from tidelog.storage import Event, open_log
+from tidelog.storage.records import encode_record
 
 
 async def test_cursors_and_retained_survive_restart(durable_backend: BackendUnderTest) -> None:
@@ -92,6 +94,34 @@ async def test_sessions_survive_restart_and_expire(
         with trio.fail_after(5):
             while broker.sessions.get("connected") is not None:
                 await trio.sleep(0.02)  # the periodic expiry runs every 0.05 s
+
+
+async def test_a_pending_will_is_published_after_a_restart(
+    durable_backend: BackendUnderTest,
+) -> None:
+    """A will waiting for its delay when the broker stops is published after the next
+    start, when it is due (at once if that has passed); a cancelled one is not."""
+    url = durable_backend.url
+    async with tidelog.open(url) as broker:
+        set_at = time.time()
+        broker.set_will("later", NewEvent("will/later", b"due in 1.5 s", qos=1), delay=1.5)
+        broker.set_will("back", NewEvent("will/back", b"cancelled"), delay=0.2)
+        assert broker.cancel_will("back")
+    async with open_log(url) as log:  # the clean shutdown kept the pending will
+        assert list(await log.list_state("wills")) == ["later"]
+        overdue = NewEvent("will/overdue", b"was due a second ago")
+        await log.put_state("wills", {"overdue": encode_record(overdue, int(set_at * 1000))})
+    async with tidelog.open(url) as broker:
+        events: list[Event] = []
+        with trio.fail_after(10):
+            while len(events) < 2:
+                await broker.log.wait_for_append(len(events))
+                events = (await broker.log.read(0)).events
+        assert time.time() - set_at >= 1.45  # published when due, not at the start (ms rounding)
+        assert [e.topic for e in events] == ["will/overdue", "will/later"]
+        assert (events[1].qos, events[1].payload) == (1, b"due in 1.5 s")
+    async with open_log(url) as log:  # published wills are forgotten
+        assert await log.list_state("wills") == {}
 
 
 async def test_unreadable_stored_state_is_set_aside_not_fatal(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidelog.errors import CorruptLogError, InvalidTopicError
@@ -11,6 +11,7 @@ from tidelog.storage.common import check_event, encode_batch
 from tidelog.storage.records import (
     NewEvent,
     Properties,
+    Provenance,
     decode_record,
     decode_run,
     encode_record,
@@ -25,6 +26,14 @@ properties = st.none() | st.builds(
     correlation_data=st.none() | st.binary(max_size=10),
     user_properties=st.lists(st.tuples(st.text(max_size=5), st.text(max_size=5)), max_size=2),
 )
+provenances = st.none() | st.builds(
+    Provenance,
+    client_id=st.none() | st.text(max_size=10),
+    packet_id=st.none() | st.integers(1, 65535),
+    origin_node=st.none() | st.text(max_size=10),
+    origin_offset=st.none() | st.integers(0, 2**64 - 1),
+    hop_path=st.lists(st.text(max_size=5), max_size=3),
+)
 new_events = st.builds(
     NewEvent,
     topic=topics,
@@ -32,9 +41,11 @@ new_events = st.builds(
     qos=st.sampled_from([0, 0, 0, 1, 2]),
     retain=st.booleans(),
     properties=properties,
+    provenance=st.none() | st.none() | provenances,
 )
 
 
+@settings(deadline=None)  # a CRC call per record: slow examples on a loaded machine
 @given(st.lists(new_events, max_size=30), st.integers(0, 2**63))
 def test_encode_records_matches_encode_record(batch: list[NewEvent], timestamp: int) -> None:
     assert encode_records(batch, timestamp, check_event, {}) == [
@@ -42,6 +53,7 @@ def test_encode_records_matches_encode_record(batch: list[NewEvent], timestamp: 
     ]
 
 
+@settings(deadline=None)
 @given(
     st.lists(new_events, max_size=30),
     st.integers(0, 10**6),
@@ -117,3 +129,34 @@ def test_decode_run_uniform_run_with_a_cut_record_names_it(qos: int, retain: boo
     good = encode_record(NewEvent("a/b", b"12", qos, retain), 5)
     with pytest.raises(CorruptLogError, match="record 41"):
         decode_run([good, good[:14]], [40, 41], [], None, 0)  # topic cut short
+
+
+@settings(deadline=None)
+@given(st.lists(new_events, min_size=1, max_size=10), st.integers(0, 10**6))
+def test_every_field_round_trips(batch: list[NewEvent], first: int) -> None:
+    records = encode_records(batch, 1_700_000_000_000, check_event, {})
+    out: list = []
+    decode_run(list(records), range(first, first + len(records)), out, None, 0)
+    assert [(e.topic, e.payload, e.qos, e.retain, e.properties, e.provenance) for e in out] == [
+        (e.topic, e.payload, e.qos, e.retain, e.properties, e.provenance) for e in batch
+    ]
+    for event in out:
+        if event.provenance is not None:
+            assert Provenance.from_dict(event.provenance.to_dict()) == event.provenance
+
+
+def test_provenance_that_cannot_be_stored_is_refused_before_anything_is() -> None:
+    with pytest.raises(ValueError, match="packet_id"):
+        encode_batch(
+            [NewEvent("ok", b""), NewEvent("ok", b"", provenance=Provenance(packet_id=0))], 1, 100
+        )
+    with pytest.raises(ValueError, match="unknown provenance"):
+        Provenance.from_dict({"client": "x"})
+
+
+def test_a_run_with_one_damaged_record_names_it() -> None:
+    records = [encode_record(NewEvent("a/b", bytes([n]) * 20), 5) for n in range(5)]
+    damaged = bytearray(records[3])
+    damaged[15] ^= 0x04
+    with pytest.raises(CorruptLogError, match="record 13: checksum mismatch"):
+        decode_run([*records[:3], bytes(damaged), records[4]], range(10, 15), [], None, 0)

@@ -38,6 +38,7 @@ from tidelog.engine.positions import LATEST, PositionLike, parse_position, resol
 from tidelog.engine.retained import RetainedStore
 from tidelog.engine.sessions import SessionStore
 from tidelog.engine.state_writer import StateWriter
+from tidelog.engine.wills import WillStore
 from tidelog.errors import (
     CursorExistsError,
     CursorNotFoundError,
@@ -45,7 +46,6 @@ from tidelog.errors import (
     InvalidTopicError,
     LogClosedError,
     OffsetOutOfRangeError,
-    TidelogError,
 )
 from tidelog.storage import (
     DEFAULT_URL,
@@ -167,7 +167,7 @@ class Broker:
             max_batch_bytes=options.max_batch_bytes,
             max_pending_bytes=options.max_pending_bytes,
         )
-        self._wills: dict[str, trio.CancelScope] = {}
+        self.wills = WillStore(log, self._state_writer, nursery, self.publish_many)
         self._shared: dict[tuple[str, str], tuple[Feed, list[int]]] = {}
         self._topic_counts: Counter[str] = Counter()
         self._commit_hooks: list[Callable[[list[Event]], None]] = []
@@ -182,6 +182,7 @@ class Broker:
         await self.sessions.load()
         self._nursery.start_soon(self._writer.run)
         self._nursery.start_soon(self._state_writer.run)
+        await self.wills.load()
 
     async def _run_periodic(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -192,8 +193,7 @@ class Broker:
     async def _shutdown(self, periodic: trio.CancelScope) -> None:
         """Stop taking publishes, commit what is queued, persist state, stop tasks."""
         self.closed = True
-        for scope in self._wills.values():
-            scope.cancel()
+        self.wills.close()
         self._writer.close()
         await self._writer.wait_idle()
         periodic.cancel()
@@ -515,28 +515,13 @@ class Broker:
 
         The protocol layer calls this on an abnormal disconnect (MQTT will message,
         v5 will delay interval). A newer will for the same key replaces the older.
+        A will with a delay is stored, and published after a restart if the broker
+        stops before it is due (:mod:`tidelog.engine.wills`).
         """
-        self.cancel_will(key)
-        scope = trio.CancelScope()
-        self._wills[key] = scope
-        self._nursery.start_soon(self._publish_will, key, will, delay, scope)
+        self.wills.set(key, will, delay)
 
     def cancel_will(self, key: str) -> bool:
-        scope = self._wills.pop(key, None)
-        if scope is None:
-            return False
-        scope.cancel()
-        return True
-
-    async def _publish_will(self, key: str, will: NewEvent, delay: float, scope: Any) -> None:
-        with scope:
-            await trio.sleep(delay)
-            if self._wills.get(key) is scope:
-                del self._wills[key]
-            try:
-                await self.publish_many([will])
-            except TidelogError as exc:
-                log.warning("will message for %s on %r not published: %s", key, will.topic, exc)
+        return self.wills.cancel(key)
 
     # -- statistics ------------------------------------------------------------------
 

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 def _encode(event: Event) -> bytes:
     record = encode_record(
-        NewEvent(event.topic, event.payload, event.qos, True, event.properties), event.timestamp
+        NewEvent(event.topic, event.payload, event.qos, True, event.properties, event.provenance),
+        event.timestamp,
     )
     return _OFFSET.pack(event.offset) + record
 

@@ -74,6 +74,12 @@ class StateWriter:
         self._state.setdefault(namespace, {}).update(items)
         await self._wait_durable()
 
+    def put_nowait(self, namespace: str, items: dict[str, bytes | None]) -> None:
+        """Like :meth:`put`, for callers that cannot wait: the next transaction stores
+        it (an error there is logged by nobody's waiter; the next put retries nothing)."""
+        self._state.setdefault(namespace, {}).update(items)
+        self._work.unpark_all()
+
     async def _wait_durable(self) -> None:
         batch = self._batch
         self._work.unpark_all()

@@ -35,7 +35,7 @@ from tidelog.storage.base import (
     RetentionResult,
     TopicInfo,
 )
-from tidelog.storage.records import Event, NewEvent, Properties
+from tidelog.storage.records import Event, NewEvent, Properties, Provenance
 
 DEFAULT_URL = "lmdb://./tidelog-data"
 
@@ -56,6 +56,7 @@ __all__ = [
     "LogStatistics",
     "NewEvent",
     "Properties",
+    "Provenance",
     "ReadResult",
     "RetentionResult",
     "TopicInfo",

@@ -220,6 +220,13 @@ class LogStatistics:
     next_offset: int
     bytes: int
     segments: int = 1
+    durable_offset: int | None = None
+    """Every event below this offset is on disk (fsynced): ``next_offset`` under
+    ``fsync=always``; under ``interval`` and ``never``, what the last completed
+    sync covered. None: not durable (memory)."""
+    durable_as_of: float | None = None
+    """``interval``/``never``: ``time.monotonic()`` when that sync began; every event
+    acknowledged before then is below ``durable_offset``. None if no sync completed."""
 
 
 class EventLog(abc.ABC):

@@ -61,7 +61,7 @@ from tidelog.storage.lmdb_segment import (
     iter_segment_dirs,
     segment_name,
 )
-from tidelog.storage.records import Event, NewEvent
+from tidelog.storage.records import CorruptRecordError, Event, NewEvent, stored_events
 from tidelog.storage.writer_thread import Mailbox, WriterThread
 from tidelog.topics import compile_filter
 
@@ -194,7 +194,7 @@ class LmdbLog(EventLog):
         self._last_commit = 0.0
         self._notifier = AppendNotifier(self._next)
         self._closed = False
-        self._dirty = False
+        self._dirty = True  # a crash before this open may have left unsynced pages: sync first
         self._matches: LruCache[tuple[int, str], TopicMatch] = LruCache(4096)
         self._offsets: LruCache[tuple[int, bytes], array[int]] = LruCache(8 * 1024 * 1024)
         self._stats = _Stats()
@@ -202,6 +202,8 @@ class LmdbLog(EventLog):
         """Use a segment's topic index when at most this fraction of it matches a filter
         (0 always scans: bench/storage.py compares both paths with it)."""
         self.flushes = 0
+        self._synced = 0  # fsync interval/never: every event below this offset is on disk
+        self._synced_as_of: float | None = None  # time.monotonic() when that sync began
         """How many times :meth:`sync` flushed appends to disk (``interval``/``never``)."""
 
     # -- opening -------------------------------------------------------------------------
@@ -293,10 +295,7 @@ class LmdbLog(EventLog):
             first = self._next
 
             def acknowledgement() -> tuple[list[Event], dict[str, list[int]]]:
-                stored = [
-                    Event(offset, timestamp, e.topic, e.payload, e.qos, e.retain, e.properties)
-                    for offset, e in zip(range(first, first + count), events, strict=True)
-                ]
+                stored = stored_events(events, first, timestamp)
                 return stored, TopicIndex.group(map(_TOPIC, events), first - self._active.base)
 
             # Shielded: once the batch goes to disk, memory must follow whatever happens.
@@ -539,19 +538,22 @@ class LmdbLog(EventLog):
             segment = segments[index]
             segment_stop = min(stop, segment.end)
             if position < segment_stop:
-                with lmdb_errors(segment.path), segment.env.begin() as txn:
-                    if topic_filter is None:
-                        count = min(segment_stop - position, limit - len(out), budget)
-                        position, total, full = segment.read_all(
-                            txn, position, count, out, max_bytes, total
-                        )
-                        budget -= count
-                    else:
-                        position, total, full, examined = self._read_filtered(
-                            segment, txn, topic_filter, position, segment_stop,
-                            limit, max_bytes, out, total, budget,
-                        )  # fmt: skip
-                        budget -= examined
+                try:
+                    with lmdb_errors(segment.path), segment.env.begin() as txn:
+                        if topic_filter is None:
+                            count = min(segment_stop - position, limit - len(out), budget)
+                            position, total, full = segment.read_all(
+                                txn, position, count, out, max_bytes, total
+                            )
+                            budget -= count
+                        else:
+                            position, total, full, examined = self._read_filtered(
+                                segment, txn, topic_filter, position, segment_stop,
+                                limit, max_bytes, out, total, budget,
+                            )  # fmt: skip
+                            budget -= examined
+                except CorruptRecordError as exc:
+                    raise exc.located(f"segment {segment.path}") from exc
                 if full or len(out) >= limit:
                     break
             index += 1
@@ -725,6 +727,8 @@ class LmdbLog(EventLog):
             next_offset=self._next,
             bytes=self._bytes,
             segments=len(self._segments),
+            durable_offset=self._next if self._fsync.mode == "always" else self._synced,
+            durable_as_of=self._synced_as_of,
         )
 
     # -- cursors and state -----------------------------------------------------------------
@@ -828,9 +832,11 @@ class LmdbLog(EventLog):
                 return
             if self._dirty:
                 self._dirty = False
-                active = self._active
+                began = time.monotonic()
+                active, end = self._active, self._next  # appends wait for the lock
                 with lmdb_errors(active.path):
                     await trio.to_thread.run_sync(active.env.sync, True)
+                self._synced, self._synced_as_of = end, began  # sealed ones synced at seal
                 self.flushes += 1
         await self._meta.sync()
 

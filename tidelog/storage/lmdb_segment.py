@@ -67,6 +67,7 @@ from tidelog.storage.lmdb_keys import (
 )
 from tidelog.storage.records import (
     HEADER_SIZE,
+    CorruptRecordError,
     Event,
     decode_run,
     record_timestamp,
@@ -708,8 +709,18 @@ def scan_events(env: lmdb.Environment, path: Path, base: int) -> tuple[SegmentSu
     try:
         index = TopicIndex.from_offsets(by_raw)
     except UnicodeDecodeError as exc:
-        raise CorruptLogError(f"segment {path}: a topic is not UTF-8: {exc}") from None
+        offset = base + min(by_raw[raw][0] for raw in by_raw if not _is_utf8(raw))
+        problem = f"the topic is not UTF-8 ({exc.reason})"
+        raise CorruptRecordError(offset, problem).located(f"segment {path}") from None
     return summary, index
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def iter_segment_dirs(segments_dir: Path) -> Iterator[Path]:

@@ -33,7 +33,7 @@ from tidelog.storage.common import (
     encode_batch,
     load_metadata,
 )
-from tidelog.storage.records import Event, NewEvent
+from tidelog.storage.records import Event, NewEvent, stored_events
 from tidelog.topics import compile_filter
 
 
@@ -82,10 +82,7 @@ class MemoryLog(EventLog):
         timestamp = max(self._options.clock(), self._last_timestamp)
         records = encode_batch(events, timestamp, self._options.max_record_bytes)
         offset = self._next
-        stored = [
-            Event(offset + i, timestamp, e.topic, e.payload, e.qos, e.retain, e.properties)
-            for i, e in enumerate(events)
-        ]
+        stored = stored_events(events, offset, timestamp)
         sizes = [len(r) for r in records]
         self._last_timestamp = timestamp
         self._events.extend(stored)

@@ -4,23 +4,44 @@ An event is immutable: ``offset`` (dense per log, from 0), ``timestamp`` (ms
 since the epoch, assigned on append, never decreasing within a log), ``topic``,
 ``payload``, ``qos``, ``retain`` and optional MQTT 5 style ``properties``.
 
-Record format, version 1 (the offset is the record's key, not part of it)::
+Record format, version 2 (written since issue 17; the offset is the record's
+key, not part of it)::
 
-    byte 0      format version (1)
-    byte 1      flags: bits 0-1 qos, bit 2 retain, bit 3 properties present
+    byte 0      format version (2)
+    byte 1      flags: bits 0-1 qos, bit 2 retain, bit 3 properties present,
+                bit 4 provenance present
     bytes 2-9   timestamp, unsigned 64-bit big-endian, ms since the epoch
     bytes 10-11 topic length T, unsigned 16-bit big-endian
     T bytes     topic, UTF-8
+    if bit 4:   provenance length V (unsigned 16-bit big-endian), then V bytes of
+                tagged fields: 0x01 publisher client id, 0x03 origin node and
+                0x05 hop (each a 16-bit length and UTF-8; hops repeat, in path
+                order), 0x02 packet id (2 bytes), 0x04 origin offset (8 bytes)
     if bit 3:   properties length P (unsigned 32-bit big-endian), then P bytes
                 of properties: a tag byte (the MQTT 5 property identifier)
                 followed by the value: 0x01 payload format (1 byte),
                 0x02 message expiry (4 bytes), 0x03 content type,
                 0x08 response topic, 0x09 correlation data (each a 16-bit length
                 and bytes), 0x26 user property (two such strings)
-    rest        payload
+    payload     up to the last 4 bytes
+    last 4      checksum: CRC-32C (Castagnoli) of every byte before it, with
+                initial value 0 and no final XOR, stored little-endian; so the
+                same CRC over the whole record is 0, and over any concatenation
+                of whole records too (:func:`decode_run` checks a run of
+                records with one CRC pass, and only looks for the bad record
+                when that fails)
 
+Version 1 (written before issue 17, still read) is the same without bit 4,
+without the checksum: the payload runs to the end of the record.
+
+The header (bytes 0-11) and the topic sit where they sat in version 1, so the
+segment scans that look only at the topic or the timestamp read both versions.
 A reader that meets an unknown version byte raises :class:`CorruptLogError`;
-new versions are added beside version 1, never by changing it.
+new versions are added beside the old ones, never by changing them.
+
+A damaged record raises :class:`CorruptRecordError` (a :class:`CorruptLogError`)
+naming its offset; the backend adds where it is stored and what to do
+(:data:`DAMAGED_ADVICE`).
 """
 
 from __future__ import annotations
@@ -32,19 +53,70 @@ from itertools import accumulate
 from typing import Any
 
 import attrs
+import google_crc32c
 
 from tidelog.errors import CorruptLogError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The version new records are written in."""
+READABLE_VERSIONS = (1, 2)
 
 _HEADER = struct.Struct(">BBQH")
 HEADER_SIZE = _HEADER.size
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 
+_CHECKSUM = struct.Struct("<I")
+_U64 = struct.Struct(">Q")
+
 _QOS_MASK = 0x03
 _RETAIN = 0x04
 _HAS_PROPERTIES = 0x08
+_HAS_PROVENANCE = 0x10
+
+CHECKSUM_SIZE = 4
+_CRC_SEED = 0xFFFF_FFFF
+"""``google_crc32c.extend(_CRC_SEED, data)`` is the CRC-32C of ``data`` with initial
+value 0, XORed with ``0xFFFFFFFF`` (the library's convention applies the usual
+inversion at both ends); so it returns ``_CRC_SEED`` exactly when that CRC is 0."""
+_crc = google_crc32c.extend
+
+_CLIENT_ID = 0x01
+_PACKET_ID = 0x02
+_ORIGIN_NODE = 0x03
+_ORIGIN_OFFSET = 0x04
+_HOP = 0x05
+
+DAMAGED_ADVICE = (
+    "the stored bytes changed after they were written (a disk or memory fault, or an "
+    "edit outside tidelog): stop the broker, run `tidelog verify --storage <url>` to list "
+    "every damaged record, and restore the data from a backup (docs/storage.md, "
+    "'Damaged records')"
+)
+"""What an operator should do about a :class:`CorruptRecordError` (backends append it)."""
+
+
+class CorruptRecordError(CorruptLogError):
+    """One stored record fails its checksum or does not parse.
+
+    ``offset`` is the record's offset and ``problem`` what is wrong with it;
+    ``where`` (set by the backend through :meth:`located`) names the segment
+    or file holding it, and then the message ends with :data:`DAMAGED_ADVICE`.
+    """
+
+    def __init__(self, offset: int, problem: str, where: str | None = None) -> None:
+        message = f"record {offset}: {problem}"
+        if where is not None:
+            message = f"{where}, {message}: {DAMAGED_ADVICE}"
+        super().__init__(message)
+        self.offset = offset
+        self.problem = problem
+        self.where = where
+
+    def located(self, where: str) -> CorruptRecordError:
+        """The same error, naming where the record is stored and what to do."""
+        return CorruptRecordError(self.offset, self.problem, where)
+
 
 _PAYLOAD_FORMAT = 0x01
 _MESSAGE_EXPIRY = 0x02
@@ -75,23 +147,81 @@ class Properties:
 
     def to_dict(self) -> dict[str, Any]:
         """The set fields as a JSON-friendly dict (correlation data stays bytes)."""
-        out: dict[str, Any] = {}
-        for field in attrs.fields(Properties):
-            value = getattr(self, field.name)
-            if value is not None and value != ():
-                out[field.name] = (
-                    [list(p) for p in value] if field.name == "user_properties" else value
-                )
+        out = _set_fields(self)
+        if "user_properties" in out:
+            out["user_properties"] = [list(pair) for pair in out["user_properties"]]
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Properties:
         """Build from :meth:`to_dict`'s shape; unknown keys raise ``ValueError``."""
-        known = {field.name for field in attrs.fields(Properties)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown properties: {', '.join(sorted(unknown))}")
+        _check_known(cls, data, "properties")
         return cls(**data)
+
+
+def _set_fields(value: Any) -> dict[str, Any]:
+    """The fields of an attrs value that are not None or empty, by name."""
+    out: dict[str, Any] = {}
+    for field in attrs.fields(type(value)):
+        item = getattr(value, field.name)
+        if item is not None and item != ():
+            out[field.name] = item
+    return out
+
+
+def _check_known(cls: type, data: dict[str, Any], what: str) -> None:
+    unknown = set(data) - {field.name for field in attrs.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what}: {', '.join(sorted(unknown))}")
+
+
+def _hops(value: Iterable[str] | None) -> tuple[str, ...]:
+    return tuple(str(hop) for hop in value or ())
+
+
+@attrs.frozen
+class Provenance:
+    """Where an event came from (all optional; stored only in version 2 records).
+
+    ``client_id`` and ``packet_id`` name the MQTT publish that carried the event
+    (so QoS 2 inbound state can be rebuilt from the log after a crash);
+    ``origin_node``, ``origin_offset`` and ``hop_path`` name the node and offset
+    an event forwarded over the mesh was first appended at, and the nodes it
+    passed through on the way.
+    """
+
+    client_id: str | None = None
+    packet_id: int | None = None
+    """MQTT packet identifier, 1-65535."""
+    origin_node: str | None = None
+    origin_offset: int | None = None
+    hop_path: tuple[str, ...] = attrs.field(default=(), converter=_hops)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The set fields as a JSON-friendly dict."""
+        out = _set_fields(self)
+        if "hop_path" in out:
+            out["hop_path"] = list(out["hop_path"])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Provenance:
+        """Build from :meth:`to_dict`'s shape; unknown keys or bad values raise ``ValueError``."""
+        _check_known(cls, data, "provenance fields")
+        provenance = cls(**data)
+        check_provenance(provenance)
+        return provenance
+
+
+def check_provenance(provenance: Provenance) -> None:
+    """Raise ``ValueError`` if ``provenance`` cannot be stored."""
+    if provenance.packet_id is not None and not 0 < provenance.packet_id <= 0xFFFF:
+        raise ValueError(f"packet_id must be 1-65535, not {provenance.packet_id!r}")
+    if provenance.origin_offset is not None and not 0 <= provenance.origin_offset < 2**64:
+        raise ValueError(f"origin_offset must be 0 to 2**64-1, not {provenance.origin_offset!r}")
+    for text in (provenance.client_id, provenance.origin_node, *provenance.hop_path):
+        if text is not None and len(text.encode("utf-8")) > 0xFFFF:
+            raise ValueError("a provenance string is longer than 65535 bytes")
 
 
 # NewEvent and Event are values: never mutate one after creating it. They are
@@ -109,6 +239,7 @@ class NewEvent:
     qos: int = 0
     retain: bool = False
     properties: Properties | None = None
+    provenance: Provenance | None = None
 
 
 @attrs.define(slots=True)
@@ -122,6 +253,7 @@ class Event:
     qos: int = 0
     retain: bool = False
     properties: Properties | None = None
+    provenance: Provenance | None = None
 
 
 def encode_properties(props: Properties) -> bytes:
@@ -137,17 +269,29 @@ def encode_properties(props: Properties) -> bytes:
         (_RESPONSE_TOPIC, props.response_topic),
     ):
         if text is not None:
-            raw = text.encode("utf-8")
-            out.append(tag)
-            out += _U16.pack(len(raw)) + raw
+            _put(out, tag, text.encode("utf-8"))
     if props.correlation_data is not None:
-        out.append(_CORRELATION_DATA)
-        out += _U16.pack(len(props.correlation_data)) + props.correlation_data
+        _put(out, _CORRELATION_DATA, props.correlation_data)
     for key, value in props.user_properties:
-        k, v = key.encode("utf-8"), value.encode("utf-8")
-        out.append(_USER_PROPERTY)
-        out += _U16.pack(len(k)) + k + _U16.pack(len(v)) + v
+        raw = value.encode("utf-8")
+        _put(out, _USER_PROPERTY, key.encode("utf-8"))
+        out += _U16.pack(len(raw)) + raw
     return bytes(out)
+
+
+def _put(out: bytearray, tag: int, raw: bytes) -> None:
+    """Append a tagged value: the tag, a 16-bit length, the bytes."""
+    out.append(tag)
+    out += _U16.pack(len(raw)) + raw
+
+
+def _take(data: bytes | memoryview, pos: int, what: str) -> tuple[bytes, int]:
+    """The 16-bit-length-prefixed bytes at ``pos``, and the position after them."""
+    (size,) = _U16.unpack_from(data, pos)
+    raw = bytes(data[pos + 2 : pos + 2 + size])
+    if len(raw) != size:
+        raise CorruptLogError(f"truncated {what}")
+    return raw, pos + 2 + size
 
 
 def decode_properties(data: bytes | memoryview) -> Properties:
@@ -166,23 +310,16 @@ def decode_properties(data: bytes | memoryview) -> Properties:
                 fields["message_expiry"] = _U32.unpack_from(data, pos)[0]
                 pos += 4
             elif tag in (_CONTENT_TYPE, _RESPONSE_TOPIC, _CORRELATION_DATA):
-                (size,) = _U16.unpack_from(data, pos)
-                raw = bytes(data[pos + 2 : pos + 2 + size])
-                if len(raw) != size:
-                    raise CorruptLogError("truncated property value")
-                pos += 2 + size
+                raw, pos = _take(data, pos, "property value")
                 if tag == _CORRELATION_DATA:
                     fields["correlation_data"] = raw
                 else:
                     name = "content_type" if tag == _CONTENT_TYPE else "response_topic"
                     fields[name] = raw.decode("utf-8")
             elif tag == _USER_PROPERTY:
-                pair = []
-                for _ in range(2):
-                    (size,) = _U16.unpack_from(data, pos)
-                    pair.append(bytes(data[pos + 2 : pos + 2 + size]).decode("utf-8"))
-                    pos += 2 + size
-                users.append((pair[0], pair[1]))
+                key, pos = _take(data, pos, "user property")
+                value, pos = _take(data, pos, "user property")
+                users.append((key.decode("utf-8"), value.decode("utf-8")))
             else:
                 raise CorruptLogError(f"unknown property tag 0x{tag:02x}")
     except (struct.error, IndexError, UnicodeDecodeError) as exc:
@@ -192,22 +329,93 @@ def decode_properties(data: bytes | memoryview) -> Properties:
     return Properties(**fields, user_properties=users)
 
 
-def encode_record(event: NewEvent, timestamp: int) -> bytes:
-    """Encode ``event`` with its assigned ``timestamp`` as a version 1 record."""
+def stored_events(events: Sequence[NewEvent], first: int, timestamp: int) -> list[Event]:
+    """The :class:`Event` objects an append of ``events`` at offset ``first`` returns."""
+    return [
+        Event(offset, timestamp, e.topic, e.payload, e.qos, e.retain, e.properties, e.provenance)
+        for offset, e in zip(range(first, first + len(events)), events, strict=True)
+    ]
+
+
+def encode_provenance(provenance: Provenance) -> bytes:
+    """Encode provenance as the tagged block described in the module docstring."""
+    out = bytearray()
+    for tag, text in ((_CLIENT_ID, provenance.client_id), (_ORIGIN_NODE, provenance.origin_node)):
+        if text is not None:
+            _put(out, tag, text.encode("utf-8"))
+    if provenance.packet_id is not None:
+        out.append(_PACKET_ID)
+        out += _U16.pack(provenance.packet_id)
+    if provenance.origin_offset is not None:
+        out.append(_ORIGIN_OFFSET)
+        out += _U64.pack(provenance.origin_offset)
+    for hop in provenance.hop_path:
+        _put(out, _HOP, hop.encode("utf-8"))
+    return bytes(out)
+
+
+def decode_provenance(data: bytes | memoryview) -> Provenance:
+    """Inverse of :func:`encode_provenance`; raises :class:`CorruptLogError`."""
+    fields: dict[str, Any] = {}
+    hops: list[str] = []
+    pos, end = 0, len(data)
+    try:
+        while pos < end:
+            tag = data[pos]
+            pos += 1
+            if tag == _PACKET_ID:
+                fields["packet_id"] = _U16.unpack_from(data, pos)[0]
+                pos += 2
+            elif tag == _ORIGIN_OFFSET:
+                fields["origin_offset"] = _U64.unpack_from(data, pos)[0]
+                pos += 8
+            elif tag in (_CLIENT_ID, _ORIGIN_NODE, _HOP):
+                raw, pos = _take(data, pos, "provenance value")
+                text = raw.decode("utf-8")
+                if tag == _HOP:
+                    hops.append(text)
+                else:
+                    fields["client_id" if tag == _CLIENT_ID else "origin_node"] = text
+            else:
+                raise CorruptLogError(f"unknown provenance tag 0x{tag:02x}")
+    except (struct.error, IndexError, UnicodeDecodeError) as exc:
+        raise CorruptLogError(f"malformed provenance: {exc}") from exc
+    if pos != end:
+        raise CorruptLogError("truncated provenance")
+    return Provenance(**fields, hop_path=hops)
+
+
+def checksum(body: bytes) -> bytes:
+    """The 4-byte trailer of a version 2 record whose other bytes are ``body``."""
+    return _CHECKSUM.pack(_crc(_CRC_SEED, body) ^ _CRC_SEED)
+
+
+def encode_record(event: NewEvent, timestamp: int, version: int = FORMAT_VERSION) -> bytes:
+    """Encode ``event`` with its assigned ``timestamp`` as a record.
+
+    ``version`` 1 writes the old format (no provenance, no checksum) for tests
+    and benchmarks that compare the two; it refuses an event with provenance.
+    """
     topic = event.topic.encode("utf-8")
     flags = (event.qos & _QOS_MASK) | (_RETAIN if event.retain else 0)
-    if event.properties is None:
-        return _HEADER.pack(FORMAT_VERSION, flags, timestamp, len(topic)) + topic + event.payload
-    props = encode_properties(event.properties)
-    return b"".join(
-        (
-            _HEADER.pack(FORMAT_VERSION, flags | _HAS_PROPERTIES, timestamp, len(topic)),
-            topic,
-            _U32.pack(len(props)),
-            props,
-            event.payload,
-        )
-    )
+    parts = [b"", topic]
+    provenance = event.provenance
+    if provenance is not None:
+        if version == 1:
+            raise ValueError("version 1 records cannot carry provenance")
+        block = encode_provenance(provenance)
+        if len(block) > 0xFFFF:
+            raise ValueError("the provenance of an event encodes to more than 65535 bytes")
+        flags |= _HAS_PROVENANCE
+        parts += (_U16.pack(len(block)), block)
+    if event.properties is not None:
+        props = encode_properties(event.properties)
+        flags |= _HAS_PROPERTIES
+        parts += (_U32.pack(len(props)), props)
+    parts[0] = _HEADER.pack(version, flags, timestamp, len(topic))
+    parts.append(event.payload)
+    body = b"".join(parts)
+    return body + checksum(body) if version != 1 else body
 
 
 def encode_records(
@@ -215,13 +423,16 @@ def encode_records(
     timestamp: int,
     check: Callable[[int, NewEvent], object],
     checked_topics: dict[str, bytes],
+    version: int = FORMAT_VERSION,
 ) -> list[bytes]:
     """Encode a batch sharing one ``timestamp``; the same bytes as :func:`encode_record`.
 
     The append hot path. A *plain* event (a :class:`NewEvent` without
-    properties) is its record prefix (header and topic, the same for every
-    plain event of the topic with the same QoS and retain flag in this batch,
-    built once) plus its payload. ``check(index, event)`` validates an event
+    properties or provenance) is its record prefix (header and topic, the same
+    for every plain event of the topic with the same QoS and retain flag in
+    this batch, built once) plus its payload, plus (version 2) the checksum,
+    computed from the prefix's CRC state (also kept once per prefix) over the
+    payload alone. ``check(index, event)`` validates an event
     before it is encoded (raising stops the batch): it is called for every
     event that is not plain or has an unusual QoS or retain value, and for a
     plain event whose topic is not in ``checked_topics`` (topics ``check``
@@ -229,33 +440,43 @@ def encode_records(
     check). Accepted topics are added to it, up to 100,000.
     """
     pack = _HEADER.pack
-    plain: dict[tuple[str, int], bytes] = {}
+    trailer = _CHECKSUM.pack
+    crc = _crc
+    checksummed = version != 1
+    plain: dict[tuple[str, int], tuple[bytes, int]] = {}
     records: list[bytes] = []
     append = records.append
     for index, event in enumerate(events):
         if (
             type(event) is NewEvent
             and event.properties is None
+            and event.provenance is None
             and type(qos := event.qos) is int
             and 0 <= qos <= 2
             and ((retain := event.retain) is False or retain is True)
         ):
             flags = qos | _RETAIN if retain else qos
             topic = event.topic
-            prefix = plain.get((topic, flags))
-            if prefix is None:
+            known = plain.get((topic, flags))
+            if known is None:
                 raw = checked_topics.get(topic)
                 if raw is None:
                     check(index, event)
                     raw = topic.encode("utf-8")
                     if len(checked_topics) < 100_000:
                         checked_topics[topic] = raw
-                prefix = pack(FORMAT_VERSION, flags, timestamp, len(raw)) + raw
-                plain[topic, flags] = prefix
-            append(prefix + event.payload)
+                prefix = pack(version, flags, timestamp, len(raw)) + raw
+                known = plain[topic, flags] = (prefix, crc(_CRC_SEED, prefix))
+            payload = event.payload
+            if checksummed:
+                append(known[0] + payload + trailer(crc(known[1], payload) ^ _CRC_SEED))
+            else:
+                append(known[0] + payload)
         else:
             check(index, event)
-            append(encode_record(event, timestamp))
+            if event.provenance is not None:
+                check_provenance(event.provenance)
+            append(encode_record(event, timestamp, version))
     return records
 
 
@@ -283,29 +504,60 @@ def _topic_str(raw: bytes) -> str:
     return _learn_topic(raw) if topic is None else topic
 
 
-def decode_record(offset: int, data: bytes) -> Event:
-    """Decode one record stored at ``offset``; raises :class:`CorruptLogError`."""
+def decode_record(offset: int, data: bytes, *, verified: bool = False) -> Event:
+    """Decode one record stored at ``offset``; raises :class:`CorruptRecordError`.
+
+    A version 2 record's checksum is checked unless ``verified`` says the
+    caller already checked it.
+    """
     try:
         version, flags, timestamp, topic_len = _HEADER.unpack_from(data)
-        if version != FORMAT_VERSION:
-            raise CorruptLogError(f"record {offset}: unknown format version {version}")
+        if version == 2:
+            if not verified and _crc(_CRC_SEED, data) != _CRC_SEED:
+                raise CorruptRecordError(offset, "checksum mismatch")
+            stop = len(data) - CHECKSUM_SIZE
+        elif version == 1:
+            stop = len(data)
+            if flags & _HAS_PROVENANCE:
+                raise CorruptRecordError(offset, "a version 1 record with provenance")
+        else:
+            raise CorruptRecordError(offset, f"unknown format version {version}")
         pos = HEADER_SIZE + topic_len
-        topic_raw = data[HEADER_SIZE:pos]
-        if len(topic_raw) != topic_len:
-            raise CorruptLogError(f"record {offset}: truncated topic")
-        topic = _topic_str(topic_raw)
-        props = None
+        if pos > stop:
+            raise CorruptRecordError(offset, "truncated topic")
+        topic = _topic_str(data[HEADER_SIZE:pos])
+        provenance = props = None
+        if flags & _HAS_PROVENANCE:
+            (size,) = _U16.unpack_from(data, pos)
+            pos += 2
+            if pos + size > stop:
+                raise CorruptRecordError(offset, "truncated provenance")
+            provenance = decode_provenance(memoryview(data)[pos : pos + size])
+            pos += size
         if flags & _HAS_PROPERTIES:
             (size,) = _U32.unpack_from(data, pos)
             pos += 4
-            if pos + size > len(data):
-                raise CorruptLogError(f"record {offset}: truncated properties")
+            if pos + size > stop:
+                raise CorruptRecordError(offset, "truncated properties")
             props = decode_properties(memoryview(data)[pos : pos + size])
             pos += size
+        if pos > stop:
+            raise CorruptRecordError(offset, "truncated record")
+    except CorruptRecordError:
+        raise
+    except CorruptLogError as exc:
+        raise CorruptRecordError(offset, str(exc)) from exc
     except (struct.error, UnicodeDecodeError) as exc:
-        raise CorruptLogError(f"record {offset}: {exc}") from exc
+        raise CorruptRecordError(offset, str(exc)) from exc
     return Event(
-        offset, timestamp, topic, data[pos:], flags & _QOS_MASK, bool(flags & _RETAIN), props
+        offset,
+        timestamp,
+        topic,
+        data[pos:stop],
+        flags & _QOS_MASK,
+        bool(flags & _RETAIN),
+        props,
+        provenance,
     )
 
 
@@ -324,12 +576,15 @@ def decode_run(
     ``max_bytes`` (never before ``out`` holds one event). ``records`` is cut to
     the records decoded.
 
-    Same result as :func:`decode_record` per record. When every record of the
-    run is a plain version 1 record (no properties), :func:`_decode_plain`
-    decodes them in one loop, the header checks done by C-level passes over the
-    run; otherwise, or if a record is cut short, the run is decoded record by
-    record by :func:`decode_record`, which handles properties and names a bad
-    record in its :class:`CorruptLogError`.
+    Same result as :func:`decode_record` per record, checksums included. A run
+    that starts with a version 2 record is checked with one CRC pass over the
+    whole run (see the module docstring); when that passes and every record is
+    plain (no properties or provenance), :func:`_decode_plain` decodes them in
+    one loop. A run of version 1 records takes the same loop without a
+    checksum. Otherwise (properties, mixed versions, a failed checksum, a
+    record cut short), the run is decoded record by record by
+    :func:`decode_record`, which checks each record's own checksum and names a
+    bad record in its :class:`CorruptRecordError`.
     """
     if not records:
         return 0, total, False
@@ -348,23 +603,39 @@ def decode_run(
         total = sums[len(records)]
         if not records:
             return 0, total, full
+    verified = False
     try:
-        events = _decode_plain(records, offsets)
+        if records[0][0] == 2:
+            verified = _crc(_CRC_SEED, b"".join(records)) == _CRC_SEED
+            events = (
+                _decode_plain(records, offsets, _PLAIN_V2_KINDS, -CHECKSUM_SIZE)
+                if verified
+                else None
+            )
+        else:
+            events = _decode_plain(records, offsets, _PLAIN_V1_KINDS, None)
         if events is not None:
             out += events
             return len(records), total, full
-    except (struct.error, UnicodeDecodeError):
+    except (struct.error, UnicodeDecodeError, IndexError):
         pass
-    out += [decode_record(position, data) for position, data in zip(offsets, records, strict=False)]
+    out += [
+        decode_record(position, data, verified=verified)
+        for position, data in zip(offsets, records, strict=False)
+    ]
     return len(records), total, full
 
 
-def _decode_plain(records: list[bytes], offsets: Sequence[int]) -> list[Event] | None:
-    """Events of version 1 records without properties; None if a record is not one,
-    or is cut short (raises ``struct.error`` if shorter than a header).
+def _decode_plain(
+    records: list[bytes], offsets: Sequence[int], kinds: int, cut: int | None
+) -> list[Event] | None:
+    """Events of plain records of one version (``kinds``: see :data:`_PLAIN_V1_KINDS`),
+    whose payload ends at ``cut`` (None for version 1, the checksum for version 2);
+    None if a record is not one, or is cut short (raises ``struct.error`` if
+    shorter than a header). Version 2 records must have been checked already.
 
     The replay hot path, so written for CPython's sake: one loop in one frame,
-    each :class:`Event` made by ``object.__new__`` and its seven slots stored
+    each :class:`Event` made by ``object.__new__`` and its eight slots stored
     directly (the same object its ``__init__`` makes, which only stores them;
     going through ``__init__`` costs a type call and a frame per event, about a
     sixth of the decode in instructions), and the topic cache indexed as an
@@ -375,10 +646,11 @@ def _decode_plain(records: list[bytes], offsets: Sequence[int]) -> list[Event] |
     events: list[Event] = []
     append = events.append
     unpack = _FAST_HEADER.unpack_from
+    tail = -cut if cut else 0
     for position, data in zip(offsets, records, strict=False):
         kind, timestamp, size = unpack(data)  # kind: version << 8 | flags
         end = HEADER_SIZE + size
-        if kind >> 3 != _PLAIN_V1_KINDS or len(data) < end:
+        if kind >> 3 != kinds or len(data) < end + tail:
             return None  # properties, another version, or cut short: see decode_run
         event = new(Event)
         event.offset = position
@@ -387,26 +659,29 @@ def _decode_plain(records: list[bytes], offsets: Sequence[int]) -> list[Event] |
             event.topic = topics[data[HEADER_SIZE:end]]
         except KeyError:
             event.topic = _learn_topic(data[HEADER_SIZE:end])
-        event.payload = data[end:]
+        event.payload = data[end:cut]
         event.qos = kind & _QOS_MASK
         event.retain = kind & _RETAIN != 0
         event.properties = None
+        event.provenance = None
         append(event)
     return events
 
 
 _FAST_HEADER = struct.Struct(">HQH")
-_PLAIN_V1_KINDS = FORMAT_VERSION << 5
+_PLAIN_V1_KINDS = 1 << 5
 """``(version << 8 | flags) >> 3`` of a version 1 record without properties (flag
 bits 0-2 are QoS and retain, bit 3 says properties follow)."""
+_PLAIN_V2_KINDS = 2 << 5
+"""The same for a version 2 record without properties or provenance (bit 4)."""
 
 
 def record_topic(data: bytes) -> bytes:
-    """The raw UTF-8 topic of an encoded record, without decoding the rest."""
+    """The raw UTF-8 topic of an encoded record (either version), without decoding the rest."""
     (topic_len,) = _U16.unpack_from(data, HEADER_SIZE - 2)
     return data[HEADER_SIZE : HEADER_SIZE + topic_len]
 
 
 def record_timestamp(data: bytes) -> int:
-    """The timestamp of an encoded record."""
+    """The timestamp of an encoded record (either version)."""
     return int(_HEADER.unpack_from(data)[2])

@@ -76,6 +76,7 @@ import heapq
 import json
 import os
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -113,7 +114,13 @@ from tidelog.storage.common import (
     encode_batch,
     load_metadata,
 )
-from tidelog.storage.records import Event, NewEvent, decode_record
+from tidelog.storage.records import (
+    CorruptRecordError,
+    Event,
+    NewEvent,
+    decode_record,
+    stored_events,
+)
 from tidelog.topics import compile_filter
 
 T = TypeVar("T")
@@ -406,10 +413,7 @@ class _Store:
             timestamp,
             extent.bytes + batch_bytes,
         )
-        stored = [
-            Event(offset, timestamp, e.topic, e.payload, e.qos, e.retain, e.properties)
-            for offset, e in enumerate(events, first)
-        ]
+        stored = stored_events(events, first, timestamp)
         return stored, batch_bytes
 
     def read(
@@ -495,7 +499,10 @@ class _Store:
             if out and max_bytes is not None and total + size > max_bytes:
                 return ReadResult(out, offset)
             total += size
-            out.append(decode_record(offset, record))
+            try:
+                out.append(decode_record(offset, record))
+            except CorruptRecordError as exc:
+                raise exc.located(f"sqlite log {self.path}") from exc
             if len(out) >= limit:
                 return ReadResult(out, offset + 1)
         if expected is not None and expected != exhausted:
@@ -762,7 +769,9 @@ class SqliteLog(EventLog):
         self._limiter = trio.CapacityLimiter(1)
         self._notifier = AppendNotifier(store.extent.next_offset)
         self._closed = False
-        self._unsynced = False  # something committed since the last interval checkpoint
+        self._unsynced = True  # committed since the last interval checkpoint (or before a crash)
+        self._synced = 0  # fsync interval/never: every event below this offset is on disk
+        self._synced_as_of: float | None = None  # time.monotonic() when that sync began
         self._stats = {
             "appends": 0,
             "appended_events": 0,
@@ -859,6 +868,10 @@ class SqliteLog(EventLog):
             first_offset=extent.first_offset,
             next_offset=extent.next_offset,
             bytes=extent.bytes,
+            durable_offset=(
+                extent.next_offset if self._options.fsync.mode == "always" else self._synced
+            ),
+            durable_as_of=self._synced_as_of,
             **self._stats,
         )
 
@@ -911,10 +924,13 @@ class SqliteLog(EventLog):
             await trio.sleep(self._options.fsync.interval_ms / 1000)
             if self._unsynced:
                 self._unsynced = False
+                began = time.monotonic()
+                end = self._store.extent.next_offset  # at least this much is committed
                 try:
                     await self._call(self._store.checkpoint)
                 except LogClosedError:
                     return
+                self._synced, self._synced_as_of = end, began
 
     async def apply_retention(
         self, *, max_age_ms: int | None = None, max_bytes: int | None = None

@@ -66,23 +66,26 @@ def test_pub_sub_each_qos_and_version(server: ServerThread, version: str, qos: s
     assert out.splitlines() == [f"m/{i} hello {i}" for i in range(3)]
 
 
-def test_retained_and_dollar_topics(server: ServerThread) -> None:
-    mosquitto_pub(server.port, "-t", "status/dev1", "-m", "online", "-r", "-q", "1")
-    mosquitto_pub(server.port, "-t", "$internal/x", "-m", "hidden", "-r", "-q", "1")
-    sub = mosquitto_sub(server.port, "-t", "#", "-C", "1", "-v", "-F", "%t %p %r")
+@pytest.mark.parametrize("version", ["mqttv311", "mqttv5", "mqttv31"])
+def test_retained_and_dollar_topics(server: ServerThread, version: str) -> None:
+    v = ("-V", version)
+    mosquitto_pub(server.port, *v, "-t", "status/dev1", "-m", "online", "-r", "-q", "1")
+    mosquitto_pub(server.port, *v, "-t", "$internal/x", "-m", "hidden", "-r", "-q", "1")
+    sub = mosquitto_sub(server.port, *v, "-t", "#", "-C", "1", "-v", "-F", "%t %p %r")
     out, err = sub.communicate(timeout=20)
     assert out.splitlines() == ["status/dev1 online 1"], err
-    sub = mosquitto_sub(server.port, "-t", "$internal/#", "-C", "1", "-v")
+    sub = mosquitto_sub(server.port, *v, "-t", "$internal/#", "-C", "1", "-v")
     assert sub.communicate(timeout=20)[0].splitlines() == ["$internal/x hidden"]
 
 
-def test_will_of_a_killed_mosquitto_sub(server: ServerThread) -> None:
+@pytest.mark.parametrize("version", ["mqttv311", "mqttv5", "mqttv31"])
+def test_will_of_a_killed_mosquitto_sub(server: ServerThread, version: str) -> None:
     watcher = Client(server.port)
     try:
         watcher.subscribe("lwt/#", 1)
         victim = mosquitto_sub(
-            server.port, "-t", "x", "--will-topic", "lwt/victim", "--will-payload", "dead",
-            "--will-qos", "1", "-k", "30",
+            server.port, "-V", version, "-t", "x", "--will-topic", "lwt/victim",
+            "--will-payload", "dead", "--will-qos", "1", "-k", "30",
         )  # fmt: skip
         subscribed(server, 2)
         victim.kill()

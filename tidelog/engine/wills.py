@@ -1,0 +1,133 @@
+"""Pending wills: will messages waiting for their delay, durable across restarts.
+
+When a client with a will goes away without a normal DISCONNECT, the protocol
+layer hands the will to :meth:`WillStore.set` with the delay still to wait
+(MQTT 5 Will Delay Interval, bounded by the session expiry); a client that
+comes back in time cancels it (:meth:`WillStore.cancel`). A will with a delay
+is a *pending will*: it is kept in the log's ``wills`` state namespace (key:
+the client id; value: the will as a record of :mod:`tidelog.storage.records`
+whose timestamp is the wall-clock time it is due, in ms), so a broker that is
+stopped or killed before the delay ran out publishes it after it restarts: at
+its due time, or at once if that has passed.
+
+Durability: :meth:`WillStore.set` is synchronous (the protocol layer calls it
+while closing a connection), so the will is stored by the state writer's next
+transaction, milliseconds later; a crash inside that window loses it. Once
+published, the stored entry is deleted; a crash between the publish and that
+delete publishes the will again after the restart (at least once, never lost).
+A clean shutdown keeps pending wills stored (they are published after the
+restart); wills of clients still connected at shutdown are not pending and are
+not sent (docs/mqtt.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from tidelog.engine.state_writer import UNREADABLE, StateWriter, report_unreadable
+from tidelog.errors import TidelogError
+from tidelog.storage import EventLog, NewEvent
+from tidelog.storage.records import decode_record, encode_record
+
+NAMESPACE = "wills"
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class WillStore:
+    """The broker's pending wills: a task per will, each stored until it is published."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        writer: StateWriter,
+        nursery: trio.Nursery,
+        publish: Callable[[list[NewEvent]], Awaitable[Any]],
+    ) -> None:
+        self._log = log
+        self._writer = writer
+        self._nursery = nursery
+        self._publish = publish
+        self._scopes: dict[str, trio.CancelScope] = {}
+        self.published = 0
+
+    def __len__(self) -> int:
+        return len(self._scopes)
+
+    async def load(self) -> None:
+        """Schedule the wills stored by an earlier run (due ones are published at once)."""
+        for key, raw in (await self._log.list_state(NAMESPACE)).items():
+            try:
+                stored = decode_record(0, raw)
+            except UNREADABLE as exc:
+                report_unreadable(
+                    self._log, NAMESPACE, key, exc, "The will of that client is not published."
+                )
+                continue
+            will = NewEvent(
+                stored.topic, stored.payload, stored.qos, stored.retain, stored.properties
+            )
+            delay = max(0, stored.timestamp - now_ms()) / 1000
+            log.info("pending will of %r on %r loaded, due in %.1f s", key, will.topic, delay)
+            self._start(key, will, delay, None)
+
+    def set(self, key: str, will: NewEvent, delay: float) -> None:
+        """Publish ``will`` after ``delay`` seconds unless :meth:`cancel` comes first."""
+        self.cancel(key)
+        record = None
+        if delay > 0:
+            record = encode_record(will, now_ms() + int(delay * 1000))
+            self._writer.put_nowait(NAMESPACE, {key: record})  # before anything can cancel it
+        self._start(key, will, delay, record)
+
+    def cancel(self, key: str) -> bool:
+        """Drop the pending will of ``key``; False if there was none."""
+        scope = self._scopes.pop(key, None)
+        if scope is None:
+            return False
+        scope.cancel()
+        self._writer.put_nowait(NAMESPACE, {key: None})
+        return True
+
+    def close(self) -> None:
+        """Stop every will task; the stored wills stay for the next start."""
+        for scope in self._scopes.values():
+            scope.cancel()
+        self._scopes.clear()
+
+    def _start(self, key: str, will: NewEvent, delay: float, record: bytes | None) -> None:
+        scope = trio.CancelScope()
+        self._scopes[key] = scope
+        self._nursery.start_soon(self._run, key, will, delay, record, scope)
+
+    async def _run(
+        self, key: str, will: NewEvent, delay: float, record: bytes | None, scope: trio.CancelScope
+    ) -> None:
+        """Wait for the will's delay, publish it, forget it. ``record`` (None if the will
+        has no delay or was loaded) was queued for storage by :meth:`set`: putting it
+        again waits until it is durable, and logs that it is."""
+        with scope:
+            if record is not None:
+                if scope.cancel_called:  # cancel() came first (and queued its delete)
+                    return
+                await self._writer.put(NAMESPACE, {key: record})
+                log.info("pending will of %r on %r stored, due in %.1f s", key, will.topic, delay)
+            await trio.sleep(delay)
+            if self._scopes.get(key) is scope:
+                del self._scopes[key]
+            try:
+                await self._publish([will])
+            except TidelogError as exc:
+                log.warning("will message for %s on %r not published: %s", key, will.topic, exc)
+                return
+            self.published += 1
+            if key not in self._scopes:  # a newer will has not replaced it
+                self._writer.put_nowait(NAMESPACE, {key: None})
