@@ -87,6 +87,8 @@ class BrokerOptions:
     """Publishers wait (back-pressure) while this much waits to be committed."""
     retained_flush_seconds: float = 1.0
     session_expiry_check_seconds: float = 1.0
+    """How often expired sessions are deleted, and the longest a will waiting for its
+    delay goes without re-reading the broker's clock."""
 
 
 @attrs.frozen
@@ -153,8 +155,8 @@ class Broker:
         self.options = options
         self.clock = clock
         """Now, in ms since the epoch: the log's clock (event timestamps, retention),
-        which session expiry and message expiry are measured on. Tests pass a clock
-        they move by hand (``tidelog.open(url, clock=...)``)."""
+        which session expiry, message expiry and will delays are measured on. Tests
+        pass a clock they move by hand (``tidelog.open(url, clock=...)``)."""
         self._nursery = nursery
         self.fanout = FanOut(log, 0, clock)
         self.retained = RetainedStore(log)
@@ -167,7 +169,14 @@ class Broker:
             max_batch_bytes=options.max_batch_bytes,
             max_pending_bytes=options.max_pending_bytes,
         )
-        self.wills = WillStore(log, self._state_writer, nursery, self.publish_many)
+        self.wills = WillStore(
+            log,
+            self._state_writer,
+            nursery,
+            self.publish_many,
+            clock,
+            recheck=options.session_expiry_check_seconds,
+        )
         self._shared: dict[tuple[str, str], tuple[Feed, list[int]]] = {}
         self._topic_counts: Counter[str] = Counter()
         self._commit_hooks: list[Callable[[list[Event]], None]] = []

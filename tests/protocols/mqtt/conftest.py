@@ -40,6 +40,7 @@ def clocked_server(tmp_path: Path, clock: ManualClock) -> Iterator[ServerThread]
     """Like ``server``, with the broker on ``clock``: the test moves time by hand."""
     config = server_config(tmp_path)
     config.storage_options = {"clock": clock}
+    config.broker_options = {"session_expiry_check_seconds": 0.05}  # re-reads the clock
     running = ServerThread(config).start()
     try:
         yield running
