@@ -157,6 +157,14 @@ option(
 )
 option(
     "mqtt",
+    "max_keep_alive",
+    optional(integer(1, 65_535)),
+    _mqtt.max_keep_alive,
+    "if set, the longest keep alive (seconds) a client may have; v5 clients asking"
+    " for more or for none are told this one",
+)
+option(
+    "mqtt",
     "connect_timeout",
     seconds,
     _mqtt.connect_timeout,

@@ -95,6 +95,25 @@ CASES: list[tuple[str, str, bytes, ReasonCode]] = [
         R.TOPIC_NAME_INVALID,
     ),
     (
+        "will-topic-invalid-utf8",
+        "server",
+        connect(4, flags=0x02 | WILL_FLAG, rest=string(b"\xff") + string("x")),
+        MALFORMED,
+    ),
+    (
+        "will-topic-invalid-utf8-v5",
+        "server",
+        connect(5, flags=0x02 | WILL_FLAG, rest=b"\x00" + string(b"\xff") + string("x")),
+        MALFORMED,
+    ),
+    ("user-name-invalid-utf8", "server", connect(4, flags=0x82, rest=string(b"\xc3")), MALFORMED),
+    (
+        "user-name-invalid-utf8-v5",
+        "server",
+        connect(5, flags=0x82, rest=string(b"\xed\xa0\x80")),
+        MALFORMED,
+    ),
+    (
         "filter-hash-not-last",
         "server4",
         packet(0x82, u16(1), string("a/#/b"), b"\x00"),

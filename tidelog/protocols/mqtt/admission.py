@@ -142,22 +142,32 @@ def refusal(code: ReasonCode, level: int) -> bytes:
         return encode(Connack(ReasonCode.NOT_AUTHORIZED), level)
 
 
+def keep_alive(connect: Connect, settings: MQTTSettings) -> int:
+    """The keep alive in force, in seconds (0: none): a configured Server Keep Alive
+    replaces the client's (MQTT 5 only: 3.x cannot be told, §3.2.2.3.14); else
+    ``max_keep_alive`` caps it, and a client asking for none gets the cap."""
+    asked = connect.keep_alive
+    if connect.protocol_level == 5 and settings.server_keep_alive is not None:
+        return settings.server_keep_alive
+    cap = settings.max_keep_alive
+    if cap is not None and (asked == 0 or asked > cap):
+        return cap
+    return asked
+
+
 def negotiate(connect: Connect, settings: MQTTSettings) -> Limits:
     """The client's limits (MQTT 5 properties; 3.x gets the configured window) and
-    the keep alive in force (the server's Server Keep Alive overrides the client's)."""
+    the keep alive in force (:func:`keep_alive`)."""
     props = connect.properties
     if connect.protocol_level == 5:
-        limits = Limits(
+        return Limits(
             props.receive_maximum or 65_535,
             props.maximum_packet_size or MAX_PACKET_SIZE,
             props.topic_alias_maximum or 0,
             props.request_problem_information != 0,
-            connect.keep_alive,
+            keep_alive(connect, settings),
         )
-        if settings.server_keep_alive is not None:
-            limits.keep_alive = settings.server_keep_alive
-        return limits
-    return Limits(settings.v3_inflight_window, keep_alive=connect.keep_alive)
+    return Limits(settings.v3_inflight_window, keep_alive=keep_alive(connect, settings))
 
 
 def session_expiry(connect: Connect) -> int:
@@ -172,9 +182,9 @@ def connack(connect: Connect, settings: MQTTSettings, client_id: str, present: b
     level = connect.protocol_level
     props = NO_PROPERTIES
     if level == 5:
-        server_keep_alive = settings.server_keep_alive
+        server_keep_alive: int | None = keep_alive(connect, settings)
         if server_keep_alive == connect.keep_alive:
-            server_keep_alive = None
+            server_keep_alive = None  # §3.2.2.3.14: absent means the client's own
         props = Properties(
             receive_maximum=settings.receive_maximum,
             topic_alias_maximum=settings.topic_alias_maximum or None,

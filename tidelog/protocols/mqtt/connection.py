@@ -66,6 +66,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECEIVE_BYTES: Final = 65_536
+LINGER_SECONDS: Final = 1.0
+"""How long a connection that sent a final CONNACK or DISCONNECT reads (and drops)
+what the client still sends, before closing (at most ``close_timeout``)."""
 STREAM_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 """What a broken or closed transport raises."""
 
@@ -85,6 +88,7 @@ class MQTTConnection:
         "_early",
         "_early_error",
         "_finished",
+        "_linger",
         "_nursery",
         "_publish_idle",
         "_publishing",
@@ -130,6 +134,8 @@ class MQTTConnection:
         self._finished: trio.Event | None = None
         """What :meth:`take_over` waits on (created by it: most connections end unwaited)."""
         self._done = False
+        self._linger = False
+        """Set once a final CONNACK or DISCONNECT was sent: close gracefully."""
         self._transport_principal = principal
         self._slot: str | None = None
         self._connect: Connect | None = None
@@ -176,17 +182,21 @@ class MQTTConnection:
         except Exception:
             log.exception("%r: unexpected error", self)
         finally:
+            # the session is saved by now: a newer connection taking it over need
+            # not wait for the graceful close
+            self._done = True
+            if self._finished is not None:
+                self._finished.set()
             with (
                 trio.CancelScope(shield=True),
                 trio.move_on_after(self.settings.close_timeout),
                 contextlib.suppress(*STREAM_ERRORS),  # it may have broken already
             ):
+                if self._linger:
+                    await self._drain()
                 await self.stream.aclose()
             if self._slot is not None:
                 self.server.security.connections.release(self._slot)
-            self._done = True
-            if self._finished is not None:
-                self._finished.set()
 
     async def take_over(self) -> None:
         """Close this connection because a newer one has the same client id; returns
@@ -204,9 +214,25 @@ class MQTTConnection:
             self._scope.cancel()
 
     async def _send_direct(self, data: bytes) -> None:
+        """Send a final packet (a CONNACK refusing the client, a DISCONNECT, the acks
+        before it) and arrange a graceful close."""
         if data:
             with trio.move_on_after(self.settings.close_timeout):
                 await self.stream.send_all(data)
+                self._linger = True
+
+    async def _drain(self) -> None:
+        """A graceful close after a final packet: shut down writing, then read and drop
+        what the client still sends, briefly, until it closes too. Closing a socket
+        with unread input makes the kernel send a reset, which can destroy the final
+        packet in the client's receive buffer before the client has read it (§4.13:
+        the reason code must reach the client)."""
+        stream = self.stream
+        if isinstance(stream, trio.abc.HalfCloseableStream):
+            await stream.send_eof()
+        with trio.move_on_after(min(LINGER_SECONDS, self.settings.close_timeout)):
+            while await stream.receive_some(RECEIVE_BYTES):
+                pass
 
     async def _receive_connect(self) -> Connect | None:
         with trio.move_on_after(self.settings.connect_timeout):
@@ -325,6 +351,7 @@ class MQTTConnection:
         if stored is not None:
             subs.restore()
             core.restore()
+            await subs.load_shared_inflight()
         if core.persistent:
             await sessions.save(session)
         elif stored is not None:
@@ -344,7 +371,8 @@ class MQTTConnection:
             if core is not None and self.sender is not None and not self.sender.sending:
                 pending, core.control = core.control, []  # e.g. the CONNACK, acks
                 with contextlib.suppress(*STREAM_ERRORS):  # the final packet is a courtesy
-                    await self._send_direct(b"".join(pending) + close.final_packet(self.level))
+                    final = close.final_packet(self.level, core.planner.max_packet)
+                    await self._send_direct(b"".join(pending) + final)
             if self._publish_idle is not None:
                 await self._publish_idle.wait()
         try:

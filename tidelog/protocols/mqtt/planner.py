@@ -10,7 +10,7 @@ Receive Maximum and the send budget allow into PUBLISH bytes, in order:
 2. otherwise :meth:`Planner.plan` decides it: the one place every fresh
    delivery passes (per-topic ACL, No Local, QoS downgrade, Retain As
    Published, subscription identifiers), and where a resend is checked too
-   (:meth:`Planner.permit`);
+   (:meth:`Planner.permit`); an expired message is dropped there;
 3. topic aliases are assigned, and the PUBLISH is built from bytes shared by
    every subscriber where it can be (3.x, or MQTT 5 without per-subscriber
    properties), or its own otherwise; one over the client's Maximum Packet Size
@@ -31,6 +31,7 @@ from tidelog.protocols.mqtt.outbound import (
     EMPTY_TOPIC,
     chunks_size,
     delivery_properties,
+    expired,
     publish_chunks,
     shared_head,
     shared_qos0,
@@ -176,6 +177,7 @@ class Planner:
         "ready",
         "resume",
         "resume_end",
+        "shared_resend",
         "unsaved_qos2",
         "window",
     )
@@ -197,6 +199,9 @@ class Planner:
         """Offset -> packet identifier of main-feed messages in flight when the
         previous connection of the session ended."""
         self.resume_end = 0
+        self.shared_resend: dict[tuple[str, int], int] = EMPTY
+        """(shared subscription, offset) -> packet identifier of a resumed session's
+        shared QoS 2 messages queued to be sent again (with DUP)."""
         self.no_local = 0
         """Subscriptions of the main feed with No Local."""
         self.own: set[int] | frozenset[int] = _NO_OFFSETS
@@ -243,6 +248,14 @@ class Planner:
                     resent.delivery = ready[0]
                 else:
                     self.end_resume()
+            elif self.shared_resend and source.kind == SHARED:
+                packet_id = self.shared_resend.pop((source.key, event.offset), 0)
+                if packet_id:  # a resumed session's shared QoS 2 message ([MQTT-4.8.2-4])
+                    resent = outstanding.get(packet_id)
+                    if resent is None:  # finished meanwhile
+                        ready.popleft()
+                        continue
+                    resent.delivery = ready[0]
             plan = self.plan(event, subs, source, resent)
             if plan is None:
                 ready.popleft()
@@ -334,6 +347,10 @@ class Planner:
         (``resent``) included: this is the place for checks that apply to all."""
         if resent is not None:  # sent before with this QoS: again, with DUP
             return resent.qos, False, identifiers(subs)
+        if event.properties is not None and expired(event):
+            # [MQTT-3.3.2-5]: not yet sent, so the copy goes (a retained message, or
+            # one that waited here for the client's window; feeds drop theirs too)
+            return None
         if self.checked_subs and not self.permit(event, source):
             return None
         options = source.options

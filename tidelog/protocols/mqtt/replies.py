@@ -12,11 +12,15 @@ connection ends: why, whether its will goes out, and what to send last.
 
 from __future__ import annotations
 
+from typing import Any
+
+import attrs
+
 from tidelog.protocols.mqtt.encoder import encode
 from tidelog.protocols.mqtt.errors import MQTTProtocolError, UnsupportedProtocolVersionError
 from tidelog.protocols.mqtt.packets import Connack, Disconnect
-from tidelog.protocols.mqtt.properties import Properties
-from tidelog.protocols.mqtt.protocol import PacketType
+from tidelog.protocols.mqtt.properties import NO_PROPERTIES, Properties
+from tidelog.protocols.mqtt.protocol import MAX_PACKET_SIZE, PacketType
 from tidelog.protocols.mqtt.reason_codes import (
     REASON_CODES_BY_PACKET,
     V5_TO_V3_CONNACK,
@@ -30,6 +34,17 @@ def _reason_string(message: str) -> Properties:
     text = message[:MAX_REASON_STRING].replace("\x00", "\\x00")
     text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return Properties(reason_string=text)
+
+
+def fitted(packet: Any, level: int, max_packet: int) -> bytes:
+    """``packet`` (an ack, SUBACK or DISCONNECT) encoded, without its properties if
+    they (a Reason String) would take it past the client's Maximum Packet Size: the
+    sender MUST NOT send them then ([MQTT-3.4.2-2], [MQTT-3.9.2-1], [MQTT-3.14.2-3]
+    and the like)."""
+    data = encode(packet, level)
+    if len(data) > max_packet and packet.properties is not NO_PROPERTIES:
+        data = encode(attrs.evolve(packet, properties=NO_PROPERTIES), level)
+    return data
 
 
 def error_reply(error: MQTTProtocolError, *, reason_string: bool = True) -> bytes:
@@ -87,9 +102,14 @@ class Close(Exception):
             return cls(error.reason_code, error.message)
         return cls(error.reason_code, error.message, reply_bytes=error_reply(error))
 
-    def final_packet(self, level: int) -> bytes:
+    def final_packet(self, level: int, max_packet: int = MAX_PACKET_SIZE) -> bytes:
+        """The DISCONNECT to send last (none for 3.x), within the client's Maximum
+        Packet Size (its Reason String left out if need be)."""
         if self.reply_bytes is not None:
-            return self.reply_bytes
+            if len(self.reply_bytes) <= max_packet:
+                return self.reply_bytes
+            return encode(Disconnect(self.code), 5)
         if not self.reply or level < 5:
             return b""
-        return encode(Disconnect(self.code, Properties(reason_string=self.message[:200])), 5)
+        disconnect = Disconnect(self.code, Properties(reason_string=self.message[:200]))
+        return fitted(disconnect, 5, max_packet)

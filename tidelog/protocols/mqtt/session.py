@@ -52,10 +52,10 @@ from tidelog.protocols.mqtt.packets import (
     Unsubscribe,
     Will,
 )
-from tidelog.protocols.mqtt.planner import EMPTY, NO_IDS, PUB, REL, Outbound, Planner
+from tidelog.protocols.mqtt.planner import EMPTY, NO_IDS, PUB, REL, SHARED, Outbound, Planner
 from tidelog.protocols.mqtt.properties import NO_PROPERTIES, Properties
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
-from tidelog.protocols.mqtt.replies import Close
+from tidelog.protocols.mqtt.replies import Close, fitted
 from tidelog.protocols.mqtt.settings import MQTTSettings
 from tidelog.protocols.mqtt.stored_session import Inflight
 from tidelog.security import Access, Right
@@ -118,6 +118,7 @@ class MQTTSession:
         "rx",
         "rx_count",
         "session",
+        "shared_resume",
         "stop",
         "timeout",
         "topic_alias_maximum",
@@ -156,6 +157,8 @@ class MQTTSession:
         """Inbound QoS 2 PUBRECs waiting for the session to be stored."""
         self.pubcomp_after_save: list[int] = NO_IDS
         self.pubrel_after_save: list[int] = NO_IDS
+        self.shared_resume: dict[str, list[tuple[int, int]]] = EMPTY
+        """A resumed session's shared QoS 2 messages in flight (for the subscriptions)."""
         self.disconnected = False
         self.close: Close | None = None
         """Set by DISCONNECT: how the connection ends."""
@@ -287,7 +290,7 @@ class MQTTSession:
             if not self.problem_info:
                 props = NO_PROPERTIES
             reply = Puback if packet.qos == 1 else Pubrec
-            self.control.append(encode(reply(packet_id, denied, props), 5))
+            self.control.append(fitted(reply(packet_id, denied, props), 5, self.planner.max_packet))
             return
         if packet.qos == 1:
             self.control.append(ack(0x40, packet_id))
@@ -312,15 +315,18 @@ class MQTTSession:
                 else ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR
             )
             props = Properties(reason_string=str(result)[:200]) if self.problem_info else None
+            max_packet = self.planner.max_packet
             for entry in meta:
                 qos, packet_id = entry >> 16, entry & 0xFFFF
                 if qos == 1:
                     self.rx_count -= 1
-                    control.append(encode(Puback(packet_id, code, props or NO_PROPERTIES), 5))
+                    puback = Puback(packet_id, code, props or NO_PROPERTIES)
+                    control.append(fitted(puback, 5, max_packet))
                 elif qos == 2:
                     self.rx_count -= 1
                     self.rx.pop(packet_id, None)
-                    control.append(encode(Pubrec(packet_id, code, props or NO_PROPERTIES), 5))
+                    pubrec = Pubrec(packet_id, code, props or NO_PROPERTIES)
+                    control.append(fitted(pubrec, 5, max_packet))
             self.wake()
             return
         planner = self.planner
@@ -481,6 +487,8 @@ class MQTTSession:
         for packet_id in inflight.inbound:
             self.rx[packet_id] = STORED
             self.rx_count += 1
+        if inflight.shared:
+            self.shared_resume = inflight.shared
 
     def snapshot(self, handled_end: int) -> None:
         """Write the position and in-flight state into the session (see
@@ -503,6 +511,11 @@ class MQTTSession:
             elif entry.source is main:
                 inflight.out[entry.offset] = (entry.packet_id, entry.qos)
                 position = min(position, entry.offset)
+            elif entry.qos == 2 and entry.source is not None and entry.source.kind == SHARED:
+                # taken from the group's feed: only this session may complete it
+                inflight.shared.setdefault(entry.source.key, []).append(
+                    (entry.offset, entry.packet_id)
+                )
         inflight.inbound = [packet_id for packet_id, state in self.rx.items() if state == STORED]
         self.session.position = position
         self.session.inflight = inflight.to_json()

@@ -25,6 +25,11 @@ class MQTTSettings:
     """Topic aliases a v5 client may set towards the server."""
     server_keep_alive: int | None = None
     """If set, v5 clients are told to use this keep alive instead of their own."""
+    max_keep_alive: int | None = None
+    """If set, the longest keep alive (seconds) a client is held to: a v5 client asking
+    for more, or for none (0), is told this one in CONNACK's Server Keep Alive; a 3.x
+    client, which cannot be told, is held to it all the same. ``server_keep_alive``,
+    when set too, wins."""
     connect_timeout: float = 10.0
     """Seconds a new connection has to complete CONNECT (and the TLS handshake)."""
     v3_inflight_window: int = 1024

@@ -12,7 +12,8 @@ this protocol's, and this module is the only one that reads or writes them:
 ``inflight`` -- the connection's in-flight state (:class:`Inflight`)::
 
     {"out": {"<offset>": [packet_id, qos]}, "rel": [packet_id, ...],
-     "in": [packet_id, ...], "sent_end": offset}
+     "in": [packet_id, ...], "sent_end": offset,
+     "shared": {"$share/<group>/<filter>": [[offset, packet_id], ...]}}
 
 * ``out``: outgoing QoS 1/2 messages of the main feed sent but not acknowledged
   (PUBLISH phase), by log offset; on resume they are sent again with DUP set and
@@ -25,6 +26,11 @@ this protocol's, and this module is the only one that reads or writes them:
   ``session.position`` (the lowest offset not finished) and ``sent_end`` that
   are not in ``out`` were delivered already (QoS 0, or acknowledged) and are
   skipped on resume.
+* ``shared`` (only when there are some): outgoing QoS 2 messages of shared
+  subscriptions sent but not PUBRECed. They were taken from the group's feed, so
+  only this session may finish them ([MQTT-4.8.2-4]/[MQTT-4.8.2-5]): on resume
+  they are read back from the log and sent again with DUP set and their original
+  packet identifier.
 
 The format is read by every broker version that may restart on the same data:
 change it only by adding keys with defaults.
@@ -72,7 +78,7 @@ class SubOptions:
 class Inflight:
     """The ``inflight`` part of a stored session, decoded (see the module docs)."""
 
-    __slots__ = ("inbound", "out", "rel", "sent_end")
+    __slots__ = ("inbound", "out", "rel", "sent_end", "shared")
 
     def __init__(
         self,
@@ -80,23 +86,38 @@ class Inflight:
         rel: list[int] | None = None,
         inbound: list[int] | None = None,
         sent_end: int = 0,
+        shared: dict[str, list[tuple[int, int]]] | None = None,
     ) -> None:
         self.out = out if out is not None else {}
         """Offset -> (packet identifier, QoS) of unacknowledged main-feed messages."""
         self.rel = rel if rel is not None else []
         self.inbound = inbound if inbound is not None else []
         self.sent_end = sent_end
+        self.shared = shared if shared is not None else {}
+        """Shared subscription -> [(offset, packet identifier)] of QoS 2 messages sent
+        and not yet PUBRECed, completed with this client when it comes back
+        ([MQTT-4.8.2-4])."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Inflight:
         out = {int(offset): (pid, qos) for offset, (pid, qos) in data.get("out", {}).items()}
         rel, inbound = list(data.get("rel", ())), list(data.get("in", ()))
-        return cls(out, rel, inbound, data.get("sent_end", 0))
+        shared = {
+            key: [(offset, pid) for offset, pid in entries]
+            for key, entries in data.get("shared", {}).items()
+        }
+        return cls(out, rel, inbound, data.get("sent_end", 0), shared)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "out": {str(offset): [pid, qos] for offset, (pid, qos) in self.out.items()},
             "rel": self.rel,
             "in": self.inbound,
             "sent_end": self.sent_end,
         }
+        if self.shared:
+            data["shared"] = {
+                key: [[offset, pid] for offset, pid in entries]
+                for key, entries in self.shared.items()
+            }
+        return data

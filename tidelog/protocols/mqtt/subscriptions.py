@@ -19,7 +19,7 @@ by :mod:`~tidelog.protocols.mqtt.planner`. The shell runs one pump per source
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
 from tidelog.engine.fanout import Feed
@@ -27,9 +27,10 @@ from tidelog.engine.sessions import SessionSubscription
 from tidelog.errors import InvalidPositionError, InvalidTopicError
 from tidelog.protocols.mqtt.encoder import encode
 from tidelog.protocols.mqtt.packets import Publish, Suback, Subscribe, Unsuback, Unsubscribe
-from tidelog.protocols.mqtt.planner import EMPTY, REPLAY, SHARED, Ready, Source
+from tidelog.protocols.mqtt.planner import EMPTY, PUB, REPLAY, SHARED, Outbound, Ready, Source
 from tidelog.protocols.mqtt.properties import NO_PROPERTIES, Properties
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
+from tidelog.protocols.mqtt.replies import fitted
 from tidelog.protocols.mqtt.session import MQTTSession
 from tidelog.protocols.mqtt.stored_session import SubOptions
 from tidelog.security import Grant, Right
@@ -37,6 +38,7 @@ from tidelog.topics import parse_shared
 
 if TYPE_CHECKING:
     from tidelog.engine.broker import Broker
+    from tidelog.storage import Event
 
 log = logging.getLogger("tidelog.protocols.mqtt.connection")
 
@@ -66,6 +68,7 @@ class Subscriptions:
         "feed",
         "max_subscriptions",
         "replays",
+        "resend_shared",
         "restore_shared",
         "shared",
         "start_pump",
@@ -89,6 +92,8 @@ class Subscriptions:
         self.replays: dict[str, Source] = EMPTY
         self.restore_shared: list[tuple[str, SubOptions]] | None = None
         """Shared subscriptions of a resumed session, joined once pumps can run."""
+        self.resend_shared: dict[str, list[tuple[Event, int]]] = EMPTY
+        """Their QoS 2 messages in flight, read back from the log, to send again."""
 
     def main_feed(self, start: int | None = None) -> Feed:
         """The session's main feed, opened now if it is not (from ``start``, default
@@ -121,6 +126,22 @@ class Subscriptions:
             if options.no_local:
                 self.core.planner.no_local += 1
 
+    async def load_shared_inflight(self) -> None:
+        """Read back from the log the shared QoS 2 messages a resumed session had in
+        flight: they are completed with this client, never another member
+        ([MQTT-4.8.2-4]/[MQTT-4.8.2-5]). One gone from the log meanwhile is finished."""
+        pending, self.core.shared_resume = self.core.shared_resume, EMPTY
+        kept = {key for key, _ in self.restore_shared or ()}
+        for key, entries in pending.items():
+            if key not in kept:  # unsubscribed, or no longer authorized
+                continue
+            for offset, packet_id in entries:
+                result = await self.broker.log.read(offset, None, limit=1)
+                if result.events and result.events[0].offset == offset:
+                    if self.resend_shared is EMPTY:
+                        self.resend_shared = {}
+                    self.resend_shared.setdefault(key, []).append((result.events[0], packet_id))
+
     def start(self) -> None:
         """Start delivering (the connection's tasks can run now)."""
         feed = self.feed
@@ -129,8 +150,23 @@ class Subscriptions:
             self.start_pump(planner.main)
         if self.restore_shared is not None:
             for key, options in self.restore_shared:
-                self._join_shared(key, options)
+                source = self._join_shared(key, options)
+                self._queue_resends(source, self.resend_shared.get(key, ()))
             self.restore_shared = None
+            self.resend_shared = EMPTY
+
+    def _queue_resends(self, source: Source, resends: Iterable[tuple[Event, int]]) -> None:
+        """Queue a shared subscription's resumed QoS 2 messages, ahead of new ones."""
+        planner = self.core.planner
+        for event, packet_id in resends:
+            delivery: Ready = (event, (), source)
+            planner.outstanding[packet_id] = Outbound(
+                packet_id, 2, PUB, source, event.offset, delivery
+            )
+            if planner.shared_resend is EMPTY:
+                planner.shared_resend = {}
+            planner.shared_resend[(source.key, event.offset)] = packet_id
+            planner.own_ready().append(delivery)
 
     def _may_keep(self, key: str) -> bool:
         """Whether a restored subscription is still allowed (the ACL may have changed)."""
@@ -182,7 +218,8 @@ class Subscriptions:
         suback_props = NO_PROPERTIES
         if problems and core.level == 5 and core.problem_info:
             suback_props = Properties(reason_string="; ".join(problems)[:200])
-        core.control.append(encode(Suback(packet.packet_id, codes, suback_props), core.level))
+        suback = Suback(packet.packet_id, codes, suback_props)
+        core.control.append(fitted(suback, core.level, core.planner.max_packet))
         if sys_filters and sys_messages:
             self.send_sys(sys_messages, retain=True, filters=sys_filters)
         if retained:
@@ -277,7 +314,7 @@ class Subscriptions:
             _close_source(source)
             self.core.planner.forget_source(source)
 
-    def _join_shared(self, key: str, options: SubOptions) -> None:
+    def _join_shared(self, key: str, options: SubOptions) -> Source:
         group, inner = parse_shared(key)
         assert group is not None
         source = Source(SHARED, self.broker.join_shared(group, inner), options, key, group, inner)
@@ -285,16 +322,32 @@ class Subscriptions:
             self.shared = {}
         self.shared[key] = source
         self.start_pump(source)
+        return source
 
-    def _leave_shared(self, source: Source) -> None:
+    def _leave_shared(self, source: Source, *, keep_qos2: bool = False) -> None:
         """Leave a shared group; what this member took but did not finish goes back to
-        the group for another member."""
+        the group for another member. With ``keep_qos2`` (a persistent session's
+        connection ends), QoS 2 messages already sent stay in flight in the session
+        instead: only this client may complete them ([MQTT-4.8.2-4]/[MQTT-4.8.2-5])."""
         del self.shared[source.key]
         if source.scope is not None:
             source.scope.cancel()
         planner = self.core.planner
-        unfinished = planner.unfinished(source)
+        kept = [
+            entry
+            for entry in planner.outstanding.values()
+            if keep_qos2 and entry.source is source and entry.state == PUB and entry.qos == 2
+        ]
+        taken = {entry.offset for entry in kept}
+        unfinished, seen = [], set()
+        for delivery in planner.unfinished(source):
+            offset = delivery[0].offset
+            if offset not in taken and offset not in seen:
+                seen.add(offset)
+                unfinished.append(delivery)
         planner.forget_source(source)
+        for entry in kept:
+            planner.outstanding[entry.packet_id] = entry
         if source.feed is not None and unfinished:
             unfinished.sort(key=lambda d: d[0].offset)
             source.feed.requeue(unfinished)
@@ -334,10 +387,10 @@ class Subscriptions:
         return True
 
     def close_shared_and_replays(self) -> None:
-        """Closing: leave the shared groups (giving back what is unfinished), close the
-        replay feeds."""
+        """Closing: leave the shared groups (giving back what is unfinished, but for a
+        persistent session's QoS 2 messages in flight), close the replay feeds."""
         for source in list(self.shared.values()):
-            self._leave_shared(source)
+            self._leave_shared(source, keep_qos2=self.core.persistent)
         for source in self.replays.values():
             if source.feed is not None:
                 source.feed.close()
