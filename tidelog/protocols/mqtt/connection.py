@@ -284,6 +284,7 @@ class MQTTConnection:
         core = self.core = MQTTSession(
             Session(self.client_id), self.level, result.access, limits, self.settings
         )
+        core.planner.clock = self.broker.clock
         sender = self.sender = Sender(
             self.stream, core, self.broker, self.settings, self.traffic, self._guard
         )

@@ -133,13 +133,13 @@ def event_properties(properties: MQTTProperties) -> EventProperties | None:
     )
 
 
-def expired(event: Event) -> bool:
-    """Whether the event's Message Expiry Interval has passed (§3.3.2.3.3: a copy
-    not yet sent is then deleted, whichever queue holds it)."""
+def expired(event: Event, clock: Clock = wall_clock_ms) -> bool:
+    """Whether the event's Message Expiry Interval has passed on the broker's ``clock``
+    (§3.3.2.3.3: a copy not yet sent is then deleted, whichever queue holds it)."""
     props = event.properties
     if props is None or props.message_expiry is None:
         return False
-    return event.timestamp + props.message_expiry * 1000 <= time.time_ns() // 1_000_000
+    return event.timestamp + props.message_expiry * 1000 <= clock()
 
 
 def delivery_properties(

@@ -164,6 +164,7 @@ class Planner:
         "aliases_out",
         "budget",
         "checked_subs",
+        "clock",
         "emitted",
         "level",
         "main",
@@ -210,6 +211,8 @@ class Planner:
         self.checked_subs: set[str] | None = None
         """Subscriptions whose events are checked per topic (a deny rule overlaps)."""
         self.emitted = 0
+        self.clock: Clock = wall_clock_ms
+        """The broker's clock: message expiry is measured on it (the shell sets it)."""
         self.persistent = False
         self.unsaved_qos2 = False
         """A QoS 2 PUBLISH of a persistent session went out: save before sending it."""
@@ -224,9 +227,9 @@ class Planner:
             ready = self.ready = deque()
         return ready
 
-    def emit(self, chunks: list[bytes], clock: Clock = wall_clock_ms) -> bool:
-        """Turn ready deliveries into PUBLISH chunks; True if more could go right away.
-        ``clock``: the broker's (what remains of a message expiry is measured on it)."""
+    def emit(self, chunks: list[bytes]) -> bool:
+        """Turn ready deliveries into PUBLISH chunks; True if more could go right away."""
+        clock = self.clock
         ready = self.ready
         outstanding = self.outstanding
         room = self.window - len(outstanding)
@@ -347,7 +350,7 @@ class Planner:
         (``resent``) included: this is the place for checks that apply to all."""
         if resent is not None:  # sent before with this QoS: again, with DUP
             return resent.qos, False, identifiers(subs)
-        if event.properties is not None and expired(event):
+        if event.properties is not None and expired(event, self.clock):
             # [MQTT-3.3.2-5]: not yet sent, so the copy goes (a retained message, or
             # one that waited here for the client's window; feeds drop theirs too)
             return None

@@ -147,7 +147,7 @@ class Sender:
             self.wake = wake = trio.Event()
             chunks = core.control
             core.control = []
-            more = planner.emit(chunks, self.broker.clock) if planner.ready else False
+            more = planner.emit(chunks) if planner.ready else False
             if planner.unsaved_qos2:
                 # a QoS 2 message goes out only once its packet identifier is in the
                 # stored session: after a crash it is resent with the same identifier
