@@ -60,7 +60,7 @@ import attrs
 import httpx
 import trio
 
-from bench.mqtt_load import Connection, LoadError, Target, _ack
+from bench.mqtt_load import ClientConnection, LoadError, Target, _ack
 from tidelog.concurrency import background_nursery
 from tidelog.protocols.mqtt import (
     NO_PROPERTIES,
@@ -237,7 +237,7 @@ class MQTTPublisher(Client):
 
     async def session(self) -> None:
         persistent = self.qos == 2
-        connection = await Connection.open(
+        connection = await ClientConnection.open(
             self.target(), self.name, self.level, clean_start=not persistent
         )
         self.connections += 1
@@ -269,7 +269,7 @@ class MQTTPublisher(Client):
         packet = Publish(f"crash/{self.name}", self.payload(seq), self.qos, False, dup, packet_id)
         return encode(packet, self.level)
 
-    async def _write(self, connection: Connection) -> None:
+    async def _write(self, connection: ClientConnection) -> None:
         while not self.stopping:
             room = self.window - len(self.unacked) - len(self.released)
             if room <= 0:
@@ -293,7 +293,7 @@ class MQTTPublisher(Client):
                 self._progress = trio.Event()
                 await self._progress.wait()
 
-    async def _read(self, connection: Connection) -> None:
+    async def _read(self, connection: ClientConnection) -> None:
         while True:
             replies = []
             for packet in await connection.receive_packets():
@@ -376,7 +376,7 @@ class Subscriber(Client):
         properties = (
             Properties(session_expiry_interval=0xFFFFFFFF) if self.level == 5 else NO_PROPERTIES
         )
-        connection = await Connection.open(
+        connection = await ClientConnection.open(
             self.target(), self.name, self.level, clean_start=False, properties=properties
         )
         self.connections += 1

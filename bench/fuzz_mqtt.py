@@ -20,7 +20,7 @@ reads. Only :class:`MQTTProtocolError` may come out; every packet it accepts
 must encode again, and decode back to an equal packet.
 
 ``connection``: the bytes are what a client sends to a live
-:class:`~tidelog.protocols.mqtt.connection.Connection` (in-process, over a
+:class:`~tidelog.protocols.mqtt.connection.MQTTConnection` (in-process, over a
 memory stream, on a ``memory://`` broker running in a background thread). The
 connection must finish within a few seconds of the client's EOF, log no
 unexpected error, and send only packets that a client-side decoder accepts.
@@ -51,9 +51,10 @@ with atheris.instrument_imports(include=["tidelog"]):
         encode,
         error_reply,
     )
-    from tidelog.protocols.mqtt.connection import Connection
+    from tidelog.protocols.mqtt.connection import MQTTConnection
     from tidelog.protocols.mqtt.server import MQTTServer
     from tidelog.protocols.mqtt.settings import MQTTSettings
+    from tidelog.security import Security
 
 from bench.mqtt_corpus import LEVELS, write_corpus
 
@@ -108,7 +109,7 @@ def fuzz_decoder(data: bytes) -> None:
 
 
 class _Errors(logging.Handler):
-    """Collects ERROR records (``Connection.run`` logs unexpected exceptions so)."""
+    """Collects ERROR records (``MQTTConnection.run`` logs unexpected exceptions so)."""
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
@@ -130,7 +131,7 @@ class LiveBroker:
 
         async def main() -> None:
             async with tidelog.open("memory://") as broker:
-                self.server = MQTTServer(broker, self.settings)
+                self.server = MQTTServer(broker, Security.open(), self.settings)
                 self._token = trio.lowlevel.current_trio_token()
                 self._stop = trio.Event()
                 ready.set()
@@ -156,7 +157,7 @@ async def drive_connection(server: MQTTServer, data: bytes, timeout: float = 10)
     client, served = trio.testing.memory_stream_pair()
     cut = data[0] % 8 if data else 0
 
-    connection = Connection(server, served, "fuzz", "fuzz")
+    connection = MQTTConnection(server, served, "fuzz", "fuzz")
     received = bytearray()
 
     async def read() -> None:

@@ -23,7 +23,7 @@ import trio
 
 from bench.crash import HOST, ServerProcess, default_storage
 from bench.mqtt_corpus import client_packets, connects
-from bench.mqtt_load import Connection, Target
+from bench.mqtt_load import ClientConnection, Target
 from bench.overload import round_trip
 from tidelog.protocols.mqtt import Connect, Properties, encode, encode_many
 
@@ -112,9 +112,9 @@ async def hostile(
 
 
 async def well_behaved(target: Target, result: FuzzResult, until: float) -> None:
-    subscriber = await Connection.open(target, "good-sub", 5)
+    subscriber = await ClientConnection.open(target, "good-sub", 5)
     await subscriber.subscribe("good/#", 1)
-    publisher = await Connection.open(target, "good-pub", 4)
+    publisher = await ClientConnection.open(target, "good-pub", 4)
     n = 0
     while trio.current_time() < until:
         started = time.monotonic()

@@ -559,8 +559,9 @@ def _ack(cls: type[Puback | Pubrec | Pubrel | Pubcomp], packet_id: int, level: i
     return data
 
 
-class Connection:
-    """One client connection: a trio stream and a client-side decoder.
+class ClientConnection:
+    """One MQTT client connection of the load generator: a trio stream and a
+    client-side decoder (the broker's side of a connection is ``MQTTConnection``).
 
     Sends are serialized by a lock, so a reader task may answer (PUBREL) while
     the writer task is between sends.
@@ -586,7 +587,7 @@ class Connection:
         *,
         clean_start: bool = True,
         properties: Properties = NO_PROPERTIES,
-    ) -> Connection:
+    ) -> ClientConnection:
         """Connect (by default with a clean session) and no keep alive; raise LoadError if
         refused. ``session_present`` tells whether the broker resumed a session."""
         stream = await trio.open_tcp_stream(target.host, target.port)
@@ -732,7 +733,7 @@ class Publisher:
 
     def __init__(
         self,
-        connection: Connection,
+        connection: ClientConnection,
         packets: EncodedPublishes,
         *,
         qos: int,
@@ -923,7 +924,7 @@ class Subscriber:
     """Bytes per socket read while pacing."""
 
     def __init__(
-        self, connection: Connection, expected: int, *, read_rate: float | None = None
+        self, connection: ClientConnection, expected: int, *, read_rate: float | None = None
     ) -> None:
         self.connection = connection
         self.expected = expected
@@ -1064,11 +1065,11 @@ async def run_scenario(
         for p in range(scenario.publishers)
     ]
     result = ScenarioResult(scenario.name, broker, level, total)
-    connections: list[Connection] = []
+    connections: list[ClientConnection] = []
     try:
         subscribers = []
         for s in range(scenario.subscribers):
-            connection = await Connection.open(target, f"{tag}-sub{s}", level)
+            connection = await ClientConnection.open(target, f"{tag}-sub{s}", level)
             connections.append(connection)
             granted = await connection.subscribe(f"{base}/+", scenario.subscribe_qos)
             if granted != scenario.subscribe_qos:
@@ -1076,7 +1077,7 @@ async def run_scenario(
             subscribers.append(Subscriber(connection, total, read_rate=scenario.read_rate))
         publishers = []
         for p in range(scenario.publishers):
-            connection = await Connection.open(target, f"{tag}-pub{p}", level)
+            connection = await ClientConnection.open(target, f"{tag}-pub{p}", level)
             connections.append(connection)
             publishers.append(
                 Publisher(
@@ -1132,7 +1133,7 @@ IDLE_SETTLE_S = 1.0
 
 async def open_idle(target: Target, client_id: str, level: int) -> trio.socket.SocketType:
     """One MQTT connection that stays idle: a plain socket, CONNECT (clean, no keep
-    alive), CONNACK checked for success. Lighter than :class:`Connection`, so the
+    alive), CONNACK checked for success. Lighter than :class:`ClientConnection`, so the
     client holds 10,000 and measures the broker's accept rate, not its own."""
     sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
     try:

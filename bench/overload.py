@@ -25,7 +25,7 @@ import attrs
 import trio
 
 from bench.crash import HOST, ServerProcess, default_storage
-from bench.mqtt_load import Connection, LoadError, Target, _ack
+from bench.mqtt_load import ClientConnection, LoadError, Target, _ack
 from tidelog.protocols.mqtt import Puback, Publish, encode
 
 MEBIBYTE = 1024 * 1024
@@ -61,7 +61,11 @@ _next_id = 0
 
 
 async def round_trip(
-    publisher: Connection, subscriber: Connection, topic: str, payload: bytes, timeout: float = 10
+    publisher: ClientConnection,
+    subscriber: ClientConnection,
+    topic: str,
+    payload: bytes,
+    timeout: float = 10,
 ) -> None:
     """Publish QoS 1 and wait until ``subscriber`` receives it (acknowledging deliveries)."""
     global _next_id
@@ -105,13 +109,13 @@ async def hold_connections(
     """Open ``count`` MQTT connections (3.1.1, 200 at a time), hold them, check that a
     publish from one reaches a subscriber among them, close them all."""
     target = Target(host, port)
-    connections: list[Connection] = []
+    connections: list[ClientConnection] = []
     rss_before = rss_bytes(pid) if pid else 0
     started = time.monotonic()
 
     async def open_one(n: int) -> None:
         with contextlib.suppress(LoadError, OSError):  # counted: connected < count
-            connections.append(await Connection.open(target, f"held-{n}", 4))
+            connections.append(await ClientConnection.open(target, f"held-{n}", 4))
 
     for first in range(0, count, 200):
         async with trio.open_nursery() as nursery:
@@ -167,10 +171,10 @@ async def stalled_subscribers_catch_up(
     target = Target(HOST, server.ports["MQTT"])
     subs = []
     for n in range(subscribers):
-        connection = await Connection.open(target, f"stalled-{n}", 5)
+        connection = await ClientConnection.open(target, f"stalled-{n}", 5)
         await connection.subscribe("backlog/#", 1)
         subs.append(connection)
-    publisher = await Connection.open(target, "fast-publisher", 5)
+    publisher = await ClientConnection.open(target, "fast-publisher", 5)
     rss_before = peak = rss_bytes(pid)
     body = bytes(payload - 8)
     window = min(100, publisher.receive_maximum)
@@ -201,7 +205,7 @@ async def stalled_subscribers_catch_up(
     started = time.monotonic()
     complete = 0
 
-    async def drain(connection: Connection) -> None:
+    async def drain(connection: ClientConnection) -> None:
         nonlocal peak, complete
         seen = bytearray(messages)
         count = 0

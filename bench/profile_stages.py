@@ -33,7 +33,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "NurseryManager",
         ),
     ),
-    ("PUBACK callback (_on_durable)", ("Connection._on_durable", "MQTTSession.durable")),
+    ("PUBACK callback (_on_durable)", ("MQTTConnection._on_durable", "MQTTSession.durable")),
     (
         "fan-out + delivery (dispatch, pump, emit)",
         ("Broker._on_commit", "Sender._pump", "Planner.emit", "Feed."),
@@ -42,8 +42,8 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("group commit bookkeeping", ("GroupCommitWriter",)),
     ("socket send (write loop)", ("Sender._write_loop",)),
     ("decode (Decoder.feed)", ("Decoder.feed",)),
-    ("PUBLISH handling (_handle: session.receive, submit)", ("Connection._handle",)),
-    ("socket receive (read loop)", ("Connection._read_loop",)),
+    ("PUBLISH handling (_handle: session.receive, submit)", ("MQTTConnection._handle",)),
+    ("socket receive (read loop)", ("MQTTConnection._read_loop",)),
     ("trio scheduler + epoll", ("unrolled_run", "EpollIOManager")),
 )
 

@@ -34,7 +34,7 @@ checked) while the subscriber is away. The subscriber reconnects: the clock runs
 from its TCP connect until the last of the M messages has arrived (each
 acknowledged with PUBACK). Every payload carries its sequence number, so a
 message never delivered is *lost* and a second copy *duplicated*. The load
-generator is ``bench/mqtt_load.py``'s (``Connection``, ``Publisher``,
+generator is ``bench/mqtt_load.py``'s (``ClientConnection``, ``Publisher``,
 ``Subscriber``; tidelog's sans-IO codec on raw trio sockets). Reported: msg/s,
 lost, duplicated, broker CPU us/msg and the client's CPU share (near 100% means
 the client, not the broker, set the rate), and the broker's peak RSS.
@@ -70,7 +70,7 @@ import tidelog
 from bench.brokers import PEERS, PeerError
 from bench.engine import read_ways
 from bench.mqtt_load import (
-    Connection,
+    ClientConnection,
     LoadError,
     Publisher,
     Subscriber,
@@ -345,7 +345,7 @@ async def _publish_offline(target: Target, messages: int, level: int, topic: str
     """Publish ``messages`` QoS 1 messages (payload sequence numbers 0..messages-1),
     every one acknowledged; returns errors."""
     errors: list[str] = []
-    connection = await Connection.open(target, f"tlbench-{os.getpid()}-catchup-pub", level)
+    connection = await ClientConnection.open(target, f"tlbench-{os.getpid()}-catchup-pub", level)
     try:
         for first in range(0, messages, PUBLISH_CHUNK):
             count = min(PUBLISH_CHUNK, messages - first)
@@ -382,7 +382,7 @@ async def catch_up_once(messages: int, level: int) -> Run:
     with tempfile.TemporaryDirectory(prefix="tidelog-catchup-") as tmp:
         async with peer.start(Path(tmp)) as running:
             target = Target(running.host, running.port, running.pid)
-            first = await Connection.open(
+            first = await ClientConnection.open(
                 target, client_id, level, clean_start=False, properties=properties
             )
             try:
@@ -402,7 +402,7 @@ async def catch_up_once(messages: int, level: int) -> Run:
             client_cpu = time.process_time()
             started = time.perf_counter()
             started_ns = time.monotonic_ns()
-            connection = await Connection.open(
+            connection = await ClientConnection.open(
                 target, client_id, level, clean_start=False, properties=properties
             )
             try:

@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
+
 ROOT = Path(__file__).resolve().parents[1]
 READY = re.compile(r'([\w-]+) listening on [^\s"]+:(\d+)')
 
@@ -59,7 +61,8 @@ class Serve:
         self.ports: dict[str, int] = {}
         self._ready = threading.Event()
         self._expect = set(expect)
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         if expect and not self._ready.wait(30):
             self.kill()
             raise AssertionError("server not ready:\n" + "".join(self.lines))
@@ -81,6 +84,15 @@ class Serve:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.ports['HTTP']}"
 
+    def wait_feeds(self, count: int, timeout: float = 20) -> None:
+        """Wait until the server has ``count`` open subscriber feeds (``/metrics``):
+        a stream or subscription has subscribed."""
+        deadline = time.monotonic() + timeout
+        pattern = re.compile(rf"^tidelog_feeds {count}(\.0)?$", re.M)
+        while not pattern.search(httpx.get(f"{self.url}/metrics", timeout=5).text):
+            assert time.monotonic() < deadline, f"no {count} feeds in {timeout} s"
+            time.sleep(0.02)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         started = time.monotonic()
         self.process.send_signal(sig)
@@ -90,7 +102,7 @@ class Serve:
 
     def wait_exit(self, timeout: float = 30) -> int:
         code = self.process.wait(timeout)
-        time.sleep(0.1)  # let the reader thread take the last lines
+        self._reader.join(timeout)  # it has taken the last lines
         return code
 
     def kill(self) -> None:

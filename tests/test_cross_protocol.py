@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio_websocket
 
-from tests.protocols.mqtt.server_helpers import Client, ServerThread
+from tests.protocols.mqtt.server_helpers import Client, ServerThread, now_ms, wait_clock_past
 from tidelog.server import ServerConfig
 
 
@@ -76,15 +76,13 @@ def test_mqtt_publish_replayed_by_time_over_rest(server: ServerThread) -> None:
     http = f"http://127.0.0.1:{server.ports('HTTP')}"
     publisher = Client(server.ports("MQTT"))
     try:
-        publisher.publish("devices/42/state", b"before", qos=1)
-        time.sleep(0.02)
-        since = int(time.time() * 1000)
-        time.sleep(0.02)
+        publisher.publish("devices/42/state", b"before", qos=1)  # acknowledged: stamped
+        since = now_ms() + 1
+        wait_clock_past(since)
         for n in range(3):
             publisher.publish("devices/42/state", f"s{n}".encode(), qos=1)
         publisher.publish("devices/43/state", b"other device", qos=1)
-        time.sleep(0.02)
-        until = int(time.time() * 1000)
+        until = now_ms() + 1  # after every acknowledged (stamped) publish
         response = httpx.get(
             f"{http}/v1/events",
             params={

@@ -12,7 +12,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from tidelog import websocket as ws_listener
+from tidelog import websocket_listener as ws_listener
 from tidelog.api import shapes
 from tidelog.api import websocket as ws_protocol
 from tidelog.api.limits import DEFAULT_MAX_BODY_BYTES

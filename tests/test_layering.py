@@ -57,7 +57,7 @@ RULES = [
             "tidelog.api",
             "tidelog.security",
             "tidelog.server",
-            "tidelog.websocket",
+            "tidelog.websocket_listener",
             "tidelog.cli",
         ),
     ),
@@ -68,7 +68,7 @@ RULES = [
             "tidelog.protocols",
             "tidelog.api",
             "tidelog.server",
-            "tidelog.websocket",
+            "tidelog.websocket_listener",
             "tidelog.cli",
         ),
     ),
@@ -80,7 +80,7 @@ RULES = [
     Rule(
         "security sits below the APIs and protocols",
         ("tidelog.security.",),
-        ("tidelog.api", "tidelog.protocols", "tidelog.server", "tidelog.websocket"),
+        ("tidelog.api", "tidelog.protocols", "tidelog.server", "tidelog.websocket_listener"),
     ),
 ]
 

@@ -20,25 +20,25 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import trio
 
 import tidelog
-from tidelog.engine import Broker
-from tidelog.traffic import traffic
+
+if TYPE_CHECKING:
+    from tidelog.context import ServerContext
 
 log = logging.getLogger(__name__)
 
 PREFIX = "$SYS/broker/"
 
 
-def sys_values(broker: Broker, now: float | None = None) -> dict[str, bytes]:
+def sys_values(context: ServerContext, now: float | None = None) -> dict[str, bytes]:
     """The current ``$SYS`` topics and payloads."""
-    from tidelog.protocols.mqtt.server import server_for
-
-    counters = traffic(broker)
-    server = server_for(broker)
-    stats = broker.statistics()
+    counters = context.traffic
+    server = context.mqtt
+    stats = context.broker.statistics()
     now = time.time() if now is None else now
     values: dict[str, object] = {
         "version": f"tidelog {tidelog.__version__}",
@@ -65,11 +65,8 @@ def sys_values(broker: Broker, now: float | None = None) -> dict[str, bytes]:
     return {PREFIX + name: str(value).encode() for name, value in values.items()}
 
 
-async def publish_sys_topics(broker: Broker, interval: float) -> None:
+async def publish_sys_topics(context: ServerContext, interval: float) -> None:
     """Refresh the ``$SYS`` topics every ``interval`` seconds until cancelled."""
-    from tidelog.protocols.mqtt.server import server_for
-
-    server = server_for(broker)
     while True:
-        server.publish_sys(sys_values(broker))
+        context.mqtt.publish_sys(sys_values(context))
         await trio.sleep(interval)

@@ -1,11 +1,12 @@
-"""Traffic counters of the network layers (MQTT, REST, WebSocket), per broker.
+"""Traffic counters of the network layers (MQTT, REST, WebSocket), per server.
 
 The engine counts what it commits and delivers (:meth:`Broker.statistics`);
 the protocol adapters count what only they see: open connections by protocol,
 packets and bytes on the wire, refused connections, malformed and rejected
 packets. They update these counters per connection, per socket read or write
 and per batch, never per message in a hot loop. ``/metrics`` and the
-``$SYS`` topics read them.
+``$SYS`` topics read them. One :class:`TrafficCounters` belongs to each server's
+:class:`~tidelog.context.ServerContext`, which hands it to the listeners.
 
 Protocol names are ``mqtt`` (every MQTT transport), ``websocket`` (the native
 ``/v1/ws`` protocol) and ``sse`` (REST event streams).
@@ -14,9 +15,7 @@ Protocol names are ``mqtt`` (every MQTT transport), ``websocket`` (the native
 from __future__ import annotations
 
 import time
-import weakref
 from collections import Counter
-from typing import Any
 
 import attrs
 
@@ -47,14 +46,3 @@ class TrafficCounters:
 
     def closed(self, protocol: str) -> None:
         self.connections[protocol] -= 1
-
-
-_counters: weakref.WeakKeyDictionary[Any, TrafficCounters] = weakref.WeakKeyDictionary()
-
-
-def traffic(broker: Any) -> TrafficCounters:
-    """The counters of ``broker`` (created on first use)."""
-    counters = _counters.get(broker)
-    if counters is None:
-        counters = _counters[broker] = TrafficCounters()
-    return counters

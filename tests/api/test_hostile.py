@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 
-from tidelog import websocket as ws_listener
+from tidelog import websocket_listener as ws_listener
 from tidelog.api import limits, rest
 from tidelog.server import RunningServer, ServerConfig, run_server
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from tidelog.server import RunningServer, ServerConfig, run_server
 
@@ -256,9 +258,17 @@ async def test_read_by_offset_filter_limit_and_bounds(client: httpx.AsyncClient)
     assert page["next_offset"] == 10
 
 
+async def clock_past(timestamp: int) -> None:
+    """Wait until the wall clock is past ``timestamp`` (ms), so the next event is
+    stamped later."""
+    with trio.fail_after(5):
+        while time.time_ns() // 1_000_000 <= timestamp:
+            await trio.sleep(0.001)
+
+
 async def test_read_by_time(client: httpx.AsyncClient) -> None:
     first = await seed(client, 2)
-    await trio.sleep(0.02)
+    await clock_past(first[-1]["timestamp"])
     second = await seed(client, 2)
     t1 = second[0]["timestamp"]
     assert t1 > first[0]["timestamp"]
@@ -315,9 +325,9 @@ async def test_long_poll_waits_for_the_first_matching_event(client: httpx.AsyncC
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(poll)
-        await trio.sleep(0.2)
+        await trio.testing.wait_all_tasks_blocked(0.01)  # the poll waits in the server
         await publish(client, "other", b"no")
-        await trio.sleep(0.1)
+        await trio.testing.wait_all_tasks_blocked(0.01)  # it saw "other" and waits again
         assert not results
         published_at = trio.current_time()
         await publish(client, "wanted", b"yes")
@@ -363,7 +373,9 @@ async def sse_events(
     return out
 
 
-async def test_sse_live_tail_and_last_event_id_resume(client: httpx.AsyncClient) -> None:
+async def test_sse_live_tail_and_last_event_id_resume(
+    client: httpx.AsyncClient, server: RunningServer
+) -> None:
     await seed(client, 3)
     received: list[Any] = []
 
@@ -372,7 +384,9 @@ async def test_sse_live_tail_and_last_event_id_resume(client: httpx.AsyncClient)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(listen)
-        await trio.sleep(0.3)  # the stream subscribes at "latest"
+        with trio.fail_after(5):  # the stream subscribes at "latest"
+            while server.broker.statistics().feeds < 1:
+                await trio.sleep(0.01)
         await publish(client, "live/a", b"one")
         await publish(client, "other", b"skip")
         await publish(client, "live/b", b"two")
@@ -500,8 +514,8 @@ async def test_cursor_fetch_reports_what_retention_skipped(
 
 
 async def test_cursor_start_by_time_and_fetch_wait(client: httpx.AsyncClient) -> None:
-    await seed(client, 2)
-    await trio.sleep(0.02)
+    earlier = await seed(client, 2)
+    await clock_past(earlier[-1]["timestamp"])
     later = await seed(client, 1)
     response = await client.put(
         "/v1/cursors/t", json={"filter": "#", "start": f"time:{later[0]['timestamp']}"}
@@ -517,7 +531,7 @@ async def test_cursor_start_by_time_and_fetch_wait(client: httpx.AsyncClient) ->
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(fetch)
-        await trio.sleep(0.2)
+        await trio.testing.wait_all_tasks_blocked(0.01)  # the fetch waits in the server
         assert not results
         await publish(client, "x", b"new")
     assert [e["offset"] for e in results[0]["events"]] == [3]

@@ -14,10 +14,11 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 
 from tidelog.server import RunningServer, ServerConfig, run_server
-from tidelog.websocket import MAX_MESSAGE_BYTES
+from tidelog.websocket_listener import MAX_MESSAGE_BYTES
 
 
 @asynccontextmanager
@@ -325,7 +326,7 @@ async def test_ws_publish_reaches_sse_and_rest_long_poll(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(poll)
-        await trio.sleep(0.2)
+        await trio.testing.wait_all_tasks_blocked(0.01)  # the poll waits in the server
         async with connect(ws_port) as ws:
             await request(ws, type="publish", topic="from/ws", payload="eA==")
     assert results[0]["events"][0]["topic"] == "from/ws"

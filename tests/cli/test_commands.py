@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -63,7 +62,7 @@ def test_commands_against_a_server(tmp_path: Path, server: Serve) -> None:
     live = subprocess.Popen([sys.executable, "-m", "tidelog", "tail", "live/#", "--count", "1",
                              *url], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
                             env=env())  # fmt: skip
-    time.sleep(1.5)  # the stream is subscribed
+    server.wait_feeds(1)  # the stream is subscribed
     ok("publish", "live/x", "-m", "now", *url, cwd=tmp_path)
     out, _ = live.communicate(timeout=20)
     assert live.returncode == 0

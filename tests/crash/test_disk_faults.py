@@ -22,7 +22,7 @@ import pytest
 import trio
 
 from bench.crash import HOST, ServerProcess, default_storage, read_everything
-from bench.mqtt_load import Connection, LoadError, Target
+from bench.mqtt_load import ClientConnection, LoadError, Target
 from tidelog.protocols.mqtt import Puback, Publish, encode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,7 +65,9 @@ def fill(path: Path) -> None:
                 break
 
 
-async def publish_qos1(connection: Connection, topic: str, payloads: list[bytes]) -> list[int]:
+async def publish_qos1(
+    connection: ClientConnection, topic: str, payloads: list[bytes]
+) -> list[int]:
     """Publish QoS 1 one by one; the reason code of each PUBACK (stops at a closed one)."""
     codes = []
     for i, payload in enumerate(payloads):
@@ -88,7 +90,7 @@ async def test_full_disk_refuses_clearly_and_recovers_by_itself(
     acked: list[bytes] = []
     try:
         target = Target(HOST, server.ports["MQTT"])
-        v5 = await Connection.open(target, "full-v5", 5)
+        v5 = await ClientConnection.open(target, "full-v5", 5)
         before = payloads("before", 5)
         assert await publish_qos1(v5, "disk/v5", before) == [0] * 5
         acked += before
@@ -114,7 +116,7 @@ async def test_full_disk_refuses_clearly_and_recovers_by_itself(
             assert response.json()["code"] == "storage_full"
 
         # MQTT 3.1.1 has no reason code in PUBACK: the connection closes instead
-        v3 = await Connection.open(target, "full-v3", 4)
+        v3 = await ClientConnection.open(target, "full-v3", 4)
         with pytest.raises(LoadError):
             await publish_qos1(v3, "disk/v3", payloads("v3", 3))
 
@@ -124,7 +126,7 @@ async def test_full_disk_refuses_clearly_and_recovers_by_itself(
         with trio.fail_after(10):
             assert await publish_qos1(v5, "disk/v5", after) == [0] * 5
         acked += after
-        v3 = await Connection.open(target, "full-v3", 4)
+        v3 = await ClientConnection.open(target, "full-v3", 4)
         again = payloads("v3-after", 1)
         assert await publish_qos1(v3, "disk/v3", again) == [0]
         acked += again

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from bench.crash import HOST, ServerProcess, default_storage
-from bench.mqtt_load import Connection, Target
+from bench.mqtt_load import ClientConnection, Target
 from bench.overload import (
     MEBIBYTE,
     hold_connections,
@@ -42,9 +42,9 @@ async def test_connection_flood_past_the_fd_limit(tmp_path: Path) -> None:
     await server.start()
     try:
         target = Target(HOST, server.ports["MQTT"])
-        subscriber = await Connection.open(target, "flood-sub", 5)
+        subscriber = await ClientConnection.open(target, "flood-sub", 5)
         await subscriber.subscribe("flood/#", 1)
-        publisher = await Connection.open(target, "flood-pub", 5)
+        publisher = await ClientConnection.open(target, "flood-pub", 5)
         flood = await open_idle_sockets(HOST, server.ports["MQTT"], 400)
         try:
             await trio.sleep(1)
@@ -60,7 +60,7 @@ async def test_connection_flood_past_the_fd_limit(tmp_path: Path) -> None:
         with trio.fail_after(15):  # the server frees the flood's descriptors and accepts
             while True:
                 try:
-                    late = await Connection.open(target, "flood-late", 5)
+                    late = await ClientConnection.open(target, "flood-late", 5)
                     break
                 except Exception:
                     await trio.sleep(0.2)

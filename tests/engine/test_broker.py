@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
 import tidelog
 from tests.storage.backends import BackendUnderTest, ManualClock
-from tidelog import Event, NewEvent, Properties
+from tidelog import NewEvent, Properties
 from tidelog.engine import CursorExistsError, CursorNotFoundError
 from tidelog.errors import InvalidPositionError, InvalidTopicError, OffsetOutOfRangeError
 
@@ -156,13 +157,15 @@ async def test_retained_messages(backend: BackendUnderTest) -> None:
 async def test_message_expiry_is_honoured_on_delivery(
     backend: BackendUnderTest, clock: ManualClock
 ) -> None:
-    import time
-
-    clock.now = time.time_ns() // 1_000_000 - 3_600_000  # the log stamps events an hour ago
+    """Expiry is measured on the broker's clock, the one that stamped the events."""
     async with tidelog.open(backend.url, clock=clock) as broker:
         await broker.publish("e", b"stale", properties=Properties(message_expiry=60))
         await broker.publish("e", b"fresh", properties=Properties(message_expiry=86_400))
         await broker.publish("e", b"forever")
+        clock.advance(59_999)
+        async with broker.subscribe("e", start="earliest") as events:
+            assert len(await events.receive_batch()) == 3
+        clock.advance(1)  # a minute after publishing
         async with broker.subscribe("e", start="earliest") as events:
             assert [e.payload for e in await events.receive_batch()] == [b"fresh", b"forever"]
 
@@ -200,7 +203,7 @@ async def test_cursor_fetch_waits_for_new_events(backend: BackendUnderTest) -> N
         assert empty.events == []
 
         async def later() -> None:
-            await trio.sleep(0.05)
+            await trio.testing.wait_all_tasks_blocked()  # the fetch is waiting
             await broker.publish("not/w", b"no")
             await broker.publish("w", b"yes")
 
@@ -211,21 +214,27 @@ async def test_cursor_fetch_waits_for_new_events(backend: BackendUnderTest) -> N
         assert [e.payload for e in got] == [b"yes"]
 
 
-async def test_wills(backend: BackendUnderTest) -> None:
-    async with tidelog.open(backend.url) as broker:
+async def test_wills(backend: BackendUnderTest, clock: ManualClock) -> None:
+    """Will delays run on the broker's clock: the test moves it, then waits for the
+    wills that became due (and only those)."""
+    async with tidelog.open(backend.url, clock=clock, session_expiry_check_seconds=0.01) as broker:
+
+        async def published(count: int) -> list[str]:
+            with trio.fail_after(30):
+                while (state := await broker.log_state()).next_offset < count:
+                    await broker.log.wait_for_append(state.next_offset)
+            return [e.topic for e in (await broker.log.read(0)).events]
+
         broker.set_will("client-1", NewEvent("will/1", b"gone"), delay=0)
-        broker.set_will("client-2", NewEvent("will/2", b"gone"), delay=0.2)
+        broker.set_will("client-2", NewEvent("will/2", b"gone"), delay=200)
         assert broker.cancel_will("client-2") is True
-        broker.set_will("client-3", NewEvent("will/3", b"late"), delay=0.05)
-        # A marker due after the cancelled will-2 would have fired: wills publish in
-        # deadline order, so a will/2 would show up before it. No timing assumption.
-        broker.set_will("client-4", NewEvent("will/4", b"marker"), delay=0.4)
-        with trio.fail_after(30):
-            events: list[Event] = []
-            while len(events) < 3:
-                await broker.log.wait_for_append(len(events))
-                events = list((await broker.log.read(0)).events)
-        assert [e.topic for e in events] == ["will/1", "will/3", "will/4"]
+        broker.set_will("client-3", NewEvent("will/3", b"late"), delay=50)
+        broker.set_will("client-4", NewEvent("will/4", b"marker"), delay=400)
+        assert await published(1) == ["will/1"]
+        clock.advance(50_000)
+        assert await published(2) == ["will/1", "will/3"]
+        clock.advance(350_000)  # past the cancelled will/2's time too
+        assert await published(3) == ["will/1", "will/3", "will/4"]
 
 
 async def test_statistics(backend: BackendUnderTest) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import trio
+import trio.testing
 
 import tidelog
 from tests.storage.backends import BackendUnderTest
@@ -34,7 +35,7 @@ async def test_shared_subscription_gives_each_event_to_one_member(
                 await broker.publish_many(
                     [NewEvent(f"jobs/{i % 4}", b"%d" % i) for i in range(start, start + 50)]
                 )
-                await trio.sleep(0.001)
+                await trio.testing.wait_all_tasks_blocked()  # the members took their share
             with trio.fail_after(10):
                 while sum(len(v) for v in received.values()) < total:
                     await trio.sleep(0.01)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import pytest
 import trio
 
 import tidelog
-from tests.storage.backends import BackendUnderTest
+from tests.storage.backends import BackendUnderTest, ManualClock
 from tidelog import NewEvent
 from tidelog.engine import NEVER_EXPIRES, Session, SessionSubscription
 from tidelog.storage import Event, open_log
@@ -52,10 +51,14 @@ async def test_retained_published_after_the_last_flush_is_recovered(
         ]
 
 
-async def test_sessions_survive_restart_and_expire(durable_backend: BackendUnderTest) -> None:
+async def test_sessions_survive_restart_and_expire(
+    durable_backend: BackendUnderTest, clock: ManualClock
+) -> None:
+    """Expiry is measured on the broker's clock: the test moves it, then waits for
+    the periodic expiry to act (no sleeping through the expiry interval)."""
     url = durable_backend.url
-    now = time.time_ns() // 1_000_000
-    async with tidelog.open(url, session_expiry_check_seconds=0.05) as broker:
+    now = clock.now
+    async with tidelog.open(url, session_expiry_check_seconds=0.05, clock=clock) as broker:
         await broker.sessions.save(
             Session(
                 "keeper",
@@ -72,7 +75,8 @@ async def test_sessions_survive_restart_and_expire(durable_backend: BackendUnder
             while broker.sessions.get("short") is not None:
                 await trio.sleep(0.02)
         assert broker.sessions.get("connected") is not None
-    async with tidelog.open(url, session_expiry_check_seconds=0.05) as broker:
+    clock.advance(3_600_000)  # the restart comes an hour later
+    async with tidelog.open(url, session_expiry_check_seconds=0.05, clock=clock) as broker:
         keeper = broker.sessions.get("keeper")
         assert keeper is not None
         assert keeper.position == 7
@@ -81,34 +85,46 @@ async def test_sessions_survive_restart_and_expire(durable_backend: BackendUnder
         assert keeper.inflight == {"outbound": [5, 6]}
         assert broker.sessions.get("short") is None
         connected = broker.sessions.get("connected")
-        assert connected is not None and connected.disconnected_at is not None  # restart = gone
+        assert connected is not None  # its expiry starts at the restart, not before it
+        assert connected.disconnected_at == clock.now
+        clock.advance(999)
+        assert await broker.sessions.expire() == []
+        clock.advance(1)  # one second after the restart
         with trio.fail_after(5):
             while broker.sessions.get("connected") is not None:
-                await trio.sleep(0.05)  # expires one second after the restart
+                await trio.sleep(0.02)  # the periodic expiry runs every 0.05 s
 
 
 async def test_a_pending_will_is_published_after_a_restart(
-    durable_backend: BackendUnderTest,
+    durable_backend: BackendUnderTest, clock: ManualClock
 ) -> None:
     """A will waiting for its delay when the broker stops is published after the next
-    start, when it is due (at once if that has passed); a cancelled one is not."""
+    start, when it is due on the broker's clock (at once if that has passed); a
+    cancelled one is not."""
     url = durable_backend.url
-    async with tidelog.open(url) as broker:
-        set_at = time.time()
+    options = {"clock": clock, "session_expiry_check_seconds": 0.01}
+    async with tidelog.open(url, **options) as broker:
+        set_at = clock.now
         broker.set_will("later", NewEvent("will/later", b"due in 1.5 s", qos=1), delay=1.5)
         broker.set_will("back", NewEvent("will/back", b"cancelled"), delay=0.2)
         assert broker.cancel_will("back")
     async with open_log(url) as log:  # the clean shutdown kept the pending will
         assert list(await log.list_state("wills")) == ["later"]
         overdue = NewEvent("will/overdue", b"was due a second ago")
-        await log.put_state("wills", {"overdue": encode_record(overdue, int(set_at * 1000))})
-    async with tidelog.open(url) as broker:
+        await log.put_state("wills", {"overdue": encode_record(overdue, set_at)})
+    clock.advance(1000)  # the restart, a second later: "overdue" is due, "later" is not
+    async with tidelog.open(url, **options) as broker:
         events: list[Event] = []
+        with trio.fail_after(10):
+            while len(events) < 1:
+                await broker.log.wait_for_append(len(events))
+                events = (await broker.log.read(0)).events
+        assert [e.topic for e in events] == ["will/overdue"]
+        clock.advance(500)  # 1.5 s after it was set
         with trio.fail_after(10):
             while len(events) < 2:
                 await broker.log.wait_for_append(len(events))
                 events = (await broker.log.read(0)).events
-        assert time.time() - set_at >= 1.45  # published when due, not at the start (ms rounding)
         assert [e.topic for e in events] == ["will/overdue", "will/later"]
         assert (events[1].qos, events[1].payload) == (1, b"due in 1.5 s")
     async with open_log(url) as log:  # published wills are forgotten

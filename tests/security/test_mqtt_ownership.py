@@ -37,7 +37,7 @@ from tidelog.protocols.mqtt.decoder import Decoder, Role
 from tidelog.protocols.mqtt.session import MQTTSession
 from tidelog.protocols.mqtt.settings import MQTTSettings
 from tidelog.protocols.mqtt.stored_session import Inflight, SubOptions
-from tidelog.security import Quota, SecurityConfig, security_for
+from tidelog.security import Quota, SecurityConfig
 from tidelog.security.acl import ACL, Access, Grant, Principal, Right, parse_acl
 from tidelog.server import ServerConfig
 from tidelog.storage import Event
@@ -239,10 +239,9 @@ def test_a_resumed_session_gets_no_resend_its_acl_now_denies(
 
 
 def _connections(server: ServerThread) -> dict[str, Any]:
-    from tidelog.protocols.mqtt.server import server_for
-
     assert server.running is not None
-    return server.call_sync(lambda: dict(server_for(server.running.broker).connections))  # type: ignore[union-attr]
+    mqtt = server.running.context.mqtt
+    return server.call_sync(lambda: dict(mqtt.connections))
 
 
 # -- finding 4: client ids and sessions belong to users ----------------------------------
@@ -411,7 +410,7 @@ def test_filter_too_long(limited: Limited, version: int, code: int) -> None:
 
 def _quota_count(server: ServerThread, quota: Quota, user: str) -> int:
     assert server.running is not None
-    security = security_for(server.running.broker)
+    security = server.running.context.security
     return server.call_sync(security.quotas.count, quota, user)
 
 

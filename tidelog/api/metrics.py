@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 
 from tidelog.engine import Broker, Cursor
 from tidelog.engine.group_commit import BATCH_EVENTS_BUCKETS, COMMIT_SECONDS_BUCKETS
-from tidelog.traffic import traffic
+from tidelog.traffic import TrafficCounters
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PROTOCOLS = ("mqtt", "websocket", "sse")
@@ -45,8 +45,9 @@ def _histogram(
 
 
 class BrokerCollector(Collector):
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, traffic: TrafficCounters) -> None:
         self.broker = broker
+        self.traffic = traffic
         self._cursors: Sequence[tuple[Cursor, int]] = ()
         self._labelled = False
 
@@ -129,7 +130,7 @@ class BrokerCollector(Collector):
             writer.commit_seconds_total,
         )
 
-        net = traffic(self.broker)
+        net = self.traffic
         yield gauge("start_time_seconds", "When the broker started (Unix time).", net.started_at)
         for name, doc, values, kind in (
             ("connections", "Open connections.", net.connections, "gauge"),
@@ -204,9 +205,11 @@ class BrokerCollector(Collector):
         yield lag
 
 
-def make_registry(broker: Broker) -> tuple[CollectorRegistry, BrokerCollector]:
+def make_registry(
+    broker: Broker, traffic: TrafficCounters
+) -> tuple[CollectorRegistry, BrokerCollector]:
     registry = CollectorRegistry(auto_describe=False)
-    collector = BrokerCollector(broker)
+    collector = BrokerCollector(broker, traffic)
     registry.register(collector)
     return registry, collector
 

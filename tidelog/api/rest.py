@@ -1,9 +1,10 @@
 """The REST API: a FastAPI app over one :class:`~tidelog.engine.Broker`, and its listener.
 
-:func:`create_app` builds the app (every route reaches the broker through
-``app.state``); :func:`serve_http` serves it with Hypercorn's trio worker in
-the broker's own trio process, as one of the listeners of
-:mod:`tidelog.server`. The endpoints, shapes and errors are documented in
+:func:`create_app` builds the app over the server's
+:class:`~tidelog.context.ServerContext` (every route reaches the broker, the
+security and the counters through ``app.state``); :func:`serve_http` serves it
+with Hypercorn's trio worker in the broker's own trio process, as one of the
+listeners of :mod:`tidelog.server`. The endpoints, shapes and errors are documented in
 ``docs/rest.md`` and in the app's own ``/openapi.json``.
 
 Every request is bounded: bodies by :class:`~tidelog.api.limits.BodyLimitMiddleware`
@@ -18,7 +19,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import attrs
 import hypercorn.config
@@ -73,12 +74,14 @@ from tidelog.security import (
     Quota,
     Right,
     Security,
-    security_for,
 )
 from tidelog.security.http import AuthMiddleware, EventFilter
 from tidelog.security.tls import server_context
 from tidelog.storage import NewEvent, Properties, ReadResult
 from tidelog.topics import parse_shared, validate_topic_filter
+
+if TYPE_CHECKING:
+    from tidelog.context import ServerContext
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +131,7 @@ def get_access(request: Request) -> Access:
     """The client's ACL view, left by :class:`~tidelog.security.http.AuthMiddleware`."""
     access = getattr(request.state, "access", None)
     if access is None:  # only routes outside the middleware (none today)
-        access = security_for(request.app.state.broker).access(Principal())
+        access = request.app.state.context.security.access(Principal())
     assert isinstance(access, Access)
     return access
 
@@ -137,7 +140,9 @@ AccessDep = Annotated[Access, Depends(get_access)]
 
 
 def get_security(request: Request) -> Security:
-    return security_for(request.app.state.broker)
+    """The server's security (from its context)."""
+    security: Security = request.app.state.context.security
+    return security
 
 
 SecurityDep = Annotated[Security, Depends(get_security)]
@@ -288,7 +293,7 @@ async def publish_one(
     ``X-Tidelog-Retain`` headers (the query wins); the request's
     ``Content-Type`` is stored as the event's content type.
     """
-    security = security_for(broker)
+    security = get_security(request)
     security.limits.check_topic(topic)
     access.check_topic(Right.PUBLISH, topic)  # both before the body is read
     payload = await request.body()
@@ -333,7 +338,7 @@ async def publish_batch(request: Request, broker: BrokerDep, access: AccessDep) 
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
         ) from None
-    security = security_for(broker)
+    security = get_security(request)
     events = [event.to_new_event() for event in batch.events]
     security.limits.check_events(events)
     for event in events:
@@ -432,7 +437,7 @@ async def stream_events(
     encoding: EncodingQuery = "base64",
     last_event_id: Annotated[str | None, Header(alias="last-event-id")] = None,
 ) -> Response:
-    security = security_for(broker)
+    security = get_security(request)
     security.limits.check_name(Name.FILTER, topic_filter)
     group, inner = parse_shared(topic_filter)
     if group is not None:
@@ -458,6 +463,7 @@ async def stream_events(
         position,
         encoding,
         _app_closing(request),
+        request.app.state.context.traffic,
         keep=visible.keep,
         counted=functools.partial(security.quotas.counted, Quota.SUBSCRIPTIONS, owner),
     )
@@ -751,13 +757,15 @@ async def ui_config(request: Request) -> JSONResponse:
 
 
 def create_app(
-    broker: Broker,
+    context: ServerContext,
     *,
     ws_port: int | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     metrics_cursor_labels: bool = False,
 ) -> FastAPI:
-    """The REST app for ``broker``. ``ws_port`` tells the example page where /v1/ws is."""
+    """The REST app over the server's context (its broker, security and traffic
+    counters). ``ws_port`` tells the example page where /v1/ws is."""
+    broker = context.broker
     app = FastAPI(
         docs_url=None,  # served below from the package's own copy of Swagger UI
         redoc_url=None,
@@ -767,14 +775,15 @@ def create_app(
         "Errors are RFC 9457 problem details. See docs/rest.md.",
     )
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
+    app.state.context = context
     app.state.broker = broker
     app.state.ws_port = ws_port
     app.state.metrics_cursor_labels = metrics_cursor_labels
     app.state.closing = trio.Event()
-    app.state.registry, app.state.collector = metrics.make_registry(broker)
+    app.state.registry, app.state.collector = metrics.make_registry(broker, context.traffic)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(Utf8PathMiddleware)
-    app.add_middleware(AuthMiddleware, broker=broker)  # runs first (docs/security.md)
+    app.add_middleware(AuthMiddleware, security=context.security)  # runs first (docs/security.md)
     problems.install(app)
     app.include_router(router)
     app.mount("/docs/assets", StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui")
@@ -801,8 +810,7 @@ def _bind(host: str, port: int) -> str:
 
 
 async def serve_http(
-    broker: Broker,
-    config: Any,
+    context: ServerContext,
     host: str,
     port: int,
     *,
@@ -815,10 +823,11 @@ async def serve_http(
     ``closing`` event), and requests in flight get
     :data:`GRACEFUL_SHUTDOWN_SECONDS` to finish.
     """
-    http_options = getattr(config, "http_options", {}) or {}
+    config = context.config
+    http_options = config.http_options
     app = create_app(
-        broker,
-        ws_port=getattr(config, "ws_port", None),
+        context,
+        ws_port=config.ws_port,
         max_body_bytes=http_options.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES),
         metrics_cursor_labels=http_options.get("metrics_cursor_labels", False),
     )
@@ -832,11 +841,13 @@ async def serve_http(
     hc.errorlog = logging.getLogger("tidelog.api.http")
     hc.keep_alive_timeout = KEEP_ALIVE_SECONDS
     hc.read_timeout = READ_TIMEOUT_SECONDS  # type: ignore[assignment]
-    security = getattr(config, "security", None)
-    if security is not None and security.http_tls:  # HTTPS (tidelog/security/tls.py)
-        context = server_context(config.tls_cert, config.tls_key, security, record_peer=True)
+    if config.security.http_tls:  # HTTPS (tidelog/security/tls.py)
+        assert config.tls_cert is not None and config.tls_key is not None  # check_startup
+        ssl_context = server_context(
+            config.tls_cert, config.tls_key, config.security, record_peer=True
+        )
         hc.certfile, hc.keyfile = config.tls_cert, config.tls_key  # marks the bind secure
-        hc.create_ssl_context = lambda: context  # type: ignore[method-assign]
+        hc.create_ssl_context = lambda: ssl_context  # type: ignore[method-assign]
     shutdown = trio.Event()
     shielded = trio.CancelScope(shield=True)
 

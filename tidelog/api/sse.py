@@ -33,7 +33,7 @@ from tidelog.api.shapes import Encoding, encode_event
 from tidelog.engine import Broker, Position
 from tidelog.errors import LogClosedError
 from tidelog.storage import Event
-from tidelog.traffic import traffic
+from tidelog.traffic import TrafficCounters
 
 HEARTBEAT_SECONDS = 15.0
 BATCH_EVENTS = 500
@@ -51,6 +51,7 @@ class EventStream(Response):
         start: Position,
         encoding: Encoding,
         closing: trio.Event,
+        traffic: TrafficCounters,
         *,
         heartbeat: float = HEARTBEAT_SECONDS,
         keep: Callable[[list[Event]], list[Event]] | None = None,
@@ -69,6 +70,8 @@ class EventStream(Response):
         self.start = start
         self.encoding: Encoding = encoding
         self.closing = closing
+        self.traffic = traffic
+        """The server's counters (open ``sse`` streams)."""
         self.heartbeat = heartbeat
         self.keep = keep
         """Drops events the client may not see (the ACL's per-topic check)."""
@@ -79,7 +82,7 @@ class EventStream(Response):
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
-        counters = traffic(self.broker)
+        counters = self.traffic
         counters.opened("sse")
         try:
             with self.counted():

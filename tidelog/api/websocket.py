@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import trio
 import trio_websocket
@@ -68,10 +68,9 @@ from tidelog.security import (
     Access,
     LimitExceededError,
     Name,
-    Principal,
     Quota,
     Right,
-    security_for,
+    Security,
 )
 from tidelog.security.http import (
     EventFilter,
@@ -80,7 +79,9 @@ from tidelog.security.http import (
     websocket_peer,
 )
 from tidelog.storage import Event, NewEvent
-from tidelog.traffic import traffic
+
+if TYPE_CHECKING:
+    from tidelog.context import ServerContext
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,11 @@ def is_unicode(frame: str, data: dict[str, Any]) -> bool:
 # -- the connection ------------------------------------------------------------------
 
 
-class Subscription:
+class WsApiSubscription:
+    """One subscription of a ``/v1/ws`` client: its id, encoding, the credit the
+    client granted, and the cursor it commits (not the engine's feed subscription,
+    :class:`tidelog.engine.FeedSubscription`)."""
+
     def __init__(self, sub_id: str, encoding: Encoding, credit: int) -> None:
         self.id = sub_id
         self.encoding: Encoding = encoding
@@ -256,20 +261,22 @@ class Subscription:
         return batch
 
 
-class Connection:
-    """One client connection (see the module docstring)."""
+class WsApiConnection:
+    """One ``/v1/ws`` client connection of the native protocol (see the module
+    docstring); MQTT's are :class:`~tidelog.protocols.mqtt.connection.MQTTConnection`."""
 
     def __init__(
         self,
         broker: Broker,
         ws: trio_websocket.WebSocketConnection,
-        access: Access | None = None,
+        access: Access,
+        security: Security,
     ) -> None:
         self.broker = broker
         self.ws = ws
-        self.security = security_for(broker)
-        self.access = access or self.security.access(Principal())
-        self.subscriptions: dict[str, Subscription] = {}
+        self.security = security
+        self.access = access
+        self.subscriptions: dict[str, WsApiSubscription] = {}
         self._next_sub = 0
         self._in_flight = 0
         self._in_flight_changed = trio.Event()
@@ -369,7 +376,7 @@ class Connection:
             frame["id"] = request_id
         await self.send(frame)
 
-    def _subscription(self, sub_id: str) -> Subscription:
+    def _subscription(self, sub_id: str) -> WsApiSubscription:
         sub = self.subscriptions.get(sub_id)
         if sub is None:
             raise ApiError(404, "unknown_subscription", f"no subscription {sub_id!r}")
@@ -446,7 +453,7 @@ class Connection:
             raise ApiError(
                 429, "too_many_subscriptions", f"at most {MAX_SUBSCRIPTIONS} per connection"
             )
-        sub = Subscription(sub_id, message.encoding, message.credit)
+        sub = WsApiSubscription(sub_id, message.encoding, message.credit)
         await self._check_subscribe(message)
         await self._nursery.start(self._pump, sub, message)
         self.subscriptions[sub_id] = sub
@@ -479,7 +486,7 @@ class Connection:
 
     async def _pump(
         self,
-        sub: Subscription,
+        sub: WsApiSubscription,
         message: SubscribeMessage,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -558,12 +565,12 @@ class Connection:
         )
 
 
-async def handle(broker: Broker, request: trio_websocket.WebSocketRequest) -> None:
+async def handle(context: ServerContext, request: trio_websocket.WebSocketRequest) -> None:
     """The ``/v1/ws`` route of the WebSocket listener.
 
     The handshake is authenticated (docs/security.md): 401 with ``WWW-Authenticate``,
     429 when rate limited, 503 past the connection limits."""
-    security = security_for(broker)
+    security = context.security
     address = websocket_peer(request).rsplit(":", 1)[0]
     refusal = security.connections.acquire(address)
     if refusal is not None:
@@ -576,10 +583,10 @@ async def handle(broker: Broker, request: trio_websocket.WebSocketRequest) -> No
         subprotocol = SUBPROTOCOL if SUBPROTOCOL in request.proposed_subprotocols else None
         ws = await request.accept(subprotocol=subprotocol)
         set_connection_context(protocol="websocket", remote=websocket_peer(request))
-        counters = traffic(broker)
+        counters = context.traffic
         counters.opened("websocket")
         try:
-            await Connection(broker, ws, access).run()
+            await WsApiConnection(context.broker, ws, access, security).run()
         except Exception:
             # a bug must cost this connection only, not the listener
             log.exception("WebSocket connection from %s failed", ws.remote)

@@ -9,7 +9,7 @@ from tidelog.engine.broker import (
     open_broker,
 )
 from tidelog.engine.cursors import Cursor
-from tidelog.engine.fanout import Delivery, Feed, Subscription
+from tidelog.engine.fanout import Delivery, Feed, FeedSubscription
 from tidelog.engine.positions import Position, parse_position
 from tidelog.engine.sessions import NEVER_EXPIRES, Session, SessionSubscription
 from tidelog.errors import CursorExistsError, CursorNotFoundError, InvalidCursorNameError
@@ -24,12 +24,12 @@ __all__ = [
     "CursorNotFoundError",
     "Delivery",
     "Feed",
+    "FeedSubscription",
     "InvalidCursorNameError",
     "Position",
     "Session",
     "SessionSubscription",
     "Subscriber",
-    "Subscription",
     "open_broker",
     "parse_position",
 ]

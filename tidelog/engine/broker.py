@@ -60,7 +60,7 @@ from tidelog.storage import (
     TopicInfo,
     open_log,
 )
-from tidelog.storage.base import DEFAULT_READ_MAX_BYTES
+from tidelog.storage.base import DEFAULT_READ_MAX_BYTES, Clock, wall_clock_ms
 from tidelog.topics import parse_shared, validate_topic_filter, validate_topic_name
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,8 @@ class BrokerOptions:
     """Publishers wait (back-pressure) while this much waits to be committed."""
     retained_flush_seconds: float = 1.0
     session_expiry_check_seconds: float = 1.0
+    """How often expired sessions are deleted, and the longest a will waiting for its
+    delay goes without re-reading the broker's clock."""
 
 
 @attrs.frozen
@@ -142,14 +144,24 @@ class Subscriber:
 class Broker:
     """An open broker. Create with :func:`open_broker` (``tidelog.open``)."""
 
-    def __init__(self, log: EventLog, nursery: trio.Nursery, options: BrokerOptions) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        nursery: trio.Nursery,
+        options: BrokerOptions,
+        clock: Clock = wall_clock_ms,
+    ) -> None:
         self.log = log
         self.options = options
+        self.clock = clock
+        """Now, in ms since the epoch: the log's clock (event timestamps, retention),
+        which session expiry, message expiry and will delays are measured on. Tests
+        pass a clock they move by hand (``tidelog.open(url, clock=...)``)."""
         self._nursery = nursery
-        self.fanout = FanOut(log, 0)
+        self.fanout = FanOut(log, 0, clock)
         self.retained = RetainedStore(log)
         self._state_writer = StateWriter(log)
-        self.sessions = SessionStore(log, self._state_writer)
+        self.sessions = SessionStore(log, self._state_writer, clock)
         self._writer = GroupCommitWriter(
             log,
             self._on_commit,
@@ -157,7 +169,14 @@ class Broker:
             max_batch_bytes=options.max_batch_bytes,
             max_pending_bytes=options.max_pending_bytes,
         )
-        self.wills = WillStore(log, self._state_writer, nursery, self.publish_many)
+        self.wills = WillStore(
+            log,
+            self._state_writer,
+            nursery,
+            self.publish_many,
+            clock,
+            recheck=options.session_expiry_check_seconds,
+        )
         self._shared: dict[tuple[str, str], tuple[Feed, list[int]]] = {}
         self._topic_counts: Counter[str] = Counter()
         self._commit_hooks: list[Callable[[list[Event]], None]] = []
@@ -542,7 +561,8 @@ async def open_broker(url: str = DEFAULT_URL, **options: Any) -> AsyncIterator[B
     """Open the log at ``url`` and run a broker on it until the block exits.
 
     Keyword options are :class:`BrokerOptions` fields or storage options
-    (:class:`tidelog.storage.LogOptions`). On exit, everything already
+    (:class:`tidelog.storage.LogOptions`); the storage option ``clock`` is the
+    broker's clock too (:attr:`Broker.clock`). On exit, everything already
     submitted is committed and the state is flushed before the log closes.
     """
     broker_options = BrokerOptions(
@@ -550,7 +570,8 @@ async def open_broker(url: str = DEFAULT_URL, **options: Any) -> AsyncIterator[B
     )
     log_options = {k: v for k, v in options.items() if k not in _BROKER_OPTION_NAMES}
     async with open_log(url, **log_options) as event_log, background_nursery() as nursery:
-        broker = Broker(event_log, nursery, broker_options)
+        clock = log_options.get("clock", wall_clock_ms)
+        broker = Broker(event_log, nursery, broker_options, clock)
         await broker._start()
         periodic = await nursery.start(broker._run_periodic)
         try:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import itertools
 import operator
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,9 +40,10 @@ import trio
 from tidelog.engine.trie import SubscriptionTrie
 from tidelog.errors import LogClosedError
 from tidelog.storage import Event, EventLog
+from tidelog.storage.base import Clock, wall_clock_ms
 from tidelog.topics import compile_filter
 
-Delivery = tuple[Event, tuple["Subscription", ...]]
+Delivery = tuple[Event, tuple["FeedSubscription", ...]]
 """An event and every subscription of the feed it matched."""
 
 _TOPIC = operator.attrgetter("topic")
@@ -53,7 +53,7 @@ DEFAULT_FEED_MAX_EVENTS = 10_000
 DEFAULT_FEED_MAX_BYTES = 16 * 1024 * 1024
 
 
-class Subscription:
+class FeedSubscription:
     """One topic filter of a feed, with options the protocol layer owns.
 
     ``created_offset``: events below it are never delivered through this
@@ -71,7 +71,7 @@ class Subscription:
         self.matches = compile_filter(topic_filter)
 
     def __repr__(self) -> str:
-        return f"Subscription({self.topic_filter!r}, from={self.created_offset})"
+        return f"FeedSubscription({self.topic_filter!r}, from={self.created_offset})"
 
 
 class Feed:
@@ -97,7 +97,7 @@ class Feed:
         self.name = name
         self.fence = fence
         self.live = live
-        self.subscriptions: dict[str, Subscription] = {}
+        self.subscriptions: dict[str, FeedSubscription] = {}
         self.on_ready = on_ready
         self._fanout = fanout
         self._max_events = max_events
@@ -114,7 +114,7 @@ class Feed:
 
     def subscribe(
         self, topic_filter: str, options: Any = None, *, since: int | None = None
-    ) -> Subscription:
+    ) -> FeedSubscription:
         """Add a subscription matching events from offset ``since`` on (default: from
         now, i.e. what is fanned out next). Re-subscribing the same filter replaces
         its options and keeps its creation offset unless ``since`` is given."""
@@ -125,7 +125,7 @@ class Feed:
         if existing is not None:
             self._fanout._remove(existing)
         created = self._fanout.dispatched_end if since is None else since
-        sub = Subscription(self, topic_filter, options, created)
+        sub = FeedSubscription(self, topic_filter, options, created)
         self.subscriptions[topic_filter] = sub
         self._fanout._add(sub)
         return sub
@@ -232,14 +232,14 @@ class Feed:
         for delivery in deliveries:
             props = delivery[0].properties
             if props is not None and props.message_expiry is not None:
-                now = now or time.time_ns() // 1_000_000
+                now = now or self._fanout.clock()
                 if _expired(delivery[0], now):
                     continue
             out.append(delivery)
         self.delivered += len(out)
         return out
 
-    def _match(self, event: Event) -> tuple[Subscription, ...]:
+    def _match(self, event: Event) -> tuple[FeedSubscription, ...]:
         return tuple(
             sub
             for sub in self.subscriptions.values()
@@ -272,7 +272,7 @@ class Feed:
             self.delivered += len(taken)
             return taken
 
-    def _match_page(self, events: list[Event], subs: list[Subscription]) -> list[Delivery]:
+    def _match_page(self, events: list[Event], subs: list[FeedSubscription]) -> list[Delivery]:
         """Deliveries for a page of events read from the log (ascending offsets).
 
         Matches each distinct topic of the page once, not each event: a page holds
@@ -308,12 +308,14 @@ def _expired(event: Event, now: int) -> bool:
 class FanOut:
     """Routes committed events to feeds. One per broker."""
 
-    def __init__(self, log: EventLog, dispatched_end: int) -> None:
+    def __init__(self, log: EventLog, dispatched_end: int, clock: Clock = wall_clock_ms) -> None:
         self.log = log
+        self.clock = clock
+        """The broker's clock (ms since the epoch): message expiry is measured on it."""
         self.dispatched_end = dispatched_end
-        self._trie: SubscriptionTrie[Subscription] = SubscriptionTrie()
+        self._trie: SubscriptionTrie[FeedSubscription] = SubscriptionTrie()
         self._feeds: set[Feed] = set()
-        self._routes: dict[str, list[tuple[Feed, tuple[Subscription, ...]]]] = {}
+        self._routes: dict[str, list[tuple[Feed, tuple[FeedSubscription, ...]]]] = {}
         self.deliveries = 0
         """Events handed to live feeds (catch-up reads from the log are not counted)."""
         self.delivered_bytes = 0
@@ -353,16 +355,16 @@ class FanOut:
     def subscription_count(self) -> int:
         return len(self._trie)
 
-    def _add(self, sub: Subscription) -> None:
+    def _add(self, sub: FeedSubscription) -> None:
         self._trie.add(sub.topic_filter, sub)
         self._routes.clear()
 
-    def _remove(self, sub: Subscription) -> None:
+    def _remove(self, sub: FeedSubscription) -> None:
         self._trie.remove(sub.topic_filter, sub)
         self._routes.clear()
 
-    def _route(self, topic: str) -> list[tuple[Feed, tuple[Subscription, ...]]]:
-        by_feed: dict[Feed, list[Subscription]] = {}
+    def _route(self, topic: str) -> list[tuple[Feed, tuple[FeedSubscription, ...]]]:
+        by_feed: dict[Feed, list[FeedSubscription]] = {}
         for sub in self._trie.match(topic):
             by_feed.setdefault(sub.feed, []).append(sub)
         route = [(feed, tuple(subs)) for feed, subs in by_feed.items()]

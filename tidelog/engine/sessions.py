@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections import Counter
 from typing import Any
 
@@ -31,6 +30,7 @@ import trio
 from tidelog.engine.state_writer import UNREADABLE, StateWriter, report_unreadable
 from tidelog.errors import StorageError
 from tidelog.storage import EventLog
+from tidelog.storage.base import Clock, wall_clock_ms
 
 log = logging.getLogger(__name__)
 NAMESPACE = "sessions"
@@ -80,9 +80,11 @@ class Session:
 class SessionStore:
     """The broker's persistent sessions, mirrored in memory."""
 
-    def __init__(self, log: EventLog, writer: StateWriter) -> None:
+    def __init__(self, log: EventLog, writer: StateWriter, clock: Clock = wall_clock_ms) -> None:
         self._log = log
         self._writer = writer
+        self._clock = clock
+        """The broker's clock (ms since the epoch): expiry is measured on it."""
         self._sessions: dict[str, Session] = {}
         self._owned: Counter[str | None] = Counter()
         """Stored sessions per owner (for the per-user session quota)."""
@@ -94,7 +96,7 @@ class SessionStore:
     async def load(self) -> None:
         """Load every session; ones that were connected when the broker stopped count as
         disconnected now (their expiry starts again)."""
-        now = _now_ms()
+        now = self._clock()
         for client_id, raw in (await self._log.list_state(NAMESPACE)).items():
             try:
                 session = Session.from_json(raw)
@@ -142,7 +144,7 @@ class SessionStore:
 
     async def expire(self) -> list[str]:
         """Delete sessions whose expiry passed; return their client ids."""
-        now = _now_ms()
+        now = self._clock()
         gone = [
             s.client_id
             for s in self._sessions.values()
@@ -178,7 +180,3 @@ class SessionStore:
                 await self.expire()
             except StorageError as exc:
                 log.error("expired sessions could not be deleted (%s); will retry", exc)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

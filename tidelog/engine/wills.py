@@ -6,9 +6,14 @@ layer hands the will to :meth:`WillStore.set` with the delay still to wait
 comes back in time cancels it (:meth:`WillStore.cancel`). A will with a delay
 is a *pending will*: it is kept in the log's ``wills`` state namespace (key:
 the client id; value: the will as a record of :mod:`tidelog.storage.records`
-whose timestamp is the wall-clock time it is due, in ms), so a broker that is
-stopped or killed before the delay ran out publishes it after it restarts: at
-its due time, or at once if that has passed.
+whose timestamp is the time it is due on the broker's clock, in ms), so a
+broker that is stopped or killed before the delay ran out publishes it after it
+restarts: at its due time, or at once if that has passed.
+
+Time is the broker's clock (:attr:`tidelog.engine.Broker.clock`, the wall clock
+unless a test gives another): a will is due when that clock reaches its due
+time. A waiting will re-reads the clock at least every ``recheck`` seconds, so
+a clock that jumps (a test's ``ManualClock``) is noticed that soon.
 
 Durability: :meth:`WillStore.set` is synchronous (the protocol layer calls it
 while closing a connection), so the will is stored by the state writer's next
@@ -23,7 +28,6 @@ not sent (docs/mqtt.md).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,14 +36,11 @@ import trio
 from tidelog.engine.state_writer import UNREADABLE, StateWriter, report_unreadable
 from tidelog.errors import TidelogError
 from tidelog.storage import EventLog, NewEvent
+from tidelog.storage.base import Clock, wall_clock_ms
 from tidelog.storage.records import decode_record, encode_record
 
 NAMESPACE = "wills"
 log = logging.getLogger(__name__)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class WillStore:
@@ -51,8 +52,12 @@ class WillStore:
         writer: StateWriter,
         nursery: trio.Nursery,
         publish: Callable[[list[NewEvent]], Awaitable[Any]],
+        clock: Clock = wall_clock_ms,
+        recheck: float = 1.0,
     ) -> None:
         self._log = log
+        self._clock = clock
+        self._recheck = recheck
         self._writer = writer
         self._nursery = nursery
         self._publish = publish
@@ -75,18 +80,19 @@ class WillStore:
             will = NewEvent(
                 stored.topic, stored.payload, stored.qos, stored.retain, stored.properties
             )
-            delay = max(0, stored.timestamp - now_ms()) / 1000
+            delay = max(0, stored.timestamp - self._clock()) / 1000
             log.info("pending will of %r on %r loaded, due in %.1f s", key, will.topic, delay)
-            self._start(key, will, delay, None)
+            self._start(key, will, stored.timestamp, None)
 
     def set(self, key: str, will: NewEvent, delay: float) -> None:
         """Publish ``will`` after ``delay`` seconds unless :meth:`cancel` comes first."""
         self.cancel(key)
         record = None
+        due = self._clock() + int(delay * 1000)
         if delay > 0:
-            record = encode_record(will, now_ms() + int(delay * 1000))
+            record = encode_record(will, due)
             self._writer.put_nowait(NAMESPACE, {key: record})  # before anything can cancel it
-        self._start(key, will, delay, record)
+        self._start(key, will, due, record)
 
     def cancel(self, key: str) -> bool:
         """Drop the pending will of ``key``; False if there was none."""
@@ -103,15 +109,21 @@ class WillStore:
             scope.cancel()
         self._scopes.clear()
 
-    def _start(self, key: str, will: NewEvent, delay: float, record: bytes | None) -> None:
+    def _start(self, key: str, will: NewEvent, due: int, record: bytes | None) -> None:
         scope = trio.CancelScope()
         self._scopes[key] = scope
-        self._nursery.start_soon(self._run, key, will, delay, record, scope)
+        self._nursery.start_soon(self._run, key, will, due, record, scope)
+
+    async def _until(self, due: int) -> None:
+        """Wait until the broker's clock reaches ``due`` (ms), re-reading it at least
+        every ``recheck`` seconds."""
+        while (left := due - self._clock()) > 0:
+            await trio.sleep(min(left / 1000, self._recheck))
 
     async def _run(
-        self, key: str, will: NewEvent, delay: float, record: bytes | None, scope: trio.CancelScope
+        self, key: str, will: NewEvent, due: int, record: bytes | None, scope: trio.CancelScope
     ) -> None:
-        """Wait for the will's delay, publish it, forget it. ``record`` (None if the will
+        """Wait until the will is due, publish it, forget it. ``record`` (None if the will
         has no delay or was loaded) was queued for storage by :meth:`set`: putting it
         again waits until it is durable, and logs that it is."""
         with scope:
@@ -119,8 +131,9 @@ class WillStore:
                 if scope.cancel_called:  # cancel() came first (and queued its delete)
                     return
                 await self._writer.put(NAMESPACE, {key: record})
+                delay = max(0, due - self._clock()) / 1000
                 log.info("pending will of %r on %r stored, due in %.1f s", key, will.topic, delay)
-            await trio.sleep(delay)
+            await self._until(due)
             if self._scopes.get(key) is scope:
                 del self._scopes[key]
             try:

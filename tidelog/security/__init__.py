@@ -1,12 +1,13 @@
 """Security: authentication, topic ACLs, TLS contexts and limits (docs/security.md).
 
-Used by every listener the same way: ``security_for(broker)`` gives the
-:class:`Security` that authenticates a client into a :class:`Principal`, and
+Used by every listener the same way: the server's context
+(:class:`tidelog.context.ServerContext`) hands it the :class:`Security` that
+authenticates a client into a :class:`Principal`, and
 ``security.access(principal)`` the :class:`Access` that checks its topics.
 """
 
 from tidelog.security.acl import ANONYMOUS, ANONYMOUS_USER, Access, Grant, Principal, Right
-from tidelog.security.auth import Security, install, load_security, security_for
+from tidelog.security.auth import Security, load_security
 from tidelog.security.config import SecurityConfig, check_startup
 from tidelog.security.errors import (
     AuthenticationError,
@@ -45,7 +46,5 @@ __all__ = [
     "TooManyAttemptsError",
     "UserQuotas",
     "check_startup",
-    "install",
     "load_security",
-    "security_for",
 ]

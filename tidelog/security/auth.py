@@ -1,10 +1,11 @@
-"""Authentication: the per-broker :class:`Security` every listener asks.
+"""Authentication: the :class:`Security` every listener of a server asks.
 
 :func:`load_security` reads the password and ACL files and decides whether
 anonymous clients are allowed (before anything binds, so errors stop the
-start); :func:`install` attaches the result to a broker and
-:func:`security_for` finds it (an open default when none was installed: an
-embedded broker or a test app).
+start); the server hands the result to every listener in its
+:class:`~tidelog.context.ServerContext`. There is no open default to fall
+back to: an embedded server or a test that wants one builds it explicitly
+with :meth:`Security.open`.
 
 Credentials are checked in this order, the same for every protocol:
 
@@ -34,7 +35,6 @@ import hmac
 import logging
 import os
 import ssl
-import weakref
 from typing import Any
 
 import trio
@@ -108,6 +108,12 @@ class Security:
         self._hashing = trio.CapacityLimiter(MAX_PARALLEL_HASHES)
         self._cache_key = os.urandom(32)
         self._cache: dict[bytes, float] = {}
+
+    @classmethod
+    def open(cls) -> Security:
+        """Anonymous clients allowed, no password file, no ACL file (``$SYS`` for
+        ``sys_users`` only): for embedded servers and tests, said explicitly."""
+        return cls(SecurityConfig(allow_anonymous=True), anonymous=True)
 
     @property
     def authenticates(self) -> bool:
@@ -288,10 +294,7 @@ def common_name(cert: Any) -> str | None:
     return None
 
 
-# -- per broker --------------------------------------------------------------------
-
-_installed: weakref.WeakKeyDictionary[Any, Security] = weakref.WeakKeyDictionary()
-_OPEN = Security()
+# -- from the configuration ---------------------------------------------------------
 
 
 def load_security(server_config: Any) -> Security:
@@ -322,12 +325,3 @@ def load_security(server_config: Any) -> Security:
         policy=policy,
         tls_configured=bool(server_config.tls_cert and server_config.tls_key),
     )
-
-
-def install(broker: Any, security: Security) -> None:
-    _installed[broker] = security
-
-
-def security_for(broker: Any) -> Security:
-    """The broker's Security, or an open default (anonymous, no ACL)."""
-    return _installed.get(broker, _OPEN)

@@ -20,7 +20,7 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tidelog.security.acl import Access, Grant, Right
-from tidelog.security.auth import Security, common_name, security_for
+from tidelog.security.auth import Security, common_name
 from tidelog.security.errors import AuthenticationError, LimitExceededError, TooManyAttemptsError
 from tidelog.security.limits import Name, NameTooLongError
 from tidelog.security.tls import peer_certificate
@@ -44,15 +44,15 @@ def _problem_json(problem: dict[str, Any]) -> bytes:
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, broker: Any) -> None:
+    def __init__(self, app: ASGIApp, security: Security) -> None:
         self.app = app
-        self.broker = broker
+        self.security = security
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        security = security_for(self.broker)
+        security = self.security
         client = scope.get("client") or ("?", 0)
         address = str(client[0])
         refusal = security.connections.acquire(address)

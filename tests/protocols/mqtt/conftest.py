@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.protocols.mqtt.server_helpers import ServerThread
+from tests.storage.backends import ManualClock
 from tidelog.server import ServerConfig
 
 
@@ -23,6 +24,24 @@ def server_config(tmp_path: Path, **mqtt_options: object) -> ServerConfig:
 def server(tmp_path: Path) -> Iterator[ServerThread]:
     """A running server on a SQLite log in ``tmp_path`` (MQTT on TCP and WebSocket)."""
     running = ServerThread(server_config(tmp_path)).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def clocked_server(tmp_path: Path, clock: ManualClock) -> Iterator[ServerThread]:
+    """Like ``server``, with the broker on ``clock``: the test moves time by hand."""
+    config = server_config(tmp_path)
+    config.storage_options = {"clock": clock}
+    config.broker_options = {"session_expiry_check_seconds": 0.05}  # re-reads the clock
+    running = ServerThread(config).start()
     try:
         yield running
     finally:

@@ -99,6 +99,16 @@ def wait_for(predicate: Callable[[], bool], timeout: float = TIMEOUT, what: str 
         time.sleep(0.01)
 
 
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def wait_clock_past(ms: int) -> None:
+    """Wait until the wall clock is past ``ms`` (ms since the epoch), so the next event
+    gets a later timestamp than ``ms``."""
+    wait_for(lambda: now_ms() > ms, what=f"the clock past {ms}")
+
+
 class Client:
     """A paho-mqtt client with its network loop in a thread and received messages in
     a queue. ``version`` is paho.MQTTv311 or paho.MQTTv5."""

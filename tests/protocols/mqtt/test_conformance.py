@@ -57,7 +57,6 @@ from tidelog.protocols.mqtt.stored_session import Inflight, SubOptions
 from tidelog.storage import Event
 from tidelog.storage import Properties as EventProperties
 from tidelog.topics import compile_filter, parse_shared
-from tidelog.traffic import traffic
 
 # -- Server Keep Alive as a cap (mqtt.max_keep_alive) ------------------------------------
 
@@ -207,7 +206,7 @@ def test_disconnect_behind_unread_deliveries_reaches_a_client_that_keeps_sending
         received.extend(decoder.feed(sock.recv(65_536)))
     assert isinstance(received[1], Suback)
     assert server.running is not None
-    counters = traffic(server.running.broker)
+    counters = server.running.context.traffic
     publisher = RawClient(server.port, 5)
     publisher.connect("publisher")
     sent_before = server.call_sync(lambda: counters.bytes_sent["mqtt"])

@@ -43,10 +43,8 @@ def mosquitto_pub(port: int, *args: str) -> None:
 def subscribed(server: ServerThread, count: int) -> None:
     """Wait until ``count`` MQTT connections exist (mosquitto_sub has subscribed soon
     after connecting; the SUBACK is checked by its exit status)."""
-    from tidelog.protocols.mqtt.server import server_for
-
     assert server.running is not None
-    mqtt = server_for(server.running.broker)
+    mqtt = server.running.context.mqtt
     wait_for(lambda: len(mqtt.connections) >= count, what=f"{count} connections")
     wait_for(
         lambda: all(

@@ -15,18 +15,17 @@ from tidelog.protocols.mqtt import (
     Subscribe,
     Subscription,
 )
-from tidelog.protocols.mqtt.connection import Connection
-from tidelog.protocols.mqtt.server import server_for
+from tidelog.protocols.mqtt.connection import MQTTConnection
 
 
-def _connection(server: ServerThread, client_id: str) -> Connection:
+def _connection(server: ServerThread, client_id: str) -> MQTTConnection:
     assert server.running is not None
-    mqtt = server_for(server.running.broker)
+    mqtt = server.running.context.mqtt
     wait_for(lambda: client_id in mqtt.connections, what=f"{client_id} connected")
     return mqtt.connections[client_id]
 
 
-def _helper_tasks(server: ServerThread, connection: Connection) -> int:
+def _helper_tasks(server: ServerThread, connection: MQTTConnection) -> int:
     """Tasks the connection runs besides its reader (the nursery's children)."""
 
     def count() -> int:

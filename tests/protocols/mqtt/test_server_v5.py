@@ -12,7 +12,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from tests.protocols.mqtt.server_helpers import Client, RawClient, ServerThread, clients
+from tests.protocols.mqtt.server_helpers import (
+    Client,
+    RawClient,
+    ServerThread,
+    clients,
+    now_ms,
+    wait_clock_past,
+    wait_for,
+)
+from tests.storage.backends import ManualClock
 from tidelog.protocols.mqtt import (
     Connack,
     Disconnect,
@@ -138,7 +147,9 @@ def test_message_properties_are_forwarded(server: ServerThread) -> None:
         assert p.CorrelationData == b"\x01\x02"
 
 
-def test_message_expiry(server: ServerThread) -> None:
+def test_message_expiry(clocked_server: ServerThread, clock: ManualClock) -> None:
+    """Expiry runs on the broker's clock: the test moves it 2.1 s on (no sleeping)."""
+    server = clocked_server
     sub = Client(server.port, "expiry", version=V5, clean=False, session_expiry=600)
     sub.subscribe("exp", 1)
     sub.disconnect()
@@ -149,12 +160,12 @@ def test_message_expiry(server: ServerThread) -> None:
         long = PahoProperties(PacketTypes.PUBLISH)
         long.MessageExpiryInterval = 100
         pub.publish("exp", b"long", 1, properties=long)
-    time.sleep(2.1)
+    clock.advance(2100)
     sub = Client(server.port, "expiry", version=V5, clean=False, session_expiry=600)
     try:
         (got,) = sub.receive()
         assert got.payload == b"long"
-        assert 95 <= got.properties.MessageExpiryInterval <= 98  # what remains of it
+        assert got.properties.MessageExpiryInterval == 98  # what remains of it
         assert sub.nothing_more()
     finally:
         sub.disconnect()
@@ -249,9 +260,14 @@ def test_shared_subscriptions(server: ServerThread, version: int) -> None:
             member.subscribe("$share/workers/jobs/#", 1)
         for i in range(60):
             pub.publish(f"jobs/{i % 4}", b"%d" % i, 1)
-        time.sleep(0.5)
-        received = [m for member in group for m in list(member.messages.queue)]
+
+        def count() -> int:
+            return sum(member.messages.qsize() for member in group)
+
+        wait_for(lambda: count() >= 60, what="60 deliveries to the group")
+        received = [m for member in group for m in member.receive(member.messages.qsize())]
         assert sorted(int(m.payload) for m in received) == list(range(60))  # exactly once
+        assert all(member.nothing_more() for member in group)
 
 
 def test_retain_handling_and_retain_as_published(server: ServerThread) -> None:
@@ -290,8 +306,8 @@ def test_replay_from_user_property(server: ServerThread) -> None:
         with clients(Client(server.port, version=V5)) as (sub,):
             sub.subscribe("hist/#", 1, properties=props)
             assert len(sub.receive(6)) == 6
-        moment = int(time.time() * 1000)
-        time.sleep(0.01)
+        moment = now_ms() + 1  # after every acknowledged (stamped) publish
+        wait_clock_past(moment)
         pub.publish("hist/after", b"after", 1)
         props.UserProperty = ("replay-from", f"time:{moment}")
         with clients(Client(server.port, version=V5)) as (sub,):
@@ -329,21 +345,29 @@ def test_replay_with_a_bad_position_is_refused_with_a_reason(server: ServerThrea
     assert "yesterday" in (suback.properties.reason_string or "")
 
 
-def test_will_delay_and_disconnect_with_will(server: ServerThread) -> None:
+def test_will_delay_and_disconnect_with_will(
+    clocked_server: ServerThread, clock: ManualClock
+) -> None:
+    """The will delay runs on the broker's clock: the test moves it 30 s on."""
+    server = clocked_server
+    assert server.running is not None
+    wills = server.running.broker.wills
     with clients(Client(server.port, version=V5)) as (watcher,):
         watcher.subscribe("wills/#", 1)
         delay = PahoProperties(PacketTypes.WILLMESSAGE)
-        delay.WillDelayInterval = 1
+        delay.WillDelayInterval = 30
         args = {"version": V5, "clean": False, "session_expiry": 60, "will_properties": delay}
         back_in_time = Client(server.port, "wd-1", will=("wills/a", b"a", 1, False), **args)  # type: ignore[arg-type]
         back_in_time.drop()
         back_again = Client(server.port, "wd-1", **args)  # type: ignore[arg-type]
         late = Client(server.port, "wd-2", will=("wills/b", b"b", 1, False), **args)  # type: ignore[arg-type]
         late.drop()
-        started = time.monotonic()
+        wait_for(lambda: len(wills) == 1, what="the will of wd-2 waiting")  # wd-1's: cancelled
+        clock.advance(29_999)
+        assert watcher.nothing_more(0.2)  # not due yet
+        clock.advance(1)
         (will,) = watcher.receive()
         assert will.topic == "wills/b"
-        assert time.monotonic() - started >= 0.8
         with_will = Client(server.port, version=V5, will=("wills/c", b"c", 1, False))
         with_will.paho.disconnect(reasoncode=paho.ReasonCode(PacketTypes.DISCONNECT, identifier=4))
         assert watcher.receive()[0].topic == "wills/c"
@@ -353,7 +377,6 @@ def test_will_delay_and_disconnect_with_will(server: ServerThread) -> None:
 
 
 def test_authentication_hook(server: ServerThread) -> None:
-    from tidelog.protocols.mqtt.server import server_for
     from tidelog.protocols.mqtt.settings import ConnectInfo
 
     async def only_alice(info: ConnectInfo) -> ReasonCode:
@@ -362,7 +385,7 @@ def test_authentication_hook(server: ServerThread) -> None:
         return ReasonCode.BAD_USER_NAME_OR_PASSWORD
 
     assert server.running is not None
-    server_for(server.running.broker).authenticate = only_alice
+    server.running.context.mqtt.authenticate = only_alice
     refused = RawClient(server.port, 5)
     refused.send_raw(b"")
     connack = refused.connect("eve", username="eve", password=b"x")

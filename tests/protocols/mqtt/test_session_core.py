@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.protocols.mqtt.strategies import publishes
-from tidelog.engine.fanout import Subscription as FeedSubscription
+from tidelog.engine.fanout import FeedSubscription
 from tidelog.engine.sessions import NEVER_EXPIRES, Session
 from tidelog.protocols.mqtt import (
     Connect,

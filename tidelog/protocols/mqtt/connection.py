@@ -16,7 +16,7 @@ This module and :mod:`~tidelog.protocols.mqtt.sender` are the trio shell, the
 only MQTT modules that do I/O; the protocol is in the modules named above (the
 list and the whole path are in docs/architecture.md).
 
-A :class:`Connection` owns its stream (TCP, TLS or the WebSocket adapter) from
+A :class:`MQTTConnection` owns its stream (TCP, TLS or the WebSocket adapter) from
 accept to close, the way hypercorn's ``tcp_server`` does: timeouts with cancel
 scopes, ``aclose`` in ``finally``, no exception ever escapes to the listener.
 
@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
 from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
@@ -60,7 +59,6 @@ from tidelog.protocols.mqtt.settings import ConnectInfo
 from tidelog.protocols.mqtt.subscriptions import Subscriptions
 from tidelog.security import Principal
 from tidelog.storage import Event
-from tidelog.traffic import traffic
 
 if TYPE_CHECKING:
     from tidelog.protocols.mqtt.server import MQTTServer
@@ -74,10 +72,10 @@ what the client still sends, before closing (at most ``close_timeout``)."""
 STREAM_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 """What a broken or closed transport raises."""
 
-__all__ = ["STREAM_ERRORS", "Close", "Connection"]
+__all__ = ["STREAM_ERRORS", "Close", "MQTTConnection"]
 
 
-class Connection:
+class MQTTConnection:
     """One client connection; :meth:`run` serves it until it closes."""
 
     # Slots: an idle broker holds thousands of these. "__dict__" stays so that an
@@ -127,7 +125,7 @@ class Connection:
         self.transport = transport
         self.peer = peer
         self.decoder = Decoder(max_packet_size=self.settings.max_packet_size)
-        self.traffic = traffic(self.broker)
+        self.traffic = server.traffic
         self.level = 4
         self.client_id = ""
         self.core: MQTTSession | None = None
@@ -298,6 +296,7 @@ class Connection:
             names=security.limits,
             quotas=security.quotas,
         )
+        core.planner.clock = self.broker.clock
         sender = self.sender = Sender(
             self.stream, core, self.broker, self.settings, self.traffic, self._guard
         )
@@ -415,7 +414,7 @@ class Connection:
                 feed = subs.feed
                 assert feed is not None
                 core.snapshot(feed.handled_end)
-                session.disconnected_at = time.time_ns() // 1_000_000
+                session.disconnected_at = broker.clock()
                 await broker.sessions.save(session)
             elif broker.sessions.get(client_id) is session:
                 await broker.sessions.delete(client_id)

@@ -13,7 +13,6 @@ the connection's writer joins with everything else it sends in one
 
 from __future__ import annotations
 
-import time
 from typing import Final
 
 from tidelog.protocols.mqtt.properties import NO_PROPERTIES, encode_properties
@@ -22,6 +21,7 @@ from tidelog.protocols.mqtt.protocol import PacketType
 from tidelog.protocols.mqtt.wire import U16, encode_varint
 from tidelog.storage import Event
 from tidelog.storage import Properties as EventProperties
+from tidelog.storage.base import Clock, wall_clock_ms
 
 _TOPIC_CACHE_SIZE: Final = 16_384
 _SHARED_CACHE_SIZE: Final = 4096
@@ -133,21 +133,25 @@ def event_properties(properties: MQTTProperties) -> EventProperties | None:
     )
 
 
-def expired(event: Event) -> bool:
-    """Whether the event's Message Expiry Interval has passed (§3.3.2.3.3: a copy
-    not yet sent is then deleted, whichever queue holds it)."""
+def expired(event: Event, clock: Clock = wall_clock_ms) -> bool:
+    """Whether the event's Message Expiry Interval has passed on the broker's ``clock``
+    (§3.3.2.3.3: a copy not yet sent is then deleted, whichever queue holds it)."""
     props = event.properties
     if props is None or props.message_expiry is None:
         return False
-    return event.timestamp + props.message_expiry * 1000 <= time.time_ns() // 1_000_000
+    return event.timestamp + props.message_expiry * 1000 <= clock()
 
 
 def delivery_properties(
-    event: Event, subscription_ids: tuple[int, ...], topic_alias: int | None
+    event: Event,
+    subscription_ids: tuple[int, ...],
+    topic_alias: int | None,
+    clock: Clock = wall_clock_ms,
 ) -> bytes:
     """The encoded MQTT 5 property block of a delivered PUBLISH.
 
-    The Message Expiry Interval sent is what remains of it (§3.3.2.3.3).
+    The Message Expiry Interval sent is what remains of it (§3.3.2.3.3), on the
+    broker's ``clock`` (ms since the epoch, the clock that stamped the event).
     """
     stored = event.properties
     if stored is None:
@@ -159,7 +163,7 @@ def delivery_properties(
         )
     expiry = stored.message_expiry
     if expiry is not None:
-        waited = (time.time_ns() // 1_000_000 - event.timestamp) // 1000
+        waited = (clock() - event.timestamp) // 1000
         expiry = max(0, expiry - max(0, waited))
     return encode_properties(
         MQTTProperties(

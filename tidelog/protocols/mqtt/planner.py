@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from tidelog.engine.fanout import Subscription as FeedSubscription
+from tidelog.engine.fanout import FeedSubscription
 from tidelog.protocols.mqtt.admission import Limits
 from tidelog.protocols.mqtt.outbound import (
     EMPTY_TOPIC,
@@ -43,6 +43,7 @@ from tidelog.protocols.mqtt.stored_session import SubOptions
 from tidelog.protocols.mqtt.wire import U16
 from tidelog.security import Access, Right
 from tidelog.storage import Event
+from tidelog.storage.base import Clock, wall_clock_ms
 
 if TYPE_CHECKING:
     from tidelog.engine.fanout import Feed
@@ -164,6 +165,7 @@ class Planner:
         "aliases_out",
         "budget",
         "checked_subs",
+        "clock",
         "emitted",
         "level",
         "main",
@@ -210,6 +212,8 @@ class Planner:
         self.checked_subs: set[str] | None = None
         """Subscriptions whose events are checked per topic (a deny rule overlaps)."""
         self.emitted = 0
+        self.clock: Clock = wall_clock_ms
+        """The broker's clock: message expiry is measured on it (the shell sets it)."""
         self.persistent = False
         self.unsaved_qos2 = False
         """A QoS 2 PUBLISH of a persistent session went out: save before sending it."""
@@ -226,6 +230,7 @@ class Planner:
 
     def emit(self, chunks: list[bytes]) -> bool:
         """Turn ready deliveries into PUBLISH chunks; True if more could go right away."""
+        clock = self.clock
         ready = self.ready
         outstanding = self.outstanding
         room = self.window - len(outstanding)
@@ -291,7 +296,7 @@ class Planner:
                     packet = shared_qos0(event, level, retain)
                     packet_size = len(packet[0]) + len(packet[1])
             else:
-                props = delivery_properties(event, ids, alias) if level == 5 else b""
+                props = delivery_properties(event, ids, alias, clock) if level == 5 else b""
                 name = EMPTY_TOPIC if alias is not None and not new_alias else topic_part(topic)
                 packet = publish_chunks(name, event.payload, qos, retain, dup, packet_id, props)
                 packet_size = chunks_size(packet)
@@ -352,7 +357,7 @@ class Planner:
             return None
         if resent is not None:  # sent before with this QoS: again, with DUP
             return resent.qos, False, identifiers(subs)
-        if event.properties is not None and expired(event):
+        if event.properties is not None and expired(event, self.clock):
             # [MQTT-3.3.2-5]: not yet sent, so the copy goes (a retained message, or
             # one that waited here for the client's window; feeds drop theirs too)
             return None

@@ -1,6 +1,6 @@
 """The outgoing half of the trio shell: pumps, the writer and the session saver.
 
-A :class:`Sender` belongs to one :class:`~tidelog.protocols.mqtt.connection.Connection`
+A :class:`Sender` belongs to one :class:`~tidelog.protocols.mqtt.connection.MQTTConnection`
 and starts its tasks in the connection's nursery only when there is work for
 them (an idle connection is one task, its reader):
 

@@ -1,15 +1,16 @@
 """The MQTT server's listeners: TCP, TLS and WebSocket, one connection handler for all.
 
 Every transport ends up as a :class:`trio.abc.Stream` handed to
-:class:`~tidelog.protocols.mqtt.connection.Connection`: a TCP socket stream, a
+:class:`~tidelog.protocols.mqtt.connection.MQTTConnection`: a TCP socket stream, a
 :class:`trio.SSLStream` (handshake under the connect timeout), or
 :class:`WebSocketStream`, which turns binary WebSocket messages into a byte
 stream (MQTT packets may span messages, and one message may hold several).
 
-One :class:`MQTTServer` per broker holds what the connections share: the
-settings, the authentication hook and the connections by client id (for
-session takeover). :func:`server_for` returns it; the security layer sets
-``server_for(broker).authenticate``.
+One :class:`MQTTServer` per server holds what the connections share: the
+broker, the security, the settings, the traffic counters, the authentication
+hook and the connections by client id (for session takeover). The server's
+:class:`~tidelog.context.ServerContext` holds it; the listeners here get it
+from there.
 
 Resource handling: each accepted stream is owned by its connection, which
 closes it. Error handling: a connection never raises into the listener;
@@ -19,17 +20,16 @@ closes it. Error handling: a connection never raises into the listener;
 from __future__ import annotations
 
 import logging
-import weakref
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 import trio_websocket
 
 from tidelog.engine import Broker
-from tidelog.protocols.mqtt.connection import Connection
+from tidelog.protocols.mqtt.connection import MQTTConnection
 from tidelog.protocols.mqtt.settings import Authenticator, MQTTSettings, allow_all
-from tidelog.security import Principal, Security, security_for
+from tidelog.security import Principal, Security
 from tidelog.security.http import (
     authenticate_websocket,
     websocket_access_token,
@@ -37,7 +37,10 @@ from tidelog.security.http import (
     websocket_peer,
 )
 from tidelog.security.tls import server_context
-from tidelog.traffic import traffic
+from tidelog.traffic import TrafficCounters
+
+if TYPE_CHECKING:
+    from tidelog.context import ServerContext
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +49,28 @@ WEBSOCKET_SUBPROTOCOLS = ("mqtt", "mqttv3.1")
 
 
 class MQTTServer:
-    """What every MQTT connection of one broker shares."""
+    """What every MQTT connection of one server shares. ``security`` is required (no
+    open default); ``traffic``: the server's counters (new ones if not given)."""
 
-    def __init__(self, broker: Broker, settings: MQTTSettings | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        security: Security,
+        settings: MQTTSettings | None = None,
+        traffic: TrafficCounters | None = None,
+    ) -> None:
         self.broker = broker
+        self.security = security
+        """Authentication, ACLs and limits (:mod:`tidelog.security`)."""
         self.settings = settings or MQTTSettings()
         self.authenticate: Authenticator = allow_all
-        self.connections: dict[str, Connection] = {}
+        self.connections: dict[str, MQTTConnection] = {}
         """Connected clients by client id."""
         self.open_streams = 0
         """Streams being served (connected, or not yet past CONNECT)."""
         self.sys_messages: dict[str, bytes] = {}
         """The latest ``$SYS`` values (see :mod:`tidelog.sys_topics`)."""
-        self.traffic = traffic(broker)
-
-    @property
-    def security(self) -> Security:
-        """Authentication, ACLs and limits (:mod:`tidelog.security`)."""
-        return security_for(self.broker)
+        self.traffic = traffic if traffic is not None else TrafficCounters()
 
     async def handle(
         self,
@@ -79,12 +86,12 @@ class MQTTServer:
         self.open_streams += 1
         self.traffic.opened("mqtt")
         try:
-            await Connection(self, stream, transport, peer or _peer(stream), principal).run()
+            await MQTTConnection(self, stream, transport, peer or _peer(stream), principal).run()
         finally:
             self.open_streams -= 1
             self.traffic.closed("mqtt")
 
-    async def claim(self, client_id: str, connection: Connection) -> None:
+    async def claim(self, client_id: str, connection: MQTTConnection) -> None:
         """Make ``connection`` the one of ``client_id``: an older connection with the
         same client id is taken over (it closes and saves its session first), and a
         will waiting for its delay is not sent (the client is back in time)."""
@@ -97,7 +104,7 @@ class MQTTServer:
             broker.cancel_will(client_id)  # one the older connection left with a delay
         self.connections[client_id] = connection
 
-    def release(self, client_id: str, connection: Connection) -> None:
+    def release(self, client_id: str, connection: MQTTConnection) -> None:
         """``connection`` has closed (its session saved, its will handed over)."""
         if self.connections.get(client_id) is connection:
             del self.connections[client_id]
@@ -111,21 +118,6 @@ class MQTTServer:
 
     def statistics(self) -> dict[str, int]:
         return {"connections": len(self.connections)}
-
-
-_servers: weakref.WeakKeyDictionary[Broker, MQTTServer] = weakref.WeakKeyDictionary()
-
-
-def server_for(broker: Broker, settings: MQTTSettings | None = None) -> MQTTServer:
-    """The broker's MQTT server, created on first use (with ``settings`` if given)."""
-    server = _servers.get(broker)
-    if server is None:
-        server = _servers[broker] = MQTTServer(broker, settings)
-    return server
-
-
-def _settings(config: Any) -> MQTTSettings:
-    return MQTTSettings(**getattr(config, "mqtt_options", {}) or {})
 
 
 def _peer(stream: trio.abc.Stream) -> str:
@@ -156,35 +148,33 @@ async def _serve(
 
 
 async def serve_tcp(
-    broker: Broker,
-    config: Any,
+    context: ServerContext,
     host: str,
     port: int,
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """MQTT over TCP on ``host:port`` until cancelled; reports the bound port."""
-    server = server_for(broker, _settings(config))
     listeners = await trio.open_tcp_listeners(port, host=host)
-    await _serve(list(listeners), server, "tcp", task_status)
+    await _serve(list(listeners), context.mqtt, "tcp", task_status)
 
 
 async def serve_tls(
-    broker: Broker,
-    config: Any,
+    context: ServerContext,
     host: str,
     port: int,
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """MQTT over TLS (``config.tls_cert``/``config.tls_key``) on ``host:port``."""
-    server = server_for(broker, _settings(config))
-    context = server_context(config.tls_cert, config.tls_key, getattr(config, "security", None))
+    """MQTT over TLS (the configuration's ``tls_cert``/``tls_key``) on ``host:port``."""
+    config = context.config
+    assert config.tls_cert is not None and config.tls_key is not None
+    ssl_context = server_context(config.tls_cert, config.tls_key, config.security)
     listeners = [
-        trio.SSLListener(listener, context, https_compatible=False)
+        trio.SSLListener(listener, ssl_context, https_compatible=False)
         for listener in await trio.open_tcp_listeners(port, host=host)
     ]
-    await _serve(listeners, server, "tls", task_status)
+    await _serve(listeners, context.mqtt, "tls", task_status)
 
 
 class WebSocketStream(trio.abc.Stream):
@@ -218,7 +208,9 @@ class WebSocketStream(trio.abc.Stream):
         await self.websocket.aclose()
 
 
-async def handle_websocket(broker: Broker, request: trio_websocket.WebSocketRequest) -> None:
+async def handle_websocket(
+    context: ServerContext, request: trio_websocket.WebSocketRequest
+) -> None:
     """The ``/mqtt`` route of the WebSocket listener."""
     subprotocol = next(
         (p for p in request.proposed_subprotocols if p in WEBSOCKET_SUBPROTOCOLS), None
@@ -228,7 +220,7 @@ async def handle_websocket(broker: Broker, request: trio_websocket.WebSocketRequ
         return
     # HTTP credentials or a client certificate on the handshake identify the client
     # when CONNECT carries no user name (docs/security.md); else CONNECT decides
-    security = security_for(broker)
+    security = context.security
     principal = None
     has_credentials = any(name.lower() == b"authorization" for name, _ in request.headers)
     if has_credentials or websocket_access_token(request.path):
@@ -241,4 +233,4 @@ async def handle_websocket(broker: Broker, request: trio_websocket.WebSocketRequ
         principal = Principal(cert_user) if cert_user is not None else None
     websocket = await request.accept(subprotocol=subprotocol)
     peer = websocket_peer(websocket)
-    await server_for(broker).handle(WebSocketStream(websocket), "websocket", peer, principal)
+    await context.mqtt.handle(WebSocketStream(websocket), "websocket", peer, principal)

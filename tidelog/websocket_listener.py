@@ -4,35 +4,38 @@
   connection handler;
 * ``/v1/ws`` — tidelog's native JSON protocol.
 
-A route is ``path -> "module:function"``; the function is
-``handle(broker, request)`` with a :class:`trio_websocket.WebSocketRequest`
-it accepts (choosing the subprotocol) or rejects itself. Unknown paths get an
-HTTP 404 with a JSON body.
+:data:`ROUTES` maps a path to its handler ``handle(context, request)``, given the
+server's :class:`~tidelog.context.ServerContext` and a
+:class:`trio_websocket.WebSocketRequest` it accepts (choosing the subprotocol)
+or rejects itself. Unknown paths get an HTTP 404 with a JSON body.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import trio
 import trio_websocket
 
-from tidelog.engine import Broker
+from tidelog.api import websocket as native
+from tidelog.protocols.mqtt import server as mqtt
 from tidelog.security.tls import server_context
+
+if TYPE_CHECKING:
+    from tidelog.context import ServerContext
 
 log = logging.getLogger(__name__)
 
-WebSocketHandler = Callable[[Broker, trio_websocket.WebSocketRequest], Awaitable[None]]
+WebSocketHandler = Callable[["ServerContext", trio_websocket.WebSocketRequest], Awaitable[None]]
 
-ROUTES: dict[str, str] = {
-    "/mqtt": "tidelog.protocols.mqtt.server:handle_websocket",
-    "/v1/ws": "tidelog.api.websocket:handle",
+ROUTES: dict[str, WebSocketHandler] = {
+    "/mqtt": mqtt.handle_websocket,
+    "/v1/ws": native.handle,
 }
-"""Path -> ``module:function`` of its handler; protocol packages register here."""
+"""Path -> its handler."""
 
 CLOSE_GRACE_SECONDS = 3.0
 """At shutdown, how long connections have to close before the listener stops."""
@@ -43,18 +46,8 @@ HANDSHAKE_TIMEOUT_SECONDS = 10.0
 after it, MQTT's connect timeout applies on ``/mqtt``."""
 
 
-def _handler(path: str) -> WebSocketHandler | None:
-    target = ROUTES.get(path.split("?", 1)[0])
-    if target is None:
-        return None
-    module_name, _, function = target.partition(":")
-    handler: WebSocketHandler = getattr(importlib.import_module(module_name), function)
-    return handler
-
-
 async def serve_websocket(
-    broker: Broker,
-    config: Any,
+    context: ServerContext,
     host: str,
     port: int,
     *,
@@ -74,7 +67,7 @@ async def serve_websocket(
         with trio.CancelScope() as scope:
             handlers.add(scope)
             try:
-                handler = _handler(request.path)
+                handler = ROUTES.get(request.path.split("?", 1)[0])
                 if handler is None:
                     body = json.dumps(
                         {
@@ -87,14 +80,15 @@ async def serve_websocket(
                         404, extra_headers=[(b"content-type", b"application/json")], body=body
                     )
                     return
-                await handler(broker, request)
+                await handler(context, request)
             finally:
                 handlers.discard(scope)
 
-    security = getattr(config, "security", None)
+    config = context.config
     ssl_context = None
-    if security is not None and security.ws_tls:  # WSS (tidelog/security/tls.py)
-        ssl_context = server_context(config.tls_cert, config.tls_key, security)
+    if config.security.ws_tls:  # WSS (tidelog/security/tls.py)
+        assert config.tls_cert is not None and config.tls_key is not None  # check_startup
+        ssl_context = server_context(config.tls_cert, config.tls_key, config.security)
     shielded = trio.CancelScope(shield=True)
 
     async def run(task_status: trio.TaskStatus[trio_websocket.WebSocketServer]) -> None:
