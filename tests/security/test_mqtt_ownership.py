@@ -19,7 +19,7 @@ from paho.mqtt.properties import Properties as PahoProperties
 from tests.protocols.mqtt.server_helpers import TIMEOUT, Client, RawClient, ServerThread, wait_for
 from tests.security.conftest import write_acl
 from tests.security.test_mqtt import stored_topics
-from tidelog.engine.fanout import Subscription as FeedSubscription
+from tidelog.engine.fanout import FeedSubscription
 from tidelog.engine.sessions import NEVER_EXPIRES, Session
 from tidelog.protocols.mqtt import (
     Connack,

@@ -76,7 +76,7 @@ class SecurityConfig:
     """Retained messages one user may have set (counted since the broker started)."""
     max_subscriptions_per_user: int = 10_000
     """Live subscriptions one user may hold over all connections together."""
-    max_sessions_per_user: int = 1000
+    max_sessions_per_user: int = 100_000
     """Persistent MQTT sessions one user may own."""
 
     @property
