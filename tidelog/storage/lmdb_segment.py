@@ -574,9 +574,10 @@ class Segment:
         counts: list[int] = []
         if not has_wildcards(topic_filter):
             raw = topic_filter.encode("utf-8")
-            value = txn.get(topic_key(raw), db=self.counts_db)
+            key = topic_key(raw)
+            value = txn.get(key, db=self.counts_db)
             if value is not None:
-                topic, count = self._count_entry(topic_key(raw), value)
+                topic, count = self._count_entry(key, value)
                 if topic == raw:
                     topics.append(raw)
                     counts.append(count)
