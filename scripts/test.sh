@@ -9,7 +9,7 @@ APT_PACKAGES=(
     mosquitto          # bench/brokers.py and tests/bench start mosquitto 2 as a peer
     nats-server        # bench/brokers.py: the nats-server peer (MQTT + JetStream)
     mosquitto-clients  # mosquitto_pub/mosquitto_sub for MQTT interop tests
-    chromium           # tests/api/test_browser.py drives the example page headless
+    chromium           # tests/api/test_browser.py and tests/console drive it headless
 )
 if [ "${#APT_PACKAGES[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=()

@@ -109,6 +109,8 @@ class ServerContext:
     """The MQTT connections by client id, the authentication hook, ``$SYS`` values."""
     traffic: TrafficCounters
     """Per-protocol connection, packet and byte counters (``/metrics``, ``$SYS``)."""
+    ports: dict[str, int] = attrs.field(factory=dict)
+    """The ports the listeners bound, by listener name (filled as they start)."""
 
     @classmethod
     def create(cls, config: ServerConfig, broker: Broker, security: Security) -> ServerContext:

@@ -161,7 +161,7 @@ async def _run_broker_and_listeners(
             log.warning("listening on %s: reachable from other machines", config.bind)
         with listeners_scope:
             async with background_nursery() as nursery:
-                ports: dict[str, int] = {}
+                ports = context.ports
                 for spec in enabled_listeners(config):
                     port = getattr(config, spec.port_field)
                     try:

@@ -621,10 +621,10 @@ async def test_openapi_docs_ui_and_unknown_routes(client: httpx.AsyncClient) -> 
     ):
         assert path in spec["paths"], path
     assert "text/html" in (await client.get("/docs")).headers["content-type"]
-    ui = await client.get("/ui/")
-    assert ui.status_code == 200
-    assert "tidelog" in ui.text
-    assert (await client.get("/ui/config.json")).json()["ws_path"] == "/v1/ws"
+    example = await client.get("/console/example.html")
+    assert example.status_code == 200
+    assert "tidelog" in example.text
+    assert (await client.get("/console/config.json")).json()["ws_path"] == "/v1/ws"
     assert_problem(await client.get("/v1/nope"), 404, "not_found")
     assert_problem(await client.delete("/v1/events"), 405, "method_not_allowed")
 

@@ -30,12 +30,13 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html, swagger_ui_default_parameters
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
 import tidelog
-from tidelog.api import metrics, problems
+from tidelog import console
+from tidelog.api import clients, metrics, overview, problems
 from tidelog.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, Utf8PathMiddleware
 from tidelog.api.problems import ApiError
 from tidelog.api.shapes import (
@@ -714,19 +715,6 @@ async def metrics_endpoint(request: Request, broker: BrokerDep, access: AccessDe
     return Response(metrics.render(request.app.state.registry), media_type=metrics.CONTENT_TYPE)
 
 
-@router.get("/", include_in_schema=False)
-async def index() -> JSONResponse:
-    return JSONResponse(
-        {
-            "name": "tidelog",
-            "version": tidelog.__version__,
-            "docs": "/docs",
-            "openapi": "/openapi.json",
-            "ui": "/ui/",
-        }
-    )
-
-
 @router.get("/docs", include_in_schema=False)
 async def swagger_ui() -> Response:
     """Swagger UI for /openapi.json, its assets from the package (no CDN: it works
@@ -742,17 +730,6 @@ async def swagger_ui() -> Response:
     )
 
 
-@router.get("/ui", include_in_schema=False)
-async def ui_redirect() -> RedirectResponse:
-    return RedirectResponse("/ui/")
-
-
-@router.get("/ui/config.json", include_in_schema=False)
-async def ui_config(request: Request) -> JSONResponse:
-    """Where the example page finds the WebSocket listener."""
-    return JSONResponse({"ws_port": request.app.state.ws_port, "ws_path": "/v1/ws"})
-
-
 # -- the app and its listener --------------------------------------------------------
 
 
@@ -764,7 +741,8 @@ def create_app(
     metrics_cursor_labels: bool = False,
 ) -> FastAPI:
     """The REST app over the server's context (its broker, security and traffic
-    counters). ``ws_port`` tells the example page where /v1/ws is."""
+    counters). ``ws_port`` tells the example page where /v1/ws is. The console
+    (:mod:`tidelog.console`) is served at ``/``."""
     broker = context.broker
     app = FastAPI(
         docs_url=None,  # served below from the package's own copy of Swagger UI
@@ -786,8 +764,10 @@ def create_app(
     app.add_middleware(AuthMiddleware, security=context.security)  # runs first (docs/security.md)
     problems.install(app)
     app.include_router(router)
+    app.include_router(overview.router)
+    app.include_router(clients.router)
+    console.install(app)
     app.mount("/docs/assets", StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui")
-    app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
     return app
 
 

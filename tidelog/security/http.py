@@ -1,12 +1,14 @@
 """HTTP side of security: the ASGI middleware of the REST app, and event filtering.
 
-:class:`AuthMiddleware` runs before every route except ``/healthz``: it takes a
-connection slot (503 past ``max_connections`` / ``max_connections_per_address``,
+:class:`AuthMiddleware` runs before every route except ``/healthz`` and the console's
+files (:func:`_public`): it takes a connection slot (503 past ``max_connections`` /
+``max_connections_per_address``,
 counting requests in progress, long-polls and SSE streams included),
 authenticates the request (HTTP Basic, ``Authorization: Bearer``, a verified
 client certificate, or anonymous; 401 with ``WWW-Authenticate`` or 429 with
 ``Retry-After``) and leaves the client's :class:`~tidelog.security.acl.Access`
-in ``request.state.access`` for the routes' ACL checks. ``X-Tidelog-Client-Id``
+in ``request.state.access`` for the routes' ACL checks. SSE streams also take a
+bearer token as ``?access_token=`` (:func:`stream_access_token`). ``X-Tidelog-Client-Id``
 names the client id ``%c`` stands for.
 """
 
@@ -27,7 +29,21 @@ from tidelog.security.tls import peer_certificate
 from tidelog.storage import Event
 
 PUBLIC_PATHS = frozenset({"/healthz"})
+PUBLIC_PREFIXES = ("/console/",)
+"""The console's scripts and styles: the login form must load before credentials."""
 CLIENT_ID_HEADER = "x-tidelog-client-id"
+
+
+def _public(scope: Scope) -> bool:
+    """Paths served without authentication: ``/healthz``, the console's files, and
+    ``/`` asked for as HTML (the console's page, which then logs in)."""
+    path = scope["path"]
+    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+        return True
+    if path == "/" and scope["method"] in ("GET", "HEAD"):
+        accept = _header(scope["headers"], b"accept") or ""
+        return "text/html" in accept
+    return False
 
 
 def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
@@ -49,7 +65,7 @@ class AuthMiddleware:
         self.security = security
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or _public(scope):
             await self.app(scope, receive, send)
             return
         security = self.security
@@ -62,7 +78,11 @@ class AuthMiddleware:
         try:
             try:
                 access = await authenticate_request(
-                    security, scope["headers"], f"{address}:{client[1]}", "http"
+                    security,
+                    scope["headers"],
+                    f"{address}:{client[1]}",
+                    "http",
+                    access_token=stream_access_token(scope),
                 )
             except AuthenticationError as exc:
                 await _refuse(send, 401, "unauthorized", str(exc), exc.headers)
@@ -77,6 +97,17 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
         finally:
             security.connections.release(address)
+
+
+def stream_access_token(scope: Scope) -> str | None:
+    """``?access_token=`` of an SSE request (a path ending in ``/stream``): a browser's
+    ``EventSource`` cannot set ``Authorization``. Other requests use the header only,
+    so tokens stay out of URLs (and access logs) wherever a header can be sent."""
+    if not scope["path"].endswith("/stream"):
+        return None
+    query = scope.get("query_string", b"").decode("latin-1")
+    tokens = urllib.parse.parse_qs(query).get("access_token")
+    return tokens[0] if tokens else None
 
 
 async def authenticate_request(

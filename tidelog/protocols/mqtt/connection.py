@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
@@ -97,6 +98,7 @@ class MQTTConnection:
         "_transport_principal",
         "broker",
         "client_id",
+        "connected_at",
         "core",
         "decoder",
         "level",
@@ -128,6 +130,8 @@ class MQTTConnection:
         self.traffic = server.traffic
         self.level = 4
         self.client_id = ""
+        self.connected_at = time.time()
+        """When the stream was accepted (seconds since the epoch)."""
         self.core: MQTTSession | None = None
         """The session state machine, from CONNACK on."""
         self.subs: Subscriptions | None = None
@@ -206,7 +210,40 @@ class MQTTConnection:
     async def take_over(self) -> None:
         """Close this connection because a newer one has the same client id; returns
         once its session is saved (so the newer connection resumes from it)."""
-        self._stop(Close(ReasonCode.SESSION_TAKEN_OVER, "another connection took the session"))
+        await self._stop_and_wait(
+            Close(ReasonCode.SESSION_TAKEN_OVER, "another connection took the session")
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """What an operator sees of this client (``GET /v1/clients``): identity,
+        transport, level, subscriptions and in-flight deliveries. Read on request,
+        nothing is kept per message for it."""
+        core = self.core
+        connect = self._connect
+        return {
+            "client_id": self.client_id,
+            "owner": self.owner,
+            "protocol": "mqtt",
+            "protocol_level": self.level,
+            "transport": self.transport,
+            "address": self.peer,
+            "connected_at": int(self.connected_at * 1000),
+            "keep_alive": connect.keep_alive if connect is not None else None,
+            "persistent": self.persistent,
+            "subscriptions": sorted(core.session.subscriptions) if core is not None else [],
+            "inflight": len(core.planner.outstanding) if core is not None else 0,
+        }
+
+    async def disconnect(self) -> None:
+        """Close the connection on an administrator's request (MQTT 5 clients get
+        DISCONNECT 0x98, Administrative action; the will is sent as for any close
+        the client did not ask for); returns once its session is saved."""
+        await self._stop_and_wait(
+            Close(ReasonCode.ADMINISTRATIVE_ACTION, "disconnected by an administrator")
+        )
+
+    async def _stop_and_wait(self, close: Close) -> None:
+        self._stop(close)
         if not self._done:
             if self._finished is None:
                 self._finished = trio.Event()

@@ -104,6 +104,23 @@ class MQTTServer:
             broker.cancel_will(client_id)  # one the older connection left with a delay
         self.connections[client_id] = connection
 
+    def clients(self, owner: str | None = None) -> list[dict[str, Any]]:
+        """The connected clients (``owner``'s only, if given), by client id."""
+        return [
+            connection.describe()
+            for client_id, connection in sorted(self.connections.items())
+            if owner is None or connection.owner == owner
+        ]
+
+    async def disconnect(self, client_id: str) -> bool:
+        """Close ``client_id``'s connection (administrative action); False if it is not
+        connected. Returns once the connection has saved its session."""
+        connection = self.connections.get(client_id)
+        if connection is None:
+            return False
+        await connection.disconnect()
+        return True
+
     def release(self, client_id: str, connection: MQTTConnection) -> None:
         """``connection`` has closed (its session saved, its will handed over)."""
         if self.connections.get(client_id) is connection:

@@ -1,0 +1,134 @@
+// Consumers: durable cursors (GET /v1/cursors) with pending and lag over time, a peek
+// at the next events, and reset (commit to earliest, latest, an offset or a time) and
+// delete, each confirmed. Consumer groups and webhooks get their own tables here when
+// the API has them.
+"use strict";
+
+import {
+  LiveChart, api, confirmAction, el, every, fmtTime, payloadBytes, registerSection,
+  renderPayload, toast,
+} from "../lib.js";
+
+const REFRESH_MS = 2000;
+const CHART_SERIES = 8;
+
+function cursorPath(cursor, action = "") {
+  return `/v1/cursors/${encodeURIComponent(cursor.name)}${action}`;
+}
+
+function ownerQuery(cursor) {
+  // the caller's own cursor, or (admin_users) another user's: the API accepts both
+  return cursor.owner ? { owner: cursor.owner } : {};
+}
+
+function render(main) {
+  const body = el("div", { id: "cursor-table" });
+  const peek = el("div.card", { id: "peek", hidden: true });
+  const chartBox = el("div.chart", { id: "lag-chart" });
+  main.append(el("h2", {}, "Consumers"),
+    el("section.card.wide", {}, el("h3", {}, "Cursors"), body),
+    peek,
+    el("section.card.wide", {}, el("h3", {}, "Pending events over time"), chartBox));
+
+  let chart = null;
+  let chartNames = [];
+
+  function drawChart(cursors) {
+    const names = cursors.slice(0, CHART_SERIES).map((c) => `${c.owner}/${c.name}`);
+    if (names.join("\n") !== chartNames.join("\n")) {
+      if (chart) chart.destroy();
+      chartBox.replaceChildren();
+      chartNames = names;
+      chart = names.length ? new LiveChart(chartBox, names, { keep: 600 }) : null;
+    }
+    if (chart) chart.push(Date.now() / 1000, cursors.slice(0, CHART_SERIES).map((c) => c.pending));
+  }
+
+  async function reset(cursor) {
+    const choice = await chooseReset(cursor);
+    if (!choice) return;
+    let offset;
+    if (choice.kind === "earliest" || choice.kind === "latest") {
+      const overview = await api("/v1/overview");
+      offset = choice.kind === "earliest" ? overview.storage.first_offset : overview.storage.next_offset;
+    } else if (choice.kind === "time") {
+      offset = (await api("/v1/offsets", { query: { time: choice.value, filter: cursor.filter || "#" } })).offset;
+    } else {
+      offset = Number(choice.value);
+    }
+    if (!await confirmAction(`Move cursor "${cursor.name}" from ${cursor.position} to offset ${offset}? ` +
+        "Its consumers will read from there.")) return;
+    await api(cursorPath(cursor, "/commit"), { method: "POST", body: { offset },
+      query: ownerQuery(cursor) });
+    toast(`cursor ${cursor.name} now at ${offset}`);
+    refresh();
+  }
+
+  async function remove(cursor) {
+    if (!await confirmAction(`Delete cursor "${cursor.name}" (owner ${cursor.owner})? ` +
+        "Its position is lost.")) return;
+    await api(cursorPath(cursor), { method: "DELETE", query: ownerQuery(cursor) });
+    toast(`cursor ${cursor.name} deleted`);
+    refresh();
+  }
+
+  async function showPeek(cursor) {
+    const page = await api(cursorPath(cursor, "/fetch"), { method: "POST",
+      query: { limit: 10, ...ownerQuery(cursor) } });
+    peek.hidden = false;
+    peek.replaceChildren(el("h3", {}, `Next events of ${cursor.name} (not committed)`),
+      page.events.length ? el("table", { id: "peek-events" }, el("tbody", {}, page.events.map((e) =>
+        el("tr.event", {}, el("td", {}, e.offset), el("td", {}, fmtTime(e.timestamp)),
+          el("td", {}, e.topic), el("td", {}, el("pre.payload", {}, renderPayload(payloadBytes(e), "text")))))))
+        : el("p.muted", {}, "nothing to fetch"));
+  }
+
+  function guard(action) {
+    return (cursor) => action(cursor).catch((error) => toast(error.message, "error"));
+  }
+
+  async function refresh() {
+    const cursors = (await api("/v1/cursors")).cursors;
+    body.replaceChildren(cursors.length ? el("table", {},
+      el("thead", {}, el("tr", {}, ["name", "owner", "filter", "position", "pending", "lag", ""].map(
+        (c) => el("th", {}, c)))),
+      el("tbody", {}, cursors.map((c) => el("tr.cursor", { dataset: { name: c.name } },
+        el("td.name", {}, c.name), el("td", {}, c.owner), el("td", {}, c.filter ?? "#"),
+        el("td.position", {}, c.position), el("td.pending", {}, c.pending), el("td.lag", {}, c.lag),
+        el("td.actions", {},
+          el("button", { type: "button", class: "peek", onclick: () => guard(showPeek)(c) }, "peek"),
+          el("button", { type: "button", class: "reset", onclick: () => guard(reset)(c) }, "reset…"),
+          el("button", { type: "button", class: "delete danger", onclick: () => guard(remove)(c) }, "delete"))))))
+      : el("p.muted", {}, "no cursors (create one with PUT /v1/cursors/{name} or `tidelog cursors create`)"));
+    drawChart(cursors);
+  }
+
+  const stop = every(REFRESH_MS, refresh);
+  return () => { stop(); if (chart) chart.destroy(); };
+}
+
+/** Ask where to move a cursor: {kind: earliest|latest|offset|time, value}. */
+function chooseReset(cursor) {
+  const kind = el("select", { id: "reset-kind" },
+    ["earliest", "latest", "offset", "time"].map((k) => el("option", { value: k }, k)));
+  const offset = el("input", { type: "number", min: 0, id: "reset-offset", value: cursor.position });
+  const time = el("input", { type: "datetime-local", step: "0.001", id: "reset-time" });
+  const dialog = el("dialog", { id: "reset-dialog" }, el("form", { method: "dialog" },
+    el("h3", {}, `Reset cursor ${cursor.name}`),
+    el("label", {}, "to ", kind), el("label", {}, " offset ", offset), el("label", {}, " time ", time),
+    el("p", {}, el("button", { value: "cancel" }, "cancel"), " ",
+      el("button", { value: "ok", id: "reset-next" }, "next…"))));
+  document.body.append(dialog);
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => {
+      const ok = dialog.returnValue === "ok";
+      dialog.remove();
+      if (!ok) return resolve(null);
+      const value = kind.value === "time" ? new Date(time.value).getTime() : offset.value;
+      resolve({ kind: kind.value, value });
+    }, { once: true });
+    dialog.showModal();
+  });
+}
+
+registerSection({ id: "consumers", title: "Consumers", order: 30, render });

@@ -1,0 +1,91 @@
+// Overview: node, storage, traffic, live rate charts (GET /v1/overview/stream).
+"use strict";
+
+import {
+  LiveChart, el, fmtBytes, fmtDuration, fmtRate, fmtSeconds, fmtTime, registerSection, stream,
+  table,
+} from "../lib.js";
+
+function card(title, id) {
+  return el("section.card", { id }, el("h3", {}, title), el("div.body"));
+}
+
+function facts(pairs) {
+  return el("dl", {}, pairs.flatMap(([k, v]) => [el("dt", {}, k), el("dd", { dataset: { fact: k } }, v)]));
+}
+
+function render(main) {
+  const status = el("span.status", { id: "overview-status" }, "connecting…");
+  main.append(
+    el("h2", {}, "Overview ", status),
+    el("div.grid", {},
+      card("Node", "node"), card("Storage", "storage"), card("Connections", "connections"),
+      card("Commit latency", "commit"), card("Engine", "engine")),
+    el("section.card.wide", {}, el("h3", {}, "Events per second"), el("div.chart", { id: "rate-chart" })),
+    el("section.card.wide", {}, el("h3", {}, "Commit latency (p99 per interval, ms)"),
+      el("div.chart", { id: "latency-chart" })),
+  );
+  const rates = new LiveChart(main.querySelector("#rate-chart"), ["published", "delivered"], { unit: "/s" });
+  const latency = new LiveChart(main.querySelector("#latency-chart"), ["p99", "mean"], { unit: " ms" });
+  const body = (id) => main.querySelector(`#${id} .body`);
+
+  function update(o) {
+    status.textContent = `live · ${fmtTime(o.time)}`;
+    status.dataset.ticks = String(Number(status.dataset.ticks || 0) + 1);
+    body("node").replaceChildren(facts([
+      ["node", o.node.id || o.node.host],
+      ["version", o.node.version],
+      ["uptime", fmtDuration(o.node.uptime_seconds)],
+      ["listeners", Object.entries(o.listeners).map(([k, v]) => `${k} ${v}`).join(", ") || "–"],
+    ]));
+    const s = o.storage;
+    const disk = s.disk ? `${fmtBytes(s.disk.free)} free of ${fmtBytes(s.disk.total)}` : "–";
+    const retention = [s.retention_ms ? `${fmtDuration(s.retention_ms / 1000)}` : null,
+      s.retention_bytes ? fmtBytes(s.retention_bytes) : null].filter(Boolean).join(", ") || "keep everything";
+    body("storage").replaceChildren(facts([
+      ["backend", s.url || s.backend],
+      ["size", fmtBytes(s.bytes)],
+      ["events", `${(s.next_offset - s.first_offset).toLocaleString()} (offsets ${s.first_offset}–${s.next_offset})`],
+      ["oldest", fmtTime(s.first_timestamp)],
+      ["newest", fmtTime(s.last_timestamp)],
+      ["segments", s.segments],
+      ["retention", retention],
+      ["disk", disk],
+    ]));
+    const protocols = Object.entries(o.connections);
+    body("connections").replaceChildren(protocols.length
+      ? table(["protocol", "open"], protocols.map(([p, n]) => [p, n]))
+      : el("p.muted", {}, "no connections"));
+    body("commit").replaceChildren(facts([
+      ["last", fmtSeconds(o.commit.last_seconds)],
+      ["mean", fmtSeconds(o.commit.mean_seconds)],
+      ["p99 (interval)", fmtSeconds(o.commit.p99_seconds)],
+      ["max", fmtSeconds(o.commit.max_seconds)],
+      ["pending", o.commit.pending_events],
+    ]));
+    body("engine").replaceChildren(facts([
+      ["published", o.totals.published.toLocaleString()],
+      ["publish rate", `${fmtRate(o.rates.published)}/s`],
+      ["delivery rate", `${fmtRate(o.rates.deliveries)}/s`],
+      ["topics", o.topics],
+      ["subscriptions", o.subscriptions],
+      ["feeds", `${o.feeds} (${o.feeds_catching_up} catching up)`],
+      ["sessions", o.sessions],
+      ["retained", o.retained],
+    ]));
+    const t = o.time / 1000;
+    if (o.rates.published !== null) rates.push(t, [o.rates.published, o.rates.deliveries]);
+    const p99 = o.commit.p99_seconds === null ? null : o.commit.p99_seconds * 1000;
+    const mean = o.commit.mean_seconds === null ? null : o.commit.mean_seconds * 1000;
+    latency.push(t, [p99, mean]);
+  }
+
+  const live = stream("/v1/overview/stream", { interval_ms: 1000 }, (name, data) => {
+    if (name === "overview") update(data);
+  }, { onState: (state, error) => {
+    if (state === "error") status.textContent = `disconnected: ${error.message}`;
+  } });
+  return () => { live.close(); rates.destroy(); latency.destroy(); };
+}
+
+registerSection({ id: "overview", title: "Overview", order: 10, render });
