@@ -67,7 +67,13 @@ def test_console_files_load_before_login_but_the_api_does_not(
         assert http.get("/", headers={"accept": "text/html"}).status_code == 200
         assert http.get("/console/app.js").status_code == 200
         assert http.get("/").status_code == 401  # the JSON index is API
-        assert http.get("/v1/overview").status_code == 401
+        refused = http.get("/v1/overview")
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith("Basic")
+        # a script (the console) is not offered Basic: browsers would open their own prompt
+        scripted = http.get("/v1/overview", headers={"x-requested-with": "tidelog-console"})
+        assert scripted.status_code == 401
+        assert scripted.headers["www-authenticate"] == 'Bearer realm="tidelog"'
         assert http.get("/v1/overview", auth=ALICE).status_code == 200
 
 

@@ -133,7 +133,7 @@ class Overview:
                 "first_timestamp": state.first_timestamp,
                 "last_timestamp": state.last_timestamp,
                 "durable_offset": log_stats.durable_offset,
-                "disk": _disk(data_path) if self.access.sees_all else None,
+                "disk": _disk(data_path),
                 **_retention(context),
             },
             "listeners": dict(context.ports),

@@ -46,6 +46,18 @@ def _public(scope: Scope) -> bool:
     return False
 
 
+SCRIPT_HEADER = b"x-requested-with"
+
+
+def _challenge(scope: Scope, exc: AuthenticationError) -> dict[str, str]:
+    """The 401's headers. A request a script marks with ``X-Requested-With`` (the
+    console does) is challenged with ``Bearer`` only: a ``Basic`` challenge makes
+    browsers open their own login prompt over the page's own login form."""
+    if _header(scope["headers"], SCRIPT_HEADER) is None:
+        return exc.headers
+    return {**exc.headers, "WWW-Authenticate": 'Bearer realm="tidelog"'}
+
+
 def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
     for key, value in headers:
         if key.lower() == name:
@@ -85,7 +97,7 @@ class AuthMiddleware:
                     access_token=stream_access_token(scope),
                 )
             except AuthenticationError as exc:
-                await _refuse(send, 401, "unauthorized", str(exc), exc.headers)
+                await _refuse(send, 401, "unauthorized", str(exc), _challenge(scope, exc))
                 return
             except TooManyAttemptsError as exc:
                 await _refuse(send, 429, "too_many_attempts", str(exc), exc.headers)

@@ -42,7 +42,9 @@ let onUnauthorized = () => {};
 export function setUnauthorizedHandler(handler) { onUnauthorized = handler; }
 
 function headers(extra) {
-  const out = { ...extra };
+  // X-Requested-With: a refused request is challenged with Bearer only, so the browser
+  // does not open its own Basic login prompt over the console's login form
+  const out = { "x-requested-with": "tidelog-console", ...extra };
   const value = auth.header();
   if (value) out.authorization = value;
   return out;
