@@ -22,8 +22,8 @@ import pytest
 import trio
 
 from bench.crash import HOST, ServerProcess, default_storage, read_everything
-from bench.mqtt_load import ClientConnection, LoadError, Target
 from tidelog.protocols.mqtt import Puback, Publish, encode
+from tidelog.testing.mqtt_client import ClientConnection, LoadError, Target
 
 ROOT = Path(__file__).resolve().parents[2]
 PAYLOAD = 32 * 1024

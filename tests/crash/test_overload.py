@@ -13,7 +13,6 @@ import pytest
 import trio
 
 from bench.crash import HOST, ServerProcess, default_storage
-from bench.mqtt_load import ClientConnection, Target
 from bench.overload import (
     MEBIBYTE,
     hold_connections,
@@ -21,6 +20,7 @@ from bench.overload import (
     round_trip,
     stalled_subscribers_catch_up,
 )
+from tidelog.testing.mqtt_client import ClientConnection, Target
 
 pytestmark = pytest.mark.slow
 
