@@ -24,7 +24,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from bench.crash import HOST, ServerProcess, default_storage
+from tests.crash.harness import HOST, ServerProcess, default_storage
 from tidelog.protocols.mqtt import Puback, Publish, encode
 from tidelog.testing.mqtt_client import ClientConnection, LoadError, Target, encoded_ack
 

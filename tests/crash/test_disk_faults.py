@@ -21,7 +21,7 @@ import httpx
 import pytest
 import trio
 
-from bench.crash import HOST, ServerProcess, default_storage, read_everything
+from tests.crash.harness import HOST, ServerProcess, default_storage, read_everything
 from tidelog.protocols.mqtt import Puback, Publish, encode
 from tidelog.testing.mqtt_client import ClientConnection, LoadError, Target
 
