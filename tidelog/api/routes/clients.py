@@ -15,7 +15,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import Response
 
 from tidelog.api.problems import ApiError
-from tidelog.api.shapes import dumps
+from tidelog.api.routes.responses import JSONResponse
 from tidelog.security import Access, Name
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ async def list_clients(request: Request) -> Response:
         "connections": dict(context.traffic.connections),
         "may_disconnect": access.admin,
     }
-    return Response(dumps(body), media_type="application/json")
+    return JSONResponse(body)
 
 
 @router.delete(

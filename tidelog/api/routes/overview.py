@@ -20,7 +20,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 import tidelog
-from tidelog.api.shapes import dumps
+from tidelog.api.routes.responses import JSONResponse
 from tidelog.api.sse import SnapshotStream
 from tidelog.engine.group_commit import COMMIT_SECONDS_BUCKETS
 from tidelog.security import Access
@@ -171,7 +171,7 @@ def _overview(request: Request) -> Overview:
 @router.get("/v1/overview", tags=["operations"], summary="Node, storage, traffic and rates")
 async def overview(request: Request) -> Response:
     """The console's overview document (``docs/rest.md``, "Overview")."""
-    return Response(dumps(await _overview(request).snapshot()), media_type="application/json")
+    return JSONResponse(await _overview(request).snapshot())
 
 
 @router.get(
