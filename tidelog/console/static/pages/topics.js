@@ -10,6 +10,7 @@ import {
 const MAX_ROWS = 2000;
 const PAGE = 500;
 const TREE_REFRESH_MS = 5000;
+const FLUSH_MS = 100;
 
 function buildTree(topics) {
   const root = { name: "", path: "", children: new Map(), count: 0, own: 0, rate: 0 };
@@ -149,8 +150,19 @@ function render(main, params) {
 
   function tail(topicFilter, from) {
     status.textContent = "subscribing…";
+    // events are drawn in batches, at most every FLUSH_MS: a busy topic costs the
+    // page one DOM update per batch, not one per event
+    let pending = [];
+    let timer = null;
+    const flush = () => {
+      timer = null;
+      const batch = pending;
+      pending = [];
+      addEvents(batch.length > MAX_ROWS ? batch.slice(-MAX_ROWS) : batch);
+    };
     live = stream("/v1/events/stream", { filter: topicFilter, from }, (name, event) => {
-      addEvents([event]);
+      pending.push(event);
+      if (timer === null) timer = setTimeout(flush, FLUSH_MS);
     }, {
       onState: (state, error) => {
         status.textContent = state === "open" ? "live" : `disconnected: ${error.message}`;
