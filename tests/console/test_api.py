@@ -220,3 +220,20 @@ def test_clients_shows_stored_sessions_of_absent_clients(
         (session,) = listing["sessions"]
         assert session["client_id"] == "sleepy" and session["subscriptions"] == ["sleep/#"]
         assert session["expiry_interval"] == 600 and session["expires_at"] is not None
+
+
+def test_every_console_file_is_package_data() -> None:
+    """``pip install .`` ships the console: each of its files is matched by a
+    package-data pattern of ``tidelog.console`` in pyproject.toml."""
+    import glob
+    import tomllib
+
+    from tidelog.console import STATIC_DIR
+
+    package = STATIC_DIR.parent
+    pyproject = tomllib.loads((package.parents[1] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["tidelog.console"]
+    shipped = {f for p in patterns for f in glob.glob(p, root_dir=package)}  # setuptools' rule
+    files = {p.relative_to(package).as_posix() for p in STATIC_DIR.rglob("*") if p.is_file()}
+    assert "static/vendor/uPlot.iife.min.js" in files
+    assert files - shipped == set()
