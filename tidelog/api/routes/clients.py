@@ -53,7 +53,7 @@ async def list_clients(request: Request) -> Response:
     body = {
         "clients": context.mqtt.clients(owner),
         "sessions": sessions,
-        "connections": dict(context.traffic.connections),
+        "connections": {p: n for p, n in context.traffic.connections.items() if n},
         "may_disconnect": access.admin,
     }
     return JSONResponse(body)

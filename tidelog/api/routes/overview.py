@@ -137,7 +137,7 @@ class Overview:
                 **_retention(context),
             },
             "listeners": dict(context.ports),
-            "connections": dict(traffic.connections),
+            "connections": {p: n for p, n in traffic.connections.items() if n},
             "totals": {
                 "published": stats.published,
                 "deliveries": stats.deliveries,
