@@ -51,13 +51,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import attrs
 import trio
+
+from tidelog.testing.server import ServerNotReady, ServerProcess
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -268,8 +269,10 @@ class Mosquitto(Peer):
 
 class Tidelog(Peer):
     """``python -m tidelog serve`` from a checkout (default: this one), MQTT only,
-    fsync always. Another ``checkout`` (a ``git worktree`` or ``git archive`` of
-    older code) measures a change against its baseline in one run."""
+    fsync always, started by the launcher the tests use
+    (:class:`tidelog.testing.server.ServerProcess`: the port comes from its ready
+    line). Another ``checkout`` (a ``git worktree`` or ``git archive`` of older code)
+    measures a change against its baseline in one run."""
 
     description = "tidelog serve, fsync=always, LMDB in a temp dir (SQLite if no LMDB backend)"
 
@@ -340,41 +343,28 @@ class Tidelog(Peer):
         reason = self.unavailable()
         if reason:
             raise PeerError(f"tidelog: {reason}")
-        port = free_port()
         url = self.storage_url(workdir)
-        argv = [
-            sys.executable,
-            "-m",
-            "tidelog",
-            "serve",
-            "--storage",
-            url,
-            "--bind",
-            HOST,
-            "--mqtt-port",
-            str(port),
-            "--ws-port",
-            "off",
-            "--http-port",
-            "off",
-            "--log-level",
-            "warning",
+        server = ServerProcess(
+            *("--storage", url, "--bind", HOST, "--mqtt-port", "0"),
+            *("--ws-port", "off", "--http-port", "off", "--log-level", "warning"),
             *(arg for setting in self.settings for arg in ("--set", setting)),
-        ]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(self.checkout), env.get("PYTHONPATH")])
+            cwd=workdir,
+            log_path=workdir / f"{self.name}.log",
+            checkout=self.checkout,
         )
-        async with spawn(
-            self.name,
-            argv,
-            workdir,
-            port,
-            env=env,
-            settings=" ".join([f"--storage {url} --log-level warning", *self.settings]),
-            not_ready_hint=" (does this tidelog have an MQTT listener?)",
-        ) as running:
-            yield running
+        server.launch()
+        try:
+            try:
+                await server.until_ready(("MQTT",), READY_TIMEOUT)
+            except ServerNotReady as exc:
+                hint = "(does this tidelog have an MQTT listener?)"
+                raise PeerError(f"{self.name}: {exc} {hint}") from None
+            settings = " ".join([f"--storage {url} --log-level warning", *self.settings])
+            # the timeout covers starting only: the measurement runs as long as it takes
+            yield RunningBroker(self.name, HOST, server.ports["MQTT"], server.pid, settings)
+        finally:
+            with trio.CancelScope(shield=True):
+                await server.terminate(STOP_TIMEOUT)
 
 
 def _first_line(argv: Sequence[str]) -> str:

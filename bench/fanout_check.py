@@ -6,7 +6,7 @@
 Fan-out: one QoS 1 publisher (window 1000) -> 100 subscribers at QoS 1 (the
 issue 7 shape), through ``bench.mqtt_load.run_scenario``; prints deliveries/s
 and broker CPU microseconds per delivery. Accept: ``--connections`` MQTT 3.1.1
-connections opened 200 at a time (``bench.overload.hold_connections``);
+connections opened 200 at a time (``tidelog.testing.overload.hold_connections``);
 prints connections/s. Brokers alternate within each repetition: this
 checkout's tidelog, the ``--baseline`` checkout's tidelog if given (e.g. a
 ``git worktree`` or ``git archive`` of the code before a change), and
@@ -30,8 +30,8 @@ import trio
 
 from bench.brokers import PEERS, Tidelog
 from bench.mqtt_load import SCENARIOS, process_cpu_seconds, run_scenario
-from bench.overload import hold_connections
 from tidelog.testing.mqtt_client import Target
+from tidelog.testing.overload import hold_connections
 
 FANOUT = SCENARIOS["fanout-100"]
 
