@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from tidelog.api.settings import HTTPSettings, http_settings
 from tidelog.config import Settings
 from tidelog.protocols.mqtt.server import MQTTServer
 from tidelog.protocols.mqtt.settings import MQTTSettings
@@ -49,8 +50,8 @@ class ServerConfig:
     broker_options: dict[str, Any] = attrs.field(factory=dict)
     mqtt_options: dict[str, Any] = attrs.field(factory=dict)
     """:class:`tidelog.protocols.mqtt.settings.MQTTSettings` fields."""
-    http_options: dict[str, Any] = attrs.field(factory=dict)
-    """``max_body_bytes``, ``access_log`` of the REST listener."""
+    http_options: HTTPSettings = attrs.field(factory=HTTPSettings, converter=http_settings)
+    """The REST listener's ``[http]`` settings (a mapping of their names is converted)."""
     sys_interval: float | None = None
     """Seconds between ``$SYS/broker/...`` updates over MQTT; None: none."""
     shutdown_timeout: float = 10.0
@@ -86,7 +87,7 @@ class ServerConfig:
             storage_options=storage,
             broker_options=dict(sections["broker"]),
             mqtt_options=mqtt,
-            http_options={k: v for k, v in sections["http"].items() if k != "port"},
+            http_options=http_settings({k: v for k, v in sections["http"].items() if k != "port"}),
             security=SecurityConfig(**sections["security"]),
             sys_interval=sys["interval"] if sys["enabled"] else None,
             shutdown_timeout=sections["server"]["shutdown_timeout"],

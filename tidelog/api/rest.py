@@ -127,13 +127,13 @@ async def serve_http(
     app = create_app(
         context,
         ws_port=config.ws_port,
-        max_body_bytes=http_options.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES),
-        metrics_cursor_labels=http_options.get("metrics_cursor_labels", False),
+        max_body_bytes=http_options.max_body_bytes,
+        metrics_cursor_labels=http_options.metrics_cursor_labels,
     )
     hc = hypercorn.config.Config()
     hc.bind = [_bind(host, port)]
     hc.graceful_timeout = GRACEFUL_SHUTDOWN_SECONDS
-    hc.accesslog = logging.getLogger("tidelog.access") if http_options.get("access_log") else None
+    hc.accesslog = logging.getLogger("tidelog.access") if http_options.access_log else None
     hc.access_log_format = (
         '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'  # remote, request, status, bytes, time
     )
