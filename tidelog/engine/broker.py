@@ -102,6 +102,8 @@ class BrokerStatistics:
     """Times a subscriber fell behind and switched to reading the log."""
     feeds: int
     feeds_catching_up: int
+    waiting_reads: int
+    """Reads long-polling for a first event (REST long-polls, cursor fetches that wait)."""
     subscriptions: int
     retained: int
     sessions: int
@@ -180,6 +182,7 @@ class Broker:
         self._shared: dict[tuple[str, str], tuple[Feed, list[int]]] = {}
         self._topic_counts: Counter[str] = Counter()
         self._commit_hooks: list[Callable[[list[Event]], None]] = []
+        self._waiting_reads = 0
         self.closed = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -424,8 +427,12 @@ class Broker:
                 return result
             if wait is None or trio.current_time() >= deadline:
                 return result
-            with trio.move_on_at(deadline):
-                await self.log.wait_for_append(start)
+            self._waiting_reads += 1
+            try:
+                with trio.move_on_at(deadline):
+                    await self.log.wait_for_append(start)
+            finally:
+                self._waiting_reads -= 1
 
     async def replay(
         self,
@@ -543,6 +550,7 @@ class Broker:
             catch_ups=self.fanout.catch_ups,
             feeds=len(feeds),
             feeds_catching_up=sum(1 for f in feeds if not f.live),
+            waiting_reads=self._waiting_reads,
             subscriptions=self.fanout.subscription_count,
             retained=len(self.retained),
             sessions=len(self.sessions),

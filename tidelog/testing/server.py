@@ -213,6 +213,14 @@ class ServerProcess:
             assert time.monotonic() < deadline, f"no {pattern!r} in /metrics in {timeout} s"
             time.sleep(0.02)
 
+    async def until_metric(self, pattern: str, timeout: float = 20) -> None:
+        """:meth:`wait_metric` for trio code."""
+        line = re.compile(rf"^{pattern}$", re.M)
+        with trio.fail_after(timeout):
+            async with httpx.AsyncClient(base_url=self.url, timeout=5) as client:
+                while not line.search((await client.get("/metrics")).text):
+                    await trio.sleep(0.02)
+
     def wait_feeds(self, count: int, timeout: float = 20) -> None:
         """Wait until the server has ``count`` open subscriber feeds: a stream or
         subscription has subscribed."""
