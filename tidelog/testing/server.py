@@ -35,6 +35,9 @@ SOURCE_ROOT = Path(tidelog.__file__).resolve().parents[1]
 """The directory holding the ``tidelog`` package this process imports."""
 READY = re.compile(r'([\w-]+) listening on [^\s"]+:(\d+)')
 """A listener's ready line: its name and bound port."""
+READY_TIMEOUT = 60.0
+"""Seconds a server gets to report its listeners ready (generous: a loaded machine
+has taken more than 30 to start one)."""
 
 
 class ServerNotReady(RuntimeError):
@@ -183,7 +186,7 @@ class ServerProcess:
             f"no {', '.join(expect)} listener within {timeout:g} s:\n{self.tail()}"
         )
 
-    def wait_ready(self, expect: Iterable[str], timeout: float = 30) -> None:
+    def wait_ready(self, expect: Iterable[str], timeout: float = READY_TIMEOUT) -> None:
         """Block until every listener named in ``expect`` (``MQTT``, ``HTTP``,
         ``WebSocket``...) reported its port; the server is killed if it takes longer."""
         expect = tuple(expect)
@@ -192,10 +195,13 @@ class ServerProcess:
             while not self._check_ready(expect):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise self._not_ready(expect, timeout)
+                    break
                 self._changed.wait(min(left, 0.1))
+            else:
+                return
+        raise self._not_ready(expect, timeout)  # outside the lock: kill() joins the reader
 
-    async def until_ready(self, expect: Iterable[str], timeout: float = 30) -> None:
+    async def until_ready(self, expect: Iterable[str], timeout: float = READY_TIMEOUT) -> None:
         """:meth:`wait_ready` for trio code (other tasks run meanwhile)."""
         expect = tuple(expect)
         with trio.move_on_after(timeout):
@@ -282,7 +288,9 @@ class HarnessServer(ServerProcess):
             nofile=nofile,
         )
 
-    async def start(self, mqtt_port: int = 0, http_port: int = 0, timeout: float = 30) -> None:
+    async def start(
+        self, mqtt_port: int = 0, http_port: int = 0, timeout: float = READY_TIMEOUT
+    ) -> None:
         """Start on these ports (0: any) and wait for both listeners' ready lines."""
         self.launch("--mqtt-port", str(mqtt_port), "--http-port", str(http_port))
         await self.until_ready(("MQTT", "HTTP"), timeout)
