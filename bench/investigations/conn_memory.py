@@ -1,6 +1,6 @@
 """What one idle MQTT connection costs the broker, by allocation site.
 
-    python -m bench.conn_memory --count 1000 [--top 25] [--keep-alive 60]
+    python -m bench.investigations.conn_memory --count 1000 [--top 25] [--keep-alive 60]
 
 Runs the server in this process (a thread with its own trio loop, LMDB in a
 temp directory), opens ``count`` MQTT 3.1.1 connections from blocking sockets

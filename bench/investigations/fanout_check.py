@@ -1,6 +1,6 @@
 """Fan-out 1 -> 100 and connection accept rate: tidelog checkouts beside mosquitto.
 
-    python -m bench.fanout_check [--messages 3000] [--repeat 3] [--connections 5000]
+    python -m bench.investigations.fanout_check [--messages 3000] [--repeat 3] [--connections 5000]
                                  [--baseline DIR] [--skip-accept]
 
 Fan-out: one QoS 1 publisher (window 1000) -> 100 subscribers at QoS 1 (the
