@@ -38,7 +38,7 @@ Settings used (reported by the runner):
   take it when named (``--brokers ...,tidelog-fsync-never``).
 
 Every broker inherits the runner's file descriptor limit; the runners raise
-their soft ``RLIMIT_NOFILE`` to the hard limit (``bench.mqtt_load.raise_fd_limit``) before
+their soft ``RLIMIT_NOFILE`` to the hard limit (``bench.process_stats.raise_fd_limit``) before
 starting brokers, so 10,000 idle connections fit on both sides.
 """
 

@@ -29,7 +29,9 @@ from pathlib import Path
 import trio
 
 from bench.brokers import PEERS, Tidelog
-from bench.mqtt_load import SCENARIOS, process_cpu_seconds, run_scenario
+from bench.load_scenarios import SCENARIOS
+from bench.mqtt_load import run_scenario
+from bench.process_stats import process_cpu_seconds
 from tidelog.testing.mqtt_client import Target
 from tidelog.testing.overload import hold_connections
 
