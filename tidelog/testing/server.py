@@ -9,7 +9,8 @@ port 0 works and nothing races for a free port. It can be started again on the
 same data after a kill (the crash harness), waited for from a blocking test or
 from trio, stopped with a signal or killed.
 
-The environment of the server holds no ``TIDELOG_*`` variable from outside
+Only the ``/metrics`` waits need httpx (a dev dependency). The environment of
+the server holds no ``TIDELOG_*`` variable from outside
 (the tests' configuration is explicit) and imports tidelog from the checkout.
 """
 
@@ -25,7 +26,6 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import httpx
 import trio
 
 import tidelog
@@ -213,6 +213,8 @@ class ServerProcess:
     def wait_metric(self, pattern: str, timeout: float = 20) -> None:
         """Block until ``/metrics`` has a line matching ``pattern`` (a regular
         expression), e.g. ``tidelog_feeds 2(\\.0)?``: wait for the thing itself."""
+        import httpx  # a dev dependency (tidelog itself does not need it)
+
         deadline = time.monotonic() + timeout
         line = re.compile(rf"^{pattern}$", re.M)
         while not line.search(httpx.get(f"{self.url}/metrics", timeout=5).text):
@@ -221,6 +223,8 @@ class ServerProcess:
 
     async def until_metric(self, pattern: str, timeout: float = 20) -> None:
         """:meth:`wait_metric` for trio code."""
+        import httpx
+
         line = re.compile(rf"^{pattern}$", re.M)
         with trio.fail_after(timeout):
             async with httpx.AsyncClient(base_url=self.url, timeout=5) as client:
