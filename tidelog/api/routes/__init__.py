@@ -5,8 +5,10 @@ Resources: :mod:`.events` (publish, read, stream), :mod:`.topics`, :mod:`.cursor
 Shared: :mod:`.params` (dependencies and query parameters), :mod:`.reading` (the
 one read path: read, filter by ACL, page), :mod:`.responses`.
 
-A new resource is a module with a ``router`` (a :class:`fastapi.APIRouter`) and one
-line in :data:`RESOURCES`; :func:`tidelog.api.rest.create_app` includes them all.
+A new resource is a module here with a ``router`` (a :class:`fastapi.APIRouter`),
+named in the import below and registered by one line in :data:`RESOURCES`;
+:func:`tidelog.api.rest.create_app` includes them all, and
+``tests/api/test_routes.py`` fails for a module with a router left out.
 """
 
 from __future__ import annotations
