@@ -270,8 +270,8 @@ class Mosquitto(Peer):
 class Tidelog(Peer):
     """``python -m tidelog serve`` from a checkout (default: this one), MQTT only,
     fsync always, started by the launcher the tests use
-    (:class:`tidelog.testing.server.ServerProcess`: the port comes from its ready
-    line). Another ``checkout`` (a ``git worktree`` or ``git archive`` of older code)
+    (:class:`tidelog.testing.server.ServerProcess`), ready once its port accepts.
+    Another ``checkout`` (a ``git worktree`` or ``git archive`` of older code)
     measures a change against its baseline in one run."""
 
     description = "tidelog serve, fsync=always, LMDB in a temp dir (SQLite if no LMDB backend)"
@@ -344,8 +344,9 @@ class Tidelog(Peer):
         if reason:
             raise PeerError(f"tidelog: {reason}")
         url = self.storage_url(workdir)
+        port = free_port()  # at --log-level warning there is no ready line to read it from
         server = ServerProcess(
-            *("--storage", url, "--bind", HOST, "--mqtt-port", "0"),
+            *("--storage", url, "--bind", HOST, "--mqtt-port", str(port)),
             *("--ws-port", "off", "--http-port", "off", "--log-level", "warning"),
             *(arg for setting in self.settings for arg in ("--set", setting)),
             cwd=workdir,
@@ -355,13 +356,13 @@ class Tidelog(Peer):
         server.launch()
         try:
             try:
-                await server.until_ready(("MQTT",), READY_TIMEOUT)
+                await server.until_accepting(port, READY_TIMEOUT)
             except ServerNotReady as exc:
                 hint = "(does this tidelog have an MQTT listener?)"
                 raise PeerError(f"{self.name}: {exc} {hint}") from None
             settings = " ".join([f"--storage {url} --log-level warning", *self.settings])
             # the timeout covers starting only: the measurement runs as long as it takes
-            yield RunningBroker(self.name, HOST, server.ports["MQTT"], server.pid, settings)
+            yield RunningBroker(self.name, HOST, port, server.pid, settings)
         finally:
             with trio.CancelScope(shield=True):
                 await server.terminate(STOP_TIMEOUT)

@@ -172,13 +172,18 @@ class ServerProcess:
         """Whether every listener in ``expect`` is ready; raises if the server ended."""
         if set(expect) <= set(self.ports):
             return True
+        self._check_alive(", ".join(sorted(set(expect) - set(self.ports))) + " listened")
+        return False
+
+    def _check_alive(self, waiting_for: str) -> None:
+        """Raise :class:`ServerNotReady` once the server has exited (and its last
+        lines are read)."""
         assert self.process is not None, "not launched"
         if self.process.poll() is not None and not (self._reader and self._reader.is_alive()):
             raise ServerNotReady(
-                f"tidelog serve exited {self.process.returncode} before "
-                f"{', '.join(sorted(set(expect) - set(self.ports)))} listened:\n{self.tail()}"
+                f"tidelog serve exited {self.process.returncode} before {waiting_for}:\n"
+                + self.tail()
             )
-        return False
 
     def _not_ready(self, expect: Iterable[str], timeout: float) -> ServerNotReady:
         self.kill()
@@ -209,6 +214,22 @@ class ServerProcess:
                 await trio.sleep(0.02)
             return
         raise self._not_ready(expect, timeout)
+
+    async def until_accepting(self, port: int, timeout: float = READY_TIMEOUT) -> None:
+        """Wait until ``port`` on :data:`HOST` accepts a connection: readiness for a
+        server that logs no ready line (``--log-level warning``, as the benchmarks
+        run it); raises :class:`ServerNotReady` if the server exits first."""
+        with trio.move_on_after(timeout):
+            while True:
+                try:
+                    stream = await trio.open_tcp_stream(HOST, port)
+                except OSError:
+                    self._check_alive(f"port {port} accepted")
+                    await trio.sleep(0.02)
+                else:
+                    await stream.aclose()
+                    return
+        raise self._not_ready((f"port {port}",), timeout)
 
     def wait_metric(self, pattern: str, timeout: float = 20) -> None:
         """Block until ``/metrics`` has a line matching ``pattern`` (a regular
