@@ -2,8 +2,9 @@
 
 A :class:`ServerProcess` runs ``python -m tidelog serve ARGS`` from a source tree
 (this one by default, or another checkout for an A/B benchmark), reads its
-standard error line by line in a thread (kept in :attr:`ServerProcess.lines`,
-and appended to ``log_path`` when given, across restarts), and learns each
+standard error from a file it is written to (``log_path`` when given, appended
+across restarts; a pipe could make a server that logs a lot wait for the
+reader) in a thread, into :attr:`ServerProcess.lines`, and learns each
 listener's port from its ready line (``MQTT listening on 127.0.0.1:PORT``), so
 port 0 works and nothing races for a free port. It can be started again on the
 same data after a kill (the crash harness), waited for from a blocking test or
@@ -21,6 +22,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -35,6 +37,8 @@ SOURCE_ROOT = Path(tidelog.__file__).resolve().parents[1]
 """The directory holding the ``tidelog`` package this process imports."""
 READY = re.compile(r'([\w-]+) listening on [^\s"]+:(\d+)')
 """A listener's ready line: its name and bound port."""
+KEPT_LINES = 10_000
+"""Lines kept in memory when ``log_path`` keeps every line."""
 READY_TIMEOUT = 60.0
 """Seconds a server gets to report its listeners ready (generous: a loaded machine
 has taken more than 30 to start one)."""
@@ -83,15 +87,24 @@ class ServerProcess:
         self.checkout = checkout
         self.nofile = nofile
         self.env = dict(env or {})
-        self.process: subprocess.Popen[str] | None = None
-        self.ports: dict[str, int] = {}
-        """Bound port by listener name, from the current run's ready lines."""
+        self.process: subprocess.Popen[bytes] | None = None
+        self._ports_before: dict[str, int] = {}
+        self._run_ports: dict[str, int] = {}
         self.lines: list[str] = []
-        """Every line the server wrote to standard error, over all its runs."""
+        """The lines the server wrote to standard error, over all its runs (the last
+        :data:`KEPT_LINES` when ``log_path`` keeps them all)."""
+        self._own_log: Path | None = None
         self.stop_seconds = 0.0
         """How long the last :meth:`stop` took."""
         self._reader: threading.Thread | None = None
         self._changed = threading.Condition()
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Bound port by listener name: the current run's ready lines, and until a
+        listener reports again after a restart, its port from the run before (clients
+        of a restarting server retry there)."""
+        return {**self._ports_before, **self._run_ports}
 
     @property
     def storage(self) -> str | None:
@@ -115,6 +128,9 @@ class ServerProcess:
 
     @property
     def output(self) -> str:
+        """Everything the server wrote to standard error (all runs)."""
+        if self.log_path is not None and self.log_path.exists():
+            return self.log_path.read_text("utf-8", errors="replace")
         return "".join(self.lines)
 
     def tail(self, lines: int = 30) -> str:
@@ -123,21 +139,35 @@ class ServerProcess:
     # -- starting ------------------------------------------------------------------------
 
     def launch(self, *extra: str) -> None:
-        """Start the server (again, after it ended) without waiting for it."""
+        """Start the server (again, after it ended) without waiting for it.
+
+        Standard error goes to a file (``log_path``, else a temporary one), never a
+        pipe: a server that logs a lot never waits for this process to read it.
+        A thread follows the file for ready lines."""
         assert not self.running, "already running"
-        self.ports = {}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tidelog", "serve", *self.args, *extra],
-            cwd=self.cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            errors="replace",
-            env=server_env(self.checkout, **self.env),
-            preexec_fn=self._limit_files if self.nofile is not None else None,
+        self._join()
+        self._ports_before, self._run_ports = self.ports, {}
+        log_path = self.log_path
+        if log_path is None:
+            if self._own_log is None:
+                fd, name = tempfile.mkstemp(prefix="tidelog-serve-", suffix=".log")
+                os.close(fd)
+                self._own_log = Path(name)
+            log_path = self._own_log
+        start = log_path.stat().st_size if log_path.exists() else 0
+        with log_path.open("ab") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tidelog", "serve", *self.args, *extra],
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=server_env(self.checkout, **self.env),
+                preexec_fn=self._limit_files if self.nofile is not None else None,
+            )
+        self._reader = threading.Thread(
+            target=self._follow, args=(self.process, log_path, start), daemon=True
         )
-        self._reader = threading.Thread(target=self._read, args=(self.process,), daemon=True)
         self._reader.start()
 
     def _limit_files(self) -> None:
@@ -146,33 +176,44 @@ class ServerProcess:
         assert self.nofile is not None
         resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
-    def _read(self, process: subprocess.Popen[str]) -> None:
-        assert process.stderr is not None
-        log = self.log_path.open("a", encoding="utf-8") if self.log_path else None
-        try:
-            for line in process.stderr:
-                if log is not None:
-                    log.write(line)
-                    log.flush()
-                with self._changed:
-                    self.lines.append(line)
-                    # the guard keeps the regex off long lines (a 64 KiB client id in a
-                    # log line made its backtracking take minutes)
-                    match = READY.search(line) if " listening on " in line else None
-                    if match:
-                        self.ports[match.group(1)] = int(match.group(2))
-                    self._changed.notify_all()
-        finally:
-            if log is not None:
-                log.close()
-            with self._changed:
-                self._changed.notify_all()
+    def _follow(self, process: subprocess.Popen[bytes], path: Path, start: int) -> None:
+        """Read the lines the server appends to ``path`` until it has exited."""
+        partial = b""
+        with path.open("rb") as log:
+            log.seek(start)
+            while True:
+                exited = process.poll() is not None
+                data = log.read(1 << 20)
+                if data:
+                    *complete, partial = (partial + data).split(b"\n")
+                    self._take([line.decode("utf-8", "replace") + "\n" for line in complete])
+                elif exited:
+                    break
+                else:
+                    time.sleep(0.02)
+        if partial:
+            self._take([partial.decode("utf-8", "replace")])
+        with self._changed:
+            self._changed.notify_all()
+
+    def _take(self, lines: list[str]) -> None:
+        with self._changed:
+            for line in lines:
+                # the guard keeps the regex off long lines (a 64 KiB client id in a
+                # log line made its backtracking take minutes)
+                match = READY.search(line) if " listening on " in line else None
+                if match:
+                    self._run_ports[match.group(1)] = int(match.group(2))
+            self.lines.extend(lines)
+            if self.log_path is not None and len(self.lines) > 2 * KEPT_LINES:
+                del self.lines[:-KEPT_LINES]
+            self._changed.notify_all()
 
     def _check_ready(self, expect: Iterable[str]) -> bool:
         """Whether every listener in ``expect`` is ready; raises if the server ended."""
-        if set(expect) <= set(self.ports):
+        if set(expect) <= set(self._run_ports):
             return True
-        self._check_alive(", ".join(sorted(set(expect) - set(self.ports))) + " listened")
+        self._check_alive(", ".join(sorted(set(expect) - set(self._run_ports))) + " listened")
         return False
 
     def _check_alive(self, waiting_for: str) -> None:
@@ -297,8 +338,12 @@ class ServerProcess:
         self._join()
 
     def _join(self) -> None:
-        if self._reader is not None:
+        """Wait for the reader to take the last lines of an exited server."""
+        if self._reader is not None and not self.running:
             self._reader.join(10)
+            if self._own_log is not None and not self._reader.is_alive():
+                self._own_log.unlink(missing_ok=True)  # its lines are in self.lines
+                self._own_log = None
 
 
 class HarnessServer(ServerProcess):
