@@ -45,7 +45,7 @@ def next_publish(client: RawClient) -> Publish | object:
     return packet
 
 
-@pytest.mark.parametrize("level", [4, 5])
+@pytest.mark.parametrize("level", [4, 5], ids=["3.1.1", "5.0"])
 def test_an_identical_filter_replaces_the_subscription_resends_retained_and_loses_nothing(
     server: ServerThread, level: int
 ) -> None:
@@ -101,7 +101,7 @@ def test_an_identical_filter_replaces_the_subscription_resends_retained_and_lose
     publisher.close()
 
 
-@pytest.mark.parametrize("level", [4, 5])
+@pytest.mark.parametrize("level", [4, 5], ids=["3.1.1", "5.0"])
 def test_unsubscribe_completes_the_deliveries_already_started(
     server: ServerThread, level: int
 ) -> None:
