@@ -478,6 +478,7 @@ def test_inbound_qos2_rx_end_is_stored_while_a_publish_may_be_unrecorded() -> No
     assert (event.provenance.client_id, event.provenance.packet_id) == ("dev", 3)
     token = core.snapshot(handled_end=0, log_end=500)  # the fence's store: 3 is pending
     assert Inflight.from_json(core.session.inflight).rx_end == 500
+    assert core.needs_rx_fence(horizon=500, count=1)  # not durable yet
     core.saved(token=token)
     assert not core.needs_rx_fence(horizon=500, count=1)
     assert core.needs_rx_fence(horizon=500 + RX_WINDOW, count=1)  # could land past it
@@ -486,6 +487,9 @@ def test_inbound_qos2_rx_end_is_stored_while_a_publish_may_be_unrecorded() -> No
     later = core.snapshot(handled_end=0, log_end=501)  # 3 stored and listed: complete
     stored = Inflight.from_json(core.session.inflight)
     assert (stored.inbound, stored.rx_end) == ([3], None)
+    # a store of "complete" in flight overrides the stored rx_end once durable: the
+    # next QoS 2 PUBLISH must not go on the strength of the older store
+    assert core.needs_rx_fence(horizon=501, count=1)
     core.saved(acks, later)
     core.saved(token=token)  # an older store finishing late changes nothing
     assert core.rx_stored is None and core.needs_rx_fence(horizon=501, count=1)

@@ -591,11 +591,18 @@ class MQTTSession:
         """Whether the session must be stored before ``count`` more events with inbound
         QoS 2 among them are submitted (``horizon``: the engine's append horizon):
         yes when the stored session does not say its client's QoS 2 events may follow
-        (``rx_end``), or they could land past the range a recovery reads."""
+        (``rx_end``), or they could land past the range a recovery reads. Only the
+        newest snapshot counts, once durable: one still being stored may say
+        "complete" (taken before these PUBLISHes came) and overwrite an older one
+        that said they may follow."""
         if not self.persistent:
             return False
         stored = self.rx_stored
-        return stored is None or horizon + count > stored + RX_WINDOW
+        return (
+            stored is None
+            or self.rx_stored_seq != self.snapshots
+            or horizon + count > stored + RX_WINDOW
+        )
 
     def snapshot(self, handled_end: int, log_end: int | None = None) -> tuple[int, int | None]:
         """Write the position and in-flight state into the session (see
