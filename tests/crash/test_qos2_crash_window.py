@@ -21,7 +21,7 @@ import lmdb
 import pytest
 import trio
 
-from bench.crash import ServerProcess
+from tests.crash.harness import ServerProcess
 from tests.protocols.mqtt.server_helpers import RawClient
 from tidelog.protocols.mqtt import Pubcomp, Publish, Pubrec, Pubrel
 from tidelog.storage import open_log
