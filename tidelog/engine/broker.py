@@ -269,8 +269,16 @@ class Broker:
 
     @property
     def end_offset(self) -> int:
-        """The offset after the last event fanned out (what ``latest`` means)."""
+        """The offset after the last event fanned out (what ``latest`` means). Every
+        publish callback of the events below it has run."""
         return self.fanout.dispatched_end
+
+    @property
+    def append_horizon(self) -> int:
+        """An upper bound on offsets already promised: events submitted now are stored
+        at or above :attr:`end_offset` and below this plus their own count (the
+        events queued or being committed come first)."""
+        return self.fanout.dispatched_end + self._writer.outstanding
 
     # -- subscribing -----------------------------------------------------------------
 
@@ -315,6 +323,25 @@ class Broker:
                 break
             start = result.next_offset
         return total
+
+    async def published_by(self, client_id: str, start: int, end: int) -> list[Event]:
+        """The events from ``start`` to ``end`` (exclusive) whose provenance names
+        ``client_id`` as their publisher, in offset order. Reads every event of the
+        range (there is no index by publisher): callers keep the range small. The MQTT
+        adapter rebuilds a session's inbound QoS 2 state with it after a crash."""
+        found: list[Event] = []
+        start = max(start, (await self.log.state()).first_offset)
+        while start < end:
+            result = await self.log.read(start, None, limit=COUNT_PAGE_EVENTS, end=end)
+            found += [
+                event
+                for event in result.events
+                if event.provenance is not None and event.provenance.client_id == client_id
+            ]
+            if result.next_offset <= start:
+                break
+            start = result.next_offset
+        return found
 
     def open_feed(
         self,
