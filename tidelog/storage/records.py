@@ -469,7 +469,7 @@ def encode_records(
                 prefix = pack(version, flags, timestamp, len(raw)) + raw
                 known = plain[topic, flags] = (prefix, crc(_CRC_SEED, prefix))
             payload = event.payload
-            if checksummed:  # one join: the payload is copied once (two concatenations copy it twice)
+            if checksummed:  # one join copies the payload once; two concatenations, twice
                 append(join((known[0], payload, trailer(crc(known[1], payload) ^ _CRC_SEED))))
             else:
                 append(known[0] + payload)
