@@ -425,9 +425,10 @@ def load(
         opt = env_names.get(var)
         if opt is None:
             if var.startswith(array_prefixes):
+                table = var[len(ENV_PREFIX) :].split("_")[0].lower()
                 raise ConfigError(
-                    f"environment variable {var}: [[{var[len(ENV_PREFIX) :].split('_')[0].lower()}]] "
-                    "comes from the configuration file only"
+                    f"environment variable {var}: [[{table}]] comes from the configuration "
+                    "file only"
                 )
             if var.startswith(section_prefixes):
                 raise ConfigError(f"environment variable {var}: no such option")

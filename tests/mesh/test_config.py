@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import tidelog
-import tidelog.options  # noqa: F401  (declares the options)
+import tidelog.options
 from tests.serve_process import run
 from tidelog import config as cfg
 from tidelog.context import ServerConfig

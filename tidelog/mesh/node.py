@@ -40,7 +40,13 @@ from tidelog.mesh.identity import NodeIdentity, load_identity
 from tidelog.mesh.positions import CHECKPOINT_KEY, NAMESPACE, MeshPositions
 from tidelog.mesh.routing import Route, closes_cycle, reachable
 from tidelog.mesh.status import LinkStatus
-from tidelog.mesh.stream import STREAM_ERRORS, LinkChannel, LinkClosed, LinkSession
+from tidelog.mesh.stream import (
+    STREAM_ERRORS,
+    LinkChannel,
+    LinkClosed,
+    LinkRefused,
+    LinkSession,
+)
 from tidelog.protocols.mqtt.decoder import Decoder, Role
 from tidelog.protocols.mqtt.errors import MQTTProtocolError
 from tidelog.protocols.mqtt.packets import Connack, Connect, Disconnect, Packet
@@ -52,15 +58,6 @@ from tidelog.topics import validate_topic_filter
 log = logging.getLogger("tidelog.mesh")
 HANDSHAKE_SECONDS = 10.0
 CHECKPOINT_SECONDS = 2.0
-
-
-class LinkRefused(Exception):
-    """A link the other side (or this one) will not have; carries the reason code."""
-
-    def __init__(self, code: ReasonCode, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 class Mesh:
@@ -283,6 +280,10 @@ class Mesh:
             log.info("mesh: inbound link closed: %s", exc)
             if status is not None:
                 status.last_error = str(exc)
+        except Exception as exc:
+            log.exception("mesh: inbound link failed")
+            if status is not None:
+                status.last_error = f"{type(exc).__name__}: {exc}"
 
     async def _serve(
         self, session: LinkSession, route: Route | None, start: tuple[str, int] | None
@@ -324,6 +325,9 @@ class Mesh:
                 status.last_error = str(exc)
                 if status.state != "refused":
                     status.state = "disconnected"
+            except Exception as exc:
+                log.exception("mesh: link %s failed", link.name)
+                status.state, status.last_error = "disconnected", f"{type(exc).__name__}: {exc}"
             await trio.sleep(delay)
             delay = min(link.reconnect_seconds, delay * 2)
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from tidelog.errors import TidelogError
+from tidelog.concurrency import background_nursery
 from tidelog.mesh import wire
 from tidelog.mesh.routing import Route
 from tidelog.mesh.status import LinkStatus
@@ -45,6 +45,15 @@ STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 class LinkClosed(Exception):
     """The link ended (the reason is in the message)."""
+
+
+class LinkRefused(Exception):
+    """A link the other side (or this one) will not have; carries the reason code."""
+
+    def __init__(self, code: ReasonCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
 
 
 class LinkChannel:
@@ -133,7 +142,7 @@ class LinkSession:
         """Serve until the connection ends; ``route`` (with ``start``, the receiver's
         position in this log) starts the source now (push), else ``$link/start``
         may start it (pull, on the remote side)."""
-        async with trio.open_nursery() as nursery:
+        async with background_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._sink)
             nursery.start_soon(self._heartbeat)
@@ -215,7 +224,9 @@ class LinkSession:
                 if self.push_access is not None and not self.push_access.allows(
                     Right.LINK, event.topic
                 ):
-                    raise _NotAuthorized(f"no link right for {event.topic!r}")
+                    raise LinkRefused(
+                        ReasonCode.NOT_AUTHORIZED, f"no link right for {event.topic!r}"
+                    )
             async with self.mesh.peer_lock(self.peer):
                 fresh = positions.fresh(events)
                 self.status.duplicates += len(events) - len(fresh)
@@ -311,10 +322,6 @@ class LinkSession:
         if nodes != self.sent_nodes:
             self.sent_nodes = nodes
             await self.channel.send(wire.control(wire.NODES, {"nodes": nodes}))
-
-
-class _NotAuthorized(TidelogError):
-    """The peer pushed an event its user has no link right for."""
 
 
 def _reason(text: str) -> Any:
