@@ -232,9 +232,12 @@ class LinkSession:
                 self.status.duplicates += len(events) - len(fresh)
                 if fresh:
                     token = positions.begin_append(self.broker.end_offset)
+                    # shielded: an append cancelled half-way (the link cut) may still
+                    # commit, and its positions must then advance with it
                     try:
-                        stored = await self.broker.publish_many(fresh)
-                        positions.observe(stored)
+                        with trio.CancelScope(shield=True):
+                            await self.broker.publish_many(fresh)
+                            positions.observe(fresh)
                     finally:
                         positions.end_append(token)
                 positions.advance_sender(self.peer, self.peer_incarnation, next_offset)
