@@ -11,24 +11,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tidelog.context import ServerContext
+from tidelog.api.routes.params import AccessDep
 from tidelog.mesh.node import Mesh
-from tidelog.security import Access, Principal
+from tidelog.security import Access
 
 router = APIRouter()
-
-
-def _access(request: Request) -> Access:
-    access = getattr(request.state, "access", None)
-    if access is None:
-        access = request.app.state.context.security.access(Principal())
-    assert isinstance(access, Access)
-    return access
 
 
 def may_see_links(access: Access) -> bool:
@@ -36,13 +29,13 @@ def may_see_links(access: Access) -> bool:
 
 
 @router.get("/v1/links", tags=["operations"], summary="Mesh links: state, lag and counters")
-async def list_links(request: Request) -> JSONResponse:
+async def list_links(request: Request, access: AccessDep) -> JSONResponse:
     """Every link of this node: the ones it dials (``outbound``, from ``[[link]]``) and
     the ones peers dialed (``inbound``, named ``<peer>:<link>``), each with ``name``,
     ``state`` (``connected`` or not), ``lag`` (events) and counters."""
     mesh: Mesh | None = request.app.state.context.mesh
     body: dict[str, Any] = {"node": None, "incarnation": None, "links": []}
-    if mesh is not None and may_see_links(_access(request)):
+    if mesh is not None and may_see_links(access):
         body = {
             "node": mesh.node_id,
             "incarnation": mesh.identity.incarnation,
@@ -97,8 +90,7 @@ class LinkCollector(Collector):
         yield from (connected, lag, lag_ms, events_in, events_out, gaps, gap_events, duplicates)
 
 
-def install(app: FastAPI, context: ServerContext) -> None:
-    """Add the routes, and the metrics of the context's mesh to the app's registry."""
-    app.include_router(router)
-    if context.mesh is not None:
-        app.state.registry.register(LinkCollector(context.mesh))
+def register_metrics(registry: CollectorRegistry, mesh: Mesh | None) -> None:
+    """Add the per-link metrics of ``mesh`` (if any) to an app's registry."""
+    if mesh is not None:
+        registry.register(LinkCollector(mesh))
