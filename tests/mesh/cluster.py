@@ -115,6 +115,8 @@ class Node:
         self.proxies: dict[str, FaultProxy] = {}
         self.serve: Serve | None = None
         self.published: list[tuple[str, bytes]] = []
+        self.extra_config = ""
+        """TOML added to the node's configuration file (e.g. a ``[security]`` table)."""
         self.inbound: list[FaultProxy] = []
         """Proxies in front of this node's MQTT port (links other nodes dial)."""
 
@@ -131,7 +133,7 @@ class Node:
         return proxy
 
     def _config(self) -> str:
-        lines = ["[node]", f'id = "{self.name}"', ""]
+        lines = [self.extra_config, "[node]", f'id = "{self.name}"', ""]
         for link in self.links:
             lines.append("[[link]]")
             for key, value in link.items():

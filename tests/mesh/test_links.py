@@ -188,3 +188,83 @@ def test_a_transit_link_closing_a_cycle_is_refused(nodes) -> None:  # type: igno
     logs = {n.name: n.events() for n in (a, b, c)}
     assert {n: len(events) for n, events in logs.items()} == expected
     check_invariant(logs, lambda node, origin: ["#"] if reaches(origin, node) else [])
+
+
+def test_a_1_2_4_tree_carries_telemetry_up_and_each_command_to_its_edge(nodes) -> None:  # type: ignore[no-untyped-def]
+    made = nodes("core", "r1", "r2", "e1", "e2", "e3", "e4")
+    tree = {"r1": ("e1", "e2"), "r2": ("e3", "e4")}
+    for region, edges in tree.items():
+        made[region].link(
+            made["core"],
+            mode="transit",
+            push=["telemetry/#"],
+            pull=[f"commands/{e}/#" for e in edges],
+            heartbeat_seconds=0.5,
+        )
+        for edge in edges:
+            made[edge].link(
+                made[region],
+                mode="transit",
+                push=["telemetry/#"],
+                pull=[f"commands/{edge}/#"],
+                heartbeat_seconds=0.5,
+            )
+    for node in made.values():
+        node.start()
+    edges = [e for pair in tree.values() for e in pair]
+    for edge in edges:
+        made[edge].publish(burst(f"telemetry/{edge}", 40))
+    made["core"].publish([c for e in [*edges, "e9"] for c in burst(f"commands/{e}", 10)])
+    wait_heads(
+        {
+            made["core"]: 50 + 4 * 40,
+            made["r1"]: 2 * 40 + 2 * 10,
+            made["r2"]: 2 * 40 + 2 * 10,
+            **{made[e]: 40 + 10 for e in edges},
+        }
+    )
+    region_of = {e: r for r, pair in tree.items() for e in pair}
+
+    def wants(node: str, origin: str) -> list[str]:
+        if node == "core":
+            return ["telemetry/#"]
+        if node in tree:
+            if origin == "core":
+                return [f"commands/{e}/#" for e in tree[node]]
+            return ["telemetry/#"] if region_of.get(origin) == node else []
+        return [f"commands/{node}/#"] if origin == "core" else []
+
+    for node in made.values():
+        node.stop()
+    check_invariant({name: node.events() for name, node in made.items()}, wants)
+    hops = [e.provenance.hop_path for e in made["core"].events() if e.provenance]
+    assert {tuple(h.split("/")[0] for h in path) for path in hops} == {
+        ("e1", "r1"),
+        ("e2", "r1"),
+        ("e3", "r2"),
+        ("e4", "r2"),
+    }
+
+
+def test_a_link_needs_the_link_right_which_all_does_not_grant(nodes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tidelog.security.passwords import hash_password
+
+    made = nodes("core", "edge", "other")
+    core = made["core"]
+    passwords = tmp_path / "passwd"
+    passwords.write_text(f"edge:{hash_password('e-pass')}\nother:{hash_password('o-pass')}\n")
+    acl = tmp_path / "acl"
+    acl.write_text("user edge\nallow link telemetry/#\nuser other\nallow all #\n")
+    core.extra_config = (
+        f'[security]\npassword_file = "{passwords}"\nacl_file = "{acl}"\n'
+        'allow_anonymous = false\nsys_users = ["edge"]\n'
+    )
+    made["edge"].link(core, push=["telemetry/#"], username="edge", password="e-pass")
+    made["other"].link(core, push=["telemetry/#"], username="other", password="o-pass")
+    for node in made.values():
+        node.start()
+    wait_for(lambda: made["other"].links_status()["core"]["state"] == "refused", what="refused")
+    assert "link right" in made["other"].links_status()["core"]["last_error"]
+    made["edge"].publish(burst("telemetry", 5))
+    made["other"].publish(burst("telemetry", 5))
+    wait_for(lambda: made["edge"].links_status()["core"]["events_out"] == 5, what="pushed")
