@@ -147,6 +147,10 @@ class Node:
         return "\n".join(lines)
 
     def start(self) -> None:
+        start_all([self])
+
+    def launch(self) -> None:
+        """Start ``tidelog serve`` without waiting for it (see :func:`start_all`)."""
         config = self.dir / "tidelog.toml"
         config.write_text(self._config())
         self.serve = Serve(
@@ -161,10 +165,18 @@ class Node:
             "0",
             "--ws-port",
             "off",
-            expect=("MQTT", "HTTP"),
         )
+
+    def ready(self) -> bool:
+        """True once both listeners are up (then the proxies in front of it forward)."""
+        assert self.serve is not None
+        if self.serve.process.poll() is not None:
+            raise AssertionError(f"{self.name} exited:\n{self.serve.output}")
+        if not {"MQTT", "HTTP"} <= set(self.serve.ports):
+            return False
         for proxy in self.inbound:
             proxy.target = self.serve.ports["MQTT"]
+        return True
 
     def stop(self) -> None:
         assert self.serve is not None
@@ -215,6 +227,15 @@ class Node:
             return out
 
         return trio.run(read)
+
+
+def start_all(nodes: Iterable[Node], timeout: float = 90) -> None:
+    """Start every node at once and wait until all are ready (starting one after the
+    other costs seconds each on a loaded machine)."""
+    nodes = list(nodes)
+    for node in nodes:
+        node.launch()
+    wait_for(lambda: all([node.ready() for node in nodes]), timeout, "nodes ready")
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 60, what: str = "") -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mesh.cluster import Node, check_invariant, wait_for, wait_heads
+from tests.mesh.cluster import Node, check_invariant, start_all, wait_for, wait_heads
 
 pytestmark = pytest.mark.slow
 
@@ -38,8 +38,7 @@ def pair(nodes, **extra) -> tuple[Node, Node]:  # type: ignore[no-untyped-def]
     made = nodes("core", "edge")
     core, edge = made["core"], made["edge"]
     edge.link(core, pull=["commands/edge/#"], push=["telemetry/#"], heartbeat_seconds=0.5, **extra)
-    core.start()
-    edge.start()
+    start_all([core, edge])
     return core, edge
 
 
@@ -130,8 +129,7 @@ def test_a_bidirectional_triangle_in_local_mode_delivers_each_event_once(nodes) 
     a, b, c = made["a"], made["b"], made["c"]
     for x, y in ((a, b), (b, c), (c, a)):
         x.link(y, pull=["#"], push=["#"], heartbeat_seconds=0.5)
-    for node in (a, b, c):
-        node.start()
+    start_all([a, b, c])
     for node in (a, b, c):
         node.publish(burst(f"site/{node.name}", 200))
     wait_heads({a: 600, b: 600, c: 600})
@@ -156,8 +154,7 @@ def test_a_transit_link_closing_a_cycle_is_refused(nodes) -> None:  # type: igno
     ring = {"a": "c", "b": "a", "c": "b"}  # each pushes everything to the next
     for dialer, remote in ring.items():
         made[dialer].link(made[remote], mode="transit", push=["#"], heartbeat_seconds=0.5)
-    for node in (a, b, c):
-        node.start()
+    start_all([a, b, c])
 
     def states() -> dict[str, str]:
         return {n: made[n].links_status()[ring[n]]["state"] for n in ring}
@@ -209,8 +206,7 @@ def test_a_1_2_4_tree_carries_telemetry_up_and_each_command_to_its_edge(nodes) -
                 pull=[f"commands/{edge}/#"],
                 heartbeat_seconds=0.5,
             )
-    for node in made.values():
-        node.start()
+    start_all(made.values())
     edges = [e for pair in tree.values() for e in pair]
     for edge in edges:
         made[edge].publish(burst(f"telemetry/{edge}", 40))
@@ -261,8 +257,7 @@ def test_a_link_needs_the_link_right_which_all_does_not_grant(nodes, tmp_path: P
     )
     made["edge"].link(core, push=["telemetry/#"], username="edge", password="e-pass")
     made["other"].link(core, push=["telemetry/#"], username="other", password="o-pass")
-    for node in made.values():
-        node.start()
+    start_all(made.values())
     wait_for(lambda: made["other"].links_status()["core"]["state"] == "refused", what="refused")
     assert "link right" in made["other"].links_status()["core"]["last_error"]
     made["edge"].publish(burst("telemetry", 5))

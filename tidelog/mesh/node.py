@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import ssl
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
@@ -139,6 +140,21 @@ class Mesh:
             self.node_id,
             [s.peer_nodes for s in self.sessions.values() if s.transit and s is not session],
         )
+
+    def check_cycle(self, session: LinkSession) -> None:
+        """A transit peer reported what it reaches (``$link/nodes``): if this node reaches
+        any of those nodes over its other links too, the links form a cycle (two links
+        that started at the same moment both passed the check at their start), and
+        this link closes; it is redialed after a jittered delay, when the handshake
+        sees the whole tree and refuses it, or the other link of the pair."""
+        if not session.transit:
+            return
+        common = closes_cycle(self.view_for(session), session.peer_nodes)
+        if common:
+            raise LinkRefused(
+                ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR,
+                f"the link closes a cycle through {', '.join(sorted(common))}",
+            )
 
     def topology_changed(self, changed: LinkSession | None = None) -> None:
         """Tell every transit peer what it now reaches through this node."""
@@ -299,6 +315,12 @@ class Mesh:
         log.info("mesh: link %s with %s connected", session.status.name, peer)
         try:
             await session.run(route, start)
+        except LinkRefused as exc:
+            with contextlib.suppress(*STREAM_ERRORS), trio.move_on_after(1):
+                await session.channel.send(
+                    Disconnect(exc.code, Properties(reason_string=exc.reason))
+                )
+            raise
         finally:
             if self.sessions.get(peer) is session:
                 del self.sessions[peer]
@@ -328,7 +350,7 @@ class Mesh:
             except Exception as exc:
                 log.exception("mesh: link %s failed", link.name)
                 status.state, status.last_error = "disconnected", f"{type(exc).__name__}: {exc}"
-            await trio.sleep(delay)
+            await trio.sleep(delay * random.uniform(0.5, 1.5))  # jitter: no lockstep redials
             delay = min(link.reconnect_seconds, delay * 2)
 
     async def _dial(self, link: LinkConfig, status: LinkStatus) -> None:

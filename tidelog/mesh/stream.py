@@ -203,6 +203,7 @@ class LinkSession:
             self.mesh.report_gap(self.status, self.peer, body)
         elif topic == wire.NODES:
             self.peer_nodes = set(wire.string_list(wire.parse_control(packet), "nodes"))
+            self.mesh.check_cycle(self)
             self.mesh.topology_changed(self)
         elif topic == wire.START:
             await self.mesh.on_start(self, wire.parse_control(packet))
