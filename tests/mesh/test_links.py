@@ -263,3 +263,56 @@ def test_a_link_needs_the_link_right_which_all_does_not_grant(nodes, tmp_path: P
     made["edge"].publish(burst("telemetry", 5))
     made["other"].publish(burst("telemetry", 5))
     wait_for(lambda: made["edge"].links_status()["core"]["events_out"] == 5, what="pushed")
+
+
+def subscribe_persistently(node: Node, client_id: str, topic_filter: str) -> None:
+    """An MQTT 3.1.1 persistent session subscribed to ``topic_filter``, then offline."""
+    import trio
+
+    from tidelog.testing.mqtt_client import ClientConnection, Target
+
+    async def run() -> None:
+        assert node.serve is not None
+        target = Target("127.0.0.1", node.serve.ports["MQTT"])
+        client = await ClientConnection.open(target, client_id, 4, clean_start=False)
+        await client.subscribe(topic_filter, 1)
+        await client.close()
+
+    trio.run(run)
+
+
+def test_live_interest_brings_a_command_only_where_a_device_subscribed(nodes) -> None:  # type: ignore[no-untyped-def]
+    made = nodes("core", "region", "e1", "e2")
+    core, region = made["core"], made["region"]
+    region.link(core, mode="transit", pull=["commands/#"], interest=True, heartbeat_seconds=0.5)
+    for edge in ("e1", "e2"):
+        made[edge].link(
+            region, mode="transit", pull=["commands/#"], interest=True, heartbeat_seconds=0.5
+        )
+    start_all(made.values())
+    subscribe_persistently(made["e1"], "dev7", "commands/e1/dev7/#")
+
+    def interest_at_core() -> list[str] | None:
+        link = core.links_status().get("region:core")
+        return None if link is None else link["interest"]
+
+    wait_for(lambda: interest_at_core() == ["commands/e1/dev7/#"], what="interest at the core")
+    core.publish(
+        burst("commands/e1/dev7", 3) + burst("commands/e1/dev8", 2) + burst("commands/e2/dev9", 2)
+    )
+    wait_heads({made["e1"]: 3, region: 3})
+    # a second device on e2 subscribes: its commands flow from then on
+    subscribe_persistently(made["e2"], "dev9", "commands/e2/#")
+    wait_for(
+        lambda: interest_at_core() == ["commands/e1/dev7/#", "commands/e2/#"],
+        what="e2's interest at the core",
+    )
+    core.publish(burst("commands/e2/dev9", 2, 2))
+    wait_heads({made["e2"]: 2, region: 5})
+    assert made["e1"].head() == 3
+    for node in made.values():
+        node.stop()
+    topics = {name: [e.topic for e in node.events()] for name, node in made.items()}
+    assert topics["e1"] == ["commands/e1/dev7/0", "commands/e1/dev7/1", "commands/e1/dev7/2"]
+    assert topics["e2"] == ["commands/e2/dev9/2", "commands/e2/dev9/3"]
+    assert topics["region"] == topics["e1"] + topics["e2"]

@@ -543,6 +543,11 @@ class Broker:
     def cancel_will(self, key: str) -> bool:
         return self.wills.cancel(key)
 
+    def subscription_filters(self) -> set[str]:
+        """The filters someone on this broker wants: live subscriptions and those of
+        persistent sessions, connected or not (the mesh advertises them upstream)."""
+        return self.fanout.subscription_filters() | self.sessions.subscription_filters()
+
     # -- statistics ------------------------------------------------------------------
 
     def statistics(self) -> BrokerStatistics:

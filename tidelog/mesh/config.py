@@ -79,6 +79,9 @@ class LinkConfig:
     tls_key: str | None = None
     tls_server_name: str | None = None
     """Name checked against the remote's certificate (default: the URL's host)."""
+    interest: bool = False
+    """Live interest: the remote sends, of the ``pull`` filters, only what subscriptions
+    on this node (and, over transit links, on the nodes pulling from it) want."""
     hop_limit: int = DEFAULT_HOP_LIMIT
     """The most nodes an event may have passed through before this link (transit)."""
     batch_events: int = 1000
@@ -157,6 +160,10 @@ def parse_link(table: Any, where: str) -> LinkConfig:
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f"{where}: {key} must be an integer {low}-{high}")
             values[key] = value
+    if "interest" in table:
+        if not isinstance(table["interest"], bool):
+            raise ValueError(f"{where}: interest must be true or false")
+        values["interest"] = table["interest"]
     for key in ("heartbeat_seconds", "reconnect_seconds"):
         if key in table:
             value = table[key]

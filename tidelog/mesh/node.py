@@ -54,6 +54,7 @@ from tidelog.protocols.mqtt.packets import Connack, Connect, Disconnect, Packet
 from tidelog.protocols.mqtt.properties import Properties
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.security import Access, Grant, Right
+from tidelog.security.acl import covers, overlaps
 from tidelog.topics import validate_topic_filter
 
 log = logging.getLogger("tidelog.mesh")
@@ -140,6 +141,27 @@ class Mesh:
             self.node_id,
             [s.peer_nodes for s in self.sessions.values() if s.transit and s is not session],
         )
+
+    def interest_for(self, session: LinkSession, pull: Sequence[str]) -> list[str]:
+        """What ``session``'s pull should carry under live interest: the filters this
+        node's subscribers want, and those of peers pulling from this node over transit
+        links (their advertised interest, or their static filters), narrowed to ``pull``
+        (a wanted filter inside a pull filter is kept; one that overlaps a pull filter
+        only partly keeps that pull filter)."""
+        wanted = self.broker.subscription_filters()
+        for other in self.sessions.values():
+            route = other.pull_route
+            if other is session or route is None or route.mode != "transit":
+                continue
+            wanted.update(other.interest if other.interest is not None else route.filters)
+        out: set[str] = set()
+        for want in wanted:
+            for pull_filter in pull:
+                if covers(pull_filter, want):
+                    out.add(want)
+                elif overlaps(pull_filter, want):
+                    out.add(pull_filter)
+        return sorted(out)
 
     def check_cycle(self, session: LinkSession) -> None:
         """A transit peer reported what it reaches (``$link/nodes``): if this node reaches
@@ -302,7 +324,11 @@ class Mesh:
                 status.last_error = f"{type(exc).__name__}: {exc}"
 
     async def _serve(
-        self, session: LinkSession, route: Route | None, start: tuple[str, int] | None
+        self,
+        session: LinkSession,
+        route: Route | None,
+        start: tuple[str, int] | None,
+        advertise: tuple[str, ...] | None = None,
     ) -> None:
         """Run a handshaken session, registered as the peer's one link."""
         peer = session.peer
@@ -314,7 +340,7 @@ class Mesh:
         self.topology_changed(session)
         log.info("mesh: link %s with %s connected", session.status.name, peer)
         try:
-            await session.run(route, start)
+            await session.run(route, start, advertise)
         except LinkRefused as exc:
             with contextlib.suppress(*STREAM_ERRORS), trio.move_on_after(1):
                 await session.channel.send(
@@ -425,6 +451,9 @@ class Mesh:
                 transit=transit,
             )
             session.peer_nodes = set(nodes)
+            if link.pull and link.interest:
+                # before the start, so the remote's source never runs without it
+                await session.advertise_now(link.pull)
             if link.pull:
                 pull_from = self.positions.sender(peer)
                 status.position = pull_from[1] if pull_from else None
@@ -432,7 +461,8 @@ class Mesh:
                     wire.control(wire.START, {"pull_from": wire.position_body(pull_from)})
                 )
             route = Route(peer, link.push, link.mode, link.hop_limit) if link.push else None
-            await self._serve(session, route, wire.position(welcome, "push_from"))
+            advertise = link.pull if link.interest and link.pull else None
+            await self._serve(session, route, wire.position(welcome, "push_from"), advertise)
 
     def shown(self) -> list[dict[str, Any]]:
         return [status.shown() for status in self.statuses.values()]

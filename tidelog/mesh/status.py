@@ -40,6 +40,9 @@ class LinkStatus:
     """This node's position in the remote's log (what it has received up to)."""
     sent_to: int | None = None
     """The remote's report of where it has read its log up to (heartbeats)."""
+    interest: list[str] | None = None
+    """Live interest: the filters advertised (outbound) or received (inbound); None:
+    the static filters."""
     caught_up_at: float | None = None
     last_error: str | None = None
 
@@ -84,5 +87,6 @@ class LinkStatus:
             "gaps": self.gaps,
             "gap_events": self.gap_events,
             "connects": self.connects,
+            "interest": self.interest,
             "last_error": self.last_error,
         }

@@ -34,12 +34,15 @@ from tidelog.protocols.mqtt.encoder import encode
 from tidelog.protocols.mqtt.packets import Disconnect, Packet, Pingreq, Pingresp, Puback, Publish
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.security import Access, Right
+from tidelog.topics import Matcher, compile_filter, validate_topic_filter
 
 if TYPE_CHECKING:
     from tidelog.mesh.node import Mesh
 
 log = logging.getLogger("tidelog.mesh")
 RECEIVE_BYTES = 65_536
+INTEREST_POLL_SECONDS = 0.25
+"""How often a link with live interest looks for changed subscriptions."""
 STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
@@ -125,6 +128,10 @@ class LinkSession:
         self.pull_route: Route | None = None
         """What the dialer pulls from this node (inbound links; started by ``$link/start``)."""
         self.pull_access: Access | None = None
+        self.interest: list[str] | None = None
+        """Live interest the peer advertised for its pull (None: its static filters)."""
+        self._interest_matchers: list[Matcher] | None = None
+        self._advertised: list[str] | None = None
         self.peer_nodes: set[str] = set()
         """The nodes reachable behind the peer (transit), as it reported them."""
         self.sent_nodes: list[str] | None = None
@@ -138,14 +145,22 @@ class LinkSession:
 
     # -- running ---------------------------------------------------------------------
 
-    async def run(self, route: Route | None, start: tuple[str, int] | None) -> None:
+    async def run(
+        self,
+        route: Route | None,
+        start: tuple[str, int] | None,
+        advertise: tuple[str, ...] | None = None,
+    ) -> None:
         """Serve until the connection ends; ``route`` (with ``start``, the receiver's
         position in this log) starts the source now (push), else ``$link/start``
-        may start it (pull, on the remote side)."""
+        may start it (pull, on the remote side). ``advertise``: the pull filters whose
+        live interest this side sends (``interest = true``)."""
         async with background_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._sink)
             nursery.start_soon(self._heartbeat)
+            if advertise is not None:
+                nursery.start_soon(self._advertise, advertise)
             if route is not None:
                 nursery.start_soon(self._source, route, start, None)
             try:
@@ -205,6 +220,12 @@ class LinkSession:
             self.peer_nodes = set(wire.string_list(wire.parse_control(packet), "nodes"))
             self.mesh.check_cycle(self)
             self.mesh.topology_changed(self)
+        elif topic == wire.INTEREST:
+            filters = wire.string_list(wire.parse_control(packet), "filters")
+            for topic_filter in filters:
+                validate_topic_filter(topic_filter)
+            self.interest = self.status.interest = filters
+            self._interest_matchers = [compile_filter(f) for f in filters]
         elif topic == wire.START:
             await self.mesh.on_start(self, wire.parse_control(packet))
         else:
@@ -270,10 +291,13 @@ class LinkSession:
             result = await self.broker.read(
                 position, single, limit=self.batch_events, wait=self.heartbeat_seconds
             )
+            interest = self._interest_matchers
             events = [
                 e
                 for e in result.events
-                if route.admits(e) and (access is None or access.allows(Right.LINK, e.topic))
+                if route.admits(e)
+                and (interest is None or any(match(e.topic) for match in interest))
+                and (access is None or access.allows(Right.LINK, e.topic))
             ]
             next_offset = max(result.next_offset, position)
             if events:
@@ -321,6 +345,19 @@ class LinkSession:
                 )
             )
             await trio.sleep(self.heartbeat_seconds)
+
+    async def advertise_now(self, pull: tuple[str, ...]) -> None:
+        """Send the live interest within ``pull`` if it changed since last sent."""
+        wanted = self.mesh.interest_for(self, pull)
+        if wanted != self._advertised:
+            await self.channel.send(wire.control(wire.INTEREST, {"filters": wanted}))
+            self._advertised = self.status.interest = wanted
+
+    async def _advertise(self, pull: tuple[str, ...]) -> None:
+        """Keep the advertised interest current (subscriptions come and go)."""
+        while True:
+            await self.advertise_now(pull)
+            await trio.sleep(INTEREST_POLL_SECONDS)
 
     async def send_nodes(self, nodes: list[str]) -> None:
         if nodes != self.sent_nodes:

@@ -25,6 +25,9 @@ topic               QoS   payload
 ``$link/gap``       0     JSON: ``from``, ``to``, ``reason`` (``retention`` or
                           ``incarnation``): events the receiver will never get
 ``$link/nodes``     0     JSON: ``nodes`` now reachable behind the sender
+``$link/interest``  0     dialer -> remote, JSON: ``filters``, the part of the
+                          pull filters subscribers behind the dialer want
+                          (live interest; sent when it changes)
 ==================  ====  =====================================================
 
 A batch is a sequence of ``u32 length, record`` where a record is the log's own
@@ -58,6 +61,7 @@ EVENTS: Final = "$link/events"
 HEAD: Final = "$link/head"
 GAP: Final = "$link/gap"
 NODES: Final = "$link/nodes"
+INTEREST: Final = "$link/interest"
 VERSION: Final = 1
 _LENGTH = struct.Struct(">I")
 
