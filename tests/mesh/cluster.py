@@ -137,7 +137,9 @@ class Node:
         for link in self.links:
             lines.append("[[link]]")
             for key, value in link.items():
-                if isinstance(value, str):
+                if isinstance(value, bool):
+                    lines.append(f"{key} = {'true' if value else 'false'}")
+                elif isinstance(value, str):
                     lines.append(f'{key} = "{value}"')
                 elif isinstance(value, list | tuple):
                     lines.append(f"{key} = [{', '.join(repr(v) for v in value)}]".replace("'", '"'))
