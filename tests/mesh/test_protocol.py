@@ -120,3 +120,16 @@ def test_a_checkpoint_stays_below_appends_in_progress_and_round_trips() -> None:
         {"e1": ("i1", 5)},
         {"e1": ("i1", 5)},
     )
+
+
+def test_the_latest_incarnation_wins_whatever_the_order_of_senders() -> None:
+    positions = MeshPositions()
+    positions.observe(
+        [
+            incoming("e1", 9, "e1/old/9", "r1/a/100"),
+            incoming("e1", 0, "e1/new/0", "r2/b/5"),
+            incoming("x", 3, "x/i/3", "r1/a/101"),
+        ]
+    )
+    assert positions.origins == {"e1": ("new", 1), "x": ("i", 4)}
+    assert positions.senders == {"r1": ("a", 102), "r2": ("b", 6)}

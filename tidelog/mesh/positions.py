@@ -22,10 +22,10 @@ forwarded event can be in it, and recovery starts at the head.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from tidelog.engine import Broker
-from tidelog.mesh.wire import hops
+from tidelog.mesh.wire import Hop
 from tidelog.storage.records import Event, NewEvent
 
 NAMESPACE = "mesh"
@@ -51,22 +51,30 @@ class MeshPositions:
 
     # -- advancing -------------------------------------------------------------------
 
-    def observe(self, events: Iterable[Event | NewEvent]) -> None:
-        """Advance both maps past ``events`` (appended to the local log)."""
-        for event in events:
+    def observe(self, events: Sequence[Event | NewEvent]) -> None:
+        """Advance both maps past ``events`` (appended to the local log, in order). Only
+        the last event of each origin and of each sender counts, so the batch is read
+        from its end and each hop path parsed at most once per origin."""
+        origins_done: set[str] = set()
+        senders_done: set[str] = set()
+        for event in reversed(events):
             provenance = event.provenance
             if provenance is None or provenance.origin_node is None or not provenance.hop_path:
                 continue
-            path = hops(provenance)
-            origin, sender = path[0], path[-1]
-            self._advance(
-                self.origins,
-                provenance.origin_node,
-                origin.incarnation,
-                (provenance.origin_offset or 0) + 1,
-            )
-            self._advance(self.senders, sender.node, sender.incarnation, sender.offset + 1)
-            self.dirty = True
+            origin_node = provenance.origin_node
+            last = provenance.hop_path[-1]
+            sender_node = last.split("/", 1)[0]
+            if origin_node not in origins_done:
+                origins_done.add(origin_node)
+                origin = Hop.parse(provenance.hop_path[0])
+                offset = (provenance.origin_offset or 0) + 1
+                self._advance(self.origins, origin_node, origin.incarnation, offset)
+                self.dirty = True
+            if sender_node not in senders_done:
+                senders_done.add(sender_node)
+                sender = Hop.parse(last)
+                self._advance(self.senders, sender.node, sender.incarnation, sender.offset + 1)
+                self.dirty = True
 
     def advance_sender(self, node: str, incarnation: str, next_offset: int) -> None:
         """The sender read its log up to ``next_offset`` (events past the last matching
@@ -90,7 +98,7 @@ class MeshPositions:
             provenance = event.provenance
             assert provenance is not None and provenance.origin_node is not None
             origin = provenance.origin_node
-            incarnation = hops(provenance)[0].incarnation
+            incarnation = provenance.hop_path[0].split("/", 2)[1]
             offset = provenance.origin_offset or 0
             known = seen.get(origin) or self.origins.get(origin)
             if known is not None and known[0] == incarnation and offset < known[1]:

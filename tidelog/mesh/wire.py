@@ -152,7 +152,8 @@ def decode_batch(payload: bytes) -> list[NewEvent]:
         provenance = event.provenance
         if provenance is None or provenance.origin_node is None or not provenance.hop_path:
             raise LinkProtocolError("a forwarded event without origin and hop path")
-        hops(provenance)  # checks the hops' shape
+        Hop.parse(provenance.hop_path[0])  # the hops the receiver reads: check them
+        Hop.parse(provenance.hop_path[-1])
         events.append(
             NewEvent(
                 event.topic,
