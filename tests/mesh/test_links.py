@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.mesh.cluster import Node, check_invariant, start_all, wait_for, wait_heads
@@ -57,6 +58,11 @@ def test_a_pair_pulls_and_pushes_exactly_the_matching_events(nodes) -> None:  # 
     inbound = core.links_status()["edge:core"]
     assert inbound["state"] == "connected" and inbound["events_in"] == 300
     wait_for(lambda: edge.links_status()["core"]["lag"] == 0, what="no lag")
+    metrics = httpx.get(f"{edge.url}/metrics", timeout=10).text
+    assert 'tidelog_link_connected{direction="outbound",link="core",peer="core"} 1.0' in metrics
+    assert 'tidelog_link_events_out_total{direction="outbound",link="core",peer="core"} 300.0' in (
+        metrics
+    )
     core.stop()
     edge.stop()
     check_invariant(

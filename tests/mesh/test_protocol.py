@@ -133,3 +133,14 @@ def test_the_latest_incarnation_wins_whatever_the_order_of_senders() -> None:
     )
     assert positions.origins == {"e1": ("new", 1), "x": ("i", 4)}
     assert positions.senders == {"r1": ("a", 102), "r2": ("b", 6)}
+
+
+def test_the_link_right_is_its_own_and_all_does_not_grant_it() -> None:
+    from tidelog.security.acl import ACL, Access, Principal, Right, parse_acl
+
+    acl = ACL(parse_acl("user edge\nallow link telemetry/#\nuser app\nallow all #\n"))
+    edge = Access(acl, Principal("edge"))
+    app = Access(acl, Principal("app"))
+    assert edge.allows(Right.LINK, "telemetry/a") and not edge.allows(Right.PUBLISH, "telemetry/a")
+    assert app.allows(Right.PUBLISH, "telemetry/a") and not app.allows(Right.LINK, "telemetry/a")
+    assert Right.LINK not in Right.ALL
