@@ -483,6 +483,17 @@ class Broker:
                 break
             position = result.next_offset
 
+    # -- state of adapters (the mesh's identity and link positions) -----------------
+
+    async def load_state(self, namespace: str) -> dict[str, bytes]:
+        """Every key of a state namespace kept in the log's metadata (for components
+        above the engine that keep small durable state, such as the mesh)."""
+        return await self.log.list_state(namespace)
+
+    async def save_state(self, namespace: str, items: dict[str, bytes | None]) -> None:
+        """Set (None: delete) keys of a state namespace; returns once durable."""
+        await self._state_writer.put(namespace, items)
+
     # -- cursors ---------------------------------------------------------------------
 
     async def create_cursor(
@@ -565,6 +576,11 @@ class Broker:
 
     def cancel_will(self, key: str) -> bool:
         return self.wills.cancel(key)
+
+    def subscription_filters(self) -> set[str]:
+        """The filters someone on this broker wants: live subscriptions and those of
+        persistent sessions, connected or not (the mesh advertises them upstream)."""
+        return self.fanout.subscription_filters() | self.sessions.subscription_filters()
 
     # -- statistics ------------------------------------------------------------------
 
