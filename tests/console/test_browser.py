@@ -25,7 +25,8 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_play
 
 from tests.protocols.mqtt.server_helpers import Client
 from tests.security.conftest import users_with_token, write_acl
-from tests.serve_process import Serve
+from tests.serve_process import start_server
+from tidelog.testing.server import ServerProcess
 
 CHROMIUM = "/usr/bin/chromium"
 TIMEOUT_MS = 15_000
@@ -78,8 +79,8 @@ class Console:
         assert self.errors == [], f"errors in the browser's log: {self.errors}"
 
 
-def serve(tmp_path: Path, *extra: str) -> Serve:
-    server = Serve(
+def serve(tmp_path: Path, *extra: str) -> ServerProcess:
+    server = start_server(
         tmp_path,
         "--storage",
         f"lmdb://{tmp_path}/data",
@@ -96,14 +97,14 @@ def serve(tmp_path: Path, *extra: str) -> Serve:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Serve]:
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
     running = serve(tmp_path)
     yield running
     running.stop()
 
 
 @pytest.fixture
-def console(browser: Browser, server: Serve, tmp_path: Path) -> Iterator[Console]:
+def console(browser: Browser, server: ServerProcess, tmp_path: Path) -> Iterator[Console]:
     shots = Path(os.environ.get("TIDELOG_SCREENSHOTS", tmp_path / "screenshots"))
     opened = Console(browser, server.url, shots)
     yield opened
@@ -134,7 +135,7 @@ def offsets_shown(page: Page) -> list[int]:
 # -- every page with live data -----------------------------------------------------------
 
 
-def test_every_page_renders_live_data(console: Console, server: Serve) -> None:
+def test_every_page_renders_live_data(console: Console, server: ServerProcess) -> None:
     with httpx.Client(base_url=server.url, timeout=10) as http:
         for n in range(12):
             publish(http, f"plant/line{n % 3}/temp", f'{{"celsius": {20 + n}}}'.encode())
@@ -158,6 +159,7 @@ def test_every_page_renders_live_data(console: Console, server: Serve) -> None:
                 "Number(document.querySelector('#overview-status').dataset.ticks) >= 4"
             )
             assert page.locator("#rate-chart canvas").count() == 1
+            expect(page.locator("#links")).to_contain_text("no links on node")
             expect(page.locator('#commit dd[data-fact="mean"]')).to_contain_text("s")
             console.shot(page, "overview")
 
@@ -195,7 +197,9 @@ def test_every_page_renders_live_data(console: Console, server: Serve) -> None:
 # -- publish form -> live tail ---------------------------------------------------------------
 
 
-def test_a_publish_in_the_form_appears_in_the_live_tail(console: Console, server: Serve) -> None:
+def test_a_publish_in_the_form_appears_in_the_live_tail(
+    console: Console, server: ServerProcess
+) -> None:
     tail = console.page("topics?filter=form%2F%23")
     expect(tail.locator("#tail-status")).to_have_text("live")
     form = console.page("publish")
@@ -230,7 +234,7 @@ def test_a_publish_in_the_form_appears_in_the_live_tail(console: Console, server
 
 
 def test_replay_by_time_range_shows_exactly_that_range_then_follows_live(
-    console: Console, server: Serve
+    console: Console, server: ServerProcess
 ) -> None:
     with httpx.Client(base_url=server.url, timeout=10) as http:
         before = [publish(http, "dev/42/state", f"before {n}".encode()) for n in range(3)]
@@ -270,7 +274,9 @@ def test_replay_by_time_range_shows_exactly_that_range_then_follows_live(
 # -- consumers: reset and delete -------------------------------------------------------------
 
 
-def test_cursor_reset_changes_what_the_next_fetch_returns(console: Console, server: Serve) -> None:
+def test_cursor_reset_changes_what_the_next_fetch_returns(
+    console: Console, server: ServerProcess
+) -> None:
     with httpx.Client(base_url=server.url, timeout=10) as http:
         stored = [publish(http, "jobs/run", f"job {n}".encode()) for n in range(10)]
         assert http.put("/v1/cursors/worker", json={"filter": "jobs/#"}).status_code == 201

@@ -2,13 +2,16 @@
 
 Resources: :mod:`.events` (publish, read, stream), :mod:`.topics`, :mod:`.cursors`,
 :mod:`.operations` (stats, health, metrics), :mod:`.overview` (the console's overview
-and its stream), :mod:`.clients` (MQTT clients and sessions), :mod:`.pages` (Swagger
-UI), :mod:`.console` (the web console's page, index and redirect).
+and its stream), :mod:`.clients` (MQTT clients and sessions), :mod:`.links` (mesh
+links), :mod:`.pages` (Swagger UI), :mod:`.console` (the web console's page, index
+and redirect).
 Shared: :mod:`.params` (dependencies and query parameters), :mod:`.reading` (the
 one read path: read, filter by ACL, page), :mod:`.responses`.
 
-A new resource is a module with a ``router`` (a :class:`fastapi.APIRouter`) and one
-line in :data:`RESOURCES`; :func:`tidelog.api.rest.create_app` includes them all.
+A new resource is a module here with a ``router`` (a :class:`fastapi.APIRouter`),
+named in the import below and registered by one line in :data:`RESOURCES`;
+:func:`tidelog.api.rest.create_app` includes them all, and
+``tests/api/test_routes.py`` fails for a module with a router left out.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from tidelog.api.routes import (
     console,
     cursors,
     events,
+    links,
     operations,
     overview,
     pages,
@@ -33,6 +37,7 @@ RESOURCES: tuple[APIRouter, ...] = (
     operations.router,
     overview.router,
     clients.router,
+    links.router,
     pages.router,
     console.router,
 )

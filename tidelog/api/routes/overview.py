@@ -116,7 +116,7 @@ class Overview:
         return {
             "time": int(time.time() * 1000),
             "node": {
-                "id": config.sections.get("node", {}).get("id"),
+                "id": context.mesh.identity.node_id if context.mesh else config.node_id,
                 "host": socket.gethostname(),
                 "version": tidelog.__version__,
                 "started_at": int(traffic.started_at * 1000),

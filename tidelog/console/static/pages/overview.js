@@ -2,7 +2,7 @@
 "use strict";
 
 import {
-  LiveChart, el, fmtBytes, fmtDuration, fmtRate, fmtSeconds, fmtTime, registerSection, stream,
+  LiveChart, api, el, every, fmtBytes, fmtDuration, fmtRate, fmtSeconds, fmtTime, registerSection, stream,
   table,
 } from "../lib.js";
 
@@ -21,6 +21,7 @@ function render(main) {
     el("div.grid", {},
       card("Node", "node"), card("Storage", "storage"), card("Connections", "connections"),
       card("Commit latency", "commit"), card("Engine", "engine")),
+    el("section.card.wide", { id: "links" }, el("h3", {}, "Mesh links"), el("div.body")),
     el("section.card.wide", {}, el("h3", {}, "Events per second"), el("div.chart", { id: "rate-chart" })),
     el("section.card.wide", {}, el("h3", {}, "Commit latency (p99 per interval, ms)"),
       el("div.chart", { id: "latency-chart" })),
@@ -85,7 +86,16 @@ function render(main) {
   }, { onState: (state, error) => {
     if (state === "error") status.textContent = `disconnected: ${error.message}`;
   } });
-  return () => { live.close(); rates.destroy(); latency.destroy(); };
+  // the node's mesh links (docs/mesh.md): state and lag, every 5 s
+  const stopLinks = every(5000, async () => {
+    const mesh = await api("/v1/links");
+    body("links").replaceChildren(mesh.links.length
+      ? table(["link", "direction", "peer", "state", "lag (events)", "lag (ms)", "in", "out", "gaps"],
+        mesh.links.map((l) => [l.name, l.direction, l.peer ?? "–", l.state, l.lag ?? "–",
+          l.lag_ms ?? "–", l.events_in ?? 0, l.events_out ?? 0, l.gaps ?? 0]), "link")
+      : el("p.muted", {}, `no links on node ${mesh.node ?? "–"} (or none you may see)`));
+  });
+  return () => { live.close(); stopLinks(); rates.destroy(); latency.destroy(); };
 }
 
 registerSection({ id: "overview", title: "Overview", order: 10, render });
