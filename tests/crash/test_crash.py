@@ -32,8 +32,7 @@ async def test_kill_9_under_mixed_load_loses_nothing_acknowledged(tmp_path: Path
     assert totals.kills == 10
     assert totals.lost == 0
     assert totals.qos2_redelivered == 0, "a QoS 2 delivery came twice"
-    # totals.qos2_duplicates (a QoS 2 PUBLISH resent with DUP after a kill between its
-    # commit and the session save, stored twice) is a known limitation: reported only
+    assert totals.qos2_duplicates == 0, "a QoS 2 PUBLISH resent after a kill was stored twice"
     assert totals.acknowledged > 500, "too little load to test anything"
     for client in [*harness.publishers, harness.rest, *harness.subscribers]:
         assert client.connections >= totals.kills, f"{client.name} did not reconnect"
@@ -54,4 +53,5 @@ async def test_fsync_interval_keeps_its_bound_on_what_a_power_loss_could_take(
     assert harness.interval_ms == 50
     totals = await run(harness)
     assert totals.kills == 5 and totals.lost == 0
+    assert totals.qos2_duplicates == 0, "a QoS 2 PUBLISH resent after a kill was stored twice"
     assert totals.acknowledged > 200, "too little load to test anything"

@@ -30,7 +30,7 @@ from fastapi.staticfiles import StaticFiles
 import tidelog
 from tidelog.api import metrics, problems
 from tidelog.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, Utf8PathMiddleware
-from tidelog.api.routes import RESOURCES
+from tidelog.api.routes import RESOURCES, links
 from tidelog.api.shapes import BatchIn
 from tidelog.security.http import AuthMiddleware
 from tidelog.security.tls import server_context
@@ -85,6 +85,7 @@ def create_app(
     problems.install(app)
     for router in RESOURCES:
         app.include_router(router)
+    links.register_metrics(app.state.registry, context.mesh)
     app.mount("/docs/assets", StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui")
     app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
     return app

@@ -1,7 +1,8 @@
 """The REST API's routes, one module per resource, and the shared parts they use.
 
 Resources: :mod:`.events` (publish, read, stream), :mod:`.topics`, :mod:`.cursors`,
-:mod:`.operations` (stats, health, metrics), :mod:`.pages` (index, docs, UI).
+:mod:`.operations` (stats, health, metrics), :mod:`.links` (mesh links),
+:mod:`.pages` (index, docs, UI).
 Shared: :mod:`.params` (dependencies and query parameters), :mod:`.reading` (the
 one read path: read, filter by ACL, page), :mod:`.responses`.
 
@@ -15,13 +16,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tidelog.api.routes import cursors, events, operations, pages, topics
+from tidelog.api.routes import cursors, events, links, operations, pages, topics
 
 RESOURCES: tuple[APIRouter, ...] = (
     events.router,
     cursors.router,
     topics.router,
     operations.router,
+    links.router,
     pages.router,
 )
 """Every resource's routes, in the order they are matched and documented."""
