@@ -73,6 +73,9 @@ from tidelog.testing.mqtt_client import ClientConnection, LoadError, Target
 from tidelog.testing.mqtt_client import encoded_ack as _ack
 from tidelog.testing.server import HOST, HarnessServer, default_storage
 
+ServerProcess = HarnessServer
+"""This harness's server, under the name it had before the one launcher
+(tidelog/testing/server.py) took it over."""
 FILTER = "crash/#"
 CLIENT_ERRORS = (LoadError, OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 """What a client sees when the server dies under it."""

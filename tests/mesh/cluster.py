@@ -18,8 +18,9 @@ from typing import Any
 import httpx
 import trio
 
-from tests.serve_process import Serve
+from tests.serve_process import start_server
 from tidelog.storage import Event, open_log
+from tidelog.testing.server import ServerProcess
 from tidelog.topics import topic_matches
 
 
@@ -113,7 +114,7 @@ class Node:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.links: list[dict[str, Any]] = []
         self.proxies: dict[str, FaultProxy] = {}
-        self.serve: Serve | None = None
+        self.serve: ServerProcess | None = None
         self.published: list[tuple[str, bytes]] = []
         self.extra_config = ""
         """TOML added to the node's configuration file (e.g. a ``[security]`` table)."""
@@ -155,7 +156,7 @@ class Node:
         """Start ``tidelog serve`` without waiting for it (see :func:`start_all`)."""
         config = self.dir / "tidelog.toml"
         config.write_text(self._config())
-        self.serve = Serve(
+        self.serve = start_server(
             self.dir,
             "--config",
             str(config),

@@ -1,11 +1,11 @@
 """The one launcher of ``tidelog serve`` as a subprocess, for tests and benchmarks.
 
 A :class:`ServerProcess` runs ``python -m tidelog serve ARGS`` from a source tree
-(this one by default, or another checkout for an A/B benchmark), reads its
-standard error from a file it is written to (``log_path`` when given, appended
-across restarts; a pipe could make a server that logs a lot wait for the
-reader) in a thread, into :attr:`ServerProcess.lines`, and learns each
-listener's port from its ready line (``MQTT listening on 127.0.0.1:PORT``), so
+(this one by default, or another checkout for an A/B benchmark) with its
+standard error appended to a file (``log_path``, kept across restarts, or a
+temporary one; never a pipe, which could make a server that logs a lot wait for
+its reader, and nothing reads in the background), and learns each listener's
+port from its ready line (``MQTT listening on 127.0.0.1:PORT``), so
 port 0 works and nothing races for a free port. It can be started again on the
 same data after a kill (the crash harness), waited for from a blocking test or
 from trio, stopped with a signal or killed.
@@ -23,8 +23,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -37,8 +37,6 @@ SOURCE_ROOT = Path(tidelog.__file__).resolve().parents[1]
 """The directory holding the ``tidelog`` package this process imports."""
 READY = re.compile(r'([\w-]+) listening on [^\s"]+:(\d+)')
 """A listener's ready line: its name and bound port."""
-KEPT_LINES = 10_000
-"""Lines kept in memory when ``log_path`` keeps every line."""
 READY_TIMEOUT = 60.0
 """Seconds a server gets to report its listeners ready (generous: a loaded machine
 has taken more than 30 to start one)."""
@@ -82,7 +80,7 @@ class ServerProcess:
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.args = list(args)
-        self.log_path = log_path
+        self.log_path: Path = log_path or Path()
         self.cwd = cwd or (log_path.parent if log_path is not None else Path.cwd())
         self.checkout = checkout
         self.nofile = nofile
@@ -90,20 +88,22 @@ class ServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self._ports_before: dict[str, int] = {}
         self._run_ports: dict[str, int] = {}
-        self.lines: list[str] = []
-        """The lines the server wrote to standard error, over all its runs (the last
-        :data:`KEPT_LINES` when ``log_path`` keeps them all)."""
-        self._own_log: Path | None = None
+        self._scanned = 0
+        """How far the log has been read for ready lines."""
+        if log_path is None:
+            fd, name = tempfile.mkstemp(prefix="tidelog-serve-", suffix=".log")
+            os.close(fd)
+            self.log_path = Path(name)
+            weakref.finalize(self, os.unlink, name)
         self.stop_seconds = 0.0
         """How long the last :meth:`stop` took."""
-        self._reader: threading.Thread | None = None
-        self._changed = threading.Condition()
 
     @property
     def ports(self) -> dict[str, int]:
         """Bound port by listener name: the current run's ready lines, and until a
         listener reports again after a restart, its port from the run before (clients
         of a restarting server retry there)."""
+        self._scan()
         return {**self._ports_before, **self._run_ports}
 
     @property
@@ -129,9 +129,14 @@ class ServerProcess:
     @property
     def output(self) -> str:
         """Everything the server wrote to standard error (all runs)."""
-        if self.log_path is not None and self.log_path.exists():
-            return self.log_path.read_text("utf-8", errors="replace")
-        return "".join(self.lines)
+        if not self.log_path.exists():
+            return ""
+        return self.log_path.read_text("utf-8", errors="replace")
+
+    @property
+    def lines(self) -> list[str]:
+        """:attr:`output` line by line, each with its newline."""
+        return self.output.splitlines(keepends=True)
 
     def tail(self, lines: int = 30) -> str:
         return "".join(self.lines[-lines:])
@@ -141,21 +146,14 @@ class ServerProcess:
     def launch(self, *extra: str) -> None:
         """Start the server (again, after it ended) without waiting for it.
 
-        Standard error goes to a file (``log_path``, else a temporary one), never a
-        pipe: a server that logs a lot never waits for this process to read it.
-        A thread follows the file for ready lines."""
+        Standard error is appended to ``log_path`` (a temporary file when none is
+        given), never a pipe: a server that logs a lot never waits for a reader,
+        and nothing reads in the background. Ready lines are read from the file
+        when :attr:`ports` or a wait asks."""
         assert not self.running, "already running"
-        self._join()
         self._ports_before, self._run_ports = self.ports, {}
-        log_path = self.log_path
-        if log_path is None:
-            if self._own_log is None:
-                fd, name = tempfile.mkstemp(prefix="tidelog-serve-", suffix=".log")
-                os.close(fd)
-                self._own_log = Path(name)
-            log_path = self._own_log
-        start = log_path.stat().st_size if log_path.exists() else 0
-        with log_path.open("ab") as stderr:
+        self._scanned = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as stderr:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tidelog", "serve", *self.args, *extra],
                 cwd=self.cwd,
@@ -165,10 +163,24 @@ class ServerProcess:
                 env=server_env(self.checkout, **self.env),
                 preexec_fn=self._limit_files if self.nofile is not None else None,
             )
-        self._reader = threading.Thread(
-            target=self._follow, args=(self.process, log_path, start), daemon=True
-        )
-        self._reader.start()
+
+    def _scan(self) -> None:
+        """Read the complete lines the server appended since the last scan, for ready
+        lines."""
+        if self.process is None or not self.log_path.exists():
+            return
+        with self.log_path.open("rb") as log:
+            log.seek(self._scanned)
+            data = log.read()
+        end = data.rfind(b"\n") + 1
+        self._scanned += end
+        for line in data[:end].split(b"\n"):
+            # the guard keeps the regex off long lines (a 64 KiB client id in a log
+            # line made its backtracking take minutes)
+            if b" listening on " in line:
+                match = READY.search(line.decode("utf-8", "replace"))
+                if match:
+                    self._run_ports[match.group(1)] = int(match.group(2))
 
     def _limit_files(self) -> None:
         import resource
@@ -176,51 +188,18 @@ class ServerProcess:
         assert self.nofile is not None
         resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
-    def _follow(self, process: subprocess.Popen[bytes], path: Path, start: int) -> None:
-        """Read the lines the server appends to ``path`` until it has exited."""
-        partial = b""
-        with path.open("rb") as log:
-            log.seek(start)
-            while True:
-                exited = process.poll() is not None
-                data = log.read(1 << 20)
-                if data:
-                    *complete, partial = (partial + data).split(b"\n")
-                    self._take([line.decode("utf-8", "replace") + "\n" for line in complete])
-                elif exited:
-                    break
-                else:
-                    time.sleep(0.02)
-        if partial:
-            self._take([partial.decode("utf-8", "replace")])
-        with self._changed:
-            self._changed.notify_all()
-
-    def _take(self, lines: list[str]) -> None:
-        with self._changed:
-            for line in lines:
-                # the guard keeps the regex off long lines (a 64 KiB client id in a
-                # log line made its backtracking take minutes)
-                match = READY.search(line) if " listening on " in line else None
-                if match:
-                    self._run_ports[match.group(1)] = int(match.group(2))
-            self.lines.extend(lines)
-            if self.log_path is not None and len(self.lines) > 2 * KEPT_LINES:
-                del self.lines[:-KEPT_LINES]
-            self._changed.notify_all()
-
     def _check_ready(self, expect: Iterable[str]) -> bool:
         """Whether every listener in ``expect`` is ready; raises if the server ended."""
+        self._scan()
         if set(expect) <= set(self._run_ports):
             return True
         self._check_alive(", ".join(sorted(set(expect) - set(self._run_ports))) + " listened")
         return False
 
     def _check_alive(self, waiting_for: str) -> None:
-        """Raise :class:`ServerNotReady` once the server has exited (and its last
-        lines are read)."""
+        """Raise :class:`ServerNotReady` once the server has exited."""
         assert self.process is not None, "not launched"
-        if self.process.poll() is not None and not (self._reader and self._reader.is_alive()):
+        if self.process.poll() is not None:
             raise ServerNotReady(
                 f"tidelog serve exited {self.process.returncode} before {waiting_for}:\n"
                 + self.tail()
@@ -237,15 +216,10 @@ class ServerProcess:
         ``WebSocket``...) reported its port; the server is killed if it takes longer."""
         expect = tuple(expect)
         deadline = time.monotonic() + timeout
-        with self._changed:
-            while not self._check_ready(expect):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._changed.wait(min(left, 0.1))
-            else:
-                return
-        raise self._not_ready(expect, timeout)  # outside the lock: kill() joins the reader
+        while not self._check_ready(expect):
+            if time.monotonic() >= deadline:
+                raise self._not_ready(expect, timeout)
+            time.sleep(0.02)
 
     async def until_ready(self, expect: Iterable[str], timeout: float = READY_TIMEOUT) -> None:
         """:meth:`wait_ready` for trio code (other tasks run meanwhile)."""
@@ -319,15 +293,12 @@ class ServerProcess:
         if self.process.poll() is None:
             self.kill()
             return -9
-        self._join()
         return self.process.returncode
 
     def wait_exit(self, timeout: float = 30) -> int:
-        """The exit status, once the server has exited and its last lines are read."""
+        """The exit status, once the server has exited."""
         assert self.process is not None, "not launched"
-        code = self.process.wait(timeout)
-        self._join()
-        return code
+        return self.process.wait(timeout)
 
     def kill(self) -> None:
         """SIGKILL, if it still runs."""
@@ -335,15 +306,6 @@ class ServerProcess:
             assert self.process is not None
             self.process.kill()
             self.process.wait()
-        self._join()
-
-    def _join(self) -> None:
-        """Wait for the reader to take the last lines of an exited server."""
-        if self._reader is not None and not self.running:
-            self._reader.join(10)
-            if self._own_log is not None and not self._reader.is_alive():
-                self._own_log.unlink(missing_ok=True)  # its lines are in self.lines
-                self._own_log = None
 
 
 class HarnessServer(ServerProcess):
