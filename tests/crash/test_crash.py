@@ -1,6 +1,6 @@
-"""kill -9 under mixed load, restart, check every promise (see bench/crash.py).
+"""kill -9 under mixed load, restart, check every promise (see tests/crash/harness.py).
 
-CI runs ten kills; ``python -m bench.crash`` runs a hundred.
+CI runs ten kills; ``python -m tests.crash.harness`` runs a hundred.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ async def test_fsync_interval_keeps_its_bound_on_what_a_power_loss_could_take(
     """Under ``fsync=interval:50`` nothing acknowledged is lost to a kill -9 (the page
     cache survives it), and at every kill, the acknowledged events not yet fsynced (what
     a power loss at that moment would take) were all acknowledged after the last
-    completed sync began (so within the interval plus one sync; see bench/crash.py)."""
+    completed sync began (so within the interval plus one sync; see tests/crash/harness.py)."""
     location = f"{tmp_path}/data" if scheme == "lmdb" else f"{tmp_path}/log.db"
     storage = f"{scheme}://{location}?fsync=interval:50"
     harness = Harness(tmp_path, storage=storage, kills=5, min_life=0.3, max_life=1.5,

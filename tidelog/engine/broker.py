@@ -102,6 +102,8 @@ class BrokerStatistics:
     """Times a subscriber fell behind and switched to reading the log."""
     feeds: int
     feeds_catching_up: int
+    waiting_reads: int
+    """Reads long-polling for a first event (REST long-polls, cursor fetches that wait)."""
     subscriptions: int
     retained: int
     sessions: int
@@ -180,6 +182,7 @@ class Broker:
         self._shared: dict[tuple[str, str], tuple[Feed, list[int]]] = {}
         self._topic_counts: Counter[str] = Counter()
         self._commit_hooks: list[Callable[[list[Event]], None]] = []
+        self._waiting_reads = 0
         self.closed = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -451,8 +454,12 @@ class Broker:
                 return result
             if wait is None or trio.current_time() >= deadline:
                 return result
-            with trio.move_on_at(deadline):
-                await self.log.wait_for_append(start)
+            self._waiting_reads += 1
+            try:
+                with trio.move_on_at(deadline):
+                    await self.log.wait_for_append(start)
+            finally:
+                self._waiting_reads -= 1
 
     async def replay(
         self,
@@ -475,6 +482,17 @@ class Broker:
             if result.next_offset <= position:
                 break
             position = result.next_offset
+
+    # -- state of adapters (the mesh's identity and link positions) -----------------
+
+    async def load_state(self, namespace: str) -> dict[str, bytes]:
+        """Every key of a state namespace kept in the log's metadata (for components
+        above the engine that keep small durable state, such as the mesh)."""
+        return await self.log.list_state(namespace)
+
+    async def save_state(self, namespace: str, items: dict[str, bytes | None]) -> None:
+        """Set (None: delete) keys of a state namespace; returns once durable."""
+        await self._state_writer.put(namespace, items)
 
     # -- cursors ---------------------------------------------------------------------
 
@@ -559,6 +577,11 @@ class Broker:
     def cancel_will(self, key: str) -> bool:
         return self.wills.cancel(key)
 
+    def subscription_filters(self) -> set[str]:
+        """The filters someone on this broker wants: live subscriptions and those of
+        persistent sessions, connected or not (the mesh advertises them upstream)."""
+        return self.fanout.subscription_filters() | self.sessions.subscription_filters()
+
     # -- statistics ------------------------------------------------------------------
 
     def statistics(self) -> BrokerStatistics:
@@ -570,6 +593,7 @@ class Broker:
             catch_ups=self.fanout.catch_ups,
             feeds=len(feeds),
             feeds_catching_up=sum(1 for f in feeds if not f.live),
+            waiting_reads=self._waiting_reads,
             subscriptions=self.fanout.subscription_count,
             retained=len(self.retained),
             sessions=len(self.sessions),

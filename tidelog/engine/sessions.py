@@ -120,6 +120,10 @@ class SessionStore:
             self._sessions[client_id] = session
             self._count(session)
 
+    def subscription_filters(self) -> set[str]:
+        """Every filter a stored persistent session subscribes to (connected or not)."""
+        return {f for session in self._sessions.values() for f in session.subscriptions}
+
     def __len__(self) -> int:
         return len(self._sessions)
 

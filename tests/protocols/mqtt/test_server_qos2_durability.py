@@ -1,7 +1,7 @@
 """QoS 2 on persistent sessions across a crash: every ack that lets the client move on
 is sent only once the stored session agrees with it.
 
-Found by the crash harness (bench/crash.py): with saves coalesced, PUBCOMP went out
+Found by the crash harness (tests/crash/harness.py): with saves coalesced, PUBCOMP went out
 while the stored session still listed the packet identifier as received, so after a
 kill -9 the client's next PUBLISH reusing that identifier was answered as a resend
 and never stored (acknowledged and lost). On the outbound side, a QoS 2 message sent

@@ -75,6 +75,13 @@ STREAM_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSEr
 __all__ = ["STREAM_ERRORS", "Close", "MQTTConnection"]
 
 
+def _asks_for_link(connect: Connect) -> bool:
+    """A CONNECT (MQTT 5) with the user property ``tidelog-link: 1`` opens a mesh link."""
+    return connect.protocol_level == 5 and (
+        ("tidelog-link", "1") in connect.properties.user_properties
+    )
+
+
 class MQTTConnection:
     """One client connection; :meth:`run` serves it until it closes."""
 
@@ -181,7 +188,15 @@ class MQTTConnection:
         try:
             connect = await self._receive_connect()
             if connect is not None and await self._admit(connect):
-                await self._serve(connect)
+                acceptor = self.server.link_acceptor
+                if acceptor is not None and _asks_for_link(connect):
+                    assert self.core is not None
+                    self._linger = True
+                    await acceptor(
+                        self.stream, self.decoder, connect, self.core.access, self._early or []
+                    )
+                else:
+                    await self._serve(connect)
         except STREAM_ERRORS as exc:
             log.debug("%r: connection lost: %s", self, exc)
         except Exception:
