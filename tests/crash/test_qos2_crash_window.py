@@ -21,11 +21,11 @@ import lmdb
 import pytest
 import trio
 
-from tests.crash.harness import ServerProcess
 from tests.protocols.mqtt.server_helpers import RawClient
 from tidelog.protocols.mqtt import Pubcomp, Publish, Pubrec, Pubrel
 from tidelog.storage import open_log
 from tidelog.storage.lmdb_segment import MAX_DBS
+from tidelog.testing.server import HarnessServer
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ async def test_kill_9_between_commit_and_session_save_stores_the_resend_once(
 ) -> None:
     data = tmp_path / "data"
     storage = f"lmdb://{data}"
-    server = ServerProcess(storage, tmp_path / "server.log")
+    server = HarnessServer(storage, tmp_path / "server.log")
     await server.start()
     try:
         client = RawClient(server.ports["MQTT"])
