@@ -34,6 +34,7 @@ from tidelog.concurrency import background_nursery
 from tidelog.context import ServerConfig, ServerContext
 from tidelog.engine import Broker
 from tidelog.errors import TidelogError
+from tidelog.mesh.node import Mesh
 from tidelog.protocols.mqtt.server import serve_tcp, serve_tls
 from tidelog.security import Security, load_security
 from tidelog.security.config import is_loopback
@@ -164,7 +165,8 @@ async def _run_broker_and_listeners(
 ) -> None:
     options = {**config.storage_options, **config.broker_options}
     async with tidelog.open(config.storage, **options) as broker:
-        context = ServerContext.create(config, broker, security)
+        mesh = await Mesh.open(broker, config.node_id, config.links)
+        context = ServerContext.create(config, broker, security, mesh)
         state = await broker.log_state()
         log.info(
             "tidelog %s: storage %s (%s) ready, offsets %d..%d",
@@ -194,6 +196,7 @@ async def _run_broker_and_listeners(
                         ) from None
                     ports[spec.name] = bound
                     log.info("%s listening on %s:%d", spec.name, config.bind, bound)
+                nursery.start_soon(mesh.run)
                 if config.sys_interval is not None and any(n.startswith("MQTT") for n in ports):
                     nursery.start_soon(publish_sys_topics, context, config.sys_interval)
                 task_status.started(RunningServer(context, ports))
