@@ -17,11 +17,8 @@ from typing import Any
 import trio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tidelog.api.settings import DEFAULT_MAX_BODY_BYTES as DEFAULT_MAX_BODY_BYTES
 from tidelog.api.shapes import dumps
-
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024 + 64 * 1024
-"""A maximum-size record (16 MiB) plus room for headers of a JSON wrapper."""
-
 
 BODY_TIMEOUT_SECONDS = 60.0
 """A request body must arrive whole within this long after the headers (else 408)."""

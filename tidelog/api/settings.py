@@ -7,7 +7,11 @@ from typing import Any
 
 import attrs
 
-from tidelog.api.limits import DEFAULT_MAX_BODY_BYTES
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024 + 64 * 1024
+"""A maximum-size record (16 MiB) plus room for headers of a JSON wrapper. Defined
+here, not in :mod:`tidelog.api.limits` (which re-exports it): the server context
+imports this module, and limits imports starlette and pydantic, which an
+MQTT-only broker does not load (issue 19)."""
 
 
 @attrs.frozen

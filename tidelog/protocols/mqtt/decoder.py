@@ -12,9 +12,12 @@ Framing (§2.1): the first byte holds the packet type and flags; the Remaining
 Length follows as a Variable Byte Integer of at most 4 bytes. Both are checked
 as soon as they arrive -- an unknown type, wrong reserved flags, a packet the
 peer may not send, a length over ``max_packet_size`` -- so garbage and
-oversized packets fail before their body is buffered. Bytes of an incomplete
-packet wait in one buffer; a large packet arriving in many small reads is
-joined once, when it is complete.
+oversized packets fail before their body is buffered. The bytes of an
+incomplete packet wait as the reads that brought them (the first as a view of
+its read from the packet's start when that is at least half the read, else
+copied) and are joined once, when the packet is complete; so a 64 KiB
+PUBLISH spread over two reads is copied once by the join and once into its
+payload (three or four times with one growing buffer, before issue 19).
 
 Protocol level: a server-side decoder (``Role.SERVER``, the default) starts
 with no level, accepts only CONNECT, and takes the level from it (3 = MQTT 3.1
@@ -454,7 +457,16 @@ class Decoder:
             raises 0x95 Packet too large before its body is buffered.
     """
 
-    __slots__ = ("_failed", "_level", "_need", "_pending", "_table", "max_packet_size", "role")
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_failed",
+        "_level",
+        "_need",
+        "_table",
+        "max_packet_size",
+        "role",
+    )
 
     def __init__(
         self,
@@ -473,7 +485,11 @@ class Decoder:
         self.max_packet_size = max_packet_size
         self._level = protocol_level
         self._table = _first_byte_table(protocol_level, role)
-        self._pending = bytearray()
+        self._chunks: list[bytes | memoryview] = []
+        """The incomplete packet: its first chunk may be a view of an earlier read
+        (from the packet's start), the others are whole reads; joined once, when
+        the packet is complete."""
+        self._buffered = 0
         self._need = 0
         self._failed: MQTTProtocolError | None = None
 
@@ -485,7 +501,7 @@ class Decoder:
     @property
     def buffered(self) -> int:
         """Bytes received that do not yet make a complete packet."""
-        return len(self._pending)
+        return self._buffered
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
         """Add received bytes; return the packets they complete (maybe none).
@@ -501,15 +517,19 @@ class Decoder:
                 packet_type=failed.packet_type,
                 protocol_level=failed.protocol_level,
             )
-        pending = self._pending
-        if pending:
-            pending += data
-            if len(pending) < self._need:
+        chunks = self._chunks
+        if chunks:
+            if type(data) is not bytes:
+                data = bytes(data)  # the caller may reuse its buffer
+            chunks.append(data)
+            self._buffered += len(data)
+            if self._buffered < self._need:
                 return []
-            buf = bytes(pending)
-            pending.clear()
+            buf = b"".join(chunks)
+            chunks.clear()
+            self._buffered = 0
         else:
-            buf = bytes(data)
+            buf = bytes(data)  # the same object when ``data`` is bytes
         packets: list[Packet] = []
         size = len(buf)
         pos = 0
@@ -626,5 +646,15 @@ class Decoder:
             self._failed = exc
             raise
         if pos < size:
-            pending += memoryview(buf)[pos:]
+            # The incomplete packet's bytes: this read itself, or a view of it when they
+            # are at least half of it (no copy, and at most twice their size is kept
+            # alive), else a copy (a small tail after many complete packets).
+            rest = size - pos
+            if not pos:
+                chunks.append(buf)
+            elif rest * 2 >= size:
+                chunks.append(memoryview(buf)[pos:])
+            else:
+                chunks.append(buf[pos:])
+            self._buffered = rest
         return packets
