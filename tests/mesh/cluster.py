@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import trio
 
-from tests.serve_process import start_server
+from tests.serve_process import ROOT
 from tidelog.storage import Event, open_log
 from tidelog.testing.server import ServerProcess
 from tidelog.topics import topic_matches
@@ -156,8 +156,7 @@ class Node:
         """Start ``tidelog serve`` without waiting for it (see :func:`start_all`)."""
         config = self.dir / "tidelog.toml"
         config.write_text(self._config())
-        self.serve = start_server(
-            self.dir,
+        self.serve = ServerProcess(
             "--config",
             str(config),
             "--storage",
@@ -168,12 +167,15 @@ class Node:
             "0",
             "--ws-port",
             "off",
+            cwd=self.dir,
+            checkout=ROOT,
         )
+        self.serve.launch()
 
     def ready(self) -> bool:
         """True once both listeners are up (then the proxies in front of it forward)."""
         assert self.serve is not None
-        if self.serve.process.poll() is not None:
+        if not self.serve.running:
             raise AssertionError(f"{self.name} exited:\n{self.serve.output}")
         if not {"MQTT", "HTTP"} <= set(self.serve.ports):
             return False

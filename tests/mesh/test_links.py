@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.mesh.cluster import Node, check_invariant, start_all, wait_for, wait_heads
+from tests.serve_process import run
 
 pytestmark = pytest.mark.slow
 
@@ -58,6 +59,8 @@ def test_a_pair_pulls_and_pushes_exactly_the_matching_events(nodes) -> None:  # 
     inbound = core.links_status()["edge:core"]
     assert inbound["state"] == "connected" and inbound["events_in"] == 300
     wait_for(lambda: edge.links_status()["core"]["lag"] == 0, what="no lag")
+    table = run("links", "--url", edge.url, cwd=edge.dir).stdout
+    assert "node edge" in table and "outbound   connected  core" in table
     metrics = httpx.get(f"{edge.url}/metrics", timeout=10).text
     assert 'tidelog_link_connected{direction="outbound",link="core",peer="core"} 1.0' in metrics
     assert 'tidelog_link_events_out_total{direction="outbound",link="core",peer="core"} 300.0' in (
