@@ -27,8 +27,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tidelog.api.shapes import PayloadError, dumps
 from tidelog.errors import (
+    AckPolicyError,
     CursorExistsError,
     CursorNotFoundError,
+    InvalidConsumerOptionsError,
     InvalidCursorNameError,
     InvalidPositionError,
     InvalidTopicError,
@@ -58,6 +60,8 @@ _TABLE: list[tuple[type[BaseException], int, str]] = [
     (QuotaExceededError, 429, "quota_exceeded"),
     (NameTooLongError, 400, "name_too_long"),
     (InvalidCursorNameError, 400, "invalid_cursor_name"),
+    (InvalidConsumerOptionsError, 400, "invalid_consumer_options"),
+    (AckPolicyError, 409, "ack_policy"),
     (InvalidTopicError, 400, "invalid_topic"),
     (OffsetOutOfRangeError, 400, "offset_out_of_range"),  # an InvalidPositionError too
     (InvalidPositionError, 400, "invalid_position"),
