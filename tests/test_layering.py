@@ -67,6 +67,7 @@ RULES = [
         (
             "tidelog.protocols",
             "tidelog.api",
+            "tidelog.webhooks",
             "tidelog.server",
             "tidelog.websocket_listener",
             "tidelog.cli",

@@ -544,6 +544,17 @@ class Broker:
         self.consumers.forget(key)
         return await self.log.delete_cursor(key)
 
+    # -- adapters' own durable state ------------------------------------------------
+
+    async def load_state(self, namespace: str) -> dict[str, bytes]:
+        """Every key of an adapter's state namespace (e.g. ``webhooks``)."""
+        return await self.log.list_state(namespace)
+
+    async def store_state(self, namespace: str, items: dict[str, bytes | None]) -> None:
+        """Set (None: delete) keys of an adapter's state namespace; durable on return,
+        coalesced with cursor commits and session saves."""
+        await self._state_writer.put(namespace, items)
+
     # -- wills -----------------------------------------------------------------------
 
     def set_will(self, key: str, will: NewEvent, delay: float = 0.0) -> None:
