@@ -316,6 +316,9 @@ class Settings:
     """The effective configuration: every option's value and where it came from."""
 
     values: dict[str, Value]
+    tables: dict[str, list[dict[str, Any]]] = attrs.field(factory=dict)
+    """Arrays of tables from the file (``[[webhook]]``): they come from the file (and
+    REST) only, never from the environment or flags."""
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key].value
@@ -344,6 +347,10 @@ def _env_names() -> dict[str, Option]:
     return names
 
 
+TABLE_ARRAYS = ("webhook",)
+"""Top-level arrays of tables the file may hold (``[[webhook]]``: docs/consumers.md)."""
+
+
 def read_file(path: str) -> dict[str, Any]:
     """The TOML file's tables; ConfigError if unreadable or not TOML."""
     try:
@@ -365,9 +372,15 @@ def load(
     values = {key: Value(opt.default, "default") for key, opt in OPTIONS.items()}
     if config_file is None and environ.get(CONFIG_ENV):
         config_file = environ[CONFIG_ENV]
+    tables: dict[str, list[dict[str, Any]]] = {}
     if config_file is not None:
         source = f"file {config_file}"
         for name, table in read_file(config_file).items():
+            if name in TABLE_ARRAYS:
+                if not isinstance(table, list) or not all(isinstance(t, dict) for t in table):
+                    raise ConfigError(f"{config_file}: {name} must be written [[{name}]]")
+                tables[name] = table
+                continue
             if name not in SECTIONS or not isinstance(table, dict):
                 raise ConfigError(
                     f"{config_file}: unknown section {name!r} (sections: {', '.join(SECTIONS)})"
@@ -397,7 +410,7 @@ def load(
             raise ConfigError(f"{flag}: unknown option {key!r}")
         values[key] = _parse(opt, raw, flag)
         values[key] = attrs.evolve(values[key], source=f"flag {flag}")
-    return Settings(values)
+    return Settings(values, tables)
 
 
 def parse_set(text: str) -> tuple[str, str]:

@@ -25,6 +25,7 @@ from tidelog.protocols.mqtt.settings import MQTTSettings
 from tidelog.security import Security, SecurityConfig
 from tidelog.storage import DEFAULT_URL
 from tidelog.traffic import TrafficCounters
+from tidelog.webhooks import WebhookService
 
 if TYPE_CHECKING:
     from tidelog.engine import Broker
@@ -55,6 +56,8 @@ class ServerConfig:
     """Seconds between ``$SYS/broker/...`` updates over MQTT; None: none."""
     shutdown_timeout: float = 10.0
     """Seconds :func:`serve_until_signalled` waits for a clean shutdown before giving up."""
+    webhooks: list[dict[str, Any]] = attrs.field(factory=list)
+    """``[[webhook]]`` tables of the configuration file (docs/consumers.md)."""
     sections: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     """Every configuration section as loaded (see :mod:`tidelog.options`), for
     components that read their own section."""
@@ -91,6 +94,7 @@ class ServerConfig:
             sys_interval=sys["interval"] if sys["enabled"] else None,
             shutdown_timeout=sections["server"]["shutdown_timeout"],
             sections=sections,
+            webhooks=settings.tables.get("webhook", []),
         )
 
     security: SecurityConfig = attrs.field(factory=SecurityConfig)
@@ -109,6 +113,8 @@ class ServerContext:
     """The MQTT connections by client id, the authentication hook, ``$SYS`` values."""
     traffic: TrafficCounters
     """Per-protocol connection, packet and byte counters (``/metrics``, ``$SYS``)."""
+    webhooks: WebhookService | None = None
+    """The server's webhooks (:mod:`tidelog.webhooks`); run by :func:`tidelog.server.run_server`."""
 
     @classmethod
     def create(cls, config: ServerConfig, broker: Broker, security: Security) -> ServerContext:
@@ -116,4 +122,5 @@ class ServerContext:
         configuration's MQTT settings."""
         traffic = TrafficCounters()
         mqtt = MQTTServer(broker, security, MQTTSettings(**config.mqtt_options), traffic)
-        return cls(config, broker, security, mqtt, traffic)
+        webhooks = WebhookService(broker, security, config.webhooks)
+        return cls(config, broker, security, mqtt, traffic, webhooks)

@@ -47,6 +47,8 @@ from tidelog.security.errors import (
     TooManyAttemptsError,
 )
 from tidelog.security.limits import NameTooLongError, QuotaExceededError
+from tidelog.webhooks.service import WebhookNotFoundError
+from tidelog.webhooks.spec import WebhookError
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ _TABLE: list[tuple[type[BaseException], int, str]] = [
     (OffsetOutOfRangeError, 400, "offset_out_of_range"),  # an InvalidPositionError too
     (InvalidPositionError, 400, "invalid_position"),
     (CursorNotFoundError, 404, "cursor_not_found"),
+    (WebhookNotFoundError, 404, "webhook_not_found"),  # before WebhookError
+    (WebhookError, 400, "invalid_webhook"),
     (CursorExistsError, 409, "cursor_conflict"),
     (RecordTooLargeError, 413, "payload_too_large"),
     (PayloadError, 422, "invalid_payload"),

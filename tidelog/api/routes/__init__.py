@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tidelog.api.routes import cursors, events, operations, pages, topics
+from tidelog.api.routes import cursors, events, operations, pages, topics, webhooks
 
 RESOURCES: tuple[APIRouter, ...] = (
     events.router,
     cursors.router,
+    webhooks.router,
     topics.router,
     operations.router,
     pages.router,
