@@ -61,10 +61,11 @@ async def _cursor_out(cursor: Cursor) -> dict[str, Any]:
         "position": cursor.position,
         "lag": cursor.lag,
         "pending": pending,
-        **cursor.options.to_dict(),
+        "ack_policy": cursor.options.ack_policy,
     }
     stats = await cursor.statistics()
-    if stats is not None:
+    if stats is not None:  # explicit: the group's options and counters
+        out.update(cursor.options.to_dict())
         out["dead_letter_topic"] = cursor.options.dead_letters_to(cursor.name)
         out.update(
             leased=stats.leased, redelivered=stats.redelivered, dead_lettered=stats.dead_lettered
