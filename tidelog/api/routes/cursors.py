@@ -50,7 +50,7 @@ MemberQuery = Annotated[
 ]
 
 
-async def _cursor_out(cursor: Cursor) -> dict[str, Any]:
+async def cursor_out(cursor: Cursor) -> dict[str, Any]:
     """A cursor's JSON: position, lag and pending, its consumer options and (explicit
     cursors) its leases, redeliveries and dead letters."""
     pending = await cursor.pending()  # loads an explicit cursor's group: position after
@@ -110,7 +110,7 @@ async def put_cursor(
     cursor = await broker.create_cursor(
         name, spec.filter, start=start, owner=owner, options=options
     )
-    return JSONResponse(await _cursor_out(cursor), status_code=200 if existed else 201)
+    return JSONResponse(await cursor_out(cursor), status_code=200 if existed else 201)
 
 
 @router.get(
@@ -125,7 +125,7 @@ async def list_cursors(broker: BrokerDep, access: AccessDep) -> JSONResponse:
         cursors = await broker.cursors()
     else:
         cursors = [c for c in await broker.cursors(owner=access.owner) if _readable(access, c)]
-    return JSONResponse({"cursors": [await _cursor_out(c) for c in cursors]})
+    return JSONResponse({"cursors": [await cursor_out(c) for c in cursors]})
 
 
 def _readable(access: Access, cursor: Cursor) -> bool:
@@ -167,7 +167,7 @@ OwnedCursor = Annotated[Cursor, Depends(owned_cursor)]
     summary="Show a cursor: filter, position, lag",
 )
 async def get_cursor(cursor: OwnedCursor) -> JSONResponse:
-    return JSONResponse(await _cursor_out(cursor))
+    return JSONResponse(await cursor_out(cursor))
 
 
 @router.post(
@@ -218,7 +218,7 @@ async def fetch_cursor(
 )
 async def commit_cursor(cursor: OwnedCursor, commit: CommitIn) -> JSONResponse:
     await cursor.commit(commit.offset)
-    return JSONResponse(await _cursor_out(cursor))
+    return JSONResponse(await cursor_out(cursor))
 
 
 @router.post(
