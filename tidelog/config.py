@@ -453,6 +453,16 @@ def render(settings: Settings) -> str:
                 note += f"; effective: {opt.effective(settings)}"
             lines.append(f"{text.ljust(width)}  # {note}")
         lines.append("")
+    for name, tables in settings.tables.items():
+        for table in tables:
+            lines.append(f"[[{name}]]  # file")
+            for key, value in table.items():
+                shown = '"(set, not shown)"' if key == "secret" else _toml_value(value)
+                if isinstance(value, dict):
+                    shown = "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items())
+                    shown += "}"
+                lines.append(f"{key} = {shown}")
+            lines.append("")
     return "\n".join(lines)
 
 

@@ -80,3 +80,15 @@ start = "earliest"
         await receiver.wait_for(1)
         shown = (await client.get("/v1/webhooks/orders")).json()
         assert shown["batch"] == 10 and shown["owner"] == "anonymous"
+
+
+def test_config_show_prints_webhooks_without_the_secret(tmp_path: Path) -> None:
+    toml = tmp_path / "tidelog.toml"
+    secret = new_secret()
+    toml.write_text(
+        f'[[webhook]]\nname = "a"\nurl = "http://127.0.0.1:9/"\nsecret = "{secret}"\n'
+        'headers = {x-team = "ops"}\n'
+    )
+    shown = cfg.render(cfg.load(str(toml), environ={}))
+    assert "[[webhook]]" in shown and 'url = "http://127.0.0.1:9/"' in shown
+    assert 'x-team = "ops"' in shown and secret not in shown
