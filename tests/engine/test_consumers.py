@@ -251,3 +251,15 @@ async def test_delete_forgets_the_group(backend: BackendUnderTest, clock: Manual
         assert await broker.delete_cursor("g")
         cursor = await broker.create_cursor("g", "jobs/#", start="earliest", options=EXPLICIT)
         assert _offsets(await cursor.fetch(3, member="m")) == [0, 1, 2]
+
+
+async def test_changed_options_stick(backend: BackendUnderTest, clock: ManualClock) -> None:
+    async with tidelog.open(backend.url, clock=clock) as broker:
+        cursor = await broker.create_cursor("g", "jobs/#", start="earliest", options=EXPLICIT)
+        await _publish(broker, 2)
+        await cursor.fetch(1, member="m")
+        wider = ConsumerOptions(ack_policy="explicit", ack_wait=10.0, max_leased=5)
+        await broker.create_cursor("g", "jobs/#", options=wider)
+        await cursor.ack([0])  # through an older handle: the group stores the new options
+        assert (await broker.cursor("g")).options == wider
+        assert (await cursor.group()).options.max_leased == 5

@@ -492,6 +492,9 @@ class Broker:
             if cursor.explicit and options.ack_policy != "explicit":
                 self.consumers.forget(key)
             state = CursorState(key, position, {**existing.metadata, "consumer": options.to_dict()})
+            group = self.consumers.loaded(key)
+            if group is not None:  # its next store must write the new options
+                group.metadata, group.options = state.metadata, options
             await self._state_writer.commit_cursor(state)
             return Cursor(self, state)
         metadata: dict[str, Any] = {"filter": topic_filter}

@@ -486,8 +486,7 @@ class ConsumerGroups:
         """The group of the cursor stored as ``state.name`` (``name``: its owner's name
         for it), loading its pending map from the log the first time."""
         group = self._groups.get(state.name)
-        if group is not None:
-            group.options = options
+        if group is not None:  # it has the latest options (Broker.create_cursor sets them)
             return group
         async with self._loading:
             group = self._groups.get(state.name)
@@ -496,7 +495,6 @@ class ConsumerGroups:
                 stored = json.loads(raw) if raw else None
                 group = ConsumerGroup(self._broker, self._writer, state, name, options, stored)
                 self._groups[state.name] = group
-        group.options = options
         return group
 
     def loaded(self, key: str) -> ConsumerGroup | None:
