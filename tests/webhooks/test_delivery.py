@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -192,3 +193,22 @@ async def test_definitions_are_validated_and_deleted() -> None:
         with pytest.raises(LookupError):
             service.get("anonymous", "hook")
         assert await broker.cursors() == []
+
+
+async def test_a_down_endpoint_holds_one_lease_not_the_backlog() -> None:
+    """Memory stays flat: while the endpoint is down the webhook holds at most
+    ``batch * concurrency`` events; the rest wait in the log."""
+    async with running("memory://") as (broker, service, _):
+        down = Receiver()  # never started: connections are refused
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            down.port = probe.getsockname()[1]
+        await service.put(_spec(down, batch=5, concurrency=2, retries=100))
+        await broker.publish_many(_publish(2000))
+        while service.get("anonymous", "hook")[1].attempts < 10:
+            await trio.sleep(0.005)
+        cursor = await broker.cursor("webhook:hook")
+        group = await cursor.group()
+        assert len(group.pending) <= 10
+        assert cursor.position == 0 and await cursor.pending() == 2000
+        assert service.get("anonymous", "hook")[1].state == "retrying"
