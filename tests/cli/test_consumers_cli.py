@@ -42,3 +42,17 @@ def test_group_commands_on_storage(tmp_path: Path) -> None:
     ok("cursors", "fetch", "w", *storage, cwd=tmp_path)
     settled = json.loads(ok("cursors", "ack", "w", "0", "1", *storage, cwd=tmp_path))
     assert settled == {"settled": 2, "position": 2, "pending": 0}
+
+
+def test_dump_and_load_carry_a_groups_leases(tmp_path: Path) -> None:
+    source = ("--storage", f"sqlite://{tmp_path}/a.db")
+    ok("publish", "jobs/a", *source, cwd=tmp_path, input="a\nb\nc\n")
+    ok("cursors", "create", "w", "--filter", "jobs/#", "--from", "earliest", "--ack-policy",
+       "explicit", *source, cwd=tmp_path)  # fmt: skip
+    ok("cursors", "fetch", "w", *source, cwd=tmp_path)  # leases 0, 1, 2
+    ok("cursors", "ack", "w", "0", "2", *source, cwd=tmp_path)
+    (tmp_path / "dump.jsonl").write_text(ok("dump", *source, cwd=tmp_path))
+    target = ("--storage", f"sqlite://{tmp_path}/b.db")
+    ok("load", str(tmp_path / "dump.jsonl"), *target, cwd=tmp_path)
+    shown = json.loads(ok("cursors", "show", "w", *target, cwd=tmp_path))
+    assert (shown["position"], shown["pending"], shown["leased"]) == (1, 1, 1)

@@ -13,7 +13,8 @@ The dump format is JSON lines, one record per line, ``type`` first:
   "hop_path"; absent in older dumps)}`` — every stored event, in offset order;
 * ``{"type": "cursor", "name", "position", "metadata"}``;
 * ``{"type": "state", "namespace", "key", "value" (base64)}`` — the engine's
-  durable state (retained messages, MQTT sessions, pending wills);
+  durable state (retained messages, MQTT sessions, pending wills, consumer groups'
+  leases, webhooks);
 * ``{"type": "end", "events": N}`` — written last, so a truncated dump is
   detected on load.
 
@@ -40,6 +41,7 @@ from tidelog.cli.common import (
     properties_from_json,
     properties_json,
 )
+from tidelog.engine.consumers import NAMESPACE as CONSUMERS
 from tidelog.engine.retained import NAMESPACE as RETAINED
 from tidelog.engine.sessions import NAMESPACE as SESSIONS
 from tidelog.engine.wills import NAMESPACE as WILLS
@@ -53,10 +55,11 @@ from tidelog.storage import (
     parse_url,
 )
 from tidelog.storage.records import CorruptRecordError
+from tidelog.webhooks.service import NAMESPACE as WEBHOOKS
 
 DUMP_FORMAT = "tidelog-dump"
 DUMP_VERSION = 1
-STATE_NAMESPACES = (RETAINED, SESSIONS, WILLS)
+STATE_NAMESPACES = (RETAINED, SESSIONS, WILLS, CONSUMERS, WEBHOOKS)
 """The engine's state namespaces a dump carries."""
 READ_BATCH = 10_000
 LOAD_BATCH_BYTES = 16 * 1024 * 1024
