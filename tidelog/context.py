@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from tidelog.api.settings import HTTPSettings, http_settings
 from tidelog.config import Settings
+from tidelog.mesh.config import LinkConfig
 from tidelog.protocols.mqtt.server import MQTTServer
 from tidelog.protocols.mqtt.settings import MQTTSettings
 from tidelog.security import Security, SecurityConfig
@@ -29,6 +31,7 @@ from tidelog.webhooks import WebhookService
 
 if TYPE_CHECKING:
     from tidelog.engine import Broker
+    from tidelog.mesh.node import Mesh
 
 
 @attrs.define
@@ -50,12 +53,16 @@ class ServerConfig:
     broker_options: dict[str, Any] = attrs.field(factory=dict)
     mqtt_options: dict[str, Any] = attrs.field(factory=dict)
     """:class:`tidelog.protocols.mqtt.settings.MQTTSettings` fields."""
-    http_options: dict[str, Any] = attrs.field(factory=dict)
-    """``max_body_bytes``, ``access_log`` of the REST listener."""
+    http_options: HTTPSettings = attrs.field(factory=HTTPSettings, converter=http_settings)
+    """The REST listener's ``[http]`` settings (a mapping of their names is converted)."""
     sys_interval: float | None = None
     """Seconds between ``$SYS/broker/...`` updates over MQTT; None: none."""
     shutdown_timeout: float = 10.0
     """Seconds :func:`serve_until_signalled` waits for a clean shutdown before giving up."""
+    node_id: str | None = None
+    """``node.id`` (``--node-id``); None: the stable id stored in the data directory."""
+    links: tuple[LinkConfig, ...] = ()
+    """``[[link]]``: the mesh links this node dials (docs/mesh.md)."""
     webhooks: list[dict[str, Any]] = attrs.field(factory=list)
     """``[[webhook]]`` tables of the configuration file (docs/consumers.md)."""
     sections: dict[str, dict[str, Any]] = attrs.field(factory=dict)
@@ -89,12 +96,14 @@ class ServerConfig:
             storage_options=storage,
             broker_options=dict(sections["broker"]),
             mqtt_options=mqtt,
-            http_options={k: v for k, v in sections["http"].items() if k != "port"},
+            http_options=http_settings({k: v for k, v in sections["http"].items() if k != "port"}),
             security=SecurityConfig(**sections["security"]),
             sys_interval=sys["interval"] if sys["enabled"] else None,
             shutdown_timeout=sections["server"]["shutdown_timeout"],
+            node_id=sections["node"]["id"],
+            links=tuple(settings.tables.get("link", ())),
             sections=sections,
-            webhooks=settings.tables.get("webhook", []),
+            webhooks=list(settings.tables.get("webhook", ())),
         )
 
     security: SecurityConfig = attrs.field(factory=SecurityConfig)
@@ -113,14 +122,20 @@ class ServerContext:
     """The MQTT connections by client id, the authentication hook, ``$SYS`` values."""
     traffic: TrafficCounters
     """Per-protocol connection, packet and byte counters (``/metrics``, ``$SYS``)."""
+    mesh: Mesh | None = None
+    """The node's mesh links (None for servers built without one, e.g. some tests)."""
     webhooks: WebhookService | None = None
     """The server's webhooks (:mod:`tidelog.webhooks`); run by :func:`tidelog.server.run_server`."""
 
     @classmethod
-    def create(cls, config: ServerConfig, broker: Broker, security: Security) -> ServerContext:
+    def create(
+        cls, config: ServerConfig, broker: Broker, security: Security, mesh: Mesh | None = None
+    ) -> ServerContext:
         """A context with fresh traffic counters and an MQTT server with the
-        configuration's MQTT settings."""
+        configuration's MQTT settings; ``mesh`` accepts links on the MQTT listeners."""
         traffic = TrafficCounters()
         mqtt = MQTTServer(broker, security, MQTTSettings(**config.mqtt_options), traffic)
-        webhooks = WebhookService(broker, security, config.webhooks)
-        return cls(config, broker, security, mqtt, traffic, webhooks)
+        if mesh is not None:
+            mqtt.link_acceptor = mesh.accept
+        webhooks = WebhookService(broker, security, list(config.webhooks))
+        return cls(config, broker, security, mqtt, traffic, mesh, webhooks)

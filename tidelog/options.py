@@ -27,12 +27,15 @@ from tidelog.config import (
     storage_url,
     string,
     string_list,
+    table_array,
 )
 from tidelog.engine.broker import BrokerOptions
+from tidelog.mesh.config import LinkConfig, optional_node_id, parse_links
 from tidelog.protocols.mqtt.settings import MQTTSettings
 from tidelog.security import SecurityConfig
 from tidelog.security.limits import MAX_NAME_BYTES
 from tidelog.storage import DEFAULT_URL, LogOptions
+from tidelog.webhooks import spec as webhook_spec
 
 _log = LogOptions()
 _broker = BrokerOptions()
@@ -440,4 +443,27 @@ option(
     "text",
     "text: one human-readable line per record; json: one JSON object per line",
     flag="--log-format",
+)
+
+section("node", "this node in an event mesh (docs/mesh.md)")
+option(
+    "node",
+    "id",
+    optional_node_id,
+    None,
+    "the node's id, unique in the mesh; off: a stable id generated once and stored in the "
+    "data directory",
+    flag="--node-id",
+)
+table_array(
+    "link",
+    parse_links,
+    LinkConfig.shown,
+    "links this node dials (docs/mesh.md); from the TOML file only",
+)
+table_array(
+    "webhook",
+    webhook_spec.parse_tables,
+    webhook_spec.shown,
+    "webhooks: HTTP push of events (docs/consumers.md); from the TOML file and REST only",
 )

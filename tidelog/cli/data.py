@@ -13,8 +13,8 @@ The dump format is JSON lines, one record per line, ``type`` first:
   "hop_path"; absent in older dumps)}`` — every stored event, in offset order;
 * ``{"type": "cursor", "name", "position", "metadata"}``;
 * ``{"type": "state", "namespace", "key", "value" (base64)}`` — the engine's
-  durable state (retained messages, MQTT sessions, pending wills, consumer groups'
-  leases, webhooks);
+  durable state (retained messages, MQTT sessions, pending wills, mesh link
+  positions, consumer groups' leases, webhooks);
 * ``{"type": "end", "events": N}`` — written last, so a truncated dump is
   detected on load.
 
@@ -45,6 +45,7 @@ from tidelog.engine.consumers import NAMESPACE as CONSUMERS
 from tidelog.engine.retained import NAMESPACE as RETAINED
 from tidelog.engine.sessions import NAMESPACE as SESSIONS
 from tidelog.engine.wills import NAMESPACE as WILLS
+from tidelog.mesh.positions import NAMESPACE as MESH
 from tidelog.storage import (
     CursorState,
     Event,
@@ -59,8 +60,10 @@ from tidelog.webhooks.service import NAMESPACE as WEBHOOKS
 
 DUMP_FORMAT = "tidelog-dump"
 DUMP_VERSION = 1
-STATE_NAMESPACES = (RETAINED, SESSIONS, WILLS, CONSUMERS, WEBHOOKS)
-"""The engine's state namespaces a dump carries."""
+STATE_NAMESPACES = (RETAINED, SESSIONS, WILLS, MESH, CONSUMERS, WEBHOOKS)
+"""The state namespaces a dump carries: the engine's, the mesh's link positions (not
+the node's identity: a loaded log is a new incarnation, docs/mesh.md), consumer groups'
+leases and webhooks."""
 READ_BATCH = 10_000
 LOAD_BATCH_BYTES = 16 * 1024 * 1024
 

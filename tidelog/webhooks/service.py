@@ -109,7 +109,7 @@ class WebhookService:
                 await self.broker.delete_cursor(spec.cursor_name, owner=spec.owner)
         delivery = self._delivery(spec)
         await delivery.open_cursor()  # a bad start or a cursor conflict fails the PUT
-        await self.broker.store_state(NAMESPACE, {key: json.dumps(spec.stored()).encode()})
+        await self.broker.save_state(NAMESPACE, {key: json.dumps(spec.stored()).encode()})
         self._start(spec, delivery)
         return not existed
 
@@ -136,7 +136,7 @@ class WebhookService:
             raise WebhookNotFoundError(f"no webhook named {name!r}")
         running.scope.cancel()
         await self.broker.delete_cursor(running.delivery.spec.cursor_name, owner=owner)
-        await self.broker.store_state(NAMESPACE, {key: None})
+        await self.broker.save_state(NAMESPACE, {key: None})
 
     async def lag(self, spec: WebhookSpec) -> int:
         running = self._running.get(stored_name(spec.owner, spec.name))
@@ -178,4 +178,4 @@ class WebhookService:
         if running is not None:
             running.delivery.spec = disabled
         key = stored_name(spec.owner, spec.name)
-        await self.broker.store_state(NAMESPACE, {key: json.dumps(disabled.stored()).encode()})
+        await self.broker.save_state(NAMESPACE, {key: json.dumps(disabled.stored()).encode()})

@@ -190,3 +190,22 @@ class WebhookSpec:
     @property
     def dead_letter_topic(self) -> str:
         return f"$DLQ/webhook/{self.name}"
+
+
+def parse_tables(tables: Any, where: str) -> tuple[dict[str, Any], ...]:
+    """``[[webhook]]`` tables of the configuration file, checked (ValueError says which
+    one is wrong); each keeps ``name`` and ``owner`` beside the webhook's keys."""
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ValueError(f"{where}: write each webhook as a [[webhook]] table")
+    for index, table in enumerate(tables):
+        keys = {k: v for k, v in table.items() if k not in ("name", "owner")}
+        try:
+            WebhookSpec.from_dict(table.get("name", ""), table.get("owner", "anonymous"), keys)
+        except ValueError as exc:
+            raise ValueError(f"{where} #{index + 1}: {exc}") from None
+    return tuple(dict(table) for table in tables)
+
+
+def shown(table: dict[str, Any]) -> dict[str, Any]:
+    """A ``[[webhook]]`` table for ``tidelog config show``: the secret is not shown."""
+    return {**table, "secret": "(set, not shown)"} if "secret" in table else dict(table)
