@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.serve_process import Serve, ok, run
+from tests.serve_process import ok, run
+from tidelog.testing.server import ServerProcess
 
 
-def test_group_commands_against_a_server(tmp_path: Path, server: Serve) -> None:
+def test_group_commands_against_a_server(tmp_path: Path, server: ServerProcess) -> None:
     url = ("--url", server.url)
     ok("publish", "jobs/a", *url, cwd=tmp_path, input="a\nb\nc\n")
     created = json.loads(ok("cursors", "create", "w", "--filter", "jobs/#", "--from", "earliest",
@@ -48,7 +49,7 @@ def test_dump_and_load_carry_a_groups_leases(tmp_path: Path) -> None:
     source = ("--storage", f"sqlite://{tmp_path}/a.db")
     ok("publish", "jobs/a", *source, cwd=tmp_path, input="a\nb\nc\n")
     ok("cursors", "create", "w", "--filter", "jobs/#", "--from", "earliest", "--ack-policy",
-       "explicit", *source, cwd=tmp_path)  # fmt: skip
+       "explicit", "--ack-wait", "3600", *source, cwd=tmp_path)  # fmt: skip
     ok("cursors", "fetch", "w", *source, cwd=tmp_path)  # leases 0, 1, 2
     ok("cursors", "ack", "w", "0", "2", *source, cwd=tmp_path)
     (tmp_path / "dump.jsonl").write_text(ok("dump", *source, cwd=tmp_path))
