@@ -80,6 +80,7 @@ RULES = [
         (
             "tidelog.protocols",
             "tidelog.api",
+            "tidelog.webhooks",
             "tidelog.server",
             "tidelog.websocket_listener",
             "tidelog.cli",

@@ -27,6 +27,7 @@ from tidelog.protocols.mqtt.settings import MQTTSettings
 from tidelog.security import Security, SecurityConfig
 from tidelog.storage import DEFAULT_URL
 from tidelog.traffic import TrafficCounters
+from tidelog.webhooks import WebhookService
 
 if TYPE_CHECKING:
     from tidelog.engine import Broker
@@ -62,6 +63,8 @@ class ServerConfig:
     """``node.id`` (``--node-id``); None: the stable id stored in the data directory."""
     links: tuple[LinkConfig, ...] = ()
     """``[[link]]``: the mesh links this node dials (docs/mesh.md)."""
+    webhooks: list[dict[str, Any]] = attrs.field(factory=list)
+    """``[[webhook]]`` tables of the configuration file (docs/consumers.md)."""
     sections: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     """Every configuration section as loaded (see :mod:`tidelog.options`), for
     components that read their own section."""
@@ -100,6 +103,7 @@ class ServerConfig:
             node_id=sections["node"]["id"],
             links=tuple(settings.tables.get("link", ())),
             sections=sections,
+            webhooks=list(settings.tables.get("webhook", ())),
         )
 
     security: SecurityConfig = attrs.field(factory=SecurityConfig)
@@ -122,6 +126,8 @@ class ServerContext:
     """The node's mesh links (None for servers built without one, e.g. some tests)."""
     ports: dict[str, int] = attrs.field(factory=dict)
     """The ports the listeners bound, by listener name (filled as they start)."""
+    webhooks: WebhookService | None = None
+    """The server's webhooks (:mod:`tidelog.webhooks`); run by :func:`tidelog.server.run_server`."""
 
     @classmethod
     def create(
@@ -133,4 +139,5 @@ class ServerContext:
         mqtt = MQTTServer(broker, security, MQTTSettings(**config.mqtt_options), traffic)
         if mesh is not None:
             mqtt.link_acceptor = mesh.accept
-        return cls(config, broker, security, mqtt, traffic, mesh)
+        webhooks = WebhookService(broker, security, list(config.webhooks))
+        return cls(config, broker, security, mqtt, traffic, mesh, webhooks)

@@ -68,6 +68,14 @@ class CursorExistsError(CursorError, ValueError):
     """A cursor of that name exists with a different filter."""
 
 
+class InvalidConsumerOptionsError(CursorError, ValueError):
+    """A cursor's consumer options (ack policy, ack wait, backoff, ...) are not valid."""
+
+
+class AckPolicyError(CursorError, ValueError):
+    """A settlement (ack, nak, progress) the cursor's ack policy does not take."""
+
+
 class InvalidCursorNameError(CursorError, ValueError):
     """A cursor name that is empty, holds control characters, or does not fit storage
     together with its owner's name (HTTP 400)."""

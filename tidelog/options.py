@@ -35,6 +35,7 @@ from tidelog.protocols.mqtt.settings import MQTTSettings
 from tidelog.security import SecurityConfig
 from tidelog.security.limits import MAX_NAME_BYTES
 from tidelog.storage import DEFAULT_URL, LogOptions
+from tidelog.webhooks import spec as webhook_spec
 
 _log = LogOptions()
 _broker = BrokerOptions()
@@ -459,4 +460,10 @@ table_array(
     parse_links,
     LinkConfig.shown,
     "links this node dials (docs/mesh.md); from the TOML file only",
+)
+table_array(
+    "webhook",
+    webhook_spec.parse_tables,
+    webhook_spec.shown,
+    "webhooks: HTTP push of events (docs/consumers.md); from the TOML file and REST only",
 )

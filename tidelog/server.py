@@ -197,6 +197,8 @@ async def _run_broker_and_listeners(
                     ports[spec.name] = bound
                     log.info("%s listening on %s:%d", spec.name, config.bind, bound)
                 nursery.start_soon(mesh.run)
+                if context.webhooks is not None:
+                    await nursery.start(context.webhooks.run)
                 if config.sys_interval is not None and any(n.startswith("MQTT") for n in ports):
                     nursery.start_soon(publish_sys_topics, context, config.sys_interval)
                 task_status.started(RunningServer(context, ports))

@@ -447,6 +447,7 @@ async def test_cursor_lifecycle(client: httpx.AsyncClient) -> None:
         "position": 0,
         "lag": 6,
         "pending": 2,
+        "ack_policy": "cumulative",
     }
     again = await client.put("/v1/cursors/c1", json={"filter": "t/1", "start": "latest"})
     assert again.status_code == 200
@@ -471,6 +472,7 @@ async def test_cursor_lifecycle(client: httpx.AsyncClient) -> None:
         "position": 6,
         "lag": 0,
         "pending": 0,
+        "ack_policy": "cumulative",
     }
     assert (await client.get("/v1/cursors/c1")).json()["position"] == 6
     assert (await client.post("/v1/cursors/c1/fetch")).json() == {

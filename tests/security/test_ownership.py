@@ -136,7 +136,8 @@ async def test_rest_cursors_are_per_user(server: Server) -> None:
         mine = await bob.put("/v1/cursors/jobs", json=spec)
         assert mine.status_code == 201
         assert mine.json() == {"name": "jobs", "owner": "bob", "filter": "shared/#",
-                               "position": 0, "lag": 3, "pending": 3}  # fmt: skip
+                               "position": 0, "lag": 3, "pending": 3,
+                               "ack_policy": "cumulative"}  # fmt: skip
         assert (await bob.delete("/v1/cursors/jobs")).status_code == 204
         assert (await alice.get("/v1/cursors/jobs")).json()["position"] == 2
         assert (await bob.get("/v1/cursors")).json()["cursors"] == []

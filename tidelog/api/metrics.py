@@ -13,6 +13,7 @@ one process, as in the tests).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -26,6 +27,9 @@ from prometheus_client.registry import Collector
 from tidelog.engine import Broker, Cursor
 from tidelog.engine.group_commit import BATCH_EVENTS_BUCKETS, COMMIT_SECONDS_BUCKETS
 from tidelog.traffic import TrafficCounters
+
+if TYPE_CHECKING:
+    from tidelog.webhooks import WebhookService
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PROTOCOLS = ("mqtt", "websocket", "sse")
@@ -50,6 +54,35 @@ class BrokerCollector(Collector):
         self.traffic = traffic
         self._cursors: Sequence[tuple[Cursor, int]] = ()
         self._labelled = False
+        self.webhooks: WebhookService | None = None
+        """The server's webhooks (set by the app), reported per webhook."""
+
+    def _webhooks(self) -> Iterator[Metric]:
+        """Per webhook (every webhook: names are operator configuration): requests,
+        delivered events, dead letters, and whether it is delivering."""
+        if self.webhooks is None:
+            return
+        families = {
+            name: CounterMetricFamily(f"tidelog_webhook_{name}", doc, labels=["webhook", "owner"])
+            for name, doc in (
+                ("attempts", "Webhook requests sent, retries included."),
+                ("delivered", "Events a webhook's endpoint acknowledged (2xx)."),
+                ("dead_lettered", "Events a webhook sent to its dead-letter topic."),
+            )
+        }
+        up = GaugeMetricFamily(
+            "tidelog_webhook_up",
+            "1 while a webhook delivers (active or retrying), 0 when disabled or failed.",
+            labels=["webhook", "owner"],
+        )
+        for spec, status in self.webhooks.list():
+            labels = [spec.name, spec.owner]
+            families["attempts"].add_metric(labels, status.attempts)
+            families["delivered"].add_metric(labels, status.delivered)
+            families["dead_lettered"].add_metric(labels, status.dead_lettered)
+            up.add_metric(labels, 1 if status.state in ("active", "retrying", "starting") else 0)
+        yield from families.values()
+        yield up
 
     def snapshot(self, cursors: Sequence[tuple[Cursor, int]], *, labelled: bool = False) -> None:
         """Set the cursors the next collection reports, each with its pending count
@@ -191,8 +224,42 @@ class BrokerCollector(Collector):
         yield gauge(
             "cursors", "Durable cursors (the scraper's own, unless it sees all).", len(cursors)
         )
+        groups = [g.statistics() for g in self.broker.consumers.each()]
+        yield gauge(
+            "consumer_leased",
+            "Events leased to consumer-group members now (explicit cursors).",
+            sum(g.leased for g in groups),
+        )
+        yield counter(
+            "consumer_redelivered",
+            "Events delivered again after a lease ended or a nak (since start).",
+            sum(g.redelivered for g in groups),
+        )
+        yield counter(
+            "consumer_dead_lettered",
+            "Events sent to a dead-letter topic.",
+            sum(g.dead_lettered for g in groups),
+        )
+        yield from self._webhooks()
         if not self._labelled:
             return
+        per_cursor = {
+            name: GaugeMetricFamily(f"tidelog_cursor_{name}", doc, labels=["cursor", "owner"])
+            for name, doc in (
+                ("leased", "Events of an explicit cursor leased now."),
+                ("redelivered", "Redeliveries of an explicit cursor."),
+                ("dead_lettered", "Dead letters of an explicit cursor."),
+            )
+        }
+        for cursor, _ in cursors:
+            group = self.broker.consumers.loaded(cursor.key) if cursor.explicit else None
+            if group is not None:
+                counts = group.statistics()
+                labels = [cursor.name, cursor.owner]
+                per_cursor["leased"].add_metric(labels, counts.leased)
+                per_cursor["redelivered"].add_metric(labels, counts.redelivered)
+                per_cursor["dead_lettered"].add_metric(labels, counts.dead_lettered)
+        yield from per_cursor.values()
         lag = GaugeMetricFamily(
             "tidelog_cursor_lag",
             "Offsets between a cursor and the log head.",

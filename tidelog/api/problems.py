@@ -27,8 +27,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tidelog.api.shapes import PayloadError, dumps
 from tidelog.errors import (
+    AckPolicyError,
     CursorExistsError,
     CursorNotFoundError,
+    InvalidConsumerOptionsError,
     InvalidCursorNameError,
     InvalidPositionError,
     InvalidTopicError,
@@ -45,6 +47,8 @@ from tidelog.security.errors import (
     TooManyAttemptsError,
 )
 from tidelog.security.limits import NameTooLongError, QuotaExceededError
+from tidelog.webhooks.service import WebhookNotFoundError
+from tidelog.webhooks.spec import WebhookError
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +62,14 @@ _TABLE: list[tuple[type[BaseException], int, str]] = [
     (QuotaExceededError, 429, "quota_exceeded"),
     (NameTooLongError, 400, "name_too_long"),
     (InvalidCursorNameError, 400, "invalid_cursor_name"),
+    (InvalidConsumerOptionsError, 400, "invalid_consumer_options"),
+    (AckPolicyError, 409, "ack_policy"),
     (InvalidTopicError, 400, "invalid_topic"),
     (OffsetOutOfRangeError, 400, "offset_out_of_range"),  # an InvalidPositionError too
     (InvalidPositionError, 400, "invalid_position"),
     (CursorNotFoundError, 404, "cursor_not_found"),
+    (WebhookNotFoundError, 404, "webhook_not_found"),  # before WebhookError
+    (WebhookError, 400, "invalid_webhook"),
     (CursorExistsError, 409, "cursor_conflict"),
     (RecordTooLargeError, 413, "payload_too_large"),
     (PayloadError, 422, "invalid_payload"),

@@ -81,6 +81,7 @@ def create_app(
     app.state.metrics_cursor_labels = metrics_cursor_labels
     app.state.closing = trio.Event()
     app.state.registry, app.state.collector = metrics.make_registry(broker, context.traffic)
+    app.state.collector.webhooks = context.webhooks
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(Utf8PathMiddleware)
     app.add_middleware(AuthMiddleware, security=context.security)  # runs first (docs/security.md)

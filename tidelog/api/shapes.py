@@ -227,6 +227,54 @@ class CursorIn(BaseModel):
         default="latest",
         description="earliest, latest, offset:<N> or time:<RFC 3339 | epoch ms>",
     )
+    ack_policy: Literal["cumulative", "explicit", "none"] | None = Field(
+        default=None,
+        description="cumulative (commits move one position; the default), explicit "
+        "(fetches lease events to members, settled per event) or none (a fetch moves "
+        "the cursor); docs/consumers.md",
+    )
+    ack_wait: float | None = Field(
+        default=None, description="explicit: seconds a fetched event stays leased (30)"
+    )
+    backoff: list[float] | None = Field(
+        default=None,
+        description="explicit: seconds an event waits before its n-th redelivery "
+        "(the last repeats)",
+    )
+    max_deliver: int | None = Field(
+        default=None, description="explicit: deliveries before an event is a dead letter"
+    )
+    dead_letter_topic: str | None = Field(
+        default=None, description="explicit: where dead letters go ($DLQ/<cursor name>)"
+    )
+    max_leased: int | None = Field(
+        default=None, description="explicit: events handed out and not acknowledged at once"
+    )
+
+    def consumer_options(self) -> dict[str, Any] | None:
+        """The consumer options given (None when the body names none)."""
+        given = self.model_dump(exclude={"filter", "start"}, exclude_unset=True)
+        return {k: v for k, v in given.items() if v is not None} if given else None
+
+
+class OffsetsIn(BaseModel):
+    """``POST /v1/cursors/{name}/ack``, ``/nak``, ``/progress``: offsets to settle."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    offsets: Annotated[list[Annotated[int, Field(ge=0, le=2**63 - 1)]], Field(max_length=10_000)]
+    delay: float | None = Field(
+        default=None,
+        ge=0,
+        le=365 * 86400,
+        description="nak only: seconds before redelivery (default: the backoff)",
+    )
+
+
+class SettledOut(BaseModel):
+    settled: int = Field(description="how many of the offsets were pending")
+    position: int
+    pending: int
 
 
 class CommitIn(BaseModel):
@@ -295,6 +343,15 @@ class CursorOut(BaseModel):
         description="events matching the filter that are not yet acknowledged "
         "(from the position to the head)"
     )
+    ack_policy: str = "cumulative"
+    ack_wait: float | None = None
+    backoff: list[float] | None = None
+    max_deliver: int | None = None
+    dead_letter_topic: str | None = None
+    max_leased: int | None = None
+    leased: int | None = Field(default=None, description="explicit: events leased now")
+    redelivered: int | None = Field(default=None, description="explicit: redeliveries so far")
+    dead_lettered: int | None = Field(default=None, description="explicit: dead letters so far")
 
 
 class CursorsOut(BaseModel):

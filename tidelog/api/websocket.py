@@ -51,6 +51,7 @@ affected.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -95,6 +96,8 @@ MAX_PUSH_EVENTS = 500
 """The most events in one ``events`` frame."""
 DEFAULT_CREDIT = 1000
 MAX_CREDIT = 1_000_000
+GROUP_WAIT_SECONDS = 30.0
+"""How long one fetch of a consumer-group member waits for events before it asks again."""
 """Credit one subscription may hold (grants beyond it are clamped)."""
 
 CLOSE_GOING_AWAY = 1001
@@ -142,10 +145,16 @@ class CreditMessage(_Message):
 
 
 class CommitMessage(_Message):
-    type: Literal["commit", "ack"]
+    type: Literal["commit", "ack", "nak", "progress"]
     sub: str | None = None
     cursor: str | None = None
-    offset: Annotated[int, Field(ge=0, le=2**63 - 1)]
+    offset: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
+    """Cumulative: everything below it is acknowledged (``commit``, ``ack``)."""
+    offsets: (
+        Annotated[list[Annotated[int, Field(ge=0, le=2**63 - 1)]], Field(max_length=10_000)] | None
+    ) = None
+    """Per event (explicit cursors): ``ack``, ``nak``, ``progress``."""
+    delay: Annotated[float, Field(ge=0, le=365 * 86400)] | None = None
 
 
 class UnsubscribeMessage(_Message):
@@ -176,6 +185,8 @@ MESSAGE_TYPES = frozenset(
         "credit",
         "commit",
         "ack",
+        "nak",
+        "progress",
         "unsubscribe",
         "ping",
     }
@@ -243,6 +254,27 @@ class WsApiSubscription:
         self.closing = True
         if self._waiting is not None:
             self._waiting.cancel()
+
+    async def next_leased(self, cursor: Cursor, member: str) -> list[Event]:
+        """Like :meth:`next_batch` for a consumer-group member: events leased from an
+        explicit cursor (waiting for credit, then for events); [] once closed."""
+        batch: list[Event] = []
+        with trio.CancelScope() as self._waiting:
+            if self.closing:
+                return []
+            while self.credit <= 0:
+                self._credit_changed = trio.Event()
+                await self._credit_changed.wait()
+            while not batch:
+                limit = min(self.credit, MAX_PUSH_EVENTS)
+                batch = (await cursor.fetch(limit, GROUP_WAIT_SECONDS, member=member)).events
+        self._waiting = None
+        if self.closing:
+            if batch:  # fetched but not sent: give them back at once
+                await cursor.nak([e.offset for e in batch], 0)
+            return []
+        self.credit -= len(batch)
+        return batch
 
     async def next_batch(self, subscriber: Subscriber) -> list[Event]:
         """Wait for credit and events; [] once :meth:`close` was called."""
@@ -504,6 +536,9 @@ class WsApiConnection:
             sub.cursor = cursor
             start = parse_position(cursor.position)
             topic_filter = cursor.topic_filter
+        if sub.cursor is not None and sub.cursor.explicit:
+            await self._pump_group(sub, sub.cursor, message, task_status)
+            return
         if topic_filter is None:
             topic_filter = "#"
         # the live tail needs subscribe; history (a start in the past, a cursor) read too
@@ -546,6 +581,54 @@ class WsApiConnection:
         finally:
             sub.done.set()
 
+    async def _pump_group(
+        self,
+        sub: WsApiSubscription,
+        cursor: Cursor,
+        message: SubscribeMessage,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        """A subscription on an explicit cursor is a member of its consumer group: each
+        ``events`` frame is leased to it (settle with ``ack``/``nak``/``progress`` and
+        ``offsets``); when it goes (unsubscribe, disconnect), its leases are released."""
+        visible = EventFilter(self.access, Right.SUBSCRIBE | Right.READ, cursor.topic_filter)
+        member = f"ws:{id(self):x}:{sub.id}"
+        owner = self.access.owner
+        try:
+            with self.security.quotas.hold(Quota.SUBSCRIPTIONS, owner):
+                await self.send(
+                    {
+                        "type": "subscribed",
+                        "id": message.id,
+                        "sub": sub.id,
+                        "filter": cursor.topic_filter or "#",
+                        "position": cursor.position,
+                        "credit": sub.credit,
+                        "cursor": cursor.name,
+                    }
+                )
+                task_status.started()
+                sub_json = json.dumps(sub.id)
+                while batch := await sub.next_leased(cursor, member):
+                    kept = visible.keep(batch)
+                    if len(kept) != len(batch):
+                        shown = {e.offset for e in kept}
+                        await cursor.nak([e.offset for e in batch if e.offset not in shown])
+                        sub.grant(len(batch) - len(kept))
+                        if not kept:
+                            continue
+                    await self.ws.send_message(
+                        f'{{"type":"events","sub":{sub_json},'
+                        f'"events":{encode_events(kept, sub.encoding)},'
+                        f'"next_offset":{kept[-1].offset + 1}}}'
+                    )
+        except LogClosedError:
+            return
+        finally:
+            with trio.CancelScope(shield=True), contextlib.suppress(LogClosedError):
+                await cursor.release(member)
+            sub.done.set()
+
     async def _commit(self, message: CommitMessage) -> None:
         if (message.sub is None) == (message.cursor is None):
             raise ApiError(400, "bad_request", "a commit names either 'sub' or 'cursor'")
@@ -559,6 +642,30 @@ class WsApiConnection:
             assert message.cursor is not None
             self.security.limits.check_name(Name.CURSOR, message.cursor)
             cursor = await self.broker.cursor(message.cursor, owner=self.access.owner)
+        if message.offsets is not None:
+            if message.type == "commit":
+                raise ApiError(400, "bad_request", "commit takes 'offset'; ack takes 'offsets'")
+            if message.type == "ack":
+                settled = await cursor.ack(message.offsets)
+            elif message.type == "nak":
+                settled = await cursor.nak(message.offsets, message.delay)
+            else:
+                settled = await cursor.progress(message.offsets)
+            await self.send(
+                {
+                    "type": "settled",
+                    "id": message.id,
+                    "cursor": cursor.name,
+                    "action": message.type,
+                    "settled": settled,
+                    "position": cursor.position,
+                }
+            )
+            return
+        if message.offset is None or message.type not in ("commit", "ack"):
+            raise ApiError(
+                400, "bad_request", f"{message.type} needs 'offsets' (or 'offset' to commit)"
+            )
         await cursor.commit(message.offset)
         await self.send(
             {"type": "committed", "id": message.id, "cursor": cursor.name, "offset": message.offset}

@@ -1,5 +1,5 @@
 """``tidelog topics``, ``tidelog stats`` and
-``tidelog cursors list|show|fetch|commit|reset|delete``."""
+``tidelog cursors list|show|create|fetch|commit|ack|nak|reset|delete``."""
 
 from __future__ import annotations
 
@@ -148,14 +148,27 @@ def _stats(args: argparse.Namespace) -> int:
 
 async def _cursor_json(cursor: Cursor) -> dict[str, Any]:
     """The REST cursor shape (``GET /v1/cursors/NAME``)."""
-    return {
-        "name": cursor.name,
-        "owner": cursor.owner,
-        "filter": cursor.topic_filter,
-        "position": cursor.position,
-        "lag": cursor.lag,
-        "pending": await cursor.pending(),
-    }
+    from tidelog.api.routes.cursors import cursor_out
+
+    return await cursor_out(cursor)
+
+
+def _consumer_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The consumer options ``cursors create`` was given (docs/consumers.md)."""
+    given: dict[str, Any] = {}
+    if args.ack_policy is not None:
+        given["ack_policy"] = args.ack_policy
+    if args.ack_wait is not None:
+        given["ack_wait"] = args.ack_wait
+    if args.backoff is not None:
+        given["backoff"] = [float(part) for part in args.backoff.split(",") if part.strip()]
+    if args.max_deliver is not None:
+        given["max_deliver"] = args.max_deliver
+    if args.dead_letter_topic is not None:
+        given["dead_letter_topic"] = args.dead_letter_topic
+    if args.max_leased is not None:
+        given["max_leased"] = args.max_leased
+    return given
 
 
 def _cursor_path(name: str, action: str = "") -> str:
@@ -181,8 +194,12 @@ def _cursors(args: argparse.Namespace) -> int:
         width = max((len(c["name"]) for c in rows), default=4)
         for c in rows:
             owner = c.get("owner", "anonymous")
+            explicit = c.get("ack_policy") == "explicit"
             print(f"{c['name']:<{width}}  position {c['position']:<10} "
                   f"pending {c['pending']:<10} lag {c['lag']:<10} "
+                  + (f"leased {c['leased']:<8} dead-lettered {c['dead_lettered']:<6} "
+                     if explicit else "")
+                  +
                   f"filter {c['filter'] if c['filter'] is not None else '(all)'}"
                   + ("" if owner == "anonymous" else f"  owner {owner}"))  # fmt: skip
     else:
@@ -205,10 +222,23 @@ async def _cursors_local(broker: Broker, args: argparse.Namespace) -> Any:
     if args.action == "list":
         return {"cursors": [await _cursor_json(c) for c in await broker.cursors()]}
     if args.action == "create":
+        from tidelog.engine.consumers import ConsumerOptions
+
+        given = _consumer_options(args)
+        options = ConsumerOptions.from_dict(given) if given else None
         return await _cursor_json(
-            await broker.create_cursor(args.name, args.filter, start=args.start, owner=args.owner)
+            await broker.create_cursor(
+                args.name, args.filter, start=args.start, owner=args.owner, options=options
+            )
         )
     cursor = await broker.cursor(args.name, owner=args.owner)
+    if args.action in ("ack", "nak"):
+        if args.action == "ack":
+            settled = await cursor.ack(args.offsets)
+        else:
+            settled = await cursor.nak(args.offsets, args.delay)
+        pending = await cursor.pending()
+        return {"settled": settled, "position": cursor.position, "pending": pending}
     if args.action == "delete":
         await broker.delete_cursor(args.name, owner=args.owner)
         return None
@@ -235,7 +265,13 @@ def _cursors_rest(rest: Rest, args: argparse.Namespace) -> Any:
     path = _cursor_path(args.name)
     owner = {"owner": args.owner}  # another user's (admin_users), or None: one's own
     if args.action == "create":
-        return rest.call("PUT", path, owner, body={"filter": args.filter, "start": args.start})
+        body = {"filter": args.filter, "start": args.start, **_consumer_options(args)}
+        return rest.call("PUT", path, owner, body=body)
+    if args.action == "ack":
+        return rest.call("POST", path + "/ack", owner, body={"offsets": args.offsets})
+    if args.action == "nak":
+        body = {"offsets": args.offsets, "delay": args.delay}
+        return rest.call("POST", path + "/nak", owner, body=body)
     if args.action == "delete":
         return rest.call("DELETE", path, owner)
     if args.action == "reset":
@@ -326,6 +362,14 @@ def register(commands: Any) -> None:
     )
     create.add_argument("name", metavar="NAME")
     create.add_argument("--filter", metavar="FILTER", help="MQTT topic filter (default: all)")
+    create.add_argument(
+        "--ack-policy", choices=("cumulative", "explicit", "none"), help="default cumulative"
+    )
+    create.add_argument("--ack-wait", type=float, metavar="SECONDS", help="explicit: lease time")
+    create.add_argument("--backoff", metavar="S,S,...", help="explicit: redelivery delays")
+    create.add_argument("--max-deliver", type=int, metavar="N", help="explicit: then dead letter")
+    create.add_argument("--dead-letter-topic", metavar="TOPIC", help="default $DLQ/<name>")
+    create.add_argument("--max-leased", type=int, metavar="N", help="explicit: unacked at once")
     add_start(create)
     add_target(create)
     delete = add_parser(actions, "delete", "delete a cursor", "tidelog cursors delete billing")
@@ -359,12 +403,29 @@ def register(commands: Any) -> None:
     commit.add_argument("name", metavar="NAME")
     commit.add_argument("offset", metavar="OFFSET", type=int)
     add_target(commit)
-    for parser in (show, create, reset, delete, fetch, commit):
+    ack = add_parser(
+        actions,
+        "ack",
+        "acknowledge events of an explicit cursor (consumer group)",
+        "tidelog cursors ack workers 17 18 21",
+    )
+    nak = add_parser(
+        actions,
+        "nak",
+        "give events of an explicit cursor back for redelivery",
+        "tidelog cursors nak workers 17 --delay 30",
+    )
+    for parser in (ack, nak):
+        parser.add_argument("name", metavar="NAME")
+        parser.add_argument("offsets", metavar="OFFSET", type=int, nargs="+")
+        add_target(parser)
+    nak.add_argument("--delay", type=float, metavar="SECONDS", help="default: the backoff")
+    for parser in (show, create, reset, delete, fetch, commit, ack, nak):
         parser.add_argument(
             "--owner",
             metavar="USER",
             help="another user's cursor (admin_users only; default: your own)",
         )
     listing.set_defaults(owner=None)
-    for parser in (listing, show, create, reset, delete, fetch, commit):
+    for parser in (listing, show, create, reset, delete, fetch, commit, ack, nak):
         parser.set_defaults(func=_cursors)

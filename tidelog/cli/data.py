@@ -14,7 +14,7 @@ The dump format is JSON lines, one record per line, ``type`` first:
 * ``{"type": "cursor", "name", "position", "metadata"}``;
 * ``{"type": "state", "namespace", "key", "value" (base64)}`` — the engine's
   durable state (retained messages, MQTT sessions, pending wills, mesh link
-  positions);
+  positions, consumer groups' leases, webhooks);
 * ``{"type": "end", "events": N}`` — written last, so a truncated dump is
   detected on load.
 
@@ -41,6 +41,7 @@ from tidelog.cli.common import (
     properties_from_json,
     properties_json,
 )
+from tidelog.engine.consumers import NAMESPACE as CONSUMERS
 from tidelog.engine.retained import NAMESPACE as RETAINED
 from tidelog.engine.sessions import NAMESPACE as SESSIONS
 from tidelog.engine.wills import NAMESPACE as WILLS
@@ -55,12 +56,14 @@ from tidelog.storage import (
     parse_url,
 )
 from tidelog.storage.records import CorruptRecordError
+from tidelog.webhooks.service import NAMESPACE as WEBHOOKS
 
 DUMP_FORMAT = "tidelog-dump"
 DUMP_VERSION = 1
-STATE_NAMESPACES = (RETAINED, SESSIONS, WILLS, MESH)
-"""The state namespaces a dump carries: the engine's and the mesh's link positions (not
-the node's identity: a loaded log is a new incarnation, docs/mesh.md)."""
+STATE_NAMESPACES = (RETAINED, SESSIONS, WILLS, MESH, CONSUMERS, WEBHOOKS)
+"""The state namespaces a dump carries: the engine's, the mesh's link positions (not
+the node's identity: a loaded log is a new incarnation, docs/mesh.md), consumer groups'
+leases and webhooks."""
 READ_BATCH = 10_000
 LOAD_BATCH_BYTES = 16 * 1024 * 1024
 

@@ -26,7 +26,8 @@ import attrs
 import trio
 
 from tidelog.concurrency import background_nursery
-from tidelog.engine.cursors import Cursor, split_stored_name, stored_name
+from tidelog.engine.consumers import ConsumerGroups, ConsumerOptions
+from tidelog.engine.cursors import Cursor, split_stored_name, stored_name, stored_options
 from tidelog.engine.fanout import (
     DEFAULT_FEED_MAX_BYTES,
     DEFAULT_FEED_MAX_EVENTS,
@@ -164,6 +165,8 @@ class Broker:
         self.retained = RetainedStore(log)
         self._state_writer = StateWriter(log)
         self.sessions = SessionStore(log, self._state_writer, clock)
+        self.consumers = ConsumerGroups(self, self._state_writer)
+        """The explicit cursors' groups (:mod:`tidelog.engine.consumers`)."""
         self._writer = GroupCommitWriter(
             log,
             self._on_commit,
@@ -483,7 +486,7 @@ class Broker:
                 break
             position = result.next_offset
 
-    # -- state of adapters (the mesh's identity and link positions) -----------------
+    # -- state of adapters (the mesh's identity and link positions, webhooks) --------
 
     async def load_state(self, namespace: str) -> dict[str, bytes]:
         """Every key of a state namespace kept in the log's metadata (for components
@@ -503,37 +506,63 @@ class Broker:
         *,
         start: PositionLike = LATEST,
         owner: str | None = None,
+        options: ConsumerOptions | None = None,
     ) -> Cursor:
         """Create a named durable cursor of ``owner`` (default: ``anonymous``, the
         namespace of the embedded API), or return the existing one with that name and
         filter (its position untouched). A different filter raises CursorExistsError;
-        a name that is not allowed or does not fit storage InvalidCursorNameError."""
+        a name that is not allowed or does not fit storage InvalidCursorNameError.
+
+        ``options`` (:class:`~tidelog.engine.consumers.ConsumerOptions`) say how it is
+        consumed (ack policy, ack wait, backoff, ...); given for an existing cursor,
+        they replace its options (InvalidConsumerOptionsError for a dead-letter topic
+        its own filter matches)."""
         key = stored_name(owner, name)
         if topic_filter is not None:
             if topic_filter.startswith("$share/"):
                 raise InvalidTopicError("a cursor filter cannot be a shared subscription")
             validate_topic_filter(topic_filter)
+        if options is not None:
+            options.check_for(name, topic_filter)
         existing = await self.log.load_cursor(key)
         if existing is not None:
             if existing.metadata.get("filter") != topic_filter:
                 raise CursorExistsError(
                     f"cursor {name!r} exists with filter {existing.metadata.get('filter')!r}"
                 )
-            return Cursor(self, existing)
-        state = CursorState(key, await self.resolve(start), {"filter": topic_filter})
+            cursor = Cursor(self, existing)
+            if options is None or options == stored_options(existing):
+                return cursor
+            position = cursor.position
+            if cursor.explicit and options.ack_policy != "explicit":
+                self.consumers.forget(key)
+            state = CursorState(key, position, {**existing.metadata, "consumer": options.to_dict()})
+            group = self.consumers.loaded(key)
+            if group is not None:  # its next store must write the new options
+                group.metadata, group.options = state.metadata, options
+            await self._state_writer.commit_cursor(state)
+            return Cursor(self, state)
+        metadata: dict[str, Any] = {"filter": topic_filter}
+        if options is not None and options != ConsumerOptions():
+            metadata["consumer"] = options.to_dict()
+        state = CursorState(key, await self.resolve(start), metadata)
         await self._state_writer.commit_cursor(state)
         return Cursor(self, state)
+
+    def check_commit(self, name: str, offset: int) -> None:
+        """OffsetOutOfRangeError unless ``offset`` lies between 0 and the end."""
+        if offset < 0 or offset > self.end_offset:
+            raise OffsetOutOfRangeError(
+                f"cursor {split_stored_name(name)[1]!r}: cannot commit offset {offset}; "
+                f"the log ends at {self.end_offset}"
+            )
 
     async def commit_cursor(self, name: str, offset: int, metadata: dict[str, Any]) -> None:
         """Move the cursor stored as ``name`` (:attr:`Cursor.key`) to ``offset`` (the
         next event to process), durably and coalesced with other commits; an offset past
         the end raises :class:`~tidelog.errors.OffsetOutOfRangeError`.
         :meth:`Cursor.commit` calls this."""
-        if offset < 0 or offset > self.end_offset:
-            raise OffsetOutOfRangeError(
-                f"cursor {split_stored_name(name)[1]!r}: cannot commit offset {offset}; "
-                f"the log ends at {self.end_offset}"
-            )
+        self.check_commit(name, offset)
         await self._state_writer.commit_cursor(CursorState(name, offset, metadata))
 
     async def cursor(self, name: str, *, owner: str | None = None) -> Cursor:
@@ -560,6 +589,7 @@ class Broker:
             key = stored_name(owner, name)
         except InvalidCursorNameError:
             return False
+        self.consumers.forget(key)
         return await self.log.delete_cursor(key)
 
     # -- wills -----------------------------------------------------------------------

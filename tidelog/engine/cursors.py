@@ -17,9 +17,11 @@ name unambiguously (:func:`split_stored_name`). A stored name is at most
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from tidelog.errors import InvalidCursorNameError
+from tidelog.engine.consumers import ConsumerGroup, ConsumerOptions, GroupStatistics
+from tidelog.errors import AckPolicyError, InvalidConsumerOptionsError, InvalidCursorNameError
 from tidelog.storage import CursorState, ReadResult
 from tidelog.storage.base import DEFAULT_READ_MAX_BYTES
 
@@ -74,10 +76,42 @@ class Cursor:
         self.key = state.name
         self.owner, self.name = split_stored_name(state.name)
         self.topic_filter: str | None = state.metadata.get("filter")
-        self.position = state.position
+        self._state = state
+        self._position = state.position
         self.metadata = state.metadata
+        self.options = stored_options(state)
+        """How the cursor is consumed (:class:`~tidelog.engine.consumers.ConsumerOptions`)."""
         self.skipped = 0
         """Offsets the last :meth:`fetch` jumped over because retention had removed them."""
+
+    @property
+    def position(self) -> int:
+        """The committed position: every matching event below it is acknowledged (for an
+        explicit cursor, the floor of its group)."""
+        group = self._loaded_group()
+        return self._position if group is None else group.floor
+
+    @property
+    def explicit(self) -> bool:
+        return self.options.ack_policy == "explicit"
+
+    def _loaded_group(self) -> ConsumerGroup | None:
+        if not self.explicit:
+            return None
+        return self._broker.consumers.loaded(self.key)
+
+    async def group(self) -> ConsumerGroup:
+        """The consumer group of an explicit cursor; AckPolicyError for other policies."""
+        if not self.explicit:
+            raise AckPolicyError(
+                f"cursor {self.name!r} has ack_policy {self.options.ack_policy!r}; "
+                'per-event settlement needs "explicit"'
+            )
+        return await self._broker.consumers.get(self._state, self.name, self.options)
+
+    async def statistics(self) -> GroupStatistics | None:
+        """Leases, redeliveries and dead letters of an explicit cursor (None otherwise)."""
+        return (await self.group()).statistics() if self.explicit else None
 
     def __repr__(self) -> str:
         owner = "" if self.owner == DEFAULT_OWNER else f", owner={self.owner!r}"
@@ -94,6 +128,8 @@ class Cursor:
         """Events matching the cursor's filter that are not yet acknowledged (from the
         position to the head). Unlike :attr:`lag` it skips other topics' events, at the
         cost of counting them (see :meth:`Broker.count`)."""
+        if self.explicit:
+            return await (await self.group()).count_pending()
         return await self._broker.count(self.topic_filter, self.position)
 
     async def fetch(
@@ -102,9 +138,14 @@ class Cursor:
         wait: float | None = None,
         *,
         max_bytes: int | None = DEFAULT_READ_MAX_BYTES,
+        member: str = "default",
     ) -> ReadResult:
         """Events from the position on (at most ``limit``, stopping before ``max_bytes``
-        of payload), without moving the cursor.
+        of payload), without moving the cursor (``cumulative``).
+
+        Under ``ack_policy="explicit"`` the events are leased to ``member`` (the group
+        hands out each event to one member at a time; ``next_offset`` is the group's
+        high mark); under ``"none"`` the cursor moves past them before they return.
 
         With ``wait`` (seconds), waits up to that long for a matching event when
         none is there yet. ``result.next_offset`` is what to commit after
@@ -112,17 +153,54 @@ class Cursor:
         When retention removed events the cursor had not reached, the read starts
         at the log's start and :attr:`skipped` says how many offsets were lost.
         """
+        self.skipped = 0
+        if self.explicit:
+            group = await self.group()
+            return await group.fetch(member, limit, wait, max_bytes=max_bytes)
         start = self.position
         first = (await self._broker.log_state()).first_offset
-        self.skipped = 0
         if start < first:
             self.skipped = first - start
             start = first
-        return await self._broker.read(
+        result = await self._broker.read(
             start, self.topic_filter, limit=limit, max_bytes=max_bytes, wait=wait
         )
+        if self.options.ack_policy == "none" and result.next_offset != self.position:
+            await self.commit(result.next_offset)
+        return result
 
     async def commit(self, offset: int) -> None:
-        """Move the cursor to ``offset`` (the next event to process); durable on return."""
+        """Move the cursor to ``offset`` (the next event to process); durable on return.
+        For an explicit cursor: everything below ``offset`` is acknowledged."""
+        if self.explicit:
+            self._broker.check_commit(self.key, offset)
+            await (await self.group()).commit(offset)
+            return
         await self._broker.commit_cursor(self.key, offset, self.metadata)
-        self.position = offset
+        self._position = offset
+
+    async def ack(self, offsets: Iterable[int]) -> int:
+        """Acknowledge events of an explicit cursor (durable on return); how many were
+        pending."""
+        return await (await self.group()).ack(offsets)
+
+    async def nak(self, offsets: Iterable[int], delay: float | None = None) -> int:
+        """Give events back for redelivery after ``delay`` seconds (default: the backoff)."""
+        return await (await self.group()).nak(offsets, delay)
+
+    async def progress(self, offsets: Iterable[int]) -> int:
+        """Still working on these: extend their leases by ``ack_wait``."""
+        return await (await self.group()).progress(offsets)
+
+    async def release(self, member: str) -> int:
+        """``member`` went away: its leased events are due for redelivery at once."""
+        return (await self.group()).release(member)
+
+
+def stored_options(state: CursorState) -> ConsumerOptions:
+    """The consumer options stored with a cursor (defaults for cursors stored before
+    options existed)."""
+    try:
+        return ConsumerOptions.from_dict(state.metadata.get("consumer"))
+    except InvalidConsumerOptionsError:
+        return ConsumerOptions()

@@ -69,6 +69,27 @@ class StateWriter:
         self._cursors[cursor.name] = cursor
         await self._wait_durable()
 
+    async def commit(
+        self, cursor: CursorState, namespace: str, items: dict[str, bytes | None]
+    ) -> None:
+        """Store a cursor position and state keys in the same batch; returns once
+        durable (a consumer group's floor and its pending map)."""
+        self._cursors[cursor.name] = cursor
+        self._state.setdefault(namespace, {}).update(items)
+        await self._wait_durable()
+
+    def commit_nowait(
+        self, cursor: CursorState, namespace: str, items: dict[str, bytes | None]
+    ) -> None:
+        """Like :meth:`commit`, stored by the next batch without waiting."""
+        self._cursors[cursor.name] = cursor
+        self._state.setdefault(namespace, {}).update(items)
+        self._work.unpark_all()
+
+    def discard_cursor(self, name: str) -> None:
+        """Drop a cursor write not yet stored (the cursor is being deleted)."""
+        self._cursors.pop(name, None)
+
     async def put(self, namespace: str, items: dict[str, bytes | None]) -> None:
         """Set (None: delete) keys of a state namespace; returns once durable."""
         self._state.setdefault(namespace, {}).update(items)

@@ -28,11 +28,13 @@ from tidelog.api.routes import (
     overview,
     pages,
     topics,
+    webhooks,
 )
 
 RESOURCES: tuple[APIRouter, ...] = (
     events.router,
     cursors.router,
+    webhooks.router,
     topics.router,
     operations.router,
     overview.router,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from tidelog.api.routes.params import (
@@ -31,24 +31,46 @@ from tidelog.api.shapes import (
     CursorOut,
     CursorPage,
     CursorsOut,
+    OffsetsIn,
+    SettledOut,
 )
 from tidelog.engine import Cursor, parse_position
+from tidelog.engine.consumers import ConsumerOptions
 from tidelog.errors import CursorNotFoundError
 from tidelog.security import Access, Grant, Name, Quota, Right
 from tidelog.security.http import EventFilter
 
 router = APIRouter()
+MemberQuery = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        description="explicit: the member the events are leased to (default: rest:<user>)",
+    ),
+]
 
 
-async def _cursor_out(cursor: Cursor) -> dict[str, Any]:
-    return {
+async def cursor_out(cursor: Cursor) -> dict[str, Any]:
+    """A cursor's JSON: position, lag and pending, its consumer options and (explicit
+    cursors) its leases, redeliveries and dead letters."""
+    pending = await cursor.pending()  # loads an explicit cursor's group: position after
+    out = {
         "name": cursor.name,
         "owner": cursor.owner,
         "filter": cursor.topic_filter,
         "position": cursor.position,
         "lag": cursor.lag,
-        "pending": await cursor.pending(),
+        "pending": pending,
+        "ack_policy": cursor.options.ack_policy,
     }
+    stats = await cursor.statistics()
+    if stats is not None:  # explicit: the group's options and counters
+        out.update(cursor.options.to_dict())
+        out["dead_letter_topic"] = cursor.options.dead_letters_to(cursor.name)
+        out.update(
+            leased=stats.leased, redelivered=stats.redelivered, dead_lettered=stats.dead_lettered
+        )
+    return out
 
 
 @router.put(
@@ -67,22 +89,28 @@ async def put_cursor(
     owner: OwnerQuery = None,
 ) -> JSONResponse:
     """201 when created at ``start``; 200 when it exists with the same filter (its
-    position untouched); 409 when it exists with another filter. The cursor belongs
-    to the caller (each user has their own cursor names); 429 past
+    position untouched; consumer options given replace its options); 409 when it exists
+    with another filter. Consumer options (``ack_policy``, ``ack_wait``, ``backoff``,
+    ``max_deliver``, ``dead_letter_topic``, ``max_leased``) are in docs/consumers.md.
+    The cursor belongs to the caller (each user has their own cursor names); 429 past
     ``security.max_cursors_per_user``."""
     security.limits.check_name(Name.CURSOR, name)
     owner = _owner(access, owner)
     # every check comes before any state is created
     EventFilter(access, Right.READ, checked_filter(security, spec.filter))  # 403 unless readable
     start = parse_position(spec.start)
+    given = spec.consumer_options()
+    options = None if given is None else ConsumerOptions.from_dict(given)
     try:
         await broker.cursor(name, owner=owner)
         existed = True
     except CursorNotFoundError:
         existed = False
         security.quotas.check(Quota.CURSORS, owner, len(await broker.cursors(owner=owner)))
-    cursor = await broker.create_cursor(name, spec.filter, start=start, owner=owner)
-    return JSONResponse(await _cursor_out(cursor), status_code=200 if existed else 201)
+    cursor = await broker.create_cursor(
+        name, spec.filter, start=start, owner=owner, options=options
+    )
+    return JSONResponse(await cursor_out(cursor), status_code=200 if existed else 201)
 
 
 @router.get(
@@ -97,7 +125,7 @@ async def list_cursors(broker: BrokerDep, access: AccessDep) -> JSONResponse:
         cursors = await broker.cursors()
     else:
         cursors = [c for c in await broker.cursors(owner=access.owner) if _readable(access, c)]
-    return JSONResponse({"cursors": [await _cursor_out(c) for c in cursors]})
+    return JSONResponse({"cursors": [await cursor_out(c) for c in cursors]})
 
 
 def _readable(access: Access, cursor: Cursor) -> bool:
@@ -139,7 +167,7 @@ OwnedCursor = Annotated[Cursor, Depends(owned_cursor)]
     summary="Show a cursor: filter, position, lag",
 )
 async def get_cursor(cursor: OwnedCursor) -> JSONResponse:
-    return JSONResponse(await _cursor_out(cursor))
+    return JSONResponse(await cursor_out(cursor))
 
 
 @router.post(
@@ -147,7 +175,7 @@ async def get_cursor(cursor: OwnedCursor) -> JSONResponse:
     response_model=CursorPage,
     responses=errors(403, 404),
     tags=["cursors"],
-    summary="The next events at the cursor, without moving it",
+    summary="The next events at the cursor (leased to the caller under explicit acks)",
 )
 async def fetch_cursor(
     request: Request,
@@ -157,14 +185,23 @@ async def fetch_cursor(
     max_bytes: MaxBytesQuery = DEFAULT_READ_BYTES,
     wait_ms: WaitQuery = 0,
     encoding: EncodingQuery = "base64",
+    member: MemberQuery = None,
 ) -> Response:
-    """Commit ``next_offset`` once the events are processed. ``skipped`` counts the
-    offsets retention removed before the cursor reached them. The caller needs the
-    read right on the cursor's filter (403)."""
+    """``cumulative``: commit ``next_offset`` once the events are processed.
+    ``explicit``: the events are leased to ``member`` (default: the caller's user
+    name); settle each with ``/ack``, ``/nak`` or ``/progress``. ``none``: the cursor
+    has moved past them. ``skipped`` counts the offsets retention removed before the
+    cursor reached them. The caller needs the read right on the cursor's filter (403)."""
     visible = EventFilter(access, Right.READ, cursor.topic_filter)
     return await read_page(
         request,
-        functools.partial(cursor.fetch, limit, wait_ms / 1000, max_bytes=max_bytes),
+        functools.partial(
+            cursor.fetch,
+            limit,
+            wait_ms / 1000,
+            max_bytes=max_bytes,
+            member=member or f"rest:{access.owner}",
+        ),
         cursor.position,
         visible,
         encoding,
@@ -181,7 +218,50 @@ async def fetch_cursor(
 )
 async def commit_cursor(cursor: OwnedCursor, commit: CommitIn) -> JSONResponse:
     await cursor.commit(commit.offset)
-    return JSONResponse(await _cursor_out(cursor))
+    return JSONResponse(await cursor_out(cursor))
+
+
+@router.post(
+    "/v1/cursors/{name}/ack",
+    response_model=SettledOut,
+    responses=errors(404, 409),
+    tags=["cursors"],
+    summary="Acknowledge events of an explicit cursor; durable on return",
+)
+async def ack_cursor(cursor: OwnedCursor, body: OffsetsIn) -> JSONResponse:
+    """Acknowledged events are never delivered again; the position moves up over
+    them. 409 ``ack_policy`` unless the cursor's policy is ``explicit``."""
+    settled = await cursor.ack(body.offsets)
+    return await _settled(cursor, settled)
+
+
+@router.post(
+    "/v1/cursors/{name}/nak",
+    response_model=SettledOut,
+    responses=errors(404, 409),
+    tags=["cursors"],
+    summary="Give events back for redelivery (after delay seconds, default the backoff)",
+)
+async def nak_cursor(cursor: OwnedCursor, body: OffsetsIn) -> JSONResponse:
+    settled = await cursor.nak(body.offsets, body.delay)
+    return await _settled(cursor, settled)
+
+
+@router.post(
+    "/v1/cursors/{name}/progress",
+    response_model=SettledOut,
+    responses=errors(404, 409),
+    tags=["cursors"],
+    summary="Still working on these events: extend their leases by ack_wait",
+)
+async def progress_cursor(cursor: OwnedCursor, body: OffsetsIn) -> JSONResponse:
+    settled = await cursor.progress(body.offsets)
+    return await _settled(cursor, settled)
+
+
+async def _settled(cursor: Cursor, settled: int) -> JSONResponse:
+    pending = await cursor.pending()
+    return JSONResponse({"settled": settled, "position": cursor.position, "pending": pending})
 
 
 @router.delete(

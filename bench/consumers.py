@@ -1,0 +1,205 @@
+"""Consumer groups and webhooks: events/s, beside a NATS JetStream pull consumer.
+
+    python bench/consumers.py [--events 20000] [--members 1,4,16] [--skip-nats]
+
+Same run, same machine:
+
+* tidelog (embedded engine, LMDB, ``fsync=never``): a single-reader cumulative
+  cursor (fetch 500, commit) against an explicit-ack group of 1, 4 and 16 members
+  (each fetches 100, then acks those offsets; every ack is a state-writer commit).
+* NATS JetStream (nats-server -js, file store, its default sync): a durable pull
+  consumer with explicit acks, the same number of members each ``fetch(100)`` and
+  ``ack()`` every message.
+* tidelog webhooks to a local HTTP receiver (h11 on trio), one event per request
+  and batched (100 and 1,000 per request).
+
+Payloads are 100 bytes; events are published before the clock starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import tidelog  # noqa: E402
+from tests.webhooks.receiver import Receiver  # noqa: E402
+from tidelog import NewEvent  # noqa: E402
+from tidelog.engine.consumers import ConsumerOptions  # noqa: E402
+from tidelog.security import Security  # noqa: E402
+from tidelog.webhooks import WebhookService, WebhookSpec  # noqa: E402
+from tidelog.webhooks.signing import new_secret  # noqa: E402
+
+PAYLOAD = b"x" * 100
+
+
+async def _fill(broker: tidelog.Broker, count: int) -> None:
+    for start in range(0, count, 5000):
+        n = min(5000, count - start)
+        await broker.publish_many([NewEvent(f"jobs/{i % 8}", PAYLOAD) for i in range(n)])
+
+
+async def tidelog_single(directory: str, count: int) -> float:
+    async with tidelog.open(f"lmdb://{directory}/single", fsync="never") as broker:
+        await _fill(broker, count)
+        cursor = await broker.create_cursor("c", "jobs/#", start="earliest")
+        began = time.perf_counter()
+        seen = 0
+        while seen < count:
+            page = await cursor.fetch(500)
+            seen += len(page.events)
+            await cursor.commit(page.next_offset)
+        return count / (time.perf_counter() - began)
+
+
+async def tidelog_group(directory: str, count: int, members: int) -> float:
+    options = ConsumerOptions(ack_policy="explicit", max_leased=100 * members + 100)
+    async with tidelog.open(f"lmdb://{directory}/group{members}", fsync="never") as broker:
+        await _fill(broker, count)
+        cursor = await broker.create_cursor("g", "jobs/#", start="earliest", options=options)
+        seen = [0]
+        began = time.perf_counter()
+
+        async def member(name: str) -> None:
+            while seen[0] < count:
+                page = await cursor.fetch(100, 0.2, member=name)
+                if page.events:
+                    seen[0] += len(page.events)
+                    await cursor.ack([e.offset for e in page.events])
+
+        async with trio.open_nursery() as nursery:
+            for n in range(members):
+                nursery.start_soon(member, f"m{n}")
+        return count / (time.perf_counter() - began)
+
+
+async def tidelog_webhook(count: int, batch: int) -> float:
+    receiver = Receiver()
+    async with tidelog.open("memory://") as broker, trio.open_nursery() as nursery:
+        await nursery.start(receiver.serve)
+        await _fill(broker, count)
+        service = WebhookService(broker, Security.open())
+        await nursery.start(service.run)
+        spec = {"url": receiver.url, "secret": new_secret(), "start": "earliest", "batch": batch}
+        began = time.perf_counter()
+        await service.put(WebhookSpec.from_dict("bench", "anonymous", spec))
+        while service.get("anonymous", "bench")[1].delivered < count:
+            await trio.sleep(0.01)
+        rate = count / (time.perf_counter() - began)
+        nursery.cancel_scope.cancel()
+    return rate
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def nats_group(count: int, members: int) -> float | None:
+    """A JetStream pull consumer with explicit acks; None if nats-server or nats-py is
+    missing."""
+    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    try:
+        import nats  # noqa: F401
+    except ImportError:
+        return None
+    if not Path(binary).exists():
+        return None
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as store:
+        server = subprocess.Popen(
+            [binary, "-js", "-sd", store, "-a", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            return asyncio.run(_nats_run(port, count, members))
+        finally:
+            server.terminate()
+            server.wait()
+
+
+async def _nats_run(port: int, count: int, members: int) -> float:
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    for _ in range(600):
+        try:
+            nc = await nats.connect(f"nats://127.0.0.1:{port}")
+            break
+        except Exception:
+            await asyncio.sleep(0.05)
+    js = nc.jetstream()
+    await js.add_stream(name="JOBS", subjects=["jobs.>"])
+    pending = []
+    for i in range(count):
+        pending.append(js.publish(f"jobs.{i % 8}", PAYLOAD))
+        if len(pending) == 1000:
+            await asyncio.gather(*pending)
+            pending = []
+    await asyncio.gather(*pending)
+    config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=100 * members + 100)
+    subs = [
+        await js.pull_subscribe("jobs.>", durable="workers", config=config) for _ in range(members)
+    ]
+    seen = [0]
+    began = time.perf_counter()
+
+    async def member(sub: object) -> None:
+        while seen[0] < count:
+            try:
+                msgs = await sub.fetch(100, timeout=0.5)  # type: ignore[attr-defined]
+            except Exception:
+                continue
+            seen[0] += len(msgs)
+            for msg in msgs:
+                await msg.ack()
+
+    await asyncio.gather(*(member(sub) for sub in subs))
+    rate = count / (time.perf_counter() - began)
+    await nc.close()
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--webhook-events", type=int, default=2_000)
+    parser.add_argument("--members", default="1,4,16")
+    parser.add_argument("--skip-nats", action="store_true")
+    args = parser.parse_args()
+    members = [int(m) for m in args.members.split(",")]
+    with tempfile.TemporaryDirectory() as directory:
+        single = trio.run(tidelog_single, directory, args.events)
+        print(f"tidelog single-reader cursor     {single:>10,.0f} events/s")
+        for m in members:
+            rate = trio.run(tidelog_group, directory, args.events, m)
+            line = (
+                f"tidelog group, {m:>2} members, explicit {rate:>10,.0f} events/s  "
+                f"({rate / single:.2f}x single reader)"
+            )
+            if not args.skip_nats:
+                peer = nats_group(args.events, m)
+                if peer is not None:
+                    line += f"   NATS JetStream pull {peer:>10,.0f}/s  (ratio {rate / peer:.2f})"
+            print(line)
+    for batch in (1, 100, 1000):
+        count = args.webhook_events * (1 if batch == 1 else 20)
+        rate = trio.run(tidelog_webhook, count, batch)
+        print(f"tidelog webhook, batch {batch:>3}        {rate:>10,.0f} events/s ({count} events)")
+
+
+if __name__ == "__main__":
+    main()

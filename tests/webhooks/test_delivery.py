@@ -1,0 +1,214 @@
+"""Webhooks against a real local HTTP endpoint that fails, stalls, answers 429/500/410/400
+and recovers: every event delivered at least once and in order, signatures verified with
+the ``standardwebhooks`` package, dead letters, disabling, and resuming after a restart."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from standardwebhooks.webhooks import Webhook
+
+import tidelog
+from tests.webhooks.receiver import Receiver
+from tidelog import NewEvent
+from tidelog.security import Security
+from tidelog.webhooks import WebhookError, WebhookService, WebhookSpec
+from tidelog.webhooks.signing import new_secret
+
+SECRET = new_secret()
+FAST = {"retry_backoff": 0.01, "timeout": 5.0}
+
+
+@contextlib.asynccontextmanager
+async def running(
+    url: str, receiver: Receiver | None = None
+) -> AsyncIterator[tuple[tidelog.Broker, WebhookService, Receiver]]:
+    receiver = receiver or Receiver()
+    async with tidelog.open(url) as broker, trio.open_nursery() as nursery:
+        await nursery.start(receiver.serve)
+        service = WebhookService(broker, Security.open())
+        await nursery.start(service.run)
+        yield broker, service, receiver
+        nursery.cancel_scope.cancel()
+
+
+def _spec(receiver: Receiver, name: str = "hook", **keys: Any) -> WebhookSpec:
+    data = {"url": receiver.url, "filter": "orders/#", "secret": SECRET, "start": "earliest"}
+    return WebhookSpec.from_dict(name, "anonymous", {**data, **FAST, **keys})
+
+
+def _payloads(receiver: Receiver) -> list[str]:
+    """Payloads of the requests answered 200, in arrival order."""
+    out = []
+    for request in receiver.requests:
+        if request.answered == 200:
+            body = json.loads(request.body)
+            events = body.get("events", [body])
+            out += [e["payload"] for e in events]
+    return out
+
+
+async def _settled(service: WebhookService, name: str, delivered: int) -> None:
+    """Until the webhook has seen ``delivered`` events acknowledged (the endpoint answers
+    before the delivery task reads the answer)."""
+    while service.get("anonymous", name)[1].delivered < delivered:
+        await trio.sleep(0.005)
+
+
+def _publish(count: int, start: int = 0) -> list[NewEvent]:
+    return [NewEvent("orders/eu", b"%d" % i) for i in range(start, start + count)]
+
+
+async def test_retries_until_delivered_in_order_with_valid_signatures(tmp_path: Path) -> None:
+    receiver = Receiver(script=[500, "close", (429, {"retry-after": "0"}), 503])
+    async with running("memory://", receiver) as (broker, service, receiver):
+        await broker.publish_many(_publish(3))
+        await broker.publish("other/topic", b"not for the hook")
+        assert await service.put(_spec(receiver))
+        await receiver.wait_for(3)
+        # events in order, each once among the 2xx answers
+        assert _payloads(receiver) == [base64.b64encode(b"%d" % i).decode() for i in range(3)]
+        # every attempt of the first event carried the same webhook-id
+        first_id = receiver.requests[0].headers["webhook-id"]
+        assert [r.headers["webhook-id"] for r in receiver.requests[:5]] == [first_id] * 5
+        verifier = Webhook(SECRET)
+        for request in receiver.requests:
+            verifier.verify(request.body, request.headers)  # raises if the signature is wrong
+        await _settled(service, "hook", 3)
+        spec, status = service.get("anonymous", "hook")
+        assert status.delivered == 3 and status.attempts == 7
+        assert status.last_error == "HTTP 503" and status.last_success is not None
+        assert "secret" not in spec.public()
+
+
+async def test_stalled_endpoint_times_out_and_is_retried() -> None:
+    receiver = Receiver(script=["stall"])
+    async with running("memory://", receiver) as (broker, service, receiver):
+        await service.put(_spec(receiver, timeout=0.2))
+        await broker.publish("orders/eu", b"x")
+        await receiver.wait_for(1)
+        assert len(receiver.requests) == 2
+        assert service.get("anonymous", "hook")[1].last_error == "timeout after 0.2s"
+
+
+async def test_retry_after_is_honoured() -> None:
+    receiver = Receiver(script=[(429, {"retry-after": "1"})])
+    async with running("memory://", receiver) as (broker, service, receiver):
+        await service.put(_spec(receiver))
+        await broker.publish("orders/eu", b"x")
+        await receiver.wait_for(1)
+        first, second = receiver.requests
+        assert second.arrived - first.arrived >= 0.9  # it waited as asked, not 10 ms
+
+
+async def test_client_errors_and_exhausted_retries_go_to_dead_letters() -> None:
+    receiver = Receiver(script=[400, 500, 500])
+    async with running("memory://", receiver) as (broker, service, receiver):
+        await service.put(_spec(receiver, retries=1))
+        await broker.publish_many(_publish(3))
+        await receiver.wait_for(1)
+        letters = [e async for e in broker.replay("$DLQ/webhook/hook", start="earliest")]
+        reasons = [dict(e.properties.user_properties) for e in letters]  # type: ignore[union-attr]
+        assert [
+            (e.payload, r["dead_letter_reason"]) for e, r in zip(letters, reasons, strict=True)
+        ] == [
+            (b"0", "HTTP 400"),
+            (b"1", "HTTP 500 after 2 attempts"),
+        ]
+        assert reasons[0]["dead_letter_offset"] == "0"
+        assert _payloads(receiver) == ["Mg=="]  # "2", delivered after the others
+        await _settled(service, "hook", 1)
+        status = service.get("anonymous", "hook")[1]
+        assert status.dead_lettered == 2 and status.delivered == 1
+
+
+async def test_gone_disables_the_webhook_until_put_again(tmp_path: Path) -> None:
+    url = f"lmdb://{tmp_path}/data"
+    receiver = Receiver(script=[410])
+    async with running(url, receiver) as (broker, service, receiver):
+        await service.put(_spec(receiver))
+        await broker.publish("orders/eu", b"a")
+        await receiver.wait_requests(1)
+        while service.get("anonymous", "hook")[1].state != "disabled":
+            await trio.sleep(0.005)
+        await broker.publish("orders/eu", b"b")
+    async with running(url, Receiver(port=receiver.port)) as (broker, service, receiver):
+        spec, status = service.get("anonymous", "hook")
+        assert spec.disabled and status.state == "disabled"
+        await service.put(_spec(receiver))  # enabled again, at the old cursor
+        await receiver.wait_for(2)
+        assert _payloads(receiver) == ["YQ==", "Yg=="]
+
+
+async def test_resumes_after_restart_without_redelivering(tmp_path: Path) -> None:
+    url = f"lmdb://{tmp_path}/data"
+    async with running(url) as (broker, service, receiver):
+        await service.put(_spec(receiver))
+        await broker.publish_many(_publish(3))
+        await _settled(service, "hook", 3)
+    async with tidelog.open(url) as broker:  # published while the server was down
+        await broker.publish_many(_publish(2, start=3))
+    async with running(url, Receiver(port=receiver.port)) as (broker, service, receiver):
+        await receiver.wait_for(2)
+        assert _payloads(receiver) == ["Mw==", "NA=="]
+
+
+async def test_batches_and_parallel_delivery() -> None:
+    async with running("memory://") as (broker, service, receiver):
+        await broker.publish_many(_publish(10))
+        await service.put(_spec(receiver, batch=4))
+        await receiver.wait_for(3)
+        bodies = [json.loads(r.body) for r in receiver.requests]
+        assert [len(b["events"]) for b in bodies] == [4, 4, 2]
+        await service.put(_spec(receiver, name="par", batch=2, concurrency=3))
+        await receiver.wait_for(8)
+        assert sorted(_payloads(receiver)[10:]) == sorted(_payloads(receiver)[:10])
+
+
+async def test_definitions_are_validated_and_deleted() -> None:
+    for bad in (
+        {"url": "ftp://x/"},
+        {"secret": "plain"},
+        {"batch": 0},
+        {"headers": {"webhook-id": "x"}},
+        {"colour": "blue"},
+        {"filter": "a/#/b"},
+    ):
+        with pytest.raises((WebhookError, ValueError)):
+            WebhookSpec.from_dict(
+                "h", "anonymous", {"url": "http://127.0.0.1/", "secret": SECRET, **bad}
+            )
+    async with running("memory://") as (broker, service, receiver):
+        assert await service.put(_spec(receiver))
+        assert not await service.put(_spec(receiver))  # replaced
+        await service.delete("anonymous", "hook")
+        with pytest.raises(LookupError):
+            service.get("anonymous", "hook")
+        assert await broker.cursors() == []
+
+
+async def test_a_down_endpoint_holds_one_lease_not_the_backlog() -> None:
+    """Memory stays flat: while the endpoint is down the webhook holds at most
+    ``batch * concurrency`` events; the rest wait in the log."""
+    async with running("memory://") as (broker, service, _):
+        down = Receiver()  # never started: connections are refused
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            down.port = probe.getsockname()[1]
+        await service.put(_spec(down, batch=5, concurrency=2, retries=100))
+        await broker.publish_many(_publish(2000))
+        while service.get("anonymous", "hook")[1].attempts < 10:
+            await trio.sleep(0.005)
+        cursor = await broker.cursor("webhook:hook")
+        group = await cursor.group()
+        assert len(group.pending) <= 10
+        assert cursor.position == 0 and await cursor.pending() == 2000
+        assert service.get("anonymous", "hook")[1].state == "retrying"
