@@ -675,12 +675,13 @@ class KafkaLog(EventLog):
             cut = max(cut, whole)
         if cut <= index.first:
             return RetentionResult(0, 0, index.first)
-        await trio.to_thread.run_sync(self._delete_records, cut)
+        # what the index must forget is read before Kafka deletes it
         block_start = max(index.first, max((b.end for b in index.blocks_before(cut)), default=0))
         partial = (
             [raw for _, raw in await self._records(block_start, cut)] if block_start < cut else []
         )
         after = await self._records(cut, cut + 1) if cut < index.next else []
+        await trio.to_thread.run_sync(self._delete_records, cut)
         removed_events, removed_bytes = index.drop_before(cut, partial)
         index.set_first_timestamp(record_timestamp(after[0][1]) if after else None)
         return RetentionResult(removed_events, removed_bytes, index.first)
