@@ -55,6 +55,9 @@ class ServerConfig:
     """Seconds between ``$SYS/broker/...`` updates over MQTT; None: none."""
     shutdown_timeout: float = 10.0
     """Seconds :func:`serve_until_signalled` waits for a clean shutdown before giving up."""
+    node_id: str | None = None
+    """This node's name among the nodes serving one shared log (``[node] id``,
+    ``--node-id``); None: ``<host name>-<MQTT port>``."""
     sections: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     """Every configuration section as loaded (see :mod:`tidelog.options`), for
     components that read their own section."""
@@ -90,6 +93,7 @@ class ServerConfig:
             security=SecurityConfig(**sections["security"]),
             sys_interval=sys["interval"] if sys["enabled"] else None,
             shutdown_timeout=sections["server"]["shutdown_timeout"],
+            node_id=sections["node"]["id"],
             sections=sections,
         )
 

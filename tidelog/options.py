@@ -56,13 +56,24 @@ option(
     "seconds after SIGTERM/SIGINT before the process gives up waiting and exits non-zero",
 )
 
+section("node", "this node's name among the nodes that serve one shared log (docs/cluster.md)")
+option(
+    "node",
+    "id",
+    optional(string),
+    None,
+    "node name shown by GET /v1/cluster and tidelog cluster; empty: <host name>-<MQTT port>",
+    flag="--node-id",
+    env_aliases=["TIDELOG_NODE_ID"],
+)
+
 section("storage", "the log: backend URL, durability, segments, retention")
 option(
     "storage",
     "url",
     storage_url,
     DEFAULT_URL,
-    "storage URL: lmdb://<dir>, sqlite://<file>, memory://",
+    "storage URL: lmdb://<dir>, sqlite://<file>, memory://, kafka://<host:port,...>/<log>",
     flag="--storage",
     env_aliases=["TIDELOG_STORAGE"],
 )

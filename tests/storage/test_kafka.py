@@ -7,8 +7,7 @@ import uuid
 
 import pytest
 import trio
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin import ConfigResource
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 from tests.kafka_broker import KafkaCluster, free_port
 from tests.storage.backends import ManualClock

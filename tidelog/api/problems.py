@@ -36,6 +36,7 @@ from tidelog.errors import (
     OffsetOutOfRangeError,
     RecordTooLargeError,
     StorageFullError,
+    StorageUnavailableError,
     TidelogError,
 )
 from tidelog.security.errors import (
@@ -67,6 +68,7 @@ _TABLE: list[tuple[type[BaseException], int, str]] = [
     (PayloadError, 422, "invalid_payload"),
     (LogClosedError, 503, "shutting_down"),
     (StorageFullError, 507, "storage_full"),
+    (StorageUnavailableError, 503, "storage_unavailable"),
 ]
 
 

@@ -35,6 +35,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
 import tidelog
+from tidelog.api import cluster as cluster_routes
 from tidelog.api import metrics, problems
 from tidelog.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, Utf8PathMiddleware
 from tidelog.api.problems import ApiError
@@ -786,6 +787,7 @@ def create_app(
     app.add_middleware(AuthMiddleware, security=context.security)  # runs first (docs/security.md)
     problems.install(app)
     app.include_router(router)
+    app.include_router(cluster_routes.router)
     app.mount("/docs/assets", StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui")
     app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
     return app

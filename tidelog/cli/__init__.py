@@ -22,6 +22,7 @@ COMMANDS = [
     "tidelog.cli.serve",  # serve, config show
     "tidelog.cli.events",  # publish, tail, replay
     "tidelog.cli.admin",  # topics, stats, cursors
+    "tidelog.cli.cluster",  # cluster
     "tidelog.cli.data",  # verify, reindex, dump, load
     "tidelog.cli.passwd",  # passwd (tidelog/security/passwd_cli.py)
     "tidelog.cli.demo",  # demo

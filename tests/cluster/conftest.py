@@ -1,0 +1,51 @@
+"""Three ``tidelog serve`` processes (nodes) over one Kafka log."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.kafka_broker import KafkaCluster
+from tests.serve_process import Serve
+
+QUIET = ("--log-level", "warning")
+
+
+def start_node(tmp_path: Path, url: str, name: str) -> Serve:
+    """One node: every listener on a free port, announced under ``name``."""
+    return Serve(
+        tmp_path,
+        "--storage",
+        url,
+        "--node-id",
+        name,
+        "--mqtt-port",
+        "0",
+        "--http-port",
+        "0",
+        "--ws-port",
+        "0",
+        "--log-level",
+        "info",
+        expect=("MQTT", "HTTP", "WebSocket"),
+    )
+
+
+@pytest.fixture
+def log_url(kafka: KafkaCluster) -> str:
+    return kafka.url(f"cluster-{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+def nodes(tmp_path: Path, log_url: str) -> Iterator[list[Serve]]:
+    started: list[Serve] = []
+    try:
+        for index in range(3):
+            started.append(start_node(tmp_path, log_url, f"node-{index + 1}"))
+        yield started
+    finally:
+        for node in started:
+            node.kill()

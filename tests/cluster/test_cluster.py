@@ -1,0 +1,138 @@
+"""Three tidelog nodes (processes) over one Kafka log: what a user sees on any node."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+import paho.mqtt.client as paho
+
+from tests.cluster.conftest import start_node
+from tests.protocols.mqtt.server_helpers import Client, clients, wait_for
+from tests.serve_process import Serve, env
+from tests.test_cross_protocol import ws_receive
+
+
+def test_a_publish_on_any_node_reaches_subscribers_on_every_node_in_log_order(
+    nodes: list[Serve],
+) -> None:
+    subscribers = [Client(node.ports["MQTT"], version=paho.MQTTv5) for node in nodes]
+    publishers = [Client(node.ports["MQTT"]) for node in nodes]
+    with clients(*subscribers, *publishers):
+        for subscriber in subscribers:
+            assert subscriber.subscribe("plant/#", qos=1) == (1,)
+        for round_ in range(5):
+            for index, publisher in enumerate(publishers):
+                publisher.publish(f"plant/{index}", f"{round_}-{index}".encode(), qos=1)
+        expected = {f"{r}-{i}".encode() for r in range(5) for i in range(3)}
+        orders = []
+        for subscriber in subscribers:
+            messages = subscriber.receive(15)
+            assert {m.payload for m in messages} == expected
+            orders.append([m.payload for m in messages])
+            subscriber.nothing_more(0.2)
+        assert orders[0] == orders[1] == orders[2]  # one log, one order everywhere
+        for round_ in range(5):  # each publisher's own messages in the order it sent them
+            assert [p for p in orders[0] if p.endswith(b"-1")] == [
+                f"{r}-1".encode() for r in range(5)
+            ]
+
+
+def test_rest_and_websocket_across_nodes(nodes: list[Serve]) -> None:
+    subscriber = Client(nodes[2].ports["MQTT"])
+    with clients(subscriber):
+        subscriber.subscribe("rest/+", qos=1)
+        response = httpx.post(
+            f"{nodes[0].url}/v1/topics/rest/one",
+            content=b"from REST on node 1",
+            params={"qos": 1},
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+        offset = response.json()["offset"]
+        (message,) = subscriber.receive(1)
+        assert message.payload == b"from REST on node 1"
+    events = ws_receive(
+        nodes[1].ports["WebSocket"],
+        {"filter": "rest/#", "start": f"offset:{offset}", "encoding": "text"},
+        1,
+    )
+    assert events[0]["offset"] == offset and events[0]["payload"] == "from REST on node 1"
+
+
+def test_retained_messages_are_the_same_on_every_node(nodes: list[Serve]) -> None:
+    publisher = Client(nodes[0].ports["MQTT"])
+    with clients(publisher):
+        publisher.publish("status/pump", b"on", qos=1, retain=True)
+        publisher.publish("status/valve", b"open", qos=1, retain=True)
+        publisher.publish("status/valve", b"", qos=1, retain=True)  # cleared
+    for node in nodes[1:]:
+        late = Client(node.ports["MQTT"])
+        with clients(late):
+            late.subscribe("status/#", qos=1)
+            (message,) = late.receive(1)
+            assert (message.topic, message.payload, message.retain) == ("status/pump", b"on", 1)
+            late.nothing_more(0.3)
+
+
+def test_a_cursor_made_on_one_node_is_fetched_on_another_and_committed_on_a_third(
+    nodes: list[Serve],
+) -> None:
+    a, b, c = (node.url for node in nodes)
+    for n in range(4):
+        response = httpx.post(f"{a}/v1/topics/orders/{n}", content=f"order {n}".encode())
+        assert response.status_code == 201, response.text
+    created = httpx.put(f"{a}/v1/cursors/billing", json={"filter": "orders/#", "start": "earliest"})
+    assert created.status_code in (200, 201), created.text
+    fetched = httpx.post(f"{b}/v1/cursors/billing/fetch", params={"limit": 10, "encoding": "text"})
+    assert fetched.status_code == 200, fetched.text
+    body = fetched.json()
+    assert [e["payload"] for e in body["events"]] == [f"order {n}" for n in range(4)]
+    committed = httpx.post(f"{c}/v1/cursors/billing/commit", json={"offset": body["next_offset"]})
+    assert committed.status_code == 200, committed.text
+    for url in (a, b, c):
+        cursor = httpx.get(f"{url}/v1/cursors/billing").json()
+        assert cursor["position"] == body["next_offset"], (url, cursor)
+
+
+def test_cluster_lists_every_node(nodes: list[Serve], tmp_path: object) -> None:
+    def listed() -> list[dict[str, object]]:
+        return httpx.get(f"{nodes[1].url}/v1/cluster", timeout=10).json()["nodes"]
+
+    wait_for(lambda: len(listed()) == 3, what="three nodes in /v1/cluster")
+    answer = httpx.get(f"{nodes[0].url}/v1/cluster", timeout=10).json()
+    assert answer["shared"] is True and answer["node"] == "node-1"
+    by_id = {node["id"]: node for node in answer["nodes"]}
+    assert sorted(by_id) == ["node-1", "node-2", "node-3"]
+    for index, node in enumerate(nodes):
+        entry = by_id[f"node-{index + 1}"]
+        assert entry["alive"] is True
+        assert entry["listeners"]["MQTT"] == node.ports["MQTT"]
+    printed = subprocess.run(
+        [sys.executable, "-m", "tidelog", "cluster", "--url", nodes[2].url, "--json"],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=60,
+    )
+    assert printed.returncode == 0, printed.stderr
+    assert [n["id"] for n in json.loads(printed.stdout)["nodes"]] == ["node-1", "node-2", "node-3"]
+    nodes[2].stop()  # a clean stop removes the node
+    wait_for(lambda: len(listed()) == 2, what="node-3 gone from /v1/cluster")
+
+
+def test_a_node_joining_later_serves_the_same_log(nodes: list[Serve], tmp_path, log_url) -> None:  # type: ignore[no-untyped-def]
+    publisher = Client(nodes[0].ports["MQTT"])
+    with clients(publisher):
+        for n in range(10):
+            publisher.publish("history/x", b"%d" % n, qos=1)
+    late = start_node(tmp_path, log_url, "node-4")
+    try:
+        response = httpx.get(
+            f"{late.url}/v1/events", params={"filter": "history/#", "encoding": "text"}
+        )
+        assert [e["payload"] for e in response.json()["events"]] == [str(n) for n in range(10)]
+    finally:
+        late.kill()
