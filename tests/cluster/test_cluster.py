@@ -145,3 +145,35 @@ def test_a_node_joining_later_serves_the_same_log(
         wait_for(lambda: "node-4" not in listed(), what="node-4 gone from /v1/cluster")
     finally:
         late.kill()
+
+
+def test_a_persistent_session_resumes_on_another_node(nodes: list[Serve]) -> None:
+    device = Client(nodes[0].ports["MQTT"], "roamer", clean=False)
+    device.subscribe("roam/#", qos=1)
+    device.disconnect()
+    publisher = Client(nodes[1].ports["MQTT"])
+    with clients(publisher):
+        for n in range(5):
+            publisher.publish(f"roam/{n}", b"%d" % n, qos=1)
+    back = Client(nodes[2].ports["MQTT"], "roamer", clean=False)
+    with clients(back):
+        assert back.flags.session_present
+        assert [m.payload for m in back.receive(5)] == [b"%d" % n for n in range(5)]
+        back.nothing_more(0.3)
+
+
+def test_the_same_client_id_on_a_second_node_takes_the_session_over(nodes: list[Serve]) -> None:
+    first = Client(nodes[0].ports["MQTT"], "twin", version=paho.MQTTv5, session_expiry=300)
+    first.subscribe("twin/#", qos=1)
+    second = Client(
+        nodes[1].ports["MQTT"], "twin", version=paho.MQTTv5, clean=False, session_expiry=300
+    )
+    with clients(first, second):
+        reason = first.disconnects.get(timeout=20)
+        assert getattr(reason, "value", reason) == 0x8E  # Session taken over
+        assert second.flags.session_present  # the subscription came along
+        publisher = Client(nodes[2].ports["MQTT"])
+        with clients(publisher):
+            publisher.publish("twin/x", b"after takeover", qos=1)
+        (message,) = second.receive(1)
+        assert message.payload == b"after takeover"

@@ -179,9 +179,10 @@ class Broker:
             clock,
             recheck=options.session_expiry_check_seconds,
         )
-        self.cluster = ClusterRegistry(log, self._state_writer, clock)
+        self.cluster = ClusterRegistry(log, self._state_writer, clock, self.publish_many)
         """The nodes serving this log (several on a shared log: ``kafka://``)."""
         self._follow_scope = trio.CancelScope()
+        self._claims_scope = trio.CancelScope()
         self._shared: dict[tuple[str, str], tuple[Feed, list[int]]] = {}
         self._topic_counts: Counter[str] = Counter()
         self._commit_hooks: list[Callable[[list[Event]], None]] = []
@@ -198,6 +199,7 @@ class Broker:
         self._nursery.start_soon(self._state_writer.run)
         if self.log.shared:
             self._nursery.start_soon(self._follow_log)
+            self._nursery.start_soon(self._serve_claims)
         await self.wills.load()
 
     async def _run_periodic(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -213,6 +215,7 @@ class Broker:
         self._writer.close()
         await self._writer.wait_idle()
         self._follow_scope.cancel()
+        self._claims_scope.cancel()
         periodic.cancel()
         await self.retained.flush()
         self._state_writer.close()
@@ -288,6 +291,12 @@ class Broker:
                 except StorageError as exc:  # Kafka away: keep trying, the log catches up
                     log.warning("reading the shared log at %d failed (%s); retrying", position, exc)
                     await trio.sleep(1)
+
+    async def _serve_claims(self) -> None:
+        """Shared logs: other nodes' takeover requests and answers (engine/cluster.py)."""
+        with self._claims_scope:
+            async with self.subscribe("$cluster/#", retained=False) as events:
+                await self.cluster.run_claims(events)
 
     def _route(self, events: list[Event]) -> None:
         self.fanout.dispatch(events)

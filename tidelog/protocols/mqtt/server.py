@@ -71,6 +71,7 @@ class MQTTServer:
         self.sys_messages: dict[str, bytes] = {}
         """The latest ``$SYS`` values (see :mod:`tidelog.sys_topics`)."""
         self.traffic = traffic if traffic is not None else TrafficCounters()
+        broker.cluster.on_claim(self._claimed_elsewhere)
 
     async def handle(
         self,
@@ -103,6 +104,17 @@ class MQTTServer:
                 del self.connections[client_id]
             broker.cancel_will(client_id)  # one the older connection left with a delay
         self.connections[client_id] = connection
+        await broker.cluster.claim_client(client_id)  # another node's connection (kafka://)
+        await broker.sessions.refresh(client_id)  # the session that node saved
+
+    async def _claimed_elsewhere(self, client_id: str) -> None:
+        """Another node of a shared log took ``client_id`` over: close ours (0x8E)
+        and return once its session is saved."""
+        old = self.connections.get(client_id)
+        if old is not None:
+            await old.take_over()
+            if self.connections.get(client_id) is old:
+                del self.connections[client_id]
 
     def release(self, client_id: str, connection: MQTTConnection) -> None:
         """``connection`` has closed (its session saved, its will handed over)."""
