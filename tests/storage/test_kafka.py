@@ -4,6 +4,7 @@ two nodes on one log, and an unreachable Kafka."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 import trio
@@ -117,3 +118,29 @@ async def test_bad_urls(url: str) -> None:
     with pytest.raises(InvalidStorageURLError):
         async with open_log(url):
             pass
+
+
+async def test_appends_are_refused_while_kafka_is_down_and_resume_after(tmp_path: Path) -> None:
+    """A broker of its own (this test stops it): appends fail with a clear error while
+    it is down, nothing acknowledged is lost, and the same open log recovers."""
+    own = KafkaCluster(tmp_path / "kafka", brokers=1)
+    await trio.to_thread.run_sync(own.start)
+    try:
+        async with open_log(own.url("outage", timeout_ms=4000)) as log:
+            before = await log.append([NewEvent("up", b"%d" % n) for n in range(10)])
+            await trio.to_thread.run_sync(own.stop_broker, 0)
+            with pytest.raises(StorageUnavailableError):
+                await log.append([NewEvent("down", b"lost?")])
+            await trio.to_thread.run_sync(own.start_broker, 0)
+            with trio.fail_after(60):
+                while True:
+                    try:
+                        after = await log.append([NewEvent("up", b"again")])
+                        break
+                    except StorageUnavailableError:
+                        await trio.sleep(0.5)
+            events = (await log.read(0, "up")).events
+            assert [e.payload for e in events[:10]] == [e.payload for e in before]
+            assert events[-1].offset == after[0].offset and events[-1].payload == b"again"
+    finally:
+        await trio.to_thread.run_sync(own.stop)
