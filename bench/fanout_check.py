@@ -29,8 +29,9 @@ from pathlib import Path
 import trio
 
 from bench.brokers import PEERS, Tidelog
-from bench.mqtt_load import SCENARIOS, Target, process_cpu_seconds, run_scenario
+from bench.mqtt_load import SCENARIOS, process_cpu_seconds, run_scenario
 from bench.overload import hold_connections
+from tidelog.testing.mqtt_client import Target
 
 FANOUT = SCENARIOS["fanout-100"]
 

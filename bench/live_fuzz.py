@@ -21,11 +21,11 @@ from pathlib import Path
 import attrs
 import trio
 
-from bench.crash import HOST, ServerProcess, default_storage
 from bench.mqtt_corpus import client_packets, connects
-from bench.mqtt_load import ClientConnection, Target
 from bench.overload import round_trip
+from tests.crash.harness import HOST, ServerProcess, default_storage
 from tidelog.protocols.mqtt import Connect, Properties, encode, encode_many
+from tidelog.testing.mqtt_client import ClientConnection, Target
 
 
 def seeds() -> list[bytes]:

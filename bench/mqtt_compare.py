@@ -80,7 +80,6 @@ from bench.mqtt_load import (
     SCENARIOS,
     Scenario,
     ScenarioResult,
-    Target,
     format_result,
     parse_names,
     parse_protocol,
@@ -88,6 +87,7 @@ from bench.mqtt_load import (
     run_scenario,
     scenario_names,
 )
+from tidelog.testing.mqtt_client import Target
 
 
 @attrs.frozen

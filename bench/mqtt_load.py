@@ -70,54 +70,43 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 import trio
 
 from tidelog.concurrency import background_nursery
 from tidelog.protocols.mqtt import (
-    NO_PROPERTIES,
-    Connack,
     Connect,
-    Decoder,
     Disconnect,
-    MQTTProtocolError,
-    Packet,
-    PacketType,
     Pingreq,
     Pingresp,
-    Properties,
     Puback,
     Pubcomp,
     Publish,
     Pubrec,
     Pubrel,
-    Role,
-    Suback,
-    Subscribe,
-    Subscription,
     encode,
     encode_many,
-    reason_code_name,
+)
+from tidelog.testing.mqtt_client import (
+    MAX_PACKET_ID,
+    ClientConnection,
+    LoadError,
+    Target,
+    ack_table,
+    disconnect_reason,
+    encoded_ack,
 )
 
 HEADER = struct.Struct(">QQ")
 """Start of every payload: sequence number, send time (monotonic ns)."""
 _U64 = struct.Struct(">Q")
-READ_SIZE = 262_144
-"""Bytes asked of the socket per read."""
 CHUNK_BYTES = 262_144
 """At most this many bytes of PUBLISH packets per ``send_all``."""
-MAX_PACKET_ID = 65_535
 MIB = 1024 * 1024
-_P = TypeVar("_P", bound=Packet)
 LEVELS = {"3.1.1": 4, "4": 4, "5": 5, "5.0": 5}
 """``--protocol`` spellings -> protocol level."""
-
-
-class LoadError(Exception):
-    """The broker refused, closed the connection or broke the protocol."""
 
 
 # -- results ------------------------------------------------------------------
@@ -429,15 +418,6 @@ SCENARIOS: dict[str, Scenario] = {
 """Every scenario, in the order runners use."""
 
 
-@attrs.frozen
-class Target:
-    """Where the broker listens; ``pid`` (when known) is used for CPU accounting."""
-
-    host: str
-    port: int
-    pid: int | None = None
-
-
 # -- CPU accounting ------------------------------------------------------------
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -538,141 +518,6 @@ def raise_fd_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             return hard
     return soft
-
-
-# -- connections ---------------------------------------------------------------
-
-
-def _ack_table(cls: type[Puback | Pubrec | Pubrel | Pubcomp], level: int) -> dict[int, bytes]:
-    """Encoded acks by packet identifier, filled as identifiers are used."""
-    return _ACK_TABLES.setdefault((cls.packet_type, level), {})
-
-
-_ACK_TABLES: dict[tuple[PacketType, int], dict[int, bytes]] = {}
-
-
-def _ack(cls: type[Puback | Pubrec | Pubrel | Pubcomp], packet_id: int, level: int) -> bytes:
-    table = _ack_table(cls, level)
-    data = table.get(packet_id)
-    if data is None:
-        data = table[packet_id] = encode(cls(packet_id), level)
-    return data
-
-
-class ClientConnection:
-    """One MQTT client connection of the load generator: a trio stream and a
-    client-side decoder (the broker's side of a connection is ``MQTTConnection``).
-
-    Sends are serialized by a lock, so a reader task may answer (PUBREL) while
-    the writer task is between sends.
-    """
-
-    def __init__(self, stream: trio.SocketStream, level: int, client_id: str) -> None:
-        self.stream = stream
-        self.level = level
-        self.client_id = client_id
-        self.decoder = Decoder(level, role=Role.CLIENT)
-        self.receive_maximum = MAX_PACKET_ID
-        """How many QoS 1/2 PUBLISHes the broker accepts in flight (v5 CONNACK)."""
-        self.session_present = False
-        self._send_lock = trio.Lock()
-        self._backlog: list[Packet] = []
-
-    @classmethod
-    async def open(
-        cls,
-        target: Target,
-        client_id: str,
-        level: int,
-        *,
-        clean_start: bool = True,
-        properties: Properties = NO_PROPERTIES,
-    ) -> ClientConnection:
-        """Connect (by default with a clean session) and no keep alive; raise LoadError if
-        refused. ``session_present`` tells whether the broker resumed a session."""
-        stream = await trio.open_tcp_stream(target.host, target.port)
-        connection = cls(stream, level, client_id)
-        try:
-            connect = Connect(
-                client_id, protocol_level=level, clean_start=clean_start, properties=properties
-            )
-            await connection.send(encode(connect, level))
-            connack = await connection.expect(Connack)
-            connection.session_present = connack.session_present
-            if connack.reason_code >= 0x80:
-                name = reason_code_name(connack.reason_code, PacketType.CONNACK)
-                raise LoadError(f"{client_id}: CONNACK refused: {name}")
-            if connack.properties.receive_maximum:
-                connection.receive_maximum = connack.properties.receive_maximum
-        except BaseException:
-            await stream.aclose()
-            raise
-        return connection
-
-    async def send(self, data: bytes | bytearray | memoryview) -> None:
-        async with self._send_lock:
-            try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise LoadError(f"{self.client_id}: the broker closed the connection") from exc
-
-    async def receive_packets(self, max_bytes: int = READ_SIZE) -> list[Packet]:
-        """The next packets the broker sent (at least one), reading at most
-        ``max_bytes`` per socket read."""
-        if self._backlog:
-            packets, self._backlog = self._backlog, []
-            return packets
-        while True:
-            try:
-                data = await self.stream.receive_some(max_bytes)
-            except trio.BrokenResourceError as exc:
-                raise LoadError(f"{self.client_id}: connection reset by the broker") from exc
-            if not data:
-                raise LoadError(f"{self.client_id}: the broker closed the connection")
-            try:
-                packets = self.decoder.feed(data)
-            except MQTTProtocolError as exc:
-                raise LoadError(f"{self.client_id}: the broker sent a bad packet: {exc}") from exc
-            if packets:
-                return packets
-
-    async def expect(self, cls: type[_P]) -> _P:
-        """The next packet, which must be a ``cls``; later packets stay queued."""
-        packets = await self.receive_packets()
-        first, self._backlog = packets[0], packets[1:]
-        if isinstance(first, Disconnect):
-            raise LoadError(f"{self.client_id}: broker sent DISCONNECT {_reason(first)}")
-        if not isinstance(first, cls):
-            raise LoadError(
-                f"{self.client_id}: expected {cls.__name__}, got {type(first).__name__}"
-            )
-        return first
-
-    async def subscribe(self, topic_filter: str, qos: int) -> int:
-        """Subscribe and return the granted QoS; raise LoadError if refused."""
-        await self.send(encode(Subscribe(1, [Subscription(topic_filter, qos)]), self.level))
-        suback = await self.expect(Suback)
-        granted = suback.reason_codes[0]
-        if granted >= 0x80:
-            name = reason_code_name(granted, PacketType.SUBACK)
-            raise LoadError(f"{self.client_id}: SUBSCRIBE {topic_filter!r} refused: {name}")
-        return int(granted)
-
-    async def close(self) -> None:
-        """Send DISCONNECT if the connection still works, then close it."""
-        with trio.move_on_after(1):
-            # a connection the broker already closed needs no goodbye
-            with contextlib.suppress(LoadError):
-                await self.send(encode(Disconnect(), self.level))
-        await self.stream.aclose()
-
-
-def _reason(packet: Disconnect) -> str:
-    code = packet.reason_code
-    return f"0x{code:02X} {reason_code_name(code, PacketType.DISCONNECT)}"
-
-
-# -- publishing ----------------------------------------------------------------
 
 
 @attrs.frozen(eq=False)
@@ -884,13 +729,14 @@ class Publisher:
                         self.refused += 1
                         continue
                     stage[packet_id] = 2
-                    replies.append(_ack(Pubrel, packet_id, level))
+                    replies.append(encoded_ack(Pubrel, packet_id, level))
                 elif isinstance(packet, Pingresp):
                     self.last_ack_ns = now
                     self._pong.set()
                 elif isinstance(packet, Disconnect):
                     raise LoadError(
-                        f"{connection.client_id}: broker sent DISCONNECT {_reason(packet)}"
+                        f"{connection.client_id}: broker sent DISCONNECT "
+                        + disconnect_reason(packet)
                     )
                 else:
                     self.errors.append(
@@ -948,7 +794,7 @@ class Subscriber:
         expected = self.expected
         latencies = self.latencies
         unpack = HEADER.unpack_from
-        pubacks = _ack_table(Puback, level)
+        pubacks = ack_table(Puback, level)
         awaiting_pubrel: set[int] = set()
         clock = time.monotonic_ns
         paced_from = clock()
@@ -969,9 +815,11 @@ class Subscriber:
                     packet_id = packet.packet_id
                     if packet_id is not None:  # QoS 1 or 2
                         if packet.qos == 1:
-                            replies.append(pubacks.get(packet_id) or _ack(Puback, packet_id, level))
+                            replies.append(
+                                pubacks.get(packet_id) or encoded_ack(Puback, packet_id, level)
+                            )
                         else:
-                            replies.append(_ack(Pubrec, packet_id, level))
+                            replies.append(encoded_ack(Pubrec, packet_id, level))
                             if packet_id in awaiting_pubrel:
                                 continue  # a resend of a QoS 2 message not yet released
                             awaiting_pubrel.add(packet_id)
@@ -989,10 +837,11 @@ class Subscriber:
                         latencies.append(now - sent_ns)
                 elif isinstance(packet, Pubrel):
                     awaiting_pubrel.discard(packet.packet_id)
-                    replies.append(_ack(Pubcomp, packet.packet_id, level))
+                    replies.append(encoded_ack(Pubcomp, packet.packet_id, level))
                 elif isinstance(packet, Disconnect):
                     raise LoadError(
-                        f"{connection.client_id}: broker sent DISCONNECT {_reason(packet)}"
+                        f"{connection.client_id}: broker sent DISCONNECT "
+                        + disconnect_reason(packet)
                     )
                 else:
                     self.errors.append(

@@ -24,9 +24,9 @@ from pathlib import Path
 import attrs
 import trio
 
-from bench.crash import HOST, ServerProcess, default_storage
-from bench.mqtt_load import ClientConnection, LoadError, Target, _ack
+from tests.crash.harness import HOST, ServerProcess, default_storage
 from tidelog.protocols.mqtt import Puback, Publish, encode
+from tidelog.testing.mqtt_client import ClientConnection, LoadError, Target, encoded_ack
 
 MEBIBYTE = 1024 * 1024
 
@@ -81,7 +81,9 @@ async def round_trip(
             for packet in await subscriber.receive_packets():
                 if isinstance(packet, Publish):
                     if packet.packet_id is not None:
-                        await subscriber.send(_ack(Puback, packet.packet_id, subscriber.level))
+                        await subscriber.send(
+                            encoded_ack(Puback, packet.packet_id, subscriber.level)
+                        )
                     if packet.payload == payload:
                         return
 
@@ -214,7 +216,7 @@ async def stalled_subscribers_catch_up(
             for packet in await connection.receive_packets():
                 if isinstance(packet, Publish):
                     if packet.packet_id is not None:
-                        replies.append(_ack(Puback, packet.packet_id, 5))
+                        replies.append(encoded_ack(Puback, packet.packet_id, 5))
                     seq = int.from_bytes(packet.payload[:8], "big")
                     if seq < messages and not seen[seq]:
                         seen[seq] = 1

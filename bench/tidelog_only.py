@@ -70,11 +70,8 @@ import tidelog
 from bench.brokers import PEERS, PeerError
 from bench.engine import read_ways
 from bench.mqtt_load import (
-    ClientConnection,
-    LoadError,
     Publisher,
     Subscriber,
-    Target,
     encode_publishes,
     parse_protocol,
     process_cpu_seconds,
@@ -82,6 +79,7 @@ from bench.mqtt_load import (
 from tidelog import NewEvent
 from tidelog.concurrency import background_nursery
 from tidelog.protocols.mqtt import NO_PROPERTIES, Properties
+from tidelog.testing.mqtt_client import ClientConnection, LoadError, Target
 
 PAYLOAD_SIZE = 100
 TOPICS = 100

@@ -47,11 +47,9 @@ import trio
 from bench.mqtt_load import (
     HEADER,
     Latency,
-    LoadError,
     RssSampler,
     Scenario,
     ScenarioResult,
-    Target,
     process_cpu_seconds,
 )
 from tidelog.protocols.mqtt import (
@@ -70,6 +68,7 @@ from tidelog.protocols.mqtt import (
     encode,
     reason_code_name,
 )
+from tidelog.testing.mqtt_client import LoadError, Target
 
 OPEN_WAVE = 500
 """Connections whose CONNECT is sent before their CONNACKs are read."""

@@ -14,7 +14,7 @@ import trio
 
 from bench import mqtt_compare
 from bench.brokers import PEERS, RunningBroker, Tidelog
-from bench.mqtt_load import HEADER, SCENARIOS, LoadError, Scenario, Target, run_scenario
+from bench.mqtt_load import HEADER, SCENARIOS, Scenario, run_scenario
 from tidelog.protocols.mqtt import (
     Connack,
     Connect,
@@ -29,6 +29,7 @@ from tidelog.protocols.mqtt import (
     Subscribe,
     encode,
 )
+from tidelog.testing.mqtt_client import LoadError, Target
 
 MOSQUITTO = PEERS["mosquitto-unlimited"]
 needs_mosquitto = pytest.mark.skipif(

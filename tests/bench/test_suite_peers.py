@@ -14,11 +14,11 @@ from bench import mqtt_compare
 from bench.brokers import PEERS, Peer, RunningBroker
 from bench.mqtt_load import (
     SCENARIOS,
-    Target,
     encode_publishes,
     run_scenario,
 )
 from tidelog.protocols.mqtt import Decoder, Publish, Role
+from tidelog.testing.mqtt_client import Target
 
 
 def needs(peer: Peer) -> pytest.MarkDecorator:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.crash import Harness, Totals
+from tests.crash.harness import Harness, Totals
 
 pytestmark = pytest.mark.slow
 

@@ -21,9 +21,9 @@ import httpx
 import pytest
 import trio
 
-from bench.crash import HOST, ServerProcess, default_storage, read_everything
-from bench.mqtt_load import ClientConnection, LoadError, Target
+from tests.crash.harness import HOST, ServerProcess, default_storage, read_everything
 from tidelog.protocols.mqtt import Puback, Publish, encode
+from tidelog.testing.mqtt_client import ClientConnection, LoadError, Target
 
 ROOT = Path(__file__).resolve().parents[2]
 PAYLOAD = 32 * 1024

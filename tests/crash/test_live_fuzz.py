@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.crash import ServerProcess, default_storage
 from bench.live_fuzz import run
+from tests.crash.harness import ServerProcess, default_storage
 
 pytestmark = pytest.mark.slow
 

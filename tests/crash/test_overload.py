@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 import trio
 
-from bench.crash import HOST, ServerProcess, default_storage
-from bench.mqtt_load import ClientConnection, Target
 from bench.overload import (
     MEBIBYTE,
     hold_connections,
@@ -21,6 +19,8 @@ from bench.overload import (
     round_trip,
     stalled_subscribers_catch_up,
 )
+from tests.crash.harness import HOST, ServerProcess, default_storage
+from tidelog.testing.mqtt_client import ClientConnection, Target
 
 pytestmark = pytest.mark.slow
 

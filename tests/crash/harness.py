@@ -60,7 +60,6 @@ import attrs
 import httpx
 import trio
 
-from bench.mqtt_load import ClientConnection, LoadError, Target, _ack
 from tidelog.concurrency import background_nursery
 from tidelog.protocols.mqtt import (
     NO_PROPERTIES,
@@ -73,8 +72,10 @@ from tidelog.protocols.mqtt import (
     encode,
 )
 from tidelog.storage import open_log
+from tidelog.testing.mqtt_client import ClientConnection, LoadError, Target
+from tidelog.testing.mqtt_client import encoded_ack as _ack
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 FILTER = "crash/#"
 CLIENT_ERRORS = (LoadError, OSError, trio.BrokenResourceError, trio.ClosedResourceError)

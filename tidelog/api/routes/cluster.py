@@ -9,17 +9,16 @@ the last three announce intervals), ``started_at`` and ``seen_at`` (epoch ms).
 
 from __future__ import annotations
 
-from typing import Any
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from tidelog.api.routes.params import BrokerDep
+from tidelog.api.routes.responses import JSONResponse
 
 router = APIRouter()
 
 
 @router.get("/v1/cluster", tags=["operations"], summary="The nodes serving this log")
-async def cluster(request: Request) -> JSONResponse:
-    broker: Any = request.app.state.broker
+async def cluster(broker: BrokerDep) -> JSONResponse:
     head = (await broker.log_state()).next_offset
     nodes = await broker.cluster.nodes(head)
     return JSONResponse(
