@@ -168,6 +168,7 @@ class KafkaLog(EventLog):
         self._last_timestamp = 0
         self._readers: list[Consumer] = []
         self._unreachable: str | None = None
+        self._last_probe = 0.0
         self._tail_error: str | None = None
         self._stats = {
             "appends": 0,
@@ -378,8 +379,13 @@ class KafkaLog(EventLog):
     # -- producing -------------------------------------------------------------------
 
     def _check_reachable(self) -> None:
+        """Refuse at once while Kafka is known to be down, except for one attempt per
+        second (its success, or the tail reading again, clears the state)."""
         if self._unreachable is not None:
-            raise StorageUnavailableError(self._unreachable)
+            now = time.monotonic()
+            if now - self._last_probe < 1.0:
+                raise StorageUnavailableError(self._unreachable)
+            self._last_probe = now
 
     async def _produce(self, topic: str, items: Sequence[tuple[bytes, bytes | None]]) -> list[int]:
         """Produce records and wait for Kafka's acknowledgement of all; their offsets."""
