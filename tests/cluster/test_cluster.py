@@ -9,6 +9,8 @@ from pathlib import Path
 
 import httpx
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties as PahoProperties
 
 from tests.cluster.conftest import start_node
 from tests.protocols.mqtt.server_helpers import Client, clients, wait_for
@@ -177,3 +179,37 @@ def test_the_same_client_id_on_a_second_node_takes_the_session_over(nodes: list[
             publisher.publish("twin/x", b"after takeover", qos=1)
         (message,) = second.receive(1)
         assert message.payload == b"after takeover"
+
+
+def test_a_client_back_on_another_node_in_time_cancels_its_delayed_will(
+    nodes: list[Serve],
+) -> None:
+    """Two clients with the same will delay drop off node 1; one comes back on node 2
+    before the delay. The other's will arrives (on node 3); the returning one's, set
+    earlier, never does."""
+    watcher = Client(nodes[2].ports["MQTT"])
+    with clients(watcher):
+        watcher.subscribe("wills/#", qos=1)
+        delayed = PahoProperties(PacketTypes.WILLMESSAGE)
+        delayed.WillDelayInterval = 3
+
+        def dropper(name: str) -> Client:
+            return Client(
+                nodes[0].ports["MQTT"],
+                name,
+                version=paho.MQTTv5,
+                session_expiry=60,
+                will=(f"wills/{name}", b"gone", 1, False),
+                will_properties=delayed,
+            )
+
+        returning, control = dropper("returning"), dropper("control")
+        returning.drop()
+        control.drop()
+        back = Client(
+            nodes[1].ports["MQTT"], "returning", version=paho.MQTTv5, clean=False, session_expiry=60
+        )
+        with clients(back):
+            (will,) = watcher.receive(1, timeout=30)
+            assert will.topic == "wills/control"
+            watcher.nothing_more(0.5)

@@ -102,18 +102,21 @@ class ClusterRegistry:
         """Register what closes a local connection when another node claims its client id."""
         self._claim_handler = handler
 
-    async def claim_client(self, client_id: str) -> None:
+    async def claim_client(self, client_id: str) -> bool:
         """Make this node the client id's owner: if another live node had it, ask that
         node to close its connection and wait until it has saved the session (or
-        :attr:`takeover_timeout` passed). No-op on an unshared log."""
+        :attr:`takeover_timeout` passed). Returns whether another node owned it (its
+        pending will, if any, is to be cancelled). No-op on an unshared log."""
         node = self.node_id
         if not self._log.shared or node is None:
-            return
+            return False
         raw = await self._log.get_state(CLIENTS, client_id)
         owner = raw.decode() if raw is not None else None
         await self._writer.put(CLIENTS, {client_id: node.encode()})
-        if owner is None or owner == node or not await self._alive(owner):
-            return
+        if owner is None or owner == node:
+            return False
+        if not await self._alive(owner):
+            return True
         nonce = uuid.uuid4().hex
         released = self._releases[nonce] = trio.Event()
         try:
@@ -125,6 +128,7 @@ class ClusterRegistry:
                 log.warning("node %s did not release client %r in time", owner, client_id)
         finally:
             del self._releases[nonce]
+        return True
 
     async def _alive(self, node: str) -> bool:
         raw = await self._log.get_state(NAMESPACE, node)

@@ -104,7 +104,8 @@ class MQTTServer:
                 del self.connections[client_id]
             broker.cancel_will(client_id)  # one the older connection left with a delay
         self.connections[client_id] = connection
-        await broker.cluster.claim_client(client_id)  # another node's connection (kafka://)
+        if await broker.cluster.claim_client(client_id):  # another node had it (kafka://)
+            broker.cancel_will(client_id)
         await broker.sessions.refresh(client_id)  # the session that node saved
 
     async def _claimed_elsewhere(self, client_id: str) -> None:
@@ -115,6 +116,7 @@ class MQTTServer:
             await old.take_over()
             if self.connections.get(client_id) is old:
                 del self.connections[client_id]
+        self.broker.cancel_will(client_id)  # the client is back, on the other node
 
     def release(self, client_id: str, connection: MQTTConnection) -> None:
         """``connection`` has closed (its session saved, its will handed over)."""
