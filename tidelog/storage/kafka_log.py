@@ -320,7 +320,7 @@ class KafkaLog(EventLog):
 
     def _on_client_error(self, error: KafkaError) -> None:
         """librdkafka's error callback (a client thread): note when Kafka is unreachable."""
-        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:  # one broker down is Kafka's business
             self._unreachable = f"Kafka at {self._servers} is unreachable: {error.str()}"
         kafka_log.warning("%s: %s", self, error.str())
 
