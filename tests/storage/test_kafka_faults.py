@@ -15,12 +15,14 @@ async def test_one_broker_lost_goes_on_two_lost_refuse_and_all_come_back(tmp_pat
     kafka = KafkaCluster(tmp_path / "kafka", brokers=3, heap_mb=256)
     await trio.to_thread.run_sync(kafka.start)
     acked: list[bytes] = []
+    attempts = [0]
     try:
         async with open_log(kafka.url("replicated", timeout_ms=5000)) as log:
 
             async def publish(count: int) -> None:
                 for _ in range(count):
-                    payload = b"%06d" % len(acked)
+                    attempts[0] += 1
+                    payload = b"%06d" % attempts[0]  # a refused attempt may be stored: unique
                     try:
                         await log.append([NewEvent("load", payload)])
                     except StorageUnavailableError:
