@@ -38,7 +38,7 @@ Settings used (reported by the runner):
   take it when named (``--brokers ...,tidelog-fsync-never``).
 
 Every broker inherits the runner's file descriptor limit; the runners raise
-their soft ``RLIMIT_NOFILE`` to the hard limit (``bench.mqtt_load.raise_fd_limit``) before
+their soft ``RLIMIT_NOFILE`` to the hard limit (``bench.process_stats.raise_fd_limit``) before
 starting brokers, so 10,000 idle connections fit on both sides.
 """
 
@@ -51,13 +51,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import attrs
 import trio
+
+from tidelog.testing.server import ServerNotReady, ServerProcess
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -268,8 +269,10 @@ class Mosquitto(Peer):
 
 class Tidelog(Peer):
     """``python -m tidelog serve`` from a checkout (default: this one), MQTT only,
-    fsync always. Another ``checkout`` (a ``git worktree`` or ``git archive`` of
-    older code) measures a change against its baseline in one run."""
+    fsync always, started by the launcher the tests use
+    (:class:`tidelog.testing.server.ServerProcess`), ready once its port accepts.
+    Another ``checkout`` (a ``git worktree`` or ``git archive`` of older code)
+    measures a change against its baseline in one run."""
 
     description = "tidelog serve, fsync=always, LMDB in a temp dir (SQLite if no LMDB backend)"
 
@@ -340,41 +343,29 @@ class Tidelog(Peer):
         reason = self.unavailable()
         if reason:
             raise PeerError(f"tidelog: {reason}")
-        port = free_port()
         url = self.storage_url(workdir)
-        argv = [
-            sys.executable,
-            "-m",
-            "tidelog",
-            "serve",
-            "--storage",
-            url,
-            "--bind",
-            HOST,
-            "--mqtt-port",
-            str(port),
-            "--ws-port",
-            "off",
-            "--http-port",
-            "off",
-            "--log-level",
-            "warning",
+        port = free_port()  # at --log-level warning there is no ready line to read it from
+        server = ServerProcess(
+            *("--storage", url, "--bind", HOST, "--mqtt-port", str(port)),
+            *("--ws-port", "off", "--http-port", "off", "--log-level", "warning"),
             *(arg for setting in self.settings for arg in ("--set", setting)),
-        ]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(self.checkout), env.get("PYTHONPATH")])
+            cwd=workdir,
+            log_path=workdir / f"{self.name}.log",
+            checkout=self.checkout,
         )
-        async with spawn(
-            self.name,
-            argv,
-            workdir,
-            port,
-            env=env,
-            settings=" ".join([f"--storage {url} --log-level warning", *self.settings]),
-            not_ready_hint=" (does this tidelog have an MQTT listener?)",
-        ) as running:
-            yield running
+        server.launch()
+        try:
+            try:
+                await server.until_accepting(port, READY_TIMEOUT)
+            except ServerNotReady as exc:
+                hint = "(does this tidelog have an MQTT listener?)"
+                raise PeerError(f"{self.name}: {exc} {hint}") from None
+            settings = " ".join([f"--storage {url} --log-level warning", *self.settings])
+            # the timeout covers starting only: the measurement runs as long as it takes
+            yield RunningBroker(self.name, HOST, port, server.pid, settings)
+        finally:
+            with trio.CancelScope(shield=True):
+                await server.terminate(STOP_TIMEOUT)
 
 
 def _first_line(argv: Sequence[str]) -> str:

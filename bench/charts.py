@@ -46,7 +46,7 @@ from matplotlib.ticker import FuncFormatter
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.mqtt_load import SCENARIOS
+from bench.load_scenarios import SCENARIOS
 
 BASELINE = "tidelog"
 COLOURS = {

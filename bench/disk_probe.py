@@ -27,7 +27,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.mqtt_load import Latency
+from bench.load_results import Latency
 
 PAGE = 4096
 FILE_PAGES = 256

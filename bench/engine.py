@@ -126,7 +126,7 @@ def read_ways(broker: Broker, prefix: str) -> dict[str, Callable[[], Awaitable[i
     1000 (the storage layer, the engine), ``Broker.replay`` (the engine's async
     iterator), and feed catch-up from ``earliest`` (``receive_batch(10_000)``
     until it has every event) for ``<prefix>/#`` (all) and ``<prefix>/7`` (1%,
-    through the topic index). Shared by this bench, bench/read_instructions.py
+    through the topic index). Shared by this bench, bench/investigations/read_instructions.py
     and bench/tidelog_only.py, so they measure the same reads.
     """
     end = broker.end_offset

@@ -38,7 +38,7 @@ JSON (``--json``), a superset of what earlier versions wrote:
   the runs' peaks, VmRSS and RssAnon), ``rss_anon_per_connection_kib`` and
   ``rss_per_connection_kib`` (idle, medians), ``drain_s`` (burst, median).
 * ``results``: every run, ``{"run": n, **ScenarioResult.to_dict()}``, the
-  fields listed on :class:`bench.mqtt_load.ScenarioResult` (added:
+  fields listed on :class:`bench.load_results.ScenarioResult` (added:
   ``rss_start_bytes``, ``rss_anon_start_bytes``, ``peak_rss_bytes``,
   ``peak_rss_anon_bytes``, ``connections``, ``rss_per_connection_bytes``,
   ``rss_anon_per_connection_bytes``, ``drain_s``, ``capped_from``).
@@ -75,18 +75,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from bench.brokers import DEFAULT_PEERS, PEERS, Peer, Tidelog
 from bench.disk_probe import describe, fdatasync_latency, format_probe
-from bench.mqtt_load import (
-    MIB,
-    SCENARIOS,
-    Scenario,
-    ScenarioResult,
-    format_result,
-    parse_names,
-    parse_protocol,
-    raise_fd_limit,
-    run_scenario,
-    scenario_names,
-)
+from bench.load_results import MIB, ScenarioResult, format_result
+from bench.load_scenarios import SCENARIOS, Scenario
+from bench.mqtt_load import parse_names, parse_protocol, run_scenario, scenario_names
+from bench.process_stats import raise_fd_limit
 from tidelog.testing.mqtt_client import Target
 
 

@@ -69,13 +69,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import tidelog
 from bench.brokers import PEERS, PeerError
 from bench.engine import read_ways
-from bench.mqtt_load import (
-    Publisher,
-    Subscriber,
-    encode_publishes,
-    parse_protocol,
-    process_cpu_seconds,
-)
+from bench.load_clients import Publisher, Subscriber, encode_publishes
+from bench.mqtt_load import parse_protocol
+from bench.process_stats import process_cpu_seconds
 from tidelog import NewEvent
 from tidelog.concurrency import background_nursery
 from tidelog.protocols.mqtt import NO_PROPERTIES, Properties

@@ -6,7 +6,7 @@ then): ``connections`` publishers each send one QoS 1 PUBLISH every
 connections subscribed to a ``+`` wildcard over every publisher's topic must
 receive every message once.
 
-Why not :class:`bench.mqtt_load.Publisher`: a trio task or two per connection
+Why not :class:`bench.load_clients.Publisher`: a trio task or two per connection
 costs the load generator about what it costs the broker, and 10,000 of them
 would measure the client. Here one thread drives every connection with one
 epoll selector (:mod:`selectors`): a schedule of due sends sorted by phase, a
@@ -25,7 +25,7 @@ run ends when everything is acknowledged and delivered, or when nothing moved
 for ``stall`` seconds after the last send.
 
 The process needs a file descriptor per connection: runners raise
-RLIMIT_NOFILE to the hard limit (:func:`bench.mqtt_load.raise_fd_limit`) and
+RLIMIT_NOFILE to the hard limit (:func:`bench.process_stats.raise_fd_limit`) and
 report it; a run asking for more connections than the limit allows fails with
 a clear error before connecting.
 """
@@ -44,14 +44,10 @@ import time
 import attrs
 import trio
 
-from bench.mqtt_load import (
-    HEADER,
-    Latency,
-    RssSampler,
-    Scenario,
-    ScenarioResult,
-    process_cpu_seconds,
-)
+from bench.load_clients import HEADER
+from bench.load_results import Latency, ScenarioResult
+from bench.load_scenarios import Scenario
+from bench.process_stats import RssSampler, process_cpu_seconds
 from tidelog.protocols.mqtt import (
     Connack,
     Connect,

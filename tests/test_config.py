@@ -10,6 +10,7 @@ import pytest
 import tidelog.options  # noqa: F401  (declares the options)
 from tests.serve_process import ROOT, run
 from tidelog import config as cfg
+from tidelog.api.settings import HTTPSettings
 from tidelog.server import ServerConfig
 
 
@@ -22,7 +23,7 @@ def test_precedence_and_provenance(tmp_path: Path) -> None:
     file = write(
         tmp_path / "t.toml",
         '[mqtt]\nport = 1900\nreceive_maximum = 10\n[storage]\nfsync = "never"\n'
-        'segment_bytes = "64MiB"\n[sys]\ninterval = "30s"\n',
+        'segment_bytes = "64MiB"\n[sys]\ninterval = "30s"\n[http]\nmax_body_bytes = "1MiB"\n',
     )
     settings = cfg.load(
         file,
@@ -47,6 +48,20 @@ def test_precedence_and_provenance(tmp_path: Path) -> None:
     assert config.mqtt_options["receive_maximum"] == 20
     assert config.sys_interval == 30.0
     assert config.sections["mqtt"]["port"] == 1901
+    # the [http] options, typed; access_log keeps the configuration's default (on)
+    assert config.http_options == HTTPSettings(
+        max_body_bytes=1024 * 1024, access_log=True, metrics_cursor_labels=False
+    )
+
+
+def test_http_options_are_typed() -> None:
+    """A mapping given in code becomes HTTPSettings; a misspelt name is refused."""
+    config = ServerConfig(http_options={"metrics_cursor_labels": True})
+    assert config.http_options == HTTPSettings(metrics_cursor_labels=True)
+    config.http_options = {"access_log": True}  # type: ignore[assignment]
+    assert config.http_options.access_log is True
+    with pytest.raises(TypeError, match="metric_labels"):
+        ServerConfig(http_options={"metric_labels": True})
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ import is still a dependency). The rules:
 * storage knows nothing above it (engine, protocols, APIs, security, the server);
 * the engine knows no adapter (protocols, APIs, the listeners, the server, the CLI);
 * the MQTT codec does no I/O: no trio, no sockets;
-* security sits below the APIs and protocols that use it.
+* security sits below the APIs and protocols that use it;
+* nothing in tidelog imports ``tidelog.testing``, ``tests`` or ``bench``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,18 @@ CODEC = [
     )
 ]
 """The sans-IO MQTT codec (tidelog/protocols/mqtt/__init__.py lists it)."""
+
+
+PRODUCT = (
+    "tidelog",
+    *(
+        f"tidelog.{path.name}." if path.is_dir() else f"tidelog.{path.stem}"
+        for path in sorted(PACKAGE.iterdir())
+        if path.name != "testing"
+        and ((path / "__init__.py").exists() or (path.suffix == ".py" and path.stem != "__init__"))
+    ),
+)
+"""Every module of tidelog but the harnesses of ``tidelog.testing``."""
 
 
 @attrs.frozen
@@ -76,6 +89,11 @@ RULES = [
         "the MQTT codec does no I/O",
         tuple(CODEC),
         ("trio", "trio_websocket", "socket", "ssl", "asyncio", "tidelog.engine"),
+    ),
+    Rule(
+        "nothing in tidelog imports the test and benchmark harnesses",
+        PRODUCT,
+        ("tidelog.testing", "tests", "bench"),
     ),
     Rule(
         "security sits below the APIs and protocols",
@@ -157,6 +175,8 @@ def test_every_rule_applies_to_existing_modules() -> None:
         ("tidelog.engine.cursors", "from ..api import rest"),
         ("tidelog.protocols.mqtt.decoder", "import trio"),
         ("tidelog.protocols.mqtt.encoder", "from trio import lowlevel"),
+        ("tidelog.server", "from tidelog.testing.server import HOST"),
+        ("tidelog.api.routes.events", "import bench.mqtt_load"),
         (
             "tidelog.security.http",
             "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"

@@ -17,7 +17,8 @@ import httpx
 import paho.mqtt.client as paho
 
 from tests.protocols.mqtt.server_helpers import Client, clients
-from tests.serve_process import Serve
+from tests.serve_process import start_server
+from tidelog.testing.server import ServerProcess
 
 # Every length around LMDB's 511-byte key limit (with and without the state
 # namespace's prefix), short ones, and the MQTT maximum of 65,535 bytes.
@@ -28,8 +29,8 @@ def topic_of(length: int, mark: str) -> str:
     return (f"{mark}/" + "x" * 65_535)[:length] if length > 2 else mark[:length]
 
 
-def serve(tmp_path: Path) -> Serve:
-    return Serve(
+def serve(tmp_path: Path) -> ServerProcess:
+    return start_server(
         tmp_path,
         "--storage",
         f"lmdb://{tmp_path}/data",

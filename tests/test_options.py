@@ -14,6 +14,7 @@ import pytest
 import tidelog.options  # noqa: F401  (declares the options)
 from tests.serve_process import run
 from tidelog import config as cfg
+from tidelog.mesh.config import optional_node_id
 from tidelog.server import ServerConfig
 
 TRUE_SPELLINGS: list[tuple[Any, str]] = [
@@ -84,6 +85,12 @@ def samples(kind: cfg.Kind) -> tuple[list[Sample], list[Any]]:
         return [("never", "never", "never"), ("interval:50", "interval:50", "interval:50")], [
             "sometimes"
         ]
+    if kind is optional_node_id:
+        return [
+            ("edge-1", "edge-1", "edge-1"),
+            ("core.eu_2", "core.eu_2", "core.eu_2"),
+            ("off", "off", None),
+        ], ["a/b", "-x", "x" * 65, NotText(5)]
     if kind is cfg.storage_url:
         return [("memory://", "memory://", "memory://")], ["ftp://x"]
     values = getattr(kind, "values", None)

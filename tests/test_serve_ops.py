@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.protocols.mqtt.server_helpers import Client, wait_for
-from tests.serve_process import Serve, run
+from tests.serve_process import run, start_server
 
 QUIET = ("--ws-port", "off", "--http-port", "off")
 
@@ -64,7 +64,7 @@ def test_every_listener_off_is_refused(tmp_path: Path) -> None:
 
 def test_locked_data_directory(tmp_path: Path) -> None:
     url = f"sqlite://{tmp_path}/log.db"
-    server = Serve(tmp_path, "--storage", url, "--mqtt-port", "0", *QUIET, expect=("MQTT",))
+    server = start_server(tmp_path, "--storage", url, "--mqtt-port", "0", *QUIET, expect=("MQTT",))
     try:
         result = run("serve", "--storage", url, "--mqtt-port", "0", *QUIET, cwd=tmp_path)
         assert result.returncode == 1
@@ -97,7 +97,7 @@ def test_bad_flag_value_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_sigterm_during_qos1_storm_keeps_every_acknowledged_event(tmp_path: Path) -> None:
     url = f"sqlite://{tmp_path}/log.db"
-    server = Serve(tmp_path, "--storage", url, "--mqtt-port", "0", *QUIET, expect=("MQTT",))
+    server = start_server(tmp_path, "--storage", url, "--mqtt-port", "0", *QUIET, expect=("MQTT",))
     port = server.ports["MQTT"]
     acked_ids: list[tuple[int, int]] = []  # (client, packet mid): mids stay below 65536
     disconnects: list[int] = []
@@ -164,10 +164,10 @@ def test_sys_topics(tmp_path: Path) -> None:
     made = run("passwd", str(tmp_path / "users"), "ops", "--password-stdin", "--scrypt-n",
                "1024", cwd=tmp_path, input="secret\n")  # fmt: skip
     assert made.returncode == 0, made.stderr
-    server = Serve(tmp_path, "--storage", "memory://", "--mqtt-port", "0", "--http-port", "0",
-                   "--ws-port", "off", "--set", "sys.interval=0.2",
-                   "--set", f"security.password_file={tmp_path / 'users'}",
-                   expect=("MQTT", "HTTP"), TIDELOG_SECURITY_SYS_USERS="ops")  # fmt: skip
+    server = start_server(tmp_path, "--storage", "memory://", "--mqtt-port", "0",
+                          "--http-port", "0", "--ws-port", "off", "--set", "sys.interval=0.2",
+                          "--set", f"security.password_file={tmp_path / 'users'}",
+                          expect=("MQTT", "HTTP"), TIDELOG_SECURITY_SYS_USERS="ops")  # fmt: skip
     port = server.ports["MQTT"]
     try:
         everything = Client(port, version=paho.MQTTv5)
@@ -207,8 +207,8 @@ def test_sys_topics(tmp_path: Path) -> None:
 
 
 def test_sys_topics_can_be_switched_off(tmp_path: Path) -> None:
-    server = Serve(tmp_path, "--storage", "memory://", "--mqtt-port", "0", *QUIET,
-                   expect=("MQTT",), TIDELOG_SYS_ENABLED="false")  # fmt: skip
+    server = start_server(tmp_path, "--storage", "memory://", "--mqtt-port", "0", *QUIET,
+                          expect=("MQTT",), TIDELOG_SYS_ENABLED="false")  # fmt: skip
     try:
         watcher = Client(server.ports["MQTT"], version=paho.MQTTv311)
         watcher.subscribe("$SYS/#", 0)
@@ -242,10 +242,10 @@ def _metrics(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
 
 
 def test_metrics_parse_and_move(tmp_path: Path) -> None:
-    server = Serve(tmp_path, "--storage", f"sqlite://{tmp_path}/log.db", "--mqtt-port", "0",
-                   "--http-port", "0", "--ws-port", "off", "--log-format", "json",
-                   "--set", "http.metrics_cursor_labels=yes",
-                   expect=("MQTT", "HTTP"))  # fmt: skip
+    server = start_server(tmp_path, "--storage", f"sqlite://{tmp_path}/log.db", "--mqtt-port", "0",
+                          "--http-port", "0", "--ws-port", "off", "--log-format", "json",
+                          "--set", "http.metrics_cursor_labels=yes",
+                          expect=("MQTT", "HTTP"))  # fmt: skip
     try:
         before = _metrics(server.url)
         mqtt = (("protocol", "mqtt"),)
@@ -311,8 +311,8 @@ async def test_sigterm_closes_native_websocket_with_going_away(tmp_path: Path) -
     import trio
     import trio_websocket
 
-    server = Serve(tmp_path, "--storage", "memory://", "--mqtt-port", "off", "--http-port",
-                   "off", "--ws-port", "0", expect=("WebSocket",))  # fmt: skip
+    server = start_server(tmp_path, "--storage", "memory://", "--mqtt-port", "off", "--http-port",
+                          "off", "--ws-port", "0", expect=("WebSocket",))  # fmt: skip
     try:
         async with trio_websocket.open_websocket(
             "127.0.0.1", server.ports["WebSocket"], "/v1/ws", use_ssl=False,

@@ -65,6 +65,31 @@ class Option:
         return f"{ENV_PREFIX}{self.section}_{self.name}".upper()
 
 
+@attrs.frozen
+class TableArray:
+    """An array of tables (``[[link]]``): from the TOML file only, never the
+    environment or flags; ``parse(tables, where)`` returns the parsed entries and
+    ``show(entry)`` a dict for ``config show``."""
+
+    name: str
+    parse: Callable[[Any, str], tuple[Any, ...]]
+    show: Callable[[Any], dict[str, Any]]
+    doc: str
+
+
+TABLE_ARRAYS: dict[str, TableArray] = {}
+"""``[[name]]`` -> how to parse and show it."""
+
+
+def table_array(
+    name: str,
+    parse: Callable[[Any, str], tuple[Any, ...]],
+    show: Callable[[Any], dict[str, Any]],
+    doc: str,
+) -> None:
+    TABLE_ARRAYS[name] = TableArray(name, parse, show, doc)
+
+
 SECTIONS: dict[str, str] = {}
 """Section name -> one-line description (in declaration order)."""
 OPTIONS: dict[str, Option] = {}
@@ -316,6 +341,9 @@ class Settings:
     """The effective configuration: every option's value and where it came from."""
 
     values: dict[str, Value]
+    tables: dict[str, tuple[Any, ...]] = attrs.field(factory=dict)
+    """``[[name]]`` arrays of tables, parsed (see :func:`table_array`)."""
+    table_sources: dict[str, str] = attrs.field(factory=dict)
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key].value
@@ -363,11 +391,20 @@ def load(
     """Defaults, then the file, then the environment, then ``flags`` (``key -> (value, flag)``)."""
     environ = os.environ if environ is None else environ
     values = {key: Value(opt.default, "default") for key, opt in OPTIONS.items()}
+    tables: dict[str, tuple[Any, ...]] = {name: () for name in TABLE_ARRAYS}
+    table_sources: dict[str, str] = {}
     if config_file is None and environ.get(CONFIG_ENV):
         config_file = environ[CONFIG_ENV]
     if config_file is not None:
         source = f"file {config_file}"
         for name, table in read_file(config_file).items():
+            if name in TABLE_ARRAYS:
+                try:
+                    tables[name] = TABLE_ARRAYS[name].parse(table, f"[[{name}]]")
+                except ValueError as exc:
+                    raise ConfigError(f"{config_file}: {exc}") from None
+                table_sources[name] = source
+                continue
             if name not in SECTIONS or not isinstance(table, dict):
                 raise ConfigError(
                     f"{config_file}: unknown section {name!r} (sections: {', '.join(SECTIONS)})"
@@ -383,9 +420,16 @@ def load(
                 values[opt.key] = attrs.evolve(values[opt.key], source=source)
     env_names = _env_names()
     section_prefixes = tuple(f"{ENV_PREFIX}{name}_".upper() for name in SECTIONS)
+    array_prefixes = tuple(f"{ENV_PREFIX}{name}_".upper() for name in TABLE_ARRAYS)
     for var in sorted(environ):
         opt = env_names.get(var)
         if opt is None:
+            if var.startswith(array_prefixes):
+                table = var[len(ENV_PREFIX) :].split("_")[0].lower()
+                raise ConfigError(
+                    f"environment variable {var}: [[{table}]] comes from the configuration "
+                    "file only"
+                )
             if var.startswith(section_prefixes):
                 raise ConfigError(f"environment variable {var}: no such option")
             continue
@@ -397,7 +441,7 @@ def load(
             raise ConfigError(f"{flag}: unknown option {key!r}")
         values[key] = _parse(opt, raw, flag)
         values[key] = attrs.evolve(values[key], source=f"flag {flag}")
-    return Settings(values)
+    return Settings(values, tables, table_sources)
 
 
 def parse_set(text: str) -> tuple[str, str]:
@@ -420,7 +464,7 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -440,6 +484,14 @@ def render(settings: Settings) -> str:
                 note += f"; effective: {opt.effective(settings)}"
             lines.append(f"{text.ljust(width)}  # {note}")
         lines.append("")
+    for name, array in TABLE_ARRAYS.items():
+        entries = settings.tables.get(name, ())
+        if not entries:
+            lines += [f"# [[{name}]]  {array.doc}: none", ""]
+        for entry in entries:
+            lines.append(f"[[{name}]]  # {settings.table_sources.get(name, 'default')}")
+            lines += [f"{key} = {_toml_value(value)}" for key, value in array.show(entry).items()]
+            lines.append("")
     return "\n".join(lines)
 
 

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from tidelog.api.settings import HTTPSettings, http_settings
 from tidelog.config import Settings
+from tidelog.mesh.config import LinkConfig
 from tidelog.protocols.mqtt.server import MQTTServer
 from tidelog.protocols.mqtt.settings import MQTTSettings
 from tidelog.security import Security, SecurityConfig
@@ -28,6 +30,7 @@ from tidelog.traffic import TrafficCounters
 
 if TYPE_CHECKING:
     from tidelog.engine import Broker
+    from tidelog.mesh.node import Mesh
 
 
 @attrs.define
@@ -49,15 +52,18 @@ class ServerConfig:
     broker_options: dict[str, Any] = attrs.field(factory=dict)
     mqtt_options: dict[str, Any] = attrs.field(factory=dict)
     """:class:`tidelog.protocols.mqtt.settings.MQTTSettings` fields."""
-    http_options: dict[str, Any] = attrs.field(factory=dict)
-    """``max_body_bytes``, ``access_log`` of the REST listener."""
+    http_options: HTTPSettings = attrs.field(factory=HTTPSettings, converter=http_settings)
+    """The REST listener's ``[http]`` settings (a mapping of their names is converted)."""
     sys_interval: float | None = None
     """Seconds between ``$SYS/broker/...`` updates over MQTT; None: none."""
     shutdown_timeout: float = 10.0
     """Seconds :func:`serve_until_signalled` waits for a clean shutdown before giving up."""
     node_id: str | None = None
-    """This node's name among the nodes serving one shared log (``[node] id``,
-    ``--node-id``); None: ``<host name>-<MQTT port>``."""
+    """``node.id`` (``--node-id``): this node's name in a mesh (None: the stable id stored
+    in the data directory) and among the nodes serving one shared log (None there:
+    ``<host name>-<MQTT port>``)."""
+    links: tuple[LinkConfig, ...] = ()
+    """``[[link]]``: the mesh links this node dials (docs/mesh.md)."""
     sections: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     """Every configuration section as loaded (see :mod:`tidelog.options`), for
     components that read their own section."""
@@ -89,11 +95,12 @@ class ServerConfig:
             storage_options=storage,
             broker_options=dict(sections["broker"]),
             mqtt_options=mqtt,
-            http_options={k: v for k, v in sections["http"].items() if k != "port"},
+            http_options=http_settings({k: v for k, v in sections["http"].items() if k != "port"}),
             security=SecurityConfig(**sections["security"]),
             sys_interval=sys["interval"] if sys["enabled"] else None,
             shutdown_timeout=sections["server"]["shutdown_timeout"],
             node_id=sections["node"]["id"],
+            links=tuple(settings.tables.get("link", ())),
             sections=sections,
         )
 
@@ -113,11 +120,17 @@ class ServerContext:
     """The MQTT connections by client id, the authentication hook, ``$SYS`` values."""
     traffic: TrafficCounters
     """Per-protocol connection, packet and byte counters (``/metrics``, ``$SYS``)."""
+    mesh: Mesh | None = None
+    """The node's mesh links (None for servers built without one, e.g. some tests)."""
 
     @classmethod
-    def create(cls, config: ServerConfig, broker: Broker, security: Security) -> ServerContext:
+    def create(
+        cls, config: ServerConfig, broker: Broker, security: Security, mesh: Mesh | None = None
+    ) -> ServerContext:
         """A context with fresh traffic counters and an MQTT server with the
-        configuration's MQTT settings."""
+        configuration's MQTT settings; ``mesh`` accepts links on the MQTT listeners."""
         traffic = TrafficCounters()
         mqtt = MQTTServer(broker, security, MQTTSettings(**config.mqtt_options), traffic)
-        return cls(config, broker, security, mqtt, traffic)
+        if mesh is not None:
+            mqtt.link_acceptor = mesh.accept
+        return cls(config, broker, security, mqtt, traffic, mesh)

@@ -27,8 +27,10 @@ from tidelog.config import (
     storage_url,
     string,
     string_list,
+    table_array,
 )
 from tidelog.engine.broker import BrokerOptions
+from tidelog.mesh.config import LinkConfig, optional_node_id, parse_links
 from tidelog.protocols.mqtt.settings import MQTTSettings
 from tidelog.security import SecurityConfig
 from tidelog.security.limits import MAX_NAME_BYTES
@@ -54,17 +56,6 @@ option(
     seconds,
     10.0,
     "seconds after SIGTERM/SIGINT before the process gives up waiting and exits non-zero",
-)
-
-section("node", "this node's name among the nodes that serve one shared log (docs/cluster.md)")
-option(
-    "node",
-    "id",
-    optional(string),
-    None,
-    "node name shown by GET /v1/cluster and tidelog cluster; empty: <host name>-<MQTT port>",
-    flag="--node-id",
-    env_aliases=["TIDELOG_NODE_ID"],
 )
 
 section("storage", "the log: backend URL, durability, segments, retention")
@@ -451,4 +442,21 @@ option(
     "text",
     "text: one human-readable line per record; json: one JSON object per line",
     flag="--log-format",
+)
+
+section("node", "this node in an event mesh (docs/mesh.md)")
+option(
+    "node",
+    "id",
+    optional_node_id,
+    None,
+    "the node's id, unique in the mesh; off: a stable id generated once and stored in the "
+    "data directory",
+    flag="--node-id",
+)
+table_array(
+    "link",
+    parse_links,
+    LinkConfig.shown,
+    "links this node dials (docs/mesh.md); from the TOML file only",
 )

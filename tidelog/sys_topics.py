@@ -62,6 +62,16 @@ def sys_values(context: ServerContext, now: float | None = None) -> dict[str, by
         "log/segments": stats.log.segments,
         "log/events/committed": stats.published,
     }
+    if context.mesh is not None:
+        values["node/id"] = context.mesh.node_id
+        for status in context.mesh.statuses.values():
+            link = f"links/{status.name}/"
+            values[link + "state"] = status.state
+            values[link + "lag"] = status.lag
+            values[link + "events/in"] = status.events_in
+            values[link + "events/out"] = status.events_out
+            values[link + "gaps"] = status.gaps
+            values[link + "gap-events"] = status.gap_events
     return {PREFIX + name: str(value).encode() for name, value in values.items()}
 
 

@@ -14,7 +14,9 @@ import trio
 
 from bench import mqtt_compare
 from bench.brokers import PEERS, RunningBroker, Tidelog
-from bench.mqtt_load import HEADER, SCENARIOS, Scenario, run_scenario
+from bench.load_clients import HEADER
+from bench.load_scenarios import SCENARIOS, Scenario
+from bench.mqtt_load import run_scenario
 from tidelog.protocols.mqtt import (
     Connack,
     Connect,

@@ -12,11 +12,9 @@ import pytest
 
 from bench import mqtt_compare
 from bench.brokers import PEERS, Peer, RunningBroker
-from bench.mqtt_load import (
-    SCENARIOS,
-    encode_publishes,
-    run_scenario,
-)
+from bench.load_clients import encode_publishes
+from bench.load_scenarios import SCENARIOS
+from bench.mqtt_load import run_scenario
 from tidelog.protocols.mqtt import Decoder, Publish, Role
 from tidelog.testing.mqtt_client import Target
 

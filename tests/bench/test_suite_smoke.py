@@ -15,7 +15,7 @@ import pytest
 
 from bench import charts
 from bench.brokers import PEERS, REPO
-from bench.mqtt_load import SCENARIOS
+from bench.load_scenarios import SCENARIOS
 
 AVAILABLE = [name for name, peer in PEERS.items() if peer.unavailable() is None]
 TIDELOG_ONLY = {"replay-engine", "read-engine", "read-storage", "scan-raw-lmdb", "catch-up"}

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve_process import Serve
+from tests.serve_process import start_server
+from tidelog.testing.server import ServerProcess
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Serve]:
-    serve = Serve(tmp_path, "--storage", f"sqlite://{tmp_path}/log.db", "--mqtt-port", "off",
-                  "--ws-port", "off", "--http-port", "0", expect=("HTTP",))  # fmt: skip
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    serve = start_server(tmp_path, "--storage", f"sqlite://{tmp_path}/log.db", "--mqtt-port", "off",
+                         "--ws-port", "off", "--http-port", "0", expect=("HTTP",))  # fmt: skip
     try:
         yield serve
     finally:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.serve_process import Serve, env, ok, run
+from tests.serve_process import env, ok, run
 from tidelog.cli import build_parser
+from tidelog.testing.server import ServerProcess
 
 
 def lines(text: str) -> list[dict[str, object]]:
@@ -30,7 +31,7 @@ def test_every_command_has_help_with_an_example(tmp_path: Path) -> None:
     assert result.returncode == 0 and "example:" in result.stdout
 
 
-def test_commands_against_a_server(tmp_path: Path, server: Serve) -> None:
+def test_commands_against_a_server(tmp_path: Path, server: ServerProcess) -> None:
     url = ("--url", server.url)
     assert "offset 0" in ok("publish", "sensors/1", "-m", "hello", *url, cwd=tmp_path)
     (tmp_path / "blob").write_bytes(b"\x00\xffbinary")

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import httpx
 
-from tests.serve_process import Serve, ok, run
+from tests.serve_process import ok, run
+from tidelog.testing.server import ServerProcess
 
 MiB = 1024 * 1024
 
 
-def test_publish_a_large_file_as_bytes(tmp_path: Path, server: Serve) -> None:
+def test_publish_a_large_file_as_bytes(tmp_path: Path, server: ServerProcess) -> None:
     """13 MiB fits the default 16 MiB body limit as raw bytes (as base64 in JSON it
     would not); past the limit the server's 413 is shown, not a broken pipe."""
     payload = bytes(range(256)) * (13 * MiB // 256)
@@ -45,7 +46,7 @@ def test_publish_a_large_file_as_bytes(tmp_path: Path, server: Serve) -> None:
     assert last["events"][0]["retain"] is True
 
 
-def test_consume_from_a_cursor(tmp_path: Path, server: Serve) -> None:
+def test_consume_from_a_cursor(tmp_path: Path, server: ServerProcess) -> None:
     url = ("--url", server.url)
     for topic in ("orders/1", "audit/1", "orders/2", "audit/2", "audit/3", "orders/3"):
         ok("publish", topic, "-m", topic, *url, cwd=tmp_path)
@@ -93,7 +94,7 @@ def test_consume_from_a_cursor_on_storage(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "no cursor named 'nobody'" in missing.stderr
 
 
-def test_stats_prints_times_people_read(tmp_path: Path, server: Serve) -> None:
+def test_stats_prints_times_people_read(tmp_path: Path, server: ServerProcess) -> None:
     ok("publish", "a/b", "-m", "x", "--url", server.url, cwd=tmp_path)
     out = ok("stats", "--url", server.url, cwd=tmp_path)
     stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \(\d+ s ago\)"

@@ -1,13 +1,13 @@
 """Crash harness: kill -9 a loaded ``tidelog serve`` again and again, check every promise.
 
-    python -m bench.crash                      # 100 kills on the default backend
-    python -m bench.crash --kills 20 --storage sqlite:///tmp/crash/log.db
+    python -m tests.crash.harness                  # 100 kills on the default backend
+    python -m tests.crash.harness --kills 20 --storage sqlite:///tmp/crash/log.db
 
 ``tests/crash/`` runs the same harness with fewer kills in CI.
 
 Theory of operation
 -------------------
-A ``tidelog serve`` subprocess (:class:`ServerProcess`) runs on a data
+A ``tidelog serve`` subprocess (:class:`~tidelog.testing.server.HarnessServer`) runs on a data
 directory that outlives it. While it runs, this process drives mixed load at it:
 
 * a QoS 1 publisher (MQTT 5, clean session) that resends what was not
@@ -44,11 +44,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import re
-import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -74,97 +71,11 @@ from tidelog.protocols.mqtt import (
 from tidelog.storage import open_log
 from tidelog.testing.mqtt_client import ClientConnection, LoadError, Target
 from tidelog.testing.mqtt_client import encoded_ack as _ack
+from tidelog.testing.server import HOST, HarnessServer, default_storage
 
-ROOT = Path(__file__).resolve().parents[2]
-HOST = "127.0.0.1"
 FILTER = "crash/#"
 CLIENT_ERRORS = (LoadError, OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 """What a client sees when the server dies under it."""
-_LISTENING = re.compile(rb"(\S+) listening on [^ ]+:(\d+)")
-
-
-def default_storage(directory: Path) -> str:
-    """The default backend (LMDB) when this checkout has it, SQLite until then."""
-    try:
-        import tidelog.storage.lmdb_log  # noqa: F401
-    except ImportError:
-        return f"sqlite://{directory.resolve()}/log.db"
-    return f"lmdb://{directory.resolve()}/data"
-
-
-# -- the server ------------------------------------------------------------------------
-
-
-class ServerProcess:
-    """``python -m tidelog serve`` as a subprocess; stderr goes to ``log_path``."""
-
-    def __init__(self, storage: str, log_path: Path, *, nofile: int | None = None) -> None:
-        self.storage = storage
-        self.log_path = log_path
-        self.nofile = nofile
-        self.process: subprocess.Popen[bytes] | None = None
-        self.ports: dict[str, int] = {}
-
-    def _preexec(self) -> None:
-        if self.nofile is not None:
-            import resource
-
-            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
-
-    async def start(self, mqtt_port: int = 0, http_port: int = 0, timeout: float = 30) -> None:
-        """Start and wait for the ready lines of both listeners."""
-        assert self.process is None or self.process.poll() is not None
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as stderr:
-            self.process = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "tidelog", "serve", "--storage", self.storage),
-                    *("--bind", HOST, "--mqtt-port", str(mqtt_port)),
-                    *("--http-port", str(http_port), "--ws-port", "off"),
-                    *("--mqtt-tls-port", "off"),
-                ],
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-                preexec_fn=self._preexec if self.nofile is not None else None,
-            )
-        deadline = trio.current_time() + timeout
-        while trio.current_time() < deadline:
-            with self.log_path.open("rb") as f:
-                f.seek(offset)
-                found = {m[1].decode(): int(m[2]) for m in _LISTENING.finditer(f.read())}
-            if "MQTT" in found and "HTTP" in found:
-                self.ports = found
-                return
-            if self.process.poll() is not None:
-                break
-            await trio.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"tidelog serve did not start; see {self.log_path}:\n{self.tail()}")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    async def terminate(self, timeout: float = 30) -> int:
-        """SIGTERM; the exit status (the process is killed if it takes too long)."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(timeout):
-            while self.process.poll() is None:
-                await trio.sleep(0.05)
-        if self.process.poll() is None:
-            self.kill()
-            return -9
-        return self.process.returncode
-
-    def tail(self, lines: int = 30) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 # -- clients ---------------------------------------------------------------------------
@@ -633,7 +544,7 @@ class Harness:
         self.max_life = max_life
         self.rng = random.Random(seed)
         self.report = report
-        self.server = ServerProcess(self.storage, directory / "server.log")
+        self.server = HarnessServer(self.storage, directory / "server.log")
         self.totals = Totals()
         self.publishers = [
             MQTTPublisher(self, "q1", qos=1, level=5),
@@ -754,7 +665,7 @@ class Harness:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.crash", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.crash.harness", description=__doc__)
     parser.add_argument("--kills", type=int, default=100)
     parser.add_argument("--storage", help="storage URL (default: the default backend)")
     parser.add_argument("--directory", type=Path, help="data directory (default: a temp dir)")

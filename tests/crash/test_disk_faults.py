@@ -21,9 +21,10 @@ import httpx
 import pytest
 import trio
 
-from tests.crash.harness import HOST, ServerProcess, default_storage, read_everything
+from tests.crash.harness import read_everything
 from tidelog.protocols.mqtt import Puback, Publish, encode
 from tidelog.testing.mqtt_client import ClientConnection, LoadError, Target
+from tidelog.testing.server import HOST, HarnessServer, default_storage
 
 ROOT = Path(__file__).resolve().parents[2]
 PAYLOAD = 32 * 1024
@@ -85,7 +86,7 @@ def payloads(tag: str, count: int) -> list[bytes]:
 async def test_full_disk_refuses_clearly_and_recovers_by_itself(
     small_disk: Path, tmp_path: Path
 ) -> None:
-    server = ServerProcess(default_storage(small_disk), tmp_path / "server.log")
+    server = HarnessServer(default_storage(small_disk), tmp_path / "server.log")
     await server.start()
     acked: list[bytes] = []
     try:

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.live_fuzz import run
-from tests.crash.harness import ServerProcess, default_storage
+from tests.crash.live_fuzz import run
+from tidelog.testing.server import HarnessServer, default_storage
 
 pytestmark = pytest.mark.slow
 
 
 async def test_hostile_connections_do_not_disturb_good_ones(tmp_path: Path) -> None:
-    server = ServerProcess(default_storage(tmp_path), tmp_path / "server.log")
+    server = HarnessServer(default_storage(tmp_path), tmp_path / "server.log")
     await server.start()
     try:
         result = await run(server, seconds=8, connections=60, seed=int(time.time()))

@@ -1,7 +1,7 @@
 """Overload through ``tidelog serve``: a connection flood past the file descriptor
 limit, thousands of connections held, a publisher far faster than its consumers.
 
-``bench/overload.py`` runs the same with 10,000 connections.
+``tidelog/testing/overload.py`` runs the same with 10,000 connections.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import trio
 
-from bench.overload import (
+from tidelog.testing.mqtt_client import ClientConnection, Target
+from tidelog.testing.overload import (
     MEBIBYTE,
     hold_connections,
     open_idle_sockets,
     round_trip,
     stalled_subscribers_catch_up,
 )
-from tests.crash.harness import HOST, ServerProcess, default_storage
-from tidelog.testing.mqtt_client import ClientConnection, Target
+from tidelog.testing.server import HOST, HarnessServer, default_storage
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ async def test_connection_flood_past_the_fd_limit(tmp_path: Path) -> None:
     accept backs off (trio's serve_listeners on EMFILE), clients already connected
     keep publishing and receiving, and new clients get in once the flood ends."""
     raise_own_nofile(2048)
-    server = ServerProcess(default_storage(tmp_path), tmp_path / "server.log", nofile=200)
+    server = HarnessServer(default_storage(tmp_path), tmp_path / "server.log", nofile=200)
     await server.start()
     try:
         target = Target(HOST, server.ports["MQTT"])
@@ -74,7 +74,7 @@ async def test_connection_flood_past_the_fd_limit(tmp_path: Path) -> None:
 async def test_thousands_of_connections_held(tmp_path: Path) -> None:
     count = 3000
     raise_own_nofile(count + 512)
-    server = ServerProcess(default_storage(tmp_path), tmp_path / "server.log")
+    server = HarnessServer(default_storage(tmp_path), tmp_path / "server.log")
     await server.start()
     try:
         assert server.process is not None
@@ -92,7 +92,7 @@ async def test_thousands_of_connections_held(tmp_path: Path) -> None:
 
 
 async def test_publisher_far_faster_than_consumers(tmp_path: Path) -> None:
-    server = ServerProcess(default_storage(tmp_path), tmp_path / "server.log")
+    server = HarnessServer(default_storage(tmp_path), tmp_path / "server.log")
     await server.start()
     try:
         result = await stalled_subscribers_catch_up(

@@ -19,7 +19,8 @@ import trio_websocket
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.serve_process import Serve
+from tests.serve_process import start_server
+from tidelog.testing.server import ServerProcess
 
 # short names of any characters, names around the storage limits (500-520 bytes),
 # and long runs of one character up to past MQTT's 65,535-byte strings
@@ -31,11 +32,11 @@ names = st.one_of(
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve, Path]]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Path]]:
     directory = tmp_path_factory.mktemp("names")
     data = f"lmdb://{directory}/data"
-    serve = Serve(directory, "--storage", data, "--mqtt-port", "off", "--ws-port", "0",
-                  "--http-port", "0", expect=("WebSocket", "HTTP"))  # fmt: skip
+    serve = start_server(directory, "--storage", data, "--mqtt-port", "off", "--ws-port", "0",
+                         "--http-port", "0", expect=("WebSocket", "HTTP"))  # fmt: skip
     try:
         yield serve, directory
     finally:
@@ -128,7 +129,7 @@ async def ws_check(port: int, name: str) -> None:
 @given(name=names)
 @example(name="a/\ud800")  # a lone surrogate (JSON may carry one as an escape)
 @example(name="x" * 511)
-def test_arbitrary_names_get_a_clear_answer(server: tuple[Serve, Path], name: str) -> None:
+def test_arbitrary_names_get_a_clear_answer(server: tuple[ServerProcess, Path], name: str) -> None:
     serve, _ = server
     # a connection per request: a refusal sent before the body was read ends the
     # connection, and a reused one would race with that close
@@ -151,13 +152,13 @@ def test_arbitrary_names_get_a_clear_answer(server: tuple[Serve, Path], name: st
     assert httpx.get(f"{serve.url}/healthz").status_code == 200
 
 
-def test_restarts_cleanly_afterwards(server: tuple[Serve, Path]) -> None:
+def test_restarts_cleanly_afterwards(server: tuple[ServerProcess, Path]) -> None:
     """Runs after the property (file order): stop, start on the same data, serve."""
     serve, directory = server
     assert serve.process.poll() is None, "".join(serve.lines[-20:])
     assert serve.stop() == 0, "".join(serve.lines[-20:])
-    again = Serve(directory, "--storage", f"lmdb://{directory}/data", "--mqtt-port", "off",
-                  "--ws-port", "off", "--http-port", "0", expect=("HTTP",))  # fmt: skip
+    again = start_server(directory, "--storage", f"lmdb://{directory}/data", "--mqtt-port", "off",
+                         "--ws-port", "off", "--http-port", "0", expect=("HTTP",))  # fmt: skip
     try:
         assert httpx.get(f"{again.url}/healthz").status_code == 200
         assert httpx.get(f"{again.url}/v1/cursors").status_code == 200

@@ -90,6 +90,11 @@ class BrokerCollector(Collector):
             "Feeds that fell behind and read from the log.",
             stats.feeds_catching_up,
         )
+        yield gauge(
+            "waiting_reads",
+            "Reads long-polling for a first event (REST long-polls, cursor fetches).",
+            stats.waiting_reads,
+        )
         yield gauge("subscriptions", "Live topic-filter subscriptions.", stats.subscriptions)
         yield gauge("retained_messages", "Retained messages held.", stats.retained)
         yield gauge("sessions", "Stored MQTT sessions.", stats.sessions)

@@ -30,7 +30,7 @@ from fastapi.staticfiles import StaticFiles
 import tidelog
 from tidelog.api import metrics, problems
 from tidelog.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, Utf8PathMiddleware
-from tidelog.api.routes import RESOURCES
+from tidelog.api.routes import RESOURCES, links
 from tidelog.api.shapes import BatchIn
 from tidelog.security.http import AuthMiddleware
 from tidelog.security.tls import server_context
@@ -85,6 +85,7 @@ def create_app(
     problems.install(app)
     for router in RESOURCES:
         app.include_router(router)
+    links.register_metrics(app.state.registry, context.mesh)
     app.mount("/docs/assets", StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui")
     app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
     return app
@@ -127,13 +128,13 @@ async def serve_http(
     app = create_app(
         context,
         ws_port=config.ws_port,
-        max_body_bytes=http_options.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES),
-        metrics_cursor_labels=http_options.get("metrics_cursor_labels", False),
+        max_body_bytes=http_options.max_body_bytes,
+        metrics_cursor_labels=http_options.metrics_cursor_labels,
     )
     hc = hypercorn.config.Config()
     hc.bind = [_bind(host, port)]
     hc.graceful_timeout = GRACEFUL_SHUTDOWN_SECONDS
-    hc.accesslog = logging.getLogger("tidelog.access") if http_options.get("access_log") else None
+    hc.accesslog = logging.getLogger("tidelog.access") if http_options.access_log else None
     hc.access_log_format = (
         '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'  # remote, request, status, bytes, time
     )

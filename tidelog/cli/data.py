@@ -13,7 +13,8 @@ The dump format is JSON lines, one record per line, ``type`` first:
   "hop_path"; absent in older dumps)}`` — every stored event, in offset order;
 * ``{"type": "cursor", "name", "position", "metadata"}``;
 * ``{"type": "state", "namespace", "key", "value" (base64)}`` — the engine's
-  durable state (retained messages, MQTT sessions, pending wills);
+  durable state (retained messages, MQTT sessions, pending wills, mesh link
+  positions);
 * ``{"type": "end", "events": N}`` — written last, so a truncated dump is
   detected on load.
 
@@ -43,6 +44,7 @@ from tidelog.cli.common import (
 from tidelog.engine.retained import NAMESPACE as RETAINED
 from tidelog.engine.sessions import NAMESPACE as SESSIONS
 from tidelog.engine.wills import NAMESPACE as WILLS
+from tidelog.mesh.positions import NAMESPACE as MESH
 from tidelog.storage import (
     CursorState,
     Event,
@@ -56,8 +58,9 @@ from tidelog.storage.records import CorruptRecordError
 
 DUMP_FORMAT = "tidelog-dump"
 DUMP_VERSION = 1
-STATE_NAMESPACES = (RETAINED, SESSIONS, WILLS)
-"""The engine's state namespaces a dump carries."""
+STATE_NAMESPACES = (RETAINED, SESSIONS, WILLS, MESH)
+"""The state namespaces a dump carries: the engine's and the mesh's link positions (not
+the node's identity: a loaded log is a new incarnation, docs/mesh.md)."""
 READ_BATCH = 10_000
 LOAD_BATCH_BYTES = 16 * 1024 * 1024
 

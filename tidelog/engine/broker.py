@@ -104,6 +104,8 @@ class BrokerStatistics:
     """Times a subscriber fell behind and switched to reading the log."""
     feeds: int
     feeds_catching_up: int
+    waiting_reads: int
+    """Reads long-polling for a first event (REST long-polls, cursor fetches that wait)."""
     subscriptions: int
     retained: int
     sessions: int
@@ -186,6 +188,7 @@ class Broker:
         self._shared: dict[tuple[str, str], tuple[Feed, list[int]]] = {}
         self._topic_counts: Counter[str] = Counter()
         self._commit_hooks: list[Callable[[list[Event]], None]] = []
+        self._waiting_reads = 0
         self.closed = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -312,8 +315,16 @@ class Broker:
 
     @property
     def end_offset(self) -> int:
-        """The offset after the last event fanned out (what ``latest`` means)."""
+        """The offset after the last event fanned out (what ``latest`` means). Every
+        publish callback of the events below it has run."""
         return self.fanout.dispatched_end
+
+    @property
+    def append_horizon(self) -> int:
+        """An upper bound on offsets already promised: events submitted now are stored
+        at or above :attr:`end_offset` and below this plus their own count (the
+        events queued or being committed come first)."""
+        return self.fanout.dispatched_end + self._writer.outstanding
 
     # -- subscribing -----------------------------------------------------------------
 
@@ -358,6 +369,25 @@ class Broker:
                 break
             start = result.next_offset
         return total
+
+    async def published_by(self, client_id: str, start: int, end: int) -> list[Event]:
+        """The events from ``start`` to ``end`` (exclusive) whose provenance names
+        ``client_id`` as their publisher, in offset order. Reads every event of the
+        range (there is no index by publisher): callers keep the range small. The MQTT
+        adapter rebuilds a session's inbound QoS 2 state with it after a crash."""
+        found: list[Event] = []
+        start = max(start, (await self.log.state()).first_offset)
+        while start < end:
+            result = await self.log.read(start, None, limit=COUNT_PAGE_EVENTS, end=end)
+            found += [
+                event
+                for event in result.events
+                if event.provenance is not None and event.provenance.client_id == client_id
+            ]
+            if result.next_offset <= start:
+                break
+            start = result.next_offset
+        return found
 
     def open_feed(
         self,
@@ -470,8 +500,12 @@ class Broker:
                 return result
             if wait is None or trio.current_time() >= deadline:
                 return result
-            with trio.move_on_at(deadline):
-                await self.log.wait_for_append(start)
+            self._waiting_reads += 1
+            try:
+                with trio.move_on_at(deadline):
+                    await self.log.wait_for_append(start)
+            finally:
+                self._waiting_reads -= 1
 
     async def replay(
         self,
@@ -494,6 +528,17 @@ class Broker:
             if result.next_offset <= position:
                 break
             position = result.next_offset
+
+    # -- state of adapters (the mesh's identity and link positions) -----------------
+
+    async def load_state(self, namespace: str) -> dict[str, bytes]:
+        """Every key of a state namespace kept in the log's metadata (for components
+        above the engine that keep small durable state, such as the mesh)."""
+        return await self.log.list_state(namespace)
+
+    async def save_state(self, namespace: str, items: dict[str, bytes | None]) -> None:
+        """Set (None: delete) keys of a state namespace; returns once durable."""
+        await self._state_writer.put(namespace, items)
 
     # -- cursors ---------------------------------------------------------------------
 
@@ -578,6 +623,11 @@ class Broker:
     def cancel_will(self, key: str) -> bool:
         return self.wills.cancel(key)
 
+    def subscription_filters(self) -> set[str]:
+        """The filters someone on this broker wants: live subscriptions and those of
+        persistent sessions, connected or not (the mesh advertises them upstream)."""
+        return self.fanout.subscription_filters() | self.sessions.subscription_filters()
+
     # -- statistics ------------------------------------------------------------------
 
     def statistics(self) -> BrokerStatistics:
@@ -589,6 +639,7 @@ class Broker:
             catch_ups=self.fanout.catch_ups,
             feeds=len(feeds),
             feeds_catching_up=sum(1 for f in feeds if not f.live),
+            waiting_reads=self._waiting_reads,
             subscriptions=self.fanout.subscription_count,
             retained=len(self.retained),
             sessions=len(self.sessions),

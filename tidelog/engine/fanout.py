@@ -355,6 +355,10 @@ class FanOut:
     def subscription_count(self) -> int:
         return len(self._trie)
 
+    def subscription_filters(self) -> set[str]:
+        """Every filter a live subscription uses (shared ones by their inner filter)."""
+        return {topic_filter for topic_filter, _ in self._trie.filters()}
+
     def _add(self, sub: FeedSubscription) -> None:
         self._trie.add(sub.topic_filter, sub)
         self._routes.clear()

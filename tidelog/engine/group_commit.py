@@ -109,6 +109,10 @@ class GroupCommitWriter:
         self._idle.set()
         self._closing = False
         self._stats = WriterStatistics()
+        self.outstanding = 0
+        """Events submitted and neither stored nor refused yet (queued or being
+        committed): every event submitted now gets an offset below the log's
+        dispatched end plus this plus its own submission's length."""
 
     # -- submitting ------------------------------------------------------------------
 
@@ -125,6 +129,7 @@ class GroupCommitWriter:
             callback([])
             return
         submission = _Submission(events, callback)
+        self.outstanding += len(events)
         self._pending.append(submission)
         self._pending_bytes += submission.size
         self._stats.pending_events += len(events)
@@ -212,10 +217,12 @@ class GroupCommitWriter:
                     await self._commit([submission])
                 return
             self._stats.failed_submissions += len(batch)
+            self.outstanding -= sum(len(s.events) for s in batch)
             for submission in batch:
                 _call(submission.callback, exc)
             return
         elapsed = time.perf_counter() - started
+        self.outstanding -= len(stored)
         stats = self._stats
         stats.batches += 1
         stats.events += len(stored)

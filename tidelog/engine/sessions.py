@@ -92,11 +92,16 @@ class SessionStore:
         """The owner each session is counted for in ``_owned`` (a session's owner may
         be set after it was loaded: an old session claimed)."""
         self.expired = 0
+        self._unclean: dict[str, int] = {}
+        """Sessions loaded that were connected when the broker stopped (a crash: their
+        connection could not save them last), and the log's end at load."""
 
     async def load(self) -> None:
         """Load every session; ones that were connected when the broker stopped count as
-        disconnected now (their expiry starts again)."""
+        disconnected now (their expiry starts again), and are noted for
+        :meth:`take_unclean`."""
         now = self._clock()
+        end = (await self._log.state()).next_offset
         for client_id, raw in (await self._log.list_state(NAMESPACE)).items():
             try:
                 session = Session.from_json(raw)
@@ -111,6 +116,7 @@ class SessionStore:
                 continue
             if session.disconnected_at is None:
                 session.disconnected_at = now
+                self._unclean[client_id] = end
             self._sessions[client_id] = session
             self._count(session)
 
@@ -133,11 +139,23 @@ class SessionStore:
         self._count(session)
         return session
 
+    def subscription_filters(self) -> set[str]:
+        """Every filter a stored persistent session subscribes to (connected or not)."""
+        return {f for session in self._sessions.values() for f in session.subscriptions}
+
     def __len__(self) -> int:
         return len(self._sessions)
 
     def get(self, client_id: str) -> Session | None:
         return self._sessions.get(client_id)
+
+    def take_unclean(self, client_id: str) -> int | None:
+        """If the stored session of ``client_id`` was loaded as left by a crash (its
+        client was connected when the broker stopped, so its last changes may not be
+        saved) and is not yet taken over: the log's end at load, else None. Asked once:
+        the protocol that resumes the session repairs it from the log (what its client
+        published after the session's last save is in the log, below that end)."""
+        return self._unclean.pop(client_id, None)
 
     def owned(self, owner: str) -> int:
         """How many stored sessions belong to ``owner``."""
@@ -154,6 +172,7 @@ class SessionStore:
         await self._writer.put(NAMESPACE, {session.client_id: session.to_json()})
 
     async def delete(self, client_id: str) -> bool:
+        self._unclean.pop(client_id, None)
         session = self._sessions.pop(client_id, None)
         existed = session is not None
         if session is not None:
@@ -180,6 +199,7 @@ class SessionStore:
         if gone:
             for client_id in gone:
                 del self._sessions[client_id]
+                self._unclean.pop(client_id, None)
                 self._disown(client_id)
             await self._writer.put(NAMESPACE, dict.fromkeys(gone))
             self.expired += len(gone)

@@ -11,7 +11,8 @@ ACL file syntax (one rule a line, ``#`` starts a comment)::
     allow publish,subscribe devices/%c/#
 
 A rule is ``allow|deny RIGHTS PATTERN``: RIGHTS is ``all`` or a comma-separated
-list of ``publish``, ``subscribe`` and ``read``; PATTERN is an MQTT topic
+list of ``publish``, ``subscribe``, ``read`` and ``link`` (mesh links; ``all``
+does not include it); PATTERN is an MQTT topic
 filter in which ``%u`` is the user name and ``%c`` the client id. Rules before
 the first section header belong to ``all``. The rules that apply to a client
 are those of ``all``, plus those of its ``user`` section (or ``anonymous``).
@@ -58,6 +59,10 @@ class Right(enum.Flag):
     READ = enum.auto()
     """History: reads and replay from an offset or time, cursors."""
     ALL = PUBLISH | SUBSCRIBE | READ
+    """What ``all`` grants in an ACL file (not LINK)."""
+    LINK = enum.auto()
+    """Mesh links (``tidelog.mesh``): pull the filter's events from this node over a
+    link, and push events on those topics into it. Never part of ``all``."""
 
 
 class Grant(enum.Enum):
@@ -254,7 +259,12 @@ class ACL(Policy):
         return Grant.PER_TOPIC if overlapped else Grant.FULL
 
 
-_RIGHT_NAMES = {"publish": Right.PUBLISH, "subscribe": Right.SUBSCRIBE, "read": Right.READ}
+_RIGHT_NAMES = {
+    "publish": Right.PUBLISH,
+    "subscribe": Right.SUBSCRIBE,
+    "read": Right.READ,
+    "link": Right.LINK,
+}
 
 
 def parse_acl(text: str, source: str = "<acl>") -> dict[str, list[Rule]]:
@@ -290,7 +300,7 @@ def parse_acl(text: str, source: str = "<acl>") -> dict[str, list[Rule]]:
                 rights |= _RIGHT_NAMES[name]
             else:
                 raise SecurityConfigError(
-                    f"{where}: unknown right {name!r} (publish, subscribe, read or all)"
+                    f"{where}: unknown right {name!r} (publish, subscribe, read, link or all)"
                 )
         pattern = words[2]
         try:

@@ -1,5 +1,5 @@
 """A short coverage-guided fuzz run (atheris) of the MQTT decoder and of a live
-connection, as CI can afford; ``bench/fuzz_mqtt.py`` runs them for hours."""
+connection, as CI can afford; ``tests/protocols/mqtt/fuzz_targets.py`` runs them for hours."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_short_fuzz_run_finds_nothing(target: str, tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     result = subprocess.run(
         [
-            *(sys.executable, "-m", "bench.fuzz_mqtt", target, str(corpus)),
+            *(sys.executable, "-m", "tests.protocols.mqtt.fuzz_targets", target, str(corpus)),
             f"-max_total_time={SECONDS}",
             f"-artifact_prefix={tmp_path}/",
         ],
@@ -37,8 +37,8 @@ def test_short_fuzz_run_finds_nothing(target: str, tmp_path: Path) -> None:
 
 
 def test_seed_corpus_decodes_cleanly() -> None:
-    from bench.fuzz_mqtt import close_live_broker, fuzz_connection, fuzz_decoder
-    from bench.mqtt_corpus import seed_corpus
+    from tests.protocols.mqtt.corpus import seed_corpus
+    from tests.protocols.mqtt.fuzz_targets import close_live_broker, fuzz_connection, fuzz_decoder
 
     for seed in seed_corpus():
         fuzz_decoder(seed)

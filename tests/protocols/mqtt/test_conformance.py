@@ -1,5 +1,5 @@
 """Tests for statements of the MQTT 5.0 / 3.1.1 specifications that the conformance
-matrix (docs/mqtt-conformance.md) found without a test: the keep-alive cap, message
+matrix (docs/mqtt.md, "Conformance matrix") found without a test: the keep-alive cap, message
 expiry wherever a copy waits, and the graceful close after a final CONNACK or
 DISCONNECT. The sans-IO session is driven directly where the wire does not matter."""
 

@@ -1,6 +1,6 @@
-"""docs/mqtt-conformance.md stays true: every test it cites exists (and every
-parametrized case it names), every row has a known status, and the totals it gives
-are the totals of its rows."""
+"""The conformance matrix (docs/mqtt.md, section "Conformance matrix") stays true:
+every test it cites exists (and every parametrized case it names), every row has a
+known status, and the totals it gives are the totals of its rows."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
-DOC = ROOT / "docs" / "mqtt-conformance.md"
+DOC = ROOT / "docs" / "mqtt.md"
 ROW = re.compile(r"^\| \[MQTT-([\d.]+-\d+)\] \| [^|]+ \| (tested|n/a|gap) \| (.*) \|$")
 CITED = re.compile(r"`((?:tests/[\w/]+/)?test_\w+\.py)::(\w+)(?:\[([^\]]+)\])?`")
 TOTAL = re.compile(r"^\| (5\.0|3\.1\.1) \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|$")
@@ -20,8 +20,8 @@ def rows() -> dict[str, list[tuple[str, str, str]]]:
     found: dict[str, list[tuple[str, str, str]]] = {"5.0": [], "3.1.1": []}
     version = None
     for line in DOC.read_text().splitlines():
-        if line.startswith("## MQTT "):
-            version = line.removeprefix("## MQTT ").strip()
+        if line.startswith("### MQTT "):
+            version = line.removeprefix("### MQTT ").strip()
         elif (match := ROW.match(line)) is not None:
             assert version in found, f"a row outside a version section: {line}"
             found[version].append(match.groups())  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """QoS 2 on persistent sessions across a crash: every ack that lets the client move on
 is sent only once the stored session agrees with it.
 
-Found by the crash harness (bench/crash.py): with saves coalesced, PUBCOMP went out
+Found by the crash harness (tests/crash/harness.py): with saves coalesced, PUBCOMP went out
 while the stored session still listed the packet identifier as received, so after a
 kill -9 the client's next PUBLISH reusing that identifier was answered as a resend
 and never stored (acknowledged and lost). On the outbound side, a QoS 2 message sent
@@ -76,4 +76,29 @@ def test_qos2_delivery_is_stored_before_it_is_sent_and_rel_before_pubrel(
     assert delivery.packet_id in inflight["rel"], inflight
     subscriber.send(Pubcomp(delivery.packet_id))
     subscriber.close()
+    publisher.close()
+
+
+def test_shared_qos2_delivery_is_stored_before_it_is_sent(make_server: Any) -> None:
+    """A persistent member's QoS 2 message from a shared group is in the stored session
+    (``shared``) before the PUBLISH goes: after a crash it is sent again with its
+    identifier ([MQTT-4.8.2-4]), never lost to the session while the client still
+    holds the identifier (and would drop a new message reusing it as a resend)."""
+    server = make_server(session_save_interval=60)
+    member = RawClient(server.port)
+    member.connect("q2-member", clean=False)
+    member.send(Subscribe(1, [Subscription("$share/g/shared/#", 2)]))
+    member.expect(Suback)
+    publisher = RawClient(server.port)
+    publisher.connect("q2-shared-pub")
+    publisher.send(Publish("shared/t", b"one", 2, packet_id=1))
+    publisher.expect(Pubrec)
+    delivery = member.expect(Publish)
+    assert delivery.qos == 2
+    shared = stored_session(server, "q2-member")["inflight"].get("shared", {})
+    assert [pid for _, pid in shared.get("$share/g/shared/#", [])] == [delivery.packet_id]
+    member.send(Pubrec(delivery.packet_id))
+    assert member.expect(Pubrel).packet_id == delivery.packet_id
+    member.send(Pubcomp(delivery.packet_id))
+    member.close()
     publisher.close()

@@ -37,9 +37,9 @@ from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.protocols.mqtt.replies import Close
 from tidelog.protocols.mqtt.session import MQTTSession, PublishRequest
 from tidelog.protocols.mqtt.settings import MQTTSettings
-from tidelog.protocols.mqtt.stored_session import Inflight, SubOptions
+from tidelog.protocols.mqtt.stored_session import RX_WINDOW, Inflight, SubOptions
 from tidelog.security.acl import Access, Policy, Principal
-from tidelog.storage import Event
+from tidelog.storage import Event, Provenance
 
 
 class Shell:
@@ -464,3 +464,47 @@ def test_pubrel_before_pubrec_leaves_the_message_pending() -> None:
     shell.receive(Pubrel(2))
     assert [type(p) for p in shell.sent()] == [Pubcomp]
     assert core.rx == {} and core.rx_count == 0
+
+
+def test_inbound_qos2_rx_end_is_stored_while_a_publish_may_be_unrecorded() -> None:
+    """A persistent session tells a recovery where its client's QoS 2 events not yet in
+    ``in`` may lie (``rx_end``), and only while there may be some; a QoS 2 PUBLISH is
+    submitted only once the stored session says so (the fence)."""
+    core, shell = make(persistent=True, session=Session("dev", expiry_interval=60))
+    assert core.needs_rx_fence(horizon=500, count=1)  # nothing stored says so yet
+    (request,) = shell.receive(Publish("q2", b"x", 2, packet_id=3))
+    event = request.events[0]
+    assert event.provenance is not None
+    assert (event.provenance.client_id, event.provenance.packet_id) == ("dev", 3)
+    token = core.snapshot(handled_end=0, log_end=500)  # the fence's store: 3 is pending
+    assert Inflight.from_json(core.session.inflight).rx_end == 500
+    assert core.needs_rx_fence(horizon=500, count=1)  # not durable yet
+    core.saved(token=token)
+    assert not core.needs_rx_fence(horizon=500, count=1)
+    assert core.needs_rx_fence(horizon=500 + RX_WINDOW, count=1)  # could land past it
+    shell.commit(request)
+    acks = core.take_saved_acks()
+    later = core.snapshot(handled_end=0, log_end=501)  # 3 stored and listed: complete
+    stored = Inflight.from_json(core.session.inflight)
+    assert (stored.inbound, stored.rx_end) == ([3], None)
+    # a store of "complete" in flight overrides the stored rx_end once durable: the
+    # next QoS 2 PUBLISH must not go on the strength of the older store
+    assert core.needs_rx_fence(horizon=501, count=1)
+    core.saved(acks, later)
+    core.saved(token=token)  # an older store finishing late changes nothing
+    assert core.rx_stored is None and core.needs_rx_fence(horizon=501, count=1)
+
+
+def test_recovered_identifiers_count_as_received() -> None:
+    core, shell = make(level=4, persistent=True, session=Session("dev", expiry_interval=60))
+    core.session.inflight = Inflight(rx_end=10).to_json()
+    core.restore()
+    assert core.recovery_range(log_end=12) == (10, 12)
+    assert core.recovery_range(log_end=10) is None
+    mine = Event(10, 0, "q2", b"x", 2, provenance=Provenance("dev", 8))
+    qos1 = Event(11, 0, "q1", b"y", 1, provenance=Provenance("dev", 9))
+    assert core.recover([mine, qos1]) == [8]
+    assert shell.receive(Publish("q2", b"x", 2, packet_id=8, dup=True)) == []
+    assert [(type(p), p.packet_id) for p in shell.sent()] == [(Pubrec, 8)]  # type: ignore[attr-defined]
+    (request,) = shell.receive(Publish("q1", b"y", 1, packet_id=9, dup=True))  # QoS 1: stored
+    assert len(request.events) == 1

@@ -14,15 +14,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 
 from tests.protocols.mqtt.server_helpers import Client, wait_for
-from tests.serve_process import Serve
+from tests.serve_process import start_server
+from tidelog.testing.server import ServerProcess
 
 V5 = 5
 QUIET = ("--ws-port", "off", "--http-port", "off")
 DELAY = 4
 
 
-def serve(tmp_path: Path, url: str) -> Serve:
-    return Serve(tmp_path, "--storage", url, "--mqtt-port", "0", *QUIET, expect=("MQTT",))
+def serve(tmp_path: Path, url: str) -> ServerProcess:
+    return start_server(tmp_path, "--storage", url, "--mqtt-port", "0", *QUIET, expect=("MQTT",))
 
 
 def with_will(port: int, client_id: str, delay: int) -> Client:

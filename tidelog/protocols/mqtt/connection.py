@@ -75,6 +75,13 @@ STREAM_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSEr
 __all__ = ["STREAM_ERRORS", "Close", "MQTTConnection"]
 
 
+def _asks_for_link(connect: Connect) -> bool:
+    """A CONNECT (MQTT 5) with the user property ``tidelog-link: 1`` opens a mesh link."""
+    return connect.protocol_level == 5 and (
+        ("tidelog-link", "1") in connect.properties.user_properties
+    )
+
+
 class MQTTConnection:
     """One client connection; :meth:`run` serves it until it closes."""
 
@@ -181,7 +188,15 @@ class MQTTConnection:
         try:
             connect = await self._receive_connect()
             if connect is not None and await self._admit(connect):
-                await self._serve(connect)
+                acceptor = self.server.link_acceptor
+                if acceptor is not None and _asks_for_link(connect):
+                    assert self.core is not None
+                    self._linger = True
+                    await acceptor(
+                        self.stream, self.decoder, connect, self.core.access, self._early or []
+                    )
+                else:
+                    await self._serve(connect)
         except STREAM_ERRORS as exc:
             log.debug("%r: connection lost: %s", self, exc)
         except Exception:
@@ -369,13 +384,36 @@ class MQTTConnection:
             subs.restore()
             core.restore()
             await subs.load_shared_inflight()
+            await self._recover_inbound()
         if core.persistent:
+            token = core.snapshot_inbound()
             await sessions.save(session)
+            core.saved(token=token)
         elif stored is not None:
             await sessions.delete(client_id)  # it ends with this connection
         log.info(
             "connected (MQTT level %d, session present %s)", self.level, present and self.level >= 4
         )
+
+    async def _recover_inbound(self) -> None:
+        """A session left by a crash: the QoS 2 PUBLISHes its client sent after the
+        session was last stored are in the log, not in the session; read them back
+        (a bounded range) so that their resends are not stored twice."""
+        core = self.core
+        assert core is not None
+        log_end = self.broker.sessions.take_unclean(self.client_id)
+        if log_end is None:
+            return
+        span = core.recovery_range(log_end)
+        if span is None:
+            return
+        events = await self.broker.published_by(self.client_id, *span)
+        recovered = core.recover(events)
+        if recovered:
+            log.info(
+                "recovered %d inbound QoS 2 packet identifiers from the log after a crash",
+                len(recovered),
+            )
 
     async def _finish(self) -> None:
         """Closing: final packet, wait for publishes in flight, save the session, will."""
@@ -414,9 +452,10 @@ class MQTTConnection:
             if core.persistent:
                 feed = subs.feed
                 assert feed is not None
-                core.snapshot(feed.handled_end)
+                token = core.snapshot(feed.handled_end, broker.end_offset)
                 session.disconnected_at = broker.clock()
                 await broker.sessions.save(session)
+                core.saved(token=token)
             elif broker.sessions.get(client_id) is session:
                 await broker.sessions.delete(client_id)
         except TidelogError as exc:
@@ -510,15 +549,31 @@ class MQTTConnection:
 
     async def _carry_out(self, requests: Sequence[Request]) -> None:
         """The session's engine requests, in order."""
-        subs = self.subs
-        assert subs is not None
+        subs, core = self.subs, self.core
+        assert subs is not None and core is not None
         for request in requests:
             if type(request) is PublishRequest:
+                if core.persistent:
+                    await self._fence_qos2(request)
                 self._submit(request)
             elif type(request) is Subscribe:
                 await subs.on_subscribe(request, self.server.sys_messages)
             else:
                 subs.on_unsubscribe(request)  # type: ignore[arg-type]
+
+    async def _fence_qos2(self, request: PublishRequest) -> None:
+        """Before QoS 2 PUBLISHes of a persistent session go to the engine: store the
+        session first if the stored one would not lead a recovery to them (see
+        :mod:`~tidelog.protocols.mqtt.stored_session`, ``rx_end``). Costs a store
+        only for the first QoS 2 PUBLISH after a quiet spell, or when the log moved
+        on by ``RX_WINDOW`` events since the session was stored."""
+        core, sender, broker = self.core, self.sender, self.broker
+        assert core is not None and sender is not None
+        if not any(entry >> 16 == 2 for entry in request.meta):
+            return
+        count = len(request.events)
+        while core.needs_rx_fence(broker.append_horizon, count):
+            await sender.save()
 
     def _ended(self) -> None:
         """After a read: raise the client's protocol error, or note its DISCONNECT."""

@@ -25,10 +25,31 @@ from tidelog.storage.base import Clock, wall_clock_ms
 
 _TOPIC_CACHE_SIZE: Final = 16_384
 _SHARED_CACHE_SIZE: Final = 4096
+_SHARED_CACHE_BYTES: Final = 4 * 1024 * 1024
+"""The payload bytes the two shared caches may keep alive between them. An entry
+holds its event (so that its ``id()`` stays unique), and so its payload: bounded
+by count alone, 4096 entries of 64 KiB payloads kept 256 MiB alive after the
+events had been delivered (issue 19: peak RSS of ``e2e-qos1-64k``)."""
 
 _topic_parts: dict[str, bytes] = {}
 _shared_qos0: dict[tuple[int, int, bool], tuple[Event, list[bytes]]] = {}
 _shared_heads: dict[tuple[int, int, int, bool], tuple[Event, bytes, bytes, int]] = {}
+_shared_bytes = 0
+"""Payload bytes held by the entries of ``_shared_qos0`` and ``_shared_heads``."""
+
+
+def _make_room(payload_size: int) -> None:
+    """Empty both shared caches when one more entry would exceed a bound."""
+    global _shared_bytes
+    if (
+        len(_shared_heads) >= _SHARED_CACHE_SIZE
+        or len(_shared_qos0) >= _SHARED_CACHE_SIZE
+        or _shared_bytes + payload_size > _SHARED_CACHE_BYTES
+    ):
+        _shared_heads.clear()
+        _shared_qos0.clear()
+        _shared_bytes = 0
+    _shared_bytes += payload_size
 
 
 def topic_part(topic: str) -> bytes:
@@ -78,8 +99,7 @@ def shared_qos0(event: Event, level: int, retain: bool) -> list[bytes]:
         return entry[1]
     props = _NO_PROPERTY_BLOCK if level == 5 else b""
     chunks = publish_chunks(topic_part(event.topic), event.payload, 0, retain, False, 0, props)
-    if len(_shared_qos0) >= _SHARED_CACHE_SIZE:
-        _shared_qos0.clear()
+    _make_room(len(event.payload))
     _shared_qos0[key] = (event, chunks)  # holding the event keeps its id() unique
     return chunks
 
@@ -99,8 +119,7 @@ def shared_head(event: Event, level: int, qos: int, retain: bool) -> tuple[bytes
     remaining = len(topic) + 2 + len(props) + len(event.payload)
     head = bytes((0x30 | (qos << 1) | (1 if retain else 0),)) + encode_varint(remaining) + topic
     size = len(head) + remaining - len(topic)
-    if len(_shared_heads) >= _SHARED_CACHE_SIZE:
-        _shared_heads.clear()
+    _make_room(len(event.payload))
     _shared_heads[key] = (event, head, props, size)  # holding the event keeps its id() unique
     return head, props, size
 

@@ -317,7 +317,9 @@ class Planner:
                 outstanding[packet_id] = Outbound(
                     packet_id, qos, PUB, source, event.offset, (event, subs, source)
                 )
-                if qos == 2 and source is main and self.persistent:
+                if qos == 2 and self.persistent and (source is main or source.kind == SHARED):
+                    # main feed and shared groups alike: the stored session must list
+                    # it before it goes (a shared one in ``shared``, [MQTT-4.8.2-4])
                     self.unsaved_qos2 = True
                 self.next_id = packet_id % MAX_PACKET_ID + 1
                 room -= 1

@@ -206,6 +206,6 @@ class Sender:
         feed: Feed | None = core.planner.main.feed
         assert feed is not None
         acks = core.take_saved_acks()
-        core.snapshot(feed.handled_end)
+        token = core.snapshot(feed.handled_end, self.broker.end_offset)
         await self.broker.sessions.save(core.session)
-        core.saved(acks)
+        core.saved(acks, token)

@@ -20,6 +20,7 @@ closes it. Error handling: a connection never raises into the listener;
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +29,10 @@ import trio_websocket
 
 from tidelog.engine import Broker
 from tidelog.protocols.mqtt.connection import MQTTConnection
+from tidelog.protocols.mqtt.decoder import Decoder
+from tidelog.protocols.mqtt.packets import Connect, Packet
 from tidelog.protocols.mqtt.settings import Authenticator, MQTTSettings, allow_all
-from tidelog.security import Principal, Security
+from tidelog.security import Access, Principal, Security
 from tidelog.security.http import (
     authenticate_websocket,
     websocket_access_token,
@@ -46,6 +49,11 @@ log = logging.getLogger(__name__)
 
 WEBSOCKET_SUBPROTOCOLS = ("mqtt", "mqttv3.1")
 """Accepted Sec-WebSocket-Protocol values (``mqtt`` is the standard one)."""
+
+
+LinkAcceptor = Callable[[trio.abc.Stream, Decoder, Connect, Access, list[Packet]], Awaitable[None]]
+"""``accept(stream, decoder, connect, access, early_packets)``: serves an admitted
+link connection (sends the CONNACK itself) until it ends."""
 
 
 class MQTTServer:
@@ -72,6 +80,9 @@ class MQTTServer:
         """The latest ``$SYS`` values (see :mod:`tidelog.sys_topics`)."""
         self.traffic = traffic if traffic is not None else TrafficCounters()
         broker.cluster.on_claim(self._claimed_elsewhere)
+        self.link_acceptor: LinkAcceptor | None = None
+        """Serves connections whose CONNECT asks to be a mesh link (``tidelog.mesh``;
+        None: such connections are ordinary MQTT clients)."""
 
     async def handle(
         self,

@@ -57,11 +57,11 @@ from tidelog.protocols.mqtt.properties import NO_PROPERTIES, Properties
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.protocols.mqtt.replies import Close, fitted
 from tidelog.protocols.mqtt.settings import MQTTSettings
-from tidelog.protocols.mqtt.stored_session import Inflight
+from tidelog.protocols.mqtt.stored_session import RX_WINDOW, Inflight
 from tidelog.security import Access, Right
 from tidelog.security.limits import Limits as NameLimits
 from tidelog.security.limits import Name, NameTooLongError, QuotaExceededError, UserQuotas
-from tidelog.storage import Event, NewEvent
+from tidelog.storage import Event, NewEvent, Provenance
 
 log = logging.getLogger("tidelog.protocols.mqtt.connection")
 
@@ -126,8 +126,11 @@ class MQTTSession:
         "receive_maximum",
         "rx",
         "rx_count",
+        "rx_stored",
+        "rx_stored_seq",
         "session",
         "shared_resume",
+        "snapshots",
         "stop",
         "timeout",
         "topic_alias_maximum",
@@ -163,6 +166,12 @@ class MQTTSession:
         """Inbound QoS 2 packet identifier -> PENDING or STORED."""
         self.rx_count = 0
         """Inbound QoS 1/2 PUBLISHes not yet acknowledged (against Receive Maximum)."""
+        self.rx_stored: int | None = None
+        """The ``rx_end`` of the newest stored session known durable (None: the stored
+        ``in`` is complete; see :mod:`~tidelog.protocols.mqtt.stored_session`)."""
+        self.rx_stored_seq = 0
+        """Which snapshot ``rx_stored`` comes from (saves may finish out of order)."""
+        self.snapshots = 0
         self.timeout = limits.keep_alive * 1.5 if limits.keep_alive else math.inf
         self.deadline = math.inf
         self.pubrec_after_save: list[int] = NO_IDS
@@ -289,6 +298,9 @@ class MQTTSession:
             self._refuse_publish(packet, topic)
             return
         event = NewEvent(topic, packet.payload, qos, packet.retain, stored_props)
+        if qos == 2 and self.persistent:
+            # the log itself says which packet identifiers were stored (see restore)
+            event.provenance = Provenance(self.session.client_id, packet.packet_id)
         if packet.retain and self.quotas is not None:
             try:
                 self.quotas.retain(self.access.owner, (event,))
@@ -547,11 +559,56 @@ class MQTTSession:
             self.rx_count += 1
         if inflight.shared:
             self.shared_resume = inflight.shared
+        self.rx_stored = inflight.rx_end
 
-    def snapshot(self, handled_end: int) -> None:
+    def recovery_range(self, log_end: int) -> tuple[int, int] | None:
+        """For a session left by a crash (after :meth:`restore`; ``log_end``: the log's
+        end when the broker started): the log range that may hold QoS 2 PUBLISHes of
+        this client stored after the session was, or None if there can be none."""
+        start = self.rx_stored
+        if start is None or start >= log_end:
+            return None
+        return start, min(log_end, start + RX_WINDOW)
+
+    def recover(self, events: Sequence[Event]) -> list[int]:
+        """Take the events this client published in :meth:`recovery_range` (read back
+        from the log): their QoS 2 packet identifiers count as received, so a resend
+        gets PUBREC without being stored again, and PUBREL gets PUBCOMP. Returns
+        the identifiers recovered."""
+        recovered = []
+        for event in events:
+            provenance = event.provenance
+            if event.qos != 2 or provenance is None or provenance.packet_id is None:
+                continue
+            packet_id = provenance.packet_id
+            if packet_id not in self.rx:
+                self.rx[packet_id] = STORED
+                self.rx_count += 1
+                recovered.append(packet_id)
+        return recovered
+
+    def needs_rx_fence(self, horizon: int, count: int) -> bool:
+        """Whether the session must be stored before ``count`` more events with inbound
+        QoS 2 among them are submitted (``horizon``: the engine's append horizon):
+        yes when the stored session does not say its client's QoS 2 events may follow
+        (``rx_end``), or they could land past the range a recovery reads. Only the
+        newest snapshot counts, once durable: one still being stored may say
+        "complete" (taken before these PUBLISHes came) and overwrite an older one
+        that said they may follow."""
+        if not self.persistent:
+            return False
+        stored = self.rx_stored
+        return (
+            stored is None
+            or self.rx_stored_seq != self.snapshots
+            or horizon + count > stored + RX_WINDOW
+        )
+
+    def snapshot(self, handled_end: int, log_end: int | None = None) -> tuple[int, int | None]:
         """Write the position and in-flight state into the session (see
         :mod:`~tidelog.protocols.mqtt.stored_session`); ``handled_end`` is where the
-        main feed has got to."""
+        main feed has got to, ``log_end`` the engine's end offset (every publish
+        callback below it has run). Returns the token to hand to :meth:`saved`."""
         planner = self.planner
         frontier = handled_end
         main = planner.main
@@ -575,8 +632,24 @@ class MQTTSession:
                     (entry.offset, entry.packet_id)
                 )
         inflight.inbound = [packet_id for packet_id, state in self.rx.items() if state == STORED]
+        if log_end is not None and PENDING in self.rx.values():
+            # submitted, not yet durable: stored at or above the current end
+            inflight.rx_end = log_end
         self.session.position = position
         self.session.inflight = inflight.to_json()
+        self.snapshots += 1
+        return self.snapshots, inflight.rx_end
+
+    def snapshot_inbound(self) -> tuple[int, int | None]:
+        """Update only the inbound QoS 2 part of the session (a session being opened:
+        after :meth:`restore` and :meth:`recover`, nothing submitted yet); returns
+        the token for :meth:`saved`."""
+        inflight = Inflight.from_json(self.session.inflight)
+        inflight.inbound = [packet_id for packet_id, state in self.rx.items() if state == STORED]
+        inflight.rx_end = None
+        self.session.inflight = inflight.to_json()
+        self.snapshots += 1
+        return self.snapshots, None
 
     def take_saved_acks(self) -> tuple[list[int], list[int], list[int]]:
         """Before a store: the acks waiting for it (PUBREC, PUBCOMP, PUBREL)."""
@@ -584,8 +657,15 @@ class MQTTSession:
         self.pubrec_after_save = self.pubcomp_after_save = self.pubrel_after_save = NO_IDS
         return taken
 
-    def saved(self, acks: tuple[list[int], list[int], list[int]]) -> None:
-        """After a store: the acks that waited for it go out."""
+    def saved(
+        self,
+        acks: tuple[list[int], list[int], list[int]] = (NO_IDS, NO_IDS, NO_IDS),
+        token: tuple[int, int | None] | None = None,
+    ) -> None:
+        """After a store: the acks that waited for it go out; ``token`` (from
+        :meth:`snapshot`) says which snapshot is now durable."""
+        if token is not None and token[0] > self.rx_stored_seq:
+            self.rx_stored_seq, self.rx_stored = token
         pubrecs, pubcomps, pubrels = acks
         if pubrecs or pubcomps or pubrels:
             control = self.control

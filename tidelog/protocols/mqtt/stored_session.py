@@ -12,7 +12,7 @@ this protocol's, and this module is the only one that reads or writes them:
 ``inflight`` -- the connection's in-flight state (:class:`Inflight`)::
 
     {"out": {"<offset>": [packet_id, qos]}, "rel": [packet_id, ...],
-     "in": [packet_id, ...], "sent_end": offset,
+     "in": [packet_id, ...], "sent_end": offset, "rx_end": offset,
      "shared": {"$share/<group>/<filter>": [[offset, packet_id], ...]}}
 
 * ``out``: outgoing QoS 1/2 messages of the main feed sent but not acknowledged
@@ -26,6 +26,15 @@ this protocol's, and this module is the only one that reads or writes them:
   ``session.position`` (the lowest offset not finished) and ``sent_end`` that
   are not in ``out`` were delivered already (QoS 0, or acknowledged) and are
   skipped on resume.
+* ``rx_end`` (only while QoS 2 PUBLISHes of the client may be in the log and not
+  in ``in``): the log's end when the session was stored. Inbound QoS 2 events
+  carry the publisher's client id and packet identifier in their provenance, and
+  are stored at or above ``rx_end`` and below ``rx_end + RX_WINDOW`` (the
+  connection stores the session again before submitting one that could land
+  past that). When a session left by a crash resumes, those events are read
+  back from the log and their packet identifiers count as received, so the
+  client's resend gets PUBREC without being stored twice. Absent: ``in`` is
+  complete (nothing was submitted after the store).
 * ``shared`` (only when there are some): outgoing QoS 2 messages of shared
   subscriptions sent but not PUBRECed. They were taken from the group's feed, so
   only this session may finish them ([MQTT-4.8.2-4]/[MQTT-4.8.2-5]): on resume
@@ -38,7 +47,11 @@ change it only by adding keys with defaults.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
+
+RX_WINDOW: Final = 65_536
+"""How far past ``rx_end`` a session's unrecorded inbound QoS 2 events may lie: the
+log range read back when a session left by a crash resumes (see the module docs)."""
 
 
 class SubOptions:
@@ -78,7 +91,7 @@ class SubOptions:
 class Inflight:
     """The ``inflight`` part of a stored session, decoded (see the module docs)."""
 
-    __slots__ = ("inbound", "out", "rel", "sent_end", "shared")
+    __slots__ = ("inbound", "out", "rel", "rx_end", "sent_end", "shared")
 
     def __init__(
         self,
@@ -87,6 +100,7 @@ class Inflight:
         inbound: list[int] | None = None,
         sent_end: int = 0,
         shared: dict[str, list[tuple[int, int]]] | None = None,
+        rx_end: int | None = None,
     ) -> None:
         self.out = out if out is not None else {}
         """Offset -> (packet identifier, QoS) of unacknowledged main-feed messages."""
@@ -97,6 +111,8 @@ class Inflight:
         """Shared subscription -> [(offset, packet identifier)] of QoS 2 messages sent
         and not yet PUBRECed, completed with this client when it comes back
         ([MQTT-4.8.2-4])."""
+        self.rx_end = rx_end
+        """None, or where the client's inbound QoS 2 events not in ``inbound`` start."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Inflight:
@@ -106,7 +122,7 @@ class Inflight:
             key: [(offset, pid) for offset, pid in entries]
             for key, entries in data.get("shared", {}).items()
         }
-        return cls(out, rel, inbound, data.get("sent_end", 0), shared)
+        return cls(out, rel, inbound, data.get("sent_end", 0), shared, data.get("rx_end"))
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -115,6 +131,8 @@ class Inflight:
             "in": self.inbound,
             "sent_end": self.sent_end,
         }
+        if self.rx_end is not None:
+            data["rx_end"] = self.rx_end
         if self.shared:
             data["shared"] = {
                 key: [[offset, pid] for offset, pid in entries]

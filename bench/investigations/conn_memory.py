@@ -1,12 +1,12 @@
 """What one idle MQTT connection costs the broker, by allocation site.
 
-    python -m bench.conn_memory --count 1000 [--top 25] [--keep-alive 60]
+    python -m bench.investigations.conn_memory --count 1000 [--top 25] [--keep-alive 60]
 
 Runs the server in this process (a thread with its own trio loop, LMDB in a
 temp directory), opens ``count`` MQTT 3.1.1 connections from blocking sockets
 (CONNECT, wait for CONNACK, then silence), and prints the Python heap grown
 per connection (a tracemalloc snapshot diff grouped by source line) and the
-growth of the process's anonymous RSS. ``bench/overload.py connections``
+growth of the process's anonymous RSS. ``tidelog/testing/overload.py connections``
 measures the same thing from outside at 10,000 connections; this one says
 where the bytes go.
 """
@@ -21,10 +21,10 @@ import tempfile
 import time
 import tracemalloc
 
-from bench.overload import rss_bytes
 from tests.protocols.mqtt.server_helpers import ServerThread
 from tidelog.protocols.mqtt import Connect, encode
 from tidelog.server import ServerConfig
+from tidelog.testing.overload import rss_bytes
 
 
 def open_idle(port: int, count: int, keep_alive: int) -> list[socket.socket]:

@@ -6,10 +6,10 @@ instruction counts do not. This builds (once) a log of ``--events`` events on
 runs each once more with a call to ``os.getppid`` before and after it, so
 callgrind can cut the profile there::
 
-    python bench/read_instructions.py --build /tmp/ri-log          # build, no valgrind
-    valgrind --tool=callgrind --dump-before=os_getppid \\
-        --callgrind-out-file=/tmp/ri.out python bench/read_instructions.py /tmp/ri-log
-    python bench/read_instructions.py /tmp/ri-log --report /tmp/ri.out   # instructions/event
+    python -m bench.investigations.read_instructions --build /tmp/ri-log  # no valgrind
+    valgrind --tool=callgrind --dump-before=os_getppid --callgrind-out-file=/tmp/ri.out \\
+        python -m bench.investigations.read_instructions /tmp/ri-log
+    python -m bench.investigations.read_instructions /tmp/ri-log --report /tmp/ri.out
 
 Part N+1 of the profile (``/tmp/ri.out.2``, ``.3``, ...) is the N-th way of
 reading; ``--report`` divides each part's total by the events it delivered.
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 import tidelog
 from bench.engine import read_ways

@@ -2,8 +2,8 @@
 
 Usage (from the repository root)::
 
-    python bench/record_format.py            # the full run (a few minutes)
-    python bench/record_format.py --quick    # a smoke run (seconds)
+    python -m bench.investigations.record_format            # the full run (a few minutes)
+    python -m bench.investigations.record_format --quick    # a smoke run (seconds)
 
 The same process writes and reads logs in both formats, interleaved run by run
 (v1, v2, v1, v2, ...), so both see the same machine load; each figure is the
@@ -29,9 +29,9 @@ callgrind that appends ``--count-events`` events to an LMDB log (fsync
 ``never``, batches of 1000) and replays them (``log.read``, pages of 1000),
 and prints instructions per event of each part (the child calls
 ``os.getppid`` between the parts; callgrind's ``--dump-before=os_getppid``
-cuts the profile there, as in ``bench/read_instructions.py``)::
+cuts the profile there, as in ``bench/investigations/read_instructions.py``)::
 
-    python bench/record_format.py --instructions
+    python -m bench.investigations.record_format --instructions
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from pathlib import Path
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tidelog.storage import EventLog, NewEvent, common, open_log
 from tidelog.storage.records import Event, decode_run, encode_records

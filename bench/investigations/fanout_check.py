@@ -1,12 +1,12 @@
 """Fan-out 1 -> 100 and connection accept rate: tidelog checkouts beside mosquitto.
 
-    python -m bench.fanout_check [--messages 3000] [--repeat 3] [--connections 5000]
+    python -m bench.investigations.fanout_check [--messages 3000] [--repeat 3] [--connections 5000]
                                  [--baseline DIR] [--skip-accept]
 
 Fan-out: one QoS 1 publisher (window 1000) -> 100 subscribers at QoS 1 (the
 issue 7 shape), through ``bench.mqtt_load.run_scenario``; prints deliveries/s
 and broker CPU microseconds per delivery. Accept: ``--connections`` MQTT 3.1.1
-connections opened 200 at a time (``bench.overload.hold_connections``);
+connections opened 200 at a time (``tidelog.testing.overload.hold_connections``);
 prints connections/s. Brokers alternate within each repetition: this
 checkout's tidelog, the ``--baseline`` checkout's tidelog if given (e.g. a
 ``git worktree`` or ``git archive`` of the code before a change), and
@@ -29,9 +29,11 @@ from pathlib import Path
 import trio
 
 from bench.brokers import PEERS, Tidelog
-from bench.mqtt_load import SCENARIOS, process_cpu_seconds, run_scenario
-from bench.overload import hold_connections
+from bench.load_scenarios import SCENARIOS
+from bench.mqtt_load import run_scenario
+from bench.process_stats import process_cpu_seconds
 from tidelog.testing.mqtt_client import Target
+from tidelog.testing.overload import hold_connections
 
 FANOUT = SCENARIOS["fanout-100"]
 

@@ -1,5 +1,6 @@
 """Valid MQTT of every packet type and protocol level, encoded by tidelog's codec:
-the seed corpus of the fuzzers (``bench/fuzz_mqtt.py``, ``bench/live_fuzz.py``)."""
+the seed corpus of the fuzzers (``tests/protocols/mqtt/fuzz_targets.py``,
+``tests/crash/live_fuzz.py``)."""
 
 from __future__ import annotations
 

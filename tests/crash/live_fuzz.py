@@ -1,7 +1,7 @@
 """Live-server fuzz: many connections send random and mutated MQTT at a running
 ``tidelog serve`` while well-behaved clients publish and receive through it.
 
-    python -m bench.live_fuzz --seconds 600 --connections 200
+    python -m tests.crash.live_fuzz --seconds 600 --connections 200
 
 The server must not crash or hang, must log no unexpected error, and the
 well-behaved clients' round trips (QoS 1 publish -> PUBACK -> delivery to a
@@ -21,11 +21,11 @@ from pathlib import Path
 import attrs
 import trio
 
-from bench.mqtt_corpus import client_packets, connects
-from bench.overload import round_trip
-from tests.crash.harness import HOST, ServerProcess, default_storage
+from tests.protocols.mqtt.corpus import client_packets, connects
 from tidelog.protocols.mqtt import Connect, Properties, encode, encode_many
 from tidelog.testing.mqtt_client import ClientConnection, Target
+from tidelog.testing.overload import round_trip
+from tidelog.testing.server import HOST, HarnessServer, default_storage
 
 
 def seeds() -> list[bytes]:
@@ -127,7 +127,7 @@ async def well_behaved(target: Target, result: FuzzResult, until: float) -> None
     await subscriber.stream.aclose()
 
 
-async def run(server: ServerProcess, *, seconds: float, connections: int, seed: int) -> FuzzResult:
+async def run(server: HarnessServer, *, seconds: float, connections: int, seed: int) -> FuzzResult:
     target = Target(HOST, server.ports["MQTT"])
     corpus = seeds()
     result = FuzzResult()
@@ -143,7 +143,7 @@ async def run(server: ServerProcess, *, seconds: float, connections: int, seed: 
 
 async def _main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="tidelog-live-fuzz-") as tmp:
-        server = ServerProcess(default_storage(Path(tmp)), Path(tmp) / "server.log")
+        server = HarnessServer(default_storage(Path(tmp)), Path(tmp) / "server.log")
         await server.start()
         try:
             result = await run(
@@ -158,7 +158,7 @@ async def _main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.live_fuzz", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.crash.live_fuzz", description=__doc__)
     parser.add_argument("--seconds", type=float, default=600)
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--seed", type=int, default=int(time.time()))

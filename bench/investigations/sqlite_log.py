@@ -1,6 +1,6 @@
 """Quick benchmark of the SQLite backend: append, replay, time lookup, topic reads.
 
-    PYTHONPATH=. python bench/sqlite_log.py [--events N] [--batch N] [--fsync POLICY]
+    python -m bench.investigations.sqlite_log [--events N] [--batch N] [--fsync POLICY]
                                             [--topics N] [--dir DIR]
 
 Appends ``--events`` events (100-byte payloads, spread round-robin over

@@ -1,7 +1,7 @@
 """Per-stage breakdown of a broker profile: where the time goes per MQTT message.
 
     py-spy record --gil -f raw -r 1000 -p <broker pid> -o prof.raw   # while a scenario runs
-    python bench/profile_stages.py prof.raw --messages 5000 [--cpu-us 510]
+    python -m bench.investigations.profile_stages prof.raw --messages 5000 [--cpu-us 510]
 
 Reads py-spy's raw (collapsed) output: one line per distinct stack, frames
 separated by ``;``, then the sample count. Each sample goes to the first stage

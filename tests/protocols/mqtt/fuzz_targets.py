@@ -1,15 +1,15 @@
 """Coverage-guided fuzzing (atheris) of the MQTT decoder and connection state machine.
 
-    python -m bench.fuzz_mqtt decoder    CORPUS_DIR -max_total_time=3600
-    python -m bench.fuzz_mqtt connection CORPUS_DIR -max_total_time=3600
-    python -m bench.fuzz_mqtt corpus     CORPUS_DIR      # only write the seed corpus
+    python -m tests.protocols.mqtt.fuzz_targets decoder    CORPUS_DIR -max_total_time=3600
+    python -m tests.protocols.mqtt.fuzz_targets connection CORPUS_DIR -max_total_time=3600
+    python -m tests.protocols.mqtt.fuzz_targets corpus     CORPUS_DIR  # the seed corpus only
 
 Arguments after the target name go to libFuzzer as they are (``-max_total_time``,
 ``-runs``, ``-jobs``...). The seed corpus (valid packets of every type and
 protocol level, encoded by tidelog's own codec, and whole client sessions) is
 written to the corpus directory first. ``tests/protocols/mqtt/test_atheris.py``
 runs each target for a few seconds in CI; a crash is a file ``crash-<sha1>``
-that reproduces with ``python -m bench.fuzz_mqtt <target> crash-<sha1>`` and
+that reproduces with ``python -m tests.protocols.mqtt.fuzz_targets <target> crash-<sha1>`` and
 becomes a regression test.
 
 Targets
@@ -56,7 +56,7 @@ with atheris.instrument_imports(include=["tidelog"]):
     from tidelog.protocols.mqtt.settings import MQTTSettings
     from tidelog.security import Security
 
-from bench.mqtt_corpus import LEVELS, write_corpus
+from tests.protocols.mqtt.corpus import LEVELS, write_corpus
 
 DECODERS: list[tuple[int | None, Role]] = [
     (None, Role.SERVER),

@@ -1,7 +1,7 @@
 """Overload: many connections held, a publisher far faster than stalled consumers.
 
-    python -m bench.overload connections --count 10000
-    python -m bench.overload backlog --subscribers 8 --messages 20000
+    python -m tidelog.testing.overload connections --count 10000
+    python -m tidelog.testing.overload backlog --subscribers 8 --messages 20000
 
 Each command starts its own ``tidelog serve`` (the default backend in a temp
 directory) and prints what it measured: connections held, the server's peak
@@ -24,9 +24,9 @@ from pathlib import Path
 import attrs
 import trio
 
-from tests.crash.harness import HOST, ServerProcess, default_storage
 from tidelog.protocols.mqtt import Puback, Publish, encode
 from tidelog.testing.mqtt_client import ClientConnection, LoadError, Target, encoded_ack
+from tidelog.testing.server import HOST, HarnessServer, default_storage
 
 MEBIBYTE = 1024 * 1024
 
@@ -164,7 +164,7 @@ class BacklogResult:
 
 
 async def stalled_subscribers_catch_up(
-    server: ServerProcess, *, subscribers: int, messages: int, payload: int
+    server: HarnessServer, *, subscribers: int, messages: int, payload: int
 ) -> BacklogResult:
     """Subscribers that read nothing while a QoS 1 publisher sends as fast as the
     broker acknowledges; then they read, and must get every message."""
@@ -188,10 +188,10 @@ async def stalled_subscribers_catch_up(
         while acked < messages:
             batch = []
             while sent < messages and in_flight < window:
-                packet = Publish(
+                publish = Publish(
                     "backlog/t", sent.to_bytes(8, "big") + body, 1, packet_id=sent % 65_535 + 1
                 )
-                batch.append(encode(packet, 5))
+                batch.append(encode(publish, 5))
                 sent += 1
                 in_flight += 1
             if batch:
@@ -249,7 +249,7 @@ async def _main(args: argparse.Namespace) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with tempfile.TemporaryDirectory(prefix="tidelog-overload-") as tmp:
-        server = ServerProcess(default_storage(Path(tmp)), Path(tmp) / "server.log")
+        server = HarnessServer(default_storage(Path(tmp)), Path(tmp) / "server.log")
         await server.start()
         try:
             assert server.process is not None
@@ -272,7 +272,7 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.overload", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tidelog.testing.overload", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     held = commands.add_parser("connections", help="hold many connections")
     held.add_argument("--count", type=int, default=10_000)

@@ -1,0 +1,274 @@
+"""Mesh benchmark: events across one tidelog link, against two mosquitto brokers
+joined by a bridge, in the same run (docs/mesh.md, docs/benchmarks.md).
+
+    python -m bench.mesh --messages 20000
+
+Steps, each on fresh brokers in a temporary directory:
+
+1. **ingest**: ``qos1-publish-w1000`` (bench/mqtt_load.py) against the origin
+   tidelog alone: the single node's QoS 1 ingest, the target's reference;
+2. **catch-up**: a second tidelog starts with a ``[[link]]`` pulling
+   ``tidelog-bench/#`` from the origin, which already holds those events (an
+   outage that ended): events/s until the receiver's log has them all;
+3. **live, tidelog**: a QoS 1 subscriber on the receiver, ``qos1-publish-w1000``
+   into the origin: events/s from the first publish to the last delivery at the
+   far side, with lost and duplicated messages counted;
+4. **live, mosquitto**: the same through two mosquitto brokers, the second with
+   a bridge (``topic tidelog-bench/# in 1``) to the first.
+
+Prints one line per step and the same-run ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from bench.brokers import HOST, REPO, Mosquitto, RunningBroker, free_port, spawn
+from tidelog.protocols.mqtt import Puback, Publish
+from tidelog.testing.mqtt_client import ClientConnection, Target, encoded_ack
+
+FILTER = "tidelog-bench/#"
+SEQ = struct.Struct(">Q")
+"""bench/mqtt_load.py's payloads start with the message's sequence number."""
+
+
+def _tidelog_argv(workdir: Path, name: str, mqtt: int, http: int, config: str) -> list[str]:
+    (workdir / f"{name}.toml").write_text(config)
+    return [
+        sys.executable,
+        "-m",
+        "tidelog",
+        "serve",
+        "--config",
+        str(workdir / f"{name}.toml"),
+        "--storage",
+        f"lmdb://{workdir / name}",
+        "--mqtt-port",
+        str(mqtt),
+        "--http-port",
+        str(http),
+        "--ws-port",
+        "off",
+        "--log-level",
+        "warning",
+    ]
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def _load(port: int, messages: int) -> dict[str, Any]:
+    """One ``qos1-publish-w1000`` run (a subprocess, as the suite runs it)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.mqtt_load",
+            "--port",
+            str(port),
+            "--scenario",
+            "qos1-publish-w1000",
+            "--messages",
+            str(messages),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env=_env(),
+    ).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def _rate(result: dict[str, Any]) -> float:
+    for key in ("rate", "msgs_per_second", "messages_per_second"):
+        if key in result:
+            return float(result[key])
+    raise KeyError(f"no rate in {result}")
+
+
+async def _head(http: int) -> int:
+    async with httpx.AsyncClient() as client:
+        stats = (await client.get(f"http://{HOST}:{http}/v1/stats", timeout=10)).json()
+    return int(stats["state"]["next_offset"])
+
+
+async def _count_at(
+    port: int, expected: int, ready: trio.Event, idle: float = 15.0
+) -> dict[str, Any]:
+    """Subscribe at QoS 1 and count deliveries until ``expected`` arrived (or ``idle``
+    seconds pass without one); the time of the last one, losses and duplicates."""
+    client = await ClientConnection.open(Target(HOST, port), "bench-far-side", 4)
+    await client.subscribe(FILTER, 1)
+    ready.set()
+    seen: set[int] = set()
+    duplicates = 0
+    last = time.monotonic()
+    try:
+        while len(seen) < expected:
+            with trio.move_on_after(idle) as scope:
+                packets = await client.receive_packets()
+            if scope.cancelled_caught:
+                break
+            acks = bytearray()
+            for packet in packets:
+                if isinstance(packet, Publish):
+                    seq = SEQ.unpack_from(packet.payload)[0]
+                    if seq in seen:
+                        duplicates += 1
+                    seen.add(seq)
+                    if packet.packet_id is not None:
+                        acks += encoded_ack(Puback, packet.packet_id, 4)
+            last = time.monotonic()
+            if acks:
+                await client.send(acks)
+    finally:
+        await client.close()
+    return {
+        "received": len(seen),
+        "lost": expected - len(seen),
+        "duplicates": duplicates,
+        "last": last,
+    }
+
+
+async def _live(publish_port: int, far_port: int, messages: int) -> dict[str, Any]:
+    ready = trio.Event()
+    result: dict[str, Any] = {}
+
+    async def count() -> None:
+        result.update(await _count_at(far_port, messages, ready))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(count)
+        await ready.wait()
+        started = time.monotonic()
+        load = await trio.to_thread.run_sync(_load, publish_port, messages)
+    result["ingest_rate"] = _rate(load)
+    result["rate"] = result["received"] / max(1e-9, result["last"] - started)
+    return result
+
+
+async def _wait_head(http: int, count: int, timeout: float = 600) -> float:
+    started = time.monotonic()
+    while await _head(http) < count:
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"the receiver did not reach {count} events in {timeout} s")
+        await trio.sleep(0.01)
+    return time.monotonic() - started
+
+
+async def run(messages: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"messages": messages}
+    with tempfile.TemporaryDirectory(prefix="bench-mesh-") as tmp:
+        workdir = Path(tmp)
+        origin_mqtt, origin_http = free_port(), free_port()
+        origin_argv = _tidelog_argv(
+            workdir, "origin", origin_mqtt, origin_http, '[node]\nid = "origin"\n'
+        )
+        async with spawn("origin", origin_argv, workdir, origin_mqtt, env=_env()) as origin:
+            out["ingest"] = _rate(await trio.to_thread.run_sync(_load, origin.port, messages))
+            receiver_mqtt, receiver_http = free_port(), free_port()
+            config = (
+                '[node]\nid = "receiver"\n[[link]]\nname = "origin"\n'
+                f'url = "mqtt://{HOST}:{origin_mqtt}"\npull = ["{FILTER}"]\n'
+            )
+            receiver_argv = _tidelog_argv(workdir, "receiver", receiver_mqtt, receiver_http, config)
+            started = time.monotonic()
+            async with spawn("receiver", receiver_argv, workdir, receiver_mqtt, env=_env()):
+                seconds = await _wait_head(receiver_http, messages)
+                out["catch_up"] = messages / seconds
+                out["catch_up_seconds_with_start"] = time.monotonic() - started
+                live = await _live(origin_mqtt, receiver_mqtt, messages)
+                out["tidelog_live"] = live
+        out["mosquitto_live"] = await _mosquitto_pair(workdir, messages)
+    return out
+
+
+async def _mosquitto_pair(workdir: Path, messages: int) -> dict[str, Any]:
+    peer = Mosquitto("mosquitto", "mosquitto 2", {})
+    binary = peer.binary()
+    if binary is None:
+        return {"unavailable": peer.unavailable()}
+    async with peer.start(workdir) as first:
+        port = free_port()
+        config = workdir / "bridged.conf"
+        config.write_text(
+            peer.config(port)
+            + f"connection origin\naddress {HOST}:{first.port}\ntopic {FILTER} in 1\n"
+            "cleansession false\nbridge_protocol_version mqttv311\n"
+        )
+        async with spawn("mosquitto-bridged", [binary, "-c", str(config)], workdir, port) as b:
+            await _bridge_ready(first, b)
+            return await _live(first.port, b.port, messages)
+
+
+async def _bridge_ready(first: RunningBroker, second: RunningBroker) -> None:
+    """Wait until a message published at ``first`` arrives at ``second``."""
+    ready = trio.Event()
+    probe = await ClientConnection.open(Target(HOST, second.port), "bench-probe", 4)
+    await probe.subscribe("tidelog-bench/probe", 0)
+    publisher = await ClientConnection.open(Target(HOST, first.port), "bench-probe-pub", 4)
+    from tidelog.protocols.mqtt import encode
+
+    with trio.fail_after(20):
+        while not ready.is_set():
+            await publisher.send(encode(Publish("tidelog-bench/probe", b"x"), 4))
+            with trio.move_on_after(0.5):
+                for packet in await probe.receive_packets():
+                    if isinstance(packet, Publish):
+                        ready.set()
+    await probe.close()
+    await publisher.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.mesh", description=__doc__)
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    result = trio.run(run, args.messages)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    ingest = result["ingest"]
+    tl, mq = result["tidelog_live"], result["mosquitto_live"]
+    print(f"messages per run: {args.messages}")
+    print(f"tidelog single-node QoS 1 ingest (qos1-publish-w1000): {ingest:,.0f} msg/s")
+    print(
+        f"tidelog catch-up across one link:  {result['catch_up']:,.0f} events/s "
+        f"({result['catch_up'] / ingest:.2f}x ingest)"
+    )
+    print(
+        f"tidelog live across one link:      {tl['rate']:,.0f} msg/s at the far subscriber "
+        f"({tl['rate'] / ingest:.2f}x ingest), lost {tl['lost']}, duplicated {tl['duplicates']}"
+    )
+    if "rate" in mq:
+        print(
+            f"mosquitto live across a bridge:    {mq['rate']:,.0f} msg/s at the far subscriber, "
+            f"lost {mq['lost']}, duplicated {mq['duplicates']}; tidelog/mosquitto "
+            f"{tl['rate'] / mq['rate']:.2f}x"
+        )
+    else:
+        print(f"mosquitto: {mq.get('unavailable')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

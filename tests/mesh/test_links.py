@@ -1,0 +1,324 @@
+"""Links between real ``tidelog serve`` nodes on 127.0.0.1, through fault proxies."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.mesh.cluster import Node, check_invariant, start_all, wait_for, wait_heads
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[dict[str, Node]]:
+    made: dict[str, Node] = {}
+
+    def make(*names: str) -> dict[str, Node]:
+        for name in names:
+            made[name] = Node(tmp_path, name)
+        return made
+
+    yield make  # type: ignore[misc]
+    for node in made.values():
+        if node.serve is not None:
+            node.serve.kill()
+        for proxy in node.proxies.values():
+            proxy.close()
+
+
+def burst(prefix: str, count: int, start: int = 0) -> list[tuple[str, bytes]]:
+    return [(f"{prefix}/{i % 7}", f"{prefix}-{i}".encode()) for i in range(start, start + count)]
+
+
+def pair(nodes, **extra) -> tuple[Node, Node]:  # type: ignore[no-untyped-def]
+    made = nodes("core", "edge")
+    core, edge = made["core"], made["edge"]
+    edge.link(core, pull=["commands/edge/#"], push=["telemetry/#"], heartbeat_seconds=0.5, **extra)
+    start_all([core, edge])
+    return core, edge
+
+
+PAIR_WANTS = {("core", "edge"): ["telemetry/#"], ("edge", "core"): ["commands/edge/#"]}
+
+
+def test_a_pair_pulls_and_pushes_exactly_the_matching_events(nodes) -> None:  # type: ignore[no-untyped-def]
+    core, edge = pair(nodes)
+    wait_for(lambda: edge.links_status()["core"]["state"] == "connected", what="connected")
+    edge.publish(burst("telemetry", 300) + burst("local", 50))
+    core.publish(burst("commands/edge", 200) + burst("commands/other", 40))
+    wait_heads({core: 240 + 300, edge: 350 + 200})
+    status = edge.links_status()["core"]
+    assert status["events_out"] == 300 and status["events_in"] == 200
+    assert status["peer"] == "core" and status["direction"] == "outbound"
+    inbound = core.links_status()["edge:core"]
+    assert inbound["state"] == "connected" and inbound["events_in"] == 300
+    wait_for(lambda: edge.links_status()["core"]["lag"] == 0, what="no lag")
+    metrics = httpx.get(f"{edge.url}/metrics", timeout=10).text
+    assert 'tidelog_link_connected{direction="outbound",link="core",peer="core"} 1.0' in metrics
+    assert 'tidelog_link_events_out_total{direction="outbound",link="core",peer="core"} 300.0' in (
+        metrics
+    )
+    core.stop()
+    edge.stop()
+    check_invariant(
+        {"core": core.events(), "edge": edge.events()},
+        lambda node, origin: PAIR_WANTS[(node, origin)],
+    )
+
+
+def test_a_link_cut_mid_burst_resumes_without_loss_or_duplicates(nodes) -> None:  # type: ignore[no-untyped-def]
+    core, edge = pair(nodes)
+    proxy = edge.proxies["core"]
+    for round_ in range(6):
+        edge.publish(burst("telemetry", 500, round_ * 500))
+        core.publish(burst("commands/edge", 300, round_ * 300))
+        if round_ == 2:
+            proxy.cut()
+        if round_ == 4:
+            proxy.restore()
+    wait_heads({core: 6 * 300 + 6 * 500, edge: 6 * 500 + 6 * 300})
+    assert edge.links_status()["core"]["connects"] >= 2
+    core.stop()
+    edge.stop()
+    check_invariant(
+        {"core": core.events(), "edge": edge.events()},
+        lambda node, origin: PAIR_WANTS[(node, origin)],
+    )
+
+
+def test_sigkill_of_the_receiver_mid_burst_loses_and_repeats_nothing(nodes) -> None:  # type: ignore[no-untyped-def]
+    core, edge = pair(nodes, batch_events=50)
+    wait_for(lambda: edge.links_status()["core"]["state"] == "connected", what="connected")
+    core.publish(burst("commands/edge", 5000))
+    wait_for(lambda: edge.head() > 500, what="some events pulled")
+    edge.kill()  # SIGKILL between appends and acknowledgements
+    core.publish(burst("commands/edge", 1000, 5000))
+    edge.start()
+    edge.publish(burst("telemetry", 100))
+    wait_heads({edge: 6100, core: 6100})
+    core.kill()  # and the other side too: the push position is recovered from the log
+    edge.publish(burst("telemetry", 100, 100))
+    core.start()
+    wait_heads({core: 6200})
+    core.stop()
+    edge.stop()
+    check_invariant(
+        {"core": core.events(), "edge": edge.events()},
+        lambda node, origin: PAIR_WANTS[(node, origin)],
+    )
+
+
+def test_a_replaced_data_directory_is_reported_as_a_gap(nodes) -> None:  # type: ignore[no-untyped-def]
+    core, edge = pair(nodes)
+    core.publish(burst("commands/edge", 10))
+    wait_heads({edge: 10})
+    core.stop()
+    shutil.rmtree(core.dir / "data")  # a new incarnation of core's log
+    core.start()
+    core.publish(burst("commands/edge", 3, 10))
+    wait_for(lambda: edge.head() >= 13, what="the new log's events")
+    status = edge.links_status()["core"]
+    assert status["gaps"] == 1
+    assert "GAP" in edge.serve.output  # type: ignore[union-attr]
+    edge.stop()
+    payloads = [e.payload for e in edge.events()]
+    assert payloads == [f"commands/edge-{i}".encode() for i in range(13)]
+
+
+def test_a_bidirectional_triangle_in_local_mode_delivers_each_event_once(nodes) -> None:  # type: ignore[no-untyped-def]
+    made = nodes("a", "b", "c")
+    a, b, c = made["a"], made["b"], made["c"]
+    for x, y in ((a, b), (b, c), (c, a)):
+        x.link(y, pull=["#"], push=["#"], heartbeat_seconds=0.5)
+    start_all([a, b, c])
+    for node in (a, b, c):
+        node.publish(burst(f"site/{node.name}", 200))
+    wait_heads({a: 600, b: 600, c: 600})
+    before = {n.name: n.links_status() for n in (a, b, c)}
+    a.publish(burst("site/a", 1, 200))
+    wait_heads({a: 601, b: 601, c: 601})
+    after = {n.name: n.links_status() for n in (a, b, c)}
+    moved = sum(
+        after[n][link]["events_in"] - before[n][link]["events_in"]
+        for n in after
+        for link in after[n]
+    )
+    assert moved == 2  # the one new event reached b and c, and nothing else moved
+    for node in (a, b, c):
+        node.stop()
+    check_invariant({n.name: n.events() for n in (a, b, c)}, lambda node, origin: ["#"])
+
+
+def test_a_transit_link_closing_a_cycle_is_refused(nodes) -> None:  # type: ignore[no-untyped-def]
+    made = nodes("a", "b", "c")
+    a, b, c = made["a"], made["b"], made["c"]
+    ring = {"a": "c", "b": "a", "c": "b"}  # each pushes everything to the next
+    for dialer, remote in ring.items():
+        made[dialer].link(made[remote], mode="transit", push=["#"], heartbeat_seconds=0.5)
+    start_all([a, b, c])
+
+    def states() -> dict[str, str]:
+        return {n: made[n].links_status()[ring[n]]["state"] for n in ring}
+
+    wait_for(
+        lambda: sorted(states().values()) == ["connected", "connected", "refused"],
+        what="two links up, the third refused",
+    )
+    refused = next(n for n, state in states().items() if state == "refused")
+    assert "cycle" in made[refused].links_status()[ring[refused]]["last_error"]
+    for node in (a, b, c):
+        node.publish(burst(f"site/{node.name}", 50))
+    # what flows: along the two links that are up, across both (transit)
+    pushes = {n: ring[n] for n in ring if n != refused}
+
+    def reaches(origin: str, node: str) -> bool:
+        hop = origin
+        while hop in pushes:
+            hop = pushes[hop]
+            if hop == node:
+                return True
+        return False
+
+    expected = {n: 50 + sum(50 for o in ring if reaches(o, n)) for n in ring}
+    wait_heads({made[n]: count for n, count in expected.items()})
+    for node in (a, b, c):
+        node.stop()
+    logs = {n.name: n.events() for n in (a, b, c)}
+    assert {n: len(events) for n, events in logs.items()} == expected
+    check_invariant(logs, lambda node, origin: ["#"] if reaches(origin, node) else [])
+
+
+def test_a_1_2_4_tree_carries_telemetry_up_and_each_command_to_its_edge(nodes) -> None:  # type: ignore[no-untyped-def]
+    made = nodes("core", "r1", "r2", "e1", "e2", "e3", "e4")
+    tree = {"r1": ("e1", "e2"), "r2": ("e3", "e4")}
+    for region, edges in tree.items():
+        made[region].link(
+            made["core"],
+            mode="transit",
+            push=["telemetry/#"],
+            pull=[f"commands/{e}/#" for e in edges],
+            heartbeat_seconds=0.5,
+        )
+        for edge in edges:
+            made[edge].link(
+                made[region],
+                mode="transit",
+                push=["telemetry/#"],
+                pull=[f"commands/{edge}/#"],
+                heartbeat_seconds=0.5,
+            )
+    start_all(made.values())
+    edges = [e for pair in tree.values() for e in pair]
+    for edge in edges:
+        made[edge].publish(burst(f"telemetry/{edge}", 40))
+    made["core"].publish([c for e in [*edges, "e9"] for c in burst(f"commands/{e}", 10)])
+    wait_heads(
+        {
+            made["core"]: 50 + 4 * 40,
+            made["r1"]: 2 * 40 + 2 * 10,
+            made["r2"]: 2 * 40 + 2 * 10,
+            **{made[e]: 40 + 10 for e in edges},
+        }
+    )
+    region_of = {e: r for r, pair in tree.items() for e in pair}
+
+    def wants(node: str, origin: str) -> list[str]:
+        if node == "core":
+            return ["telemetry/#"]
+        if node in tree:
+            if origin == "core":
+                return [f"commands/{e}/#" for e in tree[node]]
+            return ["telemetry/#"] if region_of.get(origin) == node else []
+        return [f"commands/{node}/#"] if origin == "core" else []
+
+    for node in made.values():
+        node.stop()
+    check_invariant({name: node.events() for name, node in made.items()}, wants)
+    hops = [e.provenance.hop_path for e in made["core"].events() if e.provenance]
+    assert {tuple(h.split("/")[0] for h in path) for path in hops} == {
+        ("e1", "r1"),
+        ("e2", "r1"),
+        ("e3", "r2"),
+        ("e4", "r2"),
+    }
+
+
+def test_a_link_needs_the_link_right_which_all_does_not_grant(nodes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tidelog.security.passwords import hash_password
+
+    made = nodes("core", "edge", "other")
+    core = made["core"]
+    passwords = tmp_path / "passwd"
+    passwords.write_text(f"edge:{hash_password('e-pass')}\nother:{hash_password('o-pass')}\n")
+    acl = tmp_path / "acl"
+    acl.write_text("user edge\nallow link telemetry/#\nuser other\nallow all #\n")
+    core.extra_config = (
+        f'[security]\npassword_file = "{passwords}"\nacl_file = "{acl}"\n'
+        'allow_anonymous = false\nsys_users = ["edge"]\n'
+    )
+    made["edge"].link(core, push=["telemetry/#"], username="edge", password="e-pass")
+    made["other"].link(core, push=["telemetry/#"], username="other", password="o-pass")
+    start_all(made.values())
+    wait_for(lambda: made["other"].links_status()["core"]["state"] == "refused", what="refused")
+    assert "link right" in made["other"].links_status()["core"]["last_error"]
+    made["edge"].publish(burst("telemetry", 5))
+    made["other"].publish(burst("telemetry", 5))
+    wait_for(lambda: made["edge"].links_status()["core"]["events_out"] == 5, what="pushed")
+
+
+def subscribe_persistently(node: Node, client_id: str, topic_filter: str) -> None:
+    """An MQTT 3.1.1 persistent session subscribed to ``topic_filter``, then offline."""
+    import trio
+
+    from tidelog.testing.mqtt_client import ClientConnection, Target
+
+    async def run() -> None:
+        assert node.serve is not None
+        target = Target("127.0.0.1", node.serve.ports["MQTT"])
+        client = await ClientConnection.open(target, client_id, 4, clean_start=False)
+        await client.subscribe(topic_filter, 1)
+        await client.close()
+
+    trio.run(run)
+
+
+def test_live_interest_brings_a_command_only_where_a_device_subscribed(nodes) -> None:  # type: ignore[no-untyped-def]
+    made = nodes("core", "region", "e1", "e2")
+    core, region = made["core"], made["region"]
+    region.link(core, mode="transit", pull=["commands/#"], interest=True, heartbeat_seconds=0.5)
+    for edge in ("e1", "e2"):
+        made[edge].link(
+            region, mode="transit", pull=["commands/#"], interest=True, heartbeat_seconds=0.5
+        )
+    start_all(made.values())
+    subscribe_persistently(made["e1"], "dev7", "commands/e1/dev7/#")
+
+    def interest_at_core() -> list[str] | None:
+        link = core.links_status().get("region:core")
+        return None if link is None else link["interest"]
+
+    wait_for(lambda: interest_at_core() == ["commands/e1/dev7/#"], what="interest at the core")
+    core.publish(
+        burst("commands/e1/dev7", 3) + burst("commands/e1/dev8", 2) + burst("commands/e2/dev9", 2)
+    )
+    wait_heads({made["e1"]: 3, region: 3})
+    # a second device on e2 subscribes: its commands flow from then on
+    subscribe_persistently(made["e2"], "dev9", "commands/e2/#")
+    wait_for(
+        lambda: interest_at_core() == ["commands/e1/dev7/#", "commands/e2/#"],
+        what="e2's interest at the core",
+    )
+    core.publish(burst("commands/e2/dev9", 2, 2))
+    wait_heads({made["e2"]: 2, region: 5})
+    assert made["e1"].head() == 3
+    for node in made.values():
+        node.stop()
+    topics = {name: [e.topic for e in node.events()] for name, node in made.items()}
+    assert topics["e1"] == ["commands/e1/dev7/0", "commands/e1/dev7/1", "commands/e1/dev7/2"]
+    assert topics["e2"] == ["commands/e2/dev9/2", "commands/e2/dev9/3"]
+    assert topics["region"] == topics["e1"] + topics["e2"]

@@ -1,0 +1,146 @@
+"""The sans-IO parts of the mesh: batches and hops, routes and cycles, positions."""
+
+from __future__ import annotations
+
+import pytest
+
+from tidelog.mesh import wire
+from tidelog.mesh.positions import MeshPositions
+from tidelog.mesh.routing import Route, closes_cycle, reachable
+from tidelog.storage.records import Event, NewEvent, Properties, Provenance
+
+
+def event(offset: int, topic: str = "t/a", provenance: Provenance | None = None) -> Event:
+    return Event(
+        offset, 1_000 + offset, topic, f"p{offset}".encode(), 1, False, Properties(), provenance
+    )
+
+
+def test_a_local_event_leaves_with_this_node_as_origin_and_first_hop() -> None:
+    local = event(7, provenance=Provenance(client_id="dev", packet_id=3))
+    out = wire.forwarded(local, "edge-1", "aa11")
+    assert out.provenance == Provenance(
+        origin_node="edge-1", origin_offset=7, hop_path=("edge-1/aa11/7",)
+    )  # the MQTT publish's client id and packet id stay behind
+
+
+def test_a_forwarded_event_keeps_its_origin_and_gains_a_hop() -> None:
+    came = event(
+        40,
+        provenance=Provenance(origin_node="edge-1", origin_offset=7, hop_path=("edge-1/aa11/7",)),
+    )
+    out = wire.forwarded(came, "region", "bb22")
+    assert out.provenance is not None
+    assert (out.provenance.origin_node, out.provenance.origin_offset) == ("edge-1", 7)
+    assert [str(h) for h in wire.hops(out.provenance)] == ["edge-1/aa11/7", "region/bb22/40"]
+
+
+def test_batches_round_trip_with_provenance() -> None:
+    events = [event(i, f"t/{i}") for i in range(5)]
+    decoded = wire.decode_batch(wire.encode_batch(events, "n1", "cafe"))
+    assert [(e.topic, e.payload) for e in decoded] == [(e.topic, e.payload) for e in events]
+    assert [e.provenance.origin_offset for e in decoded if e.provenance] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"\x00\x00\x00\x09abc", b"\x00\x00", b"\x00\x00\x00\x03xyz"],
+)
+def test_bad_batches_are_protocol_errors(payload: bytes) -> None:
+    with pytest.raises(wire.LinkProtocolError):
+        wire.decode_batch(payload)
+
+
+def test_a_batch_of_events_without_provenance_is_refused() -> None:
+    from tidelog.storage.records import encode_record
+
+    record = encode_record(NewEvent("t", b"x"), 1)
+    with pytest.raises(wire.LinkProtocolError, match="origin"):
+        wire.decode_batch(len(record).to_bytes(4, "big") + record)
+
+
+def via(*hops: str) -> Provenance:
+    origin, _, offset = hops[0].split("/")[0], None, int(hops[0].split("/")[2])
+    return Provenance(origin_node=origin, origin_offset=offset, hop_path=hops)
+
+
+def test_local_mode_forwards_only_events_that_originated_here() -> None:
+    route = Route("core", ("t/#",), "local", 8)
+    assert route.admits(event(1))
+    assert not route.admits(event(2, provenance=via("edge-2/x/5")))
+    assert not route.admits(event(3, "other/a"))
+
+
+def test_transit_never_goes_back_to_a_node_on_the_path_and_stops_at_the_hop_limit() -> None:
+    route = Route("core", ("#",), "transit", 3)
+    assert route.admits(event(1, provenance=via("edge-2/x/5")))
+    assert not route.admits(event(2, provenance=via("core/c/1", "region/r/9")))
+    assert not route.admits(event(3, provenance=via("a/x/1", "b/x/2", "c/x/3")))
+
+
+def test_cycles_are_found_from_the_reachable_sets() -> None:
+    assert reachable("b", [{"a"}, {"c", "d"}]) == ["a", "b", "c", "d"]
+    assert closes_cycle(["a", "b"], ["c", "d"]) == set()
+    assert closes_cycle(["a", "b", "c"], ["c", "d"]) == {"c"}
+
+
+def incoming(origin: str, origin_offset: int, *hops: str) -> NewEvent:
+    return NewEvent(
+        "t",
+        b"",
+        provenance=Provenance(origin_node=origin, origin_offset=origin_offset, hop_path=hops),
+    )
+
+
+def test_positions_drop_what_was_appended_and_advance_per_sender_and_origin() -> None:
+    positions = MeshPositions()
+    first = [incoming("e1", i, f"e1/i1/{i}", f"r/ir/{10 + i}") for i in range(3)]
+    assert positions.fresh(first) == first
+    positions.observe(first)
+    assert positions.sender("r") == ("ir", 13)
+    assert positions.origins["e1"] == ("i1", 3)
+    again = [incoming("e1", i, f"e1/i1/{i}", f"r/ir/{10 + i}") for i in range(2, 5)]
+    assert [e.provenance.origin_offset for e in positions.fresh(again) if e.provenance] == [3, 4]
+    # a new incarnation of the origin is new events, whatever the offsets say
+    replaced = [incoming("e1", 0, "e1/i2/0", "r/ir/20")]
+    assert positions.fresh(replaced) == replaced
+
+
+def test_a_checkpoint_stays_below_appends_in_progress_and_round_trips() -> None:
+    positions = MeshPositions()
+    positions.observe([incoming("e1", 4, "e1/i1/4")])
+    token = positions.begin_append(100)
+    assert positions.safe_offset(120) == 100
+    positions.end_append(token)
+    assert positions.safe_offset(120) == 120
+    copy = MeshPositions()
+    copy.restore(positions.checkpoint(120))
+    assert (copy.scanned_to, copy.senders, copy.origins) == (
+        120,
+        {"e1": ("i1", 5)},
+        {"e1": ("i1", 5)},
+    )
+
+
+def test_the_latest_incarnation_wins_whatever_the_order_of_senders() -> None:
+    positions = MeshPositions()
+    positions.observe(
+        [
+            incoming("e1", 9, "e1/old/9", "r1/a/100"),
+            incoming("e1", 0, "e1/new/0", "r2/b/5"),
+            incoming("x", 3, "x/i/3", "r1/a/101"),
+        ]
+    )
+    assert positions.origins == {"e1": ("new", 1), "x": ("i", 4)}
+    assert positions.senders == {"r1": ("a", 102), "r2": ("b", 6)}
+
+
+def test_the_link_right_is_its_own_and_all_does_not_grant_it() -> None:
+    from tidelog.security.acl import ACL, Access, Principal, Right, parse_acl
+
+    acl = ACL(parse_acl("user edge\nallow link telemetry/#\nuser app\nallow all #\n"))
+    edge = Access(acl, Principal("edge"))
+    app = Access(acl, Principal("app"))
+    assert edge.allows(Right.LINK, "telemetry/a") and not edge.allows(Right.PUBLISH, "telemetry/a")
+    assert app.allows(Right.PUBLISH, "telemetry/a") and not app.allows(Right.LINK, "telemetry/a")
+    assert Right.LINK not in Right.ALL

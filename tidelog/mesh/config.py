@@ -1,0 +1,185 @@
+"""``[node]`` and ``[[link]]``: how a node is named and which links it dials.
+
+``[[link]]`` tables come from the TOML file (and later REST), never from the
+environment or ``--set`` (CONTRACTS). The contract keys are ``name``, ``url``,
+``pull``, ``push`` and ``mode``; the others (credentials, TLS, tuning) are
+additions with defaults.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from tidelog.errors import InvalidTopicError
+from tidelog.topics import validate_topic_filter
+
+NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""A node id: 1-64 characters, letters, digits, ``.``, ``_``, ``-`` (no ``/``, so it can
+name a hop and an MQTT topic level)."""
+MODES = ("local", "transit")
+DEFAULT_HOP_LIMIT = 8
+
+
+def node_id(value: Any) -> str:
+    """a node id (1-64 of A-Z a-z 0-9 . _ -)"""
+    if not isinstance(value, str) or not NODE_ID_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"a node id is 1-64 letters, digits, '.', '_' or '-' (starting with a letter "
+            f"or digit), not {value!r}"
+        )
+    return value
+
+
+def optional_node_id(value: Any) -> str | None:
+    """a node id, or off (a stable id stored in the data directory)"""
+    if value is None or (isinstance(value, str) and value.lower() in ("", "off", "auto")):
+        return None
+    return node_id(value)
+
+
+def _filters(value: Any, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{key} must be a list of topic filters")
+    for item in value:
+        try:
+            validate_topic_filter(item)
+        except InvalidTopicError as exc:
+            raise ValueError(f"{key}: {exc}") from None
+    return tuple(value)
+
+
+@attrs.frozen
+class LinkConfig:
+    """One ``[[link]]``: a link this node dials."""
+
+    name: str
+    url: str
+    """``mqtt://host:port`` or ``mqtts://host:port`` (the remote's MQTT listener)."""
+    pull: tuple[str, ...] = ()
+    """Filters of the remote's events this node wants (read with this node's position)."""
+    push: tuple[str, ...] = ()
+    """Filters of this node's events the remote wants (the remote keeps the position)."""
+    mode: str = "local"
+    """``local``: forward only events that originated on the sending node; ``transit``:
+    forward across links too (never back over the link an event came from)."""
+    username: str | None = None
+    password: str | None = None
+    tls_ca: str | None = None
+    """PEM file of the CA that signed the remote's certificate (mqtts://); default: the
+    system's trust store."""
+    tls_cert: str | None = None
+    """Client certificate (PEM) for listeners that require one."""
+    tls_key: str | None = None
+    tls_server_name: str | None = None
+    """Name checked against the remote's certificate (default: the URL's host)."""
+    interest: bool = False
+    """Live interest: the remote sends, of the ``pull`` filters, only what subscriptions
+    on this node (and, over transit links, on the nodes pulling from it) want."""
+    hop_limit: int = DEFAULT_HOP_LIMIT
+    """The most nodes an event may have passed through before this link (transit)."""
+    batch_events: int = 1000
+    """The most events in one ``$link/events`` batch."""
+    window: int = 8
+    """Batches in flight without acknowledgement (the credit each side grants)."""
+    heartbeat_seconds: float = 2.0
+    reconnect_seconds: float = 1.0
+    """The longest wait between reconnect attempts (backoff starts at a tenth of it)."""
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+    def shown(self) -> dict[str, Any]:
+        """The link as ``config show`` and ``GET /v1/links`` show it (no password)."""
+        out = {
+            field.name: getattr(self, field.name)
+            for field in attrs.fields(LinkConfig)
+            if getattr(self, field.name) is not None
+        }
+        out["pull"], out["push"] = list(self.pull), list(self.push)
+        if self.password is not None:
+            out["password"] = "********"
+        return out
+
+
+_STRINGS = ("username", "password", "tls_ca", "tls_cert", "tls_key", "tls_server_name")
+
+
+def parse_link(table: Any, where: str) -> LinkConfig:
+    """One ``[[link]]`` table; ``ValueError`` names the key."""
+    if not isinstance(table, Mapping):
+        raise ValueError(f"{where}: expected a table")
+    known = {field.name for field in attrs.fields(LinkConfig)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]} (known: {', '.join(sorted(known))})")
+    for key in ("name", "url"):
+        if not isinstance(table.get(key), str) or not table[key]:
+            raise ValueError(f"{where}: {key} is required (a string)")
+    name = table["name"]
+    if not NODE_ID_PATTERN.fullmatch(name):
+        raise ValueError(f"{where}: name {name!r}: 1-64 letters, digits, '.', '_' or '-'")
+    url = urlsplit(table["url"])
+    if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
+        raise ValueError(f"{where}: url must be mqtt://host:port or mqtts://host:port")
+    try:
+        url.port  # noqa: B018  (raises on a bad port)
+    except ValueError as exc:
+        raise ValueError(f"{where}: url: {exc}") from None
+    values: dict[str, Any] = {"name": name, "url": table["url"]}
+    values["pull"] = _filters(table.get("pull", []), f"{where}: pull")
+    values["push"] = _filters(table.get("push", []), f"{where}: push")
+    mode = table.get("mode", "local")
+    if mode not in MODES:
+        raise ValueError(f"{where}: mode must be 'local' or 'transit', not {mode!r}")
+    values["mode"] = mode
+    for key in _STRINGS:
+        if key in table:
+            if not isinstance(table[key], str):
+                raise ValueError(f"{where}: {key} must be a string")
+            values[key] = table[key]
+    for key, low, high in (("hop_limit", 1, 64), ("batch_events", 1, 100_000), ("window", 1, 1000)):
+        if key in table:
+            value = table[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{where}: {key} must be an integer {low}-{high}")
+            values[key] = value
+    if "interest" in table:
+        if not isinstance(table["interest"], bool):
+            raise ValueError(f"{where}: interest must be true or false")
+        values["interest"] = table["interest"]
+    for key in ("heartbeat_seconds", "reconnect_seconds"):
+        if key in table:
+            value = table[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"{where}: {key} must be a positive number of seconds")
+            values[key] = float(value)
+    return LinkConfig(**values)
+
+
+def parse_links(tables: Any, where: str = "[[link]]") -> tuple[LinkConfig, ...]:
+    """Every ``[[link]]`` table; names must be unique on the node."""
+    if not isinstance(tables, list):
+        raise ValueError(f"{where}: expected an array of tables ([[link]])")
+    links = tuple(parse_link(table, f"{where} #{index + 1}") for index, table in enumerate(tables))
+    names = [link.name for link in links]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"{where}: link name {name!r} is used twice")
+    return links

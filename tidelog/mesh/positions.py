@@ -1,0 +1,166 @@
+"""Link positions: where this node is in each peer's log, and per origin.
+
+Two maps, both recovered exactly after a crash from the events themselves:
+
+* ``senders``: peer node -> (incarnation, next offset in that peer's log). It is
+  where a link resumes reading the peer (pull) or where the peer resumes
+  sending (push). The last hop of every appended event names its sender and
+  its offset there.
+* ``origins``: origin node -> (incarnation, next origin offset). An event at
+  or below it was appended already and is dropped (exactly once even if a
+  sender resends after a reconnect).
+
+Recovery (:meth:`MeshPositions.recover`): a checkpoint (``mesh`` state
+namespace: the maps and the local offset they are valid up to) is written
+every few seconds; at start the log is read from that offset to the head and
+the maps advanced from the provenance found. The checkpoint is only a lower
+bound, so a stale one costs a longer read, never a wrong position. Without a
+checkpoint the node has never run the mesh on this data directory, so no
+forwarded event can be in it, and recovery starts at the head.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from tidelog.engine import Broker
+from tidelog.mesh.wire import Hop
+from tidelog.storage.records import Event, NewEvent
+
+NAMESPACE = "mesh"
+CHECKPOINT_KEY = "positions"
+SCAN_BATCH = 10_000
+
+Position = tuple[str, int]
+"""(incarnation, next offset)."""
+
+
+class MeshPositions:
+    """The two maps above, the dedup rule and the checkpoint."""
+
+    def __init__(self) -> None:
+        self.senders: dict[str, Position] = {}
+        self.origins: dict[str, Position] = {}
+        self.scanned_to = 0
+        """The local offset up to which the maps account for every event."""
+        self.dirty = False
+        self._appending: dict[int, int] = {}
+        """Appends in progress: token -> the log's end offset when each began."""
+        self._tokens = 0
+
+    # -- advancing -------------------------------------------------------------------
+
+    def observe(self, events: Sequence[Event | NewEvent]) -> None:
+        """Advance both maps past ``events`` (appended to the local log, in order). Only
+        the last event of each origin and of each sender counts, so the batch is read
+        from its end and each hop path parsed at most once per origin."""
+        origins_done: set[str] = set()
+        senders_done: set[str] = set()
+        for event in reversed(events):
+            provenance = event.provenance
+            if provenance is None or provenance.origin_node is None or not provenance.hop_path:
+                continue
+            origin_node = provenance.origin_node
+            last = provenance.hop_path[-1]
+            sender_node = last.split("/", 1)[0]
+            if origin_node not in origins_done:
+                origins_done.add(origin_node)
+                origin = Hop.parse(provenance.hop_path[0])
+                offset = (provenance.origin_offset or 0) + 1
+                self._advance(self.origins, origin_node, origin.incarnation, offset)
+                self.dirty = True
+            if sender_node not in senders_done:
+                senders_done.add(sender_node)
+                sender = Hop.parse(last)
+                self._advance(self.senders, sender.node, sender.incarnation, sender.offset + 1)
+                self.dirty = True
+
+    def advance_sender(self, node: str, incarnation: str, next_offset: int) -> None:
+        """The sender read its log up to ``next_offset`` (events past the last matching
+        one need not be read again)."""
+        if self._advance(self.senders, node, incarnation, next_offset):
+            self.dirty = True
+
+    @staticmethod
+    def _advance(table: dict[str, Position], node: str, incarnation: str, offset: int) -> bool:
+        old = table.get(node)
+        if old is None or old[0] != incarnation or old[1] < offset:
+            table[node] = (incarnation, offset)
+            return True
+        return False
+
+    def fresh(self, events: Sequence[NewEvent]) -> list[NewEvent]:
+        """The events not appended yet (per origin: above its next offset), in order."""
+        out: list[NewEvent] = []
+        seen: dict[str, Position] = {}
+        for event in events:
+            provenance = event.provenance
+            assert provenance is not None and provenance.origin_node is not None
+            origin = provenance.origin_node
+            incarnation = provenance.hop_path[0].split("/", 2)[1]
+            offset = provenance.origin_offset or 0
+            known = seen.get(origin) or self.origins.get(origin)
+            if known is not None and known[0] == incarnation and offset < known[1]:
+                continue
+            seen[origin] = (incarnation, offset + 1)
+            out.append(event)
+        return out
+
+    def begin_append(self, end_offset: int) -> int:
+        """An append of forwarded events starts (its offsets will be >= ``end_offset``);
+        the checkpoint stays below it until :meth:`end_append`."""
+        self._tokens += 1
+        self._appending[self._tokens] = end_offset
+        return self._tokens
+
+    def end_append(self, token: int) -> None:
+        self._appending.pop(token, None)
+
+    def safe_offset(self, end_offset: int) -> int:
+        """The local offset a checkpoint taken now may claim: below every append still
+        in progress (whose events are not observed yet)."""
+        return min([end_offset, *self._appending.values()])
+
+    def sender(self, node: str) -> Position | None:
+        return self.senders.get(node)
+
+    # -- durability ------------------------------------------------------------------
+
+    def checkpoint(self, scanned_to: int) -> bytes:
+        self.scanned_to = scanned_to
+        self.dirty = False
+        return json.dumps(
+            {
+                "scanned_to": scanned_to,
+                "senders": {k: list(v) for k, v in self.senders.items()},
+                "origins": {k: list(v) for k, v in self.origins.items()},
+            }
+        ).encode()
+
+    def restore(self, raw: bytes) -> None:
+        data = json.loads(raw)
+        self.scanned_to = int(data["scanned_to"])
+        self.senders = {k: (str(v[0]), int(v[1])) for k, v in data["senders"].items()}
+        self.origins = {k: (str(v[0]), int(v[1])) for k, v in data["origins"].items()}
+
+    async def recover(self, broker: Broker) -> int:
+        """Load the checkpoint and read the log from it to the head; returns how many
+        events were read. Stores a checkpoint at the head."""
+        stored = (await broker.load_state(NAMESPACE)).get(CHECKPOINT_KEY)
+        head = broker.end_offset
+        read = 0
+        if stored is None:
+            self.scanned_to = head
+        else:
+            self.restore(stored)
+            position = max(self.scanned_to, (await broker.log_state()).first_offset)
+            while position < head:
+                result = await broker.read(position, None, limit=SCAN_BATCH, end=head)
+                self.observe(result.events)
+                read += len(result.events)
+                if result.next_offset <= position:
+                    break
+                position = result.next_offset
+        await broker.save_state(NAMESPACE, {CHECKPOINT_KEY: self.checkpoint(head)})
+        return read

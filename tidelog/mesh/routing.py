@@ -1,0 +1,67 @@
+"""What may cross a link (no I/O): filters, modes, hop paths, cycles.
+
+Loop prevention has three layers (docs/mesh.md):
+
+* ``local`` mode forwards only events that originated on the sending node, so
+  any topology of ``local`` links (a full mesh of a few sites) delivers each
+  event once, straight from its origin.
+* ``transit`` mode forwards events that came over other links too, but never
+  to a node already on the event's hop path (so never back over the link it
+  came from), and when a transit link starts the two sides exchange the nodes
+  reachable behind them: a link whose sides already reach a common node would
+  close a cycle and is refused. Changes are sent on (``$link/nodes``) so every
+  node of a tree knows the tree.
+* A hop limit per link stops an event that has passed through too many nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from tidelog.mesh.wire import hops
+from tidelog.storage.records import Event
+from tidelog.topics import compile_filter
+
+
+@attrs.frozen
+class Route:
+    """The sending side of one link direction: which of this node's events go to ``peer``."""
+
+    peer: str
+    """The receiving node's id."""
+    filters: tuple[str, ...]
+    mode: str
+    hop_limit: int
+
+    def single_filter(self) -> str | None:
+        """The one filter, for reads the log can filter itself; None for several."""
+        return self.filters[0] if len(self.filters) == 1 else None
+
+    def admits(self, event: Event) -> bool:
+        """True if ``event`` crosses this link."""
+        if not any(compile_filter(f)(event.topic) for f in self.filters):
+            return False
+        provenance = event.provenance
+        if provenance is None or provenance.origin_node is None:
+            return True  # originated here
+        if self.mode == "local":
+            return False
+        path = hops(provenance)
+        if len(path) >= self.hop_limit:
+            return False
+        return all(hop.node != self.peer for hop in path)
+
+
+def closes_cycle(ours: Iterable[str], theirs: Iterable[str]) -> set[str]:
+    """The nodes both sides of a new transit link already reach (a cycle if any)."""
+    return set(ours) & set(theirs)
+
+
+def reachable(node: str, behind_links: Sequence[Iterable[str]]) -> list[str]:
+    """This node plus every node reachable behind the given transit links."""
+    out = {node}
+    for nodes in behind_links:
+        out.update(nodes)
+    return sorted(out)

@@ -1,0 +1,370 @@
+"""One established link connection: the trio shell around the ``$link/`` protocol.
+
+After the handshake (``tidelog.mesh.node``: hello, welcome, start) both sides
+run the same :class:`LinkSession`, which may carry both directions at once:
+
+* the **source** reads this node's log from the position the receiver asked
+  for, keeps the events its :class:`~tidelog.mesh.routing.Route` admits and
+  sends them in ``$link/events`` batches, at most ``window`` unacknowledged
+  (credit-based flow control: each PUBACK returns one credit);
+* the **sink** takes the peer's batches in order, drops what was appended
+  already (per origin), appends the rest in one durable write, advances the
+  positions and only then sends the PUBACK;
+* the **reader** decodes packets and hands them out; the **heartbeat** sends
+  this node's head offset every ``heartbeat_seconds``. A connection silent for
+  three heartbeats is closed (half-open connections end).
+
+Memory is bounded: a batch holds at most ``batch_events`` events and a peer
+that sends more than ``window`` batches without acknowledgement is cut off.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from tidelog.concurrency import background_nursery
+from tidelog.mesh import wire
+from tidelog.mesh.routing import Route
+from tidelog.mesh.status import LinkStatus
+from tidelog.protocols.mqtt.decoder import Decoder
+from tidelog.protocols.mqtt.encoder import encode
+from tidelog.protocols.mqtt.packets import Disconnect, Packet, Pingreq, Pingresp, Puback, Publish
+from tidelog.protocols.mqtt.reason_codes import ReasonCode
+from tidelog.security import Access, Right
+from tidelog.topics import Matcher, compile_filter, validate_topic_filter
+
+if TYPE_CHECKING:
+    from tidelog.mesh.node import Mesh
+
+log = logging.getLogger("tidelog.mesh")
+RECEIVE_BYTES = 65_536
+INTEREST_POLL_SECONDS = 0.25
+"""How often a link with live interest looks for changed subscriptions."""
+STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class LinkClosed(Exception):
+    """The link ended (the reason is in the message)."""
+
+
+class LinkRefused(Exception):
+    """A link the other side (or this one) will not have; carries the reason code."""
+
+    def __init__(self, code: ReasonCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class LinkChannel:
+    """Packets over one stream: one writer at a time, a decoder for what comes in."""
+
+    def __init__(self, stream: trio.abc.Stream, decoder: Decoder) -> None:
+        self.stream = stream
+        self.decoder = decoder
+        self._lock = trio.Lock()
+        self.pending: list[Packet] = []
+
+    async def send(self, *packets: Packet) -> None:
+        data = b"".join(encode(packet, 5) for packet in packets)
+        async with self._lock:
+            await self.stream.send_all(data)
+
+    async def receive(self) -> Packet:
+        """The next packet; :class:`LinkClosed` at end of stream."""
+        while not self.pending:
+            data = await self.stream.receive_some(RECEIVE_BYTES)
+            if not data:
+                raise LinkClosed("the peer closed the connection")
+            self.pending = self.decoder.feed(data)
+        return self.pending.pop(0)
+
+    async def receive_publish(self, topic: str, timeout: float) -> Publish:
+        """The next packet, which must be a PUBLISH on ``topic`` (handshakes)."""
+        with trio.move_on_after(timeout):
+            packet = await self.receive()
+            if isinstance(packet, Disconnect):
+                reason = packet.properties.reason_string or ReasonCode(packet.reason_code).name
+                raise LinkClosed(f"refused by the peer: {reason}")
+            if not isinstance(packet, Publish) or packet.topic != topic:
+                raise wire.LinkProtocolError(f"expected {topic}, got {packet!r}")
+            return packet
+        raise LinkClosed(f"no {topic} within {timeout}s")
+
+
+class LinkSession:
+    """One connected link: source, sink, reader and heartbeat (see the module docs)."""
+
+    def __init__(
+        self,
+        mesh: Mesh,
+        channel: LinkChannel,
+        status: LinkStatus,
+        peer: str,
+        peer_incarnation: str,
+        *,
+        window: int,
+        batch_events: int,
+        heartbeat_seconds: float,
+        transit: bool,
+        push_access: Access | None = None,
+    ) -> None:
+        self.mesh = mesh
+        self.broker = mesh.broker
+        self.channel = channel
+        self.status = status
+        self.peer = peer
+        self.peer_incarnation = peer_incarnation
+        self.window = window
+        self.batch_events = batch_events
+        self.heartbeat_seconds = heartbeat_seconds
+        self.transit = transit
+        """A transit link: counts for the topology (cycles, ``$link/nodes``)."""
+        self.push_access = push_access
+        """The dialer's rights, when it pushes into this node (inbound links)."""
+        self.pull_route: Route | None = None
+        """What the dialer pulls from this node (inbound links; started by ``$link/start``)."""
+        self.pull_access: Access | None = None
+        self.interest: list[str] | None = None
+        """Live interest the peer advertised for its pull (None: its static filters)."""
+        self._interest_matchers: list[Matcher] | None = None
+        self._advertised: list[str] | None = None
+        self.peer_nodes: set[str] = set()
+        """The nodes reachable behind the peer (transit), as it reported them."""
+        self.sent_nodes: list[str] | None = None
+        self._batches_in, self._batches_out = trio.open_memory_channel[Publish](window)
+        self._credit = trio.Semaphore(window)
+        self._inflight: dict[int, int] = {}
+        self._packet_id = 0
+        self._nursery: trio.Nursery | None = None
+        self._source_position: int | None = None
+        self._last_heard = trio.current_time()
+
+    # -- running ---------------------------------------------------------------------
+
+    async def run(
+        self,
+        route: Route | None,
+        start: tuple[str, int] | None,
+        advertise: tuple[str, ...] | None = None,
+    ) -> None:
+        """Serve until the connection ends; ``route`` (with ``start``, the receiver's
+        position in this log) starts the source now (push), else ``$link/start``
+        may start it (pull, on the remote side). ``advertise``: the pull filters whose
+        live interest this side sends (``interest = true``)."""
+        async with background_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._sink)
+            nursery.start_soon(self._heartbeat)
+            if advertise is not None:
+                nursery.start_soon(self._advertise, advertise)
+            if route is not None:
+                nursery.start_soon(self._source, route, start, None)
+            try:
+                await self._read()
+            finally:
+                nursery.cancel_scope.cancel()
+
+    def start_source(
+        self, route: Route, start: tuple[str, int] | None, access: Access | None
+    ) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(self._source, route, start, access)
+
+    async def close(self, code: ReasonCode, reason: str) -> None:
+        with trio.move_on_after(1):
+            await self.channel.send(Disconnect(code, _reason(reason)))
+
+    # -- reader ----------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        silence = 3 * self.heartbeat_seconds
+        while True:
+            with trio.move_on_after(silence) as scope:
+                packet = await self.channel.receive()
+            if scope.cancelled_caught:
+                raise LinkClosed(f"nothing heard for {silence}s")
+            if isinstance(packet, Publish):
+                await self._on_publish(packet)
+            elif isinstance(packet, Puback):
+                self._acked(packet.packet_id)
+            elif isinstance(packet, Pingreq):
+                await self.channel.send(Pingresp())
+            elif isinstance(packet, Disconnect):
+                reason = packet.properties.reason_string or ReasonCode(packet.reason_code).name
+                raise LinkClosed(f"the peer disconnected: {reason}")
+            elif not isinstance(packet, Pingresp):
+                raise wire.LinkProtocolError(f"unexpected {type(packet).__name__} on a link")
+
+    async def _on_publish(self, packet: Publish) -> None:
+        topic = packet.topic
+        if topic == wire.EVENTS:
+            try:
+                self._batches_in.send_nowait(packet)
+            except trio.WouldBlock:
+                raise wire.LinkProtocolError(
+                    f"the peer sent more than {self.window} unacknowledged batches"
+                ) from None
+        elif topic == wire.HEAD:
+            body = wire.parse_control(packet)
+            head, sent = body.get("head"), body.get("sent")
+            if isinstance(head, int):
+                self.status.heard(head, sent if isinstance(sent, int) else None)
+        elif topic == wire.GAP:
+            body = wire.parse_control(packet)
+            self.mesh.report_gap(self.status, self.peer, body)
+        elif topic == wire.NODES:
+            self.peer_nodes = set(wire.string_list(wire.parse_control(packet), "nodes"))
+            self.mesh.check_cycle(self)
+            self.mesh.topology_changed(self)
+        elif topic == wire.INTEREST:
+            filters = wire.string_list(wire.parse_control(packet), "filters")
+            for topic_filter in filters:
+                validate_topic_filter(topic_filter)
+            self.interest = self.status.interest = filters
+            self._interest_matchers = [compile_filter(f) for f in filters]
+        elif topic == wire.START:
+            await self.mesh.on_start(self, wire.parse_control(packet))
+        else:
+            raise wire.LinkProtocolError(f"unknown link message {topic!r}")
+
+    # -- sink ------------------------------------------------------------------------
+
+    async def _sink(self) -> None:
+        positions = self.mesh.positions
+        async for packet in self._batches_out:
+            events = wire.decode_batch(packet.payload)
+            next_offset = wire.next_offset_of(packet)
+            for event in events:
+                assert event.provenance is not None
+                if event.provenance.hop_path[-1].split("/", 1)[0] != self.peer:
+                    raise wire.LinkProtocolError(f"an event whose last hop is not {self.peer}")
+                if self.push_access is not None and not self.push_access.allows(
+                    Right.LINK, event.topic
+                ):
+                    raise LinkRefused(
+                        ReasonCode.NOT_AUTHORIZED, f"no link right for {event.topic!r}"
+                    )
+            async with self.mesh.peer_lock(self.peer):
+                fresh = positions.fresh(events)
+                self.status.duplicates += len(events) - len(fresh)
+                if fresh:
+                    token = positions.begin_append(self.broker.end_offset)
+                    # shielded: an append cancelled half-way (the link cut) may still
+                    # commit, and its positions must then advance with it
+                    try:
+                        with trio.CancelScope(shield=True):
+                            await self.broker.publish_many(fresh)
+                            positions.observe(fresh)
+                    finally:
+                        positions.end_append(token)
+                positions.advance_sender(self.peer, self.peer_incarnation, next_offset)
+            self.status.events_in += len(fresh)
+            self.status.batches_in += 1
+            self.status.position = next_offset
+            assert packet.packet_id is not None
+            await self.channel.send(Puback(packet.packet_id))
+
+    # -- source ----------------------------------------------------------------------
+
+    def _acked(self, packet_id: int) -> None:
+        if self._inflight.pop(packet_id, None) is None:
+            raise wire.LinkProtocolError(f"PUBACK for unknown batch {packet_id}")
+        self._credit.release()
+
+    async def _source(
+        self, route: Route, start: tuple[str, int] | None, access: Access | None
+    ) -> None:
+        me = self.mesh.identity
+        position = await self._start_position(start)
+        single = route.single_filter()
+        while True:
+            await self._credit.acquire()
+            first = (await self.broker.log_state()).first_offset
+            if position < first:
+                await self._send_gap(position, first, "retention")
+                position = first
+            result = await self.broker.read(
+                position, single, limit=self.batch_events, wait=self.heartbeat_seconds
+            )
+            interest = self._interest_matchers
+            events = [
+                e
+                for e in result.events
+                if route.admits(e)
+                and (interest is None or any(match(e.topic) for match in interest))
+                and (access is None or access.allows(Right.LINK, e.topic))
+            ]
+            next_offset = max(result.next_offset, position)
+            if events:
+                self._packet_id = self._packet_id % 0xFFFF + 1
+                payload = wire.encode_batch(events, me.node_id, me.incarnation)
+                self._inflight[self._packet_id] = next_offset
+                await self.channel.send(wire.events_packet(payload, self._packet_id, next_offset))
+                self.status.events_out += len(events)
+                self.status.batches_out += 1
+            else:
+                self._credit.release()
+            position = self._source_position = next_offset
+
+    async def _start_position(self, start: tuple[str, int] | None) -> int:
+        me = self.mesh.identity
+        first = (await self.broker.log_state()).first_offset
+        if start is None:
+            return first
+        incarnation, offset = start
+        if incarnation != me.incarnation:
+            await self._send_gap(offset, first, "incarnation")
+            return first
+        return min(offset, self.broker.end_offset)
+
+    async def _send_gap(self, start: int, end: int, reason: str) -> None:
+        await self.channel.send(
+            wire.control(wire.GAP, {"from": start, "to": end, "reason": reason})
+        )
+
+    # -- heartbeat -------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        while True:
+            state = await self.broker.log_state()
+            sent = self._source_position if not self._inflight else None
+            await self.channel.send(
+                wire.control(
+                    wire.HEAD,
+                    {
+                        "head": self.broker.end_offset,
+                        "first": state.first_offset,
+                        "sent": sent,
+                        "time": self.broker.clock(),
+                    },
+                )
+            )
+            await trio.sleep(self.heartbeat_seconds)
+
+    async def advertise_now(self, pull: tuple[str, ...]) -> None:
+        """Send the live interest within ``pull`` if it changed since last sent."""
+        wanted = self.mesh.interest_for(self, pull)
+        if wanted != self._advertised:
+            await self.channel.send(wire.control(wire.INTEREST, {"filters": wanted}))
+            self._advertised = self.status.interest = wanted
+
+    async def _advertise(self, pull: tuple[str, ...]) -> None:
+        """Keep the advertised interest current (subscriptions come and go)."""
+        while True:
+            await self.advertise_now(pull)
+            await trio.sleep(INTEREST_POLL_SECONDS)
+
+    async def send_nodes(self, nodes: list[str]) -> None:
+        if nodes != self.sent_nodes:
+            self.sent_nodes = nodes
+            await self.channel.send(wire.control(wire.NODES, {"nodes": nodes}))
+
+
+def _reason(text: str) -> Any:
+    from tidelog.protocols.mqtt.properties import Properties
+
+    return Properties(reason_string=text[:200])

@@ -1,0 +1,228 @@
+"""The link protocol on MQTT 5: ``$link/...`` messages, encoded and decoded (no I/O).
+
+A link is an MQTT 5 connection to the remote's normal MQTT listener; the
+CONNECT carries the user property ``tidelog-link: 1`` and the listener hands
+the connection, once authenticated, to the mesh (the user needs the ACL right
+``link``). After CONNACK both sides exchange PUBLISH packets in the reserved
+``$link/`` topic space, which never reaches the log:
+
+==================  ====  =====================================================
+topic               QoS   payload
+==================  ====  =====================================================
+``$link/hello``     0     dialer -> remote, JSON: node, incarnation, link name,
+                          mode, pull and push filters, hop limit, the nodes
+                          reachable behind the dialer (transit)
+``$link/welcome``   0     remote -> dialer, JSON: node, incarnation, nodes,
+                          ``push_from`` (where the remote has the dialer's
+                          events up to); a refusal is a DISCONNECT instead
+``$link/start``     0     dialer -> remote, JSON: ``pull_from`` (the dialer's
+                          position in the remote's log); starts the pull
+``$link/events``    1     a batch of records (below); user property ``next``:
+                          the sender's log offset after the batch (it resumes
+                          there); the PUBACK returns one credit
+``$link/head``      0     heartbeat, JSON: the sender's ``head`` (next offset),
+                          ``first`` offset, ``sent`` (read up to), ``time``
+``$link/gap``       0     JSON: ``from``, ``to``, ``reason`` (``retention`` or
+                          ``incarnation``): events the receiver will never get
+``$link/nodes``     0     JSON: ``nodes`` now reachable behind the sender
+``$link/interest``  0     dialer -> remote, JSON: ``filters``, the part of the
+                          pull filters subscribers behind the dialer want
+                          (live interest; sent when it changes)
+==================  ====  =====================================================
+
+A batch is a sequence of ``u32 length, record`` where a record is the log's own
+record format (``tidelog.storage.records``, CRC-32C checked) carrying the
+event's provenance: origin node, origin offset and the hop path. A hop is
+``node/incarnation/offset``: every node that stored and forwarded the event, the
+origin first and the sender last, with the event's offset in that node's log.
+The receiver recovers its link positions from these hops after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable
+from typing import Any, Final
+
+import attrs
+
+from tidelog.protocols.mqtt.packets import Publish
+from tidelog.protocols.mqtt.properties import Properties
+from tidelog.storage.records import Event, NewEvent, Provenance, decode_record, encode_record
+
+LINK_PROPERTY: Final = "tidelog-link"
+"""The CONNECT user property that makes an MQTT connection a link."""
+PREFIX: Final = "$link/"
+HELLO: Final = "$link/hello"
+WELCOME: Final = "$link/welcome"
+START: Final = "$link/start"
+EVENTS: Final = "$link/events"
+HEAD: Final = "$link/head"
+GAP: Final = "$link/gap"
+NODES: Final = "$link/nodes"
+INTEREST: Final = "$link/interest"
+VERSION: Final = 1
+_LENGTH = struct.Struct(">I")
+
+
+class LinkProtocolError(ValueError):
+    """The peer sent something the link protocol does not allow (closes the link)."""
+
+
+# -- hops --------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Hop:
+    """One node an event passed through, and its offset in that node's log."""
+
+    node: str
+    incarnation: str
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.node}/{self.incarnation}/{self.offset}"
+
+    @classmethod
+    def parse(cls, text: str) -> Hop:
+        parts = text.split("/")
+        if len(parts) != 3 or not parts[2].isdigit():
+            raise LinkProtocolError(f"a hop is node/incarnation/offset, not {text!r}")
+        return cls(parts[0], parts[1], int(parts[2]))
+
+
+def hops(provenance: Provenance | None) -> list[Hop]:
+    """The hops of an event's provenance (none for an event that never crossed a link)."""
+    if provenance is None:
+        return []
+    return [Hop.parse(text) for text in provenance.hop_path]
+
+
+def forwarded(event: Event, node: str, incarnation: str) -> NewEvent:
+    """``event`` of this node's log as it crosses a link: origin kept (or set to this
+    node), this node appended to the hop path; MQTT details of the local publish
+    (client id, packet id) stay behind."""
+    hop = str(Hop(node, incarnation, event.offset))
+    old = event.provenance
+    if old is None or old.origin_node is None:
+        provenance = Provenance(origin_node=node, origin_offset=event.offset, hop_path=(hop,))
+    else:
+        provenance = Provenance(
+            origin_node=old.origin_node,
+            origin_offset=old.origin_offset,
+            hop_path=(*old.hop_path, hop),
+        )
+    return NewEvent(
+        event.topic, event.payload, event.qos, event.retain, event.properties, provenance
+    )
+
+
+# -- batches -----------------------------------------------------------------------------
+
+
+def encode_batch(events: Iterable[Event], node: str, incarnation: str) -> bytes:
+    """This node's ``events`` as one ``$link/events`` payload."""
+    out = bytearray()
+    for event in events:
+        record = encode_record(forwarded(event, node, incarnation), event.timestamp)
+        out += _LENGTH.pack(len(record))
+        out += record
+    return bytes(out)
+
+
+def decode_batch(payload: bytes) -> list[NewEvent]:
+    """The events of a ``$link/events`` payload, each with its provenance (checked:
+    origin and at least one hop); raises :class:`LinkProtocolError`."""
+    events: list[NewEvent] = []
+    view = memoryview(payload)
+    pos = 0
+    while pos < len(view):
+        if pos + 4 > len(view):
+            raise LinkProtocolError("a truncated batch")
+        (length,) = _LENGTH.unpack_from(view, pos)
+        pos += 4
+        if pos + length > len(view):
+            raise LinkProtocolError("a truncated record in a batch")
+        try:
+            event = decode_record(0, bytes(view[pos : pos + length]))
+        except Exception as exc:
+            raise LinkProtocolError(f"a bad record in a batch: {exc}") from None
+        pos += length
+        provenance = event.provenance
+        if provenance is None or provenance.origin_node is None or not provenance.hop_path:
+            raise LinkProtocolError("a forwarded event without origin and hop path")
+        Hop.parse(provenance.hop_path[0])  # the hops the receiver reads: check them
+        Hop.parse(provenance.hop_path[-1])
+        events.append(
+            NewEvent(
+                event.topic,
+                event.payload,
+                event.qos,
+                event.retain,
+                event.properties,
+                provenance,
+            )
+        )
+    return events
+
+
+# -- control messages --------------------------------------------------------------------
+
+
+def control(topic: str, body: dict[str, Any]) -> Publish:
+    """A QoS 0 control message."""
+    return Publish(topic, json.dumps(body, separators=(",", ":")).encode())
+
+
+def events_packet(payload: bytes, packet_id: int, next_offset: int) -> Publish:
+    return Publish(
+        EVENTS,
+        payload,
+        qos=1,
+        packet_id=packet_id,
+        properties=Properties(user_properties=(("next", str(next_offset)),)),
+    )
+
+
+def next_offset_of(packet: Publish) -> int:
+    for key, value in packet.properties.user_properties:
+        if key == "next" and value.isdigit():
+            return int(value)
+    raise LinkProtocolError("a batch without its 'next' offset")
+
+
+def parse_control(packet: Publish) -> dict[str, Any]:
+    try:
+        body = json.loads(packet.payload)
+    except ValueError:
+        raise LinkProtocolError(f"{packet.topic}: not JSON") from None
+    if not isinstance(body, dict):
+        raise LinkProtocolError(f"{packet.topic}: expected a JSON object")
+    return body
+
+
+def position(body: dict[str, Any], key: str) -> tuple[str, int] | None:
+    """``{"incarnation": ..., "offset": N}`` under ``key``, or None."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("incarnation"), str)
+        or not isinstance(value.get("offset"), int)
+        or value["offset"] < 0
+    ):
+        raise LinkProtocolError(f"{key} must be {{incarnation, offset}}")
+    return value["incarnation"], value["offset"]
+
+
+def position_body(value: tuple[str, int] | None) -> dict[str, Any] | None:
+    return None if value is None else {"incarnation": value[0], "offset": value[1]}
+
+
+def string_list(body: dict[str, Any], key: str) -> list[str]:
+    value = body.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise LinkProtocolError(f"{key} must be a list of strings")
+    return value
