@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 
 from tests.kafka_broker import KafkaCluster
-from tests.serve_process import Serve
+from tests.serve_process import start_server
+from tidelog.testing.server import ServerProcess
 
 QUIET = ("--log-level", "warning")
 
 
-def start_node(tmp_path: Path, url: str, name: str) -> Serve:
+def start_node(tmp_path: Path, url: str, name: str) -> ServerProcess:
     """One node: every listener on a free port, announced under ``name``."""
-    return Serve(
+    return start_server(
         tmp_path,
         "--storage",
         url,
@@ -41,8 +42,8 @@ def log_url(kafka: KafkaCluster) -> str:
 
 
 @pytest.fixture(scope="module")
-def nodes(tmp_path_factory: pytest.TempPathFactory, log_url: str) -> Iterator[list[Serve]]:
-    started: list[Serve] = []
+def nodes(tmp_path_factory: pytest.TempPathFactory, log_url: str) -> Iterator[list[ServerProcess]]:
+    started: list[ServerProcess] = []
     directory = tmp_path_factory.mktemp("nodes")
     try:
         for index in range(3):  # one at a time: on two cores parallel starts are no faster

@@ -14,12 +14,13 @@ from paho.mqtt.properties import Properties as PahoProperties
 
 from tests.cluster.conftest import start_node
 from tests.protocols.mqtt.server_helpers import Client, clients, wait_for
-from tests.serve_process import Serve, env
+from tests.serve_process import env
 from tests.test_cross_protocol import ws_receive
+from tidelog.testing.server import ServerProcess
 
 
 def test_a_publish_on_any_node_reaches_subscribers_on_every_node_in_log_order(
-    nodes: list[Serve],
+    nodes: list[ServerProcess],
 ) -> None:
     subscribers = [Client(node.ports["MQTT"], version=paho.MQTTv5) for node in nodes]
     publishers = [Client(node.ports["MQTT"]) for node in nodes]
@@ -43,7 +44,7 @@ def test_a_publish_on_any_node_reaches_subscribers_on_every_node_in_log_order(
             ]
 
 
-def test_rest_and_websocket_across_nodes(nodes: list[Serve]) -> None:
+def test_rest_and_websocket_across_nodes(nodes: list[ServerProcess]) -> None:
     subscriber = Client(nodes[2].ports["MQTT"])
     with clients(subscriber):
         subscriber.subscribe("rest/+", qos=1)
@@ -65,7 +66,7 @@ def test_rest_and_websocket_across_nodes(nodes: list[Serve]) -> None:
     assert events[0]["offset"] == offset and events[0]["payload"] == "from REST on node 1"
 
 
-def test_retained_messages_are_the_same_on_every_node(nodes: list[Serve]) -> None:
+def test_retained_messages_are_the_same_on_every_node(nodes: list[ServerProcess]) -> None:
     publisher = Client(nodes[0].ports["MQTT"])
     with clients(publisher):
         publisher.publish("status/pump", b"on", qos=1, retain=True)
@@ -81,7 +82,7 @@ def test_retained_messages_are_the_same_on_every_node(nodes: list[Serve]) -> Non
 
 
 def test_a_cursor_made_on_one_node_is_fetched_on_another_and_committed_on_a_third(
-    nodes: list[Serve],
+    nodes: list[ServerProcess],
 ) -> None:
     a, b, c = (node.url for node in nodes)
     for n in range(4):
@@ -100,7 +101,7 @@ def test_a_cursor_made_on_one_node_is_fetched_on_another_and_committed_on_a_thir
         assert cursor["position"] == body["next_offset"], (url, cursor)
 
 
-def test_cluster_lists_every_node(nodes: list[Serve]) -> None:
+def test_cluster_lists_every_node(nodes: list[ServerProcess]) -> None:
     def listed() -> list[dict[str, object]]:
         return httpx.get(f"{nodes[1].url}/v1/cluster", timeout=10).json()["nodes"]
 
@@ -125,7 +126,7 @@ def test_cluster_lists_every_node(nodes: list[Serve]) -> None:
 
 
 def test_a_node_joining_later_serves_the_same_log(
-    nodes: list[Serve], tmp_path: Path, log_url: str
+    nodes: list[ServerProcess], tmp_path: Path, log_url: str
 ) -> None:
     publisher = Client(nodes[0].ports["MQTT"])
     with clients(publisher):
@@ -149,7 +150,7 @@ def test_a_node_joining_later_serves_the_same_log(
         late.kill()
 
 
-def test_a_persistent_session_resumes_on_another_node(nodes: list[Serve]) -> None:
+def test_a_persistent_session_resumes_on_another_node(nodes: list[ServerProcess]) -> None:
     device = Client(nodes[0].ports["MQTT"], "roamer", clean=False)
     device.subscribe("roam/#", qos=1)
     device.disconnect()
@@ -164,7 +165,9 @@ def test_a_persistent_session_resumes_on_another_node(nodes: list[Serve]) -> Non
         back.nothing_more(0.3)
 
 
-def test_the_same_client_id_on_a_second_node_takes_the_session_over(nodes: list[Serve]) -> None:
+def test_the_same_client_id_on_a_second_node_takes_the_session_over(
+    nodes: list[ServerProcess],
+) -> None:
     first = Client(nodes[0].ports["MQTT"], "twin", version=paho.MQTTv5, session_expiry=300)
     first.subscribe("twin/#", qos=1)
     second = Client(
@@ -182,7 +185,7 @@ def test_the_same_client_id_on_a_second_node_takes_the_session_over(nodes: list[
 
 
 def test_a_client_back_on_another_node_in_time_cancels_its_delayed_will(
-    nodes: list[Serve],
+    nodes: list[ServerProcess],
 ) -> None:
     """Two clients with the same will delay drop off node 1; one comes back on node 2
     before the delay. The other's will arrives (on node 3); the returning one's, set

@@ -15,14 +15,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.cluster.conftest import start_node
 from tests.protocols.mqtt.server_helpers import Client, clients, wait_for
-from tests.serve_process import Serve
+from tidelog.testing.server import ServerProcess
 
 STORM = 3000
 
 
 @pytest.fixture
-def two_nodes(tmp_path: Path, log_url: str) -> Iterator[list[Serve]]:
-    started: list[Serve] = []
+def two_nodes(tmp_path: Path, log_url: str) -> Iterator[list[ServerProcess]]:
+    started: list[ServerProcess] = []
     try:
         for index in range(2):
             started.append(start_node(tmp_path, log_url, f"node-{index + 1}"))
@@ -33,7 +33,7 @@ def two_nodes(tmp_path: Path, log_url: str) -> Iterator[list[Serve]]:
 
 
 def test_sigkill_a_node_during_a_qos1_storm_loses_and_duplicates_nothing_acknowledged(
-    two_nodes: list[Serve],
+    two_nodes: list[ServerProcess],
 ) -> None:
     survivor, victim = two_nodes
     keeper = Client(survivor.ports["MQTT"], "keeper", clean=False)
