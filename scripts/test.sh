@@ -54,6 +54,14 @@ if command -v npm >/dev/null && [ ! -d tests/interop/node_modules/mqtt ]; then
     npm install --prefix tests/interop --no-audit --no-fund --no-save --loglevel=error
 fi
 
+# Apache Kafka (broker and tools) from Maven Central, for the kafka:// tests
+# (tests/kafka_broker.py starts it in KRaft mode); the jars are cached in ~/.m2.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v mvn >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven openjdk-17-jre-headless >/dev/null
+fi
+bash scripts/kafka/fetch.sh
+
 .venv/bin/ruff check tidelog tests bench
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"

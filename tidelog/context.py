@@ -60,7 +60,9 @@ class ServerConfig:
     shutdown_timeout: float = 10.0
     """Seconds :func:`serve_until_signalled` waits for a clean shutdown before giving up."""
     node_id: str | None = None
-    """``node.id`` (``--node-id``); None: the stable id stored in the data directory."""
+    """``node.id`` (``--node-id``): this node's name in a mesh (None: the stable id stored
+    in the data directory) and among the nodes serving one shared log (None there:
+    ``<host name>-<MQTT port>``)."""
     links: tuple[LinkConfig, ...] = ()
     """``[[link]]``: the mesh links this node dials (docs/mesh.md)."""
     webhooks: list[dict[str, Any]] = attrs.field(factory=list)
@@ -140,4 +142,4 @@ class ServerContext:
         if mesh is not None:
             mqtt.link_acceptor = mesh.accept
         webhooks = WebhookService(broker, security, list(config.webhooks))
-        return cls(config, broker, security, mqtt, traffic, mesh, webhooks)
+        return cls(config, broker, security, mqtt, traffic, mesh, webhooks=webhooks)

@@ -52,6 +52,14 @@ class CorruptLogError(StorageError):
     """Stored data cannot be read back: truncated files, bad records, broken indexes."""
 
 
+class StorageUnavailableError(StorageError):
+    """The storage service (Kafka) cannot be reached or did not acknowledge in time.
+
+    Nothing was acknowledged to the caller; a batch may still have been stored in
+    part (a retry may duplicate it). The broker refuses publishes with this error
+    until the service answers again, and recovers by itself."""
+
+
 class StorageFullError(StorageError):
     """The storage medium is out of space; nothing of the failed batch was stored."""
 

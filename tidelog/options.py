@@ -65,7 +65,7 @@ option(
     "url",
     storage_url,
     DEFAULT_URL,
-    "storage URL: lmdb://<dir>, sqlite://<file>, memory://",
+    "storage URL: lmdb://<dir>, sqlite://<file>, memory://, kafka://<host:port,...>/<log>",
     flag="--storage",
     env_aliases=["TIDELOG_STORAGE"],
 )

@@ -35,6 +35,7 @@ from tidelog.context import ServerConfig, ServerContext
 from tidelog.engine import Broker
 from tidelog.errors import TidelogError
 from tidelog.mesh.node import Mesh
+from tidelog.node import announce_node, node_id
 from tidelog.protocols.mqtt.server import serve_tcp, serve_tls
 from tidelog.security import Security, load_security
 from tidelog.security.config import is_loopback
@@ -201,6 +202,9 @@ async def _run_broker_and_listeners(
                     await nursery.start(context.webhooks.run)
                 if config.sys_interval is not None and any(n.startswith("MQTT") for n in ports):
                     nursery.start_soon(publish_sys_topics, context, config.sys_interval)
+                node = node_id(context, ports)
+                log.info("node %s", node)
+                nursery.start_soon(announce_node, context, node, ports)
                 task_status.started(RunningServer(context, ports))
         # the listeners only end when cancelled; leaving the broker block commits and
         # flushes everything already accepted before the log closes

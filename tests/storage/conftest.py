@@ -4,11 +4,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.storage.backends import BACKEND_NAMES, BackendUnderTest, ManualClock, make_backend
+from tests.kafka_broker import KafkaCluster
+from tests.storage.backends import (
+    STORAGE_BACKEND_NAMES,
+    BackendUnderTest,
+    ManualClock,
+    make_backend,
+)
 
 
-@pytest.fixture(params=BACKEND_NAMES)
+@pytest.fixture(params=STORAGE_BACKEND_NAMES)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> BackendUnderTest:
+    if request.param == "kafka":
+        kafka: KafkaCluster = request.getfixturevalue("kafka")
+        return make_backend("kafka", tmp_path, kafka.bootstrap)
     return make_backend(request.param, tmp_path)
 
 

@@ -38,6 +38,7 @@ from tidelog.errors import (
     OffsetOutOfRangeError,
     RecordTooLargeError,
     StorageFullError,
+    StorageUnavailableError,
     TidelogError,
 )
 from tidelog.security.errors import (
@@ -75,6 +76,7 @@ _TABLE: list[tuple[type[BaseException], int, str]] = [
     (PayloadError, 422, "invalid_payload"),
     (LogClosedError, 503, "shutting_down"),
     (StorageFullError, 507, "storage_full"),
+    (StorageUnavailableError, 503, "storage_unavailable"),
 ]
 
 

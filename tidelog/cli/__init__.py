@@ -23,6 +23,7 @@ COMMANDS = [
     "tidelog.cli.events",  # publish, tail, replay
     "tidelog.cli.admin",  # topics, stats, cursors
     "tidelog.cli.webhooks",  # webhooks
+    "tidelog.cli.cluster",  # cluster
     "tidelog.cli.links",  # links
     "tidelog.cli.data",  # verify, reindex, dump, load
     "tidelog.cli.passwd",  # passwd (tidelog/security/passwd_cli.py)

@@ -26,6 +26,7 @@ import attrs
 import trio
 
 from tidelog.concurrency import background_nursery
+from tidelog.engine.cluster import ClusterRegistry
 from tidelog.engine.consumers import ConsumerGroups, ConsumerOptions
 from tidelog.engine.cursors import Cursor, split_stored_name, stored_name, stored_options
 from tidelog.engine.fanout import (
@@ -47,6 +48,7 @@ from tidelog.errors import (
     InvalidTopicError,
     LogClosedError,
     OffsetOutOfRangeError,
+    StorageError,
 )
 from tidelog.storage import (
     DEFAULT_URL,
@@ -182,6 +184,10 @@ class Broker:
             clock,
             recheck=options.session_expiry_check_seconds,
         )
+        self.cluster = ClusterRegistry(log, self._state_writer, clock, self.publish_many)
+        """The nodes serving this log (several on a shared log: ``kafka://``)."""
+        self._follow_scope = trio.CancelScope()
+        self._claims_scope = trio.CancelScope()
         self._shared: dict[tuple[str, str], tuple[Feed, list[int]]] = {}
         self._topic_counts: Counter[str] = Counter()
         self._commit_hooks: list[Callable[[list[Event]], None]] = []
@@ -197,6 +203,9 @@ class Broker:
         await self.sessions.load()
         self._nursery.start_soon(self._writer.run)
         self._nursery.start_soon(self._state_writer.run)
+        if self.log.shared:
+            self._nursery.start_soon(self._follow_log)
+            self._nursery.start_soon(self._serve_claims)
         await self.wills.load()
 
     async def _run_periodic(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -211,6 +220,8 @@ class Broker:
         self.wills.close()
         self._writer.close()
         await self._writer.wait_idle()
+        self._follow_scope.cancel()
+        self._claims_scope.cancel()
         periodic.cancel()
         await self.retained.flush()
         self._state_writer.close()
@@ -264,11 +275,46 @@ class Broker:
         self._commit_hooks.append(hook)
 
     def _on_commit(self, events: list[Event]) -> None:
+        if not self.log.shared:
+            self._route(events)
+        # a shared log: _follow_log routes every node's events, these included, in log order
+
+    async def _follow_log(self) -> None:
+        """On a shared log (other nodes append too), route events from the log's head in
+        offset order, whichever node appended them: fan-out, retained messages, counts."""
+        position = self.fanout.dispatched_end
+        with self._follow_scope:
+            while True:
+                try:
+                    result = await self.log.read(position, limit=10_000, max_bytes=None)
+                    if result.events:
+                        self._route(result.events)
+                    if result.next_offset == position:
+                        await self.log.wait_for_append(position)
+                    position = result.next_offset
+                except LogClosedError:
+                    return
+                except StorageError as exc:  # Kafka away: keep trying, the log catches up
+                    log.warning("reading the shared log at %d failed (%s); retrying", position, exc)
+                    await trio.sleep(1)
+
+    async def _serve_claims(self) -> None:
+        """Shared logs: other nodes' takeover requests and answers (engine/cluster.py)."""
+        with self._claims_scope:
+            async with self.subscribe("$cluster/#", retained=False) as events:
+                await self.cluster.run_claims(events)
+
+    def _route(self, events: list[Event]) -> None:
         self.fanout.dispatch(events)
         self.retained.apply(events)
         self._topic_counts.update(e.topic for e in events)
         for hook in self._commit_hooks:
             hook(events)
+
+    @property
+    def shared(self) -> bool:
+        """Whether other nodes serve the same log (``kafka://``): see docs/cluster.md."""
+        return self.log.shared
 
     @property
     def end_offset(self) -> int:

@@ -120,6 +120,25 @@ class SessionStore:
             self._sessions[client_id] = session
             self._count(session)
 
+    async def refresh(self, client_id: str) -> Session | None:
+        """On a shared log, re-read the session another node may have saved since (a
+        client that moves between nodes); on others the memory copy is the truth."""
+        if not self._log.shared:
+            return self._sessions.get(client_id)
+        raw = await self._log.get_state(NAMESPACE, client_id)
+        self._disown(client_id)
+        self._sessions.pop(client_id, None)
+        if raw is None:
+            return None
+        try:
+            session = Session.from_json(raw)
+        except UNREADABLE as exc:
+            report_unreadable(self._log, NAMESPACE, client_id, exc, "A fresh session starts.")
+            return None
+        self._sessions[client_id] = session
+        self._count(session)
+        return session
+
     def subscription_filters(self) -> set[str]:
         """Every filter a stored persistent session subscribes to (connected or not)."""
         return {f for session in self._sessions.values() for f in session.subscriptions}
@@ -169,6 +188,14 @@ class SessionStore:
             for s in self._sessions.values()
             if (at := s.expires_at()) is not None and at <= now
         ]
+        if gone and self._log.shared:  # another node may have resumed one of them since
+            gone = [
+                client_id
+                for client_id in gone
+                if (fresh := await self.refresh(client_id)) is not None
+                and (at := fresh.expires_at()) is not None
+                and at <= now
+            ]
         if gone:
             for client_id in gone:
                 del self._sessions[client_id]

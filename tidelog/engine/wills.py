@@ -98,6 +98,8 @@ class WillStore:
         """Drop the pending will of ``key``; False if there was none."""
         scope = self._scopes.pop(key, None)
         if scope is None:
+            if self._log.shared:  # the will may wait on another node: delete it there too
+                self._writer.put_nowait(NAMESPACE, {key: None})
             return False
         scope.cancel()
         self._writer.put_nowait(NAMESPACE, {key: None})
@@ -108,6 +110,15 @@ class WillStore:
         for scope in self._scopes.values():
             scope.cancel()
         self._scopes.clear()
+
+    async def _still_pending(self, key: str) -> bool:
+        """On a shared log: whether the will is still stored (no node cancelled or
+        published it meanwhile)."""
+        try:
+            return await self._log.get_state(NAMESPACE, key) is not None
+        except TidelogError as exc:
+            log.warning("pending will of %r not checked (%s): publishing it", key, exc)
+            return True
 
     def _start(self, key: str, will: NewEvent, due: int, record: bytes | None) -> None:
         scope = trio.CancelScope()
@@ -136,6 +147,8 @@ class WillStore:
             await self._until(due)
             if self._scopes.get(key) is scope:
                 del self._scopes[key]
+            if self._log.shared and not await self._still_pending(key):
+                return  # cancelled through another node, or published by one
             try:
                 await self._publish([will])
             except TidelogError as exc:

@@ -5,7 +5,9 @@
 * ``lmdb:///path`` or ``lmdb://./relative`` — segmented LMDB log (the default,
   ``lmdb://./tidelog-data``);
 * ``memory://`` — in memory, same semantics, no durability;
-* ``sqlite:///path`` — a single SQLite file (WAL mode).
+* ``sqlite:///path`` — a single SQLite file (WAL mode);
+* ``kafka://host:port[,host:port...]/<log-name>`` — one partition of an Apache
+  Kafka topic, shared by every tidelog node that opens the same URL.
 
 Options (see :class:`LogOptions`) come as keyword arguments or URL query
 parameters; keyword arguments win. This package imports nothing from the
@@ -40,6 +42,7 @@ from tidelog.storage.records import Event, NewEvent, Properties, Provenance
 DEFAULT_URL = "lmdb://./tidelog-data"
 
 _BACKENDS = {
+    "kafka": "tidelog.storage.kafka_log:KafkaLog",
     "lmdb": "tidelog.storage.lmdb_log:LmdbLog",
     "memory": "tidelog.storage.memory:MemoryLog",
     "sqlite": "tidelog.storage.sqlite_log:SqliteLog",

@@ -110,6 +110,15 @@ class LogOptions:
     """How often the background retention task runs (when a bound is set)."""
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     clock: Clock = wall_clock_ms
+    replication_factor: int | None = None
+    """``kafka://``: replicas of the log's topics; default min(3, brokers)."""
+    min_insync_replicas: int | None = None
+    """``kafka://``: ``min.insync.replicas`` of the log's topics; default max(1, replicas - 1)."""
+    cache_bytes: int = 64 * 1024 * 1024
+    """``kafka://``: the most recent records each node keeps in memory for reads."""
+    timeout_ms: int = 15_000
+    """``kafka://``: how long an append or read waits for Kafka before it fails with
+    :class:`~tidelog.errors.StorageUnavailableError`."""
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> LogOptions:
@@ -133,7 +142,7 @@ class LogOptions:
                         ) from None
             kwargs[key] = value
         options = cls(**kwargs)
-        for key in ("segment_bytes", "max_record_bytes", "retention_check_ms"):
+        for key in ("segment_bytes", "max_record_bytes", "retention_check_ms", "timeout_ms"):
             if getattr(options, key) <= 0:
                 raise InvalidStorageURLError(f"storage option {key} must be positive")
         return options
@@ -233,6 +242,9 @@ class EventLog(abc.ABC):
     """An append-only event log with cursors and key-value state. See the module docstring."""
 
     backend_name: str = "abstract"
+    shared: bool = False
+    """True when other processes append to the same log (``kafka://``): the engine then
+    routes events from :meth:`read` at the log's head, not from its own appends."""
 
     # -- the log -----------------------------------------------------------------
 

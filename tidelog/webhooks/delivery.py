@@ -33,7 +33,7 @@ import attrs
 import httpx
 import trio
 
-from tidelog.api.shapes import encode_event, encode_events
+from tidelog.api.event_json import encode_event, encode_events
 from tidelog.engine import Broker, Cursor
 from tidelog.engine.consumers import ConsumerOptions
 from tidelog.errors import LogClosedError

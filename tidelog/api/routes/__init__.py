@@ -20,6 +20,7 @@ from fastapi import APIRouter
 
 from tidelog.api.routes import (
     clients,
+    cluster,
     console,
     cursors,
     events,
@@ -39,6 +40,7 @@ RESOURCES: tuple[APIRouter, ...] = (
     operations.router,
     overview.router,
     clients.router,
+    cluster.router,
     links.router,
     pages.router,
     console.router,

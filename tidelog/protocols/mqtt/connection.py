@@ -328,6 +328,7 @@ class MQTTConnection:
         self.client_id = admission.client_id_of(connect)
         set_connection_context(client_id=self.client_id)
         info = ConnectInfo(connect, self.client_id, self.transport, self.peer)
+        await self.broker.sessions.refresh(self.client_id)  # saved on another node (kafka://)
         result = await admission.admit(
             self.server, info, self.stream, self._transport_principal, self
         )

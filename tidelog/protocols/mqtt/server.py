@@ -79,6 +79,7 @@ class MQTTServer:
         self.sys_messages: dict[str, bytes] = {}
         """The latest ``$SYS`` values (see :mod:`tidelog.sys_topics`)."""
         self.traffic = traffic if traffic is not None else TrafficCounters()
+        broker.cluster.on_claim(self._claimed_elsewhere)
         self.link_acceptor: LinkAcceptor | None = None
         """Serves connections whose CONNECT asks to be a mesh link (``tidelog.mesh``;
         None: such connections are ordinary MQTT clients)."""
@@ -114,6 +115,19 @@ class MQTTServer:
                 del self.connections[client_id]
             broker.cancel_will(client_id)  # one the older connection left with a delay
         self.connections[client_id] = connection
+        if await broker.cluster.claim_client(client_id):  # another node had it (kafka://)
+            broker.cancel_will(client_id)
+        await broker.sessions.refresh(client_id)  # the session that node saved
+
+    async def _claimed_elsewhere(self, client_id: str) -> None:
+        """Another node of a shared log took ``client_id`` over: close ours (0x8E)
+        and return once its session is saved."""
+        old = self.connections.get(client_id)
+        if old is not None:
+            await old.take_over()
+            if self.connections.get(client_id) is old:
+                del self.connections[client_id]
+        self.broker.cancel_will(client_id)  # the client is back, on the other node
 
     def clients(self, owner: str | None = None) -> list[dict[str, Any]]:
         """The connected clients (``owner``'s only, if given), by client id."""
