@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as paho
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect, sync_playwright
 
 from tests.protocols.mqtt.server_helpers import Client
 from tests.security.conftest import users_with_token, write_acl
@@ -167,6 +167,16 @@ def test_every_page_renders_live_data(console: Console, server: ServerProcess) -
             line0 = page.locator('a.topic[data-topic="plant/line0"]')
             expect(line0).to_contain_text("34")  # 4 temperatures + 30 pressures
             expect(page.locator('a.topic[data-topic="plant"]')).to_contain_text("42")
+
+            # each topic shows its last event: time and the start of the payload
+            def last_event(topic: str) -> Locator:
+                return page.locator(f'li:has(> a.topic[data-topic="{topic}"]) > .last-event')
+
+            expect(last_event("plant/line0/pressure").locator(".preview")).to_have_text("29")
+            temp = last_event("plant/line2/temp")
+            expect(temp.locator(".preview")).to_have_text('{"celsius": 31}')
+            expect(temp.locator(".time")).not_to_be_empty()
+            expect(last_event("plant/line0")).to_have_count(0)  # a level, not a topic: no event
             page.fill("#topic-search", "pressure")
             expect(page.locator('a.topic[data-topic="plant/line1"]')).to_have_count(0)
             expect(page.locator('a.topic[data-topic="plant/line0/pressure"]')).to_be_visible()
