@@ -570,12 +570,12 @@ async def test_topics_stats_health_metrics(client: httpx.AsyncClient) -> None:
     await client.put("/v1/cursors/f", json={"filter": "t/2", "start": "earliest"})
     topics = (await client.get("/v1/topics")).json()["topics"]
     assert topics == [
-        {"topic": "t/0", "count": 2},
-        {"topic": "t/1", "count": 2},
-        {"topic": "t/2", "count": 1},
+        {"topic": "t/0", "count": 2, "last_offset": 3},
+        {"topic": "t/1", "count": 2, "last_offset": 4},
+        {"topic": "t/2", "count": 1, "last_offset": 2},
     ]
     assert (await client.get("/v1/topics", params={"filter": "t/2"})).json()["topics"] == [
-        {"topic": "t/2", "count": 1}
+        {"topic": "t/2", "count": 1, "last_offset": 2}
     ]
     assert_problem(await client.get("/v1/topics", params={"filter": "t/#/"}), 400, "invalid_topic")
 

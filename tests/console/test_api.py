@@ -237,3 +237,26 @@ def test_every_console_file_is_package_data() -> None:
     files = {p.relative_to(package).as_posix() for p in STATIC_DIR.rglob("*") if p.is_file()}
     assert "static/vendor/uPlot.iife.min.js" in files
     assert files - shipped == set()
+
+
+def test_topics_list_the_last_offset_and_on_request_the_last_event(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    server = make_server()
+    with httpx.Client(base_url=f"http://127.0.0.1:{server.ports('HTTP')}", timeout=10) as http:
+        offsets = {}
+        for topic, payload in [("t/a", b"first"), ("t/b", b"other"), ("t/a", b"newest")]:
+            response = http.post(f"/v1/topics/{topic}", content=payload)
+            assert response.status_code == 201
+            offsets[topic] = response.json()["offset"]
+        plain = http.get("/v1/topics").json()["topics"]
+        assert [(t["topic"], t["count"], t["last_offset"]) for t in plain] == [
+            ("t/a", 2, offsets["t/a"]),
+            ("t/b", 1, offsets["t/b"]),
+        ]
+        assert all("last_event" not in t for t in plain)  # only on request: it costs reads
+        listed = http.get("/v1/topics", params={"last": "true", "encoding": "text"}).json()
+        last = {t["topic"]: t["last_event"] for t in listed["topics"]}
+        assert last["t/a"]["payload"] == "newest" and last["t/a"]["offset"] == offsets["t/a"]
+        assert last["t/b"]["payload"] == "other" and last["t/b"]["timestamp"] > 0
+        assert http.get("/v1/topics", params={"last": "nope"}).status_code == 422

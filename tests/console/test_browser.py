@@ -1,7 +1,8 @@
 """The console in a real Chromium (Debian's, driven by Playwright) against a real
 ``tidelog serve`` subprocess: every page shows live data, the publish form reaches a
 live tail, a replay by time shows exactly its range and then follows live, a cursor
-reset changes the next fetch, login and the ACL hide what a user may not read, and
+reset changes the next fetch, consumer groups and webhooks (a real endpoint on
+127.0.0.1) show their state, login and the ACL hide what a user may not read, and
 the browser logs no error.
 
 Screenshots of each page go to ``$TIDELOG_SCREENSHOTS`` (default: the test's tmp
@@ -13,20 +14,23 @@ missing /usr/bin/chromium fails these tests (CONTRACTS, "Configuration and CI").
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import paho.mqtt.client as paho
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect, sync_playwright
 
 from tests.protocols.mqtt.server_helpers import Client
 from tests.security.conftest import users_with_token, write_acl
 from tests.serve_process import start_server
 from tidelog.testing.server import ServerProcess
+from tidelog.webhooks.signing import new_secret
 
 CHROMIUM = "/usr/bin/chromium"
 TIMEOUT_MS = 15_000
@@ -167,6 +171,16 @@ def test_every_page_renders_live_data(console: Console, server: ServerProcess) -
             line0 = page.locator('a.topic[data-topic="plant/line0"]')
             expect(line0).to_contain_text("34")  # 4 temperatures + 30 pressures
             expect(page.locator('a.topic[data-topic="plant"]')).to_contain_text("42")
+
+            # each topic shows its last event: time and the start of the payload
+            def last_event(topic: str) -> Locator:
+                return page.locator(f'li:has(> a.topic[data-topic="{topic}"]) > .last-event')
+
+            expect(last_event("plant/line0/pressure").locator(".preview")).to_have_text("29")
+            temp = last_event("plant/line2/temp")
+            expect(temp.locator(".preview")).to_have_text('{"celsius": 31}')
+            expect(temp.locator(".time")).not_to_be_empty()
+            expect(last_event("plant/line0")).to_have_count(0)  # a level, not a topic: no event
             page.fill("#topic-search", "pressure")
             expect(page.locator('a.topic[data-topic="plant/line1"]')).to_have_count(0)
             expect(page.locator('a.topic[data-topic="plant/line0/pressure"]')).to_be_visible()
@@ -336,6 +350,71 @@ deny subscribe,read sensors/secret/#
 user admin
 allow all #
 """
+
+
+class Hook(BaseHTTPRequestHandler):
+    """A webhook endpoint: answers 204 to every POST, keeps the bodies."""
+
+    bodies: list[bytes] = []
+
+    def do_POST(self) -> None:
+        self.bodies.append(self.rfile.read(int(self.headers["content-length"])))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_consumer_groups_and_webhooks_have_their_sections(browser: Browser, tmp_path: Path) -> None:
+    endpoint = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=endpoint.serve_forever, daemon=True).start()
+    toml = tmp_path / "tidelog.toml"
+    toml.write_text(
+        f'[[webhook]]\nname = "orders"\nurl = "http://127.0.0.1:{endpoint.server_port}/hook"\n'
+        f'filter = "orders/#"\nsecret = "{new_secret()}"\nstart = "earliest"\n'
+        '[[webhook]]\nname = "down"\nurl = "http://127.0.0.1:9/"\n'
+        f'secret = "{new_secret()}"\nstart = "earliest"\nretry_backoff = 60\n'
+    )
+    server = serve(tmp_path, "--config", str(toml))
+    shots = Path(os.environ.get("TIDELOG_SCREENSHOTS", tmp_path / "screenshots"))
+    console = Console(browser, server.url, shots)
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            for n in range(3):
+                publish(http, "orders/eu", f"order {n}".encode())
+            group = {"filter": "orders/#", "start": "earliest", "ack_policy": "explicit"}
+            assert http.put("/v1/cursors/packers", json=group).status_code == 201
+            assert http.put("/v1/cursors/plain", json={"start": "earliest"}).status_code == 201
+            leased = http.post("/v1/cursors/packers/fetch", params={"limit": 2}).json()
+            assert len(leased["events"]) == 2
+
+            page = console.page("consumers")
+            row = page.locator('tr.group[data-name="packers"]')
+            expect(row.locator("td.leased")).to_have_text("2")
+            expect(row.locator("td.pending")).to_have_text("3")  # 2 leased + 1 not fetched
+            expect(row.locator("td.dead-lettered")).to_have_text("0")
+            expect(row).to_contain_text("$DLQ/packers")
+            # cumulative cursors are not groups
+            expect(page.locator('tr.group[data-name="plain"]')).to_have_count(0)
+            expect(page.locator('tr.cursor[data-name="plain"]')).to_have_count(1)
+
+            hook = page.locator('tr.webhook[data-name="orders"]')
+            expect(hook.locator("td.delivered")).to_have_text("3")
+            expect(hook.locator("td.state")).to_have_text("active")
+            expect(hook.locator("td.lag")).to_have_text("0")
+            expect(hook.locator("td.url")).to_have_text(
+                f"http://127.0.0.1:{endpoint.server_port}/hook"
+            )
+            down = page.locator('tr.webhook[data-name="down"]')
+            expect(down.locator("td.state")).to_have_text("retrying")
+            expect(down.locator("td.error")).not_to_have_text("\u2013")  # a dash: no error
+            assert len(Hook.bodies) == 3
+            console.shot(page, "consumers-groups-webhooks")
+        console.close()  # no errors in the browser's log
+    finally:
+        server.stop()
+        endpoint.shutdown()
 
 
 def test_login_and_acl_hide_what_a_user_may_not_read(browser: Browser, tmp_path: Path) -> None:

@@ -497,7 +497,7 @@ async def test_cli_sends_credentials(nursery: trio.Nursery, tmp_path: Path) -> N
         assert published.returncode == 0, published.stderr
         listed = tidelog("topics", "--json", "--token", server.token)
         assert listed.returncode == 0, listed.stderr
-        assert json.loads(listed.stdout) == [{"topic": "alice/x", "count": 1}]
+        assert json.loads(listed.stdout) == [{"topic": "alice/x", "count": 1, "last_offset": 0}]
         replayed = tidelog("replay", "alice/#", "--user", "alice", "--password-stdin",
                            stdin="alice-pw\n")  # fmt: skip
         assert replayed.returncode == 0, replayed.stderr

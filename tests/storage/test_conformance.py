@@ -191,6 +191,8 @@ async def test_filtered_reads_interleaved_over_many_events(backend: BackendUnder
             assert got == [o for o in want if o >= middle], topic_filter
         counts = {t.topic: t.count for t in await log.topics()}
         assert counts == {t: len(o) for t, o in expected.items()}
+        lasts = {t.topic: t.last_offset for t in await log.topics()}
+        assert lasts == {t: o[-1] for t, o in expected.items()}
         assert [t.topic for t in await log.topics("rare/+")] == ["rare/a", "rare/b"]
 
 
@@ -318,6 +320,8 @@ async def test_reopen_keeps_everything(backend: BackendUnderTest, clock: ManualC
         before = await read_all(log)
         state = await log.state()
         topics = await log.topics()
+        newest = {e.topic: e.offset for e in before}  # in offset order: the last one stays
+        assert {t.topic: t.last_offset for t in topics} == newest
     clock.advance(60_000)
     async with backend.open(clock=clock, segment_bytes=16 * 1024) as log:
         assert await read_all(log) == before
@@ -330,6 +334,8 @@ async def test_reopen_keeps_everything(backend: BackendUnderTest, clock: ManualC
         ]
         more = await log.append(batch("t/0", 2))
         assert [e.offset for e in more] == [800, 801]
+        lasts = {t.topic: t.last_offset for t in await log.topics()}
+        assert lasts["t/0"] == 801 and lasts["t/1"] == topics[1].last_offset
         assert more[0].timestamp == clock.now
 
 
@@ -397,6 +403,8 @@ async def test_retention_by_age(backend: BackendUnderTest, clock: ManualClock) -
         assert (await log.read(0)).events[0].offset == state.first_offset  # clamped
         counts = {t.topic: t.count for t in await log.topics()}
         assert counts.get("old", 0) == 600 - state.first_offset
+        lasts = {t.topic: t.last_offset for t in await log.topics()}
+        assert lasts["young"] == 619 and lasts.get("old", 599) == 599
         assert await log.offset_for_time(0) == state.first_offset
         nothing = await log.apply_retention(max_age_ms=60_000)
         assert nothing.removed_events == 0 or backend.segmented is False

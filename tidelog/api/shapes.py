@@ -246,6 +246,11 @@ class CursorPage(EventsPage):
 class TopicOut(BaseModel):
     topic: str
     count: int
+    last_offset: int = Field(description="the offset of the topic's newest stored event")
+    last_event: EventOut | None = Field(
+        default=None,
+        description="with last=true: the newest stored event (null if retention just removed it)",
+    )
 
 
 class TopicsOut(BaseModel):

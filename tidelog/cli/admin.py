@@ -64,7 +64,10 @@ def _topics(args: argparse.Namespace) -> int:
     if args.storage:
 
         async def body(log: EventLog) -> list[dict[str, Any]]:
-            return [{"topic": t.topic, "count": t.count} for t in await log.topics(args.filter)]
+            return [
+                {"topic": t.topic, "count": t.count, "last_offset": t.last_offset}
+                for t in await log.topics(args.filter)
+            ]  # as GET /v1/topics lists them
 
         topics = _local(args.storage, body)
     else:

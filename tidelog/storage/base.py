@@ -191,10 +191,12 @@ class LogState:
 
 @attrs.frozen
 class TopicInfo:
-    """A topic present in the log and how many stored events it has."""
+    """A topic present in the log, how many stored events it has and the offset of the
+    newest of them (so a caller can read a topic's last event with one read)."""
 
     topic: str
     count: int
+    last_offset: int
 
 
 @attrs.frozen

@@ -53,6 +53,7 @@ class LogIndex:
         self.next = first
         self.bytes = 0
         self.topics: Counter[str] = Counter()
+        self.last: dict[str, int] = {}  # a topic's newest offset (stale once its count is 0)
         self._decode_topic = decode_topic
         self._blocks: list[Block] = []
         self._block_bases: list[int] = []
@@ -91,6 +92,7 @@ class LogIndex:
         block.max_timestamp = self._last_timestamp
         self.last_timestamp = timestamp
         self.topics[topic] += 1
+        self.last[topic] = offset
         self.bytes += size
         self.next = offset + 1
         self._cache.append(record)

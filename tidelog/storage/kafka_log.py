@@ -565,7 +565,7 @@ class KafkaLog(EventLog):
         check_open(self._closed)
         match = compile_filter(check_filter(topic_filter) or "#") if topic_filter else None
         return [
-            TopicInfo(topic, count)
+            TopicInfo(topic, count, self._index.last[topic])
             for topic, count in sorted(self._index.topics.items())
             if count > 0 and (match is None or match(topic))
         ]

@@ -182,6 +182,7 @@ class LmdbLog(EventLog):
         self._segments = segments
         self._bases = [segment.base for segment in segments]
         self._sealed_counts = sealed_counts
+        self._sealed_last: dict[str, int] = {}  # newest sealed offset per topic, filled lazily
         active = segments[-1]
         self._next = active.end
         self._last_ts = max(
@@ -480,6 +481,9 @@ class LmdbLog(EventLog):
         )
         assert old.index is not None
         counts = old.index.counts()
+        for topic, offsets in old.index.offsets.items():
+            if offsets:
+                self._sealed_last[topic] = old.base + offsets[-1]
         old.index = None
         self._segments.append(new)
         self._bases.append(new.base)
@@ -705,11 +709,31 @@ class LmdbLog(EventLog):
             for topic, offsets in index.offsets.items():
                 counts[topic] = counts.get(topic, 0) + len(offsets)
         match = compile_filter(check_filter(topic_filter) or "#") if topic_filter else None
-        return [
-            TopicInfo(topic, count)
+        listed = [
+            (topic, count)
             for topic, count in sorted(counts.items())
             if count and (match is None or match(topic))
         ]
+        return [TopicInfo(topic, count, self._last_offset(topic)) for topic, count in listed]
+
+    def _last_offset(self, topic: str) -> int:
+        """The newest offset of a topic with stored events: from the active segment's
+        index, else the newest sealed segment holding it (looked up once, then kept)."""
+        index = self._active.index
+        offsets = index.offsets.get(topic) if index is not None else None
+        if offsets:
+            return self._active.base + offsets[-1]
+        if topic not in self._sealed_last:
+            raw = topic.encode("utf-8")
+            for segment in reversed(self._segments[:-1]):
+                with lmdb_errors(segment.path), segment.env.begin() as txn:
+                    found = segment.sealed_last_offset(txn, raw)
+                if found is not None:
+                    self._sealed_last[topic] = found
+                    break
+            else:
+                raise CorruptLogError(f"lmdb log {self._root}: no segment holds topic {topic!r}")
+        return self._sealed_last[topic]
 
     async def wait_for_append(self, offset: int) -> int:
         check_open(self._closed)
@@ -805,6 +829,7 @@ class LmdbLog(EventLog):
                     self._sealed_counts[topic] = left
                 else:
                     self._sealed_counts.pop(topic, None)
+                    self._sealed_last.pop(topic, None)
             gone = {s.base for s in dropped}
             self._matches.discard_where(lambda key: key[0] in gone)
             self._offsets.discard_where(lambda key: key[0] in gone)

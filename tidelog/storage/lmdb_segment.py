@@ -612,6 +612,16 @@ class Segment:
             raise CorruptLogError(f"segment {self.path}: topic index lacks {topic[:80]!r}")
         return unpack_offsets(raw)
 
+    def sealed_last_offset(self, txn: lmdb.Transaction[bytes], topic: bytes) -> int | None:
+        """The newest offset of ``topic`` in this sealed segment (``None``: not in it);
+        decodes only the last entry of the topic's offsets."""
+        raw = txn.get(topic_key(topic), db=self.topics_db)
+        if raw is None:
+            return None
+        if not raw or len(raw) % 4:
+            raise CorruptLogError(f"segment {self.path}: bad topic index entry {topic[:80]!r}")
+        return self.base + unpack_offsets(raw[-4:])[0]
+
     def sealed_counts(self) -> dict[str, int]:
         """Events per topic in this sealed segment."""
         with lmdb_errors(self.path), self.env.begin() as txn:

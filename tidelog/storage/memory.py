@@ -53,6 +53,7 @@ class MemoryLog(EventLog):
         self._first = 0  # offset of self._events[0]
         self._bytes = 0
         self._topic_counts: Counter[str] = Counter()
+        self._topic_last: dict[str, int] = {}  # a topic's newest offset (stale once count is 0)
         self._cursors: dict[str, bytes] = {}
         self._cursor_positions: dict[str, int] = {}
         self._state: dict[str, dict[str, bytes]] = {}
@@ -89,6 +90,7 @@ class MemoryLog(EventLog):
         self._sizes.extend(sizes)
         self._timestamps.extend([timestamp] * len(stored))
         self._topic_counts.update(e.topic for e in stored)
+        self._topic_last.update((e.topic, e.offset) for e in stored)
         batch_bytes = sum(sizes)
         self._bytes += batch_bytes
         self._stats["appends"] += 1
@@ -147,7 +149,7 @@ class MemoryLog(EventLog):
         check_open(self._closed)
         match = compile_filter(check_filter(topic_filter) or "#") if topic_filter else None
         return [
-            TopicInfo(topic, count)
+            TopicInfo(topic, count, self._topic_last[topic])
             for topic, count in sorted(self._topic_counts.items())
             if count and (match is None or match(topic))
         ]

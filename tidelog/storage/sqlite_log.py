@@ -227,6 +227,9 @@ class _Store:
         self.extent = _Extent(0, 0, None, 0, 0)
         self._topic_ids: dict[str, int] = {}
         self._topic_counts: dict[int, int] = {}
+        # a topic's newest offset: set on append, else looked up once (max over the
+        # events_by_topic index, which holds the offset: one index seek)
+        self._topic_last: dict[int, int] = {}
         self._topic_order: list[tuple[str, int]] = []  # insertion order, for the filter cache
         self._filter_cache: dict[str, _TopicMatch] = {}
 
@@ -374,6 +377,7 @@ class _Store:
         first = extent.next_offset
         new_topics: dict[str, int] = {}
         added: Counter[int] = Counter()
+        last: dict[int, int] = {}
         rows = []
         batch_bytes = 0
         with self._transaction() as conn:
@@ -389,6 +393,7 @@ class _Store:
                         raise StorageError(f"sqlite log {self.path}: no id for a new topic")
                     topic_id = new_topics[event.topic] = cursor.lastrowid
                 added[topic_id] += 1
+                last[topic_id] = offset
                 batch_bytes += len(record)
                 rows.append((offset, timestamp, topic_id, record))
             conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
@@ -406,6 +411,7 @@ class _Store:
             self._topic_order.append((topic, topic_id))
         for topic_id, count in added.items():
             self._topic_counts[topic_id] = self._topic_counts.get(topic_id, 0) + count
+        self._topic_last.update(last)
         self.extent = _Extent(
             extent.first_offset,
             next_offset,
@@ -568,10 +574,22 @@ class _Store:
     def topics(self, topic_filter: str | None) -> list[TopicInfo]:
         match = compile_filter(topic_filter) if topic_filter is not None else None
         return [
-            TopicInfo(topic, self._topic_counts[topic_id])
+            TopicInfo(topic, self._topic_counts[topic_id], self._last_offset(topic_id))
             for topic, topic_id in sorted(self._topic_ids.items())
             if self._topic_counts[topic_id] > 0 and (match is None or match(topic))
         ]
+
+    def _last_offset(self, topic_id: int) -> int:
+        """The newest offset of a topic that has stored events."""
+        last = self._topic_last.get(topic_id)
+        if last is None:
+            (last,) = (
+                self._connection()
+                .execute("SELECT max(offset) FROM events WHERE topic_id = ?", (topic_id,))
+                .fetchone()
+            )
+            self._topic_last[topic_id] = last
+        return last
 
     def checkpoint(self) -> None:
         """Fsync the WAL and copy it into the database (``interval`` policy)."""
@@ -650,6 +668,9 @@ class _Store:
                 t: i for t, i in self._topic_ids.items() if self._topic_counts[i] > 0
             }
             self._topic_counts = {i: self._topic_counts[i] for i in self._topic_ids.values()}
+            self._topic_last = {
+                i: o for i, o in self._topic_last.items() if i in self._topic_counts
+            }
             self._topic_order = [(t, i) for t, i in self._topic_order if i in self._topic_counts]
             self._filter_cache.clear()
         self.extent = attrs.evolve(

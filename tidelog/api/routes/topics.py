@@ -3,11 +3,19 @@ time falls at (``GET /v1/offsets``)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from tidelog.api.routes.params import AccessDep, BrokerDep, FilterQuery, SecurityDep, checked_filter
+from tidelog.api.event_json import event_out
+from tidelog.api.routes.params import (
+    AccessDep,
+    BrokerDep,
+    EncodingQuery,
+    FilterQuery,
+    SecurityDep,
+    checked_filter,
+)
 from tidelog.api.routes.responses import JSONResponse, errors
 from tidelog.api.shapes import OffsetOut, TopicsOut
 from tidelog.engine.positions import parse_time
@@ -24,12 +32,29 @@ router = APIRouter()
     summary="Topics with stored events and their counts",
 )
 async def list_topics(
-    broker: BrokerDep, access: AccessDep, security: SecurityDep, topic_filter: FilterQuery = None
+    broker: BrokerDep,
+    access: AccessDep,
+    security: SecurityDep,
+    topic_filter: FilterQuery = None,
+    last: Annotated[
+        bool, Query(description="also return each topic's newest event as last_event")
+    ] = False,
+    encoding: EncodingQuery = "base64",
 ) -> JSONResponse:
-    """Topics the client may read (every topic for ``sys_users`` and ``admin_users``)."""
+    """Topics the client may read (every topic for ``sys_users`` and ``admin_users``),
+    with their event count and newest offset; ``last=true`` adds that newest event
+    (one single-event read per topic, at the offset the listing already knows)."""
     topics = await broker.topics(checked_filter(security, topic_filter))
-    topics = [t for t in topics if access.sees_topic(t.topic)]
-    return JSONResponse({"topics": [{"topic": t.topic, "count": t.count} for t in topics]})
+    out: list[dict[str, Any]] = []
+    for t in topics:
+        if not access.sees_topic(t.topic):
+            continue
+        item: dict[str, Any] = {"topic": t.topic, "count": t.count, "last_offset": t.last_offset}
+        if last:
+            page = await broker.read(t.last_offset, t.topic, limit=1, end=t.last_offset + 1)
+            item["last_event"] = event_out(page.events[0], encoding) if page.events else None
+        out.append(item)
+    return JSONResponse({"topics": out})
 
 
 @router.get(

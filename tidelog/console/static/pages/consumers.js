@@ -1,7 +1,8 @@
 // Consumers: durable cursors (GET /v1/cursors) with pending and lag over time, a peek
 // at the next events, and reset (commit to earliest, latest, an offset or a time) and
-// delete, each confirmed. Consumer groups and webhooks get their own tables here when
-// the API has them.
+// delete, each confirmed; consumer groups (the explicit-ack cursors of the same listing:
+// leased, redelivered, dead-lettered) and webhooks (GET /v1/webhooks: delivery state,
+// lag, last success and error) in their own sections.
 "use strict";
 
 import {
@@ -21,13 +22,56 @@ function ownerQuery(cursor) {
   return cursor.owner ? { owner: cursor.owner } : {};
 }
 
+/** Consumer groups: the explicit-ack cursors, with their leases and dead letters. */
+function groupsTable(cursors) {
+  const groups = cursors.filter((c) => c.ack_policy === "explicit");
+  if (!groups.length) {
+    return el("p.muted", {}, "no consumer groups (a cursor with ack_policy \"explicit\")");
+  }
+  const columns = ["name", "owner", "filter", "position", "pending", "leased", "redelivered",
+    "dead lettered", "dead-letter topic", "ack wait", "max deliver"];
+  return el("table", {},
+    el("thead", {}, el("tr", {}, columns.map((c) => el("th", {}, c)))),
+    el("tbody", {}, groups.map((g) => el("tr.group", { dataset: { name: g.name } },
+      el("td.name", {}, g.name), el("td", {}, g.owner), el("td", {}, g.filter ?? "#"),
+      el("td.position", {}, g.position), el("td.pending", {}, g.pending),
+      el("td.leased", {}, g.leased), el("td.redelivered", {}, g.redelivered),
+      el("td.dead-lettered", {}, g.dead_lettered), el("td", {}, g.dead_letter_topic),
+      el("td", {}, `${g.ack_wait} s`), el("td", {}, g.max_deliver ?? "∞")))));
+}
+
+/** Webhooks with their delivery status. */
+function webhooksTable(webhooks) {
+  if (!webhooks.length) {
+    return el("p.muted", {}, "no webhooks (PUT /v1/webhooks/{name}, `tidelog webhooks`, or [[webhook]] in the configuration)");
+  }
+  const columns = ["name", "owner", "url", "filter", "state", "delivered", "lag", "attempts",
+    "dead lettered", "last success", "last error"];
+  return el("table", {},
+    el("thead", {}, el("tr", {}, columns.map((c) => el("th", {}, c)))),
+    el("tbody", {}, webhooks.map((w) => el("tr.webhook", { dataset: { name: w.name } },
+      el("td.name", {}, w.name), el("td", {}, w.owner), el("td.url", {}, w.url),
+      el("td", {}, w.filter ?? "#"),
+      el("td.state", { dataset: { state: w.disabled ? "disabled" : w.status.state } },
+        w.disabled ? "disabled" : w.status.state),
+      el("td.delivered", {}, w.status.delivered), el("td.lag", {}, w.status.lag),
+      el("td", {}, w.status.attempts), el("td.dead-lettered", {}, w.status.dead_lettered),
+      el("td", {}, w.status.last_success ? fmtTime(w.status.last_success) : "–"),
+      el("td.error", {}, w.status.last_error
+        ? `${w.status.last_error} (${fmtTime(w.status.last_error_at)})` : "–")))));
+}
+
 function render(main) {
   const body = el("div", { id: "cursor-table" });
+  const groupsBody = el("div", { id: "group-table" });
+  const webhooksBody = el("div", { id: "webhook-table" });
   const peek = el("div.card", { id: "peek", hidden: true });
   const chartBox = el("div.chart", { id: "lag-chart" });
   main.append(el("h2", {}, "Consumers"),
     el("section.card.wide", {}, el("h3", {}, "Cursors"), body),
     peek,
+    el("section.card.wide", {}, el("h3", {}, "Consumer groups"), groupsBody),
+    el("section.card.wide", {}, el("h3", {}, "Webhooks"), webhooksBody),
     el("section.card.wide", {}, el("h3", {}, "Pending events over time"), chartBox));
 
   let chart = null;
@@ -100,7 +144,13 @@ function render(main) {
           el("button", { type: "button", class: "reset", onclick: () => guard(reset)(c) }, "reset…"),
           el("button", { type: "button", class: "delete danger", onclick: () => guard(remove)(c) }, "delete"))))))
       : el("p.muted", {}, "no cursors (create one with PUT /v1/cursors/{name} or `tidelog cursors create`)"));
+    groupsBody.replaceChildren(groupsTable(cursors));
     drawChart(cursors);
+    try {
+      webhooksBody.replaceChildren(webhooksTable((await api("/v1/webhooks")).webhooks));
+    } catch (error) {
+      webhooksBody.replaceChildren(el("p.muted", {}, `webhooks: ${error.message}`));
+    }
   }
 
   const stop = every(REFRESH_MS, refresh);

@@ -1,4 +1,4 @@
-// Topics: the topic tree (GET /v1/topics), a live tail (SSE /v1/events/stream) and a
+// Topics: the topic tree with each topic's last event (GET /v1/topics?last=true), a live tail (SSE /v1/events/stream) and a
 // replay by time or offset (GET /v1/offsets, GET /v1/events) that can go on live from
 // where it stopped, without a gap (the stream starts at the replay's end offset).
 "use strict";
@@ -11,6 +11,7 @@ const MAX_ROWS = 2000;
 const PAGE = 500;
 const TREE_REFRESH_MS = 5000;
 const FLUSH_MS = 100;
+const PREVIEW_CHARS = 60;
 
 function buildTree(topics) {
   const root = { name: "", path: "", children: new Map(), count: 0, own: 0, rate: 0 };
@@ -30,6 +31,7 @@ function buildTree(topics) {
     });
     node.own = t.count;
     node.leaf = true;
+    node.last = t.last_event || null;
   }
   return root;
 }
@@ -45,8 +47,17 @@ function renderTree(node, select, depth = 0) {
         onclick: (e) => { e.preventDefault(); select(child.leaf && !hasChildren ? child.path : filter); } },
         el("span.name", {}, child.name || "(empty)"),
         el("span.count", {}, ` ${child.count.toLocaleString()}${rate}`)),
+      child.last ? lastEvent(child.last) : null,
       hasChildren && depth < 12 ? renderTree(child, select, depth + 1) : null);
   }));
+}
+
+/** A topic's newest event in the tree: its time and the start of its payload. */
+function lastEvent(event) {
+  const text = renderPayload(payloadBytes(event), "text").replace(/\s+/g, " ");
+  const preview = text.length > PREVIEW_CHARS ? `${text.slice(0, PREVIEW_CHARS)}…` : text;
+  return el("div.last-event", { dataset: { offset: event.offset }, title: `offset ${event.offset}` },
+    el("span.time", {}, fmtTime(event.timestamp)), " ", el("code.preview", {}, preview));
 }
 
 function toMs(input) {
@@ -97,7 +108,7 @@ function render(main, params) {
   }
   const stopTree = every(TREE_REFRESH_MS, async () => {
     const now = performance.now();
-    const listing = (await api("/v1/topics")).topics;
+    const listing = (await api("/v1/topics", { query: { last: true } })).topics;
     const elapsed = (now - previousAt) / 1000;
     topics = listing.map((t) => ({ ...t, rate: previous.has(t.topic) && elapsed > 0
       ? Math.max(0, (t.count - previous.get(t.topic)) / elapsed) : 0 }));
