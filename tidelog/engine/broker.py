@@ -39,6 +39,7 @@ from tidelog.engine.group_commit import Callback, GroupCommitWriter, WriterStati
 from tidelog.engine.positions import LATEST, PositionLike, parse_position, resolve_position
 from tidelog.engine.retained import RetainedStore
 from tidelog.engine.sessions import SessionStore
+from tidelog.engine.shares import ClusterShares
 from tidelog.engine.state_writer import StateWriter
 from tidelog.engine.wills import WillStore
 from tidelog.errors import (
@@ -189,6 +190,8 @@ class Broker:
         self._follow_scope = trio.CancelScope()
         self._claims_scope = trio.CancelScope()
         self._shared: dict[tuple[str, str], tuple[Feed, list[int]]] = {}
+        self.shares = ClusterShares(log, nursery, self.publish_nowait)
+        """On a shared log: which node delivers each event of a shared group."""
         self._topic_counts: Counter[str] = Counter()
         self._commit_hooks: list[Callable[[list[Event]], None]] = []
         self._waiting_reads = 0
@@ -204,6 +207,7 @@ class Broker:
         self._nursery.start_soon(self._writer.run)
         self._nursery.start_soon(self._state_writer.run)
         if self.log.shared:
+            await self.shares.load(end)
             self._nursery.start_soon(self._follow_log)
             self._nursery.start_soon(self._serve_claims)
         await self.wills.load()
@@ -304,7 +308,30 @@ class Broker:
             async with self.subscribe("$cluster/#", retained=False) as events:
                 await self.cluster.run_claims(events)
 
+    async def take_over_dead_nodes(self, *, own: bool = False) -> list[str]:
+        """Shared log: take over what nodes that died left behind (if this node is the
+        one to, see :meth:`ClusterRegistry.dead_nodes`): leave their shared groups,
+        handing their undelivered events to the live members, and publish their
+        clients' pending wills when due. ``own``: this node's record from an earlier
+        run too (called once at start). Returns the ids taken over."""
+        taken = []
+        for record in await self.cluster.dead_nodes(own=own):
+            node = str(record["id"])
+            groups = self.shares.leave_for(node, record.get("shares"), self.end_offset)
+            wills = await self.wills.adopt(await self.cluster.clients_of(node))
+            await self.cluster.mark_taken_over(record)
+            log.warning(
+                "node %s is gone: left its %d shared groups, took %d pending wills over",
+                node,
+                groups,
+                wills,
+            )
+            taken.append(node)
+        return taken
+
     def _route(self, events: list[Event]) -> None:
+        if self.log.shared:
+            self.shares.observe(events)  # membership changes apply from their offset on
         self.fanout.dispatch(events)
         self.retained.apply(events)
         self._topic_counts.update(e.topic for e in events)
@@ -419,6 +446,8 @@ class Broker:
             feed = self.open_feed(name=f"$share/{group}/{topic_filter}")
             feed.subscribe(topic_filter)
             entry = self._shared[key] = (feed, [0])
+            if self.log.shared:  # the group spans the nodes: this node delivers its share
+                self.shares.joined(key, feed)
         entry[1][0] += 1
         return entry[0]
 
@@ -431,6 +460,8 @@ class Broker:
         if entry[1][0] <= 0:
             del self._shared[key]
             entry[0].close()
+            if self.log.shared:
+                self.shares.left(key, entry[0])
 
     @contextlib.asynccontextmanager
     async def subscribe(

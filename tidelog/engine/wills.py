@@ -70,19 +70,32 @@ class WillStore:
     async def load(self) -> None:
         """Schedule the wills stored by an earlier run (due ones are published at once)."""
         for key, raw in (await self._log.list_state(NAMESPACE)).items():
-            try:
-                stored = decode_record(0, raw)
-            except UNREADABLE as exc:
-                report_unreadable(
-                    self._log, NAMESPACE, key, exc, "The will of that client is not published."
-                )
-                continue
-            will = NewEvent(
-                stored.topic, stored.payload, stored.qos, stored.retain, stored.properties
+            self._schedule_stored(key, raw)
+
+    async def adopt(self, keys: set[str]) -> int:
+        """Shared log: schedule the stored wills of ``keys`` (clients of a node that
+        died) that this node does not already wait for. Returns how many."""
+        adopted = 0
+        if keys:
+            for key, raw in (await self._log.list_state(NAMESPACE)).items():
+                if key in keys and key not in self._scopes:
+                    adopted += self._schedule_stored(key, raw)
+        return adopted
+
+    def _schedule_stored(self, key: str, raw: bytes) -> bool:
+        """Wait for a stored will (published at once if it is due)."""
+        try:
+            stored = decode_record(0, raw)
+        except UNREADABLE as exc:
+            report_unreadable(
+                self._log, NAMESPACE, key, exc, "The will of that client is not published."
             )
-            delay = max(0, stored.timestamp - self._clock()) / 1000
-            log.info("pending will of %r on %r loaded, due in %.1f s", key, will.topic, delay)
-            self._start(key, will, stored.timestamp, None)
+            return False
+        will = NewEvent(stored.topic, stored.payload, stored.qos, stored.retain, stored.properties)
+        delay = max(0, stored.timestamp - self._clock()) / 1000
+        log.info("pending will of %r on %r loaded, due in %.1f s", key, will.topic, delay)
+        self._start(key, will, stored.timestamp, None)
+        return True
 
     def set(self, key: str, will: NewEvent, delay: float) -> None:
         """Publish ``will`` after ``delay`` seconds unless :meth:`cancel` comes first."""
