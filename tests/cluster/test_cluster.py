@@ -123,6 +123,11 @@ def test_cluster_lists_every_node(nodes: list[ServerProcess]) -> None:
     )
     assert printed.returncode == 0, printed.stderr
     assert [n["id"] for n in json.loads(printed.stdout)["nodes"]] == ["node-1", "node-2", "node-3"]
+    metrics = httpx.get(f"{nodes[0].url}/metrics", timeout=10).text.splitlines()
+    assert "tidelog_cluster_nodes_alive 3.0" in metrics
+    for name in ("node-1", "node-2", "node-3"):
+        assert f'tidelog_cluster_node_alive{{node="{name}"}} 1.0' in metrics
+        assert any(m.startswith(f'tidelog_cluster_node_behind{{node="{name}"}}') for m in metrics)
 
 
 def test_a_node_joining_later_serves_the_same_log(
