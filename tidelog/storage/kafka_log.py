@@ -337,7 +337,14 @@ class KafkaLog(EventLog):
         consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         try:
             while not self._stopping.is_set():
-                messages = consumer.consume(TAIL_BATCH, 0.1)
+                # what has arrived, at once; else wait for the first record only:
+                # consume(n, timeout) waits for n records or the timeout, which at
+                # low rates added the whole timeout to every append and delivery
+                messages = consumer.consume(TAIL_BATCH, 0)
+                if not messages:
+                    messages = consumer.consume(1, 0.1)
+                    if messages:
+                        messages += consumer.consume(TAIL_BATCH - 1, 0)
                 batch: list[tuple[int, bytes | None, bytes | None]] = []
                 for message in messages:
                     error = message.error()
