@@ -369,6 +369,22 @@ def test_consumer_groups_and_webhooks_have_their_sections(browser: Browser, tmp_
             expect(down.locator("td.error")).not_to_have_text("\u2013")  # a dash: no error
             assert len(Hook.bodies) == 3
             console.shot(page, "consumers-groups-webhooks")
+
+            # a group has the cursor's actions; peek reads past the committed position
+            # (leased events too) and leases nothing
+            row.locator("button.peek").click()
+            expect(page.locator("#peek-events tr.event")).to_have_count(3)
+            assert http.get("/v1/cursors/packers").json()["leased"] == 2
+            # deleting a webhook asks first; cancelled, it stays; confirmed, it is gone
+            down.locator("button.delete").click()
+            expect(page.locator("#confirm-text")).to_contain_text('Delete webhook "down"')
+            page.click("#confirm button[value=cancel]")
+            assert http.get("/v1/webhooks/down").status_code == 200
+            down.locator("button.delete").click()
+            page.click("#confirm-ok")
+            expect(down).to_have_count(0)
+            assert http.get("/v1/webhooks/down").status_code == 404
+            expect(hook.locator("td.state")).to_have_text("active")
         console.close()  # no errors in the browser's log
     finally:
         server.stop()
