@@ -33,7 +33,6 @@ async def announce_node(context: ServerContext, node: str, ports: dict[str, int]
     """Refresh this node's record every :data:`ANNOUNCE_SECONDS` (and take over what
     dead nodes left, if this node is the one to); remove the record on a clean stop."""
     broker = context.broker
-    broker.shares.start(node)
     broker.cluster.node_id = node
     first = True
     try:
@@ -50,9 +49,11 @@ async def announce_node(context: ServerContext, node: str, ports: dict[str, int]
                 await broker.take_over_dead_nodes(own=first)
                 first = False
                 await broker.cluster.announce(node, info)
+                broker.shares.start(node)  # joins only once the record exists
             except StorageError as exc:
                 log.warning("node %s not announced: %s", node, exc)
             await trio.sleep(ANNOUNCE_SECONDS)
     finally:
+        broker.shares.leave_all()  # queued before the record goes: see engine/shares.py
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             await broker.cluster.leave()

@@ -191,6 +191,7 @@ class Broker:
         self._claims_scope = trio.CancelScope()
         self._shared: dict[tuple[str, str], tuple[Feed, list[int]]] = {}
         self.shares = ClusterShares(log, nursery, self.publish_nowait)
+        self._recordless: dict[str, int] = {}
         """On a shared log: which node delivers each event of a shared group."""
         self._topic_counts: Counter[str] = Counter()
         self._commit_hooks: list[Callable[[list[Event]], None]] = []
@@ -220,6 +221,7 @@ class Broker:
 
     async def _shutdown(self, periodic: trio.CancelScope) -> None:
         """Stop taking publishes, commit what is queued, persist state, stop tasks."""
+        self.shares.leave_all()  # while publishes are taken: the leaves are committed
         self.closed = True
         self.wills.close()
         self._writer.close()
@@ -315,9 +317,19 @@ class Broker:
         clients' pending wills when due. ``own``: this node's record from an earlier
         run too (called once at start). Returns the ids taken over."""
         taken = []
-        for record in await self.cluster.dead_nodes(own=own):
+        dead, known = await self.cluster.dead_nodes(own=own)
+        recordless = self.shares.member_nodes() - known if known else set()
+        for node in sorted(recordless & self._recordless.keys()):
+            # a member with no record two passes in a row (a node whose leaves were
+            # lost while it stopped): hand back from when it was first seen so
+            self.shares.leave_for(node, None, self._recordless[node])
+            log.warning("node %s has no record: left its shared groups for it", node)
+        self._recordless = {
+            node: self._recordless.get(node, self.end_offset) for node in recordless
+        }
+        for record in dead:
             node = str(record["id"])
-            groups = self.shares.leave_for(node, record.get("shares"), self.end_offset)
+            groups = self.shares.leave_for(node, record.get("shares"))
             wills = await self.wills.adopt(await self.cluster.clients_of(node))
             await self.cluster.mark_taken_over(record)
             log.warning(

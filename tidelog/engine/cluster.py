@@ -100,14 +100,15 @@ class ClusterRegistry:
 
     # -- dead nodes ------------------------------------------------------------------
 
-    async def dead_nodes(self, *, own: bool = False) -> list[dict[str, Any]]:
+    async def dead_nodes(self, *, own: bool = False) -> tuple[list[dict[str, Any]], set[str]]:
         """The records of dead nodes whose shared groups and pending wills this node is
         to take over: every node not refreshed for three announce intervals and not yet
         taken over, if this node has the lowest id among the live ones (so one node
-        does it); with ``own``, also this node's record from an earlier run (a restart)."""
+        does it); with ``own``, also this node's record from an earlier run (a restart).
+        Also, if this node is the one, every node id with a record (else empty)."""
         node = self.node_id
         if not self._log.shared or node is None:
-            return []
+            return [], set()
         now = self._clock()
         records: dict[str, dict[str, Any]] = {}
         for node_id, raw in (await self._log.list_state(NAMESPACE)).items():
@@ -131,7 +132,7 @@ class ClusterRegistry:
                     dead.append(record)
             elif node_id not in alive and min(alive) == node:
                 dead.append(record)
-        return dead
+        return dead, (set(records) | {node} if min(alive) == node else set())
 
     async def clients_of(self, node: str) -> set[str]:
         """The client ids whose last connection was to ``node``."""

@@ -167,19 +167,32 @@ class ClusterShares:
 
     def left(self, key: Key, feed: Feed) -> None:
         """The last local member left: hand what the feed had not delivered back."""
-        self._local.pop(key, None)
+        if self._local.get(key) is not feed:
+            return  # left already (a clean shutdown leaves every group first)
+        del self._local[key]
         self._joined.pop(key, None)
         if self.node_id is not None:
             self._send("leave", key, start=feed.handled_end)
+
+    def leave_all(self) -> None:
+        """A clean shutdown: leave every group this node has members of (their feeds
+        are closed next), handing back what they had not delivered."""
+        for key, feed in list(self._local.items()):
+            self.left(key, feed)
+
+    def member_nodes(self) -> set[str]:
+        """Every node that is a member of some group now."""
+        return {node for history in self._history.values() if history for node in history[-1][1]}
 
     def progress(self) -> list[list[Any]]:
         """``[group, filter, first offset not yet handed to a member]`` per local group:
         in this node's record, for whoever leaves the groups for it if it dies."""
         return [[group, inner, feed.handled_end] for (group, inner), feed in self._local.items()]
 
-    def leave_for(self, node: str, progress: Any, end: int) -> int:
-        """Leave every group ``node`` (dead) is a member of, handing back from the
-        ``progress`` in its last record (else from when it joined). Returns how many."""
+    def leave_for(self, node: str, progress: Any, since: int | None = None) -> int:
+        """Leave every group ``node`` (gone) is a member of, handing back from the
+        ``progress`` in its last record, else from ``since``, else from when it joined.
+        Returns how many groups."""
         known: dict[Key, int] = {}
         for entry in progress if isinstance(progress, list) else ():
             try:
@@ -189,14 +202,16 @@ class ClusterShares:
         count = 0
         for key, history in self._history.items():
             if history and node in history[-1][1]:
-                start = known.get(key, self._member_since(key, node, end))
+                start = known.get(key, since if since is not None else self._joined_at(key, node))
                 self._send("leave", key, node=node, start=start)
                 count += 1
         return count
 
-    def _member_since(self, key: Key, node: str, end: int) -> int:
-        since = end
-        for first, members in reversed(self._history.get(key, [])):
+    def _joined_at(self, key: Key, node: str) -> int:
+        """Where ``node``'s current membership of the group began."""
+        history = self._history[key]
+        since = history[-1][0]
+        for first, members in reversed(history):
             if node not in members:
                 break
             since = first
