@@ -149,8 +149,19 @@ def test_a_node_joining_later_serves_the_same_log(
             return [node["id"] for node in answer["nodes"]]
 
         wait_for(lambda: "node-4" in listed(), what="node-4 in /v1/cluster")
-        assert late.stop() == 0  # a clean stop removes the node's record
-        wait_for(lambda: "node-4" not in listed(), what="node-4 gone from /v1/cluster")
+        staying = Client(nodes[0].ports["MQTT"], version=paho.MQTTv5)
+        going = Client(late.ports["MQTT"], version=paho.MQTTv5)
+        with clients(staying, publisher := Client(nodes[1].ports["MQTT"])):
+            for member in (staying, going):
+                member.subscribe("$share/late/work/#", qos=1)
+            assert late.stop() == 0  # a clean stop removes the node's record
+            going.paho.loop_stop()
+            wait_for(lambda: "node-4" not in listed(), what="node-4 gone from /v1/cluster")
+            sent = [b"w%d" % n for n in range(50)]
+            for payload in sent:  # node 4 left the group as it stopped: all go to node 1
+                publisher.publish("work/x", payload, qos=1)
+            (got,) = collect([staying], len(sent))
+            assert sorted(got) == sorted(sent)
     finally:
         late.kill()
 

@@ -105,6 +105,7 @@ class ClusterShares:
             change = json.loads(event.payload)
             key = (str(change["group"]), str(change["filter"]))
             node = str(change["node"])
+            start = int(change.get("from", event.offset))
         except (ValueError, KeyError, TypeError):
             log.warning("unreadable shared-group change at offset %d", event.offset)
             return
@@ -121,7 +122,6 @@ class ClusterShares:
             del history[:-HISTORY]
         if replay or change.get("op") != "leave" or node not in before:
             return
-        start = int(change.get("from", event.offset))
         if self.node_id in after and key in self._local and start < event.offset:
             self._nursery.start_soon(self._hand_back, key, node, start, event.offset)
         if node == self.node_id and key in self._local:  # left for us (taken for dead?)
