@@ -140,7 +140,15 @@ class ClusterRegistry:
         return {client for client, owner in owners.items() if owner == node.encode()}
 
     async def mark_taken_over(self, record: dict[str, Any]) -> None:
-        """Record that this node took the dead node's groups and wills over (once)."""
+        """Record that this node took the dead node's groups and wills over (once),
+        unless that node announced itself again meanwhile (a restart)."""
+        raw = await self._log.get_state(NAMESPACE, str(record["id"]))
+        try:
+            now = json.loads(raw) if raw is not None else None
+        except ValueError:
+            now = None
+        if not isinstance(now, dict) or now.get("seen_at") != record.get("seen_at"):
+            return
         marked = {**record, "reaped_by": self.node_id}
         await self._writer.put(NAMESPACE, {str(record["id"]): json.dumps(marked).encode()})
 
