@@ -104,9 +104,9 @@ def test_sigkill_a_node_during_a_qos1_storm_loses_and_duplicates_nothing_acknowl
 def test_a_dead_nodes_share_of_a_group_and_its_pending_wills_are_taken_over(
     two_nodes: list[ServerProcess], log_url: str
 ) -> None:
-    """Node 2 is SIGKILLed while it has a shared-group member and a pending will: node 1
-    (alive, lowest id) leaves the group for it, so its member gets every later event,
-    and publishes the will when due."""
+    """Node 2 is SIGKILLed while it has a shared-group member, a pending will and a
+    connected client with a will: node 1 (alive, lowest id) leaves the group for it,
+    so its member gets every later event, and publishes both wills when due."""
     survivor, victim = two_nodes
     delayed = PahoProperties(PacketTypes.WILLMESSAGE)
     delayed.WillDelayInterval = 10
@@ -133,7 +133,9 @@ def test_a_dead_nodes_share_of_a_group_and_its_pending_wills_are_taken_over(
         )
         device.drop()
         dropped = time.monotonic()
-        trio.run(stored_will, log_url, "device")
+        sensor = Client(victim.ports["MQTT"], "sensor", will=("gone/sensor", b"lost", 1, False))
+        trio.run(stored_will, log_url, "wills", "device")  # pending (it dropped off)
+        trio.run(stored_will, log_url, "wills.armed", "sensor")  # connected: armed
         victim.kill()
         assert time.monotonic() - dropped < 10  # the will was still pending on node 2
         after = [b"b%d" % n for n in range(100)]
@@ -141,14 +143,18 @@ def test_a_dead_nodes_share_of_a_group_and_its_pending_wills_are_taken_over(
             publisher.publish("tasks/t", payload, qos=1)
         (taken,) = collect([kept], len(after), timeout=40)
         assert set(taken) == set(after)  # node 2's share handed to node 1: none lost
-        (will,) = watcher.receive(1, timeout=30)
-        assert (will.topic, will.payload) == ("gone/device", b"offline")
+        wills = watcher.receive(2, timeout=30)
+        assert sorted((w.topic, w.payload) for w in wills) == [
+            ("gone/device", b"offline"),
+            ("gone/sensor", b"lost"),  # connected to node 2 when it died
+        ]
         watcher.nothing_more(0.5)
+        sensor.paho.loop_stop()
 
 
-async def stored_will(url: str, client_id: str) -> None:
-    """Wait until the pending will of ``client_id`` is stored in the log's state."""
+async def stored_will(url: str, namespace: str, client_id: str) -> None:
+    """Wait until the will of ``client_id`` is stored in the log's state."""
     async with open_log(url) as log:
         with trio.fail_after(20):
-            while await log.get_state("wills", client_id) is None:
+            while await log.get_state(namespace, client_id) is None:
                 await trio.sleep(0.05)

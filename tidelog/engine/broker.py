@@ -330,7 +330,8 @@ class Broker:
         for record in dead:
             node = str(record["id"])
             groups = self.shares.leave_for(node, record.get("shares"))
-            wills = await self.wills.adopt(await self.cluster.clients_of(node))
+            seen = int(record.get("seen_at", self.clock()))
+            wills = await self.wills.adopt(await self.cluster.clients_of(node), seen)
             await self.cluster.mark_taken_over(record)
             log.warning(
                 "node %s is gone: left its %d shared groups, took %d pending wills over",
@@ -692,6 +693,15 @@ class Broker:
         stops before it is due (:mod:`tidelog.engine.wills`).
         """
         self.wills.set(key, will, delay)
+
+    def arm_will(self, key: str, will: NewEvent, delay: float = 0.0) -> None:
+        """Shared log: a connected client's will, stored so that the node that takes
+        over if this node dies publishes it (``delay`` after this node was last seen);
+        :meth:`disarm_will` when the connection ends here (:mod:`tidelog.engine.wills`)."""
+        self.wills.arm(key, will, delay)
+
+    def disarm_will(self, key: str) -> None:
+        self.wills.disarm(key)
 
     def cancel_will(self, key: str) -> bool:
         return self.wills.cancel(key)

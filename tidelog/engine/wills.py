@@ -40,6 +40,8 @@ from tidelog.storage.base import Clock, wall_clock_ms
 from tidelog.storage.records import decode_record, encode_record
 
 NAMESPACE = "wills"
+ARMED = "wills.armed"
+"""Shared logs: the wills of connected clients (see :meth:`WillStore.arm`)."""
 log = logging.getLogger(__name__)
 
 
@@ -72,15 +74,46 @@ class WillStore:
         for key, raw in (await self._log.list_state(NAMESPACE)).items():
             self._schedule_stored(key, raw)
 
-    async def adopt(self, keys: set[str]) -> int:
-        """Shared log: schedule the stored wills of ``keys`` (clients of a node that
-        died) that this node does not already wait for. Returns how many."""
+    async def adopt(self, keys: set[str], lost_at: int) -> int:
+        """Shared log: take over the wills of ``keys`` (clients of a node that died,
+        last seen at ``lost_at``): schedule their pending wills this node does not
+        already wait for, and turn their armed wills (still connected when the node
+        died) into pending ones due their delay after ``lost_at``. Returns how many."""
         adopted = 0
-        if keys:
-            for key, raw in (await self._log.list_state(NAMESPACE)).items():
-                if key in keys and key not in self._scopes:
-                    adopted += self._schedule_stored(key, raw)
+        if not keys:
+            return 0
+        pending = await self._log.list_state(NAMESPACE)
+        for key, raw in pending.items():
+            if key in keys and key not in self._scopes:
+                adopted += self._schedule_stored(key, raw)
+        for key, raw in (await self._log.list_state(ARMED)).items():
+            if key not in keys:
+                continue
+            self._writer.put_nowait(ARMED, {key: None})
+            if key in pending or key in self._scopes:
+                continue
+            try:
+                stored = decode_record(0, raw)
+            except UNREADABLE as exc:
+                report_unreadable(self._log, ARMED, key, exc, "That will is not published.")
+                continue
+            will = NewEvent(
+                stored.topic, stored.payload, stored.qos, stored.retain, stored.properties
+            )
+            left = (lost_at + stored.timestamp - self._clock()) / 1000
+            log.info("will of %r (its node died) on %r due in %.1f s", key, will.topic, left)
+            self.set(key, will, max(left, 0.001))  # stored as pending, like any delayed will
+            adopted += 1
         return adopted
+
+    def arm(self, key: str, will: NewEvent, delay: float) -> None:
+        """Shared log: store a connected client's will (and its delay, in the record's
+        timestamp field, ms) for the node that takes over if this one dies."""
+        self._writer.put_nowait(ARMED, {key: encode_record(will, int(delay * 1000))})
+
+    def disarm(self, key: str) -> None:
+        """The connection ended on its node, which handles the will itself."""
+        self._writer.put_nowait(ARMED, {key: None})
 
     def _schedule_stored(self, key: str, raw: bytes) -> bool:
         """Wait for a stored will (published at once if it is due)."""
