@@ -23,6 +23,12 @@ delete publishes the will again after the restart (at least once, never lost).
 A clean shutdown keeps pending wills stored (they are published after the
 restart); wills of clients still connected at shutdown are not pending and are
 not sent (docs/mqtt.md).
+
+On a shared log (a cluster, docs/cluster.md) a connected client's will is also
+*armed*: stored in the ``wills.armed`` namespace while it is connected
+(:meth:`WillStore.arm`, dropped by :meth:`WillStore.disarm` when the connection
+ends on its node), so that if the node dies, the node that takes over
+(:meth:`WillStore.adopt`) publishes it after its delay.
 """
 
 from __future__ import annotations
