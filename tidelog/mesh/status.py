@@ -45,6 +45,11 @@ class LinkStatus:
     the static filters."""
     caught_up_at: float | None = None
     last_error: str | None = None
+    owner: str | None = None
+    """The user who created the link over REST (None: the configuration file, or a
+    link a peer dialed)."""
+    local_prefix: str = ""
+    remote_prefix: str = ""
 
     @property
     def lag(self) -> int:
@@ -89,4 +94,7 @@ class LinkStatus:
             "connects": self.connects,
             "interest": self.interest,
             "last_error": self.last_error,
+            "local_prefix": self.local_prefix,
+            "remote_prefix": self.remote_prefix,
+            "owner": self.owner,
         }

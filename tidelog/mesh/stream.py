@@ -21,12 +21,14 @@ that sends more than ``window`` batches without acknowledgement is cut off.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from tidelog.concurrency import background_nursery
 from tidelog.mesh import wire
+from tidelog.mesh.config import LinkConfig
 from tidelog.mesh.routing import Route
 from tidelog.mesh.status import LinkStatus
 from tidelog.protocols.mqtt.decoder import Decoder
@@ -34,6 +36,7 @@ from tidelog.protocols.mqtt.encoder import encode
 from tidelog.protocols.mqtt.packets import Disconnect, Packet, Pingreq, Pingresp, Puback, Publish
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.security import Access, Right
+from tidelog.storage.records import NewEvent
 from tidelog.topics import Matcher, compile_filter, validate_topic_filter
 
 if TYPE_CHECKING:
@@ -135,6 +138,9 @@ class LinkSession:
         self.peer_nodes: set[str] = set()
         """The nodes reachable behind the peer (transit), as it reported them."""
         self.sent_nodes: list[str] | None = None
+        self.link: LinkConfig | None = None
+        """The dialer's ``[[link]]`` (on the dialing side only): its prefixes rename
+        the topics of what it pulls and pushes (the remote needs no configuration)."""
         self._batches_in, self._batches_out = trio.open_memory_channel[Publish](window)
         self._credit = trio.Semaphore(window)
         self._inflight: dict[int, int] = {}
@@ -237,6 +243,8 @@ class LinkSession:
         positions = self.mesh.positions
         async for packet in self._batches_out:
             events = wire.decode_batch(packet.payload)
+            if self.link is not None and self.link.remapped:
+                events = _renamed(events, self.link.to_local)
             next_offset = wire.next_offset_of(packet)
             for event in events:
                 assert event.provenance is not None
@@ -281,6 +289,7 @@ class LinkSession:
         me = self.mesh.identity
         position = await self._start_position(start)
         single = route.single_filter()
+        rename = self.link.to_remote if self.link and self.link.remapped else None
         while True:
             await self._credit.acquire()
             first = (await self.broker.log_state()).first_offset
@@ -297,11 +306,12 @@ class LinkSession:
                 if route.admits(e)
                 and (interest is None or any(match(e.topic) for match in interest))
                 and (access is None or access.allows(Right.LINK, e.topic))
+                and (rename is None or rename(e.topic) is not None)
             ]
             next_offset = max(result.next_offset, position)
             if events:
                 self._packet_id = self._packet_id % 0xFFFF + 1
-                payload = wire.encode_batch(events, me.node_id, me.incarnation)
+                payload = wire.encode_batch(events, me.node_id, me.incarnation, rename)
                 self._inflight[self._packet_id] = next_offset
                 await self.channel.send(wire.events_packet(payload, self._packet_id, next_offset))
                 self.status.events_out += len(events)
@@ -348,6 +358,8 @@ class LinkSession:
     async def advertise_now(self, pull: tuple[str, ...]) -> None:
         """Send the live interest within ``pull`` if it changed since last sent."""
         wanted = self.mesh.interest_for(self, pull)
+        if self.link is not None and self.link.remapped:
+            wanted = sorted({r for w in wanted if (r := self.link.to_remote(w)) is not None})
         if wanted != self._advertised:
             await self.channel.send(wire.control(wire.INTEREST, {"filters": wanted}))
             self._advertised = self.status.interest = wanted
@@ -362,6 +374,18 @@ class LinkSession:
         if nodes != self.sent_nodes:
             self.sent_nodes = nodes
             await self.channel.send(wire.control(wire.NODES, {"nodes": nodes}))
+
+
+def _renamed(events: list[NewEvent], rename: Callable[[str], str | None]) -> list[NewEvent]:
+    """``events`` under the names ``rename`` gives them (an event without one is
+    dropped: the parent level of a prefix, which has no name on this side)."""
+    out = []
+    for event in events:
+        topic = rename(event.topic)
+        if topic is not None:
+            event.topic = topic
+            out.append(event)
+    return out
 
 
 def _reason(text: str) -> Any:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import attrs
@@ -99,7 +99,9 @@ def hops(provenance: Provenance | None) -> list[Hop]:
     return [Hop.parse(text) for text in provenance.hop_path]
 
 
-def forwarded(event: Event, node: str, incarnation: str) -> NewEvent:
+def forwarded(
+    event: Event, node: str, incarnation: str, rename: Callable[[str], str | None] | None = None
+) -> NewEvent:
     """``event`` of this node's log as it crosses a link: origin kept (or set to this
     node), this node appended to the hop path; MQTT details of the local publish
     (client id, packet id) stay behind."""
@@ -113,19 +115,24 @@ def forwarded(event: Event, node: str, incarnation: str) -> NewEvent:
             origin_offset=old.origin_offset,
             hop_path=(*old.hop_path, hop),
         )
-    return NewEvent(
-        event.topic, event.payload, event.qos, event.retain, event.properties, provenance
-    )
+    topic = event.topic if rename is None else rename(event.topic) or event.topic
+    return NewEvent(topic, event.payload, event.qos, event.retain, event.properties, provenance)
 
 
 # -- batches -----------------------------------------------------------------------------
 
 
-def encode_batch(events: Iterable[Event], node: str, incarnation: str) -> bytes:
-    """This node's ``events`` as one ``$link/events`` payload."""
+def encode_batch(
+    events: Iterable[Event],
+    node: str,
+    incarnation: str,
+    rename: Callable[[str], str | None] | None = None,
+) -> bytes:
+    """This node's ``events`` as one ``$link/events`` payload (topics renamed by
+    ``rename``, a link's prefixes, when given)."""
     out = bytearray()
     for event in events:
-        record = encode_record(forwarded(event, node, incarnation), event.timestamp)
+        record = encode_record(forwarded(event, node, incarnation, rename), event.timestamp)
         out += _LENGTH.pack(len(record))
         out += record
     return bytes(out)
