@@ -240,41 +240,62 @@ class LinkSession:
     # -- sink ------------------------------------------------------------------------
 
     async def _sink(self) -> None:
-        positions = self.mesh.positions
+        """Append the peer's batches: every batch waiting when one arrives (at most
+        ``window``) goes into the same durable write, and their PUBACKs leave together
+        once it is durable (batching per append: a commit's latency is paid once for
+        all of them, and they are all appended or none)."""
         async for packet in self._batches_out:
-            events = wire.decode_batch(packet.payload)
-            if self.link is not None and self.link.remapped:
-                events = _renamed(events, self.link.to_local)
-            next_offset = wire.next_offset_of(packet)
-            for event in events:
-                assert event.provenance is not None
-                if event.provenance.hop_path[-1].split("/", 1)[0] != self.peer:
-                    raise wire.LinkProtocolError(f"an event whose last hop is not {self.peer}")
-                if self.push_access is not None and not self.push_access.allows(
-                    Right.LINK, event.topic
-                ):
-                    raise LinkRefused(
-                        ReasonCode.NOT_AUTHORIZED, f"no link right for {event.topic!r}"
-                    )
-            async with self.mesh.peer_lock(self.peer):
-                fresh = positions.fresh(events)
-                self.status.duplicates += len(events) - len(fresh)
-                if fresh:
-                    token = positions.begin_append(self.broker.end_offset)
-                    # shielded: an append cancelled half-way (the link cut) may still
-                    # commit, and its positions must then advance with it
-                    try:
-                        with trio.CancelScope(shield=True):
-                            await self.broker.publish_many(fresh)
-                            positions.observe(fresh)
-                    finally:
-                        positions.end_append(token)
-                positions.advance_sender(self.peer, self.peer_incarnation, next_offset)
+            packets = [packet]
+            while len(packets) < self.window:
+                try:
+                    packets.append(self._batches_out.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            events: list[NewEvent] = []
+            for each in packets:
+                events += self._checked_batch(each)
+            next_offset = wire.next_offset_of(packets[-1])
+            fresh = await self._append(events, next_offset)
             self.status.events_in += len(fresh)
-            self.status.batches_in += 1
+            self.status.batches_in += len(packets)
             self.status.position = next_offset
-            assert packet.packet_id is not None
-            await self.channel.send(Puback(packet.packet_id))
+            await self.channel.send(*(Puback(p.packet_id or 0) for p in packets))
+
+    def _checked_batch(self, packet: Publish) -> list[NewEvent]:
+        """A batch's events, renamed by the link's prefixes; raises for an event this
+        peer may not send."""
+        events = wire.decode_batch(packet.payload)
+        if self.link is not None and self.link.remapped:
+            events = _renamed(events, self.link.to_local)
+        for event in events:
+            assert event.provenance is not None
+            if event.provenance.hop_path[-1].split("/", 1)[0] != self.peer:
+                raise wire.LinkProtocolError(f"an event whose last hop is not {self.peer}")
+            if self.push_access is not None and not self.push_access.allows(
+                Right.LINK, event.topic
+            ):
+                raise LinkRefused(ReasonCode.NOT_AUTHORIZED, f"no link right for {event.topic!r}")
+        return events
+
+    async def _append(self, events: list[NewEvent], next_offset: int) -> list[NewEvent]:
+        """Append what was not appended yet, in one durable write, and advance the
+        positions with it; returns what was appended."""
+        positions = self.mesh.positions
+        async with self.mesh.peer_lock(self.peer):
+            fresh = positions.fresh(events)
+            self.status.duplicates += len(events) - len(fresh)
+            if fresh:
+                token = positions.begin_append(self.broker.end_offset)
+                # shielded: an append cancelled half-way (the link cut) may still
+                # commit, and its positions must then advance with it
+                try:
+                    with trio.CancelScope(shield=True):
+                        await self.broker.publish_many(fresh)
+                        positions.observe(fresh)
+                finally:
+                    positions.end_append(token)
+            positions.advance_sender(self.peer, self.peer_incarnation, next_offset)
+        return fresh
 
     # -- source ----------------------------------------------------------------------
 
