@@ -69,6 +69,12 @@ def test_node_id_from_flag_and_environment() -> None:
         ("name = 'a'\nurl = 'mqtt://h:1'\ncolour = 'red'", "unknown key colour"),
         ("name = 'a'\nurl = 'mqtt://h:1'\nlocal_prefix = 'a/+/'", "local_prefix"),
         ("name = 'a'\nurl = 'mqtt://h:1'\nremote_prefix = 3", "remote_prefix"),
+        ("name = 'a'\nurl = 'mqtt://h:1'\nbridge = 'amqp'", "bridge must be"),
+        ("name = 'a'\nurl = 'mqtt://h:1'\nbridge = 'mqtt5'\ninterest = true", "interest needs"),
+        (
+            "name = 'a'\nurl = 'mqtt://h:1'\nbridge = 'mqtt311'\npull = ['#']\npush = ['t/#']",
+            "No-Local",
+        ),
     ],
 )
 def test_bad_links_are_refused_naming_the_key(tmp_path: Path, table: str, message: str) -> None:

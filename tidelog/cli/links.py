@@ -31,6 +31,7 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
         "tls_cert",
         "tls_key",
         "tls_server_name",
+        "bridge",
         "hop_limit",
         "batch_events",
         "window",
@@ -117,6 +118,9 @@ def register(commands: Any) -> None:
     add.add_argument("--push", action="append", default=[], metavar="FILTER", help="repeatable")
     add.add_argument("--mode", choices=("local", "transit"), help="default local")
     add.add_argument("--interest", action="store_true", help="live interest for the pull")
+    add.add_argument(
+        "--bridge", choices=("mqtt5", "mqtt311"), help="the remote is a plain MQTT broker"
+    )
     for key in ("username", "password", "local-prefix", "remote-prefix"):
         add.add_argument(f"--{key}")
     for key in ("tls-ca", "tls-cert", "tls-key", "tls-server-name"):

@@ -16,12 +16,14 @@ from urllib.parse import urlsplit
 import attrs
 
 from tidelog.errors import InvalidTopicError
+from tidelog.security.acl import overlaps
 from tidelog.topics import validate_topic_filter
 
 NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """A node id: 1-64 characters, letters, digits, ``.``, ``_``, ``-`` (no ``/``, so it can
 name a hop and an MQTT topic level)."""
 MODES = ("local", "transit")
+BRIDGES = ("mqtt5", "mqtt311")
 DEFAULT_HOP_LIMIT = 8
 LINKS_NAMESPACE = "links"
 """State namespace of the links created at run time (REST): name -> ``{"owner", "link"}``
@@ -89,6 +91,9 @@ class LinkConfig:
     """The remote's side of every filter is ``remote_prefix + filter``: a pulled event
     ``remote_prefix + X`` is appended here as ``local_prefix + X``, a pushed one the
     other way round."""
+    bridge: str | None = None
+    """``mqtt5`` or ``mqtt311``: the remote is a plain MQTT broker (mosquitto, ...), and
+    this node is its client (``tidelog.mesh.bridge``); None: a tidelog link."""
     interest: bool = False
     """Live interest: the remote sends, of the ``pull`` filters, only what subscriptions
     on this node (and, over transit links, on the nodes pulling from it) want."""
@@ -242,6 +247,22 @@ def parse_link(table: Any, where: str) -> LinkConfig:
         if not isinstance(table["interest"], bool):
             raise ValueError(f"{where}: interest must be true or false")
         values["interest"] = table["interest"]
+    if "bridge" in table:
+        if table["bridge"] not in BRIDGES:
+            raise ValueError(
+                f"{where}: bridge must be 'mqtt5' or 'mqtt311', not {table['bridge']!r}"
+            )
+        if values.get("interest"):
+            raise ValueError(f"{where}: interest needs a tidelog remote, not a bridge")
+        values["bridge"] = table["bridge"]
+        if table["bridge"] == "mqtt311":
+            for pull in values["pull"]:
+                for push in values["push"]:
+                    if overlaps(pull, push):
+                        raise ValueError(
+                            f"{where}: pull {pull!r} overlaps push {push!r}: MQTT 3.1.1 has no "
+                            "No-Local, so the remote would echo what the bridge pushes"
+                        )
     for key in ("heartbeat_seconds", "reconnect_seconds"):
         if key in table:
             value = table[key]

@@ -38,6 +38,7 @@ from tidelog.concurrency import background_nursery
 from tidelog.engine import Broker
 from tidelog.errors import LinkConflictError, LinkNotFoundError, LogClosedError
 from tidelog.mesh import wire
+from tidelog.mesh.bridge import Bridge
 from tidelog.mesh.config import LINKS_NAMESPACE, NODE_ID_PATTERN, LinkConfig, parse_link
 from tidelog.mesh.identity import NodeIdentity, load_identity
 from tidelog.mesh.positions import CHECKPOINT_KEY, NAMESPACE, MeshPositions
@@ -113,6 +114,7 @@ class Mesh:
         )
         status.owner = self.owners.get(link.name)
         status.local_prefix, status.remote_prefix = link.local_prefix, link.remote_prefix
+        status.bridge = link.bridge
         return status
 
     # -- links at run time (REST, CLI) -----------------------------------------------
@@ -469,6 +471,10 @@ class Mesh:
 
     async def _dial(self, link: LinkConfig, status: LinkStatus) -> None:
         stream = await _open_stream(link)
+        if link.bridge is not None:
+            async with stream:
+                await Bridge(self, link, status, stream).run()
+            return
         async with stream:
             channel = LinkChannel(stream, Decoder(5, role=Role.CLIENT))
             await channel.send(

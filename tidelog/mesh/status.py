@@ -50,6 +50,8 @@ class LinkStatus:
     link a peer dialed)."""
     local_prefix: str = ""
     remote_prefix: str = ""
+    bridge: str | None = None
+    """``mqtt5``/``mqtt311`` for a bridge to a plain MQTT broker."""
 
     @property
     def lag(self) -> int:
@@ -97,4 +99,5 @@ class LinkStatus:
             "local_prefix": self.local_prefix,
             "remote_prefix": self.remote_prefix,
             "owner": self.owner,
+            "bridge": self.bridge,
         }

@@ -65,14 +65,16 @@ class LinkRefused(Exception):
 class LinkChannel:
     """Packets over one stream: one writer at a time, a decoder for what comes in."""
 
-    def __init__(self, stream: trio.abc.Stream, decoder: Decoder) -> None:
+    def __init__(self, stream: trio.abc.Stream, decoder: Decoder, level: int = 5) -> None:
         self.stream = stream
         self.decoder = decoder
+        self.level = level
+        """The MQTT protocol level packets are encoded for (5; 4 for 3.1.1 bridges)."""
         self._lock = trio.Lock()
         self.pending: list[Packet] = []
 
     async def send(self, *packets: Packet) -> None:
-        data = b"".join(encode(packet, 5) for packet in packets)
+        data = b"".join(encode(packet, self.level) for packet in packets)
         async with self._lock:
             await self.stream.send_all(data)
 
