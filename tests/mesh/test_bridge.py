@@ -1,8 +1,10 @@
-"""A bridge to a real mosquitto: a ``[[link]]`` with ``bridge = "mqtt5"`` pulls from
-and pushes to a plain MQTT broker (docs/mesh.md, "Bridges to other brokers")."""
+"""Bridges and a real mosquitto: a ``[[link]]`` with ``bridge = "mqtt5"`` or
+``"mqtt311"`` pulls from and pushes to a plain MQTT broker, and mosquitto's own
+bridge dials tidelog (docs/mesh.md, "Bridges to other brokers")."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -21,16 +23,19 @@ pytestmark = pytest.mark.slow
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[int]:
-    """A mosquitto on 127.0.0.1 (anonymous, in memory); yields its port."""
+@contextlib.contextmanager
+def running_mosquitto(tmp_path: Path, extra: str = "") -> Iterator[int]:
+    """A mosquitto on 127.0.0.1 (anonymous, in memory, ``extra`` configuration);
+    yields its port."""
     if not Path(MOSQUITTO).exists():
         pytest.fail("mosquitto is not installed (scripts/test.sh installs it)")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     config = tmp_path / "mosquitto.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    config.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}"
+    )
     process = subprocess.Popen(
         [MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -47,6 +52,12 @@ def mosquitto(tmp_path: Path) -> Iterator[int]:
     finally:
         process.kill()
         process.wait()
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[int]:
+    with running_mosquitto(tmp_path) as port:
+        yield port
 
 
 async def _publish_at(port: int, topics: list[str]) -> None:
@@ -83,8 +94,17 @@ async def _collect(port: int, topic_filter: str, ready: trio.Event, out: list[st
             await client.close()
 
 
-def test_a_mqtt5_bridge_to_mosquitto_both_ways_without_echo_and_across_a_cut(  # type: ignore[no-untyped-def]
-    tmp_path: Path, mosquitto: int
+@pytest.mark.parametrize(
+    ("version", "pull", "push"),
+    [
+        # overlapping filters: No-Local and the bridge's marker stop echoes
+        ("mqtt5", ["#"], ["#"]),
+        # 3.1.1 (with the bridge bit) needs disjoint filters
+        ("mqtt311", ["cmd/#"], ["t/#"]),
+    ],
+)
+def test_a_bridge_to_mosquitto_both_ways_without_echo_and_across_a_cut(
+    tmp_path: Path, mosquitto: int, version: str, pull: list[str], push: list[str]
 ) -> None:
     edge = Node(tmp_path, "edge")
     proxy = FaultProxy()
@@ -93,9 +113,9 @@ def test_a_mqtt5_bridge_to_mosquitto_both_ways_without_echo_and_across_a_cut(  #
         {
             "name": "mosq",
             "url": proxy.url,
-            "bridge": "mqtt5",
-            "pull": ["#"],  # overlaps push: No-Local and the bridge's marker stop echoes
-            "push": ["#"],
+            "bridge": version,
+            "pull": pull,
+            "push": push,
             "remote_prefix": "site1/",
             "heartbeat_seconds": 1.0,
         }
@@ -147,3 +167,47 @@ def test_a_mqtt5_bridge_to_mosquitto_both_ways_without_echo_and_across_a_cut(  #
         if edge.serve is not None:
             edge.serve.kill()
         proxy.close()
+
+
+def test_a_mosquitto_bridge_into_tidelog_with_the_bridge_bit_carries_both_ways_without_echo(
+    tmp_path: Path,
+) -> None:
+    """mosquitto's own bridge (MQTT 3.1.1, ``try_private`` on by default: the bridge
+    bit) dials tidelog with ``topic # both``: tidelog accepts the bit and gives the
+    bridge No-Local, so nothing comes back to where it was published."""
+    core = Node(tmp_path, "core")
+    start_all([core])
+    assert core.serve is not None
+    bridge = f"connection tl\naddress 127.0.0.1:{core.serve.ports['MQTT']}\ntopic # both 1\n"
+    try:
+        with running_mosquitto(tmp_path, bridge) as port:
+            seen: list[str] = []
+
+            async def scenario() -> None:
+                async with trio.open_nursery() as nursery:
+                    ready = trio.Event()
+                    nursery.start_soon(_collect, port, "#", ready, seen)
+                    await ready.wait()
+                    with trio.fail_after(30):  # the bridge is up once a message crosses
+                        while core.head() == 0:
+                            await _publish_at(port, ["probe"])
+                            await trio.sleep(0.2)
+                    base, probes = core.head(), seen.count("probe")
+                    await _publish_at(port, [f"m/{i}" for i in range(20)])
+                    await trio.to_thread.run_sync(
+                        core.publish, [(f"t/{i}", b"x") for i in range(15)]
+                    )
+                    with trio.fail_after(30):
+                        while core.head() < base + 35 or len(seen) < probes + 35:
+                            await trio.sleep(0.1)
+                    await trio.sleep(1.5)  # anything echoed would arrive by now
+                    assert core.head() == base + 35
+                    assert sorted(t for t in seen if t != "probe") == sorted(
+                        [f"m/{i}" for i in range(20)] + [f"t/{i}" for i in range(15)]
+                    )
+                    nursery.cancel_scope.cancel()
+
+            trio.run(scenario)
+    finally:
+        if core.serve is not None:
+            core.serve.kill()

@@ -166,3 +166,18 @@ def test_the_link_right_is_its_own_and_all_does_not_grant_it() -> None:
     assert edge.allows(Right.LINK, "telemetry/a") and not edge.allows(Right.PUBLISH, "telemetry/a")
     assert app.allows(Right.PUBLISH, "telemetry/a") and not app.allows(Right.LINK, "telemetry/a")
     assert Right.LINK not in Right.ALL
+
+
+def test_the_3x_bridge_bit_round_trips_and_is_refused_on_mqtt5() -> None:
+    from tidelog.protocols.mqtt import encode
+    from tidelog.protocols.mqtt.decoder import Decoder
+    from tidelog.protocols.mqtt.errors import MQTTProtocolError
+    from tidelog.protocols.mqtt.packets import Connect
+
+    data = encode(Connect("b", 4, clean_start=False, bridge=True), 4)
+    assert data[8] == 0x84  # the protocol level byte carries the bit
+    (decoded,) = Decoder().feed(data)
+    assert isinstance(decoded, Connect)
+    assert decoded.bridge and decoded.protocol_level == 4
+    with pytest.raises(MQTTProtocolError):
+        Connect("b", 5, bridge=True)

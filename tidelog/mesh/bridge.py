@@ -25,6 +25,7 @@ published.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -67,6 +68,27 @@ PUSH_INFLIGHT = 100
 """Most pushed messages unacknowledged at once (lowered to the remote's Receive Maximum)."""
 
 
+async def run_bridge(
+    mesh: Mesh,
+    link: LinkConfig,
+    status: LinkStatus,
+    open_stream: Callable[[LinkConfig], Awaitable[trio.abc.Stream]],
+) -> None:
+    """One connection of a bridge. A ``mqtt311`` bridge sends the bridge bit first, as
+    mosquitto's ``try_private`` does, and connects again without it if the remote
+    refuses that protocol level."""
+    bridge_bit = link.bridge == "mqtt311"
+    while True:
+        async with await open_stream(link) as stream:
+            try:
+                await Bridge(mesh, link, status, stream, bridge_bit=bridge_bit).run()
+                return
+            except LinkRefused as exc:
+                if not bridge_bit or exc.code != ReasonCode.UNSUPPORTED_PROTOCOL_VERSION:
+                    raise
+        bridge_bit = False
+
+
 def publisher_id(link: LinkConfig) -> str:
     """The publisher id the bridge's appended messages carry (never pushed back)."""
     return f"bridge:{link.name}"
@@ -76,7 +98,13 @@ class Bridge:
     """One connection of a bridge to a plain MQTT broker (see the module docs)."""
 
     def __init__(
-        self, mesh: Mesh, link: LinkConfig, status: LinkStatus, stream: trio.abc.Stream
+        self,
+        mesh: Mesh,
+        link: LinkConfig,
+        status: LinkStatus,
+        stream: trio.abc.Stream,
+        *,
+        bridge_bit: bool = False,
     ) -> None:
         self.mesh = mesh
         self.broker = mesh.broker
@@ -85,6 +113,7 @@ class Bridge:
         self.level = 5 if link.bridge == "mqtt5" else 4
         self.channel = LinkChannel(stream, Decoder(self.level, role=Role.CLIENT), self.level)
         self.marker = publisher_id(link)
+        self.bridge_bit = bridge_bit
         self._received_in, self._received_out = trio.open_memory_channel[Publish](APPEND_BATCH)
         self._acks: dict[int, trio.Event] = {}
         self._suback = trio.Event()
@@ -125,6 +154,7 @@ class Bridge:
                 username=link.username,
                 password=link.password.encode() if link.password is not None else None,
                 properties=properties,
+                bridge=self.bridge_bit,
             )
         )
         connack = None

@@ -38,7 +38,7 @@ from tidelog.concurrency import background_nursery
 from tidelog.engine import Broker
 from tidelog.errors import LinkConflictError, LinkNotFoundError, LogClosedError
 from tidelog.mesh import wire
-from tidelog.mesh.bridge import Bridge
+from tidelog.mesh.bridge import run_bridge
 from tidelog.mesh.config import LINKS_NAMESPACE, NODE_ID_PATTERN, LinkConfig, parse_link
 from tidelog.mesh.identity import NodeIdentity, load_identity
 from tidelog.mesh.positions import CHECKPOINT_KEY, NAMESPACE, MeshPositions
@@ -470,11 +470,10 @@ class Mesh:
             delay = min(link.reconnect_seconds, delay * 2)
 
     async def _dial(self, link: LinkConfig, status: LinkStatus) -> None:
-        stream = await _open_stream(link)
         if link.bridge is not None:
-            async with stream:
-                await Bridge(self, link, status, stream).run()
+            await run_bridge(self, link, status, _open_stream)
             return
+        stream = await _open_stream(link)
         async with stream:
             channel = LinkChannel(stream, Decoder(5, role=Role.CLIENT))
             await channel.send(
