@@ -394,3 +394,41 @@ def test_a_link_added_at_run_time_remaps_prefixes_survives_a_restart_and_is_remo
     assert core_got == [(f"edges/e1/{t[len('site/') :]}", p) for t, p in burst("site/t", 30)]
     edge_got = [(e.topic, e.payload) for e in edge.events() if e.provenance is not None]
     assert edge_got == [(f"site/{t[len('edges/e1/') :]}", p) for t, p in burst("edges/e1/cmd", 30)]
+
+
+def test_a_star_survives_a_half_open_link_to_one_edge(nodes) -> None:  # type: ignore[no-untyped-def]
+    """Three edges around a core; one edge's path goes silent (a blackhole: the
+    connection stays open, nothing arrives). Heartbeats close it on both sides, the
+    edge redials once the path is back, and every node still has exactly its events."""
+    made = nodes("core", "e1", "e2", "e3")
+    core = made["core"]
+    for name in ("e1", "e2", "e3"):
+        made[name].link(
+            core, pull=[f"commands/{name}/#"], push=["telemetry/#"], heartbeat_seconds=0.5
+        )
+    start_all(made.values())
+    for name in ("e1", "e2", "e3"):
+        made[name].publish(burst(f"telemetry/{name}", 100))
+        core.publish(burst(f"commands/{name}", 50))
+    wait_heads({core: 300 + 150, **{made[n]: 150 for n in ("e1", "e2", "e3")}})
+    proxy = made["e2"].proxies["core"]
+    proxy.mode = "blackhole"
+    made["e2"].publish(burst("telemetry/e2", 100, 100))
+    core.publish(burst("commands/e2", 50, 50) + burst("commands/e1", 50, 50))
+    wait_for(lambda: made["e2"].links_status()["core"]["state"] != "connected", 30, "silence")
+    wait_for(lambda: core.links_status()["e2:core"]["state"] != "connected", 30, "both sides")
+    wait_heads({made["e1"]: 100 + 100})  # e1's link goes on meanwhile
+    proxy.mode = "pass"
+    wait_heads({core: 400 + 250, made["e2"]: 200 + 100})
+    for node in made.values():
+        node.stop()
+    check_invariant(
+        {name: node.events() for name, node in made.items()},
+        lambda node, origin: (
+            ["telemetry/#"]
+            if node == "core"
+            else [f"commands/{node}/#"]
+            if origin == "core"
+            else []
+        ),
+    )
