@@ -169,8 +169,11 @@ class Bridge:
 
     async def _subscribe(self) -> None:
         v5 = self.level == 5
+        # retain handling 1 (MQTT 5): retained messages only for a new subscription, not
+        # again at every reconnect of the persistent session
         subscriptions = tuple(
-            Subscription(f, 1, no_local=v5, retain_as_published=v5) for f in self.link.remote_pull
+            Subscription(f, 1, no_local=v5, retain_as_published=v5, retain_handling=int(v5))
+            for f in self.link.remote_pull
         )
         await self.channel.send(Subscribe(1, subscriptions))
         with trio.move_on_after(HANDSHAKE_SECONDS):
