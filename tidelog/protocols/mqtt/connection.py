@@ -365,6 +365,7 @@ class MQTTConnection:
             security.limits,
             security.quotas,
         )
+        self.subs.bridge = connect.bridge
         return True
 
     async def _serve(self, connect: Connect) -> None:
