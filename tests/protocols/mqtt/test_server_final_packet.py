@@ -1,0 +1,107 @@
+"""A closing connection's final DISCONNECT reaches the client even when the close
+cuts the writer in the middle of a send (§4.13: a reason code must reach the
+client before the connection closes).
+
+Over real sockets: a subscriber that does not read (a small receive buffer)
+leaves the server's writer blocked halfway through a batch of PUBLISHes; a
+second connection with the same client id then takes the session over, which
+cancels the first connection's writer mid-send. The subscriber must still read
+whole packets only, ending with DISCONNECT 0x8E (Session taken over).
+"""
+
+from __future__ import annotations
+
+import socket
+
+from tests.protocols.mqtt.server_helpers import (
+    TIMEOUT,
+    Client,
+    ServerThread,
+    clients,
+    read_until_closed,
+    wait_for,
+)
+from tidelog.protocols.mqtt import (
+    Connack,
+    Connect,
+    Decoder,
+    Disconnect,
+    Publish,
+    Role,
+    Suback,
+    Subscribe,
+    Subscription,
+    encode_many,
+)
+from tidelog.protocols.mqtt.connection import MQTTConnection
+from tidelog.protocols.mqtt.reason_codes import ReasonCode
+
+PAYLOAD = b"p" * 32_768
+MESSAGES = 300  # 9.8 MB: more than the socket buffers on both sides hold
+
+
+def _connect(port: int, client_id: str, *, receive_buffer: int | None = None) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if receive_buffer is not None:  # before connect: the window is set at the handshake
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(TIMEOUT)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(encode_many([Connect(client_id, 5, True, 60)], 5))
+    return sock
+
+
+def _receive(sock: socket.socket, decoder: Decoder) -> object:
+    while True:
+        data = sock.recv(65_536)
+        assert data, "closed before the expected packet"
+        packets = decoder.feed(data)
+        if packets:
+            assert len(packets) == 1, packets
+            return packets[0]
+
+
+def _connection(server: ServerThread, client_id: str) -> MQTTConnection:
+    assert server.running is not None
+    mqtt = server.running.context.mqtt
+    wait_for(lambda: client_id in mqtt.connections, what=f"{client_id} connected")
+    return mqtt.connections[client_id]
+
+
+def test_takeover_mid_send_still_ends_with_whole_packets_and_disconnect(
+    server: ServerThread,
+) -> None:
+    slow = _connect(server.port, "slow-reader", receive_buffer=4096)
+    newer: socket.socket | None = None
+    try:
+        decoder = Decoder(5, role=Role.CLIENT)
+        assert isinstance(_receive(slow, decoder), Connack)
+        slow.sendall(encode_many([Subscribe(1, [Subscription("bulk/#", 0)])], 5))
+        assert isinstance(_receive(slow, decoder), Suback)
+        connection = _connection(server, "slow-reader")
+        with clients(Client(server.port)) as (publisher,):
+            for number in range(MESSAGES):
+                publisher.publish(f"bulk/{number % 4}", PAYLOAD, 0)
+
+            def writer_blocked() -> bool:
+                sender = connection.sender
+                return sender is not None and server.call_sync(lambda: sender.sending)
+
+            wait_for(writer_blocked, what="the writer blocked in a send")
+            newer = _connect(server.port, "slow-reader")  # takes the session over
+            wait_for(
+                lambda: server.call_sync(lambda: connection._close is not None),
+                what="the takeover to stop the older connection",
+            )
+            # Only now read: the close cancelled the writer halfway through its send
+            data = read_until_closed(slow)
+        packets = decoder.feed(data)
+        assert decoder.buffered == 0, "the server closed in the middle of a packet"
+        assert all(isinstance(packet, Publish) for packet in packets[:-1])
+        final = packets[-1]
+        assert isinstance(final, Disconnect)
+        assert final.reason_code == ReasonCode.SESSION_TAKEN_OVER
+        assert isinstance(_receive(newer, Decoder(5, role=Role.CLIENT)), Connack)
+    finally:
+        slow.close()
+        if newer is not None:
+            newer.close()
