@@ -18,6 +18,7 @@ from tests.protocols.mqtt.server_helpers import (
     Client,
     ServerThread,
     clients,
+    connection_of,
     read_until_closed,
     wait_for,
 )
@@ -33,7 +34,6 @@ from tidelog.protocols.mqtt import (
     Subscription,
     encode_many,
 )
-from tidelog.protocols.mqtt.connection import MQTTConnection
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
 
 PAYLOAD = b"p" * 32_768
@@ -60,13 +60,6 @@ def _receive(sock: socket.socket, decoder: Decoder) -> object:
             return packets[0]
 
 
-def _connection(server: ServerThread, client_id: str) -> MQTTConnection:
-    assert server.running is not None
-    mqtt = server.running.context.mqtt
-    wait_for(lambda: client_id in mqtt.connections, what=f"{client_id} connected")
-    return mqtt.connections[client_id]
-
-
 def test_takeover_mid_send_still_ends_with_whole_packets_and_disconnect(
     server: ServerThread,
 ) -> None:
@@ -77,7 +70,7 @@ def test_takeover_mid_send_still_ends_with_whole_packets_and_disconnect(
         assert isinstance(_receive(slow, decoder), Connack)
         slow.sendall(encode_many([Subscribe(1, [Subscription("bulk/#", 0)])], 5))
         assert isinstance(_receive(slow, decoder), Suback)
-        connection = _connection(server, "slow-reader")
+        connection = connection_of(server, "slow-reader")
         with clients(Client(server.port)) as (publisher,):
             for number in range(MESSAGES):
                 publisher.publish(f"bulk/{number % 4}", PAYLOAD, 0)
