@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -69,8 +71,24 @@ def test_compiled_refuses_bad_arguments() -> None:
 
 
 @pytest.mark.skipif(
-    os.environ.get("CI") != "true" or shutil.which("cc") is None,
+    os.environ.get("CI") != "true" or shutil.which("cc") is None or checksums.PURE_PYTHON,
     reason="CI with a C compiler builds the compiled module; elsewhere it is optional",
 )
 def test_ci_uses_the_compiled_module() -> None:
     assert checksums.IMPLEMENTATION.startswith("c/")
+
+
+def test_the_switch_picks_the_path() -> None:
+    """TIDELOG_PURE_PYTHON=1 makes records use the Python functions (a fresh process:
+    the choice is made at import)."""
+    code = "from tidelog.storage import checksums; print(checksums.IMPLEMENTATION)"
+    env = {**os.environ, "TIDELOG_PURE_PYTHON": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "python"
+    env["TIDELOG_PURE_PYTHON"] = "0"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == ("python" if _crc32c is None else f"c/{_crc32c.IMPLEMENTATION}")

@@ -23,11 +23,15 @@ one against the other):
 
 :data:`IMPLEMENTATION` says which is active: ``"c/sse4.2"`` or ``"c/table"``
 (the compiled module, with or without the CPU's CRC-32C instruction), or
-``"python"``.
+``"python"``; ``tidelog --version`` and the server's startup log show it. The
+environment variable ``TIDELOG_PURE_PYTHON=1``, read at import, forces the
+Python functions (CI runs the record tests a second time with it, so both
+paths are tested: scripts/test.sh).
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable
 
@@ -54,7 +58,11 @@ def seal_python(head: bytes, state: int, payload: bytes | bytearray | memoryview
 
 raw_crc32c: Callable[[int, bytes | bytearray | memoryview], int]
 seal: Callable[[bytes, int, bytes | bytearray | memoryview], bytes]
+PURE_PYTHON = os.environ.get("TIDELOG_PURE_PYTHON", "") not in ("", "0")
+"""``TIDELOG_PURE_PYTHON`` set (to anything but ``0``): use the Python functions."""
 try:
+    if PURE_PYTHON:
+        raise ImportError("TIDELOG_PURE_PYTHON is set")
     from tidelog.storage import _crc32c  # type: ignore[attr-defined]
 except ImportError:  # not built (no C compiler at install time): the same results, slower
     raw_crc32c, seal, IMPLEMENTATION = raw_crc32c_python, seal_python, "python"
