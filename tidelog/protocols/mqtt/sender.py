@@ -22,8 +22,8 @@ Packet boundaries survive a close. A close cancels the writer wherever it is;
 the connection then sends a final packet (a DISCONNECT with its reason code),
 which must follow whole packets. So on a TCP socket the writer sends its
 buffer with the socket's own ``send`` (cancel-safe: a cancelled ``send`` sent
-nothing), counting the bytes sent, and knows where each packet of the buffer
-ends; :meth:`Sender.rest_of_packet` gives the rest of the packet a cancel cut,
+nothing), counting the bytes sent; :meth:`Sender.rest_of_packet` finds the
+packet a cancel cut (walking the buffer's fixed headers) and gives its rest,
 which the connection sends before the final packet. Over TLS or WebSocket a
 ``send_all`` cut in the middle leaves the stream unusable, and the connection
 closes without a final packet. A write cancelled before its send (while the
@@ -33,7 +33,6 @@ session is stored for a QoS 2 PUBLISH) puts its control packets back.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -41,6 +40,7 @@ import trio
 from tidelog.errors import LogClosedError
 from tidelog.protocols.mqtt.planner import Source
 from tidelog.protocols.mqtt.session import MQTTSession
+from tidelog.protocols.mqtt.wire import rest_of_packet
 
 if TYPE_CHECKING:
     from tidelog.engine.broker import Broker
@@ -56,7 +56,6 @@ class Sender:
         "broker",
         "core",
         "dirty",
-        "ends",
         "guard",
         "nursery",
         "out",
@@ -103,8 +102,6 @@ class Sender:
         """The current write's bytes (on ``socket`` only; dropped when sent)."""
         self.sent = 0
         """Bytes of ``out`` sent."""
-        self.ends: list[int] = []
-        """Where each packet (or run of whole packets) of the current write ends."""
         self.dirty: trio.Event | None = None
         """Set when the session should be saved; None until the saver task starts."""
         self.urgent: trio.Event | None = None
@@ -192,7 +189,7 @@ class Sender:
                 if self.socket is None:
                     await stream.send_all(data)
                 else:
-                    await self._send_counted(data, chunks)
+                    await self._send_counted(data)
                 self.sending = False
                 counters.bytes_sent["mqtt"] += len(data)
             if self.space is not None:
@@ -204,13 +201,12 @@ class Sender:
                 return
             first = False
 
-    async def _send_counted(self, data: bytes, chunks: list[bytes]) -> None:
-        """``send_all`` on the TCP socket, keeping :attr:`sent` and :attr:`ends` for
-        :meth:`rest_of_packet` (each chunk is one or more whole packets)."""
+    async def _send_counted(self, data: bytes) -> None:
+        """``send_all`` on the TCP socket, keeping :attr:`out` and :attr:`sent` for
+        :meth:`rest_of_packet`."""
         socket = self.socket
         assert socket is not None
         self.out, self.sent = data, 0
-        self.ends = list(accumulate(map(len, chunks)))
         try:
             with memoryview(data) as view:
                 while self.sent < len(data):
@@ -218,7 +214,7 @@ class Sender:
                         self.sent += await socket.send(rest)
         except OSError as exc:
             raise trio.BrokenResourceError(*exc.args) from exc
-        self.out, self.ends = b"", []
+        self.out = b""
 
     def rest_of_packet(self) -> bytes | None:
         """After the writer ended (a close cancels it): the bytes that complete the
@@ -228,11 +224,7 @@ class Sender:
             return b""
         if self.socket is None:
             return None
-        sent = self.sent
-        for end in self.ends:
-            if end >= sent:
-                return self.out[sent:end]
-        return b""
+        return rest_of_packet(self.out, self.sent)
 
     # -- the saver ---------------------------------------------------------------------
 
