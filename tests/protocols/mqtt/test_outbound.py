@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import gc
 import weakref
-from itertools import accumulate
 
-from tidelog.protocols.mqtt import Decoder, Puback, Role, encode
+from tidelog.protocols.mqtt import Decoder, Role
 from tidelog.protocols.mqtt.outbound import (
     _SHARED_CACHE_BYTES,
-    publish_chunks,
     shared_head,
     shared_qos0,
 )
 from tidelog.protocols.mqtt.packets import Publish
-from tidelog.protocols.mqtt.wire import U16, rest_of_packet
+from tidelog.protocols.mqtt.wire import U16
 from tidelog.storage import Event
 
 
@@ -61,29 +59,3 @@ def test_shared_qos0_is_the_same_packet_after_the_cache_was_emptied() -> None:
     for offset in range(_SHARED_CACHE_BYTES // (64 * 1024) + 2):  # forces a clear
         shared_qos0(_event(offset, 64 * 1024), 4, False)
     assert b"".join(shared_qos0(first, 4, False)) == chunks
-
-
-def test_rest_of_packet_completes_the_packet_a_send_was_cut_in() -> None:
-    """What a writer cut mid-send sends before a final packet: for every cut point of
-    a buffer of PUBLISHes (headers and payloads in separate chunks, as the planner
-    makes them, one of them with a 2-byte Remaining Length) and a PUBACK, the bytes
-    sent plus ``rest_of_packet`` are whole packets."""
-    packets = [
-        publish_chunks(b"\x00\x03a/b", b"x" * 300, 1, False, False, 7, b""),
-        [encode(Puback(9), 4)],
-        publish_chunks(b"\x00\x01c", b"yz", 0, True, False, 0, b""),
-    ]
-    data = b"".join(chunk for packet in packets for chunk in packet)
-    ends = list(accumulate(len(b"".join(packet)) for packet in packets))
-    whole = len(Decoder(4, role=Role.CLIENT).feed(data))
-    assert whole == 3
-    boundaries = set()
-    for sent in range(len(data) + 1):
-        rest = rest_of_packet(data, sent)
-        decoder = Decoder(4, role=Role.CLIENT)
-        packets = decoder.feed(data[:sent] + rest)
-        assert decoder.buffered == 0, sent
-        if not rest:
-            boundaries.add(sent)
-        assert len(packets) <= whole
-    assert boundaries == {0, *ends}

@@ -12,6 +12,7 @@ whole packets only, ending with DISCONNECT 0x8E (Session taken over).
 from __future__ import annotations
 
 import socket
+from itertools import accumulate
 
 from tests.protocols.mqtt.server_helpers import (
     TIMEOUT,
@@ -27,14 +28,18 @@ from tidelog.protocols.mqtt import (
     Connect,
     Decoder,
     Disconnect,
+    Puback,
     Publish,
     Role,
     Suback,
     Subscribe,
     Subscription,
+    encode,
     encode_many,
 )
+from tidelog.protocols.mqtt.outbound import publish_chunks
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
+from tidelog.protocols.mqtt.wire import rest_of_packet
 
 PAYLOAD = b"p" * 32_768
 MESSAGES = 300  # 9.8 MB: more than the socket buffers on both sides hold
@@ -98,3 +103,27 @@ def test_takeover_mid_send_still_ends_with_whole_packets_and_disconnect(
         slow.close()
         if newer is not None:
             newer.close()
+
+
+def test_rest_of_packet_completes_the_packet_a_send_was_cut_in() -> None:
+    """What a writer cut mid-send sends before a final packet: for every cut point of
+    a buffer of PUBLISHes (headers and payloads in separate chunks, as the planner
+    makes them, one of them with a 2-byte Remaining Length) and a PUBACK, the bytes
+    sent plus ``rest_of_packet`` are whole packets."""
+    packets = [
+        publish_chunks(b"\x00\x03a/b", b"x" * 300, 1, False, False, 7, b""),
+        [encode(Puback(9), 4)],
+        publish_chunks(b"\x00\x01c", b"yz", 0, True, False, 0, b""),
+    ]
+    data = b"".join(chunk for packet in packets for chunk in packet)
+    ends = list(accumulate(len(b"".join(packet)) for packet in packets))
+    assert len(Decoder(4, role=Role.CLIENT).feed(data)) == 3
+    boundaries = set()
+    for sent in range(len(data) + 1):
+        rest = rest_of_packet(data, sent)
+        decoder = Decoder(4, role=Role.CLIENT)
+        decoder.feed(data[:sent] + rest)
+        assert decoder.buffered == 0, sent
+        if not rest:
+            boundaries.add(sent)
+    assert boundaries == {0, *ends}
