@@ -65,3 +65,9 @@ bash scripts/kafka/fetch.sh
 .venv/bin/ruff check tidelog tests bench
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"
+# The record tests again on the Python checksum path (tidelog/storage/checksums.py):
+# the pass above used the compiled module that `pip install -e` built.
+if [ "$#" -eq 0 ]; then
+    TIDELOG_PURE_PYTHON=1 .venv/bin/python -m pytest -q tests/storage/test_records.py \
+        tests/storage/test_checksums.py tests/storage/test_integrity.py
+fi

@@ -39,6 +39,7 @@ from tidelog.node import announce_node, node_id
 from tidelog.protocols.mqtt.server import serve_tcp, serve_tls
 from tidelog.security import Security, load_security
 from tidelog.security.config import is_loopback
+from tidelog.storage import checksums
 from tidelog.sys_topics import publish_sys_topics
 
 __all__ = ["RunningServer", "ServerConfig", "ServerContext", "StartupError", "run_server"]
@@ -170,12 +171,13 @@ async def _run_broker_and_listeners(
         context = ServerContext.create(config, broker, security, mesh)
         state = await broker.log_state()
         log.info(
-            "tidelog %s: storage %s (%s) ready, offsets %d..%d",
+            "tidelog %s: storage %s (%s) ready, offsets %d..%d; record checksums: %s",
             tidelog.__version__,
             config.storage,
             broker.statistics().log.backend,
             state.first_offset,
             state.next_offset,
+            checksums.IMPLEMENTATION,
         )
         if not is_loopback(config.bind):
             log.warning("listening on %s: reachable from other machines", config.bind)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+import tidelog
 from tests.serve_process import env, ok, run
 from tidelog.cli import build_parser
 from tidelog.testing.server import ServerProcess
@@ -117,3 +118,16 @@ def test_commands_on_storage(tmp_path: Path) -> None:
     assert "reading events [" in verified.stderr  # the progress bar
     reindex = run("reindex", *storage, cwd=tmp_path)
     assert reindex.returncode == 1 and "only lmdb://" in reindex.stderr
+
+
+def test_version_says_which_checksum_path_is_active(tmp_path: Path) -> None:
+    try:
+        from tidelog.storage import _crc32c  # type: ignore[attr-defined]
+    except ImportError:
+        built = "python"
+    else:
+        built = f"c/{_crc32c.IMPLEMENTATION}"
+    version = f"tidelog {tidelog.__version__} (record checksums:"
+    assert ok("--version", cwd=tmp_path).strip() == f"{version} {built})"
+    forced = run("--version", cwd=tmp_path, TIDELOG_PURE_PYTHON="1")
+    assert forced.stdout.strip() == f"{version} python)"

@@ -38,10 +38,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="tidelog: an event-sourced message broker (MQTT in front, a durable "
         "replayable log behind). Run 'tidelog COMMAND --help' for each command.",
     )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=version_line(),
+        help="print the version and which compiled parts are active, then exit",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(name).register(commands)
     return parser
+
+
+def version_line() -> str:
+    """``tidelog VERSION (record checksums: PATH)``: PATH is ``c/sse4.2``, ``c/table``
+    or ``python`` (tidelog/storage/checksums.py)."""
+    import tidelog
+    from tidelog.storage import checksums
+
+    return f"tidelog {tidelog.__version__} (record checksums: {checksums.IMPLEMENTATION})"
 
 
 def main(argv: list[str] | None = None) -> int:

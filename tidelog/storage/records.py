@@ -56,6 +56,7 @@ import attrs
 import google_crc32c
 
 from tidelog.errors import CorruptLogError
+from tidelog.storage.checksums import raw_crc32c, seal
 
 FORMAT_VERSION = 2
 """The version new records are written in."""
@@ -387,7 +388,7 @@ def decode_provenance(data: bytes | memoryview) -> Provenance:
 
 def checksum(body: bytes) -> bytes:
     """The 4-byte trailer of a version 2 record whose other bytes are ``body``."""
-    return _CHECKSUM.pack(_crc(_CRC_SEED, body) ^ _CRC_SEED)
+    return _CHECKSUM.pack(raw_crc32c(0, body))
 
 
 def encode_record(event: NewEvent, timestamp: int, version: int = FORMAT_VERSION) -> bytes:
@@ -432,7 +433,8 @@ def encode_records(
     for every plain event of the topic with the same QoS and retain flag in
     this batch, built once) plus its payload, plus (version 2) the checksum,
     computed from the prefix's CRC state (also kept once per prefix) over the
-    payload alone. ``check(index, event)`` validates an event
+    payload alone, in one call (:func:`~tidelog.storage.checksums.seal`, compiled
+    when built: docs/storage.md, "Cost"). ``check(index, event)`` validates an event
     before it is encoded (raising stops the batch): it is called for every
     event that is not plain or has an unusual QoS or retain value, and for a
     plain event whose topic is not in ``checked_topics`` (topics ``check``
@@ -440,9 +442,7 @@ def encode_records(
     check). Accepted topics are added to it, up to 100,000.
     """
     pack = _HEADER.pack
-    trailer = _CHECKSUM.pack
-    join = b"".join
-    crc = _crc
+    sealed = seal
     checksummed = version != 1
     plain: dict[tuple[str, int], tuple[bytes, int]] = {}
     records: list[bytes] = []
@@ -467,12 +467,11 @@ def encode_records(
                     if len(checked_topics) < 100_000:
                         checked_topics[topic] = raw
                 prefix = pack(version, flags, timestamp, len(raw)) + raw
-                known = plain[topic, flags] = (prefix, crc(_CRC_SEED, prefix))
-            payload = event.payload
-            if checksummed:  # one join copies the payload once; two concatenations, twice
-                append(join((known[0], payload, trailer(crc(known[1], payload) ^ _CRC_SEED))))
+                known = plain[topic, flags] = (prefix, raw_crc32c(0, prefix))
+            if checksummed:
+                append(sealed(known[0], known[1], event.payload))
             else:
-                append(known[0] + payload)
+                append(known[0] + event.payload)
         else:
             check(index, event)
             if event.provenance is not None:

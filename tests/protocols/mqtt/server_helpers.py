@@ -241,6 +241,15 @@ def clients(*made: Client) -> Iterator[tuple[Client, ...]]:
             client.paho.loop_stop()
 
 
+def connection_of(server: ServerThread, client_id: str) -> Any:
+    """The server's :class:`~tidelog.protocols.mqtt.connection.MQTTConnection` of a
+    client, once it is connected."""
+    assert server.running is not None
+    mqtt = server.running.context.mqtt
+    wait_for(lambda: client_id in mqtt.connections, what=f"{client_id} connected")
+    return mqtt.connections[client_id]
+
+
 def raw_connection(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
     return sock

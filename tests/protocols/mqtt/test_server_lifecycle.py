@@ -4,7 +4,14 @@ something for them to do, and everything still works when they do."""
 
 from __future__ import annotations
 
-from tests.protocols.mqtt.server_helpers import Client, RawClient, ServerThread, clients, wait_for
+from tests.protocols.mqtt.server_helpers import (
+    Client,
+    RawClient,
+    ServerThread,
+    clients,
+    connection_of,
+    wait_for,
+)
 from tidelog.protocols.mqtt import (
     Connack,
     Pingreq,
@@ -16,13 +23,6 @@ from tidelog.protocols.mqtt import (
     Subscription,
 )
 from tidelog.protocols.mqtt.connection import MQTTConnection
-
-
-def _connection(server: ServerThread, client_id: str) -> MQTTConnection:
-    assert server.running is not None
-    mqtt = server.running.context.mqtt
-    wait_for(lambda: client_id in mqtt.connections, what=f"{client_id} connected")
-    return mqtt.connections[client_id]
 
 
 def _helper_tasks(server: ServerThread, connection: MQTTConnection) -> int:
@@ -39,7 +39,7 @@ def test_idle_connection_is_one_task_until_it_subscribes(server: ServerThread) -
     raw = RawClient(server.port, 4)
     try:
         raw.connect("idle-then-busy")
-        connection = _connection(server, "idle-then-busy")
+        connection = connection_of(server, "idle-then-busy")
         wait_for(lambda: _helper_tasks(server, connection) == 0, what="the writer to end")
         assert connection._feed is None  # no subscription, no feed
         for _ in range(3):  # each PINGREQ starts a writer that answers and ends
@@ -69,7 +69,7 @@ def test_publisher_only_connection_has_no_feed(server: ServerThread) -> None:
             for n in range(1, 4):
                 raw.send(Publish("only/pub", b"%d" % n, 1, packet_id=n))
                 assert raw.expect(Puback).packet_id == n
-            connection = _connection(server, "only-publishes")
+            connection = connection_of(server, "only-publishes")
             assert connection._feed is None
             got = subscriber.receive(3)
             assert [m.payload for m in got] == [b"1", b"2", b"3"]
@@ -83,7 +83,7 @@ def test_persistent_session_saved_by_the_lazily_started_saver(server: ServerThre
         raw.connect("lazy-saver", clean=False)
         raw.send(Subscribe(1, [Subscription("saved/#", 1)]))
         raw.expect(Suback)
-        connection = _connection(server, "lazy-saver")
+        connection = connection_of(server, "lazy-saver")
         wait_for(lambda: connection._dirty is not None, what="the saver to start")
     finally:
         raw.close()  # no DISCONNECT: the session is kept (it never expires in 3.1.1)

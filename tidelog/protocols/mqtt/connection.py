@@ -465,12 +465,14 @@ class MQTTConnection:
         )
         core = self.core
         with trio.move_on_after(self.settings.close_timeout):
-            # a send cut in the middle leaves the stream unusable
-            if core is not None and self.sender is not None and not self.sender.sending:
+            # the writer may have been cut in the middle of a packet: complete it
+            # first (None: the stream is unusable, see Sender.rest_of_packet)
+            rest = self.sender.rest_of_packet() if self.sender is not None else None
+            if core is not None and rest is not None:
                 pending, core.control = core.control, []  # e.g. the CONNACK, acks
                 with contextlib.suppress(*STREAM_ERRORS):  # the final packet is a courtesy
                     final = close.final_packet(self.level, core.planner.max_packet)
-                    await self._send_direct(b"".join(pending) + final)
+                    await self._send_direct(b"".join((rest, *pending, final)))
             if self._publish_idle is not None:
                 await self._publish_idle.wait()
         try:

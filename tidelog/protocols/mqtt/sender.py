@@ -17,6 +17,17 @@ them (an idle connection is one task, its reader):
 * the **saver** (persistent sessions, started by the first change to save)
   stores the session, coalesced: at most every ``session_save_interval`` for
   position changes, at once when a QoS 2 ack or a subscription change waits.
+
+Packet boundaries survive a close. A close cancels the writer wherever it is;
+the connection then sends a final packet (a DISCONNECT with its reason code),
+which must follow whole packets. So on a TCP socket the writer sends its
+buffer with the socket's own ``send`` (cancel-safe: a cancelled ``send`` sent
+nothing), counting the bytes sent; :meth:`Sender.rest_of_packet` finds the
+packet a cancel cut (walking the buffer's fixed headers) and gives its rest,
+which the connection sends before the final packet. Over TLS or WebSocket a
+``send_all`` cut in the middle leaves the stream unusable, and the connection
+closes without a final packet. A write cancelled before its send (while the
+session is stored for a QoS 2 PUBLISH) puts its control packets back.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ import trio
 from tidelog.errors import LogClosedError
 from tidelog.protocols.mqtt.planner import Source
 from tidelog.protocols.mqtt.session import MQTTSession
+from tidelog.protocols.mqtt.wire import rest_of_packet
 
 if TYPE_CHECKING:
     from tidelog.engine.broker import Broker
@@ -46,9 +58,12 @@ class Sender:
         "dirty",
         "guard",
         "nursery",
+        "out",
         "pumps",
         "sending",
+        "sent",
         "settings",
+        "socket",
         "space",
         "stream",
         "traffic",
@@ -80,7 +95,13 @@ class Sender:
         """Where pumps wait for room in the ready queue (created with the first pump)."""
         self.pumps = 0
         self.sending = False
-        """A ``send_all`` is under way (cut in the middle, it leaves the stream unusable)."""
+        """A write is under way (see :meth:`rest_of_packet` for one a close cut)."""
+        self.socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        """The TCP socket under ``stream``, written directly to count the bytes sent."""
+        self.out = b""
+        """The current write's bytes (on ``socket`` only; dropped when sent)."""
+        self.sent = 0
+        """Bytes of ``out`` sent."""
         self.dirty: trio.Event | None = None
         """Set when the session should be saved; None until the saver task starts."""
         self.urgent: trio.Event | None = None
@@ -147,20 +168,28 @@ class Sender:
             self.wake = wake = trio.Event()
             chunks = core.control
             core.control = []
+            control = len(chunks)
             more = planner.emit(chunks) if planner.ready else False
             if planner.unsaved_qos2:
                 # a QoS 2 message goes out only once its packet identifier is in the
                 # stored session: after a crash it is resent with the same identifier
                 # (the client still holds it and drops the copy), never as a new one
                 planner.unsaved_qos2 = False
-                await self.save()
+                try:
+                    await self.save()
+                except BaseException:
+                    core.control[:0] = chunks[:control]  # the closing connection sends them
+                    raise
             if planner.emitted:
                 counters.publishes_sent["mqtt"] += planner.emitted
                 planner.emitted = 0
             if chunks:
-                self.sending = True
                 data = b"".join(chunks)
-                await stream.send_all(data)
+                self.sending = True
+                if self.socket is None:
+                    await stream.send_all(data)
+                else:
+                    await self._send_counted(data)
                 self.sending = False
                 counters.bytes_sent["mqtt"] += len(data)
             if self.space is not None:
@@ -171,6 +200,31 @@ class Sender:
                 self.wake = None  # no await since the check: a kick starts a new writer
                 return
             first = False
+
+    async def _send_counted(self, data: bytes) -> None:
+        """``send_all`` on the TCP socket, keeping :attr:`out` and :attr:`sent` for
+        :meth:`rest_of_packet`."""
+        socket = self.socket
+        assert socket is not None
+        self.out, self.sent = data, 0
+        try:
+            with memoryview(data) as view:
+                while self.sent < len(data):
+                    with view[self.sent :] as rest:
+                        self.sent += await socket.send(rest)
+        except OSError as exc:
+            raise trio.BrokenResourceError(*exc.args) from exc
+        self.out = b""
+
+    def rest_of_packet(self) -> bytes | None:
+        """After the writer ended (a close cancels it): the bytes that complete the
+        packet it was cut in (``b""`` if it was not cut in one), or None if the
+        stream is unusable (a ``send_all`` cut on TLS or WebSocket)."""
+        if not self.sending:
+            return b""
+        if self.socket is None:
+            return None
+        return rest_of_packet(self.out, self.sent)
 
     # -- the saver ---------------------------------------------------------------------
 

@@ -157,3 +157,18 @@ def read_varint(buf: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
             return value, pos
         shift += 7
     raise malformed(f"{what} is longer than 4 bytes")
+
+
+def rest_of_packet(data: bytes, sent: int) -> bytes:
+    """The bytes of ``data`` (whole MQTT packets, back to back) from ``sent`` to the
+    end of the packet ``sent`` falls in; ``b""`` at a packet boundary.
+
+    For a writer cut after sending ``data[:sent]``: what it must still send before
+    another packet can follow. Walks the fixed headers (first byte, Remaining
+    Length) from the start.
+    """
+    position = 0
+    while position < sent:
+        length, body = read_varint(data, position + 1, len(data), "remaining length")
+        position = body + length
+    return data[sent:position]
