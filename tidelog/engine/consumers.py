@@ -64,6 +64,10 @@ DEFAULT_ACK_WAIT = 30.0
 DEFAULT_MAX_LEASED = 1000
 MAX_MAX_LEASED = 100_000
 DEAD_LETTER_PREFIX = "$DLQ/"
+SHARE_ACK_WAIT = 3600.0
+"""The ack wait of a durable MQTT shared subscription's cursor: a connected member holds
+what it was sent until it acknowledges it or goes (MQTT has no lease timeout); the
+leases of members lost in a crash end when the group is first used after the restart."""
 
 
 def _number(value: Any, what: str, *, minimum: float = 0.0) -> float:
@@ -93,6 +97,9 @@ class ConsumerOptions:
     """Where dead letters go; None: ``$DLQ/<cursor name>``."""
     max_leased: int = DEFAULT_MAX_LEASED
     """The most events handed out and not yet acknowledged at once (per cursor)."""
+    max_leased_per_member: int | None = None
+    """The most events one member holds leased at once (None: only ``max_leased``):
+    back-pressure per member, so one fast fetcher cannot take the whole group's share."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ConsumerOptions:
@@ -132,7 +139,16 @@ class ConsumerOptions:
             or not 1 <= max_leased <= MAX_MAX_LEASED
         ):
             raise InvalidConsumerOptionsError(f"max_leased must be 1 to {MAX_MAX_LEASED}")
-        return cls(policy, ack_wait, backoff, max_deliver, dead_letter, max_leased)
+        per_member = data.get("max_leased_per_member")
+        if per_member is not None and (
+            isinstance(per_member, bool)
+            or not isinstance(per_member, int)
+            or not 1 <= per_member <= MAX_MAX_LEASED
+        ):
+            raise InvalidConsumerOptionsError(
+                f"max_leased_per_member must be 1 to {MAX_MAX_LEASED} or null"
+            )
+        return cls(policy, ack_wait, backoff, max_deliver, dead_letter, max_leased, per_member)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -142,6 +158,7 @@ class ConsumerOptions:
             "max_deliver": self.max_deliver,
             "dead_letter_topic": self.dead_letter_topic,
             "max_leased": self.max_leased,
+            "max_leased_per_member": self.max_leased_per_member,
         }
 
     def dead_letters_to(self, cursor_name: str) -> str:
@@ -268,9 +285,19 @@ class ConsumerGroup:
                 events = await self._fetch_once(member, limit, max_bytes)
             if events or wait is None or trio.current_time() >= deadline:
                 return ReadResult(events, self.high)
-            await self._wait_for_work(deadline)
+            await self._wait_for_work(deadline, self.member_room(member) <= 0)
 
-    async def _wait_for_work(self, deadline: float) -> None:
+    def held_by(self, member: str) -> int:
+        """Events ``member`` holds leased now."""
+        now = self._broker.clock()
+        return sum(1 for e in self.pending.values() if e.member == member and e.lease_until > now)
+
+    def member_room(self, member: str) -> int:
+        """How many more events ``member`` may lease now (``max_leased_per_member``)."""
+        cap = self.options.max_leased_per_member
+        return MAX_MAX_LEASED if cap is None else cap - self.held_by(member)
+
+    async def _wait_for_work(self, deadline: float, member_full: bool = False) -> None:
         now = self._broker.clock()
         next_due = min((e.due for e in self.pending.values()), default=None)
         if next_due is not None:
@@ -280,7 +307,7 @@ class ConsumerGroup:
             async with trio.open_nursery() as nursery:
 
                 async def appended() -> None:
-                    if len(self.pending) < self.options.max_leased:
+                    if not member_full and len(self.pending) < self.options.max_leased:
                         await self._broker.log.wait_for_append(self.high)
                     else:
                         await trio.sleep_forever()
@@ -296,6 +323,9 @@ class ConsumerGroup:
     async def _fetch_once(self, member: str, limit: int, max_bytes: int | None) -> list[Event]:
         options = self.options
         now = self._broker.clock()
+        limit = min(limit, self.member_room(member))
+        if limit <= 0:
+            return []
         due = [offset for offset, e in self.pending.items() if e.due <= now][:limit]
         out: list[Event] = []
         dead: list[tuple[Event, int]] = []
@@ -356,6 +386,18 @@ class ConsumerGroup:
             await self._store()
         return done
 
+    def ack_nowait(self, offsets: Iterable[int]) -> int:
+        """:meth:`ack` without waiting for the write (for members whose own protocol
+        is at-least-once, such as MQTT's PUBACK: a crash before the next state-writer
+        batch only delivers these events again)."""
+        done = 0
+        for offset in offsets:
+            if self.pending.pop(offset, None) is not None:
+                done += 1
+        if done:
+            self._store_nowait()
+        return done
+
     async def nak(self, offsets: Iterable[int], delay: float | None = None) -> int:
         """Give events back: due again after ``delay`` seconds (None: the backoff of their
         delivery count). Returns how many were pending."""
@@ -396,6 +438,19 @@ class ConsumerGroup:
         done = 0
         for entry in self.pending.values():
             if entry.member == member and entry.lease_until > now:
+                entry.lease_until = entry.due = now
+                done += 1
+        if done:
+            self._store_nowait()
+        return done
+
+    def release_all(self) -> int:
+        """Every lease ends now (a process that starts after a crash: the members that
+        held them are gone); their events are due at once."""
+        now = self._broker.clock()
+        done = 0
+        for entry in self.pending.values():
+            if entry.lease_until > now:
                 entry.lease_until = entry.due = now
                 done += 1
         if done:
@@ -507,3 +562,19 @@ class ConsumerGroups:
 
     def each(self) -> list[ConsumerGroup]:
         return list(self._groups.values())
+
+
+def share_cursor_name(group: str, topic_filter: str) -> str:
+    """The cursor of the durable shared subscription ``$share/<group>/<filter>``:
+    ``share:<group>:<filter with / written ~>`` (a name REST paths can carry)."""
+    return f"share:{group}:{topic_filter.replace('/', '~')}"
+
+
+def share_options(group: str) -> ConsumerOptions:
+    """The options a durable shared subscription's cursor is created with (the
+    operator may change them with ``PUT /v1/cursors/{name}``)."""
+    return ConsumerOptions(
+        ack_policy="explicit",
+        ack_wait=SHARE_ACK_WAIT,
+        dead_letter_topic=f"{DEAD_LETTER_PREFIX}share/{group}",
+    )
