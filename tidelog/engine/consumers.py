@@ -285,7 +285,7 @@ class ConsumerGroup:
                 events = await self._fetch_once(member, limit, max_bytes)
             if events or wait is None or trio.current_time() >= deadline:
                 return ReadResult(events, self.high)
-            await self._wait_for_work(deadline, self.member_room(member) <= 0)
+            await self._wait_for_work(deadline, member if self.member_room(member) <= 0 else None)
 
     def held_by(self, member: str) -> int:
         """Events ``member`` holds leased now."""
@@ -297,9 +297,18 @@ class ConsumerGroup:
         cap = self.options.max_leased_per_member
         return MAX_MAX_LEASED if cap is None else cap - self.held_by(member)
 
-    async def _wait_for_work(self, deadline: float, member_full: bool = False) -> None:
+    async def _wait_for_work(self, deadline: float, full: str | None = None) -> None:
+        """Wait for something to hand out: an append, a settlement, a redelivery falling
+        due; for a member that holds all it may (``full``), a settlement or the end of
+        one of its own leases."""
         now = self._broker.clock()
-        next_due = min((e.due for e in self.pending.values()), default=None)
+        member_full = full is not None
+        if member_full:
+            next_due = min(
+                (e.lease_until for e in self.pending.values() if e.member == full), default=None
+            )
+        else:
+            next_due = min((e.due for e in self.pending.values()), default=None)
         if next_due is not None:
             deadline = min(deadline, trio.current_time() + max(0, next_due - now) / 1000)
         changed = self._changed
