@@ -3,9 +3,13 @@
 Theory of operation
 -------------------
 A webhook is an explicit-ack cursor (``webhook:<name>``) with one member, the
-endpoint. The task leases at most ``batch * concurrency`` events, cuts them into
-requests of ``batch`` events, and posts them (one at a time: in order; or up to
-``concurrency`` at once). A request's outcome settles its events:
+endpoint. A producer task leases up to ``batch`` events at a time and hands
+each batch to one of ``concurrency`` sender tasks, which post them: with one
+sender, in order, the next batch already fetched while a request is out (the
+fetch and the acknowledgement's durable write overlap the request); with
+several, up to ``concurrency`` requests at once, each sender taking the next
+batch as soon as its request is settled (no request waits for a slower one).
+A request's outcome settles its events:
 
 * 2xx: acknowledged.
 * timeout, connection error, 429 (``Retry-After`` honoured) or 5xx: the same
@@ -15,8 +19,9 @@ requests of ``batch`` events, and posts them (one at a time: in order; or up to
 * any other 4xx: dead letters at once (the endpoint refuses them).
 * 410 Gone: the webhook is disabled (stored), its events stay in the cursor.
 
-Memory: the task holds one lease of at most ``batch * concurrency`` events;
-an endpoint that is down holds nothing more, its cursor waits in the log. A
+Memory: the webhook leases at most ``batch * (concurrency + 1)`` events (one
+batch per sender and the one the producer holds out); an endpoint that is down
+holds nothing more, its cursor waits in the log. A
 restart releases the stored leases and delivers from the floor again, so
 nothing acknowledged is sent twice except a request in flight at the crash.
 """
@@ -125,7 +130,7 @@ class WebhookDelivery:
             ack_policy="explicit",
             ack_wait=LEASE_SECONDS,
             dead_letter_topic=spec.dead_letter_topic,
-            max_leased=spec.batch * spec.concurrency,
+            max_leased=spec.batch * (spec.concurrency + 1),
         )
 
     async def open_cursor(self) -> Cursor:
@@ -153,30 +158,40 @@ class WebhookDelivery:
             self.status.state = "failed"
             return
         self.status.state = "active"
+        send, receive = trio.open_memory_channel[list[Event]](0)
         try:
-            while True:
-                result = await cursor.fetch(
-                    spec.batch * spec.concurrency, FETCH_WAIT_SECONDS, member=MEMBER
-                )
-                if not result.events:
-                    continue
-                kept = visible.keep(result.events)
-                if len(kept) != len(result.events):
-                    shown = {e.offset for e in kept}
-                    await cursor.ack([e.offset for e in result.events if e.offset not in shown])
-                chunks = [kept[i : i + spec.batch] for i in range(0, len(kept), spec.batch)]
-                if spec.concurrency == 1:
-                    for chunk in chunks:
-                        await self._deliver(cursor, chunk)
-                else:
-                    async with trio.open_nursery() as nursery:
-                        for chunk in chunks:
-                            nursery.start_soon(self._deliver, cursor, chunk)
+            async with trio.open_nursery() as nursery:
+                for _ in range(spec.concurrency):
+                    nursery.start_soon(self._send, cursor, receive.clone())
+                receive.close()
+                await self._produce(cursor, visible, send)
         except* Disabled:
             self.status.state = "disabled"
             await self._on_disabled(spec)
         except* LogClosedError:
             pass  # the broker is closing
+
+    async def _produce(
+        self, cursor: Cursor, visible: EventFilter, send: trio.MemorySendChannel[list[Event]]
+    ) -> None:
+        """Lease batches and hand each to a free sender (waits while none is free)."""
+        batch = self.spec.batch
+        async with send:
+            while True:
+                result = await cursor.fetch(batch, FETCH_WAIT_SECONDS, member=MEMBER)
+                if not result.events:
+                    continue
+                kept = visible.keep(result.events)
+                if len(kept) != len(result.events):  # the owner may not read these
+                    shown = {e.offset for e in kept}
+                    await cursor.ack([e.offset for e in result.events if e.offset not in shown])
+                if kept:
+                    await send.send(kept)
+
+    async def _send(self, cursor: Cursor, receive: trio.MemoryReceiveChannel[list[Event]]) -> None:
+        async with receive:
+            async for events in receive:
+                await self._deliver(cursor, events)
 
     def body(self, events: list[Event]) -> bytes:
         """One event object, or ``{"events": [...]}`` when ``batch`` is above 1."""

@@ -7,6 +7,11 @@ start (created or replaced, owned by their ``owner`` key, default
 ``anonymous``). The REST routes (:mod:`tidelog.api.webhooks`) and the CLI call
 :meth:`WebhookService.put`, :meth:`get`, :meth:`list` and :meth:`delete`.
 
+``security.webhook_urls`` (an allow-list of URL prefixes) is checked by
+:meth:`WebhookService.put`, whatever the webhook comes from (REST, the CLI, the
+configuration file: a refused ``[[webhook]]`` stops the start); a stored webhook
+the list no longer allows is kept but not run (state ``failed``).
+
 Resource handling: one shared ``httpx.AsyncClient`` (connection pooling per
 endpoint) for every webhook, closed when :meth:`run` ends; each webhook's task
 runs in its own cancel scope inside the service's nursery.
@@ -26,7 +31,7 @@ from tidelog.engine.cursors import DEFAULT_OWNER, stored_name
 from tidelog.errors import LogClosedError
 from tidelog.security import Principal, Security
 from tidelog.webhooks.delivery import WebhookDelivery, WebhookStatus
-from tidelog.webhooks.spec import WebhookError, WebhookSpec
+from tidelog.webhooks.spec import AllowedURL, WebhookError, WebhookSpec, check_url_allowed
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,8 @@ class WebhookService:
         self.broker = broker
         self.security = security
         self.configured = configured or []
+        self.allowed = [AllowedURL.parse(entry) for entry in security.config.webhook_urls]
+        """``security.webhook_urls``: where webhooks may point (empty: anywhere)."""
         self._running: dict[str, _Running] = {}
         self._nursery: trio.Nursery | None = None
         self._client: httpx.AsyncClient | None = None
@@ -99,6 +106,7 @@ class WebhookService:
         """Create or replace a webhook (stored durably, then delivering); True if it
         was created. A replaced webhook keeps its cursor when the filter is the same;
         a new filter starts a new cursor at ``start``."""
+        check_url_allowed(spec.url, self.allowed)
         key = stored_name(spec.owner, spec.name)
         old = self._running.get(key)
         existed = old is not None or await self._stored(key) is not None
@@ -160,6 +168,13 @@ class WebhookService:
         delivery = delivery or self._delivery(spec)
         scope = trio.CancelScope()
         self._running[stored_name(spec.owner, spec.name)] = _Running(delivery, scope)
+        try:  # a stored webhook the allow-list no longer allows is kept, not run
+            check_url_allowed(spec.url, self.allowed)
+        except WebhookError as exc:
+            delivery.status.state = "failed"
+            delivery.status.last_error = str(exc)
+            log.error("webhook %s: %s", spec.name, exc)
+            return
 
         async def deliver() -> None:
             with scope:
