@@ -28,14 +28,15 @@ nothing acknowledged is sent twice except a request in flight at the crash.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import attrs
-import httpx
 import trio
 
 from tidelog.api.event_json import encode_event, encode_events
@@ -45,6 +46,7 @@ from tidelog.errors import LogClosedError
 from tidelog.security import Access, Right
 from tidelog.security.http import EventFilter
 from tidelog.storage import Event
+from tidelog.webhooks.http import Poster, PostError, PostTimeout
 from tidelog.webhooks.signing import parse_secret, sign
 from tidelog.webhooks.spec import WebhookSpec
 
@@ -104,6 +106,23 @@ def backoff_delay(spec: WebhookSpec, attempt: int) -> float:
     return delay / 2 + random.uniform(0, delay / 2)
 
 
+def request_target(spec: WebhookSpec) -> tuple[str, list[tuple[bytes, bytes]]]:
+    """The URL to POST to and the headers every request of ``spec`` carries: its own
+    ``headers``, ``content-type``, and Basic authorization for a URL with a user
+    (``https://user:password@host/...``), which is taken out of the URL."""
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in spec.headers.items()]
+    headers.append((b"content-type", b"application/json"))
+    parts = urlsplit(spec.url)
+    url = spec.url
+    if parts.username is not None:
+        user = unquote(parts.username) + ":" + unquote(parts.password or "")
+        token = base64.b64encode(user.encode("utf-8")).decode("ascii")
+        headers.append((b"authorization", f"Basic {token}".encode("ascii")))
+        host = parts.netloc.rpartition("@")[2]
+        url = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return url, headers
+
+
 class WebhookDelivery:
     """Delivers one webhook until cancelled, disabled or deleted."""
 
@@ -112,7 +131,7 @@ class WebhookDelivery:
         broker: Broker,
         spec: WebhookSpec,
         access: Access,
-        client: httpx.AsyncClient,
+        client: Poster,
         on_disabled: Callable[[WebhookSpec], Awaitable[None]],
     ) -> None:
         self.broker = broker
@@ -123,6 +142,7 @@ class WebhookDelivery:
         self.cursor: Cursor | None = None
         self._key = parse_secret(spec.secret)
         self._on_disabled = on_disabled
+        self._url, self._headers = request_target(spec)
 
     def consumer_options(self) -> ConsumerOptions:
         spec = self.spec
@@ -213,24 +233,18 @@ class WebhookDelivery:
             attempt += 1
             self.status.attempts += 1
             timestamp = self.broker.clock() // 1000
-            headers = {
-                **spec.headers,
-                "content-type": "application/json",
-                "webhook-id": message_id,
-                "webhook-timestamp": str(timestamp),
-                "webhook-signature": sign(self._key, message_id, timestamp, body),
-            }
+            headers = [
+                *self._headers,
+                (b"webhook-id", message_id.encode()),
+                (b"webhook-timestamp", b"%d" % timestamp),
+                (b"webhook-signature", sign(self._key, message_id, timestamp, body).encode()),
+            ]
             wait: float | None = None
             try:
-                response = await self.client.post(
-                    spec.url, content=body, headers=headers, timeout=spec.timeout
-                )
-            except httpx.TimeoutException:
-                error = f"timeout after {spec.timeout}s"
-            except httpx.TransportError as exc:
-                error = f"connection error: {type(exc).__name__}: {exc}"
+                code, retry_header = await self.client.post(self._url, headers, body, spec.timeout)
+            except (PostTimeout, PostError) as exc:
+                error = str(exc)
             else:
-                code = response.status_code
                 if 200 <= code < 300:
                     await cursor.ack(offsets)
                     self.status.delivered += len(events)
@@ -245,7 +259,7 @@ class WebhookDelivery:
                     self._failed(error)
                     await self._reject(cursor, offsets, error)
                     return
-                wait = retry_after(response.headers.get("retry-after"), self.broker.clock())
+                wait = retry_after(retry_header, self.broker.clock())
             self._failed(error)
             if attempt > spec.retries:
                 await self._reject(cursor, offsets, f"{error} after {attempt} attempts")

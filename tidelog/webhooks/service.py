@@ -12,7 +12,7 @@ start (created or replaced, owned by their ``owner`` key, default
 configuration file: a refused ``[[webhook]]`` stops the start); a stored webhook
 the list no longer allows is kept but not run (state ``failed``).
 
-Resource handling: one shared ``httpx.AsyncClient`` (connection pooling per
+Resource handling: one shared :class:`~tidelog.webhooks.http.Poster` (connection pooling per
 endpoint) for every webhook, closed when :meth:`run` ends; each webhook's task
 runs in its own cancel scope inside the service's nursery.
 """
@@ -23,7 +23,6 @@ import json
 import logging
 from typing import Any
 
-import httpx
 import trio
 
 from tidelog.engine import Broker
@@ -31,12 +30,12 @@ from tidelog.engine.cursors import DEFAULT_OWNER, stored_name
 from tidelog.errors import LogClosedError
 from tidelog.security import Principal, Security
 from tidelog.webhooks.delivery import WebhookDelivery, WebhookStatus
+from tidelog.webhooks.http import Poster
 from tidelog.webhooks.spec import AllowedURL, WebhookError, WebhookSpec, check_url_allowed
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "webhooks"
-MAX_CONNECTIONS = 256
 
 
 class WebhookNotFoundError(WebhookError, LookupError):
@@ -64,14 +63,13 @@ class WebhookService:
         """``security.webhook_urls``: where webhooks may point (empty: anywhere)."""
         self._running: dict[str, _Running] = {}
         self._nursery: trio.Nursery | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._client: Poster | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Start every stored and configured webhook; deliver until cancelled."""
-        limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=64)
-        async with httpx.AsyncClient(limits=limits, follow_redirects=False) as client:
+        async with Poster() as client:
             self._client = client
             try:
                 async with trio.open_nursery() as nursery:

@@ -190,6 +190,8 @@ class WebhookSpec:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise WebhookError("url must be an http or https URL")
+        if not url.isascii() or any(ch in url for ch in " \r\n\t"):
+            raise WebhookError("url: write non-ASCII characters and spaces percent-encoded")
         secret = data.get("secret")
         if secret is None:
             raise WebhookError("secret is required: a Standard Webhooks secret whsec_<base64>")
