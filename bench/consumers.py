@@ -10,8 +10,9 @@ Same run, same machine:
 * NATS JetStream (nats-server -js, file store, its default sync): a durable pull
   consumer with explicit acks, the same number of members each ``fetch(100)`` and
   ``ack()`` every message.
-* tidelog webhooks to a local HTTP receiver (h11 on trio), one event per request
-  and batched (100 and 1,000 per request).
+* tidelog webhooks to a local HTTP receiver (h11 on trio, in the same process),
+  one event per request and batched (100 and 1,000 per request), one request at
+  a time and (``concurrency`` 4) four at once.
 
 Payloads are 100 bytes; events are published before the clock starts.
 """
@@ -22,6 +23,7 @@ import argparse
 import asyncio
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,14 +86,20 @@ async def tidelog_group(directory: str, count: int, members: int) -> float:
         return count / (time.perf_counter() - began)
 
 
-async def tidelog_webhook(count: int, batch: int) -> float:
+async def tidelog_webhook(count: int, batch: int, concurrency: int = 1) -> float:
     receiver = Receiver()
     async with tidelog.open("memory://") as broker, trio.open_nursery() as nursery:
         await nursery.start(receiver.serve)
         await _fill(broker, count)
         service = WebhookService(broker, Security.open())
         await nursery.start(service.run)
-        spec = {"url": receiver.url, "secret": new_secret(), "start": "earliest", "batch": batch}
+        spec = {
+            "url": receiver.url,
+            "secret": new_secret(),
+            "start": "earliest",
+            "batch": batch,
+            "concurrency": concurrency,
+        }
         began = time.perf_counter()
         await service.put(WebhookSpec.from_dict("bench", "anonymous", spec))
         while service.get("anonymous", "bench")[1].delivered < count:
@@ -179,6 +187,9 @@ def main() -> None:
     parser.add_argument("--webhook-events", type=int, default=2_000)
     parser.add_argument("--members", default="1,4,16")
     parser.add_argument("--skip-nats", action="store_true")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="webhook rows: the median of N runs (noisy machines)"
+    )
     args = parser.parse_args()
     members = [int(m) for m in args.members.split(",")]
     with tempfile.TemporaryDirectory() as directory:
@@ -195,10 +206,20 @@ def main() -> None:
                 if peer is not None:
                     line += f"   NATS JetStream pull {peer:>10,.0f}/s  (ratio {rate / peer:.2f})"
             print(line)
-    for batch in (1, 100, 1000):
+    for batch, concurrency in ((1, 1), (1, 4), (100, 1), (100, 4), (1000, 1)):
         count = args.webhook_events * (1 if batch == 1 else 20)
-        rate = trio.run(tidelog_webhook, count, batch)
-        print(f"tidelog webhook, batch {batch:>3}        {rate:>10,.0f} events/s ({count} events)")
+        runs = []
+        for _ in range(args.repeat):
+            cpu = time.process_time()
+            rate = trio.run(tidelog_webhook, count, batch, concurrency)
+            runs.append((rate, (time.process_time() - cpu) / count * 1e6))
+        rate = statistics.median(r for r, _ in runs)
+        cpu_us = statistics.median(c for _, c in runs)
+        print(
+            f"tidelog webhook, batch {batch:>4}, concurrency {concurrency} "
+            f"{rate:>10,.0f} events/s ({count} events; process CPU {cpu_us:,.0f} us/event, "
+            "receiver and publishing included)"
+        )
 
 
 if __name__ == "__main__":
