@@ -498,10 +498,14 @@ class ConsumerGroup:
 
     # -- storing ---------------------------------------------------------------------
 
-    def _snapshot(self) -> tuple[CursorState, dict[str, bytes | None]]:
+    def _changed_now(self) -> None:
+        """After any change: the floor moves, waiting fetches look again."""
         self.floor = self._lowest()
         self._changed.set()
         self._changed = trio.Event()
+
+    def _snapshot(self) -> tuple[CursorState, str, dict[str, bytes | None]]:
+        """What the state writer stores, taken when it writes its next batch."""
         value = {
             "high": self.high,
             "pending": [
@@ -512,15 +516,16 @@ class ConsumerGroup:
             "dead_lettered": self.dead_lettered,
         }
         blob = json.dumps(value, separators=(",", ":")).encode()
-        return CursorState(self.key, self.floor, self.metadata), {self.key: blob}
+        floor = self._lowest()
+        return CursorState(self.key, floor, self.metadata), NAMESPACE, {self.key: blob}
 
     async def _store(self) -> None:
-        cursor, items = self._snapshot()
-        await self._writer.commit(cursor, NAMESPACE, items)
+        self._changed_now()
+        await self._writer.commit_latest(self.key, self._snapshot)
 
     def _store_nowait(self) -> None:
-        cursor, items = self._snapshot()
-        self._writer.commit_nowait(cursor, NAMESPACE, items)
+        self._changed_now()
+        self._writer.commit_latest_nowait(self.key, self._snapshot)
 
 
 def _dead_letter(topic: str, event: Event, deliveries: int, reason: str) -> NewEvent:
