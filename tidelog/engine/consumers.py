@@ -360,11 +360,12 @@ class ConsumerGroup:
             result = await self._broker.read(
                 start, self.topic_filter, limit=room, max_bytes=max_bytes
             )
-            for event in result.events:
-                entry = Entry(member, 0, 0, 0)
-                self._lease(entry, member, now)
-                self.pending[event.offset] = entry
-                out.append(event)
+            lease_until = now + int(options.ack_wait * 1000)
+            due = lease_until + options.backoff_ms(1)
+            pending = self.pending
+            for event in result.events:  # first deliveries: _lease, inlined
+                pending[event.offset] = Entry(member, lease_until, due, 1)
+            out += result.events
             self.high = max(self.high, result.next_offset)
         if out or dead:
             self._store_nowait()
