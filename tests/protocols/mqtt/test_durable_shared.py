@@ -14,6 +14,7 @@ import pytest
 from paho.mqtt.properties import Properties as PahoProperties
 
 from tests.protocols.mqtt.server_helpers import Client, ServerThread, clients, wait_for
+from tests.serve_process import start_server
 from tidelog.server import ServerConfig
 
 SHARE = "$share/workers/jobs/#"
@@ -125,3 +126,35 @@ def test_members_split_the_events_and_a_lost_members_leases_go_to_another(
         wait_for(lambda: cursor(server)["pending"] == 0, what="every event acknowledged")
     finally:
         fast.disconnect()
+
+
+def test_leases_held_at_a_kill_9_go_to_the_member_that_returns(tmp_path: Path) -> None:
+    args = ("--storage", f"lmdb://{tmp_path}/data", "--mqtt-port", "0")
+    quiet = ("--ws-port", "off", "--http-port", "off")
+    server = start_server(tmp_path, *args, *quiet, expect=("MQTT",))
+    try:
+        port = server.ports["MQTT"]
+        later = member(port, "later")
+        later.subscribe(SHARE, 1)
+        later.disconnect()
+        holder = member(port, "holder", receive_maximum=5, manual_ack=True)
+        holder.subscribe(SHARE, 1)
+        publish(port, range(20))  # acknowledged by the broker: durable
+        assert len(holder.receive(5)) == 5  # leased to holder, never acknowledged
+        server.kill()  # kill -9 while holder holds its leases
+        server.wait_exit()
+        holder.drop()
+    finally:
+        if server.running:
+            server.kill()
+    server = start_server(tmp_path, *args, *quiet, expect=("MQTT",))
+    try:
+        returned = member(server.ports["MQTT"], "later")
+        try:
+            got = sorted(m.payload for m in returned.receive(20))
+            assert got == sorted(b"%d" % n for n in range(20))  # nothing lost, none twice
+            assert returned.nothing_more()
+        finally:
+            returned.disconnect()
+    finally:
+        assert server.stop() == 0
