@@ -361,10 +361,10 @@ class ConsumerGroup:
                 start, self.topic_filter, limit=room, max_bytes=max_bytes
             )
             lease_until = now + int(options.ack_wait * 1000)
-            due = lease_until + options.backoff_ms(1)
+            free_at = lease_until + options.backoff_ms(1)
             pending = self.pending
             for event in result.events:  # first deliveries: _lease, inlined
-                pending[event.offset] = Entry(member, lease_until, due, 1)
+                pending[event.offset] = Entry(member, lease_until, free_at, 1)
             out += result.events
             self.high = max(self.high, result.next_offset)
         if out or dead:
