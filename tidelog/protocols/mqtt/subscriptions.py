@@ -415,12 +415,16 @@ class Subscriptions:
         if source.scope is not None:
             source.scope.cancel()
         planner = self.core.planner
+        consumer = source.consumer
+        # a durable group's QoS 2 deliveries to a persistent session are the session's
+        # (acknowledged to the group when sent): completed with this client, also after
+        # an UNSUBSCRIBE, never handed to another member
+        keep_qos2 = keep_qos2 or (consumer is not None and self.core.persistent)
         kept = [
             entry
             for entry in planner.outstanding.values()
             if keep_qos2 and entry.source is source and entry.state == PUB and entry.qos == 2
         ]
-        consumer = source.consumer
         if consumer is not None:  # durable: finished ones acknowledged, the rest released
             planner.forget_source(source)
             for entry in kept:
