@@ -148,10 +148,7 @@ class StateWriter:
             state, self._state = self._state, {}
             batch, self._batch = self._batch, _Batch()
             try:
-                if cursors:
-                    await self._log.commit_cursors(list(cursors.values()))
-                for namespace, items in state.items():
-                    await self._log.put_state(namespace, items)
+                await self._log.commit_cursors_and_state(list(cursors.values()), state)
                 self.transactions += 1
             except Exception as exc:  # the waiters of this batch get the error
                 batch.error = exc
