@@ -158,3 +158,27 @@ def test_leases_held_at_a_kill_9_go_to_the_member_that_returns(tmp_path: Path) -
             returned.disconnect()
     finally:
         assert server.stop() == 0
+
+
+def test_qos0_members_and_live_groups_of_clean_sessions(server: ServerThread) -> None:
+    worker = member(server.port, "q0")
+    assert worker.subscribe("$share/zero/jobs/#", 0) == (0,)
+    worker.disconnect()
+    with clients(Client(server.port, version=paho.MQTTv5)) as (clean,):
+        clean.subscribe("$share/live/jobs/#", 1)  # clean sessions only: a live group
+        publish(server.port, range(3))
+        assert sorted(m.payload for m in clean.receive(3)) == [b"0", b"1", b"2"]
+    worker = member(server.port, "q0")
+    try:
+        got = worker.receive(3)
+        assert sorted(m.payload for m in got) == [b"0", b"1", b"2"]
+        assert {m.qos for m in got} == {0}  # sent at the granted QoS, acknowledged once sent
+        url = f"http://127.0.0.1:{server.ports('HTTP')}/v1/cursors"
+        names = [c["name"] for c in httpx.get(url).json()["cursors"]]
+        assert names == ["share:zero:jobs~#"]  # no cursor for the live group
+        wait_for(
+            lambda: httpx.get(url + "/share:zero:jobs~%23").json()["pending"] == 0,
+            what="the QoS 0 deliveries acknowledged",
+        )
+    finally:
+        worker.disconnect()
