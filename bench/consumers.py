@@ -10,8 +10,14 @@ Same run, same machine:
 * NATS JetStream (nats-server -js, file store, its default sync): a durable pull
   consumer with explicit acks, the same number of members each ``fetch(100)`` and
   ``ack()`` every message.
-* tidelog webhooks to a local HTTP receiver (h11 on trio), one event per request
-  and batched (100 and 1,000 per request).
+* Redelivery after a member dies holding 1,000 leased events (ack wait 2 s):
+  tidelog when the member was a connection (an MQTT shared subscription's
+  member, a ``/v1/ws`` subscription: its end releases the leases), tidelog when
+  its leases must run out (a REST member), and a JetStream pull consumer whose
+  member's connection closes (its messages come back after ``AckWait``).
+* tidelog webhooks to a local HTTP receiver (h11 on trio, in the same process),
+  one event per request and batched (100 and 1,000 per request), one request at
+  a time and (``concurrency`` 4) four at once.
 
 Payloads are 100 bytes; events are published before the clock starts.
 """
@@ -22,6 +28,7 @@ import argparse
 import asyncio
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,14 +91,20 @@ async def tidelog_group(directory: str, count: int, members: int) -> float:
         return count / (time.perf_counter() - began)
 
 
-async def tidelog_webhook(count: int, batch: int) -> float:
+async def tidelog_webhook(count: int, batch: int, concurrency: int = 1) -> float:
     receiver = Receiver()
     async with tidelog.open("memory://") as broker, trio.open_nursery() as nursery:
         await nursery.start(receiver.serve)
         await _fill(broker, count)
         service = WebhookService(broker, Security.open())
         await nursery.start(service.run)
-        spec = {"url": receiver.url, "secret": new_secret(), "start": "earliest", "batch": batch}
+        spec = {
+            "url": receiver.url,
+            "secret": new_secret(),
+            "start": "earliest",
+            "batch": batch,
+            "concurrency": concurrency,
+        }
         began = time.perf_counter()
         await service.put(WebhookSpec.from_dict("bench", "anonymous", spec))
         while service.get("anonymous", "bench")[1].delivered < count:
@@ -99,6 +112,96 @@ async def tidelog_webhook(count: int, batch: int) -> float:
         rate = count / (time.perf_counter() - began)
         nursery.cancel_scope.cancel()
     return rate
+
+
+async def tidelog_redelivery(directory: str, count: int, ack_wait: float, release: bool) -> float:
+    """Seconds from member ``a``'s death (holding ``count`` leased events) until member
+    ``b`` has received every one of them. ``release``: ``a`` was a connection (MQTT
+    shared subscription, ``/v1/ws``) whose end releases its leases; otherwise (a REST
+    member) its leases run out after ``ack_wait``."""
+    options = ConsumerOptions(ack_policy="explicit", ack_wait=ack_wait, max_leased=count)
+    name = f"redeliver{int(release)}"
+    async with tidelog.open(f"lmdb://{directory}/{name}", fsync="never") as broker:
+        await _fill(broker, count)
+        cursor = await broker.create_cursor("g", "jobs/#", start="earliest", options=options)
+        held = {e.offset for e in (await cursor.fetch(count, member="a")).events}
+        assert len(held) == count
+        began = time.perf_counter()
+        if release:
+            await cursor.release("a")
+        got: list[int] = []
+        while len(got) < count:
+            page = await cursor.fetch(100, ack_wait + 5, member="b")
+            got += [e.offset for e in page.events]
+            await cursor.ack([e.offset for e in page.events])
+        elapsed = time.perf_counter() - began
+        assert sorted(got) == sorted(held), "lost or duplicated"
+        return elapsed
+
+
+def nats_redelivery(count: int, ack_wait: float) -> float | None:
+    """The same with a JetStream pull consumer: member ``a`` fetches ``count`` messages
+    and its connection closes without acking; seconds until ``b`` has them all."""
+    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    try:
+        import nats  # noqa: F401
+    except ImportError:
+        return None
+    if not Path(binary).exists():
+        return None
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as store:
+        server = subprocess.Popen(
+            [binary, "-js", "-sd", store, "-a", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            return asyncio.run(_nats_redelivery(port, count, ack_wait))
+        finally:
+            server.terminate()
+            server.wait()
+
+
+async def _nats_redelivery(port: int, count: int, ack_wait: float) -> float:
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    async def connect() -> object:
+        for _ in range(600):
+            try:
+                return await nats.connect(f"nats://127.0.0.1:{port}")
+            except Exception:
+                await asyncio.sleep(0.05)
+        raise RuntimeError("nats-server did not start")
+
+    nc_a, nc_b = await connect(), await connect()
+    js_a = nc_a.jetstream()  # type: ignore[attr-defined]
+    await js_a.add_stream(name="JOBS", subjects=["jobs.>"])
+    await asyncio.gather(*(js_a.publish(f"jobs.{i % 8}", PAYLOAD) for i in range(count)))
+    config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=ack_wait, max_ack_pending=count)
+    sub_a = await js_a.pull_subscribe("jobs.>", durable="workers", config=config)
+    held: set[int] = set()
+    while len(held) < count:
+        held |= {m.metadata.sequence.stream for m in await sub_a.fetch(count, timeout=5)}
+    began = time.perf_counter()
+    await nc_a.close()  # type: ignore[attr-defined]  # member a dies, acking nothing
+    sub_b = await nc_b.jetstream().pull_subscribe(  # type: ignore[attr-defined]
+        "jobs.>", durable="workers", config=config
+    )
+    got: list[int] = []
+    while len(got) < count:
+        try:
+            msgs = await sub_b.fetch(100, timeout=ack_wait + 5)
+        except Exception:
+            continue
+        for msg in msgs:
+            got.append(msg.metadata.sequence.stream)
+            await msg.ack()
+    elapsed = time.perf_counter() - began
+    await nc_b.close()  # type: ignore[attr-defined]
+    assert sorted(got) == sorted(held), "lost or duplicated"
+    return elapsed
 
 
 def _free_port() -> int:
@@ -179,6 +282,15 @@ def main() -> None:
     parser.add_argument("--webhook-events", type=int, default=2_000)
     parser.add_argument("--members", default="1,4,16")
     parser.add_argument("--skip-nats", action="store_true")
+    parser.add_argument(
+        "--redelivery-wait",
+        type=float,
+        default=2.0,
+        help="ack wait (s) of the redelivery comparison; 0 skips it",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="webhook rows: the median of N runs (noisy machines)"
+    )
     args = parser.parse_args()
     members = [int(m) for m in args.members.split(",")]
     with tempfile.TemporaryDirectory() as directory:
@@ -195,10 +307,31 @@ def main() -> None:
                 if peer is not None:
                     line += f"   NATS JetStream pull {peer:>10,.0f}/s  (ratio {rate / peer:.2f})"
             print(line)
-    for batch in (1, 100, 1000):
+    if args.redelivery_wait:
+        wait, held = args.redelivery_wait, 1000
+        print(f"redelivery of {held} leased events after their member dies (ack wait {wait} s):")
+        with tempfile.TemporaryDirectory() as directory:
+            for release, how in ((True, "connection member, released"), (False, "leases expire")):
+                took = trio.run(tidelog_redelivery, directory, held, wait, release)
+                print(f"  tidelog, {how:<30} {took:>7.3f} s")
+        if not args.skip_nats:
+            peer = nats_redelivery(held, wait)
+            if peer is not None:
+                print(f"  NATS JetStream pull (AckWait)          {peer:>7.3f} s")
+    for batch, concurrency in ((1, 1), (1, 4), (100, 1), (100, 4), (1000, 1)):
         count = args.webhook_events * (1 if batch == 1 else 20)
-        rate = trio.run(tidelog_webhook, count, batch)
-        print(f"tidelog webhook, batch {batch:>3}        {rate:>10,.0f} events/s ({count} events)")
+        runs = []
+        for _ in range(args.repeat):
+            cpu = time.process_time()
+            rate = trio.run(tidelog_webhook, count, batch, concurrency)
+            runs.append((rate, (time.process_time() - cpu) / count * 1e6))
+        rate = statistics.median(r for r, _ in runs)
+        cpu_us = statistics.median(c for _, c in runs)
+        print(
+            f"tidelog webhook, batch {batch:>4}, concurrency {concurrency} "
+            f"{rate:>10,.0f} events/s ({count} events; process CPU {cpu_us:,.0f} us/event, "
+            "receiver and publishing included)"
+        )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from tests.serve_process import run
 from tidelog import config as cfg
 from tidelog.mesh.config import optional_node_id
 from tidelog.server import ServerConfig
+from tidelog.webhooks.spec import allowed_urls
 
 TRUE_SPELLINGS: list[tuple[Any, str]] = [
     (True, "true"),
@@ -79,6 +80,13 @@ def samples(kind: cfg.Kind) -> tuple[list[Sample], list[Any]]:
         return [("x/y.pem", "x/y.pem", "x/y.pem")], ["", NotText(5)]
     if kind is cfg.string_list:
         return [(["a", "b"], "a,b", ["a", "b"]), ([], "", [])], [NotText(5), NotText([1])]
+    if kind is allowed_urls:
+        hooks = ["https://hooks.example.com/in/", "http://127.0.0.1:9000"]
+        return [(hooks, ",".join(hooks), hooks), ([], "", [])], [
+            NotText(5),
+            ["ftp://x/"],
+            ["https://h/?q=1"],
+        ]
     if kind is cfg.address:
         return [("0.0.0.0", "0.0.0.0", "0.0.0.0"), ("::1", "::1", "::1")], [""]
     if kind is cfg.fsync_policy:

@@ -255,6 +255,14 @@ option(
 )
 option(
     "security",
+    "webhook_urls",
+    webhook_spec.allowed_urls,
+    [],
+    "where webhooks may point: http(s) URL prefixes (scheme, host or *.domain, port, "
+    "path); empty: any URL (docs/consumers.md)",
+)
+option(
+    "security",
     "require_tls_for_credentials",
     boolean,
     _security.require_tls_for_credentials,

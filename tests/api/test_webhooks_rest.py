@@ -92,3 +92,22 @@ def test_config_show_prints_webhooks_without_the_secret(tmp_path: Path) -> None:
     shown = cfg.render(cfg.load(str(toml), environ={}))
     assert "[[webhook]]" in shown and 'url = "http://127.0.0.1:9/"' in shown
     assert secret not in shown and "(set, not shown)" in shown
+
+
+async def test_url_allow_list_refuses_other_destinations(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    receiver = Receiver()
+    await nursery.start(receiver.serve)
+    (tmp_path / "own").mkdir()
+    acl = write_acl(tmp_path / "own", ACL.replace("allow publish admin/#", "allow all admin/#"))
+    server: Server = await start(
+        nursery, tmp_path, acl_file=str(acl), webhook_urls=[f"http://127.0.0.1:{receiver.port}/"]
+    )
+    spec = {"url": "http://169.254.169.254/latest/", "filter": "admin/#", "secret": new_secret()}
+    async with server.http(ADMIN) as admin:
+        refused = await admin.put("/v1/webhooks/probe", json=spec)
+        problem(refused, 400, "invalid_webhook")
+        assert "is not allowed" in refused.json()["detail"]
+        allowed = await admin.put("/v1/webhooks/ok", json={**spec, "url": receiver.url})
+        assert allowed.status_code == 201, allowed.text

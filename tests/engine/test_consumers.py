@@ -145,6 +145,38 @@ async def test_max_leased_is_back_pressure(backend: BackendUnderTest, clock: Man
         assert _offsets(await cursor.fetch(10, member="b")) == [3]
 
 
+async def test_max_leased_per_member_is_back_pressure_per_member(
+    backend: BackendUnderTest, clock: ManualClock
+) -> None:
+    options = ConsumerOptions(ack_policy="explicit", ack_wait=10.0, max_leased_per_member=2)
+    async with tidelog.open(backend.url, clock=clock) as broker:
+        cursor = await broker.create_cursor("g", "jobs/#", start="earliest", options=options)
+        await _publish(broker, 7)
+        assert _offsets(await cursor.fetch(10, member="a")) == [0, 1]
+        assert _offsets(await cursor.fetch(10, member="a")) == []  # a is full
+        assert _offsets(await cursor.fetch(10, member="b")) == [2, 3]
+        await cursor.ack([0])
+        assert _offsets(await cursor.fetch(10, member="a")) == [4]
+        clock.advance(10_000)  # a's and b's leases end: they count no more
+        assert _offsets(await cursor.fetch(10, member="c")) == [1, 2]
+        got: list[list[int]] = []
+        async with trio.open_nursery() as nursery:
+
+            async def waiter() -> None:  # c is full: it waits for a settlement
+                got.append(_offsets(await cursor.fetch(10, wait=30, member="c")))
+
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            await _publish(broker, 1)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []
+            await cursor.ack([1])
+        assert got == [[3]]
+        assert options.to_dict()["max_leased_per_member"] == 2
+        with pytest.raises(InvalidConsumerOptionsError):
+            ConsumerOptions.from_dict({"ack_policy": "explicit", "max_leased_per_member": 0})
+
+
 async def test_waiting_fetch_wakes_on_publish_and_on_settlement(
     backend: BackendUnderTest, clock: ManualClock
 ) -> None:

@@ -19,9 +19,10 @@ from standardwebhooks.webhooks import Webhook
 import tidelog
 from tests.webhooks.receiver import Receiver
 from tidelog import NewEvent
-from tidelog.security import Security
+from tidelog.security import Security, SecurityConfig
 from tidelog.webhooks import WebhookError, WebhookService, WebhookSpec
 from tidelog.webhooks.signing import new_secret
+from tidelog.webhooks.spec import allowed_urls
 
 SECRET = new_secret()
 FAST = {"retry_backoff": 0.01, "timeout": 5.0}
@@ -173,6 +174,45 @@ async def test_batches_and_parallel_delivery() -> None:
         assert sorted(_payloads(receiver)[10:]) == sorted(_payloads(receiver)[:10])
 
 
+async def test_concurrency_keeps_several_requests_in_flight() -> None:
+    """With ``concurrency`` 3, three requests are out at once (the endpoint stalls all
+    three before answering any), and a stalled one does not hold the others back."""
+    receiver = Receiver(script=["stall", "stall", "stall"])
+    async with running("memory://", receiver) as (broker, service, receiver):
+        await broker.publish_many(_publish(30))
+        await service.put(_spec(receiver, batch=5, concurrency=3, timeout=2.0))
+        await receiver.wait_requests(3)
+        # none of the three has timed out yet: they are in flight together
+        assert service.get("anonymous", "hook")[1].last_error is None
+        await _settled(service, "hook", 30)
+        delivered = _payloads(receiver)
+        assert sorted(delivered) == sorted(base64.b64encode(b"%d" % i).decode() for i in range(30))
+        assert len(delivered) == 30  # each once among the 2xx answers
+        status = service.get("anonymous", "hook")[1]
+        assert status.attempts == len(receiver.requests) == 9  # 6 batches + 3 retries
+
+
+async def test_url_allow_list() -> None:
+    receiver = Receiver()
+    allowed = SecurityConfig(webhook_urls=["http://127.0.0.1:1/hooks/"])
+    async with tidelog.open("memory://") as broker, trio.open_nursery() as nursery:
+        await nursery.start(receiver.serve)
+        service = WebhookService(broker, Security(allowed))
+        await nursery.start(service.run)
+        with pytest.raises(WebhookError, match="not allowed"):
+            await service.put(_spec(receiver))  # another port, another path
+        assert await broker.cursors() == []
+        allowed.webhook_urls.append(f"http://127.0.0.1:{receiver.port}/hook")
+        service = WebhookService(broker, Security(allowed))
+        await nursery.start(service.run)
+        await broker.publish_many(_publish(2))
+        assert await service.put(_spec(receiver))
+        await receiver.wait_for(2)
+        nursery.cancel_scope.cancel()
+    with pytest.raises(ValueError, match="allow-list"):
+        allowed_urls(["https://h/x?q=1"])
+
+
 async def test_definitions_are_validated_and_deleted() -> None:
     for bad in (
         {"url": "ftp://x/"},
@@ -197,7 +237,7 @@ async def test_definitions_are_validated_and_deleted() -> None:
 
 async def test_a_down_endpoint_holds_one_lease_not_the_backlog() -> None:
     """Memory stays flat: while the endpoint is down the webhook holds at most
-    ``batch * concurrency`` events; the rest wait in the log."""
+    ``batch * (concurrency + 1)`` events; the rest wait in the log."""
     async with running("memory://") as (broker, service, _):
         down = Receiver()  # never started: connections are refused
         with socket.socket() as probe:
@@ -209,6 +249,6 @@ async def test_a_down_endpoint_holds_one_lease_not_the_backlog() -> None:
             await trio.sleep(0.005)
         cursor = await broker.cursor("webhook:hook")
         group = await cursor.group()
-        assert len(group.pending) <= 10
+        assert len(group.pending) <= 15
         assert cursor.position == 0 and await cursor.pending() == 2000
         assert service.get("anonymous", "hook")[1].state == "retrying"

@@ -174,6 +174,11 @@ class CursorIn(BaseModel):
     max_leased: int | None = Field(
         default=None, description="explicit: events handed out and not acknowledged at once"
     )
+    max_leased_per_member: int | None = Field(
+        default=None,
+        description="explicit: events one member holds leased at once (default: no limit "
+        "but max_leased)",
+    )
 
     def consumer_options(self) -> dict[str, Any] | None:
         """The consumer options given (None when the body names none)."""
@@ -278,6 +283,7 @@ class CursorOut(BaseModel):
     max_deliver: int | None = None
     dead_letter_topic: str | None = None
     max_leased: int | None = None
+    max_leased_per_member: int | None = None
     leased: int | None = Field(default=None, description="explicit: events leased now")
     redelivered: int | None = Field(default=None, description="explicit: redeliveries so far")
     dead_lettered: int | None = Field(default=None, description="explicit: dead letters so far")

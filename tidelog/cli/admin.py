@@ -171,6 +171,8 @@ def _consumer_options(args: argparse.Namespace) -> dict[str, Any]:
         given["dead_letter_topic"] = args.dead_letter_topic
     if args.max_leased is not None:
         given["max_leased"] = args.max_leased
+    if args.max_leased_per_member is not None:
+        given["max_leased_per_member"] = args.max_leased_per_member
     return given
 
 
@@ -373,6 +375,9 @@ def register(commands: Any) -> None:
     create.add_argument("--max-deliver", type=int, metavar="N", help="explicit: then dead letter")
     create.add_argument("--dead-letter-topic", metavar="TOPIC", help="default $DLQ/<name>")
     create.add_argument("--max-leased", type=int, metavar="N", help="explicit: unacked at once")
+    create.add_argument(
+        "--max-leased-per-member", type=int, metavar="N", help="explicit: leased to one member"
+    )
     add_start(create)
     add_target(create)
     delete = add_parser(actions, "delete", "delete a cursor", "tidelog cursors delete billing")

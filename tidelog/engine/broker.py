@@ -27,7 +27,13 @@ import trio
 
 from tidelog.concurrency import background_nursery
 from tidelog.engine.cluster import ClusterRegistry
-from tidelog.engine.consumers import ConsumerGroups, ConsumerOptions
+from tidelog.engine.consumers import (
+    ConsumerGroup,
+    ConsumerGroups,
+    ConsumerOptions,
+    share_cursor_name,
+    share_options,
+)
 from tidelog.engine.cursors import Cursor, split_stored_name, stored_name, stored_options
 from tidelog.engine.fanout import (
     DEFAULT_FEED_MAX_BYTES,
@@ -190,6 +196,8 @@ class Broker:
         self._follow_scope = trio.CancelScope()
         self._claims_scope = trio.CancelScope()
         self._shared: dict[tuple[str, str], tuple[Feed, list[int]]] = {}
+        self._adopted_shares: set[str] = set()
+        """Durable shared subscriptions' cursors whose stale leases this process ended."""
         self.shares = ClusterShares(log, nursery, self.publish_nowait)
         self._recordless: dict[str, int] = {}
         """On a shared log: which node delivers each event of a shared group."""
@@ -476,6 +484,39 @@ class Broker:
             if self.log.shared:
                 self.shares.left(key, entry[0])
 
+    async def share_group(
+        self, group: str, topic_filter: str, *, create: bool
+    ) -> ConsumerGroup | None:
+        """The consumer group of the durable shared subscription ``$share/<group>/<filter>``
+        (its cursor ``share:<group>:<filter>``, in the anonymous namespace), created
+        at ``latest`` when ``create`` (a persistent session joins), else None when there
+        is none (the group is live only). The first use in this process ends the leases
+        stored by an earlier one: their members' connections are gone.
+
+        On a shared log (``kafka://``) this is always None: a group's pending map is
+        one node's, so the nodes' live shares (:class:`ClusterShares`) serve the group.
+
+        Raises CursorExistsError (another filter has the name), AckPolicyError (the
+        cursor was changed to another ack policy) or InvalidCursorNameError (too long)."""
+        if self.log.shared:
+            return None
+        name = share_cursor_name(group, topic_filter)
+        try:
+            cursor = await self.cursor(name)
+        except CursorNotFoundError:
+            if not create:
+                return None
+            cursor = await self.create_cursor(name, topic_filter, options=share_options(group))
+        if cursor.topic_filter != topic_filter:
+            raise CursorExistsError(
+                f"cursor {name!r} exists with filter {cursor.topic_filter!r}, not {topic_filter!r}"
+            )
+        consumer = await cursor.group()
+        if cursor.key not in self._adopted_shares:
+            self._adopted_shares.add(cursor.key)
+            consumer.release_all()
+        return consumer
+
     @contextlib.asynccontextmanager
     async def subscribe(
         self,
@@ -680,6 +721,7 @@ class Broker:
         except InvalidCursorNameError:
             return False
         self.consumers.forget(key)
+        self._adopted_shares.discard(key)
         return await self.log.delete_cursor(key)
 
     # -- wills -----------------------------------------------------------------------

@@ -64,6 +64,10 @@ DEFAULT_ACK_WAIT = 30.0
 DEFAULT_MAX_LEASED = 1000
 MAX_MAX_LEASED = 100_000
 DEAD_LETTER_PREFIX = "$DLQ/"
+SHARE_ACK_WAIT = 3600.0
+"""The ack wait of a durable MQTT shared subscription's cursor: a connected member holds
+what it was sent until it acknowledges it or goes (MQTT has no lease timeout); the
+leases of members lost in a crash end when the group is first used after the restart."""
 
 
 def _number(value: Any, what: str, *, minimum: float = 0.0) -> float:
@@ -93,6 +97,9 @@ class ConsumerOptions:
     """Where dead letters go; None: ``$DLQ/<cursor name>``."""
     max_leased: int = DEFAULT_MAX_LEASED
     """The most events handed out and not yet acknowledged at once (per cursor)."""
+    max_leased_per_member: int | None = None
+    """The most events one member holds leased at once (None: only ``max_leased``):
+    back-pressure per member, so one fast fetcher cannot take the whole group's share."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ConsumerOptions:
@@ -132,7 +139,16 @@ class ConsumerOptions:
             or not 1 <= max_leased <= MAX_MAX_LEASED
         ):
             raise InvalidConsumerOptionsError(f"max_leased must be 1 to {MAX_MAX_LEASED}")
-        return cls(policy, ack_wait, backoff, max_deliver, dead_letter, max_leased)
+        per_member = data.get("max_leased_per_member")
+        if per_member is not None and (
+            isinstance(per_member, bool)
+            or not isinstance(per_member, int)
+            or not 1 <= per_member <= MAX_MAX_LEASED
+        ):
+            raise InvalidConsumerOptionsError(
+                f"max_leased_per_member must be 1 to {MAX_MAX_LEASED} or null"
+            )
+        return cls(policy, ack_wait, backoff, max_deliver, dead_letter, max_leased, per_member)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -142,6 +158,7 @@ class ConsumerOptions:
             "max_deliver": self.max_deliver,
             "dead_letter_topic": self.dead_letter_topic,
             "max_leased": self.max_leased,
+            "max_leased_per_member": self.max_leased_per_member,
         }
 
     def dead_letters_to(self, cursor_name: str) -> str:
@@ -268,11 +285,30 @@ class ConsumerGroup:
                 events = await self._fetch_once(member, limit, max_bytes)
             if events or wait is None or trio.current_time() >= deadline:
                 return ReadResult(events, self.high)
-            await self._wait_for_work(deadline)
+            await self._wait_for_work(deadline, member if self.member_room(member) <= 0 else None)
 
-    async def _wait_for_work(self, deadline: float) -> None:
+    def held_by(self, member: str) -> int:
+        """Events ``member`` holds leased now."""
         now = self._broker.clock()
-        next_due = min((e.due for e in self.pending.values()), default=None)
+        return sum(1 for e in self.pending.values() if e.member == member and e.lease_until > now)
+
+    def member_room(self, member: str) -> int:
+        """How many more events ``member`` may lease now (``max_leased_per_member``)."""
+        cap = self.options.max_leased_per_member
+        return MAX_MAX_LEASED if cap is None else cap - self.held_by(member)
+
+    async def _wait_for_work(self, deadline: float, full: str | None = None) -> None:
+        """Wait for something to hand out: an append, a settlement, a redelivery falling
+        due; for a member that holds all it may (``full``), a settlement or the end of
+        one of its own leases."""
+        now = self._broker.clock()
+        member_full = full is not None
+        if member_full:
+            next_due = min(
+                (e.lease_until for e in self.pending.values() if e.member == full), default=None
+            )
+        else:
+            next_due = min((e.due for e in self.pending.values()), default=None)
         if next_due is not None:
             deadline = min(deadline, trio.current_time() + max(0, next_due - now) / 1000)
         changed = self._changed
@@ -280,7 +316,7 @@ class ConsumerGroup:
             async with trio.open_nursery() as nursery:
 
                 async def appended() -> None:
-                    if len(self.pending) < self.options.max_leased:
+                    if not member_full and len(self.pending) < self.options.max_leased:
                         await self._broker.log.wait_for_append(self.high)
                     else:
                         await trio.sleep_forever()
@@ -296,6 +332,9 @@ class ConsumerGroup:
     async def _fetch_once(self, member: str, limit: int, max_bytes: int | None) -> list[Event]:
         options = self.options
         now = self._broker.clock()
+        limit = min(limit, self.member_room(member))
+        if limit <= 0:
+            return []
         due = [offset for offset, e in self.pending.items() if e.due <= now][:limit]
         out: list[Event] = []
         dead: list[tuple[Event, int]] = []
@@ -321,11 +360,12 @@ class ConsumerGroup:
             result = await self._broker.read(
                 start, self.topic_filter, limit=room, max_bytes=max_bytes
             )
-            for event in result.events:
-                entry = Entry(member, 0, 0, 0)
-                self._lease(entry, member, now)
-                self.pending[event.offset] = entry
-                out.append(event)
+            lease_until = now + int(options.ack_wait * 1000)
+            free_at = lease_until + options.backoff_ms(1)
+            pending = self.pending
+            for event in result.events:  # first deliveries: _lease, inlined
+                pending[event.offset] = Entry(member, lease_until, free_at, 1)
+            out += result.events
             self.high = max(self.high, result.next_offset)
         if out or dead:
             self._store_nowait()
@@ -354,6 +394,18 @@ class ConsumerGroup:
                 done += 1
         if done:
             await self._store()
+        return done
+
+    def ack_nowait(self, offsets: Iterable[int]) -> int:
+        """:meth:`ack` without waiting for the write (for members whose own protocol
+        is at-least-once, such as MQTT's PUBACK: a crash before the next state-writer
+        batch only delivers these events again)."""
+        done = 0
+        for offset in offsets:
+            if self.pending.pop(offset, None) is not None:
+                done += 1
+        if done:
+            self._store_nowait()
         return done
 
     async def nak(self, offsets: Iterable[int], delay: float | None = None) -> int:
@@ -402,6 +454,19 @@ class ConsumerGroup:
             self._store_nowait()
         return done
 
+    def release_all(self) -> int:
+        """Every lease ends now (a process that starts after a crash: the members that
+        held them are gone); their events are due at once."""
+        now = self._broker.clock()
+        done = 0
+        for entry in self.pending.values():
+            if entry.lease_until > now:
+                entry.lease_until = entry.due = now
+                done += 1
+        if done:
+            self._store_nowait()
+        return done
+
     async def commit(self, offset: int) -> None:
         """Cumulative acknowledgement: everything below ``offset`` is acknowledged."""
         for pending_offset in [o for o in self.pending if o < offset]:
@@ -434,10 +499,14 @@ class ConsumerGroup:
 
     # -- storing ---------------------------------------------------------------------
 
-    def _snapshot(self) -> tuple[CursorState, dict[str, bytes | None]]:
+    def _changed_now(self) -> None:
+        """After any change: the floor moves, waiting fetches look again."""
         self.floor = self._lowest()
         self._changed.set()
         self._changed = trio.Event()
+
+    def _snapshot(self) -> tuple[CursorState, str, dict[str, bytes | None]]:
+        """What the state writer stores, taken when it writes its next batch."""
         value = {
             "high": self.high,
             "pending": [
@@ -448,15 +517,16 @@ class ConsumerGroup:
             "dead_lettered": self.dead_lettered,
         }
         blob = json.dumps(value, separators=(",", ":")).encode()
-        return CursorState(self.key, self.floor, self.metadata), {self.key: blob}
+        floor = self._lowest()
+        return CursorState(self.key, floor, self.metadata), NAMESPACE, {self.key: blob}
 
     async def _store(self) -> None:
-        cursor, items = self._snapshot()
-        await self._writer.commit(cursor, NAMESPACE, items)
+        self._changed_now()
+        await self._writer.commit_latest(self.key, self._snapshot)
 
     def _store_nowait(self) -> None:
-        cursor, items = self._snapshot()
-        self._writer.commit_nowait(cursor, NAMESPACE, items)
+        self._changed_now()
+        self._writer.commit_latest_nowait(self.key, self._snapshot)
 
 
 def _dead_letter(topic: str, event: Event, deliveries: int, reason: str) -> NewEvent:
@@ -507,3 +577,19 @@ class ConsumerGroups:
 
     def each(self) -> list[ConsumerGroup]:
         return list(self._groups.values())
+
+
+def share_cursor_name(group: str, topic_filter: str) -> str:
+    """The cursor of the durable shared subscription ``$share/<group>/<filter>``:
+    ``share:<group>:<filter with / written ~>`` (a name REST paths can carry)."""
+    return f"share:{group}:{topic_filter.replace('/', '~')}"
+
+
+def share_options(group: str) -> ConsumerOptions:
+    """The options a durable shared subscription's cursor is created with (the
+    operator may change them with ``PUT /v1/cursors/{name}``)."""
+    return ConsumerOptions(
+        ack_policy="explicit",
+        ack_wait=SHARE_ACK_WAIT,
+        dead_letter_topic=f"{DEAD_LETTER_PREFIX}share/{group}",
+    )

@@ -10,6 +10,7 @@ appends.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import trio
 
@@ -17,6 +18,10 @@ from tidelog.errors import StorageError
 from tidelog.storage import CursorState, EventLog
 
 log = logging.getLogger(__name__)
+
+Snapshot = Callable[[], tuple[CursorState, str, dict[str, bytes | None]]]
+"""Returns a cursor position, a state namespace and its keys to store (see
+:meth:`StateWriter.commit_latest`)."""
 
 UNREADABLE = (ValueError, TypeError, KeyError, IndexError, StorageError)
 """What decoding a stored state entry can raise when the entry is damaged or from an
@@ -59,6 +64,7 @@ class StateWriter:
         self._log = log
         self._cursors: dict[str, CursorState] = {}
         self._state: dict[str, dict[str, bytes | None]] = {}
+        self._snapshots: dict[str, Snapshot] = {}
         self._batch = _Batch()  # the transaction being gathered
         self._work = trio.lowlevel.ParkingLot()
         self._closing = False
@@ -86,9 +92,23 @@ class StateWriter:
         self._state.setdefault(namespace, {}).update(items)
         self._work.unpark_all()
 
+    async def commit_latest(self, key: str, snapshot: Snapshot) -> None:
+        """Store what ``snapshot()`` returns (a cursor position and state keys) when the
+        next batch is written, and wait until that is durable. Callers that change
+        something many times between batches (a consumer group on every lease and
+        ack) pay for one snapshot per batch instead of one per change."""
+        self._snapshots[key] = snapshot
+        await self._wait_durable()
+
+    def commit_latest_nowait(self, key: str, snapshot: Snapshot) -> None:
+        """:meth:`commit_latest` without waiting."""
+        self._snapshots[key] = snapshot
+        self._work.unpark_all()
+
     def discard_cursor(self, name: str) -> None:
         """Drop a cursor write not yet stored (the cursor is being deleted)."""
         self._cursors.pop(name, None)
+        self._snapshots.pop(name, None)
 
     async def put(self, namespace: str, items: dict[str, bytes | None]) -> None:
         """Set (None: delete) keys of a state namespace; returns once durable."""
@@ -114,19 +134,21 @@ class StateWriter:
 
     async def run(self) -> None:
         while True:
-            if not self._cursors and not self._state:
+            if not self._cursors and not self._state and not self._snapshots:
                 if self._closing:
                     return
                 await self._work.park()
                 continue
+            snapshots, self._snapshots = self._snapshots, {}
+            for snapshot in snapshots.values():  # taken now: the latest of each
+                cursor, namespace, items = snapshot()
+                self._cursors[cursor.name] = cursor
+                self._state.setdefault(namespace, {}).update(items)
             cursors, self._cursors = self._cursors, {}
             state, self._state = self._state, {}
             batch, self._batch = self._batch, _Batch()
             try:
-                if cursors:
-                    await self._log.commit_cursors(list(cursors.values()))
-                for namespace, items in state.items():
-                    await self._log.put_state(namespace, items)
+                await self._log.commit_cursors_and_state(list(cursors.values()), state)
                 self.transactions += 1
             except Exception as exc:  # the waiters of this batch get the error
                 batch.error = exc

@@ -30,6 +30,9 @@ class SecurityConfig:
     admin_users: list[str] = attrs.field(factory=list)
     """Users that see and manage every user's cursors (and, later, sessions, links and
     webhooks), and see all metadata. Never granted by an ACL rule."""
+    webhook_urls: list[str] = attrs.field(factory=list)
+    """Where webhooks may point (URL prefixes, ``tidelog.webhooks.spec.AllowedURL``);
+    empty: anywhere."""
     require_tls_for_credentials: bool = False
     """With a TLS certificate configured, refuse passwords and tokens sent over a
     listener without TLS (they would cross the network in clear)."""

@@ -176,15 +176,20 @@ class EventFilter:
         self.access = access
         self.rights = [right for right in Right if right in rights]
         grants = [access.check_filter(right, topic_filter or "#") for right in self.rights]
-        self.per_topic = topic_filter is None or Grant.PER_TOPIC in grants
+        self.per_topic = Grant.PER_TOPIC in grants
+        self.dollar_topics = topic_filter is None and not self.per_topic
+        """Every topic but ``$``-topics (which ``#`` does not match) is granted in full."""
 
     def allows(self, topic: str) -> bool:
         return all(self.access.allows(right, topic) for right in self.rights)
 
     def keep(self, events: list[Event]) -> list[Event]:
-        if not self.per_topic:
-            return events
-        return [event for event in events if self.allows(event.topic)]
+        if self.per_topic:
+            return [event for event in events if self.allows(event.topic)]
+        if self.dollar_topics:
+            allows = self.allows
+            return [e for e in events if not e.topic.startswith("$") or allows(e.topic)]
+        return events
 
 
 # -- WebSocket handshakes ------------------------------------------------------------

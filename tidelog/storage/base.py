@@ -342,6 +342,17 @@ class EventLog(abc.ABC):
     async def list_state(self, namespace: str) -> dict[str, bytes]:
         """Every key and value of a namespace."""
 
+    async def commit_cursors_and_state(
+        self, cursors: Sequence[CursorState], state: Mapping[str, Mapping[str, bytes | None]]
+    ) -> None:
+        """Cursors and state keys (by namespace) together: one durable transaction where
+        the backend can (LMDB), else :meth:`commit_cursors` then :meth:`put_state` per
+        namespace. The engine's state writer stores each batch with this."""
+        if cursors:
+            await self.commit_cursors(cursors)
+        for namespace, items in state.items():
+            await self.put_state(namespace, items)
+
     # -- lifecycle -----------------------------------------------------------------
 
     def background_tasks(self) -> list[Callable[[], Awaitable[None]]]:

@@ -781,6 +781,12 @@ class LmdbLog(EventLog):
         check_open(self._closed)
         await self._meta.put_state(namespace, items)
 
+    async def commit_cursors_and_state(
+        self, cursors: Sequence[CursorState], state: Mapping[str, Mapping[str, bytes | None]]
+    ) -> None:
+        check_open(self._closed)
+        await self._meta.commit_cursors_and_state(cursors, state)
+
     async def list_state(self, namespace: str) -> dict[str, bytes]:
         check_open(self._closed)
         return self._meta.list_state(namespace)

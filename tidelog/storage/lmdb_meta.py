@@ -209,6 +209,15 @@ class MetaStore:
         return self.read(scan)
 
     async def commit_cursors(self, cursors: Iterable[CursorState]) -> None:
+        await self.commit_cursors_and_state(cursors, {})
+
+    async def commit_cursors_and_state(
+        self,
+        cursors: Iterable[CursorState],
+        state: Mapping[str, Mapping[str, bytes | None]],
+    ) -> None:
+        """Cursors and state keys in one write transaction (one trip to the worker
+        thread, one sync under ``fsync=always``)."""
         items = [
             (
                 _cursor_key(c.name),
@@ -216,10 +225,20 @@ class MetaStore:
             )
             for c in cursors
         ]
+        changes = [
+            change
+            for namespace, keys in state.items()
+            for change in self._state_changes(namespace, keys)
+        ]
 
         def put(txn: lmdb.Transaction[bytes]) -> None:
             for key, value in items:
                 txn.put(key, value, db=self._cursors)
+            for raw, stored in changes:
+                if stored is None:
+                    txn.delete(raw, db=self._state)
+                else:
+                    txn.put(raw, stored, db=self._state)
 
         await self.write(put)
 
@@ -265,22 +284,20 @@ class MetaStore:
         except ValueError as exc:
             raise CorruptLogError(f"{self.path}: state entry {key[:40]!r}: {exc}") from None
 
-    async def put_state(self, namespace: str, items: Mapping[str, bytes | None]) -> None:
+    def _state_changes(
+        self, namespace: str, items: Mapping[str, bytes | None]
+    ) -> list[tuple[bytes, bytes | None]]:
+        """The LMDB keys and values (None: delete) of state keys of a namespace."""
         changes = []
         for key, value in items.items():
             raw, long = _state_key(namespace, key)
             if value is not None and long:
                 value = pack_named(key.encode("utf-8"), bytes(value))
             changes.append((raw, None if value is None else bytes(value)))
+        return changes
 
-        def put(txn: lmdb.Transaction[bytes]) -> None:
-            for key, value in changes:
-                if value is None:
-                    txn.delete(key, db=self._state)
-                else:
-                    txn.put(key, value, db=self._state)
-
-        await self.write(put)
+    async def put_state(self, namespace: str, items: Mapping[str, bytes | None]) -> None:
+        await self.commit_cursors_and_state((), {namespace: items})
 
     # -- the topic dictionary --------------------------------------------------------------
 

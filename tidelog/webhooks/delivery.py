@@ -3,9 +3,13 @@
 Theory of operation
 -------------------
 A webhook is an explicit-ack cursor (``webhook:<name>``) with one member, the
-endpoint. The task leases at most ``batch * concurrency`` events, cuts them into
-requests of ``batch`` events, and posts them (one at a time: in order; or up to
-``concurrency`` at once). A request's outcome settles its events:
+endpoint. A producer task leases up to ``batch`` events at a time and hands
+each batch to one of ``concurrency`` sender tasks, which post them: with one
+sender, in order, the next batch already fetched while a request is out (the
+fetch and the acknowledgement's durable write overlap the request); with
+several, up to ``concurrency`` requests at once, each sender taking the next
+batch as soon as its request is settled (no request waits for a slower one).
+A request's outcome settles its events:
 
 * 2xx: acknowledged.
 * timeout, connection error, 429 (``Retry-After`` honoured) or 5xx: the same
@@ -15,22 +19,24 @@ requests of ``batch`` events, and posts them (one at a time: in order; or up to
 * any other 4xx: dead letters at once (the endpoint refuses them).
 * 410 Gone: the webhook is disabled (stored), its events stay in the cursor.
 
-Memory: the task holds one lease of at most ``batch * concurrency`` events;
-an endpoint that is down holds nothing more, its cursor waits in the log. A
+Memory: the webhook leases at most ``batch * (concurrency + 1)`` events (one
+batch per sender and the one the producer holds out); an endpoint that is down
+holds nothing more, its cursor waits in the log. A
 restart releases the stored leases and delivers from the floor again, so
 nothing acknowledged is sent twice except a request in flight at the crash.
 """
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import attrs
-import httpx
 import trio
 
 from tidelog.api.event_json import encode_event, encode_events
@@ -40,6 +46,7 @@ from tidelog.errors import LogClosedError
 from tidelog.security import Access, Right
 from tidelog.security.http import EventFilter
 from tidelog.storage import Event
+from tidelog.webhooks.http import Poster, PostError, PostTimeout
 from tidelog.webhooks.signing import parse_secret, sign
 from tidelog.webhooks.spec import WebhookSpec
 
@@ -99,6 +106,23 @@ def backoff_delay(spec: WebhookSpec, attempt: int) -> float:
     return delay / 2 + random.uniform(0, delay / 2)
 
 
+def request_target(spec: WebhookSpec) -> tuple[str, list[tuple[bytes, bytes]]]:
+    """The URL to POST to and the headers every request of ``spec`` carries: its own
+    ``headers``, ``content-type``, and Basic authorization for a URL with a user
+    (``https://user:password@host/...``), which is taken out of the URL."""
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in spec.headers.items()]
+    headers.append((b"content-type", b"application/json"))
+    parts = urlsplit(spec.url)
+    url = spec.url
+    if parts.username is not None:
+        user = unquote(parts.username) + ":" + unquote(parts.password or "")
+        token = base64.b64encode(user.encode("utf-8")).decode("ascii")
+        headers.append((b"authorization", f"Basic {token}".encode("ascii")))
+        host = parts.netloc.rpartition("@")[2]
+        url = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return url, headers
+
+
 class WebhookDelivery:
     """Delivers one webhook until cancelled, disabled or deleted."""
 
@@ -107,7 +131,7 @@ class WebhookDelivery:
         broker: Broker,
         spec: WebhookSpec,
         access: Access,
-        client: httpx.AsyncClient,
+        client: Poster,
         on_disabled: Callable[[WebhookSpec], Awaitable[None]],
     ) -> None:
         self.broker = broker
@@ -118,6 +142,7 @@ class WebhookDelivery:
         self.cursor: Cursor | None = None
         self._key = parse_secret(spec.secret)
         self._on_disabled = on_disabled
+        self._url, self._headers = request_target(spec)
 
     def consumer_options(self) -> ConsumerOptions:
         spec = self.spec
@@ -125,7 +150,7 @@ class WebhookDelivery:
             ack_policy="explicit",
             ack_wait=LEASE_SECONDS,
             dead_letter_topic=spec.dead_letter_topic,
-            max_leased=spec.batch * spec.concurrency,
+            max_leased=spec.batch * (spec.concurrency + 1),
         )
 
     async def open_cursor(self) -> Cursor:
@@ -153,30 +178,40 @@ class WebhookDelivery:
             self.status.state = "failed"
             return
         self.status.state = "active"
+        send, receive = trio.open_memory_channel[list[Event]](0)
         try:
-            while True:
-                result = await cursor.fetch(
-                    spec.batch * spec.concurrency, FETCH_WAIT_SECONDS, member=MEMBER
-                )
-                if not result.events:
-                    continue
-                kept = visible.keep(result.events)
-                if len(kept) != len(result.events):
-                    shown = {e.offset for e in kept}
-                    await cursor.ack([e.offset for e in result.events if e.offset not in shown])
-                chunks = [kept[i : i + spec.batch] for i in range(0, len(kept), spec.batch)]
-                if spec.concurrency == 1:
-                    for chunk in chunks:
-                        await self._deliver(cursor, chunk)
-                else:
-                    async with trio.open_nursery() as nursery:
-                        for chunk in chunks:
-                            nursery.start_soon(self._deliver, cursor, chunk)
+            async with trio.open_nursery() as nursery:
+                for _ in range(spec.concurrency):
+                    nursery.start_soon(self._send, cursor, receive.clone())
+                receive.close()
+                await self._produce(cursor, visible, send)
         except* Disabled:
             self.status.state = "disabled"
             await self._on_disabled(spec)
         except* LogClosedError:
             pass  # the broker is closing
+
+    async def _produce(
+        self, cursor: Cursor, visible: EventFilter, send: trio.MemorySendChannel[list[Event]]
+    ) -> None:
+        """Lease batches and hand each to a free sender (waits while none is free)."""
+        batch = self.spec.batch
+        async with send:
+            while True:
+                result = await cursor.fetch(batch, FETCH_WAIT_SECONDS, member=MEMBER)
+                if not result.events:
+                    continue
+                kept = visible.keep(result.events)
+                if len(kept) != len(result.events):  # the owner may not read these
+                    shown = {e.offset for e in kept}
+                    await cursor.ack([e.offset for e in result.events if e.offset not in shown])
+                if kept:
+                    await send.send(kept)
+
+    async def _send(self, cursor: Cursor, receive: trio.MemoryReceiveChannel[list[Event]]) -> None:
+        async with receive:
+            async for events in receive:
+                await self._deliver(cursor, events)
 
     def body(self, events: list[Event]) -> bytes:
         """One event object, or ``{"events": [...]}`` when ``batch`` is above 1."""
@@ -198,24 +233,18 @@ class WebhookDelivery:
             attempt += 1
             self.status.attempts += 1
             timestamp = self.broker.clock() // 1000
-            headers = {
-                **spec.headers,
-                "content-type": "application/json",
-                "webhook-id": message_id,
-                "webhook-timestamp": str(timestamp),
-                "webhook-signature": sign(self._key, message_id, timestamp, body),
-            }
+            headers = [
+                *self._headers,
+                (b"webhook-id", message_id.encode()),
+                (b"webhook-timestamp", b"%d" % timestamp),
+                (b"webhook-signature", sign(self._key, message_id, timestamp, body).encode()),
+            ]
             wait: float | None = None
             try:
-                response = await self.client.post(
-                    spec.url, content=body, headers=headers, timeout=spec.timeout
-                )
-            except httpx.TimeoutException:
-                error = f"timeout after {spec.timeout}s"
-            except httpx.TransportError as exc:
-                error = f"connection error: {type(exc).__name__}: {exc}"
+                code, retry_header = await self.client.post(self._url, headers, body, spec.timeout)
+            except (PostTimeout, PostError) as exc:
+                error = str(exc)
             else:
-                code = response.status_code
                 if 200 <= code < 300:
                     await cursor.ack(offsets)
                     self.status.delivered += len(events)
@@ -230,7 +259,7 @@ class WebhookDelivery:
                     self._failed(error)
                     await self._reject(cursor, offsets, error)
                     return
-                wait = retry_after(response.headers.get("retry-after"), self.broker.clock())
+                wait = retry_after(retry_header, self.broker.clock())
             self._failed(error)
             if attempt > spec.retries:
                 await self._reject(cursor, offsets, f"{error} after {attempt} attempts")

@@ -7,7 +7,12 @@ start (created or replaced, owned by their ``owner`` key, default
 ``anonymous``). The REST routes (:mod:`tidelog.api.webhooks`) and the CLI call
 :meth:`WebhookService.put`, :meth:`get`, :meth:`list` and :meth:`delete`.
 
-Resource handling: one shared ``httpx.AsyncClient`` (connection pooling per
+``security.webhook_urls`` (an allow-list of URL prefixes) is checked by
+:meth:`WebhookService.put`, whatever the webhook comes from (REST, the CLI, the
+configuration file: a refused ``[[webhook]]`` stops the start); a stored webhook
+the list no longer allows is kept but not run (state ``failed``).
+
+Resource handling: one shared :class:`~tidelog.webhooks.http.Poster` (connection pooling per
 endpoint) for every webhook, closed when :meth:`run` ends; each webhook's task
 runs in its own cancel scope inside the service's nursery.
 """
@@ -18,7 +23,6 @@ import json
 import logging
 from typing import Any
 
-import httpx
 import trio
 
 from tidelog.engine import Broker
@@ -26,12 +30,12 @@ from tidelog.engine.cursors import DEFAULT_OWNER, stored_name
 from tidelog.errors import LogClosedError
 from tidelog.security import Principal, Security
 from tidelog.webhooks.delivery import WebhookDelivery, WebhookStatus
-from tidelog.webhooks.spec import WebhookError, WebhookSpec
+from tidelog.webhooks.http import Poster
+from tidelog.webhooks.spec import AllowedURL, WebhookError, WebhookSpec, check_url_allowed
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "webhooks"
-MAX_CONNECTIONS = 256
 
 
 class WebhookNotFoundError(WebhookError, LookupError):
@@ -55,16 +59,17 @@ class WebhookService:
         self.broker = broker
         self.security = security
         self.configured = configured or []
+        self.allowed = [AllowedURL.parse(entry) for entry in security.config.webhook_urls]
+        """``security.webhook_urls``: where webhooks may point (empty: anywhere)."""
         self._running: dict[str, _Running] = {}
         self._nursery: trio.Nursery | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._client: Poster | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Start every stored and configured webhook; deliver until cancelled."""
-        limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=64)
-        async with httpx.AsyncClient(limits=limits, follow_redirects=False) as client:
+        async with Poster() as client:
             self._client = client
             try:
                 async with trio.open_nursery() as nursery:
@@ -99,6 +104,7 @@ class WebhookService:
         """Create or replace a webhook (stored durably, then delivering); True if it
         was created. A replaced webhook keeps its cursor when the filter is the same;
         a new filter starts a new cursor at ``start``."""
+        check_url_allowed(spec.url, self.allowed)
         key = stored_name(spec.owner, spec.name)
         old = self._running.get(key)
         existed = old is not None or await self._stored(key) is not None
@@ -160,6 +166,13 @@ class WebhookService:
         delivery = delivery or self._delivery(spec)
         scope = trio.CancelScope()
         self._running[stored_name(spec.owner, spec.name)] = _Running(delivery, scope)
+        try:  # a stored webhook the allow-list no longer allows is kept, not run
+            check_url_allowed(spec.url, self.allowed)
+        except WebhookError as exc:
+            delivery.status.state = "failed"
+            delivery.status.last_error = str(exc)
+            log.error("webhook %s: %s", spec.name, exc)
+            return
 
         async def deliver() -> None:
             with scope:

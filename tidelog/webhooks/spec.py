@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from tidelog.config import string_list
 from tidelog.engine.positions import parse_position
 from tidelog.errors import TidelogError
 from tidelog.topics import validate_topic_filter
@@ -74,6 +75,77 @@ def _integer(data: dict[str, Any], key: str, default: int, low: int, high: int) 
     return value
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@attrs.frozen
+class AllowedURL:
+    """One entry of ``security.webhook_urls``: a scheme, a host (``*.`` in front
+    allows its subdomains, not the host itself), a port (default: the scheme's) and
+    a path prefix that ends at a ``/`` (``https://h/hooks/`` allows ``/hooks/a``,
+    not ``/hooksX``; a bare host allows every path)."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+
+    @classmethod
+    def parse(cls, entry: str) -> AllowedURL:
+        parts = urlsplit(entry)
+        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+            raise ValueError(f"webhook URL allow-list entry {entry!r}: not an http(s) URL")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError(
+                f"webhook URL allow-list entry {entry!r}: scheme, host, port and path only"
+            )
+        try:
+            port = parts.port or _DEFAULT_PORTS[parts.scheme]
+        except ValueError as exc:
+            raise ValueError(f"webhook URL allow-list entry {entry!r}: {exc}") from None
+        path = parts.path or "/"
+        if not path.endswith("/"):
+            path += "/"
+        return cls(parts.scheme, parts.hostname.lower(), port, path)
+
+    def allows(self, url: str) -> bool:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if self.host.startswith("*."):
+            if not host.endswith(self.host[1:]) or host == self.host[2:]:
+                return False
+        elif host != self.host:
+            return False
+        try:
+            port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 0)
+        except ValueError:
+            return False
+        path = parts.path or "/"
+        return (
+            parts.scheme == self.scheme
+            and port == self.port
+            and (path + "/").startswith(self.path)
+            and "/../" not in path + "/"
+            and "/./" not in path + "/"
+        )
+
+
+def allowed_urls(value: Any) -> list[str]:
+    """list of http(s) URL prefixes (TOML array, or comma-separated); empty: any URL"""
+    entries = string_list(value)
+    for entry in entries:
+        AllowedURL.parse(entry)
+    return entries
+
+
+def check_url_allowed(url: str, allowed: list[AllowedURL] | None) -> None:
+    """WebhookError unless ``url`` is within the allow-list (None or empty: any URL)."""
+    if allowed and not any(entry.allows(url) for entry in allowed):
+        raise WebhookError(
+            f"url {url!r} is not allowed: security.webhook_urls lists where webhooks may point"
+        )
+
+
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise WebhookError("a webhook name is 1 to 200 of A-Z a-z 0-9 _ . -")
@@ -118,6 +190,8 @@ class WebhookSpec:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise WebhookError("url must be an http or https URL")
+        if not url.isascii() or any(ch in url for ch in " \r\n\t"):
+            raise WebhookError("url: write non-ASCII characters and spaces percent-encoded")
         secret = data.get("secret")
         if secret is None:
             raise WebhookError("secret is required: a Standard Webhooks secret whsec_<base64>")

@@ -91,7 +91,8 @@ async def put_cursor(
     """201 when created at ``start``; 200 when it exists with the same filter (its
     position untouched; consumer options given replace its options); 409 when it exists
     with another filter. Consumer options (``ack_policy``, ``ack_wait``, ``backoff``,
-    ``max_deliver``, ``dead_letter_topic``, ``max_leased``) are in docs/consumers.md.
+    ``max_deliver``, ``dead_letter_topic``, ``max_leased``, ``max_leased_per_member``) are
+    in docs/consumers.md.
     The cursor belongs to the caller (each user has their own cursor names); 429 past
     ``security.max_cursors_per_user``."""
     security.limits.check_name(Name.CURSOR, name)

@@ -46,6 +46,7 @@ from tidelog.storage import Event
 from tidelog.storage.base import Clock, wall_clock_ms
 
 if TYPE_CHECKING:
+    from tidelog.engine.consumers import ConsumerGroup
     from tidelog.engine.fanout import Feed
 
 # where a delivery comes from
@@ -62,9 +63,25 @@ class Source:
     """Where deliveries come from: the main feed, a shared or replay subscription's
     feed, or retained messages sent on subscribe. ``options`` is set when the feed's
     own subscription options are not the connection's (shared groups). ``scope`` is
-    the shell's (the cancel scope of the source's pump, once it runs)."""
+    the shell's (the cancel scope of the source's pump, once it runs).
 
-    __slots__ = ("feed", "group", "inner", "key", "kind", "options", "scope")
+    A durable shared subscription has no feed but a ``consumer`` (the engine's
+    consumer group of its cursor): its deliveries are leased to ``member``, and the
+    offsets this connection finished wait in ``settled`` until the shell
+    acknowledges them to the group (:meth:`Planner.settle`)."""
+
+    __slots__ = (
+        "consumer",
+        "feed",
+        "group",
+        "inner",
+        "key",
+        "kind",
+        "member",
+        "options",
+        "scope",
+        "settled",
+    )
 
     def __init__(
         self,
@@ -74,6 +91,8 @@ class Source:
         key: str = "",
         group: str = "",
         inner: str = "",
+        consumer: ConsumerGroup | None = None,
+        member: str = "",
     ) -> None:
         self.kind = kind
         self.feed = feed
@@ -82,6 +101,9 @@ class Source:
         self.group = group
         self.inner = inner
         self.scope: Any = None
+        self.consumer = consumer
+        self.member = member
+        self.settled: list[int] = NO_IDS
 
 
 Ready = tuple[Event, tuple[FeedSubscription, ...], Source]
@@ -179,6 +201,7 @@ class Planner:
         "ready",
         "resume",
         "resume_end",
+        "settling",
         "shared_resend",
         "unsaved_qos2",
         "window",
@@ -217,6 +240,8 @@ class Planner:
         self.persistent = False
         self.unsaved_qos2 = False
         """A QoS 2 PUBLISH of a persistent session went out: save before sending it."""
+        self.settling: list[Source] | None = None
+        """Durable shared sources with offsets in ``settled`` (see :meth:`settle`)."""
 
     retained: Final = Source(RETAINED)
     """The source of retained messages sent on subscribe (no feed; shared)."""
@@ -265,6 +290,8 @@ class Planner:
                 ready.popleft()
                 if resent is not None:
                     del outstanding[resent.packet_id]
+                if source.consumer is not None:  # dropped (expired, ACL): finished
+                    self.settle(source, event.offset)
                 continue
             qos, retain, ids = plan
             dup = resent is not None
@@ -304,6 +331,8 @@ class Planner:
                 ready.popleft()
                 if dup:
                     del outstanding[packet_id]
+                if source.consumer is not None:
+                    self.settle(source, event.offset)
                 continue
             if size and size + packet_size > budget:
                 return True
@@ -323,7 +352,32 @@ class Planner:
                     self.unsaved_qos2 = True
                 self.next_id = packet_id % MAX_PACKET_ID + 1
                 room -= 1
+            if source.consumer is not None and not dup and (not qos or self._owns(qos)):
+                # QoS 0 is finished once sent; a persistent session's QoS 2 is its own
+                # from now on (stored before it goes, completed only with this client)
+                self.settle(source, event.offset)
         return False
+
+    def _owns(self, qos: int) -> bool:
+        return qos == 2 and self.persistent
+
+    def settle(self, source: Source, offset: int) -> None:
+        """A durable shared delivery is finished (acknowledged, refused, dropped, or
+        handed to the persistent session): the shell acknowledges it to the group."""
+        if source.settled is NO_IDS:
+            source.settled = []
+            if self.settling is None:
+                self.settling = []
+            self.settling.append(source)
+        source.settled.append(offset)
+
+    def take_settled(self) -> list[tuple[Source, list[int]]]:
+        """What :meth:`settle` collected, by source, for the shell to acknowledge."""
+        sources, self.settling = self.settling or [], None
+        taken = [(source, source.settled) for source in sources]
+        for source in sources:
+            source.settled = NO_IDS
+        return taken
 
     def next_free_id(self) -> int:
         packet_id = self.next_id

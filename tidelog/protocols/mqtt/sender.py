@@ -8,7 +8,9 @@ them (an idle connection is one task, its reader):
   feed, each shared or replay subscription), move deliveries from the feed into
   the planner's bounded ready queue; a pump stops taking while the queue is
   full, so the feed falls behind and later catches up from the log. Nothing per
-  connection grows with a slow client.
+  connection grows with a slow client. A durable shared subscription's pump
+  leases from its consumer group instead, never more than the client's Receive
+  Maximum leaves room for, so the other members get the rest.
 * the **writer** (:meth:`Sender.kick` starts it) sends the session's control
   packets and as many PUBLISHes as :meth:`Planner.emit
   <tidelog.protocols.mqtt.planner.Planner.emit>` allows in one ``send_all`` per
@@ -41,6 +43,9 @@ from tidelog.errors import LogClosedError
 from tidelog.protocols.mqtt.planner import Source
 from tidelog.protocols.mqtt.session import MQTTSession
 from tidelog.protocols.mqtt.wire import rest_of_packet
+
+LEASE_WAIT_SECONDS = 30.0
+"""How long one fetch of a durable shared subscription's pump waits for events."""
 
 if TYPE_CHECKING:
     from tidelog.engine.broker import Broker
@@ -118,7 +123,7 @@ class Sender:
         self.pumps += 1
         if self.space is None:
             self.space = trio.lowlevel.ParkingLot()
-        self.nursery.start_soon(self._pump, source)
+        self.nursery.start_soon(self._pump if source.consumer is None else self._lease, source)
 
     async def _pump(self, source: Source) -> None:
         """Move deliveries from a feed into the planner's bounded ready queue."""
@@ -140,6 +145,40 @@ class Sender:
             return  # the feed was closed: unsubscribed, or the broker is stopping
         finally:
             self.pumps -= 1
+
+    async def _lease(self, source: Source) -> None:
+        """A durable shared subscription's pump: lease from the group what the client
+        has room for (its Receive Maximum, less what is in flight or queued), wait for
+        acknowledgements to free room."""
+        consumer = source.consumer
+        space = self.space
+        assert consumer is not None and space is not None
+        planner = self.core.planner
+        limit = self.settings.pending_deliveries
+        try:
+            with source.scope:
+                while True:
+                    queued = len(planner.ready)
+                    room = min(limit - queued, planner.window - len(planner.outstanding) - queued)
+                    if room <= 0:
+                        await space.park()
+                        continue
+                    result = await consumer.fetch(source.member, room, LEASE_WAIT_SECONDS)
+                    if result.events:
+                        planner.own_ready().extend([(e, (), source) for e in result.events])
+                        self.kick()
+        except LogClosedError:
+            return  # the broker is stopping
+        finally:
+            self.pumps -= 1
+
+    def settle(self) -> None:
+        """Acknowledge to their groups the durable shared deliveries this connection
+        finished (PUBACK, PUBREC, QoS 0 sent, ...): at-least-once like MQTT itself, so
+        the acknowledgement is written with the group's next batch, not awaited."""
+        for source, offsets in self.core.planner.take_settled():
+            if source.consumer is not None:
+                source.consumer.ack_nowait(offsets)
 
     # -- the writer --------------------------------------------------------------------
 
@@ -180,6 +219,8 @@ class Sender:
                 except BaseException:
                     core.control[:0] = chunks[:control]  # the closing connection sends them
                     raise
+            if planner.settling is not None:
+                self.settle()
             if planner.emitted:
                 counters.publishes_sent["mqtt"] += planner.emitted
                 planner.emitted = 0

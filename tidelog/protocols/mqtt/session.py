@@ -442,6 +442,10 @@ class MQTTSession:
         if entry.state == PUB:
             entry.state = REL
             entry.delivery = None
+            source = entry.source
+            if source is not None and source.consumer is not None:
+                self.planner.settle(source, entry.offset)  # received: not for another
+                self.wake()
             if entry.source is self.planner.main:
                 self.planner.resume.pop(entry.offset, None)
                 if self.persistent:
@@ -464,8 +468,15 @@ class MQTTSession:
     def _complete(self, entry: Outbound) -> None:
         planner = self.planner
         del planner.outstanding[entry.packet_id]
-        if entry.source is planner.main and entry.state == PUB:
+        source = entry.source
+        if source is planner.main and entry.state == PUB:
             planner.resume.pop(entry.offset, None)
+        elif source is not None and source.consumer is not None:
+            if entry.state == PUB:
+                planner.settle(source, entry.offset)  # PUBACK (or a refusing PUBREC)
+            self._mark_dirty()
+            self.wake()  # the shell acknowledges it, and the group's pump may fetch more
+            return
         self._mark_dirty()
         if planner.ready:
             self.wake()

@@ -8,6 +8,11 @@ Every subscription of a session lives on one of three kinds of feed, each a
   every ordinary subscription;
 * one feed per **shared subscription** (``$share/<group>/<filter>``), the
   group's: what this member takes and does not finish goes back to the group;
+  a **durable** shared subscription (one a persistent session made, and every
+  member of such a group) has no feed but the engine's consumer group of the
+  cursor ``share:<group>:<filter>``: its position waits in the log while no
+  member is connected, a delivery is a lease, and what the client finishes
+  (PUBACK, PUBREC, QoS 0 sent) is acknowledged to the group (docs/consumers.md);
 * one feed per **replay subscription** (``$replay/<position>/<filter>``, or the
   ``replay-from`` user property), reading the log from a position; not stored.
 
@@ -26,7 +31,7 @@ from typing import TYPE_CHECKING, Final
 
 from tidelog.engine.fanout import Feed
 from tidelog.engine.sessions import SessionSubscription
-from tidelog.errors import InvalidPositionError, InvalidTopicError
+from tidelog.errors import InvalidPositionError, InvalidTopicError, TidelogError
 from tidelog.protocols.mqtt.encoder import encode
 from tidelog.protocols.mqtt.packets import Publish, Suback, Subscribe, Unsuback, Unsubscribe
 from tidelog.protocols.mqtt.planner import EMPTY, PUB, REPLAY, SHARED, Outbound, Ready, Source
@@ -42,6 +47,7 @@ from tidelog.topics import parse_shared
 
 if TYPE_CHECKING:
     from tidelog.engine.broker import Broker
+    from tidelog.engine.consumers import ConsumerGroup
     from tidelog.storage import Event
 
 log = logging.getLogger("tidelog.protocols.mqtt.connection")
@@ -77,6 +83,7 @@ class Subscriptions:
         "quotas",
         "replays",
         "resend_shared",
+        "restore_groups",
         "restore_shared",
         "shared",
         "start_pump",
@@ -113,6 +120,8 @@ class Subscriptions:
         """Shared subscriptions of a resumed session, joined once pumps can run."""
         self.resend_shared: dict[str, list[tuple[Event, int]]] = EMPTY
         """Their QoS 2 messages in flight, read back from the log, to send again."""
+        self.restore_groups: dict[str, ConsumerGroup | None] = EMPTY
+        """Their durable groups, opened before they are joined."""
 
     def main_feed(self, start: int | None = None) -> Feed:
         """The session's main feed, opened now if it is not (from ``start``, default
@@ -152,6 +161,15 @@ class Subscriptions:
         ([MQTT-4.8.2-4]/[MQTT-4.8.2-5]). One gone from the log meanwhile is finished."""
         pending, self.core.shared_resume = self.core.shared_resume, EMPTY
         kept = {key for key, _ in self.restore_shared or ()}
+        for key in kept:
+            try:
+                consumer = await self._share_group(key)
+            except Refused as exc:  # e.g. its cursor was changed meanwhile: live only
+                log.warning("shared subscription %r: %s; it is live only", key, exc)
+                consumer = None
+            if self.restore_groups is EMPTY:
+                self.restore_groups = {}
+            self.restore_groups[key] = consumer
         for key, entries in pending.items():
             if key not in kept:  # unsubscribed, or no longer authorized
                 continue
@@ -170,10 +188,11 @@ class Subscriptions:
             self.start_pump(planner.main)
         if self.restore_shared is not None:
             for key, options in self.restore_shared:
-                source = self._join_shared(key, options)
+                source = self._join_shared(key, options, self.restore_groups.get(key))
                 self._queue_resends(source, self.resend_shared.get(key, ()))
             self.restore_shared = None
             self.resend_shared = EMPTY
+            self.restore_groups = EMPTY
 
     def _queue_resends(self, source: Source, resends: Iterable[tuple[Event, int]]) -> None:
         """Queue a shared subscription's resumed QoS 2 messages, ahead of new ones."""
@@ -323,7 +342,7 @@ class Subscriptions:
             if existing is not None:
                 existing.options = options
             else:
-                self._join_shared(key, options)
+                self._join_shared(key, options, await self._share_group(key))
             session.subscriptions[key] = SessionSubscription(key, options.to_json(), 0)
             return granted
         self._drop_replay(key)
@@ -368,10 +387,27 @@ class Subscriptions:
             _close_source(source)
             self.core.planner.forget_source(source)
 
-    def _join_shared(self, key: str, options: SubOptions) -> Source:
+    async def _share_group(self, key: str) -> ConsumerGroup | None:
+        """The durable group of shared subscription ``key``: created when this session
+        is persistent, else the existing one, if any (None: the group is live only)."""
         group, inner = parse_shared(key)
         assert group is not None
-        source = Source(SHARED, self.broker.join_shared(group, inner), options, key, group, inner)
+        try:
+            return await self.broker.share_group(group, inner, create=self.core.persistent)
+        except TidelogError as exc:
+            raise Refused(ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR, str(exc)) from None
+
+    def _join_shared(
+        self, key: str, options: SubOptions, consumer: ConsumerGroup | None = None
+    ) -> Source:
+        group, inner = parse_shared(key)
+        assert group is not None
+        if consumer is not None:
+            member = f"mqtt:{self.client_id}"
+            source = Source(SHARED, None, options, key, group, inner, consumer, member)
+        else:
+            feed = self.broker.join_shared(group, inner)
+            source = Source(SHARED, feed, options, key, group, inner)
         if self.shared is EMPTY:
             self.shared = {}
         self.shared[key] = source
@@ -387,11 +423,25 @@ class Subscriptions:
         if source.scope is not None:
             source.scope.cancel()
         planner = self.core.planner
+        consumer = source.consumer
+        # a durable group's QoS 2 deliveries to a persistent session are the session's
+        # (acknowledged to the group when sent): completed with this client, also after
+        # an UNSUBSCRIBE, never handed to another member
+        keep_qos2 = keep_qos2 or (consumer is not None and self.core.persistent)
         kept = [
             entry
             for entry in planner.outstanding.values()
             if keep_qos2 and entry.source is source and entry.state == PUB and entry.qos == 2
         ]
+        if consumer is not None:  # durable: finished ones acknowledged, the rest released
+            planner.forget_source(source)
+            for entry in kept:
+                planner.outstanding[entry.packet_id] = entry
+            if source.settled:
+                consumer.ack_nowait(source.settled)
+                source.settled.clear()
+            consumer.release(source.member)
+            return
         taken = {entry.offset for entry in kept}
         unfinished, seen = [], set()
         for delivery in planner.unfinished(source):

@@ -1,0 +1,184 @@
+"""Durable MQTT shared subscriptions (issue 14): a ``$share/<group>/<filter>`` of
+persistent sessions is a consumer group on the cursor ``share:<group>:<filter>``.
+Real paho clients against a real server on LMDB, restarted in between."""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.properties import Properties as PahoProperties
+
+from tests.protocols.mqtt.server_helpers import Client, ServerThread, clients, wait_for
+from tests.serve_process import start_server
+from tidelog.server import ServerConfig
+
+SHARE = "$share/workers/jobs/#"
+CURSOR = "share:workers:jobs~#"
+
+
+def config(tmp_path: Path) -> ServerConfig:
+    return ServerConfig(
+        storage=f"lmdb://{tmp_path}/data",
+        mqtt_port=0,
+        ws_port=0,
+        http_port=0,
+        mqtt_options={"session_save_interval": 0.05},
+    )
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerThread]:
+    running = ServerThread(config(tmp_path)).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def member(
+    port: int, client_id: str, *, receive_maximum: int | None = None, manual_ack: bool = False
+) -> Client:
+    """A persistent MQTT 5 session (its shared subscriptions are durable)."""
+    props = PahoProperties(paho.PacketTypes.CONNECT)
+    if receive_maximum is not None:
+        props.ReceiveMaximum = receive_maximum
+    client = Client(
+        port,
+        client_id,
+        version=paho.MQTTv5,
+        clean=False,
+        session_expiry=3600,
+        connect_properties=props,
+        connect=False,
+    )
+    client.paho.manual_ack_set(manual_ack)
+    client.connect()
+    return client
+
+
+def publish(port: int, payloads: range) -> None:
+    with clients(Client(port)) as (pub,):
+        for n in payloads:
+            pub.publish(f"jobs/{n % 3}", b"%d" % n, 1)
+
+
+def cursor(server: ServerThread) -> dict[str, object]:
+    url = f"http://127.0.0.1:{server.ports('HTTP')}/v1/cursors/"
+    response = httpx.get(url + urllib.parse.quote(CURSOR, safe=""))
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_offline_group_keeps_its_place_across_a_restart(tmp_path: Path) -> None:
+    server = ServerThread(config(tmp_path)).start()
+    try:
+        for client_id in ("w1", "w2"):
+            worker = member(server.port, client_id)
+            assert worker.subscribe(SHARE, 1) == (1,)
+            worker.disconnect()
+        publish(server.port, range(30))  # every member is offline
+        shown = cursor(server)
+        assert shown["ack_policy"] == "explicit" and shown["pending"] == 30
+    finally:
+        server.stop()
+    server = ServerThread(config(tmp_path)).start()  # the broker restarts meanwhile
+    try:
+        worker = member(server.port, "w1")
+        assert worker.flags.session_present
+        got = [m.payload for m in worker.receive(30)]
+        assert sorted(got) == sorted(b"%d" % n for n in range(30))  # each exactly once
+        assert worker.nothing_more()
+        wait_for(lambda: cursor(server)["pending"] == 0, what="the PUBACKs acknowledged")
+        worker.disconnect()
+        other = member(server.port, "w2")  # the other member gets none of them again
+        try:
+            assert other.nothing_more(0.5)
+        finally:
+            other.disconnect()
+    finally:
+        server.stop()
+
+
+def test_members_split_the_events_and_a_lost_members_leases_go_to_another(
+    server: ServerThread,
+) -> None:
+    # slow never acknowledges and takes at most 2 at once (its Receive Maximum)
+    slow = member(server.port, "slow", receive_maximum=2, manual_ack=True)
+    slow.subscribe(SHARE, 1)
+    publish(server.port, range(2))
+    held = [m.payload for m in slow.receive(2)]
+    fast = Client(server.port, "fast", version=paho.MQTTv5)  # a clean session joins too
+    try:
+        fast.subscribe(SHARE, 1)
+        publish(server.port, range(2, 12))
+        got = [m.payload for m in fast.receive(10)]
+        assert sorted(got) == sorted(b"%d" % n for n in range(2, 12))  # slow is full
+        assert slow.nothing_more(0.2)
+        slow.drop()  # the connection breaks with 2 unacknowledged QoS 1 deliveries
+        again = [m.payload for m in fast.receive(2)]
+        assert sorted(again) == sorted(held)  # redelivered to the other member
+        assert fast.nothing_more()
+        wait_for(lambda: cursor(server)["pending"] == 0, what="every event acknowledged")
+    finally:
+        fast.disconnect()
+
+
+def test_leases_held_at_a_kill_9_go_to_the_member_that_returns(tmp_path: Path) -> None:
+    args = ("--storage", f"lmdb://{tmp_path}/data", "--mqtt-port", "0")
+    quiet = ("--ws-port", "off", "--http-port", "off")
+    server = start_server(tmp_path, *args, *quiet, expect=("MQTT",))
+    try:
+        port = server.ports["MQTT"]
+        later = member(port, "later")
+        later.subscribe(SHARE, 1)
+        later.disconnect()
+        holder = member(port, "holder", receive_maximum=5, manual_ack=True)
+        holder.subscribe(SHARE, 1)
+        publish(port, range(20))  # acknowledged by the broker: durable
+        assert len(holder.receive(5)) == 5  # leased to holder, never acknowledged
+        server.kill()  # kill -9 while holder holds its leases
+        server.wait_exit()
+        holder.drop()
+    finally:
+        if server.running:
+            server.kill()
+    server = start_server(tmp_path, *args, *quiet, expect=("MQTT",))
+    try:
+        returned = member(server.ports["MQTT"], "later")
+        try:
+            got = sorted(m.payload for m in returned.receive(20))
+            assert got == sorted(b"%d" % n for n in range(20))  # nothing lost, none twice
+            assert returned.nothing_more()
+        finally:
+            returned.disconnect()
+    finally:
+        assert server.stop() == 0
+
+
+def test_qos0_members_and_live_groups_of_clean_sessions(server: ServerThread) -> None:
+    worker = member(server.port, "q0")
+    assert worker.subscribe("$share/zero/jobs/#", 0) == (0,)
+    worker.disconnect()
+    with clients(Client(server.port, version=paho.MQTTv5)) as (clean,):
+        clean.subscribe("$share/live/jobs/#", 1)  # clean sessions only: a live group
+        publish(server.port, range(3))
+        assert sorted(m.payload for m in clean.receive(3)) == [b"0", b"1", b"2"]
+    worker = member(server.port, "q0")
+    try:
+        got = worker.receive(3)
+        assert sorted(m.payload for m in got) == [b"0", b"1", b"2"]
+        assert {m.qos for m in got} == {0}  # sent at the granted QoS, acknowledged once sent
+        url = f"http://127.0.0.1:{server.ports('HTTP')}/v1/cursors"
+        names = [c["name"] for c in httpx.get(url).json()["cursors"]]
+        assert names == ["share:zero:jobs~#"]  # no cursor for the live group
+        wait_for(
+            lambda: httpx.get(url + "/share:zero:jobs~%23").json()["pending"] == 0,
+            what="the QoS 0 deliveries acknowledged",
+        )
+    finally:
+        worker.disconnect()
