@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,7 +16,6 @@ from tidelog.storage.records import (
     decode_run,
     encode_record,
     encode_records,
-    lazy_events,
 )
 
 topics = st.sampled_from(["a", "a/b", "température/1", "$SYS/x", "🌊"])
@@ -162,33 +160,3 @@ def test_a_run_with_one_damaged_record_names_it() -> None:
     damaged[15] ^= 0x04
     with pytest.raises(CorruptLogError, match="record 13: checksum mismatch"):
         decode_run([*records[:3], bytes(damaged), records[4]], range(10, 15), [], None, 0)
-
-
-@settings(deadline=None)
-@given(st.lists(new_events, min_size=1, max_size=10), st.integers(0, 10**6))
-def test_a_lazy_event_decodes_on_first_read_into_the_eager_event(
-    batch: list[NewEvent], first: int
-) -> None:
-    """A lazily read event holds its record until a field is read, then is the eager event."""
-    records = [encode_record(event, 1_700_000_000_000) for event in batch]
-    reference = [decode_record(first + i, r) for i, r in enumerate(records)]
-    lazy = lazy_events(records, range(first, first + len(records)))
-    for event, record, expected in zip(lazy, records, reference, strict=True):
-        assert event._record is record and event.offset == expected.offset
-        assert event.payload == expected.payload  # the first read decodes every field
-        with pytest.raises(AttributeError):
-            event._record  # noqa: B018 (dropped once decoded)
-        assert attrs.asdict(event) == attrs.asdict(expected)
-        assert event == expected and repr(event) == repr(expected)
-    copies = [attrs.evolve(e) for e in lazy_events(records, range(len(records)))]
-    assert [attrs.evolve(e, offset=first + i) for i, e in enumerate(copies)] == reference
-
-
-def test_a_missing_attribute_of_an_event_is_still_an_attribute_error() -> None:
-    eager = decode_record(3, encode_record(NewEvent("a", b"x"), 5))
-    (lazy,) = lazy_events([encode_record(NewEvent("a", b"x"), 5)], [3])
-    for event in (eager, lazy):
-        with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
-            event.nonexistent  # type: ignore[attr-defined]  # noqa: B018
-        assert not hasattr(event, "_record")
-    assert eager == lazy

@@ -48,10 +48,9 @@ from __future__ import annotations
 
 import bisect
 import struct
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from itertools import accumulate, repeat
-from typing import TYPE_CHECKING, Any
+from itertools import accumulate
+from typing import Any
 
 import attrs
 import google_crc32c
@@ -243,31 +242,9 @@ class NewEvent:
     provenance: Provenance | None = None
 
 
-class _Undecoded:
-    """The slot of a lazily decoded :class:`Event`: its record, until a field is read.
-
-    A base class because attrs builds ``Event``'s slots from its fields only.
-    """
-
-    __slots__ = ("_record",)
-    _record: bytes
-
-
 @attrs.define(slots=True)
-class Event(_Undecoded):
-    """A stored event.
-
-    An event read from a log in bulk (:func:`decode_run`) may arrive *lazily*:
-    only ``offset`` is set and the rest of it is its stored record, whose
-    checksum was already checked with the rest of its page. The first read of
-    any other field decodes the record into every field at once (CPython calls
-    ``__getattr__`` only for a slot not yet set) and drops it; after that the
-    event is exactly the object an eager decode makes. So a reader that never
-    looks at a field (counting, skipping, forwarding the event's offset) costs
-    one object per event, and a reader that does pays the same decode as
-    before, once. Equality, ``repr``, ``attrs.asdict`` and ``attrs.evolve`` read
-    the fields, so they see the decoded values.
-    """
+class Event:
+    """A stored event."""
 
     offset: int
     timestamp: int
@@ -277,20 +254,6 @@ class Event(_Undecoded):
     retain: bool = False
     properties: Properties | None = None
     provenance: Provenance | None = None
-
-    if not TYPE_CHECKING:  # keep mypy's attribute checks on Event
-
-        def __getattr__(self, name: str) -> Any:
-            if name == "_record":
-                raise AttributeError(name)
-            try:
-                record = self._record
-            except AttributeError:
-                raise AttributeError(
-                    f"{type(self).__name__!r} object has no attribute {name!r}"
-                ) from None
-            _fill(self, record)
-            return object.__getattribute__(self, name)
 
 
 def encode_properties(props: Properties) -> bytes:
@@ -645,10 +608,11 @@ def decode_run(
     try:
         if records[0][0] == 2:
             verified = _crc(_CRC_SEED, b"".join(records)) == _CRC_SEED
-            if verified:
-                out += lazy_events(records, offsets)
-                return len(records), total, full
-            events = None
+            events = (
+                _decode_plain(records, offsets, _PLAIN_V2_KINDS, -CHECKSUM_SIZE)
+                if verified
+                else None
+            )
         else:
             events = _decode_plain(records, offsets, _PLAIN_V1_KINDS, None)
         if events is not None:
@@ -661,57 +625,6 @@ def decode_run(
         for position, data in zip(offsets, records, strict=False)
     ]
     return len(records), total, full
-
-
-_new_event = object.__new__
-_set_offset: Callable[[Event, int], None] = Event.__dict__["offset"].__set__
-_set_record: Callable[[Event, bytes], None] = _Undecoded.__dict__["_record"].__set__
-
-
-def lazy_events(records: Sequence[bytes], offsets: Iterable[int]) -> list[Event]:
-    """Lazily decoded :class:`Event` objects of ``records`` stored at ``offsets``.
-
-    The records must have been checked (a version 2 run whose CRC passed, see
-    :func:`decode_run`). Each event is made and its two slots set by C loops
-    (``map`` over the slots' descriptors): no Python frame and no bytecode
-    per event. A field read later decodes the record (:func:`_fill`).
-    """
-    events: list[Event] = list(map(_new_event, repeat(Event, len(records))))
-    deque(map(_set_offset, events, offsets), 0)
-    deque(map(_set_record, events, records), 0)
-    return events
-
-
-def _fill(event: Event, record: bytes) -> None:
-    """Decode a lazy event's ``record`` into its fields and drop the record.
-
-    A plain version 2 record (no properties or provenance, the common case)
-    is decoded inline; any other goes through :func:`decode_record` (its
-    checksum was checked with its page). Raises :class:`CorruptRecordError`
-    for a record that does not parse.
-    """
-    kind, timestamp, size = _FAST_HEADER.unpack_from(record)
-    end = HEADER_SIZE + size
-    if kind >> 3 == _PLAIN_V2_KINDS and len(record) >= end + CHECKSUM_SIZE:
-        event.timestamp = timestamp
-        raw = record[HEADER_SIZE:end]
-        topic = _topic_cache.get(raw)
-        event.topic = _learn_topic(raw) if topic is None else topic
-        event.payload = record[end:-CHECKSUM_SIZE]
-        event.qos = kind & _QOS_MASK
-        event.retain = kind & _RETAIN != 0
-        event.properties = None
-        event.provenance = None
-    else:
-        decoded = decode_record(event.offset, record, verified=True)
-        event.timestamp = decoded.timestamp
-        event.topic = decoded.topic
-        event.payload = decoded.payload
-        event.qos = decoded.qos
-        event.retain = decoded.retain
-        event.properties = decoded.properties
-        event.provenance = decoded.provenance
-    del event._record
 
 
 def _decode_plain(
