@@ -27,10 +27,9 @@ import email.utils
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import httpx
 import trio
 
 from tidelog.api.event_json import encode_event, encode_events
@@ -42,6 +41,9 @@ from tidelog.security.http import EventFilter
 from tidelog.storage import Event
 from tidelog.webhooks.signing import parse_secret, sign
 from tidelog.webhooks.spec import WebhookSpec
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +208,8 @@ class WebhookDelivery:
                 "webhook-signature": sign(self._key, message_id, timestamp, body),
             }
             wait: float | None = None
+            import httpx  # here: loaded with the first webhook (see service.py)
+
             try:
                 response = await self.client.post(
                     spec.url, content=body, headers=headers, timeout=spec.timeout
