@@ -59,3 +59,32 @@ def test_shared_qos0_is_the_same_packet_after_the_cache_was_emptied() -> None:
     for offset in range(_SHARED_CACHE_BYTES // (64 * 1024) + 2):  # forces a clear
         shared_qos0(_event(offset, 64 * 1024), 4, False)
     assert b"".join(shared_qos0(first, 4, False)) == chunks
+
+
+def test_the_head_is_shared_by_events_of_a_topic_and_length_and_keeps_none_alive() -> None:
+    """A catch-up reads fresh events: the head of the one before serves if it fits."""
+    first, second = _event(7, 300), _event(14, 300)  # both on t/0, 300 bytes
+    head = shared_head(first, 5, 1, False)
+    assert shared_head(second, 5, 1, False) is head
+    ref = weakref.ref(first)
+    del first
+    gc.collect()
+    assert ref() is None  # the cache holds bytes, not the event
+    for other, level, qos, retain in [
+        (_event(21, 301), 5, 1, False),  # another length
+        (second, 4, 1, False),
+        (second, 5, 2, False),
+        (second, 5, 1, True),
+    ]:
+        got = shared_head(other, level, qos, retain)
+        assert got is not head
+        packet = got[0] + U16.pack(3) + got[1] + other.payload
+        assert len(packet) == got[2]
+        (decoded,) = Decoder(level, role=Role.CLIENT).feed(packet)
+        assert isinstance(decoded, Publish)
+        assert (decoded.topic, decoded.payload, decoded.qos, decoded.retain) == (
+            other.topic,
+            other.payload,
+            qos,
+            retain,
+        )

@@ -4,9 +4,12 @@ properties and the properties stored with an event.
 The server sends the same event to many connections. What does not depend on
 the connection is computed once and shared: the encoded topic name (a small
 cache by topic) and, for deliveries without per-subscriber properties, the
-whole packet at QoS 0 and everything but the packet identifier at QoS 1/2 (a
-small cache by event): a fan-out to 100 connections encodes each event once
-per (level, QoS, retain), not 100 times. A delivery is a few byte chunks that
+whole packet at QoS 0 (a small cache by event) and everything but the packet
+identifier and the payload at QoS 1/2 (a small cache by topic, payload length,
+level, QoS and retain: the head is the same for every event that shares them,
+so a fan-out to 100 connections encodes it once, and a catch-up from the log,
+whose events are read fresh for one connection, finds the head of the event
+before it on the same topic with the same length). A delivery is a few byte chunks that
 the connection's writer joins with everything else it sends in one
 ``send_all``, so the payload is copied once, into the send buffer.
 """
@@ -33,20 +36,20 @@ events had been delivered (issue 19: peak RSS of ``e2e-qos1-64k``)."""
 
 _topic_parts: dict[str, bytes] = {}
 _shared_qos0: dict[tuple[int, int, bool], tuple[Event, list[bytes]]] = {}
-_shared_heads: dict[tuple[int, int, int, bool], tuple[Event, bytes, bytes, int]] = {}
+_shared_heads: dict[tuple[str, int, int, int, bool], tuple[bytes, bytes, int]] = {}
+"""(topic, payload length, level, QoS, retain) -> what :func:`shared_head` returns.
+Holds no event, so no payload; emptied at :data:`_SHARED_CACHE_SIZE` entries."""
 _shared_bytes = 0
-"""Payload bytes held by the entries of ``_shared_qos0`` and ``_shared_heads``."""
+"""Payload bytes held by the entries of ``_shared_qos0``."""
 
 
 def _make_room(payload_size: int) -> None:
-    """Empty both shared caches when one more entry would exceed a bound."""
+    """Empty the QoS 0 cache when one more entry would exceed a bound."""
     global _shared_bytes
     if (
-        len(_shared_heads) >= _SHARED_CACHE_SIZE
-        or len(_shared_qos0) >= _SHARED_CACHE_SIZE
+        len(_shared_qos0) >= _SHARED_CACHE_SIZE
         or _shared_bytes + payload_size > _SHARED_CACHE_BYTES
     ):
-        _shared_heads.clear()
         _shared_qos0.clear()
         _shared_bytes = 0
     _shared_bytes += payload_size
@@ -110,18 +113,20 @@ def shared_head(event: Event, level: int, qos: int, retain: bool) -> tuple[bytes
     ``(head, properties, size)``. The packet is ``head``, the packet identifier
     (two bytes), ``properties`` (b"" before MQTT 5), then the payload; ``size`` is
     the whole packet's length."""
-    key = (id(event), level, qos, retain)
+    name = event.topic
+    payload_size = len(event.payload)
+    key = (name, payload_size, level, qos, retain)
     entry = _shared_heads.get(key)
-    if entry is not None and entry[0] is event:
-        return entry[1], entry[2], entry[3]
+    if entry is not None:
+        return entry
     props = _NO_PROPERTY_BLOCK if level == 5 else b""
-    topic = topic_part(event.topic)
-    remaining = len(topic) + 2 + len(props) + len(event.payload)
+    topic = topic_part(name)
+    remaining = len(topic) + 2 + len(props) + payload_size
     head = bytes((0x30 | (qos << 1) | (1 if retain else 0),)) + encode_varint(remaining) + topic
-    size = len(head) + remaining - len(topic)
-    _make_room(len(event.payload))
-    _shared_heads[key] = (event, head, props, size)  # holding the event keeps its id() unique
-    return head, props, size
+    if len(_shared_heads) >= _SHARED_CACHE_SIZE:
+        _shared_heads.clear()
+    entry = _shared_heads[key] = (head, props, len(head) + remaining - len(topic))
+    return entry
 
 
 def chunks_size(chunks: list[bytes]) -> int:
