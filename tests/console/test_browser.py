@@ -24,63 +24,20 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as paho
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 
+from tests.browser import Console, chromium
 from tests.protocols.mqtt.server_helpers import Client
 from tests.security.conftest import users_with_token, write_acl
 from tests.serve_process import start_server
 from tidelog.testing.server import ServerProcess
 from tidelog.webhooks.signing import new_secret
 
-CHROMIUM = "/usr/bin/chromium"
-TIMEOUT_MS = 15_000
-expect.set_options(timeout=TIMEOUT_MS)
-
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing (scripts/test.sh installs chromium)"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
-        )
+    with chromium() as launched:
         yield launched
-        launched.close()
-
-
-class Console:
-    """Pages of one browser context (time zone UTC), and the browser's errors."""
-
-    def __init__(self, browser: Browser, base: str, shots: Path) -> None:
-        self.base = base
-        self.shots = shots
-        self.context = browser.new_context(
-            viewport={"width": 1280, "height": 860}, timezone_id="UTC"
-        )
-        self.context.set_default_timeout(TIMEOUT_MS)
-        self.errors: list[str] = []
-        self.allowed: list[str] = []
-        """Error texts a test provokes on purpose (a refused login's 401)."""
-
-    def page(self, route: str = "") -> Page:
-        page = self.context.new_page()
-        page.on("console", self._console)
-        page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
-        page.goto(f"{self.base}/#/{route}")
-        return page
-
-    def _console(self, message: ConsoleMessage) -> None:
-        if message.type == "error" and not any(a in message.text for a in self.allowed):
-            self.errors.append(message.text)
-
-    def shot(self, page: Page, name: str) -> None:
-        self.shots.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(self.shots / f"console-{name}.png"), full_page=True)
-
-    def close(self) -> None:
-        self.context.close()
-        assert self.errors == [], f"errors in the browser's log: {self.errors}"
 
 
 def serve(tmp_path: Path, *extra: str) -> ServerProcess:
@@ -164,6 +121,7 @@ def test_every_page_renders_live_data(console: Console, server: ServerProcess) -
             )
             assert page.locator("#rate-chart canvas").count() == 1
             expect(page.locator("#links")).to_contain_text("no links on node")
+            expect(page.locator("#cluster")).to_contain_text("storage is not shared")
             expect(page.locator('#commit dd[data-fact="mean"]')).to_contain_text("s")
             console.shot(page, "overview")
 
@@ -411,6 +369,22 @@ def test_consumer_groups_and_webhooks_have_their_sections(browser: Browser, tmp_
             expect(down.locator("td.error")).not_to_have_text("\u2013")  # a dash: no error
             assert len(Hook.bodies) == 3
             console.shot(page, "consumers-groups-webhooks")
+
+            # a group has the cursor's actions; peek reads past the committed position
+            # (leased events too) and leases nothing
+            row.locator("button.peek").click()
+            expect(page.locator("#peek-events tr.event")).to_have_count(3)
+            assert http.get("/v1/cursors/packers").json()["leased"] == 2
+            # deleting a webhook asks first; cancelled, it stays; confirmed, it is gone
+            down.locator("button.delete").click()
+            expect(page.locator("#confirm-text")).to_contain_text('Delete webhook "down"')
+            page.click("#confirm button[value=cancel]")
+            assert http.get("/v1/webhooks/down").status_code == 200
+            down.locator("button.delete").click()
+            page.click("#confirm-ok")
+            expect(down).to_have_count(0)
+            assert http.get("/v1/webhooks/down").status_code == 404
+            expect(hook.locator("td.state")).to_have_text("active")
         console.close()  # no errors in the browser's log
     finally:
         server.stop()

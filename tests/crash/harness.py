@@ -69,13 +69,9 @@ from tidelog.protocols.mqtt import (
     encode,
 )
 from tidelog.storage import open_log
-from tidelog.testing.mqtt_client import ClientConnection, LoadError, Target
-from tidelog.testing.mqtt_client import encoded_ack as _ack
+from tidelog.testing.mqtt_client import ClientConnection, LoadError, Target, encoded_ack
 from tidelog.testing.server import HOST, HarnessServer, default_storage
 
-ServerProcess = HarnessServer
-"""This harness's server, under the name it had before the one launcher
-(tidelog/testing/server.py) took it over."""
 FILTER = "crash/#"
 CLIENT_ERRORS = (LoadError, OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 """What a client sees when the server dies under it."""
@@ -162,7 +158,9 @@ class MQTTPublisher(Client):
                 for packet_id, seq in sorted(self.unacked.items(), key=lambda i: i[1]):
                     self.messages[seq].dup_resends += 1
                     resend.append(self._publish(seq, packet_id, dup=True))
-                resend.extend(_ack(Pubrel, packet_id, self.level) for packet_id in self.released)
+                resend.extend(
+                    encoded_ack(Pubrel, packet_id, self.level) for packet_id in self.released
+                )
             else:  # a new session: what was not acknowledged goes again as new messages
                 self.released.clear()
                 pending = sorted(self.unacked.values())
@@ -221,7 +219,7 @@ class MQTTPublisher(Client):
                         self.messages[seq].acked_at = time.monotonic()
                         if isinstance(packet, Pubrec):
                             self.released.add(packet.packet_id)
-                            replies.append(_ack(Pubrel, packet.packet_id, self.level))
+                            replies.append(encoded_ack(Pubrel, packet.packet_id, self.level))
                 elif isinstance(packet, Pubcomp):
                     self.released.discard(packet.packet_id)
             self._progress.set()
@@ -309,21 +307,21 @@ class Subscriber(Client):
                         packet_id = packet.packet_id
                         if packet.qos == 2:
                             assert packet_id is not None
-                            replies.append(_ack(Pubrec, packet_id, self.level))
+                            replies.append(encoded_ack(Pubrec, packet_id, self.level))
                             acked.append(packet.payload)
                             if packet_id in self.awaiting_pubrel:
                                 continue  # a resend of a message this client already has
                             self.awaiting_pubrel.add(packet_id)
                         elif packet.qos == 1:
                             assert packet_id is not None
-                            replies.append(_ack(Puback, packet_id, self.level))
+                            replies.append(encoded_ack(Puback, packet_id, self.level))
                             acked.append(packet.payload)
                         if packet.payload in self.acked:
                             self.redelivered_acked += 1
                         self.received[packet.payload] += 1
                     elif isinstance(packet, Pubrel):
                         self.awaiting_pubrel.discard(packet.packet_id)
-                        replies.append(_ack(Pubcomp, packet.packet_id, self.level))
+                        replies.append(encoded_ack(Pubcomp, packet.packet_id, self.level))
                 if replies:
                     await connection.send(b"".join(replies))
                     self.acked.update(acked)

@@ -289,7 +289,12 @@ export class LiveChart {
         value: (u, v) => (v === null || v === undefined ? "–" : `${fmtRate(v)}${unit}`),
       }))],
       axes: [{}, { size: 60 }],
-      scales: { x: { time: true } },
+      // at least the last minute on the time axis (a lone first point would otherwise
+      // stretch it over years)
+      scales: { x: { time: true, range: (u, min, max) => {
+        const end = max ?? Date.now() / 1000;
+        return [Math.min(min ?? end, end - 60), end];
+      } } },
       legend: { live: false },
     }, this.data, container);
     this.container = container;

@@ -1,8 +1,9 @@
 // Consumers: durable cursors (GET /v1/cursors) with pending and lag over time, a peek
 // at the next events, and reset (commit to earliest, latest, an offset or a time) and
 // delete, each confirmed; consumer groups (the explicit-ack cursors of the same listing:
-// leased, redelivered, dead-lettered) and webhooks (GET /v1/webhooks: delivery state,
-// lag, last success and error) in their own sections.
+// leased, redelivered, dead-lettered; the same peek, reset and delete) and webhooks
+// (GET /v1/webhooks: delivery state, lag, last success and error; delete, confirmed) in
+// their own sections.
 "use strict";
 
 import {
@@ -23,13 +24,13 @@ function ownerQuery(cursor) {
 }
 
 /** Consumer groups: the explicit-ack cursors, with their leases and dead letters. */
-function groupsTable(cursors) {
+function groupsTable(cursors, actions) {
   const groups = cursors.filter((c) => c.ack_policy === "explicit");
   if (!groups.length) {
     return el("p.muted", {}, "no consumer groups (a cursor with ack_policy \"explicit\")");
   }
   const columns = ["name", "owner", "filter", "position", "pending", "leased", "redelivered",
-    "dead lettered", "dead-letter topic", "ack wait", "max deliver"];
+    "dead lettered", "dead-letter topic", "ack wait", "max deliver", ""];
   return el("table", {},
     el("thead", {}, el("tr", {}, columns.map((c) => el("th", {}, c)))),
     el("tbody", {}, groups.map((g) => el("tr.group", { dataset: { name: g.name } },
@@ -37,16 +38,17 @@ function groupsTable(cursors) {
       el("td.position", {}, g.position), el("td.pending", {}, g.pending),
       el("td.leased", {}, g.leased), el("td.redelivered", {}, g.redelivered),
       el("td.dead-lettered", {}, g.dead_lettered), el("td", {}, g.dead_letter_topic),
-      el("td", {}, `${g.ack_wait} s`), el("td", {}, g.max_deliver ?? "∞")))));
+      el("td", {}, `${g.ack_wait} s`), el("td", {}, g.max_deliver ?? "∞"),
+      el("td.actions", {}, actions(g))))));
 }
 
 /** Webhooks with their delivery status. */
-function webhooksTable(webhooks) {
+function webhooksTable(webhooks, remove) {
   if (!webhooks.length) {
     return el("p.muted", {}, "no webhooks (PUT /v1/webhooks/{name}, `tidelog webhooks`, or [[webhook]] in the configuration)");
   }
   const columns = ["name", "owner", "url", "filter", "state", "delivered", "lag", "attempts",
-    "dead lettered", "last success", "last error"];
+    "dead lettered", "last success", "last error", ""];
   return el("table", {},
     el("thead", {}, el("tr", {}, columns.map((c) => el("th", {}, c)))),
     el("tbody", {}, webhooks.map((w) => el("tr.webhook", { dataset: { name: w.name } },
@@ -58,7 +60,9 @@ function webhooksTable(webhooks) {
       el("td", {}, w.status.attempts), el("td.dead-lettered", {}, w.status.dead_lettered),
       el("td", {}, w.status.last_success ? fmtTime(w.status.last_success) : "–"),
       el("td.error", {}, w.status.last_error
-        ? `${w.status.last_error} (${fmtTime(w.status.last_error_at)})` : "–")))));
+        ? `${w.status.last_error} (${fmtTime(w.status.last_error_at)})` : "–"),
+      el("td.actions", {},
+        el("button", { type: "button", class: "delete danger", onclick: () => remove(w) }, "delete"))))));
 }
 
 function render(main) {
@@ -117,8 +121,10 @@ function render(main) {
   }
 
   async function showPeek(cursor) {
-    const page = await api(cursorPath(cursor, "/fetch"), { method: "POST",
-      query: { limit: 10, ...ownerQuery(cursor) } });
+    // a plain read from the committed position: a fetch would lease what it returns
+    // (ack_policy "explicit") and the console must not take events from a group's members
+    const page = await api("/v1/events", { query: {
+      filter: cursor.filter || "#", from_offset: cursor.position, limit: 10 } });
     peek.hidden = false;
     peek.replaceChildren(el("h3", {}, `Next events of ${cursor.name} (not committed)`),
       page.events.length ? el("table", { id: "peek-events" }, el("tbody", {}, page.events.map((e) =>
@@ -127,8 +133,24 @@ function render(main) {
         : el("p.muted", {}, "nothing to fetch"));
   }
 
+  async function removeWebhook(webhook) {
+    if (!await confirmAction(`Delete webhook "${webhook.name}" (owner ${webhook.owner})? ` +
+        "Its deliveries stop and its position is lost.")) return;
+    await api(`/v1/webhooks/${encodeURIComponent(webhook.name)}`, { method: "DELETE",
+      query: webhook.owner ? { owner: webhook.owner } : {} });
+    toast(`webhook ${webhook.name} deleted`);
+    refresh();
+  }
+
   function guard(action) {
     return (cursor) => action(cursor).catch((error) => toast(error.message, "error"));
+  }
+
+  function cursorActions(c) {
+    return [
+      el("button", { type: "button", class: "peek", onclick: () => guard(showPeek)(c) }, "peek"),
+      el("button", { type: "button", class: "reset", onclick: () => guard(reset)(c) }, "reset…"),
+      el("button", { type: "button", class: "delete danger", onclick: () => guard(remove)(c) }, "delete")];
   }
 
   async function refresh() {
@@ -139,15 +161,12 @@ function render(main) {
       el("tbody", {}, cursors.map((c) => el("tr.cursor", { dataset: { name: c.name } },
         el("td.name", {}, c.name), el("td", {}, c.owner), el("td", {}, c.filter ?? "#"),
         el("td.position", {}, c.position), el("td.pending", {}, c.pending), el("td.lag", {}, c.lag),
-        el("td.actions", {},
-          el("button", { type: "button", class: "peek", onclick: () => guard(showPeek)(c) }, "peek"),
-          el("button", { type: "button", class: "reset", onclick: () => guard(reset)(c) }, "reset…"),
-          el("button", { type: "button", class: "delete danger", onclick: () => guard(remove)(c) }, "delete"))))))
+        el("td.actions", {}, cursorActions(c))))))
       : el("p.muted", {}, "no cursors (create one with PUT /v1/cursors/{name} or `tidelog cursors create`)"));
-    groupsBody.replaceChildren(groupsTable(cursors));
+    groupsBody.replaceChildren(groupsTable(cursors, cursorActions));
     drawChart(cursors);
     try {
-      webhooksBody.replaceChildren(webhooksTable((await api("/v1/webhooks")).webhooks));
+      webhooksBody.replaceChildren(webhooksTable((await api("/v1/webhooks")).webhooks, guard(removeWebhook)));
     } catch (error) {
       webhooksBody.replaceChildren(el("p.muted", {}, `webhooks: ${error.message}`));
     }

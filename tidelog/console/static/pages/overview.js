@@ -14,6 +14,18 @@ function facts(pairs) {
   return el("dl", {}, pairs.flatMap(([k, v]) => [el("dt", {}, k), el("dd", { dataset: { fact: k } }, v)]));
 }
 
+function clusterView(cluster) {
+  if (!cluster.shared) {
+    return el("p.muted", {}, `single node ${cluster.node}: its storage is not shared (no cluster)`);
+  }
+  const open = (connections) => Object.values(connections || {}).reduce((a, b) => a + b, 0);
+  return table(["node", "host", "state", "connections", "position", "behind (events)", "last seen"],
+    cluster.nodes.map((n) => [
+      n.id === cluster.node ? `${n.id} (this node)` : n.id, n.host ?? "–",
+      n.alive ? "alive" : el("span.error", {}, "down"),
+      open(n.connections), n.position ?? "–", n.behind ?? "–", fmtTime(n.seen_at)]), "node");
+}
+
 function render(main) {
   const status = el("span.status", { id: "overview-status" }, "connecting…");
   main.append(
@@ -21,6 +33,7 @@ function render(main) {
     el("div.grid", {},
       card("Node", "node"), card("Storage", "storage"), card("Connections", "connections"),
       card("Commit latency", "commit"), card("Engine", "engine")),
+    el("section.card.wide", { id: "cluster" }, el("h3", {}, "Cluster nodes"), el("div.body")),
     el("section.card.wide", { id: "links" }, el("h3", {}, "Mesh links"), el("div.body")),
     el("section.card.wide", {}, el("h3", {}, "Events per second"), el("div.chart", { id: "rate-chart" })),
     el("section.card.wide", {}, el("h3", {}, "Commit latency (p99 per interval, ms)"),
@@ -78,7 +91,7 @@ function render(main) {
     if (o.rates.published !== null) rates.push(t, [o.rates.published, o.rates.deliveries]);
     const p99 = o.commit.p99_seconds === null ? null : o.commit.p99_seconds * 1000;
     const mean = o.commit.mean_seconds === null ? null : o.commit.mean_seconds * 1000;
-    latency.push(t, [p99, mean]);
+    if (p99 !== null || mean !== null) latency.push(t, [p99, mean]);
   }
 
   const live = stream("/v1/overview/stream", { interval_ms: 1000 }, (name, data) => {
@@ -95,7 +108,11 @@ function render(main) {
           l.lag_ms ?? "–", l.events_in ?? 0, l.events_out ?? 0, l.gaps ?? 0]), "link")
       : el("p.muted", {}, `no links on node ${mesh.node ?? "–"} (or none you may see)`));
   });
-  return () => { live.close(); stopLinks(); rates.destroy(); latency.destroy(); };
+  // the nodes serving this log (docs/cluster.md): several on a shared kafka:// log
+  const stopCluster = every(5000, async () => {
+    body("cluster").replaceChildren(clusterView(await api("/v1/cluster")));
+  });
+  return () => { live.close(); stopLinks(); stopCluster(); rates.destroy(); latency.destroy(); };
 }
 
 registerSection({ id: "overview", title: "Overview", order: 10, render });
