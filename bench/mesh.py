@@ -9,12 +9,16 @@ Steps, each on fresh brokers in a temporary directory:
    tidelog alone: the single node's QoS 1 ingest, the target's reference;
 2. **catch-up**: a second tidelog starts with a ``[[link]]`` pulling
    ``tidelog-bench/#`` from the origin, which already holds those events (an
-   outage that ended): events/s until the receiver's log has them all;
+   outage that ended): events/s from the first event the receiver appended until
+   its log has them all (``catch_up_seconds_with_start`` adds the process start);
 3. **live, tidelog**: a QoS 1 subscriber on the receiver, ``qos1-publish-w1000``
    into the origin: events/s from the first publish to the last delivery at the
    far side, with lost and duplicated messages counted;
-4. **live, mosquitto**: the same through two mosquitto brokers, the second with
-   a bridge (``topic tidelog-bench/# in 1``) to the first.
+4. **latency**: 1,000 QoS 1 messages/s for 3 s into the origin, received by a
+   subscriber on the origin and one across the link: p50/p99 of each and the
+   latency the link adds (the hop);
+5. **live, mosquitto**: the same as 3 through two mosquitto brokers, the second
+   with a bridge (``topic tidelog-bench/# in 1``) to the first.
 
 Prints one line per step and the same-run ratios.
 """
@@ -165,13 +169,99 @@ async def _live(publish_port: int, far_port: int, messages: int) -> dict[str, An
     return result
 
 
-async def _wait_head(http: int, count: int, timeout: float = 600) -> float:
+LATENCY = struct.Struct(">Qd")
+"""Latency probes: sequence number and the ``time.monotonic()`` they were sent at."""
+
+
+async def _latency(origin: int, far: int, rate: int, seconds: float) -> dict[str, float]:
+    """Publish ``rate`` QoS 1 messages/s into the origin for ``seconds``, received by a
+    QoS 1 subscriber on the origin and one on the far node: p50/p99 of each, and the
+    latency the link adds (far minus origin)."""
+    arrivals: dict[str, list[float]] = {"origin": [], "far": []}
+    total = int(rate * seconds)
+
+    async def watch(name: str, port: int, ready: trio.Event) -> None:
+        client = await ClientConnection.open(Target(HOST, port), f"bench-lat-{name}", 4)
+        await client.subscribe("tidelog-bench/lat/#", 1)
+        ready.set()
+        try:
+            while len(arrivals[name]) < total:
+                packets = await client.receive_packets()
+                now = time.monotonic()
+                acks = bytearray()
+                for packet in packets:
+                    if isinstance(packet, Publish):
+                        arrivals[name].append(now - LATENCY.unpack_from(packet.payload)[1])
+                        if packet.packet_id is not None:
+                            acks += encoded_ack(Puback, packet.packet_id, 4)
+                if acks:
+                    await client.send(acks)
+        finally:
+            await client.close()
+
+    from tidelog.protocols.mqtt import encode
+
+    async with trio.open_nursery() as nursery:
+        for name, port in (("origin", origin), ("far", far)):
+            ready = trio.Event()
+            nursery.start_soon(watch, name, port, ready)
+            await ready.wait()
+        publisher = await ClientConnection.open(Target(HOST, origin), "bench-lat-pub", 4)
+        step = 0.01  # ten sends a second per message pace: rate/100 messages each
+        per_step = max(1, int(rate * step))
+        started = time.monotonic()
+        sent = 0
+
+        async def drain() -> None:
+            while True:
+                await publisher.receive_packets()
+
+        nursery.start_soon(drain)
+        while sent < total:
+            data = bytearray()
+            for _ in range(min(per_step, total - sent)):
+                sent += 1
+                payload = LATENCY.pack(sent, time.monotonic())
+                data += encode(Publish("tidelog-bench/lat/x", payload, 1, packet_id=sent), 4)
+            await publisher.send(data)
+            await trio.sleep_until(started + step * (sent // per_step))
+        with trio.move_on_after(30):
+            while min(len(v) for v in arrivals.values()) < total:
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    out: dict[str, float] = {}
+    for name, values in arrivals.items():
+        values.sort()
+        if values:
+            out[f"{name}_p50_ms"] = values[len(values) // 2] * 1000
+            out[f"{name}_p99_ms"] = values[min(len(values) - 1, int(len(values) * 0.99))] * 1000
+        out[f"{name}_received"] = len(values)
+    if arrivals["far"] and arrivals["origin"]:
+        out["hop_p50_ms"] = out["far_p50_ms"] - out["origin_p50_ms"]
+        out["hop_p99_ms"] = out["far_p99_ms"] - out["origin_p99_ms"]
+    return out
+
+
+async def _catch_up(http: int, count: int, timeout: float = 600) -> float:
+    """Events/s of a receiver's catch-up: from the first event it appended (the link is
+    up: process start, listeners and the dial are not the link's rate) to ``count``."""
     started = time.monotonic()
-    while await _head(http) < count:
-        if time.monotonic() - started > timeout:
+    first: tuple[float, int] | None = None
+    while True:
+        try:
+            head = await _head(http)
+        except httpx.TransportError:
+            head = 0  # the HTTP listener may bind after the MQTT one the spawn waited for
+        now = time.monotonic()
+        if first is None and head > 0:
+            first = (now, head)
+        if head >= count:
+            break
+        if now - started > timeout:
             raise TimeoutError(f"the receiver did not reach {count} events in {timeout} s")
-        await trio.sleep(0.01)
-    return time.monotonic() - started
+        await trio.sleep(0.005)
+    assert first is not None
+    return (count - first[1]) / max(1e-9, now - first[0])
 
 
 async def run(messages: int) -> dict[str, Any]:
@@ -192,11 +282,11 @@ async def run(messages: int) -> dict[str, Any]:
             receiver_argv = _tidelog_argv(workdir, "receiver", receiver_mqtt, receiver_http, config)
             started = time.monotonic()
             async with spawn("receiver", receiver_argv, workdir, receiver_mqtt, env=_env()):
-                seconds = await _wait_head(receiver_http, messages)
-                out["catch_up"] = messages / seconds
+                out["catch_up"] = await _catch_up(receiver_http, messages)
                 out["catch_up_seconds_with_start"] = time.monotonic() - started
                 live = await _live(origin_mqtt, receiver_mqtt, messages)
                 out["tidelog_live"] = live
+                out["latency"] = await _latency(origin_mqtt, receiver_mqtt, 1000, 3.0)
         out["mosquitto_live"] = await _mosquitto_pair(workdir, messages)
     return out
 
@@ -259,6 +349,14 @@ def main(argv: list[str] | None = None) -> int:
         f"tidelog live across one link:      {tl['rate']:,.0f} msg/s at the far subscriber "
         f"({tl['rate'] / ingest:.2f}x ingest), lost {tl['lost']}, duplicated {tl['duplicates']}"
     )
+    lat = result["latency"]
+    if "hop_p99_ms" in lat:
+        print(
+            f"latency at 1,000 msg/s, QoS 1: origin subscriber p50 {lat['origin_p50_ms']:.1f} "
+            f"ms p99 {lat['origin_p99_ms']:.1f} ms; across one link p50 {lat['far_p50_ms']:.1f} "
+            f"ms p99 {lat['far_p99_ms']:.1f} ms; added per hop p50 {lat['hop_p50_ms']:.1f} ms "
+            f"p99 {lat['hop_p99_ms']:.1f} ms"
+        )
     if "rate" in mq:
         print(
             f"mosquitto live across a bridge:    {mq['rate']:,.0f} msg/s at the far subscriber, "

@@ -105,11 +105,16 @@ async def run_scenario(
     messages: int | None = None,
     stall_timeout: float | None = None,
     connections: int | None = None,
+    publish_to: Sequence[Target] = (),
+    subscribe_to: Sequence[Target] = (),
 ) -> ScenarioResult:
     """Run ``scenario`` once against a broker that is already listening.
 
     ``messages`` (per publisher) overrides the scenario's count, ``connections``
-    a trickle's publishers. Connection
+    a trickle's publishers. ``publish_to`` / ``subscribe_to`` (load scenarios):
+    publisher (subscriber) ``i`` connects to the ``i``-th of them, round robin,
+    instead of ``target`` (the nodes of a cluster; CPU is then the caller's to
+    measure). Connection
     problems raise :class:`LoadError` or :class:`OSError`; a stall ends the run
     with an entry in ``errors`` and what is missing counted as lost.
     """
@@ -156,7 +161,8 @@ async def run_scenario(
     try:
         subscribers = []
         for s in range(scenario.subscribers):
-            connection = await ClientConnection.open(target, f"{tag}-sub{s}", level)
+            where = subscribe_to[s % len(subscribe_to)] if subscribe_to else target
+            connection = await ClientConnection.open(where, f"{tag}-sub{s}", level)
             connections.append(connection)
             granted = await connection.subscribe(f"{base}/+", scenario.subscribe_qos)
             if granted != scenario.subscribe_qos:
@@ -164,7 +170,8 @@ async def run_scenario(
             subscribers.append(Subscriber(connection, total, read_rate=scenario.read_rate))
         publishers = []
         for p in range(scenario.publishers):
-            connection = await ClientConnection.open(target, f"{tag}-pub{p}", level)
+            where = publish_to[p % len(publish_to)] if publish_to else target
+            connection = await ClientConnection.open(where, f"{tag}-pub{p}", level)
             connections.append(connection)
             publishers.append(
                 Publisher(

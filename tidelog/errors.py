@@ -87,3 +87,15 @@ class AckPolicyError(CursorError, ValueError):
 class InvalidCursorNameError(CursorError, ValueError):
     """A cursor name that is empty, holds control characters, or does not fit storage
     together with its owner's name (HTTP 400)."""
+
+
+class LinkError(TidelogError, ValueError):
+    """A mesh link definition that cannot be used (REST ``PUT /v1/links/{name}``)."""
+
+
+class LinkNotFoundError(LinkError, LookupError):
+    """No link created at run time has that name."""
+
+
+class LinkConflictError(LinkError):
+    """The link is defined in the configuration file (REST cannot change it)."""

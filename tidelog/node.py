@@ -30,8 +30,11 @@ def node_id(context: ServerContext, ports: dict[str, int]) -> str:
 
 
 async def announce_node(context: ServerContext, node: str, ports: dict[str, int]) -> None:
-    """Refresh this node's record every :data:`ANNOUNCE_SECONDS`; remove it on a clean stop."""
+    """Refresh this node's record every :data:`ANNOUNCE_SECONDS` (and take over what
+    dead nodes left, if this node is the one to); remove the record on a clean stop."""
     broker = context.broker
+    broker.cluster.node_id = node
+    first = True
     try:
         while True:
             info = {
@@ -39,12 +42,18 @@ async def announce_node(context: ServerContext, node: str, ports: dict[str, int]
                 "host": context.config.bind,
                 "connections": dict(+context.traffic.connections),
                 "position": broker.end_offset,
+                "shares": broker.shares.progress(),
             }
             try:
+                # what dead nodes left (and, once, this node's own earlier run)
+                await broker.take_over_dead_nodes(own=first)
+                first = False
                 await broker.cluster.announce(node, info)
+                broker.shares.start(node)  # joins only once the record exists
             except StorageError as exc:
                 log.warning("node %s not announced: %s", node, exc)
             await trio.sleep(ANNOUNCE_SECONDS)
     finally:
+        broker.shares.leave_all()  # queued before the record goes: see engine/shares.py
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             await broker.cluster.leave()

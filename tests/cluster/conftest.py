@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import queue
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from tests.kafka_broker import KafkaCluster
+from tests.protocols.mqtt.server_helpers import Client
 from tests.serve_process import start_server
 from tidelog.testing.server import ServerProcess
 
@@ -52,3 +55,17 @@ def nodes(tmp_path_factory: pytest.TempPathFactory, log_url: str) -> Iterator[li
     finally:
         for node in started:
             node.kill()
+
+
+def collect(members: Sequence[Client], count: int, timeout: float = 30) -> list[list[bytes]]:
+    """The payloads each client received, once ``count`` arrived in all (or at the
+    timeout: the caller's assertions then say what is missing)."""
+    got: list[list[bytes]] = [[] for _ in members]
+    deadline = time.monotonic() + timeout
+    while sum(map(len, got)) < count and time.monotonic() < deadline:
+        for index, member in enumerate(members):
+            try:
+                got[index].append(member.messages.get(timeout=0.05).payload)
+            except queue.Empty:
+                continue
+    return got

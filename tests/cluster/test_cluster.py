@@ -12,7 +12,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 
-from tests.cluster.conftest import start_node
+from tests.cluster.conftest import collect, start_node
 from tests.protocols.mqtt.server_helpers import Client, clients, wait_for
 from tests.serve_process import env
 from tests.test_cross_protocol import ws_receive
@@ -123,6 +123,11 @@ def test_cluster_lists_every_node(nodes: list[ServerProcess]) -> None:
     )
     assert printed.returncode == 0, printed.stderr
     assert [n["id"] for n in json.loads(printed.stdout)["nodes"]] == ["node-1", "node-2", "node-3"]
+    metrics = httpx.get(f"{nodes[0].url}/metrics", timeout=10).text.splitlines()
+    assert "tidelog_cluster_nodes_alive 3.0" in metrics
+    for name in ("node-1", "node-2", "node-3"):
+        assert f'tidelog_cluster_node_alive{{node="{name}"}} 1.0' in metrics
+        assert any(m.startswith(f'tidelog_cluster_node_behind{{node="{name}"}}') for m in metrics)
 
 
 def test_a_node_joining_later_serves_the_same_log(
@@ -144,8 +149,19 @@ def test_a_node_joining_later_serves_the_same_log(
             return [node["id"] for node in answer["nodes"]]
 
         wait_for(lambda: "node-4" in listed(), what="node-4 in /v1/cluster")
-        assert late.stop() == 0  # a clean stop removes the node's record
-        wait_for(lambda: "node-4" not in listed(), what="node-4 gone from /v1/cluster")
+        staying = Client(nodes[0].ports["MQTT"], version=paho.MQTTv5)
+        going = Client(late.ports["MQTT"], version=paho.MQTTv5)
+        with clients(staying, publisher := Client(nodes[1].ports["MQTT"])):
+            for member in (staying, going):
+                member.subscribe("$share/late/work/#", qos=1)
+            assert late.stop() == 0  # a clean stop removes the node's record
+            going.paho.loop_stop()
+            wait_for(lambda: "node-4" not in listed(), what="node-4 gone from /v1/cluster")
+            sent = [b"w%d" % n for n in range(50)]
+            for payload in sent:  # node 4 left the group as it stopped: all go to node 1
+                publisher.publish("work/x", payload, qos=1)
+            (got,) = collect([staying], len(sent))
+            assert sorted(got) == sorted(sent)
     finally:
         late.kill()
 
@@ -216,3 +232,32 @@ def test_a_client_back_on_another_node_in_time_cancels_its_delayed_will(
             (will,) = watcher.receive(1, timeout=30)
             assert will.topic == "wills/control"
             watcher.nothing_more(0.5)
+
+
+def test_a_shared_group_with_members_on_two_nodes_gets_each_event_once(
+    nodes: list[ServerProcess],
+) -> None:
+    """Members on node 1 and node 2, publisher on node 3: while they are stable each
+    event reaches exactly one member; when node 2's only member leaves, node 1 gets
+    everything from then on and nothing is lost."""
+    first = Client(nodes[0].ports["MQTT"], version=paho.MQTTv5)
+    second = Client(nodes[1].ports["MQTT"], version=paho.MQTTv5)
+    publisher = Client(nodes[2].ports["MQTT"])
+    with clients(first, second, publisher):
+        for member in (first, second):
+            assert member.subscribe("$share/workers/jobs/#", qos=1) == (1,)
+        sent = [b"job %d" % n for n in range(200)]
+        for payload in sent:
+            publisher.publish("jobs/build", payload, qos=1)
+        got = collect([first, second], len(sent))
+        assert sorted(got[0] + got[1]) == sorted(sent)  # each once: none lost, none twice
+        assert got[0] and got[1]  # both nodes took their share
+        first.nothing_more(0.3)
+        second.nothing_more(0.1)
+        second.disconnect()  # node 2 has no member left: it leaves the group
+        later = [b"late %d" % n for n in range(100)]
+        for payload in later:
+            publisher.publish("jobs/build", payload, qos=1)
+        (after,) = collect([first], len(later))
+        assert sorted(after) == sorted(later)
+        first.nothing_more(0.3)

@@ -11,10 +11,14 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as paho
 import pytest
+import trio
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties as PahoProperties
 
-from tests.cluster.conftest import start_node
+from tests.cluster.conftest import collect, start_node
 from tests.protocols.mqtt.server_helpers import Client, clients, wait_for
+from tidelog.storage import open_log
 from tidelog.testing.server import ServerProcess
 
 STORM = 3000
@@ -95,3 +99,62 @@ def test_sigkill_a_node_during_a_qos1_storm_loses_and_duplicates_nothing_acknowl
             for message in keeper.receive(1, timeout=30):
                 received.add(message.payload)
     assert set(acknowledged) <= received
+
+
+def test_a_dead_nodes_share_of_a_group_and_its_pending_wills_are_taken_over(
+    two_nodes: list[ServerProcess], log_url: str
+) -> None:
+    """Node 2 is SIGKILLed while it has a shared-group member, a pending will and a
+    connected client with a will: node 1 (alive, lowest id) leaves the group for it,
+    so its member gets every later event, and publishes both wills when due."""
+    survivor, victim = two_nodes
+    delayed = PahoProperties(PacketTypes.WILLMESSAGE)
+    delayed.WillDelayInterval = 10
+    watcher = Client(survivor.ports["MQTT"])
+    kept = Client(survivor.ports["MQTT"], version=paho.MQTTv5)
+    lost = Client(victim.ports["MQTT"], version=paho.MQTTv5)
+    publisher = Client(survivor.ports["MQTT"])
+    with clients(watcher, kept, lost, publisher):
+        watcher.subscribe("gone/#", qos=1)
+        for member in (kept, lost):
+            assert member.subscribe("$share/g/tasks/#", qos=1) == (1,)
+        before = [b"a%d" % n for n in range(50)]
+        for payload in before:
+            publisher.publish("tasks/t", payload, qos=1)
+        got = collect([kept, lost], len(before))
+        assert sorted(got[0] + got[1]) == sorted(before) and got[1]  # node 2 had its share
+        device = Client(
+            victim.ports["MQTT"],
+            "device",
+            version=paho.MQTTv5,
+            session_expiry=60,
+            will=("gone/device", b"offline", 1, False),
+            will_properties=delayed,
+        )
+        device.drop()
+        dropped = time.monotonic()
+        sensor = Client(victim.ports["MQTT"], "sensor", will=("gone/sensor", b"lost", 1, False))
+        trio.run(stored_will, log_url, "wills", "device")  # pending (it dropped off)
+        trio.run(stored_will, log_url, "wills.armed", "sensor")  # connected: armed
+        victim.kill()
+        assert time.monotonic() - dropped < 10  # the will was still pending on node 2
+        after = [b"b%d" % n for n in range(100)]
+        for payload in after:
+            publisher.publish("tasks/t", payload, qos=1)
+        (taken,) = collect([kept], len(after), timeout=40)
+        assert set(taken) == set(after)  # node 2's share handed to node 1: none lost
+        wills = watcher.receive(2, timeout=30)
+        assert sorted((w.topic, w.payload) for w in wills) == [
+            ("gone/device", b"offline"),
+            ("gone/sensor", b"lost"),  # connected to node 2 when it died
+        ]
+        watcher.nothing_more(0.5)
+        sensor.paho.loop_stop()
+
+
+async def stored_will(url: str, namespace: str, client_id: str) -> None:
+    """Wait until the will of ``client_id`` is stored in the log's state."""
+    async with open_log(url) as log:
+        with trio.fail_after(20):
+            while await log.get_state(namespace, client_id) is None:
+                await trio.sleep(0.05)

@@ -67,6 +67,14 @@ def test_node_id_from_flag_and_environment() -> None:
         ("name = 'a'\nurl = 'mqtt://h:1'\npull = ['a/#/b']", "pull"),
         ("name = 'a'\nurl = 'mqtt://h:1'\nwindow = 0", "window"),
         ("name = 'a'\nurl = 'mqtt://h:1'\ncolour = 'red'", "unknown key colour"),
+        ("name = 'a'\nurl = 'mqtt://h:1'\nlocal_prefix = 'a/+/'", "local_prefix"),
+        ("name = 'a'\nurl = 'mqtt://h:1'\nremote_prefix = 3", "remote_prefix"),
+        ("name = 'a'\nurl = 'mqtt://h:1'\nbridge = 'amqp'", "bridge must be"),
+        ("name = 'a'\nurl = 'mqtt://h:1'\nbridge = 'mqtt5'\ninterest = true", "interest needs"),
+        (
+            "name = 'a'\nurl = 'mqtt://h:1'\nbridge = 'mqtt311'\npull = ['#']\npush = ['t/#']",
+            "No-Local",
+        ),
     ],
 )
 def test_bad_links_are_refused_naming_the_key(tmp_path: Path, table: str, message: str) -> None:
@@ -112,3 +120,26 @@ async def test_identity_is_stable_and_new_with_a_new_data_directory(tmp_path: Pa
     async with tidelog.open(f"lmdb://{tmp_path / 'b'}") as broker:
         other = await load_identity(broker, None)
     assert other.node_id != first.node_id and other.incarnation != first.incarnation
+
+
+def test_prefixes_rename_topics_and_filters_both_ways() -> None:
+    link = parse_links(
+        [
+            {
+                "name": "a",
+                "url": "mqtt://h:1",
+                "pull": ["cmd/#"],
+                "push": ["t/#"],
+                "local_prefix": "site/",
+                "remote_prefix": "edges/e1/",
+            }
+        ]
+    )[0]
+    assert link.remote_pull == ("edges/e1/cmd/#",) and link.local_push == ("site/t/#",)
+    assert link.to_local("edges/e1/cmd/x") == "site/cmd/x"
+    assert link.to_remote("site/t/1") == "edges/e1/t/1"
+    assert link.to_local("edges/e1") == "site"  # the parent level, matched by edges/e1/#
+    assert link.to_local("other/x") is None
+    bare = parse_links([{"name": "b", "url": "mqtt://h:1", "remote_prefix": "up/"}])[0]
+    assert bare.remapped and bare.to_remote("t/1") == "up/t/1" and bare.to_local("up") is None
+    assert not parse_links([{"name": "c", "url": "mqtt://h:1"}])[0].remapped

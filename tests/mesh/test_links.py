@@ -325,3 +325,110 @@ def test_live_interest_brings_a_command_only_where_a_device_subscribed(nodes) ->
     assert topics["e1"] == ["commands/e1/dev7/0", "commands/e1/dev7/1", "commands/e1/dev7/2"]
     assert topics["e2"] == ["commands/e2/dev9/2", "commands/e2/dev9/3"]
     assert topics["region"] == topics["e1"] + topics["e2"]
+
+
+def test_a_link_added_at_run_time_remaps_prefixes_survives_a_restart_and_is_removed(  # type: ignore[no-untyped-def]
+    nodes, tmp_path: Path
+) -> None:
+    from tests.mesh.cluster import FaultProxy
+    from tidelog.security.passwords import hash_password
+
+    made = nodes("core", "edge")
+    core, edge = made["core"], made["edge"]
+    passwords = tmp_path / "passwd"
+    passwords.write_text(f"ops:{hash_password('ops-pass')}\n")
+    edge.extra_config = (
+        f'[security]\npassword_file = "{passwords}"\nadmin_users = ["ops"]\n'
+        "allow_anonymous = true\n"
+    )
+    # a link from the file (to nowhere): REST cannot change it
+    edge.links.append({"name": "fixed", "url": "mqtt://127.0.0.1:1", "push": ["x/#"]})
+    start_all([core, edge])
+    proxy = FaultProxy()  # the run-time link's own path to core
+    edge.proxies["core-rt"] = proxy
+    core.inbound.append(proxy)
+    proxy.target = core.serve.ports["MQTT"] if core.serve else None
+    table = {"url": proxy.url, "pull": ["cmd/#"], "push": ["t/#"], "heartbeat_seconds": 0.5}
+    table |= {"local_prefix": "site/", "remote_prefix": "edges/e1/"}
+    url = f"{edge.url}/v1/links/rt"
+    assert httpx.put(url, json=table, timeout=10).status_code == 403  # anonymous: not admin
+    ops = ("ops", "ops-pass")
+    conflict = httpx.put(f"{edge.url}/v1/links/fixed", json=table, auth=ops, timeout=10)
+    assert conflict.status_code == 409 and "configuration file" in conflict.text
+    bad = httpx.put(url, json={**table, "mode": "flood"}, auth=ops, timeout=10)
+    assert bad.status_code == 400 and "mode" in bad.text
+    args = ["links", "add", "rt", "--remote-url", proxy.url, "--pull", "cmd/#", "--push", "t/#"]
+    args += ["--local-prefix", "site/", "--remote-prefix", "edges/e1/"]
+    args += ["--heartbeat-seconds", "0.5", "--url", edge.url, "--user", "ops", "--password-stdin"]
+    added = run(*args, cwd=edge.dir, input="ops-pass\n")
+    assert added.returncode == 0, added.stderr
+    assert '"remote_prefix": "edges/e1/"' in added.stdout and '"owner": "ops"' in added.stdout
+    wait_for(lambda: edge.links_status()["rt"]["state"] == "connected", what="connected")
+    edge.publish(burst("site/t", 30) + burst("t", 5))  # pushed: site/t/# (local_prefix)
+    core.publish(burst("edges/e1/cmd", 20) + burst("edges/e2/cmd", 5))
+    wait_heads({core: 25 + 30, edge: 35 + 20})
+    edge.stop()  # the link is persisted: dialed again after the restart
+    edge.start()
+    proxy.target = core.serve.ports["MQTT"] if core.serve else None
+    wait_for(lambda: edge.links_status().get("rt", {}).get("state") == "connected", what="again")
+    core.publish(burst("edges/e1/cmd", 10, start=20))
+    wait_heads({edge: 35 + 30})
+    removed = run(
+        "links",
+        "remove",
+        "rt",
+        "--url",
+        edge.url,
+        "--user",
+        "ops",
+        "--password-stdin",
+        cwd=edge.dir,
+        input="ops-pass\n",
+    )
+    assert removed.returncode == 0, removed.stderr
+    assert "rt" not in edge.links_status()
+    assert httpx.delete(f"{edge.url}/v1/links/rt", auth=ops, timeout=10).status_code == 404
+    core.stop()
+    edge.stop()
+    core_got = [(e.topic, e.payload) for e in core.events() if e.provenance is not None]
+    assert core_got == [(f"edges/e1/{t[len('site/') :]}", p) for t, p in burst("site/t", 30)]
+    edge_got = [(e.topic, e.payload) for e in edge.events() if e.provenance is not None]
+    assert edge_got == [(f"site/{t[len('edges/e1/') :]}", p) for t, p in burst("edges/e1/cmd", 30)]
+
+
+def test_a_star_survives_a_half_open_link_to_one_edge(nodes) -> None:  # type: ignore[no-untyped-def]
+    """Three edges around a core; one edge's path goes silent (a blackhole: the
+    connection stays open, nothing arrives). Heartbeats close it on both sides, the
+    edge redials once the path is back, and every node still has exactly its events."""
+    made = nodes("core", "e1", "e2", "e3")
+    core = made["core"]
+    for name in ("e1", "e2", "e3"):
+        made[name].link(
+            core, pull=[f"commands/{name}/#"], push=["telemetry/#"], heartbeat_seconds=0.5
+        )
+    start_all(made.values())
+    for name in ("e1", "e2", "e3"):
+        made[name].publish(burst(f"telemetry/{name}", 100))
+        core.publish(burst(f"commands/{name}", 50))
+    wait_heads({core: 300 + 150, **{made[n]: 150 for n in ("e1", "e2", "e3")}})
+    proxy = made["e2"].proxies["core"]
+    proxy.mode = "blackhole"
+    made["e2"].publish(burst("telemetry/e2", 100, 100))
+    core.publish(burst("commands/e2", 50, 50) + burst("commands/e1", 50, 50))
+    wait_for(lambda: made["e2"].links_status()["core"]["state"] != "connected", 30, "silence")
+    wait_for(lambda: core.links_status()["e2:core"]["state"] != "connected", 30, "both sides")
+    wait_heads({made["e1"]: 100 + 100})  # e1's link goes on meanwhile
+    proxy.mode = "pass"
+    wait_heads({core: 400 + 250, made["e2"]: 200 + 100})
+    for node in made.values():
+        node.stop()
+    check_invariant(
+        {name: node.events() for name, node in made.items()},
+        lambda node, origin: (
+            ["telemetry/#"]
+            if node == "core"
+            else [f"commands/{node}/#"]
+            if origin == "core"
+            else []
+        ),
+    )

@@ -42,6 +42,28 @@ def test_batches_round_trip_with_provenance() -> None:
     assert [e.provenance.origin_offset for e in decoded if e.provenance] == [0, 1, 2, 3, 4]
 
 
+def test_a_batch_holds_the_records_the_log_format_gives_the_forwarded_events() -> None:
+    from tidelog.storage.records import encode_record
+
+    came = Provenance(origin_node="e1", origin_offset=9, hop_path=("e1/aa/9", "r/bb/40"))
+    events = [
+        event(0),
+        Event(1, 5, "t/b", b"", 2, True, None, Provenance(client_id="dev", packet_id=4)),
+        Event(2, 6, "t/c", b"x" * 300, 0, False, Properties(content_type="a/b"), came),
+        Event(3, 7, "t/a", b"y", 1, False, None, Provenance(origin_offset=3)),
+    ]
+    rename = {"t/a": "up/t/a"}.get
+    payload = wire.encode_batch(events, "n1", "cafe", rename)
+    expected = b"".join(
+        len(r).to_bytes(4, "big") + r
+        for r in (
+            encode_record(wire.forwarded(e, "n1", "cafe", rename), e.timestamp) for e in events
+        )
+    )
+    assert payload == expected
+    assert [e.topic for e in wire.decode_batch(payload)] == ["up/t/a", "t/b", "t/c", "up/t/a"]
+
+
 @pytest.mark.parametrize(
     "payload",
     [b"\x00\x00\x00\x09abc", b"\x00\x00", b"\x00\x00\x00\x03xyz"],
@@ -144,3 +166,18 @@ def test_the_link_right_is_its_own_and_all_does_not_grant_it() -> None:
     assert edge.allows(Right.LINK, "telemetry/a") and not edge.allows(Right.PUBLISH, "telemetry/a")
     assert app.allows(Right.PUBLISH, "telemetry/a") and not app.allows(Right.LINK, "telemetry/a")
     assert Right.LINK not in Right.ALL
+
+
+def test_the_3x_bridge_bit_round_trips_and_is_refused_on_mqtt5() -> None:
+    from tidelog.protocols.mqtt import encode
+    from tidelog.protocols.mqtt.decoder import Decoder
+    from tidelog.protocols.mqtt.errors import MQTTProtocolError
+    from tidelog.protocols.mqtt.packets import Connect
+
+    data = encode(Connect("b", 4, clean_start=False, bridge=True), 4)
+    assert data[8] == 0x84  # the protocol level byte carries the bit
+    (decoded,) = Decoder().feed(data)
+    assert isinstance(decoded, Connect)
+    assert decoded.bridge and decoded.protocol_level == 4
+    with pytest.raises(MQTTProtocolError):
+        Connect("b", 5, bridge=True)

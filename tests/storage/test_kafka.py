@@ -144,3 +144,44 @@ async def test_appends_are_refused_while_kafka_is_down_and_resume_after(tmp_path
             assert events[-1].offset == after[0].offset and events[-1].payload == b"again"
     finally:
         await trio.to_thread.run_sync(own.stop)
+
+
+async def test_a_node_starting_reads_the_index_from_checkpoints(
+    kafka: KafkaCluster, clock: ManualClock
+) -> None:
+    """Checkpoints of the block index (every 2 blocks here) let a start skip reading the
+    partition: the index read back answers as one rebuilt from every record, and a
+    checkpoint is what the start trusts (a forged one shows up in ``topics()``)."""
+    url = fresh(kafka)
+    checkpointed = f"{url}?index_checkpoint_events=2048"
+    async with open_log(checkpointed, clock=clock) as log:
+        for round_ in range(5):
+            events = [NewEvent("common", b"x" * 40) for _ in range(999)]
+            events.insert(round_ * 100, NewEvent(f"rare/{round_}", b"%d" % round_))
+            await log.append(events)
+            clock.advance(1000)
+        with trio.fail_after(20):  # stored in the background (not awaited by appends)
+            while sorted(await log.list_state("kafka.index")) != ["0", "1"]:  # 4,096 of 5,000
+                await trio.sleep(0.05)
+        middle = clock.now - 2500
+
+    async def answers(url: str) -> tuple[object, ...]:
+        async with open_log(url, clock=clock) as log:
+            rare = await log.read(0, "rare/#", limit=100)
+            return (
+                await log.state(),
+                await log.topics(),
+                await log.offset_for_time(middle),
+                [(e.offset, e.payload) for e in rare.events],
+            )
+
+    restored = await answers(checkpointed)
+    rebuilt = await answers(f"{url}?index_checkpoint_events=0")
+    assert restored == rebuilt
+    assert [p for _, p in restored[3]] == [b"0", b"1", b"2", b"3", b"4"]  # type: ignore[index]
+    async with open_log(checkpointed, clock=clock) as log:
+        forged = b'{"v":1,"blocks":[[2048,1024,1,null,0,{"ghost":[1024,3071]}],'
+        forged += b'[3072,1024,1,null,0,{"ghost":[1024,4095]}]]}'
+        await log.put_state("kafka.index", {"1": forged})
+    async with open_log(checkpointed, clock=clock) as log:
+        assert "ghost" in {t.topic for t in await log.topics()}

@@ -13,7 +13,7 @@ one process, as in the tests).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -56,6 +56,51 @@ class BrokerCollector(Collector):
         self._labelled = False
         self.webhooks: WebhookService | None = None
         """The server's webhooks (set by the app), reported per webhook."""
+        self._nodes: Sequence[dict[str, Any]] = ()
+
+    def cluster_snapshot(self, nodes: Sequence[dict[str, Any]]) -> None:
+        """Set the node records (``ClusterRegistry.nodes``) the next collection reports
+        (read from storage by the caller: collection itself cannot await)."""
+        self._nodes = nodes
+
+    def _cluster(self) -> Iterator[Metric]:
+        """The nodes serving the log, as every node sees them (docs/cluster.md)."""
+        nodes = self._nodes
+        yield GaugeMetricFamily(
+            "tidelog_cluster_nodes", "Nodes with a record (alive or not).", value=len(nodes)
+        )
+        yield GaugeMetricFamily(
+            "tidelog_cluster_nodes_alive",
+            "Nodes that announced themselves within three announce intervals.",
+            value=sum(1 for node in nodes if node.get("alive")),
+        )
+        alive = GaugeMetricFamily(
+            "tidelog_cluster_node_alive", "1 while a node announces itself.", labels=["node"]
+        )
+        behind = GaugeMetricFamily(
+            "tidelog_cluster_node_behind",
+            "Offsets between the log head and what a node had routed (its log lag).",
+            labels=["node"],
+        )
+        connections = GaugeMetricFamily(
+            "tidelog_cluster_node_connections",
+            "Open connections of a node (all protocols), as it last announced.",
+            labels=["node"],
+        )
+        for node in nodes:
+            label = [str(node.get("id"))]
+            alive.add_metric(label, 1 if node.get("alive") else 0)
+            behind.add_metric(label, node.get("behind", 0))
+            counts = node.get("connections") or {}
+            connections.add_metric(label, sum(counts.values()) if isinstance(counts, dict) else 0)
+        yield alive
+        yield behind
+        yield connections
+        yield CounterMetricFamily(
+            "tidelog_cluster_shared_handed_back",
+            "Shared-group events this node delivered for a node that left the group.",
+            value=self.broker.shares.handed_back,
+        )
 
     def _webhooks(self) -> Iterator[Metric]:
         """Per webhook (every webhook: names are operator configuration): requests,
@@ -241,6 +286,7 @@ class BrokerCollector(Collector):
             sum(g.dead_lettered for g in groups),
         )
         yield from self._webhooks()
+        yield from self._cluster()
         if not self._labelled:
             return
         per_cursor = {

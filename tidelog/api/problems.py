@@ -34,6 +34,9 @@ from tidelog.errors import (
     InvalidCursorNameError,
     InvalidPositionError,
     InvalidTopicError,
+    LinkConflictError,
+    LinkError,
+    LinkNotFoundError,
     LogClosedError,
     OffsetOutOfRangeError,
     RecordTooLargeError,
@@ -72,6 +75,9 @@ _TABLE: list[tuple[type[BaseException], int, str]] = [
     (WebhookNotFoundError, 404, "webhook_not_found"),  # before WebhookError
     (WebhookError, 400, "invalid_webhook"),
     (CursorExistsError, 409, "cursor_conflict"),
+    (LinkNotFoundError, 404, "link_not_found"),  # before LinkError
+    (LinkConflictError, 409, "link_conflict"),
+    (LinkError, 400, "invalid_link"),
     (RecordTooLargeError, 413, "payload_too_large"),
     (PayloadError, 422, "invalid_payload"),
     (LogClosedError, 503, "shutting_down"),

@@ -45,6 +45,7 @@ from tidelog.engine.consumers import NAMESPACE as CONSUMERS
 from tidelog.engine.retained import NAMESPACE as RETAINED
 from tidelog.engine.sessions import NAMESPACE as SESSIONS
 from tidelog.engine.wills import NAMESPACE as WILLS
+from tidelog.mesh.config import LINKS_NAMESPACE as LINKS
 from tidelog.mesh.positions import NAMESPACE as MESH
 from tidelog.storage import (
     CursorState,
@@ -60,7 +61,7 @@ from tidelog.webhooks.service import NAMESPACE as WEBHOOKS
 
 DUMP_FORMAT = "tidelog-dump"
 DUMP_VERSION = 1
-STATE_NAMESPACES = (RETAINED, SESSIONS, WILLS, MESH, CONSUMERS, WEBHOOKS)
+STATE_NAMESPACES = (RETAINED, SESSIONS, WILLS, MESH, LINKS, CONSUMERS, WEBHOOKS)
 """The state namespaces a dump carries: the engine's, the mesh's link positions (not
 the node's identity: a loaded log is a new incarnation, docs/mesh.md), consumer groups'
 leases and webhooks."""

@@ -39,6 +39,7 @@ from tidelog.engine.group_commit import Callback, GroupCommitWriter, WriterStati
 from tidelog.engine.positions import LATEST, PositionLike, parse_position, resolve_position
 from tidelog.engine.retained import RetainedStore
 from tidelog.engine.sessions import SessionStore
+from tidelog.engine.shares import ClusterShares
 from tidelog.engine.state_writer import StateWriter
 from tidelog.engine.wills import WillStore
 from tidelog.errors import (
@@ -189,6 +190,9 @@ class Broker:
         self._follow_scope = trio.CancelScope()
         self._claims_scope = trio.CancelScope()
         self._shared: dict[tuple[str, str], tuple[Feed, list[int]]] = {}
+        self.shares = ClusterShares(log, nursery, self.publish_nowait)
+        self._recordless: dict[str, int] = {}
+        """On a shared log: which node delivers each event of a shared group."""
         self._topic_counts: Counter[str] = Counter()
         self._commit_hooks: list[Callable[[list[Event]], None]] = []
         self._waiting_reads = 0
@@ -204,6 +208,7 @@ class Broker:
         self._nursery.start_soon(self._writer.run)
         self._nursery.start_soon(self._state_writer.run)
         if self.log.shared:
+            await self.shares.load(end)
             self._nursery.start_soon(self._follow_log)
             self._nursery.start_soon(self._serve_claims)
         await self.wills.load()
@@ -216,6 +221,7 @@ class Broker:
 
     async def _shutdown(self, periodic: trio.CancelScope) -> None:
         """Stop taking publishes, commit what is queued, persist state, stop tasks."""
+        self.shares.leave_all()  # while publishes are taken: the leaves are committed
         self.closed = True
         self.wills.close()
         self._writer.close()
@@ -304,7 +310,41 @@ class Broker:
             async with self.subscribe("$cluster/#", retained=False) as events:
                 await self.cluster.run_claims(events)
 
+    async def take_over_dead_nodes(self, *, own: bool = False) -> list[str]:
+        """Shared log: take over what nodes that died left behind (if this node is the
+        one to, see :meth:`ClusterRegistry.dead_nodes`): leave their shared groups,
+        handing their undelivered events to the live members, and publish their
+        clients' pending wills when due. ``own``: this node's record from an earlier
+        run too (called once at start). Returns the ids taken over."""
+        taken = []
+        dead, known = await self.cluster.dead_nodes(own=own)
+        recordless = self.shares.member_nodes() - known if known else set()
+        for node in sorted(recordless & self._recordless.keys()):
+            # a member with no record two passes in a row (a node whose leaves were
+            # lost while it stopped): hand back from when it was first seen so
+            self.shares.leave_for(node, None, self._recordless[node])
+            log.warning("node %s has no record: left its shared groups for it", node)
+        self._recordless = {
+            node: self._recordless.get(node, self.end_offset) for node in recordless
+        }
+        for record in dead:
+            node = str(record["id"])
+            groups = self.shares.leave_for(node, record.get("shares"))
+            seen = int(record.get("seen_at", self.clock()))
+            wills = await self.wills.adopt(await self.cluster.clients_of(node), seen)
+            await self.cluster.mark_taken_over(record)
+            log.warning(
+                "node %s is gone: left its %d shared groups, took %d pending wills over",
+                node,
+                groups,
+                wills,
+            )
+            taken.append(node)
+        return taken
+
     def _route(self, events: list[Event]) -> None:
+        if self.log.shared:
+            self.shares.observe(events)  # membership changes apply from their offset on
         self.fanout.dispatch(events)
         self.retained.apply(events)
         self._topic_counts.update(e.topic for e in events)
@@ -419,6 +459,8 @@ class Broker:
             feed = self.open_feed(name=f"$share/{group}/{topic_filter}")
             feed.subscribe(topic_filter)
             entry = self._shared[key] = (feed, [0])
+            if self.log.shared:  # the group spans the nodes: this node delivers its share
+                self.shares.joined(key, feed)
         entry[1][0] += 1
         return entry[0]
 
@@ -431,6 +473,8 @@ class Broker:
         if entry[1][0] <= 0:
             del self._shared[key]
             entry[0].close()
+            if self.log.shared:
+                self.shares.left(key, entry[0])
 
     @contextlib.asynccontextmanager
     async def subscribe(
@@ -649,6 +693,15 @@ class Broker:
         stops before it is due (:mod:`tidelog.engine.wills`).
         """
         self.wills.set(key, will, delay)
+
+    def arm_will(self, key: str, will: NewEvent, delay: float = 0.0) -> None:
+        """Shared log: a connected client's will, stored so that the node that takes
+        over if this node dies publishes it (``delay`` after this node was last seen);
+        :meth:`disarm_will` when the connection ends here (:mod:`tidelog.engine.wills`)."""
+        self.wills.arm(key, will, delay)
+
+    def disarm_will(self, key: str) -> None:
+        self.wills.disarm(key)
 
     def cancel_will(self, key: str) -> bool:
         return self.wills.cancel(key)

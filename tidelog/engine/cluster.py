@@ -6,7 +6,9 @@ has routed the log, when it started and when it wrote this); on a shared log
 every node reads every other node's record, so ``GET /v1/cluster`` answers the
 same on all of them. A node that stops cleanly removes its record; one that
 dies stops refreshing it and is reported ``alive: false`` once its record is
-older than three announce intervals. On an unshared log (LMDB, SQLite, memory)
+older than three announce intervals; the live node with the lowest id then
+takes over its shared groups and pending wills (:meth:`ClusterRegistry.dead_nodes`,
+``Broker.take_over_dead_nodes``). On an unshared log (LMDB, SQLite, memory)
 the registry lists the one node.
 """
 
@@ -95,6 +97,60 @@ class ClusterRegistry:
             record["behind"] = max(0, head - int(record.get("position", head)))
             out.append(record)
         return sorted(out, key=lambda r: r["id"])
+
+    # -- dead nodes ------------------------------------------------------------------
+
+    async def dead_nodes(self, *, own: bool = False) -> tuple[list[dict[str, Any]], set[str]]:
+        """The records of dead nodes whose shared groups and pending wills this node is
+        to take over: every node not refreshed for three announce intervals and not yet
+        taken over, if this node has the lowest id among the live ones (so one node
+        does it); with ``own``, also this node's record from an earlier run (a restart).
+        Also, if this node is the one, every node id with a record (else empty)."""
+        node = self.node_id
+        if not self._log.shared or node is None:
+            return [], set()
+        now = self._clock()
+        records: dict[str, dict[str, Any]] = {}
+        for node_id, raw in (await self._log.list_state(NAMESPACE)).items():
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records[node_id] = {**record, "id": node_id}
+        alive = {node} | {
+            node_id
+            for node_id, record in records.items()
+            if now - int(record.get("seen_at", 0)) <= 3000 * ANNOUNCE_SECONDS
+        }
+        dead = []
+        for node_id, record in records.items():
+            if record.get("reaped_by"):
+                continue
+            if node_id == node:
+                if own and record.get("started_at") != self.started_at:
+                    dead.append(record)
+            elif node_id not in alive and min(alive) == node:
+                dead.append(record)
+        return dead, (set(records) | {node} if min(alive) == node else set())
+
+    async def clients_of(self, node: str) -> set[str]:
+        """The client ids whose last connection was to ``node``."""
+        owners = await self._log.list_state(CLIENTS)
+        return {client for client, owner in owners.items() if owner == node.encode()}
+
+    async def mark_taken_over(self, record: dict[str, Any]) -> None:
+        """Record that this node took the dead node's groups and wills over (once),
+        unless that node announced itself again meanwhile (a restart)."""
+        raw = await self._log.get_state(NAMESPACE, str(record["id"]))
+        try:
+            now = json.loads(raw) if raw is not None else None
+        except ValueError:
+            now = None
+        if not isinstance(now, dict) or now.get("seen_at") != record.get("seen_at"):
+            return
+        marked = {**record, "reaped_by": self.node_id}
+        await self._writer.put(NAMESPACE, {str(record["id"]): json.dumps(marked).encode()})
 
     # -- client ids across nodes -----------------------------------------------------
 

@@ -109,6 +109,9 @@ class Feed:
         self._closed = False
         self.catch_ups = 0  # times this feed fell behind and read from the log
         self.delivered = 0
+        self.accept: Callable[[int], bool] | None = None
+        """If set, only events at offsets it accepts are delivered (a cluster-wide shared
+        group: the events this node owns, :mod:`tidelog.engine.shares`)."""
 
     # -- subscriptions -------------------------------------------------------------
 
@@ -264,6 +267,9 @@ class Feed:
                 events = [event for event in events if event.offset >= self.fence]
             # the subscriptions as they are now: they may have changed during the read
             taken = self._match_page(events, list(self.subscriptions.values()))
+            if self.accept is not None:
+                accept = self.accept
+                taken = [delivery for delivery in taken if accept(delivery[0].offset)]
             self.fence = max(self.fence, result.next_offset)
             if self.fence >= fanout.dispatched_end and not self._closed:
                 self.live = True  # no await since the check: nothing can slip between
@@ -396,6 +402,9 @@ class FanOut:
             payload_size = len(event.payload)
             for feed, subs in route:
                 if not feed.live or offset < feed.fence:
+                    continue
+                if feed.accept is not None and not feed.accept(offset):
+                    feed.fence = offset + 1  # another node's event (shared group)
                     continue
                 touched.add(feed)
                 # Feed._offer inlined: this loop runs once per event and matching feed

@@ -23,6 +23,12 @@ delete publishes the will again after the restart (at least once, never lost).
 A clean shutdown keeps pending wills stored (they are published after the
 restart); wills of clients still connected at shutdown are not pending and are
 not sent (docs/mqtt.md).
+
+On a shared log (a cluster, docs/cluster.md) a connected client's will is also
+*armed*: stored in the ``wills.armed`` namespace while it is connected
+(:meth:`WillStore.arm`, dropped by :meth:`WillStore.disarm` when the connection
+ends on its node), so that if the node dies, the node that takes over
+(:meth:`WillStore.adopt`) publishes it after its delay.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from tidelog.storage.base import Clock, wall_clock_ms
 from tidelog.storage.records import decode_record, encode_record
 
 NAMESPACE = "wills"
+ARMED = "wills.armed"
+"""Shared logs: the wills of connected clients (see :meth:`WillStore.arm`)."""
 log = logging.getLogger(__name__)
 
 
@@ -70,19 +78,63 @@ class WillStore:
     async def load(self) -> None:
         """Schedule the wills stored by an earlier run (due ones are published at once)."""
         for key, raw in (await self._log.list_state(NAMESPACE)).items():
+            self._schedule_stored(key, raw)
+
+    async def adopt(self, keys: set[str], lost_at: int) -> int:
+        """Shared log: take over the wills of ``keys`` (clients of a node that died,
+        last seen at ``lost_at``): schedule their pending wills this node does not
+        already wait for, and turn their armed wills (still connected when the node
+        died) into pending ones due their delay after ``lost_at``. Returns how many."""
+        adopted = 0
+        if not keys:
+            return 0
+        pending = await self._log.list_state(NAMESPACE)
+        for key, raw in pending.items():
+            if key in keys and key not in self._scopes:
+                adopted += self._schedule_stored(key, raw)
+        for key, raw in (await self._log.list_state(ARMED)).items():
+            if key not in keys:
+                continue
+            self._writer.put_nowait(ARMED, {key: None})
+            if key in pending or key in self._scopes:
+                continue
             try:
                 stored = decode_record(0, raw)
             except UNREADABLE as exc:
-                report_unreadable(
-                    self._log, NAMESPACE, key, exc, "The will of that client is not published."
-                )
+                report_unreadable(self._log, ARMED, key, exc, "That will is not published.")
                 continue
             will = NewEvent(
                 stored.topic, stored.payload, stored.qos, stored.retain, stored.properties
             )
-            delay = max(0, stored.timestamp - self._clock()) / 1000
-            log.info("pending will of %r on %r loaded, due in %.1f s", key, will.topic, delay)
-            self._start(key, will, stored.timestamp, None)
+            left = (lost_at + stored.timestamp - self._clock()) / 1000
+            log.info("will of %r (its node died) on %r due in %.1f s", key, will.topic, left)
+            self.set(key, will, max(left, 0.001))  # stored as pending, like any delayed will
+            adopted += 1
+        return adopted
+
+    def arm(self, key: str, will: NewEvent, delay: float) -> None:
+        """Shared log: store a connected client's will (and its delay, in the record's
+        timestamp field, ms) for the node that takes over if this one dies."""
+        self._writer.put_nowait(ARMED, {key: encode_record(will, int(delay * 1000))})
+
+    def disarm(self, key: str) -> None:
+        """The connection ended on its node, which handles the will itself."""
+        self._writer.put_nowait(ARMED, {key: None})
+
+    def _schedule_stored(self, key: str, raw: bytes) -> bool:
+        """Wait for a stored will (published at once if it is due)."""
+        try:
+            stored = decode_record(0, raw)
+        except UNREADABLE as exc:
+            report_unreadable(
+                self._log, NAMESPACE, key, exc, "The will of that client is not published."
+            )
+            return False
+        will = NewEvent(stored.topic, stored.payload, stored.qos, stored.retain, stored.properties)
+        delay = max(0, stored.timestamp - self._clock()) / 1000
+        log.info("pending will of %r on %r loaded, due in %.1f s", key, will.topic, delay)
+        self._start(key, will, stored.timestamp, None)
+        return True
 
     def set(self, key: str, will: NewEvent, delay: float) -> None:
         """Publish ``will`` after ``delay`` seconds unless :meth:`cancel` comes first."""

@@ -16,13 +16,18 @@ from urllib.parse import urlsplit
 import attrs
 
 from tidelog.errors import InvalidTopicError
+from tidelog.security.acl import overlaps
 from tidelog.topics import validate_topic_filter
 
 NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """A node id: 1-64 characters, letters, digits, ``.``, ``_``, ``-`` (no ``/``, so it can
 name a hop and an MQTT topic level)."""
 MODES = ("local", "transit")
+BRIDGES = ("mqtt5", "mqtt311")
 DEFAULT_HOP_LIMIT = 8
+LINKS_NAMESPACE = "links"
+"""State namespace of the links created at run time (REST): name -> ``{"owner", "link"}``
+(the link as a ``[[link]]`` table)."""
 
 
 def node_id(value: Any) -> str:
@@ -79,6 +84,16 @@ class LinkConfig:
     tls_key: str | None = None
     tls_server_name: str | None = None
     """Name checked against the remote's certificate (default: the URL's host)."""
+    local_prefix: str = ""
+    """Topic remapping: this node's side of every ``pull``/``push`` filter is
+    ``local_prefix + filter`` (default: no prefix)."""
+    remote_prefix: str = ""
+    """The remote's side of every filter is ``remote_prefix + filter``: a pulled event
+    ``remote_prefix + X`` is appended here as ``local_prefix + X``, a pushed one the
+    other way round."""
+    bridge: str | None = None
+    """``mqtt5`` or ``mqtt311``: the remote is a plain MQTT broker (mosquitto, ...), and
+    this node is its client (``tidelog.mesh.bridge``); None: a tidelog link."""
     interest: bool = False
     """Live interest: the remote sends, of the ``pull`` filters, only what subscriptions
     on this node (and, over transit links, on the nodes pulling from it) want."""
@@ -93,6 +108,39 @@ class LinkConfig:
     """The longest wait between reconnect attempts (backoff starts at a tenth of it)."""
 
     @property
+    def remapped(self) -> bool:
+        return self.local_prefix != self.remote_prefix
+
+    @property
+    def remote_pull(self) -> tuple[str, ...]:
+        """The ``pull`` filters in the remote's topics (what the remote reads)."""
+        return tuple(self.remote_prefix + f for f in self.pull)
+
+    @property
+    def remote_push(self) -> tuple[str, ...]:
+        """The ``push`` filters in the remote's topics (what the remote checks rights on)."""
+        return tuple(self.remote_prefix + f for f in self.push)
+
+    @property
+    def local_pull(self) -> tuple[str, ...]:
+        return tuple(self.local_prefix + f for f in self.pull)
+
+    @property
+    def local_push(self) -> tuple[str, ...]:
+        """The ``push`` filters in this node's topics (what this node's source reads)."""
+        return tuple(self.local_prefix + f for f in self.push)
+
+    def to_local(self, topic: str) -> str | None:
+        """A remote topic (or filter) as this node names it; None if it has no name here
+        (the parent level of a prefix matched by ``prefix/#`` when the other prefix is
+        empty)."""
+        return remap(topic, self.remote_prefix, self.local_prefix)
+
+    def to_remote(self, topic: str) -> str | None:
+        """This node's topic (or filter) as the remote names it (see :meth:`to_local`)."""
+        return remap(topic, self.local_prefix, self.remote_prefix)
+
+    @property
     def host(self) -> str:
         return urlsplit(self.url).hostname or ""
 
@@ -105,17 +153,49 @@ class LinkConfig:
     def tls(self) -> bool:
         return urlsplit(self.url).scheme == "mqtts"
 
-    def shown(self) -> dict[str, Any]:
-        """The link as ``config show`` and ``GET /v1/links`` show it (no password)."""
+    def stored(self) -> dict[str, Any]:
+        """The link as a ``[[link]]`` table (password included: what is persisted);
+        :func:`parse_link` reads it back."""
         out = {
             field.name: getattr(self, field.name)
             for field in attrs.fields(LinkConfig)
             if getattr(self, field.name) is not None
         }
         out["pull"], out["push"] = list(self.pull), list(self.push)
+        return out
+
+    def shown(self) -> dict[str, Any]:
+        """The link as ``config show`` and ``GET /v1/links`` show it (no password)."""
+        out = self.stored()
         if self.password is not None:
             out["password"] = "********"
         return out
+
+
+def remap(topic: str, old: str, new: str) -> str | None:
+    """``topic`` (a name or filter) under prefix ``old`` moved under prefix ``new``.
+
+    ``a/#`` also matches ``a`` itself, the parent level of prefix ``a/``: it maps to
+    the new prefix without its ``/``, or to None when that is empty (no such topic)."""
+    if topic.startswith(old):
+        return new + topic[len(old) :]
+    if old.endswith("/") and topic == old[:-1]:
+        return new[:-1] if new.endswith("/") and len(new) > 1 else None
+    return None
+
+
+def _prefix(value: Any, key: str) -> str:
+    """A topic prefix: no wildcards; prefix + a filter must be a valid filter."""
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a string")
+    if "+" in value or "#" in value or "\x00" in value:
+        raise ValueError(f"{key} {value!r}: a prefix has no wildcards")
+    if value:
+        try:
+            validate_topic_filter(value + "x")
+        except InvalidTopicError as exc:
+            raise ValueError(f"{key}: {exc}") from None
+    return value
 
 
 _STRINGS = ("username", "password", "tls_ca", "tls_cert", "tls_key", "tls_server_name")
@@ -160,10 +240,29 @@ def parse_link(table: Any, where: str) -> LinkConfig:
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f"{where}: {key} must be an integer {low}-{high}")
             values[key] = value
+    for key in ("local_prefix", "remote_prefix"):
+        if key in table:
+            values[key] = _prefix(table[key], f"{where}: {key}")
     if "interest" in table:
         if not isinstance(table["interest"], bool):
             raise ValueError(f"{where}: interest must be true or false")
         values["interest"] = table["interest"]
+    if "bridge" in table:
+        if table["bridge"] not in BRIDGES:
+            raise ValueError(
+                f"{where}: bridge must be 'mqtt5' or 'mqtt311', not {table['bridge']!r}"
+            )
+        if values.get("interest"):
+            raise ValueError(f"{where}: interest needs a tidelog remote, not a bridge")
+        values["bridge"] = table["bridge"]
+        if table["bridge"] == "mqtt311":
+            for pull in values["pull"]:
+                for push in values["push"]:
+                    if overlaps(pull, push):
+                        raise ValueError(
+                            f"{where}: pull {pull!r} overlaps push {push!r}: MQTT 3.1.1 has no "
+                            "No-Local, so the remote would echo what the bridge pushes"
+                        )
     for key in ("heartbeat_seconds", "reconnect_seconds"):
         if key in table:
             value = table[key]

@@ -24,6 +24,7 @@ Handshake (messages in :mod:`tidelog.mesh.wire`)::
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
 import ssl
@@ -35,8 +36,10 @@ import trio
 
 from tidelog.concurrency import background_nursery
 from tidelog.engine import Broker
+from tidelog.errors import LinkConflictError, LinkNotFoundError, LogClosedError
 from tidelog.mesh import wire
-from tidelog.mesh.config import NODE_ID_PATTERN, LinkConfig
+from tidelog.mesh.bridge import run_bridge
+from tidelog.mesh.config import LINKS_NAMESPACE, NODE_ID_PATTERN, LinkConfig, parse_link
 from tidelog.mesh.identity import NodeIdentity, load_identity
 from tidelog.mesh.positions import CHECKPOINT_KEY, NAMESPACE, MeshPositions
 from tidelog.mesh.routing import Route, closes_cycle, reachable
@@ -70,25 +73,31 @@ class Mesh:
     ) -> None:
         self.broker = broker
         self.identity = identity
-        self.links = tuple(links)
+        self.links: dict[str, LinkConfig] = {link.name: link for link in links}
+        """The links this node dials, by name: the configuration file's and REST's."""
+        self.configured = frozenset(self.links)
+        """Names of the links from the configuration file (REST cannot change them)."""
+        self.owners: dict[str, str] = {}
+        """Links created at run time (REST, persisted): name -> the user who created it."""
         self.positions = MeshPositions()
         self.statuses: dict[str, LinkStatus] = {}
         """Outbound links by name, inbound ones by ``<peer>:<link>``."""
-        for link in self.links:
-            self.statuses[link.name] = LinkStatus(
-                link.name, "outbound", link.url, link.mode, link.pull, link.push
-            )
+        for link in links:
+            self._new_status(link)
         self.sessions: dict[str, LinkSession] = {}
         """Connected links by peer node (one link per pair of nodes)."""
         self._peer_locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
+        self._dialers: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
 
     @classmethod
     async def open(
         cls, broker: Broker, node_id: str | None, links: Sequence[LinkConfig] = ()
     ) -> Mesh:
-        """Load the identity and recover the positions (before any link runs)."""
+        """Load the identity, the links created at run time, and recover the positions
+        (before any link runs)."""
         mesh = cls(broker, await load_identity(broker, node_id), links)
+        await mesh._load_links()
         read = await mesh.positions.recover(broker)
         log.info(
             "mesh: node %s (incarnation %s), %d link(s); positions recovered (%d events read)",
@@ -98,6 +107,86 @@ class Mesh:
             read,
         )
         return mesh
+
+    def _new_status(self, link: LinkConfig) -> LinkStatus:
+        status = self.statuses[link.name] = LinkStatus(
+            link.name, "outbound", link.url, link.mode, link.pull, link.push
+        )
+        status.owner = self.owners.get(link.name)
+        status.local_prefix, status.remote_prefix = link.local_prefix, link.remote_prefix
+        status.bridge = link.bridge
+        return status
+
+    # -- links at run time (REST, CLI) -----------------------------------------------
+
+    async def _load_links(self) -> None:
+        for name, raw in sorted((await self.broker.load_state(LINKS_NAMESPACE)).items()):
+            try:
+                stored = json.loads(raw)
+                link = parse_link(stored["link"], f"stored link {name!r}")
+                owner = str(stored["owner"])
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("mesh: stored link %r cannot be loaded (%s); skipped", name, exc)
+                continue
+            if name in self.configured:
+                log.warning(
+                    "mesh: link %r is in the configuration file; the one created over "
+                    "REST is ignored",
+                    name,
+                )
+                continue
+            self.links[name] = link
+            self.owners[name] = owner
+            self._new_status(link)
+
+    async def put_link(self, link: LinkConfig, owner: str) -> bool:
+        """Create or replace a link at run time (persisted: it is dialed again after a
+        restart); True if it was created. A replaced link is redialed with its new
+        settings; its positions stay (they belong to the peer node, not the link)."""
+        if link.name in self.configured:
+            raise LinkConflictError(
+                f"link {link.name!r} is defined in the configuration file; change it there"
+            )
+        if self._nursery is None:
+            raise LogClosedError("the mesh is not running")
+        created = link.name not in self.links
+        record = {"owner": owner, "link": link.stored()}
+        await self.broker.save_state(LINKS_NAMESPACE, {link.name: json.dumps(record).encode()})
+        self._stop_dialer(link.name)
+        self.links[link.name] = link
+        self.owners[link.name] = owner
+        self._new_status(link)
+        self._start_dialer(link)
+        log.info("mesh: link %s %s by %s", link.name, "created" if created else "replaced", owner)
+        return created
+
+    async def delete_link(self, name: str) -> None:
+        """Stop and forget a link created at run time (its positions stay, so a link
+        to the same peer created later resumes where this one stopped)."""
+        if name in self.configured:
+            raise LinkConflictError(
+                f"link {name!r} is defined in the configuration file; remove it there"
+            )
+        if name not in self.owners:
+            raise LinkNotFoundError(f"no link named {name!r}")
+        await self.broker.save_state(LINKS_NAMESPACE, {name: None})
+        self._stop_dialer(name)
+        del self.links[name], self.owners[name], self.statuses[name]
+        log.info("mesh: link %s deleted", name)
+
+    def _start_dialer(self, link: LinkConfig) -> None:
+        assert self._nursery is not None
+        scope = self._dialers[link.name] = trio.CancelScope()
+        self._nursery.start_soon(self._dial_in, scope, link)
+
+    def _stop_dialer(self, name: str) -> None:
+        scope = self._dialers.pop(name, None)
+        if scope is not None:
+            scope.cancel()
+
+    async def _dial_in(self, scope: trio.CancelScope, link: LinkConfig) -> None:
+        with scope:
+            await self._dial_forever(link)
 
     @property
     def node_id(self) -> str:
@@ -111,9 +200,10 @@ class Mesh:
             async with background_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._checkpoints)
-                for link in self.links:
-                    nursery.start_soon(self._dial_forever, link)
+                for link in list(self.links.values()):
+                    self._start_dialer(link)
         finally:
+            self._nursery = None
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await self._checkpoint()
 
@@ -380,6 +470,9 @@ class Mesh:
             delay = min(link.reconnect_seconds, delay * 2)
 
     async def _dial(self, link: LinkConfig, status: LinkStatus) -> None:
+        if link.bridge is not None:
+            await run_bridge(self, link, status, _open_stream)
+            return
         stream = await _open_stream(link)
         async with stream:
             channel = LinkChannel(stream, Decoder(5, role=Role.CLIENT))
@@ -410,8 +503,8 @@ class Mesh:
                         "incarnation": self.identity.incarnation,
                         "link": link.name,
                         "mode": link.mode,
-                        "pull": list(link.pull),
-                        "push": list(link.push),
+                        "pull": list(link.remote_pull),
+                        "push": list(link.remote_push),
                         "nodes": self.view_for(None),
                         "hop_limit": link.hop_limit,
                         "window": link.window,
@@ -451,17 +544,18 @@ class Mesh:
                 transit=transit,
             )
             session.peer_nodes = set(nodes)
+            session.link = link
             if link.pull and link.interest:
                 # before the start, so the remote's source never runs without it
-                await session.advertise_now(link.pull)
+                await session.advertise_now(link.local_pull)
             if link.pull:
                 pull_from = self.positions.sender(peer)
                 status.position = pull_from[1] if pull_from else None
                 await channel.send(
                     wire.control(wire.START, {"pull_from": wire.position_body(pull_from)})
                 )
-            route = Route(peer, link.push, link.mode, link.hop_limit) if link.push else None
-            advertise = link.pull if link.interest and link.pull else None
+            route = Route(peer, link.local_push, link.mode, link.hop_limit) if link.push else None
+            advertise = link.local_pull if link.interest and link.pull else None
             await self._serve(session, route, wire.position(welcome, "push_from"), advertise)
 
     def shown(self) -> list[dict[str, Any]]:

@@ -45,6 +45,13 @@ class LinkStatus:
     the static filters."""
     caught_up_at: float | None = None
     last_error: str | None = None
+    owner: str | None = None
+    """The user who created the link over REST (None: the configuration file, or a
+    link a peer dialed)."""
+    local_prefix: str = ""
+    remote_prefix: str = ""
+    bridge: str | None = None
+    """``mqtt5``/``mqtt311`` for a bridge to a plain MQTT broker."""
 
     @property
     def lag(self) -> int:
@@ -89,4 +96,8 @@ class LinkStatus:
             "connects": self.connects,
             "interest": self.interest,
             "last_error": self.last_error,
+            "local_prefix": self.local_prefix,
+            "remote_prefix": self.remote_prefix,
+            "owner": self.owner,
+            "bridge": self.bridge,
         }

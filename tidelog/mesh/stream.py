@@ -21,12 +21,14 @@ that sends more than ``window`` batches without acknowledgement is cut off.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from tidelog.concurrency import background_nursery
 from tidelog.mesh import wire
+from tidelog.mesh.config import LinkConfig
 from tidelog.mesh.routing import Route
 from tidelog.mesh.status import LinkStatus
 from tidelog.protocols.mqtt.decoder import Decoder
@@ -34,6 +36,7 @@ from tidelog.protocols.mqtt.encoder import encode
 from tidelog.protocols.mqtt.packets import Disconnect, Packet, Pingreq, Pingresp, Puback, Publish
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.security import Access, Right
+from tidelog.storage.records import NewEvent
 from tidelog.topics import Matcher, compile_filter, validate_topic_filter
 
 if TYPE_CHECKING:
@@ -62,14 +65,16 @@ class LinkRefused(Exception):
 class LinkChannel:
     """Packets over one stream: one writer at a time, a decoder for what comes in."""
 
-    def __init__(self, stream: trio.abc.Stream, decoder: Decoder) -> None:
+    def __init__(self, stream: trio.abc.Stream, decoder: Decoder, level: int = 5) -> None:
         self.stream = stream
         self.decoder = decoder
+        self.level = level
+        """The MQTT protocol level packets are encoded for (5; 4 for 3.1.1 bridges)."""
         self._lock = trio.Lock()
         self.pending: list[Packet] = []
 
     async def send(self, *packets: Packet) -> None:
-        data = b"".join(encode(packet, 5) for packet in packets)
+        data = b"".join(encode(packet, self.level) for packet in packets)
         async with self._lock:
             await self.stream.send_all(data)
 
@@ -135,6 +140,9 @@ class LinkSession:
         self.peer_nodes: set[str] = set()
         """The nodes reachable behind the peer (transit), as it reported them."""
         self.sent_nodes: list[str] | None = None
+        self.link: LinkConfig | None = None
+        """The dialer's ``[[link]]`` (on the dialing side only): its prefixes rename
+        the topics of what it pulls and pushes (the remote needs no configuration)."""
         self._batches_in, self._batches_out = trio.open_memory_channel[Publish](window)
         self._credit = trio.Semaphore(window)
         self._inflight: dict[int, int] = {}
@@ -234,39 +242,62 @@ class LinkSession:
     # -- sink ------------------------------------------------------------------------
 
     async def _sink(self) -> None:
-        positions = self.mesh.positions
+        """Append the peer's batches: every batch waiting when one arrives (at most
+        ``window``) goes into the same durable write, and their PUBACKs leave together
+        once it is durable (batching per append: a commit's latency is paid once for
+        all of them, and they are all appended or none)."""
         async for packet in self._batches_out:
-            events = wire.decode_batch(packet.payload)
-            next_offset = wire.next_offset_of(packet)
-            for event in events:
-                assert event.provenance is not None
-                if event.provenance.hop_path[-1].split("/", 1)[0] != self.peer:
-                    raise wire.LinkProtocolError(f"an event whose last hop is not {self.peer}")
-                if self.push_access is not None and not self.push_access.allows(
-                    Right.LINK, event.topic
-                ):
-                    raise LinkRefused(
-                        ReasonCode.NOT_AUTHORIZED, f"no link right for {event.topic!r}"
-                    )
-            async with self.mesh.peer_lock(self.peer):
-                fresh = positions.fresh(events)
-                self.status.duplicates += len(events) - len(fresh)
-                if fresh:
-                    token = positions.begin_append(self.broker.end_offset)
-                    # shielded: an append cancelled half-way (the link cut) may still
-                    # commit, and its positions must then advance with it
-                    try:
-                        with trio.CancelScope(shield=True):
-                            await self.broker.publish_many(fresh)
-                            positions.observe(fresh)
-                    finally:
-                        positions.end_append(token)
-                positions.advance_sender(self.peer, self.peer_incarnation, next_offset)
+            packets = [packet]
+            while len(packets) < self.window:
+                try:
+                    packets.append(self._batches_out.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            events: list[NewEvent] = []
+            for each in packets:
+                events += self._checked_batch(each)
+            next_offset = wire.next_offset_of(packets[-1])
+            fresh = await self._append(events, next_offset)
             self.status.events_in += len(fresh)
-            self.status.batches_in += 1
+            self.status.batches_in += len(packets)
             self.status.position = next_offset
-            assert packet.packet_id is not None
-            await self.channel.send(Puback(packet.packet_id))
+            await self.channel.send(*(Puback(p.packet_id or 0) for p in packets))
+
+    def _checked_batch(self, packet: Publish) -> list[NewEvent]:
+        """A batch's events, renamed by the link's prefixes; raises for an event this
+        peer may not send."""
+        events = wire.decode_batch(packet.payload)
+        if self.link is not None and self.link.remapped:
+            events = _renamed(events, self.link.to_local)
+        for event in events:
+            assert event.provenance is not None
+            if event.provenance.hop_path[-1].split("/", 1)[0] != self.peer:
+                raise wire.LinkProtocolError(f"an event whose last hop is not {self.peer}")
+            if self.push_access is not None and not self.push_access.allows(
+                Right.LINK, event.topic
+            ):
+                raise LinkRefused(ReasonCode.NOT_AUTHORIZED, f"no link right for {event.topic!r}")
+        return events
+
+    async def _append(self, events: list[NewEvent], next_offset: int) -> list[NewEvent]:
+        """Append what was not appended yet, in one durable write, and advance the
+        positions with it; returns what was appended."""
+        positions = self.mesh.positions
+        async with self.mesh.peer_lock(self.peer):
+            fresh = positions.fresh(events)
+            self.status.duplicates += len(events) - len(fresh)
+            if fresh:
+                token = positions.begin_append(self.broker.end_offset)
+                # shielded: an append cancelled half-way (the link cut) may still
+                # commit, and its positions must then advance with it
+                try:
+                    with trio.CancelScope(shield=True):
+                        await self.broker.publish_many(fresh)
+                        positions.observe(fresh)
+                finally:
+                    positions.end_append(token)
+            positions.advance_sender(self.peer, self.peer_incarnation, next_offset)
+        return fresh
 
     # -- source ----------------------------------------------------------------------
 
@@ -281,6 +312,7 @@ class LinkSession:
         me = self.mesh.identity
         position = await self._start_position(start)
         single = route.single_filter()
+        rename = self.link.to_remote if self.link and self.link.remapped else None
         while True:
             await self._credit.acquire()
             first = (await self.broker.log_state()).first_offset
@@ -297,11 +329,12 @@ class LinkSession:
                 if route.admits(e)
                 and (interest is None or any(match(e.topic) for match in interest))
                 and (access is None or access.allows(Right.LINK, e.topic))
+                and (rename is None or rename(e.topic) is not None)
             ]
             next_offset = max(result.next_offset, position)
             if events:
                 self._packet_id = self._packet_id % 0xFFFF + 1
-                payload = wire.encode_batch(events, me.node_id, me.incarnation)
+                payload = wire.encode_batch(events, me.node_id, me.incarnation, rename)
                 self._inflight[self._packet_id] = next_offset
                 await self.channel.send(wire.events_packet(payload, self._packet_id, next_offset))
                 self.status.events_out += len(events)
@@ -348,6 +381,8 @@ class LinkSession:
     async def advertise_now(self, pull: tuple[str, ...]) -> None:
         """Send the live interest within ``pull`` if it changed since last sent."""
         wanted = self.mesh.interest_for(self, pull)
+        if self.link is not None and self.link.remapped:
+            wanted = sorted({r for w in wanted if (r := self.link.to_remote(w)) is not None})
         if wanted != self._advertised:
             await self.channel.send(wire.control(wire.INTEREST, {"filters": wanted}))
             self._advertised = self.status.interest = wanted
@@ -362,6 +397,18 @@ class LinkSession:
         if nodes != self.sent_nodes:
             self.sent_nodes = nodes
             await self.channel.send(wire.control(wire.NODES, {"nodes": nodes}))
+
+
+def _renamed(events: list[NewEvent], rename: Callable[[str], str | None]) -> list[NewEvent]:
+    """``events`` under the names ``rename`` gives them (an event without one is
+    dropped: the parent level of a prefix, which has no name on this side)."""
+    out = []
+    for event in events:
+        topic = rename(event.topic)
+        if topic is not None:
+            event.topic = topic
+            out.append(event)
+    return out
 
 
 def _reason(text: str) -> Any:

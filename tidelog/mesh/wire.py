@@ -42,14 +42,22 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import attrs
 
 from tidelog.protocols.mqtt.packets import Publish
 from tidelog.protocols.mqtt.properties import Properties
-from tidelog.storage.records import Event, NewEvent, Provenance, decode_record, encode_record
+from tidelog.storage.records import (
+    FORMAT_VERSION,
+    Event,
+    NewEvent,
+    Provenance,
+    checksum,
+    decode_record,
+    encode_properties,
+)
 
 LINK_PROPERTY: Final = "tidelog-link"
 """The CONNECT user property that makes an MQTT connection a link."""
@@ -64,6 +72,14 @@ NODES: Final = "$link/nodes"
 INTEREST: Final = "$link/interest"
 VERSION: Final = 1
 _LENGTH = struct.Struct(">I")
+_U16 = struct.Struct(">H")
+_U32 = _LENGTH
+_U64 = struct.Struct(">Q")
+_RECORD_HEADER = struct.Struct(">BBQH")
+"""The record format's (``tidelog.storage.records``, version 2) header and provenance
+tags, which :func:`encode_batch` writes directly."""
+_ORIGIN_NODE, _HOP = 0x03, 0x05
+_ORIGIN_OFFSET_TAG = b"\x04"
 
 
 class LinkProtocolError(ValueError):
@@ -99,7 +115,9 @@ def hops(provenance: Provenance | None) -> list[Hop]:
     return [Hop.parse(text) for text in provenance.hop_path]
 
 
-def forwarded(event: Event, node: str, incarnation: str) -> NewEvent:
+def forwarded(
+    event: Event, node: str, incarnation: str, rename: Callable[[str], str | None] | None = None
+) -> NewEvent:
     """``event`` of this node's log as it crosses a link: origin kept (or set to this
     node), this node appended to the hop path; MQTT details of the local publish
     (client id, packet id) stay behind."""
@@ -113,22 +131,63 @@ def forwarded(event: Event, node: str, incarnation: str) -> NewEvent:
             origin_offset=old.origin_offset,
             hop_path=(*old.hop_path, hop),
         )
-    return NewEvent(
-        event.topic, event.payload, event.qos, event.retain, event.properties, provenance
-    )
+    topic = event.topic if rename is None else rename(event.topic) or event.topic
+    return NewEvent(topic, event.payload, event.qos, event.retain, event.properties, provenance)
 
 
 # -- batches -----------------------------------------------------------------------------
 
 
-def encode_batch(events: Iterable[Event], node: str, incarnation: str) -> bytes:
-    """This node's ``events`` as one ``$link/events`` payload."""
+def encode_batch(
+    events: Iterable[Event],
+    node: str,
+    incarnation: str,
+    rename: Callable[[str], str | None] | None = None,
+) -> bytes:
+    """This node's ``events`` as one ``$link/events`` payload (topics renamed by
+    ``rename``, a link's prefixes, when given).
+
+    The link's hot path: each record is built straight from the stored event's
+    fields (the bytes :func:`forwarded` plus ``encode_record`` give, which the tests
+    check), without the intermediate objects; topics and the origin block of local
+    events are encoded once per batch."""
     out = bytearray()
+    topics: dict[str, bytes] = {}
+    node_tag = _tagged(_ORIGIN_NODE, node.encode())
+    hop_prefix = f"{node}/{incarnation}/"
     for event in events:
-        record = encode_record(forwarded(event, node, incarnation), event.timestamp)
-        out += _LENGTH.pack(len(record))
-        out += record
+        topic = topics.get(event.topic)
+        if topic is None:
+            name = event.topic if rename is None else rename(event.topic) or event.topic
+            topic = topics[event.topic] = name.encode("utf-8")
+        hop = _tagged(_HOP, (hop_prefix + str(event.offset)).encode())
+        old = event.provenance
+        if old is None or old.origin_node is None:
+            block = b"".join((node_tag, _ORIGIN_OFFSET_TAG, _U64.pack(event.offset), hop))
+        else:
+            parts = [_tagged(_ORIGIN_NODE, old.origin_node.encode())]
+            if old.origin_offset is not None:
+                parts += (_ORIGIN_OFFSET_TAG, _U64.pack(old.origin_offset))
+            parts += [_tagged(_HOP, h.encode()) for h in old.hop_path]
+            parts.append(hop)
+            block = b"".join(parts)
+        flags = (event.qos & 0x03) | (0x04 if event.retain else 0) | 0x10
+        parts = [b"", topic, _U16.pack(len(block)), block]
+        if event.properties is not None:
+            props = encode_properties(event.properties)
+            flags |= 0x08
+            parts += (_U32.pack(len(props)), props)
+        parts[0] = _RECORD_HEADER.pack(FORMAT_VERSION, flags, event.timestamp, len(topic))
+        parts.append(event.payload)
+        body = b"".join(parts)
+        out += _LENGTH.pack(len(body) + 4)
+        out += body
+        out += checksum(body)
     return bytes(out)
+
+
+def _tagged(tag: int, raw: bytes) -> bytes:
+    return bytes((tag,)) + _U16.pack(len(raw)) + raw
 
 
 def decode_batch(payload: bytes) -> list[NewEvent]:
@@ -152,8 +211,10 @@ def decode_batch(payload: bytes) -> list[NewEvent]:
         provenance = event.provenance
         if provenance is None or provenance.origin_node is None or not provenance.hop_path:
             raise LinkProtocolError("a forwarded event without origin and hop path")
-        Hop.parse(provenance.hop_path[0])  # the hops the receiver reads: check them
-        Hop.parse(provenance.hop_path[-1])
+        for hop in (provenance.hop_path[0], provenance.hop_path[-1]):  # what the receiver reads
+            parts = hop.split("/")
+            if len(parts) != 3 or not parts[2].isdigit():
+                raise LinkProtocolError(f"a hop is node/incarnation/offset, not {hop!r}")
         events.append(
             NewEvent(
                 event.topic,

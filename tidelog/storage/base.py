@@ -119,6 +119,10 @@ class LogOptions:
     timeout_ms: int = 15_000
     """``kafka://``: how long an append or read waits for Kafka before it fails with
     :class:`~tidelog.errors.StorageUnavailableError`."""
+    index_checkpoint_events: int = 256 * 1024
+    """``kafka://``: offsets per checkpoint of the block index in the state topic (whole
+    blocks of 1,024); a node starting reads the checkpoints instead of the partition.
+    0: no checkpoints."""
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> LogOptions:

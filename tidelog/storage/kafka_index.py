@@ -19,6 +19,7 @@ thread; no I/O.
 from __future__ import annotations
 
 import bisect
+import json
 from collections import Counter
 from collections.abc import Callable
 
@@ -31,14 +32,27 @@ BLOCK_EVENTS = 1024
 class Block:
     """The index entry of ``BLOCK_EVENTS`` consecutive offsets from ``base``."""
 
-    __slots__ = ("base", "bytes", "count", "end", "first_timestamp", "max_timestamp", "topics")
+    __slots__ = (
+        "base",
+        "bytes",
+        "count",
+        "end",
+        "first_timestamp",
+        "last",
+        "max_timestamp",
+        "topics",
+    )
 
     def __init__(self, base: int) -> None:
         self.base = base
-        self.end = base + BLOCK_EVENTS
+        self.end = (base // BLOCK_EVENTS + 1) * BLOCK_EVENTS
+        """Blocks end at multiples of BLOCK_EVENTS, so every node cuts the same blocks
+        (and one node's checkpoint serves all)."""
         self.count = 0
         self.bytes = 0
         self.topics: Counter[str] = Counter()
+        self.last: dict[str, int] = {}
+        """Each topic's newest offset in the block."""
         self.first_timestamp: int | None = None
         self.max_timestamp = 0
         """The largest timestamp at or below this block's last offset (a running maximum,
@@ -85,6 +99,7 @@ class LogIndex:
         block.count += 1
         block.bytes += size
         block.topics[topic] += 1
+        block.last[topic] = offset
         if block.first_timestamp is None:
             block.first_timestamp = timestamp
         if timestamp > self._last_timestamp:
@@ -105,6 +120,70 @@ class LogIndex:
         if self._cache_head > 4096 and self._cache_head * 2 > len(self._cache):
             del self._cache[: self._cache_head]
             self._cache_head = 0
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def checkpoint(self, start: int, end: int) -> bytes | None:
+        """The blocks from ``start`` to ``end`` (block boundaries) as JSON, if this index
+        holds every one of their offsets; else None. See :meth:`restore`."""
+        if self.first > start or self.next < end:
+            return None
+        index = bisect.bisect_left(self._block_bases, start)
+        blocks = [
+            [
+                b.base,
+                b.count,
+                b.bytes,
+                b.first_timestamp,
+                b.max_timestamp,
+                {t: [n, b.last[t]] for t, n in b.topics.items()},
+            ]
+            for b in self._blocks[index:]
+            if b.base < end
+        ]
+        return json.dumps({"v": 1, "blocks": blocks}, separators=(",", ":")).encode()
+
+    def restore(self, checkpoint: bytes) -> bool:
+        """Append a checkpoint's blocks if they continue this index exactly (the first
+        starts at :attr:`next`, each at the end of the one before); False (and nothing
+        changed) if they do not or it cannot be read: the tail indexes from here."""
+        try:
+            entries = json.loads(checkpoint)["blocks"]
+            blocks = []
+            position = self.next
+            for base, count, size, first_ts, max_ts, topics in entries:
+                block = Block(int(base))
+                if block.base < position:
+                    continue  # offsets this index already holds (or no longer does)
+                if block.base != position or not 0 < int(count) <= block.end - block.base:
+                    return False
+                block.count, block.bytes = int(count), int(size)
+                block.first_timestamp = None if first_ts is None else int(first_ts)
+                block.max_timestamp = int(max_ts)
+                for topic, (n, last) in topics.items():
+                    block.topics[str(topic)] = int(n)
+                    block.last[str(topic)] = int(last)
+                blocks.append(block)
+                position = block.end
+        except (ValueError, KeyError, TypeError):
+            return False
+        if not blocks or (self._blocks and self._blocks[-1].end > blocks[0].base):
+            return False  # nothing new, or this index's last block is not whole
+        for block in blocks:
+            self._blocks.append(block)
+            self._block_bases.append(block.base)
+            self.topics.update(block.topics)
+            for topic, last in block.last.items():
+                self.last[topic] = max(last, self.last.get(topic, -1))
+            self.bytes += block.bytes
+            self._last_timestamp = max(self._last_timestamp, block.max_timestamp)
+        self.next = blocks[-1].end
+        self.last_timestamp = self._last_timestamp
+        self._cache = []
+        self._cache_first = self.next
+        self._cache_head = 0
+        self._cache_bytes = 0
+        return True
 
     def reset(self, first: int) -> None:
         """Forget everything: the log now starts at ``first`` (the tail starts over)."""
@@ -188,6 +267,7 @@ class LogIndex:
                 block.topics[topic] -= 1
                 if not block.topics[topic]:
                     del block.topics[topic]
+                    block.last.pop(topic, None)
                 self.topics[topic] -= 1
                 block.bytes -= len(record)
                 block.count -= 1

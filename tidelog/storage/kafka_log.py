@@ -79,7 +79,7 @@ from tidelog.storage.common import (
     encode_batch,
     load_metadata,
 )
-from tidelog.storage.kafka_index import LogIndex
+from tidelog.storage.kafka_index import BLOCK_EVENTS, LogIndex
 from tidelog.storage.kafka_state import (
     StateView,
     cursor_key,
@@ -104,6 +104,8 @@ TAIL_BATCH = 5000
 """Records a tail thread hands to the trio thread at most at once."""
 TAIL_BATCHES_IN_FLIGHT = 4
 """Batches a tail thread may hand over before the trio thread has applied them."""
+INDEX_NAMESPACE = "kafka.index"
+"""State namespace of the block index checkpoints: key = span number, value = JSON."""
 RECORD_OVERHEAD = 1024 * 1024
 """Room above ``max_record_bytes`` in Kafka's size limits (record batch headers, key)."""
 
@@ -170,6 +172,8 @@ class KafkaLog(EventLog):
         self._unreachable: str | None = None
         self._last_probe = 0.0
         self._tail_error: str | None = None
+        self._checkpointed = 0
+        """Index checkpoints are stored (or known) up to here."""
         self._stats = {
             "appends": 0,
             "appended_events": 0,
@@ -209,19 +213,63 @@ class KafkaLog(EventLog):
             self._index.reset(low)
             self._notifier.next_offset = low
             self._start_thread("kafka-producer", self._poll_producer)
-            self._start_thread("kafka-tail", self._tail, self._name, self._on_records)
-            self._start_thread("kafka-state", self._tail, self._state_topic, self._on_state)
+            self._start_thread("kafka-state", self._tail, self._state_topic, self._on_state, 0)
             with trio.fail_after(max(30.0, options.timeout_ms / 1000)):
-                if high > low:
-                    await self._notifier.wait(high - 1)
                 while self._view.next_offset < state_high:
                     await self._state_progress.park()
+                start = await self._restore_index(low, high)
+                self._notifier.notify(start)
+                self._checkpointed = start
+                self._start_thread("kafka-tail", self._tail, self._name, self._on_records, start)
+                if high > low:
+                    await self._notifier.wait(high - 1)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self.aclose()
             raise
         log.info("kafka log %s opened: offsets %d-%d", self, low, high)
         return self
+
+    async def _restore_index(self, low: int, high: int) -> int:
+        """Rebuild the block index from the checkpoints in the state topic (written by
+        any node, :meth:`_checkpoint`) instead of reading the partition: the records
+        up to the first block boundary are read from Kafka, then each checkpoint that
+        continues the index is appended. Returns where the tail starts."""
+        index = self._index
+        every = self._checkpoint_events()
+        stored = self._view.namespaces.get(INDEX_NAMESPACE, {})
+        if not every or not stored or high - low < BLOCK_EVENTS:
+            return low
+        boundary = min(high, -(-low // BLOCK_EVENTS) * BLOCK_EVENTS)
+        if boundary > low:
+            for offset, record in await self._records(low, boundary):
+                index.add(offset, record)
+        while (span := stored.get(str(index.next // every))) is not None and index.restore(span):
+            pass
+        if index.next > boundary:
+            log.info("kafka log %s: block index read from checkpoints up to %d", self, index.next)
+        return index.next
+
+    def _checkpoint_events(self) -> int:
+        """Offsets per index checkpoint: whole blocks, 0 if off."""
+        return self._options.index_checkpoint_events // BLOCK_EVENTS * BLOCK_EVENTS
+
+    def _checkpoint(self) -> None:
+        """Store the index of every checkpoint span the tail has completed that no node
+        stored yet (best effort, not awaited: a lost one only makes a start slower)."""
+        every = self._checkpoint_events()
+        index = self._index
+        stored = self._view.namespaces.get(INDEX_NAMESPACE, {})
+        for span in range(self._checkpointed // every, index.next // every):
+            data = index.checkpoint(span * every, (span + 1) * every)
+            if str(span) in stored or data is None or len(data) > self._options.max_record_bytes:
+                continue
+            try:
+                key = state_key(INDEX_NAMESPACE, str(span))
+                self._producer.produce(self._state_topic, state_value(data), key)
+            except (BufferError, KafkaException) as exc:
+                log.info("kafka log %s: index checkpoint %d not stored: %s", self, span, exc)
+        self._checkpointed = index.next // every * every
 
     def _prepare(self) -> tuple[int, int, int]:
         """Create both topics if needed; their watermarks (in a worker thread)."""
@@ -329,15 +377,26 @@ class KafkaLog(EventLog):
             self._producer.poll(0.05)
 
     def _tail(
-        self, topic: str, apply: Callable[[list[tuple[int, bytes | None, bytes | None]]], None]
+        self,
+        topic: str,
+        apply: Callable[[list[tuple[int, bytes | None, bytes | None]]], None],
+        start: int,
     ) -> None:
-        """Follow ``topic`` from its start; hand records to the trio thread in batches."""
+        """Follow ``topic`` from ``start`` (0: its beginning); hand records to the trio
+        thread in batches."""
         room = self._tail_room if topic == self._name else self._state_room
         consumer = self._consumer()
-        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        consumer.assign([TopicPartition(topic, 0, start or OFFSET_BEGINNING)])
         try:
             while not self._stopping.is_set():
-                messages = consumer.consume(TAIL_BATCH, 0.1)
+                # what has arrived, at once; else wait for the first record only:
+                # consume(n, timeout) waits for n records or the timeout, which at
+                # low rates added the whole timeout to every append and delivery
+                messages = consumer.consume(TAIL_BATCH, 0)
+                if not messages:
+                    messages = consumer.consume(1, 0.1)
+                    if messages:
+                        messages += consumer.consume(TAIL_BATCH - 1, 0)
                 batch: list[tuple[int, bytes | None, bytes | None]] = []
                 for message in messages:
                     error = message.error()
@@ -369,6 +428,9 @@ class KafkaLog(EventLog):
         if index.last_timestamp is not None:
             self._last_timestamp = max(self._last_timestamp, index.last_timestamp)
         self._notifier.notify(index.next)
+        every = self._checkpoint_events()
+        if every and index.next >= self._checkpointed + every:
+            self._checkpoint()
 
     def _on_state(self, batch: list[tuple[int, bytes | None, bytes | None]]) -> None:
         self._state_room.release()
@@ -690,6 +752,14 @@ class KafkaLog(EventLog):
         await trio.to_thread.run_sync(self._delete_records, cut)
         removed_events, removed_bytes = index.drop_before(cut, partial)
         index.set_first_timestamp(record_timestamp(after[0][1]) if after else None)
+        every = self._checkpoint_events()
+        gone = [
+            span
+            for span in self._view.namespaces.get(INDEX_NAMESPACE, {})
+            if every and span.isdigit() and (int(span) + 1) * every <= index.first
+        ]
+        if gone:  # index checkpoints of offsets that no longer exist
+            await self.put_state(INDEX_NAMESPACE, dict.fromkeys(gone))
         return RetentionResult(removed_events, removed_bytes, index.first)
 
     def _delete_records(self, offset: int) -> None:

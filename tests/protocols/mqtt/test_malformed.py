@@ -274,9 +274,9 @@ CASES: list[tuple[str, str, bytes, ReasonCode]] = [
         R.UNSUPPORTED_PROTOCOL_VERSION,
     ),
     (
-        "connect-bridge-bit-level",
+        "connect-bridge-bit-on-mqtt5",  # 0x83/0x84 (3.x with the bridge bit) are accepted
         "server",
-        connect(0x84, name="MQTT"),
+        connect(0x85, name="MQTT"),
         R.UNSUPPORTED_PROTOCOL_VERSION,
     ),
     (

@@ -4,7 +4,9 @@ On a shared log (``kafka://``) every node lists every node; otherwise the one
 node. Each entry: ``id``, ``listeners`` (name: port), ``host``, ``connections``
 (open now, by protocol), ``position`` (what the node had routed), ``behind``
 (offsets between the log head and that position), ``alive`` (announced within
-the last three announce intervals), ``started_at`` and ``seen_at`` (epoch ms).
+the last three announce intervals), ``started_at`` and ``seen_at`` (epoch ms),
+``shares`` (``[group, filter, offset]``: how far it delivered each shared group)
+and, for a dead node whose groups and wills another took over, ``reaped_by``.
 """
 
 from __future__ import annotations

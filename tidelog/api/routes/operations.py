@@ -61,12 +61,14 @@ async def healthz(broker: BrokerDep) -> Response:
     summary="Prometheus metrics",
 )
 async def metrics_endpoint(request: Request, broker: BrokerDep, access: AccessDep) -> Response:
-    """Broker-wide counters; per-cursor series only with ``http.metrics_cursor_labels``,
-    and then only the caller's cursors (every cursor for ``sys_users`` and
-    ``admin_users``), as ``/v1/stats`` shows only readable topics."""
+    """Broker-wide counters and the cluster's nodes (alive, log lag); per-cursor
+    series only with ``http.metrics_cursor_labels``, and then only the caller's
+    cursors (every cursor for ``sys_users`` and ``admin_users``), as ``/v1/stats``
+    shows only readable topics."""
     collector: metrics.BrokerCollector = request.app.state.collector
     cursors = await broker.cursors(owner=None if access.sees_all else access.owner)
     labelled = request.app.state.metrics_cursor_labels
     counted = [(c, await c.pending() if labelled else 0) for c in cursors]
     collector.snapshot(counted, labelled=labelled)
+    collector.cluster_snapshot(await broker.cluster.nodes((await broker.log_state()).next_offset))
     return Response(metrics.render(request.app.state.registry), media_type=metrics.CONTENT_TYPE)

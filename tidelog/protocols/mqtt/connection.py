@@ -365,6 +365,7 @@ class MQTTConnection:
             security.limits,
             security.quotas,
         )
+        self.subs.bridge = connect.bridge
         return True
 
     async def _serve(self, connect: Connect) -> None:
@@ -428,6 +429,11 @@ class MQTTConnection:
             core.saved(token=token)
         elif stored is not None:
             await sessions.delete(client_id)  # it ends with this connection
+        if broker.shared and connect.will is not None:  # for the cluster, if this node dies
+            lost = Close(ReasonCode.UNSPECIFIED_ERROR, "the node died", will=True)
+            armed = core.will(connect.will, lost)
+            if armed is not None:
+                broker.arm_will(client_id, *armed)
         log.info(
             "connected (MQTT level %d, session present %s)", self.level, present and self.level >= 4
         )
@@ -500,6 +506,8 @@ class MQTTConnection:
         if subs.feed is not None:
             subs.feed.close()
         connect = self._connect
+        if broker.shared and connect is not None and connect.will is not None:
+            broker.disarm_will(client_id)  # this node handles its end: set or drop it
         will = core.will(connect.will, close) if connect is not None else None
         if will is not None and not broker.closed:
             event, delay = will

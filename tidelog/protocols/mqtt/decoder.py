@@ -196,10 +196,16 @@ def _decode_connect(_level: int, _first: int, buf: bytes, pos: int, end: int) ->
     name_length = reader.u16("the protocol name")
     name = decode_utf8(reader.take(name_length, "the protocol name"))
     level = reader.u8("the protocol level")
+    bridge = level in (0x83, 0x84)  # the 3.x bridge bit (mosquitto's try_private)
+    if bridge:
+        level &= 0x7F
     if PROTOCOL_NAMES.get(level) != name:
         raise UnsupportedProtocolVersionError(name, level)
     try:
-        return _decode_connect_rest(reader, level)
+        connect = _decode_connect_rest(reader, level)
+        if bridge:
+            connect.bridge = True
+        return connect
     except MQTTProtocolError as exc:
         if exc.protocol_level is None:
             exc.protocol_level = level

@@ -86,7 +86,7 @@ def _encode_connect(packet: Connect, level: int) -> bytes:
         flags |= 0x40
     parts = [
         encode_utf8(PROTOCOL_NAMES[level]),
-        bytes((level, flags)),
+        bytes((level | (0x80 if packet.bridge else 0), flags)),
         U16.pack(packet.keep_alive),
         _properties(packet.properties, level, PacketType.CONNECT),
         encode_utf8(packet.client_id),

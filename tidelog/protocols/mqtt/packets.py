@@ -132,9 +132,15 @@ class Connect:
     password: bytes | None = None
     will: Will | None = None
     properties: Properties = NO_PROPERTIES
+    bridge: bool = False
+    """The bridge bit of MQTT 3.1 and 3.1.1 (the protocol level's top bit, 0x83/0x84,
+    mosquitto's ``try_private``): the client is another broker's bridge, which gets
+    No-Local and Retain-As-Published on every subscription (docs/mesh.md)."""
 
     def __attrs_post_init__(self) -> None:
         level = self.protocol_level
+        if self.bridge and level == 5:
+            raise UnsupportedProtocolVersionError("MQTT", level | 0x80)
         if level not in PROTOCOL_NAMES:
             raise UnsupportedProtocolVersionError("MQTT", level)
         if not 0 <= self.keep_alive <= 0xFFFF:

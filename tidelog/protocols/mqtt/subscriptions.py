@@ -66,6 +66,7 @@ class Subscriptions:
     """The feeds of one connected session (see the module docs)."""
 
     __slots__ = (
+        "bridge",
         "broker",
         "client_id",
         "core",
@@ -102,6 +103,9 @@ class Subscriptions:
         self.client_id = client_id
         self.max_subscriptions = max_subscriptions
         self.start_pump = start_pump
+        self.bridge = False
+        """The client set the 3.x bridge bit: No-Local and Retain-As-Published on every
+        subscription (what a broker's bridge expects of its remote)."""
         self.feed: Feed | None = None
         self.shared: dict[str, Source] = EMPTY
         self.replays: dict[str, Source] = EMPTY
@@ -214,7 +218,11 @@ class Subscriptions:
         sys_filters: list[str] = []
         for sub in packet.subscriptions:
             options = SubOptions(
-                sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling, identifier
+                sub.qos,
+                sub.no_local or self.bridge,
+                sub.retain_as_published or self.bridge,
+                sub.retain_handling,
+                identifier,
             )
             try:
                 code = await self._subscribe(sub.topic_filter, options, replay_from, retained)

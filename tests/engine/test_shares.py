@@ -1,0 +1,83 @@
+"""Shared groups across nodes (engine/shares.py), without processes: two nodes' share
+bookkeeping and fan-out fed the same log, as each node's tail would feed them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import trio
+import trio.testing
+
+from tidelog.engine.fanout import FanOut, Feed
+from tidelog.engine.group_commit import Callback
+from tidelog.engine.shares import ClusterShares
+from tidelog.storage import EventLog, NewEvent, open_log
+
+KEY = ("workers", "jobs/#")
+
+
+class Node:
+    """One node's view: its shares, its fan-out, and its group feed."""
+
+    def __init__(
+        self, name: str, log: EventLog, nursery: trio.Nursery, outbox: list[NewEvent]
+    ) -> None:
+        def submit(events: Sequence[NewEvent], callback: Callback) -> None:
+            outbox.extend(events)
+
+        self.shares = ClusterShares(log, nursery, submit)
+        self.shares.start(name)
+        self.fanout = FanOut(log, 0)
+        self.feed: Feed = self.fanout.open_feed()
+        self.feed.subscribe(KEY[1])
+        self.shares.joined(KEY, self.feed)
+
+    def taken(self) -> list[bytes]:
+        return [event.payload for event, _ in self.feed.receive_nowait(100_000)]
+
+
+async def test_two_nodes_split_a_group_exactly_and_take_back_a_leavers_events() -> None:
+    async with open_log("memory://") as log, trio.open_nursery() as nursery:
+        outbox: list[NewEvent] = []
+        nodes = [Node(name, log, nursery, outbox) for name in ("a", "b")]
+
+        async def route(events: list[NewEvent]) -> None:
+            """Append, then let every node route the batch as its tail would."""
+            stored = await log.append(events)
+            for node in nodes:
+                node.shares.observe(stored)
+                node.fanout.dispatch(stored)
+
+        async def flush() -> None:
+            while outbox:
+                queued = list(outbox)
+                outbox.clear()
+                await route(queued)
+
+        await flush()  # both joins
+        jobs = [NewEvent("jobs/x", b"%d" % n) for n in range(400)]
+        await route(jobs[:200])
+        a, b = nodes[0].taken(), nodes[1].taken()
+        assert sorted(a + b, key=int) == [e.payload for e in jobs[:200]]  # each exactly once
+        assert len(a) > 50 and len(b) > 50  # spread over both nodes
+
+        # b's last member goes having taken 10 of the events b owns from here
+        await route(jobs[200:300])
+        b_took = [event.payload for event, _ in nodes[1].feed.receive_nowait(10)]
+        left_from = nodes[1].feed.handled_end
+        nodes[1].feed.close()
+        nodes[1].shares.left(KEY, nodes[1].feed)
+        await route(jobs[300:400])  # published while the leave is on its way
+        await flush()  # the leave
+        await trio.testing.wait_all_tasks_blocked()  # a reads b's share back from the log
+        a_took = nodes[0].taken()
+        assert sorted(a + b + a_took + b_took, key=int) == [e.payload for e in jobs]  # exactly once
+        handed = [
+            event
+            for event in (await log.read(left_from, "jobs/#", limit=1000)).events
+            if nodes[0].shares.owner(KEY, event.offset) == "b"
+        ]
+        assert nodes[0].shares.handed_back == len(handed) > 50
+        await route([NewEvent("jobs/x", b"late")])  # b is no member any more: all to a
+        assert nodes[0].taken() == [b"late"] and nodes[0].shares.members(KEY, 10**9) == ("a",)
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,213 @@
+"""Bridges and a real mosquitto: a ``[[link]]`` with ``bridge = "mqtt5"`` or
+``"mqtt311"`` pulls from and pushes to a plain MQTT broker, and mosquitto's own
+bridge dials tidelog (docs/mesh.md, "Bridges to other brokers")."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.mesh.cluster import FaultProxy, Node, start_all, wait_for
+from tidelog.protocols.mqtt import Puback, Publish, encode
+from tidelog.testing.mqtt_client import ClientConnection, Target, encoded_ack
+
+pytestmark = pytest.mark.slow
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+@contextlib.contextmanager
+def running_mosquitto(tmp_path: Path, extra: str = "") -> Iterator[int]:
+    """A mosquitto on 127.0.0.1 (anonymous, in memory, ``extra`` configuration);
+    yields its port."""
+    if not Path(MOSQUITTO).exists():
+        pytest.fail("mosquitto is not installed (scripts/test.sh installs it)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}"
+    )
+    process = subprocess.Popen(
+        [MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None, "no mosquitto"
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[int]:
+    with running_mosquitto(tmp_path) as port:
+        yield port
+
+
+async def _publish_at(port: int, topics: list[str]) -> None:
+    client = await ClientConnection.open(Target("127.0.0.1", port), "pub-at-mosquitto", 5)
+    data = b"".join(
+        encode(Publish(t, f"m-{i}".encode(), qos=1, packet_id=i + 1), 5)
+        for i, t in enumerate(topics)
+    )
+    await client.send(data)
+    acked = 0
+    with trio.fail_after(20):
+        while acked < len(topics):
+            acked += sum(isinstance(p, Puback) for p in await client.receive_packets())
+    await client.close()
+
+
+async def _collect(port: int, topic_filter: str, ready: trio.Event, out: list[str]) -> None:
+    """Subscribe at mosquitto and collect topics until cancelled."""
+    client = await ClientConnection.open(Target("127.0.0.1", port), "watcher", 5)
+    await client.subscribe(topic_filter, 1)
+    ready.set()
+    try:
+        while True:
+            acks = b""
+            for packet in await client.receive_packets():
+                if isinstance(packet, Publish):
+                    out.append(packet.topic)
+                    if packet.packet_id:
+                        acks += encoded_ack(Puback, packet.packet_id, 5)
+            if acks:
+                await client.send(acks)
+    finally:
+        with trio.CancelScope(shield=True):
+            await client.close()
+
+
+@pytest.mark.parametrize(
+    ("version", "pull", "push"),
+    [
+        # overlapping filters: No-Local and the bridge's marker stop echoes
+        ("mqtt5", ["#"], ["#"]),
+        # 3.1.1 (with the bridge bit) needs disjoint filters
+        ("mqtt311", ["cmd/#"], ["t/#"]),
+    ],
+)
+def test_a_bridge_to_mosquitto_both_ways_without_echo_and_across_a_cut(
+    tmp_path: Path, mosquitto: int, version: str, pull: list[str], push: list[str]
+) -> None:
+    edge = Node(tmp_path, "edge")
+    proxy = FaultProxy()
+    proxy.target = mosquitto
+    edge.links.append(
+        {
+            "name": "mosq",
+            "url": proxy.url,
+            "bridge": version,
+            "pull": pull,
+            "push": push,
+            "remote_prefix": "site1/",
+            "heartbeat_seconds": 1.0,
+        }
+    )
+    try:
+        start_all([edge])
+        wait_for(lambda: edge.links_status()["mosq"]["state"] == "connected", what="bridge up")
+        seen: list[str] = []
+
+        async def scenario() -> None:
+            async with trio.open_nursery() as nursery:
+                ready = trio.Event()
+                nursery.start_soon(_collect, mosquitto, "site1/#", ready, seen)
+                await ready.wait()
+                await trio.to_thread.run_sync(
+                    edge.publish, [(f"t/{i % 3}", f"e-{i}".encode()) for i in range(40)]
+                )
+                await _publish_at(mosquitto, [f"site1/cmd/{i % 2}" for i in range(30)])
+                with trio.fail_after(60):
+                    while len(seen) < 70 or edge.head() < 70:
+                        await trio.sleep(0.1)
+                # a cut: what mosquitto holds for the bridge's session arrives later
+                proxy.cut()
+                await trio.to_thread.run_sync(
+                    wait_for,
+                    lambda: edge.links_status()["mosq"]["state"] != "connected",
+                    30,
+                    "the cut noticed",
+                )
+                await _publish_at(mosquitto, [f"site1/cmd/late/{i}" for i in range(10)])
+                proxy.restore()
+                with trio.fail_after(60):
+                    while edge.head() < 80:
+                        await trio.sleep(0.1)
+                await trio.sleep(1.5)  # anything echoed would arrive by now
+                nursery.cancel_scope.cancel()
+
+        trio.run(scenario)
+        assert edge.head() == 80  # 40 own + 30 + 10 pulled: nothing came back twice
+        assert sorted(seen) == sorted(
+            [f"site1/t/{i % 3}" for i in range(40)]
+            + [f"site1/cmd/{i % 2}" for i in range(30)]
+            + [f"site1/cmd/late/{i}" for i in range(10)]
+        )  # the pulled messages were not pushed back to mosquitto
+        edge.stop()
+        pulled = [e.topic for e in edge.events() if e.provenance and e.provenance.client_id]
+        assert pulled == [f"cmd/{i % 2}" for i in range(30)] + [f"cmd/late/{i}" for i in range(10)]
+    finally:
+        if edge.serve is not None:
+            edge.serve.kill()
+        proxy.close()
+
+
+def test_a_mosquitto_bridge_into_tidelog_with_the_bridge_bit_carries_both_ways_without_echo(
+    tmp_path: Path,
+) -> None:
+    """mosquitto's own bridge (MQTT 3.1.1, ``try_private`` on by default: the bridge
+    bit) dials tidelog with ``topic # both``: tidelog accepts the bit and gives the
+    bridge No-Local, so nothing comes back to where it was published."""
+    core = Node(tmp_path, "core")
+    start_all([core])
+    assert core.serve is not None
+    bridge = f"connection tl\naddress 127.0.0.1:{core.serve.ports['MQTT']}\ntopic # both 1\n"
+    try:
+        with running_mosquitto(tmp_path, bridge) as port:
+            seen: list[str] = []
+
+            async def scenario() -> None:
+                async with trio.open_nursery() as nursery:
+                    ready = trio.Event()
+                    nursery.start_soon(_collect, port, "#", ready, seen)
+                    await ready.wait()
+                    with trio.fail_after(30):  # the bridge is up once a message crosses
+                        while core.head() == 0:
+                            await _publish_at(port, ["probe"])
+                            await trio.sleep(0.2)
+                    base, probes = core.head(), seen.count("probe")
+                    await _publish_at(port, [f"m/{i}" for i in range(20)])
+                    await trio.to_thread.run_sync(
+                        core.publish, [(f"t/{i}", b"x") for i in range(15)]
+                    )
+                    with trio.fail_after(30):
+                        while core.head() < base + 35 or len(seen) < probes + 35:
+                            await trio.sleep(0.1)
+                    await trio.sleep(1.5)  # anything echoed would arrive by now
+                    assert core.head() == base + 35
+                    assert sorted(t for t in seen if t != "probe") == sorted(
+                        [f"m/{i}" for i in range(20)] + [f"t/{i}" for i in range(15)]
+                    )
+                    nursery.cancel_scope.cancel()
+
+            trio.run(scenario)
+    finally:
+        if core.serve is not None:
+            core.serve.kill()

@@ -1,0 +1,325 @@
+"""A bridge: a ``[[link]]`` whose remote is a plain MQTT broker (mosquitto, ...).
+
+``bridge = "mqtt5"`` or ``"mqtt311"`` on a ``[[link]]`` makes this node an MQTT
+client of the remote (docs/mesh.md, "Bridges to other brokers"):
+
+* **pull**: a persistent session (Clean Start 0, a long Session Expiry in MQTT 5)
+  subscribed at QoS 1 to the ``pull`` filters (under ``remote_prefix``), with
+  No-Local and Retain-As-Published in MQTT 5. Every message waiting when one
+  arrives is appended in one durable write, renamed under ``local_prefix``, and
+  only then acknowledged: at least once into the log (a crash between the append
+  and the PUBACK gets the message again).
+* **push**: this node's log read from a position stored in the log (``mesh``
+  state namespace, key ``bridge/<name>``), the events matching ``push`` sent at
+  QoS 1 (retain flag and MQTT 5 properties kept, plus the user properties
+  ``tidelog-origin`` and ``tidelog-offset``); the position advances once the
+  remote acknowledged the whole read: at least once into the remote.
+
+The remote keeps no offsets, so there is no exactly-once: what a user loses
+against a tidelog link is listed in docs/mesh.md. Loops: messages the bridge
+appended carry the publisher id ``bridge:<name>`` and are never pushed back
+over it; MQTT 5's No-Local keeps the remote from echoing what the bridge
+published.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from tidelog.concurrency import background_nursery
+from tidelog.mesh.config import LinkConfig
+from tidelog.mesh.status import LinkStatus
+from tidelog.mesh.stream import LinkChannel, LinkClosed, LinkRefused
+from tidelog.protocols.mqtt.decoder import Decoder, Role
+from tidelog.protocols.mqtt.outbound import event_properties
+from tidelog.protocols.mqtt.packets import (
+    Connack,
+    Connect,
+    Disconnect,
+    Pingreq,
+    Pingresp,
+    Puback,
+    Publish,
+    Suback,
+    Subscribe,
+    Subscription,
+)
+from tidelog.protocols.mqtt.properties import Properties
+from tidelog.protocols.mqtt.reason_codes import ReasonCode
+from tidelog.storage.records import Event, NewEvent, Provenance
+from tidelog.topics import Matcher, compile_filter
+
+if TYPE_CHECKING:
+    from tidelog.mesh.node import Mesh
+
+log = logging.getLogger("tidelog.mesh")
+SESSION_EXPIRY = 7 * 24 * 3600
+"""Seconds the remote keeps the bridge's session (and its queued messages) while the
+bridge is away (MQTT 5; a 3.1.1 session with Clean Session 0 never expires)."""
+HANDSHAKE_SECONDS = 10.0
+STATE_NAMESPACE = "mesh"
+APPEND_BATCH = 1000
+"""Most received messages appended in one durable write."""
+PUSH_INFLIGHT = 100
+"""Most pushed messages unacknowledged at once (lowered to the remote's Receive Maximum)."""
+
+
+async def run_bridge(
+    mesh: Mesh,
+    link: LinkConfig,
+    status: LinkStatus,
+    open_stream: Callable[[LinkConfig], Awaitable[trio.abc.Stream]],
+) -> None:
+    """One connection of a bridge. A ``mqtt311`` bridge sends the bridge bit first, as
+    mosquitto's ``try_private`` does, and connects again without it if the remote
+    refuses that protocol level."""
+    bridge_bit = link.bridge == "mqtt311"
+    while True:
+        async with await open_stream(link) as stream:
+            try:
+                await Bridge(mesh, link, status, stream, bridge_bit=bridge_bit).run()
+                return
+            except LinkRefused as exc:
+                if not bridge_bit or exc.code != ReasonCode.UNSUPPORTED_PROTOCOL_VERSION:
+                    raise
+        bridge_bit = False
+
+
+def publisher_id(link: LinkConfig) -> str:
+    """The publisher id the bridge's appended messages carry (never pushed back)."""
+    return f"bridge:{link.name}"
+
+
+class Bridge:
+    """One connection of a bridge to a plain MQTT broker (see the module docs)."""
+
+    def __init__(
+        self,
+        mesh: Mesh,
+        link: LinkConfig,
+        status: LinkStatus,
+        stream: trio.abc.Stream,
+        *,
+        bridge_bit: bool = False,
+    ) -> None:
+        self.mesh = mesh
+        self.broker = mesh.broker
+        self.link = link
+        self.status = status
+        self.level = 5 if link.bridge == "mqtt5" else 4
+        self.channel = LinkChannel(stream, Decoder(self.level, role=Role.CLIENT), self.level)
+        self.marker = publisher_id(link)
+        self.bridge_bit = bridge_bit
+        self._received_in, self._received_out = trio.open_memory_channel[Publish](APPEND_BATCH)
+        self._acks: dict[int, trio.Event] = {}
+        self._suback = trio.Event()
+        self._inflight = PUSH_INFLIGHT
+        self._keep_alive = max(1, int(link.heartbeat_seconds * 3))
+
+    async def run(self) -> None:
+        """Connect, subscribe, then pull and push until the connection ends."""
+        await self._connect()
+        self.status.state = "connected"
+        self.status.peer = f"mqtt:{self.link.host}:{self.link.port}"
+        self.status.connects += 1
+        self.status.last_error = None
+        log.info("mesh: bridge %s connected to %s", self.link.name, self.link.url)
+        async with background_nursery() as nursery:
+            nursery.start_soon(self._appender)
+            nursery.start_soon(self._pinger)
+            if self.link.push:
+                nursery.start_soon(self._pusher)
+            if self.link.pull:
+                nursery.start_soon(self._subscribe)
+            try:
+                await self._read()
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _connect(self) -> None:
+        link = self.link
+        properties = Properties()
+        if self.level == 5:
+            properties = Properties(session_expiry_interval=SESSION_EXPIRY)
+        await self.channel.send(
+            Connect(
+                client_id=f"{self.mesh.node_id}-{link.name}",
+                protocol_level=self.level,
+                clean_start=False,
+                keep_alive=self._keep_alive,
+                username=link.username,
+                password=link.password.encode() if link.password is not None else None,
+                properties=properties,
+                bridge=self.bridge_bit,
+            )
+        )
+        connack = None
+        with trio.move_on_after(HANDSHAKE_SECONDS):
+            connack = await self.channel.receive()
+        if not isinstance(connack, Connack):
+            raise LinkClosed("no CONNACK")
+        if connack.reason_code != ReasonCode.SUCCESS:
+            raise LinkRefused(connack.reason_code, f"CONNACK {connack.reason_code.name}")
+        if connack.properties.receive_maximum:
+            self._inflight = min(PUSH_INFLIGHT, connack.properties.receive_maximum)
+
+    async def _subscribe(self) -> None:
+        v5 = self.level == 5
+        # retain handling 1 (MQTT 5): retained messages only for a new subscription, not
+        # again at every reconnect of the persistent session
+        subscriptions = tuple(
+            Subscription(f, 1, no_local=v5, retain_as_published=v5, retain_handling=int(v5))
+            for f in self.link.remote_pull
+        )
+        await self.channel.send(Subscribe(1, subscriptions))
+        with trio.move_on_after(HANDSHAKE_SECONDS):
+            await self._suback.wait()
+        if not self._suback.is_set():
+            raise LinkClosed("no SUBACK")
+
+    # -- reader ----------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        silence = 2 * self._keep_alive
+        while True:
+            with trio.move_on_after(silence) as scope:
+                packet = await self.channel.receive()
+            if scope.cancelled_caught:
+                raise LinkClosed(f"nothing heard for {silence}s")
+            if isinstance(packet, Publish):
+                await self._received_in.send(packet)
+            elif isinstance(packet, Puback):
+                done = self._acks.pop(packet.packet_id, None)
+                if done is not None:
+                    done.set()
+            elif isinstance(packet, Suback):
+                refused = [c for c in packet.reason_codes if c >= 0x80]
+                if refused:
+                    raise LinkRefused(
+                        ReasonCode(refused[0]), f"the remote refused the subscription: {refused[0]}"
+                    )
+                self._suback.set()
+            elif isinstance(packet, Disconnect):
+                raise LinkClosed(f"the remote disconnected: {packet.reason_code!r}")
+            elif not isinstance(packet, Pingresp):
+                raise LinkClosed(f"unexpected {type(packet).__name__} from the remote")
+
+    async def _pinger(self) -> None:
+        while True:
+            await trio.sleep(self._keep_alive / 2)
+            await self.channel.send(Pingreq())
+
+    # -- pull: append what arrives -----------------------------------------------------
+
+    async def _appender(self) -> None:
+        """Append every message waiting (one durable write), then acknowledge them."""
+        async for first in self._received_out:
+            packets = [first]
+            while len(packets) < APPEND_BATCH:
+                try:
+                    packets.append(self._received_out.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            events = []
+            for packet in packets:
+                topic = self.link.to_local(packet.topic)
+                if topic is None:
+                    continue
+                events.append(
+                    NewEvent(
+                        topic,
+                        packet.payload,
+                        min(packet.qos, 1),
+                        packet.retain,
+                        event_properties(packet.properties),
+                        Provenance(client_id=self.marker),
+                    )
+                )
+            if events:
+                with trio.CancelScope(shield=True):
+                    await self.broker.publish_many(events)
+            self.status.events_in += len(events)
+            self.status.batches_in += 1
+            acks = [Puback(p.packet_id) for p in packets if p.qos == 1 and p.packet_id]
+            if acks:
+                await self.channel.send(*acks)
+
+    # -- push: send this node's events -------------------------------------------------
+
+    async def _pusher(self) -> None:
+        key = f"bridge/{self.link.name}"
+        stored = (await self.broker.load_state(STATE_NAMESPACE)).get(key)
+        first = (await self.broker.log_state()).first_offset
+        position = max(first, int(stored)) if stored is not None else self.broker.end_offset
+        filters = self.link.local_push
+        single = filters[0] if len(filters) == 1 else None
+        matchers = [compile_filter(f) for f in filters]
+        packet_id = 0
+        while True:
+            result = await self.broker.read(
+                position, single, limit=self._inflight, wait=self.link.heartbeat_seconds
+            )
+            events = [e for e in result.events if self._pushes(e, matchers)]
+            done: list[trio.Event] = []
+            packets = []
+            for event in events:
+                packet_id = packet_id % 0xFFFF + 1
+                done.append(self._acks.setdefault(packet_id, trio.Event()))
+                packets.append(self._publish(event, packet_id))
+            if packets:
+                await self.channel.send(*packets)
+                for each in done:
+                    await each.wait()
+                self.status.events_out += len(packets)
+                self.status.batches_out += 1
+            if result.next_offset > position:
+                position = result.next_offset
+                await self.broker.save_state(STATE_NAMESPACE, {key: str(position).encode()})
+                self.status.position = position
+
+    def _pushes(self, event: Event, matchers: list[Matcher]) -> bool:
+        provenance = event.provenance
+        if provenance is not None:
+            if provenance.client_id == self.marker:
+                return False  # it came in over this bridge
+            if provenance.origin_node is not None and self.link.mode == "local":
+                return False  # it came over a link: only transit forwards it
+        if self.link.to_remote(event.topic) is None:
+            return False
+        return any(match(event.topic) for match in matchers)
+
+    def _publish(self, event: Event, packet_id: int) -> Publish:
+        topic = self.link.to_remote(event.topic)
+        assert topic is not None
+        properties = Properties()
+        if self.level == 5:
+            stored = event.properties
+            came = event.provenance
+            if came is not None and came.origin_node is not None:
+                origin, offset = came.origin_node, came.origin_offset or 0
+            else:
+                origin, offset = self.mesh.node_id, event.offset
+            users = (("tidelog-origin", origin), ("tidelog-offset", str(offset)))
+            if stored is None:
+                properties = Properties(user_properties=users)
+            else:
+                properties = Properties(
+                    payload_format_indicator=stored.payload_format,
+                    message_expiry_interval=stored.message_expiry,
+                    content_type=stored.content_type,
+                    response_topic=stored.response_topic,
+                    correlation_data=stored.correlation_data,
+                    user_properties=(*stored.user_properties, *users),
+                )
+        return Publish(
+            topic,
+            event.payload,
+            qos=1,
+            retain=event.retain,
+            packet_id=packet_id,
+            properties=properties,
+        )
