@@ -252,3 +252,15 @@ async def test_a_down_endpoint_holds_one_lease_not_the_backlog() -> None:
         assert len(group.pending) <= 15
         assert cursor.position == 0 and await cursor.pending() == 2000
         assert service.get("anonymous", "hook")[1].state == "retrying"
+
+
+async def test_the_http_client_is_made_with_the_first_webhook_and_closed_at_the_end() -> None:
+    """A server without webhooks builds no HTTP client (it costs CPU and memory at start)."""
+    async with running("memory://") as (broker, service, receiver):
+        assert service._client is None
+        await service.put(_spec(receiver))
+        client = service._client
+        assert client is not None
+        await broker.publish("orders/eu", b"1")
+        await receiver.wait_for(1)
+    assert service._client is None and client.is_closed

@@ -37,6 +37,7 @@ class Poster:
         self._pool = httpcore.AsyncConnectionPool(
             max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE
         )
+        self.is_closed = False
 
     async def __aenter__(self) -> Poster:
         return self
@@ -47,6 +48,11 @@ class Poster:
         value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        self.is_closed = True
         await self._pool.aclose()
 
     async def post(

@@ -7,7 +7,7 @@ import weakref
 
 from tidelog.protocols.mqtt import Decoder, Role
 from tidelog.protocols.mqtt.outbound import (
-    _SHARED_CACHE_BYTES,
+    _SHARED_CACHE_SIZE,
     shared_head,
     shared_qos0,
 )
@@ -37,8 +37,8 @@ def test_shared_head_encodes_the_publish_and_is_shared() -> None:
     assert again[0] is head  # one encoding for every connection sending it
 
 
-def test_shared_caches_keep_a_bounded_number_of_payload_bytes_alive() -> None:
-    """A large-payload stream must not keep thousands of delivered events in memory."""
+def test_the_shared_caches_keep_no_payload_alive() -> None:
+    """A large-payload stream must not keep delivered events in memory."""
     size = 64 * 1024
     refs = []
     for offset in range(300):
@@ -48,14 +48,47 @@ def test_shared_caches_keep_a_bounded_number_of_payload_bytes_alive() -> None:
         refs.append(weakref.ref(event))
         del event
     gc.collect()
-    alive = sum(1 for ref in refs if ref() is not None)
-    assert 0 < alive <= _SHARED_CACHE_BYTES // size
-    assert refs[-1]() is not None  # the latest stays cached
+    assert not any(ref() is not None for ref in refs)
 
 
-def test_shared_qos0_is_the_same_packet_after_the_cache_was_emptied() -> None:
+def test_shared_qos0_is_the_packet_of_its_event_and_the_same_after_a_clear() -> None:
     first = _event(5000, 10)
-    chunks = b"".join(shared_qos0(first, 4, False))
-    for offset in range(_SHARED_CACHE_BYTES // (64 * 1024) + 2):  # forces a clear
-        shared_qos0(_event(offset, 64 * 1024), 4, False)
-    assert b"".join(shared_qos0(first, 4, False)) == chunks
+    chunks = shared_qos0(first, 4, False)
+    assert chunks[1] is first.payload
+    (decoded,) = Decoder(4, role=Role.CLIENT).feed(b"".join(chunks))
+    assert isinstance(decoded, Publish)
+    assert (decoded.topic, decoded.payload, decoded.qos) == (first.topic, first.payload, 0)
+    other = Event(1, 1, first.topic, b"x" * 10)  # same topic and length: the same head
+    assert shared_qos0(other, 4, False)[0] is chunks[0]
+    for offset in range(_SHARED_CACHE_SIZE + 1):  # forces a clear
+        shared_qos0(_event(offset, offset), 4, False)
+    assert b"".join(shared_qos0(first, 4, False)) == b"".join(chunks)
+
+
+def test_the_head_is_shared_by_events_of_a_topic_and_length_and_keeps_none_alive() -> None:
+    """A catch-up reads fresh events: the head of the one before serves if it fits."""
+    first, second = _event(7, 300), _event(14, 300)  # both on t/0, 300 bytes
+    head = shared_head(first, 5, 1, False)
+    assert shared_head(second, 5, 1, False) is head
+    ref = weakref.ref(first)
+    del first
+    gc.collect()
+    assert ref() is None  # the cache holds bytes, not the event
+    for other, level, qos, retain in [
+        (_event(21, 301), 5, 1, False),  # another length
+        (second, 4, 1, False),
+        (second, 5, 2, False),
+        (second, 5, 1, True),
+    ]:
+        got = shared_head(other, level, qos, retain)
+        assert got is not head
+        packet = got[0] + U16.pack(3) + got[1] + other.payload
+        assert len(packet) == got[2]
+        (decoded,) = Decoder(level, role=Role.CLIENT).feed(packet)
+        assert isinstance(decoded, Publish)
+        assert (decoded.topic, decoded.payload, decoded.qos, decoded.retain) == (
+            other.topic,
+            other.payload,
+            qos,
+            retain,
+        )

@@ -3,10 +3,13 @@ properties and the properties stored with an event.
 
 The server sends the same event to many connections. What does not depend on
 the connection is computed once and shared: the encoded topic name (a small
-cache by topic) and, for deliveries without per-subscriber properties, the
-whole packet at QoS 0 and everything but the packet identifier at QoS 1/2 (a
-small cache by event): a fan-out to 100 connections encodes each event once
-per (level, QoS, retain), not 100 times. A delivery is a few byte chunks that
+cache by topic) and, for deliveries without per-subscriber properties,
+everything but the payload at QoS 0 and everything but the packet identifier
+and the payload at QoS 1/2 (small caches by topic, payload length, level, QoS
+and retain: the head is the same for every event that shares them, so a
+fan-out to 100 connections encodes it once, and a catch-up from the log, whose
+events are read fresh for one connection, finds the head of the event before
+it on the same topic with the same length). A delivery is a few byte chunks that
 the connection's writer joins with everything else it sends in one
 ``send_all``, so the payload is copied once, into the send buffer.
 """
@@ -25,31 +28,16 @@ from tidelog.storage.base import Clock, wall_clock_ms
 
 _TOPIC_CACHE_SIZE: Final = 16_384
 _SHARED_CACHE_SIZE: Final = 4096
-_SHARED_CACHE_BYTES: Final = 4 * 1024 * 1024
-"""The payload bytes the two shared caches may keep alive between them. An entry
-holds its event (so that its ``id()`` stays unique), and so its payload: bounded
-by count alone, 4096 entries of 64 KiB payloads kept 256 MiB alive after the
-events had been delivered (issue 19: peak RSS of ``e2e-qos1-64k``)."""
 
 _topic_parts: dict[str, bytes] = {}
-_shared_qos0: dict[tuple[int, int, bool], tuple[Event, list[bytes]]] = {}
-_shared_heads: dict[tuple[int, int, int, bool], tuple[Event, bytes, bytes, int]] = {}
-_shared_bytes = 0
-"""Payload bytes held by the entries of ``_shared_qos0`` and ``_shared_heads``."""
+_shared_qos0: dict[tuple[str, int, int, bool], bytes] = {}
+"""(topic, payload length, level, retain) -> the QoS 0 PUBLISH without its payload."""
+_shared_heads: dict[tuple[str, int, int, int, bool], tuple[bytes, bytes, int]] = {}
+"""(topic, payload length, level, QoS, retain) -> what :func:`shared_head` returns.
 
-
-def _make_room(payload_size: int) -> None:
-    """Empty both shared caches when one more entry would exceed a bound."""
-    global _shared_bytes
-    if (
-        len(_shared_heads) >= _SHARED_CACHE_SIZE
-        or len(_shared_qos0) >= _SHARED_CACHE_SIZE
-        or _shared_bytes + payload_size > _SHARED_CACHE_BYTES
-    ):
-        _shared_heads.clear()
-        _shared_qos0.clear()
-        _shared_bytes = 0
-    _shared_bytes += payload_size
+Neither cache holds an event, so neither keeps a payload alive (keyed by event,
+4096 entries of 64 KiB payloads kept 256 MiB alive after delivery, issue 19);
+each is emptied at :data:`_SHARED_CACHE_SIZE` entries."""
 
 
 def topic_part(topic: str) -> bytes:
@@ -91,17 +79,19 @@ def publish_chunks(
 
 
 def shared_qos0(event: Event, level: int, retain: bool) -> list[bytes]:
-    """A QoS 0 PUBLISH of ``event`` without per-subscriber properties, encoded once
-    for all the connections that send it at this level."""
-    key = (id(event), level, retain)
-    entry = _shared_qos0.get(key)
-    if entry is not None and entry[0] is event:
-        return entry[1]
-    props = _NO_PROPERTY_BLOCK if level == 5 else b""
-    chunks = publish_chunks(topic_part(event.topic), event.payload, 0, retain, False, 0, props)
-    _make_room(len(event.payload))
-    _shared_qos0[key] = (event, chunks)  # holding the event keeps its id() unique
-    return chunks
+    """A QoS 0 PUBLISH of ``event`` without per-subscriber properties: its head
+    (shared by every event and connection with the same topic, payload length,
+    level and retain flag) and its payload."""
+    payload = event.payload
+    key = (event.topic, len(payload), level, retain)
+    head = _shared_qos0.get(key)
+    if head is None:
+        props = _NO_PROPERTY_BLOCK if level == 5 else b""
+        head = publish_chunks(topic_part(event.topic), payload, 0, retain, False, 0, props)[0]
+        if len(_shared_qos0) >= _SHARED_CACHE_SIZE:
+            _shared_qos0.clear()
+        _shared_qos0[key] = head
+    return [head, payload]
 
 
 def shared_head(event: Event, level: int, qos: int, retain: bool) -> tuple[bytes, bytes, int]:
@@ -110,18 +100,20 @@ def shared_head(event: Event, level: int, qos: int, retain: bool) -> tuple[bytes
     ``(head, properties, size)``. The packet is ``head``, the packet identifier
     (two bytes), ``properties`` (b"" before MQTT 5), then the payload; ``size`` is
     the whole packet's length."""
-    key = (id(event), level, qos, retain)
+    name = event.topic
+    payload_size = len(event.payload)
+    key = (name, payload_size, level, qos, retain)
     entry = _shared_heads.get(key)
-    if entry is not None and entry[0] is event:
-        return entry[1], entry[2], entry[3]
+    if entry is not None:
+        return entry
     props = _NO_PROPERTY_BLOCK if level == 5 else b""
-    topic = topic_part(event.topic)
-    remaining = len(topic) + 2 + len(props) + len(event.payload)
+    topic = topic_part(name)
+    remaining = len(topic) + 2 + len(props) + payload_size
     head = bytes((0x30 | (qos << 1) | (1 if retain else 0),)) + encode_varint(remaining) + topic
-    size = len(head) + remaining - len(topic)
-    _make_room(len(event.payload))
-    _shared_heads[key] = (event, head, props, size)  # holding the event keeps its id() unique
-    return head, props, size
+    if len(_shared_heads) >= _SHARED_CACHE_SIZE:
+        _shared_heads.clear()
+    entry = _shared_heads[key] = (head, props, len(head) + remaining - len(topic))
+    return entry
 
 
 def chunks_size(chunks: list[bytes]) -> int:
