@@ -133,6 +133,67 @@ def test_a_replaced_data_directory_is_reported_as_a_gap(nodes) -> None:  # type:
     assert payloads == [f"commands/edge-{i}".encode() for i in range(13)]
 
 
+def sys_value(node: Node, topic: str) -> bytes:
+    """The retained ``$SYS`` snapshot of ``topic`` a new MQTT subscriber gets."""
+    import trio
+
+    from tidelog.protocols.mqtt.packets import Publish
+    from tidelog.testing.mqtt_client import ClientConnection, Target
+
+    async def read() -> bytes:
+        assert node.serve is not None
+        target = Target("127.0.0.1", node.serve.ports["MQTT"])
+        client = await ClientConnection.open(target, "sys", 4)
+        await client.subscribe(topic, 0)
+        message = await client.expect(Publish)
+        await client.close()
+        return bytes(message.payload)
+
+    return trio.run(read)
+
+
+def test_retention_past_a_links_cursor_is_reported_as_a_gap_and_the_link_goes_on(nodes) -> None:  # type: ignore[no-untyped-def]
+    made = nodes("core", "edge")
+    core, edge = made["core"], made["edge"]
+    # small segments, a small bound, checked often: the core drops events quickly
+    core.extra_config = (
+        "[storage]\nsegment_bytes = 4096\nretention_bytes = 16384\nretention_check_ms = 100\n"
+        "[sys]\ninterval = 0.2\n"
+    )
+    edge.extra_config = "[sys]\ninterval = 0.2\n"
+    proxy = edge.link(core, pull=["commands/edge/#"], heartbeat_seconds=0.5)
+    start_all([core, edge])
+    core.publish(burst("commands/edge", 10))
+    wait_heads({edge: 10})
+    proxy.cut()
+    for round_ in range(10):  # the core's retention deletes what the edge has not read
+        core.publish(burst("commands/edge", 100, 10 + round_ * 100))
+    stats = lambda: httpx.get(f"{core.url}/v1/stats", timeout=10).json()["state"]  # noqa: E731
+    wait_for(lambda: stats()["first_offset"] > 10, what="retention past the link's cursor")
+    proxy.restore()
+    wait_for(lambda: edge.links_status()["core"]["gaps"] == 1, what="the gap reported")
+    core.publish(burst("commands/edge", 5, 1010))  # and the link goes on
+    wait_for(lambda: edge.head() > 10 and edge.links_status()["core"]["lag"] == 0, what="caught up")
+    wait_for(lambda: edge.links_status()["core"]["events_in"] >= 15, what="new events")
+    status = edge.links_status()["core"]
+    assert status["gaps"] == 1 and status["gap_events"] > 0
+    output = edge.serve.output  # type: ignore[union-attr]
+    assert "GAP" in output and "(retention)" in output
+    metrics = httpx.get(f"{edge.url}/metrics", timeout=10).text
+    assert 'tidelog_link_gaps_total{direction="outbound",link="core",peer="core"} 1.0' in metrics
+    wait_for(lambda: sys_value(edge, "$SYS/broker/links/core/gaps") == b"1", what="$SYS gaps")
+    gap_events = str(status["gap_events"]).encode()
+    assert sys_value(edge, "$SYS/broker/links/core/gap-events") == gap_events
+    edge.stop()
+    payloads = [e.payload for e in edge.events()]
+    # the ten read before the cut, then the gap, then everything from where the core's
+    # log now starts, in order, once, up to the last event
+    assert payloads[:10] == [f"commands/edge-{i}".encode() for i in range(10)]
+    resumed = int(payloads[10].decode().rsplit("-", 1)[1])
+    assert resumed - 10 == status["gap_events"]
+    assert payloads[10:] == [f"commands/edge-{i}".encode() for i in range(resumed, 1015)]
+
+
 def test_a_bidirectional_triangle_in_local_mode_delivers_each_event_once(nodes) -> None:  # type: ignore[no-untyped-def]
     made = nodes("a", "b", "c")
     a, b, c = made["a"], made["b"], made["c"]
