@@ -371,13 +371,23 @@ def test_live_interest_brings_a_command_only_where_a_device_subscribed(nodes) ->
         burst("commands/e1/dev7", 3) + burst("commands/e1/dev8", 2) + burst("commands/e2/dev9", 2)
     )
     wait_heads({made["e1"]: 3, region: 3})
-    # a second device on e2 subscribes: its commands flow from then on
+    # the region's link to the core is cut; meanwhile a second device on e2 subscribes
+    # and the core publishes its commands: the reconnecting link advertises the new
+    # interest before it pulls, so they arrive
+    region.proxies["core"].cut()
+    gone = lambda: core.links_status()["region:core"]["state"] != "connected"  # noqa: E731
+    wait_for(gone, what="the core sees the link gone")
     subscribe_persistently(made["e2"], "dev9", "commands/e2/#")
     wait_for(
-        lambda: interest_at_core() == ["commands/e1/dev7/#", "commands/e2/#"],
-        what="e2's interest at the core",
+        lambda: region.links_status()["e2:region"]["interest"] == ["commands/e2/#"],
+        what="e2's interest at the region",
     )
-    core.publish(burst("commands/e2/dev9", 2, 2))
+    core.publish(burst("commands/e2/dev9", 2, 2) + burst("commands/e1/dev8", 1, 2))
+    region.proxies["core"].restore()
+    wait_for(
+        lambda: interest_at_core() == ["commands/e1/dev7/#", "commands/e2/#"],
+        what="the interest resynchronised at the core",
+    )
     wait_heads({made["e2"]: 2, region: 5})
     assert made["e1"].head() == 3
     for node in made.values():
