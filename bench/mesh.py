@@ -121,10 +121,15 @@ async def _head(http: int) -> int:
 
 
 async def _count_at(
-    port: int, expected: int, ready: trio.Event, idle: float = 15.0
+    port: int,
+    expected: int,
+    ready: trio.Event,
+    idle: float = 15.0,
+    armed: trio.Event | None = None,
 ) -> dict[str, Any]:
     """Subscribe at QoS 1 and count deliveries until ``expected`` arrived (or ``idle``
-    seconds pass without one); the time of the last one, losses and duplicates."""
+    seconds pass without one, counted once ``armed`` is set: an outage is not idleness);
+    the time of the last one, losses and duplicates."""
     client = await ClientConnection.open(Target(HOST, port), "bench-far-side", 4)
     await client.subscribe(FILTER, 1)
     ready.set()
@@ -136,7 +141,9 @@ async def _count_at(
             with trio.move_on_after(idle) as scope:
                 packets = await client.receive_packets()
             if scope.cancelled_caught:
-                break
+                if armed is None or armed.is_set():
+                    break
+                continue
             acks = bytearray()
             for packet in packets:
                 if isinstance(packet, Publish):
@@ -338,11 +345,11 @@ async def _mosquitto_outage(workdir: Path, messages: int) -> dict[str, Any]:
         )
         async with spawn("mosquitto-outage-bridged", [binary, "-c", str(config)], workdir, port):
             await _bridge_ready(first, RunningBroker("bridged", HOST, port, 0, ""))
-            ready = trio.Event()
+            ready, restored = trio.Event(), trio.Event()
             result: dict[str, Any] = {}
 
             async def count() -> None:
-                result.update(await _count_at(port, messages, ready))
+                result.update(await _count_at(port, messages, ready, armed=restored))
 
             async with trio.open_nursery() as counting:
                 counting.start_soon(count)
@@ -350,6 +357,7 @@ async def _mosquitto_outage(workdir: Path, messages: int) -> dict[str, Any]:
                 proxy.cut()
                 await trio.to_thread.run_sync(_load, first.port, messages)
                 proxy.restore()
+                restored.set()
         nursery.cancel_scope.cancel()
     return result
 
