@@ -266,11 +266,13 @@ def test_a_1_2_4_tree_carries_telemetry_up_and_each_command_to_its_edge(nodes) -
     made = nodes("core", "r1", "r2", "e1", "e2", "e3", "e4")
     tree = {"r1": ("e1", "e2"), "r2": ("e3", "e4")}
     for region, edges in tree.items():
+        # the regions pull every command, narrowed by live interest to their edges'
         made[region].link(
             made["core"],
             mode="transit",
             push=["telemetry/#"],
-            pull=[f"commands/{e}/#" for e in edges],
+            pull=["commands/#"],
+            interest=True,
             heartbeat_seconds=0.5,
         )
         for edge in edges:
@@ -282,6 +284,14 @@ def test_a_1_2_4_tree_carries_telemetry_up_and_each_command_to_its_edge(nodes) -
                 heartbeat_seconds=0.5,
             )
     start_all(made.values())
+    for region, edges in tree.items():
+        wanted = [f"commands/{e}/#" for e in edges]
+        wait_for(
+            lambda r=region, w=wanted: (
+                made["core"].links_status().get(f"{r}:core", {}).get("interest") == w
+            ),
+            what=f"{region}'s interest at the core",
+        )
     edges = [e for pair in tree.values() for e in pair]
     for edge in edges:
         made[edge].publish(burst(f"telemetry/{edge}", 40))
