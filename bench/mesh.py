@@ -19,12 +19,15 @@ Steps, each on fresh brokers in a temporary directory:
    latency the link adds (the hop);
 5. **live, mosquitto**: the same as 3 through two mosquitto brokers, the second
    with a bridge (``topic tidelog-bench/# in 1``) to the first;
-6. **outage, mosquitto**: the same pair, its bridge through a TCP proxy that is cut
+6. **three-hop line**: four fresh tidelogs, each pulling ``tidelog-bench/#`` from
+   the one before (``transit`` after the first hop): the live rate of 5. at a
+   subscriber three hops from the publisher, and the latency of 4. across them;
+7. **outage, mosquitto**: the same pair, its bridge through a TCP proxy that is cut
    while ``--outage`` messages are published into the first broker, then restored:
    what the far subscriber gets of them (mosquitto's default limits, as installed).
 
 ``--outage`` (default ``--messages``) is the outage's size: the events the origin
-holds when the receiver of step 2 starts, and the messages of step 6; the live
+holds when the receiver of step 2 starts, and the messages of step 7; the live
 steps use ``--messages``.
 
 Prints one line per step and the same-run ratios.
@@ -33,6 +36,7 @@ Prints one line per step and the same-run ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import struct
 import subprocess
@@ -303,9 +307,49 @@ async def run(messages: int, outage: int | None = None) -> dict[str, Any]:
                 live = await _live(origin_mqtt, receiver_mqtt, messages)
                 out["tidelog_live"] = live
                 out["latency"] = await _latency(origin_mqtt, receiver_mqtt, 1000, 3.0)
+        out["line"] = await _line(workdir, messages)
         out["mosquitto_live"] = await _mosquitto_pair(workdir, messages)
         out["mosquitto_outage"] = await _mosquitto_outage(workdir, outage)
     return out
+
+
+async def _line(workdir: Path, messages: int, hops: int = 3) -> dict[str, Any]:
+    """Live rate and latency from a publisher on the first of ``hops + 1`` tidelogs in
+    a line to a subscriber on the last."""
+    names = [f"line-{i}" for i in range(hops + 1)]
+    ports = [(free_port(), free_port()) for _ in names]
+    async with contextlib.AsyncExitStack() as stack:
+        for i, name in enumerate(names):
+            config = f'[node]\nid = "{name}"\n'
+            if i:
+                mode = "transit" if i > 1 else "local"
+                config += (
+                    f'[[link]]\nname = "up"\nurl = "mqtt://{HOST}:{ports[i - 1][0]}"\n'
+                    f'pull = ["{FILTER}"]\nmode = "{mode}"\n'
+                )
+            argv = _tidelog_argv(workdir, name, ports[i][0], ports[i][1], config)
+            await stack.enter_async_context(spawn(name, argv, workdir, ports[i][0], env=_env()))
+        for _, http in ports[1:]:
+            await _connected(http)
+        result = await _live(ports[0][0], ports[-1][0], messages)
+        result["latency"] = await _latency(ports[0][0], ports[-1][0], 1000, 3.0)
+    return result
+
+
+async def _connected(http: int, timeout: float = 60) -> None:
+    """Wait until every link of the node at ``http`` is connected."""
+    with trio.fail_after(timeout):
+        async with httpx.AsyncClient() as client:
+            while True:
+                try:
+                    body = (await client.get(f"http://{HOST}:{http}/v1/links", timeout=10)).json()
+                    if body["links"] and all(
+                        link["state"] == "connected" for link in body["links"]
+                    ):
+                        return
+                except httpx.TransportError:
+                    pass  # the HTTP listener binds after the MQTT one
+                await trio.sleep(0.05)
 
 
 async def _mosquitto_pair(workdir: Path, messages: int) -> dict[str, Any]:
@@ -464,6 +508,19 @@ def main(argv: list[str] | None = None) -> int:
             f"ms p99 {lat['origin_p99_ms']:.1f} ms; across one link p50 {lat['far_p50_ms']:.1f} "
             f"ms p99 {lat['far_p99_ms']:.1f} ms; added per hop p50 {lat['hop_p50_ms']:.1f} ms "
             f"p99 {lat['hop_p99_ms']:.1f} ms"
+        )
+    line = result["line"]
+    print(
+        f"tidelog live along a three-hop line: {line['rate']:,.0f} msg/s at the far subscriber "
+        f"({line['rate'] / ingest:.2f}x ingest), lost {line['lost']}, duplicated "
+        f"{line['duplicates']}"
+    )
+    lat3 = line["latency"]
+    if "hop_p99_ms" in lat3:
+        print(
+            f"latency at 1,000 msg/s across three hops: p50 {lat3['far_p50_ms']:.1f} ms p99 "
+            f"{lat3['far_p99_ms']:.1f} ms; added by the three hops p50 {lat3['hop_p50_ms']:.1f} "
+            f"ms p99 {lat3['hop_p99_ms']:.1f} ms"
         )
     if "rate" in mq:
         print(
