@@ -18,7 +18,17 @@ Steps, each on fresh brokers in a temporary directory:
    subscriber on the origin and one across the link: p50/p99 of each and the
    latency the link adds (the hop);
 5. **live, mosquitto**: the same as 3 through two mosquitto brokers, the second
-   with a bridge (``topic tidelog-bench/# in 1``) to the first.
+   with a bridge (``topic tidelog-bench/# in 1``) to the first;
+6. **three-hop line**: four fresh tidelogs, each pulling ``tidelog-bench/#`` from
+   the one before (``transit`` after the first hop): the live rate of 5. at a
+   subscriber three hops from the publisher, and the latency of 4. across them;
+7. **outage, mosquitto**: the same pair, its bridge through a TCP proxy that is cut
+   while ``--outage`` messages are published into the first broker, then restored:
+   what the far subscriber gets of them (mosquitto's default limits, as installed).
+
+``--outage`` (default ``--messages``) is the outage's size: the events the origin
+holds when the receiver of step 2 starts, and the messages of step 7; the live
+steps use ``--messages``.
 
 Prints one line per step and the same-run ratios.
 """
@@ -26,6 +36,7 @@ Prints one line per step and the same-run ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import struct
 import subprocess
@@ -114,10 +125,15 @@ async def _head(http: int) -> int:
 
 
 async def _count_at(
-    port: int, expected: int, ready: trio.Event, idle: float = 15.0
+    port: int,
+    expected: int,
+    ready: trio.Event,
+    idle: float = 15.0,
+    armed: trio.Event | None = None,
 ) -> dict[str, Any]:
     """Subscribe at QoS 1 and count deliveries until ``expected`` arrived (or ``idle``
-    seconds pass without one); the time of the last one, losses and duplicates."""
+    seconds pass without one, counted once ``armed`` is set: an outage is not idleness);
+    the time of the last one, losses and duplicates."""
     client = await ClientConnection.open(Target(HOST, port), "bench-far-side", 4)
     await client.subscribe(FILTER, 1)
     ready.set()
@@ -129,7 +145,9 @@ async def _count_at(
             with trio.move_on_after(idle) as scope:
                 packets = await client.receive_packets()
             if scope.cancelled_caught:
-                break
+                if armed is None or armed.is_set():
+                    break
+                continue
             acks = bytearray()
             for packet in packets:
                 if isinstance(packet, Publish):
@@ -264,8 +282,9 @@ async def _catch_up(http: int, count: int, timeout: float = 600) -> float:
     return (count - first[1]) / max(1e-9, now - first[0])
 
 
-async def run(messages: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"messages": messages}
+async def run(messages: int, outage: int | None = None) -> dict[str, Any]:
+    outage = messages if outage is None else outage
+    out: dict[str, Any] = {"messages": messages, "outage": outage}
     with tempfile.TemporaryDirectory(prefix="bench-mesh-") as tmp:
         workdir = Path(tmp)
         origin_mqtt, origin_http = free_port(), free_port()
@@ -273,7 +292,7 @@ async def run(messages: int) -> dict[str, Any]:
             workdir, "origin", origin_mqtt, origin_http, '[node]\nid = "origin"\n'
         )
         async with spawn("origin", origin_argv, workdir, origin_mqtt, env=_env()) as origin:
-            out["ingest"] = _rate(await trio.to_thread.run_sync(_load, origin.port, messages))
+            out["ingest"] = _rate(await trio.to_thread.run_sync(_load, origin.port, outage))
             receiver_mqtt, receiver_http = free_port(), free_port()
             config = (
                 '[node]\nid = "receiver"\n[[link]]\nname = "origin"\n'
@@ -282,13 +301,55 @@ async def run(messages: int) -> dict[str, Any]:
             receiver_argv = _tidelog_argv(workdir, "receiver", receiver_mqtt, receiver_http, config)
             started = time.monotonic()
             async with spawn("receiver", receiver_argv, workdir, receiver_mqtt, env=_env()):
-                out["catch_up"] = await _catch_up(receiver_http, messages)
+                out["catch_up"] = await _catch_up(receiver_http, outage)
                 out["catch_up_seconds_with_start"] = time.monotonic() - started
+                out["catch_up_extra"] = await _head(receiver_http) - outage  # appended twice
                 live = await _live(origin_mqtt, receiver_mqtt, messages)
                 out["tidelog_live"] = live
                 out["latency"] = await _latency(origin_mqtt, receiver_mqtt, 1000, 3.0)
+        out["line"] = await _line(workdir, messages)
         out["mosquitto_live"] = await _mosquitto_pair(workdir, messages)
+        out["mosquitto_outage"] = await _mosquitto_outage(workdir, outage)
     return out
+
+
+async def _line(workdir: Path, messages: int, hops: int = 3) -> dict[str, Any]:
+    """Live rate and latency from a publisher on the first of ``hops + 1`` tidelogs in
+    a line to a subscriber on the last."""
+    names = [f"line-{i}" for i in range(hops + 1)]
+    ports = [(free_port(), free_port()) for _ in names]
+    async with contextlib.AsyncExitStack() as stack:
+        for i, name in enumerate(names):
+            config = f'[node]\nid = "{name}"\n'
+            if i:
+                mode = "transit" if i > 1 else "local"
+                config += (
+                    f'[[link]]\nname = "up"\nurl = "mqtt://{HOST}:{ports[i - 1][0]}"\n'
+                    f'pull = ["{FILTER}"]\nmode = "{mode}"\n'
+                )
+            argv = _tidelog_argv(workdir, name, ports[i][0], ports[i][1], config)
+            await stack.enter_async_context(spawn(name, argv, workdir, ports[i][0], env=_env()))
+        for _, http in ports[1:]:
+            await _connected(http)
+        result = await _live(ports[0][0], ports[-1][0], messages)
+        result["latency"] = await _latency(ports[0][0], ports[-1][0], 1000, 3.0)
+    return result
+
+
+async def _connected(http: int, timeout: float = 60) -> None:
+    """Wait until every link of the node at ``http`` is connected."""
+    with trio.fail_after(timeout):
+        async with httpx.AsyncClient() as client:
+            while True:
+                try:
+                    body = (await client.get(f"http://{HOST}:{http}/v1/links", timeout=10)).json()
+                    if body["links"] and all(
+                        link["state"] == "connected" for link in body["links"]
+                    ):
+                        return
+                except httpx.TransportError:
+                    pass  # the HTTP listener binds after the MQTT one
+                await trio.sleep(0.05)
 
 
 async def _mosquitto_pair(workdir: Path, messages: int) -> dict[str, Any]:
@@ -307,6 +368,92 @@ async def _mosquitto_pair(workdir: Path, messages: int) -> dict[str, Any]:
         async with spawn("mosquitto-bridged", [binary, "-c", str(config)], workdir, port) as b:
             await _bridge_ready(first, b)
             return await _live(first.port, b.port, messages)
+
+
+async def _mosquitto_outage(workdir: Path, messages: int) -> dict[str, Any]:
+    """Two mosquittos, the bridge through a proxy cut while ``messages`` are published
+    into the first: how many of them reach a subscriber on the second."""
+    peer = Mosquitto("mosquitto-outage", "mosquitto 2", {})
+    binary = peer.binary()
+    if binary is None:
+        return {"unavailable": peer.unavailable()}
+    async with peer.start(workdir) as first, trio.open_nursery() as nursery:
+        proxy = _Proxy(first.port)
+        await nursery.start(proxy.serve)
+        port = free_port()
+        config = workdir / "bridged-outage.conf"
+        config.write_text(
+            peer.config(port)
+            + f"connection origin\naddress {HOST}:{proxy.port}\ntopic {FILTER} in 1\n"
+            "cleansession false\nbridge_protocol_version mqttv311\nrestart_timeout 1\n"
+        )
+        async with spawn("mosquitto-outage-bridged", [binary, "-c", str(config)], workdir, port):
+            await _bridge_ready(first, RunningBroker("bridged", HOST, port, 0, ""))
+            ready, restored = trio.Event(), trio.Event()
+            result: dict[str, Any] = {}
+
+            async def count() -> None:
+                result.update(await _count_at(port, messages, ready, armed=restored))
+
+            async with trio.open_nursery() as counting:
+                counting.start_soon(count)
+                await ready.wait()
+                proxy.cut()
+                await trio.to_thread.run_sync(_load, first.port, messages)
+                proxy.restore()
+                restored.set()
+        nursery.cancel_scope.cancel()
+    return result
+
+
+class _Proxy:
+    """A TCP proxy to ``target`` whose :meth:`cut` closes every connection and refuses
+    new ones until :meth:`restore` (the network outage of step 6)."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = 0
+        self.down = False
+        self._scopes: set[trio.CancelScope] = set()
+
+    async def serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host=HOST)
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._handle, listeners)
+
+    def cut(self) -> None:
+        self.down = True
+        for scope in self._scopes:
+            scope.cancel()
+
+    def restore(self) -> None:
+        self.down = False
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        async with client:
+            if self.down:
+                return
+            with trio.CancelScope() as scope:
+                self._scopes.add(scope)
+                try:
+                    upstream = await trio.open_tcp_stream(HOST, self.target)
+                    async with upstream, trio.open_nursery() as nursery:
+                        nursery.start_soon(_pump, client, upstream, nursery.cancel_scope)
+                        nursery.start_soon(_pump, upstream, client, nursery.cancel_scope)
+                except (OSError, trio.BrokenResourceError):
+                    pass
+                finally:
+                    self._scopes.discard(scope)
+
+
+async def _pump(source: trio.SocketStream, sink: trio.SocketStream, done: trio.CancelScope) -> None:
+    try:
+        while data := await source.receive_some(65536):
+            await sink.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    done.cancel()
 
 
 async def _bridge_ready(first: RunningBroker, second: RunningBroker) -> None:
@@ -331,9 +478,10 @@ async def _bridge_ready(first: RunningBroker, second: RunningBroker) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.mesh", description=__doc__)
     parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--outage", type=int, default=None)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    result = trio.run(run, args.messages)
+    result = trio.run(run, args.messages, args.outage)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -342,8 +490,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"messages per run: {args.messages}")
     print(f"tidelog single-node QoS 1 ingest (qos1-publish-w1000): {ingest:,.0f} msg/s")
     print(
-        f"tidelog catch-up across one link:  {result['catch_up']:,.0f} events/s "
-        f"({result['catch_up'] / ingest:.2f}x ingest)"
+        f"tidelog catch-up across one link after a {result['outage']:,}-event outage: "
+        f"{result['catch_up']:,.0f} events/s ({result['catch_up'] / ingest:.2f}x ingest), "
+        f"lost 0, duplicated {result['catch_up_extra']} (the receiver's log holds exactly "
+        "the origin's events)"
+        if result["catch_up_extra"] == 0
+        else f"tidelog catch-up: {result['catch_up_extra']} events too many"
     )
     print(
         f"tidelog live across one link:      {tl['rate']:,.0f} msg/s at the far subscriber "
@@ -357,6 +509,19 @@ def main(argv: list[str] | None = None) -> int:
             f"ms p99 {lat['far_p99_ms']:.1f} ms; added per hop p50 {lat['hop_p50_ms']:.1f} ms "
             f"p99 {lat['hop_p99_ms']:.1f} ms"
         )
+    line = result["line"]
+    print(
+        f"tidelog live along a three-hop line: {line['rate']:,.0f} msg/s at the far subscriber "
+        f"({line['rate'] / ingest:.2f}x ingest), lost {line['lost']}, duplicated "
+        f"{line['duplicates']}"
+    )
+    lat3 = line["latency"]
+    if "hop_p99_ms" in lat3:
+        print(
+            f"latency at 1,000 msg/s across three hops: p50 {lat3['far_p50_ms']:.1f} ms p99 "
+            f"{lat3['far_p99_ms']:.1f} ms; added by the three hops p50 {lat3['hop_p50_ms']:.1f} "
+            f"ms p99 {lat3['hop_p99_ms']:.1f} ms"
+        )
     if "rate" in mq:
         print(
             f"mosquitto live across a bridge:    {mq['rate']:,.0f} msg/s at the far subscriber, "
@@ -365,6 +530,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         print(f"mosquitto: {mq.get('unavailable')}")
+    mo = result["mosquitto_outage"]
+    if "received" in mo:
+        print(
+            f"mosquitto bridge across a {result['outage']:,}-message outage: received "
+            f"{mo['received']:,}, lost {mo['lost']:,}, duplicated {mo['duplicates']}"
+        )
     return 0
 
 
