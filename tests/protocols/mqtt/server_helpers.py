@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 import paho.mqtt.client as paho
@@ -226,7 +226,9 @@ class Client:
         sock = self.paho.socket()
         self.paho.loop_stop()
         if sock is not None:
-            sock.shutdown(socket.SHUT_RDWR)
+            # paho's loop may have closed it already (the server went first): gone is gone
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
 
