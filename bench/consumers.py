@@ -6,7 +6,8 @@ Same run, same machine:
 
 * tidelog (embedded engine, LMDB, ``fsync=never``): a single-reader cumulative
   cursor (fetch 500, commit) against an explicit-ack group of 1, 4 and 16 members
-  (each fetches 100, then acks those offsets). The group's clock stops at its last
+  (each fetches 100, then acks those offsets; durable acks, then again with
+  ``ack(durable=False)``, not awaited). The group's clock stops at its last
   ack; with ``--repeat N`` each row is the median of N runs, and the process CPU
   per event of the timed phase is shown beside the rate (steadier on a loaded
   machine).
@@ -79,9 +80,12 @@ def _rate(count: int, began: float, cpu: float) -> tuple[float, float]:
     return count / (time.perf_counter() - began), (time.process_time() - cpu) / count * 1e6
 
 
-async def tidelog_group(directory: str, count: int, members: int) -> tuple[float, float]:
+async def tidelog_group(
+    directory: str, count: int, members: int, durable: int = 1
+) -> tuple[float, float]:
     """Events/s and CPU us/event until every event is acknowledged (the clock stops
-    at the last ack, not when the other members' waiting fetches time out)."""
+    at the last ack, not when the other members' waiting fetches time out).
+    ``durable`` 0: acks with ``durable=False`` (not awaited; stored by the next batch)."""
     options = ConsumerOptions(ack_policy="explicit", max_leased=100 * members + 100)
     async with tidelog.open(f"lmdb://{directory}/group{members}", fsync="never") as broker:
         await _fill(broker, count)
@@ -95,7 +99,8 @@ async def tidelog_group(directory: str, count: int, members: int) -> tuple[float
             while True:
                 page = await cursor.fetch(100, 0.2, member=name)
                 if page.events:
-                    done = await cursor.ack([e.offset for e in page.events])
+                    offsets = [e.offset for e in page.events]
+                    done = await cursor.ack(offsets, durable=bool(durable))
                     acked[0] += done  # after the await: other members add meanwhile
                     if acked[0] >= count:
                         result = _rate(count, began, cpu)
@@ -332,15 +337,16 @@ def main() -> None:
             f"tidelog single-reader cursor     {single:>10,.0f} events/s  "
             f"(CPU {single_cpu:.1f} us/event)"
         )
-        for m in members:
-            rate, cpu = _median(args.repeat, tidelog_group, directory, args.events, m)
+        for m, durable in [(m, 1) for m in members] + [(m, 0) for m in members]:
+            rate, cpu = _median(args.repeat, tidelog_group, directory, args.events, m, durable)
             line = (
-                f"tidelog group, {m:>2} members, explicit {rate:>10,.0f} events/s  "
+                f"tidelog group, {m:>2} members, explicit, "
+                f"{'durable acks ' if durable else 'durable=False'} {rate:>10,.0f} events/s  "
                 f"({rate / single:.2f}x single reader; CPU {cpu:.1f} us/event, "
                 f"{cpu / single_cpu:.2f}x)"
             )
             if not args.skip_nats:
-                peer = nats_group(args.events, m)
+                peer = nats_group(args.events, m) if durable else None
                 if peer is not None:
                     line += f"   NATS JetStream pull {peer:>10,.0f}/s  (ratio {rate / peer:.2f})"
             print(line)
