@@ -1,12 +1,16 @@
 """Consumer groups and webhooks: events/s, beside a NATS JetStream pull consumer.
 
-    python bench/consumers.py [--events 20000] [--members 1,4,16] [--skip-nats]
+    python bench/consumers.py [--events 20000] [--members 1,4,16] [--skip-nats] [--repeat N]
 
 Same run, same machine:
 
 * tidelog (embedded engine, LMDB, ``fsync=never``): a single-reader cumulative
   cursor (fetch 500, commit) against an explicit-ack group of 1, 4 and 16 members
-  (each fetches 100, then acks those offsets; every ack is a state-writer commit).
+  (each fetches 100, then acks those offsets; durable acks, then again with
+  ``ack(durable=False)``, not awaited). The group's clock stops at its last
+  ack; with ``--repeat N`` each row is the median of N runs, and the process CPU
+  per event of the timed phase is shown beside the rate (steadier on a loaded
+  machine).
 * NATS JetStream (nats-server -js, file store, its default sync): a durable pull
   consumer with explicit acks, the same number of members each ``fetch(100)`` and
   ``ack()`` every message.
@@ -33,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
@@ -57,38 +62,54 @@ async def _fill(broker: tidelog.Broker, count: int) -> None:
         await broker.publish_many([NewEvent(f"jobs/{i % 8}", PAYLOAD) for i in range(n)])
 
 
-async def tidelog_single(directory: str, count: int) -> float:
+async def tidelog_single(directory: str, count: int) -> tuple[float, float]:
     async with tidelog.open(f"lmdb://{directory}/single", fsync="never") as broker:
         await _fill(broker, count)
         cursor = await broker.create_cursor("c", "jobs/#", start="earliest")
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         seen = 0
         while seen < count:
             page = await cursor.fetch(500)
             seen += len(page.events)
             await cursor.commit(page.next_offset)
-        return count / (time.perf_counter() - began)
+        return _rate(count, began, cpu)
 
 
-async def tidelog_group(directory: str, count: int, members: int) -> float:
+def _rate(count: int, began: float, cpu: float) -> tuple[float, float]:
+    """Events/s and process CPU (us) per event since ``began`` / ``cpu``."""
+    return count / (time.perf_counter() - began), (time.process_time() - cpu) / count * 1e6
+
+
+async def tidelog_group(
+    directory: str, count: int, members: int, durable: int = 1
+) -> tuple[float, float]:
+    """Events/s and CPU us/event until every event is acknowledged (the clock stops
+    at the last ack, not when the other members' waiting fetches time out).
+    ``durable`` 0: acks with ``durable=False`` (not awaited; stored by the next batch)."""
     options = ConsumerOptions(ack_policy="explicit", max_leased=100 * members + 100)
     async with tidelog.open(f"lmdb://{directory}/group{members}", fsync="never") as broker:
         await _fill(broker, count)
         cursor = await broker.create_cursor("g", "jobs/#", start="earliest", options=options)
-        seen = [0]
-        began = time.perf_counter()
+        acked = [0]
+        began, cpu = time.perf_counter(), time.process_time()
+        result = (0.0, 0.0)
 
-        async def member(name: str) -> None:
-            while seen[0] < count:
+        async def member(name: str, nursery: trio.Nursery) -> None:
+            nonlocal result
+            while True:
                 page = await cursor.fetch(100, 0.2, member=name)
                 if page.events:
-                    seen[0] += len(page.events)
-                    await cursor.ack([e.offset for e in page.events])
+                    offsets = [e.offset for e in page.events]
+                    done = await cursor.ack(offsets, durable=bool(durable))
+                    acked[0] += done  # after the await: other members add meanwhile
+                    if acked[0] >= count:
+                        result = _rate(count, began, cpu)
+                        nursery.cancel_scope.cancel()
 
         async with trio.open_nursery() as nursery:
             for n in range(members):
-                nursery.start_soon(member, f"m{n}")
-        return count / (time.perf_counter() - began)
+                nursery.start_soon(member, f"m{n}", nursery)
+        return result
 
 
 async def tidelog_webhook(count: int, batch: int, concurrency: int = 1) -> float:
@@ -204,6 +225,18 @@ async def _nats_redelivery(port: int, count: int, ack_wait: float) -> float:
     return elapsed
 
 
+def _median(
+    repeat: int, run: Callable[..., Awaitable[tuple[float, float]]], directory: str, *args: int
+) -> tuple[float, float]:
+    """The median rate and median CPU per event of ``repeat`` runs, each in a fresh
+    log directory."""
+    runs = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory(dir=directory) as fresh:
+            runs.append(trio.run(run, fresh, *args))
+    return statistics.median(r for r, _ in runs), statistics.median(c for _, c in runs)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -279,7 +312,9 @@ async def _nats_run(port: int, count: int, members: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--webhook-events", type=int, default=2_000)
+    parser.add_argument(
+        "--webhook-events", type=int, default=2_000, help="0 skips the webhook rows"
+    )
     parser.add_argument("--members", default="1,4,16")
     parser.add_argument("--skip-nats", action="store_true")
     parser.add_argument(
@@ -289,21 +324,29 @@ def main() -> None:
         help="ack wait (s) of the redelivery comparison; 0 skips it",
     )
     parser.add_argument(
-        "--repeat", type=int, default=1, help="webhook rows: the median of N runs (noisy machines)"
+        "--repeat",
+        type=int,
+        default=1,
+        help="cursor, group and webhook rows: the median of N runs (noisy machines)",
     )
     args = parser.parse_args()
     members = [int(m) for m in args.members.split(",")]
     with tempfile.TemporaryDirectory() as directory:
-        single = trio.run(tidelog_single, directory, args.events)
-        print(f"tidelog single-reader cursor     {single:>10,.0f} events/s")
-        for m in members:
-            rate = trio.run(tidelog_group, directory, args.events, m)
+        single, single_cpu = _median(args.repeat, tidelog_single, directory, args.events)
+        print(
+            f"tidelog single-reader cursor     {single:>10,.0f} events/s  "
+            f"(CPU {single_cpu:.1f} us/event)"
+        )
+        for m, durable in [(m, 1) for m in members] + [(m, 0) for m in members]:
+            rate, cpu = _median(args.repeat, tidelog_group, directory, args.events, m, durable)
             line = (
-                f"tidelog group, {m:>2} members, explicit {rate:>10,.0f} events/s  "
-                f"({rate / single:.2f}x single reader)"
+                f"tidelog group, {m:>2} members, explicit, "
+                f"{'durable acks ' if durable else 'durable=False'} {rate:>10,.0f} events/s  "
+                f"({rate / single:.2f}x single reader; CPU {cpu:.1f} us/event, "
+                f"{cpu / single_cpu:.2f}x)"
             )
             if not args.skip_nats:
-                peer = nats_group(args.events, m)
+                peer = nats_group(args.events, m) if durable else None
                 if peer is not None:
                     line += f"   NATS JetStream pull {peer:>10,.0f}/s  (ratio {rate / peer:.2f})"
             print(line)
@@ -319,6 +362,8 @@ def main() -> None:
             if peer is not None:
                 print(f"  NATS JetStream pull (AckWait)          {peer:>7.3f} s")
     for batch, concurrency in ((1, 1), (1, 4), (100, 1), (100, 4), (1000, 1)):
+        if not args.webhook_events:
+            break
         count = args.webhook_events * (1 if batch == 1 else 20)
         runs = []
         for _ in range(args.repeat):

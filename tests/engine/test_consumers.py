@@ -295,3 +295,27 @@ async def test_changed_options_stick(backend: BackendUnderTest, clock: ManualClo
         await cursor.ack([0])  # through an older handle: the group stores the new options
         assert (await broker.cursor("g")).options == wider
         assert (await cursor.group()).options.max_leased == 5
+
+
+async def test_ack_without_waiting_applies_at_once_and_is_stored(
+    durable_backend: BackendUnderTest, clock: ManualClock
+) -> None:
+    """``ack(durable=False)`` settles at once (no member gets the events again, the
+    floor moves) and the state writer stores it with its next batch: after a clean
+    close the events are not delivered again."""
+    url = durable_backend.url
+    async with tidelog.open(url, clock=clock) as broker:
+        cursor = await broker.create_cursor("g", "jobs/#", start="earliest", options=EXPLICIT)
+        await _publish(broker, 4)
+        assert _offsets(await cursor.fetch(4, member="m")) == [0, 1, 2, 3]
+        assert await cursor.ack([0, 1, 3], durable=False) == 3
+        assert await cursor.ack([0], durable=False) == 0  # already acknowledged
+        assert cursor.position == 2
+        clock.advance(20_000)  # every lease ended: only 2 comes again
+        assert _offsets(await cursor.fetch(10, member="n")) == [2]
+    async with tidelog.open(url, clock=clock) as broker:
+        cursor = await broker.cursor("g")
+        assert cursor.position == 2
+        assert await cursor.pending() == 1
+        clock.advance(20_000)
+        assert _offsets(await cursor.fetch(10, member="n")) == [2]

@@ -32,10 +32,13 @@ the floor.
 Durability: the pending map, ``high`` and the counters are stored as one JSON
 value in the log's ``consumers`` state namespace (key: the cursor's stored
 name), written with the cursor's floor in one state-writer batch. Acks, naks
-and commits wait until that write is durable; leases are written by the next
-batch without waiting (a crash before it only makes the lease's events come
-again sooner). After a kill -9 the group resumes with the stored leases and
-their deadlines, so only events that were not acknowledged come again.
+and commits wait until that write is durable (except acks made with
+``durable=False`` and MQTT's, which are written by the next batch without
+waiting: a member then goes straight on to its next fetch instead of waiting for
+one transaction per ack); leases are written by the next batch without
+waiting (a crash before it only makes the lease's events come again sooner).
+After a kill -9 the group resumes with the stored leases and their deadlines,
+so only events that were not acknowledged come again.
 """
 
 from __future__ import annotations
@@ -398,8 +401,10 @@ class ConsumerGroup:
 
     def ack_nowait(self, offsets: Iterable[int]) -> int:
         """:meth:`ack` without waiting for the write (for members whose own protocol
-        is at-least-once, such as MQTT's PUBACK: a crash before the next state-writer
-        batch only delivers these events again)."""
+        is at-least-once, such as MQTT's PUBACK, and Python callers that pass
+        ``durable=False``: a crash before the next state-writer batch only delivers
+        these events again). The events leave the pending map at once, so no fetch
+        hands them out again while the process lives."""
         done = 0
         for offset in offsets:
             if self.pending.pop(offset, None) is not None:

@@ -179,10 +179,15 @@ class Cursor:
         await self._broker.commit_cursor(self.key, offset, self.metadata)
         self._position = offset
 
-    async def ack(self, offsets: Iterable[int]) -> int:
-        """Acknowledge events of an explicit cursor (durable on return); how many were
-        pending."""
-        return await (await self.group()).ack(offsets)
+    async def ack(self, offsets: Iterable[int], *, durable: bool = True) -> int:
+        """Acknowledge events of an explicit cursor; how many were pending. Durable on
+        return; with ``durable=False`` applied at once and written by the group's next
+        state batch without waiting for it (at-least-once: a kill -9 before that batch
+        delivers these events again; see docs/consumers.md)."""
+        group = await self.group()
+        if not durable:
+            return group.ack_nowait(offsets)
+        return await group.ack(offsets)
 
     async def nak(self, offsets: Iterable[int], delay: float | None = None) -> int:
         """Give events back for redelivery after ``delay`` seconds (default: the backoff)."""
