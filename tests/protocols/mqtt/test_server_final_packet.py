@@ -127,3 +127,27 @@ def test_rest_of_packet_completes_the_packet_a_send_was_cut_in() -> None:
         if not rest:
             boundaries.add(sent)
     assert boundaries == {0, *ends}
+
+
+def test_a_cut_in_the_acknowledgements_still_sends_all_of_them() -> None:
+    """The writer puts the control packets (acknowledgements) before the PUBLISHes: a
+    cut anywhere in them completes every one (``keep``: their end), not only the cut
+    one; a cut in the PUBLISHes completes only the cut packet."""
+    control = [encode(Puback(n), 4) for n in (1, 2, 3)]
+    control_end = len(b"".join(control))
+    publish = b"".join(publish_chunks(b"\x00\x03a/b", b"x" * 200, 1, False, False, 7, b""))
+    data = b"".join(control) + publish
+    for sent in range(len(data) + 1):
+        rest = rest_of_packet(data, sent, control_end)
+        decoder = Decoder(4, role=Role.CLIENT)
+        packets = decoder.feed(data[:sent] + rest)
+        assert decoder.buffered == 0, sent
+        if sent <= control_end:
+            assert [p for p in packets if isinstance(p, Puback)] == [
+                Puback(1),
+                Puback(2),
+                Puback(3),
+            ]
+            assert rest == data[sent:control_end]
+        else:
+            assert sent + len(rest) in (control_end, len(data))

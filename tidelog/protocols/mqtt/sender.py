@@ -26,7 +26,8 @@ which must follow whole packets. So on a TCP socket the writer sends its
 buffer with the socket's own ``send`` (cancel-safe: a cancelled ``send`` sent
 nothing), counting the bytes sent; :meth:`Sender.rest_of_packet` finds the
 packet a cancel cut (walking the buffer's fixed headers) and gives its rest,
-which the connection sends before the final packet. Over TLS or WebSocket a
+and the rest of the control packets (acknowledgements) that came before the
+PUBLISHes in the buffer, which the connection sends before the final packet. Over TLS or WebSocket a
 ``send_all`` cut in the middle leaves the stream unusable, and the connection
 closes without a final packet. A write cancelled before its send (while the
 session is stored for a QoS 2 PUBLISH) puts its control packets back.
@@ -59,6 +60,7 @@ class Sender:
 
     __slots__ = (
         "broker",
+        "control_end",
         "core",
         "dirty",
         "guard",
@@ -107,6 +109,9 @@ class Sender:
         """The current write's bytes (on ``socket`` only; dropped when sent)."""
         self.sent = 0
         """Bytes of ``out`` sent."""
+        self.control_end = 0
+        """Bytes of ``out`` taken by control packets (a packet boundary): a cut write
+        sends at least these, so no acknowledgement after the cut packet is lost."""
         self.dirty: trio.Event | None = None
         """Set when the session should be saved; None until the saver task starts."""
         self.urgent: trio.Event | None = None
@@ -230,6 +235,7 @@ class Sender:
                 if self.socket is None:
                     await stream.send_all(data)
                 else:
+                    self.control_end = sum(len(chunk) for chunk in chunks[:control])
                     await self._send_counted(data)
                 self.sending = False
                 counters.bytes_sent["mqtt"] += len(data)
@@ -265,7 +271,7 @@ class Sender:
             return b""
         if self.socket is None:
             return None
-        return rest_of_packet(self.out, self.sent)
+        return rest_of_packet(self.out, self.sent, self.control_end)
 
     # -- the saver ---------------------------------------------------------------------
 

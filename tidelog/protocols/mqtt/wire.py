@@ -159,16 +159,19 @@ def read_varint(buf: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
     raise malformed(f"{what} is longer than 4 bytes")
 
 
-def rest_of_packet(data: bytes, sent: int) -> bytes:
+def rest_of_packet(data: bytes, sent: int, keep: int = 0) -> bytes:
     """The bytes of ``data`` (whole MQTT packets, back to back) from ``sent`` to the
-    end of the packet ``sent`` falls in; ``b""`` at a packet boundary.
+    end of the packet ``sent`` falls in, or to ``keep`` if that is further; ``b""``
+    at a packet boundary at or past ``keep``.
 
     For a writer cut after sending ``data[:sent]``: what it must still send before
-    another packet can follow. Walks the fixed headers (first byte, Remaining
-    Length) from the start.
+    another packet can follow. ``keep`` (a packet boundary) ends a section that must
+    go out whole even when the cut falls before it (the acknowledgements placed
+    before the PUBLISHes: a client that sent a PUBLISH waits for its PUBACK). Walks
+    the fixed headers (first byte, Remaining Length) from the start.
     """
     position = 0
     while position < sent:
         length, body = read_varint(data, position + 1, len(data), "remaining length")
         position = body + length
-    return data[sent:position]
+    return data[sent : max(position, keep)]
