@@ -491,7 +491,8 @@ class Broker:
         (its cursor ``share:<group>:<filter>``, in the anonymous namespace), created
         at ``latest`` when ``create`` (a persistent session joins), else None when there
         is none (the group is live only). The first use in this process ends the leases
-        stored by an earlier one: their members' connections are gone.
+        its MQTT members (``mqtt:<client id>``) stored in an earlier one: their
+        connections are gone (other members' leases run to their end).
 
         On a shared log (``kafka://``) this is always None: a group's pending map is
         one node's, so the nodes' live shares (:class:`ClusterShares`) serve the group.
@@ -514,7 +515,9 @@ class Broker:
         consumer = await cursor.group()
         if cursor.key not in self._adopted_shares:
             self._adopted_shares.add(cursor.key)
-            consumer.release_all()
+            # only MQTT's members: their connections did not survive the restart (REST,
+            # WebSocket and webhook members keep their leases until they end)
+            consumer.release_all(prefix="mqtt:")
         return consumer
 
     @contextlib.asynccontextmanager

@@ -68,6 +68,10 @@ DEFAULT_MAX_LEASED = 1000
 MAX_MAX_LEASED = 100_000
 DEAD_LETTER_PREFIX = "$DLQ/"
 SHARE_ACK_WAIT = 3600.0
+SHARE_MEMBER_SHARE = 4
+"""A durable MQTT shared subscription's member leases at most ``max_leased`` over this
+(``max_leased_per_member``): one member that never acknowledges (its leases last
+``SHARE_ACK_WAIT``) holds a part of the group's allowance, never all of it."""
 """The ack wait of a durable MQTT shared subscription's cursor: a connected member holds
 what it was sent until it acknowledges it or goes (MQTT has no lease timeout); the
 leases of members lost in a crash end when the group is first used after the restart."""
@@ -459,13 +463,15 @@ class ConsumerGroup:
             self._store_nowait()
         return done
 
-    def release_all(self) -> int:
-        """Every lease ends now (a process that starts after a crash: the members that
-        held them are gone); their events are due at once."""
+    def release_all(self, prefix: str = "") -> int:
+        """Every lease of a member whose name starts with ``prefix`` ends now (a process
+        that starts after a crash: the members that held them are gone); their events
+        are due at once."""
         now = self._broker.clock()
         done = 0
         for entry in self.pending.values():
-            if entry.lease_until > now:
+            member = entry.member
+            if entry.lease_until > now and member is not None and member.startswith(prefix):
                 entry.lease_until = entry.due = now
                 done += 1
         if done:
@@ -597,4 +603,5 @@ def share_options(group: str) -> ConsumerOptions:
         ack_policy="explicit",
         ack_wait=SHARE_ACK_WAIT,
         dead_letter_topic=f"{DEAD_LETTER_PREFIX}share/{group}",
+        max_leased_per_member=max(1, DEFAULT_MAX_LEASED // SHARE_MEMBER_SHARE),
     )

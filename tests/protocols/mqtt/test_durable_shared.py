@@ -15,6 +15,7 @@ from paho.mqtt.properties import Properties as PahoProperties
 
 from tests.protocols.mqtt.server_helpers import Client, ServerThread, clients, wait_for
 from tests.serve_process import start_server
+from tidelog.engine.consumers import DEFAULT_MAX_LEASED, SHARE_MEMBER_SHARE
 from tidelog.server import ServerConfig
 
 SHARE = "$share/workers/jobs/#"
@@ -182,3 +183,54 @@ def test_qos0_members_and_live_groups_of_clean_sessions(server: ServerThread) ->
         )
     finally:
         worker.disconnect()
+
+
+def test_a_member_that_never_acknowledges_holds_only_its_part_of_the_group(
+    server: ServerThread,
+) -> None:
+    # stuck takes what it is sent and never acknowledges (its leases last an hour)
+    stuck = member(server.port, "stuck", manual_ack=True)
+    stuck.subscribe(SHARE, 1)
+    part = max(1, DEFAULT_MAX_LEASED // SHARE_MEMBER_SHARE)
+    assert cursor(server)["max_leased_per_member"] == part
+    publish(server.port, range(part + 10))
+    stuck.receive(part)
+    other = member(server.port, "other")
+    try:
+        other.subscribe(SHARE, 1)
+        got = [m.payload for m in other.receive(10)]  # the rest goes to the other member
+        assert sorted(got) == sorted(b"%d" % n for n in range(part, part + 10))
+        assert stuck.nothing_more(0.2)
+    finally:
+        other.disconnect()
+        stuck.disconnect()
+
+
+def test_the_first_mqtt_use_after_a_restart_ends_only_mqtt_members_leases(
+    tmp_path: Path,
+) -> None:
+    server = ServerThread(config(tmp_path)).start()
+    try:
+        worker = member(server.port, "w1")
+        worker.subscribe(SHARE, 1)
+        worker.disconnect()
+        publish(server.port, range(5))
+        url = f"http://127.0.0.1:{server.ports('HTTP')}/v1/cursors/"
+        quoted = urllib.parse.quote(CURSOR, safe="")
+        response = httpx.post(url + quoted + "/fetch?limit=2&member=rest-a")
+        assert response.status_code == 200, response.text
+        held = {event["payload"] for event in response.json()["events"]}
+        assert len(held) == 2
+    finally:
+        server.stop()
+    server = ServerThread(config(tmp_path)).start()
+    try:
+        worker = member(server.port, "w1")
+        try:
+            got = [m.payload for m in worker.receive(3)]  # not the REST member's two
+            assert worker.nothing_more(0.3)
+            assert len(set(got)) == 3
+        finally:
+            worker.disconnect()
+    finally:
+        server.stop()
