@@ -77,6 +77,7 @@ class Source:
         "inner",
         "key",
         "kind",
+        "left",
         "member",
         "options",
         "scope",
@@ -104,6 +105,8 @@ class Source:
         self.consumer = consumer
         self.member = member
         self.settled: list[int] = NO_IDS
+        self.left = False
+        """The subscription ended: what its pump still fetches goes back to the group."""
 
 
 Ready = tuple[Event, tuple[FeedSubscription, ...], Source]

@@ -169,6 +169,8 @@ class Sender:
                         await space.park()
                         continue
                     result = await consumer.fetch(source.member, room, LEASE_WAIT_SECONDS)
+                    if source.left:  # left while the fetch ran on: give back what it took
+                        break
                     if result.events:
                         planner.own_ready().extend([(e, (), source) for e in result.events])
                         self.kick()
@@ -176,6 +178,11 @@ class Sender:
             return  # the broker is stopping
         finally:
             self.pumps -= 1
+            if source.left:
+                # the subscription ended while this pump was inside a fetch (the leave
+                # released the member before the pump unwound): end again whatever
+                # the fetch leased since, for another member to take
+                consumer.release(source.member)
 
     def settle(self) -> None:
         """Acknowledge to their groups the durable shared deliveries this connection

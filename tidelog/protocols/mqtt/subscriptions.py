@@ -420,6 +420,7 @@ class Subscriptions:
         connection ends), QoS 2 messages already sent stay in flight in the session
         instead: only this client may complete them ([MQTT-4.8.2-4]/[MQTT-4.8.2-5])."""
         del self.shared[source.key]
+        source.left = True  # its pump gives back what a fetch still under way takes
         if source.scope is not None:
             source.scope.cancel()
         planner = self.core.planner
