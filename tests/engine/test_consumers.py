@@ -9,7 +9,7 @@ import trio
 import tidelog
 from tests.storage.backends import BackendUnderTest, ManualClock
 from tidelog import NewEvent
-from tidelog.engine.consumers import ConsumerOptions
+from tidelog.engine.consumers import REFUSED_DELAY, REFUSED_TRIES, ConsumerOptions
 from tidelog.errors import AckPolicyError, InvalidConsumerOptionsError
 
 EXPLICIT = ConsumerOptions(ack_policy="explicit", ack_wait=10.0)
@@ -319,3 +319,28 @@ async def test_ack_without_waiting_applies_at_once_and_is_stored(
         assert await cursor.pending() == 1
         clock.advance(20_000)
         assert _offsets(await cursor.fetch(10, member="n")) == [2]
+
+
+async def test_an_event_given_back_goes_to_another_member_and_does_not_loop(
+    backend: BackendUnderTest, clock: ManualClock
+) -> None:
+    """give_back (an MQTT member whose Maximum Packet Size is too small): any other
+    member may take the event at once, the same one after REFUSED_DELAY; when every
+    member gives it back, it is discarded after REFUSED_TRIES deliveries."""
+    async with tidelog.open(backend.url, clock=clock) as broker:
+        cursor = await broker.create_cursor("g", "jobs/#", start="earliest", options=EXPLICIT)
+        group = await cursor.group()
+        await _publish(broker, 1)
+        assert _offsets(await cursor.fetch(10, member="small")) == [0]
+        assert group.give_back("small", [0]) == 1
+        assert _offsets(await cursor.fetch(10, member="small")) == []
+        assert _offsets(await cursor.fetch(10, member="big")) == [0]
+        assert group.give_back("small", [0]) == 0  # big holds it now
+        deliveries = 2
+        while await cursor.pending():
+            assert group.give_back("big", [0]) == 1
+            clock.advance(int(REFUSED_DELAY * 1000))
+            if await cursor.pending():
+                assert _offsets(await cursor.fetch(10, member="big")) == [0]
+                deliveries += 1
+        assert deliveries == REFUSED_TRIES

@@ -68,6 +68,12 @@ DEFAULT_MAX_LEASED = 1000
 MAX_MAX_LEASED = 100_000
 DEAD_LETTER_PREFIX = "$DLQ/"
 SHARE_ACK_WAIT = 3600.0
+REFUSED_DELAY = 2.0
+"""Seconds before a member that could not take an event (:meth:`ConsumerGroup.give_back`)
+may lease it again; any other member may take it at once."""
+REFUSED_TRIES = 5
+"""Deliveries after which an event every member gave back is discarded (when the
+cursor has no ``max_deliver``; with one it is dead-lettered by the next fetch)."""
 SHARE_MEMBER_SHARE = 4
 """A durable MQTT shared subscription's member leases at most ``max_leased`` over this
 (``max_leased_per_member``): one member that never acknowledges (its leases last
@@ -245,6 +251,9 @@ class ConsumerGroup:
         self.pending: dict[int, Entry] = {}
         self.redelivered = 0
         self.dead_lettered = 0
+        self.refused: dict[int, str] = {}
+        """Offset -> the member that gave it back (:meth:`give_back`): the others may
+        take it before it is due (in memory only)."""
         self.lock = trio.Lock()
         self._changed = trio.Event()
         if stored:
@@ -342,13 +351,20 @@ class ConsumerGroup:
         limit = min(limit, self.member_room(member))
         if limit <= 0:
             return []
-        due = [offset for offset, e in self.pending.items() if e.due <= now][:limit]
+        refused = self.refused
+        due = [
+            offset
+            for offset, e in self.pending.items()
+            if e.due <= now or refused.get(offset, member) != member
+        ][:limit]
         out: list[Event] = []
         dead: list[tuple[Event, int]] = []
         for offset in due:
             event = await self._event_at(offset)
             entry = self.pending.get(offset)
-            if entry is None or entry.due > self._broker.clock():
+            if entry is None or (
+                entry.due > self._broker.clock() and refused.get(offset, member) == member
+            ):
                 continue  # settled while we read
             if event is None:  # retention removed it: nothing left to deliver
                 del self.pending[offset]
@@ -357,6 +373,7 @@ class ConsumerGroup:
                 dead.append((event, entry.deliveries))
                 continue
             self._lease(entry, member, now)
+            refused.pop(offset, None)
             self.redelivered += 1
             out.append(event)
         if dead:
@@ -398,6 +415,7 @@ class ConsumerGroup:
         done = 0
         for offset in offsets:
             if self.pending.pop(offset, None) is not None:
+                self.refused.pop(offset, None)
                 done += 1
         if done:
             await self._store()
@@ -412,7 +430,33 @@ class ConsumerGroup:
         done = 0
         for offset in offsets:
             if self.pending.pop(offset, None) is not None:
+                self.refused.pop(offset, None)
                 done += 1
+        if done:
+            self._store_nowait()
+        return done
+
+    def give_back(self, member: str, offsets: Iterable[int]) -> int:
+        """``member`` cannot take these events (an MQTT client whose Maximum Packet Size
+        is smaller): any other member may lease them at once, ``member`` itself only
+        after ``REFUSED_DELAY``. Bounded: with ``max_deliver`` the next fetch
+        dead-letters an event delivered that often; without, an event given back after
+        ``REFUSED_TRIES`` deliveries is discarded (acknowledged), as MQTT 5 discards
+        a message too large for its client (§3.1.2.11.4)."""
+        now = self._broker.clock()
+        done = 0
+        for offset in offsets:
+            entry = self.pending.get(offset)
+            if entry is None or entry.member != member:
+                continue
+            done += 1
+            if self.options.max_deliver is None and entry.deliveries >= REFUSED_TRIES:
+                del self.pending[offset]
+                self.refused.pop(offset, None)
+                continue
+            entry.lease_until = now
+            entry.due = now + int(REFUSED_DELAY * 1000)
+            self.refused[offset] = member
         if done:
             self._store_nowait()
         return done
@@ -505,6 +549,7 @@ class ConsumerGroup:
         await self._broker.publish_many(letters)
         for event, _ in dead:
             self.pending.pop(event.offset, None)
+            self.refused.pop(event.offset, None)
         self.dead_lettered += len(dead)
         await self._store()
 

@@ -42,12 +42,19 @@ def server(tmp_path: Path) -> Iterator[ServerThread]:
 
 
 def member(
-    port: int, client_id: str, *, receive_maximum: int | None = None, manual_ack: bool = False
+    port: int,
+    client_id: str,
+    *,
+    receive_maximum: int | None = None,
+    manual_ack: bool = False,
+    maximum_packet_size: int | None = None,
 ) -> Client:
     """A persistent MQTT 5 session (its shared subscriptions are durable)."""
     props = PahoProperties(paho.PacketTypes.CONNECT)
     if receive_maximum is not None:
         props.ReceiveMaximum = receive_maximum
+    if maximum_packet_size is not None:
+        props.MaximumPacketSize = maximum_packet_size
     client = Client(
         port,
         client_id,
@@ -234,3 +241,24 @@ def test_the_first_mqtt_use_after_a_restart_ends_only_mqtt_members_leases(
             worker.disconnect()
     finally:
         server.stop()
+
+
+def test_a_message_too_large_for_one_member_goes_to_another(server: ServerThread) -> None:
+    small = member(server.port, "small", maximum_packet_size=200)
+    small.subscribe(SHARE, 1)
+    with clients(Client(server.port)) as (pub,):
+        pub.publish("jobs/big", b"x" * 1000, 1)
+    # small leased it, could not take it, gave it back to the group
+    wait_for(
+        lambda: (shown := cursor(server))["pending"] == 1 and shown["leased"] == 0,
+        what="the too large message given back",
+    )
+    big = member(server.port, "big")
+    try:
+        big.subscribe(SHARE, 1)
+        assert [m.payload for m in big.receive(1)] == [b"x" * 1000]
+        wait_for(lambda: cursor(server)["pending"] == 0, what="its PUBACK acknowledged")
+        assert small.nothing_more(0.2)
+    finally:
+        big.disconnect()
+        small.disconnect()

@@ -80,6 +80,7 @@ class Source:
         "left",
         "member",
         "options",
+        "refused",
         "scope",
         "settled",
     )
@@ -105,6 +106,8 @@ class Source:
         self.consumer = consumer
         self.member = member
         self.settled: list[int] = NO_IDS
+        self.refused: list[int] = NO_IDS
+        """Offsets too large for this client, to give back to the group."""
         self.left = False
         """The subscription ended: what its pump still fetches goes back to the group."""
 
@@ -334,8 +337,8 @@ class Planner:
                 ready.popleft()
                 if dup:
                     del outstanding[packet_id]
-                if source.consumer is not None:
-                    self.settle(source, event.offset)
+                if source.consumer is not None:  # another member may take it
+                    self.refuse(source, event.offset)
                 continue
             if size and size + packet_size > budget:
                 return True
@@ -368,18 +371,31 @@ class Planner:
         """A durable shared delivery is finished (acknowledged, refused, dropped, or
         handed to the persistent session): the shell acknowledges it to the group."""
         if source.settled is NO_IDS:
+            self._settling(source)
             source.settled = []
+        source.settled.append(offset)
+
+    def refuse(self, source: Source, offset: int) -> None:
+        """A durable shared delivery is larger than this client's Maximum Packet Size:
+        the shell gives it back to the group for a member that can take it."""
+        if source.refused is NO_IDS:
+            self._settling(source)
+            source.refused = []
+        source.refused.append(offset)
+
+    def _settling(self, source: Source) -> None:
+        if source.settled is NO_IDS and source.refused is NO_IDS:
             if self.settling is None:
                 self.settling = []
             self.settling.append(source)
-        source.settled.append(offset)
 
-    def take_settled(self) -> list[tuple[Source, list[int]]]:
-        """What :meth:`settle` collected, by source, for the shell to acknowledge."""
+    def take_settled(self) -> list[tuple[Source, list[int], list[int]]]:
+        """What :meth:`settle` and :meth:`refuse` collected, by source, for the shell
+        to acknowledge and to give back."""
         sources, self.settling = self.settling or [], None
-        taken = [(source, source.settled) for source in sources]
+        taken = [(source, source.settled, source.refused) for source in sources]
         for source in sources:
-            source.settled = NO_IDS
+            source.settled = source.refused = NO_IDS
         return taken
 
     def next_free_id(self) -> int:

@@ -188,9 +188,12 @@ class Sender:
         """Acknowledge to their groups the durable shared deliveries this connection
         finished (PUBACK, PUBREC, QoS 0 sent, ...): at-least-once like MQTT itself, so
         the acknowledgement is written with the group's next batch, not awaited."""
-        for source, offsets in self.core.planner.take_settled():
+        for source, offsets, refused in self.core.planner.take_settled():
             if source.consumer is not None:
-                source.consumer.ack_nowait(offsets)
+                if offsets:
+                    source.consumer.ack_nowait(offsets)
+                if refused:  # too large for this client: for another member
+                    source.consumer.give_back(source.member, refused)
 
     # -- the writer --------------------------------------------------------------------
 

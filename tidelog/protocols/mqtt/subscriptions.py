@@ -441,6 +441,8 @@ class Subscriptions:
             if source.settled:
                 consumer.ack_nowait(source.settled)
                 source.settled.clear()
+            if source.refused:  # the release below gives these back too
+                source.refused.clear()
             consumer.release(source.member)
             return
         taken = {entry.offset for entry in kept}
