@@ -101,6 +101,18 @@ async def test_stalled_endpoint_times_out_and_is_retried() -> None:
         assert service.get("anonymous", "hook")[1].last_error == "timeout after 0.2s"
 
 
+async def test_an_endless_answer_is_cut_off_not_read_into_memory() -> None:
+    """Only the status matters: at most 64 KiB of the answer are read, then the
+    connection is closed (reading it all would never end, here: a timeout and a retry)."""
+    receiver = Receiver(script=["flood"])
+    async with running("memory://", receiver) as (broker, service, receiver):
+        await service.put(_spec(receiver, timeout=30.0))
+        await broker.publish("orders/eu", b"x")
+        await _settled(service, "hook", 1)
+        status = service.get("anonymous", "hook")[1]
+        assert status.attempts == 1 and status.last_error is None
+
+
 async def test_retry_after_is_honoured() -> None:
     receiver = Receiver(script=[(429, {"retry-after": "1"})])
     async with running("memory://", receiver) as (broker, service, receiver):
