@@ -9,17 +9,22 @@ client of the remote (docs/mesh.md, "Bridges to other brokers"):
   arrives is appended in one durable write, renamed under ``local_prefix``, and
   only then acknowledged: at least once into the log (a crash between the append
   and the PUBACK gets the message again).
+  Only what the ``pull`` filters cover (and no ``$`` topic) is appended: anything
+  else the remote sends is acknowledged, dropped and counted (``refused``).
 * **push**: this node's log read from a position stored in the log (``mesh``
-  state namespace, key ``bridge/<name>``), the events matching ``push`` sent at
-  QoS 1 (retain flag and MQTT 5 properties kept, plus the user properties
-  ``tidelog-origin`` and ``tidelog-offset``); the position advances once the
-  remote acknowledged the whole read: at least once into the remote.
+  state namespace, key ``bridge/<name>``, written when the link is created and
+  deleted with it), the events matching ``push`` sent at QoS 1 (retain flag and
+  MQTT 5 properties kept, plus the user properties ``tidelog-origin`` and
+  ``tidelog-offset``); the position advances once the remote acknowledged the
+  whole read: at least once into the remote. A PUBACK error (>= 0x80) stops the
+  position at that message and ends the connection (redialed with backoff).
 
 The remote keeps no offsets, so there is no exactly-once: what a user loses
 against a tidelog link is listed in docs/mesh.md. Loops: messages the bridge
 appended carry the publisher id ``bridge:<name>`` and are never pushed back
-over it; MQTT 5's No-Local keeps the remote from echoing what the bridge
-published.
+over it, nor forwarded by links and bridges in ``local`` mode (MQTT clients may
+not use the prefix); MQTT 5's No-Local keeps the remote from echoing what the
+bridge published.
 """
 
 from __future__ import annotations
