@@ -260,6 +260,13 @@ def parse_link(table: Any, where: str) -> LinkConfig:
         if values.get("interest"):
             raise ValueError(f"{where}: interest needs a tidelog remote, not a bridge")
         values["bridge"] = table["bridge"]
+        local_prefix = values.get("local_prefix", "")
+        for pull in values["pull"]:
+            if (local_prefix + pull).startswith("$"):
+                raise ValueError(
+                    f"{where}: pull {pull!r}: a bridge appends no '$' topics here "
+                    "(local_prefix + pull must not start with '$')"
+                )
         if table["bridge"] == "mqtt311":
             for pull in values["pull"]:
                 for push in values["push"]:
