@@ -4,6 +4,7 @@ configuration file; status and metrics."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import httpx
@@ -25,7 +26,10 @@ async def test_admin_creates_webhooks_others_cannot(nursery: trio.Nursery, tmp_p
     acl = write_acl(tmp_path / "own", ACL.replace("allow publish admin/#", "allow all admin/#"))
     server: Server = await start(nursery, tmp_path, acl_file=str(acl))
     secret = new_secret()
-    spec = {"url": receiver.url, "filter": "admin/#", "secret": secret, "start": "earliest"}
+    # userinfo in the URL: Basic credentials, the password never shown
+    url = receiver.url.replace("http://", "http://hook:pa%40ss-1@")
+    masked = receiver.url.replace("http://", "http://hook:********@")
+    spec = {"url": url, "filter": "admin/#", "secret": secret, "start": "earliest"}
     async with server.http(ALICE) as alice, server.http(ADMIN) as admin:
         problem(await alice.put("/v1/webhooks/h", json=spec), 403, "forbidden")
         problem(await admin.put("/v1/webhooks/h", json={**spec, "secret": "x"}), 400,
@@ -36,13 +40,17 @@ async def test_admin_creates_webhooks_others_cannot(nursery: trio.Nursery, tmp_p
         created = await admin.put("/v1/webhooks/h", json=spec)
         assert created.status_code == 201, created.text
         body = created.json()
-        assert "secret" not in body and body["owner"] == "admin" and body["url"] == receiver.url
+        assert "secret" not in body and body["owner"] == "admin" and body["url"] == masked
         assert (await admin.post("/v1/topics/admin/x", content=b"hi")).status_code == 201
         await receiver.wait_for(1)
+        basic = base64.b64encode(b"hook:pa@ss-1").decode()
+        assert receiver.requests[0].headers["authorization"] == f"Basic {basic}"
         while (shown := (await admin.get("/v1/webhooks/h")).json())["status"]["delivered"] < 1:
             await trio.sleep(0.01)
         assert shown["status"]["last_success"] is not None and "secret" not in shown
-        assert [w["name"] for w in (await admin.get("/v1/webhooks")).json()["webhooks"]] == ["h"]
+        listed = await admin.get("/v1/webhooks")
+        assert [w["url"] for w in listed.json()["webhooks"]] == [masked]
+        assert "pa%40ss" not in listed.text and "pa%40ss" not in shown["url"]
         problem(await alice.get("/v1/webhooks/h"), 404, "webhook_not_found")
         problem(await alice.get("/v1/webhooks/h", params={"owner": "admin"}), 404,
                 "webhook_not_found")  # fmt: skip
@@ -86,11 +94,11 @@ def test_config_show_prints_webhooks_without_the_secret(tmp_path: Path) -> None:
     toml = tmp_path / "tidelog.toml"
     secret = new_secret()
     toml.write_text(
-        f'[[webhook]]\nname = "a"\nurl = "http://127.0.0.1:9/"\nsecret = "{secret}"\n'
+        f'[[webhook]]\nname = "a"\nurl = "http://u:pw1@127.0.0.1:9/"\nsecret = "{secret}"\n'
         'headers = {x-team = "ops"}\n'
     )
     shown = cfg.render(cfg.load(str(toml), environ={}))
-    assert "[[webhook]]" in shown and 'url = "http://127.0.0.1:9/"' in shown
+    assert "[[webhook]]" in shown and 'url = "http://u:********@127.0.0.1:9/"' in shown
     assert secret not in shown and "(set, not shown)" in shown
 
 
@@ -104,10 +112,12 @@ async def test_url_allow_list_refuses_other_destinations(
     server: Server = await start(
         nursery, tmp_path, acl_file=str(acl), webhook_urls=[f"http://127.0.0.1:{receiver.port}/"]
     )
-    spec = {"url": "http://169.254.169.254/latest/", "filter": "admin/#", "secret": new_secret()}
+    spec = {"url": "http://u:pw1@169.254.169.254/latest/", "filter": "admin/#",
+            "secret": new_secret()}  # fmt: skip
     async with server.http(ADMIN) as admin:
         refused = await admin.put("/v1/webhooks/probe", json=spec)
         problem(refused, 400, "invalid_webhook")
-        assert "is not allowed" in refused.json()["detail"]
+        detail = refused.json()["detail"]
+        assert "is not allowed" in detail and "pw1" not in detail and "u:********@" in detail
         allowed = await admin.put("/v1/webhooks/ok", json={**spec, "url": receiver.url})
         assert allowed.status_code == 201, allowed.text

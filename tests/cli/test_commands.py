@@ -32,6 +32,22 @@ def test_every_command_has_help_with_an_example(tmp_path: Path) -> None:
     assert result.returncode == 0 and "example:" in result.stdout
 
 
+def test_links_target_options_before_or_after_the_action() -> None:
+    """``--url``/``--token``/``--json`` are on ``links`` and on its actions: a value given
+    before the action is not overwritten by the action's default, one after it wins."""
+    parser = build_parser()
+    url = "http://10.0.0.5:8080"
+    args = parser.parse_args(["links", "--url", url, "--token", "t1", "remove", "x"])
+    assert (args.url, args.token, args.name) == (url, "t1", "x")
+    args = parser.parse_args(["links", "--json", "--url", url, "list"])
+    assert args.json is True and args.url == url
+    args = parser.parse_args(["links", "--url", "http://a:1", "show", "x", "--url", url])
+    assert args.url == url
+    args = parser.parse_args(["links", "list", "--json", "--user", "u"])
+    assert args.json is True and args.user == "u" and args.url == parser.parse_args(["links"]).url
+    assert parser.parse_args(["links", "add", "c", "--remote-url", "mqtt://h:1"]).json is False
+
+
 def test_commands_against_a_server(tmp_path: Path, server: ServerProcess) -> None:
     url = ("--url", server.url)
     assert "offset 0" in ok("publish", "sensors/1", "-m", "hello", *url, cwd=tmp_path)

@@ -70,6 +70,9 @@ def test_node_id_from_flag_and_environment() -> None:
         ("name = 'a'\nurl = 'mqtt://h:1'\nlocal_prefix = 'a/+/'", "local_prefix"),
         ("name = 'a'\nurl = 'mqtt://h:1'\nremote_prefix = 3", "remote_prefix"),
         ("name = 'a'\nurl = 'mqtt://h:1'\nbridge = 'amqp'", "bridge must be"),
+        ("name = 'a'\nurl = 'mqtt://u:pw@h:1'", "use the username and password keys"),
+        ("name = 'a'\nurl = 'mqtt://h:1'\nbridge = 'mqtt5'\npull = ['$SYS/#']", "no '\\$' topics"),
+        ("name = 'a'\nurl = 'mqtts://u@h:1'", "must not contain user:password@"),
         ("name = 'a'\nurl = 'mqtt://h:1'\nbridge = 'mqtt5'\ninterest = true", "interest needs"),
         (
             "name = 'a'\nurl = 'mqtt://h:1'\nbridge = 'mqtt311'\npull = ['#']\npush = ['t/#']",

@@ -93,6 +93,19 @@ def test_local_mode_forwards_only_events_that_originated_here() -> None:
     assert not route.admits(event(3, "other/a"))
 
 
+def test_what_a_bridge_appended_is_not_local_but_transit_forwards_it_from_here() -> None:
+    """A bridge's messages (client id ``bridge:<name>``) are not forwarded by ``local``
+    links (two bridged brokers could otherwise circulate them); ``transit`` ones
+    forward them with this node as their origin."""
+    bridged = Provenance(client_id="bridge:mosq")
+    assert not bridged.local and Provenance(client_id="sensor-1").local
+    assert not Route("core", ("t/#",), "local", 8).admits(event(1, provenance=bridged))
+    assert Route("core", ("t/#",), "transit", 8).admits(event(1, provenance=bridged))
+    assert Route("core", ("t/#",), "local", 8).admits(event(2, provenance=Provenance("c", 7)))
+    sent = wire.forwarded(event(5, provenance=bridged), "edge-1", "i1")
+    assert sent.provenance is not None and sent.provenance.origin_node == "edge-1"
+
+
 def test_transit_never_goes_back_to_a_node_on_the_path_and_stops_at_the_hop_limit() -> None:
     route = Route("core", ("#",), "transit", 3)
     assert route.admits(event(1, provenance=via("edge-2/x/5")))

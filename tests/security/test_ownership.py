@@ -23,7 +23,11 @@ import tidelog.options  # noqa: F401  (declares the options)
 from tests.security.certs import PKI, make_pki
 from tests.security.conftest import config, users_with_token, write_acl, write_users
 from tidelog import config as cfg
+from tidelog.api.routes.cluster import _visible_shares
 from tidelog.protocols.mqtt import Connack, Connect, Decoder, ReasonCode, Role, encode
+from tidelog.security import Principal, Security, SecurityConfig
+from tidelog.security.acl import ACL as AclPolicy
+from tidelog.security.acl import parse_acl
 from tidelog.server import RunningServer, ServerConfig, run_server
 
 ALICE = ("alice", "alice-pw")
@@ -509,3 +513,16 @@ async def test_cli_sends_credentials(nursery: trio.Nursery, tmp_path: Path) -> N
         assert wrong.returncode == 1 and "401" in wrong.stderr
 
     await trio.to_thread.run_sync(run_all)
+
+
+# -- /v1/cluster: shared groups are metadata of the topics they read -----------------------
+
+
+def test_cluster_shares_show_only_groups_the_caller_may_read() -> None:
+    security = Security(SecurityConfig(admin_users=["admin"]), policy=AclPolicy(parse_acl(ACL)))
+    node = {"id": "n1", "shares": [["g", "alice/#", 3], ["h", "bob/jobs", 4], ["k", "shared/+", 1]]}
+    alice = security.access(Principal(user="alice"))
+    admin = security.access(Principal(user="admin"))
+    assert _visible_shares(node, alice)["shares"] == [["g", "alice/#", 3], ["k", "shared/+", 1]]
+    assert _visible_shares(node, security.access(Principal()))["shares"] == []
+    assert admin.sees_all  # the route hands admins the nodes untouched

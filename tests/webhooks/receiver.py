@@ -2,7 +2,8 @@
 
 Tests script its answers: :attr:`Receiver.script` is a list of behaviours taken one
 per request (a status code, ``("status", {headers})``, ``"stall"`` to never answer,
-``"close"`` to drop the connection); once it is empty every request gets 200.
+``"close"`` to drop the connection, ``"flood"`` to answer 200 with a body that never
+ends); once it is empty every request gets 200.
 Every request that arrived is kept in :attr:`Receiver.requests`.
 """
 
@@ -85,9 +86,13 @@ class Receiver:
                         headers,
                         body,
                         trio.current_time(),
+                        200 if behaviour == "flood" else
                         behaviour if not isinstance(behaviour, tuple) else behaviour[0],
                     )
-                )
+                )  # fmt: skip
+                if behaviour == "flood":
+                    await self._flood(stream, conn)
+                    return
                 if behaviour == "stall":
                     await trio.sleep_forever()
                 if behaviour == "close":
@@ -105,3 +110,10 @@ class Receiver:
             return
         finally:
             await stream.aclose()
+
+    async def _flood(self, stream: trio.SocketStream, conn: h11.Connection) -> None:
+        """200, then a chunked body sent until the client hangs up."""
+        await stream.send_all(conn.send(h11.Response(status_code=200, headers=[])))
+        chunk = conn.send(h11.Data(data=b"x" * 65536))
+        while True:
+            await stream.send_all(chunk)

@@ -19,10 +19,11 @@ from standardwebhooks.webhooks import Webhook
 import tidelog
 from tests.webhooks.receiver import Receiver
 from tidelog import NewEvent
+from tidelog.errors import LogClosedError
 from tidelog.security import Security, SecurityConfig
 from tidelog.webhooks import WebhookError, WebhookService, WebhookSpec
 from tidelog.webhooks.signing import new_secret
-from tidelog.webhooks.spec import allowed_urls
+from tidelog.webhooks.spec import AllowedURL, allowed_urls, check_url_allowed, masked_url
 
 SECRET = new_secret()
 FAST = {"retry_backoff": 0.01, "timeout": 5.0}
@@ -98,6 +99,18 @@ async def test_stalled_endpoint_times_out_and_is_retried() -> None:
         await receiver.wait_for(1)
         assert len(receiver.requests) == 2
         assert service.get("anonymous", "hook")[1].last_error == "timeout after 0.2s"
+
+
+async def test_an_endless_answer_is_cut_off_not_read_into_memory() -> None:
+    """Only the status matters: at most 64 KiB of the answer are read, then the
+    connection is closed (reading it all would never end, here: a timeout and a retry)."""
+    receiver = Receiver(script=["flood"])
+    async with running("memory://", receiver) as (broker, service, receiver):
+        await service.put(_spec(receiver, timeout=30.0))
+        await broker.publish("orders/eu", b"x")
+        await _settled(service, "hook", 1)
+        status = service.get("anonymous", "hook")[1]
+        assert status.attempts == 1 and status.last_error is None
 
 
 async def test_retry_after_is_honoured() -> None:
@@ -211,6 +224,49 @@ async def test_url_allow_list() -> None:
         nursery.cancel_scope.cancel()
     with pytest.raises(ValueError, match="allow-list"):
         allowed_urls(["https://h/x?q=1"])
+
+
+def test_allow_list_path_prefix_cannot_be_escaped() -> None:
+    """Encoded dots, slashes and backslashes, ``\\`` and ``;`` could be decoded by the
+    endpoint's server into a path outside the prefix: refused, with a clear message."""
+    allowed = [AllowedURL.parse("https://h.example/hooks/")]
+    check_url_allowed("https://h.example/hooks/a/b?x=%2e", allowed)
+    for path in (
+        "/hooks/%2e%2e/admin",
+        "/hooks/%2E./admin",
+        "/hooks/..%2fadmin",
+        "/hooks/..%5Cadmin",
+        "/hooks/..\\admin",
+        "/hooks/..;/admin",
+        "/hooks/../admin",
+        "/hooks/./a",
+    ):
+        with pytest.raises(WebhookError, match="could leave the path prefixes"):
+            check_url_allowed(f"https://h.example{path}", allowed)
+    with pytest.raises(WebhookError, match="not allowed: security"):
+        check_url_allowed("https://h.example/other", allowed)
+    # a host allowed as a whole: every path is inside it
+    check_url_allowed("https://any.example/%2e%2e/x", [AllowedURL.parse("https://any.example")])
+
+
+async def test_a_put_before_the_service_runs_is_refused_cleanly() -> None:
+    async with tidelog.open("memory://") as broker:
+        service = WebhookService(broker, Security.open())
+        with pytest.raises(LogClosedError, match="not running"):
+            await service.put(
+                WebhookSpec.from_dict(
+                    "h", "anonymous", {"url": "http://127.0.0.1:9/", "secret": SECRET}
+                )
+            )
+
+
+def test_a_url_password_is_masked_where_shown() -> None:
+    spec = WebhookSpec.from_dict(
+        "h", "anonymous", {"url": "https://me:p%3Aw@h.example:8443/x?q=1", "secret": SECRET}
+    )
+    assert spec.public()["url"] == "https://me:********@h.example:8443/x?q=1"
+    assert spec.stored()["url"] == spec.url  # delivery needs it
+    assert masked_url("https://me@h.example/") == "https://me@h.example/"
 
 
 async def test_definitions_are_validated_and_deleted() -> None:

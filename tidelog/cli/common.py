@@ -92,34 +92,47 @@ def add_start(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_target(parser: argparse.ArgumentParser, *, local: bool = True) -> None:
+def add_target(
+    parser: argparse.ArgumentParser, *, local: bool = True, inherited: bool = False
+) -> None:
     """``--url`` (a running server) with its credentials (``--user``,
     ``--password-stdin``, ``--token``) and, if ``local``, ``--storage`` (a data
-    directory)."""
+    directory).
+
+    ``inherited``: the parent command defines them too (``tidelog links --url X
+    remove core``): here they get no default (``argparse.SUPPRESS``), so a value
+    given before the subcommand is not overwritten by the subcommand's default."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if inherited else value
+
     parser.add_argument(
         "--url",
-        default=os.environ.get(URL_ENV, DEFAULT_URL),
+        default=default(os.environ.get(URL_ENV, DEFAULT_URL)),
         help=f"the server's REST URL (default ${URL_ENV} or {DEFAULT_URL})",
     )
     parser.add_argument(
         "--user",
         metavar="NAME",
+        default=default(None),
         help=f"authenticate as this user (password: --password-stdin or ${PASSWORD_ENV})",
     )
     parser.add_argument(
         "--password-stdin",
         action="store_true",
+        default=default(False),
         help="read the password from the first line of standard input",
     )
     parser.add_argument(
         "--token",
-        default=os.environ.get(TOKEN_ENV) or None,
+        default=default(os.environ.get(TOKEN_ENV) or None),
         help=f"authenticate with this bearer token (default ${TOKEN_ENV})",
     )
     if local:
         parser.add_argument(
             "--storage",
             metavar="URL",
+            default=default(None),
             help="work directly on this storage URL (e.g. lmdb://./tidelog-data) "
             "instead of a server; no server may hold it",
         )

@@ -97,7 +97,9 @@ def register(commands: Any) -> None:
     links.set_defaults(func=_links)
     actions = links.add_subparsers(dest="action", required=False, metavar="ACTION")
     listing = add_parser(actions, "list", "list the links (the default)", "tidelog links list")
-    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON"
+    )
     show = add_parser(actions, "show", "show one outbound link", "tidelog links show core")
     add = add_parser(
         actions,
@@ -129,6 +131,6 @@ def register(commands: Any) -> None:
         add.add_argument(f"--{key}", type=int, metavar="N")
     for key in ("heartbeat-seconds", "reconnect-seconds"):
         add.add_argument(f"--{key}", type=float, metavar="SECONDS")
-    for parser in (listing, show, add, remove):
-        add_target(parser, local=False)
+    for parser in (listing, show, add, remove):  # also on ``links``: no defaults here
+        add_target(parser, local=False, inherited=True)
         parser.set_defaults(func=_links)

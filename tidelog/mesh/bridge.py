@@ -9,17 +9,22 @@ client of the remote (docs/mesh.md, "Bridges to other brokers"):
   arrives is appended in one durable write, renamed under ``local_prefix``, and
   only then acknowledged: at least once into the log (a crash between the append
   and the PUBACK gets the message again).
+  Only what the ``pull`` filters cover (and no ``$`` topic) is appended: anything
+  else the remote sends is acknowledged, dropped and counted (``refused``).
 * **push**: this node's log read from a position stored in the log (``mesh``
-  state namespace, key ``bridge/<name>``), the events matching ``push`` sent at
-  QoS 1 (retain flag and MQTT 5 properties kept, plus the user properties
-  ``tidelog-origin`` and ``tidelog-offset``); the position advances once the
-  remote acknowledged the whole read: at least once into the remote.
+  state namespace, key ``bridge/<name>``, written when the link is created and
+  deleted with it), the events matching ``push`` sent at QoS 1 (retain flag and
+  MQTT 5 properties kept, plus the user properties ``tidelog-origin`` and
+  ``tidelog-offset``); the position advances once the remote acknowledged the
+  whole read: at least once into the remote. A PUBACK error (>= 0x80) stops the
+  position at that message and ends the connection (redialed with backoff).
 
 The remote keeps no offsets, so there is no exactly-once: what a user loses
 against a tidelog link is listed in docs/mesh.md. Loops: messages the bridge
 appended carry the publisher id ``bridge:<name>`` and are never pushed back
-over it; MQTT 5's No-Local keeps the remote from echoing what the bridge
-published.
+over it, nor forwarded by links and bridges in ``local`` mode (MQTT clients may
+not use the prefix); MQTT 5's No-Local keeps the remote from echoing what the
+bridge published.
 """
 
 from __future__ import annotations
@@ -50,10 +55,11 @@ from tidelog.protocols.mqtt.packets import (
 )
 from tidelog.protocols.mqtt.properties import Properties
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
-from tidelog.storage.records import Event, NewEvent, Provenance
+from tidelog.storage.records import BRIDGE_CLIENT_PREFIX, Event, NewEvent, Provenance
 from tidelog.topics import Matcher, compile_filter
 
 if TYPE_CHECKING:
+    from tidelog.engine import Broker
     from tidelog.mesh.node import Mesh
 
 log = logging.getLogger("tidelog.mesh")
@@ -65,6 +71,8 @@ STATE_NAMESPACE = "mesh"
 APPEND_BATCH = 1000
 """Most received messages appended in one durable write."""
 PUSH_INFLIGHT = 100
+WARNED_TOPICS = 100
+"""Most distinct refused topics warned about per connection (the log stays bounded)."""
 """Most pushed messages unacknowledged at once (lowered to the remote's Receive Maximum)."""
 
 
@@ -91,7 +99,26 @@ async def run_bridge(
 
 def publisher_id(link: LinkConfig) -> str:
     """The publisher id the bridge's appended messages carry (never pushed back)."""
-    return f"bridge:{link.name}"
+    return f"{BRIDGE_CLIENT_PREFIX}{link.name}"
+
+
+def position_key(link_name: str) -> str:
+    """The state key (``mesh`` namespace) of the bridge's push position in this log."""
+    return f"bridge/{link_name}"
+
+
+async def store_start_position(broker: Broker, link: LinkConfig) -> None:
+    """Give a new bridge its push position: the log's end now, when the link is
+    created (not when it first connects: what is published while the remote is
+    unreachable is pushed once it answers). A stored position is kept."""
+    key = position_key(link.name)
+    if key not in await broker.load_state(STATE_NAMESPACE):
+        await broker.save_state(STATE_NAMESPACE, {key: str(broker.end_offset).encode()})
+
+
+async def forget_position(broker: Broker, link_name: str) -> None:
+    """Delete a deleted link's push position (a new bridge of that name starts anew)."""
+    await broker.save_state(STATE_NAMESPACE, {position_key(link_name): None})
 
 
 class Bridge:
@@ -116,6 +143,10 @@ class Bridge:
         self.bridge_bit = bridge_bit
         self._received_in, self._received_out = trio.open_memory_channel[Publish](APPEND_BATCH)
         self._acks: dict[int, trio.Event] = {}
+        self._refusals: dict[int, ReasonCode] = {}
+        """Packet ids the remote's PUBACK refused (reason code >= 0x80), until checked."""
+        self._pull_matchers = [compile_filter(f) for f in link.local_pull]
+        self._warned: set[str] = set()
         self._suback = trio.Event()
         self._inflight = PUSH_INFLIGHT
         self._keep_alive = max(1, int(link.heartbeat_seconds * 3))
@@ -195,6 +226,8 @@ class Bridge:
             elif isinstance(packet, Puback):
                 done = self._acks.pop(packet.packet_id, None)
                 if done is not None:
+                    if packet.reason_code >= 0x80:
+                        self._refusals[packet.packet_id] = packet.reason_code
                     done.set()
             elif isinstance(packet, Suback):
                 refused = [c for c in packet.reason_codes if c >= 0x80]
@@ -229,6 +262,8 @@ class Bridge:
                 topic = self.link.to_local(packet.topic)
                 if topic is None:
                     continue
+                if not self._pulls(topic):
+                    continue
                 events.append(
                     NewEvent(
                         topic,
@@ -248,12 +283,30 @@ class Bridge:
             if acks:
                 await self.channel.send(*acks)
 
+    def _pulls(self, topic: str) -> bool:
+        """Whether a received message (named ``topic`` here) may enter the log: only
+        what the ``pull`` filters cover and no ``$`` topic, whatever the remote sends.
+        A refused one is counted (``refused``), warned about once per topic, and still
+        acknowledged (so the remote does not resend it forever)."""
+        if not topic.startswith("$") and any(match(topic) for match in self._pull_matchers):
+            return True
+        self.status.refused += 1
+        if topic not in self._warned and len(self._warned) < WARNED_TOPICS:
+            self._warned.add(topic)
+            log.warning(
+                "mesh: bridge %s: the remote sent %r, outside the pull filters; dropped",
+                self.link.name,
+                topic,
+            )
+        return False
+
     # -- push: send this node's events -------------------------------------------------
 
     async def _pusher(self) -> None:
-        key = f"bridge/{self.link.name}"
+        key = position_key(self.link.name)
         stored = (await self.broker.load_state(STATE_NAMESPACE)).get(key)
         first = (await self.broker.log_state()).first_offset
+        # the position is stored when the link is created (store_start_position)
         position = max(first, int(stored)) if stored is not None else self.broker.end_offset
         filters = self.link.local_push
         single = filters[0] if len(filters) == 1 else None
@@ -274,6 +327,9 @@ class Bridge:
                 await self.channel.send(*packets)
                 for each in done:
                     await each.wait()
+                refused = self._refused(events, packets)
+                if refused is not None:
+                    await self._refused_at(refused, position, key)
                 self.status.events_out += len(packets)
                 self.status.batches_out += 1
             if result.next_offset > position:
@@ -281,13 +337,41 @@ class Bridge:
                 await self.broker.save_state(STATE_NAMESPACE, {key: str(position).encode()})
                 self.status.position = position
 
+    def _refused(
+        self, events: list[Event], packets: list[Publish]
+    ) -> tuple[Event, ReasonCode] | None:
+        """The first pushed event the remote's PUBACK refused, and its reason code."""
+        if not self._refusals:
+            return None
+        found = None
+        for event, packet in zip(events, packets, strict=True):
+            code = self._refusals.pop(packet.packet_id or 0, None)
+            if code is not None and found is None:
+                found = event, code
+        return found
+
+    async def _refused_at(self, refused: tuple[Event, ReasonCode], position: int, key: str) -> None:
+        """The remote refused a pushed message: keep the position at it (what it
+        acknowledged before counts as delivered) and end the connection, so the link
+        redials with its backoff and sends it again."""
+        event, code = refused
+        if event.offset > position:
+            await self.broker.save_state(STATE_NAMESPACE, {key: str(event.offset).encode()})
+            self.status.position = event.offset
+        reason = (
+            f"the remote refused the message at offset {event.offset} "
+            f"({event.topic!r}): PUBACK 0x{code:02X} {code.name}"
+        )
+        log.warning("mesh: bridge %s: %s; retrying after a reconnect", self.link.name, reason)
+        raise LinkClosed(reason)
+
     def _pushes(self, event: Event, matchers: list[Matcher]) -> bool:
         provenance = event.provenance
         if provenance is not None:
             if provenance.client_id == self.marker:
                 return False  # it came in over this bridge
-            if provenance.origin_node is not None and self.link.mode == "local":
-                return False  # it came over a link: only transit forwards it
+            if not provenance.local and self.link.mode == "local":
+                return False  # it came over a link or another bridge: only transit forwards it
         if self.link.to_remote(event.topic) is None:
             return False
         return any(match(event.topic) for match in matchers)

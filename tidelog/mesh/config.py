@@ -222,6 +222,11 @@ def parse_link(table: Any, where: str) -> LinkConfig:
         url.port  # noqa: B018  (raises on a bad port)
     except ValueError as exc:
         raise ValueError(f"{where}: url: {exc}") from None
+    if url.username is not None or url.password is not None:
+        # credentials in the URL would be shown in logs and GET /v1/links
+        raise ValueError(
+            f"{where}: url must not contain user:password@; use the username and password keys"
+        )
     values: dict[str, Any] = {"name": name, "url": table["url"]}
     values["pull"] = _filters(table.get("pull", []), f"{where}: pull")
     values["push"] = _filters(table.get("push", []), f"{where}: push")
@@ -255,6 +260,13 @@ def parse_link(table: Any, where: str) -> LinkConfig:
         if values.get("interest"):
             raise ValueError(f"{where}: interest needs a tidelog remote, not a bridge")
         values["bridge"] = table["bridge"]
+        local_prefix = values.get("local_prefix", "")
+        for pull in values["pull"]:
+            if (local_prefix + pull).startswith("$"):
+                raise ValueError(
+                    f"{where}: pull {pull!r}: a bridge appends no '$' topics here "
+                    "(local_prefix + pull must not start with '$')"
+                )
         if table["bridge"] == "mqtt311":
             for pull in values["pull"]:
                 for push in values["push"]:

@@ -38,7 +38,7 @@ from tidelog.concurrency import background_nursery
 from tidelog.engine import Broker
 from tidelog.errors import LinkConflictError, LinkNotFoundError, LogClosedError
 from tidelog.mesh import wire
-from tidelog.mesh.bridge import run_bridge
+from tidelog.mesh.bridge import forget_position, run_bridge, store_start_position
 from tidelog.mesh.config import LINKS_NAMESPACE, NODE_ID_PATTERN, LinkConfig, parse_link
 from tidelog.mesh.identity import NodeIdentity, load_identity
 from tidelog.mesh.positions import CHECKPOINT_KEY, NAMESPACE, MeshPositions
@@ -98,6 +98,9 @@ class Mesh:
         (before any link runs)."""
         mesh = cls(broker, await load_identity(broker, node_id), links)
         await mesh._load_links()
+        for link in mesh.links.values():
+            if link.bridge is not None:
+                await store_start_position(broker, link)  # a configured link: new here now
         read = await mesh.positions.recover(broker)
         log.info(
             "mesh: node %s (incarnation %s), %d link(s); positions recovered (%d events read)",
@@ -151,6 +154,8 @@ class Mesh:
             raise LogClosedError("the mesh is not running")
         created = link.name not in self.links
         record = {"owner": owner, "link": link.stored()}
+        if link.bridge is not None:
+            await store_start_position(self.broker, link)
         await self.broker.save_state(LINKS_NAMESPACE, {link.name: json.dumps(record).encode()})
         self._stop_dialer(link.name)
         self.links[link.name] = link
@@ -162,7 +167,8 @@ class Mesh:
 
     async def delete_link(self, name: str) -> None:
         """Stop and forget a link created at run time (its positions stay, so a link
-        to the same peer created later resumes where this one stopped)."""
+        to the same peer created later resumes where this one stopped; a bridge's push
+        position goes: it belongs to the link, and a new bridge of the name starts anew)."""
         if name in self.configured:
             raise LinkConflictError(
                 f"link {name!r} is defined in the configuration file; remove it there"
@@ -170,6 +176,7 @@ class Mesh:
         if name not in self.owners:
             raise LinkNotFoundError(f"no link named {name!r}")
         await self.broker.save_state(LINKS_NAMESPACE, {name: None})
+        await forget_position(self.broker, name)
         self._stop_dialer(name)
         del self.links[name], self.owners[name], self.statuses[name]
         log.info("mesh: link %s deleted", name)

@@ -2,9 +2,10 @@
 
 Loop prevention has three layers (docs/mesh.md):
 
-* ``local`` mode forwards only events that originated on the sending node, so
-  any topology of ``local`` links (a full mesh of a few sites) delivers each
-  event once, straight from its origin.
+* ``local`` mode forwards only events that were published on the sending node
+  (not those that came over a link or a bridge), so any topology of ``local``
+  links (a full mesh of a few sites) delivers each event once, straight from
+  its origin.
 * ``transit`` mode forwards events that came over other links too, but never
   to a node already on the event's hop path (so never back over the link it
   came from), and when a transit link starts the two sides exchange the nodes
@@ -44,10 +45,12 @@ class Route:
         if not any(compile_filter(f)(event.topic) for f in self.filters):
             return False
         provenance = event.provenance
-        if provenance is None or provenance.origin_node is None:
+        if provenance is None or provenance.local:
             return True  # originated here
         if self.mode == "local":
-            return False
+            return False  # came over a link or a bridge
+        if provenance.origin_node is None:
+            return True  # a bridge appended it here: this node is its origin in the mesh
         path = hops(provenance)
         if len(path) >= self.hop_limit:
             return False

@@ -34,6 +34,9 @@ class LinkStatus:
     gap_events: int = 0
     """Events the origin's retention (or a replaced data directory) removed before the
     link read them."""
+    refused: int = 0
+    """Messages a bridge's remote sent outside the ``pull`` filters (or ``$`` topics):
+    acknowledged and dropped."""
     connects: int = 0
     remote_head: int | None = None
     position: int | None = None
@@ -93,6 +96,7 @@ class LinkStatus:
             "duplicates": self.duplicates,
             "gaps": self.gaps,
             "gap_events": self.gap_events,
+            "refused": self.refused,
             "connects": self.connects,
             "interest": self.interest,
             "last_error": self.last_error,

@@ -180,6 +180,11 @@ def _hops(value: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(str(hop) for hop in value or ())
 
 
+BRIDGE_CLIENT_PREFIX = "bridge:"
+"""The client id prefix of messages a bridge appended (reserved: MQTT clients are
+refused it, so such an event never passes for one published on this node)."""
+
+
 @attrs.frozen
 class Provenance:
     """Where an event came from (all optional; stored only in version 2 records).
@@ -192,11 +197,21 @@ class Provenance:
     """
 
     client_id: str | None = None
+    """The publishing MQTT client; ``bridge:<link>`` (:data:`BRIDGE_CLIENT_PREFIX`, which
+    MQTT clients may not use) for a message a bridge pulled from a plain MQTT broker."""
     packet_id: int | None = None
     """MQTT packet identifier, 1-65535."""
     origin_node: str | None = None
     origin_offset: int | None = None
     hop_path: tuple[str, ...] = attrs.field(default=(), converter=_hops)
+
+    @property
+    def local(self) -> bool:
+        """True if the event was published on this node: it came over no link and no
+        bridge (what a link in ``local`` mode forwards)."""
+        if self.origin_node is not None:
+            return False
+        return self.client_id is None or not self.client_id.startswith(BRIDGE_CLIENT_PREFIX)
 
     def to_dict(self) -> dict[str, Any]:
         """The set fields as a JSON-friendly dict."""

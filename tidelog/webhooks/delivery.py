@@ -48,7 +48,7 @@ from tidelog.security.http import EventFilter
 from tidelog.storage import Event
 from tidelog.webhooks.http import Poster, PostError, PostTimeout
 from tidelog.webhooks.signing import parse_secret, sign
-from tidelog.webhooks.spec import WebhookSpec
+from tidelog.webhooks.spec import WebhookSpec, masked_url
 
 log = logging.getLogger(__name__)
 
@@ -273,4 +273,4 @@ class WebhookDelivery:
     def _failed(self, error: str) -> None:
         self.status.last_error = error
         self.status.last_error_at = self.broker.clock()
-        log.warning("webhook %s (%s): %s", self.spec.name, self.spec.url, error)
+        log.warning("webhook %s (%s): %s", self.spec.name, masked_url(self.spec.url), error)

@@ -20,6 +20,9 @@ import trio
 
 MAX_CONNECTIONS = 256
 MAX_KEEPALIVE = 64
+MAX_ANSWER_BYTES = 64 * 1024
+"""The most of an answer's body read: a longer one closes the connection (an endpoint
+streaming a huge answer must not fill the memory; only the status matters)."""
 
 
 class PostTimeout(Exception):
@@ -28,6 +31,17 @@ class PostTimeout(Exception):
 
 class PostError(Exception):
     """The connection failed (refused, reset, closed mid-answer, not HTTP)."""
+
+
+async def _drain(response: httpcore.Response) -> None:
+    """Read the answer's body chunk by chunk (nothing kept), up to
+    :data:`MAX_ANSWER_BYTES`; past that, leaving ``stream()`` closes the connection
+    instead of returning it to the pool."""
+    seen = 0
+    async for chunk in response.aiter_stream():
+        seen += len(chunk)
+        if seen > MAX_ANSWER_BYTES:
+            return
 
 
 class Poster:
@@ -58,15 +72,16 @@ class Poster:
     async def post(
         self, url: str, headers: list[tuple[bytes, bytes]], body: bytes, timeout: float
     ) -> tuple[int, str | None]:
-        """POST ``body``; returns the status code and the ``Retry-After`` header (the
-        answer's body is read and dropped). Raises :class:`PostTimeout` or
-        :class:`PostError`."""
+        """POST ``body``; returns the status code and the ``Retry-After`` header (at
+        most :data:`MAX_ANSWER_BYTES` of the answer's body are read and dropped).
+        Raises :class:`PostTimeout` or :class:`PostError`."""
         limits = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
         try:
             with trio.fail_after(timeout):
-                response = await self._pool.request(
+                async with self._pool.stream(
                     "POST", url, headers=headers, content=body, extensions={"timeout": limits}
-                )
+                ) as response:
+                    await _drain(response)
         except (trio.TooSlowError, httpcore.TimeoutException):
             raise PostTimeout(f"timeout after {timeout}s") from None
         except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol) as exc:

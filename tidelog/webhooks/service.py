@@ -69,6 +69,8 @@ class WebhookService:
         self._running: dict[str, _Running] = {}
         self._nursery: trio.Nursery | None = None
         self._client: Poster | None = None
+        self._running_service = False
+        """True while :meth:`run` runs: a PUT outside it is refused (503), not a crash."""
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -4,7 +4,7 @@
 Keys: ``url``, ``filter``, ``start``, ``secret`` (write-only), ``batch``,
 ``headers``, ``timeout``, ``concurrency``, and the retry schedule ``retries``
 and ``retry_backoff``. :meth:`WebhookSpec.public` is what the API shows (never
-the secret).
+the secret, and a URL's password masked: ``https://user:********@host/``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
@@ -76,6 +76,24 @@ def _integer(data: dict[str, Any], key: str, default: int, low: int, high: int) 
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+MASK = "********"
+_ESCAPES = ("%2e", "%2f", "%5c", "\\", ";")
+"""What a path checked against an allow-list prefix may not hold: percent-encoded dots,
+slashes and backslashes, backslashes and ``;`` parameters, which servers may decode or
+normalise into a path outside the prefix (``/hooks/%2e%2e/admin``)."""
+
+
+def masked_url(url: str) -> str:
+    """``url`` as shown or logged: a password in its userinfo (the webhook's Basic
+    credentials) replaced by ``********``, as link passwords are (``LinkConfig.shown``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(
+        (parts.scheme, f"{user}:{MASK}@{host}", parts.path, parts.query, parts.fragment)
+    )
 
 
 @attrs.frozen
@@ -83,7 +101,9 @@ class AllowedURL:
     """One entry of ``security.webhook_urls``: a scheme, a host (``*.`` in front
     allows its subdomains, not the host itself), a port (default: the scheme's) and
     a path prefix that ends at a ``/`` (``https://h/hooks/`` allows ``/hooks/a``,
-    not ``/hooksX``; a bare host allows every path)."""
+    not ``/hooksX``; a bare host allows every path). Below a prefix a path may not
+    hold ``.``/``..`` segments, ``%2e``, ``%2f``, ``%5c``, ``\\`` or ``;``
+    (:func:`path_escape`): servers may decode them out of the prefix."""
 
     scheme: str
     host: str
@@ -125,9 +145,20 @@ class AllowedURL:
             parts.scheme == self.scheme
             and port == self.port
             and (path + "/").startswith(self.path)
-            and "/../" not in path + "/"
-            and "/./" not in path + "/"
+            and (self.path == "/" or path_escape(path) is None)
         )
+
+
+def path_escape(path: str) -> str | None:
+    """Why ``path`` could leave an allow-list prefix (None: it cannot): a ``.`` or
+    ``..`` segment, or one of :data:`_ESCAPES`."""
+    if "/../" in path + "/" or "/./" in path + "/":
+        return "a . or .. segment"
+    lowered = path.lower()
+    for escape in _ESCAPES:
+        if escape in lowered:
+            return f"{escape!r}"
+    return None
 
 
 def allowed_urls(value: Any) -> list[str]:
@@ -141,8 +172,15 @@ def allowed_urls(value: Any) -> list[str]:
 def check_url_allowed(url: str, allowed: list[AllowedURL] | None) -> None:
     """WebhookError unless ``url`` is within the allow-list (None or empty: any URL)."""
     if allowed and not any(entry.allows(url) for entry in allowed):
+        shown = masked_url(url)
+        escape = path_escape(urlsplit(url).path)
+        if escape is not None and any(entry.path != "/" for entry in allowed):
+            raise WebhookError(
+                f"url {shown!r} is not allowed: its path holds {escape}, which could leave "
+                "the path prefixes of security.webhook_urls (write the path plainly)"
+            )
         raise WebhookError(
-            f"url {url!r} is not allowed: security.webhook_urls lists where webhooks may point"
+            f"url {shown!r} is not allowed: security.webhook_urls lists where webhooks may point"
         )
 
 
@@ -232,7 +270,11 @@ class WebhookSpec:
         )
 
     def public(self) -> dict[str, Any]:
-        """What the API shows: every key but the secret."""
+        """What the API, the console and the CLI show: every key but the secret, the
+        URL's password masked (:func:`masked_url`; the stored spec keeps it)."""
+        return {**self._keys(), "url": masked_url(self.url)}
+
+    def _keys(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "owner": self.owner,
@@ -250,7 +292,7 @@ class WebhookSpec:
 
     def stored(self) -> dict[str, Any]:
         """What the log's state keeps (the secret included: it signs every request)."""
-        return {**self.public(), "secret": self.secret}
+        return {**self._keys(), "secret": self.secret}
 
     @classmethod
     def from_stored(cls, data: dict[str, Any]) -> WebhookSpec:
@@ -281,5 +323,11 @@ def parse_tables(tables: Any, where: str) -> tuple[dict[str, Any], ...]:
 
 
 def shown(table: dict[str, Any]) -> dict[str, Any]:
-    """A ``[[webhook]]`` table for ``tidelog config show``: the secret is not shown."""
-    return {**table, "secret": "(set, not shown)"} if "secret" in table else dict(table)
+    """A ``[[webhook]]`` table for ``tidelog config show``: the secret is not shown, a
+    URL's password is masked."""
+    out = dict(table)
+    if "secret" in out:
+        out["secret"] = "(set, not shown)"
+    if isinstance(out.get("url"), str):
+        out["url"] = masked_url(out["url"])
+    return out

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import paho.mqtt.client as paho
 import pytest
+import trio
 
 from tests.protocols.mqtt.server_helpers import Client, ServerThread, clients
+from tidelog.testing.mqtt_client import ClientConnection, LoadError, Target
 
 
 @pytest.mark.parametrize("version", [paho.MQTTv311, paho.MQTTv5])
@@ -112,3 +114,18 @@ def test_session_takeover_311(server: ServerThread) -> None:
     finally:
         old.paho.loop_stop()
         new.disconnect()
+
+
+@pytest.mark.parametrize("level", [4, 5])
+def test_the_bridge_client_id_prefix_is_refused(server: ServerThread, level: int) -> None:
+    """``bridge:`` marks what the mesh's bridges append (not local to a ``local``
+    link): a client using it could pass its messages off as a bridge's."""
+
+    async def connect() -> None:
+        target = Target("127.0.0.1", server.port)
+        with pytest.raises(LoadError, match="Client Identifier not valid"):
+            await ClientConnection.open(target, "bridge:mosq", level)
+        client = await ClientConnection.open(target, "bridges-are-fine", level)
+        await client.close()
+
+    trio.run(connect)

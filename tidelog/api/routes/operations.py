@@ -69,6 +69,9 @@ async def metrics_endpoint(request: Request, broker: BrokerDep, access: AccessDe
     cursors = await broker.cursors(owner=None if access.sees_all else access.owner)
     labelled = request.app.state.metrics_cursor_labels
     counted = [(c, await c.pending() if labelled else 0) for c in cursors]
+    nodes = await broker.cluster.nodes((await broker.log_state()).next_offset)
+    # No await from here to the render: the collector is shared by every scrape, and
+    # another (an admin's) could otherwise swap its snapshot in before this one renders.
     collector.snapshot(counted, labelled=labelled)
-    collector.cluster_snapshot(await broker.cluster.nodes((await broker.log_state()).next_offset))
+    collector.cluster_snapshot(nodes)
     return Response(metrics.render(request.app.state.registry), media_type=metrics.CONTENT_TYPE)

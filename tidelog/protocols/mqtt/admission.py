@@ -28,6 +28,7 @@ from tidelog.protocols.mqtt.settings import ConnectInfo, MQTTSettings
 from tidelog.security import Access, AuthenticationError, Principal, Right, TooManyAttemptsError
 from tidelog.security.auth import peer_address
 from tidelog.security.limits import Name, NameTooLongError, Quota, QuotaExceededError
+from tidelog.storage.records import BRIDGE_CLIENT_PREFIX
 
 if TYPE_CHECKING:
     from tidelog.protocols.mqtt.server import MQTTServer
@@ -84,7 +85,8 @@ async def admit(
     ``who`` names the connection in logs.
 
     The client id's length is checked first (0x85 Client Identifier not valid,
-    3.1.1 return code 2: before a password is hashed). Ownership and the per-user
+    3.1.1 return code 2: before a password is hashed), and its prefix: ``bridge:``
+    marks what bridges append (docs/mesh.md), so no client may use it. Ownership and the per-user
     session quota (:func:`_claimable`) come last, after every await: nothing runs
     between them and the shell's :meth:`MQTTServer.claim`, so no other CONNECT
     can slip in between the check and the takeover. They run before any session
@@ -93,6 +95,9 @@ async def admit(
         server.security.limits.check_name(Name.CLIENT_ID, info.client_id)
     except NameTooLongError as exc:
         log.info("%r: refused: %s", who, exc)
+        return Admission(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, None, None)
+    if info.client_id.startswith(BRIDGE_CLIENT_PREFIX):
+        log.info("%r: refused: the client id prefix %r is for bridges", who, BRIDGE_CLIENT_PREFIX)
         return Admission(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, None, None)
     admission = await _authenticate(server, info, stream, preset, who)
     if admission.code == ReasonCode.SUCCESS:

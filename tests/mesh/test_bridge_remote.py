@@ -1,0 +1,180 @@
+"""A bridge against a scripted remote broker on a real socket: what a remote may
+write into the log, what a refused PUBACK does to the push position, where the push
+starts (docs/mesh.md, "Bridges to other brokers"). The bridge runs in-process on a
+real LMDB log; the remote is a few lines of MQTT 5 server speaking over TCP."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+
+import tidelog
+from tidelog.engine import Broker
+from tidelog.mesh.bridge import STATE_NAMESPACE, position_key
+from tidelog.mesh.config import parse_link
+from tidelog.mesh.node import Mesh
+from tidelog.mesh.stream import LinkChannel, LinkClosed
+from tidelog.protocols.mqtt.decoder import Decoder, Role
+from tidelog.protocols.mqtt.packets import (
+    Connack,
+    Connect,
+    Pingreq,
+    Pingresp,
+    Puback,
+    Publish,
+    Suback,
+    Subscribe,
+)
+from tidelog.protocols.mqtt.reason_codes import ReasonCode
+from tidelog.storage.records import NewEvent
+
+Script = Callable[[LinkChannel, int], Awaitable[None]]
+
+
+async def _remote(
+    script: Script, port: int = 0, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A remote broker on 127.0.0.1: accepts the CONNECT, then runs ``script`` with the
+    connection's number (0, 1, ...); answers PINGREQs."""
+    connections = 0
+
+    async def serve(stream: trio.SocketStream) -> None:
+        nonlocal connections
+        number, connections = connections, connections + 1
+        channel = LinkChannel(stream, Decoder(role=Role.SERVER), 5)
+        assert isinstance(await channel.receive(), Connect)
+        await channel.send(Connack(False, ReasonCode.SUCCESS))
+        with contextlib.suppress(LinkClosed):  # the bridge hung up
+            await script(channel, number)
+
+    listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(serve, listeners)
+
+
+async def _events(broker: Broker) -> list[str]:
+    result = await broker.read(0, limit=1000)
+    return [event.topic for event in result.events]
+
+
+def test_a_remote_cannot_write_outside_the_pull_filters(tmp_path: Path) -> None:
+    """Messages outside ``pull`` (or ``$`` topics) are acknowledged, counted and dropped."""
+    acked: list[int] = []
+
+    async def script(channel: LinkChannel, _number: int) -> None:
+        subscribe = await channel.receive()
+        assert isinstance(subscribe, Subscribe)
+        await channel.send(Suback(subscribe.packet_id, (1,)))
+        topics = ["cmd/ok", "evil/x", "$SYS/x", "cmd/a/b"]
+        await channel.send(
+            *(Publish(t, b"x", qos=1, packet_id=i + 1) for i, t in enumerate(topics))
+        )
+        while len(acked) < 4:
+            packet = await channel.receive()
+            if isinstance(packet, Puback):
+                acked.append(packet.packet_id)
+            elif isinstance(packet, Pingreq):
+                await channel.send(Pingresp())
+        await trio.sleep_forever()
+
+    async def main() -> None:
+        async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
+            port = await n.start(_remote, script)
+            link = parse_link(
+                {
+                    "name": "m",
+                    "url": f"mqtt://127.0.0.1:{port}",
+                    "bridge": "mqtt5",
+                    "pull": ["cmd/#"],
+                },
+                "test",
+            )
+            mesh = await Mesh.open(broker, "edge", [link])
+            n.start_soon(mesh.run)
+            with trio.fail_after(15):
+                while len(acked) < 4:
+                    await trio.sleep(0.02)
+            assert sorted(acked) == [1, 2, 3, 4]  # all acknowledged: no resend forever
+            assert await _events(broker) == ["cmd/ok", "cmd/a/b"]
+            assert mesh.statuses["m"].refused == 2
+            assert mesh.statuses["m"].shown()["refused"] == 2
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_a_refused_puback_keeps_the_position_and_the_message_is_sent_again(
+    tmp_path: Path,
+) -> None:
+    """The remote refuses the second message (0x87) on the first connection: the bridge
+    reconnects and sends it (and what follows) again; events published before the link
+    first connected (the remote was not yet there) are pushed too."""
+    received: list[list[str]] = [[], []]
+
+    async def script(channel: LinkChannel, number: int) -> None:
+        while True:
+            packet = await channel.receive()
+            if isinstance(packet, Pingreq):
+                await channel.send(Pingresp())
+                continue
+            assert isinstance(packet, Publish) and packet.packet_id is not None
+            if number < len(received):
+                received[number].append(packet.topic)
+            code = ReasonCode.SUCCESS
+            if number == 0 and packet.topic == "t/1":
+                code = ReasonCode.NOT_AUTHORIZED
+            await channel.send(Puback(packet.packet_id, code))
+
+    async def main() -> None:
+        async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
+            await broker.publish_many([NewEvent("before/link", b"x", 1)])
+            with trio.socket.socket() as probe:  # the remote's port, not listening yet
+                await probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            table = {
+                "name": "m",
+                "url": f"mqtt://127.0.0.1:{port}",
+                "bridge": "mqtt5",
+                "push": ["t/#"],
+                "reconnect_seconds": 0.2,
+            }
+            mesh = await Mesh.open(broker, "edge", [parse_link(table, "test")])
+            start = (await broker.load_state(STATE_NAMESPACE))[position_key("m")]
+            assert int(start) == 1  # stored when the link was configured, not at a connect
+            n.start_soon(mesh.run)
+            await broker.publish_many([NewEvent(f"t/{i}", b"x", 1) for i in range(3)])
+            await trio.sleep(0.3)  # the link tries to connect, while the remote is away
+            remote_port = await n.start(_remote, script, port)
+            assert remote_port == port
+            with trio.fail_after(15):
+                while len(received[1]) < 2:
+                    await trio.sleep(0.02)
+            assert received[0] == ["t/0", "t/1", "t/2"]
+            assert received[1] == ["t/1", "t/2"]  # resumed at the refused message
+            with trio.fail_after(5):
+                while mesh.statuses["m"].position != 4:
+                    await trio.sleep(0.02)
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_a_deleted_bridge_forgets_its_position(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
+            mesh = await Mesh.open(broker, "edge", [])
+            n.start_soon(mesh.run)
+            await trio.sleep(0)
+            await broker.publish_many([NewEvent(f"t/{i}", b"x", 1) for i in range(2)])
+            table = {"name": "m", "url": "mqtt://127.0.0.1:1", "bridge": "mqtt5", "push": ["#"]}
+            await mesh.put_link(parse_link(table, "test"), "admin")
+            key = position_key("m")
+            assert (await broker.load_state(STATE_NAMESPACE)).get(key) == b"2"
+            await mesh.delete_link("m")
+            assert key not in await broker.load_state(STATE_NAMESPACE)
+            n.cancel_scope.cancel()
+
+    trio.run(main)
