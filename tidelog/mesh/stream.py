@@ -266,17 +266,20 @@ class LinkSession:
     def _checked_batch(self, packet: Publish) -> list[NewEvent]:
         """A batch's events, renamed by the link's prefixes; raises for an event this
         peer may not send."""
-        events = wire.decode_batch(packet.payload)
+        events: list[NewEvent] = list(wire.decode_batch(packet.payload))
         if self.link is not None and self.link.remapped:
             events = _renamed(events, self.link.to_local)
+        last_hop = self.peer + "/"
+        allowed: set[str] = set()
         for event in events:
             assert event.provenance is not None
-            if event.provenance.hop_path[-1].split("/", 1)[0] != self.peer:
+            if not event.provenance.hop_path[-1].startswith(last_hop):
                 raise wire.LinkProtocolError(f"an event whose last hop is not {self.peer}")
-            if self.push_access is not None and not self.push_access.allows(
-                Right.LINK, event.topic
-            ):
-                raise LinkRefused(ReasonCode.NOT_AUTHORIZED, f"no link right for {event.topic!r}")
+            topic = event.topic
+            if self.push_access is not None and topic not in allowed:
+                if not self.push_access.allows(Right.LINK, topic):
+                    raise LinkRefused(ReasonCode.NOT_AUTHORIZED, f"no link right for {topic!r}")
+                allowed.add(topic)
         return events
 
     async def _append(self, events: list[NewEvent], next_offset: int) -> list[NewEvent]:
@@ -401,13 +404,13 @@ class LinkSession:
 
 def _renamed(events: list[NewEvent], rename: Callable[[str], str | None]) -> list[NewEvent]:
     """``events`` under the names ``rename`` gives them (an event without one is
-    dropped: the parent level of a prefix, which has no name on this side)."""
+    dropped: the parent level of a prefix, which has no name on this side); a renamed
+    event is encoded anew when appended (its record names the old topic)."""
     out = []
-    for event in events:
-        topic = rename(event.topic)
+    for e in events:
+        topic = rename(e.topic)
         if topic is not None:
-            event.topic = topic
-            out.append(event)
+            out.append(NewEvent(topic, e.payload, e.qos, e.retain, e.properties, e.provenance))
     return out
 
 

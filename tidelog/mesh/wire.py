@@ -51,11 +51,13 @@ from tidelog.protocols.mqtt.packets import Publish
 from tidelog.protocols.mqtt.properties import Properties
 from tidelog.storage.records import (
     FORMAT_VERSION,
+    CorruptRecordError,
+    EncodedEvent,
     Event,
     NewEvent,
     Provenance,
     checksum,
-    decode_record,
+    decode_encoded,
     encode_properties,
 )
 
@@ -190,24 +192,27 @@ def _tagged(tag: int, raw: bytes) -> bytes:
     return bytes((tag,)) + _U16.pack(len(raw)) + raw
 
 
-def decode_batch(payload: bytes) -> list[NewEvent]:
+def decode_batch(payload: bytes) -> list[EncodedEvent]:
     """The events of a ``$link/events`` payload, each with its provenance (checked:
-    origin and at least one hop); raises :class:`LinkProtocolError`."""
-    events: list[NewEvent] = []
-    view = memoryview(payload)
-    pos = 0
-    while pos < len(view):
-        if pos + 4 > len(view):
+    origin and at least one hop) and its record (appended as it came, under the
+    receiver's timestamp: :class:`~tidelog.storage.records.EncodedEvent`); raises
+    :class:`LinkProtocolError`."""
+    records: list[bytes] = []
+    pos, size = 0, len(payload)
+    unpack = _LENGTH.unpack_from
+    while pos < size:
+        if pos + 4 > size:
             raise LinkProtocolError("a truncated batch")
-        (length,) = _LENGTH.unpack_from(view, pos)
-        pos += 4
-        if pos + length > len(view):
+        (length,) = unpack(payload, pos)
+        pos += 4 + length
+        if pos > size:
             raise LinkProtocolError("a truncated record in a batch")
-        try:
-            event = decode_record(0, bytes(view[pos : pos + length]))
-        except Exception as exc:
-            raise LinkProtocolError(f"a bad record in a batch: {exc}") from None
-        pos += length
+        records.append(payload[pos - length : pos])
+    try:
+        events = decode_encoded(records)
+    except CorruptRecordError as exc:
+        raise LinkProtocolError(f"a bad record in a batch: {exc}") from None
+    for event in events:
         provenance = event.provenance
         if provenance is None or provenance.origin_node is None or not provenance.hop_path:
             raise LinkProtocolError("a forwarded event without origin and hop path")
@@ -215,16 +220,6 @@ def decode_batch(payload: bytes) -> list[NewEvent]:
             parts = hop.split("/")
             if len(parts) != 3 or not parts[2].isdigit():
                 raise LinkProtocolError(f"a hop is node/incarnation/offset, not {hop!r}")
-        events.append(
-            NewEvent(
-                event.topic,
-                event.payload,
-                event.qos,
-                event.retain,
-                event.properties,
-                provenance,
-            )
-        )
     return events
 
 
