@@ -222,11 +222,11 @@ def _tagged(tag: int, raw: bytes) -> bytes:
     return bytes((tag,)) + _U16.pack(len(raw)) + raw
 
 
-def decode_batch(payload: bytes) -> list[EncodedEvent]:
+def decode_batch(payload: bytes, sender: str | None = None) -> list[EncodedEvent]:
     """The events of a ``$link/events`` payload, each with its provenance (checked:
-    origin and at least one hop) and its record (appended as it came, under the
-    receiver's timestamp: :class:`~tidelog.storage.records.EncodedEvent`); raises
-    :class:`LinkProtocolError`."""
+    origin and at least one hop, whose last is ``sender``'s when given) and its
+    record (appended as it came, under the receiver's timestamp:
+    :class:`~tidelog.storage.records.EncodedEvent`); raises :class:`LinkProtocolError`."""
     records: list[bytes] = []
     pos, size = 0, len(payload)
     unpack = _LENGTH.unpack_from
@@ -246,10 +246,13 @@ def decode_batch(payload: bytes) -> list[EncodedEvent]:
         provenance = event.provenance
         if provenance is None or provenance.origin_node is None or not provenance.hop_path:
             raise LinkProtocolError("a forwarded event without origin and hop path")
-        for hop in (provenance.hop_path[0], provenance.hop_path[-1]):  # what the receiver reads
+        hop_path = provenance.hop_path
+        for hop in (hop_path[0], hop_path[-1]):  # what the receiver reads
             parts = hop.split("/")
             if len(parts) != 3 or not parts[2].isdigit():
                 raise LinkProtocolError(f"a hop is node/incarnation/offset, not {hop!r}")
+        if sender is not None and parts[0] != sender:
+            raise LinkProtocolError(f"an event whose last hop is not {sender}")
     return events
 
 
