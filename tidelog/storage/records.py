@@ -716,9 +716,9 @@ def decode_encoded(records: Iterable[bytes]) -> list[EncodedEvent]:
     offset, hops: the layout :func:`encode_provenance` writes) read in the loop,
     each object made by ``object.__new__`` with its slots stored directly (the
     objects their ``__init__`` makes; a frozen :class:`Provenance` through its slot
-    descriptors, a third of what ``object.__setattr__`` by name costs). Any other record (properties, a publisher
-    id, ...) goes through :func:`decode_record`; so does a bad one, which names
-    what is wrong with it.
+    descriptors, a third of what ``object.__setattr__`` by name costs). Any other
+    record (properties, a publisher id, ...) goes through :func:`decode_record`;
+    so does a bad one, which names what is wrong with it.
     """
     new = object.__new__
     crc = raw_crc32c
