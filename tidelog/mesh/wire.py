@@ -247,7 +247,7 @@ def decode_batch(payload: bytes, sender: str | None = None) -> list[EncodedEvent
         if provenance is None or provenance.origin_node is None or not provenance.hop_path:
             raise LinkProtocolError("a forwarded event without origin and hop path")
         hop_path = provenance.hop_path
-        for hop in (hop_path[0], hop_path[-1]):  # what the receiver reads
+        for hop in hop_path[:: max(1, len(hop_path) - 1)]:  # the first and last: what is read
             parts = hop.split("/")
             if len(parts) != 3 or not parts[2].isdigit():
                 raise LinkProtocolError(f"a hop is node/incarnation/offset, not {hop!r}")
