@@ -80,8 +80,8 @@ _U64 = struct.Struct(">Q")
 _RECORD_HEADER = struct.Struct(">BBQH")
 """The record format's (``tidelog.storage.records``, version 2) header and provenance
 tags, which :func:`encode_batch` writes directly."""
-_ORIGIN_NODE, _HOP = 0x03, 0x05
-_ORIGIN_OFFSET_TAG = b"\x04"
+_ORIGIN_NODE, _ORIGIN_OFFSET, _HOP = 0x03, 0x04, 0x05
+_ORIGIN_OFFSET_TAG = bytes((_ORIGIN_OFFSET,))
 _LOCAL_TAIL = struct.Struct(">BQBH")
 """A local event's origin offset (tag and value) and its hop's tag and length."""
 
@@ -178,7 +178,7 @@ def encode_batch(
             block = b"".join(
                 (
                     node_tag,
-                    local_tail(4, offset, _HOP, len(hop_bytes) + len(digits)),
+                    local_tail(_ORIGIN_OFFSET, offset, _HOP, len(hop_bytes) + len(digits)),
                     hop_bytes,
                     digits,
                 )
