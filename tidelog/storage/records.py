@@ -743,6 +743,7 @@ def decode_encoded(records: Iterable[bytes]) -> list[EncodedEvent]:
     u16 = _U16.unpack_from
     u64 = _U64.unpack_from
     topics = _topic_cache
+    origins: dict[bytes, str] = {}
     out: list[EncodedEvent] = []
     for index, data in enumerate(records):
         event = new(EncodedEvent)
@@ -761,24 +762,35 @@ def decode_encoded(records: Iterable[bytes]) -> list[EncodedEvent]:
                 raise ValueError
             (size,) = u16(data, pos + 1)
             pos += 3 + size
-            origin = data[pos - size : pos].decode()
+            raw_origin = data[pos - size : pos]
+            origin = origins.get(raw_origin)
+            if origin is None:
+                origin = origins[raw_origin] = raw_origin.decode()
             if data[pos] != _ORIGIN_OFFSET:
                 raise ValueError
             (origin_offset,) = u64(data, pos + 1)
-            pos += 9
-            hops = []
-            while pos < end:
-                (size,) = u16(data, pos + 1)
-                if data[pos] != _HOP or pos + 3 + size > end:
-                    raise ValueError
-                pos += 3 + size
-                hops.append(data[pos - size : pos].decode())
+            (size,) = u16(data, pos + 10)
+            pos += 12 + size
+            if data[pos - size - 3] != _HOP or pos > end:
+                raise ValueError
+            hop = data[pos - size : pos].decode()
+            if pos == end:  # one hop: the sender is the origin
+                hop_path: tuple[str, ...] = (hop,)
+            else:
+                hops = [hop]
+                while pos < end:
+                    (size,) = u16(data, pos + 1)
+                    if data[pos] != _HOP or pos + 3 + size > end:
+                        raise ValueError
+                    pos += 3 + size
+                    hops.append(data[pos - size : pos].decode())
+                hop_path = tuple(hops)
             provenance = new(Provenance)
             set_client_id(provenance, None)
             set_packet_id(provenance, None)
             set_origin_node(provenance, origin)
             set_origin_offset(provenance, origin_offset)
-            set_hop_path(provenance, tuple(hops))
+            set_hop_path(provenance, hop_path)
             event.topic = _learn_topic(raw) if topic is None else topic
             event.payload = data[end:stop]
             event.qos = flags & _QOS_MASK
