@@ -16,9 +16,10 @@ Steps, each on fresh brokers in a temporary directory:
    far side, with lost and duplicated messages counted;
 4. **latency**: 1,000 QoS 1 messages/s for 3 s into the origin, received by a
    subscriber on the origin and one across the link: p50/p99 of each and the
-   latency the link adds (the hop);
-5. **live, mosquitto**: the same as 3 through two mosquitto brokers, the second
-   with a bridge (``topic tidelog-bench/# in 1``) to the first;
+   latency the link adds (the hop), arrivals taken from the kernel's receive
+   timestamps (see :func:`_receive_stamped`);
+5. **live, mosquitto**: the same as 3 and 4 through two mosquitto brokers, the
+   second with a bridge (``topic tidelog-bench/# in 1``) to the first;
 6. **three-hop line**: four fresh tidelogs, each pulling ``tidelog-bench/#`` from
    the one before (``transit`` after the first hop): the live rate of 5. at a
    subscriber three hops from the publisher, and the latency of 4. across them;
@@ -28,7 +29,8 @@ Steps, each on fresh brokers in a temporary directory:
 
 ``--outage`` (default ``--messages``) is the outage's size: the events the origin
 holds when the receiver of step 2 starts, and the messages of step 7; the live
-steps use ``--messages``.
+steps use ``--messages``. ``--only latency`` runs the latency steps alone (one
+link, the three-hop line, the mosquitto bridge), each on fresh brokers.
 
 Prints one line per step and the same-run ratios.
 """
@@ -197,7 +199,9 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 TIMESPEC = struct.Struct("@qq")
 STAMPED_READ_BYTES = 256
 """Latency subscribers read this little at a time: a read's timestamp is the arrival
-of the newest data it returns, so small reads keep it close to each message's own."""
+of the newest data it returns, so small reads keep it close to each message's own
+(as far as the kernel allows: segments queued while nobody reads are merged, and
+carry the latest arrival)."""
 
 
 async def _receive_stamped(client: ClientConnection) -> tuple[list[Packet], float]:

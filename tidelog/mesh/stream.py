@@ -324,7 +324,10 @@ class LinkSession:
         single = route.single_filter()
         rename = self.link.to_remote if self.link and self.link.remapped else None
         while True:
-            await self._credit.acquire()
+            try:  # a free credit is taken without a loop round (the read checkpoints)
+                self._credit.acquire_nowait()
+            except trio.WouldBlock:
+                await self._credit.acquire()
             first = (await self.broker.log_state()).first_offset
             if position < first:
                 await self._send_gap(position, first, "retention")
