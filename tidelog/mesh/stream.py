@@ -324,10 +324,7 @@ class LinkSession:
         single = route.single_filter()
         rename = self.link.to_remote if self.link and self.link.remapped else None
         while True:
-            try:  # a free credit is taken without a loop round (the read checkpoints)
-                self._credit.acquire_nowait()
-            except trio.WouldBlock:
-                await self._credit.acquire()
+            await self._credit.acquire()
             first = (await self.broker.log_state()).first_offset
             if position < first:
                 await self._send_gap(position, first, "retention")
