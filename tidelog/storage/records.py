@@ -786,11 +786,11 @@ def decode_encoded(records: Iterable[bytes]) -> list[EncodedEvent]:
                     hops.append(data[pos - size : pos].decode())
                 hop_path = tuple(hops)
             provenance = new(Provenance)
-            set_client_id(provenance, None)
-            set_packet_id(provenance, None)
-            set_origin_node(provenance, origin)
-            set_origin_offset(provenance, origin_offset)
-            set_hop_path(provenance, hop_path)
+            _set_client_id(provenance, None)
+            _set_packet_id(provenance, None)
+            _set_origin_node(provenance, origin)
+            _set_origin_offset(provenance, origin_offset)
+            _set_hop_path(provenance, hop_path)
             event.topic = _learn_topic(raw) if topic is None else topic
             event.payload = data[end:stop]
             event.qos = flags & _QOS_MASK
@@ -812,11 +812,17 @@ def decode_encoded(records: Iterable[bytes]) -> list[EncodedEvent]:
     return out
 
 
-_slot_setters: Any = (
-    getattr(Provenance, name).__set__
-    for name in ("client_id", "packet_id", "origin_node", "origin_offset", "hop_path")
-)
-set_client_id, set_packet_id, set_origin_node, set_origin_offset, set_hop_path = _slot_setters
+def _slot_setter(name: str) -> Callable[[Provenance, Any], None]:
+    """The setter of a :class:`Provenance` slot: its member descriptor's ``__set__``,
+    which stores past the frozen ``__setattr__`` as attrs' own ``__init__`` does (through
+    ``object.__setattr__``, which first looks the name up: three times the cost)."""
+    setter: Callable[[Provenance, Any], None] = getattr(Provenance, name).__set__
+    return setter
+
+
+_set_client_id, _set_packet_id = _slot_setter("client_id"), _slot_setter("packet_id")
+_set_origin_node, _set_origin_offset = _slot_setter("origin_node"), _slot_setter("origin_offset")
+_set_hop_path = _slot_setter("hop_path")
 
 _FAST_HEADER = struct.Struct(">HQH")
 _PLAIN_V1_KINDS = 1 << 5
