@@ -45,6 +45,8 @@ async def announce_node(context: ServerContext, node: str, ports: dict[str, int]
                 "shares": broker.shares.progress(),
             }
             try:
+                if first:  # the pending wills this node's earlier run waited for
+                    await broker.wills.load(node)
                 # what dead nodes left (and, once, this node's own earlier run)
                 await broker.take_over_dead_nodes(own=first)
                 first = False

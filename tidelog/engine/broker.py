@@ -190,6 +190,7 @@ class Broker:
             self.publish_many,
             clock,
             recheck=options.session_expiry_check_seconds,
+            node=lambda: self.cluster.node_id,
         )
         self.cluster = ClusterRegistry(log, self._state_writer, clock, self.publish_many)
         """The nodes serving this log (several on a shared log: ``kafka://``)."""
@@ -219,7 +220,8 @@ class Broker:
             await self.shares.load(end)
             self._nursery.start_soon(self._follow_log)
             self._nursery.start_soon(self._serve_claims)
-        await self.wills.load()
+        else:  # a shared log's node loads its own once its id is known (tidelog/node.py)
+            await self.wills.load()
 
     async def _run_periodic(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -339,7 +341,7 @@ class Broker:
             node = str(record["id"])
             groups = self.shares.leave_for(node, record.get("shares"))
             seen = int(record.get("seen_at", self.clock()))
-            wills = await self.wills.adopt(await self.cluster.clients_of(node), seen)
+            wills = await self.wills.adopt(node, seen)
             await self.cluster.mark_taken_over(record)
             log.warning(
                 "node %s is gone: left its %d shared groups, took %d pending wills over",
@@ -739,13 +741,16 @@ class Broker:
         """
         self.wills.set(key, will, delay)
 
-    def arm_will(self, key: str, will: NewEvent, delay: float = 0.0) -> None:
+    def arm_will(self, client_id: str, will: NewEvent, delay: float = 0.0) -> str:
         """Shared log: a connected client's will, stored so that the node that takes
-        over if this node dies publishes it (``delay`` after this node was last seen);
-        :meth:`disarm_will` when the connection ends here (:mod:`tidelog.engine.wills`)."""
-        self.wills.arm(key, will, delay)
+        over if this node dies publishes it (``delay`` after this node was last seen).
+        Returns the will's key for :meth:`disarm_will` when the connection ends here
+        (:mod:`tidelog.engine.wills`)."""
+        return self.wills.arm(client_id, will, delay)
 
     def disarm_will(self, key: str) -> None:
+        """Drop the armed will stored under ``key`` (only that one: the client may have
+        armed a newer one on another node meanwhile)."""
         self.wills.disarm(key)
 
     def cancel_will(self, key: str) -> bool:
