@@ -172,7 +172,7 @@ class ClusterShares:
         del self._local[key]
         self._joined.pop(key, None)
         if self.node_id is not None:
-            self._send("leave", key, start=feed.handled_end)
+            self._send("leave", key, start=feed.unfinished_from)
 
     def leave_all(self) -> None:
         """A clean shutdown: leave every group this node has members of (their feeds
@@ -185,9 +185,12 @@ class ClusterShares:
         return {node for history in self._history.values() if history for node in history[-1][1]}
 
     def progress(self) -> list[list[Any]]:
-        """``[group, filter, first offset not yet handed to a member]`` per local group:
-        in this node's record, for whoever leaves the groups for it if it dies."""
-        return [[group, inner, feed.handled_end] for (group, inner), feed in self._local.items()]
+        """``[group, filter, first offset not yet finished by a member]`` per local group
+        (below it, every event of the node's share was acknowledged): in this node's
+        record, for whoever leaves the groups for it if it dies."""
+        return [
+            [group, inner, feed.unfinished_from] for (group, inner), feed in self._local.items()
+        ]
 
     def leave_for(self, node: str, progress: Any, since: int | None = None) -> int:
         """Leave every group ``node`` (gone) is a member of, handing back from the
