@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,10 @@ def test_cluster_lists_every_node(nodes: list[ServerProcess]) -> None:
         entry = by_id[f"node-{index + 1}"]
         assert entry["alive"] is True
         assert entry["listeners"]["MQTT"] == node.ports["MQTT"]
+        # one identity, named once at start: the --node-id (no generated mesh id)
+        named = [line for line in node.lines if "node node-" in line]
+        assert len(named) == 1 and f"node node-{index + 1} " in named[0], named
+        assert not re.search(r"\bnode-[0-9a-f]{8}\b", node.output)
     printed = subprocess.run(
         [sys.executable, "-m", "tidelog", "cluster", "--url", nodes[2].url, "--json"],
         capture_output=True,
