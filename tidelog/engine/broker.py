@@ -459,18 +459,20 @@ class Broker:
             name=name,
         )
 
-    def join_shared(self, group: str, topic_filter: str) -> Feed:
+    def join_shared(self, group: str, topic_filter: str, *, durable: bool = False) -> Feed:
         """The feed of shared subscription ``$share/<group>/<filter>``, created live on the
         first join. Every member receives from the same feed, so each event goes to
-        exactly one member; call :meth:`leave_shared` when a member goes."""
+        exactly one member; call :meth:`leave_shared` when a member goes. ``durable``:
+        the member is a persistent session (on a shared log, see :class:`ClusterShares`;
+        on others the durable group is :meth:`share_group`)."""
         key = (group, topic_filter)
         entry = self._shared.get(key)
         if entry is None:
             feed = self.open_feed(name=f"$share/{group}/{topic_filter}")
             feed.subscribe(topic_filter)
             entry = self._shared[key] = (feed, [0])
-            if self.log.shared:  # the group spans the nodes: this node delivers its share
-                self.shares.joined(key, feed)
+        if self.log.shared:  # the group spans the nodes: this node delivers its share
+            self.shares.joined(key, entry[0], durable=durable)
         entry[1][0] += 1
         return entry[0]
 

@@ -407,7 +407,7 @@ class Subscriptions:
             member = f"mqtt:{self.client_id}"
             source = Source(SHARED, None, options, key, group, inner, consumer, member)
         else:
-            feed = self.broker.join_shared(group, inner)
+            feed = self.broker.join_shared(group, inner, durable=self.core.persistent)
             source = Source(SHARED, feed, options, key, group, inner)
             # what it took and did not finish counts in the group's progress (a node
             # that dies hands it to the other nodes' members: engine/shares.py)
