@@ -3,7 +3,7 @@ bookkeeping and fan-out fed the same log, as each node's tail would feed them.""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 import trio.testing
@@ -42,24 +42,36 @@ class Node:
         return [event.payload for event, _ in self.feed.receive_nowait(100_000)]
 
 
+Route = Callable[[list[NewEvent]], Awaitable[None]]
+
+
+def routing(
+    log: EventLog, nodes: list[Node], outbox: list[NewEvent]
+) -> tuple[Route, Callable[[], Awaitable[None]]]:
+    """``route(events)``: append, then let every node route the batch as its tail would;
+    ``flush()``: route what the nodes queued (their joins and leaves) until none is."""
+
+    async def route(events: list[NewEvent]) -> None:
+        stored = await log.append(events)
+        for node in nodes:
+            node.shares.observe(stored)
+            node.fanout.dispatch(stored)
+
+    async def flush() -> None:
+        while outbox:
+            queued = list(outbox)
+            outbox.clear()
+            await route(queued)
+
+    return route, flush
+
+
 async def test_two_nodes_split_a_group_exactly_and_take_back_a_leavers_events() -> None:
     async with open_log("memory://") as log, trio.open_nursery() as nursery:
         outbox: list[NewEvent] = []
         nodes = [Node(name, log, nursery, outbox) for name in ("a", "b")]
 
-        async def route(events: list[NewEvent]) -> None:
-            """Append, then let every node route the batch as its tail would."""
-            stored = await log.append(events)
-            for node in nodes:
-                node.shares.observe(stored)
-                node.fanout.dispatch(stored)
-
-        async def flush() -> None:
-            while outbox:
-                queued = list(outbox)
-                outbox.clear()
-                await route(queued)
-
+        route, flush = routing(log, nodes, outbox)
         await flush()  # both joins
         jobs = [NewEvent("jobs/x", b"%d" % n) for n in range(400)]
         await route(jobs[:200])
@@ -97,18 +109,7 @@ async def test_a_durable_group_keeps_what_comes_while_no_node_has_a_member() -> 
         outbox: list[NewEvent] = []
         nodes = [Node("a", log, nursery, outbox, durable=True)]
 
-        async def route(events: list[NewEvent]) -> None:
-            stored = await log.append(events)
-            for node in nodes:
-                node.shares.observe(stored)
-                node.fanout.dispatch(stored)
-
-        async def flush() -> None:
-            while outbox:
-                queued = list(outbox)
-                outbox.clear()
-                await route(queued)
-
+        route, flush = routing(log, nodes, outbox)
         await flush()  # a joins
         jobs = [NewEvent("jobs/x", b"%d" % n) for n in range(300)]
         await route(jobs[:100])
