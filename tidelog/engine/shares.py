@@ -326,6 +326,8 @@ class ClusterShares:
                 while feed.pending >= HANDBACK_PAGE and self._local.get(key) is feed:
                     await trio.sleep(0.05)  # the members take what was handed back so far
                 page = await self._log.read(position, key[1], limit=HANDBACK_PAGE, end=end)
+                if self._local.get(key) is not feed:
+                    return  # its last member left meanwhile (the leave's F covers the rest)
                 subs = tuple(feed.subscriptions.values())
                 mine = [
                     (event, subs)
