@@ -152,11 +152,11 @@ class WillStore:
             client, owner, waiter = parse_key(key)
             if waiter != dead or owner is None or key in self._armed:
                 continue
-            self._writer.put_nowait(ARMED, {key: None})
             try:
                 stored = decode_record(0, raw)
             except UNREADABLE as exc:
                 report_unreadable(self._log, ARMED, key, exc, "That will is not published.")
+                self._writer.put_nowait(ARMED, {key: None})
                 continue
             will = NewEvent(
                 stored.topic, stored.payload, stored.qos, stored.retain, stored.properties
@@ -165,6 +165,7 @@ class WillStore:
             new = self._key(client, owner)
             record = encode_record(will, due)
             self._writer.put_nowait(NAMESPACE, {new: record})
+            self._writer.put_nowait(ARMED, {key: None})  # after: the writer keeps order
             log.info(
                 "will of %r (its node died) on %r due in %.1f s",
                 client,
