@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -165,7 +166,10 @@ def test_a_dead_nodes_share_of_a_group_and_its_pending_wills_are_taken_over(
         (taken,) = collect([kept], len(after) + len(unacked), timeout=40)
         assert set(taken) == set(after) | set(unacked)  # node 2's share handed over
         assert len(taken) == len(set(taken))  # and each event once
-        wills = watcher.receive(2, timeout=30)
+        try:
+            wills = watcher.receive(2, timeout=30)
+        except queue.Empty:
+            raise AssertionError(f"wills missing; node 1:\n{survivor.tail(80)}") from None
         assert sorted((w.topic, w.payload) for w in wills) == [
             ("gone/device", b"offline"),
             ("gone/sensor", b"lost"),  # connected to node 2 when it died
