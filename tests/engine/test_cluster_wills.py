@@ -99,3 +99,26 @@ async def test_a_dead_nodes_will_is_not_published_when_its_client_came_back_else
                 await trio.sleep(0.02)
         assert await published(a) == []
         assert await a.log.list_state(ARMED) == {}
+
+
+async def test_a_dead_nodes_overdue_pending_will_is_published_at_once_and_once(
+    kafka: KafkaCluster,
+) -> None:
+    """Node b dies with a pending will that is already due when a takes it over: a
+    publishes it at once (its check that the will is still stored waits for the will's
+    new key to be written first), exactly once."""
+    url = kafka.url(f"wills-{uuid.uuid4().hex[:10]}")
+    clock = ManualClock()
+    options = {"clock": clock, "session_expiry_check_seconds": 0.01}
+    async with tidelog.open(url, **options) as a, tidelog.open(url, **options) as b:
+        a.cluster.node_id, b.cluster.node_id = "a", "b"
+        assert not await b.cluster.claim_client("x")
+        b.set_will("x", WILL, delay=3)
+        await settled(b)
+        b.wills.close()  # b "dies"
+        clock.advance(10_000)  # taken over late: the will was due 7 s ago
+        assert await a.wills.adopt("b", clock.now - 8000) == 1
+        with trio.fail_after(20):
+            while await a.log.list_state(NAMESPACE) or len(a.wills):
+                await trio.sleep(0.02)
+        assert await published(a) == [b"offline"]

@@ -147,7 +147,7 @@ class WillStore:
                 continue
             new = self._key(client, owner)
             self._writer.put_nowait(NAMESPACE, {new: raw, key: None})
-            adopted += self._schedule_stored(new, raw, owner)
+            adopted += self._schedule_stored(new, raw, owner, durable=False)
         for key, raw in (await self._log.list_state(ARMED)).items():
             client, owner, waiter = parse_key(key)
             if waiter != dead or owner is None or key in self._armed:
@@ -191,8 +191,12 @@ class WillStore:
         self._armed.discard(key)
         self._writer.put_nowait(ARMED, {key: None})
 
-    def _schedule_stored(self, key: str, raw: bytes, owner: str | None) -> bool:
-        """Wait for a stored will (published at once if it is due)."""
+    def _schedule_stored(
+        self, key: str, raw: bytes, owner: str | None, *, durable: bool = True
+    ) -> bool:
+        """Wait for a stored will (published at once if it is due). ``durable=False``: its
+        write is queued, not yet durable (the task waits for it before the will is due:
+        else the check that it is still stored could miss it)."""
         client = parse_key(key)[0]
         try:
             stored = decode_record(0, raw)
@@ -204,7 +208,7 @@ class WillStore:
         will = NewEvent(stored.topic, stored.payload, stored.qos, stored.retain, stored.properties)
         delay = max(0, stored.timestamp - self._clock()) / 1000
         log.info("pending will of %r on %r loaded, due in %.1f s", client, will.topic, delay)
-        self._start(key, client, will, stored.timestamp, None, owner)
+        self._start(key, client, will, stored.timestamp, None if durable else raw, owner)
         return True
 
     def set(self, client: str, will: NewEvent, delay: float) -> None:
