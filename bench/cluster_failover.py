@@ -51,7 +51,7 @@ def node(checkout: Path, url: str, name: str, workdir: Path) -> ServerProcess:
         "--ws-port",
         "0",
         "--log-level",
-        "warning",
+        "info",  # the listeners' ports are logged at info
         cwd=workdir,
         checkout=checkout,
     )
