@@ -27,13 +27,14 @@ class Node:
         outbox: list[NewEvent],
         *,
         durable: bool = False,
+        start: int = 0,
     ) -> None:
         def submit(events: Sequence[NewEvent], callback: Callback) -> None:
             outbox.extend(events)
 
         self.shares = ClusterShares(log, nursery, submit)
         self.shares.start(name)
-        self.fanout = FanOut(log, 0)
+        self.fanout = FanOut(log, start)  # ``start``: the log's end when the node starts
         self.feed: Feed = self.fanout.open_feed()
         self.feed.subscribe(KEY[1])
         self.shares.joined(KEY, self.feed, durable=durable)
@@ -130,4 +131,35 @@ async def test_a_durable_group_keeps_what_comes_while_no_node_has_a_member() -> 
         await route(jobs[200:])
         assert nodes[1].taken() == [e.payload for e in jobs[200:]]
         assert nodes[1].shares.handed_back == 140
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_node_that_ends_a_vacancy_and_leaves_at_once_passes_the_kept_events_on() -> None:
+    """A durable group with no member: node b's member joins and goes before b has read
+    its own join back (it never handed the kept events to anyone): its leave starts at
+    the vacancy, so the group keeps them, and node c, joining next, gets them all."""
+    async with open_log("memory://") as log, trio.open_nursery() as nursery:
+        outbox: list[NewEvent] = []
+        nodes = [Node("a", log, nursery, outbox, durable=True)]
+        route, flush = routing(log, nodes, outbox)
+        await flush()
+        nodes[0].shares.left(KEY, nodes[0].feed)  # a's member went, having taken nothing
+        nodes[0].feed.close()
+        await flush()
+        jobs = [NewEvent("jobs/x", b"%d" % n) for n in range(50)]
+        await route(jobs)  # kept: no node has a member
+        end = (await log.state()).next_offset
+        b = Node("b", log, nursery, outbox, start=end)
+        nodes.append(b)
+        await b.shares.load(end)
+        b.shares.left(KEY, b.feed)  # gone before its join was read back
+        b.feed.close()
+        await flush()  # b's join, then its leave
+        end = (await log.state()).next_offset
+        c = Node("c", log, nursery, outbox, start=end)
+        nodes.append(c)
+        await c.shares.load(end)
+        await flush()
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(c.taken(), key=int) == [e.payload for e in jobs]
         nursery.cancel_scope.cancel()

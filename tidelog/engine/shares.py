@@ -100,6 +100,9 @@ class ClusterShares:
         up to ``end`` (the join that ended a vacancy) are that joining node's."""
         self._handing: dict[Key, dict[object, int]] = {}
         """Local groups being handed events back: the offset each hand-back reads next."""
+        self._owed: dict[Key, int] = {}
+        """Local durable groups whose vacancy this node ended, until their hand-back runs:
+        where it starts."""
 
     # -- the membership, from the log --------------------------------------------------
 
@@ -145,6 +148,7 @@ class ClusterShares:
             orphans.append((self._vacant.pop(key), event.offset, node))
             del orphans[:-HISTORY]
             if node == self.node_id and not replay and key in self._local:
+                self._owed[key] = orphans[-1][0]  # in the progress until the task runs
                 self._nursery.start_soon(self._hand_back, key, None, orphans[-1][0], event.offset)
         if change.get("op") != "leave" or node not in before:
             return
@@ -241,8 +245,13 @@ class ClusterShares:
         ]
 
     def _progress(self, key: Key, feed: Feed) -> int:
-        """The first offset of the group not finished here (a hand-back under way too)."""
-        return min([feed.unfinished_from, *self._handing.get(key, {}).values()])
+        """The first offset of the group not finished here: what its members hold, a
+        hand-back under way or owed, and a vacancy this node's join (not read back
+        yet) is to end (the events kept in it would be this node's)."""
+        owed = [self._owed[key]] if key in self._owed else []
+        vacant = [self._vacant[key]] if key in self._vacant else []
+        handing = self._handing.get(key, {}).values()
+        return min([feed.unfinished_from, *handing, *owed, *vacant])
 
     def leave_for(self, node: str, progress: Any, since: int | None = None) -> int:
         """Leave every group ``node`` (gone) is a member of, handing back from the
@@ -311,6 +320,8 @@ class ClusterShares:
         durable group kept while it had no member (this node ended the vacancy). A
         page at a time, as the members take them (memory stays bounded); the group's
         progress stays at the hand-back's position until it is done."""
+        if leaver is None:
+            self._owed.pop(key, None)  # the hand-back's position stands for it now
         after = self.members(key, end + 1)
         if not after:
             return
