@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.mesh.cluster import FaultProxy, Node, start_all, wait_for
+from tests.mesh.cluster import FaultProxy, Node, start_all, wait_for, wait_heads
 from tidelog.protocols.mqtt import Puback, Publish, encode
 from tidelog.testing.mqtt_client import ClientConnection, Target, encoded_ack
 
@@ -211,3 +211,47 @@ def test_a_mosquitto_bridge_into_tidelog_with_the_bridge_bit_carries_both_ways_w
     finally:
         if core.serve is not None:
             core.serve.kill()
+
+
+def test_two_tidelogs_through_mosquitto_store_each_event_once_across_cuts(
+    tmp_path: Path, mosquitto: int
+) -> None:
+    """edge pushes over a bridge to mosquitto, core pulls over another; both bridges
+    are cut mid-stream (edge resends what mosquitto had but did not acknowledge,
+    mosquitto redelivers what core appended but did not acknowledge): core stores
+    every event of edge once, in order, by the stamps' origin and offset."""
+    edge, core = Node(tmp_path, "edge"), Node(tmp_path, "core")
+    push, pull = FaultProxy(), FaultProxy()
+    push.target = pull.target = mosquitto
+    common = {"bridge": "mqtt5", "heartbeat_seconds": 0.5, "reconnect_seconds": 0.2}
+    edge.links.append({"name": "up", "url": push.url, "push": ["t/#"], **common})
+    core.links.append({"name": "down", "url": pull.url, "pull": ["t/#"], **common})
+    total = 200
+    try:
+        start_all([edge, core])
+        for node, name in ((edge, "up"), (core, "down")):
+            wait_for(lambda n=node, k=name: n.links_status()[k]["state"] == "connected")
+        pull.delay = 0.02  # core's PUBACKs lag behind what mosquitto sent it
+        for batch in range(4):
+            start = core.head()
+            edge.publish([(f"t/{i % 5}", f"e-{batch}-{i}".encode()) for i in range(total // 4)])
+            wait_for(lambda s=start: core.head() > s + 10, what="core receiving")
+            for proxy in (pull, push) if batch % 2 else (push, pull):
+                proxy.cut()
+                proxy.restore()
+        wait_heads({core: total})
+        time.sleep(1.5)  # any redelivery still on its way arrives by now
+        duplicates = core.links_status()["down"]["duplicates"]
+        edge.stop()
+        core.stop()
+        stamps = []
+        for event in core.events():
+            props = dict(event.properties.user_properties) if event.properties else {}
+            stamps.append((props.get("tidelog-origin"), int(props.get("tidelog-offset", -1))))
+        assert stamps == [("edge", offset) for offset in range(total)], duplicates
+    finally:
+        for node in (edge, core):
+            if node.serve is not None:
+                node.serve.kill()
+        push.close()
+        pull.close()

@@ -8,23 +8,29 @@ client of the remote (docs/mesh.md, "Bridges to other brokers"):
   No-Local and Retain-As-Published in MQTT 5. Every message waiting when one
   arrives is appended in one durable write, renamed under ``local_prefix``, and
   only then acknowledged: at least once into the log (a crash between the append
-  and the PUBACK gets the message again).
+  and the PUBACK gets the message again). A message another tidelog pushed
+  carries its stamps (:mod:`tidelog.mesh.stamps`: origin node and offset): it is
+  dropped if that origin's offset was appended here already (a redelivery after a
+  reconnect, or a copy that came another way) or if its origin is this node, so
+  it is stored once (the per-origin positions advance in the same write).
   Only what the ``pull`` filters cover (and no ``$`` topic) is appended: anything
   else the remote sends is acknowledged, dropped and counted (``refused``).
 * **push**: this node's log read from a position stored in the log (``mesh``
   state namespace, key ``bridge/<name>``, written when the link is created and
   deleted with it), the events matching ``push`` sent at QoS 1 (retain flag and
-  MQTT 5 properties kept, plus the user properties ``tidelog-origin`` and
-  ``tidelog-offset``); the position advances once the remote acknowledged the
+  MQTT 5 properties kept, plus the stamps: the event's origin, first kept, and
+  its hop count); the position advances once the remote acknowledged the
   whole read: at least once into the remote. A PUBACK error (>= 0x80) stops the
   position at that message and ends the connection (redialed with backoff).
 
-The remote keeps no offsets, so there is no exactly-once: what a user loses
-against a tidelog link is listed in docs/mesh.md. Loops: messages the bridge
-appended carry the publisher id ``bridge:<name>`` and are never pushed back
-over it, nor forwarded by links and bridges in ``local`` mode (MQTT clients may
-not use the prefix); MQTT 5's No-Local keeps the remote from echoing what the
-bridge published.
+The remote keeps no offsets: the stamps make it exactly once into another
+tidelog behind an MQTT 5 remote; what a user loses with a 3.1.1 remote is listed
+in docs/mesh.md. Loops: messages the bridge appended carry the publisher id
+``bridge:<name>`` and are never pushed back over it, nor forwarded by links and
+bridges in ``local`` mode (MQTT clients may not use the prefix); MQTT 5's
+No-Local keeps the remote from echoing what the bridge published. In ``transit``
+mode a message that went around a cycle of brokers is dropped by its origin (or
+by any node that has it already), and the hop limit counts bridges too.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ import trio
 
 from tidelog.concurrency import background_nursery
 from tidelog.mesh.config import LinkConfig
+from tidelog.mesh.positions import origin_of
+from tidelog.mesh.stamps import stamp, stamped_hops, stamped_origin
 from tidelog.mesh.status import LinkStatus
 from tidelog.mesh.stream import LinkChannel, LinkClosed, LinkRefused
 from tidelog.protocols.mqtt.decoder import Decoder, Role
@@ -274,14 +282,23 @@ class Bridge:
                         Provenance(client_id=self.marker),
                     )
                 )
-            if events:
-                with trio.CancelScope(shield=True):
-                    await self.broker.publish_many(events)
-            self.status.events_in += len(events)
+            fresh = await self._append(events) if events else []
+            self.status.events_in += len(fresh)
+            self.status.duplicates += len(events) - len(fresh)
             self.status.batches_in += 1
             acks = [Puback(p.packet_id) for p in packets if p.qos == 1 and p.packet_id]
             if acks:
                 await self.channel.send(*acks)
+
+    async def _append(self, events: list[NewEvent]) -> list[NewEvent]:
+        """Append what was not appended yet (by the stamps' origin and offset: a
+        redelivery, or an event of this node come back), in one durable write that
+        advances the per-origin positions with it; returns what was appended."""
+        me = self.mesh.node_id
+        events = [e for e in events if (origin := stamped_origin(e)) is None or origin[0] != me]
+        # one lock for every bridge: two bridges may carry the same origin's events
+        async with self.mesh.peer_lock(BRIDGE_CLIENT_PREFIX):
+            return await self.mesh.positions.append_fresh(self.broker, events)
 
     def _pulls(self, topic: str) -> bool:
         """Whether a received message (named ``topic`` here) may enter the log: only
@@ -370,8 +387,11 @@ class Bridge:
         if provenance is not None:
             if provenance.client_id == self.marker:
                 return False  # it came in over this bridge
-            if not provenance.local and self.link.mode == "local":
-                return False  # it came over a link or another bridge: only transit forwards it
+            if not provenance.local:
+                if self.link.mode == "local":
+                    return False  # it came over a link or another bridge: only transit
+                if len(provenance.hop_path) + stamped_hops(event) >= self.link.hop_limit:
+                    return False  # the hop limit: the last guard against a cycle
         if self.link.to_remote(event.topic) is None:
             return False
         return any(match(event.topic) for match in matchers)
@@ -382,12 +402,10 @@ class Bridge:
         properties = Properties()
         if self.level == 5:
             stored = event.properties
-            came = event.provenance
-            if came is not None and came.origin_node is not None:
-                origin, offset = came.origin_node, came.origin_offset or 0
-            else:
-                origin, offset = self.mesh.node_id, event.offset
-            users = (("tidelog-origin", origin), ("tidelog-offset", str(offset)))
+            me = self.mesh.identity
+            origin = origin_of(event) or (me.node_id, me.incarnation, event.offset)
+            hops = len(event.provenance.hop_path) if event.provenance is not None else 0
+            users = stamp(stored, origin, hops + stamped_hops(event) + 1)
             if stored is None:
                 properties = Properties(user_properties=users)
             else:
@@ -397,7 +415,7 @@ class Bridge:
                     content_type=stored.content_type,
                     response_topic=stored.response_topic,
                     correlation_data=stored.correlation_data,
-                    user_properties=(*stored.user_properties, *users),
+                    user_properties=users,
                 )
         return Publish(
             topic,

@@ -284,18 +284,8 @@ class LinkSession:
         positions with it; returns what was appended."""
         positions = self.mesh.positions
         async with self.mesh.peer_lock(self.peer):
-            fresh = positions.fresh(events)
+            fresh = await positions.append_fresh(self.broker, events)
             self.status.duplicates += len(events) - len(fresh)
-            if fresh:
-                token = positions.begin_append(self.broker.end_offset)
-                # shielded: an append cancelled half-way (the link cut) may still
-                # commit, and its positions must then advance with it
-                try:
-                    with trio.CancelScope(shield=True):
-                        await self.broker.publish_many(fresh)
-                        positions.observe(fresh)
-                finally:
-                    positions.end_append(token)
             positions.advance_sender(self.peer, self.peer_incarnation, next_offset)
         return fresh
 
