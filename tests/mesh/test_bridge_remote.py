@@ -14,7 +14,7 @@ import trio
 import tidelog
 from tidelog.engine import Broker
 from tidelog.mesh.bridge import STATE_NAMESPACE, position_key
-from tidelog.mesh.config import parse_link
+from tidelog.mesh.config import LinkConfig, parse_link
 from tidelog.mesh.node import Mesh
 from tidelog.mesh.positions import CHECKPOINT_KEY, NAMESPACE, MeshPositions
 from tidelog.mesh.stream import LinkChannel, LinkClosed
@@ -264,5 +264,38 @@ def test_redelivered_stamped_messages_are_stored_once_across_reconnects_and_rest
                               "cmd/core/4", "cmd/plain", "cmd/core/5", "cmd/core/6",
                               "cmd/core/7", "cmd/core/8"]  # fmt: skip
             n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_a_bridge_removed_from_the_configuration_or_replaced_loses_its_position(
+    tmp_path: Path,
+) -> None:
+    """A bridge's push position goes with the bridge: removed from the configuration
+    file while the node was down (at the next start), or replaced at run time by a
+    link that is no bridge; the positions of the bridges still there stay."""
+
+    def bridge(name: str) -> LinkConfig:
+        table = {"name": name, "url": "mqtt://127.0.0.1:1", "bridge": "mqtt5", "push": ["#"]}
+        return parse_link(table, "test")
+
+    async def main() -> None:
+        async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker:
+            await Mesh.open(broker, "edge", [bridge("gone"), bridge("kept")])
+            keys = set(await broker.load_state(STATE_NAMESPACE))
+            assert {position_key("gone"), position_key("kept")} <= keys
+            await Mesh.open(broker, "edge", [bridge("kept")])  # a restart without "gone"
+            keys = set(await broker.load_state(STATE_NAMESPACE))
+            assert position_key("kept") in keys and position_key("gone") not in keys
+            async with trio.open_nursery() as n:
+                mesh = await Mesh.open(broker, "edge", [])
+                n.start_soon(mesh.run)
+                await trio.sleep(0)
+                await mesh.put_link(bridge("m"), "admin")
+                assert position_key("m") in await broker.load_state(STATE_NAMESPACE)
+                table = {"name": "m", "url": "mqtt://127.0.0.1:1", "push": ["#"]}
+                await mesh.put_link(parse_link(table, "test"), "admin")  # a tidelog link now
+                assert position_key("m") not in await broker.load_state(STATE_NAMESPACE)
+                n.cancel_scope.cancel()
 
     trio.run(main)

@@ -36,7 +36,7 @@ by any node that has it already), and the hop limit counts bridges too.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import trio
@@ -127,6 +127,22 @@ async def store_start_position(broker: Broker, link: LinkConfig) -> None:
 async def forget_position(broker: Broker, link_name: str) -> None:
     """Delete a deleted link's push position (a new bridge of that name starts anew)."""
     await broker.save_state(STATE_NAMESPACE, {position_key(link_name): None})
+
+
+async def forget_stale_positions(broker: Broker, bridges: Iterable[str]) -> list[str]:
+    """Delete the push positions of bridges that are no longer links here (removed
+    from the configuration file while the node was down, or no longer bridges), as
+    :func:`forget_position` does for a deleted one; returns their names."""
+    keep = {position_key(name) for name in bridges}
+    prefix = position_key("")
+    stale = [
+        key
+        for key in await broker.load_state(STATE_NAMESPACE)
+        if key.startswith(prefix) and key not in keep
+    ]
+    if stale:
+        await broker.save_state(STATE_NAMESPACE, dict.fromkeys(stale))
+    return [key.removeprefix(prefix) for key in stale]
 
 
 class Bridge:

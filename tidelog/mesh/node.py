@@ -38,7 +38,12 @@ from tidelog.concurrency import background_nursery
 from tidelog.engine import Broker
 from tidelog.errors import LinkConflictError, LinkNotFoundError, LogClosedError
 from tidelog.mesh import wire
-from tidelog.mesh.bridge import forget_position, run_bridge, store_start_position
+from tidelog.mesh.bridge import (
+    forget_position,
+    forget_stale_positions,
+    run_bridge,
+    store_start_position,
+)
 from tidelog.mesh.config import LINKS_NAMESPACE, NODE_ID_PATTERN, LinkConfig, parse_link
 from tidelog.mesh.identity import NodeIdentity, load_identity
 from tidelog.mesh.positions import CHECKPOINT_KEY, NAMESPACE, MeshPositions
@@ -98,9 +103,11 @@ class Mesh:
         (before any link runs)."""
         mesh = cls(broker, await load_identity(broker, node_id), links)
         await mesh._load_links()
-        for link in mesh.links.values():
-            if link.bridge is not None:
-                await store_start_position(broker, link)  # a configured link: new here now
+        bridges = [link for link in mesh.links.values() if link.bridge is not None]
+        for link in bridges:
+            await store_start_position(broker, link)  # a configured link: new here now
+        for name in await forget_stale_positions(broker, [link.name for link in bridges]):
+            log.info("mesh: bridge %s is gone from the configuration; its position deleted", name)
         read = await mesh.positions.recover(broker)
         log.info(
             "mesh: node %s (incarnation %s), %d link(s); positions recovered (%d events read)",
@@ -156,6 +163,8 @@ class Mesh:
         record = {"owner": owner, "link": link.stored()}
         if link.bridge is not None:
             await store_start_position(self.broker, link)
+        elif not created and self.links[link.name].bridge is not None:
+            await forget_position(self.broker, link.name)  # a bridge no longer
         await self.broker.save_state(LINKS_NAMESPACE, {link.name: json.dumps(record).encode()})
         self._stop_dialer(link.name)
         self.links[link.name] = link
