@@ -97,6 +97,10 @@ class LinkConfig:
     interest: bool = False
     """Live interest: the remote sends, of the ``pull`` filters, only what subscriptions
     on this node (and, over transit links, on the nodes pulling from it) want."""
+    push_interest: bool = False
+    """Live interest for the push: this node pushes, of the ``push`` filters, only what
+    subscriptions at the remote (and behind its transit links) want; off by default,
+    since a remote that stores everything pushed for replay wants it all anyway."""
     hop_limit: int = DEFAULT_HOP_LIMIT
     """The most nodes an event may have passed through before this link (transit)."""
     batch_events: int = 1000
@@ -248,17 +252,19 @@ def parse_link(table: Any, where: str) -> LinkConfig:
     for key in ("local_prefix", "remote_prefix"):
         if key in table:
             values[key] = _prefix(table[key], f"{where}: {key}")
-    if "interest" in table:
-        if not isinstance(table["interest"], bool):
-            raise ValueError(f"{where}: interest must be true or false")
-        values["interest"] = table["interest"]
+    for key in ("interest", "push_interest"):
+        if key in table:
+            if not isinstance(table[key], bool):
+                raise ValueError(f"{where}: {key} must be true or false")
+            values[key] = table[key]
     if "bridge" in table:
         if table["bridge"] not in BRIDGES:
             raise ValueError(
                 f"{where}: bridge must be 'mqtt5' or 'mqtt311', not {table['bridge']!r}"
             )
-        if values.get("interest"):
-            raise ValueError(f"{where}: interest needs a tidelog remote, not a bridge")
+        for key in ("interest", "push_interest"):
+            if values.get(key):
+                raise ValueError(f"{where}: {key} needs a tidelog remote, not a bridge")
         values["bridge"] = table["bridge"]
         local_prefix = values.get("local_prefix", "")
         for pull in values["pull"]:

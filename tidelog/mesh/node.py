@@ -249,14 +249,15 @@ class Mesh:
         )
 
     def interest_for(self, session: LinkSession, pull: Sequence[str]) -> list[str]:
-        """What ``session``'s pull should carry under live interest: the filters this
-        node's subscribers want, and those of peers pulling from this node over transit
-        links (their advertised interest, or their static filters), narrowed to ``pull``
+        """What ``session`` should carry to this node under live interest (its pull,
+        or on the remote side the dialer's push): the filters this node's subscribers
+        want, and those of peers this node sends to over transit links (their
+        advertised interest, or their static filters), narrowed to ``pull``
         (a wanted filter inside a pull filter is kept; one that overlaps a pull filter
         only partly keeps that pull filter)."""
         wanted = self.broker.subscription_filters()
         for other in self.sessions.values():
-            route = other.pull_route
+            route = other.pull_route or other.push_route
             if other is session or route is None or route.mode != "transit":
                 continue
             wanted.update(other.interest if other.interest is not None else route.filters)
@@ -393,6 +394,12 @@ class Mesh:
             session.peer_nodes = set(nodes)
             session.pull_route = Route(peer, tuple(pull), mode, hop_limit) if pull else None
             session.pull_access = access
+            # live interest for the dialer's push: sent with the welcome (its source
+            # starts with it), then as it changes
+            advertise = tuple(push) if push and hello.get("push_interest") is True else None
+            interest = session.wanted(advertise) if advertise is not None else None
+            if interest is not None:
+                session.advertised(interest)
             await channel.send(
                 wire.control(
                     wire.WELCOME,
@@ -404,10 +411,11 @@ class Mesh:
                         "push_from": wire.position_body(self.positions.sender(peer))
                         if push
                         else None,
+                        "interest": interest,
                     },
                 )
             )
-            await self._serve(session, None, None)
+            await self._serve(session, None, None, advertise)
         except LinkRefused as exc:
             log.warning("mesh: refused a link: %s", exc.reason)
             if status is not None:
@@ -526,6 +534,7 @@ class Mesh:
                         "window": link.window,
                         "batch_events": link.batch_events,
                         "heartbeat_ms": int(link.heartbeat_seconds * 1000),
+                        "push_interest": link.push_interest,
                     },
                 )
             )
@@ -561,6 +570,8 @@ class Mesh:
             )
             session.peer_nodes = set(nodes)
             session.link = link
+            if link.push and link.push_interest and welcome.get("interest") is not None:
+                session.set_interest(wire.string_list(welcome, "interest"))
             if link.pull and link.interest:
                 # before the start, so the remote's source never runs without it
                 await session.advertise_now(link.local_pull)
@@ -571,6 +582,7 @@ class Mesh:
                     wire.control(wire.START, {"pull_from": wire.position_body(pull_from)})
                 )
             route = Route(peer, link.local_push, link.mode, link.hop_limit) if link.push else None
+            session.push_route = route
             advertise = link.local_pull if link.interest and link.pull else None
             await self._serve(session, route, wire.position(welcome, "push_from"), advertise)
 
