@@ -578,7 +578,8 @@ def test_random_fault_schedules_lose_and_repeat_nothing(nodes) -> None:  # type:
 
 def test_live_interest_for_a_push_sends_only_what_the_remote_wants(nodes) -> None:  # type: ignore[no-untyped-def]
     """The remote advertises, of the dialer's ``push`` filters, what its subscribers
-    want (persistent sessions count, connected or not): an event nobody there wants
+    want (persistent sessions count, connected or not, and durable cursors): an
+    event nobody there wants
     does not cross; once a subscriber appears it does; and a reconnecting link gets
     the interest that changed while it was away with the welcome."""
     import trio
@@ -626,6 +627,17 @@ def test_live_interest_for_a_push_sends_only_what_the_remote_wants(nodes) -> Non
     edge.proxies["core"].restore()
     wait_heads({core: 3})
     assert edge.links_status()["core"]["events_out"] == 3
+    # a durable cursor at the core counts too (its consumer reads later)
+    response = httpx.put(f"{core.url}/v1/cursors/archive", json={"filter": "telemetry/d/#"})
+    assert response.status_code == 201, response.text
+    wait_for(lambda: "telemetry/d/#" in (push_interest() or []), what="the cursor's interest")
+    edge.publish([("telemetry/d/1", b"kept")])
+    wait_heads({core: 4})
     for node in (core, edge):
         node.stop()
-    assert [e.topic for e in core.events()] == ["telemetry/p", "telemetry/a/9", "telemetry/b"]
+    assert [e.topic for e in core.events()] == [
+        "telemetry/p",
+        "telemetry/a/9",
+        "telemetry/b",
+        "telemetry/d/1",
+    ]

@@ -68,6 +68,8 @@ from tidelog.topics import validate_topic_filter
 log = logging.getLogger("tidelog.mesh")
 HANDSHAKE_SECONDS = 10.0
 CHECKPOINT_SECONDS = 2.0
+CURSOR_POLL_SECONDS = 1.0
+"""How often live interest looks for durable cursors created or deleted."""
 
 
 class Mesh:
@@ -91,6 +93,9 @@ class Mesh:
             self._new_status(link)
         self.sessions: dict[str, LinkSession] = {}
         """Connected links by peer node (one link per pair of nodes)."""
+        self.cursor_filters: set[str] = set()
+        """The filters of this node's durable cursors (live interest: their consumers
+        read later, and what they want must still arrive)."""
         self._peer_locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
         self._dialers: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
@@ -109,6 +114,7 @@ class Mesh:
         for name in await forget_stale_positions(broker, [link.name for link in bridges]):
             log.info("mesh: bridge %s is gone from the configuration; its position deleted", name)
         read = await mesh.positions.recover(broker)
+        await mesh._load_cursor_filters()
         log.info(
             "mesh: node %s (incarnation %s), %d link(s); positions recovered (%d events read)",
             mesh.identity.node_id,
@@ -216,12 +222,21 @@ class Mesh:
             async with background_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._checkpoints)
+                nursery.start_soon(self._cursor_filters_loop)
                 for link in list(self.links.values()):
                     self._start_dialer(link)
         finally:
             self._nursery = None
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await self._checkpoint()
+
+    async def _load_cursor_filters(self) -> None:
+        self.cursor_filters = {c.topic_filter or "#" for c in await self.broker.cursors()}
+
+    async def _cursor_filters_loop(self) -> None:
+        while True:
+            await trio.sleep(CURSOR_POLL_SECONDS)
+            await self._load_cursor_filters()
 
     async def _checkpoints(self) -> None:
         while True:
@@ -251,11 +266,11 @@ class Mesh:
     def interest_for(self, session: LinkSession, pull: Sequence[str]) -> list[str]:
         """What ``session`` should carry to this node under live interest (its pull,
         or on the remote side the dialer's push): the filters this node's subscribers
-        want, and those of peers this node sends to over transit links (their
+        and durable cursors want, and those of peers this node sends to over transit links (their
         advertised interest, or their static filters), narrowed to ``pull``
         (a wanted filter inside a pull filter is kept; one that overlaps a pull filter
         only partly keeps that pull filter)."""
-        wanted = self.broker.subscription_filters()
+        wanted = self.broker.subscription_filters() | self.cursor_filters
         for other in self.sessions.values():
             route = other.pull_route or other.push_route
             if other is session or route is None or route.mode != "transit":
