@@ -18,8 +18,8 @@ client of the remote (docs/mesh.md, "Bridges to other brokers"):
 * **push**: this node's log read from a position stored in the log (``mesh``
   state namespace, key ``bridge/<name>``, written when the link is created and
   deleted with it), the events matching ``push`` sent at QoS 1 (retain flag and
-  MQTT 5 properties kept, plus the stamps: the event's origin, first kept, and
-  its hop count); the position advances once the remote acknowledged the
+  MQTT 5 properties kept, plus the stamps: the event's origin node, incarnation
+  and offset, and its hop count); the position advances once the remote acknowledged the
   whole read: at least once into the remote. A PUBACK error (>= 0x80) stops the
   position at that message and ends the connection (redialed with backoff).
 
