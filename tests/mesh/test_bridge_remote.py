@@ -57,6 +57,13 @@ async def _remote(
     await trio.serve_listeners(serve, listeners)
 
 
+async def _running(mesh: Mesh) -> None:
+    """Wait until ``mesh.run`` has started (links can be put)."""
+    with trio.fail_after(10):
+        while mesh._nursery is None:
+            await trio.sleep(0.01)
+
+
 async def _events(broker: Broker) -> list[str]:
     result = await broker.read(0, limit=1000)
     return [event.topic for event in result.events]
@@ -169,7 +176,7 @@ def test_a_deleted_bridge_forgets_its_position(tmp_path: Path) -> None:
         async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
             mesh = await Mesh.open(broker, "edge", [])
             n.start_soon(mesh.run)
-            await trio.sleep(0)
+            await _running(mesh)
             await broker.publish_many([NewEvent(f"t/{i}", b"x", 1) for i in range(2)])
             table = {"name": "m", "url": "mqtt://127.0.0.1:1", "bridge": "mqtt5", "push": ["#"]}
             await mesh.put_link(parse_link(table, "test"), "admin")
@@ -290,7 +297,7 @@ def test_a_bridge_removed_from_the_configuration_or_replaced_loses_its_position(
             async with trio.open_nursery() as n:
                 mesh = await Mesh.open(broker, "edge", [])
                 n.start_soon(mesh.run)
-                await trio.sleep(0)
+                await _running(mesh)
                 await mesh.put_link(bridge("m"), "admin")
                 assert position_key("m") in await broker.load_state(STATE_NAMESPACE)
                 table = {"name": "m", "url": "mqtt://127.0.0.1:1", "push": ["#"]}
