@@ -56,7 +56,10 @@ from tidelog.protocols.mqtt.packets import (
     Pingreq,
     Pingresp,
     Puback,
+    Pubcomp,
     Publish,
+    Pubrec,
+    Pubrel,
     Suback,
     Subscribe,
     Subscription,
@@ -167,6 +170,9 @@ class Bridge:
         self.bridge_bit = bridge_bit
         self._received_in, self._received_out = trio.open_memory_channel[Publish](APPEND_BATCH)
         self._acks: dict[int, trio.Event] = {}
+        self._offsets: dict[int, int] = {}
+        """QoS 2 pushes in flight: packet id -> offset (for :attr:`Mesh.releasing`)."""
+        self._releasing = mesh.releasing[link.name]
         self._refusals: dict[int, ReasonCode] = {}
         """Packet ids the remote's PUBACK refused (reason code >= 0x80), until checked."""
         self._pull_matchers = [compile_filter(f) for f in link.local_pull]
@@ -247,12 +253,16 @@ class Bridge:
                 raise LinkClosed(f"nothing heard for {silence}s")
             if isinstance(packet, Publish):
                 await self._received_in.send(packet)
-            elif isinstance(packet, Puback):
+            elif isinstance(packet, Puback | Pubcomp):
+                self._releasing.pop(self._offsets.pop(packet.packet_id, -1), None)
                 done = self._acks.pop(packet.packet_id, None)
                 if done is not None:
-                    if packet.reason_code >= 0x80:
+                    # a PUBCOMP's error (0x92: no such packet id) means it was complete
+                    if isinstance(packet, Puback) and packet.reason_code >= 0x80:
                         self._refusals[packet.packet_id] = packet.reason_code
                     done.set()
+            elif isinstance(packet, Pubrec):
+                await self._received(packet)
             elif isinstance(packet, Suback):
                 refused = [c for c in packet.reason_codes if c >= 0x80]
                 if refused:
@@ -264,6 +274,22 @@ class Bridge:
                 raise LinkClosed(f"the remote disconnected: {packet.reason_code!r}")
             elif not isinstance(packet, Pingresp):
                 raise LinkClosed(f"unexpected {type(packet).__name__} from the remote")
+
+    async def _received(self, packet: Pubrec) -> None:
+        """QoS 2, part 1: the remote has the message; release it (PUBREL), or, for a
+        refusal (>= 0x80), end its flow like a refused PUBACK."""
+        offset = self._offsets.get(packet.packet_id)
+        if offset is None:
+            return  # not (or no longer) in flight on this connection
+        if packet.reason_code >= 0x80:
+            del self._offsets[packet.packet_id]
+            self._refusals[packet.packet_id] = packet.reason_code
+            done = self._acks.pop(packet.packet_id, None)
+            if done is not None:
+                done.set()
+            return
+        self._releasing[offset] = packet.packet_id
+        await self.channel.send(Pubrel(packet.packet_id))
 
     async def _pinger(self) -> None:
         while True:
@@ -345,33 +371,74 @@ class Bridge:
         single = filters[0] if len(filters) == 1 else None
         matchers = [compile_filter(f) for f in filters]
         packet_id = 0
+        qos2 = self.link.push_qos == 2
         while True:
             result = await self.broker.read(
                 position, single, limit=self._inflight, wait=self.link.heartbeat_seconds
             )
             events = [e for e in result.events if self._pushes(e, matchers)]
+            next_offset = result.next_offset
+            if qos2:
+                # the packet id follows from the offset, so a message sent again after a
+                # reconnect has the id the remote knows it by (and is not delivered twice)
+                for index, event in enumerate(events):
+                    if event.offset - events[0].offset >= 0xFFFF:
+                        events, next_offset = events[:index], event.offset
+                        break
             done: list[trio.Event] = []
-            packets = []
+            packets: list[Publish | Pubrel] = []
             for event in events:
-                packet_id = packet_id % 0xFFFF + 1
+                packet_id = event.offset % 0xFFFF + 1 if qos2 else packet_id % 0xFFFF + 1
                 done.append(self._acks.setdefault(packet_id, trio.Event()))
-                packets.append(self._publish(event, packet_id))
+                if qos2:
+                    self._offsets[packet_id] = event.offset
+                if event.offset in self._releasing:
+                    packets.append(Pubrel(packet_id))  # the remote has it: complete it
+                else:
+                    packets.append(self._publish(event, packet_id))
             if packets:
                 await self.channel.send(*packets)
-                for each in done:
-                    await each.wait()
+                await self._completed(events, packets, done, position, key)
                 refused = self._refused(events, packets)
                 if refused is not None:
                     await self._refused_at(refused, position, key)
                 self.status.events_out += len(packets)
                 self.status.batches_out += 1
-            if result.next_offset > position:
-                position = result.next_offset
+            if next_offset > position:
+                position = next_offset
                 await self.broker.save_state(STATE_NAMESPACE, {key: str(position).encode()})
                 self.status.position = position
 
+    async def _completed(
+        self,
+        events: list[Event],
+        packets: list[Publish | Pubrel],
+        done: list[trio.Event],
+        position: int,
+        key: str,
+    ) -> None:
+        """Wait until the remote has acknowledged (or completed) every message sent; if
+        the connection ends first, keep the position past those it did, in order (they
+        are not sent again: a completed QoS 2 message is forgotten by the remote, and
+        would be delivered twice)."""
+        try:
+            for each in done:
+                await each.wait()
+        finally:
+            link = self.mesh.links.get(self.link.name)  # not for a link deleted meanwhile
+            if link is not None and link.bridge is not None:
+                acked = position
+                for event, packet, each in zip(events, packets, done, strict=True):
+                    if not each.is_set() or packet.packet_id in self._refusals:
+                        break
+                    acked = event.offset + 1
+                if acked > position and not all(each.is_set() for each in done):
+                    with trio.CancelScope(shield=True):
+                        await self.broker.save_state(STATE_NAMESPACE, {key: str(acked).encode()})
+                    self.status.position = acked
+
     def _refused(
-        self, events: list[Event], packets: list[Publish]
+        self, events: list[Event], packets: list[Publish | Pubrel]
     ) -> tuple[Event, ReasonCode] | None:
         """The first pushed event the remote's PUBACK refused, and its reason code."""
         if not self._refusals:
@@ -436,7 +503,7 @@ class Bridge:
         return Publish(
             topic,
             event.payload,
-            qos=1,
+            qos=self.link.push_qos,
             retain=event.retain,
             packet_id=packet_id,
             properties=properties,

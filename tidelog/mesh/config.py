@@ -101,6 +101,9 @@ class LinkConfig:
     """Live interest for the push: this node pushes, of the ``push`` filters, only what
     subscriptions at the remote (and behind its transit links) want; off by default,
     since a remote that stores everything pushed for replay wants it all anyway."""
+    push_qos: int = 1
+    """Bridges: the QoS of what the bridge publishes to the remote (1, or 2: exactly
+    once into the remote across reconnects, not across a crash of this node)."""
     hop_limit: int = DEFAULT_HOP_LIMIT
     """The most nodes an event may have passed through before this link (transit)."""
     batch_events: int = 1000
@@ -243,7 +246,12 @@ def parse_link(table: Any, where: str) -> LinkConfig:
             if not isinstance(table[key], str):
                 raise ValueError(f"{where}: {key} must be a string")
             values[key] = table[key]
-    for key, low, high in (("hop_limit", 1, 64), ("batch_events", 1, 100_000), ("window", 1, 1000)):
+    for key, low, high in (
+        ("hop_limit", 1, 64),
+        ("batch_events", 1, 100_000),
+        ("window", 1, 1000),
+        ("push_qos", 1, 2),
+    ):
         if key in table:
             value = table[key]
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -281,6 +289,8 @@ def parse_link(table: Any, where: str) -> LinkConfig:
                             f"{where}: pull {pull!r} overlaps push {push!r}: MQTT 3.1.1 has no "
                             "No-Local, so the remote would echo what the bridge pushes"
                         )
+    elif values.get("push_qos", 1) != 1:
+        raise ValueError(f"{where}: push_qos is for bridges (a tidelog link is exactly once)")
     for key in ("heartbeat_seconds", "reconnect_seconds"):
         if key in table:
             value = table[key]

@@ -93,6 +93,10 @@ class Mesh:
             self._new_status(link)
         self.sessions: dict[str, LinkSession] = {}
         """Connected links by peer node (one link per pair of nodes)."""
+        self.releasing: defaultdict[str, dict[int, int]] = defaultdict(dict)
+        """QoS 2 pushes of each bridge the remote has received (PUBREC) but not yet
+        completed (PUBCOMP), offset -> packet id: across a reconnect they get a PUBREL
+        again, not a second PUBLISH (``push_qos = 2``)."""
         self.cursor_filters: set[str] = set()
         """The filters of this node's durable cursors (live interest: their consumers
         read later, and what they want must still arrive)."""
@@ -194,6 +198,7 @@ class Mesh:
         await forget_position(self.broker, name)
         self._stop_dialer(name)
         del self.links[name], self.owners[name], self.statuses[name]
+        self.releasing.pop(name, None)
         log.info("mesh: link %s deleted", name)
 
     def _start_dialer(self, link: LinkConfig) -> None:
