@@ -9,8 +9,12 @@ One single-broker KRaft Kafka is started for the run (tests/kafka_broker.py).
 In the same run, one after the other:
 
 * ``kafka-producer-perf-test`` (``acks=all``, idempotent) with the record size of
-  tidelog's records for these messages (value: the encoded record; key: the topic):
-  the log's own ceiling;
+  tidelog's records for these messages (value: the encoded record; key: the topic)
+  in two forms: once at the start with ``--perf-records`` (100,000: the JVM
+  warms up, the log's ceiling), and right before each ``kafka://`` ingest run
+  with as many records as that run (a cold JVM, like the fresh tidelog node, at
+  the machine's load of that moment: a ratio against a figure minutes older
+  measures the load's drift). Ingest rows give both ratios, adjacent/ceiling;
 * one ``tidelog serve`` on ``lmdb://`` (fsync ``always``, the default);
 * 1, 2 and 3 ``tidelog serve --storage kafka://... --node-id ...`` processes on one
   fresh log each.
@@ -29,6 +33,7 @@ Every load figure comes with the CPU seconds per message of the tidelog nodes
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -90,10 +95,11 @@ class Row:
     node_cpu_s: float
     kafka_cpu_s: float
 
-    def line(self, peer: float | None) -> str:
+    def line(self, *peers: float) -> str:
+        load = os.getloadavg()[0]
         r = self.result
         count = max(1, r.accepted)
-        ratio = f"{r.rate / peer:5.2f}x perf-test" if peer else ""
+        ratio = "/".join(f"{r.rate / peer:.2f}" for peer in peers) + "x perf-test" if peers else ""
         latency = ""
         if r.latency is not None and r.latency.count:
             latency = f"p50 {r.latency.p50_ns / 1e6:6.2f} ms p99 {r.latency.p99_ns / 1e6:6.2f} ms"
@@ -101,7 +107,8 @@ class Row:
             f"  {self.what:<34} {r.rate:>8,.0f} msg/s {ratio:<18} {latency:<28}"
             f" node {self.node_cpu_s / count * 1e6:5.0f} us/msg"
             f" kafka {self.kafka_cpu_s / count * 1e6:5.0f} us/msg"
-            f"  lost {r.lost} dup {r.duplicated}" + (f" errors {r.errors[:1]}" if r.errors else "")
+            f"  lost {r.lost} dup {r.duplicated} load {load:.1f}"
+            + (f" errors {r.errors[:1]}" if r.errors else "")
         )
 
 
@@ -172,8 +179,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         )
         print(
             f"{args.messages} messages of 100 bytes, QoS 1; Kafka record {record_size} bytes;"
-            f" kafka-producer-perf-test (acks=all, {args.perf_records:,} records): {peer:,.0f}"
-            " records/s"
+            f" kafka-producer-perf-test (acks=all, idempotent, {args.perf_records:,} records):"
+            f" {peer:,.0f} records/s",
+            flush=True,
         )
         configs: list[tuple[str, str, int]] = [("lmdb://", f"lmdb://{workdir}/lmdb", 1)]
         configs += [
@@ -186,6 +194,16 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         ]
         for name, url, count in configs:
             pid = kafka_pid if url.startswith("kafka") else None
+            adjacent = peer
+            if pid is not None:  # the log's own rate right now, as many records as tidelog's
+                adjacent = await trio.to_thread.run_sync(
+                    producer_perf_test, kafka, args.messages, record_size
+                )
+                print(
+                    f"  kafka-producer-perf-test just before, {args.messages:,} records:"
+                    f" {adjacent:,.0f} records/s",
+                    flush=True,
+                )
             async with nodes(url, count, workdir) as started:
                 servers = [server for server, _ in started]
                 ports = [port for _, port in started]
@@ -220,7 +238,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
                     ),
                 ]
                 for row in rows:
-                    print(row.line(peer if row.what.endswith("ingest") else None), flush=True)
+                    print(row.line(adjacent if row.what.endswith("ingest") else None), flush=True)
             opened, read, seen = await catch_up(url)
             print(
                 f"  {name}: catch-up {seen:,} events in {read:.2f} s ({seen / read:,.0f} events/s),"
@@ -239,7 +257,8 @@ def main() -> None:
         "--perf-records",
         type=int,
         default=100_000,
-        help="records of kafka-producer-perf-test (fewer: its JVM start dominates)",
+        help="records of the first kafka-producer-perf-test run (a warm JVM: the log's"
+        " ceiling); the runs before each kafka:// ingest send --messages records",
     )
     parser.add_argument(
         "--nodes", type=lambda text: [int(n) for n in text.split(",")], default=[1, 2, 3]

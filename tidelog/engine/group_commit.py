@@ -15,6 +15,11 @@ fails the writer retries each submission alone: only the bad one is refused.
 After each successful commit the writer calls ``on_commit(events)`` with the
 stored events, in offset order, before handling the next batch: fan-out,
 retained messages and statistics hang off that hook.
+
+A log whose appends are network round trips (``EventLog.append_pipeline`` above
+1, ``kafka://``) is written with several batches in flight: each is begun
+(checked and ordered) as soon as it is taken and reported, with ``on_commit``,
+in order once acknowledged (docs/engine.md).
 """
 
 from __future__ import annotations
@@ -202,8 +207,10 @@ class GroupCommitWriter:
         """A log that takes several appends in flight (``kafka://``): each batch is
         begun (checked and ordered) as soon as it is taken, while up to ``depth - 1``
         earlier ones still wait for their acknowledgement; outcomes are reported in
-        order by :meth:`_finish`."""
-        send, receive = trio.open_memory_channel[_InFlight](depth - 1)
+        order by :meth:`_finish`. While ``depth`` are in flight, submissions queue
+        up and the next batch grows, as with one at a time."""
+        # in flight: one awaited by _finish, depth - 2 in the channel, one being sent
+        send, receive = trio.open_memory_channel[_InFlight](depth - 2)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._finish, receive)
             async with send:

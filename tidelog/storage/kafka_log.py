@@ -162,9 +162,11 @@ class KafkaLog(EventLog):
 
     backend_name = "kafka"
     shared = True
-    append_pipeline = 4
-    """Appends in flight: each waits ~a round trip to Kafka and the tail; librdkafka's
-    idempotent producer keeps up to 5 requests in flight in order."""
+    append_pipeline = 2
+    """Appends in flight: a batch is sent while the one before waits for its round
+    trip to Kafka and the tail. Measured at 1,000 appends/s on a loaded machine
+    (docs/cluster.md): 2 cut the median like 3 or 4 did, and deeper pipelines
+    (more, smaller requests for the broker) had worse p90/p99."""
 
     def __init__(self, servers: str, name: str, options: LogOptions) -> None:
         self._servers = servers
