@@ -238,7 +238,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
                     ),
                 ]
                 for row in rows:
-                    print(row.line(adjacent if row.what.endswith("ingest") else None), flush=True)
+                    ingest = row.what.endswith("ingest")
+                    peers = ((adjacent, peer) if pid else (peer,)) if ingest else ()
+                    print(row.line(*peers), flush=True)
             opened, read, seen = await catch_up(url)
             print(
                 f"  {name}: catch-up {seen:,} events in {read:.2f} s ({seen / read:,.0f} events/s),"
