@@ -14,7 +14,10 @@ In the same run, one after the other:
   warms up, the log's ceiling), and right before each ``kafka://`` ingest run
   with as many records as that run (a cold JVM, like the fresh tidelog node, at
   the machine's load of that moment: a ratio against a figure minutes older
-  measures the load's drift). Ingest rows give both ratios, adjacent/ceiling;
+  measures the load's drift). Ingest rows give both ratios, adjacent/ceiling.
+  Beside the adjacent one, Kafka's ``kafka-e2e-latency`` (acks=all, the same
+  record size, ``--latency-messages`` sent one at a time): what delivery through
+  the bare broker costs at that moment, the peer of the latency runs;
 * one ``tidelog serve`` on ``lmdb://`` (fsync ``always``, the default);
 * 1, 2 and 3 ``tidelog serve --storage kafka://... --node-id ...`` processes on one
   fresh log each.
@@ -46,7 +49,7 @@ import attrs
 import trio
 
 import tidelog
-from bench.kafka_log import producer_perf_test
+from bench.kafka_log import end_to_end_latency, producer_perf_test
 from bench.load_results import ScenarioResult
 from bench.load_scenarios import SCENARIOS
 from bench.mqtt_load import run_scenario
@@ -199,9 +202,14 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
                 adjacent = await trio.to_thread.run_sync(
                     producer_perf_test, kafka, args.messages, record_size
                 )
+                p50, p99 = await trio.to_thread.run_sync(
+                    end_to_end_latency, kafka, args.latency_messages, record_size
+                )
                 print(
-                    f"  kafka-producer-perf-test just before, {args.messages:,} records:"
-                    f" {adjacent:,.0f} records/s",
+                    f"  just before, Kafka's own tools: kafka-producer-perf-test,"
+                    f" {args.messages:,} records: {adjacent:,.0f} records/s;"
+                    f" kafka-e2e-latency, {args.latency_messages:,} messages one at a time:"
+                    f" p50 {p50} ms p99 {p99} ms",
                     flush=True,
                 )
             async with nodes(url, count, workdir) as started:
