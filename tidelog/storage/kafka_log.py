@@ -105,7 +105,7 @@ TAIL_BATCH = 5000
 TAIL_BATCHES_IN_FLIGHT = 4
 """Batches a tail thread may hand over before the trio thread has applied them."""
 QUEUE_MESSAGES = 1_000_000
-"""Records the producer may hold before Kafka acknowledged them (10 times the
+"""Records the producer may hold before Kafka acknowledged them (50 times the
 group-commit writer's largest batch; bytes are bounded by queue.buffering.max.kbytes)."""
 INDEX_NAMESPACE = "kafka.index"
 """State namespace of the block index checkpoints: key = span number, value = JSON."""
@@ -166,8 +166,8 @@ class KafkaLog(EventLog):
     append_pipeline = 2
     """Appends in flight: a batch is sent while the one before waits for its round
     trip to Kafka and the tail. Measured at 1,000 appends/s on a loaded machine
-    (docs/cluster.md): 2 cut the median like 3 or 4 did, and deeper pipelines
-    (more, smaller requests for the broker) had worse p90/p99."""
+    (docs/cluster.md): 2 cut the median as much as 3 or 4 did, whose p90/p99 were
+    worse."""
 
     def __init__(self, servers: str, name: str, options: LogOptions) -> None:
         self._servers = servers
@@ -208,8 +208,7 @@ class KafkaLog(EventLog):
                 "enable.idempotence": True,
                 "acks": "all",
                 # 1 ms, not 0: measured at 1,000 appends/s, linger.ms=0 gave a lower
-                # median but a worse p90/p99 (a request per append costs the broker
-                # more CPU than the millisecond; bench/cluster.py, docs/cluster.md)
+                # median but a several times worse p90/p99 (docs/cluster.md)
                 "linger.ms": 1,
                 "queue.buffering.max.messages": QUEUE_MESSAGES,
                 "message.max.bytes": options.max_record_bytes + RECORD_OVERHEAD,
