@@ -16,9 +16,10 @@ Steps, each on fresh brokers in a temporary directory:
    far side, with lost and duplicated messages counted;
 4. **latency**: 1,000 QoS 1 messages/s for 3 s into the origin, received by a
    subscriber on the origin and one across the link: p50/p99 of each and the
-   latency the link adds (the hop);
-5. **live, mosquitto**: the same as 3 through two mosquitto brokers, the second
-   with a bridge (``topic tidelog-bench/# in 1``) to the first;
+   latency the link adds (the hop), arrivals taken from the kernel's receive
+   timestamps (see :func:`_receive_stamped`);
+5. **live, mosquitto**: the same as 3 and 4 through two mosquitto brokers, the
+   second with a bridge (``topic tidelog-bench/# in 1``) to the first;
 6. **three-hop line**: four fresh tidelogs, each pulling ``tidelog-bench/#`` from
    the one before (``transit`` after the first hop): the live rate of 5. at a
    subscriber three hops from the publisher, and the latency of 4. across them;
@@ -28,7 +29,8 @@ Steps, each on fresh brokers in a temporary directory:
 
 ``--outage`` (default ``--messages``) is the outage's size: the events the origin
 holds when the receiver of step 2 starts, and the messages of step 7; the live
-steps use ``--messages``.
+steps use ``--messages``. ``--only latency`` runs the latency steps alone (one
+link, the three-hop line, the mosquitto bridge), each on fresh brokers.
 
 Prints one line per step and the same-run ratios.
 """
@@ -38,11 +40,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +54,7 @@ import httpx
 import trio
 
 from bench.brokers import HOST, REPO, Mosquitto, RunningBroker, free_port, spawn
-from tidelog.protocols.mqtt import Puback, Publish
+from tidelog.protocols.mqtt import Packet, Puback, Publish
 from tidelog.testing.mqtt_client import ClientConnection, Target, encoded_ack
 
 FILTER = "tidelog-bench/#"
@@ -188,28 +192,70 @@ async def _live(publish_port: int, far_port: int, messages: int) -> dict[str, An
 
 
 LATENCY = struct.Struct(">Qd")
-"""Latency probes: sequence number and the ``time.monotonic()`` they were sent at."""
+"""Latency probes: sequence number and the wall-clock time (``time.time()``) they were
+sent at, the clock of the kernel's receive timestamps."""
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+"""Linux: a receive timestamp (``struct timespec``, CLOCK_REALTIME) with each read."""
+TIMESPEC = struct.Struct("@qq")
+STAMPED_READ_BYTES = 256
+"""Latency subscribers read this little at a time: a read's timestamp is the arrival
+of the newest data it returns, so small reads keep it close to each message's own
+(as far as the kernel allows: segments queued while nobody reads are merged, and
+carry the latest arrival)."""
+
+
+async def _receive_stamped(client: ClientConnection) -> tuple[list[Packet], float]:
+    """The next packets and when the kernel received them (``SO_TIMESTAMPNS``; TCP
+    reports the newest segment of what was read): a subscriber that runs late (the
+    benchmark's own process waiting for a CPU on a loaded machine) does not add its
+    delay to the broker's. Falls back to the time of the read."""
+    sock = client.stream.socket
+    while True:
+        data, ancillary, _, _ = await sock.recvmsg(
+            STAMPED_READ_BYTES, socket.CMSG_SPACE(TIMESPEC.size)
+        )
+        stamp = time.time()
+        if not data:
+            raise ConnectionError(f"{client.client_id}: the broker closed the connection")
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanoseconds = TIMESPEC.unpack_from(value)
+                stamp = seconds + nanoseconds / 1e9
+        packets = client.decoder.feed(data)
+        if packets:
+            return packets, stamp
+
+
+def _percentiles(out: dict[str, float], name: str, values: list[float]) -> None:
+    values.sort()
+    if values:
+        out[f"{name}_p50_ms"] = values[len(values) // 2] * 1000
+        out[f"{name}_p99_ms"] = values[min(len(values) - 1, int(len(values) * 0.99))] * 1000
 
 
 async def _latency(origin: int, far: int, rate: int, seconds: float) -> dict[str, float]:
     """Publish ``rate`` QoS 1 messages/s into the origin for ``seconds``, received by a
-    QoS 1 subscriber on the origin and one on the far node: p50/p99 of each, and the
-    latency the link adds (far minus origin)."""
-    arrivals: dict[str, list[float]] = {"origin": [], "far": []}
+    QoS 1 subscriber on the origin and one on the far node: p50/p99 of each (sent to
+    received by the kernel, see :func:`_receive_stamped`), and the latency the link adds:
+    ``hop_*`` the far percentile minus the origin's, ``each_hop_*`` the percentiles of
+    each message's far minus origin arrival."""
+    arrivals: dict[str, dict[int, float]] = {"origin": {}, "far": {}}
     total = int(rate * seconds)
 
     async def watch(name: str, port: int, ready: trio.Event) -> None:
         client = await ClientConnection.open(Target(HOST, port), f"bench-lat-{name}", 4)
+        client.stream.socket.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         await client.subscribe("tidelog-bench/lat/#", 1)
         ready.set()
+        seen = arrivals[name]
         try:
-            while len(arrivals[name]) < total:
-                packets = await client.receive_packets()
-                now = time.monotonic()
+            while len(seen) < total:
+                packets, stamp = await _receive_stamped(client)
                 acks = bytearray()
                 for packet in packets:
                     if isinstance(packet, Publish):
-                        arrivals[name].append(now - LATENCY.unpack_from(packet.payload)[1])
+                        seq, sent = LATENCY.unpack_from(packet.payload)
+                        seen[seq] = stamp - sent
                         if packet.packet_id is not None:
                             acks += encoded_ack(Puback, packet.packet_id, 4)
                 if acks:
@@ -225,7 +271,7 @@ async def _latency(origin: int, far: int, rate: int, seconds: float) -> dict[str
             nursery.start_soon(watch, name, port, ready)
             await ready.wait()
         publisher = await ClientConnection.open(Target(HOST, origin), "bench-lat-pub", 4)
-        step = 0.01  # ten sends a second per message pace: rate/100 messages each
+        step = 0.01  # a hundred sends a second: rate/100 messages each
         per_step = max(1, int(rate * step))
         started = time.monotonic()
         sent = 0
@@ -239,7 +285,7 @@ async def _latency(origin: int, far: int, rate: int, seconds: float) -> dict[str
             data = bytearray()
             for _ in range(min(per_step, total - sent)):
                 sent += 1
-                payload = LATENCY.pack(sent, time.monotonic())
+                payload = LATENCY.pack(sent, time.time())
                 data += encode(Publish("tidelog-bench/lat/x", payload, 1, packet_id=sent), 4)
             await publisher.send(data)
             await trio.sleep_until(started + step * (sent // per_step))
@@ -248,15 +294,14 @@ async def _latency(origin: int, far: int, rate: int, seconds: float) -> dict[str
                 await trio.sleep(0.05)
         nursery.cancel_scope.cancel()
     out: dict[str, float] = {}
-    for name, values in arrivals.items():
-        values.sort()
-        if values:
-            out[f"{name}_p50_ms"] = values[len(values) // 2] * 1000
-            out[f"{name}_p99_ms"] = values[min(len(values) - 1, int(len(values) * 0.99))] * 1000
-        out[f"{name}_received"] = len(values)
-    if arrivals["far"] and arrivals["origin"]:
+    for name, seen in arrivals.items():
+        _percentiles(out, name, list(seen.values()))
+        out[f"{name}_received"] = len(seen)
+    near, far_seen = arrivals["origin"], arrivals["far"]
+    if near and far_seen:
         out["hop_p50_ms"] = out["far_p50_ms"] - out["origin_p50_ms"]
         out["hop_p99_ms"] = out["far_p99_ms"] - out["origin_p99_ms"]
+        _percentiles(out, "each_hop", [far_seen[k] - near[k] for k in far_seen if k in near])
     return out
 
 
@@ -282,11 +327,14 @@ async def _catch_up(http: int, count: int, timeout: float = 600) -> float:
     return (count - first[1]) / max(1e-9, now - first[0])
 
 
-async def run(messages: int, outage: int | None = None) -> dict[str, Any]:
+async def run(messages: int, outage: int | None = None, only: str | None = None) -> dict[str, Any]:
     outage = messages if outage is None else outage
     out: dict[str, Any] = {"messages": messages, "outage": outage}
     with tempfile.TemporaryDirectory(prefix="bench-mesh-") as tmp:
         workdir = Path(tmp)
+        if only == "latency":
+            out.update(await _latency_only(workdir))
+            return out
         origin_mqtt, origin_http = free_port(), free_port()
         origin_argv = _tidelog_argv(
             workdir, "origin", origin_mqtt, origin_http, '[node]\nid = "origin"\n'
@@ -313,10 +361,34 @@ async def run(messages: int, outage: int | None = None) -> dict[str, Any]:
     return out
 
 
+async def _latency_only(workdir: Path) -> dict[str, Any]:
+    """The latency steps alone (``--only latency``): one link, then the three-hop
+    line, each on fresh brokers, without the load steps before them."""
+    async with _line_nodes(workdir, "pair", 1) as ports:
+        one = await _latency(ports[0][0], ports[-1][0], 1000, 3.0)
+    async with _line_nodes(workdir, "line", 3) as ports:
+        three = await _latency(ports[0][0], ports[-1][0], 1000, 3.0)
+    mosquitto = await _mosquitto_pair(workdir, 0)
+    return {"latency": one, "line": {"latency": three}, "mosquitto_live": mosquitto}
+
+
 async def _line(workdir: Path, messages: int, hops: int = 3) -> dict[str, Any]:
     """Live rate and latency from a publisher on the first of ``hops + 1`` tidelogs in
     a line to a subscriber on the last."""
-    names = [f"line-{i}" for i in range(hops + 1)]
+    async with _line_nodes(workdir, "line", hops) as ports:
+        result = await _live(ports[0][0], ports[-1][0], messages)
+        result["latency"] = await _latency(ports[0][0], ports[-1][0], 1000, 3.0)
+    return result
+
+
+@contextlib.asynccontextmanager
+async def _line_nodes(
+    workdir: Path, prefix: str, hops: int
+) -> AsyncIterator[list[tuple[int, int]]]:
+    """``hops + 1`` fresh tidelogs in a line, each pulling ``tidelog-bench/#`` from the
+    one before (``transit`` after the first hop), links connected: their (MQTT, HTTP)
+    ports."""
+    names = [f"{prefix}-{i}" for i in range(hops + 1)]
     ports = [(free_port(), free_port()) for _ in names]
     async with contextlib.AsyncExitStack() as stack:
         for i, name in enumerate(names):
@@ -329,22 +401,24 @@ async def _line(workdir: Path, messages: int, hops: int = 3) -> dict[str, Any]:
                 )
             argv = _tidelog_argv(workdir, name, ports[i][0], ports[i][1], config)
             await stack.enter_async_context(spawn(name, argv, workdir, ports[i][0], env=_env()))
-        for _, http in ports[1:]:
-            await _connected(http)
-        result = await _live(ports[0][0], ports[-1][0], messages)
-        result["latency"] = await _latency(ports[0][0], ports[-1][0], 1000, 3.0)
-    return result
+        for i, (_, http) in enumerate(ports):
+            await _connected(http, links=i > 0)
+        yield ports
 
 
-async def _connected(http: int, timeout: float = 60) -> None:
-    """Wait until every link of the node at ``http`` is connected."""
+async def _connected(http: int, timeout: float = 60, *, links: bool = True) -> None:
+    """Wait until every link of the node at ``http`` is connected (``links=False``: a
+    node without links, until its HTTP listener answers). Either way the node has
+    finished starting: its HTTP listener imports its framework on the event loop, a
+    second or more of CPU that must not fall into a measurement."""
     with trio.fail_after(timeout):
         async with httpx.AsyncClient() as client:
             while True:
                 try:
                     body = (await client.get(f"http://{HOST}:{http}/v1/links", timeout=10)).json()
-                    if body["links"] and all(
-                        link["state"] == "connected" for link in body["links"]
+                    if not links or (
+                        body["links"]
+                        and all(link["state"] == "connected" for link in body["links"])
                     ):
                         return
                 except httpx.TransportError:
@@ -367,7 +441,9 @@ async def _mosquitto_pair(workdir: Path, messages: int) -> dict[str, Any]:
         )
         async with spawn("mosquitto-bridged", [binary, "-c", str(config)], workdir, port) as b:
             await _bridge_ready(first, b)
-            return await _live(first.port, b.port, messages)
+            result = await _live(first.port, b.port, messages) if messages else {}
+            result["latency"] = await _latency(first.port, b.port, 1000, 3.0)
+            return result
 
 
 async def _mosquitto_outage(workdir: Path, messages: int) -> dict[str, Any]:
@@ -475,15 +551,51 @@ async def _bridge_ready(first: RunningBroker, second: RunningBroker) -> None:
     await publisher.close()
 
 
+def _print_latency(result: dict[str, Any], which: str = "both") -> None:
+    """The latency lines: one link (``one``), the three-hop line (``three``) or both."""
+    lat = result["latency"]
+    if which != "three" and "hop_p99_ms" in lat:
+        print(
+            f"latency at 1,000 msg/s, QoS 1: origin subscriber p50 {lat['origin_p50_ms']:.1f} "
+            f"ms p99 {lat['origin_p99_ms']:.1f} ms; across one link p50 {lat['far_p50_ms']:.1f} "
+            f"ms p99 {lat['far_p99_ms']:.1f} ms; added per hop p50 {lat['hop_p50_ms']:.1f} ms "
+            f"p99 {lat['hop_p99_ms']:.1f} ms (per message: p50 {lat['each_hop_p50_ms']:.1f} ms "
+            f"p99 {lat['each_hop_p99_ms']:.1f} ms)"
+        )
+    lat3 = result["line"]["latency"]
+    if which != "one" and "hop_p99_ms" in lat3:
+        print(
+            f"latency at 1,000 msg/s across three hops: p50 {lat3['far_p50_ms']:.1f} ms p99 "
+            f"{lat3['far_p99_ms']:.1f} ms; added by the three hops p50 {lat3['hop_p50_ms']:.1f} "
+            f"ms p99 {lat3['hop_p99_ms']:.1f} ms (per message: p50 {lat3['each_hop_p50_ms']:.1f} "
+            f"ms p99 {lat3['each_hop_p99_ms']:.1f} ms)"
+        )
+    mq = result.get("mosquitto_live", {}).get("latency", {})
+    if which != "three" and "hop_p99_ms" in mq:
+        print(
+            f"mosquitto latency at 1,000 msg/s, QoS 1: first broker's subscriber p50 "
+            f"{mq['origin_p50_ms']:.1f} ms p99 {mq['origin_p99_ms']:.1f} ms; across the bridge "
+            f"p50 {mq['far_p50_ms']:.1f} ms p99 {mq['far_p99_ms']:.1f} ms; added by the bridge "
+            f"p50 {mq['hop_p50_ms']:.1f} ms p99 {mq['hop_p99_ms']:.1f} ms (per message: p50 "
+            f"{mq['each_hop_p50_ms']:.1f} ms p99 {mq['each_hop_p99_ms']:.1f} ms)"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.mesh", description=__doc__)
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--outage", type=int, default=None)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--only", choices=("latency",), help="run only these steps (latency: one link, 3 hops)"
+    )
     args = parser.parse_args(argv)
-    result = trio.run(run, args.messages, args.outage)
+    result = trio.run(run, args.messages, args.outage, args.only)
     if args.json:
         print(json.dumps(result))
+        return 0
+    if args.only == "latency":
+        _print_latency(result)
         return 0
     ingest = result["ingest"]
     tl, mq = result["tidelog_live"], result["mosquitto_live"]
@@ -501,27 +613,14 @@ def main(argv: list[str] | None = None) -> int:
         f"tidelog live across one link:      {tl['rate']:,.0f} msg/s at the far subscriber "
         f"({tl['rate'] / ingest:.2f}x ingest), lost {tl['lost']}, duplicated {tl['duplicates']}"
     )
-    lat = result["latency"]
-    if "hop_p99_ms" in lat:
-        print(
-            f"latency at 1,000 msg/s, QoS 1: origin subscriber p50 {lat['origin_p50_ms']:.1f} "
-            f"ms p99 {lat['origin_p99_ms']:.1f} ms; across one link p50 {lat['far_p50_ms']:.1f} "
-            f"ms p99 {lat['far_p99_ms']:.1f} ms; added per hop p50 {lat['hop_p50_ms']:.1f} ms "
-            f"p99 {lat['hop_p99_ms']:.1f} ms"
-        )
+    _print_latency(result, "one")
     line = result["line"]
     print(
         f"tidelog live along a three-hop line: {line['rate']:,.0f} msg/s at the far subscriber "
         f"({line['rate'] / ingest:.2f}x ingest), lost {line['lost']}, duplicated "
         f"{line['duplicates']}"
     )
-    lat3 = line["latency"]
-    if "hop_p99_ms" in lat3:
-        print(
-            f"latency at 1,000 msg/s across three hops: p50 {lat3['far_p50_ms']:.1f} ms p99 "
-            f"{lat3['far_p99_ms']:.1f} ms; added by the three hops p50 {lat3['hop_p50_ms']:.1f} "
-            f"ms p99 {lat3['hop_p99_ms']:.1f} ms"
-        )
+    _print_latency(result, "three")
     if "rate" in mq:
         print(
             f"mosquitto live across a bridge:    {mq['rate']:,.0f} msg/s at the far subscriber, "

@@ -13,13 +13,17 @@ Startup errors (a port in use, a locked or unreadable data directory) raise
 :class:`StartupError` or a :class:`~tidelog.errors.StorageError` with a
 one-line message; ``tidelog serve`` prints it and exits 1.
 
-The HTTP and WebSocket listeners are imported when they start: FastAPI,
+The HTTP and WebSocket listeners are imported only when enabled: FastAPI,
 pydantic and the WebSocket stack add about 20 MiB of anonymous memory to the
-process (RssAnon 22 -> 43 MiB), which an MQTT-only broker does not need.
+process (RssAnon 22 -> 43 MiB), which an MQTT-only broker does not need. When
+enabled they are imported before the log opens and any listener accepts: the
+import takes a second or more of CPU on the event loop, which would otherwise
+stall the MQTT connections and links already running.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -64,6 +68,8 @@ class ListenerSpec:
     serve: Listener
     requires: tuple[str, ...] = ()
     """Further ServerConfig fields that must be set for the listener to run."""
+    module: str | None = None
+    """The module ``serve`` imports when it starts (imported up front, see above)."""
 
 
 async def serve_websocket(context: ServerContext, host: str, port: int, **kwargs: Any) -> None:
@@ -83,8 +89,8 @@ async def serve_http(context: ServerContext, host: str, port: int, **kwargs: Any
 LISTENERS: list[ListenerSpec] = [
     ListenerSpec("MQTT", "mqtt_port", serve_tcp),
     ListenerSpec("MQTT-TLS", "mqtt_tls_port", serve_tls, requires=("tls_cert", "tls_key")),
-    ListenerSpec("WebSocket", "ws_port", serve_websocket),
-    ListenerSpec("HTTP", "http_port", serve_http),
+    ListenerSpec("WebSocket", "ws_port", serve_websocket, module="tidelog.websocket_listener"),
+    ListenerSpec("HTTP", "http_port", serve_http, module="tidelog.api.rest"),
 ]
 """Every listener the server can run, in start order."""
 
@@ -165,6 +171,9 @@ async def _run_broker_and_listeners(
     task_status: trio.TaskStatus[RunningServer],
     security: Security,
 ) -> None:
+    for spec in enabled_listeners(config):
+        if spec.module is not None:
+            importlib.import_module(spec.module)
     options = {**config.storage_options, **config.broker_options}
     async with tidelog.open(config.storage, **options) as broker:
         mesh = await Mesh.open(broker, config.node_id, config.links)
