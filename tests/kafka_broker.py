@@ -247,6 +247,9 @@ class KafkaCluster:
 def main() -> None:
     brokers = int(sys.argv[sys.argv.index("--brokers") + 1]) if "--brokers" in sys.argv else 1
     directory = Path(tempfile.mkdtemp(prefix="tidelog-kafka-"))
+    # blocked, so they wait for sigwait instead of killing this process and
+    # leaving the brokers' JVMs running
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     cluster = KafkaCluster(directory, brokers).start()
     print(cluster.bootstrap, flush=True)
     try:
