@@ -60,6 +60,15 @@ class StorageUnavailableError(StorageError):
     until the service answers again, and recovers by itself."""
 
 
+class BatchPartlyQueuedError(StorageUnavailableError):
+    """The storage client took only part of a batch (Kafka's producer queue filled up
+    mid-batch): the records it took may still be stored, the others are not.
+
+    The whole batch counts as refused (and maybe stored). Unlike other refusals it
+    must not be retried in parts: the group-commit writer would send the records
+    already queued a second time (docs/storage.md)."""
+
+
 class StorageFullError(StorageError):
     """The storage medium is out of space; nothing of the failed batch was stored."""
 

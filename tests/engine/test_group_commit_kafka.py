@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 import trio
 
 from tests.kafka_broker import KafkaCluster
 from tidelog.engine.group_commit import GroupCommitWriter
-from tidelog.errors import RecordTooLargeError
-from tidelog.storage import Event, NewEvent, open_log
+from tidelog.errors import RecordTooLargeError, StorageError
+from tidelog.storage import Event, NewEvent, kafka_log, open_log
 
 
 async def test_pipelined_appends_keep_submission_order_and_refuse_only_the_bad_one(
@@ -44,3 +45,35 @@ async def test_pipelined_appends_keep_submission_order_and_refuse_only_the_bad_o
         assert [e.payload for e in stored] == [
             b"%d" % i for i in sorted(answers) for _ in range(1 + i % 4)
         ]
+
+
+async def test_a_batch_larger_than_the_producer_queue_is_never_stored_twice(
+    kafka: KafkaCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """librdkafka's queue (here 1 KiB, ``queue.buffering.max.kbytes``) takes only part
+    of a batch that overflows it: the log refuses such a batch before queueing any
+    of it, so what is stored is exactly what was acknowledged, once."""
+    monkeypatch.setattr(kafka_log, "QUEUE_KBYTES", 1)
+    async with open_log(kafka.url(f"log-{uuid.uuid4().hex[:12]}")) as log:
+        answers: dict[int, list[Event] | BaseException] = {}
+        writer = GroupCommitWriter(log, lambda events: None)
+        for index in range(4):  # one batch; about three records fit in the queue
+            payload = bytes([65 + index]) * 300
+            writer.submit_nowait(
+                [NewEvent("t", payload)], lambda result, i=index: answers.__setitem__(i, result)
+            )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            await writer.wait_idle()
+            later = await writer.submit([NewEvent("t", b"later")])  # the queue is free again
+            writer.close()
+        acknowledged = [i for i in sorted(answers) if isinstance(answers[i], list)]
+        stored = (await log.read(0, limit=100)).events
+        assert [e.payload for e in stored] == [bytes([65 + i]) * 300 for i in acknowledged] + [
+            b"later"
+        ]
+        refused = [i for i in sorted(answers) if isinstance(answers[i], StorageError)]
+        assert acknowledged and refused and len(acknowledged) + len(refused) == 4
+        assert [e.offset for i in acknowledged for e in answers[i]] + [  # type: ignore[union-attr]
+            later[0].offset
+        ] == [e.offset for e in stored]

@@ -33,10 +33,13 @@ from collections.abc import Awaitable, Callable, Sequence
 import attrs
 import trio
 
-from tidelog.errors import LogClosedError
+from tidelog.errors import BatchPartlyQueuedError, LogClosedError
 from tidelog.storage import Event, EventLog, NewEvent
 
 log = logging.getLogger(__name__)
+
+_NOT_RETRIED = (LogClosedError, BatchPartlyQueuedError)
+"""Refusals of a grouped append that are not retried one submission at a time."""
 
 Callback = Callable[[list[Event] | BaseException], None]
 """Called once per submission with its stored events, or with the exception that refused it."""
@@ -222,23 +225,27 @@ class GroupCommitWriter:
                             return
                         await self._work.park()
                         continue
-                    for begun in self._begin(self._take_batch()):
-                        self._in_flight += 1
-                        stats = self._stats
-                        stats.max_in_flight = max(stats.max_in_flight, self._in_flight)
-                        await send.send(begun)
+                    begun = self._begin(self._take_batch())
+                    self._in_flight += len(begun)  # all counted before _finish sees one
+                    stats = self._stats
+                    stats.max_in_flight = max(stats.max_in_flight, self._in_flight)
+                    for entry in begun:
+                        await send.send(entry)
 
     def _begin(self, batch: list[_Submission]) -> list[_InFlight]:
         """Begin appending ``batch``; a refused batch of several submissions is begun
-        again one submission at a time, so only the bad one is refused."""
+        again one submission at a time, so only the bad one is refused. A refusal is
+        in flight too (its finish raises), so :meth:`_finish` reports it after the
+        batches begun before it, in submission order. A batch the log took in part
+        (:class:`BatchPartlyQueuedError`) is refused whole: begun again in parts, the
+        records already taken would be stored twice."""
         started = time.perf_counter()
         try:
             return [(batch, self._log.begin_append(_events(batch)), started)]
         except Exception as exc:
-            if len(batch) > 1 and not isinstance(exc, LogClosedError):
+            if len(batch) > 1 and not isinstance(exc, _NOT_RETRIED):
                 return [begun for submission in batch for begun in self._begin([submission])]
-            self._refuse(batch, exc)
-            return []
+            return [(batch, _raise(exc), started)]
 
     async def _finish(self, receive: trio.MemoryReceiveChannel[_InFlight]) -> None:
         """Wait for each begun append in order; report its outcome to its submitters.
@@ -281,7 +288,7 @@ class GroupCommitWriter:
         try:
             stored = await self._log.append(_events(batch))
         except Exception as exc:  # refused: report it to the submitters, keep writing
-            if len(batch) > 1 and not isinstance(exc, LogClosedError):
+            if len(batch) > 1 and not isinstance(exc, _NOT_RETRIED):
                 for submission in batch:  # find the bad one(s); the others commit
                     await self._commit([submission])
                 return
@@ -318,6 +325,15 @@ class GroupCommitWriter:
                 _call(submission.callback, stored[position:end])
                 position = end
         self._on_commit(stored)
+
+
+def _raise(exc: Exception) -> Callable[[], Awaitable[list[Event]]]:
+    """The finish of an append refused when begun."""
+
+    async def finish() -> list[Event]:
+        raise exc
+
+    return finish
 
 
 def _events(batch: list[_Submission]) -> Sequence[NewEvent]:

@@ -52,6 +52,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from tidelog.errors import (
+    BatchPartlyQueuedError,
     InvalidStorageURLError,
     StorageError,
     StorageUnavailableError,
@@ -106,7 +107,11 @@ TAIL_BATCHES_IN_FLIGHT = 4
 """Batches a tail thread may hand over before the trio thread has applied them."""
 QUEUE_MESSAGES = 1_000_000
 """Records the producer may hold before Kafka acknowledged them (50 times the
-group-commit writer's largest batch; bytes are bounded by queue.buffering.max.kbytes)."""
+group-commit writer's largest batch); librdkafka's queue.buffering.max.messages."""
+QUEUE_KBYTES = 256 * 1024
+"""Kilobytes the producer may hold before Kafka acknowledged them (librdkafka's
+queue.buffering.max.kbytes). :meth:`KafkaLog._send` refuses a batch that would not
+fit in what is left of both, so librdkafka never queues only part of one."""
 INDEX_NAMESPACE = "kafka.index"
 """State namespace of the block index checkpoints: key = span number, value = JSON."""
 RECORD_OVERHEAD = 1024 * 1024
@@ -140,22 +145,34 @@ class _Batch:
     delivery reports come in produce order, so the n-th report is the n-th record's
     (one bound method for the whole batch: no callback object per record)."""
 
-    __slots__ = ("_left", "_token", "done", "error", "offsets")
+    __slots__ = ("_done", "_left", "_token", "done", "error", "offsets", "size")
 
-    def __init__(self, count: int, token: trio.lowlevel.TrioToken) -> None:
+    def __init__(
+        self,
+        count: int,
+        size: int,
+        done: Callable[[_Batch], None],
+        token: trio.lowlevel.TrioToken,
+    ) -> None:
         self.offsets: list[int] = []
         self.error: KafkaError | None = None
+        self.size = size
+        """Key and value bytes of the batch (queue accounting)."""
         self._left = count
+        self._done = done
         self._token = token
         self.done = trio.Event()
 
     def report(self, error: KafkaError | None, message: Message) -> None:
+        offset = message.offset()
+        if error is None and offset is None:  # never seen; an offset of 0 would be a lie
+            error = KafkaError(KafkaError._FAIL, "delivery report without an offset")
         if error is not None:
             self.error = self.error or error
-        self.offsets.append(message.offset() or 0)
+        self.offsets.append(offset or 0)
         self._left -= 1
         if self._left == 0:
-            self._token.run_sync_soon(self.done.set)
+            self._token.run_sync_soon(self._done, self)
 
 
 class KafkaLog(EventLog):
@@ -189,6 +206,11 @@ class KafkaLog(EventLog):
         self._unreachable: str | None = None
         self._last_probe = 0.0
         self._tail_error: str | None = None
+        self._queue_messages = QUEUE_MESSAGES
+        self._queue_bytes = QUEUE_KBYTES * 1024
+        self._queued_bytes = 0
+        """Key and value bytes of records produced and not yet reported delivered (at
+        least what librdkafka counts against ``queue.buffering.max.kbytes``)."""
         self._checkpointed = 0
         """Index checkpoints are stored (or known) up to here."""
         self._stats = {
@@ -210,10 +232,10 @@ class KafkaLog(EventLog):
                 # 1 ms, not 0: measured at 1,000 appends/s, linger.ms=0 gave a lower
                 # median but a several times worse p90/p99 (docs/cluster.md)
                 "linger.ms": 1,
-                "queue.buffering.max.messages": QUEUE_MESSAGES,
+                "queue.buffering.max.messages": self._queue_messages,
                 "message.max.bytes": options.max_record_bytes + RECORD_OVERHEAD,
                 "message.timeout.ms": options.timeout_ms,
-                "queue.buffering.max.kbytes": 256 * 1024,
+                "queue.buffering.max.kbytes": self._queue_bytes // 1024,
                 "error_cb": self._on_client_error,
             }
         )
@@ -475,22 +497,47 @@ class KafkaLog(EventLog):
 
         ``produce_batch`` only queues (one call for the batch, one wake-up of
         librdkafka's sender), so it runs on the trio thread, never blocking and
-        without a hop to a worker thread."""
+        without a hop to a worker thread. It may queue only part of a batch when
+        librdkafka's queue is full, so a batch that would not fit in what is left
+        of it is refused first, with nothing queued: ``StorageError`` when it could
+        never fit (the writer retries its submissions alone), else
+        ``StorageUnavailableError``. Should a batch still be queued in part, it is
+        refused with :class:`BatchPartlyQueuedError` (never retried in parts)."""
         producer = self._producer
-        if len(producer) + len(items) > QUEUE_MESSAGES and len(producer):
-            raise StorageUnavailableError(
-                f"Kafka has not acknowledged the {len(producer)} records this node sent"
-            )
-        batch = _Batch(len(items), self._token)
-        messages: list[dict[str, Any]] = [{"key": key, "value": value} for key, value in items]
-        queued = producer.produce_batch(topic, messages, partition=0, on_delivery=batch.report)
-        if queued != len(items):
-            failed = next((m["_error"] for m in messages if "_error" in m), None)
+        size = sum(len(key) + len(value or b"") for key, value in items)
+        if len(items) > self._queue_messages or size > self._queue_bytes:
             raise StorageError(
-                f"Kafka's producer queued {queued} of {len(items)} records ({failed}); "
+                f"a batch of {len(items)} records, {size} bytes, is larger than Kafka's "
+                f"producer queue ({self._queue_messages} records, {self._queue_bytes} bytes)"
+            )
+        queued = len(producer)
+        if (
+            queued + len(items) > self._queue_messages
+            or self._queued_bytes + size > self._queue_bytes
+        ):
+            raise StorageUnavailableError(
+                f"Kafka has not acknowledged the {queued} records "
+                f"({self._queued_bytes} bytes) this node sent"
+            )
+        batch = _Batch(len(items), size, self._sent, self._token)
+        messages: list[dict[str, Any]] = [{"key": key, "value": value} for key, value in items]
+        self._queued_bytes += size
+        done = producer.produce_batch(topic, messages, partition=0, on_delivery=batch.report)
+        if done != len(items):
+            # fewer reports than records: the batch never completes, so its queued
+            # records' bytes are given back now (a little early) rather than never
+            self._queued_bytes -= size
+            failed = next((m["_error"] for m in messages if "_error" in m), None)
+            raise BatchPartlyQueuedError(
+                f"Kafka's producer queued {done} of {len(items)} records ({failed}); "
                 "those queued may be stored"
             )
         return batch
+
+    def _sent(self, batch: _Batch) -> None:
+        """The trio thread: every record of ``batch`` was reported."""
+        self._queued_bytes -= batch.size
+        batch.done.set()
 
     async def _acknowledged(self, batch: _Batch) -> list[int]:
         """Wait for Kafka's acknowledgement of every record of ``batch``; their offsets."""
@@ -524,8 +571,8 @@ class KafkaLog(EventLog):
         timestamp = max(self._options.clock(), self._last_timestamp)
         records = encode_batch(events, timestamp, self._options.max_record_bytes)
         self._check_reachable()
+        self._last_timestamp = timestamp  # even if only part of the batch is queued
         batch = self._send(self._name, [(record_topic(r), r) for r in records])
-        self._last_timestamp = timestamp
 
         async def finish() -> list[Event]:
             offsets = await self._acknowledged(batch)
