@@ -10,7 +10,7 @@ import trio
 
 from tests.kafka_broker import KafkaCluster
 from tidelog.engine.group_commit import GroupCommitWriter
-from tidelog.errors import RecordTooLargeError, StorageError
+from tidelog.errors import BatchPartlyQueuedError, RecordTooLargeError, StorageError
 from tidelog.storage import Event, NewEvent, kafka_log, open_log
 
 
@@ -77,3 +77,33 @@ async def test_a_batch_larger_than_the_producer_queue_is_never_stored_twice(
         assert [e.offset for i in acknowledged for e in answers[i]] + [  # type: ignore[union-attr]
             later[0].offset
         ] == [e.offset for e in stored]
+
+
+async def test_a_batch_queued_in_part_is_refused_whole_and_never_sent_again(
+    kafka: KafkaCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should librdkafka still take only part of a batch (here its own 1 KiB limit,
+    with the log's check before queueing turned off as if it had miscounted), the
+    writer refuses the whole batch and does not begin its submissions again: the
+    part queued would be stored twice."""
+    monkeypatch.setattr(kafka_log, "QUEUE_KBYTES", 1)
+    async with open_log(kafka.url(f"log-{uuid.uuid4().hex[:12]}")) as log:
+        assert isinstance(log, kafka_log.KafkaLog)
+        log._queue_bytes = 1 << 30  # the check before queueing lets every batch through
+        answers: dict[int, list[Event] | BaseException] = {}
+        writer = GroupCommitWriter(log, lambda events: None)
+        for index, size in enumerate((100, 1000)):  # the first fits, the second not
+            writer.submit_nowait(
+                [NewEvent("t", bytes([65 + index]) * size)],
+                lambda result, i=index: answers.__setitem__(i, result),
+            )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            await writer.wait_idle()
+            # Kafka keeps this producer's order: a second copy would come before this
+            later = await writer.submit([NewEvent("t", b"later")])
+            writer.close()
+        stored = (await log.read(0, limit=100)).events
+        assert [e.payload for e in stored] == [b"A" * 100, b"later"]  # the part queued, once
+        assert stored[1].offset == later[0].offset
+        assert all(isinstance(answers[i], BatchPartlyQueuedError) for i in (0, 1))
