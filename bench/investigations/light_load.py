@@ -164,10 +164,10 @@ def run_load(port: int, pid: int, seconds: float, burst: int, interval: float) -
                 elif kind >> 4 == 3:  # PUBLISH to the subscriber
                     at = time.monotonic_ns()
                     offset = 2 + struct.unpack_from(">H", body)[0]
-                    packet_id = body[offset : offset + 2]
+                    ack_id = body[offset : offset + 2]
                     _seq, stamp = STAMP.unpack_from(body, offset + 2)
                     latencies.append(at - stamp)
-                    acks.append(_frame(0x40, packet_id))
+                    acks.append(_frame(0x40, ack_id))
             if acks:
                 reader.sock.sendall(b"".join(acks))
     after = thread_counters(pid)
