@@ -10,50 +10,91 @@ head it is. See docs/cluster.md.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import socket
+from typing import Any
 
 import trio
 
-from tidelog.context import ServerContext
+from tidelog.context import ServerConfig, ServerContext
 from tidelog.engine.cluster import ANNOUNCE_SECONDS
 from tidelog.errors import StorageError
 
 log = logging.getLogger(__name__)
 
 
-def node_id(context: ServerContext, ports: dict[str, int]) -> str:
-    """The configured node id, or ``<host name>-<first listener port>``."""
-    if context.config.node_id:
-        return context.config.node_id
-    port = ports.get("MQTT") or next(iter(ports.values()), 0)
-    return f"{socket.gethostname()}-{port}"
+PROGRESS_SECONDS = 0.25
+"""Between announces, how often a node re-announces when its shared groups' progress
+moved: what the members of a node that dies acknowledged since its last record is
+handed to the other nodes again (at least once), so this bounds those duplicates."""
+
+
+def node_id(config: ServerConfig, shared: bool) -> str | None:
+    """This node's one id: the configured ``[node] id`` / ``--node-id``; else, on a
+    shared log (whose state every node shares), ``<host name>-<MQTT port>`` (the
+    process id when that port is chosen at start); else None: the mesh's id stored
+    in the data directory (:func:`tidelog.mesh.identity.load_identity`)."""
+    if config.node_id:
+        return config.node_id
+    if not shared:
+        return None
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:40] or "node"
+    return f"{host}-{config.mqtt_port or os.getpid()}"
+
+
+def _info(context: ServerContext, ports: dict[str, int]) -> dict[str, Any]:
+    """What this node's record says of it (besides its id and times)."""
+    broker = context.broker
+    return {
+        "listeners": dict(ports),
+        "host": context.config.bind,
+        "connections": dict(+context.traffic.connections),
+        "position": broker.end_offset,
+        "shares": broker.shares.progress(),
+    }
 
 
 async def announce_node(context: ServerContext, node: str, ports: dict[str, int]) -> None:
     """Refresh this node's record every :data:`ANNOUNCE_SECONDS` (and take over what
-    dead nodes left, if this node is the one to); remove the record on a clean stop."""
+    dead nodes left, if this node is the one to), and in between whenever its shared
+    groups' progress moved (:data:`PROGRESS_SECONDS`); remove the record on a clean
+    stop."""
     broker = context.broker
     broker.cluster.node_id = node
     first = True
     try:
         while True:
-            info = {
-                "listeners": dict(ports),
-                "host": context.config.bind,
-                "connections": dict(+context.traffic.connections),
-                "position": broker.end_offset,
-                "shares": broker.shares.progress(),
-            }
             try:
+                if first:  # the pending wills this node's earlier run waited for
+                    await broker.wills.load(node)
                 # what dead nodes left (and, once, this node's own earlier run)
                 await broker.take_over_dead_nodes(own=first)
                 first = False
-                await broker.cluster.announce(node, info)
+                await broker.cluster.announce(node, _info(context, ports))
                 broker.shares.start(node)  # joins only once the record exists
             except StorageError as exc:
                 log.warning("node %s not announced: %s", node, exc)
-            await trio.sleep(ANNOUNCE_SECONDS)
+            await _announce_progress(context, node, ports)
     finally:
         broker.shares.leave_all()  # queued before the record goes: see engine/shares.py
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             await broker.cluster.leave()
+
+
+async def _announce_progress(context: ServerContext, node: str, ports: dict[str, int]) -> None:
+    """Wait :data:`ANNOUNCE_SECONDS`, re-announcing every :data:`PROGRESS_SECONDS` if the
+    shared groups' progress moved meanwhile."""
+    shares = context.broker.shares
+    announced = shares.progress()
+    deadline = trio.current_time() + ANNOUNCE_SECONDS
+    while (left := deadline - trio.current_time()) > 0:
+        await trio.sleep(min(PROGRESS_SECONDS, left))
+        progress = shares.progress()
+        if progress == announced or trio.current_time() >= deadline:
+            continue
+        try:
+            await context.broker.cluster.announce(node, _info(context, ports))
+        except StorageError:
+            continue  # the next full announce says so
+        announced = progress

@@ -459,8 +459,9 @@ option(
     "id",
     optional_node_id,
     None,
-    "the node's id, unique in the mesh; off: a stable id generated once and stored in the "
-    "data directory",
+    "the node's one id, in the mesh and in a cluster (`/v1/cluster`), unique in both; off: "
+    "a stable id generated once and stored in the data directory, or on a shared `kafka://` "
+    "log `<host name>-<MQTT port>` (docs/cluster.md)",
     flag="--node-id",
 )
 table_array(

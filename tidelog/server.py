@@ -176,7 +176,8 @@ async def _run_broker_and_listeners(
             importlib.import_module(spec.module)
     options = {**config.storage_options, **config.broker_options}
     async with tidelog.open(config.storage, **options) as broker:
-        mesh = await Mesh.open(broker, config.node_id, config.links)
+        mesh = await Mesh.open(broker, node_id(config, broker.shared), config.links)
+        broker.cluster.node_id = mesh.node_id  # one id: the mesh's and the cluster's
         context = ServerContext.create(config, broker, security, mesh)
         state = await broker.log_state()
         log.info(
@@ -213,9 +214,7 @@ async def _run_broker_and_listeners(
                     await nursery.start(context.webhooks.run)
                 if config.sys_interval is not None and any(n.startswith("MQTT") for n in ports):
                     nursery.start_soon(publish_sys_topics, context, config.sys_interval)
-                node = node_id(context, ports)
-                log.info("node %s", node)
-                nursery.start_soon(announce_node, context, node, ports)
+                nursery.start_soon(announce_node, context, mesh.node_id, ports)
                 task_status.started(RunningServer(context, ports))
         # the listeners only end when cancelled; leaving the broker block commits and
         # flushes everything already accepted before the log closes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,10 @@ def test_cluster_lists_every_node(nodes: list[ServerProcess]) -> None:
         entry = by_id[f"node-{index + 1}"]
         assert entry["alive"] is True
         assert entry["listeners"]["MQTT"] == node.ports["MQTT"]
+        # one identity, named once at start: the --node-id (no generated mesh id)
+        named = [line for line in node.lines if "node node-" in line]
+        assert len(named) == 1 and f"node node-{index + 1} " in named[0], named
+        assert not re.search(r"\bnode-[0-9a-f]{8}\b", node.output)
     printed = subprocess.run(
         [sys.executable, "-m", "tidelog", "cluster", "--url", nodes[2].url, "--json"],
         capture_output=True,
@@ -261,3 +266,33 @@ def test_a_shared_group_with_members_on_two_nodes_gets_each_event_once(
         (after,) = collect([first], len(later))
         assert sorted(after) == sorted(later)
         first.nothing_more(0.3)
+
+
+def test_a_persistent_sessions_shared_group_keeps_events_while_it_is_away(
+    nodes: list[ServerProcess],
+) -> None:
+    """A durable shared group across nodes: its only member (a persistent session) goes
+    away from node 1; what is published meanwhile waits and reaches it when it comes
+    back on node 2, each event once."""
+    member = Client(
+        nodes[0].ports["MQTT"], "durable-member", version=paho.MQTTv5, session_expiry=300
+    )
+    assert member.subscribe("$share/keep/stock/#", qos=1) == (1,)
+    member.disconnect()  # the session (and its place in the group) stays
+    publisher = Client(nodes[2].ports["MQTT"])
+    with clients(publisher):
+        sent = [b"s%d" % n for n in range(30)]
+        for payload in sent:
+            publisher.publish("stock/item", payload, qos=1)
+        back = Client(
+            nodes[1].ports["MQTT"],
+            "durable-member",
+            version=paho.MQTTv5,
+            clean=False,
+            session_expiry=300,
+        )
+        with clients(back):
+            assert back.flags.session_present
+            (got,) = collect([back], len(sent))
+            assert sorted(got) == sorted(sent)
+            back.nothing_more(0.5)

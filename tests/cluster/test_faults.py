@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from paho.mqtt.properties import Properties as PahoProperties
 
 from tests.cluster.conftest import collect, start_node
 from tests.protocols.mqtt.server_helpers import Client, clients, wait_for
+from tidelog.engine.wills import parse_key
 from tidelog.storage import open_log
 from tidelog.testing.server import ServerProcess
 
@@ -101,9 +103,12 @@ def test_sigkill_a_node_during_a_qos1_storm_loses_and_duplicates_nothing_acknowl
 def test_a_dead_nodes_share_of_a_group_and_its_pending_wills_are_taken_over(
     two_nodes: list[ServerProcess], log_url: str
 ) -> None:
-    """Node 2 is SIGKILLed while it has a shared-group member, a pending will and a
-    connected client with a will: node 1 (alive, lowest id) leaves the group for it,
-    so its member gets every later event, and publishes both wills when due."""
+    """Node 2 is SIGKILLed while it has a shared-group member (holding QoS 1 deliveries
+    it never acknowledged), a pending will and a connected client with a will (which
+    took its session over from node 1, whose disarm must not remove node 2's armed
+    will): node 1 (alive, lowest id) leaves the
+    group for it, so its member gets the unacknowledged events and every later one,
+    and publishes both wills once each when due."""
     survivor, victim = two_nodes
     delayed = PahoProperties(PacketTypes.WILLMESSAGE)
     delayed.WillDelayInterval = 10
@@ -111,6 +116,7 @@ def test_a_dead_nodes_share_of_a_group_and_its_pending_wills_are_taken_over(
     kept = Client(survivor.ports["MQTT"], version=paho.MQTTv5)
     lost = Client(victim.ports["MQTT"], version=paho.MQTTv5)
     publisher = Client(survivor.ports["MQTT"])
+    lost.paho.manual_ack_set(True)  # it never acknowledges: its share stays in flight
     with clients(watcher, kept, lost, publisher):
         watcher.subscribe("gone/#", qos=1)
         for member in (kept, lost):
@@ -130,17 +136,40 @@ def test_a_dead_nodes_share_of_a_group_and_its_pending_wills_are_taken_over(
         )
         device.drop()
         dropped = time.monotonic()
-        sensor = Client(victim.ports["MQTT"], "sensor", will=("gone/sensor", b"lost", 1, False))
-        trio.run(stored_will, log_url, "wills", "device")  # pending (it dropped off)
-        trio.run(stored_will, log_url, "wills.armed", "sensor")  # connected: armed
+        delayed.WillDelayInterval = 2  # (device's will keeps the 10 s it connected with)
+
+        def sensor_on(node: ServerProcess) -> Client:
+            return Client(
+                node.ports["MQTT"],
+                "sensor",
+                version=paho.MQTTv5,
+                session_expiry=60,
+                will=("gone/sensor", b"lost", 1, False),
+                will_properties=delayed,
+            )
+
+        early = sensor_on(survivor)  # armed on node 1, then taken over by node 2
+        trio.run(stored_will, log_url, "wills.armed", "sensor", "node-1")
+        sensor = sensor_on(victim)
+        reason = early.disconnects.get(timeout=20)
+        early.paho.loop_stop()  # no reconnecting
+        assert getattr(reason, "value", reason) == 0x8E  # Session taken over
+        trio.run(stored_will, log_url, "wills", "device", "node-2")  # pending (dropped off)
+        # connected to node 2: armed there only (node 1's disarm removed only its own)
+        trio.run(stored_will, log_url, "wills.armed", "sensor", "node-2", "node-1")
         victim.kill()
         assert time.monotonic() - dropped < 10  # the will was still pending on node 2
         after = [b"b%d" % n for n in range(100)]
         for payload in after:
             publisher.publish("tasks/t", payload, qos=1)
-        (taken,) = collect([kept], len(after), timeout=40)
-        assert set(taken) == set(after)  # node 2's share handed to node 1: none lost
-        wills = watcher.receive(2, timeout=30)
+        unacked = got[1]  # sent by node 2 to its member, never acknowledged
+        (taken,) = collect([kept], len(after) + len(unacked), timeout=40)
+        assert set(taken) == set(after) | set(unacked)  # node 2's share handed over
+        assert len(taken) == len(set(taken))  # and each event once
+        try:
+            wills = watcher.receive(2, timeout=30)
+        except queue.Empty:
+            raise AssertionError(f"wills missing; node 1:\n{survivor.tail(80)}") from None
         assert sorted((w.topic, w.payload) for w in wills) == [
             ("gone/device", b"offline"),
             ("gone/sensor", b"lost"),  # connected to node 2 when it died
@@ -149,9 +178,19 @@ def test_a_dead_nodes_share_of_a_group_and_its_pending_wills_are_taken_over(
         sensor.paho.loop_stop()
 
 
-async def stored_will(url: str, namespace: str, client_id: str) -> None:
-    """Wait until the will of ``client_id`` is stored in the log's state."""
+async def stored_will(
+    url: str, namespace: str, client_id: str, owner: str, gone: str | None = None
+) -> None:
+    """Wait until a will of ``client_id`` on node ``owner`` is stored in the log's state
+    (and none on node ``gone``)."""
     async with open_log(url) as log:
         with trio.fail_after(20):
-            while await log.get_state(namespace, client_id) is None:
+            while True:
+                owners = {
+                    parse_key(key)[1]
+                    for key in await log.list_state(namespace)
+                    if parse_key(key)[0] == client_id
+                }
+                if owner in owners and gone not in owners:
+                    return
                 await trio.sleep(0.05)

@@ -14,8 +14,9 @@ import trio
 import tidelog
 from tidelog.engine import Broker
 from tidelog.mesh.bridge import STATE_NAMESPACE, position_key
-from tidelog.mesh.config import parse_link
+from tidelog.mesh.config import LinkConfig, parse_link
 from tidelog.mesh.node import Mesh
+from tidelog.mesh.positions import CHECKPOINT_KEY, NAMESPACE, MeshPositions
 from tidelog.mesh.stream import LinkChannel, LinkClosed
 from tidelog.protocols.mqtt.decoder import Decoder, Role
 from tidelog.protocols.mqtt.packets import (
@@ -28,6 +29,7 @@ from tidelog.protocols.mqtt.packets import (
     Suback,
     Subscribe,
 )
+from tidelog.protocols.mqtt.properties import Properties
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.storage.records import NewEvent
 
@@ -53,6 +55,13 @@ async def _remote(
     listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
     task_status.started(listeners[0].socket.getsockname()[1])
     await trio.serve_listeners(serve, listeners)
+
+
+async def _running(mesh: Mesh) -> None:
+    """Wait until ``mesh.run`` has started (links can be put)."""
+    with trio.fail_after(10):
+        while mesh._nursery is None:
+            await trio.sleep(0.01)
 
 
 async def _events(broker: Broker) -> list[str]:
@@ -167,7 +176,7 @@ def test_a_deleted_bridge_forgets_its_position(tmp_path: Path) -> None:
         async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
             mesh = await Mesh.open(broker, "edge", [])
             n.start_soon(mesh.run)
-            await trio.sleep(0)
+            await _running(mesh)
             await broker.publish_many([NewEvent(f"t/{i}", b"x", 1) for i in range(2)])
             table = {"name": "m", "url": "mqtt://127.0.0.1:1", "bridge": "mqtt5", "push": ["#"]}
             await mesh.put_link(parse_link(table, "test"), "admin")
@@ -176,5 +185,124 @@ def test_a_deleted_bridge_forgets_its_position(tmp_path: Path) -> None:
             await mesh.delete_link("m")
             assert key not in await broker.load_state(STATE_NAMESPACE)
             n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def _stamped(offset: int, origin: str = "core", packet_id: int | None = None) -> Publish:
+    stamps = (
+        ("tidelog-origin", origin),
+        ("tidelog-incarnation", "inc1"),
+        ("tidelog-offset", str(offset)),
+        ("tidelog-hops", "1"),
+    )
+    return Publish(
+        f"cmd/{origin}/{offset}",
+        b"x",
+        qos=1,
+        packet_id=packet_id or offset + 1,
+        properties=Properties(user_properties=stamps),
+    )
+
+
+def test_redelivered_stamped_messages_are_stored_once_across_reconnects_and_restarts(
+    tmp_path: Path,
+) -> None:
+    """The remote redelivers what the bridge appended (its PUBACKs lost, or the pushing
+    tidelog sent it twice): a message whose origin offset is in the log already is
+    acknowledged and dropped, after a reconnect and after the mesh restarts (positions
+    recovered from the log); one whose origin is this node came back and is dropped;
+    an unstamped one (what a 3.1.1 remote delivers) is always stored."""
+    acked: list[int] = []
+    offsets = [range(0, 5), range(0, 7), range(3, 9)]
+    restarted = trio.Event()
+
+    async def script(channel: LinkChannel, number: int) -> None:
+        if number >= 2:
+            await restarted.wait()  # for the mesh after the restart only
+        subscribe = await channel.receive()
+        assert isinstance(subscribe, Subscribe)
+        await channel.send(Suback(subscribe.packet_id, (1,)))
+        sent = [_stamped(o) for o in offsets[min(number, 2)]]
+        if number == 0:
+            sent += [_stamped(40, origin="edge"), Publish("cmd/plain", b"x", 1, packet_id=99)]
+        await channel.send(*sent)
+        waiting = {p.packet_id for p in sent}
+        while waiting:
+            packet = await channel.receive()
+            if isinstance(packet, Puback):
+                waiting.discard(packet.packet_id)
+            elif isinstance(packet, Pingreq):
+                await channel.send(Pingresp())
+        acked.append(number)
+        await channel.stream.aclose()  # a cut: the next connection redelivers
+
+    async def main() -> None:
+        async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
+            port = await n.start(_remote, script)
+            table = {
+                "name": "m",
+                "url": f"mqtt://127.0.0.1:{port}",
+                "bridge": "mqtt5",
+                "pull": ["cmd/#"],
+                "reconnect_seconds": 0.2,
+            }
+            link = parse_link(table, "test")
+            mesh = await Mesh.open(broker, "edge", [link])
+            async with trio.open_nursery() as first:
+                first.start_soon(mesh.run)
+                with trio.fail_after(15):
+                    while len(acked) < 2:
+                        await trio.sleep(0.02)
+                first.cancel_scope.cancel()
+            assert mesh.statuses["m"].duplicates == 5 + 1  # 0..4 again, the one of edge
+            # a restart after a crash before any checkpoint had the positions: they
+            # come back from the log
+            await broker.save_state(NAMESPACE, {CHECKPOINT_KEY: MeshPositions().checkpoint(0)})
+            mesh = await Mesh.open(broker, "edge", [link])
+            n.start_soon(mesh.run)
+            restarted.set()
+            with trio.fail_after(15):
+                while len(acked) < 3:
+                    await trio.sleep(0.02)
+            assert mesh.statuses["m"].duplicates == 4  # 3..6
+            topics = await _events(broker)
+            assert topics == ["cmd/core/0", "cmd/core/1", "cmd/core/2", "cmd/core/3",
+                              "cmd/core/4", "cmd/plain", "cmd/core/5", "cmd/core/6",
+                              "cmd/core/7", "cmd/core/8"]  # fmt: skip
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_a_bridge_removed_from_the_configuration_or_replaced_loses_its_position(
+    tmp_path: Path,
+) -> None:
+    """A bridge's push position goes with the bridge: removed from the configuration
+    file while the node was down (at the next start), or replaced at run time by a
+    link that is no bridge; the positions of the bridges still there stay."""
+
+    def bridge(name: str) -> LinkConfig:
+        table = {"name": name, "url": "mqtt://127.0.0.1:1", "bridge": "mqtt5", "push": ["#"]}
+        return parse_link(table, "test")
+
+    async def main() -> None:
+        async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker:
+            await Mesh.open(broker, "edge", [bridge("gone"), bridge("kept")])
+            keys = set(await broker.load_state(STATE_NAMESPACE))
+            assert {position_key("gone"), position_key("kept")} <= keys
+            await Mesh.open(broker, "edge", [bridge("kept")])  # a restart without "gone"
+            keys = set(await broker.load_state(STATE_NAMESPACE))
+            assert position_key("kept") in keys and position_key("gone") not in keys
+            async with trio.open_nursery() as n:
+                mesh = await Mesh.open(broker, "edge", [])
+                n.start_soon(mesh.run)
+                await _running(mesh)
+                await mesh.put_link(bridge("m"), "admin")
+                assert position_key("m") in await broker.load_state(STATE_NAMESPACE)
+                table = {"name": "m", "url": "mqtt://127.0.0.1:1", "push": ["#"]}
+                await mesh.put_link(parse_link(table, "test"), "admin")  # a tidelog link now
+                assert position_key("m") not in await broker.load_state(STATE_NAMESPACE)
+                n.cancel_scope.cancel()
 
     trio.run(main)

@@ -74,6 +74,9 @@ def test_node_id_from_flag_and_environment() -> None:
         ("name = 'a'\nurl = 'mqtt://h:1'\nbridge = 'mqtt5'\npull = ['$SYS/#']", "no '\\$' topics"),
         ("name = 'a'\nurl = 'mqtts://u@h:1'", "must not contain user:password@"),
         ("name = 'a'\nurl = 'mqtt://h:1'\nbridge = 'mqtt5'\ninterest = true", "interest needs"),
+        ("name = 'a'\nurl = 'mqtt://h:1'\nbridge = 'mqtt5'\npush_interest = true", "push_inter"),
+        ("name = 'a'\nurl = 'mqtt://h:1'\npush_qos = 2", "push_qos is for bridges"),
+        ("name = 'a'\nurl = 'mqtt://h:1'\nbridge = 'mqtt5'\npush_qos = 0", "push_qos must be"),
         (
             "name = 'a'\nurl = 'mqtt://h:1'\nbridge = 'mqtt311'\npull = ['#']\npush = ['t/#']",
             "No-Local",

@@ -7,6 +7,7 @@ import pytest
 from tidelog.mesh import wire
 from tidelog.mesh.positions import MeshPositions
 from tidelog.mesh.routing import Route, closes_cycle, reachable
+from tidelog.mesh.stamps import stamp, stamped_origin
 from tidelog.storage.records import Event, NewEvent, Properties, Provenance
 
 
@@ -111,6 +112,49 @@ def test_transit_never_goes_back_to_a_node_on_the_path_and_stops_at_the_hop_limi
     assert route.admits(event(1, provenance=via("edge-2/x/5")))
     assert not route.admits(event(2, provenance=via("core/c/1", "region/r/9")))
     assert not route.admits(event(3, provenance=via("a/x/1", "b/x/2", "c/x/3")))
+
+
+def stamped(origin: str, offset: int, hops: int) -> Properties:
+    return Properties(
+        user_properties=[
+            ("k", "v"),
+            ("tidelog-origin", origin),
+            ("tidelog-incarnation", "i1"),
+            ("tidelog-offset", str(offset)),
+            ("tidelog-hops", str(hops)),
+        ]
+    )
+
+
+def test_stamps_name_a_bridged_events_origin_and_count_bridges_toward_the_hop_limit() -> None:
+    """A bridged event's stamps: never over a link to its origin, and the bridges it
+    crossed count toward the hop limit with the links after them; a stamp pushed on
+    keeps the event's own user properties and replaces the old stamps."""
+    bridged = Provenance(client_id="bridge:m1")
+
+    def arrived(offset: int, properties: Properties, provenance: Provenance) -> Event:
+        return Event(offset, 1, "t/a", b"", 1, False, properties, provenance)
+
+    route = Route("core", ("#",), "transit", 3)
+    assert stamped_origin(arrived(1, stamped("edge", 4, 1), bridged)) == ("edge", "i1", 4)
+    assert route.admits(arrived(1, stamped("edge", 4, 2), bridged))
+    assert not route.admits(arrived(1, stamped("core", 4, 1), bridged))  # back to its origin
+    assert not route.admits(arrived(1, stamped("edge", 4, 3), bridged))  # the hop limit
+    assert not route.admits(arrived(1, stamped("edge", 4, 2), via("x/i/1", "y/i/2")))
+    local = Provenance(client_id="sensor")  # a client's own stamps are not trusted
+    assert stamped_origin(arrived(1, stamped("edge", 4, 1), local)) is None
+    assert stamp(stamped("edge", 4, 1), ("core", "c1", 9), 2) == (
+        ("k", "v"),
+        ("tidelog-origin", "core"),
+        ("tidelog-incarnation", "c1"),
+        ("tidelog-offset", "9"),
+        ("tidelog-hops", "2"),
+    )
+    positions = MeshPositions()  # stamps deduplicate like hop paths, per origin
+    copies = [NewEvent("t", b"", 1, False, stamped("edge", n, 1), bridged) for n in (4, 5, 4)]
+    assert positions.fresh(copies) == copies[:2]
+    positions.observe(copies[:2])
+    assert positions.origins["edge"] == ("i1", 6)
 
 
 def test_cycles_are_found_from_the_reachable_sets() -> None:

@@ -43,6 +43,8 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
             body[key] = value
     if args.interest:
         body["interest"] = True
+    if args.push_interest:
+        body["push_interest"] = True
     return body
 
 
@@ -120,6 +122,7 @@ def register(commands: Any) -> None:
     add.add_argument("--push", action="append", default=[], metavar="FILTER", help="repeatable")
     add.add_argument("--mode", choices=("local", "transit"), help="default local")
     add.add_argument("--interest", action="store_true", help="live interest for the pull")
+    add.add_argument("--push-interest", action="store_true", help="live interest for the push")
     add.add_argument(
         "--bridge", choices=("mqtt5", "mqtt311"), help="the remote is a plain MQTT broker"
     )

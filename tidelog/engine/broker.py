@@ -190,6 +190,7 @@ class Broker:
             self.publish_many,
             clock,
             recheck=options.session_expiry_check_seconds,
+            node=lambda: self.cluster.node_id,
         )
         self.cluster = ClusterRegistry(log, self._state_writer, clock, self.publish_many)
         """The nodes serving this log (several on a shared log: ``kafka://``)."""
@@ -219,7 +220,8 @@ class Broker:
             await self.shares.load(end)
             self._nursery.start_soon(self._follow_log)
             self._nursery.start_soon(self._serve_claims)
-        await self.wills.load()
+        else:  # a shared log's node loads its own once its id is known (tidelog/node.py)
+            await self.wills.load()
 
     async def _run_periodic(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -339,7 +341,7 @@ class Broker:
             node = str(record["id"])
             groups = self.shares.leave_for(node, record.get("shares"))
             seen = int(record.get("seen_at", self.clock()))
-            wills = await self.wills.adopt(await self.cluster.clients_of(node), seen)
+            wills = await self.wills.adopt(node, seen)
             await self.cluster.mark_taken_over(record)
             log.warning(
                 "node %s is gone: left its %d shared groups, took %d pending wills over",
@@ -457,18 +459,20 @@ class Broker:
             name=name,
         )
 
-    def join_shared(self, group: str, topic_filter: str) -> Feed:
+    def join_shared(self, group: str, topic_filter: str, *, durable: bool = False) -> Feed:
         """The feed of shared subscription ``$share/<group>/<filter>``, created live on the
         first join. Every member receives from the same feed, so each event goes to
-        exactly one member; call :meth:`leave_shared` when a member goes."""
+        exactly one member; call :meth:`leave_shared` when a member goes. ``durable``:
+        the member is a persistent session (on a shared log, see :class:`ClusterShares`;
+        on others the durable group is :meth:`share_group`)."""
         key = (group, topic_filter)
         entry = self._shared.get(key)
         if entry is None:
             feed = self.open_feed(name=f"$share/{group}/{topic_filter}")
             feed.subscribe(topic_filter)
             entry = self._shared[key] = (feed, [0])
-            if self.log.shared:  # the group spans the nodes: this node delivers its share
-                self.shares.joined(key, feed)
+        if self.log.shared:  # the group spans the nodes: this node delivers its share
+            self.shares.joined(key, entry[0], durable=durable)
         entry[1][0] += 1
         return entry[0]
 
@@ -739,13 +743,16 @@ class Broker:
         """
         self.wills.set(key, will, delay)
 
-    def arm_will(self, key: str, will: NewEvent, delay: float = 0.0) -> None:
+    def arm_will(self, client_id: str, will: NewEvent, delay: float = 0.0) -> str:
         """Shared log: a connected client's will, stored so that the node that takes
-        over if this node dies publishes it (``delay`` after this node was last seen);
-        :meth:`disarm_will` when the connection ends here (:mod:`tidelog.engine.wills`)."""
-        self.wills.arm(key, will, delay)
+        over if this node dies publishes it (``delay`` after this node was last seen).
+        Returns the will's key for :meth:`disarm_will` when the connection ends here
+        (:mod:`tidelog.engine.wills`)."""
+        return self.wills.arm(client_id, will, delay)
 
     def disarm_will(self, key: str) -> None:
+        """Drop the armed will stored under ``key`` (only that one: the client may have
+        armed a newer one on another node meanwhile)."""
         self.wills.disarm(key)
 
     def cancel_will(self, key: str) -> bool:

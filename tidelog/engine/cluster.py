@@ -134,11 +134,6 @@ class ClusterRegistry:
                 dead.append(record)
         return dead, (set(records) | {node} if min(alive) == node else set())
 
-    async def clients_of(self, node: str) -> set[str]:
-        """The client ids whose last connection was to ``node``."""
-        owners = await self._log.list_state(CLIENTS)
-        return {client for client, owner in owners.items() if owner == node.encode()}
-
     async def mark_taken_over(self, record: dict[str, Any]) -> None:
         """Record that this node took the dead node's groups and wills over (once),
         unless that node announced itself again meanwhile (a restart)."""

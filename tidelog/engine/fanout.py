@@ -109,6 +109,10 @@ class Feed:
         self._closed = False
         self.catch_ups = 0  # times this feed fell behind and read from the log
         self.delivered = 0
+        self.holders: dict[object, Callable[[], int | None]] = {}
+        """Consumers that take deliveries and finish them later (shared-group members):
+        each returns the lowest offset it took and has not finished, None if none
+        (:attr:`unfinished_from`)."""
         self.accept: Callable[[int], bool] | None = None
         """If set, only events at offsets it accepts are delivered (a cluster-wide shared
         group: the events this node owns, :mod:`tidelog.engine.shares`)."""
@@ -159,6 +163,18 @@ class Feed:
         if self.live:
             return max(self.fence, self._fanout.dispatched_end)
         return self.fence
+
+    @property
+    def unfinished_from(self) -> int:
+        """Every event below this offset was finished by a consumer (a shared-group
+        member acknowledged it) or does not match: :attr:`handled_end`, or lower while a
+        holder still has a delivery unfinished. What to hand to others if they go."""
+        end = self.handled_end
+        for held in self.holders.values():
+            lowest = held()
+            if lowest is not None and lowest < end:
+                end = lowest
+        return end
 
     @property
     def ready(self) -> bool:

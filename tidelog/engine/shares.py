@@ -18,12 +18,20 @@ one member). The nodes never talk to each other: the membership is in the log.
   member nodes are stable, each event goes to exactly one node.
 * Nothing is lost when a node leaves: the events from ``F`` up to the leave
   event that belonged to the leaver are re-read from the log by the nodes that
-  own them under the new membership (at least once: what the leaver had sent
-  but not had acknowledged is delivered again).
+  own them under the new membership (at least once: ``F`` is the first offset a
+  member took and has not acknowledged, :attr:`Feed.unfinished_from`, so what
+  the leaver had sent but not had acknowledged is delivered again).
+* A group a persistent session is a member of is *durable*: the node's leave
+  says so (``"durable": true``), and from then on every node counts the group
+  as one that keeps its events. When its last member node leaves, the events
+  from that leave's ``F`` on wait in the log; the node whose join ends this
+  vacancy owns all of them (:meth:`ClusterShares.owner`) and hands them to its
+  members a page at a time, as on one node the group's cursor would.
 * A node that dies cannot append its leave: a running node does it on its
   behalf (:meth:`ClusterShares.leave_for`, called by the broker's reaper, see
   :mod:`tidelog.engine.cluster`), with ``F`` the progress that node last
-  announced (:meth:`ClusterShares.progress`, in its node record every 2 s).
+  announced (:meth:`ClusterShares.progress`, in its node record every 2 s and
+  whenever it moved, at most every 0.25 s: ``tidelog/node.py``).
   A node that reads a leave of itself while it still has members (a node
   taken for dead, or one that restarted) joins again.
 
@@ -80,6 +88,21 @@ class ClusterShares:
         """Offset of this node's join event as read back: it owns events above it."""
         self.handed_back = 0
         """Events this node took over from a node that left (metrics, tests)."""
+        self._durable: set[Key] = set()
+        """Local groups a persistent session is a member of (durable groups)."""
+        self._kept: set[Key] = set()
+        """Durable groups (a leave said a persistent session was a member), read from the
+        log: they keep the events that come while no node has a member."""
+        self._vacant: dict[Key, int] = {}
+        """Durable groups whose last member node left: the first offset not finished."""
+        self._orphans: dict[Key, list[tuple[int, int, str]]] = {}
+        """Per durable group: ``(start, end, node)``, ascending: the events from ``start``
+        up to ``end`` (the join that ended a vacancy) are that joining node's."""
+        self._handing: dict[Key, dict[object, int]] = {}
+        """Local groups being handed events back: the offset each hand-back reads next."""
+        self._owed: dict[Key, int] = {}
+        """Local durable groups whose vacancy this node ended, until their hand-back runs:
+        where it starts."""
 
     # -- the membership, from the log --------------------------------------------------
 
@@ -120,7 +143,20 @@ class ClusterShares:
         if after != before:
             history.append((event.offset + 1, after))
             del history[:-HISTORY]
-        if replay or change.get("op") != "leave" or node not in before:
+        if not before and after and key in self._vacant:  # a durable group's vacancy ends
+            orphans = self._orphans.setdefault(key, [])
+            orphans.append((self._vacant.pop(key), event.offset, node))
+            del orphans[:-HISTORY]
+            if node == self.node_id and not replay and key in self._local:
+                self._owed[key] = orphans[-1][0]  # in the progress until the task runs
+                self._nursery.start_soon(self._hand_back, key, None, orphans[-1][0], event.offset)
+        if change.get("op") != "leave" or node not in before:
+            return
+        if change.get("durable"):
+            self._kept.add(key)
+        if not after and key in self._kept:  # the last member node left: keep what comes
+            self._vacant[key] = min(start, self._vacant.get(key, start))
+        if replay:
             return
         if self.node_id in after and key in self._local and start < event.offset:
             self._nursery.start_soon(self._hand_back, key, node, start, event.offset)
@@ -139,7 +175,14 @@ class ClusterShares:
         return history[index][1] if index >= 0 else ()
 
     def owner(self, key: Key, offset: int) -> str | None:
-        """The node that delivers the group's event at ``offset`` (None: no member)."""
+        """The node that delivers the group's event at ``offset`` (None: no member): the
+        node that ended a durable group's vacancy for the events it kept, else by the
+        membership at ``offset``."""
+        orphans = self._orphans.get(key)
+        if orphans and offset < orphans[-1][1]:
+            index = bisect.bisect_right(orphans, offset, key=lambda entry: entry[0]) - 1
+            if index >= 0 and offset < orphans[index][1]:
+                return orphans[index][2]
         members = self.members(key, offset)
         return members[_mix(offset) % len(members)] if members else None
 
@@ -158,8 +201,14 @@ class ClusterShares:
         for key in self._local:
             self._send("join", key)
 
-    def joined(self, key: Key, feed: Feed) -> None:
-        """The first local member of a group joined (its feed accepts this node's events)."""
+    def joined(self, key: Key, feed: Feed, *, durable: bool = False) -> None:
+        """A local member of a group joined (the first one: the feed accepts this node's
+        events from now on). ``durable``: a persistent session; while the group has
+        one, the events that come when no node has a member are kept for the next."""
+        if durable:
+            self._durable.add(key)
+        if self._local.get(key) is feed:
+            return
         self._local[key] = feed
         feed.accept = lambda offset: self.owns(key, offset)
         if self.node_id is not None:
@@ -171,8 +220,10 @@ class ClusterShares:
             return  # left already (a clean shutdown leaves every group first)
         del self._local[key]
         self._joined.pop(key, None)
+        durable = key in self._durable
+        self._durable.discard(key)
         if self.node_id is not None:
-            self._send("leave", key, start=feed.handled_end)
+            self._send("leave", key, start=self._progress(key, feed), durable=durable)
 
     def leave_all(self) -> None:
         """A clean shutdown: leave every group this node has members of (their feeds
@@ -185,25 +236,41 @@ class ClusterShares:
         return {node for history in self._history.values() if history for node in history[-1][1]}
 
     def progress(self) -> list[list[Any]]:
-        """``[group, filter, first offset not yet handed to a member]`` per local group:
-        in this node's record, for whoever leaves the groups for it if it dies."""
-        return [[group, inner, feed.handled_end] for (group, inner), feed in self._local.items()]
+        """``[group, filter, first offset not yet finished by a member]`` per local group
+        (below it, every event of the node's share was acknowledged): in this node's
+        record, for whoever leaves the groups for it if it dies."""
+        return [
+            [group, inner, self._progress((group, inner), feed), (group, inner) in self._durable]
+            for (group, inner), feed in self._local.items()
+        ]
+
+    def _progress(self, key: Key, feed: Feed) -> int:
+        """The first offset of the group not finished here: what its members hold, a
+        hand-back under way or owed, and a vacancy this node's join (not read back
+        yet) is to end (the events kept in it would be this node's)."""
+        owed = [self._owed[key]] if key in self._owed else []
+        vacant = [self._vacant[key]] if key in self._vacant else []
+        handing = self._handing.get(key, {}).values()
+        return min([feed.unfinished_from, *handing, *owed, *vacant])
 
     def leave_for(self, node: str, progress: Any, since: int | None = None) -> int:
         """Leave every group ``node`` (gone) is a member of, handing back from the
         ``progress`` in its last record, else from ``since``, else from when it joined.
         Returns how many groups."""
         known: dict[Key, int] = {}
+        durable: set[Key] = set()
         for entry in progress if isinstance(progress, list) else ():
             try:
                 known[(str(entry[0]), str(entry[1]))] = int(entry[2])
             except (TypeError, ValueError, IndexError):
                 continue
+            if len(entry) > 3 and entry[3] is True:
+                durable.add((str(entry[0]), str(entry[1])))
         count = 0
         for key, history in self._history.items():
             if history and node in history[-1][1]:
                 start = known.get(key, since if since is not None else self._joined_at(key, node))
-                self._send("leave", key, node=node, start=start)
+                self._send("leave", key, node=node, start=start, durable=key in durable)
                 count += 1
         return count
 
@@ -218,7 +285,13 @@ class ClusterShares:
         return since
 
     def _send(
-        self, op: str, key: Key, *, node: str | None = None, start: int | None = None
+        self,
+        op: str,
+        key: Key,
+        *,
+        node: str | None = None,
+        start: int | None = None,
+        durable: bool = False,
     ) -> None:
         change: dict[str, Any] = {
             "op": op,
@@ -229,6 +302,8 @@ class ClusterShares:
         }
         if start is not None:
             change["from"] = start
+        if durable:
+            change["durable"] = True
 
         def done(result: list[Event] | BaseException) -> None:
             if isinstance(result, BaseException):
@@ -239,30 +314,50 @@ class ClusterShares:
         except TidelogError as exc:
             log.warning("shared group %s: %s not recorded: %s", key, op, exc)
 
-    async def _hand_back(self, key: Key, leaver: str, start: int, end: int) -> None:
+    async def _hand_back(self, key: Key, leaver: str | None, start: int, end: int) -> None:
         """Deliver the events from ``start`` to ``end`` that were ``leaver``'s and are
-        this node's under the membership after it left."""
+        this node's under the membership after it left; with no ``leaver``, those a
+        durable group kept while it had no member (this node ended the vacancy). A
+        page at a time, as the members take them (memory stays bounded); the group's
+        progress stays at the hand-back's position until it is done."""
+        if leaver is None:
+            self._owed.pop(key, None)  # the hand-back's position stands for it now
         after = self.members(key, end + 1)
         if not after:
             return
         position = start
+        handing = self._handing.setdefault(key, {})
+        token = object()
+        handing[token] = position
         try:
             while position < end:
-                page = await self._log.read(position, key[1], limit=HANDBACK_PAGE, end=end)
                 feed = self._local.get(key)
                 if feed is None:
                     return
+                while feed.pending >= HANDBACK_PAGE and self._local.get(key) is feed:
+                    await trio.sleep(0.05)  # the members take what was handed back so far
+                page = await self._log.read(position, key[1], limit=HANDBACK_PAGE, end=end)
+                if self._local.get(key) is not feed:
+                    return  # its last member left meanwhile (the leave's F covers the rest)
                 subs = tuple(feed.subscriptions.values())
                 mine = [
                     (event, subs)
                     for event in page.events
-                    if self.owner(key, event.offset) == leaver
-                    and after[_mix(event.offset) % len(after)] == self.node_id
+                    if (
+                        self.owner(key, event.offset) == self.node_id
+                        if leaver is None
+                        else self.owner(key, event.offset) == leaver
+                        and after[_mix(event.offset) % len(after)] == self.node_id
+                    )
                 ]
                 feed.requeue(mine)
                 self.handed_back += len(mine)
                 if page.next_offset <= position:
                     break
-                position = page.next_offset
+                position = handing[token] = page.next_offset
         except TidelogError as exc:
             log.warning("shared group %s: events of %s not handed back: %s", key, leaver, exc)
+        finally:
+            del handing[token]
+            if not handing and self._handing.get(key) is handing:
+                del self._handing[key]

@@ -29,16 +29,33 @@ On a shared log (a cluster, docs/cluster.md) a connected client's will is also
 (:meth:`WillStore.arm`, dropped by :meth:`WillStore.disarm` when the connection
 ends on its node), so that if the node dies, the node that takes over
 (:meth:`WillStore.adopt`) publishes it after its delay.
+
+Several nodes write these namespaces, and a compacted topic has no
+compare-and-set: a node's late delete must not remove a will another node has
+stored meanwhile (a client taken over from node A by node B: A's disarm may
+reach Kafka after B's arm). So on a shared log every stored will has a key of
+its own, :func:`will_key`: ``client, owner, waiter, nonce`` joined by
+:data:`SEP`, where ``owner`` is the node the client was connected to,
+``waiter`` the node that publishes the will when due, and the nonce makes the
+key unique. A node deletes only keys it holds (its own armed wills, the
+pending wills it waits for, a dead node's keys it took over), so a delete can
+only ever remove the will it meant: compare-and-delete by key. Whether the
+client came back meanwhile is decided when the will is due: it is published
+only if its key is still stored and the client's owner (``cluster.clients``,
+written by the node the client connects to) is still ``owner``. On an unshared
+log the key is the client id, as it always was.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
+from tidelog.engine.cluster import CLIENTS
 from tidelog.engine.state_writer import UNREADABLE, StateWriter, report_unreadable
 from tidelog.errors import TidelogError
 from tidelog.storage import EventLog, NewEvent
@@ -48,7 +65,24 @@ from tidelog.storage.records import decode_record, encode_record
 NAMESPACE = "wills"
 ARMED = "wills.armed"
 """Shared logs: the wills of connected clients (see :meth:`WillStore.arm`)."""
+SEP = "\x1f"
+"""Separates the parts of a shared log's will key (:func:`will_key`)."""
 log = logging.getLogger(__name__)
+
+
+def will_key(client: str, owner: str, waiter: str) -> str:
+    """A shared log's key of one stored will: unique, and naming the node the client
+    was on (``owner``) and the node that publishes it (``waiter``)."""
+    return SEP.join((client, owner, waiter, uuid.uuid4().hex[:16]))
+
+
+def parse_key(key: str) -> tuple[str, str | None, str | None]:
+    """``(client, owner, waiter)`` of a stored will's key; a key that is a plain client
+    id (an unshared log) has neither owner nor waiter."""
+    parts = key.rsplit(SEP, 3)
+    if len(parts) == 4:
+        return parts[0], parts[1], parts[2]
+    return key, None, None
 
 
 class WillStore:
@@ -62,6 +96,7 @@ class WillStore:
         publish: Callable[[list[NewEvent]], Awaitable[Any]],
         clock: Clock = wall_clock_ms,
         recheck: float = 1.0,
+        node: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._log = log
         self._clock = clock
@@ -69,60 +104,100 @@ class WillStore:
         self._writer = writer
         self._nursery = nursery
         self._publish = publish
+        self._node = node
+        """This node's id on a shared log (None until it is known)."""
         self._scopes: dict[str, trio.CancelScope] = {}
+        """Stored key of each will waited for here: its task."""
+        self._local: dict[str, str] = {}
+        """Client id: the key of its will set here (what :meth:`cancel` stops)."""
+        self._armed: set[str] = set()
+        """Keys of the armed wills of this run's connections."""
         self.published = 0
 
     def __len__(self) -> int:
         return len(self._scopes)
 
-    async def load(self) -> None:
-        """Schedule the wills stored by an earlier run (due ones are published at once)."""
-        for key, raw in (await self._log.list_state(NAMESPACE)).items():
-            self._schedule_stored(key, raw)
+    def _key(self, client: str, owner: str | None = None) -> str:
+        """The key to store a new will of ``client`` under (see the module's doc)."""
+        if not self._log.shared:
+            return client
+        node = self._node() or ""
+        return will_key(client, node if owner is None else owner, node)
 
-    async def adopt(self, keys: set[str], lost_at: int) -> int:
-        """Shared log: take over the wills of ``keys`` (clients of a node that died,
-        last seen at ``lost_at``): schedule their pending wills this node does not
-        already wait for, and turn their armed wills (still connected when the node
-        died) into pending ones due their delay after ``lost_at``. Returns how many."""
+    async def load(self, waiter: str | None = None) -> int:
+        """Schedule the wills stored by an earlier run (due ones are published at once).
+        On a shared log, with ``waiter`` this node's id: those this node waited for."""
+        loaded = 0
+        for key, raw in (await self._log.list_state(NAMESPACE)).items():
+            _, owner, waits = parse_key(key)
+            if waits == waiter and key not in self._scopes:
+                loaded += self._schedule_stored(key, raw, owner)
+        return loaded
+
+    async def adopt(self, dead: str, lost_at: int) -> int:
+        """Shared log: take over the wills of node ``dead`` (last seen at ``lost_at``):
+        the pending wills it waited for, under keys of this node's, and its armed wills
+        (its clients still connected when it died) as pending wills due their delay
+        after ``lost_at``. Each is published when due if its client has not connected
+        to a node since (:meth:`_still_due`). Returns how many."""
         adopted = 0
-        if not keys:
-            return 0
-        pending = await self._log.list_state(NAMESPACE)
-        for key, raw in pending.items():
-            if key in keys and key not in self._scopes:
-                adopted += self._schedule_stored(key, raw)
-        for key, raw in (await self._log.list_state(ARMED)).items():
-            if key not in keys:
+        for key, raw in (await self._log.list_state(NAMESPACE)).items():
+            client, owner, waiter = parse_key(key)
+            if waiter != dead or owner is None or key in self._scopes:
                 continue
-            self._writer.put_nowait(ARMED, {key: None})
-            if key in pending or key in self._scopes:
+            new = self._key(client, owner)
+            self._writer.put_nowait(NAMESPACE, {new: raw, key: None})
+            adopted += self._schedule_stored(new, raw, owner, durable=False)
+        for key, raw in (await self._log.list_state(ARMED)).items():
+            client, owner, waiter = parse_key(key)
+            if waiter != dead or owner is None or key in self._armed:
                 continue
             try:
                 stored = decode_record(0, raw)
             except UNREADABLE as exc:
                 report_unreadable(self._log, ARMED, key, exc, "That will is not published.")
+                self._writer.put_nowait(ARMED, {key: None})
                 continue
             will = NewEvent(
                 stored.topic, stored.payload, stored.qos, stored.retain, stored.properties
             )
-            left = (lost_at + stored.timestamp - self._clock()) / 1000
-            log.info("will of %r (its node died) on %r due in %.1f s", key, will.topic, left)
-            self.set(key, will, max(left, 0.001))  # stored as pending, like any delayed will
+            due = lost_at + stored.timestamp
+            new = self._key(client, owner)
+            record = encode_record(will, due)
+            self._writer.put_nowait(NAMESPACE, {new: record})
+            self._writer.put_nowait(ARMED, {key: None})  # after: the writer keeps order
+            log.info(
+                "will of %r (its node died) on %r due in %.1f s",
+                client,
+                will.topic,
+                (due - self._clock()) / 1000,
+            )
+            self._start(new, client, will, due, record, owner)
             adopted += 1
         return adopted
 
-    def arm(self, key: str, will: NewEvent, delay: float) -> None:
+    def arm(self, client: str, will: NewEvent, delay: float) -> str:
         """Shared log: store a connected client's will (and its delay, in the record's
-        timestamp field, ms) for the node that takes over if this one dies."""
+        timestamp field, ms) for the node that takes over if this one dies. Returns the
+        key, for :meth:`disarm`."""
+        key = self._key(client)
+        self._armed.add(key)
         self._writer.put_nowait(ARMED, {key: encode_record(will, int(delay * 1000))})
+        return key
 
     def disarm(self, key: str) -> None:
-        """The connection ended on its node, which handles the will itself."""
+        """The connection ended on its node, which handles the will itself: drop the
+        will :meth:`arm` stored under ``key`` (only that one)."""
+        self._armed.discard(key)
         self._writer.put_nowait(ARMED, {key: None})
 
-    def _schedule_stored(self, key: str, raw: bytes) -> bool:
-        """Wait for a stored will (published at once if it is due)."""
+    def _schedule_stored(
+        self, key: str, raw: bytes, owner: str | None, *, durable: bool = True
+    ) -> bool:
+        """Wait for a stored will (published at once if it is due). ``durable=False``: its
+        write is queued, not yet durable (the task waits for it before the will is due:
+        else the check that it is still stored could miss it)."""
+        client = parse_key(key)[0]
         try:
             stored = decode_record(0, raw)
         except UNREADABLE as exc:
@@ -132,28 +207,30 @@ class WillStore:
             return False
         will = NewEvent(stored.topic, stored.payload, stored.qos, stored.retain, stored.properties)
         delay = max(0, stored.timestamp - self._clock()) / 1000
-        log.info("pending will of %r on %r loaded, due in %.1f s", key, will.topic, delay)
-        self._start(key, will, stored.timestamp, None)
+        log.info("pending will of %r on %r loaded, due in %.1f s", client, will.topic, delay)
+        self._start(key, client, will, stored.timestamp, None if durable else raw, owner)
         return True
 
-    def set(self, key: str, will: NewEvent, delay: float) -> None:
+    def set(self, client: str, will: NewEvent, delay: float) -> None:
         """Publish ``will`` after ``delay`` seconds unless :meth:`cancel` comes first."""
-        self.cancel(key)
+        self.cancel(client)
         record = None
         due = self._clock() + int(delay * 1000)
+        key = self._key(client)
         if delay > 0:
             record = encode_record(will, due)
             self._writer.put_nowait(NAMESPACE, {key: record})  # before anything can cancel it
-        self._start(key, will, due, record)
+        self._start(key, client, will, due, record, parse_key(key)[1])
 
-    def cancel(self, key: str) -> bool:
-        """Drop the pending will of ``key``; False if there was none."""
-        scope = self._scopes.pop(key, None)
-        if scope is None:
-            if self._log.shared:  # the will may wait on another node: delete it there too
-                self._writer.put_nowait(NAMESPACE, {key: None})
+    def cancel(self, client: str) -> bool:
+        """Drop the pending will of ``client`` set on this node; False if there was none.
+        (One waiting elsewhere is not published: its client's owner changed.)"""
+        key = self._local.pop(client, None)
+        if key is None:
             return False
-        scope.cancel()
+        scope = self._scopes.pop(key, None)
+        if scope is not None:
+            scope.cancel()
         self._writer.put_nowait(NAMESPACE, {key: None})
         return True
 
@@ -162,20 +239,36 @@ class WillStore:
         for scope in self._scopes.values():
             scope.cancel()
         self._scopes.clear()
+        self._local.clear()
 
-    async def _still_pending(self, key: str) -> bool:
-        """On a shared log: whether the will is still stored (no node cancelled or
-        published it meanwhile)."""
+    async def _still_due(self, key: str, client: str, owner: str | None) -> bool:
+        """On a shared log: whether the will is still stored under ``key`` and its client
+        has not connected to another node since (``owner`` still owns it)."""
         try:
-            return await self._log.get_state(NAMESPACE, key) is not None
+            if await self._log.get_state(NAMESPACE, key) is None:
+                return False
+            if owner is None:
+                return True
+            now = await self._log.get_state(CLIENTS, client)
         except TidelogError as exc:
-            log.warning("pending will of %r not checked (%s): publishing it", key, exc)
+            log.warning("pending will of %r not checked (%s): publishing it", client, exc)
             return True
+        return now is None or now.decode("utf-8", "replace") == owner
 
-    def _start(self, key: str, will: NewEvent, due: int, record: bytes | None) -> None:
+    def _start(
+        self,
+        key: str,
+        client: str,
+        will: NewEvent,
+        due: int,
+        record: bytes | None,
+        owner: str | None,
+    ) -> None:
         scope = trio.CancelScope()
         self._scopes[key] = scope
-        self._nursery.start_soon(self._run, key, will, due, record, scope)
+        if self._node() in (owner, None) or not self._log.shared:
+            self._local[client] = key  # its client connecting here again cancels it
+        self._nursery.start_soon(self._run, key, client, will, due, record, owner, scope)
 
     async def _until(self, due: int) -> None:
         """Wait until the broker's clock reaches ``due`` (ms), re-reading it at least
@@ -184,7 +277,14 @@ class WillStore:
             await trio.sleep(min(left / 1000, self._recheck))
 
     async def _run(
-        self, key: str, will: NewEvent, due: int, record: bytes | None, scope: trio.CancelScope
+        self,
+        key: str,
+        client: str,
+        will: NewEvent,
+        due: int,
+        record: bytes | None,
+        owner: str | None,
+        scope: trio.CancelScope,
     ) -> None:
         """Wait until the will is due, publish it, forget it. ``record`` (None if the will
         has no delay or was loaded) was queued for storage by :meth:`set`: putting it
@@ -195,17 +295,22 @@ class WillStore:
                     return
                 await self._writer.put(NAMESPACE, {key: record})
                 delay = max(0, due - self._clock()) / 1000
-                log.info("pending will of %r on %r stored, due in %.1f s", key, will.topic, delay)
+                log.info(
+                    "pending will of %r on %r stored, due in %.1f s", client, will.topic, delay
+                )
             await self._until(due)
-            if self._scopes.get(key) is scope:
+            if self._scopes.get(key) is scope:  # else a newer will of the same key
                 del self._scopes[key]
-            if self._log.shared and not await self._still_pending(key):
-                return  # cancelled through another node, or published by one
+                if self._local.get(client) == key:
+                    del self._local[client]
+            if self._log.shared and not await self._still_due(key, client, owner):
+                self._writer.put_nowait(NAMESPACE, {key: None})  # our key: only this will
+                return  # its client came back (on any node), or it was cancelled
             try:
                 await self._publish([will])
             except TidelogError as exc:
-                log.warning("will message for %s on %r not published: %s", key, will.topic, exc)
+                log.warning("will message for %s on %r not published: %s", client, will.topic, exc)
                 return
             self.published += 1
-            if key not in self._scopes:  # a newer will has not replaced it
+            if self._log.shared or key not in self._scopes:  # not replaced by a newer will
                 self._writer.put_nowait(NAMESPACE, {key: None})

@@ -8,35 +8,43 @@ client of the remote (docs/mesh.md, "Bridges to other brokers"):
   No-Local and Retain-As-Published in MQTT 5. Every message waiting when one
   arrives is appended in one durable write, renamed under ``local_prefix``, and
   only then acknowledged: at least once into the log (a crash between the append
-  and the PUBACK gets the message again).
+  and the PUBACK gets the message again). A message another tidelog pushed
+  carries its stamps (:mod:`tidelog.mesh.stamps`: origin node and offset): it is
+  dropped if that origin's offset was appended here already (a redelivery after a
+  reconnect, or a copy that came another way) or if its origin is this node, so
+  it is stored once (the per-origin positions advance in the same write).
   Only what the ``pull`` filters cover (and no ``$`` topic) is appended: anything
   else the remote sends is acknowledged, dropped and counted (``refused``).
 * **push**: this node's log read from a position stored in the log (``mesh``
   state namespace, key ``bridge/<name>``, written when the link is created and
   deleted with it), the events matching ``push`` sent at QoS 1 (retain flag and
-  MQTT 5 properties kept, plus the user properties ``tidelog-origin`` and
-  ``tidelog-offset``); the position advances once the remote acknowledged the
+  MQTT 5 properties kept, plus the stamps: the event's origin node, incarnation
+  and offset, and its hop count); the position advances once the remote acknowledged the
   whole read: at least once into the remote. A PUBACK error (>= 0x80) stops the
   position at that message and ends the connection (redialed with backoff).
 
-The remote keeps no offsets, so there is no exactly-once: what a user loses
-against a tidelog link is listed in docs/mesh.md. Loops: messages the bridge
-appended carry the publisher id ``bridge:<name>`` and are never pushed back
-over it, nor forwarded by links and bridges in ``local`` mode (MQTT clients may
-not use the prefix); MQTT 5's No-Local keeps the remote from echoing what the
-bridge published.
+The remote keeps no offsets: the stamps make it exactly once into another
+tidelog behind an MQTT 5 remote; what a user loses with a 3.1.1 remote is listed
+in docs/mesh.md. Loops: messages the bridge appended carry the publisher id
+``bridge:<name>`` and are never pushed back over it, nor forwarded by links and
+bridges in ``local`` mode (MQTT clients may not use the prefix); MQTT 5's
+No-Local keeps the remote from echoing what the bridge published. In ``transit``
+mode a message that went around a cycle of brokers is dropped by its origin (or
+by any node that has it already), and the hop limit counts bridges too.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import trio
 
 from tidelog.concurrency import background_nursery
 from tidelog.mesh.config import LinkConfig
+from tidelog.mesh.positions import origin_of
+from tidelog.mesh.stamps import stamp, stamped_hops, stamped_origin
 from tidelog.mesh.status import LinkStatus
 from tidelog.mesh.stream import LinkChannel, LinkClosed, LinkRefused
 from tidelog.protocols.mqtt.decoder import Decoder, Role
@@ -48,7 +56,10 @@ from tidelog.protocols.mqtt.packets import (
     Pingreq,
     Pingresp,
     Puback,
+    Pubcomp,
     Publish,
+    Pubrec,
+    Pubrel,
     Suback,
     Subscribe,
     Subscription,
@@ -121,6 +132,22 @@ async def forget_position(broker: Broker, link_name: str) -> None:
     await broker.save_state(STATE_NAMESPACE, {position_key(link_name): None})
 
 
+async def forget_stale_positions(broker: Broker, bridges: Iterable[str]) -> list[str]:
+    """Delete the push positions of bridges that are no longer links here (removed
+    from the configuration file while the node was down, or no longer bridges), as
+    :func:`forget_position` does for a deleted one; returns their names."""
+    keep = {position_key(name) for name in bridges}
+    prefix = position_key("")
+    stale = [
+        key
+        for key in await broker.load_state(STATE_NAMESPACE)
+        if key.startswith(prefix) and key not in keep
+    ]
+    if stale:
+        await broker.save_state(STATE_NAMESPACE, dict.fromkeys(stale))
+    return [key.removeprefix(prefix) for key in stale]
+
+
 class Bridge:
     """One connection of a bridge to a plain MQTT broker (see the module docs)."""
 
@@ -143,6 +170,9 @@ class Bridge:
         self.bridge_bit = bridge_bit
         self._received_in, self._received_out = trio.open_memory_channel[Publish](APPEND_BATCH)
         self._acks: dict[int, trio.Event] = {}
+        self._offsets: dict[int, int] = {}
+        """QoS 2 pushes in flight: packet id -> offset (for :attr:`Mesh.releasing`)."""
+        self._releasing = mesh.releasing[link.name]
         self._refusals: dict[int, ReasonCode] = {}
         """Packet ids the remote's PUBACK refused (reason code >= 0x80), until checked."""
         self._pull_matchers = [compile_filter(f) for f in link.local_pull]
@@ -223,12 +253,16 @@ class Bridge:
                 raise LinkClosed(f"nothing heard for {silence}s")
             if isinstance(packet, Publish):
                 await self._received_in.send(packet)
-            elif isinstance(packet, Puback):
+            elif isinstance(packet, Puback | Pubcomp):
+                self._releasing.pop(self._offsets.pop(packet.packet_id, -1), None)
                 done = self._acks.pop(packet.packet_id, None)
                 if done is not None:
-                    if packet.reason_code >= 0x80:
+                    # a PUBCOMP's error (0x92: no such packet id) means it was complete
+                    if isinstance(packet, Puback) and packet.reason_code >= 0x80:
                         self._refusals[packet.packet_id] = packet.reason_code
                     done.set()
+            elif isinstance(packet, Pubrec):
+                await self._received(packet)
             elif isinstance(packet, Suback):
                 refused = [c for c in packet.reason_codes if c >= 0x80]
                 if refused:
@@ -240,6 +274,22 @@ class Bridge:
                 raise LinkClosed(f"the remote disconnected: {packet.reason_code!r}")
             elif not isinstance(packet, Pingresp):
                 raise LinkClosed(f"unexpected {type(packet).__name__} from the remote")
+
+    async def _received(self, packet: Pubrec) -> None:
+        """QoS 2, part 1: the remote has the message; release it (PUBREL), or, for a
+        refusal (>= 0x80), end its flow like a refused PUBACK."""
+        offset = self._offsets.get(packet.packet_id)
+        if offset is None:
+            return  # not (or no longer) in flight on this connection
+        if packet.reason_code >= 0x80:
+            del self._offsets[packet.packet_id]
+            self._refusals[packet.packet_id] = packet.reason_code
+            done = self._acks.pop(packet.packet_id, None)
+            if done is not None:
+                done.set()
+            return
+        self._releasing[offset] = packet.packet_id
+        await self.channel.send(Pubrel(packet.packet_id))
 
     async def _pinger(self) -> None:
         while True:
@@ -274,14 +324,23 @@ class Bridge:
                         Provenance(client_id=self.marker),
                     )
                 )
-            if events:
-                with trio.CancelScope(shield=True):
-                    await self.broker.publish_many(events)
-            self.status.events_in += len(events)
+            fresh = await self._append(events) if events else []
+            self.status.events_in += len(fresh)
+            self.status.duplicates += len(events) - len(fresh)
             self.status.batches_in += 1
             acks = [Puback(p.packet_id) for p in packets if p.qos == 1 and p.packet_id]
             if acks:
                 await self.channel.send(*acks)
+
+    async def _append(self, events: list[NewEvent]) -> list[NewEvent]:
+        """Append what was not appended yet (by the stamps' origin and offset: a
+        redelivery, or an event of this node come back), in one durable write that
+        advances the per-origin positions with it; returns what was appended."""
+        me = self.mesh.node_id
+        events = [e for e in events if (origin := stamped_origin(e)) is None or origin[0] != me]
+        # one lock for every bridge: two bridges may carry the same origin's events
+        async with self.mesh.peer_lock(BRIDGE_CLIENT_PREFIX):
+            return await self.mesh.positions.append_fresh(self.broker, events)
 
     def _pulls(self, topic: str) -> bool:
         """Whether a received message (named ``topic`` here) may enter the log: only
@@ -312,33 +371,74 @@ class Bridge:
         single = filters[0] if len(filters) == 1 else None
         matchers = [compile_filter(f) for f in filters]
         packet_id = 0
+        qos2 = self.link.push_qos == 2
         while True:
             result = await self.broker.read(
                 position, single, limit=self._inflight, wait=self.link.heartbeat_seconds
             )
             events = [e for e in result.events if self._pushes(e, matchers)]
+            next_offset = result.next_offset
+            if qos2:
+                # the packet id follows from the offset, so a message sent again after a
+                # reconnect has the id the remote knows it by (and is not delivered twice)
+                for index, event in enumerate(events):
+                    if event.offset - events[0].offset >= 0xFFFF:
+                        events, next_offset = events[:index], event.offset
+                        break
             done: list[trio.Event] = []
-            packets = []
+            packets: list[Publish | Pubrel] = []
             for event in events:
-                packet_id = packet_id % 0xFFFF + 1
+                packet_id = event.offset % 0xFFFF + 1 if qos2 else packet_id % 0xFFFF + 1
                 done.append(self._acks.setdefault(packet_id, trio.Event()))
-                packets.append(self._publish(event, packet_id))
+                if qos2:
+                    self._offsets[packet_id] = event.offset
+                if event.offset in self._releasing:
+                    packets.append(Pubrel(packet_id))  # the remote has it: complete it
+                else:
+                    packets.append(self._publish(event, packet_id))
             if packets:
                 await self.channel.send(*packets)
-                for each in done:
-                    await each.wait()
+                await self._completed(events, packets, done, position, key)
                 refused = self._refused(events, packets)
                 if refused is not None:
                     await self._refused_at(refused, position, key)
                 self.status.events_out += len(packets)
                 self.status.batches_out += 1
-            if result.next_offset > position:
-                position = result.next_offset
+            if next_offset > position:
+                position = next_offset
                 await self.broker.save_state(STATE_NAMESPACE, {key: str(position).encode()})
                 self.status.position = position
 
+    async def _completed(
+        self,
+        events: list[Event],
+        packets: list[Publish | Pubrel],
+        done: list[trio.Event],
+        position: int,
+        key: str,
+    ) -> None:
+        """Wait until the remote has acknowledged (or completed) every message sent; if
+        the connection ends first, keep the position past those it did, in order (they
+        are not sent again: a completed QoS 2 message is forgotten by the remote, and
+        would be delivered twice)."""
+        try:
+            for each in done:
+                await each.wait()
+        finally:
+            link = self.mesh.links.get(self.link.name)  # not for a link deleted meanwhile
+            if link is not None and link.bridge is not None:
+                acked = position
+                for event, packet, each in zip(events, packets, done, strict=True):
+                    if not each.is_set() or packet.packet_id in self._refusals:
+                        break
+                    acked = event.offset + 1
+                if acked > position and not all(each.is_set() for each in done):
+                    with trio.CancelScope(shield=True):
+                        await self.broker.save_state(STATE_NAMESPACE, {key: str(acked).encode()})
+                    self.status.position = acked
+
     def _refused(
-        self, events: list[Event], packets: list[Publish]
+        self, events: list[Event], packets: list[Publish | Pubrel]
     ) -> tuple[Event, ReasonCode] | None:
         """The first pushed event the remote's PUBACK refused, and its reason code."""
         if not self._refusals:
@@ -370,8 +470,11 @@ class Bridge:
         if provenance is not None:
             if provenance.client_id == self.marker:
                 return False  # it came in over this bridge
-            if not provenance.local and self.link.mode == "local":
-                return False  # it came over a link or another bridge: only transit forwards it
+            if not provenance.local:
+                if self.link.mode == "local":
+                    return False  # it came over a link or another bridge: only transit
+                if len(provenance.hop_path) + stamped_hops(event) >= self.link.hop_limit:
+                    return False  # the hop limit: the last guard against a cycle
         if self.link.to_remote(event.topic) is None:
             return False
         return any(match(event.topic) for match in matchers)
@@ -382,12 +485,10 @@ class Bridge:
         properties = Properties()
         if self.level == 5:
             stored = event.properties
-            came = event.provenance
-            if came is not None and came.origin_node is not None:
-                origin, offset = came.origin_node, came.origin_offset or 0
-            else:
-                origin, offset = self.mesh.node_id, event.offset
-            users = (("tidelog-origin", origin), ("tidelog-offset", str(offset)))
+            me = self.mesh.identity
+            origin = origin_of(event) or (me.node_id, me.incarnation, event.offset)
+            hops = len(event.provenance.hop_path) if event.provenance is not None else 0
+            users = stamp(stored, origin, hops + stamped_hops(event) + 1)
             if stored is None:
                 properties = Properties(user_properties=users)
             else:
@@ -397,12 +498,12 @@ class Bridge:
                     content_type=stored.content_type,
                     response_topic=stored.response_topic,
                     correlation_data=stored.correlation_data,
-                    user_properties=(*stored.user_properties, *users),
+                    user_properties=users,
                 )
         return Publish(
             topic,
             event.payload,
-            qos=1,
+            qos=self.link.push_qos,
             retain=event.retain,
             packet_id=packet_id,
             properties=properties,

@@ -97,6 +97,13 @@ class LinkConfig:
     interest: bool = False
     """Live interest: the remote sends, of the ``pull`` filters, only what subscriptions
     on this node (and, over transit links, on the nodes pulling from it) want."""
+    push_interest: bool = False
+    """Live interest for the push: this node pushes, of the ``push`` filters, only what
+    subscriptions at the remote (and behind its transit links) want; off by default,
+    since a remote that stores everything pushed for replay wants it all anyway."""
+    push_qos: int = 1
+    """Bridges: the QoS of what the bridge publishes to the remote (1, or 2: exactly
+    once into the remote across reconnects, not across a crash of this node)."""
     hop_limit: int = DEFAULT_HOP_LIMIT
     """The most nodes an event may have passed through before this link (transit)."""
     batch_events: int = 1000
@@ -239,7 +246,12 @@ def parse_link(table: Any, where: str) -> LinkConfig:
             if not isinstance(table[key], str):
                 raise ValueError(f"{where}: {key} must be a string")
             values[key] = table[key]
-    for key, low, high in (("hop_limit", 1, 64), ("batch_events", 1, 100_000), ("window", 1, 1000)):
+    for key, low, high in (
+        ("hop_limit", 1, 64),
+        ("batch_events", 1, 100_000),
+        ("window", 1, 1000),
+        ("push_qos", 1, 2),
+    ):
         if key in table:
             value = table[key]
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -248,17 +260,19 @@ def parse_link(table: Any, where: str) -> LinkConfig:
     for key in ("local_prefix", "remote_prefix"):
         if key in table:
             values[key] = _prefix(table[key], f"{where}: {key}")
-    if "interest" in table:
-        if not isinstance(table["interest"], bool):
-            raise ValueError(f"{where}: interest must be true or false")
-        values["interest"] = table["interest"]
+    for key in ("interest", "push_interest"):
+        if key in table:
+            if not isinstance(table[key], bool):
+                raise ValueError(f"{where}: {key} must be true or false")
+            values[key] = table[key]
     if "bridge" in table:
         if table["bridge"] not in BRIDGES:
             raise ValueError(
                 f"{where}: bridge must be 'mqtt5' or 'mqtt311', not {table['bridge']!r}"
             )
-        if values.get("interest"):
-            raise ValueError(f"{where}: interest needs a tidelog remote, not a bridge")
+        for key in ("interest", "push_interest"):
+            if values.get(key):
+                raise ValueError(f"{where}: {key} needs a tidelog remote, not a bridge")
         values["bridge"] = table["bridge"]
         local_prefix = values.get("local_prefix", "")
         for pull in values["pull"]:
@@ -275,6 +289,8 @@ def parse_link(table: Any, where: str) -> LinkConfig:
                             f"{where}: pull {pull!r} overlaps push {push!r}: MQTT 3.1.1 has no "
                             "No-Local, so the remote would echo what the bridge pushes"
                         )
+    elif values.get("push_qos", 1) != 1:
+        raise ValueError(f"{where}: push_qos is for bridges (a tidelog link is exactly once)")
     for key in ("heartbeat_seconds", "reconnect_seconds"):
         if key in table:
             value = table[key]

@@ -38,7 +38,12 @@ from tidelog.concurrency import background_nursery
 from tidelog.engine import Broker
 from tidelog.errors import LinkConflictError, LinkNotFoundError, LogClosedError
 from tidelog.mesh import wire
-from tidelog.mesh.bridge import forget_position, run_bridge, store_start_position
+from tidelog.mesh.bridge import (
+    forget_position,
+    forget_stale_positions,
+    run_bridge,
+    store_start_position,
+)
 from tidelog.mesh.config import LINKS_NAMESPACE, NODE_ID_PATTERN, LinkConfig, parse_link
 from tidelog.mesh.identity import NodeIdentity, load_identity
 from tidelog.mesh.positions import CHECKPOINT_KEY, NAMESPACE, MeshPositions
@@ -63,6 +68,8 @@ from tidelog.topics import validate_topic_filter
 log = logging.getLogger("tidelog.mesh")
 HANDSHAKE_SECONDS = 10.0
 CHECKPOINT_SECONDS = 2.0
+CURSOR_POLL_SECONDS = 1.0
+"""How often live interest looks for durable cursors created or deleted."""
 
 
 class Mesh:
@@ -86,6 +93,13 @@ class Mesh:
             self._new_status(link)
         self.sessions: dict[str, LinkSession] = {}
         """Connected links by peer node (one link per pair of nodes)."""
+        self.releasing: defaultdict[str, dict[int, int]] = defaultdict(dict)
+        """QoS 2 pushes of each bridge the remote has received (PUBREC) but not yet
+        completed (PUBCOMP), offset -> packet id: across a reconnect they get a PUBREL
+        again, not a second PUBLISH (``push_qos = 2``)."""
+        self.cursor_filters: set[str] = set()
+        """The filters of this node's durable cursors (live interest: their consumers
+        read later, and what they want must still arrive)."""
         self._peer_locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
         self._dialers: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
@@ -98,10 +112,13 @@ class Mesh:
         (before any link runs)."""
         mesh = cls(broker, await load_identity(broker, node_id), links)
         await mesh._load_links()
-        for link in mesh.links.values():
-            if link.bridge is not None:
-                await store_start_position(broker, link)  # a configured link: new here now
+        bridges = [link for link in mesh.links.values() if link.bridge is not None]
+        for link in bridges:
+            await store_start_position(broker, link)  # a configured link: new here now
+        for name in await forget_stale_positions(broker, [link.name for link in bridges]):
+            log.info("mesh: bridge %s is gone from the configuration; its position deleted", name)
         read = await mesh.positions.recover(broker)
+        await mesh._load_cursor_filters()
         log.info(
             "mesh: node %s (incarnation %s), %d link(s); positions recovered (%d events read)",
             mesh.identity.node_id,
@@ -156,6 +173,8 @@ class Mesh:
         record = {"owner": owner, "link": link.stored()}
         if link.bridge is not None:
             await store_start_position(self.broker, link)
+        elif not created and self.links[link.name].bridge is not None:
+            await forget_position(self.broker, link.name)  # a bridge no longer
         await self.broker.save_state(LINKS_NAMESPACE, {link.name: json.dumps(record).encode()})
         self._stop_dialer(link.name)
         self.links[link.name] = link
@@ -179,6 +198,7 @@ class Mesh:
         await forget_position(self.broker, name)
         self._stop_dialer(name)
         del self.links[name], self.owners[name], self.statuses[name]
+        self.releasing.pop(name, None)
         log.info("mesh: link %s deleted", name)
 
     def _start_dialer(self, link: LinkConfig) -> None:
@@ -207,12 +227,21 @@ class Mesh:
             async with background_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._checkpoints)
+                nursery.start_soon(self._cursor_filters_loop)
                 for link in list(self.links.values()):
                     self._start_dialer(link)
         finally:
             self._nursery = None
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await self._checkpoint()
+
+    async def _load_cursor_filters(self) -> None:
+        self.cursor_filters = {c.topic_filter or "#" for c in await self.broker.cursors()}
+
+    async def _cursor_filters_loop(self) -> None:
+        while True:
+            await trio.sleep(CURSOR_POLL_SECONDS)
+            await self._load_cursor_filters()
 
     async def _checkpoints(self) -> None:
         while True:
@@ -240,14 +269,15 @@ class Mesh:
         )
 
     def interest_for(self, session: LinkSession, pull: Sequence[str]) -> list[str]:
-        """What ``session``'s pull should carry under live interest: the filters this
-        node's subscribers want, and those of peers pulling from this node over transit
-        links (their advertised interest, or their static filters), narrowed to ``pull``
+        """What ``session`` should carry to this node under live interest (its pull,
+        or on the remote side the dialer's push): the filters this node's subscribers
+        and durable cursors want, and those of peers this node sends to over transit links (their
+        advertised interest, or their static filters), narrowed to ``pull``
         (a wanted filter inside a pull filter is kept; one that overlaps a pull filter
         only partly keeps that pull filter)."""
-        wanted = self.broker.subscription_filters()
+        wanted = self.broker.subscription_filters() | self.cursor_filters
         for other in self.sessions.values():
-            route = other.pull_route
+            route = other.pull_route or other.push_route
             if other is session or route is None or route.mode != "transit":
                 continue
             wanted.update(other.interest if other.interest is not None else route.filters)
@@ -384,6 +414,12 @@ class Mesh:
             session.peer_nodes = set(nodes)
             session.pull_route = Route(peer, tuple(pull), mode, hop_limit) if pull else None
             session.pull_access = access
+            # live interest for the dialer's push: sent with the welcome (its source
+            # starts with it), then as it changes
+            advertise = tuple(push) if push and hello.get("push_interest") is True else None
+            interest = session.wanted(advertise) if advertise is not None else None
+            if interest is not None:
+                session.advertised(interest)
             await channel.send(
                 wire.control(
                     wire.WELCOME,
@@ -395,10 +431,11 @@ class Mesh:
                         "push_from": wire.position_body(self.positions.sender(peer))
                         if push
                         else None,
+                        "interest": interest,
                     },
                 )
             )
-            await self._serve(session, None, None)
+            await self._serve(session, None, None, advertise)
         except LinkRefused as exc:
             log.warning("mesh: refused a link: %s", exc.reason)
             if status is not None:
@@ -517,6 +554,7 @@ class Mesh:
                         "window": link.window,
                         "batch_events": link.batch_events,
                         "heartbeat_ms": int(link.heartbeat_seconds * 1000),
+                        "push_interest": link.push_interest,
                     },
                 )
             )
@@ -552,6 +590,8 @@ class Mesh:
             )
             session.peer_nodes = set(nodes)
             session.link = link
+            if link.push and link.push_interest and welcome.get("interest") is not None:
+                session.set_interest(wire.string_list(welcome, "interest"))
             if link.pull and link.interest:
                 # before the start, so the remote's source never runs without it
                 await session.advertise_now(link.local_pull)
@@ -562,6 +602,7 @@ class Mesh:
                     wire.control(wire.START, {"pull_from": wire.position_body(pull_from)})
                 )
             route = Route(peer, link.local_push, link.mode, link.hop_limit) if link.push else None
+            session.push_route = route
             advertise = link.local_pull if link.interest and link.pull else None
             await self._serve(session, route, wire.position(welcome, "push_from"), advertise)
 

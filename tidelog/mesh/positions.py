@@ -8,7 +8,9 @@ Two maps, both recovered exactly after a crash from the events themselves:
   its offset there.
 * ``origins``: origin node -> (incarnation, next origin offset). An event at
   or below it was appended already and is dropped (exactly once even if a
-  sender resends after a reconnect).
+  sender resends after a reconnect). Messages pulled over a bridge count too
+  when they carry the ``tidelog-*`` stamps (:mod:`tidelog.mesh.stamps`): a
+  redelivery after a reconnect is stored once.
 
 Recovery (:meth:`MeshPositions.recover`): a checkpoint (``mesh`` state
 namespace: the maps and the local offset they are valid up to) is written
@@ -24,7 +26,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+import trio
+
 from tidelog.engine import Broker
+from tidelog.mesh.stamps import Origin, stamped_origin
 from tidelog.mesh.wire import Hop
 from tidelog.storage.records import Event, NewEvent
 
@@ -59,7 +64,14 @@ class MeshPositions:
         senders_done: set[str] = set()
         for event in reversed(events):
             provenance = event.provenance
-            if provenance is None or provenance.origin_node is None or not provenance.hop_path:
+            if provenance is None:
+                continue
+            if provenance.origin_node is None or not provenance.hop_path:
+                stamped = stamped_origin(event)  # pulled over a bridge: no sender node
+                if stamped is not None and stamped[0] not in origins_done:
+                    origins_done.add(stamped[0])
+                    self._advance(self.origins, stamped[0], stamped[1], stamped[2] + 1)
+                    self.dirty = True
                 continue
             origin_node = provenance.origin_node
             last = provenance.hop_path[-1]
@@ -91,21 +103,36 @@ class MeshPositions:
         return False
 
     def fresh(self, events: Sequence[NewEvent]) -> list[NewEvent]:
-        """The events not appended yet (per origin: above its next offset), in order."""
+        """The events not appended yet (per origin: above its next offset), in order;
+        an event without an origin (a bridge's message without stamps) is fresh."""
         out: list[NewEvent] = []
         seen: dict[str, Position] = {}
         for event in events:
-            provenance = event.provenance
-            assert provenance is not None and provenance.origin_node is not None
-            origin = provenance.origin_node
-            incarnation = provenance.hop_path[0].split("/", 2)[1]
-            offset = provenance.origin_offset or 0
-            known = seen.get(origin) or self.origins.get(origin)
-            if known is not None and known[0] == incarnation and offset < known[1]:
-                continue
-            seen[origin] = (incarnation, offset + 1)
+            origin = origin_of(event)
+            if origin is not None:
+                node, incarnation, offset = origin
+                known = seen.get(node) or self.origins.get(node)
+                if known is not None and known[0] == incarnation and offset < known[1]:
+                    continue
+                seen[node] = (incarnation, offset + 1)
             out.append(event)
         return out
+
+    async def append_fresh(self, broker: Broker, events: Sequence[NewEvent]) -> list[NewEvent]:
+        """Append the :meth:`fresh` ``events`` in one durable write and advance the maps
+        past them; returns them. The caller holds the lock of their sender (a dedup
+        check and its append are one step). Shielded: an append cancelled half-way
+        (the link cut) may still commit, and the maps must then advance with it."""
+        fresh = self.fresh(events)
+        if fresh:
+            token = self.begin_append(broker.end_offset)
+            try:
+                with trio.CancelScope(shield=True):
+                    await broker.publish_many(fresh)
+                    self.observe(fresh)
+            finally:
+                self.end_append(token)
+        return fresh
 
     def begin_append(self, end_offset: int) -> int:
         """An append of forwarded events starts (its offsets will be >= ``end_offset``);
@@ -164,3 +191,15 @@ class MeshPositions:
                 position = result.next_offset
         await broker.save_state(NAMESPACE, {CHECKPOINT_KEY: self.checkpoint(head)})
         return read
+
+
+def origin_of(event: Event | NewEvent) -> Origin | None:
+    """(origin node, incarnation, offset there) of a forwarded event: from its hop
+    path (a link) or its stamps (a bridge); None for an event published here."""
+    provenance = event.provenance
+    if provenance is None:
+        return None
+    if provenance.origin_node is not None and provenance.hop_path:
+        incarnation = provenance.hop_path[0].split("/", 2)[1]
+        return provenance.origin_node, incarnation, provenance.origin_offset or 0
+    return stamped_origin(event)

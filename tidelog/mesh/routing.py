@@ -12,7 +12,13 @@ Loop prevention has three layers (docs/mesh.md):
   reachable behind them: a link whose sides already reach a common node would
   close a cycle and is refused. Changes are sent on (``$link/nodes``) so every
   node of a tree knows the tree.
-* A hop limit per link stops an event that has passed through too many nodes.
+* A hop limit per link stops an event that has passed through too many nodes
+  (the links of its hop path, and the bridges its ``tidelog-hops`` stamp counts).
+
+Bridges (plain MQTT brokers in between) keep no hop path; their stamps
+(:mod:`tidelog.mesh.stamps`) carry the origin and the hop count instead: a
+bridged event never goes over a link to the node it originated on, and a
+bridge drops what comes back to its origin.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
+from tidelog.mesh.stamps import stamped_hops, stamped_origin
 from tidelog.mesh.wire import hops
 from tidelog.storage.records import Event
 from tidelog.topics import compile_filter
@@ -50,9 +57,14 @@ class Route:
         if self.mode == "local":
             return False  # came over a link or a bridge
         if provenance.origin_node is None:
-            return True  # a bridge appended it here: this node is its origin in the mesh
+            # a bridge appended it here: this node is its origin among the links,
+            # the node its stamps name (if any) the one that need not get it back
+            stamped = stamped_origin(event)
+            return stamped_hops(event) < self.hop_limit and (
+                stamped is None or stamped[0] != self.peer
+            )
         path = hops(provenance)
-        if len(path) >= self.hop_limit:
+        if len(path) + stamped_hops(event) >= self.hop_limit:
             return False
         return all(hop.node != self.peer for hop in path)
 

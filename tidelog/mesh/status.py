@@ -44,8 +44,11 @@ class LinkStatus:
     sent_to: int | None = None
     """The remote's report of where it has read its log up to (heartbeats)."""
     interest: list[str] | None = None
-    """Live interest: the filters advertised (outbound) or received (inbound); None:
-    the static filters."""
+    """Live interest for the pull: the filters advertised (outbound) or received
+    (inbound); None: the static filters."""
+    push_interest: list[str] | None = None
+    """Live interest for the push: the filters the remote advertised (outbound) or
+    this node advertised to the dialer (inbound); None: the static filters."""
     caught_up_at: float | None = None
     last_error: str | None = None
     owner: str | None = None
@@ -99,6 +102,7 @@ class LinkStatus:
             "refused": self.refused,
             "connects": self.connects,
             "interest": self.interest,
+            "push_interest": self.push_interest,
             "last_error": self.last_error,
             "local_prefix": self.local_prefix,
             "remote_prefix": self.remote_prefix,

@@ -143,8 +143,11 @@ class LinkSession:
         self.pull_route: Route | None = None
         """What the dialer pulls from this node (inbound links; started by ``$link/start``)."""
         self.pull_access: Access | None = None
+        self.push_route: Route | None = None
+        """What this node pushes to the peer (outbound links)."""
         self.interest: list[str] | None = None
-        """Live interest the peer advertised for its pull (None: its static filters)."""
+        """Live interest the peer advertised for what this side's source sends: the
+        dialer's pull, or the remote's for the dialer's push (None: static filters)."""
         self._interest_matchers: list[Matcher] | None = None
         self._advertised: list[str] | None = None
         self.peer_nodes: set[str] = set()
@@ -171,8 +174,9 @@ class LinkSession:
     ) -> None:
         """Serve until the connection ends; ``route`` (with ``start``, the receiver's
         position in this log) starts the source now (push), else ``$link/start``
-        may start it (pull, on the remote side). ``advertise``: the pull filters whose
-        live interest this side sends (``interest = true``)."""
+        may start it (pull, on the remote side). ``advertise``: the filters whose live
+        interest this side sends (``interest = true``): the dialer's pull filters on
+        the dialer, its push filters on the remote."""
         async with background_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._sink)
@@ -239,15 +243,22 @@ class LinkSession:
             self.mesh.check_cycle(self)
             self.mesh.topology_changed(self)
         elif topic == wire.INTEREST:
-            filters = wire.string_list(wire.parse_control(packet), "filters")
-            for topic_filter in filters:
-                validate_topic_filter(topic_filter)
-            self.interest = self.status.interest = filters
-            self._interest_matchers = [compile_filter(f) for f in filters]
+            self.set_interest(wire.string_list(wire.parse_control(packet), "filters"))
         elif topic == wire.START:
             await self.mesh.on_start(self, wire.parse_control(packet))
         else:
             raise wire.LinkProtocolError(f"unknown link message {topic!r}")
+
+    def set_interest(self, filters: list[str]) -> None:
+        """The peer's live interest: this side's source sends only what it matches."""
+        for topic_filter in filters:
+            validate_topic_filter(topic_filter)
+        self.interest = filters
+        self._interest_matchers = [compile_filter(f) for f in filters]
+        if self.link is None:
+            self.status.interest = filters  # the dialer's, for its pull
+        else:
+            self.status.push_interest = filters  # the remote's, for this push
 
     # -- sink ------------------------------------------------------------------------
 
@@ -294,18 +305,8 @@ class LinkSession:
         positions with it; returns what was appended."""
         positions = self.mesh.positions
         async with self.mesh.peer_lock(self.peer):
-            fresh = positions.fresh(events)
+            fresh = await positions.append_fresh(self.broker, events)
             self.status.duplicates += len(events) - len(fresh)
-            if fresh:
-                token = positions.begin_append(self.broker.end_offset)
-                # shielded: an append cancelled half-way (the link cut) may still
-                # commit, and its positions must then advance with it
-                try:
-                    with trio.CancelScope(shield=True):
-                        await self.broker.publish_many(fresh)
-                        positions.observe(fresh)
-                finally:
-                    positions.end_append(token)
             positions.advance_sender(self.peer, self.peer_incarnation, next_offset)
         return fresh
 
@@ -337,9 +338,9 @@ class LinkSession:
                 e
                 for e in result.events
                 if route.admits(e)
-                and (interest is None or any(match(e.topic) for match in interest))
                 and (access is None or access.allows(Right.LINK, e.topic))
-                and (rename is None or rename(e.topic) is not None)
+                and (name := e.topic if rename is None else rename(e.topic)) is not None
+                and (interest is None or any(match(name) for match in interest))
             ]
             next_offset = max(result.next_offset, position)
             if events:
@@ -388,19 +389,33 @@ class LinkSession:
             )
             await trio.sleep(self.heartbeat_seconds)
 
-    async def advertise_now(self, pull: tuple[str, ...]) -> None:
-        """Send the live interest within ``pull`` if it changed since last sent."""
-        wanted = self.mesh.interest_for(self, pull)
+    def wanted(self, filters: tuple[str, ...]) -> list[str]:
+        """The live interest within ``filters`` (the dialer's pull, or on the remote
+        the dialer's push), in the remote's names."""
+        wanted = self.mesh.interest_for(self, filters)
         if self.link is not None and self.link.remapped:
             wanted = sorted({r for w in wanted if (r := self.link.to_remote(w)) is not None})
+        return wanted
+
+    async def advertise_now(self, filters: tuple[str, ...]) -> None:
+        """Send the live interest within ``filters`` if it changed since last sent."""
+        wanted = self.wanted(filters)
         if wanted != self._advertised:
             await self.channel.send(wire.control(wire.INTEREST, {"filters": wanted}))
-            self._advertised = self.status.interest = wanted
+            self.advertised(wanted)
 
-    async def _advertise(self, pull: tuple[str, ...]) -> None:
+    def advertised(self, wanted: list[str]) -> None:
+        """``wanted`` is the interest the peer has from this side now."""
+        self._advertised = wanted
+        if self.link is not None:
+            self.status.interest = wanted  # the dialer's, for its pull
+        else:
+            self.status.push_interest = wanted  # the remote's, for the dialer's push
+
+    async def _advertise(self, filters: tuple[str, ...]) -> None:
         """Keep the advertised interest current (subscriptions come and go)."""
         while True:
-            await self.advertise_now(pull)
+            await self.advertise_now(filters)
             await trio.sleep(INTEREST_POLL_SECONDS)
 
     async def send_nodes(self, nodes: list[str]) -> None:

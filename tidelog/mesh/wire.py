@@ -14,7 +14,9 @@ topic               QoS   payload
                           reachable behind the dialer (transit)
 ``$link/welcome``   0     remote -> dialer, JSON: node, incarnation, nodes,
                           ``push_from`` (where the remote has the dialer's
-                          events up to); a refusal is a DISCONNECT instead
+                          events up to), ``interest`` (for the dialer's push,
+                          when its hello asked with ``push_interest: true``); a
+                          refusal is a DISCONNECT instead
 ``$link/start``     0     dialer -> remote, JSON: ``pull_from`` (the dialer's
                           position in the remote's log); starts the pull
 ``$link/events``    1     a batch of records (below); user property ``next``:
@@ -25,9 +27,11 @@ topic               QoS   payload
 ``$link/gap``       0     JSON: ``from``, ``to``, ``reason`` (``retention`` or
                           ``incarnation``): events the receiver will never get
 ``$link/nodes``     0     JSON: ``nodes`` now reachable behind the sender
-``$link/interest``  0     dialer -> remote, JSON: ``filters``, the part of the
-                          pull filters subscribers behind the dialer want
-                          (live interest; sent when it changes)
+``$link/interest``  0     JSON: ``filters``, live interest, sent when it
+                          changes: dialer -> remote, the part of the pull
+                          filters subscribers behind the dialer want; remote
+                          -> dialer, the part of the dialer's push filters
+                          subscribers behind the remote want
 ==================  ====  =====================================================
 
 A batch is a sequence of ``u32 length, record`` where a record is the log's own

@@ -5,7 +5,8 @@ node. Each entry: ``id``, ``listeners`` (name: port), ``host``, ``connections``
 (open now, by protocol), ``position`` (what the node had routed), ``behind``
 (offsets between the log head and that position), ``alive`` (announced within
 the last three announce intervals), ``started_at`` and ``seen_at`` (epoch ms),
-``shares`` (``[group, filter, offset]``: how far it delivered each shared group;
+``shares`` (``[group, filter, offset, durable]``: the first offset of each shared
+group a member of the node has not finished, and whether a persistent session is a member;
 only the groups whose filter the caller may subscribe to, every group for
 ``sys_users`` and ``admin_users``, as ``/v1/stats`` shows only readable topics)
 and, for a dead node whose groups and wills another took over, ``reaped_by``.

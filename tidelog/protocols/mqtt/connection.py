@@ -150,6 +150,8 @@ class MQTTConnection:
         self._transport_principal = principal
         self._slot: str | None = None
         self._connect: Connect | None = None
+        self._armed_will: str | None = None
+        """Shared log: the key of the will armed for the cluster (``Broker.arm_will``)."""
         self._early: list[Packet] | None = None
         """Packets that came in the CONNECT's read after it."""
         self._early_error: MQTTProtocolError | None = None
@@ -433,7 +435,7 @@ class MQTTConnection:
             lost = Close(ReasonCode.UNSPECIFIED_ERROR, "the node died", will=True)
             armed = core.will(connect.will, lost)
             if armed is not None:
-                broker.arm_will(client_id, *armed)
+                self._armed_will = broker.arm_will(client_id, *armed)
         log.info(
             "connected (MQTT level %d, session present %s)", self.level, present and self.level >= 4
         )
@@ -508,8 +510,9 @@ class MQTTConnection:
         if subs.feed is not None:
             subs.feed.close()
         connect = self._connect
-        if broker.shared and connect is not None and connect.will is not None:
-            broker.disarm_will(client_id)  # this node handles its end: set or drop it
+        if self._armed_will is not None:
+            broker.disarm_will(self._armed_will)  # this node handles its end: set or drop it
+            self._armed_will = None
         will = core.will(connect.will, close) if connect is not None else None
         if will is not None and not broker.closed:
             event, delay = will

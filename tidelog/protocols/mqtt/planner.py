@@ -493,6 +493,10 @@ class Planner:
             if entry.source is source and entry.state == PUB:
                 del self.outstanding[entry.packet_id]
 
+    def lowest_unfinished(self, source: Source) -> int | None:
+        """The lowest offset among :meth:`unfinished` (None: none)."""
+        return min((event.offset for event, _ in self.unfinished(source)), default=None)
+
     def unfinished(self, source: Source) -> list[tuple[Event, tuple[FeedSubscription, ...]]]:
         """What a source's deliveries this connection took but did not finish."""
         unfinished = [(e, s) for e, s, src in self.ready if src is source]

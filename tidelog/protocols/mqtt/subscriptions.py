@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Final
 
 from tidelog.engine.fanout import Feed
@@ -406,8 +407,11 @@ class Subscriptions:
             member = f"mqtt:{self.client_id}"
             source = Source(SHARED, None, options, key, group, inner, consumer, member)
         else:
-            feed = self.broker.join_shared(group, inner)
+            feed = self.broker.join_shared(group, inner, durable=self.core.persistent)
             source = Source(SHARED, feed, options, key, group, inner)
+            # what it took and did not finish counts in the group's progress (a node
+            # that dies hands it to the other nodes' members: engine/shares.py)
+            feed.holders[source] = partial(self.core.planner.lowest_unfinished, source)
         if self.shared is EMPTY:
             self.shared = {}
         self.shared[key] = source
@@ -455,6 +459,8 @@ class Subscriptions:
         planner.forget_source(source)
         for entry in kept:
             planner.outstanding[entry.packet_id] = entry
+        if source.feed is not None:
+            source.feed.holders.pop(source, None)
         if source.feed is not None and unfinished:
             unfinished.sort(key=lambda d: d[0].offset)
             source.feed.requeue(unfinished)

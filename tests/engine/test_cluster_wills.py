@@ -1,0 +1,124 @@
+"""Wills on a shared log (engine/wills.py), without processes: two brokers (nodes "a"
+and "b") over one real Kafka log, each with its own will store, state writer and
+cluster registry, as two ``tidelog serve`` processes would have."""
+
+from __future__ import annotations
+
+import uuid
+
+import trio
+
+import tidelog
+from tests.kafka_broker import KafkaCluster
+from tests.storage.backends import ManualClock
+from tidelog.engine import Broker
+from tidelog.engine.wills import ARMED, NAMESPACE, parse_key
+from tidelog.storage import NewEvent
+
+WILL = NewEvent("gone/x", b"offline", qos=1)
+
+
+async def published(broker: Broker) -> list[bytes]:
+    """The payloads of the wills in the log so far."""
+    return [e.payload for e in (await broker.log.read(0, "gone/#")).events]
+
+
+async def settled(broker: Broker) -> None:
+    """Wait until what the broker's state writer queued is in Kafka (a put after it
+    returns once both are durable: the writer keeps order)."""
+    await broker._state_writer.put("test.barrier", {"x": None})
+
+
+async def test_a_late_disarm_by_the_old_node_keeps_the_will_the_new_node_armed(
+    kafka: KafkaCluster,
+) -> None:
+    """Client x is connected to a (will armed), takes its session over on b (which arms
+    its will), then a's disarm arrives late: b's armed will stays. b dies: a takes
+    b's wills over and publishes x's will exactly once, after its delay."""
+    url = kafka.url(f"wills-{uuid.uuid4().hex[:10]}")
+    clock = ManualClock()
+    options = {"clock": clock, "session_expiry_check_seconds": 0.01}
+    async with tidelog.open(url, **options) as a, tidelog.open(url, **options) as b:
+        a.cluster.node_id, b.cluster.node_id = "a", "b"
+        assert not await a.cluster.claim_client("x")
+        armed_on_a = a.arm_will("x", WILL, delay=5)
+        await settled(a)
+        with trio.fail_after(20):
+            assert await b.cluster.claim_client("x")  # a releases it (no connection here)
+        armed_on_b = b.arm_will("x", WILL, delay=5)
+        await settled(b)
+        a.disarm_will(armed_on_a)  # late: after b armed
+        await settled(a)
+        armed = await a.log.list_state(ARMED)
+        assert list(armed) == [armed_on_b]  # compare-and-delete: only a's own key went
+        assert parse_key(armed_on_b) == ("x", "b", "b")
+        # b dies with x connected: a takes its wills over, due 5 s after b was last seen
+        assert await a.wills.adopt("b", clock.now) == 1
+        await settled(a)
+        assert await a.log.list_state(ARMED) == {}
+        (pending,) = await a.log.list_state(NAMESPACE)
+        assert parse_key(pending) == ("x", "b", "a")  # x was on b; a publishes it
+        clock.advance(4000)
+        await trio.sleep(0.2)
+        assert await published(a) == []  # not before its delay
+        clock.advance(1000)
+        with trio.fail_after(20):
+            while not await published(a):
+                await trio.sleep(0.02)
+        await trio.sleep(0.3)
+        assert await published(a) == [b"offline"]  # exactly once
+        assert a.wills.published == 1 and b.wills.published == 0
+        with trio.fail_after(20):  # published wills are deleted
+            while await a.log.list_state(NAMESPACE):
+                await trio.sleep(0.02)
+
+
+async def test_a_dead_nodes_will_is_not_published_when_its_client_came_back_elsewhere(
+    kafka: KafkaCluster,
+) -> None:
+    """Node b dies holding a pending will of x and an armed will of y; both clients
+    connect to a before the wills are due: a takes the wills over but publishes
+    neither (their owner changed), and deletes them."""
+    url = kafka.url(f"wills-{uuid.uuid4().hex[:10]}")
+    clock = ManualClock()
+    options = {"clock": clock, "session_expiry_check_seconds": 0.01}
+    async with tidelog.open(url, **options) as a, tidelog.open(url, **options) as b:
+        a.cluster.node_id, b.cluster.node_id = "a", "b"
+        for client in ("x", "y"):
+            assert not await b.cluster.claim_client(client)
+        b.arm_will("y", NewEvent("gone/y", b"y offline", qos=1), delay=3)
+        b.set_will("x", WILL, delay=3)  # x dropped off b: its will waits there
+        await settled(b)
+        b.wills.close()  # b "dies": its tasks stop, its stored wills stay
+        assert await a.wills.adopt("b", clock.now) == 2
+        for client in ("x", "y"):  # back, on a (b has no live record: no waiting for it)
+            assert await a.cluster.claim_client(client)
+        clock.advance(3000)
+        with trio.fail_after(20):  # due: each is dropped (its key deleted), not published
+            while len(a.wills) or await a.log.list_state(NAMESPACE):
+                await trio.sleep(0.02)
+        assert await published(a) == []
+        assert await a.log.list_state(ARMED) == {}
+
+
+async def test_a_dead_nodes_overdue_pending_will_is_published_at_once_and_once(
+    kafka: KafkaCluster,
+) -> None:
+    """Node b dies with a pending will that is already due when a takes it over: a
+    publishes it at once (its check that the will is still stored waits for the will's
+    new key to be written first), exactly once."""
+    url = kafka.url(f"wills-{uuid.uuid4().hex[:10]}")
+    clock = ManualClock()
+    options = {"clock": clock, "session_expiry_check_seconds": 0.01}
+    async with tidelog.open(url, **options) as a, tidelog.open(url, **options) as b:
+        a.cluster.node_id, b.cluster.node_id = "a", "b"
+        assert not await b.cluster.claim_client("x")
+        b.set_will("x", WILL, delay=3)
+        await settled(b)
+        b.wills.close()  # b "dies"
+        clock.advance(10_000)  # taken over late: the will was due 7 s ago
+        assert await a.wills.adopt("b", clock.now - 8000) == 1
+        with trio.fail_after(20):
+            while await a.log.list_state(NAMESPACE) or len(a.wills):
+                await trio.sleep(0.02)
+        assert await published(a) == [b"offline"]

@@ -1,0 +1,82 @@
+"""The ``tidelog-*`` user properties a bridge stamps on what it pushes (no I/O).
+
+A plain MQTT broker keeps no offsets, so a message a tidelog pushes over a bridge
+carries its mesh identity as MQTT 5 user properties (docs/mesh.md, "Bridges"):
+
+=======================  ==========================================================
+``tidelog-origin``       the node the event was first appended at
+``tidelog-incarnation``  that node's incarnation (its offsets restart with a new one)
+``tidelog-offset``       the event's offset there
+``tidelog-hops``         how many links and bridges it crossed, this push included
+=======================  ==========================================================
+
+A tidelog that pulls the message over a bridge stores them with it, drops it if
+its origin is this node (it came back around a cycle) or if that origin's offset
+was appended here already (a redelivery: :class:`~tidelog.mesh.positions.MeshPositions`),
+and pushes it on with the same origin (so a cycle ends at the node that has it).
+An MQTT 3.1.1 remote drops user properties: no stamps, no deduplication.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from tidelog.storage.records import BRIDGE_CLIENT_PREFIX, Event, NewEvent, Properties
+
+ORIGIN: Final = "tidelog-origin"
+INCARNATION: Final = "tidelog-incarnation"
+OFFSET: Final = "tidelog-offset"
+HOPS: Final = "tidelog-hops"
+KEYS: Final = frozenset((ORIGIN, INCARNATION, OFFSET, HOPS))
+
+Origin = tuple[str, str, int]
+"""(origin node, its incarnation, the offset there)."""
+
+
+def bridged(event: Event | NewEvent) -> bool:
+    """True if a bridge pulled ``event`` from a plain MQTT broker into this log."""
+    provenance = event.provenance
+    return (
+        provenance is not None
+        and provenance.client_id is not None
+        and provenance.client_id.startswith(BRIDGE_CLIENT_PREFIX)
+    )
+
+
+def _stamps(properties: Properties | None) -> dict[str, str]:
+    if properties is None:
+        return {}
+    return {k: v for k, v in properties.user_properties if k in KEYS}
+
+
+def stamped_origin(event: Event | NewEvent) -> Origin | None:
+    """The origin a bridged event's stamps name (None without valid stamps)."""
+    if not bridged(event):
+        return None
+    stamps = _stamps(event.properties)
+    origin, offset = stamps.get(ORIGIN), stamps.get(OFFSET, "")
+    if not origin or not offset.isdigit():
+        return None
+    return origin, stamps.get(INCARNATION, ""), int(offset)
+
+
+def stamped_hops(event: Event | NewEvent) -> int:
+    """The bridges (and links before them) an event crossed before the last bridge
+    stored it: its ``tidelog-hops`` stamp, kept in its properties when it crosses
+    links afterwards (0 without one; its hop path counts the links since)."""
+    hops = _stamps(event.properties).get(HOPS, "")
+    return int(hops) if hops.isdigit() else 0
+
+
+def stamp(properties: Properties | None, origin: Origin, hops: int) -> tuple[tuple[str, str], ...]:
+    """The user properties of a pushed message: the event's own (earlier stamps
+    replaced) and the stamps for ``origin`` after ``hops`` crossings."""
+    own = properties.user_properties if properties is not None else ()
+    node, incarnation, offset = origin
+    return (
+        *((k, v) for k, v in own if k not in KEYS),
+        (ORIGIN, node),
+        (INCARNATION, incarnation),
+        (OFFSET, str(offset)),
+        (HOPS, str(hops)),
+    )
