@@ -27,7 +27,7 @@ from tidelog.storage.base import LogOptions
 from tidelog.storage.lmdb_check import reindex, verify
 from tidelog.storage.lmdb_log import (
     INLINE_MAX_EVENTS,
-    INLINE_MAX_SYNCED_SECONDS,
+    INLINE_MAX_SECONDS,
     SCAN_BUDGET,
     LmdbLog,
 )
@@ -509,7 +509,7 @@ async def test_fsync_always_commits_inline_or_in_the_writer_thread_alike(tmp_pat
     async with lmdb_log(path, fsync="always") as log:
         await log.append(events("a", INLINE_MAX_EVENTS))  # inline: no thread started
         assert log._writer._thread is None
-        log._last_commit = INLINE_MAX_SYNCED_SECONDS  # as if that commit had been slow
+        log._last_commit = INLINE_MAX_SECONDS  # as if that commit had been slow
         await log.append(events("b", 3))
         assert log._writer._thread is not None
         await log.append(events("c", INLINE_MAX_EVENTS + 1))  # too large for inline

@@ -87,21 +87,15 @@ MAX_MERGED_TOPICS = 64
 """A filter matching more topics than this in a segment scans it rather than
 merging that many offset lists (a Python heap merge of k lists costs about
 log2(k) comparisons per event)."""
-INLINE_MAX_EVENTS = 64
+INLINE_MAX_EVENTS = 8
 """Batches of at most this many events may commit on the trio thread (fsync
-``always``; see :meth:`LmdbLog._commit_overlapped`). Covers the bursts of light
-load (ten PUBLISHes in one read): copying them into the transaction costs
-microseconds, the hand-off to the writer thread a quarter of the broker's CPU
-(docs/benchmarks.md, "Light load: bursts of ten")."""
-INLINE_MAX_SYNCED_SECONDS = 0.005
-"""... when the previous commit (write and fsync) took less than this: the
-loop's worst stall, once, before a slow disk sends commits back to the thread.
-A fast disk's fdatasync takes 0.1-0.3 ms, a busy shared one 1-2 ms."""
+``always``; see :meth:`LmdbLog._commit_overlapped`)."""
 INLINE_MAX_EVENTS_UNSYNCED = 64
 """Batches of at most this many events commit on the trio thread under fsync
 ``interval`` and ``never`` (no fsync in the commit; see :meth:`LmdbLog._write`)."""
 INLINE_MAX_SECONDS = 0.001
-"""... when the previous commit (no fsync) took less than this."""
+"""... when the previous commit took less than this (the loop's worst stall when
+fsync is fast)."""
 OVERLAP_MIN_EVENTS = 64
 """Batches of at least this many events build their acknowledgement while the commit
 syncs (see :meth:`LmdbLog._commit_overlapped`); smaller ones build it first."""
@@ -428,7 +422,7 @@ class LmdbLog(EventLog):
         """
         if (
             len(records) <= INLINE_MAX_EVENTS
-            and self._last_commit < INLINE_MAX_SYNCED_SECONDS
+            and self._last_commit < INLINE_MAX_SECONDS
             and not trio.lowlevel.current_statistics().tasks_runnable
         ):
             return self._commit_inline(active, first, records, timestamp, prepare)
