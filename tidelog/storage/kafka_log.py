@@ -502,7 +502,8 @@ class KafkaLog(EventLog):
         of it is refused first, with nothing queued: ``StorageError`` when it could
         never fit (the writer retries its submissions alone), else
         ``StorageUnavailableError``. Should a batch still be queued in part, it is
-        refused with :class:`BatchPartlyQueuedError` (never retried in parts)."""
+        refused with :class:`BatchPartlyQueuedError` (never retried in parts; with
+        none of it queued, ``StorageUnavailableError``)."""
         producer = self._producer
         size = sum(len(key) + len(value or b"") for key, value in items)
         if len(items) > self._queue_messages or size > self._queue_bytes:
@@ -522,14 +523,15 @@ class KafkaLog(EventLog):
         batch = _Batch(len(items), size, self._sent, self._token)
         messages: list[dict[str, Any]] = [{"key": key, "value": value} for key, value in items]
         self._queued_bytes += size
-        done = producer.produce_batch(topic, messages, partition=0, on_delivery=batch.report)
-        if done != len(items):
+        taken = producer.produce_batch(topic, messages, partition=0, on_delivery=batch.report)
+        if taken != len(items):
             # fewer reports than records: the batch never completes, so its queued
             # records' bytes are given back now (a little early) rather than never
             self._queued_bytes -= size
             failed = next((m["_error"] for m in messages if "_error" in m), None)
-            raise BatchPartlyQueuedError(
-                f"Kafka's producer queued {done} of {len(items)} records ({failed}); "
+            refused = BatchPartlyQueuedError if taken else StorageUnavailableError
+            raise refused(
+                f"Kafka's producer queued {taken} of {len(items)} records ({failed}); "
                 "those queued may be stored"
             )
         return batch
