@@ -32,6 +32,7 @@ from tidelog.protocols.mqtt.packets import (
 from tidelog.protocols.mqtt.properties import Properties
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.storage.records import NewEvent
+from tidelog.storage.records import Properties as StoredProperties
 
 Script = Callable[[LinkChannel, int], Awaitable[None]]
 
@@ -304,5 +305,75 @@ def test_a_bridge_removed_from_the_configuration_or_replaced_loses_its_position(
                 await mesh.put_link(parse_link(table, "test"), "admin")  # a tidelog link now
                 assert position_key("m") not in await broker.load_state(STATE_NAMESPACE)
                 n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def _with_stamps(topic: str, packet_id: int, **stamps: str) -> Publish:
+    users = tuple((f"tidelog-{k}", v) for k, v in stamps.items())
+    return Publish(topic, b"x", qos=1, packet_id=packet_id,
+                   properties=Properties(user_properties=users))  # fmt: skip
+
+
+def test_malformed_stamps_count_as_unstamped_and_never_wedge_a_bridge(tmp_path: Path) -> None:
+    """Stamps any MQTT client can write: a superscript digit (``str.isdigit`` but not
+    ``int``), 5,000 digits, a huge hop count. Pulled over one bridge they are stored as
+    unstamped messages (acknowledged, not retried forever); a transit bridge pushes them
+    on; a local publish carrying a bad ``tidelog-hops`` is pushed by a local bridge."""
+    acked: list[int] = []
+    pushed: list[str] = []
+    bad = [
+        _with_stamps("cmd/1", 1, origin="core", incarnation="i", offset="\u00b2", hops="1"),
+        _with_stamps("cmd/2", 2, origin="core", incarnation="i", offset="9" * 5000),
+        _with_stamps("cmd/3", 3, origin="core", incarnation="i", offset="3", hops="\u00b2"),
+        _with_stamps("cmd/4", 4, origin="core", incarnation="i", offset="4", hops="9" * 5000),
+    ]
+
+    async def source(channel: LinkChannel, _number: int) -> None:
+        subscribe = await channel.receive()
+        assert isinstance(subscribe, Subscribe)
+        await channel.send(Suback(subscribe.packet_id, (1,)))
+        await channel.send(*bad)
+        while True:
+            packet = await channel.receive()
+            if isinstance(packet, Puback):
+                acked.append(packet.packet_id)
+            elif isinstance(packet, Pingreq):
+                await channel.send(Pingresp())
+
+    async def sink(channel: LinkChannel, _number: int) -> None:
+        while True:
+            packet = await channel.receive()
+            if isinstance(packet, Pingreq):
+                await channel.send(Pingresp())
+            elif isinstance(packet, Publish):
+                assert packet.packet_id is not None
+                pushed.append(packet.topic)
+                await channel.send(Puback(packet.packet_id, ReasonCode.SUCCESS))
+
+    async def main() -> None:
+        async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
+            source_port = await n.start(_remote, source)
+            sink_port = await n.start(_remote, sink)
+            links = [
+                {"name": "in", "url": f"mqtt://127.0.0.1:{source_port}", "bridge": "mqtt5",
+                 "pull": ["cmd/#"], "reconnect_seconds": 0.2},
+                {"name": "out", "url": f"mqtt://127.0.0.1:{sink_port}", "bridge": "mqtt5",
+                 "push": ["cmd/#"], "mode": "transit", "reconnect_seconds": 0.2},
+            ]  # fmt: skip
+            mesh = await Mesh.open(broker, "edge", [parse_link(t, "test") for t in links])
+            n.start_soon(mesh.run)
+            users = (("tidelog-hops", "\u00b2"), ("tidelog-origin", "core"))
+            await broker.publish_many(
+                [NewEvent("cmd/local", b"x", 1, properties=StoredProperties(user_properties=users))]
+            )
+            with trio.fail_after(15):
+                while len(pushed) < 5 or len(acked) < 4:
+                    await trio.sleep(0.02)
+            assert sorted(acked) == [1, 2, 3, 4]
+            everything = ["cmd/1", "cmd/2", "cmd/3", "cmd/4", "cmd/local"]
+            assert sorted(await _events(broker)) == everything
+            assert sorted(pushed) == everything
+            n.cancel_scope.cancel()
 
     trio.run(main)
