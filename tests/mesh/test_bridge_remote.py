@@ -377,3 +377,39 @@ def test_malformed_stamps_count_as_unstamped_and_never_wedge_a_bridge(tmp_path: 
             n.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_a_stamped_message_delivered_after_a_later_one_is_stored(tmp_path: Path) -> None:
+    """The pushing tidelog's offset 1 was refused by the remote once and sent again
+    after 2 was accepted: the remote delivers 0, 2, 1, then 2 again. 1 is stored (it
+    was never appended here), the second 2 is a duplicate."""
+    acked: list[int] = []
+
+    async def script(channel: LinkChannel, _number: int) -> None:
+        subscribe = await channel.receive()
+        assert isinstance(subscribe, Subscribe)
+        await channel.send(Suback(subscribe.packet_id, (1,)))
+        for offset, packet_id in ((0, 1), (2, 2), (1, 3), (2, 4)):
+            await channel.send(_stamped(offset, packet_id=packet_id))
+        while True:
+            packet = await channel.receive()
+            if isinstance(packet, Puback):
+                acked.append(packet.packet_id)
+            elif isinstance(packet, Pingreq):
+                await channel.send(Pingresp())
+
+    async def main() -> None:
+        async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
+            port = await n.start(_remote, script)
+            table = {"name": "m", "url": f"mqtt://127.0.0.1:{port}", "bridge": "mqtt5",
+                     "pull": ["cmd/#"]}  # fmt: skip
+            mesh = await Mesh.open(broker, "edge", [parse_link(table, "test")])
+            n.start_soon(mesh.run)
+            with trio.fail_after(15):
+                while len(acked) < 4:
+                    await trio.sleep(0.02)
+            assert await _events(broker) == ["cmd/core/0", "cmd/core/2", "cmd/core/1"]
+            assert mesh.statuses["m"].duplicates == 1
+            n.cancel_scope.cancel()
+
+    trio.run(main)
