@@ -31,7 +31,7 @@ from tidelog.protocols.mqtt.packets import (
 )
 from tidelog.protocols.mqtt.properties import Properties
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
-from tidelog.storage.records import NewEvent
+from tidelog.storage.records import NewEvent, Provenance
 from tidelog.storage.records import Properties as StoredProperties
 
 Script = Callable[[LinkChannel, int], Awaitable[None]]
@@ -411,5 +411,30 @@ def test_a_stamped_message_delivered_after_a_later_one_is_stored(tmp_path: Path)
             assert await _events(broker) == ["cmd/core/0", "cmd/core/2", "cmd/core/1"]
             assert mesh.statuses["m"].duplicates == 1
             n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_two_senders_appending_the_same_event_at_once_store_it_once(tmp_path: Path) -> None:
+    """A bridge and a link sink (each under its own peer lock) hand the same stamped
+    message to :meth:`MeshPositions.append_fresh` at the same time: one stores it."""
+    bridged = Provenance(client_id="bridge:m")
+    users = (("tidelog-origin", "core"), ("tidelog-incarnation", "i"), ("tidelog-offset", "5"))
+    copy = NewEvent("cmd/x", b"x", 1, properties=StoredProperties(user_properties=users),
+                    provenance=bridged)  # fmt: skip
+
+    async def main() -> None:
+        async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker:
+            positions = MeshPositions()
+            stored: list[int] = []
+
+            async def append() -> None:
+                stored.append(len(await positions.append_fresh(broker, [copy])))
+
+            async with trio.open_nursery() as n:
+                n.start_soon(append)
+                n.start_soon(append)
+            assert sorted(stored) == [0, 1]
+            assert await _events(broker) == ["cmd/x"]
 
     trio.run(main)

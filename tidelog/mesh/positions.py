@@ -61,6 +61,9 @@ class MeshPositions:
         self._appending: dict[int, int] = {}
         """Appends in progress: token -> the log's end offset when each began."""
         self._tokens = 0
+        self._append_lock = trio.Lock()
+        """One dedup check and its append at a time, whoever the sender: a bridge and
+        a link (each under its own peer lock) may carry the same event."""
 
     # -- advancing -------------------------------------------------------------------
 
@@ -146,18 +149,20 @@ class MeshPositions:
 
     async def append_fresh(self, broker: Broker, events: Sequence[NewEvent]) -> list[NewEvent]:
         """Append the :meth:`fresh` ``events`` in one durable write and advance the maps
-        past them; returns them. The caller holds the lock of their sender (a dedup
-        check and its append are one step). Shielded: an append cancelled half-way
+        past them; returns them. The dedup check and its append are one step under
+        one lock per node (a bridge and a link sink hold different peer locks and may
+        carry the same event). Shielded: an append cancelled half-way
         (the link cut) may still commit, and the maps must then advance with it."""
-        fresh = self.fresh(events)
-        if fresh:
-            token = self.begin_append(broker.end_offset)
-            try:
-                with trio.CancelScope(shield=True):
-                    await broker.publish_many(fresh)
-                    self.observe(fresh)
-            finally:
-                self.end_append(token)
+        async with self._append_lock:
+            fresh = self.fresh(events)
+            if fresh:
+                token = self.begin_append(broker.end_offset)
+                try:
+                    with trio.CancelScope(shield=True):
+                        await broker.publish_many(fresh)
+                        self.observe(fresh)
+                finally:
+                    self.end_append(token)
         return fresh
 
     def begin_append(self, end_offset: int) -> int:
