@@ -25,7 +25,10 @@ from tidelog.protocols.mqtt.packets import (
     Pingreq,
     Pingresp,
     Puback,
+    Pubcomp,
     Publish,
+    Pubrec,
+    Pubrel,
     Suback,
     Subscribe,
 )
@@ -436,5 +439,51 @@ def test_two_senders_appending_the_same_event_at_once_store_it_once(tmp_path: Pa
                 n.start_soon(append)
             assert sorted(stored) == [0, 1]
             assert await _events(broker) == ["cmd/x"]
+
+    trio.run(main)
+
+
+def test_qos2_messages_being_released_are_published_again_when_the_remote_lost_its_session(
+    tmp_path: Path,
+) -> None:
+    """The remote received (PUBREC) but the connection was cut before PUBCOMP, and it
+    restarted without its session (CONNACK session present = 0): the bridge publishes
+    the message again instead of releasing an id the remote no longer knows."""
+    seen: list[list[str]] = [[], []]
+
+    async def script(channel: LinkChannel, number: int) -> None:
+        while True:
+            packet = await channel.receive()
+            if isinstance(packet, Pingreq):
+                await channel.send(Pingresp())
+            elif number == 0 and isinstance(packet, Publish):
+                assert packet.packet_id is not None
+                seen[0].append(packet.topic)
+                await channel.send(Pubrec(packet.packet_id))
+            elif number == 0 and isinstance(packet, Pubrel):
+                await channel.stream.aclose()  # cut before PUBCOMP
+                return
+            elif isinstance(packet, Publish | Pubrel):
+                assert packet.packet_id is not None
+                seen[1].append(packet.topic if isinstance(packet, Publish) else "PUBREL")
+                if isinstance(packet, Publish):
+                    await channel.send(Pubrec(packet.packet_id))
+                else:
+                    await channel.send(Pubcomp(packet.packet_id))
+
+    async def main() -> None:
+        async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
+            port = await n.start(_remote, script)
+            table = {"name": "m", "url": f"mqtt://127.0.0.1:{port}", "bridge": "mqtt5",
+                     "push": ["t/#"], "push_qos": 2, "reconnect_seconds": 0.2}  # fmt: skip
+            mesh = await Mesh.open(broker, "edge", [parse_link(table, "test")])
+            n.start_soon(mesh.run)
+            await _running(mesh)
+            await broker.publish_many([NewEvent("t/1", b"x", 1)])
+            with trio.fail_after(15):
+                while "PUBREL" not in seen[1]:
+                    await trio.sleep(0.02)
+            assert seen == [["t/1"], ["t/1", "PUBREL"]]
+            n.cancel_scope.cancel()
 
     trio.run(main)

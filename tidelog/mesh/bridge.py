@@ -225,6 +225,11 @@ class Bridge:
             raise LinkClosed("no CONNACK")
         if connack.reason_code != ReasonCode.SUCCESS:
             raise LinkRefused(connack.reason_code, f"CONNACK {connack.reason_code.name}")
+        if not connack.session_present:
+            # the remote has no session (it never had one, or lost it restarting without
+            # persistence): it holds no QoS 2 message awaiting PUBREL, so what we were
+            # releasing must be published again, not just released
+            self._releasing.clear()
         if connack.properties.receive_maximum:
             self._inflight = min(PUSH_INFLIGHT, connack.properties.receive_maximum)
 
@@ -392,7 +397,7 @@ class Bridge:
                 done.append(self._acks.setdefault(packet_id, trio.Event()))
                 if qos2:
                     self._offsets[packet_id] = event.offset
-                if event.offset in self._releasing:
+                if qos2 and event.offset in self._releasing:
                     packets.append(Pubrel(packet_id))  # the remote has it: complete it
                 else:
                     packets.append(self._publish(event, packet_id))
