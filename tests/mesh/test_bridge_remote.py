@@ -17,6 +17,7 @@ from tidelog.mesh.bridge import STATE_NAMESPACE, position_key
 from tidelog.mesh.config import LinkConfig, parse_link
 from tidelog.mesh.node import Mesh
 from tidelog.mesh.positions import CHECKPOINT_KEY, NAMESPACE, MeshPositions
+from tidelog.mesh.stamps import digest, stamped_origin
 from tidelog.mesh.stream import LinkChannel, LinkClosed
 from tidelog.protocols.mqtt.decoder import Decoder, Role
 from tidelog.protocols.mqtt.packets import (
@@ -199,6 +200,7 @@ def _stamped(offset: int, origin: str = "core", packet_id: int | None = None) ->
         ("tidelog-incarnation", "inc1"),
         ("tidelog-offset", str(offset)),
         ("tidelog-hops", "1"),
+        ("tidelog-digest", digest(f"cmd/{origin}/{offset}", b"x")),
     )
     return Publish(
         f"cmd/{origin}/{offset}",
@@ -314,6 +316,7 @@ def test_a_bridge_removed_from_the_configuration_or_replaced_loses_its_position(
 
 def _with_stamps(topic: str, packet_id: int, **stamps: str) -> Publish:
     users = tuple((f"tidelog-{k}", v) for k, v in stamps.items())
+    users += (("tidelog-digest", digest(topic, b"x")),)
     return Publish(topic, b"x", qos=1, packet_id=packet_id,
                    properties=Properties(user_properties=users))  # fmt: skip
 
@@ -484,6 +487,58 @@ def test_qos2_messages_being_released_are_published_again_when_the_remote_lost_i
                 while "PUBREL" not in seen[1]:
                     await trio.sleep(0.02)
             assert seen == [["t/1"], ["t/1", "PUBREL"]]
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_stamps_copied_onto_a_republished_message_do_not_make_it_a_duplicate(
+    tmp_path: Path,
+) -> None:
+    """A processor at the remote republishes each ``raw/x`` this node pushed as
+    ``processed/x``, user properties copied (what Node-RED does): the results are new
+    messages (the stamps' digest does not match them), not this node's events come
+    back nor duplicates; they are stored without the copied stamps."""
+    acked: list[int] = []
+
+    async def script(channel: LinkChannel, _number: int) -> None:
+        republished = 100
+        while True:
+            packet = await channel.receive()
+            if isinstance(packet, Pingreq):
+                await channel.send(Pingresp())
+            elif isinstance(packet, Subscribe):
+                await channel.send(Suback(packet.packet_id, (1,)))
+            elif isinstance(packet, Puback):
+                acked.append(packet.packet_id)
+            elif isinstance(packet, Publish):
+                assert packet.packet_id is not None
+                await channel.send(Puback(packet.packet_id))
+                republished += 1
+                topic = packet.topic.replace("raw/", "processed/")
+                await channel.send(
+                    Publish(
+                        topic, b"result", qos=1, packet_id=republished, properties=packet.properties
+                    )
+                )
+
+    async def main() -> None:
+        async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
+            port = await n.start(_remote, script)
+            table = {"name": "m", "url": f"mqtt://127.0.0.1:{port}", "bridge": "mqtt5",
+                     "push": ["raw/#"], "pull": ["processed/#"]}  # fmt: skip
+            mesh = await Mesh.open(broker, "edge", [parse_link(table, "test")])
+            n.start_soon(mesh.run)
+            await _running(mesh)
+            await broker.publish_many([NewEvent(f"raw/{i}", b"x", 1) for i in range(3)])
+            with trio.fail_after(15):
+                while len(acked) < 3:
+                    await trio.sleep(0.02)
+            result = await broker.read(0, limit=1000)
+            processed = [e for e in result.events if e.topic.startswith("processed/")]
+            assert [e.topic for e in processed] == ["processed/0", "processed/1", "processed/2"]
+            assert all(stamped_origin(e) is None for e in processed)
+            assert mesh.statuses["m"].duplicates == 0
             n.cancel_scope.cancel()
 
     trio.run(main)

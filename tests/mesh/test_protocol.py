@@ -8,7 +8,7 @@ from tidelog.mesh import wire
 from tidelog.mesh.positions import MeshPositions
 from tidelog.mesh.routing import Route, closes_cycle, reachable
 from tidelog.mesh.seen import MAX_ABOVE, SeenOffsets
-from tidelog.mesh.stamps import stamp, stamped_origin
+from tidelog.mesh.stamps import digest, stamp, stamped_origin
 from tidelog.storage.records import Event, NewEvent, Properties, Provenance
 
 
@@ -144,12 +144,13 @@ def test_stamps_name_a_bridged_events_origin_and_count_bridges_toward_the_hop_li
     assert not route.admits(arrived(1, stamped("edge", 4, 2), via("x/i/1", "y/i/2")))
     local = Provenance(client_id="sensor")  # a client's own stamps are not trusted
     assert stamped_origin(arrived(1, stamped("edge", 4, 1), local)) is None
-    assert stamp(stamped("edge", 4, 1), ("core", "c1", 9), 2) == (
+    assert stamp(stamped("edge", 4, 1), ("core", "c1", 9), 2, "t", b"p") == (
         ("k", "v"),
         ("tidelog-origin", "core"),
         ("tidelog-incarnation", "c1"),
         ("tidelog-offset", "9"),
         ("tidelog-hops", "2"),
+        ("tidelog-digest", digest("t", b"p")),
     )
     positions = MeshPositions()  # stamps deduplicate like hop paths, per origin
     copies = [NewEvent("t", b"", 1, False, stamped("edge", n, 1), bridged) for n in (4, 5, 4)]

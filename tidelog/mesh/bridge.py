@@ -44,7 +44,7 @@ import trio
 from tidelog.concurrency import background_nursery
 from tidelog.mesh.config import LinkConfig
 from tidelog.mesh.positions import origin_of
-from tidelog.mesh.stamps import stamp, stamped_hops, stamped_origin
+from tidelog.mesh.stamps import checked, stamp, stamped_hops, stamped_origin
 from tidelog.mesh.status import LinkStatus
 from tidelog.mesh.stream import LinkChannel, LinkClosed, LinkRefused
 from tidelog.protocols.mqtt.decoder import Decoder, Role
@@ -325,7 +325,7 @@ class Bridge:
                         packet.payload,
                         min(packet.qos, 1),
                         packet.retain,
-                        event_properties(packet.properties),
+                        checked(event_properties(packet.properties), packet.topic, packet.payload),
                         Provenance(client_id=self.marker),
                     )
                 )
@@ -493,7 +493,7 @@ class Bridge:
             me = self.mesh.identity
             origin = origin_of(event) or (me.node_id, me.incarnation, event.offset)
             hops = len(event.provenance.hop_path) if event.provenance is not None else 0
-            users = stamp(stored, origin, hops + stamped_hops(event) + 1)
+            users = stamp(stored, origin, hops + stamped_hops(event) + 1, topic, event.payload)
             if stored is None:
                 properties = Properties(user_properties=users)
             else:

@@ -8,6 +8,7 @@ carries its mesh identity as MQTT 5 user properties (docs/mesh.md, "Bridges"):
 ``tidelog-incarnation``  that node's incarnation (its offsets restart with a new one)
 ``tidelog-offset``       the event's offset there
 ``tidelog-hops``         how many links and bridges it crossed, this push included
+``tidelog-digest``       :func:`digest` of the topic (at the remote) and payload
 =======================  ==========================================================
 
 A tidelog that pulls the message over a bridge stores them with it, drops it if
@@ -15,6 +16,12 @@ its origin is this node (it came back around a cycle) or if that origin's offset
 was appended here already (a redelivery: :class:`~tidelog.mesh.positions.MeshPositions`),
 and pushes it on with the same origin (so a cycle ends at the node that has it).
 An MQTT 3.1.1 remote drops user properties: no stamps, no deduplication.
+
+The digest binds the stamps to the message they came with: a client that
+republishes a message under another topic or with another payload copying its
+user properties (Node-RED keeps them) makes a new message, not a copy; a bridge
+that receives stamps whose digest does not match strips them (:func:`checked`),
+and the message counts as unstamped.
 
 Any MQTT client can write these properties, so they are parsed strictly
 (:func:`number`: ASCII digits, at most 19 of them; anything else makes the
@@ -25,7 +32,10 @@ event is pushed over a bridge). The hop count is capped at :data:`MAX_HOPS`.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Final
+
+import attrs
 
 from tidelog.storage.records import BRIDGE_CLIENT_PREFIX, Event, NewEvent, Properties
 
@@ -33,7 +43,8 @@ ORIGIN: Final = "tidelog-origin"
 INCARNATION: Final = "tidelog-incarnation"
 OFFSET: Final = "tidelog-offset"
 HOPS: Final = "tidelog-hops"
-KEYS: Final = frozenset((ORIGIN, INCARNATION, OFFSET, HOPS))
+DIGEST: Final = "tidelog-digest"
+KEYS: Final = frozenset((ORIGIN, INCARNATION, OFFSET, HOPS, DIGEST))
 
 MAX_DIGITS: Final = 19
 """A stamp's number has at most this many digits (below 2**63): anything longer, or
@@ -94,9 +105,34 @@ def stamped_hops(event: Event | NewEvent) -> int:
     return 0 if hops is None else min(hops, MAX_HOPS)
 
 
-def stamp(properties: Properties | None, origin: Origin, hops: int) -> tuple[tuple[str, str], ...]:
-    """The user properties of a pushed message: the event's own (earlier stamps
-    replaced) and the stamps for ``origin`` after ``hops`` crossings."""
+def digest(topic: str, payload: bytes) -> str:
+    """The ``tidelog-digest`` of a message published as ``topic`` (the remote's name)
+    with ``payload``: 16 hex digits of BLAKE2b."""
+    hashed = hashlib.blake2b(topic.encode(), digest_size=8)
+    hashed.update(b"\0")
+    hashed.update(payload)
+    return hashed.hexdigest()
+
+
+def checked(properties: Properties | None, topic: str, payload: bytes) -> Properties | None:
+    """``properties`` of a message received as ``topic`` with ``payload``, its
+    ``tidelog-*`` stamps removed unless their digest matches the message (stamps
+    copied onto another message, or without a digest, are no stamps)."""
+    if properties is None:
+        return None
+    stamps = _stamps(properties)
+    if not stamps or stamps.get(DIGEST) == digest(topic, payload):
+        return properties
+    users = tuple((k, v) for k, v in properties.user_properties if k not in KEYS)
+    return attrs.evolve(properties, user_properties=users)
+
+
+def stamp(
+    properties: Properties | None, origin: Origin, hops: int, topic: str, payload: bytes
+) -> tuple[tuple[str, str], ...]:
+    """The user properties of a message pushed as ``topic`` with ``payload``: the
+    event's own (earlier stamps replaced) and the stamps for ``origin`` after
+    ``hops`` crossings."""
     own = properties.user_properties if properties is not None else ()
     node, incarnation, offset = origin
     return (
@@ -105,4 +141,5 @@ def stamp(properties: Properties | None, origin: Origin, hops: int) -> tuple[tup
         (INCARNATION, incarnation),
         (OFFSET, str(offset)),
         (HOPS, str(hops)),
+        (DIGEST, digest(topic, payload)),
     )
