@@ -42,17 +42,24 @@ Script = Callable[[LinkChannel, int], Awaitable[None]]
 
 
 async def _remote(
-    script: Script, port: int = 0, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    script: Script,
+    port: int = 0,
+    connects: list[Connect] | None = None,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """A remote broker on 127.0.0.1: accepts the CONNECT, then runs ``script`` with the
-    connection's number (0, 1, ...); answers PINGREQs."""
+    """A remote broker on 127.0.0.1: accepts the CONNECT (kept in ``connects``), then
+    runs ``script`` with the connection's number (0, 1, ...)."""
     connections = 0
 
     async def serve(stream: trio.SocketStream) -> None:
         nonlocal connections
         number, connections = connections, connections + 1
         channel = LinkChannel(stream, Decoder(role=Role.SERVER), 5)
-        assert isinstance(await channel.receive(), Connect)
+        connect = await channel.receive()
+        assert isinstance(connect, Connect)
+        if connects is not None:
+            connects.append(connect)
         await channel.send(Connack(False, ReasonCode.SUCCESS))
         with contextlib.suppress(LinkClosed):  # the bridge hung up
             await script(channel, number)
@@ -539,6 +546,40 @@ def test_stamps_copied_onto_a_republished_message_do_not_make_it_a_duplicate(
             assert [e.topic for e in processed] == ["processed/0", "processed/1", "processed/2"]
             assert all(stamped_origin(e) is None for e in processed)
             assert mesh.statuses["m"].duplicates == 0
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_a_new_bridge_starts_a_clean_session_once_then_resumes_it(tmp_path: Path) -> None:
+    """The first CONNECT of a bridge starts clean (a session an earlier bridge of the
+    same name left at the remote, with its QoS 2 packet ids, is not taken over); after
+    a cut it resumes the session; deleted and created again, it starts clean again."""
+    connects: list[Connect] = []
+
+    async def script(channel: LinkChannel, _number: int) -> None:
+        await channel.stream.aclose()  # a cut right after the CONNACK
+
+    async def main() -> None:
+        async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
+            port = await n.start(_remote, script, 0, connects)
+            table = {"name": "m", "url": f"mqtt://127.0.0.1:{port}", "bridge": "mqtt5",
+                     "push": ["t/#"], "reconnect_seconds": 0.05}  # fmt: skip
+            mesh = await Mesh.open(broker, "edge", [])
+            n.start_soon(mesh.run)
+            await _running(mesh)
+            await mesh.put_link(parse_link(table, "test"), "admin")
+            with trio.fail_after(15):
+                while len(connects) < 2:
+                    await trio.sleep(0.01)
+            await mesh.delete_link("m")
+            assert [c.clean_start for c in connects[:2]] == [True, False]
+            count = len(connects)
+            await mesh.put_link(parse_link(table, "test"), "admin")
+            with trio.fail_after(15):
+                while len(connects) < count + 2:
+                    await trio.sleep(0.01)
+            assert [c.clean_start for c in connects[count : count + 2]] == [True, False]
             n.cancel_scope.cancel()
 
     trio.run(main)

@@ -118,6 +118,14 @@ def position_key(link_name: str) -> str:
     return f"bridge/{link_name}"
 
 
+def session_key(link_name: str) -> str:
+    """The state key (``mesh`` namespace) present once the bridge has connected: its
+    first CONNECT starts a clean session (a remote session left by an earlier bridge
+    of the same name, with its QoS 2 packet ids, is not taken over); later ones
+    resume it."""
+    return f"bridge-session/{link_name}"
+
+
 async def store_start_position(broker: Broker, link: LinkConfig) -> None:
     """Give a new bridge its push position: the log's end now, when the link is
     created (not when it first connects: what is published while the remote is
@@ -128,24 +136,27 @@ async def store_start_position(broker: Broker, link: LinkConfig) -> None:
 
 
 async def forget_position(broker: Broker, link_name: str) -> None:
-    """Delete a deleted link's push position (a new bridge of that name starts anew)."""
-    await broker.save_state(STATE_NAMESPACE, {position_key(link_name): None})
+    """Delete a deleted link's push position and session mark (a new bridge of that
+    name starts anew)."""
+    await broker.save_state(
+        STATE_NAMESPACE, {position_key(link_name): None, session_key(link_name): None}
+    )
 
 
 async def forget_stale_positions(broker: Broker, bridges: Iterable[str]) -> list[str]:
     """Delete the push positions of bridges that are no longer links here (removed
     from the configuration file while the node was down, or no longer bridges), as
     :func:`forget_position` does for a deleted one; returns their names."""
-    keep = {position_key(name) for name in bridges}
-    prefix = position_key("")
+    keep = {key(name) for name in bridges for key in (position_key, session_key)}
+    prefix, sessions = position_key(""), session_key("")
     stale = [
         key
         for key in await broker.load_state(STATE_NAMESPACE)
-        if key.startswith(prefix) and key not in keep
+        if key.startswith((prefix, sessions)) and key not in keep
     ]
     if stale:
         await broker.save_state(STATE_NAMESPACE, dict.fromkeys(stale))
-    return [key.removeprefix(prefix) for key in stale]
+    return [key.removeprefix(prefix) for key in stale if key.startswith(prefix)]
 
 
 class Bridge:
@@ -206,11 +217,13 @@ class Bridge:
         properties = Properties()
         if self.level == 5:
             properties = Properties(session_expiry_interval=SESSION_EXPIRY)
+        key = session_key(link.name)
+        clean = key not in await self.broker.load_state(STATE_NAMESPACE)
         await self.channel.send(
             Connect(
                 client_id=f"{self.mesh.node_id}-{link.name}",
                 protocol_level=self.level,
-                clean_start=False,
+                clean_start=clean,
                 keep_alive=self._keep_alive,
                 username=link.username,
                 password=link.password.encode() if link.password is not None else None,
@@ -225,6 +238,8 @@ class Bridge:
             raise LinkClosed("no CONNACK")
         if connack.reason_code != ReasonCode.SUCCESS:
             raise LinkRefused(connack.reason_code, f"CONNACK {connack.reason_code.name}")
+        if clean:
+            await self.broker.save_state(STATE_NAMESPACE, {key: b"1"})
         if not connack.session_present:
             # the remote has no session (it never had one, or lost it restarting without
             # persistence): it holds no QoS 2 message awaiting PUBREL, so what we were
