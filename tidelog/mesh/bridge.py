@@ -119,8 +119,8 @@ def position_key(link_name: str) -> str:
 
 
 def session_key(link_name: str) -> str:
-    """The state key (``mesh`` namespace) present once the bridge has connected: its
-    first CONNECT starts a clean session (a remote session left by an earlier bridge
+    """The state key (``mesh`` namespace) present once an MQTT 5 bridge has connected:
+    its first CONNECT starts a clean session (a remote session left by an earlier bridge
     of the same name, with its QoS 2 packet ids, is not taken over); later ones
     resume it."""
     return f"bridge-session/{link_name}"
@@ -218,7 +218,9 @@ class Bridge:
         if self.level == 5:
             properties = Properties(session_expiry_interval=SESSION_EXPIRY)
         key = session_key(link.name)
-        clean = key not in await self.broker.load_state(STATE_NAMESPACE)
+        # MQTT 5 only: a 3.1.1 clean session would also end at the disconnect, and the
+        # remote would queue nothing for the bridge across a cut
+        clean = self.level == 5 and key not in await self.broker.load_state(STATE_NAMESPACE)
         await self.channel.send(
             Connect(
                 client_id=f"{self.mesh.node_id}-{link.name}",
