@@ -124,12 +124,17 @@ class WillStore:
         node = self._node() or ""
         return will_key(client, node if owner is None else owner, node)
 
+    def _parse(self, key: str) -> tuple[str, str | None, str | None]:
+        """:func:`parse_key` on a shared log; on an unshared log the key is the client id
+        as it is (never parsed: a client id may contain :data:`SEP`)."""
+        return parse_key(key) if self._log.shared else (key, None, None)
+
     async def load(self, waiter: str | None = None) -> int:
         """Schedule the wills stored by an earlier run (due ones are published at once).
         On a shared log, with ``waiter`` this node's id: those this node waited for."""
         loaded = 0
         for key, raw in (await self._log.list_state(NAMESPACE)).items():
-            _, owner, waits = parse_key(key)
+            _, owner, waits = self._parse(key)
             if waits == waiter and key not in self._scopes:
                 loaded += self._schedule_stored(key, raw, owner)
         return loaded
@@ -197,7 +202,7 @@ class WillStore:
         """Wait for a stored will (published at once if it is due). ``durable=False``: its
         write is queued, not yet durable (the task waits for it before the will is due:
         else the check that it is still stored could miss it)."""
-        client = parse_key(key)[0]
+        client = self._parse(key)[0]
         try:
             stored = decode_record(0, raw)
         except UNREADABLE as exc:
@@ -220,7 +225,7 @@ class WillStore:
         if delay > 0:
             record = encode_record(will, due)
             self._writer.put_nowait(NAMESPACE, {key: record})  # before anything can cancel it
-        self._start(key, client, will, due, record, parse_key(key)[1])
+        self._start(key, client, will, due, record, self._parse(key)[1])
 
     def cancel(self, client: str) -> bool:
         """Drop the pending will of ``client`` set on this node; False if there was none.
