@@ -12,8 +12,10 @@ import tidelog
 from tests.kafka_broker import KafkaCluster
 from tests.storage.backends import ManualClock
 from tidelog.engine import Broker
+from tidelog.engine.cluster import CLIENTS
 from tidelog.engine.wills import ARMED, NAMESPACE, parse_key
 from tidelog.storage import NewEvent
+from tidelog.storage.records import encode_record
 
 WILL = NewEvent("gone/x", b"offline", qos=1)
 
@@ -122,3 +124,31 @@ async def test_a_dead_nodes_overdue_pending_will_is_published_at_once_and_once(
             while await a.log.list_state(NAMESPACE) or len(a.wills):
                 await trio.sleep(0.02)
         assert await published(a) == [b"offline"]
+
+
+async def test_wills_stored_before_keys_named_nodes_are_still_published(
+    kafka: KafkaCluster,
+) -> None:
+    """An upgrade: a pending will and an armed will stored under plain client ids (the
+    old format). A node's load takes the pending one; the armed one of a client whose
+    node b died is taken over. Both are published once and their old keys deleted."""
+    url = kafka.url(f"wills-{uuid.uuid4().hex[:10]}")
+    clock = ManualClock()
+    options = {"clock": clock, "session_expiry_check_seconds": 0.01}
+    async with tidelog.open(url, **options) as a, tidelog.open(url, **options) as b:
+        a.cluster.node_id, b.cluster.node_id = "a", "b"
+        assert not await b.cluster.claim_client("y")
+        with trio.fail_after(20):  # a sees that y's owner is b
+            while await a.log.get_state(CLIENTS, "y") != b"b":
+                await trio.sleep(0.02)
+        await a.log.put_state(NAMESPACE, {"x": encode_record(WILL, clock.now + 1000)})
+        y_will = NewEvent("gone/y", b"y offline", qos=1)
+        await a.log.put_state(ARMED, {"y": encode_record(y_will, 1000)})
+        assert await a.wills.load("a") == 1
+        assert await a.wills.adopt("b", clock.now) == 1
+        clock.advance(1000)
+        with trio.fail_after(20):
+            while len(await published(a)) < 2 or await a.log.list_state(NAMESPACE):
+                await trio.sleep(0.02)
+        assert sorted(await published(a)) == [b"offline", b"y offline"]
+        assert await a.log.list_state(ARMED) == {}

@@ -135,7 +135,9 @@ class WillStore:
         loaded = 0
         for key, raw in (await self._log.list_state(NAMESPACE)).items():
             _, owner, waits = self._parse(key)
-            if waits == waiter and key not in self._scopes:
+            # owner None on a shared log: a will stored before keys named nodes (an
+            # upgrade): every node loads it; the first to publish it deletes it
+            if (waits == waiter or owner is None) and key not in self._scopes:
                 loaded += self._schedule_stored(key, raw, owner)
         return loaded
 
@@ -155,6 +157,8 @@ class WillStore:
             adopted += self._schedule_stored(new, raw, owner, durable=False)
         for key, raw in (await self._log.list_state(ARMED)).items():
             client, owner, waiter = parse_key(key)
+            if owner is None and key not in self._armed:  # stored before keys named nodes
+                owner = waiter = await self._client_owner(client)
             if waiter != dead or owner is None or key in self._armed:
                 continue
             try:
@@ -245,6 +249,15 @@ class WillStore:
             scope.cancel()
         self._scopes.clear()
         self._local.clear()
+
+    async def _client_owner(self, client: str) -> str | None:
+        """The node ``client`` last connected to (``cluster.clients``), if known."""
+        try:
+            now = await self._log.get_state(CLIENTS, client)
+        except TidelogError as exc:
+            log.warning("owner of client %r not read: %s", client, exc)
+            return None
+        return None if now is None else now.decode("utf-8", "replace")
 
     async def _still_due(self, key: str, client: str, owner: str | None) -> bool:
         """On a shared log: whether the will is still stored under ``key`` and its client
