@@ -14,6 +14,7 @@ from tests.storage.backends import ManualClock
 from tidelog.engine import Broker
 from tidelog.engine.cluster import CLIENTS
 from tidelog.engine.wills import ARMED, NAMESPACE, parse_key
+from tidelog.server import RunningServer, ServerConfig, run_server
 from tidelog.storage import NewEvent
 from tidelog.storage.records import encode_record
 
@@ -152,3 +153,25 @@ async def test_wills_stored_before_keys_named_nodes_are_still_published(
                 await trio.sleep(0.02)
         assert sorted(await published(a)) == [b"offline", b"y offline"]
         assert await a.log.list_state(ARMED) == {}
+
+
+async def test_a_restarted_node_takes_up_its_wills_before_it_accepts_clients(
+    kafka: KafkaCluster,
+) -> None:
+    """Node n's earlier run left a pending will (x dropped off) and an armed one (y
+    still connected when it died). When ``tidelog serve`` starts n again, both wait
+    on n by the time its listeners accept: a client reconnecting at once cancels its
+    will instead of having it published while it is connected."""
+    url = kafka.url(f"wills-{uuid.uuid4().hex[:10]}")
+    async with tidelog.open(url) as earlier:
+        earlier.cluster.node_id = "n"
+        await earlier.cluster.announce("n", {})
+        earlier.set_will("x", WILL, delay=60)
+        earlier.arm_will("y", NewEvent("gone/y", b"y offline"), delay=60)
+        await settled(earlier)
+    config = ServerConfig(storage=url, node_id="n", mqtt_port=0, http_port=None, ws_port=None)
+    async with trio.open_nursery() as nursery:
+        running: RunningServer = await nursery.start(run_server, config)
+        assert len(running.broker.wills) == 2  # before any client could connect
+        assert running.broker.cancel_will("x") and running.broker.cancel_will("y")
+        nursery.cancel_scope.cancel()

@@ -137,7 +137,8 @@ class WillStore:
             _, owner, waits = self._parse(key)
             # owner None on a shared log: a will stored before keys named nodes (an
             # upgrade): every node loads it; the first to publish it deletes it
-            if (waits == waiter or owner is None) and key not in self._scopes:
+            old = owner is None and self._log.shared
+            if (waits == waiter or old) and key not in self._scopes:
                 loaded += self._schedule_stored(key, raw, owner)
         return loaded
 
