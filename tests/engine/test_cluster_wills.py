@@ -12,7 +12,7 @@ import tidelog
 from tests.kafka_broker import KafkaCluster
 from tests.storage.backends import ManualClock
 from tidelog.engine import Broker
-from tidelog.engine.cluster import CLIENTS
+from tidelog.engine.cluster import CLIENTS, claim_node
 from tidelog.engine.wills import ARMED, NAMESPACE, parse_key
 from tidelog.server import RunningServer, ServerConfig, run_server
 from tidelog.storage import NewEvent
@@ -54,13 +54,15 @@ async def test_a_late_disarm_by_the_old_node_keeps_the_will_the_new_node_armed(
         await settled(a)
         armed = await a.log.list_state(ARMED)
         assert list(armed) == [armed_on_b]  # compare-and-delete: only a's own key went
-        assert parse_key(armed_on_b) == ("x", "b", "b")
+        client, owner, waiter = parse_key(armed_on_b)
+        assert (client, claim_node(owner or ""), waiter) == ("x", "b", "b")
         # b dies with x connected: a takes its wills over, due 5 s after b was last seen
         assert await a.wills.adopt("b", clock.now) == 1
         await settled(a)
         assert await a.log.list_state(ARMED) == {}
         (pending,) = await a.log.list_state(NAMESPACE)
-        assert parse_key(pending) == ("x", "b", "a")  # x was on b; a publishes it
+        client, owner, waiter = parse_key(pending)
+        assert (client, claim_node(owner or ""), waiter) == ("x", "b", "a")  # a publishes it
         clock.advance(4000)
         await trio.sleep(0.2)
         assert await published(a) == []  # not before its delay
@@ -140,7 +142,7 @@ async def test_wills_stored_before_keys_named_nodes_are_still_published(
         a.cluster.node_id, b.cluster.node_id = "a", "b"
         assert not await b.cluster.claim_client("y")
         with trio.fail_after(20):  # a sees that y's owner is b
-            while await a.log.get_state(CLIENTS, "y") != b"b":
+            while await a.log.get_state(CLIENTS, "y") != await b.log.get_state(CLIENTS, "y"):
                 await trio.sleep(0.02)
         await a.log.put_state(NAMESPACE, {"x": encode_record(WILL, clock.now + 1000)})
         y_will = NewEvent("gone/y", b"y offline", qos=1)
@@ -175,3 +177,30 @@ async def test_a_restarted_node_takes_up_its_wills_before_it_accepts_clients(
         assert len(running.broker.wills) == 2  # before any client could connect
         assert running.broker.cancel_will("x") and running.broker.cancel_will("y")
         nursery.cancel_scope.cancel()
+
+
+async def test_a_taken_over_will_is_not_published_when_its_client_is_back_on_its_restarted_node(
+    kafka: KafkaCluster,
+) -> None:
+    """Node b dies with x connected (its will armed); a takes the will over; b restarts
+    under the same id and x reconnects to b before the will is due: the will names the
+    claim of x's earlier connection, not just node b, so a does not publish it."""
+    url = kafka.url(f"wills-{uuid.uuid4().hex[:10]}")
+    clock = ManualClock()
+    options = {"clock": clock, "session_expiry_check_seconds": 0.01}
+    async with tidelog.open(url, **options) as a, tidelog.open(url, **options) as b:
+        a.cluster.node_id, b.cluster.node_id = "a", "b"
+        assert not await b.cluster.claim_client("x")
+        b.arm_will("x", WILL, delay=3)
+        await settled(b)
+        b.wills.close()  # b "dies"
+        assert await a.wills.adopt("b", clock.now) == 1
+        assert not await b.cluster.claim_client("x")  # b is back; x reconnects to it
+        with trio.fail_after(20):  # a sees x's new claim
+            while await a.log.get_state(CLIENTS, "x") != await b.log.get_state(CLIENTS, "x"):
+                await trio.sleep(0.02)
+        clock.advance(3000)
+        with trio.fail_after(20):  # due: dropped (its key deleted), not published
+            while len(a.wills) or await a.log.list_state(NAMESPACE):
+                await trio.sleep(0.02)
+        assert await published(a) == []

@@ -183,6 +183,8 @@ class Broker:
             max_batch_bytes=options.max_batch_bytes,
             max_pending_bytes=options.max_pending_bytes,
         )
+        self.cluster = ClusterRegistry(log, self._state_writer, clock, self.publish_many)
+        """The nodes serving this log (several on a shared log: ``kafka://``)."""
         self.wills = WillStore(
             log,
             self._state_writer,
@@ -191,9 +193,8 @@ class Broker:
             clock,
             recheck=options.session_expiry_check_seconds,
             node=lambda: self.cluster.node_id,
+            claims=self.cluster.claims,
         )
-        self.cluster = ClusterRegistry(log, self._state_writer, clock, self.publish_many)
-        """The nodes serving this log (several on a shared log: ``kafka://``)."""
         self._follow_scope = trio.CancelScope()
         self._claims_scope = trio.CancelScope()
         self._shared: dict[tuple[str, str], tuple[Feed, list[int]]] = {}

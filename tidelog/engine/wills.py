@@ -35,14 +35,15 @@ compare-and-set: a node's late delete must not remove a will another node has
 stored meanwhile (a client taken over from node A by node B: A's disarm may
 reach Kafka after B's arm). So on a shared log every stored will has a key of
 its own, :func:`will_key`: ``client, owner, waiter, nonce`` joined by
-:data:`SEP`, where ``owner`` is the node the client was connected to,
+:data:`SEP`, where ``owner`` is the claim token of the client's connection
+(``ClusterRegistry.claim_client``: its node and a nonce),
 ``waiter`` the node that publishes the will when due, and the nonce makes the
 key unique. A node deletes only keys it holds (its own armed wills, the
 pending wills it waits for, a dead node's keys it took over), so a delete can
 only ever remove the will it meant: compare-and-delete by key. Whether the
 client came back meanwhile is decided when the will is due: it is published
-only if its key is still stored and the client's owner (``cluster.clients``,
-written by the node the client connects to) is still ``owner``. On an unshared
+only if its key is still stored and the client's claim (``cluster.clients``,
+written by each connection) is still ``owner``. On an unshared
 log the key is the client id, as it always was.
 """
 
@@ -55,7 +56,7 @@ from typing import Any
 
 import trio
 
-from tidelog.engine.cluster import CLIENTS
+from tidelog.engine.cluster import CLIENTS, claim_node
 from tidelog.engine.state_writer import UNREADABLE, StateWriter, report_unreadable
 from tidelog.errors import TidelogError
 from tidelog.storage import EventLog, NewEvent
@@ -97,6 +98,7 @@ class WillStore:
         clock: Clock = wall_clock_ms,
         recheck: float = 1.0,
         node: Callable[[], str | None] = lambda: None,
+        claims: dict[str, str] | None = None,
     ) -> None:
         self._log = log
         self._clock = clock
@@ -106,6 +108,8 @@ class WillStore:
         self._publish = publish
         self._node = node
         """This node's id on a shared log (None until it is known)."""
+        self._claims = {} if claims is None else claims
+        """Client id: the token of this node's claim of it (``ClusterRegistry.claims``)."""
         self._scopes: dict[str, trio.CancelScope] = {}
         """Stored key of each will waited for here: its task."""
         self._local: dict[str, str] = {}
@@ -122,7 +126,9 @@ class WillStore:
         if not self._log.shared:
             return client
         node = self._node() or ""
-        return will_key(client, node if owner is None else owner, node)
+        if owner is None:  # the client's connection here: its claim's token
+            owner = self._claims.get(client, node)
+        return will_key(client, owner, node)
 
     def _parse(self, key: str) -> tuple[str, str | None, str | None]:
         """:func:`parse_key` on a shared log; on an unshared log the key is the client id
@@ -159,7 +165,8 @@ class WillStore:
         for key, raw in (await self._log.list_state(ARMED)).items():
             client, owner, waiter = parse_key(key)
             if owner is None and key not in self._armed:  # stored before keys named nodes
-                owner = waiter = await self._client_owner(client)
+                owner = await self._client_owner(client)
+                waiter = None if owner is None else claim_node(owner)
             if waiter != dead or owner is None or key in self._armed:
                 continue
             try:
@@ -272,7 +279,11 @@ class WillStore:
         except TidelogError as exc:
             log.warning("pending will of %r not checked (%s): publishing it", client, exc)
             return True
-        return now is None or now.decode("utf-8", "replace") == owner
+        if now is None:
+            return True
+        token = now.decode("utf-8", "replace")
+        # the same connection's claim (a will stored before tokens names a bare node)
+        return token == owner or token == claim_node(token) == owner
 
     def _start(
         self,
@@ -285,7 +296,7 @@ class WillStore:
     ) -> None:
         scope = trio.CancelScope()
         self._scopes[key] = scope
-        if self._node() in (owner, None) or not self._log.shared:
+        if owner is None or self._node() in (claim_node(owner), None) or not self._log.shared:
             self._local[client] = key  # its client connecting here again cancels it
         self._nursery.start_soon(self._run, key, client, will, due, record, owner, scope)
 
