@@ -193,6 +193,11 @@ class WillStore:
             adopted += 1
         return adopted
 
+    async def waiters(self) -> set[str]:
+        """Shared log: the nodes the stored pending wills wait on."""
+        waiters = (parse_key(key)[2] for key in await self._log.list_state(NAMESPACE))
+        return {node for node in waiters if node is not None}
+
     def arm(self, client: str, will: NewEvent, delay: float) -> str:
         """Shared log: store a connected client's will (and its delay, in the record's
         timestamp field, ms) for the node that takes over if this one dies. Returns the
