@@ -5,12 +5,23 @@ Usage (from the repository root; Kafka's jars come from ``scripts/kafka/fetch.sh
     python -m bench.cluster                      # short runs (10,000 messages)
     python -m bench.cluster --messages 20000 --nodes 1,3
 
-One single-broker KRaft Kafka is started for the run (tests/kafka_broker.py).
+One single-broker KRaft Kafka is started for the run (tests/kafka_broker.py),
+with the garbage collector Kafka's own start scripts set (G1, a 20 ms pause
+target; ``kafka_gc=True``): the tests' small serial-GC JVM stops the broker for
+30 ms per young collection and about 100 ms per full one, which set the p99 of
+the 1,000 msg/s runs.
 In the same run, one after the other:
 
 * ``kafka-producer-perf-test`` (``acks=all``, idempotent) with the record size of
-  tidelog's records for these messages (value: the encoded record; key: the topic):
-  the log's own ceiling;
+  tidelog's records for these messages (value: the encoded record; key: the topic)
+  in two forms: once at the start with ``--perf-records`` (100,000: the JVM
+  warms up, the log's ceiling), and right before each ``kafka://`` ingest run
+  with as many records as that run (a cold JVM, like the fresh tidelog node, at
+  the machine's load of that moment: a ratio against a figure minutes older
+  measures the load's drift). Ingest rows give both ratios, adjacent/ceiling.
+  Beside the adjacent one, Kafka's ``kafka-e2e-latency`` (acks=all, the same
+  record size, ``--latency-messages`` sent one at a time): what delivery through
+  the bare broker costs at that moment, the peer of the latency runs;
 * one ``tidelog serve`` on ``lmdb://`` (fsync ``always``, the default);
 * 1, 2 and 3 ``tidelog serve --storage kafka://... --node-id ...`` processes on one
   fresh log each.
@@ -29,6 +40,7 @@ Every load figure comes with the CPU seconds per message of the tidelog nodes
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -41,7 +53,7 @@ import attrs
 import trio
 
 import tidelog
-from bench.kafka_log import producer_perf_test
+from bench.kafka_log import end_to_end_latency, producer_perf_test
 from bench.load_results import ScenarioResult
 from bench.load_scenarios import SCENARIOS
 from bench.mqtt_load import run_scenario
@@ -90,10 +102,11 @@ class Row:
     node_cpu_s: float
     kafka_cpu_s: float
 
-    def line(self, peer: float | None) -> str:
+    def line(self, *peers: float) -> str:
+        load = os.getloadavg()[0]
         r = self.result
         count = max(1, r.accepted)
-        ratio = f"{r.rate / peer:5.2f}x perf-test" if peer else ""
+        ratio = "/".join(f"{r.rate / peer:.2f}" for peer in peers) + "x perf-test" if peers else ""
         latency = ""
         if r.latency is not None and r.latency.count:
             latency = f"p50 {r.latency.p50_ns / 1e6:6.2f} ms p99 {r.latency.p99_ns / 1e6:6.2f} ms"
@@ -101,7 +114,8 @@ class Row:
             f"  {self.what:<34} {r.rate:>8,.0f} msg/s {ratio:<18} {latency:<28}"
             f" node {self.node_cpu_s / count * 1e6:5.0f} us/msg"
             f" kafka {self.kafka_cpu_s / count * 1e6:5.0f} us/msg"
-            f"  lost {r.lost} dup {r.duplicated}" + (f" errors {r.errors[:1]}" if r.errors else "")
+            f"  lost {r.lost} dup {r.duplicated} load {load:.1f}"
+            + (f" errors {r.errors[:1]}" if r.errors else "")
         )
 
 
@@ -160,7 +174,7 @@ async def catch_up(url: str) -> tuple[float, float, int]:
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> None:
-    kafka = KafkaCluster(workdir / "kafka", 1, heap_mb=768)
+    kafka = KafkaCluster(workdir / "kafka", 1, heap_mb=768, kafka_gc=True)
     (workdir / "kafka").mkdir()
     kafka.start()
     kafka_pid = kafka.processes[0].pid
@@ -172,8 +186,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         )
         print(
             f"{args.messages} messages of 100 bytes, QoS 1; Kafka record {record_size} bytes;"
-            f" kafka-producer-perf-test (acks=all, {args.perf_records:,} records): {peer:,.0f}"
-            " records/s"
+            f" kafka-producer-perf-test (acks=all, idempotent, {args.perf_records:,} records):"
+            f" {peer:,.0f} records/s",
+            flush=True,
         )
         configs: list[tuple[str, str, int]] = [("lmdb://", f"lmdb://{workdir}/lmdb", 1)]
         configs += [
@@ -186,6 +201,21 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         ]
         for name, url, count in configs:
             pid = kafka_pid if url.startswith("kafka") else None
+            adjacent = peer
+            if pid is not None:  # the log's own rate right now, as many records as tidelog's
+                adjacent = await trio.to_thread.run_sync(
+                    producer_perf_test, kafka, args.messages, record_size
+                )
+                p50, p99 = await trio.to_thread.run_sync(
+                    end_to_end_latency, kafka, args.latency_messages, record_size
+                )
+                print(
+                    f"  just before, Kafka's own tools: kafka-producer-perf-test,"
+                    f" {args.messages:,} records: {adjacent:,.0f} records/s;"
+                    f" kafka-e2e-latency, {args.latency_messages:,} messages one at a time:"
+                    f" p50 {p50} ms p99 {p99} ms",
+                    flush=True,
+                )
             async with nodes(url, count, workdir) as started:
                 servers = [server for server, _ in started]
                 ports = [port for _, port in started]
@@ -220,7 +250,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
                     ),
                 ]
                 for row in rows:
-                    print(row.line(peer if row.what.endswith("ingest") else None), flush=True)
+                    ingest = row.what.endswith("ingest")
+                    peers = ((adjacent, peer) if pid else (peer,)) if ingest else ()
+                    print(row.line(*peers), flush=True)
             opened, read, seen = await catch_up(url)
             print(
                 f"  {name}: catch-up {seen:,} events in {read:.2f} s ({seen / read:,.0f} events/s),"
@@ -239,7 +271,8 @@ def main() -> None:
         "--perf-records",
         type=int,
         default=100_000,
-        help="records of kafka-producer-perf-test (fewer: its JVM start dominates)",
+        help="records of the first kafka-producer-perf-test run (a warm JVM: the log's"
+        " ceiling); the runs before each kafka:// ingest send --messages records",
     )
     parser.add_argument(
         "--nodes", type=lambda text: [int(n) for n in text.split(",")], default=[1, 2, 3]

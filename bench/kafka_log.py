@@ -41,9 +41,9 @@ from tidelog.storage.records import encode_record
 TOPIC = "bench/t"
 
 
-def producer_perf_test(kafka: KafkaCluster, events: int, record_size: int) -> float:
-    """Kafka's own producer test, acks=all: records/s."""
-    topic = f"perf-{uuid.uuid4().hex[:8]}"
+def _new_topic(kafka: KafkaCluster, prefix: str) -> str:
+    """A fresh one-partition topic (replication 1) for one of Kafka's own tools."""
+    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
     subprocess.run(
         [
             _java(),
@@ -63,6 +63,35 @@ def producer_perf_test(kafka: KafkaCluster, events: int, record_size: int) -> fl
         check=True,
         capture_output=True,
     )
+    return topic
+
+
+def end_to_end_latency(kafka: KafkaCluster, messages: int, record_size: int) -> tuple[int, int]:
+    """Kafka's own ``kafka-e2e-latency`` (``EndToEndLatency``), acks=all: p50 and p99
+    in whole milliseconds from a send to its consumer receiving it, one message at a
+    time (the next is sent when the last arrived)."""
+    topic = _new_topic(kafka, "e2e")
+    result = subprocess.run(
+        [
+            _java(),
+            "-Xmx512m",
+            "-cp",
+            f"{ensure_jars()}/*",
+            "org.apache.kafka.tools.EndToEndLatency",
+            *(kafka.bootstrap, topic, str(messages), "all", str(record_size)),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    match = re.search(r"50th = (\d+), 99th = (\d+)", result.stdout)
+    assert match, result.stdout
+    return int(match.group(1)), int(match.group(2))
+
+
+def producer_perf_test(kafka: KafkaCluster, events: int, record_size: int) -> float:
+    """Kafka's own producer test, acks=all: records/s."""
+    topic = _new_topic(kafka, "perf")
     result = subprocess.run(
         [
             _java(),

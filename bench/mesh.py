@@ -54,6 +54,7 @@ import httpx
 import trio
 
 from bench.brokers import HOST, REPO, Mosquitto, RunningBroker, free_port, spawn
+from bench.process_stats import process_cpu_seconds
 from tidelog.protocols.mqtt import Packet, Puback, Publish
 from tidelog.testing.mqtt_client import ClientConnection, Target, encoded_ack
 
@@ -305,11 +306,22 @@ async def _latency(origin: int, far: int, rate: int, seconds: float) -> dict[str
     return out
 
 
-async def _catch_up(http: int, count: int, timeout: float = 600) -> float:
+CATCH_UP_POLL_SECONDS = 0.05
+"""How often the catch-up asks the receiver for its head: each ask is an HTTP request
+the receiver serves on the same thread as the link (every 5 ms took 5% of it)."""
+
+
+async def _catch_up(
+    http: int, count: int, cpu: dict[str, int] | None = None, timeout: float = 600
+) -> float:
     """Events/s of a receiver's catch-up: from the first event it appended (the link is
-    up: process start, listeners and the dial are not the link's rate) to ``count``."""
+    up: process start, listeners and the dial are not the link's rate) to ``count``.
+    ``cpu``: name -> pid of processes whose CPU time over the same span is stored back
+    in it, as µs per event caught up (replacing the pid)."""
     started = time.monotonic()
     first: tuple[float, int] | None = None
+    pids = dict(cpu or {})
+    before: dict[str, float | None] = {}
     while True:
         try:
             head = await _head(http)
@@ -318,12 +330,18 @@ async def _catch_up(http: int, count: int, timeout: float = 600) -> float:
         now = time.monotonic()
         if first is None and head > 0:
             first = (now, head)
+            before = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
         if head >= count:
             break
         if now - started > timeout:
             raise TimeoutError(f"the receiver did not reach {count} events in {timeout} s")
-        await trio.sleep(0.005)
+        await trio.sleep(CATCH_UP_POLL_SECONDS)
     assert first is not None
+    if cpu is not None:
+        for name, pid in pids.items():
+            start, end = before.get(name), process_cpu_seconds(pid)
+            if start is not None and end is not None:
+                cpu[name] = round((end - start) * 1e6 / max(1, count - first[1]), 1)
     return (count - first[1]) / max(1e-9, now - first[0])
 
 
@@ -348,8 +366,12 @@ async def run(messages: int, outage: int | None = None, only: str | None = None)
             )
             receiver_argv = _tidelog_argv(workdir, "receiver", receiver_mqtt, receiver_http, config)
             started = time.monotonic()
-            async with spawn("receiver", receiver_argv, workdir, receiver_mqtt, env=_env()):
-                out["catch_up"] = await _catch_up(receiver_http, outage)
+            async with spawn(
+                "receiver", receiver_argv, workdir, receiver_mqtt, env=_env()
+            ) as receiver:
+                cpu = {"receiver": receiver.pid, "origin": origin.pid}
+                out["catch_up"] = await _catch_up(receiver_http, outage, cpu)
+                out["catch_up_cpu_us_per_event"] = cpu
                 out["catch_up_seconds_with_start"] = time.monotonic() - started
                 out["catch_up_extra"] = await _head(receiver_http) - outage  # appended twice
                 live = await _live(origin_mqtt, receiver_mqtt, messages)
@@ -609,6 +631,12 @@ def main(argv: list[str] | None = None) -> int:
         if result["catch_up_extra"] == 0
         else f"tidelog catch-up: {result['catch_up_extra']} events too many"
     )
+    cpu = result.get("catch_up_cpu_us_per_event", {})
+    if cpu.get("receiver", 0) and cpu.get("origin", 0):
+        print(
+            f"  CPU per event caught up: receiver {cpu['receiver']:.1f} µs, origin (sender) "
+            f"{cpu['origin']:.1f} µs"
+        )
     print(
         f"tidelog live across one link:      {tl['rate']:,.0f} msg/s at the far subscriber "
         f"({tl['rate'] / ingest:.2f}x ingest), lost {tl['lost']}, duplicated {tl['duplicates']}"

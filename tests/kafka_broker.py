@@ -29,6 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "scripts" / "kafka" / "lib"
 FETCH = ROOT / "scripts" / "kafka" / "fetch.sh"
 START_TIMEOUT = 120.0
+KAFKA_GC = (
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+)
+"""The JVM GC options of Kafka's ``bin/kafka-run-class.sh``."""
 
 
 class KafkaUnavailableError(RuntimeError):
@@ -62,10 +69,21 @@ def _java() -> str:
 class KafkaCluster:
     """``brokers`` combined broker/controller KRaft nodes in ``directory``."""
 
-    def __init__(self, directory: Path, brokers: int = 1, heap_mb: int = 384) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        brokers: int = 1,
+        heap_mb: int = 384,
+        *,
+        kafka_gc: bool = False,
+    ) -> None:
         self.directory = directory
         self.count = brokers
         self.heap_mb = heap_mb
+        self.kafka_gc = kafka_gc
+        """True: the garbage collector Kafka's own start scripts set (G1, 20 ms pause
+        target, the heap reserved at start), for benchmarks of latency; False: a
+        small serial-GC JVM that starts quickly, for tests."""
         self.ports = [free_port() for _ in range(brokers)]
         self.controller_ports = [free_port() for _ in range(brokers)]
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
@@ -124,8 +142,8 @@ class KafkaCluster:
         return [
             _java(),
             f"-Xmx{self.heap_mb}m",
-            f"-Xms{min(self.heap_mb, 128)}m",
-            "-XX:+UseSerialGC",
+            f"-Xms{self.heap_mb if self.kafka_gc else min(self.heap_mb, 128)}m",
+            *(KAFKA_GC if self.kafka_gc else ("-XX:+UseSerialGC",)),
             "-XX:TieredStopAtLevel=1",
             "-Djava.awt.headless=true",
             "-cp",
@@ -229,6 +247,9 @@ class KafkaCluster:
 def main() -> None:
     brokers = int(sys.argv[sys.argv.index("--brokers") + 1]) if "--brokers" in sys.argv else 1
     directory = Path(tempfile.mkdtemp(prefix="tidelog-kafka-"))
+    # blocked, so they wait for sigwait instead of killing this process and
+    # leaving the brokers' JVMs running
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     cluster = KafkaCluster(directory, brokers).start()
     print(cluster.bootstrap, flush=True)
     try:

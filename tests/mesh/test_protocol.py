@@ -238,3 +238,17 @@ def test_the_3x_bridge_bit_round_trips_and_is_refused_on_mqtt5() -> None:
     assert decoded.bridge and decoded.protocol_level == 4
     with pytest.raises(MQTTProtocolError):
         Connect("b", 5, bridge=True)
+
+
+def test_a_batch_whose_last_hop_is_not_the_senders_is_refused() -> None:
+    payload = wire.encode_batch([event(1)], "n1", "cafe")
+    assert len(wire.decode_batch(payload, "n1")) == 1
+    with pytest.raises(wire.LinkProtocolError, match="last hop is not n2"):
+        wire.decode_batch(payload, "n2")
+
+
+def test_a_batch_with_a_malformed_first_hop_is_refused() -> None:
+    came = Provenance(origin_node="e", origin_offset=1, hop_path=("e-without-slashes",))
+    payload = wire.encode_batch([event(1, provenance=came)], "n1", "cafe")
+    with pytest.raises(wire.LinkProtocolError, match="a hop is node/incarnation/offset"):
+        wire.decode_batch(payload, "n1")

@@ -17,7 +17,8 @@ from tidelog.errors import (
     RecordTooLargeError,
     StorageError,
 )
-from tidelog.storage import CursorState, EventLog, NewEvent, Properties
+from tidelog.storage import CursorState, Event, EventLog, NewEvent, Properties, Provenance
+from tidelog.storage.records import decode_encoded, encode_record
 
 
 def batch(topic: str, count: int, start: int = 0, size: int = 8) -> list[NewEvent]:
@@ -103,6 +104,39 @@ async def test_fields_and_properties_round_trip(backend: BackendUnderTest) -> No
         assert with_props.properties == props
         assert with_props.properties.user_properties[2] == ("ключ", "значение")
         assert binary.payload == bytes(range(256)) and binary.qos == 2
+
+
+async def test_encoded_events_are_stored_as_their_fields_under_this_logs_timestamp(
+    backend: BackendUnderTest, clock: ManualClock
+) -> None:
+    """An :class:`EncodedEvent` (another log's record, as a mesh link receives it) is
+    stored as the same event encoded from its fields would be: this log's offset and
+    timestamp, every field as it was; a bad topic refuses the batch as for any event."""
+    came = Provenance(origin_node="edge-1", origin_offset=7, hop_path=("edge-1/aa/7", "r/bb/40"))
+    other = [
+        NewEvent("fwd/a", b"one", 1, False, None, came),
+        NewEvent("fwd/b", b"", 2, True, Properties(content_type="a/b"), came),
+        NewEvent("fwd/c", bytes(range(256)), 0, False, None, Provenance(client_id="dev")),
+    ]
+    encoded = decode_encoded([encode_record(e, 1_000) for e in other])  # another log's time
+    async with backend.open(clock=clock) as log:
+        await log.append(batch("local", 2))
+        clock.advance(5_000)
+        stored = await log.append([*encoded, NewEvent("local", b"x")])
+        assert [(e.offset, e.timestamp) for e in stored] == [(i, clock.now) for i in (2, 3, 4, 5)]
+        read = (await log.read(2)).events
+        assert read == stored
+
+        def fields(e: NewEvent | Event) -> tuple:
+            return (e.topic, e.payload, e.qos, e.retain, e.properties, e.provenance)
+
+        assert list(map(fields, read)) == list(map(fields, [*other, NewEvent("local", b"x")]))
+        assert [e.offset for e in (await log.read(0, "fwd/+")).events] == [2, 3, 4]
+        assert await log.offset_for_time(clock.now) == 2
+        bad = decode_encoded([encode_record(NewEvent("a/+", b"", 0, False, None, came), 1)])
+        with pytest.raises(InvalidTopicError):
+            await log.append([*decode_encoded([encode_record(other[0], 1)]), *bad])
+        assert (await log.state()).next_offset == 6
 
 
 async def test_unicode_topics(backend: BackendUnderTest) -> None:

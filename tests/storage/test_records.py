@@ -9,9 +9,11 @@ from hypothesis import strategies as st
 from tidelog.errors import CorruptLogError, InvalidTopicError
 from tidelog.storage.common import check_event, encode_batch
 from tidelog.storage.records import (
+    EncodedEvent,
     NewEvent,
     Properties,
     Provenance,
+    decode_encoded,
     decode_record,
     decode_run,
     encode_record,
@@ -51,6 +53,52 @@ def test_encode_records_matches_encode_record(batch: list[NewEvent], timestamp: 
     assert encode_records(batch, timestamp, check_event, {}) == [
         encode_record(event, timestamp) for event in batch
     ]
+
+
+forwarded = st.builds(
+    Provenance,
+    origin_node=st.text(max_size=10),
+    origin_offset=st.integers(0, 2**64 - 1),
+    hop_path=st.lists(st.text(max_size=12), min_size=1, max_size=4),
+)
+"""The provenance :func:`decode_encoded` reads in its loop (a link's usual events)."""
+
+
+@settings(deadline=None)
+@given(
+    st.lists(new_events | st.builds(NewEvent, topics, st.binary(max_size=9), provenance=forwarded)),
+    st.integers(0, 2**63),
+    st.integers(0, 2**63),
+)
+def test_encoded_events_decode_and_encode_as_their_fields(
+    batch: list[NewEvent], theirs: int, ours: int
+) -> None:
+    """:func:`decode_encoded` gives what :func:`decode_record` gives, and its events
+    append as the same fields encoded anew under this log's timestamp would."""
+    records = [encode_record(event, theirs) for event in batch]
+    encoded = decode_encoded(records)
+    assert all(type(e) is EncodedEvent for e in encoded)
+    assert [e.record for e in encoded] == records
+    fields = [
+        (e.topic, e.payload, e.qos, e.retain, e.properties, e.provenance)
+        for e in [*encoded, *(decode_record(0, r) for r in records)]
+    ]
+    assert fields[: len(batch)] == fields[len(batch) :]
+    assert encode_records(encoded, ours, check_event, {}) == [
+        encode_record(event, ours) for event in batch
+    ]
+
+
+def test_decode_encoded_names_a_bad_record_by_its_place() -> None:
+    came = Provenance(origin_node="e", origin_offset=1, hop_path=("e/a/1",))
+    good = encode_record(NewEvent("a", b"1", provenance=came), 5)
+    flipped = good[:-6] + bytes((good[-6] ^ 1,)) + good[-5:]
+    with pytest.raises(CorruptLogError, match="record 1: checksum mismatch"):
+        decode_encoded([good, flipped])
+    with pytest.raises(CorruptLogError, match="record 2: not a version 2 record"):
+        decode_encoded([good, good, encode_record(NewEvent("a", b"1"), 5, version=1)])
+    with pytest.raises(CorruptLogError, match="record 0"):
+        decode_encoded([good[:11]])
 
 
 @settings(deadline=None)

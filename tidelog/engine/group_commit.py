@@ -15,6 +15,11 @@ fails the writer retries each submission alone: only the bad one is refused.
 After each successful commit the writer calls ``on_commit(events)`` with the
 stored events, in offset order, before handling the next batch: fan-out,
 retained messages and statistics hang off that hook.
+
+A log whose appends are network round trips (``EventLog.append_pipeline`` above
+1, ``kafka://``) is written with several batches in flight: each is begun
+(checked and ordered) as soon as it is taken and reported, with ``on_commit``,
+in order once acknowledged (docs/engine.md).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import bisect
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import trio
@@ -45,6 +50,10 @@ class _Submission:
         self.callback = callback
         self.payload_bytes = sum(len(e.payload) for e in events)
         self.size = self.payload_bytes + 64 * len(events)
+
+
+_InFlight = tuple[list[_Submission], Callable[[], Awaitable[list[Event]]], float]
+"""A begun append: its submissions, what completes it, when it was begun."""
 
 
 BATCH_EVENTS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000)
@@ -82,6 +91,8 @@ class WriterStatistics:
     last_commit_seconds: float = 0.0
     max_commit_seconds: float = 0.0
     failed_submissions: int = 0
+    max_in_flight: int = 0
+    """Most appends in flight at once (above 1 only on a log with ``append_pipeline``)."""
 
 
 class GroupCommitWriter:
@@ -108,6 +119,8 @@ class GroupCommitWriter:
         self._idle = trio.Event()
         self._idle.set()
         self._closing = False
+        self._in_flight = 0
+        """Batches begun and not yet acknowledged (``append_pipeline`` above 1)."""
         self._stats = WriterStatistics()
         self.outstanding = 0
         """Events submitted and neither stored nor refused yet (queued or being
@@ -177,6 +190,9 @@ class GroupCommitWriter:
 
     async def run(self) -> None:
         """Commit batches until closed and drained."""
+        if self._log.append_pipeline > 1:
+            await self._run_pipelined(self._log.append_pipeline)
+            return
         while True:
             if not self._pending:
                 self._idle.set()
@@ -186,6 +202,60 @@ class GroupCommitWriter:
                 continue
             batch = self._take_batch()
             await self._commit(batch)
+
+    async def _run_pipelined(self, depth: int) -> None:
+        """A log that takes several appends in flight (``kafka://``): each batch is
+        begun (checked and ordered) as soon as it is taken, while up to ``depth - 1``
+        earlier ones still wait for their acknowledgement; outcomes are reported in
+        order by :meth:`_finish`. While ``depth`` are in flight, submissions queue
+        up and the next batch grows, as with one at a time."""
+        # in flight: one awaited by _finish, depth - 2 in the channel, one being sent
+        send, receive = trio.open_memory_channel[_InFlight](depth - 2)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._finish, receive)
+            async with send:
+                while True:
+                    if not self._pending:
+                        if not self._in_flight:
+                            self._idle.set()
+                        if self._closing:
+                            return
+                        await self._work.park()
+                        continue
+                    for begun in self._begin(self._take_batch()):
+                        self._in_flight += 1
+                        stats = self._stats
+                        stats.max_in_flight = max(stats.max_in_flight, self._in_flight)
+                        await send.send(begun)
+
+    def _begin(self, batch: list[_Submission]) -> list[_InFlight]:
+        """Begin appending ``batch``; a refused batch of several submissions is begun
+        again one submission at a time, so only the bad one is refused."""
+        started = time.perf_counter()
+        try:
+            return [(batch, self._log.begin_append(_events(batch)), started)]
+        except Exception as exc:
+            if len(batch) > 1 and not isinstance(exc, LogClosedError):
+                return [begun for submission in batch for begun in self._begin([submission])]
+            self._refuse(batch, exc)
+            return []
+
+    async def _finish(self, receive: trio.MemoryReceiveChannel[_InFlight]) -> None:
+        """Wait for each begun append in order; report its outcome to its submitters.
+        A failure here (Kafka did not acknowledge) refuses the whole batch: retrying
+        parts would put them behind batches begun since."""
+        async with receive:
+            async for batch, finish, started in receive:
+                try:
+                    stored = await finish()
+                except Exception as exc:
+                    self._in_flight -= 1
+                    self._refuse(batch, exc)
+                else:
+                    self._in_flight -= 1
+                    self._stored(batch, stored, time.perf_counter() - started)
+                if not self._in_flight and not self._pending:
+                    self._idle.set()
 
     def _take_batch(self) -> list[_Submission]:
         batch = [self._pending.popleft()]
@@ -207,21 +277,26 @@ class GroupCommitWriter:
         return batch
 
     async def _commit(self, batch: list[_Submission]) -> None:
-        events = batch[0].events if len(batch) == 1 else [e for s in batch for e in s.events]
         started = time.perf_counter()
         try:
-            stored = await self._log.append(events)
+            stored = await self._log.append(_events(batch))
         except Exception as exc:  # refused: report it to the submitters, keep writing
             if len(batch) > 1 and not isinstance(exc, LogClosedError):
                 for submission in batch:  # find the bad one(s); the others commit
                     await self._commit([submission])
                 return
-            self._stats.failed_submissions += len(batch)
-            self.outstanding -= sum(len(s.events) for s in batch)
-            for submission in batch:
-                _call(submission.callback, exc)
+            self._refuse(batch, exc)
             return
-        elapsed = time.perf_counter() - started
+        self._stored(batch, stored, time.perf_counter() - started)
+
+    def _refuse(self, batch: list[_Submission], exc: BaseException) -> None:
+        self._stats.failed_submissions += len(batch)
+        self.outstanding -= sum(len(s.events) for s in batch)
+        for submission in batch:
+            _call(submission.callback, exc)
+
+    def _stored(self, batch: list[_Submission], stored: list[Event], elapsed: float) -> None:
+        """Count a committed batch, answer its submitters, then ``on_commit``."""
         self.outstanding -= len(stored)
         stats = self._stats
         stats.batches += 1
@@ -243,6 +318,10 @@ class GroupCommitWriter:
                 _call(submission.callback, stored[position:end])
                 position = end
         self._on_commit(stored)
+
+
+def _events(batch: list[_Submission]) -> Sequence[NewEvent]:
+    return batch[0].events if len(batch) == 1 else [e for s in batch for e in s.events]
 
 
 def _call(callback: Callback, result: list[Event] | BaseException) -> None:

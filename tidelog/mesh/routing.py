@@ -32,6 +32,8 @@ from tidelog.mesh.wire import hops
 from tidelog.storage.records import Event
 from tidelog.topics import compile_filter
 
+MATCH_CACHE_TOPICS = 10_000
+
 
 @attrs.frozen
 class Route:
@@ -42,6 +44,8 @@ class Route:
     filters: tuple[str, ...]
     mode: str
     hop_limit: int
+    _matched: dict[str, bool] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+    """Topic -> whether a filter matches it (a log repeats few topics; bounded)."""
 
     def single_filter(self) -> str | None:
         """The one filter, for reads the log can filter itself; None for several."""
@@ -49,7 +53,13 @@ class Route:
 
     def admits(self, event: Event) -> bool:
         """True if ``event`` crosses this link."""
-        if not any(compile_filter(f)(event.topic) for f in self.filters):
+        topic = event.topic
+        matched = self._matched.get(topic)
+        if matched is None:
+            matched = any(compile_filter(f)(topic) for f in self.filters)
+            if len(self._matched) < MATCH_CACHE_TOPICS:
+                self._matched[topic] = matched
+        if not matched:
             return False
         provenance = event.provenance
         if provenance is None or provenance.local:

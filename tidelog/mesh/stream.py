@@ -157,6 +157,8 @@ class LinkSession:
         """The dialer's ``[[link]]`` (on the dialing side only): its prefixes rename
         the topics of what it pulls and pushes (the remote needs no configuration)."""
         self._batches_in, self._batches_out = trio.open_memory_channel[Publish](window)
+        self._unacknowledged = 0
+        """The peer's batches received and not acknowledged yet (at most ``window``)."""
         self._credit = trio.Semaphore(window)
         self._inflight: dict[int, int] = {}
         self._packet_id = 0
@@ -224,12 +226,12 @@ class LinkSession:
     async def _on_publish(self, packet: Publish) -> None:
         topic = packet.topic
         if topic == wire.EVENTS:
-            try:
-                self._batches_in.send_nowait(packet)
-            except trio.WouldBlock:
+            self._unacknowledged += 1
+            if self._unacknowledged > self.window:
                 raise wire.LinkProtocolError(
                     f"the peer sent more than {self.window} unacknowledged batches"
-                ) from None
+                )
+            self._batches_in.send_nowait(packet)  # room: at most window unacknowledged
         elif topic == wire.HEAD:
             body = wire.parse_control(packet)
             head, sent = body.get("head"), body.get("sent")
@@ -263,41 +265,53 @@ class LinkSession:
     # -- sink ------------------------------------------------------------------------
 
     async def _sink(self) -> None:
-        """Append the peer's batches: every batch waiting when one arrives (at most
-        ``window``) goes into the same durable write, and their PUBACKs leave together
-        once it is durable (batching per append: a commit's latency is paid once for
-        all of them, and they are all appended or none)."""
-        async for packet in self._batches_out:
-            packets = [packet]
-            while len(packets) < self.window:
-                try:
-                    packets.append(self._batches_out.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            events: list[NewEvent] = []
-            for each in packets:
-                events += self._checked_batch(each)
-            next_offset = wire.next_offset_of(packets[-1])
-            fresh = await self._append(events, next_offset)
-            self.status.events_in += len(fresh)
-            self.status.batches_in += len(packets)
-            self.status.position = next_offset
-            await self.channel.send(*(Puback(p.packet_id or 0) for p in packets))
+        """Append the peer's batches, in two stages so that checking the next batches
+        overlaps the commit of those before: :meth:`_decode_groups` takes every batch
+        waiting when one arrives, up to half the ``window`` (so the peer keeps credit to
+        send more while a group commits), and checks them; here each group goes into
+        one durable write, and its PUBACKs leave together once it is durable (a
+        commit's latency is paid once for the group, all appended or none). At most
+        one checked group waits for the commit before it."""
+        groups_in, groups_out = trio.open_memory_channel[tuple[list[Publish], list[NewEvent]]](0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._decode_groups, groups_in)
+            async for packets, events in groups_out:
+                next_offset = wire.next_offset_of(packets[-1])
+                fresh = await self._append(events, next_offset)
+                self.status.events_in += len(fresh)
+                self.status.batches_in += len(packets)
+                self.status.position = next_offset
+                self._unacknowledged -= len(packets)
+                await self.channel.send(*(Puback(p.packet_id or 0) for p in packets))
+
+    async def _decode_groups(
+        self, groups: trio.MemorySendChannel[tuple[list[Publish], list[NewEvent]]]
+    ) -> None:
+        most = max(1, self.window // 2)
+        async with groups:
+            async for packet in self._batches_out:
+                packets = [packet]
+                while len(packets) < most:
+                    try:
+                        packets.append(self._batches_out.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                events: list[NewEvent] = []
+                for each in packets:
+                    events += self._checked_batch(each)
+                wire.next_offset_of(packets[-1])  # a protocol error before the commit
+                await groups.send((packets, events))
 
     def _checked_batch(self, packet: Publish) -> list[NewEvent]:
         """A batch's events, renamed by the link's prefixes; raises for an event this
         peer may not send."""
-        events = wire.decode_batch(packet.payload)
+        events: list[NewEvent] = list(wire.decode_batch(packet.payload, self.peer))
         if self.link is not None and self.link.remapped:
             events = _renamed(events, self.link.to_local)
-        for event in events:
-            assert event.provenance is not None
-            if event.provenance.hop_path[-1].split("/", 1)[0] != self.peer:
-                raise wire.LinkProtocolError(f"an event whose last hop is not {self.peer}")
-            if self.push_access is not None and not self.push_access.allows(
-                Right.LINK, event.topic
-            ):
-                raise LinkRefused(ReasonCode.NOT_AUTHORIZED, f"no link right for {event.topic!r}")
+        if self.push_access is not None:
+            for topic in {event.topic for event in events}:
+                if not self.push_access.allows(Right.LINK, topic):
+                    raise LinkRefused(ReasonCode.NOT_AUTHORIZED, f"no link right for {topic!r}")
         return events
 
     async def _append(self, events: list[NewEvent], next_offset: int) -> list[NewEvent]:
@@ -426,13 +440,13 @@ class LinkSession:
 
 def _renamed(events: list[NewEvent], rename: Callable[[str], str | None]) -> list[NewEvent]:
     """``events`` under the names ``rename`` gives them (an event without one is
-    dropped: the parent level of a prefix, which has no name on this side)."""
+    dropped: the parent level of a prefix, which has no name on this side); a renamed
+    event is encoded anew when appended (its record names the old topic)."""
     out = []
-    for event in events:
-        topic = rename(event.topic)
+    for e in events:
+        topic = rename(e.topic)
         if topic is not None:
-            event.topic = topic
-            out.append(event)
+            out.append(NewEvent(topic, e.payload, e.qos, e.retain, e.properties, e.provenance))
     return out
 
 

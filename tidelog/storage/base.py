@@ -30,6 +30,7 @@ Naming follows trio's conventions: methods that never block are sync
 from __future__ import annotations
 
 import abc
+import functools
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -251,8 +252,23 @@ class EventLog(abc.ABC):
     shared: bool = False
     """True when other processes append to the same log (``kafka://``): the engine then
     routes events from :meth:`read` at the log's head, not from its own appends."""
+    append_pipeline: int = 1
+    """How many appends a writer may have in flight at once, each begun with
+    :meth:`begin_append`. 1 for a local log (a commit is local work: nothing to
+    overlap); above 1 for a remote one (``kafka://``), where a batch waits a network
+    round trip for its acknowledgement and the next batch can be sent meanwhile."""
 
     # -- the log -----------------------------------------------------------------
+
+    def begin_append(self, events: Sequence[NewEvent]) -> Callable[[], Awaitable[list[Event]]]:
+        """Start appending a batch; await the returned function for the stored events.
+
+        A backend with :attr:`append_pipeline` above 1 checks and orders the batch
+        here, at once (raising what :meth:`append` raises for bad input), so batches
+        begun one after the other get increasing offsets whenever they are awaited.
+        This default defers everything to :meth:`append`, which is enough while one
+        append at a time is in flight."""
+        return functools.partial(self.append, events)
 
     @abc.abstractmethod
     async def append(self, events: Sequence[NewEvent]) -> list[Event]:

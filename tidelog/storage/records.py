@@ -259,6 +259,18 @@ class NewEvent:
 
 
 @attrs.define(slots=True)
+class EncodedEvent(NewEvent):
+    """A :class:`NewEvent` with its version 2 ``record`` already encoded, under another
+    log's timestamp: what a mesh link receives (``tidelog.mesh.wire``). Appending it
+    stores those bytes with this log's own timestamp written into the header and the
+    checksum sealed again (:func:`encode_records`), instead of encoding every field
+    anew. Made by :func:`decode_encoded`, which keeps the fields and the bytes in step;
+    change a field and the event must become a plain :class:`NewEvent`."""
+
+    record: bytes = b""
+
+
+@attrs.define(slots=True)
 class Event:
     """A stored event."""
 
@@ -346,11 +358,28 @@ def decode_properties(data: bytes | memoryview) -> Properties:
 
 
 def stored_events(events: Sequence[NewEvent], first: int, timestamp: int) -> list[Event]:
-    """The :class:`Event` objects an append of ``events`` at offset ``first`` returns."""
-    return [
-        Event(offset, timestamp, e.topic, e.payload, e.qos, e.retain, e.properties, e.provenance)
-        for offset, e in zip(range(first, first + len(events)), events, strict=True)
-    ]
+    """The :class:`Event` objects an append of ``events`` at offset ``first`` returns.
+
+    Every append's hot path: each made as :func:`_decode_plain` makes them
+    (``object.__new__``, the slots stored directly), two thirds of the cost of
+    its ``__init__``."""
+    new = object.__new__
+    out: list[Event] = []
+    append = out.append
+    offset = first
+    for e in events:
+        event = new(Event)
+        event.offset = offset
+        event.timestamp = timestamp
+        event.topic = e.topic
+        event.payload = e.payload
+        event.qos = e.qos
+        event.retain = e.retain
+        event.properties = e.properties
+        event.provenance = e.provenance
+        append(event)
+        offset += 1
+    return out
 
 
 def encode_provenance(provenance: Provenance) -> bytes:
@@ -455,6 +484,10 @@ def encode_records(
     plain event whose topic is not in ``checked_topics`` (topics ``check``
     accepted before, with their UTF-8 bytes; a plain event has nothing else to
     check). Accepted topics are added to it, up to 100,000.
+
+    An :class:`EncodedEvent` (checked the same way) is its own record with
+    ``timestamp`` written into the header and the checksum sealed again; in
+    version 1 it is encoded from its fields like any other event.
     """
     pack = _HEADER.pack
     sealed = seal
@@ -487,6 +520,12 @@ def encode_records(
                 append(sealed(known[0], known[1], event.payload))
             else:
                 append(known[0] + event.payload)
+        elif type(event) is EncodedEvent and checksummed:
+            check(index, event)
+            # the same record under this log's timestamp: a new header, the rest as is
+            record = event.record
+            head = record[:2] + _U64.pack(timestamp) + record[10:HEADER_SIZE]
+            append(sealed(head, raw_crc32c(0, head), record[HEADER_SIZE:-CHECKSUM_SIZE]))
         else:
             check(index, event)
             if event.provenance is not None:
@@ -682,6 +721,108 @@ def _decode_plain(
         append(event)
     return events
 
+
+def decode_encoded(records: Iterable[bytes]) -> list[EncodedEvent]:
+    """Each of ``records`` (version 2, another log's: a link's batch) as an
+    :class:`EncodedEvent` that keeps its bytes; raises :class:`CorruptRecordError`,
+    whose offset is the record's place in ``records``, for a record that fails its
+    checksum, does not parse or is not version 2.
+
+    A link receiver's hot path, written as :func:`_decode_plain` is: the checksum
+    in one call, and a forwarded event's usual provenance (origin node, origin
+    offset, hops: the layout :func:`encode_provenance` writes) read in the loop,
+    each object made by ``object.__new__`` with its slots stored directly (the
+    objects their ``__init__`` makes; a frozen :class:`Provenance` through its slot
+    descriptors, a third of what ``object.__setattr__`` by name costs). Any other
+    record (properties, a publisher id, ...) goes through :func:`decode_record`;
+    so does a bad one, which names what is wrong with it.
+    """
+    new = object.__new__
+    crc = raw_crc32c
+    unpack = _HEADER.unpack_from
+    u16 = _U16.unpack_from
+    u64 = _U64.unpack_from
+    topics = _topic_cache
+    origins: dict[bytes, str] = {}
+    out: list[EncodedEvent] = []
+    for index, data in enumerate(records):
+        event = new(EncodedEvent)
+        try:
+            version, flags, _, size = unpack(data)
+            pos = HEADER_SIZE + size
+            stop = len(data) - CHECKSUM_SIZE
+            if crc(0, data) or version != 2 or flags & 0x18 != _HAS_PROVENANCE or pos > stop:
+                raise ValueError  # not the usual forwarded record: decode_record below
+            raw = data[HEADER_SIZE:pos]
+            topic = topics.get(raw)
+            (block,) = u16(data, pos)
+            pos += 2
+            end = pos + block
+            if data[pos] != _ORIGIN_NODE or end > stop:
+                raise ValueError
+            (size,) = u16(data, pos + 1)
+            pos += 3 + size
+            raw_origin = data[pos - size : pos]
+            origin = origins.get(raw_origin)
+            if origin is None:
+                origin = origins[raw_origin] = raw_origin.decode()
+            if data[pos] != _ORIGIN_OFFSET:
+                raise ValueError
+            (origin_offset,) = u64(data, pos + 1)
+            (size,) = u16(data, pos + 10)
+            pos += 12 + size
+            if data[pos - size - 3] != _HOP or pos > end:
+                raise ValueError
+            hop = data[pos - size : pos].decode()
+            if pos == end:  # one hop: the sender is the origin
+                hop_path: tuple[str, ...] = (hop,)
+            else:
+                hops = [hop]
+                while pos < end:
+                    (size,) = u16(data, pos + 1)
+                    if data[pos] != _HOP or pos + 3 + size > end:
+                        raise ValueError
+                    pos += 3 + size
+                    hops.append(data[pos - size : pos].decode())
+                hop_path = tuple(hops)
+            provenance = new(Provenance)
+            _set_client_id(provenance, None)
+            _set_packet_id(provenance, None)
+            _set_origin_node(provenance, origin)
+            _set_origin_offset(provenance, origin_offset)
+            _set_hop_path(provenance, hop_path)
+            event.topic = _learn_topic(raw) if topic is None else topic
+            event.payload = data[end:stop]
+            event.qos = flags & _QOS_MASK
+            event.retain = flags & _RETAIN != 0
+            event.properties = None
+            event.provenance = provenance
+        except (ValueError, struct.error, IndexError):  # UnicodeDecodeError is a ValueError
+            if data[:1] != b"\x02":
+                raise CorruptRecordError(index, "not a version 2 record") from None
+            decoded = decode_record(index, data)
+            event.topic = decoded.topic
+            event.payload = decoded.payload
+            event.qos = decoded.qos
+            event.retain = decoded.retain
+            event.properties = decoded.properties
+            event.provenance = decoded.provenance
+        event.record = data
+        out.append(event)
+    return out
+
+
+def _slot_setter(name: str) -> Callable[[Provenance, Any], None]:
+    """The setter of a :class:`Provenance` slot: its member descriptor's ``__set__``,
+    which stores past the frozen ``__setattr__`` as attrs' own ``__init__`` does (through
+    ``object.__setattr__``, which first looks the name up: three times the cost)."""
+    setter: Callable[[Provenance, Any], None] = getattr(Provenance, name).__set__
+    return setter
+
+
+_set_client_id, _set_packet_id = _slot_setter("client_id"), _slot_setter("packet_id")
+_set_origin_node, _set_origin_offset = _slot_setter("origin_node"), _slot_setter("origin_offset")
+_set_hop_path = _slot_setter("hop_path")
 
 _FAST_HEADER = struct.Struct(">HQH")
 _PLAIN_V1_KINDS = 1 << 5
