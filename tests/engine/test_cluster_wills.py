@@ -235,3 +235,36 @@ async def test_a_pending_will_on_a_node_that_stopped_cleanly_is_taken_over(
             while len(await published(a)) < 1 or await a.log.list_state(NAMESPACE):
                 await trio.sleep(0.02)
         assert await published(a) == [b"offline"]
+
+
+async def test_taking_a_dead_nodes_wills_over_twice_publishes_each_once(
+    kafka: KafkaCluster,
+) -> None:
+    """a takes b's wills over twice at once (both passes read b's keys before their
+    deletes are written): the taken-over key keeps the old key's nonce, so the second
+    pass finds it waiting already; each will is published once."""
+    url = kafka.url(f"wills-{uuid.uuid4().hex[:10]}")
+    clock = ManualClock()
+    options = {"clock": clock, "session_expiry_check_seconds": 0.01}
+    async with tidelog.open(url, **options) as a, tidelog.open(url, **options) as b:
+        a.cluster.node_id, b.cluster.node_id = "a", "b"
+        assert not await b.cluster.claim_client("x")
+        b.set_will("x", WILL, delay=3)
+        b.arm_will("y", NewEvent("gone/y", b"y offline", qos=1), delay=3)
+        await settled(b)
+        b.wills.close()  # b "dies"
+        counts: list[int] = []
+
+        async def adopt() -> None:
+            counts.append(await a.wills.adopt("b", clock.now))
+
+        async with trio.open_nursery() as nursery:  # both read b's keys before any delete
+            nursery.start_soon(adopt)
+            nursery.start_soon(adopt)
+        assert sorted(counts) == [0, 2] and len(a.wills) == 2
+        clock.advance(3000)
+        with trio.fail_after(20):
+            while len(a.wills) or await a.log.list_state(NAMESPACE):
+                await trio.sleep(0.02)
+        await trio.sleep(0.3)
+        assert sorted(await published(a)) == [b"offline", b"y offline"]

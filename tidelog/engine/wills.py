@@ -71,10 +71,11 @@ SEP = "\x1f"
 log = logging.getLogger(__name__)
 
 
-def will_key(client: str, owner: str, waiter: str) -> str:
-    """A shared log's key of one stored will: unique, and naming the node the client
-    was on (``owner``) and the node that publishes it (``waiter``)."""
-    return SEP.join((client, owner, waiter, uuid.uuid4().hex[:16]))
+def will_key(client: str, owner: str, waiter: str, nonce: str | None = None) -> str:
+    """A shared log's key of one stored will: unique, and naming the client's claim
+    (``owner``) and the node that publishes it (``waiter``). ``nonce``: a taken-over
+    will keeps its old key's, so taking it over again gives the same key."""
+    return SEP.join((client, owner, waiter, nonce or uuid.uuid4().hex[:16]))
 
 
 def parse_key(key: str) -> tuple[str, str | None, str | None]:
@@ -121,14 +122,16 @@ class WillStore:
     def __len__(self) -> int:
         return len(self._scopes)
 
-    def _key(self, client: str, owner: str | None = None) -> str:
-        """The key to store a new will of ``client`` under (see the module's doc)."""
+    def _key(self, client: str, owner: str | None = None, taken: str | None = None) -> str:
+        """The key to store a new will of ``client`` under (see the module's doc);
+        ``taken``: the key of the will it takes over (whose nonce it keeps)."""
         if not self._log.shared:
             return client
         node = self._node() or ""
         if owner is None:  # the client's connection here: its claim's token
             owner = self._claims.get(client, node)
-        return will_key(client, owner, node)
+        nonce = None if taken is None else taken.rsplit(SEP, 1)[-1]
+        return will_key(client, owner, node, nonce)
 
     def _parse(self, key: str) -> tuple[str, str | None, str | None]:
         """:func:`parse_key` on a shared log; on an unshared log the key is the client id
@@ -159,7 +162,9 @@ class WillStore:
             client, owner, waiter = parse_key(key)
             if waiter != dead or owner is None or key in self._scopes:
                 continue
-            new = self._key(client, owner)
+            new = self._key(client, owner, key)
+            if new in self._scopes:  # taken over already (its old key not yet deleted)
+                continue
             self._writer.put_nowait(NAMESPACE, {new: raw, key: None})
             adopted += self._schedule_stored(new, raw, owner, durable=False)
         for key, raw in (await self._log.list_state(ARMED)).items():
@@ -179,7 +184,9 @@ class WillStore:
                 stored.topic, stored.payload, stored.qos, stored.retain, stored.properties
             )
             due = lost_at + stored.timestamp
-            new = self._key(client, owner)
+            new = self._key(client, owner, key)
+            if new in self._scopes:  # taken over already (its old key not yet deleted)
+                continue
             record = encode_record(will, due)
             self._writer.put_nowait(NAMESPACE, {new: record})
             self._writer.put_nowait(ARMED, {key: None})  # after: the writer keeps order
