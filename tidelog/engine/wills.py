@@ -56,7 +56,7 @@ from typing import Any
 
 import trio
 
-from tidelog.engine.cluster import CLIENTS, claim_node
+from tidelog.engine.cluster import CLIENTS, TOKEN_SEP, claim_node
 from tidelog.engine.state_writer import UNREADABLE, StateWriter, report_unreadable
 from tidelog.errors import TidelogError
 from tidelog.storage import EventLog, NewEvent
@@ -271,7 +271,8 @@ class WillStore:
         self._local.clear()
 
     async def _client_owner(self, client: str) -> str | None:
-        """The node ``client`` last connected to (``cluster.clients``), if known."""
+        """The claim of ``client``'s last connection (``cluster.clients``: a token, or a
+        bare node id if stored before tokens), if known."""
         try:
             now = await self._log.get_state(CLIENTS, client)
         except TidelogError as exc:
@@ -295,7 +296,7 @@ class WillStore:
             return True
         token = now.decode("utf-8", "replace")
         # the same connection's claim (a will stored before tokens names a bare node)
-        return token == owner or token == claim_node(token) == owner
+        return token == owner or (TOKEN_SEP not in owner and claim_node(token) == owner)
 
     def _start(
         self,
