@@ -17,6 +17,7 @@ from tidelog.mesh.bridge import STATE_NAMESPACE, position_key
 from tidelog.mesh.config import LinkConfig, parse_link
 from tidelog.mesh.node import Mesh
 from tidelog.mesh.positions import CHECKPOINT_KEY, NAMESPACE, MeshPositions
+from tidelog.mesh.stamps import digest, stamped_origin
 from tidelog.mesh.stream import LinkChannel, LinkClosed
 from tidelog.protocols.mqtt.decoder import Decoder, Role
 from tidelog.protocols.mqtt.packets import (
@@ -25,29 +26,40 @@ from tidelog.protocols.mqtt.packets import (
     Pingreq,
     Pingresp,
     Puback,
+    Pubcomp,
     Publish,
+    Pubrec,
+    Pubrel,
     Suback,
     Subscribe,
 )
 from tidelog.protocols.mqtt.properties import Properties
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
-from tidelog.storage.records import NewEvent
+from tidelog.storage.records import NewEvent, Provenance
+from tidelog.storage.records import Properties as StoredProperties
 
 Script = Callable[[LinkChannel, int], Awaitable[None]]
 
 
 async def _remote(
-    script: Script, port: int = 0, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    script: Script,
+    port: int = 0,
+    connects: list[Connect] | None = None,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """A remote broker on 127.0.0.1: accepts the CONNECT, then runs ``script`` with the
-    connection's number (0, 1, ...); answers PINGREQs."""
+    """A remote broker on 127.0.0.1: accepts the CONNECT (kept in ``connects``), then
+    runs ``script`` with the connection's number (0, 1, ...)."""
     connections = 0
 
     async def serve(stream: trio.SocketStream) -> None:
         nonlocal connections
         number, connections = connections, connections + 1
         channel = LinkChannel(stream, Decoder(role=Role.SERVER), 5)
-        assert isinstance(await channel.receive(), Connect)
+        connect = await channel.receive()
+        assert isinstance(connect, Connect)
+        if connects is not None:
+            connects.append(connect)
         await channel.send(Connack(False, ReasonCode.SUCCESS))
         with contextlib.suppress(LinkClosed):  # the bridge hung up
             await script(channel, number)
@@ -195,6 +207,7 @@ def _stamped(offset: int, origin: str = "core", packet_id: int | None = None) ->
         ("tidelog-incarnation", "inc1"),
         ("tidelog-offset", str(offset)),
         ("tidelog-hops", "1"),
+        ("tidelog-digest", digest(f"cmd/{origin}/{offset}", b"x")),
     )
     return Publish(
         f"cmd/{origin}/{offset}",
@@ -304,5 +317,269 @@ def test_a_bridge_removed_from_the_configuration_or_replaced_loses_its_position(
                 await mesh.put_link(parse_link(table, "test"), "admin")  # a tidelog link now
                 assert position_key("m") not in await broker.load_state(STATE_NAMESPACE)
                 n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def _with_stamps(topic: str, packet_id: int, **stamps: str) -> Publish:
+    users = tuple((f"tidelog-{k}", v) for k, v in stamps.items())
+    users += (("tidelog-digest", digest(topic, b"x")),)
+    return Publish(topic, b"x", qos=1, packet_id=packet_id,
+                   properties=Properties(user_properties=users))  # fmt: skip
+
+
+def test_malformed_stamps_count_as_unstamped_and_never_wedge_a_bridge(tmp_path: Path) -> None:
+    """Stamps any MQTT client can write: a superscript digit (``str.isdigit`` but not
+    ``int``), 5,000 digits, a huge hop count. Pulled over one bridge they are stored as
+    unstamped messages (acknowledged, not retried forever); a transit bridge pushes them
+    on; a local publish carrying a bad ``tidelog-hops`` is pushed by a local bridge."""
+    acked: list[int] = []
+    pushed: list[str] = []
+    bad = [
+        _with_stamps("cmd/1", 1, origin="core", incarnation="i", offset="\u00b2", hops="1"),
+        _with_stamps("cmd/2", 2, origin="core", incarnation="i", offset="9" * 5000),
+        _with_stamps("cmd/3", 3, origin="core", incarnation="i", offset="3", hops="\u00b2"),
+        _with_stamps("cmd/4", 4, origin="core", incarnation="i", offset="4", hops="9" * 5000),
+    ]
+
+    async def source(channel: LinkChannel, _number: int) -> None:
+        subscribe = await channel.receive()
+        assert isinstance(subscribe, Subscribe)
+        await channel.send(Suback(subscribe.packet_id, (1,)))
+        await channel.send(*bad)
+        while True:
+            packet = await channel.receive()
+            if isinstance(packet, Puback):
+                acked.append(packet.packet_id)
+            elif isinstance(packet, Pingreq):
+                await channel.send(Pingresp())
+
+    async def sink(channel: LinkChannel, _number: int) -> None:
+        while True:
+            packet = await channel.receive()
+            if isinstance(packet, Pingreq):
+                await channel.send(Pingresp())
+            elif isinstance(packet, Publish):
+                assert packet.packet_id is not None
+                pushed.append(packet.topic)
+                await channel.send(Puback(packet.packet_id, ReasonCode.SUCCESS))
+
+    async def main() -> None:
+        async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
+            source_port = await n.start(_remote, source)
+            sink_port = await n.start(_remote, sink)
+            links = [
+                {"name": "in", "url": f"mqtt://127.0.0.1:{source_port}", "bridge": "mqtt5",
+                 "pull": ["cmd/#"], "reconnect_seconds": 0.2},
+                {"name": "out", "url": f"mqtt://127.0.0.1:{sink_port}", "bridge": "mqtt5",
+                 "push": ["cmd/#"], "mode": "transit", "reconnect_seconds": 0.2},
+            ]  # fmt: skip
+            mesh = await Mesh.open(broker, "edge", [parse_link(t, "test") for t in links])
+            n.start_soon(mesh.run)
+            users = (("tidelog-hops", "\u00b2"), ("tidelog-origin", "core"))
+            await broker.publish_many(
+                [NewEvent("cmd/local", b"x", 1, properties=StoredProperties(user_properties=users))]
+            )
+            with trio.fail_after(15):
+                while len(pushed) < 5 or len(acked) < 4:
+                    await trio.sleep(0.02)
+            assert sorted(acked) == [1, 2, 3, 4]
+            everything = ["cmd/1", "cmd/2", "cmd/3", "cmd/4", "cmd/local"]
+            assert sorted(await _events(broker)) == everything
+            assert sorted(pushed) == everything
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_a_stamped_message_delivered_after_a_later_one_is_stored(tmp_path: Path) -> None:
+    """The pushing tidelog's offset 1 was refused by the remote once and sent again
+    after 2 was accepted: the remote delivers 0, 2, 1, then 2 again. 1 is stored (it
+    was never appended here), the second 2 is a duplicate."""
+    acked: list[int] = []
+
+    async def script(channel: LinkChannel, _number: int) -> None:
+        subscribe = await channel.receive()
+        assert isinstance(subscribe, Subscribe)
+        await channel.send(Suback(subscribe.packet_id, (1,)))
+        for offset, packet_id in ((0, 1), (2, 2), (1, 3), (2, 4)):
+            await channel.send(_stamped(offset, packet_id=packet_id))
+        while True:
+            packet = await channel.receive()
+            if isinstance(packet, Puback):
+                acked.append(packet.packet_id)
+            elif isinstance(packet, Pingreq):
+                await channel.send(Pingresp())
+
+    async def main() -> None:
+        async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
+            port = await n.start(_remote, script)
+            table = {"name": "m", "url": f"mqtt://127.0.0.1:{port}", "bridge": "mqtt5",
+                     "pull": ["cmd/#"]}  # fmt: skip
+            mesh = await Mesh.open(broker, "edge", [parse_link(table, "test")])
+            n.start_soon(mesh.run)
+            with trio.fail_after(15):
+                while len(acked) < 4:
+                    await trio.sleep(0.02)
+            assert await _events(broker) == ["cmd/core/0", "cmd/core/2", "cmd/core/1"]
+            assert mesh.statuses["m"].duplicates == 1
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_two_senders_appending_the_same_event_at_once_store_it_once(tmp_path: Path) -> None:
+    """A bridge and a link sink (each under its own peer lock) hand the same stamped
+    message to :meth:`MeshPositions.append_fresh` at the same time: one stores it."""
+    bridged = Provenance(client_id="bridge:m")
+    users = (("tidelog-origin", "core"), ("tidelog-incarnation", "i"), ("tidelog-offset", "5"))
+    copy = NewEvent("cmd/x", b"x", 1, properties=StoredProperties(user_properties=users),
+                    provenance=bridged)  # fmt: skip
+
+    async def main() -> None:
+        async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker:
+            positions = MeshPositions()
+            stored: list[int] = []
+
+            async def append() -> None:
+                stored.append(len(await positions.append_fresh(broker, [copy])))
+
+            async with trio.open_nursery() as n:
+                n.start_soon(append)
+                n.start_soon(append)
+            assert sorted(stored) == [0, 1]
+            assert await _events(broker) == ["cmd/x"]
+
+    trio.run(main)
+
+
+def test_qos2_messages_being_released_are_published_again_when_the_remote_lost_its_session(
+    tmp_path: Path,
+) -> None:
+    """The remote received (PUBREC) but the connection was cut before PUBCOMP, and it
+    restarted without its session (CONNACK session present = 0): the bridge publishes
+    the message again instead of releasing an id the remote no longer knows."""
+    seen: list[list[str]] = [[], []]
+
+    async def script(channel: LinkChannel, number: int) -> None:
+        while True:
+            packet = await channel.receive()
+            if isinstance(packet, Pingreq):
+                await channel.send(Pingresp())
+            elif number == 0 and isinstance(packet, Publish):
+                assert packet.packet_id is not None
+                seen[0].append(packet.topic)
+                await channel.send(Pubrec(packet.packet_id))
+            elif number == 0 and isinstance(packet, Pubrel):
+                await channel.stream.aclose()  # cut before PUBCOMP
+                return
+            elif isinstance(packet, Publish | Pubrel):
+                assert packet.packet_id is not None
+                seen[1].append(packet.topic if isinstance(packet, Publish) else "PUBREL")
+                if isinstance(packet, Publish):
+                    await channel.send(Pubrec(packet.packet_id))
+                else:
+                    await channel.send(Pubcomp(packet.packet_id))
+
+    async def main() -> None:
+        async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
+            port = await n.start(_remote, script)
+            table = {"name": "m", "url": f"mqtt://127.0.0.1:{port}", "bridge": "mqtt5",
+                     "push": ["t/#"], "push_qos": 2, "reconnect_seconds": 0.2}  # fmt: skip
+            mesh = await Mesh.open(broker, "edge", [parse_link(table, "test")])
+            n.start_soon(mesh.run)
+            await _running(mesh)
+            await broker.publish_many([NewEvent("t/1", b"x", 1)])
+            with trio.fail_after(15):
+                while "PUBREL" not in seen[1]:
+                    await trio.sleep(0.02)
+            assert seen == [["t/1"], ["t/1", "PUBREL"]]
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_stamps_copied_onto_a_republished_message_do_not_make_it_a_duplicate(
+    tmp_path: Path,
+) -> None:
+    """A processor at the remote republishes each ``raw/x`` this node pushed as
+    ``processed/x``, user properties copied (what Node-RED does): the results are new
+    messages (the stamps' digest does not match them), not this node's events come
+    back nor duplicates; they are stored without the copied stamps."""
+    acked: list[int] = []
+
+    async def script(channel: LinkChannel, _number: int) -> None:
+        republished = 100
+        while True:
+            packet = await channel.receive()
+            if isinstance(packet, Pingreq):
+                await channel.send(Pingresp())
+            elif isinstance(packet, Subscribe):
+                await channel.send(Suback(packet.packet_id, (1,)))
+            elif isinstance(packet, Puback):
+                acked.append(packet.packet_id)
+            elif isinstance(packet, Publish):
+                assert packet.packet_id is not None
+                await channel.send(Puback(packet.packet_id))
+                republished += 1
+                topic = packet.topic.replace("raw/", "processed/")
+                await channel.send(
+                    Publish(
+                        topic, b"result", qos=1, packet_id=republished, properties=packet.properties
+                    )
+                )
+
+    async def main() -> None:
+        async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
+            port = await n.start(_remote, script)
+            table = {"name": "m", "url": f"mqtt://127.0.0.1:{port}", "bridge": "mqtt5",
+                     "push": ["raw/#"], "pull": ["processed/#"]}  # fmt: skip
+            mesh = await Mesh.open(broker, "edge", [parse_link(table, "test")])
+            n.start_soon(mesh.run)
+            await _running(mesh)
+            await broker.publish_many([NewEvent(f"raw/{i}", b"x", 1) for i in range(3)])
+            with trio.fail_after(15):
+                while len(acked) < 3:
+                    await trio.sleep(0.02)
+            result = await broker.read(0, limit=1000)
+            processed = [e for e in result.events if e.topic.startswith("processed/")]
+            assert [e.topic for e in processed] == ["processed/0", "processed/1", "processed/2"]
+            assert all(stamped_origin(e) is None for e in processed)
+            assert mesh.statuses["m"].duplicates == 0
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_a_new_bridge_starts_a_clean_session_once_then_resumes_it(tmp_path: Path) -> None:
+    """The first CONNECT of a bridge starts clean (a session an earlier bridge of the
+    same name left at the remote, with its QoS 2 packet ids, is not taken over); after
+    a cut it resumes the session; deleted and created again, it starts clean again."""
+    connects: list[Connect] = []
+
+    async def script(channel: LinkChannel, _number: int) -> None:
+        await channel.stream.aclose()  # a cut right after the CONNACK
+
+    async def main() -> None:
+        async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
+            port = await n.start(_remote, script, 0, connects)
+            table = {"name": "m", "url": f"mqtt://127.0.0.1:{port}", "bridge": "mqtt5",
+                     "push": ["t/#"], "reconnect_seconds": 0.05}  # fmt: skip
+            mesh = await Mesh.open(broker, "edge", [])
+            n.start_soon(mesh.run)
+            await _running(mesh)
+            await mesh.put_link(parse_link(table, "test"), "admin")
+            with trio.fail_after(15):
+                while len(connects) < 2:
+                    await trio.sleep(0.01)
+            await mesh.delete_link("m")
+            assert [c.clean_start for c in connects[:2]] == [True, False]
+            count = len(connects)
+            await mesh.put_link(parse_link(table, "test"), "admin")
+            with trio.fail_after(15):
+                while len(connects) < count + 2:
+                    await trio.sleep(0.01)
+            assert [c.clean_start for c in connects[count : count + 2]] == [True, False]
+            n.cancel_scope.cancel()
 
     trio.run(main)

@@ -7,7 +7,8 @@ import pytest
 from tidelog.mesh import wire
 from tidelog.mesh.positions import MeshPositions
 from tidelog.mesh.routing import Route, closes_cycle, reachable
-from tidelog.mesh.stamps import stamp, stamped_origin
+from tidelog.mesh.seen import MAX_ABOVE, SeenOffsets
+from tidelog.mesh.stamps import digest, stamp, stamped_origin
 from tidelog.storage.records import Event, NewEvent, Properties, Provenance
 
 
@@ -143,18 +144,56 @@ def test_stamps_name_a_bridged_events_origin_and_count_bridges_toward_the_hop_li
     assert not route.admits(arrived(1, stamped("edge", 4, 2), via("x/i/1", "y/i/2")))
     local = Provenance(client_id="sensor")  # a client's own stamps are not trusted
     assert stamped_origin(arrived(1, stamped("edge", 4, 1), local)) is None
-    assert stamp(stamped("edge", 4, 1), ("core", "c1", 9), 2) == (
+    assert stamp(stamped("edge", 4, 1), ("core", "c1", 9), 2, "t", b"p") == (
         ("k", "v"),
         ("tidelog-origin", "core"),
         ("tidelog-incarnation", "c1"),
         ("tidelog-offset", "9"),
         ("tidelog-hops", "2"),
+        ("tidelog-digest", digest("t", b"p")),
     )
     positions = MeshPositions()  # stamps deduplicate like hop paths, per origin
     copies = [NewEvent("t", b"", 1, False, stamped("edge", n, 1), bridged) for n in (4, 5, 4)]
     assert positions.fresh(copies) == copies[:2]
     positions.observe(copies[:2])
-    assert positions.origins["edge"] == ("i1", 6)
+    assert positions.origins == {}  # a stamp never moves a link position
+    seen = positions.stamped["edge", "i1"]
+    assert 4 in seen and 5 in seen and 6 not in seen and 3 not in seen
+
+
+def test_stamps_never_drop_a_link_event_and_late_stamped_offsets_are_kept() -> None:
+    """(a) a bridge delivered the origin's offset 11 first: the link's 10 is still
+    appended; (b) one bridge path delivers 12 before the 11 a remote refused once:
+    11 is stored; forged stamps cannot silence a link."""
+    bridged = Provenance(client_id="bridge:m")
+    positions = MeshPositions()
+    positions.observe([NewEvent("b", b"", 1, False, stamped("x", 11, 1), bridged)])
+    linked = [incoming("x", 10, "x/i1/10"), incoming("x", 11, "x/i1/11")]
+    assert positions.fresh(linked) == linked
+    positions.observe([NewEvent("b", b"", 1, False, stamped("x", 10**18, 1), bridged)])
+    assert positions.fresh(linked) == linked  # forged: still nothing dropped
+    late = NewEvent("b", b"", 1, False, stamped("x", 9, 1), bridged)
+    assert positions.fresh([late]) == [late]
+    again = NewEvent("b", b"", 1, False, stamped("x", 11, 1), bridged)
+    assert positions.fresh([again]) == []
+    copy = MeshPositions()  # the seen offsets survive a checkpoint
+    copy.restore(positions.checkpoint(5))
+    assert copy.fresh([late, again]) == [late]
+
+
+def test_seen_offsets_are_exact_and_bounded() -> None:
+    seen = SeenOffsets()
+    for offset in (3, 1, 0, 2, 7):
+        seen.add(offset)
+    assert (seen.low, seen.above) == (4, {7})
+    assert 5 not in seen and 7 in seen and 2 in seen
+    for offset in range(10, 10 + 2 * MAX_ABOVE, 2):  # gaps: nothing contiguous
+        seen.add(offset)
+    assert len(seen.above) == MAX_ABOVE  # the oldest evicted count as seen
+    assert seen.low == 8 and 9 not in seen  # 7 evicted: below it counts as seen
+    seen.add(10 + 2 * MAX_ABOVE)  # evicts 10
+    assert seen.low == 11 and 9 in seen and 11 not in seen and 12 in seen
+    assert SeenOffsets.load(seen.dump()).above == seen.above
 
 
 def test_cycles_are_found_from_the_reachable_sets() -> None:

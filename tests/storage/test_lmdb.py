@@ -25,7 +25,12 @@ from tidelog.errors import CorruptLogError, LogLockedError, StorageError
 from tidelog.storage import EventLog, NewEvent, open_log
 from tidelog.storage.base import LogOptions
 from tidelog.storage.lmdb_check import reindex, verify
-from tidelog.storage.lmdb_log import SCAN_BUDGET, LmdbLog
+from tidelog.storage.lmdb_log import (
+    INLINE_MAX_EVENTS,
+    INLINE_MAX_SECONDS,
+    SCAN_BUDGET,
+    LmdbLog,
+)
 from tidelog.storage.lmdb_segment import Segment
 from tidelog.storage.memory import MemoryLog
 
@@ -494,6 +499,26 @@ async def test_never_fsync_leaves_flushing_to_the_os_and_close(tmp_path: Path) -
     async with lmdb_log(path, fsync="always") as log:
         assert log._active.env.flags()["sync"] is True
         assert len(await read_all(log)) == 400
+    assert verify(path).ok
+
+
+async def test_fsync_always_commits_inline_or_in_the_writer_thread_alike(tmp_path: Path) -> None:
+    """A small batch commits on the trio thread while commits are fast; after a slow
+    one (or for a large batch) the writer thread commits. Both are durable alike."""
+    path = tmp_path / "log"
+    async with lmdb_log(path, fsync="always") as log:
+        await log.append(events("a", INLINE_MAX_EVENTS))  # inline: no thread started
+        assert log._writer._thread is None
+        log._last_commit = INLINE_MAX_SECONDS  # as if that commit had been slow
+        await log.append(events("b", 3))
+        assert log._writer._thread is not None
+        await log.append(events("c", INLINE_MAX_EVENTS + 1))  # too large for inline
+    async with lmdb_log(path) as log:
+        stored = await read_all(log)
+        assert [e.topic for e in stored] == ["a"] * INLINE_MAX_EVENTS + ["b"] * 3 + ["c"] * (
+            INLINE_MAX_EVENTS + 1
+        )
+        assert [e.offset for e in stored] == list(range(len(stored)))
     assert verify(path).ok
 
 

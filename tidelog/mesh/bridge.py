@@ -44,7 +44,7 @@ import trio
 from tidelog.concurrency import background_nursery
 from tidelog.mesh.config import LinkConfig
 from tidelog.mesh.positions import origin_of
-from tidelog.mesh.stamps import stamp, stamped_hops, stamped_origin
+from tidelog.mesh.stamps import checked, stamp, stamped_hops, stamped_origin
 from tidelog.mesh.status import LinkStatus
 from tidelog.mesh.stream import LinkChannel, LinkClosed, LinkRefused
 from tidelog.protocols.mqtt.decoder import Decoder, Role
@@ -118,6 +118,14 @@ def position_key(link_name: str) -> str:
     return f"bridge/{link_name}"
 
 
+def session_key(link_name: str) -> str:
+    """The state key (``mesh`` namespace) present once an MQTT 5 bridge has connected:
+    its first CONNECT starts a clean session (a remote session left by an earlier bridge
+    of the same name, with its QoS 2 packet ids, is not taken over); later ones
+    resume it."""
+    return f"bridge-session/{link_name}"
+
+
 async def store_start_position(broker: Broker, link: LinkConfig) -> None:
     """Give a new bridge its push position: the log's end now, when the link is
     created (not when it first connects: what is published while the remote is
@@ -128,24 +136,27 @@ async def store_start_position(broker: Broker, link: LinkConfig) -> None:
 
 
 async def forget_position(broker: Broker, link_name: str) -> None:
-    """Delete a deleted link's push position (a new bridge of that name starts anew)."""
-    await broker.save_state(STATE_NAMESPACE, {position_key(link_name): None})
+    """Delete a deleted link's push position and session mark (a new bridge of that
+    name starts anew)."""
+    await broker.save_state(
+        STATE_NAMESPACE, {position_key(link_name): None, session_key(link_name): None}
+    )
 
 
 async def forget_stale_positions(broker: Broker, bridges: Iterable[str]) -> list[str]:
     """Delete the push positions of bridges that are no longer links here (removed
     from the configuration file while the node was down, or no longer bridges), as
     :func:`forget_position` does for a deleted one; returns their names."""
-    keep = {position_key(name) for name in bridges}
-    prefix = position_key("")
+    keep = {key(name) for name in bridges for key in (position_key, session_key)}
+    prefix, sessions = position_key(""), session_key("")
     stale = [
         key
         for key in await broker.load_state(STATE_NAMESPACE)
-        if key.startswith(prefix) and key not in keep
+        if key.startswith((prefix, sessions)) and key not in keep
     ]
     if stale:
         await broker.save_state(STATE_NAMESPACE, dict.fromkeys(stale))
-    return [key.removeprefix(prefix) for key in stale]
+    return [key.removeprefix(prefix) for key in stale if key.startswith(prefix)]
 
 
 class Bridge:
@@ -206,11 +217,15 @@ class Bridge:
         properties = Properties()
         if self.level == 5:
             properties = Properties(session_expiry_interval=SESSION_EXPIRY)
+        key = session_key(link.name)
+        # MQTT 5 only: a 3.1.1 clean session would also end at the disconnect, and the
+        # remote would queue nothing for the bridge across a cut
+        clean = self.level == 5 and key not in await self.broker.load_state(STATE_NAMESPACE)
         await self.channel.send(
             Connect(
                 client_id=f"{self.mesh.node_id}-{link.name}",
                 protocol_level=self.level,
-                clean_start=False,
+                clean_start=clean,
                 keep_alive=self._keep_alive,
                 username=link.username,
                 password=link.password.encode() if link.password is not None else None,
@@ -225,6 +240,13 @@ class Bridge:
             raise LinkClosed("no CONNACK")
         if connack.reason_code != ReasonCode.SUCCESS:
             raise LinkRefused(connack.reason_code, f"CONNACK {connack.reason_code.name}")
+        if clean:
+            await self.broker.save_state(STATE_NAMESPACE, {key: b"1"})
+        if not connack.session_present:
+            # the remote has no session (it never had one, or lost it restarting without
+            # persistence): it holds no QoS 2 message awaiting PUBREL, so what we were
+            # releasing must be published again, not just released
+            self._releasing.clear()
         if connack.properties.receive_maximum:
             self._inflight = min(PUSH_INFLIGHT, connack.properties.receive_maximum)
 
@@ -320,7 +342,7 @@ class Bridge:
                         packet.payload,
                         min(packet.qos, 1),
                         packet.retain,
-                        event_properties(packet.properties),
+                        checked(event_properties(packet.properties), packet.topic, packet.payload),
                         Provenance(client_id=self.marker),
                     )
                 )
@@ -392,7 +414,7 @@ class Bridge:
                 done.append(self._acks.setdefault(packet_id, trio.Event()))
                 if qos2:
                     self._offsets[packet_id] = event.offset
-                if event.offset in self._releasing:
+                if qos2 and event.offset in self._releasing:
                     packets.append(Pubrel(packet_id))  # the remote has it: complete it
                 else:
                     packets.append(self._publish(event, packet_id))
@@ -488,7 +510,7 @@ class Bridge:
             me = self.mesh.identity
             origin = origin_of(event) or (me.node_id, me.incarnation, event.offset)
             hops = len(event.provenance.hop_path) if event.provenance is not None else 0
-            users = stamp(stored, origin, hops + stamped_hops(event) + 1)
+            users = stamp(stored, origin, hops + stamped_hops(event) + 1, topic, event.payload)
             if stored is None:
                 properties = Properties(user_properties=users)
             else:

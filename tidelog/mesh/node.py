@@ -177,6 +177,7 @@ class Mesh:
             await forget_position(self.broker, link.name)  # a bridge no longer
         await self.broker.save_state(LINKS_NAMESPACE, {link.name: json.dumps(record).encode()})
         self._stop_dialer(link.name)
+        self.releasing.pop(link.name, None)  # QoS 2 state of the old settings' pushes
         self.links[link.name] = link
         self.owners[link.name] = owner
         self._new_status(link)

@@ -6,11 +6,17 @@ Two maps, both recovered exactly after a crash from the events themselves:
   where a link resumes reading the peer (pull) or where the peer resumes
   sending (push). The last hop of every appended event names its sender and
   its offset there.
-* ``origins``: origin node -> (incarnation, next origin offset). An event at
-  or below it was appended already and is dropped (exactly once even if a
-  sender resends after a reconnect). Messages pulled over a bridge count too
-  when they carry the ``tidelog-*`` stamps (:mod:`tidelog.mesh.stamps`): a
-  redelivery after a reconnect is stored once.
+* ``origins``: origin node -> (incarnation, next origin offset), from the events
+  that came over links. An event at or below it was appended already and is
+  dropped (exactly once even if a sender resends after a reconnect).
+
+and, apart from them, ``stamped``: (origin node, incarnation) ->
+:class:`~tidelog.mesh.seen.SeenOffsets`, the origin offsets of the messages a
+bridge pulled with valid ``tidelog-*`` stamps (:mod:`tidelog.mesh.stamps`): a
+redelivered stamped message is stored once. A stamp never advances a link
+position nor drops an event that came over a link (a link stays exactly once
+whatever a bridge carries, or whatever any MQTT client writes into stamps); so an
+event that reaches a node both over a link and over a bridge may be stored twice.
 
 Recovery (:meth:`MeshPositions.recover`): a checkpoint (``mesh`` state
 namespace: the maps and the local offset they are valid up to) is written
@@ -29,6 +35,7 @@ from collections.abc import Sequence
 import trio
 
 from tidelog.engine import Broker
+from tidelog.mesh.seen import SeenOffsets
 from tidelog.mesh.stamps import Origin, stamped_origin
 from tidelog.mesh.wire import Hop
 from tidelog.storage.records import Event, NewEvent
@@ -42,24 +49,29 @@ Position = tuple[str, int]
 
 
 class MeshPositions:
-    """The two maps above, the dedup rule and the checkpoint."""
+    """The maps above, the dedup rules and the checkpoint."""
 
     def __init__(self) -> None:
         self.senders: dict[str, Position] = {}
         self.origins: dict[str, Position] = {}
+        self.stamped: dict[tuple[str, str], SeenOffsets] = {}
         self.scanned_to = 0
         """The local offset up to which the maps account for every event."""
         self.dirty = False
         self._appending: dict[int, int] = {}
         """Appends in progress: token -> the log's end offset when each began."""
         self._tokens = 0
+        self._append_lock = trio.Lock()
+        """One dedup check and its append at a time, whoever the sender: a bridge and
+        a link (each under its own peer lock) may carry the same event."""
 
     # -- advancing -------------------------------------------------------------------
 
     def observe(self, events: Sequence[Event | NewEvent]) -> None:
-        """Advance both maps past ``events`` (appended to the local log, in order). Only
-        the last event of each origin and of each sender counts, so the batch is read
-        from its end and each hop path parsed at most once per origin."""
+        """Advance the maps past ``events`` (appended to the local log, in order). Only
+        the last link event of each origin and of each sender counts, so the batch is
+        read from its end and each hop path parsed at most once per origin; every
+        stamped message a bridge pulled is recorded in ``stamped``."""
         origins_done: set[str] = set()
         senders_done: set[str] = set()
         for event in reversed(events):
@@ -68,9 +80,8 @@ class MeshPositions:
                 continue
             if provenance.origin_node is None or not provenance.hop_path:
                 stamped = stamped_origin(event)  # pulled over a bridge: no sender node
-                if stamped is not None and stamped[0] not in origins_done:
-                    origins_done.add(stamped[0])
-                    self._advance(self.origins, stamped[0], stamped[1], stamped[2] + 1)
+                if stamped is not None:
+                    self._seen(stamped).add(stamped[2])
                     self.dirty = True
                 continue
             origin_node = provenance.origin_node
@@ -88,6 +99,13 @@ class MeshPositions:
                 self._advance(self.senders, sender.node, sender.incarnation, sender.offset + 1)
                 self.dirty = True
 
+    def _seen(self, origin: Origin) -> SeenOffsets:
+        key = origin[0], origin[1]
+        seen = self.stamped.get(key)
+        if seen is None:
+            seen = self.stamped[key] = SeenOffsets()
+        return seen
+
     def advance_sender(self, node: str, incarnation: str, next_offset: int) -> None:
         """The sender read its log up to ``next_offset`` (events past the last matching
         one need not be read again)."""
@@ -103,35 +121,48 @@ class MeshPositions:
         return False
 
     def fresh(self, events: Sequence[NewEvent]) -> list[NewEvent]:
-        """The events not appended yet (per origin: above its next offset), in order;
+        """The events not appended yet, in order: a link event above its origin's next
+        offset, a stamped bridge message whose origin offset is not in ``stamped``;
         an event without an origin (a bridge's message without stamps) is fresh."""
         out: list[NewEvent] = []
         seen: dict[str, Position] = {}
+        batch: set[Origin] = set()
         for event in events:
-            origin = origin_of(event)
-            if origin is not None:
-                node, incarnation, offset = origin
+            linked = _linked_origin(event)
+            if linked is not None:
+                node, incarnation, offset = linked
                 known = seen.get(node) or self.origins.get(node)
                 if known is not None and known[0] == incarnation and offset < known[1]:
                     continue
                 seen[node] = (incarnation, offset + 1)
+            else:
+                stamped = stamped_origin(event)
+                if stamped is not None:
+                    known_offsets = self.stamped.get((stamped[0], stamped[1]))
+                    if stamped in batch or (
+                        known_offsets is not None and stamped[2] in known_offsets
+                    ):
+                        continue
+                    batch.add(stamped)
             out.append(event)
         return out
 
     async def append_fresh(self, broker: Broker, events: Sequence[NewEvent]) -> list[NewEvent]:
         """Append the :meth:`fresh` ``events`` in one durable write and advance the maps
-        past them; returns them. The caller holds the lock of their sender (a dedup
-        check and its append are one step). Shielded: an append cancelled half-way
+        past them; returns them. The dedup check and its append are one step under
+        one lock per node (a bridge and a link sink hold different peer locks and may
+        carry the same event). Shielded: an append cancelled half-way
         (the link cut) may still commit, and the maps must then advance with it."""
-        fresh = self.fresh(events)
-        if fresh:
-            token = self.begin_append(broker.end_offset)
-            try:
-                with trio.CancelScope(shield=True):
-                    await broker.publish_many(fresh)
-                    self.observe(fresh)
-            finally:
-                self.end_append(token)
+        async with self._append_lock:
+            fresh = self.fresh(events)
+            if fresh:
+                token = self.begin_append(broker.end_offset)
+                try:
+                    with trio.CancelScope(shield=True):
+                        await broker.publish_many(fresh)
+                        self.observe(fresh)
+                finally:
+                    self.end_append(token)
         return fresh
 
     def begin_append(self, end_offset: int) -> int:
@@ -162,6 +193,7 @@ class MeshPositions:
                 "scanned_to": scanned_to,
                 "senders": {k: list(v) for k, v in self.senders.items()},
                 "origins": {k: list(v) for k, v in self.origins.items()},
+                "stamped": [[*k, v.dump()] for k, v in self.stamped.items()],
             }
         ).encode()
 
@@ -170,6 +202,10 @@ class MeshPositions:
         self.scanned_to = int(data["scanned_to"])
         self.senders = {k: (str(v[0]), int(v[1])) for k, v in data["senders"].items()}
         self.origins = {k: (str(v[0]), int(v[1])) for k, v in data["origins"].items()}
+        self.stamped = {
+            (str(node), str(incarnation)): SeenOffsets.load(seen)
+            for node, incarnation, seen in data.get("stamped", [])
+        }
 
     async def recover(self, broker: Broker) -> int:
         """Load the checkpoint and read the log from it to the head; returns how many
@@ -196,10 +232,14 @@ class MeshPositions:
 def origin_of(event: Event | NewEvent) -> Origin | None:
     """(origin node, incarnation, offset there) of a forwarded event: from its hop
     path (a link) or its stamps (a bridge); None for an event published here."""
+    return _linked_origin(event) or stamped_origin(event)
+
+
+def _linked_origin(event: Event | NewEvent) -> Origin | None:
+    """(origin node, incarnation, offset there) from the hop path of an event that
+    came over a link; None for any other."""
     provenance = event.provenance
-    if provenance is None:
+    if provenance is None or provenance.origin_node is None or not provenance.hop_path:
         return None
-    if provenance.origin_node is not None and provenance.hop_path:
-        incarnation = provenance.hop_path[0].split("/", 2)[1]
-        return provenance.origin_node, incarnation, provenance.origin_offset or 0
-    return stamped_origin(event)
+    incarnation = provenance.hop_path[0].split("/", 2)[1]
+    return provenance.origin_node, incarnation, provenance.origin_offset or 0
