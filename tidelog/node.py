@@ -18,6 +18,7 @@ from typing import Any
 import trio
 
 from tidelog.context import ServerConfig, ServerContext
+from tidelog.engine import Broker
 from tidelog.engine.cluster import ANNOUNCE_SECONDS
 from tidelog.errors import StorageError
 
@@ -55,22 +56,60 @@ def _info(context: ServerContext, ports: dict[str, int]) -> dict[str, Any]:
     }
 
 
-async def announce_node(context: ServerContext, node: str, ports: dict[str, int]) -> None:
+class NodeStart:
+    """What a node on a shared log does once at start, before its listeners accept (so
+    a client reconnecting at once cannot get its earlier connection's will published
+    while it is connected): load the pending wills this node's earlier run waited
+    for, then take over that run's armed wills and groups (and what dead nodes left).
+    Each step is done once; a step that failed (Kafka unreachable) is retried by
+    :func:`announce_node`."""
+
+    def __init__(self, broker: Broker, node: str) -> None:
+        self._broker = broker
+        self._node = node
+        self.loaded = not broker.log.shared
+        self.taken_over = not broker.log.shared
+
+    @property
+    def done(self) -> bool:
+        return self.loaded and self.taken_over
+
+    async def run(self) -> None:
+        """Do the steps not yet done; raises StorageError if one fails."""
+        self._broker.cluster.node_id = self._node
+        if not self.loaded:
+            await self._broker.wills.load(self._node)
+            self.loaded = True
+        if not self.taken_over:
+            await self._broker.take_over_dead_nodes(own=True)
+            self.taken_over = True
+
+    async def try_run(self) -> None:
+        """:meth:`run`, logging a failure (the announce loop retries)."""
+        try:
+            await self.run()
+        except StorageError as exc:
+            log.warning("node %s: its earlier run's wills not yet taken up: %s", self._node, exc)
+
+
+async def announce_node(
+    context: ServerContext, node: str, ports: dict[str, int], start: NodeStart | None = None
+) -> None:
     """Refresh this node's record every :data:`ANNOUNCE_SECONDS` (and take over what
     dead nodes left, if this node is the one to), and in between whenever its shared
     groups' progress moved (:data:`PROGRESS_SECONDS`); remove the record on a clean
-    stop."""
+    stop. ``start``: the node's start steps (done before the listeners, normally);
+    those not done yet are done first."""
     broker = context.broker
     broker.cluster.node_id = node
-    first = True
+    start = start or NodeStart(broker, node)
     try:
         while True:
             try:
-                if first:  # the pending wills this node's earlier run waited for
-                    await broker.wills.load(node)
-                # what dead nodes left (and, once, this node's own earlier run)
-                await broker.take_over_dead_nodes(own=first)
-                first = False
+                if start.done:  # what dead nodes left
+                    await broker.take_over_dead_nodes()
+                else:
+                    await start.run()
                 await broker.cluster.announce(node, _info(context, ports))
                 broker.shares.start(node)  # joins only once the record exists
             except StorageError as exc:

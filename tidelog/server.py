@@ -39,7 +39,7 @@ from tidelog.context import ServerConfig, ServerContext
 from tidelog.engine import Broker
 from tidelog.errors import TidelogError
 from tidelog.mesh.node import Mesh
-from tidelog.node import announce_node, node_id
+from tidelog.node import NodeStart, announce_node, node_id
 from tidelog.protocols.mqtt.server import serve_tcp, serve_tls
 from tidelog.security import Security, load_security
 from tidelog.security.config import is_loopback
@@ -178,6 +178,8 @@ async def _run_broker_and_listeners(
     async with tidelog.open(config.storage, **options) as broker:
         mesh = await Mesh.open(broker, node_id(config, broker.shared), config.links)
         broker.cluster.node_id = mesh.node_id  # one id: the mesh's and the cluster's
+        start = NodeStart(broker, mesh.node_id)
+        await start.try_run()  # before the listeners: see NodeStart
         context = ServerContext.create(config, broker, security, mesh)
         state = await broker.log_state()
         log.info(
@@ -214,7 +216,7 @@ async def _run_broker_and_listeners(
                     await nursery.start(context.webhooks.run)
                 if config.sys_interval is not None and any(n.startswith("MQTT") for n in ports):
                     nursery.start_soon(publish_sys_topics, context, config.sys_interval)
-                nursery.start_soon(announce_node, context, mesh.node_id, ports)
+                nursery.start_soon(announce_node, context, mesh.node_id, ports, start)
                 task_status.started(RunningServer(context, ports))
         # the listeners only end when cancelled; leaving the broker block commits and
         # flushes everything already accepted before the log closes

@@ -18,6 +18,7 @@ from paho.mqtt.properties import Properties as PahoProperties
 
 from tests.cluster.conftest import collect, start_node
 from tests.protocols.mqtt.server_helpers import Client, clients, wait_for
+from tidelog.engine.cluster import claim_node
 from tidelog.engine.wills import parse_key
 from tidelog.storage import open_log
 from tidelog.testing.server import ServerProcess
@@ -187,7 +188,7 @@ async def stored_will(
         with trio.fail_after(20):
             while True:
                 owners = {
-                    parse_key(key)[1]
+                    claim_node(parse_key(key)[1] or "")  # owner: the connection's claim
                     for key in await log.list_state(namespace)
                     if parse_key(key)[0] == client_id
                 }

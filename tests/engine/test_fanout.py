@@ -124,3 +124,19 @@ async def test_handled_end_is_the_first_offset_not_taken(backend: BackendUnderTe
         assert [e.offset for e, _ in feed.receive_nowait()] == [6]
         assert feed.handled_end == 8  # 7 does not match
         feed.close()
+
+
+async def test_requeued_deliveries_merge_in_log_order(backend: BackendUnderTest) -> None:
+    """Two shared-group members leave: the first hands back 0-4, the second 5-9 (a
+    later range, requeued after): the buffer stays in log order, so the position a
+    leave hands back from (handled_end) is 0, not 5 (which would lose 0-4)."""
+    async with tidelog.open(backend.url) as broker:
+        feed = broker.open_feed()
+        feed.subscribe("t")
+        await broker.publish_many([NewEvent("t", b"%d" % i) for i in range(12)])
+        taken = feed.receive_nowait(10)  # two members took 0-4 and 5-9; 10, 11 buffered
+        feed.requeue(taken[:5])
+        feed.requeue(taken[5:])
+        assert feed.handled_end == 0
+        assert [e.offset for e, _ in feed.receive_nowait()] == list(range(12))
+        feed.close()

@@ -131,6 +131,24 @@ async def test_a_pending_will_is_published_after_a_restart(
         assert await log.list_state("wills") == {}
 
 
+async def test_a_pending_will_of_a_client_id_with_unit_separators_survives_a_restart(
+    durable_backend: BackendUnderTest, clock: ManualClock
+) -> None:
+    """On an unshared log a will's key is the client id as it is, even one that looks
+    like a shared log's key (U+001F inside): it is loaded after a restart and its client
+    coming back cancels it."""
+    url = durable_backend.url
+    client = "odd\x1fid\x1fwith\x1fseparators"
+    options = {"clock": clock, "session_expiry_check_seconds": 0.01}
+    async with tidelog.open(url, **options) as broker:
+        broker.set_will(client, NewEvent("will/odd", b"gone"), delay=5)
+    async with tidelog.open(url, **options) as broker:
+        assert len(broker.wills) == 1
+        assert broker.cancel_will(client)
+    async with open_log(url) as log:
+        assert await log.list_state("wills") == {}
+
+
 async def test_unreadable_stored_state_is_set_aside_not_fatal(
     durable_backend: BackendUnderTest, caplog: pytest.LogCaptureFixture
 ) -> None:

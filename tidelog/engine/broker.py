@@ -183,6 +183,8 @@ class Broker:
             max_batch_bytes=options.max_batch_bytes,
             max_pending_bytes=options.max_pending_bytes,
         )
+        self.cluster = ClusterRegistry(log, self._state_writer, clock, self.publish_many)
+        """The nodes serving this log (several on a shared log: ``kafka://``)."""
         self.wills = WillStore(
             log,
             self._state_writer,
@@ -191,17 +193,18 @@ class Broker:
             clock,
             recheck=options.session_expiry_check_seconds,
             node=lambda: self.cluster.node_id,
+            claims=self.cluster.claims,
         )
-        self.cluster = ClusterRegistry(log, self._state_writer, clock, self.publish_many)
-        """The nodes serving this log (several on a shared log: ``kafka://``)."""
         self._follow_scope = trio.CancelScope()
         self._claims_scope = trio.CancelScope()
         self._shared: dict[tuple[str, str], tuple[Feed, list[int]]] = {}
         self._adopted_shares: set[str] = set()
         """Durable shared subscriptions' cursors whose stale leases this process ended."""
         self.shares = ClusterShares(log, nursery, self.publish_nowait)
-        self._recordless: dict[str, int] = {}
         """On a shared log: which node delivers each event of a shared group."""
+        self._recordless: dict[str, int] = {}
+        self._willless: set[str] = set()
+        """Nodes with pending wills waiting on them and no record at the last pass."""
         self._topic_counts: Counter[str] = Counter()
         self._commit_hooks: list[Callable[[list[Event]], None]] = []
         self._waiting_reads = 0
@@ -337,6 +340,7 @@ class Broker:
         self._recordless = {
             node: self._recordless.get(node, self.end_offset) for node in recordless
         }
+        await self._take_over_recordless_wills(known)
         for record in dead:
             node = str(record["id"])
             groups = self.shares.leave_for(node, record.get("shares"))
@@ -351,6 +355,16 @@ class Broker:
             )
             taken.append(node)
         return taken
+
+    async def _take_over_recordless_wills(self, known: set[str]) -> None:
+        """Take over the wills waiting on a node with no record two passes in a row
+        (``known``: the nodes with one, if this node is the one to take over): a node
+        that stopped cleanly removed its record but left its delayed wills."""
+        orphaned = await self.wills.waiters() - known if known else set()
+        for node in sorted(orphaned & self._willless):
+            wills = await self.wills.adopt(node, self.clock())
+            log.warning("node %s has no record: took its %d pending wills over", node, wills)
+        self._willless = orphaned
 
     def _route(self, events: list[Event]) -> None:
         if self.log.shared:

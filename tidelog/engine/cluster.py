@@ -32,7 +32,16 @@ NAMESPACE = "cluster"
 ANNOUNCE_SECONDS = 2.0
 """How often a node refreshes its record; after three missed refreshes it counts as gone."""
 CLIENTS = "cluster.clients"
-"""State namespace: client id -> the node it last connected to."""
+"""State namespace: client id -> the claim of its last connection, a token
+``<node>␞<nonce>`` (:func:`claim_node` reads the node; older values are a bare node)."""
+TOKEN_SEP = "\x1e"
+"""Separates the node and the nonce of a claim token (see :data:`CLIENTS`)."""
+
+
+def claim_node(token: str) -> str:
+    """The node of a claim token (a bare node id, as stored before tokens, is itself)."""
+    return token.split(TOKEN_SEP, 1)[0]
+
 CLAIMS = "$cluster/claims"
 """Log topic of takeover requests: ``{"client": id, "node": claimant, "owner": node,
 "nonce": n}``; the owner node closes its connection of that client (MQTT 5 reason
@@ -57,6 +66,8 @@ class ClusterRegistry:
         self._local: dict[str, Any] | None = None
         self._claim_handler: ClaimHandler | None = None
         self._releases: dict[str, trio.Event] = {}
+        self.claims: dict[str, str] = {}
+        """Client id: the token this node's last claim of it wrote (its wills record it)."""
         self.takeover_timeout = 10.0
         """Seconds a claim waits for the owner node's release before going on without it."""
 
@@ -162,8 +173,9 @@ class ClusterRegistry:
         if not self._log.shared or node is None:
             return False
         raw = await self._log.get_state(CLIENTS, client_id)
-        owner = raw.decode() if raw is not None else None
-        await self._writer.put(CLIENTS, {client_id: node.encode()})
+        owner = claim_node(raw.decode()) if raw is not None else None
+        token = self.claims[client_id] = f"{node}{TOKEN_SEP}{uuid.uuid4().hex[:16]}"
+        await self._writer.put(CLIENTS, {client_id: token.encode()})
         if owner is None or owner == node:
             return False
         if not await self._alive(owner):

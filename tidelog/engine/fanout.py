@@ -30,6 +30,7 @@ starts in catch-up at an old offset). Memory per feed is bounded by
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import operator
 from collections.abc import Callable
@@ -48,6 +49,11 @@ Delivery = tuple[Event, tuple["FeedSubscription", ...]]
 
 _TOPIC = operator.attrgetter("topic")
 _PROPERTIES = operator.attrgetter("properties")
+
+
+def _offset(delivery: Delivery) -> int:
+    return delivery[0].offset
+
 
 DEFAULT_FEED_MAX_EVENTS = 10_000
 DEFAULT_FEED_MAX_BYTES = 16 * 1024 * 1024
@@ -215,10 +221,18 @@ class Feed:
             await self._lot.park()
 
     def requeue(self, deliveries: list[Delivery]) -> None:
-        """Put deliveries a consumer took but could not hand on back at the front
-        (a shared-group member that left). May exceed the bound by their number."""
+        """Put deliveries a consumer took but could not hand on back into the buffer
+        (a shared-group member that left, a hand-back's page), merged by offset so the
+        buffer stays in log order: :attr:`handled_end` (the position a shared group
+        hands back from) reads its first entry. Deliveries all below the buffer's first
+        are put in front as given (retained messages keep their order). May exceed the
+        bound by their number."""
         if deliveries:
-            self._buffer[:0] = deliveries
+            if self._buffer and max(_offset(d) for d in deliveries) > _offset(self._buffer[0]):
+                ordered = sorted(deliveries, key=_offset)
+                self._buffer = list(heapq.merge(ordered, self._buffer, key=_offset))
+            else:
+                self._buffer[:0] = deliveries
             self._buffer_bytes += sum(len(e.payload) for e, _ in deliveries)
             self._wake()
 

@@ -35,14 +35,15 @@ compare-and-set: a node's late delete must not remove a will another node has
 stored meanwhile (a client taken over from node A by node B: A's disarm may
 reach Kafka after B's arm). So on a shared log every stored will has a key of
 its own, :func:`will_key`: ``client, owner, waiter, nonce`` joined by
-:data:`SEP`, where ``owner`` is the node the client was connected to,
+:data:`SEP`, where ``owner`` is the claim token of the client's connection
+(``ClusterRegistry.claim_client``: its node and a nonce),
 ``waiter`` the node that publishes the will when due, and the nonce makes the
 key unique. A node deletes only keys it holds (its own armed wills, the
 pending wills it waits for, a dead node's keys it took over), so a delete can
 only ever remove the will it meant: compare-and-delete by key. Whether the
 client came back meanwhile is decided when the will is due: it is published
-only if its key is still stored and the client's owner (``cluster.clients``,
-written by the node the client connects to) is still ``owner``. On an unshared
+only if its key is still stored and the client's claim (``cluster.clients``,
+written by each connection) is still ``owner``. On an unshared
 log the key is the client id, as it always was.
 """
 
@@ -55,7 +56,7 @@ from typing import Any
 
 import trio
 
-from tidelog.engine.cluster import CLIENTS
+from tidelog.engine.cluster import CLIENTS, TOKEN_SEP, claim_node
 from tidelog.engine.state_writer import UNREADABLE, StateWriter, report_unreadable
 from tidelog.errors import TidelogError
 from tidelog.storage import EventLog, NewEvent
@@ -70,10 +71,11 @@ SEP = "\x1f"
 log = logging.getLogger(__name__)
 
 
-def will_key(client: str, owner: str, waiter: str) -> str:
-    """A shared log's key of one stored will: unique, and naming the node the client
-    was on (``owner``) and the node that publishes it (``waiter``)."""
-    return SEP.join((client, owner, waiter, uuid.uuid4().hex[:16]))
+def will_key(client: str, owner: str, waiter: str, nonce: str | None = None) -> str:
+    """A shared log's key of one stored will: unique, and naming the client's claim
+    (``owner``) and the node that publishes it (``waiter``). ``nonce``: a taken-over
+    will keeps its old key's, so taking it over again gives the same key."""
+    return SEP.join((client, owner, waiter, nonce or uuid.uuid4().hex[:16]))
 
 
 def parse_key(key: str) -> tuple[str, str | None, str | None]:
@@ -97,6 +99,7 @@ class WillStore:
         clock: Clock = wall_clock_ms,
         recheck: float = 1.0,
         node: Callable[[], str | None] = lambda: None,
+        claims: dict[str, str] | None = None,
     ) -> None:
         self._log = log
         self._clock = clock
@@ -106,6 +109,8 @@ class WillStore:
         self._publish = publish
         self._node = node
         """This node's id on a shared log (None until it is known)."""
+        self._claims = {} if claims is None else claims
+        """Client id: the token of this node's claim of it (``ClusterRegistry.claims``)."""
         self._scopes: dict[str, trio.CancelScope] = {}
         """Stored key of each will waited for here: its task."""
         self._local: dict[str, str] = {}
@@ -117,20 +122,32 @@ class WillStore:
     def __len__(self) -> int:
         return len(self._scopes)
 
-    def _key(self, client: str, owner: str | None = None) -> str:
-        """The key to store a new will of ``client`` under (see the module's doc)."""
+    def _key(self, client: str, owner: str | None = None, taken: str | None = None) -> str:
+        """The key to store a new will of ``client`` under (see the module's doc);
+        ``taken``: the key of the will it takes over (whose nonce it keeps)."""
         if not self._log.shared:
             return client
         node = self._node() or ""
-        return will_key(client, node if owner is None else owner, node)
+        if owner is None:  # the client's connection here: its claim's token
+            owner = self._claims.get(client, node)
+        nonce = None if taken is None else taken.rsplit(SEP, 1)[-1]
+        return will_key(client, owner, node, nonce)
+
+    def _parse(self, key: str) -> tuple[str, str | None, str | None]:
+        """:func:`parse_key` on a shared log; on an unshared log the key is the client id
+        as it is (never parsed: a client id may contain :data:`SEP`)."""
+        return parse_key(key) if self._log.shared else (key, None, None)
 
     async def load(self, waiter: str | None = None) -> int:
         """Schedule the wills stored by an earlier run (due ones are published at once).
         On a shared log, with ``waiter`` this node's id: those this node waited for."""
         loaded = 0
         for key, raw in (await self._log.list_state(NAMESPACE)).items():
-            _, owner, waits = parse_key(key)
-            if waits == waiter and key not in self._scopes:
+            _, owner, waits = self._parse(key)
+            # owner None on a shared log: a will stored before keys named nodes (an
+            # upgrade): every node loads it; the first to publish it deletes it
+            old = owner is None and self._log.shared
+            if (waits == waiter or old) and key not in self._scopes:
                 loaded += self._schedule_stored(key, raw, owner)
         return loaded
 
@@ -145,11 +162,16 @@ class WillStore:
             client, owner, waiter = parse_key(key)
             if waiter != dead or owner is None or key in self._scopes:
                 continue
-            new = self._key(client, owner)
+            new = self._key(client, owner, key)
+            if new in self._scopes:  # taken over already (its old key not yet deleted)
+                continue
             self._writer.put_nowait(NAMESPACE, {new: raw, key: None})
             adopted += self._schedule_stored(new, raw, owner, durable=False)
         for key, raw in (await self._log.list_state(ARMED)).items():
             client, owner, waiter = parse_key(key)
+            if owner is None and key not in self._armed:  # stored before keys named nodes
+                owner = await self._client_owner(client)
+                waiter = None if owner is None else claim_node(owner)
             if waiter != dead or owner is None or key in self._armed:
                 continue
             try:
@@ -162,7 +184,9 @@ class WillStore:
                 stored.topic, stored.payload, stored.qos, stored.retain, stored.properties
             )
             due = lost_at + stored.timestamp
-            new = self._key(client, owner)
+            new = self._key(client, owner, key)
+            if new in self._scopes:  # taken over already (its old key not yet deleted)
+                continue
             record = encode_record(will, due)
             self._writer.put_nowait(NAMESPACE, {new: record})
             self._writer.put_nowait(ARMED, {key: None})  # after: the writer keeps order
@@ -175,6 +199,11 @@ class WillStore:
             self._start(new, client, will, due, record, owner)
             adopted += 1
         return adopted
+
+    async def waiters(self) -> set[str]:
+        """Shared log: the nodes the stored pending wills wait on."""
+        waiters = (parse_key(key)[2] for key in await self._log.list_state(NAMESPACE))
+        return {node for node in waiters if node is not None}
 
     def arm(self, client: str, will: NewEvent, delay: float) -> str:
         """Shared log: store a connected client's will (and its delay, in the record's
@@ -197,7 +226,7 @@ class WillStore:
         """Wait for a stored will (published at once if it is due). ``durable=False``: its
         write is queued, not yet durable (the task waits for it before the will is due:
         else the check that it is still stored could miss it)."""
-        client = parse_key(key)[0]
+        client = self._parse(key)[0]
         try:
             stored = decode_record(0, raw)
         except UNREADABLE as exc:
@@ -220,7 +249,7 @@ class WillStore:
         if delay > 0:
             record = encode_record(will, due)
             self._writer.put_nowait(NAMESPACE, {key: record})  # before anything can cancel it
-        self._start(key, client, will, due, record, parse_key(key)[1])
+        self._start(key, client, will, due, record, self._parse(key)[1])
 
     def cancel(self, client: str) -> bool:
         """Drop the pending will of ``client`` set on this node; False if there was none.
@@ -241,6 +270,16 @@ class WillStore:
         self._scopes.clear()
         self._local.clear()
 
+    async def _client_owner(self, client: str) -> str | None:
+        """The claim of ``client``'s last connection (``cluster.clients``: a token, or a
+        bare node id if stored before tokens), if known."""
+        try:
+            now = await self._log.get_state(CLIENTS, client)
+        except TidelogError as exc:
+            log.warning("owner of client %r not read: %s", client, exc)
+            return None
+        return None if now is None else now.decode("utf-8", "replace")
+
     async def _still_due(self, key: str, client: str, owner: str | None) -> bool:
         """On a shared log: whether the will is still stored under ``key`` and its client
         has not connected to another node since (``owner`` still owns it)."""
@@ -253,7 +292,11 @@ class WillStore:
         except TidelogError as exc:
             log.warning("pending will of %r not checked (%s): publishing it", client, exc)
             return True
-        return now is None or now.decode("utf-8", "replace") == owner
+        if now is None:
+            return True
+        token = now.decode("utf-8", "replace")
+        # the same connection's claim (a will stored before tokens names a bare node)
+        return token == owner or (TOKEN_SEP not in owner and claim_node(token) == owner)
 
     def _start(
         self,
@@ -266,7 +309,7 @@ class WillStore:
     ) -> None:
         scope = trio.CancelScope()
         self._scopes[key] = scope
-        if self._node() in (owner, None) or not self._log.shared:
+        if owner is None or self._node() in (claim_node(owner), None) or not self._log.shared:
             self._local[client] = key  # its client connecting here again cancels it
         self._nursery.start_soon(self._run, key, client, will, due, record, owner, scope)
 
