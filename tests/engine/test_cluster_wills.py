@@ -10,6 +10,7 @@ import trio
 
 import tidelog
 from tests.kafka_broker import KafkaCluster
+from tests.protocols.mqtt.server_helpers import RawClient
 from tests.storage.backends import ManualClock
 from tidelog.engine import Broker
 from tidelog.engine.cluster import CLIENTS, claim_node
@@ -268,3 +269,30 @@ async def test_taking_a_dead_nodes_wills_over_twice_publishes_each_once(
                 await trio.sleep(0.02)
         await trio.sleep(0.3)
         assert sorted(await published(a)) == [b"offline", b"y offline"]
+
+
+async def test_a_nodes_claim_tokens_are_dropped_when_their_connections_end(
+    kafka: KafkaCluster,
+) -> None:
+    """A connection's claim token is kept while it lives (its wills are keyed with it)
+    and dropped when it ends: a node that many client ids visit keeps none of theirs."""
+    url = kafka.url(f"wills-{uuid.uuid4().hex[:10]}")
+    config = ServerConfig(storage=url, node_id="n", mqtt_port=0, http_port=None, ws_port=None)
+    async with trio.open_nursery() as nursery:
+        running: RunningServer = await nursery.start(run_server, config)
+        port = running.ports["MQTT"]
+
+        def visit(client_id: str) -> RawClient:
+            client = RawClient(port, level=5)
+            client.connect(client_id)
+            return client
+
+        visitors = [await trio.to_thread.run_sync(visit, f"c{i}") for i in range(3)]
+        claims = running.broker.cluster.claims
+        assert sorted(claims) == ["c0", "c1", "c2"]
+        for visitor in visitors:
+            visitor.close()
+        with trio.fail_after(20):
+            while claims:
+                await trio.sleep(0.02)
+        nursery.cancel_scope.cancel()

@@ -42,6 +42,7 @@ def claim_node(token: str) -> str:
     """The node of a claim token (a bare node id, as stored before tokens, is itself)."""
     return token.split(TOKEN_SEP, 1)[0]
 
+
 CLAIMS = "$cluster/claims"
 """Log topic of takeover requests: ``{"client": id, "node": claimant, "owner": node,
 "nonce": n}``; the owner node closes its connection of that client (MQTT 5 reason
@@ -192,6 +193,12 @@ class ClusterRegistry:
         finally:
             del self._releases[nonce]
         return True
+
+    def forget_claim(self, client_id: str) -> None:
+        """The client id's last connection here has ended (its will, if any, is keyed
+        with the token already): drop the token, so that the claims of a node kept
+        up by many client ids over time stay bounded by its connections."""
+        self.claims.pop(client_id, None)
 
     async def _alive(self, node: str) -> bool:
         raw = await self._log.get_state(NAMESPACE, node)

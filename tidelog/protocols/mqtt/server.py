@@ -150,6 +150,7 @@ class MQTTServer:
         """``connection`` has closed (its session saved, its will handed over)."""
         if self.connections.get(client_id) is connection:
             del self.connections[client_id]
+            self.broker.cluster.forget_claim(client_id)
 
     def publish_sys(self, messages: dict[str, bytes]) -> None:
         """Send ``$SYS`` values (QoS 0) to connected clients subscribed to them, and keep
