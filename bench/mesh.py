@@ -274,7 +274,7 @@ async def _latency(origin: int, far: int, rate: int, seconds: float) -> dict[str
         publisher = await ClientConnection.open(Target(HOST, origin), "bench-lat-pub", 4)
         step = 0.01  # a hundred sends a second: rate/100 messages each
         per_step = max(1, int(rate * step))
-        started = time.monotonic()
+        started = trio.current_time()  # trio's clock: sleep_until takes its deadlines
         sent = 0
 
         async def drain() -> None:
