@@ -42,7 +42,6 @@ import contextlib
 import json
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,14 +52,12 @@ from typing import Any
 import httpx
 import trio
 
-from bench.brokers import HOST, REPO, Mosquitto, RunningBroker, free_port, spawn
+from bench.brokers import HOST, Mosquitto, RunningBroker, free_port, spawn
+from bench.mesh_live import FILTER, count_at, head, link_alone, live, load, rate_of
+from bench.mesh_live import env as _env
 from bench.process_stats import process_cpu_seconds
 from tidelog.protocols.mqtt import Packet, Puback, Publish
 from tidelog.testing.mqtt_client import ClientConnection, Target, encoded_ack
-
-FILTER = "tidelog-bench/#"
-SEQ = struct.Struct(">Q")
-"""bench/mqtt_load.py's payloads start with the message's sequence number."""
 
 
 def _tidelog_argv(workdir: Path, name: str, mqtt: int, http: int, config: str) -> list[str]:
@@ -83,113 +80,6 @@ def _tidelog_argv(workdir: Path, name: str, mqtt: int, http: int, config: str) -
         "--log-level",
         "warning",
     ]
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return {**os.environ, "PYTHONPATH": str(REPO)}
-
-
-def _load(port: int, messages: int) -> dict[str, Any]:
-    """One ``qos1-publish-w1000`` run (a subprocess, as the suite runs it)."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.mqtt_load",
-            "--port",
-            str(port),
-            "--scenario",
-            "qos1-publish-w1000",
-            "--messages",
-            str(messages),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO,
-        env=_env(),
-    ).stdout
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return result
-
-
-def _rate(result: dict[str, Any]) -> float:
-    for key in ("rate", "msgs_per_second", "messages_per_second"):
-        if key in result:
-            return float(result[key])
-    raise KeyError(f"no rate in {result}")
-
-
-async def _head(http: int) -> int:
-    async with httpx.AsyncClient() as client:
-        stats = (await client.get(f"http://{HOST}:{http}/v1/stats", timeout=10)).json()
-    return int(stats["state"]["next_offset"])
-
-
-async def _count_at(
-    port: int,
-    expected: int,
-    ready: trio.Event,
-    idle: float = 15.0,
-    armed: trio.Event | None = None,
-) -> dict[str, Any]:
-    """Subscribe at QoS 1 and count deliveries until ``expected`` arrived (or ``idle``
-    seconds pass without one, counted once ``armed`` is set: an outage is not idleness);
-    the time of the last one, losses and duplicates."""
-    client = await ClientConnection.open(Target(HOST, port), "bench-far-side", 4)
-    await client.subscribe(FILTER, 1)
-    ready.set()
-    seen: set[int] = set()
-    duplicates = 0
-    last = time.monotonic()
-    try:
-        while len(seen) < expected:
-            with trio.move_on_after(idle) as scope:
-                packets = await client.receive_packets()
-            if scope.cancelled_caught:
-                if armed is None or armed.is_set():
-                    break
-                continue
-            acks = bytearray()
-            for packet in packets:
-                if isinstance(packet, Publish):
-                    seq = SEQ.unpack_from(packet.payload)[0]
-                    if seq in seen:
-                        duplicates += 1
-                    seen.add(seq)
-                    if packet.packet_id is not None:
-                        acks += encoded_ack(Puback, packet.packet_id, 4)
-            last = time.monotonic()
-            if acks:
-                await client.send(acks)
-    finally:
-        await client.close()
-    return {
-        "received": len(seen),
-        "lost": expected - len(seen),
-        "duplicates": duplicates,
-        "last": last,
-    }
-
-
-async def _live(publish_port: int, far_port: int, messages: int) -> dict[str, Any]:
-    ready = trio.Event()
-    result: dict[str, Any] = {}
-
-    async def count() -> None:
-        result.update(await _count_at(far_port, messages, ready))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(count)
-        await ready.wait()
-        started = time.monotonic()
-        load = await trio.to_thread.run_sync(_load, publish_port, messages)
-    result["ingest_rate"] = _rate(load)
-    result["rate"] = result["received"] / max(1e-9, result["last"] - started)
-    return result
 
 
 LATENCY = struct.Struct(">Qd")
@@ -324,14 +214,14 @@ async def _catch_up(
     before: dict[str, float | None] = {}
     while True:
         try:
-            head = await _head(http)
+            now_head = await head(http)
         except httpx.TransportError:
-            head = 0  # the HTTP listener may bind after the MQTT one the spawn waited for
+            now_head = 0  # the HTTP listener may bind after the MQTT one the spawn waited for
         now = time.monotonic()
-        if first is None and head > 0:
-            first = (now, head)
+        if first is None and now_head > 0:
+            first = (now, now_head)
             before = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
-        if head >= count:
+        if now_head >= count:
             break
         if now - started > timeout:
             raise TimeoutError(f"the receiver did not reach {count} events in {timeout} s")
@@ -358,7 +248,11 @@ async def run(messages: int, outage: int | None = None, only: str | None = None)
             workdir, "origin", origin_mqtt, origin_http, '[node]\nid = "origin"\n'
         )
         async with spawn("origin", origin_argv, workdir, origin_mqtt, env=_env()) as origin:
-            out["ingest"] = _rate(await trio.to_thread.run_sync(_load, origin.port, outage))
+            before = process_cpu_seconds(origin.pid)
+            out["ingest"] = rate_of(await trio.to_thread.run_sync(load, origin.port, outage))
+            after = process_cpu_seconds(origin.pid)
+            if before is not None and after is not None:
+                out["ingest_cpu_us_per_event"] = round((after - before) * 1e6 / outage, 1)
             receiver_mqtt, receiver_http = free_port(), free_port()
             config = (
                 '[node]\nid = "receiver"\n[[link]]\nname = "origin"\n'
@@ -373,13 +267,23 @@ async def run(messages: int, outage: int | None = None, only: str | None = None)
                 out["catch_up"] = await _catch_up(receiver_http, outage, cpu)
                 out["catch_up_cpu_us_per_event"] = cpu
                 out["catch_up_seconds_with_start"] = time.monotonic() - started
-                out["catch_up_extra"] = await _head(receiver_http) - outage  # appended twice
-                live = await _live(origin_mqtt, receiver_mqtt, messages)
-                out["tidelog_live"] = live
-                out["latency"] = await _latency(origin_mqtt, receiver_mqtt, 1000, 3.0)
-        out["line"] = await _line(workdir, messages)
-        out["mosquitto_live"] = await _mosquitto_pair(workdir, messages)
-        out["mosquitto_outage"] = await _mosquitto_outage(workdir, outage)
+                out["catch_up_extra"] = await head(receiver_http) - outage  # appended twice
+                pids = {"origin": origin.pid, "receiver": receiver.pid}
+                logs = (origin_http, receiver_http)
+                out["tidelog_link"] = await link_alone(origin_mqtt, messages, logs, pids)
+                out["tidelog_live"] = await live(
+                    origin_mqtt,
+                    receiver_mqtt,
+                    messages,
+                    logs=logs,
+                    pids=pids,
+                )
+                if only != "live":
+                    out["latency"] = await _latency(origin_mqtt, receiver_mqtt, 1000, 3.0)
+        out["line"] = await _line(workdir, messages, latency=only != "live")
+        out["mosquitto_live"] = await _mosquitto_pair(workdir, messages, latency=only != "live")
+        if only != "live":
+            out["mosquitto_outage"] = await _mosquitto_outage(workdir, outage)
     return out
 
 
@@ -394,24 +298,32 @@ async def _latency_only(workdir: Path) -> dict[str, Any]:
     return {"latency": one, "line": {"latency": three}, "mosquitto_live": mosquitto}
 
 
-async def _line(workdir: Path, messages: int, hops: int = 3) -> dict[str, Any]:
+async def _line(
+    workdir: Path, messages: int, hops: int = 3, *, latency: bool = True
+) -> dict[str, Any]:
     """Live rate and latency from a publisher on the first of ``hops + 1`` tidelogs in
     a line to a subscriber on the last."""
     async with _line_nodes(workdir, "line", hops) as ports:
-        result = await _live(ports[0][0], ports[-1][0], messages)
-        result["latency"] = await _latency(ports[0][0], ports[-1][0], 1000, 3.0)
+        logs = (ports[0][1], ports[-1][1])
+        pids = {f"node {i}": pid for i, (_, _, pid) in enumerate(ports)}
+        alone = await link_alone(ports[0][0], messages, logs, pids)
+        result = await live(ports[0][0], ports[-1][0], messages, logs=logs, pids=pids)
+        result["alone"] = alone
+        if latency:
+            result["latency"] = await _latency(ports[0][0], ports[-1][0], 1000, 3.0)
     return result
 
 
 @contextlib.asynccontextmanager
 async def _line_nodes(
     workdir: Path, prefix: str, hops: int
-) -> AsyncIterator[list[tuple[int, int]]]:
+) -> AsyncIterator[list[tuple[int, int, int]]]:
     """``hops + 1`` fresh tidelogs in a line, each pulling ``tidelog-bench/#`` from the
     one before (``transit`` after the first hop), links connected: their (MQTT, HTTP)
-    ports."""
+    ports and pids."""
     names = [f"{prefix}-{i}" for i in range(hops + 1)]
     ports = [(free_port(), free_port()) for _ in names]
+    pids: list[int] = []
     async with contextlib.AsyncExitStack() as stack:
         for i, name in enumerate(names):
             config = f'[node]\nid = "{name}"\n'
@@ -422,10 +334,13 @@ async def _line_nodes(
                     f'pull = ["{FILTER}"]\nmode = "{mode}"\n'
                 )
             argv = _tidelog_argv(workdir, name, ports[i][0], ports[i][1], config)
-            await stack.enter_async_context(spawn(name, argv, workdir, ports[i][0], env=_env()))
+            node = await stack.enter_async_context(
+                spawn(name, argv, workdir, ports[i][0], env=_env())
+            )
+            pids.append(node.pid)
         for i, (_, http) in enumerate(ports):
             await _connected(http, links=i > 0)
-        yield ports
+        yield [(mqtt, http, pid) for (mqtt, http), pid in zip(ports, pids, strict=True)]
 
 
 async def _connected(http: int, timeout: float = 60, *, links: bool = True) -> None:
@@ -448,7 +363,7 @@ async def _connected(http: int, timeout: float = 60, *, links: bool = True) -> N
                 await trio.sleep(0.05)
 
 
-async def _mosquitto_pair(workdir: Path, messages: int) -> dict[str, Any]:
+async def _mosquitto_pair(workdir: Path, messages: int, *, latency: bool = True) -> dict[str, Any]:
     peer = Mosquitto("mosquitto", "mosquitto 2", {})
     binary = peer.binary()
     if binary is None:
@@ -463,8 +378,10 @@ async def _mosquitto_pair(workdir: Path, messages: int) -> dict[str, Any]:
         )
         async with spawn("mosquitto-bridged", [binary, "-c", str(config)], workdir, port) as b:
             await _bridge_ready(first, b)
-            result = await _live(first.port, b.port, messages) if messages else {}
-            result["latency"] = await _latency(first.port, b.port, 1000, 3.0)
+            pids = {"first": first.pid, "bridged": b.pid}
+            result = await live(first.port, b.port, messages, pids=pids) if messages else {}
+            if latency:
+                result["latency"] = await _latency(first.port, b.port, 1000, 3.0)
             return result
 
 
@@ -491,13 +408,13 @@ async def _mosquitto_outage(workdir: Path, messages: int) -> dict[str, Any]:
             result: dict[str, Any] = {}
 
             async def count() -> None:
-                result.update(await _count_at(port, messages, ready, armed=restored))
+                result.update(await count_at(port, messages, ready, armed=restored))
 
             async with trio.open_nursery() as counting:
                 counting.start_soon(count)
                 await ready.wait()
                 proxy.cut()
-                await trio.to_thread.run_sync(_load, first.port, messages)
+                await trio.to_thread.run_sync(load, first.port, messages)
                 proxy.restore()
                 restored.set()
         nursery.cancel_scope.cancel()
@@ -575,7 +492,7 @@ async def _bridge_ready(first: RunningBroker, second: RunningBroker) -> None:
 
 def _print_latency(result: dict[str, Any], which: str = "both") -> None:
     """The latency lines: one link (``one``), the three-hop line (``three``) or both."""
-    lat = result["latency"]
+    lat = result.get("latency", {})
     if which != "three" and "hop_p99_ms" in lat:
         print(
             f"latency at 1,000 msg/s, QoS 1: origin subscriber p50 {lat['origin_p50_ms']:.1f} "
@@ -584,7 +501,7 @@ def _print_latency(result: dict[str, Any], which: str = "both") -> None:
             f"p99 {lat['hop_p99_ms']:.1f} ms (per message: p50 {lat['each_hop_p50_ms']:.1f} ms "
             f"p99 {lat['each_hop_p99_ms']:.1f} ms)"
         )
-    lat3 = result["line"]["latency"]
+    lat3 = result["line"].get("latency", {})
     if which != "one" and "hop_p99_ms" in lat3:
         print(
             f"latency at 1,000 msg/s across three hops: p50 {lat3['far_p50_ms']:.1f} ms p99 "
@@ -603,13 +520,53 @@ def _print_latency(result: dict[str, Any], which: str = "both") -> None:
         )
 
 
+def _live_line(live: dict[str, Any], ingest: float) -> str:
+    """One live step: the link's rate (tidelog), the far subscriber's, the generator's
+    own, CPU per event and the machine's idle share (bench/mesh_live.py)."""
+    parts = []
+    if "link_rate" in live and "rate" not in live:
+        return (
+            f"{live['link_rate']:,.0f} events/s into the far log "
+            f"({live['link_rate'] / ingest:.2f}x ingest; the origin appended "
+            f"{live['origin_rate']:,.0f}/s, the far log {live['link_behind_ms']} ms behind at "
+            f"the end; {live['events_per_batch']:.0f} events per batch), no subscriber\n    "
+            + _cpu_line(live)
+        )
+    if "link_rate" in live:
+        parts.append(
+            "link {:,.0f} events/s into the far log ({:.2f}x ".format(
+                live["link_rate"], live["link_rate"] / ingest
+            )
+            + f"ingest; the origin appended {live['origin_rate']:,.0f}/s, the far log "
+            f"{live['link_behind_ms']} ms behind at the end; "
+            f"{live['events_per_batch']:.0f} events per batch)"
+        )
+    parts.append(
+        f"far QoS 1 subscriber {live['rate']:,.0f} msg/s ({live['rate'] / ingest:.2f}x ingest), "
+        f"lost {live['lost']}, duplicated {live['duplicates']}"
+    )
+    parts.append(_cpu_line(live))
+    return "\n    ".join(parts)
+
+
+def _cpu_line(live: dict[str, Any]) -> str:
+    cpu = ", ".join(f"{name} {us:.1f}" for name, us in live.get("cpu_us_per_event", {}).items())
+    return (
+        f"generator acked {live['ingest_rate']:,.0f} msg/s; CPU µs per event: {cpu}, generator "
+        f"{live['generator_cpu_us_per_message']:.1f}; machine idle {live.get('idle', 0):.0%}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.mesh", description=__doc__)
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--outage", type=int, default=None)
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
-        "--only", choices=("latency",), help="run only these steps (latency: one link, 3 hops)"
+        "--only",
+        choices=("latency", "live"),
+        help="run only these steps (latency: one link, 3 hops; live: ingest, catch-up and "
+        "the live rates, without latency and the mosquitto outage)",
     )
     args = parser.parse_args(argv)
     result = trio.run(run, args.messages, args.outage, args.only)
@@ -622,7 +579,10 @@ def main(argv: list[str] | None = None) -> int:
     ingest = result["ingest"]
     tl, mq = result["tidelog_live"], result["mosquitto_live"]
     print(f"messages per run: {args.messages}")
-    print(f"tidelog single-node QoS 1 ingest (qos1-publish-w1000): {ingest:,.0f} msg/s")
+    print(
+        f"tidelog single-node QoS 1 ingest (qos1-publish-w1000): {ingest:,.0f} msg/s, "
+        f"CPU {result.get('ingest_cpu_us_per_event', 0):.1f} µs per event"
+    )
     print(
         f"tidelog catch-up across one link after a {result['outage']:,}-event outage: "
         f"{result['catch_up']:,.0f} events/s ({result['catch_up'] / ingest:.2f}x ingest), "
@@ -637,27 +597,21 @@ def main(argv: list[str] | None = None) -> int:
             f"  CPU per event caught up: receiver {cpu['receiver']:.1f} µs, origin (sender) "
             f"{cpu['origin']:.1f} µs"
         )
-    print(
-        f"tidelog live across one link:      {tl['rate']:,.0f} msg/s at the far subscriber "
-        f"({tl['rate'] / ingest:.2f}x ingest), lost {tl['lost']}, duplicated {tl['duplicates']}"
-    )
+    print(f"tidelog live across one link, link alone: {_live_line(result['tidelog_link'], ingest)}")
+    print(f"tidelog live across one link, with a far subscriber: {_live_line(tl, ingest)}")
     _print_latency(result, "one")
     line = result["line"]
-    print(
-        f"tidelog live along a three-hop line: {line['rate']:,.0f} msg/s at the far subscriber "
-        f"({line['rate'] / ingest:.2f}x ingest), lost {line['lost']}, duplicated "
-        f"{line['duplicates']}"
-    )
+    print(f"tidelog live along a three-hop line, alone: {_live_line(line['alone'], ingest)}")
+    print(f"tidelog live along a three-hop line, with a subscriber: {_live_line(line, ingest)}")
     _print_latency(result, "three")
     if "rate" in mq:
         print(
-            f"mosquitto live across a bridge:    {mq['rate']:,.0f} msg/s at the far subscriber, "
-            f"lost {mq['lost']}, duplicated {mq['duplicates']}; tidelog/mosquitto "
-            f"{tl['rate'] / mq['rate']:.2f}x"
+            f"mosquitto live across a bridge: {_live_line(mq, ingest)}; tidelog/mosquitto "
+            f"at the far subscriber {tl['rate'] / mq['rate']:.2f}x"
         )
     else:
         print(f"mosquitto: {mq.get('unavailable')}")
-    mo = result["mosquitto_outage"]
+    mo = result.get("mosquitto_outage", {})
     if "received" in mo:
         print(
             f"mosquitto bridge across a {result['outage']:,}-message outage: received "

@@ -115,6 +115,12 @@ def test_transit_never_goes_back_to_a_node_on_the_path_and_stops_at_the_hop_limi
     assert not route.admits(event(3, provenance=via("a/x/1", "b/x/2", "c/x/3")))
 
 
+def test_transit_tells_the_peer_from_nodes_whose_ids_it_begins_or_ends() -> None:
+    route = Route("core", ("#",), "transit", 8)
+    assert route.admits(event(1, provenance=via("cor/x/5", "core-2/y/6", "edge.core/z/7")))
+    assert not route.admits(event(2, provenance=via("cor/x/5", "core/c/6", "core-2/y/7")))
+
+
 def stamped(origin: str, offset: int, hops: int) -> Properties:
     return Properties(
         user_properties=[

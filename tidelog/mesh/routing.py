@@ -28,7 +28,6 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from tidelog.mesh.stamps import stamped_hops, stamped_origin
-from tidelog.mesh.wire import hops
 from tidelog.storage.records import Event
 from tidelog.topics import compile_filter
 
@@ -73,10 +72,14 @@ class Route:
             return stamped_hops(event) < self.hop_limit and (
                 stamped is None or stamped[0] != self.peer
             )
-        path = hops(provenance)
-        if len(path) + stamped_hops(event) >= self.hop_limit:
+        path = provenance.hop_path
+        stamped = 0 if event.properties is None else stamped_hops(event)
+        if len(path) + stamped >= self.hop_limit:
             return False
-        return all(hop.node != self.peer for hop in path)
+        # a hop is node/incarnation/offset and a node id has no "/": the peer's own hops
+        # start with its id and a slash (per event, so no Hop objects: the transit hot path)
+        peer = self.peer + "/"
+        return not any(hop.startswith(peer) for hop in path)
 
 
 def closes_cycle(ours: Iterable[str], theirs: Iterable[str]) -> set[str]:

@@ -29,7 +29,7 @@ import trio
 from tidelog.concurrency import background_nursery
 from tidelog.mesh import wire
 from tidelog.mesh.config import LinkConfig
-from tidelog.mesh.routing import Route
+from tidelog.mesh.routing import MATCH_CACHE_TOPICS, Route
 from tidelog.mesh.status import LinkStatus
 from tidelog.protocols.mqtt.decoder import Decoder
 from tidelog.protocols.mqtt.encoder import encode
@@ -338,6 +338,10 @@ class LinkSession:
         position = await self._start_position(start)
         single = route.single_filter()
         rename = self.link.to_remote if self.link and self.link.remapped else None
+        # topic -> whether the link right, the prefixes and the live interest let it
+        # through: asked once per topic, not per event (emptied when the interest changes)
+        passes: dict[str, bool] = {}
+        passes_for: list[Matcher] | None = None
         while True:
             await self._credit.acquire()
             first = (await self.broker.log_state()).first_offset
@@ -348,14 +352,19 @@ class LinkSession:
                 position, single, limit=self.batch_events, wait=self.heartbeat_seconds
             )
             interest = self._interest_matchers
-            events = [
-                e
-                for e in result.events
-                if route.admits(e)
-                and (access is None or access.allows(Right.LINK, e.topic))
-                and (name := e.topic if rename is None else rename(e.topic)) is not None
-                and (interest is None or any(match(name) for match in interest))
-            ]
+            if interest is not passes_for:
+                passes.clear()
+                passes_for = interest
+            events = []
+            for e in result.events:
+                topic = e.topic
+                passed = passes.get(topic)
+                if passed is None:
+                    passed = _passes(topic, access, rename, interest)
+                    if len(passes) < MATCH_CACHE_TOPICS:
+                        passes[topic] = passed
+                if passed and route.admits(e):
+                    events.append(e)
             next_offset = max(result.next_offset, position)
             if events:
                 self._packet_id = self._packet_id % 0xFFFF + 1
@@ -436,6 +445,20 @@ class LinkSession:
         if nodes != self.sent_nodes:
             self.sent_nodes = nodes
             await self.channel.send(wire.control(wire.NODES, {"nodes": nodes}))
+
+
+def _passes(
+    topic: str,
+    access: Access | None,
+    rename: Callable[[str], str | None] | None,
+    interest: list[Matcher] | None,
+) -> bool:
+    """Whether a source may send an event on ``topic``: the peer's link right, a name
+    under the link's prefixes and the peer's live interest in that name."""
+    if access is not None and not access.allows(Right.LINK, topic):
+        return False
+    name = topic if rename is None else rename(topic)
+    return name is not None and (interest is None or any(match(name) for match in interest))
 
 
 def _renamed(events: list[NewEvent], rename: Callable[[str], str | None]) -> list[NewEvent]:

@@ -85,7 +85,9 @@ _RECORD_HEADER = struct.Struct(">BBQH")
 """The record format's (``tidelog.storage.records``, version 2) header and provenance
 tags, which :func:`encode_batch` writes directly."""
 _ORIGIN_NODE, _ORIGIN_OFFSET, _HOP = 0x03, 0x04, 0x05
-_ORIGIN_OFFSET_TAG = bytes((_ORIGIN_OFFSET,))
+_OFFSET_FIELD = struct.Struct(">BQ")
+_TAG = struct.Struct(">BH")
+"""A provenance field's tag and length (the value follows)."""
 _LOCAL_TAIL = struct.Struct(">BQBH")
 """A local event's origin offset (tag and value) and its hop's tag and length."""
 
@@ -167,6 +169,9 @@ def encode_batch(
     hop_prefix = f"{node}/{incarnation}/"
     hop_bytes = hop_prefix.encode()
     local_tail = _LOCAL_TAIL.pack
+    origins: dict[str, bytes] = {}
+    offset_tag = _OFFSET_FIELD.pack
+    tag = _TAG.pack
     header = _RECORD_HEADER.pack
     u16 = _U16.pack
     length = _LENGTH.pack
@@ -188,11 +193,16 @@ def encode_batch(
                 )
             )
         else:
-            parts = [_tagged(_ORIGIN_NODE, old.origin_node.encode())]
+            origin = origins.get(old.origin_node)
+            if origin is None:
+                origin = origins[old.origin_node] = _tagged(_ORIGIN_NODE, old.origin_node.encode())
+            parts = [origin]
             if old.origin_offset is not None:
-                parts += (_ORIGIN_OFFSET_TAG, _U64.pack(old.origin_offset))
-            parts += [_tagged(_HOP, h.encode()) for h in old.hop_path]
-            parts.append(_tagged(_HOP, hop_bytes + digits))
+                parts.append(offset_tag(_ORIGIN_OFFSET, old.origin_offset))
+            for hop in old.hop_path:
+                raw = hop.encode()
+                parts += (tag(_HOP, len(raw)), raw)
+            parts += (tag(_HOP, len(hop_bytes) + len(digits)), hop_bytes, digits)
             block = b"".join(parts)
         flags = (event.qos & 0x03) | (0x04 if event.retain else 0) | 0x10
         if event.properties is None:
