@@ -293,6 +293,11 @@ class Broker:
         """Call ``hook(events)`` after every commit, after fan-out (e.g. metrics)."""
         self._commit_hooks.append(hook)
 
+    def remove_commit_hook(self, hook: Callable[[list[Event]], None]) -> None:
+        """Stop calling ``hook`` (added by :meth:`add_commit_hook`; absent: nothing)."""
+        with contextlib.suppress(ValueError):
+            self._commit_hooks.remove(hook)
+
     def _on_commit(self, events: list[Event]) -> None:
         if not self.log.shared:
             self._route(events)

@@ -73,8 +73,8 @@ class Route:
                 stamped is None or stamped[0] != self.peer
             )
         path = provenance.hop_path
-        stamped = 0 if event.properties is None else stamped_hops(event)
-        if len(path) + stamped >= self.hop_limit:
+        bridges = 0 if event.properties is None else stamped_hops(event)
+        if len(path) + bridges >= self.hop_limit:
             return False
         # a hop is node/incarnation/offset and a node id has no "/": the peer's own hops
         # start with its id and a slash (per event, so no Hop objects: the transit hot path)

@@ -31,11 +31,13 @@ from tidelog.mesh import wire
 from tidelog.mesh.config import LinkConfig
 from tidelog.mesh.routing import MATCH_CACHE_TOPICS, Route
 from tidelog.mesh.status import LinkStatus
+from tidelog.mesh.tail import LiveTail
 from tidelog.protocols.mqtt.decoder import Decoder
 from tidelog.protocols.mqtt.encoder import encode
 from tidelog.protocols.mqtt.packets import Disconnect, Packet, Pingreq, Pingresp, Puback, Publish
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.security import Access, Right
+from tidelog.storage.base import DEFAULT_READ_MAX_BYTES
 from tidelog.storage.records import NewEvent
 from tidelog.topics import Matcher, compile_filter, validate_topic_filter
 
@@ -334,6 +336,9 @@ class LinkSession:
     async def _source(
         self, route: Route, start: tuple[str, int] | None, access: Access | None
     ) -> None:
+        """Send this node's events from the receiver's position, a batch per credit. At
+        the head, committed events come from a :class:`LiveTail` (memory) instead of
+        the log; a wait for new events lasts at most a heartbeat."""
         me = self.mesh.identity
         position = await self._start_position(start)
         single = route.single_filter()
@@ -342,40 +347,51 @@ class LinkSession:
         # through: asked once per topic, not per event (emptied when the interest changes)
         passes: dict[str, bool] = {}
         passes_for: list[Matcher] | None = None
-        while True:
-            await self._credit.acquire()
-            first = (await self.broker.log_state()).first_offset
-            if position < first:
-                await self._send_gap(position, first, "retention")
-                position = first
-            result = await self.broker.read(
-                position, single, limit=self.batch_events, wait=self.heartbeat_seconds
-            )
-            interest = self._interest_matchers
-            if interest is not passes_for:
-                passes.clear()
-                passes_for = interest
-            events = []
-            for e in result.events:
-                topic = e.topic
-                passed = passes.get(topic)
-                if passed is None:
-                    passed = _passes(topic, access, rename, interest)
-                    if len(passes) < MATCH_CACHE_TOPICS:
-                        passes[topic] = passed
-                if passed and route.admits(e):
-                    events.append(e)
-            next_offset = max(result.next_offset, position)
-            if events:
-                self._packet_id = self._packet_id % 0xFFFF + 1
-                payload = wire.encode_batch(events, me.node_id, me.incarnation, rename)
-                self._inflight[self._packet_id] = next_offset
-                await self.channel.send(wire.events_packet(payload, self._packet_id, next_offset))
-                self.status.events_out += len(events)
-                self.status.batches_out += 1
-            else:
-                self._credit.release()
-            position = self._source_position = next_offset
+        tail = LiveTail(2 * self.batch_events, 2 * DEFAULT_READ_MAX_BYTES)
+        self.broker.add_commit_hook(tail.committed)
+        try:
+            while True:
+                await self._credit.acquire()
+                first = (await self.broker.log_state()).first_offset
+                if position < first:
+                    await self._send_gap(position, first, "retention")
+                    position = first
+                tail.arm()
+                page = tail.take(position, self.batch_events, DEFAULT_READ_MAX_BYTES)
+                if page is not None:
+                    candidates, next_offset = page, page[-1].offset + 1
+                else:
+                    result = await self.broker.read(position, single, limit=self.batch_events)
+                    candidates, next_offset = result.events, max(result.next_offset, position)
+                    if not candidates and next_offset >= self.broker.end_offset:
+                        await tail.wait(self.heartbeat_seconds)  # at the head: until a commit
+                interest = self._interest_matchers
+                if interest is not passes_for:
+                    passes.clear()
+                    passes_for = interest
+                events = []
+                for e in candidates:
+                    topic = e.topic
+                    passed = passes.get(topic)
+                    if passed is None:
+                        passed = _passes(topic, access, rename, interest)
+                        if len(passes) < MATCH_CACHE_TOPICS:
+                            passes[topic] = passed
+                    if passed and route.admits(e):
+                        events.append(e)
+                if events:
+                    self._packet_id = self._packet_id % 0xFFFF + 1
+                    payload = wire.encode_batch(events, me.node_id, me.incarnation, rename)
+                    self._inflight[self._packet_id] = next_offset
+                    packet = wire.events_packet(payload, self._packet_id, next_offset)
+                    await self.channel.send(packet)
+                    self.status.events_out += len(events)
+                    self.status.batches_out += 1
+                else:
+                    self._credit.release()
+                position = self._source_position = next_offset
+        finally:
+            self.broker.remove_commit_hook(tail.committed)
 
     async def _start_position(self, start: tuple[str, int] | None) -> int:
         me = self.mesh.identity
