@@ -11,9 +11,11 @@ Steps, each on fresh brokers in a temporary directory:
    ``tidelog-bench/#`` from the origin, which already holds those events (an
    outage that ended): events/s from the first event the receiver appended until
    its log has them all (``catch_up_seconds_with_start`` adds the process start);
-3. **live, tidelog**: a QoS 1 subscriber on the receiver, ``qos1-publish-w1000``
-   into the origin: events/s from the first publish to the last delivery at the
-   far side, with lost and duplicated messages counted;
+3. **live, tidelog** (:mod:`bench.mesh_live`): ``qos1-publish-w1000`` into the
+   origin, first with no subscriber (the link alone), then with a QoS 1
+   subscriber on the receiver: the link's events/s into the receiver's log (from
+   the two logs' timestamps) and the far subscriber's deliveries/s (first to
+   last), CPU per event of each process, lost and duplicated messages counted;
 4. **latency**: 1,000 QoS 1 messages/s for 3 s into the origin, received by a
    subscriber on the origin and one across the link: p50/p99 of each and the
    latency the link adds (the hop), arrivals taken from the kernel's receive
@@ -30,7 +32,8 @@ Steps, each on fresh brokers in a temporary directory:
 ``--outage`` (default ``--messages``) is the outage's size: the events the origin
 holds when the receiver of step 2 starts, and the messages of step 7; the live
 steps use ``--messages``. ``--only latency`` runs the latency steps alone (one
-link, the three-hop line, the mosquitto bridge), each on fresh brokers.
+link, the three-hop line, the mosquitto bridge), each on fresh brokers; ``--only
+live`` runs 1-3 and the live rates of 5 and 6, without latency and 7.
 
 Prints one line per step and the same-run ratios.
 """
