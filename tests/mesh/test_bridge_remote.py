@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 import trio
 
 import tidelog
@@ -58,6 +59,7 @@ async def _remote(
         channel = LinkChannel(stream, Decoder(role=Role.SERVER), 5)
         connect = await channel.receive()
         assert isinstance(connect, Connect)
+        channel.level = connect.protocol_level  # answer a 3.1.1 bridge in 3.1.1
         if connects is not None:
             connects.append(connect)
         await channel.send(Connack(False, ReasonCode.SUCCESS))
@@ -551,11 +553,22 @@ def test_stamps_copied_onto_a_republished_message_do_not_make_it_a_duplicate(
     trio.run(main)
 
 
-def test_a_new_bridge_starts_a_clean_session_once_then_resumes_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("version", "first"),
+    [
+        ("mqtt5", [True, False]),
+        # a 3.1.1 clean session ends at the disconnect: clear it, then connect persistent
+        ("mqtt311", [True, False, False]),
+    ],
+)
+def test_a_new_bridge_starts_a_clean_session_once_then_resumes_it(
+    tmp_path: Path, version: str, first: list[bool]
+) -> None:
     """The first CONNECT of a bridge starts clean (a session an earlier bridge of the
     same name left at the remote, with its QoS 2 packet ids, is not taken over); after
     a cut it resumes the session; deleted and created again, it starts clean again."""
     connects: list[Connect] = []
+    count = len(first)
 
     async def script(channel: LinkChannel, _number: int) -> None:
         await channel.stream.aclose()  # a cut right after the CONNACK
@@ -563,23 +576,23 @@ def test_a_new_bridge_starts_a_clean_session_once_then_resumes_it(tmp_path: Path
     async def main() -> None:
         async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
             port = await n.start(_remote, script, 0, connects)
-            table = {"name": "m", "url": f"mqtt://127.0.0.1:{port}", "bridge": "mqtt5",
+            table = {"name": "m", "url": f"mqtt://127.0.0.1:{port}", "bridge": version,
                      "push": ["t/#"], "reconnect_seconds": 0.05}  # fmt: skip
             mesh = await Mesh.open(broker, "edge", [])
             n.start_soon(mesh.run)
             await _running(mesh)
             await mesh.put_link(parse_link(table, "test"), "admin")
             with trio.fail_after(15):
-                while len(connects) < 2:
+                while len(connects) < count:
                     await trio.sleep(0.01)
             await mesh.delete_link("m")
-            assert [c.clean_start for c in connects[:2]] == [True, False]
-            count = len(connects)
+            assert [c.clean_start for c in connects[:count]] == first
+            start = len(connects)
             await mesh.put_link(parse_link(table, "test"), "admin")
             with trio.fail_after(15):
-                while len(connects) < count + 2:
+                while len(connects) < start + count:
                     await trio.sleep(0.01)
-            assert [c.clean_start for c in connects[count : count + 2]] == [True, False]
+            assert [c.clean_start for c in connects[start : start + count]] == first
             n.cancel_scope.cancel()
 
     trio.run(main)

@@ -102,10 +102,17 @@ async def run_bridge(
             try:
                 await Bridge(mesh, link, status, stream, bridge_bit=bridge_bit).run()
                 return
+            except SessionCleared:
+                continue  # the 3.1.1 bridge's first connection: now the persistent one
             except LinkRefused as exc:
                 if not bridge_bit or exc.code != ReasonCode.UNSUPPORTED_PROTOCOL_VERSION:
                     raise
         bridge_bit = False
+
+
+class SessionCleared(Exception):
+    """A new ``mqtt311`` bridge connected with a clean session and disconnected: the
+    remote dropped any session its client id had there; connect again, persistent."""
 
 
 def publisher_id(link: LinkConfig) -> str:
@@ -119,10 +126,12 @@ def position_key(link_name: str) -> str:
 
 
 def session_key(link_name: str) -> str:
-    """The state key (``mesh`` namespace) present once an MQTT 5 bridge has connected:
-    its first CONNECT starts a clean session (a remote session left by an earlier bridge
-    of the same name, with its QoS 2 packet ids, is not taken over); later ones
-    resume it."""
+    """The state key (``mesh`` namespace) present once a bridge has connected: its
+    first CONNECT starts a clean session (a remote session left by an earlier bridge
+    of the same name, with its QoS 2 packet ids and queued messages, is not taken
+    over); later ones resume it. A 3.1.1 clean session also ends at the disconnect,
+    so an ``mqtt311`` bridge's first connection only clears the remote's session and
+    hangs up (:class:`SessionCleared`); the next one opens the persistent session."""
     return f"bridge-session/{link_name}"
 
 
@@ -218,9 +227,7 @@ class Bridge:
         if self.level == 5:
             properties = Properties(session_expiry_interval=SESSION_EXPIRY)
         key = session_key(link.name)
-        # MQTT 5 only: a 3.1.1 clean session would also end at the disconnect, and the
-        # remote would queue nothing for the bridge across a cut
-        clean = self.level == 5 and key not in await self.broker.load_state(STATE_NAMESPACE)
+        clean = key not in await self.broker.load_state(STATE_NAMESPACE)
         await self.channel.send(
             Connect(
                 client_id=f"{self.mesh.node_id}-{link.name}",
@@ -242,6 +249,11 @@ class Bridge:
             raise LinkRefused(connack.reason_code, f"CONNACK {connack.reason_code.name}")
         if clean:
             await self.broker.save_state(STATE_NAMESPACE, {key: b"1"})
+            if self.level == 4:
+                # a 3.1.1 clean session would end at the disconnect, and the remote
+                # would queue nothing for the bridge across a cut: clear, then resume
+                await self.channel.send(Disconnect())
+                raise SessionCleared(link.name)
         if not connack.session_present:
             # the remote has no session (it never had one, or lost it restarting without
             # persistence): it holds no QoS 2 message awaiting PUBREL, so what we were
