@@ -240,9 +240,12 @@ class Mesh:
         self.cursor_filters = {c.topic_filter or "#" for c in await self.broker.cursors()}
 
     async def _cursor_filters_loop(self) -> None:
+        """Look for cursors created or deleted while some link is up (only a link's
+        interest reads them; :meth:`_serve` loads them afresh for the first one)."""
         while True:
             await trio.sleep(CURSOR_POLL_SECONDS)
-            await self._load_cursor_filters()
+            if self.sessions:
+                await self._load_cursor_filters()
 
     async def _checkpoints(self) -> None:
         while True:
@@ -467,6 +470,8 @@ class Mesh:
     ) -> None:
         """Run a handshaken session, registered as the peer's one link."""
         peer = session.peer
+        if not self.sessions:
+            await self._load_cursor_filters()  # not polled while no link was up
         self.sessions[peer] = session
         session.status.state = "connected"
         session.status.peer = peer
