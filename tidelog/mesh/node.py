@@ -40,6 +40,7 @@ from tidelog.errors import LinkConflictError, LinkNotFoundError, LogClosedError
 from tidelog.mesh import wire
 from tidelog.mesh.bridge import (
     forget_position,
+    forget_releasing,
     forget_stale_positions,
     run_bridge,
     store_start_position,
@@ -178,6 +179,8 @@ class Mesh:
         await self.broker.save_state(LINKS_NAMESPACE, {link.name: json.dumps(record).encode()})
         self._stop_dialer(link.name)
         self.releasing.pop(link.name, None)  # QoS 2 state of the old settings' pushes
+        if not created and link.bridge is not None:
+            await forget_releasing(self.broker, link.name)
         self.links[link.name] = link
         self.owners[link.name] = owner
         self._new_status(link)
