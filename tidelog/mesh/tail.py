@@ -65,7 +65,12 @@ class LiveTail:
             self._bytes -= len(held.popleft().payload)
         if not held or held[0].offset != position:
             return None
-        out: list[Event] = []
+        if len(held) <= limit and self._bytes <= max_bytes:
+            out = list(held)  # the usual case on a live tail: everything since the last
+            held.clear()
+            self._bytes = 0
+            return out
+        out = []
         size = 0
         while held and len(out) < limit:
             payload = len(held[0].payload)
