@@ -524,30 +524,23 @@ def _print_latency(result: dict[str, Any], which: str = "both") -> None:
 
 
 def _live_line(live: dict[str, Any], ingest: float) -> str:
-    """One live step: the link's rate (tidelog), the far subscriber's, the generator's
-    own, CPU per event and the machine's idle share (bench/mesh_live.py)."""
+    """One live step: the link's rate (tidelog), the far subscriber's (if any), the
+    generator's own, CPU per event and the machine's idle share (bench/mesh_live.py)."""
     parts = []
-    if "link_rate" in live and "rate" not in live:
-        return (
-            f"{live['link_rate']:,.0f} events/s into the far log "
-            f"({live['link_rate'] / ingest:.2f}x ingest; the origin appended "
-            f"{live['origin_rate']:,.0f}/s, the far log {live['link_behind_ms']} ms behind at "
-            f"the end; {live['events_per_batch']:.0f} events per batch), no subscriber\n    "
-            + _cpu_line(live)
-        )
     if "link_rate" in live:
+        link = live["link_rate"]
         parts.append(
-            "link {:,.0f} events/s into the far log ({:.2f}x ".format(
-                live["link_rate"], live["link_rate"] / ingest
-            )
-            + f"ingest; the origin appended {live['origin_rate']:,.0f}/s, the far log "
+            f"link {link:,.0f} events/s into the far log ({link / ingest:.2f}x ingest; the "
+            f"origin appended {live['origin_rate']:,.0f}/s, the far log "
             f"{live['link_behind_ms']} ms behind at the end; "
             f"{live['events_per_batch']:.0f} events per batch)"
         )
-    parts.append(
-        f"far QoS 1 subscriber {live['rate']:,.0f} msg/s ({live['rate'] / ingest:.2f}x ingest), "
-        f"lost {live['lost']}, duplicated {live['duplicates']}"
-    )
+    if "rate" in live:
+        parts.append(
+            f"far QoS 1 subscriber {live['rate']:,.0f} msg/s ({live['rate'] / ingest:.2f}x "
+            f"ingest; {live['rate_from_spawn']:,.0f} msg/s timed from the generator's start), "
+            f"lost {live['lost']}, duplicated {live['duplicates']}"
+        )
     parts.append(_cpu_line(live))
     return "\n    ".join(parts)
 
@@ -600,11 +593,13 @@ def main(argv: list[str] | None = None) -> int:
             f"  CPU per event caught up: receiver {cpu['receiver']:.1f} µs, origin (sender) "
             f"{cpu['origin']:.1f} µs"
         )
-    print(f"tidelog live across one link, link alone: {_live_line(result['tidelog_link'], ingest)}")
+    alone = _live_line(result["tidelog_link"], ingest)
+    print(f"tidelog live across one link, no subscriber: {alone}")
     print(f"tidelog live across one link, with a far subscriber: {_live_line(tl, ingest)}")
     _print_latency(result, "one")
     line = result["line"]
-    print(f"tidelog live along a three-hop line, alone: {_live_line(line['alone'], ingest)}")
+    alone = _live_line(line["alone"], ingest)
+    print(f"tidelog live along a three-hop line, no subscriber: {alone}")
     print(f"tidelog live along a three-hop line, with a subscriber: {_live_line(line, ingest)}")
     _print_latency(result, "three")
     if "rate" in mq:

@@ -14,10 +14,17 @@ generator's and the subscriber's start and end are not in the link's figure:
 * ``origin_rate``: the origin's own appends per second over the same run (its
   first to its last), and ``ingest_rate``, the generator's acknowledged rate.
 
-Between the first and the last delivery the CPU time of each node (all threads,
-``/proc``) is divided by the events delivered (``cpu_us_per_event``), beside the
-machine's idle share (``idle``: idle and iowait of all CPUs; ``steal`` is what the
-hypervisor took), this process's (the subscriber) and the generator's own.
+The CPU time of each node (all threads, ``/proc``) from the generator's start
+to the end of the step is divided by the run's events (``cpu_us_per_event``;
+``subscriber``: this process), beside the generator's own count and the
+machine's idle share while events flow (``idle``: idle and iowait of all CPUs,
+from the first delivery, or the first growth of the far log, to the end;
+``steal`` is what the hypervisor took). A node that waits adds no CPU, so the
+generator's start does not dilute the per-event figures.
+
+``rate_from_spawn`` is the far subscriber's rate timed as this step did before:
+from the generator's start, which includes a Python process importing, encoding
+its messages and connecting before its first publish.
 """
 
 from __future__ import annotations
@@ -116,8 +123,9 @@ def cpu_times() -> tuple[int, int, int]:
 
 
 class CpuWindow:
-    """CPU time of some processes and of the machine between :meth:`start` and
-    :meth:`stop` (each a /proc snapshot)."""
+    """CPU time of some processes from :meth:`start` to :meth:`stop`, and the machine's
+    idle share from :meth:`busy` (once the path carries events) to :meth:`stop` (each
+    a /proc snapshot)."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
@@ -129,8 +137,11 @@ class CpuWindow:
 
     def start(self) -> None:
         self._before = {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
-        self._machine = cpu_times()
         self._own = time.process_time()
+        self.busy()
+
+    def busy(self) -> None:
+        self._machine = cpu_times()
 
     def stop(self) -> None:
         for name, pid in self.pids.items():
@@ -141,6 +152,10 @@ class CpuWindow:
         total, idle, steal = (a - b for a, b in zip(cpu_times(), self._machine, strict=True))
         self.idle = idle / max(1, total)
         self.steal = steal / max(1, total)
+
+    def per_event(self, events: int) -> dict[str, float]:
+        """µs of CPU per event of each process (``subscriber``: this one)."""
+        return {name: round(s * 1e6 / max(1, events), 1) for name, s in self.seconds.items()}
 
 
 async def count_at(
@@ -216,23 +231,26 @@ async def live(
     before = await batches_in(logs[1]) if logs else (0, 0)
 
     async def count() -> None:
-        result.update(await count_at(far_port, messages, ready, on_first=window.start))
+        result.update(await count_at(far_port, messages, ready, on_first=window.busy))
         window.stop()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(count)
         await ready.wait()
+        spawned = time.monotonic()
+        window.start()
         generated = await trio.to_thread.run_sync(load, publish_port, messages)
     result["ingest_rate"] = rate_of(generated)
+    # what this step reported before: timed from the generator's start (a Python
+    # process that imports, encodes its messages and connects before it publishes)
+    result["rate_from_spawn"] = result["received"] / max(1e-9, result["last"] - spawned)
     result["generator_cpu_us_per_message"] = round(
         float(generated.get("client_cpu_s", 0.0)) * 1e6 / max(1, messages), 1
     )
     received = result["received"]
     delivered = max(1, received - result["first_count"])
     result["rate"] = delivered / max(1e-9, result["last"] - result["first"])
-    result["cpu_us_per_event"] = {
-        name: round(seconds * 1e6 / delivered, 1) for name, seconds in window.seconds.items()
-    }
+    result["cpu_us_per_event"] = window.per_event(received)
     result["idle"], result["steal"] = round(window.idle, 3), round(window.steal, 3)
     if logs and bases and received == messages:
         result.update(await _link_rates(logs, bases, messages))
@@ -245,32 +263,31 @@ async def link_alone(
 ) -> dict[str, Any]:
     """``messages`` into ``publish_port`` with no subscriber anywhere: what the link
     carries into the far log (``logs``: the HTTP ports of the origin and the far
-    tidelog) when the far node only appends. CPU (``pids``) is taken from the first
-    time the far log is seen to grow (asked every :data:`POLL_SECONDS`) until it has
-    them all, and divided by the events appended in between."""
+    tidelog) when the far node only appends. CPU (``pids``) is counted from the
+    generator's start until the far log has them all (asked every
+    :data:`POLL_SECONDS`), the machine's idle share from the first time the far log
+    is seen to grow."""
     bases = (await head(logs[0]), await head(logs[1]))
     before = await batches_in(logs[1])
     window = CpuWindow(pids)
     result: dict[str, Any] = {}
 
     async def watch() -> None:
-        first = 0
+        growing = False
         while True:
             appended = await head(logs[1]) - bases[1]
-            if appended and not first:
-                first = appended
-                window.start()
+            if appended and not growing:
+                growing = True
+                window.busy()
             if appended >= messages:
                 window.stop()
-                result["cpu_us_per_event"] = {
-                    name: round(seconds * 1e6 / max(1, messages - first), 1)
-                    for name, seconds in window.seconds.items()
-                    if name != "subscriber"
-                }
+                window.seconds.pop("subscriber")  # none: this process only polled
+                result["cpu_us_per_event"] = window.per_event(messages)
                 result["idle"], result["steal"] = round(window.idle, 3), round(window.steal, 3)
                 return
             await trio.sleep(POLL_SECONDS)
 
+    window.start()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
         generated = await trio.to_thread.run_sync(load, publish_port, messages)
@@ -291,7 +308,7 @@ POLL_SECONDS = 0.2
 """How often :func:`link_alone` asks the far node for its head: an HTTP request it
 serves on the link's thread, a millisecond or two of its CPU each (every 50 ms was
 1-2 µs per event at 20k events/s). The rates come from the logs' timestamps, not
-from these polls; the CPU figures count from the first poll that sees events."""
+from these polls."""
 
 
 async def _link_rates(
