@@ -347,7 +347,7 @@ class LinkSession:
         # through: asked once per topic, not per event (emptied when the interest changes)
         passes: dict[str, bool] = {}
         passes_for: list[Matcher] | None = None
-        tail = LiveTail(2 * self.batch_events, 2 * DEFAULT_READ_MAX_BYTES)
+        tail = LiveTail(4 * self.batch_events, 2 * DEFAULT_READ_MAX_BYTES)
         self.broker.add_commit_hook(tail.committed)
         try:
             while True:

@@ -175,6 +175,7 @@ def encode_batch(
     header = _RECORD_HEADER.pack
     u16 = _U16.pack
     length = _LENGTH.pack
+    local_block = len(node_tag) + _LOCAL_TAIL.size + len(hop_bytes)  # + the offset's digits
     for event in events:
         topic = topics.get(event.topic)
         if topic is None:
@@ -183,7 +184,26 @@ def encode_batch(
         offset = event.offset
         digits = b"%d" % offset
         old = event.provenance
-        if old is None or old.origin_node is None:
+        local = old is None or old.origin_node is None
+        flags = (event.qos & 0x03) | (0x04 if event.retain else 0) | 0x10
+        if local and event.properties is None:
+            # the usual event on a live link: the record in one join, provenance inline
+            head = b"".join(
+                (
+                    header(FORMAT_VERSION, flags, event.timestamp, len(topic)),
+                    topic,
+                    u16(local_block + len(digits)),
+                    node_tag,
+                    local_tail(_ORIGIN_OFFSET, offset, _HOP, len(hop_bytes) + len(digits)),
+                    hop_bytes,
+                    digits,
+                )
+            )
+            record = seal(head, raw_crc32c(0, head), event.payload)
+            out += length(len(record))
+            out += record
+            continue
+        if local:
             block = b"".join(
                 (
                     node_tag,
@@ -204,7 +224,6 @@ def encode_batch(
                 parts += (tag(_HOP, len(raw)), raw)
             parts += (tag(_HOP, len(hop_bytes) + len(digits)), hop_bytes, digits)
             block = b"".join(parts)
-        flags = (event.qos & 0x03) | (0x04 if event.retain else 0) | 0x10
         if event.properties is None:
             head = b"".join(
                 (
