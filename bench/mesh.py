@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import socket
 import struct
 import subprocess
@@ -246,7 +247,12 @@ def _percentiles(out: dict[str, float], name: str, values: list[float]) -> None:
 
 
 async def _latency(
-    origin: int, far: int, rate: int, seconds: float, pids: dict[str, int] | None = None
+    origin: int,
+    far: int,
+    rate: int,
+    seconds: float,
+    pids: dict[str, int] | None = None,
+    https: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Publish ``rate`` QoS 1 messages/s into the origin for ``seconds``, received by a
     QoS 1 subscriber on the origin and one on the far node: p50/p99 of each (sent to
@@ -254,7 +260,8 @@ async def _latency(
     ``hop_*`` the far percentile minus the origin's, ``each_hop_*`` the percentiles of
     each message's far minus origin arrival. ``pids``: broker processes whose
     scheduling over the run is reported per message in ``nodes`` (see
-    :func:`_per_message`)."""
+    :func:`_per_message`); ``https``: tidelogs (name -> HTTP port) whose group
+    commits over the run are reported in ``commits`` (see :func:`_commits`)."""
     arrivals: dict[str, dict[int, float]] = {"origin": {}, "far": {}}
     total = int(rate * seconds)
 
@@ -298,6 +305,7 @@ async def _latency(
 
         nursery.start_soon(drain)
         before = {name: scheduler_seconds(pid) for name, pid in (pids or {}).items()}
+        commits_before = {name: await _commit_histogram(h) for name, h in (https or {}).items()}
         while sent < total:
             data = bytearray()
             for _ in range(min(per_step, total - sent)):
@@ -310,8 +318,12 @@ async def _latency(
             while min(len(v) for v in arrivals.values()) < total:
                 await trio.sleep(0.05)
         after = {name: scheduler_seconds(pid) for name, pid in (pids or {}).items()}
+        commits = {
+            name: _commits(commits_before[name], await _commit_histogram(h))
+            for name, h in (https or {}).items()
+        }
         nursery.cancel_scope.cancel()
-    out: dict[str, Any] = {"nodes": _per_message(before, after, total)}
+    out: dict[str, Any] = {"nodes": _per_message(before, after, total), "commits": commits}
     for name, seen in arrivals.items():
         _percentiles(out, name, list(seen.values()))
         out[f"{name}_received"] = len(seen)
@@ -342,6 +354,46 @@ def _per_message(
                 "wait_us": (end[1] - start[1]) * 1e6 / messages,
                 "wakeups": (end[2] - start[2]) / messages,
             }
+    return out
+
+
+COMMIT_BUCKET = "tidelog_commit_duration_seconds_bucket{le="
+"""The group commit's duration histogram in ``/metrics`` (cumulative buckets)."""
+
+
+async def _commit_histogram(http: int) -> dict[str, float]:
+    """The cumulative buckets of a tidelog's commit duration histogram (upper bound ->
+    commits), with ``count`` and ``sum`` (seconds)."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://{HOST}:{http}/metrics", timeout=10)).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(COMMIT_BUCKET):
+            bound, _, value = line[len(COMMIT_BUCKET) :].partition("} ")
+            out[bound.strip('"')] = float(value)
+        elif line.startswith("tidelog_commit_duration_seconds_count "):
+            out["count"] = float(line.split()[-1])
+        elif line.startswith("tidelog_commit_duration_seconds_sum "):
+            out["sum"] = float(line.split()[-1])
+    return out
+
+
+def _commits(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """The group commits between two :func:`_commit_histogram`: how many, their mean
+    and the upper bounds of the buckets holding their p50 and p99 (milliseconds).
+    A commit is timed from the writer taking the batch to its end: LMDB's write and
+    fsync, and under ``fsync=always`` the hand-offs to the log's writer thread and
+    back, with the waits for a CPU in between."""
+    count = after.get("count", 0) - before.get("count", 0)
+    out = {"count": count}
+    if count <= 0:
+        return out
+    out["mean_ms"] = (after.get("sum", 0) - before.get("sum", 0)) * 1000 / count
+    bounds = sorted(
+        (float(b), after[b] - before.get(b, 0)) for b in after if b not in ("count", "sum")
+    )
+    for name, rank in (("p50_le_ms", 0.5), ("p99_le_ms", 0.99)):
+        out[name] = next((b * 1000 for b, n in bounds if n >= rank * count), math.inf)
     return out
 
 
@@ -426,6 +478,7 @@ async def run(
                     1000,
                     3.0,
                     {"origin": origin.pid, "receiver": receiver.pid},
+                    {"origin": origin_http, "receiver": receiver_http},
                 )
         out["line"] = await _line(workdir, messages, fsync)
         out["mosquitto_live"] = await _mosquitto_pair(workdir, messages)
@@ -457,8 +510,10 @@ async def _latency_only(workdir: Path, fsync: str | None = None) -> dict[str, An
 async def _line_latency(nodes: list[_Node]) -> dict[str, Any]:
     """:func:`_latency` from the first node of a line to its last, each node's
     scheduling reported (``origin``, then ``hop-1``, ``hop-2``, ...)."""
-    pids = {("origin" if i == 0 else f"hop-{i}"): node.pid for i, node in enumerate(nodes)}
-    return await _latency(nodes[0].mqtt, nodes[-1].mqtt, 1000, 3.0, pids)
+    names = ["origin" if i == 0 else f"hop-{i}" for i in range(len(nodes))]
+    pids = {name: node.pid for name, node in zip(names, nodes, strict=True)}
+    https = {name: node.http for name, node in zip(names, nodes, strict=True)}
+    return await _latency(nodes[0].mqtt, nodes[-1].mqtt, 1000, 3.0, pids, https)
 
 
 async def _line(workdir: Path, messages: int, fsync: str | None = None) -> dict[str, Any]:
@@ -662,6 +717,16 @@ def _print_nodes(latency: dict[str, Any]) -> None:
                 f"{name} CPU {n['cpu_us']:.0f} µs, waiting for a CPU {n['wait_us']:.0f} µs, "
                 f"{n['wakeups']:.2f} wake-ups"
                 for name, n in nodes.items()
+            )
+        )
+    commits = {name: c for name, c in latency.get("commits", {}).items() if c.get("count")}
+    if commits:
+        print(
+            "  group commits (write + fsync + thread hand-offs): "
+            + "; ".join(
+                f"{name} {c['count']:.0f}, mean {c['mean_ms']:.2f} ms, p50 <= "
+                f"{c['p50_le_ms']:g} ms, p99 <= {c['p99_le_ms']:g} ms"
+                for name, c in commits.items()
             )
         )
 
