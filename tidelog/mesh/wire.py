@@ -184,9 +184,8 @@ def encode_batch(
         offset = event.offset
         digits = b"%d" % offset
         old = event.provenance
-        local = old is None or old.origin_node is None
         flags = (event.qos & 0x03) | (0x04 if event.retain else 0) | 0x10
-        if local and event.properties is None:
+        if (old is None or old.origin_node is None) and event.properties is None:
             # the usual event on a live link: the record in one join, provenance inline
             head = b"".join(
                 (
@@ -203,7 +202,7 @@ def encode_batch(
             out += length(len(record))
             out += record
             continue
-        if local:
+        if old is None or old.origin_node is None:
             block = b"".join(
                 (
                     node_tag,
