@@ -692,7 +692,8 @@ def _live_line(live: dict[str, Any], ingest: float) -> str:
         link = live["link_rate"]
         parts.append(
             f"link {link:,.0f} events/s into the far log ({link / ingest:.2f}x ingest; the "
-            f"origin appended {live['origin_rate']:,.0f}/s, the far log "
+            f"origin appended {live['origin_rate']:,.0f}/s meanwhile, the link carried "
+            f"{link / live['origin_rate']:.2f}x of that, the far log "
             f"{live['link_behind_ms']} ms behind at the end; "
             f"{live['events_per_batch']:.0f} events per batch)"
         )
