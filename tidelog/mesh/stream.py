@@ -4,9 +4,11 @@ After the handshake (``tidelog.mesh.node``: hello, welcome, start) both sides
 run the same :class:`LinkSession`, which may carry both directions at once:
 
 * the **source** reads this node's log from the position the receiver asked
-  for, keeps the events its :class:`~tidelog.mesh.routing.Route` admits and
-  sends them in ``$link/events`` batches, at most ``window`` unacknowledged
-  (credit-based flow control: each PUBACK returns one credit);
+  for (at the head, the events just committed, from a
+  :class:`~tidelog.mesh.tail.LiveTail` in memory), keeps the events its
+  :class:`~tidelog.mesh.routing.Route` admits and sends them in
+  ``$link/events`` batches, at most ``window`` unacknowledged (credit-based
+  flow control: each PUBACK returns one credit);
 * the **sink** takes the peer's batches in order, drops what was appended
   already (per origin), appends the rest in one durable write, advances the
   positions and only then sends the PUBACK;
