@@ -24,6 +24,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -191,12 +192,389 @@ done:
     return out;
 }
 
+/* ---- record hot paths (tidelog/storage/records.py has the same in Python) ---- */
+
+/* restamp(record, timestamp) -> bytes
+ *     a version 2 record with ``timestamp`` (u64) written into bytes 2-9 of its
+ *     header and its checksum sealed again: one allocation, one CRC pass. */
+static PyObject *
+restamp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    unsigned long long timestamp;
+    Py_ssize_t size;
+    PyObject *out;
+    unsigned char *p;
+    uint32_t crc;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "restamp(record, timestamp) takes 2 positional arguments");
+        return NULL;
+    }
+    if (!PyBytes_Check(args[0])) {
+        PyErr_Format(PyExc_TypeError, "restamp() record must be bytes, not %.100s", Py_TYPE(args[0])->tp_name);
+        return NULL;
+    }
+    timestamp = PyLong_AsUnsignedLongLong(args[1]);
+    if (timestamp == (unsigned long long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    size = PyBytes_GET_SIZE(args[0]);
+    if (size < 16) {
+        PyErr_SetString(PyExc_ValueError, "restamp() needs a version 2 record (16 bytes or more)");
+        return NULL;
+    }
+    out = PyBytes_FromStringAndSize(PyBytes_AS_STRING(args[0]), size);
+    if (out == NULL) {
+        return NULL;
+    }
+    p = (unsigned char *)PyBytes_AS_STRING(out);
+    for (int k = 0; k < 8; k++) {
+        p[2 + k] = (unsigned char)(timestamp >> (56 - 8 * k));
+    }
+    crc = crc_fn(0, p, (size_t)(size - 4));
+    p += size - 4;
+    p[0] = (unsigned char)crc;
+    p[1] = (unsigned char)(crc >> 8);
+    p[2] = (unsigned char)(crc >> 16);
+    p[3] = (unsigned char)(crc >> 24);
+    return out;
+}
+
+/* What configure_records() was given: the types decode_forwarded() makes and the
+ * offsets of their slots (attrs ``slots=True`` classes: each field a member
+ * descriptor storing an object pointer at a fixed offset). */
+#define EVENT_FIELDS 7      /* topic payload qos retain properties provenance record */
+#define PROVENANCE_FIELDS 5 /* client_id packet_id origin_node origin_offset hop_path */
+static PyTypeObject *event_type = NULL, *provenance_type = NULL;
+static Py_ssize_t event_slots[EVENT_FIELDS], provenance_slots[PROVENANCE_FIELDS];
+static PyObject *topic_cache = NULL; /* dict: raw topic (bytes) -> str, shared with records.py */
+static Py_ssize_t topic_cache_size = 0;
+
+static int
+slot_offsets(PyObject *type, PyObject *names, Py_ssize_t count, Py_ssize_t *offsets)
+{
+    if (!PyType_Check(type) || !PyTuple_Check(names) || PyTuple_GET_SIZE(names) != count) {
+        PyErr_Format(PyExc_TypeError, "configure_records() takes a type and a tuple of %zd names", count);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *descr = PyObject_GetAttr(type, PyTuple_GET_ITEM(names, i));
+        PyMemberDef *member;
+        if (descr == NULL) {
+            return -1;
+        }
+        if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+            PyErr_Format(PyExc_TypeError, "%R is not a slot of %R", PyTuple_GET_ITEM(names, i), type);
+            Py_DECREF(descr);
+            return -1;
+        }
+        member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type != T_OBJECT_EX || (member->flags & READONLY) ||
+            member->offset < (Py_ssize_t)sizeof(PyObject) ||
+            member->offset + (Py_ssize_t)sizeof(PyObject *) > ((PyTypeObject *)type)->tp_basicsize) {
+            PyErr_Format(PyExc_TypeError, "%R is not an object slot of %R", PyTuple_GET_ITEM(names, i), type);
+            Py_DECREF(descr);
+            return -1;
+        }
+        offsets[i] = member->offset;
+        Py_DECREF(descr);
+    }
+    return 0;
+}
+
+/* configure_records(event_type, event_fields, provenance_type, provenance_fields,
+ *                   topic_cache, topic_cache_size) -> None */
+static PyObject *
+configure_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "configure_records() takes 6 positional arguments");
+        return NULL;
+    }
+    if (slot_offsets(args[0], args[1], EVENT_FIELDS, event_slots) < 0 ||
+        slot_offsets(args[2], args[3], PROVENANCE_FIELDS, provenance_slots) < 0) {
+        return NULL;
+    }
+    if (!PyDict_CheckExact(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "configure_records() topic cache must be a dict");
+        return NULL;
+    }
+    topic_cache_size = PyLong_AsSsize_t(args[5]);
+    if (topic_cache_size == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_INCREF(args[0]);
+    Py_XSETREF(event_type, (PyTypeObject *)args[0]);
+    Py_INCREF(args[2]);
+    Py_XSETREF(provenance_type, (PyTypeObject *)args[2]);
+    Py_INCREF(args[4]);
+    Py_XSETREF(topic_cache, args[4]);
+    Py_RETURN_NONE;
+}
+
+/* Store ``value`` (a new reference, stolen) in the empty slot at ``offset``. */
+#define SET_SLOT(obj, offset, value) (*(PyObject **)((char *)(obj) + (offset)) = (value))
+
+static inline unsigned
+u16(const unsigned char *p)
+{
+    return (unsigned)p[0] << 8 | p[1];
+}
+
+/* A str from UTF-8, or NULL: with an exception set for anything but bad UTF-8
+ * (which makes the record not one this fast path takes: *bad is set). */
+static PyObject *
+utf8(const unsigned char *p, Py_ssize_t n, int *bad)
+{
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)p, n, "strict");
+    if (text == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+        PyErr_Clear();
+        *bad = 1;
+    }
+    return text;
+}
+
+/* The topic of the raw bytes, through the shared cache (records.py's _topic_str). */
+static PyObject *
+cached_topic(const unsigned char *p, Py_ssize_t n, int *bad)
+{
+    PyObject *raw = PyBytes_FromStringAndSize((const char *)p, n), *topic;
+    if (raw == NULL) {
+        return NULL;
+    }
+    topic = PyDict_GetItemWithError(topic_cache, raw);
+    if (topic != NULL) {
+        Py_INCREF(topic);
+    }
+    else if (!PyErr_Occurred()) {
+        topic = utf8(p, n, bad);
+        if (topic != NULL && PyDict_GET_SIZE(topic_cache) < topic_cache_size &&
+            PyDict_SetItem(topic_cache, raw, topic) < 0) {
+            Py_CLEAR(topic);
+        }
+    }
+    Py_DECREF(raw);
+    return topic;
+}
+
+/* A str for p[0:n], the same object as *last when its bytes (*last_p, *last_n) are
+ * equal: a batch repeats a few topics and one origin. Returns a new reference. */
+static PyObject *
+memo_text(const unsigned char *p, Py_ssize_t n, const unsigned char **last_p, Py_ssize_t *last_n,
+          PyObject **last, int topic, int *bad)
+{
+    PyObject *text;
+    if (*last != NULL && *last_n == n && memcmp(*last_p, p, (size_t)n) == 0) {
+        Py_INCREF(*last);
+        return *last;
+    }
+    text = topic ? cached_topic(p, n, bad) : utf8(p, n, bad);
+    if (text != NULL) {
+        Py_INCREF(text);
+        Py_XSETREF(*last, text);
+        *last_p = p;
+        *last_n = n;
+    }
+    return text;
+}
+
+/* One record as an EncodedEvent, or NULL: with an exception set on a failure of
+ * Python's (memory), without one when the record is not a usual forwarded record
+ * (records.py's decode_encoded then takes it). */
+struct memo {
+    const unsigned char *topic_p, *origin_p;
+    Py_ssize_t topic_n, origin_n;
+    PyObject *topic, *origin;
+};
+
+static PyObject *
+forwarded_event(PyObject *record, struct memo *memo)
+{
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(record), *hop_p[64];
+    Py_ssize_t size = PyBytes_GET_SIZE(record), pos, stop, end, n, hop_n[64];
+    unsigned flags;
+    unsigned long long origin_offset = 0;
+    int hops = 0, bad = 0;
+    PyObject *event = NULL, *provenance = NULL, *value, *hop_path;
+
+    if (size < 16 || data[0] != 2) {
+        return NULL;
+    }
+    flags = data[1];
+    stop = size - 4;
+    pos = 12 + (Py_ssize_t)u16(data + 10);
+    if ((flags & 0x18) != 0x10 || pos + 2 > stop || crc_fn(0, data, (size_t)size) != 0) {
+        return NULL;
+    }
+    end = pos + 2 + (Py_ssize_t)u16(data + pos);
+    if (end > stop) {
+        return NULL;
+    }
+    pos += 2;
+    /* origin node, origin offset, then one hop or more, nothing else */
+    if (pos + 3 > end || data[pos] != 0x03) {
+        return NULL;
+    }
+    n = (Py_ssize_t)u16(data + pos + 1);
+    pos += 3 + n;
+    if (pos + 9 > end || data[pos] != 0x04) {
+        return NULL;
+    }
+    for (int k = 1; k <= 8; k++) {
+        origin_offset = origin_offset << 8 | data[pos + k];
+    }
+    pos += 9;
+    while (pos < end) {
+        if (hops == 64 || pos + 3 > end || data[pos] != 0x05) {
+            return NULL;
+        }
+        hop_n[hops] = (Py_ssize_t)u16(data + pos + 1);
+        hop_p[hops] = data + pos + 3;
+        pos += 3 + hop_n[hops];
+        if (pos > end) {
+            return NULL;
+        }
+        hops++;
+    }
+    if (hops == 0) {
+        return NULL;
+    }
+
+    provenance = provenance_type->tp_alloc(provenance_type, 0);
+    if (provenance == NULL) {
+        return NULL;
+    }
+    Py_INCREF(Py_None);
+    SET_SLOT(provenance, provenance_slots[0], Py_None);
+    Py_INCREF(Py_None);
+    SET_SLOT(provenance, provenance_slots[1], Py_None);
+    pos = 12 + (Py_ssize_t)u16(data + 10) + 2;
+    value = memo_text(data + pos + 3, (Py_ssize_t)u16(data + pos + 1), &memo->origin_p,
+                      &memo->origin_n, &memo->origin, 0, &bad);
+    if (value == NULL) {
+        goto fail;
+    }
+    SET_SLOT(provenance, provenance_slots[2], value);
+    value = PyLong_FromUnsignedLongLong(origin_offset);
+    if (value == NULL) {
+        goto fail;
+    }
+    SET_SLOT(provenance, provenance_slots[3], value);
+    hop_path = PyTuple_New(hops);
+    if (hop_path == NULL) {
+        goto fail;
+    }
+    SET_SLOT(provenance, provenance_slots[4], hop_path);
+    for (int k = 0; k < hops; k++) {
+        value = utf8(hop_p[k], hop_n[k], &bad);
+        if (value == NULL) {
+            goto fail;
+        }
+        PyTuple_SET_ITEM(hop_path, k, value);
+    }
+
+    event = event_type->tp_alloc(event_type, 0);
+    if (event == NULL) {
+        goto fail;
+    }
+    value = memo_text(data + 12, (Py_ssize_t)u16(data + 10), &memo->topic_p, &memo->topic_n,
+                      &memo->topic, 1, &bad);
+    if (value == NULL) {
+        goto fail;
+    }
+    SET_SLOT(event, event_slots[0], value);
+    value = PyBytes_FromStringAndSize((const char *)data + end, stop - end);
+    if (value == NULL) {
+        goto fail;
+    }
+    SET_SLOT(event, event_slots[1], value);
+    SET_SLOT(event, event_slots[2], PyLong_FromLong((long)(flags & 0x03))); /* small ints: cached */
+    value = (flags & 0x04) ? Py_True : Py_False;
+    Py_INCREF(value);
+    SET_SLOT(event, event_slots[3], value);
+    Py_INCREF(Py_None);
+    SET_SLOT(event, event_slots[4], Py_None);
+    SET_SLOT(event, event_slots[5], provenance);
+    Py_INCREF(record);
+    SET_SLOT(event, event_slots[6], record);
+    return event;
+
+fail:
+    Py_XDECREF(event);
+    Py_DECREF(provenance);
+    return NULL; /* bad UTF-8: no exception, the record goes the other way */
+}
+
+/* decode_forwarded(records) -> (events, others)
+ *     each record (bytes) that is a usual forwarded record (version 2, checksum
+ *     good, provenance of origin node, origin offset and hops, no properties) as
+ *     an EncodedEvent; None in its place for any other record, whose index is
+ *     listed in ``others`` (records.py decodes those, and names a bad one). */
+static PyObject *
+decode_forwarded(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *records, *events, *others, *event, *result = NULL;
+    Py_ssize_t count;
+    struct memo memo = {NULL, NULL, 0, 0, NULL, NULL};
+
+    if (nargs != 1 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "decode_forwarded(records) takes a list of bytes");
+        return NULL;
+    }
+    if (event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_records() was not called");
+        return NULL;
+    }
+    records = args[0];
+    count = PyList_GET_SIZE(records);
+    events = PyList_New(count);
+    others = PyList_New(0);
+    if (events == NULL || others == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *record = PyList_GET_ITEM(records, i);
+        event = PyBytes_CheckExact(record) ? forwarded_event(record, &memo) : NULL;
+        if (event == NULL) {
+            PyObject *index;
+            if (PyErr_Occurred()) {
+                goto done;
+            }
+            index = PyLong_FromSsize_t(i);
+            if (index == NULL || PyList_Append(others, index) < 0) {
+                Py_XDECREF(index);
+                goto done;
+            }
+            Py_DECREF(index);
+            Py_INCREF(Py_None);
+            event = Py_None;
+        }
+        PyList_SET_ITEM(events, i, event);
+    }
+    result = PyTuple_Pack(2, events, others);
+done:
+    Py_XDECREF(events);
+    Py_XDECREF(others);
+    Py_XDECREF(memo.topic);
+    Py_XDECREF(memo.origin);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"crc32c", (PyCFunction)(void (*)(void))crc32c, METH_FASTCALL,
      "crc32c(state, data) -> int: the raw CRC-32C of data continuing from state (0 to start)."},
     {"seal", (PyCFunction)(void (*)(void))seal, METH_FASTCALL,
      "seal(head, state, payload) -> bytes: head + payload + their raw CRC-32C, 4 bytes "
      "little-endian; state is crc32c(0, head)."},
+    {"restamp", (PyCFunction)(void (*)(void))restamp, METH_FASTCALL,
+     "restamp(record, timestamp) -> bytes: a version 2 record under another timestamp, "
+     "its checksum sealed again."},
+    {"configure_records", (PyCFunction)(void (*)(void))configure_records, METH_FASTCALL,
+     "configure_records(event_type, event_fields, provenance_type, provenance_fields, "
+     "topic_cache, topic_cache_size): what decode_forwarded() makes (records.py calls it)."},
+    {"decode_forwarded", (PyCFunction)(void (*)(void))decode_forwarded, METH_FASTCALL,
+     "decode_forwarded(records) -> (events, others): the usual forwarded records as "
+     "EncodedEvents, None and their index in others for the rest."},
     {NULL, NULL, 0, NULL},
 };
 
