@@ -13,7 +13,19 @@ from hypothesis import strategies as st
 
 from tidelog.storage import checksums
 from tidelog.storage.checksums import raw_crc32c_python, seal_python
-from tidelog.storage.records import NewEvent, decode_record, encode_record
+from tidelog.storage import records
+from tidelog.storage.records import (
+    CorruptRecordError,
+    EncodedEvent,
+    NewEvent,
+    Properties,
+    Provenance,
+    checksum,
+    decode_encoded_python,
+    decode_record,
+    encode_record,
+    restamp_python,
+)
 
 try:
     from tidelog.storage import _crc32c  # type: ignore[attr-defined]
@@ -92,3 +104,111 @@ def test_the_switch_picks_the_path() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == ("python" if _crc32c is None else f"c/{_crc32c.IMPLEMENTATION}")
+
+
+# -- the record hot paths in the compiled module: the same results as records.py's --
+
+hop_texts = st.text(max_size=12) | st.builds(
+    "{}/{}/{}".format, st.sampled_from(["e", "édge"]), st.text(max_size=4), st.integers(0, 99)
+)
+forwarded_provenance = st.builds(
+    Provenance,
+    origin_node=st.text(max_size=10),
+    origin_offset=st.integers(0, 2**64 - 1),
+    hop_path=st.lists(hop_texts, min_size=1, max_size=4),
+)
+link_events = st.builds(
+    NewEvent,
+    topic=st.sampled_from(["a", "a/b", "température/1", "🌊"]),
+    payload=st.binary(max_size=40),
+    qos=st.sampled_from([0, 1, 2]),
+    retain=st.booleans(),
+    properties=st.none() | st.just(Properties(content_type="x")),
+    provenance=forwarded_provenance | st.none() | st.just(Provenance(client_id="c")),
+)
+
+
+def _mutated(record: bytes, where: int, value: int, reseal: bool) -> bytes:
+    """``record`` with one byte set to ``value``; its checksum sealed again when
+    ``reseal`` (so the damage reaches the parser instead of the checksum)."""
+    body = bytearray(record[:-4])
+    if body:
+        body[where % len(body)] = value
+    return bytes(body) + (checksum(bytes(body)) if reseal else record[-4:])
+
+
+def _decoded(decode: object, batch: list[bytes]) -> object:
+    """What ``decode(batch)`` returns, or the message of the CorruptRecordError it raises."""
+    try:
+        return decode(batch)  # type: ignore[operator]
+    except CorruptRecordError as exc:
+        return str(exc)
+
+
+@compiled
+@settings(deadline=None)
+@given(
+    st.lists(
+        st.tuples(link_events, st.integers(0, 200), st.integers(0, 255), st.sampled_from("ork")),
+        max_size=12,
+    ),
+    st.integers(0, 2**64 - 1),
+)
+def test_compiled_decode_forwarded_matches_python(
+    rows: list[tuple[NewEvent, int, int, str]], timestamp: int
+) -> None:
+    """decode_encoded on the compiled path gives the Python path's events (the same
+    objects: fields, provenance, the record kept), or the same error for a damaged
+    record: one byte changed and the checksum sealed again (``r``) or not (``k``)."""
+    batch = []
+    for event, where, value, damage in rows:
+        record = encode_record(event, timestamp)
+        batch.append(record if damage == "o" else _mutated(record, where, value, damage == "r"))
+    assert records._decode_forwarded is not None
+    compiled_result = _decoded(records.decode_encoded, batch)
+    assert compiled_result == _decoded(decode_encoded_python, batch)
+    if isinstance(compiled_result, list):
+        assert all(type(e) is EncodedEvent for e in compiled_result)
+        assert [e.record for e in compiled_result] == batch
+        assert all(type(e.provenance.hop_path) is tuple for e in compiled_result if e.provenance)
+
+
+@compiled
+def test_compiled_decode_forwarded_takes_any_hop_count_and_iterables() -> None:
+    came = Provenance(origin_node="o", origin_offset=7, hop_path=[f"h/i/{n}" for n in range(70)])
+    batch = [encode_record(NewEvent("a", b"p", provenance=came), 5)] * 2
+    events = records.decode_encoded(iter(batch))
+    assert events == decode_encoded_python(batch)
+    assert events[0].provenance == came
+    events, others = _crc32c.decode_forwarded(batch)
+    assert events == [None, None] and others == [0, 1]  # over 64 hops: the Python way
+    with pytest.raises(TypeError, match="list of bytes"):
+        _crc32c.decode_forwarded(tuple(batch))
+
+
+@compiled
+@settings(deadline=None)
+@given(link_events, st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
+def test_compiled_restamp_matches_python(event: NewEvent, theirs: int, ours: int) -> None:
+    record = encode_record(event, theirs)
+    assert _crc32c.restamp(record, ours) == restamp_python(record, ours)
+    assert _crc32c.restamp(record, ours) == encode_record(event, ours)
+
+
+@compiled
+def test_compiled_record_functions_refuse_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="16 bytes"):
+        _crc32c.restamp(b"\x02" * 15, 1)
+    with pytest.raises(ValueError, match="16 bytes"):
+        restamp_python(b"\x02" * 15, 1)
+    with pytest.raises(OverflowError):
+        _crc32c.restamp(b"\x02" * 16, 2**64)
+    with pytest.raises(TypeError, match="record must be bytes"):
+        _crc32c.restamp(bytearray(16), 1)
+    with pytest.raises(TypeError, match="not a slot"):
+        _crc32c.configure_records(
+            EncodedEvent, ("__weakref__",) * 7, Provenance, ("hop_path",) * 5, {}, 10
+        )
+    came = Provenance(origin_node="o", origin_offset=1, hop_path=("o/i/1",))
+    record = encode_record(NewEvent("a", b"p", provenance=came), 5)
+    assert records.decode_encoded([record])[0].provenance == came  # still configured
