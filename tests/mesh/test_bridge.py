@@ -17,6 +17,7 @@ import trio
 
 from tests.mesh.cluster import FaultProxy, Node, start_all, wait_for, wait_heads
 from tidelog.protocols.mqtt import Puback, Publish, encode
+from tidelog.protocols.mqtt.properties import NO_PROPERTIES, Properties
 from tidelog.testing.mqtt_client import ClientConnection, Target, encoded_ack
 
 pytestmark = pytest.mark.slow
@@ -167,6 +168,42 @@ def test_a_bridge_to_mosquitto_both_ways_without_echo_and_across_a_cut(
         if edge.serve is not None:
             edge.serve.kill()
         proxy.close()
+
+
+@pytest.mark.parametrize("version", ["mqtt5", "mqtt311"])
+def test_a_new_bridge_does_not_take_over_a_session_left_at_mosquitto(
+    tmp_path: Path, mosquitto: int, version: str
+) -> None:
+    """A persistent session an earlier client of the bridge's id left at mosquitto, with
+    a message queued for it, is cleared by the new bridge's first connection: the stale
+    message is not appended; what is published once the bridge is up is."""
+
+    async def leave_a_session() -> None:
+        level = 5 if version == "mqtt5" else 4
+        properties = Properties(session_expiry_interval=3600) if level == 5 else NO_PROPERTIES
+        stale = await ClientConnection.open(
+            Target("127.0.0.1", mosquitto), "edge-mosq", level,
+            clean_start=False, properties=properties,
+        )  # fmt: skip
+        await stale.subscribe("cmd/#", 1)
+        await stale.close()
+        await _publish_at(mosquitto, ["cmd/stale"])  # queued for the stale session
+
+    trio.run(leave_a_session)
+    edge = Node(tmp_path, "edge")
+    edge.links.append({"name": "mosq", "url": f"mqtt://127.0.0.1:{mosquitto}",
+                       "bridge": version, "pull": ["cmd/#"]})  # fmt: skip
+    try:
+        start_all([edge])
+        wait_for(lambda: edge.links_status()["mosq"]["state"] == "connected", what="bridge up")
+        trio.run(_publish_at, mosquitto, ["cmd/fresh"])
+        # a stale message delivered with the session would come before the fresh one
+        wait_for(lambda: edge.head() >= 1, what="a message pulled")
+        edge.stop()
+        assert [e.topic for e in edge.events()] == ["cmd/fresh"]
+    finally:
+        if edge.serve is not None:
+            edge.serve.kill()
 
 
 def test_a_mosquitto_bridge_into_tidelog_with_the_bridge_bit_carries_both_ways_without_echo(

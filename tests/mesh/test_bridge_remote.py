@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
+import pytest
 import trio
 
 import tidelog
 from tidelog.engine import Broker
-from tidelog.mesh.bridge import STATE_NAMESPACE, position_key
+from tidelog.mesh.bridge import STATE_NAMESPACE, position_key, releasing_key
 from tidelog.mesh.config import LinkConfig, parse_link
 from tidelog.mesh.node import Mesh
 from tidelog.mesh.positions import CHECKPOINT_KEY, NAMESPACE, MeshPositions
@@ -46,10 +48,12 @@ async def _remote(
     port: int = 0,
     connects: list[Connect] | None = None,
     *,
+    resumes: bool = False,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """A remote broker on 127.0.0.1: accepts the CONNECT (kept in ``connects``), then
-    runs ``script`` with the connection's number (0, 1, ...)."""
+    runs ``script`` with the connection's number (0, 1, ...). ``resumes``: connections
+    after the first find their session (CONNACK session present)."""
     connections = 0
 
     async def serve(stream: trio.SocketStream) -> None:
@@ -58,9 +62,10 @@ async def _remote(
         channel = LinkChannel(stream, Decoder(role=Role.SERVER), 5)
         connect = await channel.receive()
         assert isinstance(connect, Connect)
+        channel.level = connect.protocol_level  # answer a 3.1.1 bridge in 3.1.1
         if connects is not None:
             connects.append(connect)
-        await channel.send(Connack(False, ReasonCode.SUCCESS))
+        await channel.send(Connack(session_present=resumes and number > 0))
         with contextlib.suppress(LinkClosed):  # the bridge hung up
             await script(channel, number)
 
@@ -293,26 +298,38 @@ def test_a_bridge_removed_from_the_configuration_or_replaced_loses_its_position(
 ) -> None:
     """A bridge's push position goes with the bridge: removed from the configuration
     file while the node was down (at the next start), or replaced at run time by a
-    link that is no bridge; the positions of the bridges still there stay."""
+    link that is no bridge; the positions of the bridges still there stay. QoS 2
+    messages being released go with it too, and when it is replaced by another bridge
+    (which may name another remote)."""
 
-    def bridge(name: str) -> LinkConfig:
-        table = {"name": name, "url": "mqtt://127.0.0.1:1", "bridge": "mqtt5", "push": ["#"]}
+    def bridge(name: str, port: int = 1) -> LinkConfig:
+        table = {"name": name, "url": f"mqtt://127.0.0.1:{port}", "bridge": "mqtt5",
+                 "push": ["#"]}  # fmt: skip
         return parse_link(table, "test")
+
+    async def releasing(broker: Broker, *names: str) -> None:
+        stored = b'{"url": "mqtt://127.0.0.1:1", "offsets": [0]}'
+        await broker.save_state(STATE_NAMESPACE, {releasing_key(n): stored for n in names})
 
     async def main() -> None:
         async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker:
             await Mesh.open(broker, "edge", [bridge("gone"), bridge("kept")])
+            await releasing(broker, "gone", "kept")
             keys = set(await broker.load_state(STATE_NAMESPACE))
             assert {position_key("gone"), position_key("kept")} <= keys
             await Mesh.open(broker, "edge", [bridge("kept")])  # a restart without "gone"
             keys = set(await broker.load_state(STATE_NAMESPACE))
             assert position_key("kept") in keys and position_key("gone") not in keys
+            assert releasing_key("kept") in keys and releasing_key("gone") not in keys
             async with trio.open_nursery() as n:
                 mesh = await Mesh.open(broker, "edge", [])
                 n.start_soon(mesh.run)
                 await _running(mesh)
                 await mesh.put_link(bridge("m"), "admin")
                 assert position_key("m") in await broker.load_state(STATE_NAMESPACE)
+                await releasing(broker, "m")
+                await mesh.put_link(bridge("m", 2), "admin")  # another remote
+                assert releasing_key("m") not in await broker.load_state(STATE_NAMESPACE)
                 table = {"name": "m", "url": "mqtt://127.0.0.1:1", "push": ["#"]}
                 await mesh.put_link(parse_link(table, "test"), "admin")  # a tidelog link now
                 assert position_key("m") not in await broker.load_state(STATE_NAMESPACE)
@@ -499,6 +516,71 @@ def test_qos2_messages_being_released_are_published_again_when_the_remote_lost_i
     trio.run(main)
 
 
+def test_qos2_messages_being_released_are_released_again_after_a_crash(tmp_path: Path) -> None:
+    """The node sent PUBREL and stopped before the PUBCOMP came (a crash: its memory
+    is gone). The remote had completed the message (delivered, packet id forgotten).
+    Restarted, the node releases it again (stored before the PUBREL left) instead of
+    publishing it again, which the remote would deliver twice; the PUBCOMP's "no such
+    packet id" counts as complete, and the next message goes on normally."""
+    delivered: list[str] = []
+    received: list[list[str]] = [[], []]
+    released = trio.Event()
+
+    async def script(channel: LinkChannel, number: int) -> None:
+        awaiting: set[int] = set()  # QoS 2, delivered on PUBLISH, forgotten on PUBREL
+        while True:
+            packet = await channel.receive()
+            if isinstance(packet, Pingreq):
+                await channel.send(Pingresp())
+            elif isinstance(packet, Publish):
+                assert packet.packet_id is not None
+                received[number].append(packet.topic)
+                if packet.packet_id not in awaiting:
+                    awaiting.add(packet.packet_id)
+                    delivered.append(packet.topic)
+                await channel.send(Pubrec(packet.packet_id))
+            elif isinstance(packet, Pubrel):
+                received[number].append("PUBREL")
+                known = packet.packet_id in awaiting
+                awaiting.discard(packet.packet_id)
+                if number == 0:
+                    released.set()  # and no PUBCOMP: the node "crashes" now
+                    await trio.sleep_forever()
+                code = ReasonCode.SUCCESS if known else ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
+                await channel.send(Pubcomp(packet.packet_id, code))
+
+    table = {"name": "m", "url": "", "bridge": "mqtt5", "push": ["t/#"], "push_qos": 2,
+             "reconnect_seconds": 0.05}  # fmt: skip
+
+    async def main() -> None:
+        async with trio.open_nursery() as outer:
+            port = await outer.start(partial(_remote, script, resumes=True))
+            table["url"] = f"mqtt://127.0.0.1:{port}"
+            url = f"lmdb://{tmp_path / 'data'}"
+            async with tidelog.open(url) as broker, trio.open_nursery() as n:
+                mesh = await Mesh.open(broker, "edge", [parse_link(table, "test")])
+                n.start_soon(mesh.run)
+                await _running(mesh)
+                await broker.publish_many([NewEvent("t/1", b"x", 1)])
+                with trio.fail_after(15):
+                    await released.wait()
+                n.cancel_scope.cancel()
+            async with tidelog.open(url) as broker, trio.open_nursery() as n:
+                mesh = await Mesh.open(broker, "edge", [parse_link(table, "test")])
+                n.start_soon(mesh.run)
+                await _running(mesh)
+                await broker.publish_many([NewEvent("t/2", b"x", 1)])
+                with trio.fail_after(15):
+                    while "t/2" not in delivered or received[1][-1] != "PUBREL":
+                        await trio.sleep(0.02)
+                n.cancel_scope.cancel()
+            outer.cancel_scope.cancel()
+
+    trio.run(main)
+    assert received == [["t/1", "PUBREL"], ["PUBREL", "t/2", "PUBREL"]]
+    assert delivered == ["t/1", "t/2"]
+
+
 def test_stamps_copied_onto_a_republished_message_do_not_make_it_a_duplicate(
     tmp_path: Path,
 ) -> None:
@@ -551,11 +633,22 @@ def test_stamps_copied_onto_a_republished_message_do_not_make_it_a_duplicate(
     trio.run(main)
 
 
-def test_a_new_bridge_starts_a_clean_session_once_then_resumes_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("version", "first"),
+    [
+        ("mqtt5", [True, False]),
+        # a 3.1.1 clean session ends at the disconnect: clear it, then connect persistent
+        ("mqtt311", [True, False, False]),
+    ],
+)
+def test_a_new_bridge_starts_a_clean_session_once_then_resumes_it(
+    tmp_path: Path, version: str, first: list[bool]
+) -> None:
     """The first CONNECT of a bridge starts clean (a session an earlier bridge of the
     same name left at the remote, with its QoS 2 packet ids, is not taken over); after
     a cut it resumes the session; deleted and created again, it starts clean again."""
     connects: list[Connect] = []
+    count = len(first)
 
     async def script(channel: LinkChannel, _number: int) -> None:
         await channel.stream.aclose()  # a cut right after the CONNACK
@@ -563,23 +656,23 @@ def test_a_new_bridge_starts_a_clean_session_once_then_resumes_it(tmp_path: Path
     async def main() -> None:
         async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
             port = await n.start(_remote, script, 0, connects)
-            table = {"name": "m", "url": f"mqtt://127.0.0.1:{port}", "bridge": "mqtt5",
+            table = {"name": "m", "url": f"mqtt://127.0.0.1:{port}", "bridge": version,
                      "push": ["t/#"], "reconnect_seconds": 0.05}  # fmt: skip
             mesh = await Mesh.open(broker, "edge", [])
             n.start_soon(mesh.run)
             await _running(mesh)
             await mesh.put_link(parse_link(table, "test"), "admin")
             with trio.fail_after(15):
-                while len(connects) < 2:
+                while len(connects) < count:
                     await trio.sleep(0.01)
             await mesh.delete_link("m")
-            assert [c.clean_start for c in connects[:2]] == [True, False]
-            count = len(connects)
+            assert [c.clean_start for c in connects[:count]] == first
+            start = len(connects)
             await mesh.put_link(parse_link(table, "test"), "admin")
             with trio.fail_after(15):
-                while len(connects) < count + 2:
+                while len(connects) < start + count:
                     await trio.sleep(0.01)
-            assert [c.clean_start for c in connects[count : count + 2]] == [True, False]
+            assert [c.clean_start for c in connects[start : start + count]] == first
             n.cancel_scope.cancel()
 
     trio.run(main)

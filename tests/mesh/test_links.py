@@ -644,6 +644,15 @@ def test_live_interest_for_a_push_sends_only_what_the_remote_wants(nodes) -> Non
     wait_for(lambda: "telemetry/d/#" in (push_interest() or []), what="the cursor's interest")
     edge.publish([("telemetry/d/1", b"kept")])
     wait_heads({core: 4})
+    # and one created while no link is up (the core looks for cursors only then)
+    edge.proxies["core"].cut()
+    wait_for(lambda: edge.links_status()["core"]["state"] != "connected", what="cut noticed")
+    response = httpx.put(f"{core.url}/v1/cursors/later", json={"filter": "telemetry/e/#"})
+    assert response.status_code == 201, response.text
+    edge.proxies["core"].restore()
+    wait_for(lambda: "telemetry/e/#" in (push_interest() or []), what="the new cursor's")
+    edge.publish([("telemetry/e/1", b"kept too")])
+    wait_heads({core: 5})
     for node in (core, edge):
         node.stop()
     assert [e.topic for e in core.events()] == [
@@ -651,4 +660,5 @@ def test_live_interest_for_a_push_sends_only_what_the_remote_wants(nodes) -> Non
         "telemetry/a/9",
         "telemetry/b",
         "telemetry/d/1",
+        "telemetry/e/1",
     ]

@@ -21,7 +21,10 @@ client of the remote (docs/mesh.md, "Bridges to other brokers"):
   MQTT 5 properties kept, plus the stamps: the event's origin node, incarnation
   and offset, and its hop count); the position advances once the remote acknowledged the
   whole read: at least once into the remote. A PUBACK error (>= 0x80) stops the
-  position at that message and ends the connection (redialed with backoff).
+  position at that message and ends the connection (redialed with backoff). With
+  ``push_qos = 2`` packet ids follow from offsets and the messages being released
+  are stored (:func:`releasing_key`): exactly once into the remote across cuts and
+  crashes, while the remote keeps the session.
 
 The remote keeps no offsets: the stamps make it exactly once into another
 tidelog behind an MQTT 5 remote; what a user loses with a 3.1.1 remote is listed
@@ -35,6 +38,7 @@ by any node that has it already), and the hop limit counts bridges too.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
@@ -82,9 +86,9 @@ STATE_NAMESPACE = "mesh"
 APPEND_BATCH = 1000
 """Most received messages appended in one durable write."""
 PUSH_INFLIGHT = 100
+"""Most pushed messages unacknowledged at once (lowered to the remote's Receive Maximum)."""
 WARNED_TOPICS = 100
 """Most distinct refused topics warned about per connection (the log stays bounded)."""
-"""Most pushed messages unacknowledged at once (lowered to the remote's Receive Maximum)."""
 
 
 async def run_bridge(
@@ -102,10 +106,17 @@ async def run_bridge(
             try:
                 await Bridge(mesh, link, status, stream, bridge_bit=bridge_bit).run()
                 return
+            except SessionCleared:
+                continue  # the 3.1.1 bridge's first connection: now the persistent one
             except LinkRefused as exc:
                 if not bridge_bit or exc.code != ReasonCode.UNSUPPORTED_PROTOCOL_VERSION:
                     raise
         bridge_bit = False
+
+
+class SessionCleared(Exception):
+    """A new ``mqtt311`` bridge connected with a clean session and disconnected: the
+    remote dropped any session its client id had there; connect again, persistent."""
 
 
 def publisher_id(link: LinkConfig) -> str:
@@ -119,11 +130,47 @@ def position_key(link_name: str) -> str:
 
 
 def session_key(link_name: str) -> str:
-    """The state key (``mesh`` namespace) present once an MQTT 5 bridge has connected:
-    its first CONNECT starts a clean session (a remote session left by an earlier bridge
-    of the same name, with its QoS 2 packet ids, is not taken over); later ones
-    resume it."""
+    """The state key (``mesh`` namespace) present once a bridge has connected: its
+    first CONNECT starts a clean session (a remote session left by an earlier bridge
+    of the same name, with its QoS 2 packet ids and queued messages, is not taken
+    over); later ones resume it. A 3.1.1 clean session also ends at the disconnect,
+    so an ``mqtt311`` bridge's first connection only clears the remote's session and
+    hangs up (:class:`SessionCleared`); the next one opens the persistent session."""
     return f"bridge-session/{link_name}"
+
+
+def releasing_key(link_name: str) -> str:
+    """The state key (``mesh`` namespace) of a ``push_qos = 2`` bridge's releasing
+    messages (PUBREC received, PUBREL sent, PUBCOMP not yet): stored before the PUBREL
+    leaves, so a node that crashed releases them again instead of publishing them
+    again (the remote, having completed one, would deliver it twice)."""
+    return f"bridge-releasing/{link_name}"
+
+
+def _encoded_releasing(url: str, releasing: dict[int, int]) -> bytes | None:
+    """The stored form of ``releasing`` (offset -> packet id) for the remote at ``url``,
+    or None (deleted) when there is none."""
+    if not releasing:
+        return None
+    return json.dumps({"url": url, "offsets": sorted(releasing)}).encode()
+
+
+def _decoded_releasing(url: str, stored: bytes | None, position: int) -> dict[int, int]:
+    """Stored releasing messages at or past the push ``position``, for the remote at
+    ``url`` (another remote never had them)."""
+    if stored is None:
+        return {}
+    data = json.loads(stored)
+    if data.get("url") != url:
+        return {}
+    return {o: qos2_packet_id(o) for o in data["offsets"] if o >= position}
+
+
+def qos2_packet_id(offset: int) -> int:
+    """A QoS 2 push's packet id, which follows from the event's offset: a message sent
+    again after a reconnect or a restart has the id the remote knows it by (and is not
+    delivered twice)."""
+    return offset % 0xFFFF + 1
 
 
 async def store_start_position(broker: Broker, link: LinkConfig) -> None:
@@ -138,21 +185,30 @@ async def store_start_position(broker: Broker, link: LinkConfig) -> None:
 async def forget_position(broker: Broker, link_name: str) -> None:
     """Delete a deleted link's push position and session mark (a new bridge of that
     name starts anew)."""
-    await broker.save_state(
-        STATE_NAMESPACE, {position_key(link_name): None, session_key(link_name): None}
-    )
+    await broker.save_state(STATE_NAMESPACE, dict.fromkeys(_link_keys(link_name)))
+
+
+async def forget_releasing(broker: Broker, link_name: str) -> None:
+    """Delete a replaced bridge's releasing messages (its new settings may name
+    another remote, which never had them)."""
+    await broker.save_state(STATE_NAMESPACE, {releasing_key(link_name): None})
+
+
+def _link_keys(link_name: str) -> tuple[str, str, str]:
+    """The state keys a bridge keeps in the ``mesh`` namespace."""
+    return position_key(link_name), session_key(link_name), releasing_key(link_name)
 
 
 async def forget_stale_positions(broker: Broker, bridges: Iterable[str]) -> list[str]:
     """Delete the push positions of bridges that are no longer links here (removed
     from the configuration file while the node was down, or no longer bridges), as
     :func:`forget_position` does for a deleted one; returns their names."""
-    keep = {key(name) for name in bridges for key in (position_key, session_key)}
-    prefix, sessions = position_key(""), session_key("")
+    keep = {key for name in bridges for key in _link_keys(name)}
+    prefix, prefixes = position_key(""), _link_keys("")
     stale = [
         key
         for key in await broker.load_state(STATE_NAMESPACE)
-        if key.startswith((prefix, sessions)) and key not in keep
+        if key.startswith(prefixes) and key not in keep
     ]
     if stale:
         await broker.save_state(STATE_NAMESPACE, dict.fromkeys(stale))
@@ -218,9 +274,7 @@ class Bridge:
         if self.level == 5:
             properties = Properties(session_expiry_interval=SESSION_EXPIRY)
         key = session_key(link.name)
-        # MQTT 5 only: a 3.1.1 clean session would also end at the disconnect, and the
-        # remote would queue nothing for the bridge across a cut
-        clean = self.level == 5 and key not in await self.broker.load_state(STATE_NAMESPACE)
+        clean = key not in await self.broker.load_state(STATE_NAMESPACE)
         await self.channel.send(
             Connect(
                 client_id=f"{self.mesh.node_id}-{link.name}",
@@ -242,11 +296,18 @@ class Bridge:
             raise LinkRefused(connack.reason_code, f"CONNACK {connack.reason_code.name}")
         if clean:
             await self.broker.save_state(STATE_NAMESPACE, {key: b"1"})
+            if self.level == 4:
+                # a 3.1.1 clean session would end at the disconnect, and the remote
+                # would queue nothing for the bridge across a cut: clear, then resume
+                await self.channel.send(Disconnect())
+                raise SessionCleared(link.name)
         if not connack.session_present:
             # the remote has no session (it never had one, or lost it restarting without
             # persistence): it holds no QoS 2 message awaiting PUBREL, so what we were
             # releasing must be published again, not just released
             self._releasing.clear()
+            if self.link.push_qos == 2:
+                await self.broker.save_state(STATE_NAMESPACE, {releasing_key(link.name): None})
         if connack.properties.receive_maximum:
             self._inflight = min(PUSH_INFLIGHT, connack.properties.receive_maximum)
 
@@ -284,7 +345,11 @@ class Bridge:
                         self._refusals[packet.packet_id] = packet.reason_code
                     done.set()
             elif isinstance(packet, Pubrec):
-                await self._received(packet)
+                received = [packet]  # with those read at once: one durable write
+                pending = self.channel.pending
+                while pending and isinstance(pending[0], Pubrec):
+                    received.append(pending.pop(0))  # type: ignore[arg-type]
+                await self._received(received)
             elif isinstance(packet, Suback):
                 refused = [c for c in packet.reason_codes if c >= 0x80]
                 if refused:
@@ -297,21 +362,28 @@ class Bridge:
             elif not isinstance(packet, Pingresp):
                 raise LinkClosed(f"unexpected {type(packet).__name__} from the remote")
 
-    async def _received(self, packet: Pubrec) -> None:
-        """QoS 2, part 1: the remote has the message; release it (PUBREL), or, for a
-        refusal (>= 0x80), end its flow like a refused PUBACK."""
-        offset = self._offsets.get(packet.packet_id)
-        if offset is None:
-            return  # not (or no longer) in flight on this connection
-        if packet.reason_code >= 0x80:
-            del self._offsets[packet.packet_id]
-            self._refusals[packet.packet_id] = packet.reason_code
-            done = self._acks.pop(packet.packet_id, None)
-            if done is not None:
-                done.set()
-            return
-        self._releasing[offset] = packet.packet_id
-        await self.channel.send(Pubrel(packet.packet_id))
+    async def _received(self, packets: list[Pubrec]) -> None:
+        """QoS 2, part 1: the remote has the messages; release them (PUBREL, once
+        they are stored as releasing: :func:`releasing_key`), or, for a refusal
+        (>= 0x80), end a message's flow like a refused PUBACK."""
+        releases: list[Pubrel] = []
+        for packet in packets:
+            offset = self._offsets.get(packet.packet_id)
+            if offset is None:
+                continue  # not (or no longer) in flight on this connection
+            if packet.reason_code >= 0x80:
+                del self._offsets[packet.packet_id]
+                self._refusals[packet.packet_id] = packet.reason_code
+                done = self._acks.pop(packet.packet_id, None)
+                if done is not None:
+                    done.set()
+                continue
+            self._releasing[offset] = packet.packet_id
+            releases.append(Pubrel(packet.packet_id))
+        if releases:
+            stored = _encoded_releasing(self.link.url, self._releasing)
+            await self.broker.save_state(STATE_NAMESPACE, {releasing_key(self.link.name): stored})
+            await self.channel.send(*releases)
 
     async def _pinger(self) -> None:
         while True:
@@ -394,15 +466,18 @@ class Bridge:
         matchers = [compile_filter(f) for f in filters]
         packet_id = 0
         qos2 = self.link.push_qos == 2
+        if qos2:  # what a crashed run was releasing
+            stored_releasing = (await self.broker.load_state(STATE_NAMESPACE)).get(
+                releasing_key(self.link.name)
+            )
+            self._releasing.update(_decoded_releasing(self.link.url, stored_releasing, position))
         while True:
             result = await self.broker.read(
                 position, single, limit=self._inflight, wait=self.link.heartbeat_seconds
             )
             events = [e for e in result.events if self._pushes(e, matchers)]
             next_offset = result.next_offset
-            if qos2:
-                # the packet id follows from the offset, so a message sent again after a
-                # reconnect has the id the remote knows it by (and is not delivered twice)
+            if qos2:  # packet ids follow from offsets (qos2_packet_id): 65,535 at most
                 for index, event in enumerate(events):
                     if event.offset - events[0].offset >= 0xFFFF:
                         events, next_offset = events[:index], event.offset
@@ -410,7 +485,7 @@ class Bridge:
             done: list[trio.Event] = []
             packets: list[Publish | Pubrel] = []
             for event in events:
-                packet_id = event.offset % 0xFFFF + 1 if qos2 else packet_id % 0xFFFF + 1
+                packet_id = qos2_packet_id(event.offset) if qos2 else packet_id % 0xFFFF + 1
                 done.append(self._acks.setdefault(packet_id, trio.Event()))
                 if qos2:
                     self._offsets[packet_id] = event.offset
@@ -428,7 +503,12 @@ class Bridge:
                 self.status.batches_out += 1
             if next_offset > position:
                 position = next_offset
-                await self.broker.save_state(STATE_NAMESPACE, {key: str(position).encode()})
+                saved: dict[str, bytes | None] = {key: str(position).encode()}
+                if qos2:  # completed ones are gone from it
+                    saved[releasing_key(self.link.name)] = _encoded_releasing(
+                        self.link.url, self._releasing
+                    )
+                await self.broker.save_state(STATE_NAMESPACE, saved)
                 self.status.position = position
 
     async def _completed(

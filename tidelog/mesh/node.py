@@ -40,6 +40,7 @@ from tidelog.errors import LinkConflictError, LinkNotFoundError, LogClosedError
 from tidelog.mesh import wire
 from tidelog.mesh.bridge import (
     forget_position,
+    forget_releasing,
     forget_stale_positions,
     run_bridge,
     store_start_position,
@@ -178,6 +179,8 @@ class Mesh:
         await self.broker.save_state(LINKS_NAMESPACE, {link.name: json.dumps(record).encode()})
         self._stop_dialer(link.name)
         self.releasing.pop(link.name, None)  # QoS 2 state of the old settings' pushes
+        if not created and link.bridge is not None:
+            await forget_releasing(self.broker, link.name)
         self.links[link.name] = link
         self.owners[link.name] = owner
         self._new_status(link)
@@ -240,9 +243,12 @@ class Mesh:
         self.cursor_filters = {c.topic_filter or "#" for c in await self.broker.cursors()}
 
     async def _cursor_filters_loop(self) -> None:
+        """Look for cursors created or deleted while some link is up (only a link's
+        interest reads them; :meth:`_serve` loads them afresh for the first one)."""
         while True:
             await trio.sleep(CURSOR_POLL_SECONDS)
-            await self._load_cursor_filters()
+            if self.sessions:
+                await self._load_cursor_filters()
 
     async def _checkpoints(self) -> None:
         while True:
@@ -467,6 +473,8 @@ class Mesh:
     ) -> None:
         """Run a handshaken session, registered as the peer's one link."""
         peer = session.peer
+        if not self.sessions:
+            await self._load_cursor_filters()  # not polled while no link was up
         self.sessions[peer] = session
         session.status.state = "connected"
         session.status.peer = peer
