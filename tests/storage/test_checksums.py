@@ -17,6 +17,7 @@ from tidelog.storage import records
 from tidelog.storage.records import (
     CorruptRecordError,
     EncodedEvent,
+    Event,
     NewEvent,
     Properties,
     Provenance,
@@ -108,6 +109,11 @@ def test_the_switch_picks_the_path() -> None:
 
 # -- the record hot paths in the compiled module: the same results as records.py's --
 
+compiled_records = pytest.mark.skipif(
+    records._decode_forwarded is None,
+    reason="records.py uses the Python path (the module is not built, or TIDELOG_PURE_PYTHON)",
+)
+
 hop_texts = st.text(max_size=12) | st.builds(
     "{}/{}/{}".format, st.sampled_from(["e", "édge"]), st.text(max_size=4), st.integers(0, 99)
 )
@@ -145,7 +151,7 @@ def _decoded(decode: object, batch: list[bytes]) -> object:
         return str(exc)
 
 
-@compiled
+@compiled_records
 @settings(deadline=None)
 @given(
     st.lists(
@@ -164,7 +170,6 @@ def test_compiled_decode_forwarded_matches_python(
     for event, where, value, damage in rows:
         record = encode_record(event, timestamp)
         batch.append(record if damage == "o" else _mutated(record, where, value, damage == "r"))
-    assert records._decode_forwarded is not None
     compiled_result = _decoded(records.decode_encoded, batch)
     assert compiled_result == _decoded(decode_encoded_python, batch)
     if isinstance(compiled_result, list):
@@ -173,7 +178,7 @@ def test_compiled_decode_forwarded_matches_python(
         assert all(type(e.provenance.hop_path) is tuple for e in compiled_result if e.provenance)
 
 
-@compiled
+@compiled_records
 def test_compiled_decode_forwarded_takes_any_hop_count_and_iterables() -> None:
     came = Provenance(origin_node="o", origin_offset=7, hop_path=[f"h/i/{n}" for n in range(70)])
     batch = [encode_record(NewEvent("a", b"p", provenance=came), 5)] * 2
@@ -195,7 +200,7 @@ def test_compiled_restamp_matches_python(event: NewEvent, theirs: int, ours: int
     assert _crc32c.restamp(record, ours) == encode_record(event, ours)
 
 
-@compiled
+@compiled_records
 def test_compiled_record_functions_refuse_bad_arguments() -> None:
     with pytest.raises(ValueError, match="16 bytes"):
         _crc32c.restamp(b"\x02" * 15, 1)
@@ -205,10 +210,39 @@ def test_compiled_record_functions_refuse_bad_arguments() -> None:
         _crc32c.restamp(b"\x02" * 16, 2**64)
     with pytest.raises(TypeError, match="record must be bytes"):
         _crc32c.restamp(bytearray(16), 1)
+    fields = ("topic", "payload", "qos", "retain", "properties", "provenance", "record")
+    stored = ("offset", "timestamp", *fields[:6])
+    provenance = ("client_id", "packet_id", "origin_node", "origin_offset", "hop_path")
     with pytest.raises(TypeError, match="not a slot"):
         _crc32c.configure_records(
-            EncodedEvent, ("__weakref__",) * 7, Provenance, ("hop_path",) * 5, {}, 10
+            NewEvent, EncodedEvent, ("__weakref__",) * 7, Event, stored, Provenance, provenance,
+            {}, 10,
+        )
+    with pytest.raises(TypeError, match="must extend"):
+        _crc32c.configure_records(
+            Event, EncodedEvent, fields, Event, stored, Provenance, provenance, {}, 10
         )
     came = Provenance(origin_node="o", origin_offset=1, hop_path=("o/i/1",))
     record = encode_record(NewEvent("a", b"p", provenance=came), 5)
     assert records.decode_encoded([record])[0].provenance == came  # still configured
+
+
+@compiled_records
+@settings(deadline=None)
+@given(st.lists(link_events, max_size=20), st.integers(0, 2**62), st.integers(0, 2**63))
+def test_compiled_stored_events_match_python(batch: list[NewEvent], first: int, ts: int) -> None:
+    """The compiled stored_events makes the Events the Python loop makes, for NewEvents
+    and EncodedEvents; any other item makes it hand the batch back (None)."""
+    encoded = records.decode_encoded([encode_record(e, 1) for e in batch])
+    for events in (batch, encoded, [*batch, *encoded]):
+        made = _crc32c.stored_events(events, first, ts)
+        assert made == records.stored_events(tuple(events), first, ts)  # a tuple: Python's
+        assert all(type(e) is records.Event for e in made)
+
+    class Other(NewEvent):
+        pass
+
+    assert _crc32c.stored_events([*batch, Other("a", b"")], first, ts) is None
+    unset = object.__new__(NewEvent)
+    assert _crc32c.stored_events([unset], first, ts) is None
+    assert records.stored_events([Other("a", b"")], 3, ts)[0].offset == 3

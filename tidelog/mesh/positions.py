@@ -74,19 +74,23 @@ class MeshPositions:
         stamped message a bridge pulled is recorded in ``stamped``."""
         origins_done: set[str] = set()
         senders_done: set[str] = set()
+        done = "\0"  # "sender/" of the last hop that was counted (no split for its like)
         for event in reversed(events):
             provenance = event.provenance
             if provenance is None:
                 continue
-            if provenance.origin_node is None or not provenance.hop_path:
+            origin_node = provenance.origin_node
+            if origin_node is None or not provenance.hop_path:
                 stamped = stamped_origin(event)  # pulled over a bridge: no sender node
                 if stamped is not None:
                     self._seen(stamped).add(stamped[2])
                     self.dirty = True
                 continue
-            origin_node = provenance.origin_node
             last = provenance.hop_path[-1]
+            if origin_node in origins_done and last.startswith(done):
+                continue  # its origin and its sender counted already
             sender_node = last.split("/", 1)[0]
+            done = f"{sender_node}/"
             if origin_node not in origins_done:
                 origins_done.add(origin_node)
                 origin = Hop.parse(provenance.hop_path[0])

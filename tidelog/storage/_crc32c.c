@@ -240,13 +240,16 @@ restamp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
-/* What configure_records() was given: the types decode_forwarded() makes and the
- * offsets of their slots (attrs ``slots=True`` classes: each field a member
+/* What configure_records() was given: the types the functions below read and make,
+ * and the offsets of their fields (attrs ``slots=True`` classes: each field a member
  * descriptor storing an object pointer at a fixed offset). */
-#define EVENT_FIELDS 7      /* topic payload qos retain properties provenance record */
+#define NEW_FIELDS 6        /* NewEvent: topic payload qos retain properties provenance */
+#define EVENT_FIELDS 7      /* EncodedEvent: those, then record */
+#define STORED_FIELDS 8     /* Event: offset timestamp, then NewEvent's */
 #define PROVENANCE_FIELDS 5 /* client_id packet_id origin_node origin_offset hop_path */
-static PyTypeObject *event_type = NULL, *provenance_type = NULL;
-static Py_ssize_t event_slots[EVENT_FIELDS], provenance_slots[PROVENANCE_FIELDS];
+static PyTypeObject *new_type = NULL, *event_type = NULL, *stored_type = NULL, *provenance_type = NULL;
+static Py_ssize_t event_slots[EVENT_FIELDS], stored_slots[STORED_FIELDS],
+    provenance_slots[PROVENANCE_FIELDS];
 static PyObject *topic_cache = NULL; /* dict: raw topic (bytes) -> str, shared with records.py */
 static Py_ssize_t topic_cache_size = 0;
 
@@ -254,7 +257,7 @@ static int
 slot_offsets(PyObject *type, PyObject *names, Py_ssize_t count, Py_ssize_t *offsets)
 {
     if (!PyType_Check(type) || !PyTuple_Check(names) || PyTuple_GET_SIZE(names) != count) {
-        PyErr_Format(PyExc_TypeError, "configure_records() takes a type and a tuple of %zd names", count);
+        PyErr_Format(PyExc_TypeError, "configure_records() takes types and tuples of %zd names", count);
         return -1;
     }
     for (Py_ssize_t i = 0; i < count; i++) {
@@ -282,33 +285,62 @@ slot_offsets(PyObject *type, PyObject *names, Py_ssize_t count, Py_ssize_t *offs
     return 0;
 }
 
-/* configure_records(event_type, event_fields, provenance_type, provenance_fields,
- *                   topic_cache, topic_cache_size) -> None */
+/* configure_records(new_event_type, encoded_event_type, encoded_fields, event_type,
+ *                   event_fields, provenance_type, provenance_fields, topic_cache,
+ *                   topic_cache_size) -> None
+ * encoded_fields: NewEvent's six, then record; the encoded type must subclass the
+ * new one and keep its slots where they are. */
 static PyObject *
 configure_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "configure_records() takes 6 positional arguments");
+    Py_ssize_t encoded[EVENT_FIELDS], stored[STORED_FIELDS], provenance[PROVENANCE_FIELDS], size;
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "configure_records() takes 9 positional arguments");
         return NULL;
     }
-    if (slot_offsets(args[0], args[1], EVENT_FIELDS, event_slots) < 0 ||
-        slot_offsets(args[2], args[3], PROVENANCE_FIELDS, provenance_slots) < 0) {
+    if (slot_offsets(args[1], args[2], EVENT_FIELDS, encoded) < 0 ||
+        slot_offsets(args[3], args[4], STORED_FIELDS, stored) < 0 ||
+        slot_offsets(args[5], args[6], PROVENANCE_FIELDS, provenance) < 0) {
         return NULL;
     }
-    if (!PyDict_CheckExact(args[4])) {
+    if (PyType_Check(args[0]) && PyType_IsSubtype((PyTypeObject *)args[1], (PyTypeObject *)args[0])) {
+        Py_ssize_t plain[NEW_FIELDS];
+        PyObject *names = PyTuple_GetSlice(args[2], 0, NEW_FIELDS);
+        int failed = names == NULL || slot_offsets(args[0], names, NEW_FIELDS, plain) < 0;
+        Py_XDECREF(names);
+        if (failed) {
+            return NULL;
+        }
+        if (memcmp(plain, encoded, sizeof(plain)) == 0) {
+            goto types_ok;
+        }
+    }
+    PyErr_SetString(PyExc_TypeError, "configure_records(): the encoded type must extend the new "
+                                     "one, its first six fields the new one's");
+    return NULL;
+types_ok:
+    if (!PyDict_CheckExact(args[7])) {
         PyErr_SetString(PyExc_TypeError, "configure_records() topic cache must be a dict");
         return NULL;
     }
-    topic_cache_size = PyLong_AsSsize_t(args[5]);
-    if (topic_cache_size == -1 && PyErr_Occurred()) {
+    size = PyLong_AsSsize_t(args[8]);
+    if (size == -1 && PyErr_Occurred()) {
         return NULL;
     }
+    memcpy(event_slots, encoded, sizeof(encoded));
+    memcpy(stored_slots, stored, sizeof(stored));
+    memcpy(provenance_slots, provenance, sizeof(provenance));
+    topic_cache_size = size;
     Py_INCREF(args[0]);
-    Py_XSETREF(event_type, (PyTypeObject *)args[0]);
-    Py_INCREF(args[2]);
-    Py_XSETREF(provenance_type, (PyTypeObject *)args[2]);
-    Py_INCREF(args[4]);
-    Py_XSETREF(topic_cache, args[4]);
+    Py_XSETREF(new_type, (PyTypeObject *)args[0]);
+    Py_INCREF(args[1]);
+    Py_XSETREF(event_type, (PyTypeObject *)args[1]);
+    Py_INCREF(args[3]);
+    Py_XSETREF(stored_type, (PyTypeObject *)args[3]);
+    Py_INCREF(args[5]);
+    Py_XSETREF(provenance_type, (PyTypeObject *)args[5]);
+    Py_INCREF(args[7]);
+    Py_XSETREF(topic_cache, args[7]);
     Py_RETURN_NONE;
 }
 
@@ -560,6 +592,74 @@ done:
     return result;
 }
 
+#define GET_SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
+
+/* stored_events(events, first, timestamp) -> list | None
+ *     records.py's stored_events: an Event per NewEvent (or EncodedEvent) of
+ *     ``events`` (a list), at offsets from ``first``, all with ``timestamp``; None
+ *     when an item is of another type or lacks a field (records.py then makes them). */
+static PyObject *
+stored_events(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *events, *out;
+    long long first;
+    Py_ssize_t count;
+
+    if (nargs != 3 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "stored_events(events, first, timestamp) takes a list");
+        return NULL;
+    }
+    if (stored_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_records() was not called");
+        return NULL;
+    }
+    first = PyLong_AsLongLong(args[1]);
+    if (first == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    events = args[0];
+    count = PyList_GET_SIZE(events);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(events, i);
+        if (!Py_IS_TYPE(item, new_type) && !Py_IS_TYPE(item, event_type)) {
+            Py_RETURN_NONE;
+        }
+        for (int k = 0; k < NEW_FIELDS; k++) {
+            if (GET_SLOT(item, event_slots[k]) == NULL) {
+                Py_RETURN_NONE;
+            }
+        }
+    }
+    out = PyList_New(count);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(events, i), *event, *offset;
+        offset = PyLong_FromLongLong(first + i);
+        if (offset == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        event = stored_type->tp_alloc(stored_type, 0);
+        if (event == NULL) {
+            Py_DECREF(offset);
+            Py_DECREF(out);
+            return NULL;
+        }
+        SET_SLOT(event, stored_slots[0], offset);
+        Py_INCREF(args[2]);
+        SET_SLOT(event, stored_slots[1], args[2]);
+        for (int k = 0; k < NEW_FIELDS; k++) {
+            PyObject *value = GET_SLOT(item, event_slots[k]);
+            Py_INCREF(value);
+            SET_SLOT(event, stored_slots[2 + k], value);
+        }
+        PyList_SET_ITEM(out, i, event);
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"crc32c", (PyCFunction)(void (*)(void))crc32c, METH_FASTCALL,
      "crc32c(state, data) -> int: the raw CRC-32C of data continuing from state (0 to start)."},
@@ -570,8 +670,12 @@ static PyMethodDef methods[] = {
      "restamp(record, timestamp) -> bytes: a version 2 record under another timestamp, "
      "its checksum sealed again."},
     {"configure_records", (PyCFunction)(void (*)(void))configure_records, METH_FASTCALL,
-     "configure_records(event_type, event_fields, provenance_type, provenance_fields, "
-     "topic_cache, topic_cache_size): what decode_forwarded() makes (records.py calls it)."},
+     "configure_records(new_event_type, encoded_event_type, encoded_fields, event_type, "
+     "event_fields, provenance_type, provenance_fields, topic_cache, topic_cache_size): "
+     "the types the record functions read and make (records.py calls it)."},
+    {"stored_events", (PyCFunction)(void (*)(void))stored_events, METH_FASTCALL,
+     "stored_events(events, first, timestamp) -> list | None: the Events an append of "
+     "events returns (None: records.py makes them)."},
     {"decode_forwarded", (PyCFunction)(void (*)(void))decode_forwarded, METH_FASTCALL,
      "decode_forwarded(records) -> (events, others): the usual forwarded records as "
      "EncodedEvents, None and their index in others for the rest."},
