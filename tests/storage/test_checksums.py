@@ -11,9 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tidelog.storage import checksums
+from tidelog.storage import checksums, records
 from tidelog.storage.checksums import raw_crc32c_python, seal_python
-from tidelog.storage import records
 from tidelog.storage.records import (
     CorruptRecordError,
     EncodedEvent,
@@ -215,8 +214,15 @@ def test_compiled_record_functions_refuse_bad_arguments() -> None:
     provenance = ("client_id", "packet_id", "origin_node", "origin_offset", "hop_path")
     with pytest.raises(TypeError, match="not a slot"):
         _crc32c.configure_records(
-            NewEvent, EncodedEvent, ("__weakref__",) * 7, Event, stored, Provenance, provenance,
-            {}, 10,
+            NewEvent,
+            EncodedEvent,
+            ("__weakref__",) * 7,
+            Event,
+            stored,
+            Provenance,
+            provenance,
+            {},
+            10,
         )
     with pytest.raises(TypeError, match="must extend"):
         _crc32c.configure_records(

@@ -252,9 +252,12 @@ def decode_batch(payload: bytes, sender: str | None = None) -> list[EncodedEvent
         if provenance is None or provenance.origin_node is None or not provenance.hop_path:
             raise LinkProtocolError("a forwarded event without origin and hop path")
         hop_path = provenance.hop_path
-        if len(hop_path) == 1 and (hop := hop_path[0]).startswith(checked):
-            if hop[len(checked) :].isdigit():
-                continue  # as the one before, another offset
+        if (
+            len(hop_path) == 1
+            and (hop := hop_path[0]).startswith(checked)
+            and hop[len(checked) :].isdigit()
+        ):
+            continue  # as the one before, another offset
         for hop in hop_path[:: max(1, len(hop_path) - 1)]:  # the first and last: what is read
             parts = hop.split("/")
             if len(parts) != 3 or not parts[2].isdigit():

@@ -1,5 +1,6 @@
 /*
- * tidelog.storage._crc32c: CRC-32C for record checksums, with a cheap call path.
+ * tidelog.storage._crc32c: CRC-32C for record checksums, with a cheap call path,
+ * and the record hot paths of mesh links and appends.
  *
  * Optional compiled part of tidelog/storage/checksums.py, which has the same two
  * functions in Python (on google_crc32c) and uses them when this module is not
@@ -21,6 +22,25 @@
  *
  * The CRC uses the SSE 4.2 crc32 instruction where the CPU has it (checked once,
  * at import), else a portable slicing-by-8 table (any CPU, any byte order).
+ *
+ * It also has three of tidelog/storage/records.py's hot paths, each the twin of a
+ * Python function there (tests/storage/test_checksums.py checks one against the
+ * other), used when this module is built and TIDELOG_PURE_PYTHON is not set:
+ *
+ *   restamp(record, timestamp) -> bytes
+ *       a version 2 record under another timestamp, its checksum sealed again
+ *       (an EncodedEvent appended: restamp_python).
+ *   decode_forwarded(records) -> (events, others)
+ *       a mesh link's usual records as EncodedEvents (decode_encoded_python);
+ *       None and the index in ``others`` for any record it does not take.
+ *   stored_events(events, first, timestamp) -> list | None
+ *       the Events an append returns (records.stored_events' loop).
+ *
+ * The last two make attrs ``slots=True`` objects directly: allocated by their
+ * type, each field stored at its member descriptor's offset (what the attrs
+ * __init__ does, without a call per object). configure_records() is given the
+ * types and field names once, by records.py at import, and checks each is a
+ * plain object slot.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -477,9 +477,7 @@ def restamp_python(record: bytes, timestamp: int) -> bytes:
     return seal(head, raw_crc32c(0, head), record[HEADER_SIZE:-CHECKSUM_SIZE])
 
 
-restamp: Callable[[bytes, int], bytes] = (
-    restamp_python if compiled is None else compiled.restamp
-)
+restamp: Callable[[bytes, int], bytes] = restamp_python if compiled is None else compiled.restamp
 """Compiled when the extension is built (:mod:`tidelog.storage.checksums`)."""
 
 
@@ -545,7 +543,8 @@ def encode_records(
                 append(known[0] + event.payload)
         elif type(event) is EncodedEvent and checksummed:
             topic = event.topic
-            if topic not in checked_topics or type(qos := event.qos) is not int or not 0 <= qos <= 2:
+            qos = event.qos
+            if topic not in checked_topics or type(qos) is not int or not 0 <= qos <= 2:
                 check(index, event)
                 if len(checked_topics) < 100_000:
                     checked_topics[topic] = topic.encode("utf-8")
