@@ -23,7 +23,7 @@
  * The CRC uses the SSE 4.2 crc32 instruction where the CPU has it (checked once,
  * at import), else a portable slicing-by-8 table (any CPU, any byte order).
  *
- * It also has three of tidelog/storage/records.py's hot paths, each the twin of a
+ * It also has four of tidelog/storage/records.py's hot paths, each the twin of a
  * Python function there (tests/storage/test_checksums.py checks one against the
  * other), used when this module is built and TIDELOG_PURE_PYTHON is not set:
  *
@@ -35,8 +35,10 @@
  *       None and the index in ``others`` for any record it does not take.
  *   stored_events(events, first, timestamp) -> list | None
  *       the Events an append returns (records.stored_events' loop).
+ *   decode_plain(records, offsets, kinds, tail) -> list | None
+ *       the Events of a run of plain records being read (_decode_plain_python).
  *
- * The last two make attrs ``slots=True`` objects directly: allocated by their
+ * The last three make attrs ``slots=True`` objects directly: allocated by their
  * type, each field stored at its member descriptor's offset (what the attrs
  * __init__ does, without a call per object). configure_records() is given the
  * types and field names once, by records.py at import, and checks each is a
@@ -680,6 +682,126 @@ stored_events(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* decode_plain(records, offsets, kinds, tail) -> list | None
+ *     records.py's _decode_plain: the Events of a run of plain records (no
+ *     properties, no provenance) of one version, ``kinds`` being
+ *     (version << 8 | flags) >> 3 of such a record and ``tail`` the checksum's size
+ *     (4, version 2, checked already) or 0 (version 1); None if a record is not
+ *     one of them, is cut short or its topic is not UTF-8 (decode_run then decodes
+ *     the run record by record, which names a bad one). */
+static PyObject *
+decode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *records, *offsets, *out = NULL, *stamp = NULL;
+    long kinds, tail;
+    Py_ssize_t count;
+    const unsigned char *last_stamp = NULL;
+    struct memo memo = {NULL, NULL, 0, 0, NULL, NULL};
+    int bad = 0;
+
+    if (nargs != 4 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "decode_plain(records, offsets, kinds, tail) takes a list");
+        return NULL;
+    }
+    if (stored_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_records() was not called");
+        return NULL;
+    }
+    kinds = PyLong_AsLong(args[2]);
+    tail = PyLong_AsLong(args[3]);
+    if ((kinds == -1 || tail == -1) && PyErr_Occurred()) {
+        return NULL;
+    }
+    records = args[0];
+    offsets = PySequence_Fast(args[1], "decode_plain() offsets must be a sequence");
+    if (offsets == NULL) {
+        return NULL;
+    }
+    count = PyList_GET_SIZE(records);
+    if (PySequence_Fast_GET_SIZE(offsets) < count) {
+        PyErr_SetString(PyExc_ValueError, "decode_plain() needs an offset per record");
+        goto fail;
+    }
+    out = PyList_New(count);
+    if (out == NULL) {
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *record = PyList_GET_ITEM(records, i), *event, *value;
+        const unsigned char *data;
+        Py_ssize_t size, end;
+        unsigned flags;
+        if (!PyBytes_CheckExact(record)) {
+            goto other;
+        }
+        data = (const unsigned char *)PyBytes_AS_STRING(record);
+        size = PyBytes_GET_SIZE(record);
+        if (size < 12) {
+            goto other;
+        }
+        flags = data[1];
+        end = 12 + (Py_ssize_t)u16(data + 10);
+        if ((long)(((unsigned)data[0] << 8 | flags) >> 3) != kinds || size < end + tail) {
+            goto other;
+        }
+        event = stored_type->tp_alloc(stored_type, 0);
+        if (event == NULL) {
+            goto fail;
+        }
+        PyList_SET_ITEM(out, i, event);
+        value = PySequence_Fast_GET_ITEM(offsets, i);
+        Py_INCREF(value);
+        SET_SLOT(event, stored_slots[0], value);
+        if (stamp == NULL || memcmp(last_stamp, data + 2, 8) != 0) {
+            unsigned long long timestamp = 0;
+            for (int k = 2; k < 10; k++) {
+                timestamp = timestamp << 8 | data[k];
+            }
+            Py_XSETREF(stamp, PyLong_FromUnsignedLongLong(timestamp));
+            if (stamp == NULL) {
+                goto fail;
+            }
+            last_stamp = data + 2;
+        }
+        Py_INCREF(stamp);
+        SET_SLOT(event, stored_slots[1], stamp);
+        value = memo_text(data + 12, end - 12, &memo.topic_p, &memo.topic_n, &memo.topic, 1, &bad);
+        if (value == NULL) {
+            if (PyErr_Occurred()) {
+                goto fail;
+            }
+            goto other;
+        }
+        SET_SLOT(event, stored_slots[2], value);
+        value = PyBytes_FromStringAndSize((const char *)data + end, size - tail - end);
+        if (value == NULL) {
+            goto fail;
+        }
+        SET_SLOT(event, stored_slots[3], value);
+        SET_SLOT(event, stored_slots[4], PyLong_FromLong((long)(flags & 0x03)));
+        value = (flags & 0x04) ? Py_True : Py_False;
+        Py_INCREF(value);
+        SET_SLOT(event, stored_slots[5], value);
+        Py_INCREF(Py_None);
+        SET_SLOT(event, stored_slots[6], Py_None);
+        Py_INCREF(Py_None);
+        SET_SLOT(event, stored_slots[7], Py_None);
+    }
+    goto done;
+other:
+    Py_CLEAR(out);
+    out = Py_None;
+    Py_INCREF(out);
+    goto done;
+fail:
+    Py_CLEAR(out);
+done:
+    Py_DECREF(offsets);
+    Py_XDECREF(stamp);
+    Py_XDECREF(memo.topic);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"crc32c", (PyCFunction)(void (*)(void))crc32c, METH_FASTCALL,
      "crc32c(state, data) -> int: the raw CRC-32C of data continuing from state (0 to start)."},
@@ -693,6 +815,9 @@ static PyMethodDef methods[] = {
      "configure_records(new_event_type, encoded_event_type, encoded_fields, event_type, "
      "event_fields, provenance_type, provenance_fields, topic_cache, topic_cache_size): "
      "the types the record functions read and make (records.py calls it)."},
+    {"decode_plain", (PyCFunction)(void (*)(void))decode_plain, METH_FASTCALL,
+     "decode_plain(records, offsets, kinds, tail) -> list | None: the Events of a run of "
+     "plain records of one version (None: not all plain, records.py decodes them)."},
     {"stored_events", (PyCFunction)(void (*)(void))stored_events, METH_FASTCALL,
      "stored_events(events, first, timestamp) -> list | None: the Events an append of "
      "events returns (None: records.py makes them)."},

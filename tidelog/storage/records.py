@@ -685,12 +685,12 @@ def decode_run(
         if records[0][0] == 2:
             verified = _crc(_CRC_SEED, b"".join(records)) == _CRC_SEED
             events = (
-                _decode_plain(records, offsets, _PLAIN_V2_KINDS, -CHECKSUM_SIZE)
+                _decode_plain(records, offsets, _PLAIN_V2_KINDS, CHECKSUM_SIZE)
                 if verified
                 else None
             )
         else:
-            events = _decode_plain(records, offsets, _PLAIN_V1_KINDS, None)
+            events = _decode_plain(records, offsets, _PLAIN_V1_KINDS, 0)
         if events is not None:
             out += events
             return len(records), total, full
@@ -703,13 +703,15 @@ def decode_run(
     return len(records), total, full
 
 
-def _decode_plain(
-    records: list[bytes], offsets: Sequence[int], kinds: int, cut: int | None
+def _decode_plain_python(
+    records: list[bytes], offsets: Sequence[int], kinds: int, tail: int
 ) -> list[Event] | None:
     """Events of plain records of one version (``kinds``: see :data:`_PLAIN_V1_KINDS`),
-    whose payload ends at ``cut`` (None for version 1, the checksum for version 2);
-    None if a record is not one, or is cut short (raises ``struct.error`` if
-    shorter than a header). Version 2 records must have been checked already.
+    whose payload ends ``tail`` bytes before the record's end (0 for version 1, the
+    checksum for version 2); None if a record is not one, or is cut short (raises
+    ``struct.error`` if shorter than a header). Version 2 records must have been
+    checked already. :data:`_decode_plain` is this, or the compiled ``decode_plain``
+    (``_crc32c.c``: the same Events, tested against each other) when it is built.
 
     The replay hot path, so written for CPython's sake: one loop in one frame,
     each :class:`Event` made by ``object.__new__`` and its eight slots stored
@@ -723,7 +725,7 @@ def _decode_plain(
     events: list[Event] = []
     append = events.append
     unpack = _FAST_HEADER.unpack_from
-    tail = -cut if cut else 0
+    cut = -tail if tail else None
     for position, data in zip(offsets, records, strict=False):
         kind, timestamp, size = unpack(data)  # kind: version << 8 | flags
         end = HEADER_SIZE + size
@@ -910,3 +912,7 @@ if compiled is not None:
     )
     _decode_forwarded = compiled.decode_forwarded
     _stored_events = compiled.stored_events
+_decode_plain: Callable[[list[bytes], Sequence[int], int, int], list[Event] | None] = (
+    _decode_plain_python if compiled is None else compiled.decode_plain
+)
+"""The replay's loop over a run of plain records (:func:`_decode_plain_python`)."""
