@@ -62,7 +62,7 @@ seal: Callable[[bytes, int, bytes | bytearray | memoryview], bytes]
 compiled: Any
 """The compiled module, or None (not built, or ``TIDELOG_PURE_PYTHON``): it also has
 the record hot paths ``tidelog.storage.records`` uses when it is there (``restamp``,
-``decode_forwarded``)."""
+``decode_forwarded``, ``stored_events``, ``decode_plain``)."""
 PURE_PYTHON = os.environ.get("TIDELOG_PURE_PYTHON", "") not in ("", "0")
 """``TIDELOG_PURE_PYTHON`` set (to anything but ``0``): use the Python functions."""
 try:

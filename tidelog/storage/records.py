@@ -56,7 +56,8 @@ import attrs
 import google_crc32c
 
 from tidelog.errors import CorruptLogError
-from tidelog.storage.checksums import compiled, raw_crc32c, seal
+from tidelog.storage import checksums
+from tidelog.storage.checksums import raw_crc32c, seal
 
 FORMAT_VERSION = 2
 """The version new records are written in."""
@@ -477,7 +478,11 @@ def restamp_python(record: bytes, timestamp: int) -> bytes:
     return seal(head, raw_crc32c(0, head), record[HEADER_SIZE:-CHECKSUM_SIZE])
 
 
-restamp: Callable[[bytes, int], bytes] = restamp_python if compiled is None else compiled.restamp
+_compiled = checksums.compiled if hasattr(checksums.compiled, "configure_records") else None
+"""The compiled module when it has the record functions below (an extension built from
+older sources has only the CRC ones: rebuild it, ``pip install -e .`` or ``python setup.py
+build_ext --inplace``; until then these run in Python)."""
+restamp: Callable[[bytes, int], bytes] = restamp_python if _compiled is None else _compiled.restamp
 """Compiled when the extension is built (:mod:`tidelog.storage.checksums`)."""
 
 
@@ -898,8 +903,8 @@ def record_timestamp(data: bytes) -> int:
 
 _decode_forwarded: Callable[[list[bytes]], tuple[list[Any], list[int]]] | None = None
 _stored_events: Callable[[list[NewEvent], int, int], list[Event] | None] | None = None
-if compiled is not None:
-    compiled.configure_records(
+if _compiled is not None:
+    _compiled.configure_records(
         NewEvent,
         EncodedEvent,
         ("topic", "payload", "qos", "retain", "properties", "provenance", "record"),
@@ -910,9 +915,9 @@ if compiled is not None:
         _topic_cache,
         _TOPIC_CACHE_SIZE,
     )
-    _decode_forwarded = compiled.decode_forwarded
-    _stored_events = compiled.stored_events
+    _decode_forwarded = _compiled.decode_forwarded
+    _stored_events = _compiled.stored_events
 _decode_plain: Callable[[list[bytes], Sequence[int], int, int], list[Event] | None] = (
-    _decode_plain_python if compiled is None else compiled.decode_plain
+    _decode_plain_python if _compiled is None else _compiled.decode_plain
 )
 """The replay's loop over a run of plain records (:func:`_decode_plain_python`)."""
