@@ -579,7 +579,12 @@ decode_forwarded(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_RuntimeError, "configure_records() was not called");
         return NULL;
     }
-    records = args[0];
+    /* a copy: the records stay alive (the memo points into them) whatever code a
+     * garbage collection run by an allocation below may run */
+    records = PyList_GetSlice(args[0], 0, PY_SSIZE_T_MAX);
+    if (records == NULL) {
+        return NULL;
+    }
     count = PyList_GET_SIZE(records);
     events = PyList_New(count);
     others = PyList_New(0);
@@ -607,6 +612,7 @@ decode_forwarded(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     result = PyTuple_Pack(2, events, others);
 done:
+    Py_DECREF(records);
     Py_XDECREF(events);
     Py_XDECREF(others);
     Py_XDECREF(memo.topic);
@@ -639,35 +645,39 @@ stored_events(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (first == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    events = args[0];
+    events = PyList_GetSlice(args[0], 0, PY_SSIZE_T_MAX); /* a copy: see decode_forwarded */
+    if (events == NULL) {
+        return NULL;
+    }
     count = PyList_GET_SIZE(events);
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *item = PyList_GET_ITEM(events, i);
-        if (!Py_IS_TYPE(item, new_type) && !Py_IS_TYPE(item, event_type)) {
-            Py_RETURN_NONE;
+        int plain = Py_IS_TYPE(item, new_type) || Py_IS_TYPE(item, event_type);
+        for (int k = 0; plain && k < NEW_FIELDS; k++) {
+            plain = GET_SLOT(item, event_slots[k]) != NULL;
         }
-        for (int k = 0; k < NEW_FIELDS; k++) {
-            if (GET_SLOT(item, event_slots[k]) == NULL) {
-                Py_RETURN_NONE;
-            }
+        if (!plain) {
+            Py_DECREF(events);
+            Py_RETURN_NONE;
         }
     }
     out = PyList_New(count);
     if (out == NULL) {
+        Py_DECREF(events);
         return NULL;
     }
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *item = PyList_GET_ITEM(events, i), *event, *offset;
         offset = PyLong_FromLongLong(first + i);
         if (offset == NULL) {
-            Py_DECREF(out);
-            return NULL;
+            Py_CLEAR(out);
+            break;
         }
         event = stored_type->tp_alloc(stored_type, 0);
         if (event == NULL) {
             Py_DECREF(offset);
-            Py_DECREF(out);
-            return NULL;
+            Py_CLEAR(out);
+            break;
         }
         SET_SLOT(event, stored_slots[0], offset);
         Py_INCREF(args[2]);
@@ -679,6 +689,7 @@ stored_events(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         PyList_SET_ITEM(out, i, event);
     }
+    Py_DECREF(events);
     return out;
 }
 
@@ -712,13 +723,17 @@ decode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if ((kinds == -1 || tail == -1) && PyErr_Occurred()) {
         return NULL;
     }
-    records = args[0];
-    offsets = PySequence_Fast(args[1], "decode_plain() offsets must be a sequence");
+    offsets = PySequence_List(args[1]); /* a copy, as the records below */
     if (offsets == NULL) {
         return NULL;
     }
+    records = PyList_GetSlice(args[0], 0, PY_SSIZE_T_MAX); /* a copy: see decode_forwarded */
+    if (records == NULL) {
+        Py_DECREF(offsets);
+        return NULL;
+    }
     count = PyList_GET_SIZE(records);
-    if (PySequence_Fast_GET_SIZE(offsets) < count) {
+    if (PyList_GET_SIZE(offsets) < count) {
         PyErr_SetString(PyExc_ValueError, "decode_plain() needs an offset per record");
         goto fail;
     }
@@ -749,7 +764,7 @@ decode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto fail;
         }
         PyList_SET_ITEM(out, i, event);
-        value = PySequence_Fast_GET_ITEM(offsets, i);
+        value = PyList_GET_ITEM(offsets, i);
         Py_INCREF(value);
         SET_SLOT(event, stored_slots[0], value);
         if (stamp == NULL || memcmp(last_stamp, data + 2, 8) != 0) {
@@ -797,6 +812,7 @@ fail:
     Py_CLEAR(out);
 done:
     Py_DECREF(offsets);
+    Py_DECREF(records);
     Py_XDECREF(stamp);
     Py_XDECREF(memo.topic);
     return out;
