@@ -1,4 +1,5 @@
-"""Record checksums: the compiled CRC-32C module and its Python twin give the same bytes."""
+"""Record checksums and the record hot paths: the compiled module and its Python twins
+give the same results."""
 
 from __future__ import annotations
 
@@ -94,17 +95,23 @@ def test_ci_uses_the_compiled_module() -> None:
 def test_the_switch_picks_the_path() -> None:
     """TIDELOG_PURE_PYTHON=1 makes records use the Python functions (a fresh process:
     the choice is made at import)."""
-    code = "from tidelog.storage import checksums; print(checksums.IMPLEMENTATION)"
+    code = (
+        "from tidelog.storage import checksums, records; "
+        "print(checksums.IMPLEMENTATION, records.restamp.__module__)"
+    )
     env = {**os.environ, "TIDELOG_PURE_PYTHON": "1"}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "python"
+    assert out.stdout.split() == ["python", "tidelog.storage.records"]
     env["TIDELOG_PURE_PYTHON"] = "0"
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == ("python" if _crc32c is None else f"c/{_crc32c.IMPLEMENTATION}")
+    if _crc32c is None:
+        assert out.stdout.split() == ["python", "tidelog.storage.records"]
+    else:  # the record functions too, from the compiled module
+        assert out.stdout.split() == [f"c/{_crc32c.IMPLEMENTATION}", "tidelog.storage._crc32c"]
 
 
 # -- the record hot paths in the compiled module: the same results as records.py's --
