@@ -12,6 +12,11 @@ about two of these. ``bench.mqtt_compare`` runs this probe before and after its
 scenarios, in the same directory as the brokers' logs, and reports both
 beside the latency figures (issue 12: fsync ``always`` p99 within 2x of the
 disk's own fdatasync p99 measured in the same run).
+
+:func:`lmdb_commit_latency` times whole LMDB write transactions of one small
+record each (``sync=True``, as a log segment under ``fsync=always`` opens its
+environment): what the disk alone imposes on every durable append, with no
+broker around it. ``bench.mesh`` reports it beside its latency figures.
 """
 
 from __future__ import annotations
@@ -59,6 +64,35 @@ def fdatasync_latency(
     return Latency.from_samples(samples)
 
 
+LMDB_PROBE_RECORD_BYTES = 100
+"""A record about the size of a small MQTT event (topic, payload, header)."""
+
+
+def lmdb_commit_latency(
+    directory: Path | str | None = None, *, count: int = 500, max_seconds: float = 3.0
+) -> Latency | None:
+    """Percentiles of ``count`` LMDB commits of one small record each, each synced
+    (data pages, then the meta page) before it returns."""
+    import lmdb
+
+    samples: list[int] = []
+    record = os.urandom(LMDB_PROBE_RECORD_BYTES)
+    with tempfile.TemporaryDirectory(prefix="lmdb-probe-", dir=directory) as tmp:
+        env = lmdb.open(tmp, map_size=64 * 1024 * 1024, sync=True, metasync=True)
+        try:
+            deadline = time.monotonic() + max_seconds
+            for i in range(count):
+                started = time.perf_counter_ns()
+                with env.begin(write=True) as txn:
+                    txn.put(i.to_bytes(8, "big"), record)
+                samples.append(time.perf_counter_ns() - started)
+                if time.monotonic() > deadline:
+                    break
+        finally:
+            env.close()
+    return Latency.from_samples(samples)
+
+
 def describe(latency: Latency | None) -> dict[str, Any]:
     """The probe as JSON: count and p50/p99/p99.9/max in milliseconds."""
     if latency is None:
@@ -72,11 +106,11 @@ def describe(latency: Latency | None) -> dict[str, Any]:
     }
 
 
-def format_probe(info: dict[str, Any]) -> str:
+def format_probe(info: dict[str, Any], what: str = "fdatasync") -> str:
     if not info.get("count"):
         return "no samples"
     return (
-        f"fdatasync p50 {info['p50_ms']:.3f} ms, p99 {info['p99_ms']:.3f} ms, "
+        f"{what} p50 {info['p50_ms']:.3f} ms, p99 {info['p99_ms']:.3f} ms, "
         f"p99.9 {info['p999_ms']:.3f} ms ({info['count']} calls)"
     )
 
@@ -90,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     directory = args.dir or Path(tempfile.gettempdir())
     info = describe(fdatasync_latency(directory, count=args.count, max_seconds=args.max_seconds))
     print(f"{directory}: {format_probe(info)}")
+    lmdb_info = describe(lmdb_commit_latency(directory, max_seconds=args.max_seconds))
+    print(f"{directory}: {format_probe(lmdb_info, 'LMDB commit of one small record')}")
     return 0
 
 

@@ -31,6 +31,11 @@ Steps, each on fresh brokers in a temporary directory:
 holds when the receiver of step 2 starts, and the messages of step 7; the live
 steps use ``--messages``. ``--only latency`` runs the latency steps alone (one
 link, the three-hop line, the mosquitto bridge), each on fresh brokers.
+``--fsync POLICY`` runs every tidelog with that ``storage.fsync`` (default
+``always``). Every run first times synced LMDB commits of one small record in the
+brokers' directory (what the disk alone costs a durable append), and each latency
+step reports, per broker process, its CPU time, its time waiting for a CPU and
+its wake-ups per message (``/proc/<pid>/task/*/schedstat``).
 
 Prints one line per step and the same-run ratios.
 """
@@ -40,6 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import socket
 import struct
 import subprocess
@@ -48,13 +54,14 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import trio
 
 from bench.brokers import HOST, REPO, Mosquitto, RunningBroker, free_port, spawn
-from bench.process_stats import process_cpu_seconds
+from bench.disk_probe import describe, format_probe, lmdb_commit_latency
+from bench.process_stats import process_cpu_seconds, scheduler_seconds
 from tidelog.protocols.mqtt import Packet, Puback, Publish
 from tidelog.testing.mqtt_client import ClientConnection, Target, encoded_ack
 
@@ -63,7 +70,11 @@ SEQ = struct.Struct(">Q")
 """bench/mqtt_load.py's payloads start with the message's sequence number."""
 
 
-def _tidelog_argv(workdir: Path, name: str, mqtt: int, http: int, config: str) -> list[str]:
+def _tidelog_argv(
+    workdir: Path, name: str, mqtt: int, http: int, config: str, fsync: str | None = None
+) -> list[str]:
+    """``tidelog serve`` on an LMDB log in ``workdir``; ``fsync``: its
+    ``storage.fsync`` policy (default: the server's, ``always``)."""
     (workdir / f"{name}.toml").write_text(config)
     return [
         sys.executable,
@@ -82,6 +93,7 @@ def _tidelog_argv(workdir: Path, name: str, mqtt: int, http: int, config: str) -
         "off",
         "--log-level",
         "warning",
+        *(["--set", f"storage.fsync={fsync}"] if fsync else []),
     ]
 
 
@@ -234,12 +246,22 @@ def _percentiles(out: dict[str, float], name: str, values: list[float]) -> None:
         out[f"{name}_p99_ms"] = values[min(len(values) - 1, int(len(values) * 0.99))] * 1000
 
 
-async def _latency(origin: int, far: int, rate: int, seconds: float) -> dict[str, float]:
+async def _latency(
+    origin: int,
+    far: int,
+    rate: int,
+    seconds: float,
+    pids: dict[str, int] | None = None,
+    https: dict[str, int] | None = None,
+) -> dict[str, Any]:
     """Publish ``rate`` QoS 1 messages/s into the origin for ``seconds``, received by a
     QoS 1 subscriber on the origin and one on the far node: p50/p99 of each (sent to
     received by the kernel, see :func:`_receive_stamped`), and the latency the link adds:
     ``hop_*`` the far percentile minus the origin's, ``each_hop_*`` the percentiles of
-    each message's far minus origin arrival."""
+    each message's far minus origin arrival. ``pids``: broker processes whose
+    scheduling over the run is reported per message in ``nodes`` (see
+    :func:`_per_message`); ``https``: tidelogs (name -> HTTP port) whose group
+    commits over the run are reported in ``commits`` (see :func:`_commits`)."""
     arrivals: dict[str, dict[int, float]] = {"origin": {}, "far": {}}
     total = int(rate * seconds)
 
@@ -282,6 +304,8 @@ async def _latency(origin: int, far: int, rate: int, seconds: float) -> dict[str
                 await publisher.receive_packets()
 
         nursery.start_soon(drain)
+        before = {name: scheduler_seconds(pid) for name, pid in (pids or {}).items()}
+        commits_before = {name: await _commit_histogram(h) for name, h in (https or {}).items()}
         while sent < total:
             data = bytearray()
             for _ in range(min(per_step, total - sent)):
@@ -293,8 +317,13 @@ async def _latency(origin: int, far: int, rate: int, seconds: float) -> dict[str
         with trio.move_on_after(30):
             while min(len(v) for v in arrivals.values()) < total:
                 await trio.sleep(0.05)
+        after = {name: scheduler_seconds(pid) for name, pid in (pids or {}).items()}
+        commits = {
+            name: _commits(commits_before[name], await _commit_histogram(h))
+            for name, h in (https or {}).items()
+        }
         nursery.cancel_scope.cancel()
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {"nodes": _per_message(before, after, total), "commits": commits}
     for name, seen in arrivals.items():
         _percentiles(out, name, list(seen.values()))
         out[f"{name}_received"] = len(seen)
@@ -303,6 +332,68 @@ async def _latency(origin: int, far: int, rate: int, seconds: float) -> dict[str
         out["hop_p50_ms"] = out["far_p50_ms"] - out["origin_p50_ms"]
         out["hop_p99_ms"] = out["far_p99_ms"] - out["origin_p99_ms"]
         _percentiles(out, "each_hop", [far_seen[k] - near[k] for k in far_seen if k in near])
+    return out
+
+
+def _per_message(
+    before: dict[str, tuple[float, float, int] | None],
+    after: dict[str, tuple[float, float, int] | None],
+    messages: int,
+) -> dict[str, dict[str, float]]:
+    """Per message published, for each broker process: CPU time (``cpu_us``), time
+    runnable but waiting for a CPU (``wait_us``: what the machine's load adds) and
+    times a thread was put on a CPU (``wakeups``), from the deltas of
+    :func:`~bench.process_stats.scheduler_seconds`. The first two add up to what a
+    process costs a message's latency on a machine of its own and on this one."""
+    out = {}
+    for name, start in before.items():
+        end = after.get(name)
+        if start is not None and end is not None:
+            out[name] = {
+                "cpu_us": (end[0] - start[0]) * 1e6 / messages,
+                "wait_us": (end[1] - start[1]) * 1e6 / messages,
+                "wakeups": (end[2] - start[2]) / messages,
+            }
+    return out
+
+
+COMMIT_BUCKET = "tidelog_commit_duration_seconds_bucket{le="
+"""The group commit's duration histogram in ``/metrics`` (cumulative buckets)."""
+
+
+async def _commit_histogram(http: int) -> dict[str, float]:
+    """The cumulative buckets of a tidelog's commit duration histogram (upper bound ->
+    commits), with ``count`` and ``sum`` (seconds)."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://{HOST}:{http}/metrics", timeout=10)).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(COMMIT_BUCKET):
+            bound, _, value = line[len(COMMIT_BUCKET) :].partition("} ")
+            out[bound.strip('"')] = float(value)
+        elif line.startswith("tidelog_commit_duration_seconds_count "):
+            out["count"] = float(line.split()[-1])
+        elif line.startswith("tidelog_commit_duration_seconds_sum "):
+            out["sum"] = float(line.split()[-1])
+    return out
+
+
+def _commits(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """The group commits between two :func:`_commit_histogram`: how many, their mean
+    and the upper bounds of the buckets holding their p50 and p99 (milliseconds).
+    A commit is timed from the writer taking the batch to its end: LMDB's write and
+    fsync, and under ``fsync=always`` the hand-offs to the log's writer thread and
+    back, with the waits for a CPU in between."""
+    count = after.get("count", 0) - before.get("count", 0)
+    out = {"count": count}
+    if count <= 0:
+        return out
+    out["mean_ms"] = (after.get("sum", 0) - before.get("sum", 0)) * 1000 / count
+    bounds = sorted(
+        (float(b), after[b] - before.get(b, 0)) for b in after if b not in ("count", "sum")
+    )
+    for name, rank in (("p50_le_ms", 0.5), ("p99_le_ms", 0.99)):
+        out[name] = next((b * 1000 for b, n in bounds if n >= rank * count), math.inf)
     return out
 
 
@@ -345,17 +436,20 @@ async def _catch_up(
     return (count - first[1]) / max(1e-9, now - first[0])
 
 
-async def run(messages: int, outage: int | None = None, only: str | None = None) -> dict[str, Any]:
+async def run(
+    messages: int, outage: int | None = None, only: str | None = None, fsync: str | None = None
+) -> dict[str, Any]:
     outage = messages if outage is None else outage
-    out: dict[str, Any] = {"messages": messages, "outage": outage}
+    out: dict[str, Any] = {"messages": messages, "outage": outage, "fsync": fsync or "always"}
     with tempfile.TemporaryDirectory(prefix="bench-mesh-") as tmp:
         workdir = Path(tmp)
+        out["disk"] = await _disk(workdir)
         if only == "latency":
-            out.update(await _latency_only(workdir))
+            out.update(await _latency_only(workdir, fsync))
             return out
         origin_mqtt, origin_http = free_port(), free_port()
         origin_argv = _tidelog_argv(
-            workdir, "origin", origin_mqtt, origin_http, '[node]\nid = "origin"\n'
+            workdir, "origin", origin_mqtt, origin_http, '[node]\nid = "origin"\n', fsync
         )
         async with spawn("origin", origin_argv, workdir, origin_mqtt, env=_env()) as origin:
             out["ingest"] = _rate(await trio.to_thread.run_sync(_load, origin.port, outage))
@@ -364,7 +458,9 @@ async def run(messages: int, outage: int | None = None, only: str | None = None)
                 '[node]\nid = "receiver"\n[[link]]\nname = "origin"\n'
                 f'url = "mqtt://{HOST}:{origin_mqtt}"\npull = ["{FILTER}"]\n'
             )
-            receiver_argv = _tidelog_argv(workdir, "receiver", receiver_mqtt, receiver_http, config)
+            receiver_argv = _tidelog_argv(
+                workdir, "receiver", receiver_mqtt, receiver_http, config, fsync
+            )
             started = time.monotonic()
             async with spawn(
                 "receiver", receiver_argv, workdir, receiver_mqtt, env=_env()
@@ -376,42 +472,76 @@ async def run(messages: int, outage: int | None = None, only: str | None = None)
                 out["catch_up_extra"] = await _head(receiver_http) - outage  # appended twice
                 live = await _live(origin_mqtt, receiver_mqtt, messages)
                 out["tidelog_live"] = live
-                out["latency"] = await _latency(origin_mqtt, receiver_mqtt, 1000, 3.0)
-        out["line"] = await _line(workdir, messages)
+                out["latency"] = await _latency(
+                    origin_mqtt,
+                    receiver_mqtt,
+                    1000,
+                    3.0,
+                    {"origin": origin.pid, "receiver": receiver.pid},
+                    {"origin": origin_http, "receiver": receiver_http},
+                )
+        out["line"] = await _line(workdir, messages, fsync)
         out["mosquitto_live"] = await _mosquitto_pair(workdir, messages)
         out["mosquitto_outage"] = await _mosquitto_outage(workdir, outage)
     return out
 
 
-async def _latency_only(workdir: Path) -> dict[str, Any]:
+async def _disk(workdir: Path) -> dict[str, Any]:
+    """What the disk under the brokers' logs imposes on a durable append: the
+    percentiles of LMDB commits of one small record, each synced (bench/disk_probe.py),
+    in the brokers' own directory."""
+    latency = await trio.to_thread.run_sync(
+        lambda: lmdb_commit_latency(workdir, count=300, max_seconds=2.0)
+    )
+    return describe(latency)
+
+
+async def _latency_only(workdir: Path, fsync: str | None = None) -> dict[str, Any]:
     """The latency steps alone (``--only latency``): one link, then the three-hop
     line, each on fresh brokers, without the load steps before them."""
-    async with _line_nodes(workdir, "pair", 1) as ports:
-        one = await _latency(ports[0][0], ports[-1][0], 1000, 3.0)
-    async with _line_nodes(workdir, "line", 3) as ports:
-        three = await _latency(ports[0][0], ports[-1][0], 1000, 3.0)
+    async with _line_nodes(workdir, "pair", 1, fsync) as nodes:
+        one = await _line_latency(nodes)
+    async with _line_nodes(workdir, "line", 3, fsync) as nodes:
+        three = await _line_latency(nodes)
     mosquitto = await _mosquitto_pair(workdir, 0)
     return {"latency": one, "line": {"latency": three}, "mosquitto_live": mosquitto}
 
 
-async def _line(workdir: Path, messages: int, hops: int = 3) -> dict[str, Any]:
-    """Live rate and latency from a publisher on the first of ``hops + 1`` tidelogs in
-    a line to a subscriber on the last."""
-    async with _line_nodes(workdir, "line", hops) as ports:
-        result = await _live(ports[0][0], ports[-1][0], messages)
-        result["latency"] = await _latency(ports[0][0], ports[-1][0], 1000, 3.0)
+async def _line_latency(nodes: list[_Node]) -> dict[str, Any]:
+    """:func:`_latency` from the first node of a line to its last, each node's
+    scheduling reported (``origin``, then ``hop-1``, ``hop-2``, ...)."""
+    names = ["origin" if i == 0 else f"hop-{i}" for i in range(len(nodes))]
+    pids = {name: node.pid for name, node in zip(names, nodes, strict=True)}
+    https = {name: node.http for name, node in zip(names, nodes, strict=True)}
+    return await _latency(nodes[0].mqtt, nodes[-1].mqtt, 1000, 3.0, pids, https)
+
+
+async def _line(workdir: Path, messages: int, fsync: str | None = None) -> dict[str, Any]:
+    """Live rate and latency from a publisher on the first of four tidelogs in a line
+    (three hops) to a subscriber on the last."""
+    async with _line_nodes(workdir, "line", 3, fsync) as nodes:
+        result = await _live(nodes[0].mqtt, nodes[-1].mqtt, messages)
+        result["latency"] = await _line_latency(nodes)
     return result
+
+
+class _Node(NamedTuple):
+    """A tidelog of a line: its MQTT and HTTP ports, its process id."""
+
+    mqtt: int
+    http: int
+    pid: int
 
 
 @contextlib.asynccontextmanager
 async def _line_nodes(
-    workdir: Path, prefix: str, hops: int
-) -> AsyncIterator[list[tuple[int, int]]]:
+    workdir: Path, prefix: str, hops: int, fsync: str | None = None
+) -> AsyncIterator[list[_Node]]:
     """``hops + 1`` fresh tidelogs in a line, each pulling ``tidelog-bench/#`` from the
-    one before (``transit`` after the first hop), links connected: their (MQTT, HTTP)
-    ports."""
+    one before (``transit`` after the first hop), links connected."""
     names = [f"{prefix}-{i}" for i in range(hops + 1)]
     ports = [(free_port(), free_port()) for _ in names]
+    nodes: list[_Node] = []
     async with contextlib.AsyncExitStack() as stack:
         for i, name in enumerate(names):
             config = f'[node]\nid = "{name}"\n'
@@ -421,11 +551,14 @@ async def _line_nodes(
                     f'[[link]]\nname = "up"\nurl = "mqtt://{HOST}:{ports[i - 1][0]}"\n'
                     f'pull = ["{FILTER}"]\nmode = "{mode}"\n'
                 )
-            argv = _tidelog_argv(workdir, name, ports[i][0], ports[i][1], config)
-            await stack.enter_async_context(spawn(name, argv, workdir, ports[i][0], env=_env()))
+            argv = _tidelog_argv(workdir, name, ports[i][0], ports[i][1], config, fsync)
+            broker = await stack.enter_async_context(
+                spawn(name, argv, workdir, ports[i][0], env=_env())
+            )
+            nodes.append(_Node(ports[i][0], ports[i][1], broker.pid))
         for i, (_, http) in enumerate(ports):
             await _connected(http, links=i > 0)
-        yield ports
+        yield nodes
 
 
 async def _connected(http: int, timeout: float = 60, *, links: bool = True) -> None:
@@ -464,7 +597,8 @@ async def _mosquitto_pair(workdir: Path, messages: int) -> dict[str, Any]:
         async with spawn("mosquitto-bridged", [binary, "-c", str(config)], workdir, port) as b:
             await _bridge_ready(first, b)
             result = await _live(first.port, b.port, messages) if messages else {}
-            result["latency"] = await _latency(first.port, b.port, 1000, 3.0)
+            pids = {"origin": first.pid, "bridged": b.pid}
+            result["latency"] = await _latency(first.port, b.port, 1000, 3.0, pids)
             return result
 
 
@@ -573,6 +707,38 @@ async def _bridge_ready(first: RunningBroker, second: RunningBroker) -> None:
     await publisher.close()
 
 
+def _print_nodes(latency: dict[str, Any]) -> None:
+    """Each broker's scheduling per message over a latency step (:func:`_per_message`)."""
+    nodes = latency.get("nodes")
+    if nodes:
+        print(
+            "  per message, each broker: "
+            + "; ".join(
+                f"{name} CPU {n['cpu_us']:.0f} µs, waiting for a CPU {n['wait_us']:.0f} µs, "
+                f"{n['wakeups']:.2f} wake-ups"
+                for name, n in nodes.items()
+            )
+        )
+    commits = {name: c for name, c in latency.get("commits", {}).items() if c.get("count")}
+    if commits:
+        print(
+            "  group commits (write + fsync + thread hand-offs): "
+            + "; ".join(
+                f"{name} {c['count']:.0f}, mean {c['mean_ms']:.2f} ms, p50 <= "
+                f"{c['p50_le_ms']:g} ms, p99 <= {c['p99_le_ms']:g} ms"
+                for name, c in commits.items()
+            )
+        )
+
+
+def _print_disk(result: dict[str, Any]) -> None:
+    disk = result.get("disk", {})
+    print(
+        f"every tidelog at storage.fsync = {result.get('fsync', 'always')}; the disk alone: "
+        + format_probe(disk, "an LMDB commit of one small record, synced,")
+    )
+
+
 def _print_latency(result: dict[str, Any], which: str = "both") -> None:
     """The latency lines: one link (``one``), the three-hop line (``three``) or both."""
     lat = result["latency"]
@@ -584,6 +750,7 @@ def _print_latency(result: dict[str, Any], which: str = "both") -> None:
             f"p99 {lat['hop_p99_ms']:.1f} ms (per message: p50 {lat['each_hop_p50_ms']:.1f} ms "
             f"p99 {lat['each_hop_p99_ms']:.1f} ms)"
         )
+        _print_nodes(lat)
     lat3 = result["line"]["latency"]
     if which != "one" and "hop_p99_ms" in lat3:
         print(
@@ -592,6 +759,7 @@ def _print_latency(result: dict[str, Any], which: str = "both") -> None:
             f"ms p99 {lat3['hop_p99_ms']:.1f} ms (per message: p50 {lat3['each_hop_p50_ms']:.1f} "
             f"ms p99 {lat3['each_hop_p99_ms']:.1f} ms)"
         )
+        _print_nodes(lat3)
     mq = result.get("mosquitto_live", {}).get("latency", {})
     if which != "three" and "hop_p99_ms" in mq:
         print(
@@ -599,8 +767,10 @@ def _print_latency(result: dict[str, Any], which: str = "both") -> None:
             f"{mq['origin_p50_ms']:.1f} ms p99 {mq['origin_p99_ms']:.1f} ms; across the bridge "
             f"p50 {mq['far_p50_ms']:.1f} ms p99 {mq['far_p99_ms']:.1f} ms; added by the bridge "
             f"p50 {mq['hop_p50_ms']:.1f} ms p99 {mq['hop_p99_ms']:.1f} ms (per message: p50 "
-            f"{mq['each_hop_p50_ms']:.1f} ms p99 {mq['each_hop_p99_ms']:.1f} ms)"
+            f"{mq['each_hop_p50_ms']:.1f} ms p99 {mq['each_hop_p99_ms']:.1f} ms); mosquitto "
+            "writes nothing to disk per message (persistence false)"
         )
+        _print_nodes(mq)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -609,13 +779,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outage", type=int, default=None)
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
+        "--fsync",
+        metavar="POLICY",
+        help="storage.fsync of every tidelog (always, interval:<ms>, never; default always)",
+    )
+    parser.add_argument(
         "--only", choices=("latency",), help="run only these steps (latency: one link, 3 hops)"
     )
     args = parser.parse_args(argv)
-    result = trio.run(run, args.messages, args.outage, args.only)
+    result = trio.run(run, args.messages, args.outage, args.only, args.fsync)
     if args.json:
         print(json.dumps(result))
         return 0
+    _print_disk(result)
     if args.only == "latency":
         _print_latency(result)
         return 0

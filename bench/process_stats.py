@@ -112,3 +112,24 @@ def raise_fd_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             return hard
     return soft
+
+
+def scheduler_seconds(pid: int) -> tuple[float, float, int] | None:
+    """Of every thread of ``pid``, from /proc/<pid>/task/*/schedstat: seconds running
+    on a CPU, seconds runnable but waiting for one, and the number of times a thread
+    was put on a CPU (its wake-ups, roughly); None where unreadable. The waiting is
+    what a loaded machine adds to a process's latency."""
+    running = waiting = slices = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            fields = (task / "schedstat").read_text().split()
+        except OSError:
+            continue  # the thread ended
+        running += int(fields[0])
+        waiting += int(fields[1])
+        slices += int(fields[2])
+    return running / 1e9, waiting / 1e9, slices
