@@ -9,7 +9,7 @@ from tidelog.mesh.positions import MeshPositions
 from tidelog.mesh.routing import Route, closes_cycle, reachable
 from tidelog.mesh.seen import MAX_ABOVE, SeenOffsets
 from tidelog.mesh.stamps import digest, stamp, stamped_origin
-from tidelog.storage.records import Event, NewEvent, Properties, Provenance
+from tidelog.storage.records import Event, NewEvent, Properties, Provenance, encode_record
 
 
 def event(offset: int, topic: str = "t/a", provenance: Provenance | None = None) -> Event:
@@ -297,3 +297,45 @@ def test_a_batch_with_a_malformed_first_hop_is_refused() -> None:
     payload = wire.encode_batch([event(1, provenance=came)], "n1", "cafe")
     with pytest.raises(wire.LinkProtocolError, match="a hop is node/incarnation/offset"):
         wire.decode_batch(payload, "n1")
+
+
+def test_positions_read_each_events_own_origin_and_incarnation_in_a_mixed_batch() -> None:
+    positions = MeshPositions()
+    positions.origins = {"e1": ("i1", 10), "e2": ("i1", 10), "e10": ("i1", 0)}
+    batch = [
+        incoming("e1", 3, "e1/i1/3"),  # appended before
+        incoming("e2", 4, "e2/i1/4"),  # appended before: another origin, same incarnation
+        incoming("e2", 0, "e2/i2/0"),  # a new incarnation
+        incoming("e1", 11, "e1/i1/11"),
+        incoming("e10", 2, "e10/i1/2", "r/x/1"),  # "e1/..." is not its prefix
+        incoming("e1", 9, "e1/i10/9"),  # nor "e1/i1/" of this one
+    ]
+    assert positions.fresh(batch) == batch[2:]
+
+
+def _batch(*hop_paths: tuple[str, ...]) -> bytes:
+    """A ``$link/events`` payload of one event per hop path (origin n1)."""
+    payload = b""
+    for offset, hop_path in enumerate(hop_paths):
+        came = Provenance(origin_node="n1", origin_offset=offset, hop_path=hop_path)
+        record = encode_record(NewEvent("t", b"p", provenance=came), 5)
+        payload += len(record).to_bytes(4, "big") + record
+    return payload
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("n1/cafe/2x", "a hop is"),
+        ("n1/cafe/", "a hop is"),
+        ("n1/cafe/3/4", "a hop is"),
+        ("n2/cafe/3", "last hop is not n1"),
+    ],
+)
+def test_every_hop_of_a_batch_is_checked_after_good_ones(bad: str, message: str) -> None:
+    good = [("n1/cafe/0",), ("n1/cafe/1",)]
+    assert len(wire.decode_batch(_batch(*good, ("n1/cafe/2",)), "n1")) == 3
+    with pytest.raises(wire.LinkProtocolError, match=message):
+        wire.decode_batch(_batch(*good, (bad,)), "n1")
+    with pytest.raises(wire.LinkProtocolError, match=message):
+        wire.decode_batch(_batch(*good, ("x/y/1", bad), ("n1/cafe/4",)), "n1")

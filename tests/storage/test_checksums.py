@@ -1,9 +1,11 @@
-"""Record checksums: the compiled CRC-32C module and its Python twin give the same bytes."""
+"""Record checksums and the record hot paths: the compiled module and its Python twins
+give the same results."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
 import sys
 
@@ -11,9 +13,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tidelog.storage import checksums
+from tidelog.storage import checksums, records
 from tidelog.storage.checksums import raw_crc32c_python, seal_python
-from tidelog.storage.records import NewEvent, decode_record, encode_record
+from tidelog.storage.records import (
+    CorruptRecordError,
+    EncodedEvent,
+    Event,
+    NewEvent,
+    Properties,
+    Provenance,
+    checksum,
+    decode_encoded_python,
+    decode_record,
+    encode_record,
+    restamp_python,
+)
 
 try:
     from tidelog.storage import _crc32c  # type: ignore[attr-defined]
@@ -81,14 +95,214 @@ def test_ci_uses_the_compiled_module() -> None:
 def test_the_switch_picks_the_path() -> None:
     """TIDELOG_PURE_PYTHON=1 makes records use the Python functions (a fresh process:
     the choice is made at import)."""
-    code = "from tidelog.storage import checksums; print(checksums.IMPLEMENTATION)"
+    code = (
+        "from tidelog.storage import checksums, records; "
+        "print(checksums.IMPLEMENTATION, records.restamp.__module__)"
+    )
     env = {**os.environ, "TIDELOG_PURE_PYTHON": "1"}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "python"
+    assert out.stdout.split() == ["python", "tidelog.storage.records"]
     env["TIDELOG_PURE_PYTHON"] = "0"
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == ("python" if _crc32c is None else f"c/{_crc32c.IMPLEMENTATION}")
+    if _crc32c is None:
+        assert out.stdout.split() == ["python", "tidelog.storage.records"]
+    else:  # the record functions too, from the compiled module
+        assert out.stdout.split() == [f"c/{_crc32c.IMPLEMENTATION}", "tidelog.storage._crc32c"]
+
+
+# -- the record hot paths in the compiled module: the same results as records.py's --
+
+compiled_records = pytest.mark.skipif(
+    records._decode_forwarded is None,
+    reason="records.py uses the Python path (the module is not built, or TIDELOG_PURE_PYTHON)",
+)
+
+hop_texts = st.text(max_size=12) | st.builds(
+    "{}/{}/{}".format, st.sampled_from(["e", "édge"]), st.text(max_size=4), st.integers(0, 99)
+)
+forwarded_provenance = st.builds(
+    Provenance,
+    origin_node=st.text(max_size=10),
+    origin_offset=st.integers(0, 2**64 - 1),
+    hop_path=st.lists(hop_texts, min_size=1, max_size=4),
+)
+link_events = st.builds(
+    NewEvent,
+    topic=st.sampled_from(["a", "a/b", "température/1", "🌊"]),
+    payload=st.binary(max_size=40),
+    qos=st.sampled_from([0, 1, 2]),
+    retain=st.booleans(),
+    properties=st.none() | st.just(Properties(content_type="x")),
+    provenance=forwarded_provenance | st.none() | st.just(Provenance(client_id="c")),
+)
+
+
+def _mutated(record: bytes, where: int, value: int, reseal: bool) -> bytes:
+    """``record`` with one byte set to ``value``; its checksum sealed again when
+    ``reseal`` (so the damage reaches the parser instead of the checksum)."""
+    body = bytearray(record[:-4])
+    if body:
+        body[where % len(body)] = value
+    return bytes(body) + (checksum(bytes(body)) if reseal else record[-4:])
+
+
+def _decoded(decode: object, batch: list[bytes]) -> object:
+    """What ``decode(batch)`` returns, or the message of the CorruptRecordError it raises."""
+    try:
+        return decode(batch)  # type: ignore[operator]
+    except CorruptRecordError as exc:
+        return str(exc)
+
+
+@compiled_records
+@settings(deadline=None)
+@given(
+    st.lists(
+        st.tuples(link_events, st.integers(0, 200), st.integers(0, 255), st.sampled_from("ork")),
+        max_size=12,
+    ),
+    st.integers(0, 2**64 - 1),
+)
+def test_compiled_decode_forwarded_matches_python(
+    rows: list[tuple[NewEvent, int, int, str]], timestamp: int
+) -> None:
+    """decode_encoded on the compiled path gives the Python path's events (the same
+    objects: fields, provenance, the record kept), or the same error for a damaged
+    record: one byte changed and the checksum sealed again (``r``) or not (``k``)."""
+    batch = []
+    for event, where, value, damage in rows:
+        record = encode_record(event, timestamp)
+        batch.append(record if damage == "o" else _mutated(record, where, value, damage == "r"))
+    compiled_result = _decoded(records.decode_encoded, batch)
+    assert compiled_result == _decoded(decode_encoded_python, batch)
+    if isinstance(compiled_result, list):
+        assert all(type(e) is EncodedEvent for e in compiled_result)
+        assert [e.record for e in compiled_result] == batch
+        assert all(type(e.provenance.hop_path) is tuple for e in compiled_result if e.provenance)
+
+
+@compiled_records
+def test_compiled_decode_forwarded_takes_any_hop_count_and_iterables() -> None:
+    came = Provenance(origin_node="o", origin_offset=7, hop_path=[f"h/i/{n}" for n in range(70)])
+    batch = [encode_record(NewEvent("a", b"p", provenance=came), 5)] * 2
+    events = records.decode_encoded(iter(batch))
+    assert events == decode_encoded_python(batch)
+    assert events[0].provenance == came
+    events, others = _crc32c.decode_forwarded(batch)
+    assert events == [None, None] and others == [0, 1]  # over 64 hops: the Python way
+    with pytest.raises(TypeError, match="list of bytes"):
+        _crc32c.decode_forwarded(tuple(batch))
+
+
+@compiled
+@settings(deadline=None)
+@given(link_events, st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
+def test_compiled_restamp_matches_python(event: NewEvent, theirs: int, ours: int) -> None:
+    record = encode_record(event, theirs)
+    assert _crc32c.restamp(record, ours) == restamp_python(record, ours)
+    assert _crc32c.restamp(record, ours) == encode_record(event, ours)
+
+
+@compiled_records
+def test_compiled_record_functions_refuse_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="16 bytes"):
+        _crc32c.restamp(b"\x02" * 15, 1)
+    with pytest.raises(ValueError, match="16 bytes"):
+        restamp_python(b"\x02" * 15, 1)
+    with pytest.raises(OverflowError):
+        _crc32c.restamp(b"\x02" * 16, 2**64)
+    with pytest.raises(TypeError, match="record must be bytes"):
+        _crc32c.restamp(bytearray(16), 1)
+    fields = ("topic", "payload", "qos", "retain", "properties", "provenance", "record")
+    stored = ("offset", "timestamp", *fields[:6])
+    provenance = ("client_id", "packet_id", "origin_node", "origin_offset", "hop_path")
+    with pytest.raises(TypeError, match="not a slot"):
+        _crc32c.configure_records(
+            NewEvent,
+            EncodedEvent,
+            ("__weakref__",) * 7,
+            Event,
+            stored,
+            Provenance,
+            provenance,
+            {},
+            10,
+        )
+    with pytest.raises(TypeError, match="must extend"):
+        _crc32c.configure_records(
+            Event, EncodedEvent, fields, Event, stored, Provenance, provenance, {}, 10
+        )
+    came = Provenance(origin_node="o", origin_offset=1, hop_path=("o/i/1",))
+    record = encode_record(NewEvent("a", b"p", provenance=came), 5)
+    assert records.decode_encoded([record])[0].provenance == came  # still configured
+
+
+@compiled_records
+@settings(deadline=None)
+@given(st.lists(link_events, max_size=20), st.integers(0, 2**62), st.integers(0, 2**63))
+def test_compiled_stored_events_match_python(batch: list[NewEvent], first: int, ts: int) -> None:
+    """The compiled stored_events makes the Events the Python loop makes, for NewEvents
+    and EncodedEvents; any other item makes it hand the batch back (None)."""
+    encoded = records.decode_encoded([encode_record(e, 1) for e in batch])
+    for events in (batch, encoded, [*batch, *encoded]):
+        made = _crc32c.stored_events(events, first, ts)
+        assert made == records.stored_events(tuple(events), first, ts)  # a tuple: Python's
+        assert all(type(e) is records.Event for e in made)
+
+    class Other(NewEvent):
+        pass
+
+    assert _crc32c.stored_events([*batch, Other("a", b"")], first, ts) is None
+    unset = object.__new__(NewEvent)
+    assert _crc32c.stored_events([unset], first, ts) is None
+    assert records.stored_events([Other("a", b"")], 3, ts)[0].offset == 3
+
+
+plain_events = st.builds(
+    NewEvent,
+    topic=st.sampled_from(["a", "a/b", "température/1", "🌊"]),
+    payload=st.binary(max_size=40),
+    qos=st.sampled_from([0, 1, 2]),
+    retain=st.booleans(),
+)
+
+
+@compiled_records
+@settings(deadline=None)
+@given(
+    st.lists(st.tuples(plain_events, st.integers(0, 2**64 - 1)), min_size=1, max_size=20),
+    st.sampled_from([1, 2]),
+    st.integers(0, 2**40),
+    st.booleans(),
+    st.none() | st.tuples(st.integers(0, 100), st.integers(0, 255)),
+)
+def test_compiled_decode_plain_matches_python(
+    rows: list[tuple[NewEvent, int]],
+    version: int,
+    first: int,
+    as_range: bool,
+    damage: tuple[int, int] | None,
+) -> None:
+    """The replay's loop over plain records: the compiled one makes the Python one's
+    Events, or says None where it does (a record that is not plain, or is cut short;
+    the Python loop raises struct.error for one shorter than a header)."""
+    batch = [encode_record(event, timestamp, version) for event, timestamp in rows]
+    if damage is not None:
+        index, value = damage
+        batch[index % len(batch)] = _mutated(batch[index % len(batch)], index, value, True)
+    offsets = (
+        range(first, first + len(batch)) if as_range else [first + 3 * i for i in range(len(batch))]
+    )
+    kinds, tail = (records._PLAIN_V1_KINDS, 0) if version == 1 else (records._PLAIN_V2_KINDS, 4)
+    made = _crc32c.decode_plain(batch, offsets, kinds, tail)
+    try:
+        expected = records._decode_plain_python(batch, offsets, kinds, tail)
+    except (struct.error, UnicodeDecodeError):
+        expected = None
+    assert made == expected
+    if made is not None:
+        assert [e.offset for e in made] == list(offsets)

@@ -74,19 +74,23 @@ class MeshPositions:
         stamped message a bridge pulled is recorded in ``stamped``."""
         origins_done: set[str] = set()
         senders_done: set[str] = set()
+        done = "\0"  # "sender/" of the last hop that was counted (no split for its like)
         for event in reversed(events):
             provenance = event.provenance
             if provenance is None:
                 continue
-            if provenance.origin_node is None or not provenance.hop_path:
+            origin_node = provenance.origin_node
+            if origin_node is None or not provenance.hop_path:
                 stamped = stamped_origin(event)  # pulled over a bridge: no sender node
                 if stamped is not None:
                     self._seen(stamped).add(stamped[2])
                     self.dirty = True
                 continue
-            origin_node = provenance.origin_node
             last = provenance.hop_path[-1]
+            if origin_node in origins_done and last.startswith(done):
+                continue  # its origin and its sender counted already
             sender_node = last.split("/", 1)[0]
+            done = f"{sender_node}/"
             if origin_node not in origins_done:
                 origins_done.add(origin_node)
                 origin = Hop.parse(provenance.hop_path[0])
@@ -123,15 +127,32 @@ class MeshPositions:
     def fresh(self, events: Sequence[NewEvent]) -> list[NewEvent]:
         """The events not appended yet, in order: a link event above its origin's next
         offset, a stamped bridge message whose origin offset is not in ``stamped``;
-        an event without an origin (a bridge's message without stamps) is fresh."""
+        an event without an origin (a bridge's message without stamps) is fresh.
+
+        A link receiver's hot path (every event of a catch-up): a link event's origin
+        is read as :func:`_linked_origin` reads it, inline, and the incarnation in its
+        first hop (``node/incarnation/offset``) is split out only when the hop does not
+        start as the one before it did (a batch is mostly one origin's)."""
         out: list[NewEvent] = []
+        append = out.append
         seen: dict[str, Position] = {}
+        origins = self.origins
         batch: set[Origin] = set()
+        prefix, incarnation = "\0", ""  # the first hop's "node/incarnation/" and incarnation
         for event in events:
-            linked = _linked_origin(event)
-            if linked is not None:
-                node, incarnation, offset = linked
-                known = seen.get(node) or self.origins.get(node)
+            provenance = event.provenance
+            if (
+                provenance is not None
+                and (node := provenance.origin_node) is not None
+                and provenance.hop_path
+            ):
+                first = provenance.hop_path[0]
+                if not first.startswith(prefix):
+                    parts = first.split("/", 2)
+                    incarnation = parts[1]
+                    prefix = f"{parts[0]}/{incarnation}/" if len(parts) == 3 else "\0"
+                offset = provenance.origin_offset or 0
+                known = seen.get(node) or origins.get(node)
                 if known is not None and known[0] == incarnation and offset < known[1]:
                     continue
                 seen[node] = (incarnation, offset + 1)
@@ -144,7 +165,7 @@ class MeshPositions:
                     ):
                         continue
                     batch.add(stamped)
-            out.append(event)
+            append(event)
         return out
 
     async def append_fresh(self, broker: Broker, events: Sequence[NewEvent]) -> list[NewEvent]:

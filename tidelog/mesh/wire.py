@@ -274,17 +274,25 @@ def decode_batch(payload: bytes, sender: str | None = None) -> list[EncodedEvent
         events = decode_encoded(records)
     except CorruptRecordError as exc:
         raise LinkProtocolError(f"a bad record in a batch: {exc}") from None
+    checked = "\0"  # the "node/incarnation/" of a one-hop path found good before
     for event in events:
         provenance = event.provenance
         if provenance is None or provenance.origin_node is None or not provenance.hop_path:
             raise LinkProtocolError("a forwarded event without origin and hop path")
         hop_path = provenance.hop_path
+        if (
+            len(hop_path) == 1
+            and (hop := hop_path[0]).startswith(checked)
+            and hop[len(checked) :].isdigit()
+        ):
+            continue  # as the one before, another offset
         for hop in hop_path[:: max(1, len(hop_path) - 1)]:  # the first and last: what is read
             parts = hop.split("/")
             if len(parts) != 3 or not parts[2].isdigit():
                 raise LinkProtocolError(f"a hop is node/incarnation/offset, not {hop!r}")
         if sender is not None and parts[0] != sender:
             raise LinkProtocolError(f"an event whose last hop is not {sender}")
+        checked = f"{parts[0]}/{parts[1]}/" if len(hop_path) == 1 else "\0"
     return events
 
 

@@ -1,5 +1,6 @@
 /*
- * tidelog.storage._crc32c: CRC-32C for record checksums, with a cheap call path.
+ * tidelog.storage._crc32c: CRC-32C for record checksums, with a cheap call path,
+ * and the record hot paths of mesh links and appends.
  *
  * Optional compiled part of tidelog/storage/checksums.py, which has the same two
  * functions in Python (on google_crc32c) and uses them when this module is not
@@ -21,9 +22,31 @@
  *
  * The CRC uses the SSE 4.2 crc32 instruction where the CPU has it (checked once,
  * at import), else a portable slicing-by-8 table (any CPU, any byte order).
+ *
+ * It also has four of tidelog/storage/records.py's hot paths, each the twin of a
+ * Python function there (tests/storage/test_checksums.py checks one against the
+ * other), used when this module is built and TIDELOG_PURE_PYTHON is not set:
+ *
+ *   restamp(record, timestamp) -> bytes
+ *       a version 2 record under another timestamp, its checksum sealed again
+ *       (an EncodedEvent appended: restamp_python).
+ *   decode_forwarded(records) -> (events, others)
+ *       a mesh link's usual records as EncodedEvents (decode_encoded_python);
+ *       None and the index in ``others`` for any record it does not take.
+ *   stored_events(events, first, timestamp) -> list | None
+ *       the Events an append returns (records.stored_events' loop).
+ *   decode_plain(records, offsets, kinds, tail) -> list | None
+ *       the Events of a run of plain records being read (_decode_plain_python).
+ *
+ * The last three make attrs ``slots=True`` objects directly: allocated by their
+ * type, each field stored at its member descriptor's offset (what the attrs
+ * __init__ does, without a call per object). configure_records() is given the
+ * types and field names once, by records.py at import, and checks each is a
+ * plain object slot.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -191,12 +214,632 @@ done:
     return out;
 }
 
+/* ---- record hot paths (tidelog/storage/records.py has the same in Python) ---- */
+
+/* restamp(record, timestamp) -> bytes
+ *     a version 2 record with ``timestamp`` (u64) written into bytes 2-9 of its
+ *     header and its checksum sealed again: one allocation, one CRC pass. */
+static PyObject *
+restamp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    unsigned long long timestamp;
+    Py_ssize_t size;
+    PyObject *out;
+    unsigned char *p;
+    uint32_t crc;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "restamp(record, timestamp) takes 2 positional arguments");
+        return NULL;
+    }
+    if (!PyBytes_Check(args[0])) {
+        PyErr_Format(PyExc_TypeError, "restamp() record must be bytes, not %.100s", Py_TYPE(args[0])->tp_name);
+        return NULL;
+    }
+    timestamp = PyLong_AsUnsignedLongLong(args[1]);
+    if (timestamp == (unsigned long long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    size = PyBytes_GET_SIZE(args[0]);
+    if (size < 16) {
+        PyErr_SetString(PyExc_ValueError, "restamp() needs a version 2 record (16 bytes or more)");
+        return NULL;
+    }
+    out = PyBytes_FromStringAndSize(PyBytes_AS_STRING(args[0]), size);
+    if (out == NULL) {
+        return NULL;
+    }
+    p = (unsigned char *)PyBytes_AS_STRING(out);
+    for (int k = 0; k < 8; k++) {
+        p[2 + k] = (unsigned char)(timestamp >> (56 - 8 * k));
+    }
+    crc = crc_fn(0, p, (size_t)(size - 4));
+    p += size - 4;
+    p[0] = (unsigned char)crc;
+    p[1] = (unsigned char)(crc >> 8);
+    p[2] = (unsigned char)(crc >> 16);
+    p[3] = (unsigned char)(crc >> 24);
+    return out;
+}
+
+/* What configure_records() was given: the types the functions below read and make,
+ * and the offsets of their fields (attrs ``slots=True`` classes: each field a member
+ * descriptor storing an object pointer at a fixed offset). */
+#define NEW_FIELDS 6        /* NewEvent: topic payload qos retain properties provenance */
+#define EVENT_FIELDS 7      /* EncodedEvent: those, then record */
+#define STORED_FIELDS 8     /* Event: offset timestamp, then NewEvent's */
+#define PROVENANCE_FIELDS 5 /* client_id packet_id origin_node origin_offset hop_path */
+static PyTypeObject *new_type = NULL, *event_type = NULL, *stored_type = NULL, *provenance_type = NULL;
+static Py_ssize_t event_slots[EVENT_FIELDS], stored_slots[STORED_FIELDS],
+    provenance_slots[PROVENANCE_FIELDS];
+static PyObject *topic_cache = NULL; /* dict: raw topic (bytes) -> str, shared with records.py */
+static Py_ssize_t topic_cache_size = 0;
+
+static int
+slot_offsets(PyObject *type, PyObject *names, Py_ssize_t count, Py_ssize_t *offsets)
+{
+    if (!PyType_Check(type) || !PyTuple_Check(names) || PyTuple_GET_SIZE(names) != count) {
+        PyErr_Format(PyExc_TypeError, "configure_records() takes types and tuples of %zd names", count);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *descr = PyObject_GetAttr(type, PyTuple_GET_ITEM(names, i));
+        PyMemberDef *member;
+        if (descr == NULL) {
+            return -1;
+        }
+        if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+            PyErr_Format(PyExc_TypeError, "%R is not a slot of %R", PyTuple_GET_ITEM(names, i), type);
+            Py_DECREF(descr);
+            return -1;
+        }
+        member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type != T_OBJECT_EX || (member->flags & READONLY) ||
+            member->offset < (Py_ssize_t)sizeof(PyObject) ||
+            member->offset + (Py_ssize_t)sizeof(PyObject *) > ((PyTypeObject *)type)->tp_basicsize) {
+            PyErr_Format(PyExc_TypeError, "%R is not an object slot of %R", PyTuple_GET_ITEM(names, i), type);
+            Py_DECREF(descr);
+            return -1;
+        }
+        offsets[i] = member->offset;
+        Py_DECREF(descr);
+    }
+    return 0;
+}
+
+/* configure_records(new_event_type, encoded_event_type, encoded_fields, event_type,
+ *                   event_fields, provenance_type, provenance_fields, topic_cache,
+ *                   topic_cache_size) -> None
+ * encoded_fields: NewEvent's six, then record; the encoded type must subclass the
+ * new one and keep its slots where they are. */
+static PyObject *
+configure_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t encoded[EVENT_FIELDS], stored[STORED_FIELDS], provenance[PROVENANCE_FIELDS], size;
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "configure_records() takes 9 positional arguments");
+        return NULL;
+    }
+    if (slot_offsets(args[1], args[2], EVENT_FIELDS, encoded) < 0 ||
+        slot_offsets(args[3], args[4], STORED_FIELDS, stored) < 0 ||
+        slot_offsets(args[5], args[6], PROVENANCE_FIELDS, provenance) < 0) {
+        return NULL;
+    }
+    if (PyType_Check(args[0]) && PyType_IsSubtype((PyTypeObject *)args[1], (PyTypeObject *)args[0])) {
+        Py_ssize_t plain[NEW_FIELDS];
+        PyObject *names = PyTuple_GetSlice(args[2], 0, NEW_FIELDS);
+        int failed = names == NULL || slot_offsets(args[0], names, NEW_FIELDS, plain) < 0;
+        Py_XDECREF(names);
+        if (failed) {
+            return NULL;
+        }
+        if (memcmp(plain, encoded, sizeof(plain)) == 0) {
+            goto types_ok;
+        }
+    }
+    PyErr_SetString(PyExc_TypeError, "configure_records(): the encoded type must extend the new "
+                                     "one, its first six fields the new one's");
+    return NULL;
+types_ok:
+    if (!PyDict_CheckExact(args[7])) {
+        PyErr_SetString(PyExc_TypeError, "configure_records() topic cache must be a dict");
+        return NULL;
+    }
+    size = PyLong_AsSsize_t(args[8]);
+    if (size == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    memcpy(event_slots, encoded, sizeof(encoded));
+    memcpy(stored_slots, stored, sizeof(stored));
+    memcpy(provenance_slots, provenance, sizeof(provenance));
+    topic_cache_size = size;
+    Py_INCREF(args[0]);
+    Py_XSETREF(new_type, (PyTypeObject *)args[0]);
+    Py_INCREF(args[1]);
+    Py_XSETREF(event_type, (PyTypeObject *)args[1]);
+    Py_INCREF(args[3]);
+    Py_XSETREF(stored_type, (PyTypeObject *)args[3]);
+    Py_INCREF(args[5]);
+    Py_XSETREF(provenance_type, (PyTypeObject *)args[5]);
+    Py_INCREF(args[7]);
+    Py_XSETREF(topic_cache, args[7]);
+    Py_RETURN_NONE;
+}
+
+/* Store ``value`` (a new reference, stolen) in the empty slot at ``offset``. */
+#define SET_SLOT(obj, offset, value) (*(PyObject **)((char *)(obj) + (offset)) = (value))
+
+static inline unsigned
+u16(const unsigned char *p)
+{
+    return (unsigned)p[0] << 8 | p[1];
+}
+
+/* A str from UTF-8, or NULL: with an exception set for anything but bad UTF-8
+ * (which makes the record not one this fast path takes: *bad is set). */
+static PyObject *
+utf8(const unsigned char *p, Py_ssize_t n, int *bad)
+{
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)p, n, "strict");
+    if (text == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+        PyErr_Clear();
+        *bad = 1;
+    }
+    return text;
+}
+
+/* The topic of the raw bytes, through the shared cache (records.py's _topic_str). */
+static PyObject *
+cached_topic(const unsigned char *p, Py_ssize_t n, int *bad)
+{
+    PyObject *raw = PyBytes_FromStringAndSize((const char *)p, n), *topic;
+    if (raw == NULL) {
+        return NULL;
+    }
+    topic = PyDict_GetItemWithError(topic_cache, raw);
+    if (topic != NULL) {
+        Py_INCREF(topic);
+    }
+    else if (!PyErr_Occurred()) {
+        topic = utf8(p, n, bad);
+        if (topic != NULL && PyDict_GET_SIZE(topic_cache) < topic_cache_size &&
+            PyDict_SetItem(topic_cache, raw, topic) < 0) {
+            Py_CLEAR(topic);
+        }
+    }
+    Py_DECREF(raw);
+    return topic;
+}
+
+/* A str for p[0:n], the same object as *last when its bytes (*last_p, *last_n) are
+ * equal: a batch repeats a few topics and one origin. Returns a new reference. */
+static PyObject *
+memo_text(const unsigned char *p, Py_ssize_t n, const unsigned char **last_p, Py_ssize_t *last_n,
+          PyObject **last, int topic, int *bad)
+{
+    PyObject *text;
+    if (*last != NULL && *last_n == n && memcmp(*last_p, p, (size_t)n) == 0) {
+        Py_INCREF(*last);
+        return *last;
+    }
+    text = topic ? cached_topic(p, n, bad) : utf8(p, n, bad);
+    if (text != NULL) {
+        Py_INCREF(text);
+        Py_XSETREF(*last, text);
+        *last_p = p;
+        *last_n = n;
+    }
+    return text;
+}
+
+/* One record as an EncodedEvent, or NULL: with an exception set on a failure of
+ * Python's (memory), without one when the record is not a usual forwarded record
+ * (records.py's decode_encoded then takes it). */
+struct memo {
+    const unsigned char *topic_p, *origin_p;
+    Py_ssize_t topic_n, origin_n;
+    PyObject *topic, *origin;
+};
+
+static PyObject *
+forwarded_event(PyObject *record, struct memo *memo)
+{
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(record), *hop_p[64];
+    Py_ssize_t size = PyBytes_GET_SIZE(record), pos, stop, end, n, hop_n[64];
+    unsigned flags;
+    unsigned long long origin_offset = 0;
+    int hops = 0, bad = 0;
+    PyObject *event = NULL, *provenance = NULL, *value, *hop_path;
+
+    if (size < 16 || data[0] != 2) {
+        return NULL;
+    }
+    flags = data[1];
+    stop = size - 4;
+    pos = 12 + (Py_ssize_t)u16(data + 10);
+    if ((flags & 0x18) != 0x10 || pos + 2 > stop || crc_fn(0, data, (size_t)size) != 0) {
+        return NULL;
+    }
+    end = pos + 2 + (Py_ssize_t)u16(data + pos);
+    if (end > stop) {
+        return NULL;
+    }
+    pos += 2;
+    /* origin node, origin offset, then one hop or more, nothing else */
+    if (pos + 3 > end || data[pos] != 0x03) {
+        return NULL;
+    }
+    n = (Py_ssize_t)u16(data + pos + 1);
+    pos += 3 + n;
+    if (pos + 9 > end || data[pos] != 0x04) {
+        return NULL;
+    }
+    for (int k = 1; k <= 8; k++) {
+        origin_offset = origin_offset << 8 | data[pos + k];
+    }
+    pos += 9;
+    while (pos < end) {
+        if (hops == 64 || pos + 3 > end || data[pos] != 0x05) {
+            return NULL;
+        }
+        hop_n[hops] = (Py_ssize_t)u16(data + pos + 1);
+        hop_p[hops] = data + pos + 3;
+        pos += 3 + hop_n[hops];
+        if (pos > end) {
+            return NULL;
+        }
+        hops++;
+    }
+    if (hops == 0) {
+        return NULL;
+    }
+
+    provenance = provenance_type->tp_alloc(provenance_type, 0);
+    if (provenance == NULL) {
+        return NULL;
+    }
+    Py_INCREF(Py_None);
+    SET_SLOT(provenance, provenance_slots[0], Py_None);
+    Py_INCREF(Py_None);
+    SET_SLOT(provenance, provenance_slots[1], Py_None);
+    pos = 12 + (Py_ssize_t)u16(data + 10) + 2;
+    value = memo_text(data + pos + 3, (Py_ssize_t)u16(data + pos + 1), &memo->origin_p,
+                      &memo->origin_n, &memo->origin, 0, &bad);
+    if (value == NULL) {
+        goto fail;
+    }
+    SET_SLOT(provenance, provenance_slots[2], value);
+    value = PyLong_FromUnsignedLongLong(origin_offset);
+    if (value == NULL) {
+        goto fail;
+    }
+    SET_SLOT(provenance, provenance_slots[3], value);
+    hop_path = PyTuple_New(hops);
+    if (hop_path == NULL) {
+        goto fail;
+    }
+    SET_SLOT(provenance, provenance_slots[4], hop_path);
+    for (int k = 0; k < hops; k++) {
+        value = utf8(hop_p[k], hop_n[k], &bad);
+        if (value == NULL) {
+            goto fail;
+        }
+        PyTuple_SET_ITEM(hop_path, k, value);
+    }
+
+    event = event_type->tp_alloc(event_type, 0);
+    if (event == NULL) {
+        goto fail;
+    }
+    value = memo_text(data + 12, (Py_ssize_t)u16(data + 10), &memo->topic_p, &memo->topic_n,
+                      &memo->topic, 1, &bad);
+    if (value == NULL) {
+        goto fail;
+    }
+    SET_SLOT(event, event_slots[0], value);
+    value = PyBytes_FromStringAndSize((const char *)data + end, stop - end);
+    if (value == NULL) {
+        goto fail;
+    }
+    SET_SLOT(event, event_slots[1], value);
+    SET_SLOT(event, event_slots[2], PyLong_FromLong((long)(flags & 0x03))); /* small ints: cached */
+    value = (flags & 0x04) ? Py_True : Py_False;
+    Py_INCREF(value);
+    SET_SLOT(event, event_slots[3], value);
+    Py_INCREF(Py_None);
+    SET_SLOT(event, event_slots[4], Py_None);
+    SET_SLOT(event, event_slots[5], provenance);
+    Py_INCREF(record);
+    SET_SLOT(event, event_slots[6], record);
+    return event;
+
+fail:
+    Py_XDECREF(event);
+    Py_DECREF(provenance);
+    return NULL; /* bad UTF-8: no exception, the record goes the other way */
+}
+
+/* decode_forwarded(records) -> (events, others)
+ *     each record (bytes) that is a usual forwarded record (version 2, checksum
+ *     good, provenance of origin node, origin offset and hops, no properties) as
+ *     an EncodedEvent; None in its place for any other record, whose index is
+ *     listed in ``others`` (records.py decodes those, and names a bad one). */
+static PyObject *
+decode_forwarded(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *records, *events, *others, *event, *result = NULL;
+    Py_ssize_t count;
+    struct memo memo = {NULL, NULL, 0, 0, NULL, NULL};
+
+    if (nargs != 1 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "decode_forwarded(records) takes a list of bytes");
+        return NULL;
+    }
+    if (event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_records() was not called");
+        return NULL;
+    }
+    /* a copy: the records stay alive (the memo points into them) whatever code a
+     * garbage collection run by an allocation below may run */
+    records = PyList_GetSlice(args[0], 0, PY_SSIZE_T_MAX);
+    if (records == NULL) {
+        return NULL;
+    }
+    count = PyList_GET_SIZE(records);
+    events = PyList_New(count);
+    others = PyList_New(0);
+    if (events == NULL || others == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *record = PyList_GET_ITEM(records, i);
+        event = PyBytes_CheckExact(record) ? forwarded_event(record, &memo) : NULL;
+        if (event == NULL) {
+            PyObject *index;
+            if (PyErr_Occurred()) {
+                goto done;
+            }
+            index = PyLong_FromSsize_t(i);
+            if (index == NULL || PyList_Append(others, index) < 0) {
+                Py_XDECREF(index);
+                goto done;
+            }
+            Py_DECREF(index);
+            Py_INCREF(Py_None);
+            event = Py_None;
+        }
+        PyList_SET_ITEM(events, i, event);
+    }
+    result = PyTuple_Pack(2, events, others);
+done:
+    Py_DECREF(records);
+    Py_XDECREF(events);
+    Py_XDECREF(others);
+    Py_XDECREF(memo.topic);
+    Py_XDECREF(memo.origin);
+    return result;
+}
+
+#define GET_SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
+
+/* stored_events(events, first, timestamp) -> list | None
+ *     records.py's stored_events: an Event per NewEvent (or EncodedEvent) of
+ *     ``events`` (a list), at offsets from ``first``, all with ``timestamp``; None
+ *     when an item is of another type or lacks a field (records.py then makes them). */
+static PyObject *
+stored_events(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *events, *out;
+    long long first;
+    Py_ssize_t count;
+
+    if (nargs != 3 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "stored_events(events, first, timestamp) takes a list");
+        return NULL;
+    }
+    if (stored_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_records() was not called");
+        return NULL;
+    }
+    first = PyLong_AsLongLong(args[1]);
+    if (first == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    events = PyList_GetSlice(args[0], 0, PY_SSIZE_T_MAX); /* a copy: see decode_forwarded */
+    if (events == NULL) {
+        return NULL;
+    }
+    count = PyList_GET_SIZE(events);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(events, i);
+        int plain = Py_IS_TYPE(item, new_type) || Py_IS_TYPE(item, event_type);
+        for (int k = 0; plain && k < NEW_FIELDS; k++) {
+            plain = GET_SLOT(item, event_slots[k]) != NULL;
+        }
+        if (!plain) {
+            Py_DECREF(events);
+            Py_RETURN_NONE;
+        }
+    }
+    out = PyList_New(count);
+    if (out == NULL) {
+        Py_DECREF(events);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(events, i), *event, *offset;
+        offset = PyLong_FromLongLong(first + i);
+        if (offset == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        event = stored_type->tp_alloc(stored_type, 0);
+        if (event == NULL) {
+            Py_DECREF(offset);
+            Py_CLEAR(out);
+            break;
+        }
+        SET_SLOT(event, stored_slots[0], offset);
+        Py_INCREF(args[2]);
+        SET_SLOT(event, stored_slots[1], args[2]);
+        for (int k = 0; k < NEW_FIELDS; k++) {
+            PyObject *value = GET_SLOT(item, event_slots[k]);
+            Py_INCREF(value);
+            SET_SLOT(event, stored_slots[2 + k], value);
+        }
+        PyList_SET_ITEM(out, i, event);
+    }
+    Py_DECREF(events);
+    return out;
+}
+
+/* decode_plain(records, offsets, kinds, tail) -> list | None
+ *     records.py's _decode_plain: the Events of a run of plain records (no
+ *     properties, no provenance) of one version, ``kinds`` being
+ *     (version << 8 | flags) >> 3 of such a record and ``tail`` the checksum's size
+ *     (4, version 2, checked already) or 0 (version 1); None if a record is not
+ *     one of them, is cut short or its topic is not UTF-8 (decode_run then decodes
+ *     the run record by record, which names a bad one). */
+static PyObject *
+decode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *records, *offsets, *out = NULL, *stamp = NULL;
+    long kinds, tail;
+    Py_ssize_t count;
+    const unsigned char *last_stamp = NULL;
+    struct memo memo = {NULL, NULL, 0, 0, NULL, NULL};
+    int bad = 0;
+
+    if (nargs != 4 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "decode_plain(records, offsets, kinds, tail) takes a list");
+        return NULL;
+    }
+    if (stored_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_records() was not called");
+        return NULL;
+    }
+    kinds = PyLong_AsLong(args[2]);
+    tail = PyLong_AsLong(args[3]);
+    if ((kinds == -1 || tail == -1) && PyErr_Occurred()) {
+        return NULL;
+    }
+    offsets = PySequence_List(args[1]); /* a copy, as the records below */
+    if (offsets == NULL) {
+        return NULL;
+    }
+    records = PyList_GetSlice(args[0], 0, PY_SSIZE_T_MAX); /* a copy: see decode_forwarded */
+    if (records == NULL) {
+        Py_DECREF(offsets);
+        return NULL;
+    }
+    count = PyList_GET_SIZE(records);
+    if (PyList_GET_SIZE(offsets) < count) {
+        PyErr_SetString(PyExc_ValueError, "decode_plain() needs an offset per record");
+        goto fail;
+    }
+    out = PyList_New(count);
+    if (out == NULL) {
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *record = PyList_GET_ITEM(records, i), *event, *value;
+        const unsigned char *data;
+        Py_ssize_t size, end;
+        unsigned flags;
+        if (!PyBytes_CheckExact(record)) {
+            goto other;
+        }
+        data = (const unsigned char *)PyBytes_AS_STRING(record);
+        size = PyBytes_GET_SIZE(record);
+        if (size < 12) {
+            goto other;
+        }
+        flags = data[1];
+        end = 12 + (Py_ssize_t)u16(data + 10);
+        if ((long)(((unsigned)data[0] << 8 | flags) >> 3) != kinds || size < end + tail) {
+            goto other;
+        }
+        event = stored_type->tp_alloc(stored_type, 0);
+        if (event == NULL) {
+            goto fail;
+        }
+        PyList_SET_ITEM(out, i, event);
+        value = PyList_GET_ITEM(offsets, i);
+        Py_INCREF(value);
+        SET_SLOT(event, stored_slots[0], value);
+        if (stamp == NULL || memcmp(last_stamp, data + 2, 8) != 0) {
+            unsigned long long timestamp = 0;
+            for (int k = 2; k < 10; k++) {
+                timestamp = timestamp << 8 | data[k];
+            }
+            Py_XSETREF(stamp, PyLong_FromUnsignedLongLong(timestamp));
+            if (stamp == NULL) {
+                goto fail;
+            }
+            last_stamp = data + 2;
+        }
+        Py_INCREF(stamp);
+        SET_SLOT(event, stored_slots[1], stamp);
+        value = memo_text(data + 12, end - 12, &memo.topic_p, &memo.topic_n, &memo.topic, 1, &bad);
+        if (value == NULL) {
+            if (PyErr_Occurred()) {
+                goto fail;
+            }
+            goto other;
+        }
+        SET_SLOT(event, stored_slots[2], value);
+        value = PyBytes_FromStringAndSize((const char *)data + end, size - tail - end);
+        if (value == NULL) {
+            goto fail;
+        }
+        SET_SLOT(event, stored_slots[3], value);
+        SET_SLOT(event, stored_slots[4], PyLong_FromLong((long)(flags & 0x03)));
+        value = (flags & 0x04) ? Py_True : Py_False;
+        Py_INCREF(value);
+        SET_SLOT(event, stored_slots[5], value);
+        Py_INCREF(Py_None);
+        SET_SLOT(event, stored_slots[6], Py_None);
+        Py_INCREF(Py_None);
+        SET_SLOT(event, stored_slots[7], Py_None);
+    }
+    goto done;
+other:
+    Py_CLEAR(out);
+    out = Py_None;
+    Py_INCREF(out);
+    goto done;
+fail:
+    Py_CLEAR(out);
+done:
+    Py_DECREF(offsets);
+    Py_DECREF(records);
+    Py_XDECREF(stamp);
+    Py_XDECREF(memo.topic);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"crc32c", (PyCFunction)(void (*)(void))crc32c, METH_FASTCALL,
      "crc32c(state, data) -> int: the raw CRC-32C of data continuing from state (0 to start)."},
     {"seal", (PyCFunction)(void (*)(void))seal, METH_FASTCALL,
      "seal(head, state, payload) -> bytes: head + payload + their raw CRC-32C, 4 bytes "
      "little-endian; state is crc32c(0, head)."},
+    {"restamp", (PyCFunction)(void (*)(void))restamp, METH_FASTCALL,
+     "restamp(record, timestamp) -> bytes: a version 2 record under another timestamp, "
+     "its checksum sealed again."},
+    {"configure_records", (PyCFunction)(void (*)(void))configure_records, METH_FASTCALL,
+     "configure_records(new_event_type, encoded_event_type, encoded_fields, event_type, "
+     "event_fields, provenance_type, provenance_fields, topic_cache, topic_cache_size): "
+     "the types the record functions read and make (records.py calls it)."},
+    {"decode_plain", (PyCFunction)(void (*)(void))decode_plain, METH_FASTCALL,
+     "decode_plain(records, offsets, kinds, tail) -> list | None: the Events of a run of "
+     "plain records of one version (None: not all plain, records.py decodes them)."},
+    {"stored_events", (PyCFunction)(void (*)(void))stored_events, METH_FASTCALL,
+     "stored_events(events, first, timestamp) -> list | None: the Events an append of "
+     "events returns (None: records.py makes them)."},
+    {"decode_forwarded", (PyCFunction)(void (*)(void))decode_forwarded, METH_FASTCALL,
+     "decode_forwarded(records) -> (events, others): the usual forwarded records as "
+     "EncodedEvents, None and their index in others for the rest."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
+from typing import Any
 
 import google_crc32c
 
@@ -58,6 +59,10 @@ def seal_python(head: bytes, state: int, payload: bytes | bytearray | memoryview
 
 raw_crc32c: Callable[[int, bytes | bytearray | memoryview], int]
 seal: Callable[[bytes, int, bytes | bytearray | memoryview], bytes]
+compiled: Any
+"""The compiled module, or None (not built, or ``TIDELOG_PURE_PYTHON``): it also has
+the record hot paths ``tidelog.storage.records`` uses when it is there (``restamp``,
+``decode_forwarded``, ``stored_events``, ``decode_plain``)."""
 PURE_PYTHON = os.environ.get("TIDELOG_PURE_PYTHON", "") not in ("", "0")
 """``TIDELOG_PURE_PYTHON`` set (to anything but ``0``): use the Python functions."""
 try:
@@ -66,6 +71,7 @@ try:
     from tidelog.storage import _crc32c  # type: ignore[attr-defined]
 except ImportError:  # not built (no C compiler at install time): the same results, slower
     raw_crc32c, seal, IMPLEMENTATION = raw_crc32c_python, seal_python, "python"
+    compiled = None
 else:
-    raw_crc32c, seal = _crc32c.crc32c, _crc32c.seal
+    raw_crc32c, seal, compiled = _crc32c.crc32c, _crc32c.seal, _crc32c
     IMPLEMENTATION = f"c/{_crc32c.IMPLEMENTATION}"

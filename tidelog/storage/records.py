@@ -56,6 +56,7 @@ import attrs
 import google_crc32c
 
 from tidelog.errors import CorruptLogError
+from tidelog.storage import checksums
 from tidelog.storage.checksums import raw_crc32c, seal
 
 FORMAT_VERSION = 2
@@ -362,7 +363,12 @@ def stored_events(events: Sequence[NewEvent], first: int, timestamp: int) -> lis
 
     Every append's hot path: each made as :func:`_decode_plain` makes them
     (``object.__new__``, the slots stored directly), two thirds of the cost of
-    its ``__init__``."""
+    its ``__init__``); the compiled ``stored_events`` (``_crc32c.c``) when the
+    extension is built and ``events`` is a list of them."""
+    if _stored_events is not None and type(events) is list:
+        made = _stored_events(events, first, timestamp)
+        if made is not None:
+            return made
     new = object.__new__
     out: list[Event] = []
     append = out.append
@@ -463,6 +469,23 @@ def encode_record(event: NewEvent, timestamp: int, version: int = FORMAT_VERSION
     return body + checksum(body) if version != 1 else body
 
 
+def restamp_python(record: bytes, timestamp: int) -> bytes:
+    """A version 2 ``record`` with ``timestamp`` written into its header and its checksum
+    sealed again (the compiled ``restamp`` does the same in one allocation)."""
+    if len(record) < HEADER_SIZE + CHECKSUM_SIZE:
+        raise ValueError("restamp() needs a version 2 record (16 bytes or more)")
+    head = record[:2] + _U64.pack(timestamp) + record[10:HEADER_SIZE]
+    return seal(head, raw_crc32c(0, head), record[HEADER_SIZE:-CHECKSUM_SIZE])
+
+
+_compiled = checksums.compiled if hasattr(checksums.compiled, "configure_records") else None
+"""The compiled module when it has the record functions below (an extension built from
+older sources has only the CRC ones: rebuild it, ``pip install -e .`` or ``python setup.py
+build_ext --inplace``; until then these run in Python)."""
+restamp: Callable[[bytes, int], bytes] = restamp_python if _compiled is None else _compiled.restamp
+"""Compiled when the extension is built (:mod:`tidelog.storage.checksums`)."""
+
+
 def encode_records(
     events: Iterable[NewEvent],
     timestamp: int,
@@ -485,12 +508,15 @@ def encode_records(
     accepted before, with their UTF-8 bytes; a plain event has nothing else to
     check). Accepted topics are added to it, up to 100,000.
 
-    An :class:`EncodedEvent` (checked the same way) is its own record with
-    ``timestamp`` written into the header and the checksum sealed again; in
-    version 1 it is encoded from its fields like any other event.
+    An :class:`EncodedEvent` (checked the same way as a plain event: ``check`` is
+    called when its topic is not in ``checked_topics`` or its QoS is unusual) is its
+    own record with ``timestamp`` written into the header and the checksum sealed
+    again (:func:`restamp`); in version 1 it is encoded from its fields like any
+    other event.
     """
     pack = _HEADER.pack
     sealed = seal
+    restamped = restamp
     checksummed = version != 1
     plain: dict[tuple[str, int], tuple[bytes, int]] = {}
     records: list[bytes] = []
@@ -521,11 +547,13 @@ def encode_records(
             else:
                 append(known[0] + event.payload)
         elif type(event) is EncodedEvent and checksummed:
-            check(index, event)
-            # the same record under this log's timestamp: a new header, the rest as is
-            record = event.record
-            head = record[:2] + _U64.pack(timestamp) + record[10:HEADER_SIZE]
-            append(sealed(head, raw_crc32c(0, head), record[HEADER_SIZE:-CHECKSUM_SIZE]))
+            topic = event.topic
+            qos = event.qos
+            if topic not in checked_topics or type(qos) is not int or not 0 <= qos <= 2:
+                check(index, event)
+                if len(checked_topics) < 100_000:
+                    checked_topics[topic] = topic.encode("utf-8")
+            append(restamped(event.record, timestamp))  # the same record, this log's timestamp
         else:
             check(index, event)
             if event.provenance is not None:
@@ -662,12 +690,12 @@ def decode_run(
         if records[0][0] == 2:
             verified = _crc(_CRC_SEED, b"".join(records)) == _CRC_SEED
             events = (
-                _decode_plain(records, offsets, _PLAIN_V2_KINDS, -CHECKSUM_SIZE)
+                _decode_plain(records, offsets, _PLAIN_V2_KINDS, CHECKSUM_SIZE)
                 if verified
                 else None
             )
         else:
-            events = _decode_plain(records, offsets, _PLAIN_V1_KINDS, None)
+            events = _decode_plain(records, offsets, _PLAIN_V1_KINDS, 0)
         if events is not None:
             out += events
             return len(records), total, full
@@ -680,13 +708,15 @@ def decode_run(
     return len(records), total, full
 
 
-def _decode_plain(
-    records: list[bytes], offsets: Sequence[int], kinds: int, cut: int | None
+def _decode_plain_python(
+    records: list[bytes], offsets: Sequence[int], kinds: int, tail: int
 ) -> list[Event] | None:
     """Events of plain records of one version (``kinds``: see :data:`_PLAIN_V1_KINDS`),
-    whose payload ends at ``cut`` (None for version 1, the checksum for version 2);
-    None if a record is not one, or is cut short (raises ``struct.error`` if
-    shorter than a header). Version 2 records must have been checked already.
+    whose payload ends ``tail`` bytes before the record's end (0 for version 1, the
+    checksum for version 2); None if a record is not one, or is cut short (raises
+    ``struct.error`` if shorter than a header). Version 2 records must have been
+    checked already. :data:`_decode_plain` is this, or the compiled ``decode_plain``
+    (``_crc32c.c``: the same Events, tested against each other) when it is built.
 
     The replay hot path, so written for CPython's sake: one loop in one frame,
     each :class:`Event` made by ``object.__new__`` and its eight slots stored
@@ -700,7 +730,7 @@ def _decode_plain(
     events: list[Event] = []
     append = events.append
     unpack = _FAST_HEADER.unpack_from
-    tail = -cut if cut else 0
+    cut = -tail if tail else None
     for position, data in zip(offsets, records, strict=False):
         kind, timestamp, size = unpack(data)  # kind: version << 8 | flags
         end = HEADER_SIZE + size
@@ -728,7 +758,25 @@ def decode_encoded(records: Iterable[bytes]) -> list[EncodedEvent]:
     whose offset is the record's place in ``records``, for a record that fails its
     checksum, does not parse or is not version 2.
 
-    A link receiver's hot path, written as :func:`_decode_plain` is: the checksum
+    A link receiver's hot path. A forwarded event's usual record (provenance of
+    origin node, origin offset and hops, no properties) is decoded by the compiled
+    ``decode_forwarded`` (``_crc32c.c``) when the extension is built, else by
+    :func:`decode_encoded_python`: the same objects either way (tests check one
+    against the other). Any other record goes through :func:`decode_record`,
+    which names what is wrong with a bad one.
+    """
+    if _decode_forwarded is None:
+        return decode_encoded_python(records)
+    batch = records if isinstance(records, list) else list(records)
+    events, others = _decode_forwarded(batch)
+    for index in others:
+        events[index] = _decode_other(index, batch[index])
+    return events
+
+
+def decode_encoded_python(records: Iterable[bytes]) -> list[EncodedEvent]:
+    """:func:`decode_encoded` in Python (the extension not built, or
+    ``TIDELOG_PURE_PYTHON``), written as :func:`_decode_plain` is: the checksum
     in one call, and a forwarded event's usual provenance (origin node, origin
     offset, hops: the layout :func:`encode_provenance` writes) read in the loop,
     each object made by ``object.__new__`` with its slots stored directly (the
@@ -798,18 +846,28 @@ def decode_encoded(records: Iterable[bytes]) -> list[EncodedEvent]:
             event.properties = None
             event.provenance = provenance
         except (ValueError, struct.error, IndexError):  # UnicodeDecodeError is a ValueError
-            if data[:1] != b"\x02":
-                raise CorruptRecordError(index, "not a version 2 record") from None
-            decoded = decode_record(index, data)
-            event.topic = decoded.topic
-            event.payload = decoded.payload
-            event.qos = decoded.qos
-            event.retain = decoded.retain
-            event.properties = decoded.properties
-            event.provenance = decoded.provenance
+            out.append(_decode_other(index, data))
+            continue
         event.record = data
         out.append(event)
     return out
+
+
+def _decode_other(index: int, data: bytes) -> EncodedEvent:
+    """A record that is not a usual forwarded one as an :class:`EncodedEvent`, through
+    :func:`decode_record`; raises :class:`CorruptRecordError` for a bad one."""
+    if data[:1] != b"\x02":
+        raise CorruptRecordError(index, "not a version 2 record")
+    decoded = decode_record(index, data)
+    event = object.__new__(EncodedEvent)
+    event.topic = decoded.topic
+    event.payload = decoded.payload
+    event.qos = decoded.qos
+    event.retain = decoded.retain
+    event.properties = decoded.properties
+    event.provenance = decoded.provenance
+    event.record = data
+    return event
 
 
 def _slot_setter(name: str) -> Callable[[Provenance, Any], None]:
@@ -841,3 +899,25 @@ def record_topic(data: bytes) -> bytes:
 def record_timestamp(data: bytes) -> int:
     """The timestamp of an encoded record (either version)."""
     return int(_HEADER.unpack_from(data)[2])
+
+
+_decode_forwarded: Callable[[list[bytes]], tuple[list[Any], list[int]]] | None = None
+_stored_events: Callable[[list[NewEvent], int, int], list[Event] | None] | None = None
+if _compiled is not None:
+    _compiled.configure_records(
+        NewEvent,
+        EncodedEvent,
+        ("topic", "payload", "qos", "retain", "properties", "provenance", "record"),
+        Event,
+        ("offset", "timestamp", "topic", "payload", "qos", "retain", "properties", "provenance"),
+        Provenance,
+        ("client_id", "packet_id", "origin_node", "origin_offset", "hop_path"),
+        _topic_cache,
+        _TOPIC_CACHE_SIZE,
+    )
+    _decode_forwarded = _compiled.decode_forwarded
+    _stored_events = _compiled.stored_events
+_decode_plain: Callable[[list[bytes], Sequence[int], int, int], list[Event] | None] = (
+    _decode_plain_python if _compiled is None else _compiled.decode_plain
+)
+"""The replay's loop over a run of plain records (:func:`_decode_plain_python`)."""
