@@ -65,7 +65,12 @@ from bench.brokers import HOST, Mosquitto, RunningBroker, free_port, spawn
 from bench.disk_probe import describe, format_probe, lmdb_commit_latency
 from bench.mesh_live import FILTER, count_at, head, link_alone, live, load, rate_of
 from bench.mesh_live import env as _env
-from bench.process_stats import process_cpu_seconds, scheduler_seconds
+from bench.process_stats import (
+    ThreadStats,
+    process_cpu_seconds,
+    scheduler_delta,
+    scheduler_seconds,
+)
 from tidelog.protocols.mqtt import Packet, Puback, Publish
 from tidelog.testing.mqtt_client import ClientConnection, Target, encoded_ack
 
@@ -189,7 +194,6 @@ async def _latency(
         publisher = await ClientConnection.open(Target(HOST, origin), "bench-lat-pub", 4)
         step = 0.01  # a hundred sends a second: rate/100 messages each
         per_step = max(1, int(rate * step))
-        started = trio.current_time()  # trio's clock: sleep_until takes its deadlines
         sent = 0
 
         async def drain() -> None:
@@ -197,8 +201,11 @@ async def _latency(
                 await publisher.receive_packets()
 
         nursery.start_soon(drain)
-        before = {name: scheduler_seconds(pid) for name, pid in (pids or {}).items()}
+        # the snapshots first (HTTP requests): the publisher must not start behind its
+        # schedule and send a backlog flat out, nor the brokers' /metrics count in it
         commits_before = {name: await _commit_histogram(h) for name, h in (https or {}).items()}
+        before = {name: scheduler_seconds(pid) for name, pid in (pids or {}).items()}
+        started = trio.current_time()  # trio's clock: sleep_until takes its deadlines
         while sent < total:
             data = bytearray()
             for _ in range(min(per_step, total - sent)):
@@ -229,23 +236,24 @@ async def _latency(
 
 
 def _per_message(
-    before: dict[str, tuple[float, float, int] | None],
-    after: dict[str, tuple[float, float, int] | None],
+    before: dict[str, ThreadStats | None],
+    after: dict[str, ThreadStats | None],
     messages: int,
 ) -> dict[str, dict[str, float]]:
     """Per message published, for each broker process: CPU time (``cpu_us``), time
     runnable but waiting for a CPU (``wait_us``: what the machine's load adds) and
     times a thread was put on a CPU (``wakeups``), from the deltas of
-    :func:`~bench.process_stats.scheduler_seconds`. The first two add up to what a
+    :func:`~bench.process_stats.scheduler_delta`. The first two add up to what a
     process costs a message's latency on a machine of its own and on this one."""
     out = {}
     for name, start in before.items():
         end = after.get(name)
         if start is not None and end is not None:
+            running, waiting, slices = scheduler_delta(start, end)
             out[name] = {
-                "cpu_us": (end[0] - start[0]) * 1e6 / messages,
-                "wait_us": (end[1] - start[1]) * 1e6 / messages,
-                "wakeups": (end[2] - start[2]) / messages,
+                "cpu_us": running * 1e6 / messages,
+                "wait_us": waiting * 1e6 / messages,
+                "wakeups": slices / messages,
             }
     return out
 
@@ -296,7 +304,7 @@ the receiver serves on the same thread as the link (every 5 ms took 5% of it).""
 
 
 async def _catch_up(
-    http: int, count: int, cpu: dict[str, int] | None = None, timeout: float = 600
+    http: int, count: int, cpu: dict[str, float] | None = None, timeout: float = 600
 ) -> float:
     """Events/s of a receiver's catch-up: from the first event it appended (the link is
     up: process start, listeners and the dial are not the link's rate) to ``count``.
@@ -306,24 +314,26 @@ async def _catch_up(
     first: tuple[float, int] | None = None
     pids = dict(cpu or {})
     before: dict[str, float | None] = {}
+    client = httpx.AsyncClient()
     while True:
         try:
-            now_head = await head(http)
+            now_head = await head(http, client)
         except httpx.TransportError:
             now_head = 0  # the HTTP listener may bind after the MQTT one the spawn waited for
         now = time.monotonic()
         if first is None and now_head > 0:
             first = (now, now_head)
-            before = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
+            before = {name: process_cpu_seconds(int(pid)) for name, pid in pids.items()}
         if now_head >= count:
             break
         if now - started > timeout:
             raise TimeoutError(f"the receiver did not reach {count} events in {timeout} s")
         await trio.sleep(CATCH_UP_POLL_SECONDS)
+    await client.aclose()
     assert first is not None
     if cpu is not None:
         for name, pid in pids.items():
-            start, end = before.get(name), process_cpu_seconds(pid)
+            start, end = before.get(name), process_cpu_seconds(int(pid))
             if start is not None and end is not None:
                 cpu[name] = round((end - start) * 1e6 / max(1, count - first[1]), 1)
     return (count - first[1]) / max(1e-9, now - first[0])
@@ -362,7 +372,7 @@ async def run(
             async with spawn(
                 "receiver", receiver_argv, workdir, receiver_mqtt, env=_env()
             ) as receiver:
-                cpu = {"receiver": receiver.pid, "origin": origin.pid}
+                cpu: dict[str, float] = {"receiver": receiver.pid, "origin": origin.pid}
                 out["catch_up"] = await _catch_up(receiver_http, outage, cpu)
                 out["catch_up_cpu_us_per_event"] = cpu
                 out["catch_up_seconds_with_start"] = time.monotonic() - started

@@ -89,10 +89,13 @@ def rate_of(result: dict[str, Any]) -> float:
     raise KeyError(f"no rate in {result}")
 
 
-async def head(http: int) -> int:
-    """The next offset of the log of the tidelog whose HTTP port is ``http``."""
-    async with httpx.AsyncClient() as client:
-        stats = (await client.get(f"http://{HOST}:{http}/v1/stats", timeout=10)).json()
+async def head(http: int, client: httpx.AsyncClient | None = None) -> int:
+    """The next offset of the log of the tidelog whose HTTP port is ``http``. Pass a
+    ``client`` when polling: a new one costs ~80 ms."""
+    if client is None:
+        async with httpx.AsyncClient() as new:
+            return await head(http, new)
+    stats = (await client.get(f"http://{HOST}:{http}/v1/stats", timeout=10)).json()
     return int(stats["state"]["next_offset"])
 
 
@@ -274,18 +277,19 @@ async def link_alone(
 
     async def watch() -> None:
         growing = False
-        while True:
-            appended = await head(logs[1]) - bases[1]
-            if appended and not growing:
-                growing = True
-                window.busy()
-            if appended >= messages:
-                window.stop()
-                window.seconds.pop("subscriber")  # none: this process only polled
-                result["cpu_us_per_event"] = window.per_event(messages)
-                result["idle"], result["steal"] = round(window.idle, 3), round(window.steal, 3)
-                return
-            await trio.sleep(POLL_SECONDS)
+        async with httpx.AsyncClient() as client:
+            while True:
+                appended = await head(logs[1], client) - bases[1]
+                if appended and not growing:
+                    growing = True
+                    window.busy()
+                if appended >= messages:
+                    window.stop()
+                    window.seconds.pop("subscriber")  # none: this process only polled
+                    result["cpu_us_per_event"] = window.per_event(messages)
+                    result["idle"], result["steal"] = round(window.idle, 3), round(window.steal, 3)
+                    return
+                await trio.sleep(POLL_SECONDS)
 
     window.start()
     async with trio.open_nursery() as nursery:

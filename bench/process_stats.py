@@ -114,12 +114,16 @@ def raise_fd_limit() -> int:
     return soft
 
 
-def scheduler_seconds(pid: int) -> tuple[float, float, int] | None:
-    """Of every thread of ``pid``, from /proc/<pid>/task/*/schedstat: seconds running
-    on a CPU, seconds runnable but waiting for one, and the number of times a thread
-    was put on a CPU (its wake-ups, roughly); None where unreadable. The waiting is
-    what a loaded machine adds to a process's latency."""
-    running = waiting = slices = 0
+ThreadStats = dict[str, tuple[int, int, int]]
+"""Per thread id: nanoseconds on a CPU, nanoseconds runnable but waiting for one, and
+times put on a CPU (``/proc/<pid>/task/<tid>/schedstat``)."""
+
+
+def scheduler_seconds(pid: int) -> ThreadStats | None:
+    """A snapshot of every thread of ``pid``'s scheduling (:data:`ThreadStats`); None
+    where unreadable. Compare two with :func:`scheduler_delta`. The waiting is what a
+    loaded machine adds to a process's latency."""
+    threads: ThreadStats = {}
     try:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
@@ -129,7 +133,19 @@ def scheduler_seconds(pid: int) -> tuple[float, float, int] | None:
             fields = (task / "schedstat").read_text().split()
         except OSError:
             continue  # the thread ended
-        running += int(fields[0])
-        waiting += int(fields[1])
-        slices += int(fields[2])
+        threads[task.name] = (int(fields[0]), int(fields[1]), int(fields[2]))
+    return threads
+
+
+def scheduler_delta(before: ThreadStats, after: ThreadStats) -> tuple[float, float, int]:
+    """Seconds running, seconds waiting for a CPU and times put on one between two
+    snapshots, per thread: a thread started in between counts from zero, one that
+    ended in between drops out of both (its share of the span is not counted, and its
+    whole life is not subtracted)."""
+    running = waiting = slices = 0
+    for tid, (run, wait, count) in after.items():
+        run0, wait0, count0 = before.get(tid, (0, 0, 0))
+        running += run - run0
+        waiting += wait - wait0
+        slices += count - count0
     return running / 1e9, waiting / 1e9, slices

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.disk_probe import describe, format_probe, lmdb_commit_latency
 from bench.mesh import _commits, _per_message, _tidelog_argv
-from bench.process_stats import scheduler_seconds
+from bench.process_stats import scheduler_delta, scheduler_seconds
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,12 +52,21 @@ def test_scheduler_seconds_of_a_process_and_of_none() -> None:
     sum(range(200_000))  # some CPU time
     after = scheduler_seconds(os.getpid())
     assert before is not None and after is not None
-    assert after[0] > before[0]  # ran
-    assert after[2] >= before[2] > 0  # put on a CPU at least once
+    running, _, _ = scheduler_delta(before, after)
+    assert running > 0  # ran
+    assert sum(count for _, _, count in after.values()) > 0  # put on a CPU at least once
     assert scheduler_seconds(2**22 + 12345) is None  # above the largest pid Linux gives
     per = _per_message({"a": before, "gone": None}, {"a": after, "gone": None}, 10)
     assert set(per) == {"a"}
-    assert per["a"]["cpu_us"] == (after[0] - before[0]) * 1e6 / 10
+    assert per["a"]["cpu_us"] == running * 1e6 / 10
+
+
+def test_scheduler_delta_per_thread() -> None:
+    """A thread that ended between the snapshots takes nothing away; a new one counts
+    from zero."""
+    before = {"1": (100, 10, 5), "2": (10_000, 50, 40)}
+    after = {"1": (300, 30, 9), "3": (50, 5, 2)}  # 2 ended, 3 started
+    assert scheduler_delta(before, after) == (250 / 1e9, 25 / 1e9, 6)
 
 
 def test_commits_between_two_histograms() -> None:

@@ -15,7 +15,7 @@ import trio
 
 import tidelog
 from tidelog.engine import Broker
-from tidelog.mesh.bridge import STATE_NAMESPACE, position_key, releasing_key
+from tidelog.mesh.bridge import STATE_NAMESPACE, position_key, releasing_key, session_key
 from tidelog.mesh.config import LinkConfig, parse_link
 from tidelog.mesh.node import Mesh
 from tidelog.mesh.positions import CHECKPOINT_KEY, NAMESPACE, MeshPositions
@@ -299,12 +299,12 @@ def test_a_bridge_removed_from_the_configuration_or_replaced_loses_its_position(
     """A bridge's push position goes with the bridge: removed from the configuration
     file while the node was down (at the next start), or replaced at run time by a
     link that is no bridge; the positions of the bridges still there stay. QoS 2
-    messages being released go with it too, and when it is replaced by another bridge
-    (which may name another remote)."""
+    messages being released go with it too, and when it is replaced by a bridge to
+    another remote (not by one to the same remote: it may have delivered them)."""
 
-    def bridge(name: str, port: int = 1) -> LinkConfig:
+    def bridge(name: str, port: int = 1, push: str = "#") -> LinkConfig:
         table = {"name": name, "url": f"mqtt://127.0.0.1:{port}", "bridge": "mqtt5",
-                 "push": ["#"]}  # fmt: skip
+                 "push": [push]}  # fmt: skip
         return parse_link(table, "test")
 
     async def releasing(broker: Broker, *names: str) -> None:
@@ -328,12 +328,40 @@ def test_a_bridge_removed_from_the_configuration_or_replaced_loses_its_position(
                 await mesh.put_link(bridge("m"), "admin")
                 assert position_key("m") in await broker.load_state(STATE_NAMESPACE)
                 await releasing(broker, "m")
+                await mesh.put_link(bridge("m", push="t/#"), "admin")  # the same remote
+                assert releasing_key("m") in await broker.load_state(STATE_NAMESPACE)
                 await mesh.put_link(bridge("m", 2), "admin")  # another remote
                 assert releasing_key("m") not in await broker.load_state(STATE_NAMESPACE)
                 table = {"name": "m", "url": "mqtt://127.0.0.1:1", "push": ["#"]}
                 await mesh.put_link(parse_link(table, "test"), "admin")  # a tidelog link now
                 assert position_key("m") not in await broker.load_state(STATE_NAMESPACE)
                 n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_mqtt311_bridges_that_connected_before_the_upgrade_keep_their_session(
+    tmp_path: Path,
+) -> None:
+    """Before new bridges cleared a remote session, an ``mqtt311`` bridge stored no
+    session mark. On the first start after the upgrade, one with a push position (it
+    existed before) is marked as connected, so it resumes its remote session; a new
+    one is not, and later starts do not mark anything again."""
+
+    def bridge(name: str) -> LinkConfig:
+        table = {"name": name, "url": "mqtt://127.0.0.1:1", "bridge": "mqtt311",
+                 "push": ["#"]}  # fmt: skip
+        return parse_link(table, "test")
+
+    async def main() -> None:
+        async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker:
+            await broker.save_state(STATE_NAMESPACE, {position_key("old"): b"0"})  # before
+            await Mesh.open(broker, "edge", [bridge("old"), bridge("new")])
+            state = await broker.load_state(STATE_NAMESPACE)
+            assert session_key("old") in state and session_key("new") not in state
+            assert position_key("new") in state
+            await Mesh.open(broker, "edge", [bridge("old"), bridge("new")])  # a restart
+            assert session_key("new") not in await broker.load_state(STATE_NAMESPACE)
 
     trio.run(main)
 

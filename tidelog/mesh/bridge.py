@@ -173,6 +173,30 @@ def qos2_packet_id(offset: int) -> int:
     return offset % 0xFFFF + 1
 
 
+UPGRADED_KEY = "upgraded/mqtt311-sessions"
+"""Present once :func:`mark_mqtt311_sessions` ran on this log."""
+
+
+async def mark_mqtt311_sessions(broker: Broker, links: Iterable[LinkConfig]) -> None:
+    """Once per log, before any new bridge stores its position: an ``mqtt311`` bridge of
+    a version that never cleared a remote session stored no :func:`session_key`, so
+    one with a push position has connected before (or was created to); mark it, so
+    its next connection resumes its remote session (with what the remote queued
+    while the node was down) instead of clearing it."""
+    state = await broker.load_state(STATE_NAMESPACE)
+    if UPGRADED_KEY in state:
+        return
+    items: dict[str, bytes | None] = {
+        session_key(link.name): b"1"
+        for link in links
+        if link.bridge == "mqtt311"
+        and position_key(link.name) in state
+        and session_key(link.name) not in state
+    }
+    items[UPGRADED_KEY] = b"1"
+    await broker.save_state(STATE_NAMESPACE, items)
+
+
 async def store_start_position(broker: Broker, link: LinkConfig) -> None:
     """Give a new bridge its push position: the log's end now, when the link is
     created (not when it first connects: what is published while the remote is
@@ -367,6 +391,7 @@ class Bridge:
         they are stored as releasing: :func:`releasing_key`), or, for a refusal
         (>= 0x80), end a message's flow like a refused PUBACK."""
         releases: list[Pubrel] = []
+        releasing: dict[int, int] = {}
         for packet in packets:
             offset = self._offsets.get(packet.packet_id)
             if offset is None:
@@ -378,11 +403,14 @@ class Bridge:
                 if done is not None:
                     done.set()
                 continue
-            self._releasing[offset] = packet.packet_id
+            releasing[offset] = packet.packet_id
             releases.append(Pubrel(packet.packet_id))
         if releases:
-            stored = _encoded_releasing(self.link.url, self._releasing)
+            # remembered once stored: a failed save must not leave them released in
+            # memory only (a later crash would publish them again)
+            stored = _encoded_releasing(self.link.url, self._releasing | releasing)
             await self.broker.save_state(STATE_NAMESPACE, {releasing_key(self.link.name): stored})
+            self._releasing.update(releasing)
             await self.channel.send(*releases)
 
     async def _pinger(self) -> None:

@@ -42,6 +42,7 @@ from tidelog.mesh.bridge import (
     forget_position,
     forget_releasing,
     forget_stale_positions,
+    mark_mqtt311_sessions,
     run_bridge,
     store_start_position,
 )
@@ -102,7 +103,8 @@ class Mesh:
         """The filters of this node's durable cursors (live interest: their consumers
         read later, and what they want must still arrive)."""
         self._peer_locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
-        self._dialers: dict[str, trio.CancelScope] = {}
+        self._dialers: dict[str, tuple[trio.CancelScope, trio.Event]] = {}
+        """Running dialers: their scope, and an event set once the dialer has ended."""
         self._nursery: trio.Nursery | None = None
 
     @classmethod
@@ -114,6 +116,7 @@ class Mesh:
         mesh = cls(broker, await load_identity(broker, node_id), links)
         await mesh._load_links()
         bridges = [link for link in mesh.links.values() if link.bridge is not None]
+        await mark_mqtt311_sessions(broker, bridges)
         for link in bridges:
             await store_start_position(broker, link)  # a configured link: new here now
         for name in await forget_stale_positions(broker, [link.name for link in bridges]):
@@ -170,17 +173,22 @@ class Mesh:
             )
         if self._nursery is None:
             raise LogClosedError("the mesh is not running")
-        created = link.name not in self.links
+        old = self.links.get(link.name)
+        created = old is None
         record = {"owner": owner, "link": link.stored()}
+        # the old link's last saves (a bridge's push position) land before what follows
+        await self._stop_dialer(link.name)
         if link.bridge is not None:
             await store_start_position(self.broker, link)
-        elif not created and self.links[link.name].bridge is not None:
+        elif old is not None and old.bridge is not None:
             await forget_position(self.broker, link.name)  # a bridge no longer
         await self.broker.save_state(LINKS_NAMESPACE, {link.name: json.dumps(record).encode()})
-        self._stop_dialer(link.name)
-        self.releasing.pop(link.name, None)  # QoS 2 state of the old settings' pushes
-        if not created and link.bridge is not None:
-            await forget_releasing(self.broker, link.name)
+        if old is not None and old.url != link.url:
+            # QoS 2 pushes being released belong to the old remote; to the same one they
+            # must be released, not published again (it may have delivered them)
+            self.releasing.pop(link.name, None)
+            if old.bridge is not None:
+                await forget_releasing(self.broker, link.name)
         self.links[link.name] = link
         self.owners[link.name] = owner
         self._new_status(link)
@@ -198,26 +206,33 @@ class Mesh:
             )
         if name not in self.owners:
             raise LinkNotFoundError(f"no link named {name!r}")
+        await self._stop_dialer(name)  # its last saves land before the position goes
         await self.broker.save_state(LINKS_NAMESPACE, {name: None})
         await forget_position(self.broker, name)
-        self._stop_dialer(name)
         del self.links[name], self.owners[name], self.statuses[name]
         self.releasing.pop(name, None)
         log.info("mesh: link %s deleted", name)
 
     def _start_dialer(self, link: LinkConfig) -> None:
         assert self._nursery is not None
-        scope = self._dialers[link.name] = trio.CancelScope()
-        self._nursery.start_soon(self._dial_in, scope, link)
+        scope, ended = self._dialers[link.name] = trio.CancelScope(), trio.Event()
+        self._nursery.start_soon(self._dial_in, scope, ended, link)
 
-    def _stop_dialer(self, name: str) -> None:
-        scope = self._dialers.pop(name, None)
-        if scope is not None:
+    async def _stop_dialer(self, name: str) -> None:
+        """Cancel a link's dialer and wait until it has ended (a bridge's shielded
+        last save of its push position included)."""
+        dialer = self._dialers.pop(name, None)
+        if dialer is not None:
+            scope, ended = dialer
             scope.cancel()
+            await ended.wait()
 
-    async def _dial_in(self, scope: trio.CancelScope, link: LinkConfig) -> None:
-        with scope:
-            await self._dial_forever(link)
+    async def _dial_in(self, scope: trio.CancelScope, ended: trio.Event, link: LinkConfig) -> None:
+        try:
+            with scope:
+                await self._dial_forever(link)
+        finally:
+            ended.set()
 
     @property
     def node_id(self) -> str:
@@ -243,12 +258,12 @@ class Mesh:
         self.cursor_filters = {c.topic_filter or "#" for c in await self.broker.cursors()}
 
     async def _cursor_filters_loop(self) -> None:
-        """Look for cursors created or deleted while some link is up (only a link's
-        interest reads them; :meth:`_serve` loads them afresh for the first one)."""
+        """Look for cursors created or deleted, also while no link is up: the first
+        interest a link sends when it (re)connects is built from them, and the source
+        skips for good what that interest leaves out."""
         while True:
             await trio.sleep(CURSOR_POLL_SECONDS)
-            if self.sessions:
-                await self._load_cursor_filters()
+            await self._load_cursor_filters()
 
     async def _checkpoints(self) -> None:
         while True:
@@ -318,7 +333,7 @@ class Mesh:
             return
         for session in list(self.sessions.values()):
             if session.transit and session is not changed:
-                self._nursery.start_soon(self._send_nodes, session)
+                session.start_soon(self._send_nodes, session)
 
     async def _send_nodes(self, session: LinkSession) -> None:
         with contextlib.suppress(*STREAM_ERRORS, trio.BrokenResourceError):
@@ -473,8 +488,6 @@ class Mesh:
     ) -> None:
         """Run a handshaken session, registered as the peer's one link."""
         peer = session.peer
-        if not self.sessions:
-            await self._load_cursor_filters()  # not polled while no link was up
         self.sessions[peer] = session
         session.status.state = "connected"
         session.status.peer = peer
