@@ -262,7 +262,9 @@ def decode_batch(payload: bytes, sender: str | None = None) -> list[EncodedEvent
             checked is not None
             and len(hop_path) == 1
             and (hop := hop_path[0]).startswith(checked)
-            and _is_offset(hop[len(checked) :])
+            and (offset := hop[len(checked) :]).isascii()  # _is_offset, inline: hot
+            and offset.isdigit()
+            and len(offset) <= 20
         ):
             continue  # as the one before, another offset
         for hop in hop_path:  # all are read (routing parses each)
