@@ -333,7 +333,7 @@ class Mesh:
             return
         for session in list(self.sessions.values()):
             if session.transit and session is not changed:
-                self._nursery.start_soon(self._send_nodes, session)
+                session.start_soon(self._send_nodes, session)
 
     async def _send_nodes(self, session: LinkSession) -> None:
         with contextlib.suppress(*STREAM_ERRORS, trio.BrokenResourceError):

@@ -21,7 +21,7 @@ that sends more than ``window`` batches without acknowledgement is cut off.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -179,18 +179,28 @@ class LinkSession:
         may start it (pull, on the remote side). ``advertise``: the filters whose live
         interest this side sends (``interest = true``): the dialer's pull filters on
         the dialer, its push filters on the remote."""
-        async with background_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self._sink)
-            nursery.start_soon(self._heartbeat)
-            if advertise is not None:
-                nursery.start_soon(self._advertise, advertise)
-            if route is not None:
-                nursery.start_soon(self._source, route, start, None)
-            try:
-                await self._read()
-            finally:
-                nursery.cancel_scope.cancel()
+        try:
+            async with background_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._sink)
+                nursery.start_soon(self._heartbeat)
+                if advertise is not None:
+                    nursery.start_soon(self._advertise, advertise)
+                if route is not None:
+                    nursery.start_soon(self._source, route, start, None)
+                try:
+                    await self._read()
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+
+    def start_soon(self, task: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run ``task(*args)`` within this session (it may send on the channel): it ends
+        with the session, before the connection closes the stream under it (a send
+        still running then would make the close fail); nothing once it has ended."""
+        if self._nursery is not None:
+            self._nursery.start_soon(task, *args)
 
     def start_source(
         self, route: Route, start: tuple[str, int] | None, access: Access | None
