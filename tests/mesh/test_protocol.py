@@ -339,3 +339,43 @@ def test_every_hop_of_a_batch_is_checked_after_good_ones(bad: str, message: str)
         wire.decode_batch(_batch(*good, (bad,)), "n1")
     with pytest.raises(wire.LinkProtocolError, match=message):
         wire.decode_batch(_batch(*good, ("x/y/1", bad), ("n1/cafe/4",)), "n1")
+
+
+@pytest.mark.parametrize(
+    ("hop_paths", "message"),
+    [
+        ((("\x007",),), "a hop is"),  # no "node/incarnation/" checked before it
+        ((("x/y/1", "n1/cafe/0"), ("\x009",)), "a hop is"),  # nor after a longer path
+        ((("\x00n1/cafe/7",),), "last hop is not n1"),
+        ((("n1/cafe/\u00b2",),), "a hop is"),  # a digit to isdigit(), not to int()
+        ((("n1/cafe/0",), ("n1/cafe/\u00b3",)), "a hop is"),
+        ((("n1/cafe/" + "1" * 5000,),), "a hop is"),  # int() refuses it
+        ((("x/y/\u00b9", "n1/cafe/0"),), "a hop is"),
+        ((("x/y/1", "bad/middle", "n1/cafe/0"),), "a hop is"),  # routing parses each hop
+    ],
+)
+def test_hops_that_hop_parsing_refuses_are_refused_by_decode_batch(
+    hop_paths: tuple[tuple[str, ...], ...], message: str
+) -> None:
+    """What decode_batch accepts, Hop.parse (observe, routing) reads without an error: a
+    hop refused later would be stored first, and the link dropped after each resend."""
+    with pytest.raises(wire.LinkProtocolError, match=message):
+        wire.decode_batch(_batch(*hop_paths), "n1")
+
+
+def test_every_hop_decode_batch_accepts_parses() -> None:
+    paths = [("n1/cafe/0",), ("x/y/1", "z/w/2", "n1/cafe/1"), ("n1/cafe/2",), ("n1/cafe/3",)]
+    for event_ in wire.decode_batch(_batch(*paths), "n1"):
+        assert [str(hop) for hop in wire.hops(event_.provenance)] == list(
+            event_.provenance.hop_path if event_.provenance else ()
+        )
+    with pytest.raises(wire.LinkProtocolError, match="a hop is"):
+        wire.Hop.parse("n1/cafe/\u00b2")
+
+
+def test_positions_split_a_first_hop_that_starts_with_nul() -> None:
+    """fresh() reads the incarnation of any first hop, even one starting with "\\0"
+    (the old "no prefix yet" value): "b", not "" here."""
+    positions = MeshPositions()
+    positions.origins = {"\x00a": ("b", 5)}
+    assert positions.fresh([incoming("\x00a", 3, "\x00a/b/3")]) == []

@@ -3,6 +3,7 @@ give the same results."""
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import struct
@@ -35,6 +36,10 @@ except ImportError:
     _crc32c = None
 
 compiled = pytest.mark.skipif(_crc32c is None, reason="tidelog.storage._crc32c is not built")
+compiled_records = pytest.mark.skipif(
+    records._decode_forwarded is None,
+    reason="records.py uses the Python path (the module is not built, or TIDELOG_PURE_PYTHON)",
+)
 states = st.integers(0, 2**32 - 1)
 
 
@@ -97,32 +102,72 @@ def test_the_switch_picks_the_path() -> None:
     the choice is made at import)."""
     code = (
         "from tidelog.storage import checksums, records; "
-        "print(checksums.IMPLEMENTATION, records.restamp.__module__)"
+        "print(checksums.IMPLEMENTATION, *(getattr(f, '__module__', f) for f in ("
+        "records.restamp, records._decode_plain, records._stored_events, "
+        "records._decode_forwarded)))"
     )
+    python = ["python", "tidelog.storage.records", "tidelog.storage.records", "None", "None"]
     env = {**os.environ, "TIDELOG_PURE_PYTHON": "1"}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.split() == ["python", "tidelog.storage.records"]
+    assert out.stdout.split() == python
     env["TIDELOG_PURE_PYTHON"] = "0"
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     if _crc32c is None:
-        assert out.stdout.split() == ["python", "tidelog.storage.records"]
+        assert out.stdout.split() == python
     else:  # the record functions too, from the compiled module
-        assert out.stdout.split() == [f"c/{_crc32c.IMPLEMENTATION}", "tidelog.storage._crc32c"]
+        assert out.stdout.split() == [
+            f"c/{_crc32c.IMPLEMENTATION}",
+            *["tidelog.storage._crc32c"] * 4,
+        ]
+
+
+@compiled
+@pytest.mark.parametrize(
+    "change",
+    [
+        "_crc32c.RECORDS_API = 0",  # record functions of another version
+        "del _crc32c.RECORDS_API",  # built before the version was exported
+        "del _crc32c.decode_plain",  # the right version said, a function missing
+        "_crc32c.configure_records = lambda *args: _crc32c.crc32c(*args)",  # takes others
+    ],
+)
+def test_an_extension_built_from_other_sources_leaves_records_in_python(change: str) -> None:
+    """An extension whose record functions are not the ones records.py calls (built
+    from another commit) is not used for records, and says so; importing still works."""
+    if checksums.PURE_PYTHON:
+        pytest.skip("TIDELOG_PURE_PYTHON: the extension is not imported")
+    code = (  # the extension loaded before tidelog (whose import imports records)
+        "import importlib.util, sys\n"
+        "name = 'tidelog.storage._crc32c'\n"
+        f"spec = importlib.util.spec_from_file_location(name, {_crc32c.__file__!r})\n"
+        "_crc32c = sys.modules[name] = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(_crc32c)\n"
+        f"{change}\n"
+        "from tidelog.storage import records\n"
+        "print(records._compiled, records._decode_forwarded, records._stored_events,"
+        " records._decode_plain.__module__, records.restamp.__module__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["None"] * 3 + ["tidelog.storage.records"] * 2
+    assert "record" in out.stderr and "Python" in out.stderr  # the logged warning
+
+
+@compiled_records
+def test_the_extension_exports_the_record_functions_version_records_expects() -> None:
+    assert _crc32c.RECORDS_API == records.RECORDS_API
 
 
 # -- the record hot paths in the compiled module: the same results as records.py's --
 
-compiled_records = pytest.mark.skipif(
-    records._decode_forwarded is None,
-    reason="records.py uses the Python path (the module is not built, or TIDELOG_PURE_PYTHON)",
-)
-
 hop_texts = st.text(max_size=12) | st.builds(
     "{}/{}/{}".format, st.sampled_from(["e", "édge"]), st.text(max_size=4), st.integers(0, 99)
+)
+topics = st.sampled_from(["a", "a/b", "température/1", "🌊"]) | st.text(
+    st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30
 )
 forwarded_provenance = st.builds(
     Provenance,
@@ -132,7 +177,7 @@ forwarded_provenance = st.builds(
 )
 link_events = st.builds(
     NewEvent,
-    topic=st.sampled_from(["a", "a/b", "température/1", "🌊"]),
+    topic=topics,
     payload=st.binary(max_size=40),
     qos=st.sampled_from([0, 1, 2]),
     retain=st.booleans(),
@@ -150,6 +195,22 @@ def _mutated(record: bytes, where: int, value: int, reseal: bool) -> bytes:
     return bytes(body) + (checksum(bytes(body)) if reseal else record[-4:])
 
 
+def _damaged(record: bytes, damage: str, where: int, value: int) -> bytes:
+    """``record`` as it came (``o``), one byte changed and the checksum sealed again
+    (``r``) or not (``k``), cut short at ``where`` and sealed again (``t``), or its
+    topic length changed by ``value - 128`` and sealed again (``l``)."""
+    if damage == "o":
+        return record
+    if damage == "t":
+        body = record[: where % len(record)]
+        return body + checksum(body)
+    if damage == "l":
+        length = (int.from_bytes(record[10:12], "big") + value - 128) % 65536
+        body = record[:10] + length.to_bytes(2, "big") + record[12:-4]
+        return body + checksum(body)
+    return _mutated(record, where, value, damage == "r")
+
+
 def _decoded(decode: object, batch: list[bytes]) -> object:
     """What ``decode(batch)`` returns, or the message of the CorruptRecordError it raises."""
     try:
@@ -162,7 +223,7 @@ def _decoded(decode: object, batch: list[bytes]) -> object:
 @settings(deadline=None)
 @given(
     st.lists(
-        st.tuples(link_events, st.integers(0, 200), st.integers(0, 255), st.sampled_from("ork")),
+        st.tuples(link_events, st.integers(0, 200), st.integers(0, 255), st.sampled_from("orktl")),
         max_size=12,
     ),
     st.integers(0, 2**64 - 1),
@@ -172,11 +233,11 @@ def test_compiled_decode_forwarded_matches_python(
 ) -> None:
     """decode_encoded on the compiled path gives the Python path's events (the same
     objects: fields, provenance, the record kept), or the same error for a damaged
-    record: one byte changed and the checksum sealed again (``r``) or not (``k``)."""
-    batch = []
-    for event, where, value, damage in rows:
-        record = encode_record(event, timestamp)
-        batch.append(record if damage == "o" else _mutated(record, where, value, damage == "r"))
+    record (:func:`_damaged`)."""
+    batch = [
+        _damaged(encode_record(event, timestamp), damage, where, value)
+        for event, where, value, damage in rows
+    ]
     compiled_result = _decoded(records.decode_encoded, batch)
     assert compiled_result == _decoded(decode_encoded_python, batch)
     if isinstance(compiled_result, list):
@@ -198,11 +259,12 @@ def test_compiled_decode_forwarded_takes_any_hop_count_and_iterables() -> None:
         _crc32c.decode_forwarded(tuple(batch))
 
 
-@compiled
+@compiled_records
 @settings(deadline=None)
 @given(link_events, st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
 def test_compiled_restamp_matches_python(event: NewEvent, theirs: int, ours: int) -> None:
     record = encode_record(event, theirs)
+    assert records.restamp is _crc32c.restamp
     assert _crc32c.restamp(record, ours) == restamp_python(record, ours)
     assert _crc32c.restamp(record, ours) == encode_record(event, ours)
 
@@ -236,6 +298,21 @@ def test_compiled_record_functions_refuse_bad_arguments() -> None:
         _crc32c.configure_records(
             Event, EncodedEvent, fields, Event, stored, Provenance, provenance, {}, 10
         )
+
+    class Borrowed:  # another class's slot descriptors: offsets into objects of that class
+        __slots__ = tuple(f"s{i}" for i in range(8))
+
+    for name in stored:
+        setattr(Borrowed, name, Event.__dict__[name])
+    with pytest.raises(TypeError, match="not an object slot"):
+        _crc32c.configure_records(
+            NewEvent, EncodedEvent, fields, Borrowed, stored, Provenance, provenance, {}, 10
+        )
+    twice = ("offset", "offset", *stored[2:])
+    with pytest.raises(TypeError, match="one slot"):
+        _crc32c.configure_records(
+            NewEvent, EncodedEvent, fields, Event, twice, Provenance, provenance, {}, 10
+        )
     came = Provenance(origin_node="o", origin_offset=1, hop_path=("o/i/1",))
     record = encode_record(NewEvent("a", b"p", provenance=came), 5)
     assert records.decode_encoded([record])[0].provenance == came  # still configured
@@ -262,9 +339,44 @@ def test_compiled_stored_events_match_python(batch: list[NewEvent], first: int, 
     assert records.stored_events([Other("a", b"")], 3, ts)[0].offset == 3
 
 
+@pytest.mark.parametrize("first", [2**63 - 1, 2**63, 2**64 + 5, -(2**63) - 1])
+def test_stored_events_take_any_first_offset(first: int) -> None:
+    """Offsets past a C long long: the compiled stored_events hands them to Python
+    (None) rather than overflow (undefined) or raise."""
+    made = records.stored_events([NewEvent("a", b"p"), NewEvent("b", b"q")], first, 7)
+    assert [(e.offset, e.topic) for e in made] == [(first, "a"), (first + 1, "b")]
+    if records._stored_events is not None:
+        assert records._stored_events([NewEvent("a", b"p")] * 2, first, 7) is None
+
+
+@compiled_records
+def test_compiled_stored_events_survive_a_finalizer_deleting_fields() -> None:
+    """Making an Event can run the GC, whose finalizers run any code: one that deletes
+    a field of an event not copied yet makes stored_events hand the batch back."""
+    events = [NewEvent("a", b"p") for _ in range(50)]
+
+    class Bomb:
+        def __del__(self) -> None:
+            for event in events:
+                if hasattr(event, "payload"):
+                    del event.payload
+
+    bomb = Bomb()
+    bomb.cycle = bomb  # type: ignore[attr-defined]
+    del bomb
+    threshold = gc.get_threshold()
+    gc.set_threshold(1)
+    try:
+        made = _crc32c.stored_events(events, 0, 1)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.collect()
+    assert made is None or all(hasattr(e, "payload") for e in made)
+
+
 plain_events = st.builds(
     NewEvent,
-    topic=st.sampled_from(["a", "a/b", "température/1", "🌊"]),
+    topic=topics,
     payload=st.binary(max_size=40),
     qos=st.sampled_from([0, 1, 2]),
     retain=st.booleans(),
@@ -278,25 +390,27 @@ plain_events = st.builds(
     st.sampled_from([1, 2]),
     st.integers(0, 2**40),
     st.booleans(),
-    st.none() | st.tuples(st.integers(0, 100), st.integers(0, 255)),
+    st.none() | st.tuples(st.integers(0, 100), st.integers(0, 255), st.sampled_from("rtl")),
+    st.integers(0, 3),
 )
 def test_compiled_decode_plain_matches_python(
     rows: list[tuple[NewEvent, int]],
     version: int,
     first: int,
     as_range: bool,
-    damage: tuple[int, int] | None,
+    damage: tuple[int, int, str] | None,
+    spare: int,
 ) -> None:
     """The replay's loop over plain records: the compiled one makes the Python one's
     Events, or says None where it does (a record that is not plain, or is cut short;
-    the Python loop raises struct.error for one shorter than a header)."""
+    the Python loop raises struct.error for one shorter than a header). ``spare``
+    more offsets than records: a replay's max_bytes cut the records short."""
     batch = [encode_record(event, timestamp, version) for event, timestamp in rows]
     if damage is not None:
-        index, value = damage
-        batch[index % len(batch)] = _mutated(batch[index % len(batch)], index, value, True)
-    offsets = (
-        range(first, first + len(batch)) if as_range else [first + 3 * i for i in range(len(batch))]
-    )
+        index, value, how = damage
+        batch[index % len(batch)] = _damaged(batch[index % len(batch)], how, index, value)
+    count = len(batch) + spare
+    offsets = range(first, first + count) if as_range else [first + 3 * i for i in range(count)]
     kinds, tail = (records._PLAIN_V1_KINDS, 0) if version == 1 else (records._PLAIN_V2_KINDS, 4)
     made = _crc32c.decode_plain(batch, offsets, kinds, tail)
     try:
@@ -305,4 +419,20 @@ def test_compiled_decode_plain_matches_python(
         expected = None
     assert made == expected
     if made is not None:
-        assert [e.offset for e in made] == list(offsets)
+        assert [e.offset for e in made] == list(offsets[: len(batch)])
+
+
+@compiled_records
+def test_compiled_decode_plain_refuses_bad_arguments() -> None:
+    batch = [encode_record(NewEvent("a", b"payload"), 1)] * 3
+    kinds = records._PLAIN_V2_KINDS
+    assert [e.offset for e in _crc32c.decode_plain(batch, range(5, 10), kinds, 4)] == [5, 6, 7]
+    with pytest.raises(ValueError, match="an offset per record"):
+        _crc32c.decode_plain(batch, [1, 2], kinds, 4)
+    with pytest.raises(ValueError, match="tail must not be negative"):
+        _crc32c.decode_plain(batch, [1, 2, 3], kinds, -4)
+    with pytest.raises(OverflowError):
+        _crc32c.decode_plain(batch, [1, 2, 3], 2**70, 4)
+    with pytest.raises(TypeError):
+        _crc32c.decode_plain(batch, [1, 2, 3], kinds, "4")
+    assert _crc32c.decode_plain(batch, [1, 2, 3], kinds, 2**40) is None  # cut short

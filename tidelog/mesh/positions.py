@@ -138,7 +138,8 @@ class MeshPositions:
         seen: dict[str, Position] = {}
         origins = self.origins
         batch: set[Origin] = set()
-        prefix, incarnation = "\0", ""  # the first hop's "node/incarnation/" and incarnation
+        prefix: str | None = None  # the first hop's "node/incarnation/" (None: split it)
+        incarnation = ""
         for event in events:
             provenance = event.provenance
             if (
@@ -147,10 +148,10 @@ class MeshPositions:
                 and provenance.hop_path
             ):
                 first = provenance.hop_path[0]
-                if not first.startswith(prefix):
+                if prefix is None or not first.startswith(prefix):
                     parts = first.split("/", 2)
                     incarnation = parts[1]
-                    prefix = f"{parts[0]}/{incarnation}/" if len(parts) == 3 else "\0"
+                    prefix = f"{parts[0]}/{incarnation}/" if len(parts) == 3 else None
                 offset = provenance.origin_offset or 0
                 known = seen.get(node) or origins.get(node)
                 if known is not None and known[0] == incarnation and offset < known[1]:

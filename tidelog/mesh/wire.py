@@ -99,6 +99,12 @@ class LinkProtocolError(ValueError):
 # -- hops --------------------------------------------------------------------------------
 
 
+def _is_offset(text: str) -> bool:
+    """A hop's offset: ASCII digits only (``"\u00b2".isdigit()`` is true, but ``int``
+    refuses it), at most 20 (a 64-bit offset; ``int`` refuses over 4,300)."""
+    return len(text) <= 20 and text.isascii() and text.isdigit()
+
+
 @attrs.frozen
 class Hop:
     """One node an event passed through, and its offset in that node's log."""
@@ -113,7 +119,7 @@ class Hop:
     @classmethod
     def parse(cls, text: str) -> Hop:
         parts = text.split("/")
-        if len(parts) != 3 or not parts[2].isdigit():
+        if len(parts) != 3 or not _is_offset(parts[2]):
             raise LinkProtocolError(f"a hop is node/incarnation/offset, not {text!r}")
         return cls(parts[0], parts[1], int(parts[2]))
 
@@ -274,25 +280,28 @@ def decode_batch(payload: bytes, sender: str | None = None) -> list[EncodedEvent
         events = decode_encoded(records)
     except CorruptRecordError as exc:
         raise LinkProtocolError(f"a bad record in a batch: {exc}") from None
-    checked = "\0"  # the "node/incarnation/" of a one-hop path found good before
+    checked: str | None = None  # the "node/incarnation/" of a one-hop path found good before
     for event in events:
         provenance = event.provenance
         if provenance is None or provenance.origin_node is None or not provenance.hop_path:
             raise LinkProtocolError("a forwarded event without origin and hop path")
         hop_path = provenance.hop_path
         if (
-            len(hop_path) == 1
+            checked is not None
+            and len(hop_path) == 1
             and (hop := hop_path[0]).startswith(checked)
-            and hop[len(checked) :].isdigit()
+            and (offset := hop[len(checked) :]).isascii()  # _is_offset, inline: hot
+            and offset.isdigit()
+            and len(offset) <= 20
         ):
             continue  # as the one before, another offset
-        for hop in hop_path[:: max(1, len(hop_path) - 1)]:  # the first and last: what is read
+        for hop in hop_path:  # all are read (routing parses each)
             parts = hop.split("/")
-            if len(parts) != 3 or not parts[2].isdigit():
+            if len(parts) != 3 or not _is_offset(parts[2]):
                 raise LinkProtocolError(f"a hop is node/incarnation/offset, not {hop!r}")
         if sender is not None and parts[0] != sender:
             raise LinkProtocolError(f"an event whose last hop is not {sender}")
-        checked = f"{parts[0]}/{parts[1]}/" if len(hop_path) == 1 else "\0"
+        checked = f"{parts[0]}/{parts[1]}/" if len(hop_path) == 1 else None
     return events
 
 
@@ -316,7 +325,7 @@ def events_packet(payload: bytes, packet_id: int, next_offset: int) -> Publish:
 
 def next_offset_of(packet: Publish) -> int:
     for key, value in packet.properties.user_properties:
-        if key == "next" and value.isdigit():
+        if key == "next" and _is_offset(value):
             return int(value)
     raise LinkProtocolError("a batch without its 'next' offset")
 

@@ -47,6 +47,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -262,6 +263,10 @@ restamp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* The version of the record functions' signatures and of what they read and make:
+ * records.py uses them only when it expects this one (raise it on any change). */
+#define RECORDS_API 1
+
 /* What configure_records() was given: the types the functions below read and make,
  * and the offsets of their fields (attrs ``slots=True`` classes: each field a member
  * descriptor storing an object pointer at a fixed offset). */
@@ -294,7 +299,8 @@ slot_offsets(PyObject *type, PyObject *names, Py_ssize_t count, Py_ssize_t *offs
             return -1;
         }
         member = ((PyMemberDescrObject *)descr)->d_member;
-        if (member->type != T_OBJECT_EX || (member->flags & READONLY) ||
+        if (!PyType_IsSubtype((PyTypeObject *)type, ((PyMemberDescrObject *)descr)->d_common.d_type) ||
+            member->type != T_OBJECT_EX || (member->flags & READONLY) ||
             member->offset < (Py_ssize_t)sizeof(PyObject) ||
             member->offset + (Py_ssize_t)sizeof(PyObject *) > ((PyTypeObject *)type)->tp_basicsize) {
             PyErr_Format(PyExc_TypeError, "%R is not an object slot of %R", PyTuple_GET_ITEM(names, i), type);
@@ -303,6 +309,13 @@ slot_offsets(PyObject *type, PyObject *names, Py_ssize_t count, Py_ssize_t *offs
         }
         offsets[i] = member->offset;
         Py_DECREF(descr);
+        for (Py_ssize_t j = 0; j < i; j++) {
+            if (offsets[j] == offsets[i]) {
+                PyErr_Format(PyExc_TypeError, "%R and %R are one slot of %R", PyTuple_GET_ITEM(names, j),
+                             PyTuple_GET_ITEM(names, i), type);
+                return -1;
+            }
+        }
     }
     return 0;
 }
@@ -643,23 +656,20 @@ stored_events(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     first = PyLong_AsLongLong(args[1]);
     if (first == -1 && PyErr_Occurred()) {
-        return NULL;
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        Py_RETURN_NONE; /* past a long long: Python's ints make them */
     }
     events = PyList_GetSlice(args[0], 0, PY_SSIZE_T_MAX); /* a copy: see decode_forwarded */
     if (events == NULL) {
         return NULL;
     }
     count = PyList_GET_SIZE(events);
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *item = PyList_GET_ITEM(events, i);
-        int plain = Py_IS_TYPE(item, new_type) || Py_IS_TYPE(item, event_type);
-        for (int k = 0; plain && k < NEW_FIELDS; k++) {
-            plain = GET_SLOT(item, event_slots[k]) != NULL;
-        }
-        if (!plain) {
-            Py_DECREF(events);
-            Py_RETURN_NONE;
-        }
+    if (first > LLONG_MAX - count) {
+        Py_DECREF(events);
+        Py_RETURN_NONE; /* the last offsets past a long long: as above */
     }
     out = PyList_New(count);
     if (out == NULL) {
@@ -679,18 +689,30 @@ stored_events(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             Py_CLEAR(out);
             break;
         }
+        PyList_SET_ITEM(out, i, event);
         SET_SLOT(event, stored_slots[0], offset);
         Py_INCREF(args[2]);
         SET_SLOT(event, stored_slots[1], args[2]);
+        /* the item's type and fields read after the allocation: it can run the GC,
+         * whose finalizers can run any code (delete a field, change a __class__) */
+        if (!Py_IS_TYPE(item, new_type) && !Py_IS_TYPE(item, event_type)) {
+            goto other;
+        }
         for (int k = 0; k < NEW_FIELDS; k++) {
             PyObject *value = GET_SLOT(item, event_slots[k]);
+            if (value == NULL) {
+                goto other;
+            }
             Py_INCREF(value);
             SET_SLOT(event, stored_slots[2 + k], value);
         }
-        PyList_SET_ITEM(out, i, event);
     }
     Py_DECREF(events);
     return out;
+other: /* an item of another type, or one lacking a field: records.py makes them */
+    Py_DECREF(events);
+    Py_DECREF(out);
+    Py_RETURN_NONE;
 }
 
 /* decode_plain(records, offsets, kinds, tail) -> list | None
@@ -719,20 +741,30 @@ decode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     kinds = PyLong_AsLong(args[2]);
-    tail = PyLong_AsLong(args[3]);
-    if ((kinds == -1 || tail == -1) && PyErr_Occurred()) {
+    if (kinds == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    offsets = PySequence_List(args[1]); /* a copy, as the records below */
-    if (offsets == NULL) {
+    tail = PyLong_AsLong(args[3]);
+    if (tail == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (tail < 0) {
+        PyErr_SetString(PyExc_ValueError, "decode_plain() tail must not be negative");
         return NULL;
     }
     records = PyList_GetSlice(args[0], 0, PY_SSIZE_T_MAX); /* a copy: see decode_forwarded */
     if (records == NULL) {
-        Py_DECREF(offsets);
         return NULL;
     }
     count = PyList_GET_SIZE(records);
+    offsets = PySequence_GetSlice(args[1], 0, count); /* a copy of the ones used, as above */
+    if (offsets != NULL && !PyList_CheckExact(offsets)) {
+        Py_SETREF(offsets, PySequence_List(offsets));
+    }
+    if (offsets == NULL) {
+        Py_DECREF(records);
+        return NULL;
+    }
     if (PyList_GET_SIZE(offsets) < count) {
         PyErr_SetString(PyExc_ValueError, "decode_plain() needs an offset per record");
         goto fail;
@@ -865,7 +897,8 @@ PyInit__crc32c(void)
     if (module == NULL) {
         return NULL;
     }
-    if (PyModule_AddStringConstant(module, "IMPLEMENTATION", kind) < 0) {
+    if (PyModule_AddStringConstant(module, "IMPLEMENTATION", kind) < 0 ||
+        PyModule_AddIntConstant(module, "RECORDS_API", RECORDS_API) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -47,6 +47,7 @@ naming its offset; the backend adds where it is stored and what to do
 from __future__ import annotations
 
 import bisect
+import logging
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate
@@ -58,6 +59,8 @@ import google_crc32c
 from tidelog.errors import CorruptLogError
 from tidelog.storage import checksums
 from tidelog.storage.checksums import raw_crc32c, seal
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 """The version new records are written in."""
@@ -478,10 +481,22 @@ def restamp_python(record: bytes, timestamp: int) -> bytes:
     return seal(head, raw_crc32c(0, head), record[HEADER_SIZE:-CHECKSUM_SIZE])
 
 
-_compiled = checksums.compiled if hasattr(checksums.compiled, "configure_records") else None
-"""The compiled module when it has the record functions below (an extension built from
-older sources has only the CRC ones: rebuild it, ``pip install -e .`` or ``python setup.py
-build_ext --inplace``; until then these run in Python)."""
+RECORDS_API = 1
+"""The version of the compiled record functions this module calls (``RECORDS_API`` in
+``_crc32c.c``: their signatures and the types and fields they read and make)."""
+_compiled = (
+    checksums.compiled if getattr(checksums.compiled, "RECORDS_API", None) == RECORDS_API else None
+)
+"""The compiled module when its record functions are the ones this module calls (an
+extension built from other sources has none, or others: rebuild it, ``pip install -e .``
+or ``python setup.py build_ext --inplace``; until then these run in Python)."""
+if checksums.compiled is not None and _compiled is None:
+    logger.warning(
+        "tidelog.storage._crc32c was built from other sources (record functions version %r,"
+        " not %d): records are made in Python until it is rebuilt",
+        getattr(checksums.compiled, "RECORDS_API", None),
+        RECORDS_API,
+    )
 restamp: Callable[[bytes, int], bytes] = restamp_python if _compiled is None else _compiled.restamp
 """Compiled when the extension is built (:mod:`tidelog.storage.checksums`)."""
 
@@ -901,23 +916,45 @@ def record_timestamp(data: bytes) -> int:
     return int(_HEADER.unpack_from(data)[2])
 
 
+def _slot_names(cls: type) -> tuple[str, ...]:
+    """The fields of ``cls`` in order, the slot names the compiled functions are given
+    (a field added to a record class changes what they must read and make: the
+    ``_crc32c.c`` counts and ``RECORDS_API`` with it)."""
+    return tuple(field.name for field in attrs.fields(cls))
+
+
+_ENCODED_SLOTS = ("topic", "payload", "qos", "retain", "properties", "provenance", "record")
+_EVENT_SLOTS = ("offset", "timestamp", *_ENCODED_SLOTS[:6])
+_PROVENANCE_SLOTS = ("client_id", "packet_id", "origin_node", "origin_offset", "hop_path")
+assert _slot_names(EncodedEvent) == _ENCODED_SLOTS
+assert _slot_names(Event) == _EVENT_SLOTS
+assert _slot_names(Provenance) == _PROVENANCE_SLOTS
+
 _decode_forwarded: Callable[[list[bytes]], tuple[list[Any], list[int]]] | None = None
 _stored_events: Callable[[list[NewEvent], int, int], list[Event] | None] | None = None
-if _compiled is not None:
-    _compiled.configure_records(
-        NewEvent,
-        EncodedEvent,
-        ("topic", "payload", "qos", "retain", "properties", "provenance", "record"),
-        Event,
-        ("offset", "timestamp", "topic", "payload", "qos", "retain", "properties", "provenance"),
-        Provenance,
-        ("client_id", "packet_id", "origin_node", "origin_offset", "hop_path"),
-        _topic_cache,
-        _TOPIC_CACHE_SIZE,
-    )
-    _decode_forwarded = _compiled.decode_forwarded
-    _stored_events = _compiled.stored_events
 _decode_plain: Callable[[list[bytes], Sequence[int], int, int], list[Event] | None] = (
-    _decode_plain_python if _compiled is None else _compiled.decode_plain
+    _decode_plain_python
 )
 """The replay's loop over a run of plain records (:func:`_decode_plain_python`)."""
+if _compiled is not None:
+    try:
+        _compiled.configure_records(
+            NewEvent,
+            EncodedEvent,
+            _ENCODED_SLOTS,
+            Event,
+            _EVENT_SLOTS,
+            Provenance,
+            _PROVENANCE_SLOTS,
+            _topic_cache,
+            _TOPIC_CACHE_SIZE,
+        )
+        _decode_forwarded = _compiled.decode_forwarded
+        _stored_events = _compiled.stored_events
+        _decode_plain = _compiled.decode_plain
+    except (TypeError, AttributeError) as exc:  # a build that does not fit after all
+        logger.warning("compiled record functions not used (records made in Python): %s", exc)
+        _compiled = None
+        _decode_forwarded = _stored_events = None
+        _decode_plain = _decode_plain_python
+        restamp = restamp_python
