@@ -46,6 +46,12 @@ from tidelog.topics import Matcher, compile_filter, validate_topic_filter
 if TYPE_CHECKING:
     from tidelog.mesh.node import Mesh
 
+TAIL_MAX_EVENTS = 20_000
+"""Most events a link's :class:`LiveTail` holds (whatever ``batch_events`` is)."""
+TAIL_MAX_BYTES = 2 * DEFAULT_READ_MAX_BYTES
+"""Most bytes a link's :class:`LiveTail` holds (payloads, topics and a fixed cost per
+event: :func:`~tidelog.mesh.tail.held_bytes`)."""
+
 log = logging.getLogger("tidelog.mesh")
 RECEIVE_BYTES = 65_536
 INTEREST_POLL_SECONDS = 0.25
@@ -168,6 +174,8 @@ class LinkSession:
         self._packet_id = 0
         self._nursery: trio.Nursery | None = None
         self._source_position: int | None = None
+        self._source_started = False
+        """A session runs one source: a second ``$link/start`` is a protocol error."""
         self._last_heard = trio.current_time()
 
     # -- running ---------------------------------------------------------------------
@@ -191,7 +199,7 @@ class LinkSession:
                 if advertise is not None:
                     nursery.start_soon(self._advertise, advertise)
                 if route is not None:
-                    nursery.start_soon(self._source, route, start, None)
+                    self.start_source(route, start, None)
                 try:
                     await self._read()
                 finally:
@@ -210,6 +218,9 @@ class LinkSession:
         self, route: Route, start: tuple[str, int] | None, access: Access | None
     ) -> None:
         assert self._nursery is not None
+        if self._source_started:
+            raise wire.LinkProtocolError("the link's source was started already")
+        self._source_started = True
         self._nursery.start_soon(self._source, route, start, access)
 
     async def close(self, code: ReasonCode, reason: str) -> None:
@@ -359,8 +370,13 @@ class LinkSession:
         # through: asked once per topic, not per event (emptied when the interest changes)
         passes: dict[str, bool] = {}
         passes_for: list[Matcher] | None = None
-        tail = LiveTail(4 * self.batch_events, 2 * DEFAULT_READ_MAX_BYTES)
-        self.broker.add_commit_hook(tail.committed)
+        # the live tail only where the log would be read unfiltered anyway (a single
+        # filter other than "#" reads the log's topic index: a link that matches little
+        # must not look at every event the node commits)
+        tail: LiveTail | None = None
+        if single is None or single == "#":
+            tail = LiveTail(min(4 * self.batch_events, TAIL_MAX_EVENTS), TAIL_MAX_BYTES)
+            self.broker.add_commit_hook(tail.committed)
         try:
             while True:
                 await self._credit.acquire()
@@ -368,10 +384,17 @@ class LinkSession:
                 if position < first:
                     await self._send_gap(position, first, "retention")
                     position = first
-                tail.arm()
-                page = tail.take(position, self.batch_events, DEFAULT_READ_MAX_BYTES)
+                page = None
+                if tail is not None:
+                    tail.arm()
+                    page = tail.take(position, self.batch_events, DEFAULT_READ_MAX_BYTES)
                 if page is not None:
                     candidates, next_offset = page, page[-1].offset + 1
+                elif tail is None:  # the log waits for an append at the head
+                    result = await self.broker.read(
+                        position, single, limit=self.batch_events, wait=self.heartbeat_seconds
+                    )
+                    candidates, next_offset = result.events, max(result.next_offset, position)
                 else:
                     result = await self.broker.read(position, single, limit=self.batch_events)
                     candidates, next_offset = result.events, max(result.next_offset, position)
@@ -403,7 +426,8 @@ class LinkSession:
                     self._credit.release()
                 position = self._source_position = next_offset
         finally:
-            self.broker.remove_commit_hook(tail.committed)
+            if tail is not None:
+                self.broker.remove_commit_hook(tail.committed)
 
     async def _start_position(self, start: tuple[str, int] | None) -> int:
         me = self.mesh.identity

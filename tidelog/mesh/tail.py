@@ -9,9 +9,11 @@ one). What the tail does not hold (the source was behind, or the tail was full
 and dropped what it had) the source reads from the log as before; the events are
 the same objects the log's subscribers got.
 
-Memory is bounded: at most ``max_events`` events and ``max_bytes`` of payload are
-kept; a commit that would pass either empties the tail (the source, behind by
-then, reads the log until it reaches what the tail holds again).
+Memory is bounded: at most ``max_events`` events and ``max_bytes`` (payloads,
+topics and a fixed cost per event: :func:`held_bytes`) are kept; a commit that
+would pass either empties the tail (the source, behind by then, reads the log
+until it reaches what the tail holds again). A source uses a tail only where it
+would read the log unfiltered anyway (every commit passes through every tail).
 """
 
 from __future__ import annotations
@@ -21,6 +23,15 @@ from collections import deque
 import trio
 
 from tidelog.storage.records import Event
+
+EVENT_BYTES = 200
+"""What an event held costs beyond its payload and topic (the ``Event``, its
+provenance, the deque's slot), roughly."""
+
+
+def held_bytes(event: Event) -> int:
+    """What holding ``event`` costs, for the tail's bound and its batches."""
+    return len(event.payload) + len(event.topic) + EVENT_BYTES
 
 
 class LiveTail:
@@ -40,7 +51,7 @@ class LiveTail:
         """A commit hook: keep ``events`` (those of one commit, in offset order)."""
         if not events:
             return
-        size = sum(len(e.payload) for e in events)
+        size = sum(map(held_bytes, events))
         held = self._events
         if (
             len(held) + len(events) > self.max_events
@@ -57,12 +68,12 @@ class LiveTail:
         self._wake.set()
 
     def take(self, position: int, limit: int, max_bytes: int) -> list[Event] | None:
-        """Up to ``limit`` events from ``position`` on, their payloads at most
-        ``max_bytes`` (at least one event), if the tail holds ``position`` (what lies
-        below it is dropped); None if the source must read the log."""
+        """Up to ``limit`` events from ``position`` on, at most ``max_bytes`` by
+        :func:`held_bytes` (at least one event), if the tail holds ``position`` (what
+        lies below it is dropped); None if the source must read the log."""
         held = self._events
         while held and held[0].offset < position:
-            self._bytes -= len(held.popleft().payload)
+            self._bytes -= held_bytes(held.popleft())
         if not held or held[0].offset != position:
             return None
         if len(held) <= limit and self._bytes <= max_bytes:
@@ -73,10 +84,10 @@ class LiveTail:
         out = []
         size = 0
         while held and len(out) < limit:
-            payload = len(held[0].payload)
-            if out and size + payload > max_bytes:
+            cost = held_bytes(held[0])
+            if out and size + cost > max_bytes:
                 break
-            size += payload
+            size += cost
             out.append(held.popleft())
         self._bytes -= size
         return out
