@@ -53,6 +53,8 @@ TAIL_MAX_BYTES = 2 * DEFAULT_READ_MAX_BYTES
 event: :func:`~tidelog.mesh.tail.held_bytes`)."""
 
 log = logging.getLogger("tidelog.mesh")
+_Group = tuple[list[Publish], list[NewEvent], wire.BatchShape | None]
+"""Batches checked together: their packets, their events and their joined shape."""
 RECEIVE_BYTES = 65_536
 INTEREST_POLL_SECONDS = 0.25
 """How often a link with live interest looks for changed subscriptions."""
@@ -297,21 +299,19 @@ class LinkSession:
         one durable write, and its PUBACKs leave together once it is durable (a
         commit's latency is paid once for the group, all appended or none). At most
         one checked group waits for the commit before it."""
-        groups_in, groups_out = trio.open_memory_channel[tuple[list[Publish], list[NewEvent]]](0)
+        groups_in, groups_out = trio.open_memory_channel[_Group](0)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._decode_groups, groups_in)
-            async for packets, events in groups_out:
+            async for packets, events, shape in groups_out:
                 next_offset = wire.next_offset_of(packets[-1])
-                fresh = await self._append(events, next_offset)
+                fresh = await self._append(events, next_offset, shape)
                 self.status.events_in += len(fresh)
                 self.status.batches_in += len(packets)
                 self.status.position = next_offset
                 self._unacknowledged -= len(packets)
                 await self.channel.send(*(Puback(p.packet_id or 0) for p in packets))
 
-    async def _decode_groups(
-        self, groups: trio.MemorySendChannel[tuple[list[Publish], list[NewEvent]]]
-    ) -> None:
+    async def _decode_groups(self, groups: trio.MemorySendChannel[_Group]) -> None:
         most = max(1, self.window // 2)
         async with groups:
             async for packet in self._batches_out:
@@ -322,29 +322,38 @@ class LinkSession:
                     except trio.WouldBlock:
                         break
                 events: list[NewEvent] = []
+                shapes: list[wire.BatchShape | None] = []
                 for each in packets:
-                    events += self._checked_batch(each)
+                    batch, shape = self._checked_batch(each)
+                    if batch:
+                        events += batch
+                        shapes.append(shape)
                 wire.next_offset_of(packets[-1])  # a protocol error before the commit
-                await groups.send((packets, events))
+                await groups.send((packets, events, wire.joined_shape(shapes)))
 
-    def _checked_batch(self, packet: Publish) -> list[NewEvent]:
-        """A batch's events, renamed by the link's prefixes; raises for an event this
-        peer may not send."""
-        events: list[NewEvent] = list(wire.decode_batch(packet.payload, self.peer))
+    def _checked_batch(self, packet: Publish) -> tuple[list[NewEvent], wire.BatchShape | None]:
+        """A batch's events, renamed by the link's prefixes, and their shape; raises for
+        an event this peer may not send."""
+        decoded, shape = wire.decode_shaped(packet.payload, self.peer)
+        events: list[NewEvent] = list(decoded)
         if self.link is not None and self.link.remapped:
             events = _renamed(events, self.link.to_local)
+            if len(events) != len(decoded):
+                shape = None  # some had no local name: first and last may be gone
         if self.push_access is not None:
             for topic in {event.topic for event in events}:
                 if not self.push_access.allows(Right.LINK, topic):
                     raise LinkRefused(ReasonCode.NOT_AUTHORIZED, f"no link right for {topic!r}")
-        return events
+        return events, shape
 
-    async def _append(self, events: list[NewEvent], next_offset: int) -> list[NewEvent]:
+    async def _append(
+        self, events: list[NewEvent], next_offset: int, shape: wire.BatchShape | None
+    ) -> list[NewEvent]:
         """Append what was not appended yet, in one durable write, and advance the
         positions with it; returns what was appended."""
         positions = self.mesh.positions
         async with self.mesh.peer_lock(self.peer):
-            fresh = await positions.append_fresh(self.broker, events)
+            fresh = await positions.append_fresh(self.broker, events, shape)
             self.status.duplicates += len(events) - len(fresh)
             positions.advance_sender(self.peer, self.peer_incarnation, next_offset)
         return fresh

@@ -46,8 +46,8 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable, Iterable
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final, NamedTuple
 
 import attrs
 
@@ -260,11 +260,51 @@ def _tagged(tag: int, raw: bytes) -> bytes:
     return bytes((tag,)) + _U16.pack(len(raw)) + raw
 
 
+class BatchShape(NamedTuple):
+    """What every event of a batch shares, when it does: each came one hop, from
+    ``origin`` (incarnation ``incarnation``) itself, and their origin offsets rise
+    strictly from ``first`` to ``last``. The usual batch, live or catching up: its
+    deduplication and the positions it advances are then found per batch, not per
+    event (:meth:`~tidelog.mesh.positions.MeshPositions.append_fresh`)."""
+
+    origin: str
+    incarnation: str
+    first: int
+    last: int
+
+
+def joined_shape(shapes: Sequence[BatchShape | None]) -> BatchShape | None:
+    """The shape of consecutive batches taken as one: each shaped, one origin and
+    incarnation, the offsets still rising from one batch to the next; else None."""
+    if not shapes or shapes[0] is None:
+        return None
+    whole = shapes[0]
+    for shape in shapes[1:]:
+        if (
+            shape is None
+            or shape.origin != whole.origin
+            or shape.incarnation != whole.incarnation
+            or shape.first <= whole.last
+        ):
+            return None
+        whole = whole._replace(last=shape.last)
+    return whole
+
+
 def decode_batch(payload: bytes, sender: str | None = None) -> list[EncodedEvent]:
     """The events of a ``$link/events`` payload, each with its provenance (checked:
     origin and at least one hop, whose last is ``sender``'s when given) and its
     record (appended as it came, under the receiver's timestamp:
     :class:`~tidelog.storage.records.EncodedEvent`); raises :class:`LinkProtocolError`."""
+    return decode_shaped(payload, sender)[0]
+
+
+def decode_shaped(
+    payload: bytes, sender: str | None = None
+) -> tuple[list[EncodedEvent], BatchShape | None]:
+    """:func:`decode_batch`, and the batch's :class:`BatchShape` (None: its events
+    differ in origin or path, or their offsets do not rise), found by the same loop
+    that checks the hops (a comparison or two per event)."""
     records: list[bytes] = []
     pos, size = 0, len(payload)
     unpack = _LENGTH.unpack_from
@@ -281,6 +321,9 @@ def decode_batch(payload: bytes, sender: str | None = None) -> list[EncodedEvent
     except CorruptRecordError as exc:
         raise LinkProtocolError(f"a bad record in a batch: {exc}") from None
     checked: str | None = None  # the "node/incarnation/" of a one-hop path found good before
+    shaped = True  # every event so far: one hop from checked, same origin, rising offsets
+    origin: str | None = None
+    last = -1
     for event in events:
         provenance = event.provenance
         if provenance is None or provenance.origin_node is None or not provenance.hop_path:
@@ -294,6 +337,12 @@ def decode_batch(payload: bytes, sender: str | None = None) -> list[EncodedEvent
             and offset.isdigit()
             and len(offset) <= 20
         ):
+            if shaped:
+                number = provenance.origin_offset
+                if provenance.origin_node == origin and number is not None and number > last:
+                    last = number
+                else:
+                    shaped = False
             continue  # as the one before, another offset
         for hop in hop_path:  # all are read (routing parses each)
             parts = hop.split("/")
@@ -302,7 +351,15 @@ def decode_batch(payload: bytes, sender: str | None = None) -> list[EncodedEvent
         if sender is not None and parts[0] != sender:
             raise LinkProtocolError(f"an event whose last hop is not {sender}")
         checked = f"{parts[0]}/{parts[1]}/" if len(hop_path) == 1 else None
-    return events
+        if origin is None and checked is not None and provenance.origin_offset is not None:
+            origin, last = provenance.origin_node, provenance.origin_offset  # the first event
+        else:
+            shaped = False
+    if not shaped or origin is None or checked is None:
+        return events, None
+    first = events[0].provenance
+    assert first is not None and first.origin_offset is not None
+    return events, BatchShape(origin, checked.split("/", 2)[1], first.origin_offset, last)
 
 
 # -- control messages --------------------------------------------------------------------
