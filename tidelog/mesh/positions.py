@@ -35,6 +35,7 @@ from collections.abc import Sequence
 
 import trio
 
+from tidelog.concurrency import held
 from tidelog.engine import Broker
 from tidelog.mesh.seen import SeenOffsets
 from tidelog.mesh.stamps import Origin, stamped_origin
@@ -195,7 +196,7 @@ class MeshPositions:
         events' :class:`~tidelog.mesh.wire.BatchShape`; the check and the advance
         then cost the same for a batch of any size (only the last event of one
         origin and sender moves the maps)."""
-        async with self._append_lock:
+        async with held(self._append_lock):
             fresh = self.fresh(events) if shape is None else self.fresh_shaped(events, shape)
             if fresh:
                 token = self.begin_append(broker.end_offset)

@@ -12,7 +12,9 @@ run the same :class:`LinkSession`, which may carry both directions at once:
 * the **sink** takes the peer's batches in order, drops what was appended
   already (per origin), appends the rest in one durable write, advances the
   positions and only then sends the PUBACK;
-* the **reader** decodes packets and hands them out; the **heartbeat** sends
+* the **reader** decodes packets and handles them; a batch it checks and decodes
+  at once, then hands to the sink (no task in between: a live batch costs the
+  receiver one hand-off fewer); the **heartbeat** sends
   this node's head offset every ``heartbeat_seconds``. A connection silent for
   three heartbeats is closed (half-open connections end).
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import trio
 
@@ -53,8 +55,15 @@ TAIL_MAX_BYTES = 2 * DEFAULT_READ_MAX_BYTES
 event: :func:`~tidelog.mesh.tail.held_bytes`)."""
 
 log = logging.getLogger("tidelog.mesh")
-_Group = tuple[list[Publish], list[NewEvent], wire.BatchShape | None]
-"""Batches checked together: their packets, their events and their joined shape."""
+
+
+class _Batch(NamedTuple):
+    """A peer's batch, checked and decoded, waiting for the sink."""
+
+    packet_id: int
+    next_offset: int
+    events: list[NewEvent]
+    shape: wire.BatchShape | None
 RECEIVE_BYTES = 65_536
 INTEREST_POLL_SECONDS = 0.25
 """How often a link with live interest looks for changed subscriptions."""
@@ -168,7 +177,7 @@ class LinkSession:
         self.link: LinkConfig | None = None
         """The dialer's ``[[link]]`` (on the dialing side only): its prefixes rename
         the topics of what it pulls and pushes (the remote needs no configuration)."""
-        self._batches_in, self._batches_out = trio.open_memory_channel[Publish](window)
+        self._batches_in, self._batches_out = trio.open_memory_channel[_Batch](window)
         self._unacknowledged = 0
         """The peer's batches received and not acknowledged yet (at most ``window``)."""
         self._credit = trio.Semaphore(window)
@@ -258,7 +267,9 @@ class LinkSession:
                 raise wire.LinkProtocolError(
                     f"the peer sent more than {self.window} unacknowledged batches"
                 )
-            self._batches_in.send_nowait(packet)  # room: at most window unacknowledged
+            events, shape = self._checked_batch(packet)
+            batch = _Batch(packet.packet_id or 0, wire.next_offset_of(packet), events, shape)
+            self._batches_in.send_nowait(batch)  # room: at most window unacknowledged
         elif topic == wire.HEAD:
             body = wire.parse_control(packet)
             head, sent = body.get("head"), body.get("sent")
@@ -292,44 +303,31 @@ class LinkSession:
     # -- sink ------------------------------------------------------------------------
 
     async def _sink(self) -> None:
-        """Append the peer's batches, in two stages so that checking the next batches
-        overlaps the commit of those before: :meth:`_decode_groups` takes every batch
-        waiting when one arrives, up to half the ``window`` (so the peer keeps credit to
-        send more while a group commits), and checks them; here each group goes into
-        one durable write, and its PUBACKs leave together once it is durable (a
-        commit's latency is paid once for the group, all appended or none). At most
-        one checked group waits for the commit before it."""
-        groups_in, groups_out = trio.open_memory_channel[_Group](0)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._decode_groups, groups_in)
-            async for packets, events, shape in groups_out:
-                next_offset = wire.next_offset_of(packets[-1])
-                fresh = await self._append(events, next_offset, shape)
-                self.status.events_in += len(fresh)
-                self.status.batches_in += len(packets)
-                self.status.position = next_offset
-                self._unacknowledged -= len(packets)
-                await self.channel.send(*(Puback(p.packet_id or 0) for p in packets))
-
-    async def _decode_groups(self, groups: trio.MemorySendChannel[_Group]) -> None:
+        """Append the peer's batches: every batch waiting when one arrives, up to half the
+        ``window`` (so the peer keeps credit to send more while they commit), goes into
+        one durable write, and their PUBACKs leave together once it is durable (a
+        commit's latency is paid once for the group, all appended or none). The
+        reader checked and decoded each batch as it came (:meth:`_on_publish`), so
+        checking the next batches overlaps the commit of those before."""
         most = max(1, self.window // 2)
-        async with groups:
-            async for packet in self._batches_out:
-                packets = [packet]
-                while len(packets) < most:
-                    try:
-                        packets.append(self._batches_out.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                events: list[NewEvent] = []
-                shapes: list[wire.BatchShape | None] = []
-                for each in packets:
-                    batch, shape = self._checked_batch(each)
-                    if batch:
-                        events += batch
-                        shapes.append(shape)
-                wire.next_offset_of(packets[-1])  # a protocol error before the commit
-                await groups.send((packets, events, wire.joined_shape(shapes)))
+        async for first in self._batches_out:
+            group = [first]
+            while len(group) < most:
+                try:
+                    group.append(self._batches_out.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            events: list[NewEvent] = []
+            for batch in group:
+                events += batch.events
+            shape = wire.joined_shape([batch.shape for batch in group if batch.events])
+            next_offset = group[-1].next_offset
+            fresh = await self._append(events, next_offset, shape)
+            self.status.events_in += len(fresh)
+            self.status.batches_in += len(group)
+            self.status.position = next_offset
+            self._unacknowledged -= len(group)
+            await self.channel.send(*(Puback(batch.packet_id) for batch in group))
 
     def _checked_batch(self, packet: Publish) -> tuple[list[NewEvent], wire.BatchShape | None]:
         """A batch's events, renamed by the link's prefixes, and their shape; raises for
