@@ -57,6 +57,12 @@ event: :func:`~tidelog.mesh.tail.held_bytes`)."""
 log = logging.getLogger("tidelog.mesh")
 
 
+RECEIVE_BYTES = 65_536
+INTEREST_POLL_SECONDS = 0.25
+"""How often a link with live interest looks for changed subscriptions."""
+STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
 class _Batch(NamedTuple):
     """A peer's batch, checked and decoded, waiting for the sink."""
 
@@ -64,10 +70,6 @@ class _Batch(NamedTuple):
     next_offset: int
     events: list[NewEvent]
     shape: wire.BatchShape | None
-RECEIVE_BYTES = 65_536
-INTEREST_POLL_SECONDS = 0.25
-"""How often a link with live interest looks for changed subscriptions."""
-STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 class LinkClosed(Exception):
