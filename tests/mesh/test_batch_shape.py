@@ -33,6 +33,8 @@ def test_a_senders_own_events_have_a_shape() -> None:
 
 def test_batches_that_differ_per_event_have_no_shape() -> None:
     assert wire.decode_shaped(_payload(("e", 1, ("e/i/1",)), ("e", 2, ("e/i/2",))))[1]
+    transit = _payload(("x", 1, ("x/i/1", "e/k/7")), ("x", 4, ("x/i/4", "e/k/9")))
+    assert wire.decode_shaped(transit, "e")[1] == wire.BatchShape("x", "i", 1, 4)
     for events in (
         [("e", 1, ("e/i/1",)), ("f", 2, ("e/i/2",))],  # another origin
         [("e", 1, ("e/i/1",)), ("e", 2, ("e/j/2",))],  # another incarnation
@@ -40,8 +42,9 @@ def test_batches_that_differ_per_event_have_no_shape() -> None:
         [("e", 1, ("e/i/1",)), ("e", 1, ("e/i/1",))],  # or repeat
         [("e", None, ("e/i/1",)), ("e", 2, ("e/i/2",))],  # no origin offset
         [("e", 1, ("e/i/1",)), ("e", None, ("e/i/2",))],
-        [("x", 1, ("x/i/1", "e/i/7")), ("x", 2, ("x/i/2", "e/i/8"))],  # two hops (transit)
-        [("e", 1, ("e/i/1",)), ("x", 2, ("x/i/2", "e/i/8"))],
+        [("x", 1, ("x/i/1", "e/i/7")), ("x", 2, ("x/i/2", "f/i/8"))],  # another path
+        [("x", 1, ("x/i/1", "e/i/7")), ("x", 2, ("x/j/2", "e/i/8"))],
+        [("e", 1, ("e/i/1",)), ("x", 2, ("x/i/2", "e/i/8"))],  # one hop, then two
     ):
         assert wire.decode_shaped(_payload(*events))[1] is None, events
     assert wire.decode_shaped(b"") == ([], None)
@@ -67,21 +70,21 @@ _events = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(
     first=_events,
     second=_events,
     known=st.dictionaries(
-        st.sampled_from(["e", "f"]), st.tuples(st.sampled_from(["i", "j"]), st.integers(0, 14))
+        st.sampled_from(["e", "f"]), st.tuples(st.sampled_from(["i", "j", "k"]), st.integers(0, 27))
     ),
-    mostly_one=st.booleans(),
+    usual=st.sampled_from([None, 1, 2]),
     after=st.booleans(),
 )
 def test_per_batch_dedup_and_positions_agree_with_the_per_event_rules(
     first: list[tuple[str, str, int, bool]],
     second: list[tuple[str, str, int, bool]],
     known: dict[str, tuple[str, int]],
-    mostly_one: bool,
+    usual: int | None,
     after: bool,
 ) -> None:
     """Two consecutive batches, decoded and joined: whenever they have a shape,
@@ -89,9 +92,9 @@ def test_per_batch_dedup_and_positions_agree_with_the_per_event_rules(
     and leaves the positions where ``observe`` of all of them leaves them."""
 
     def payload(items: list[tuple[str, str, int, bool]], base: int = 0) -> bytes:
-        if mostly_one:  # the usual batch: one origin, one hop, rising offsets
+        if usual:  # the usual batch: one origin, one path (one hop or two), rising offsets
             offsets = sorted({base + o for _, _, o, _ in items})
-            items = [("e", "i", offset, False) for offset in offsets]
+            items = [("e", "i", offset, usual == 2) for offset in offsets]
         return _payload(
             *(
                 (origin, off, (f"x/k/{n}", f"e/{inc}/{off}") if transit else (f"e/{inc}/{off}",))
@@ -101,11 +104,11 @@ def test_per_batch_dedup_and_positions_agree_with_the_per_event_rules(
 
     events_a, shape_a = wire.decode_shaped(payload(first), "e")
     events_b, shape_b = wire.decode_shaped(payload(second, 13 if after else 0), "e")
-    if mostly_one and first:
+    if usual and first:
         assert shape_a is not None
     events: list[NewEvent] = [*events_a, *events_b]
     shape = wire.joined_shape([s for e, s in ((events_a, shape_a), (events_b, shape_b)) if e])
-    if mostly_one and after and first:
+    if usual and after and first:
         assert shape is not None
     if shape is None:
         return

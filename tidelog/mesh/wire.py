@@ -261,11 +261,12 @@ def _tagged(tag: int, raw: bytes) -> bytes:
 
 
 class BatchShape(NamedTuple):
-    """What every event of a batch shares, when it does: each came one hop, from
-    ``origin`` (incarnation ``incarnation``) itself, and their origin offsets rise
-    strictly from ``first`` to ``last``. The usual batch, live or catching up: its
-    deduplication and the positions it advances are then found per batch, not per
-    event (:meth:`~tidelog.mesh.positions.MeshPositions.append_fresh`)."""
+    """What every event of a batch shares, when it does: one origin, ``origin``
+    (incarnation ``incarnation``), one path (the same nodes and incarnations hop by
+    hop: one hop from the origin itself, or the same transit nodes), and origin
+    offsets that rise strictly from ``first`` to ``last``. The usual batch, live or
+    catching up: its deduplication and the positions it advances are then found per
+    batch, not per event (:meth:`~tidelog.mesh.positions.MeshPositions.append_fresh`)."""
 
     origin: str
     incarnation: str
@@ -321,8 +322,10 @@ def decode_shaped(
     except CorruptRecordError as exc:
         raise LinkProtocolError(f"a bad record in a batch: {exc}") from None
     checked: str | None = None  # the "node/incarnation/" of a one-hop path found good before
-    shaped = True  # every event so far: one hop from checked, same origin, rising offsets
+    path: tuple[str, ...] | None = None  # the same, hop by hop, of a longer path (transit)
+    shaped = True  # every event so far: the path of the first, same origin, rising offsets
     origin: str | None = None
+    first_hop = ""
     last = -1
     for event in events:
         provenance = event.provenance
@@ -336,6 +339,8 @@ def decode_shaped(
             and (offset := hop[len(checked) :]).isascii()  # _is_offset, inline: hot
             and offset.isdigit()
             and len(offset) <= 20
+        ) or (
+            path is not None and len(hop_path) == len(path) and all(map(_follows, hop_path, path))
         ):
             if shaped:
                 number = provenance.origin_offset
@@ -343,23 +348,31 @@ def decode_shaped(
                     last = number
                 else:
                     shaped = False
-            continue  # as the one before, another offset
+            continue  # as the one before, other offsets
+        prefixes = []
         for hop in hop_path:  # all are read (routing parses each)
             parts = hop.split("/")
             if len(parts) != 3 or not _is_offset(parts[2]):
                 raise LinkProtocolError(f"a hop is node/incarnation/offset, not {hop!r}")
+            prefixes.append(f"{parts[0]}/{parts[1]}/")
         if sender is not None and parts[0] != sender:
             raise LinkProtocolError(f"an event whose last hop is not {sender}")
-        checked = f"{parts[0]}/{parts[1]}/" if len(hop_path) == 1 else None
-        if origin is None and checked is not None and provenance.origin_offset is not None:
+        checked, path = (prefixes[0], None) if len(prefixes) == 1 else (None, tuple(prefixes))
+        if origin is None and provenance.origin_offset is not None:
             origin, last = provenance.origin_node, provenance.origin_offset  # the first event
+            first_hop = prefixes[0]
         else:
             shaped = False
-    if not shaped or origin is None or checked is None:
+    if not shaped or origin is None:
         return events, None
     first = events[0].provenance
     assert first is not None and first.origin_offset is not None
-    return events, BatchShape(origin, checked.split("/", 2)[1], first.origin_offset, last)
+    return events, BatchShape(origin, first_hop.split("/", 2)[1], first.origin_offset, last)
+
+
+def _follows(hop: str, prefix: str) -> bool:
+    """``hop`` is ``prefix`` (``node/incarnation/``) and an offset."""
+    return hop.startswith(prefix) and _is_offset(hop[len(prefix) :])
 
 
 # -- control messages --------------------------------------------------------------------
