@@ -430,7 +430,8 @@ class LmdbLog(EventLog):
         mailbox = Mailbox()
         if len(records) < OVERLAP_MIN_EVENTS:
             prepared = prepare()
-            self._writer.submit(mailbox, active.write_batch, first, records, timestamp)
+            # handed over as the loop goes idle: the thread then finds the GIL free
+            self._writer.submit(mailbox, active.write_batch, first, records, timestamp, defer=True)
         else:
             self._writer.submit(
                 mailbox, active.write_batch, first, records, timestamp, mailbox.signal
