@@ -95,7 +95,8 @@ class _Handoff(trio.abc.Instrument):
         self._jobs = jobs
 
     def before_io_wait(self, timeout: float) -> None:
-        self.flush()
+        if self.held:
+            self.flush()
 
     def flush(self) -> None:
         if self.held:
