@@ -33,7 +33,6 @@ from tidelog.storage.lmdb_log import (
 )
 from tidelog.storage.lmdb_segment import Segment
 from tidelog.storage.memory import MemoryLog
-from tidelog.storage.writer_thread import Mailbox, WriterThread
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -520,44 +519,6 @@ async def test_fsync_always_commits_inline_or_in_the_writer_thread_alike(tmp_pat
             INLINE_MAX_EVENTS + 1
         )
         assert [e.offset for e in stored] == list(range(len(stored)))
-    assert verify(path).ok
-
-
-async def test_writer_thread_runs_deferred_and_immediate_jobs_in_submission_order() -> None:
-    """A deferred job waits for the loop's next poll for I/O, but never lets a job
-    submitted after it run first; stopping hands over what is still held."""
-    writer = WriterThread("test-writer")
-    ran: list[str] = []
-    boxes = [Mailbox() for _ in range(4)]
-    writer.submit(boxes[0], ran.append, "a", defer=True)
-    writer.submit(boxes[1], ran.append, "b")  # at once: "a" goes first
-    writer.submit(boxes[2], ran.append, "c", defer=True)  # handed over as the loop polls
-    for box in boxes[:3]:
-        await box.get()
-    assert ran == ["a", "b", "c"]
-    writer.submit(boxes[3], ran.append, "d", defer=True)
-    await writer.stop()  # no checkpoint in between: stop itself hands "d" over
-    assert ran == ["a", "b", "c", "d"]  # stop joined the thread, so "d" has run
-    await boxes[3].get()
-
-
-async def test_fsync_always_small_batches_commit_through_the_deferred_hand_off(
-    tmp_path: Path,
-) -> None:
-    """Batches the writer thread commits with a deferred hand-off (above the inline
-    size, under the overlap size) are durable and in order, including several
-    appended concurrently and a log closed right after an append."""
-    path = tmp_path / "log"
-    async with lmdb_log(path, fsync="always") as log:
-        log._last_commit = INLINE_MAX_SECONDS  # keep every batch off the trio thread
-        async with trio.open_nursery() as nursery:
-            for name in "abc":
-                nursery.start_soon(log.append, events(name, INLINE_MAX_EVENTS + 2))
-        await log.append(events("d", 3))
-    async with lmdb_log(path) as log:
-        stored = await read_all(log)
-    assert sorted(e.topic for e in stored) == sorted("abc" * (INLINE_MAX_EVENTS + 2) + "ddd")
-    assert [e.offset for e in stored] == list(range(len(stored)))
     assert verify(path).ok
 
 

@@ -430,8 +430,7 @@ class LmdbLog(EventLog):
         mailbox = Mailbox()
         if len(records) < OVERLAP_MIN_EVENTS:
             prepared = prepare()
-            # handed over as the loop goes idle: the thread then finds the GIL free
-            self._writer.submit(mailbox, active.write_batch, first, records, timestamp, defer=True)
+            self._writer.submit(mailbox, active.write_batch, first, records, timestamp)
         else:
             self._writer.submit(
                 mailbox, active.write_batch, first, records, timestamp, mailbox.signal

@@ -11,17 +11,6 @@ overlapped commit), and the waiting task is rescheduled directly.
 
 The thread is started on first use and stopped by :meth:`WriterThread.stop`.
 Jobs run one at a time, in submission order.
-
-A job submitted with ``defer=True`` is handed to the thread when the trio loop
-next polls for I/O (a trio instrument's ``before_io_wait``), not at once: the
-submitting task parks right after, and the loop goes on with the other ready
-tasks of its pass. Woken at once, the thread needs the GIL the loop holds: it
-sleeps again on the GIL, or takes the CPU from the loop mid-pass (which then
-resumes with cold caches). Handed over as the loop is about to block in
-``epoll_wait`` (which gives the GIL up), it runs its job without waiting for
-the loop. The log defers small commits (light load: every wake-up counts, see
-"Latency: where the time goes" in docs/mesh.md), not large ones, whose fsync
-should start while the loop still has work to overlap with it.
 """
 
 from __future__ import annotations
@@ -83,55 +72,24 @@ class Mailbox:
         return self._messages.popleft().unwrap()
 
 
-_Job = tuple[Callable[..., Any], tuple[Any, ...], Mailbox]
-
-
-class _Handoff(trio.abc.Instrument):
-    """Jobs submitted during the loop's current pass, handed to the thread's queue
-    when the loop next polls for I/O."""
-
-    def __init__(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
-        self.held: list[_Job] = []
-        self._jobs = jobs
-
-    def before_io_wait(self, timeout: float) -> None:
-        if self.held:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.held:
-            for job in self.held:
-                self._jobs.put(job)
-            self.held.clear()
-
-
 class WriterThread:
     """One daemon thread running blocking jobs in order for the trio thread."""
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._handoff = _Handoff(self._jobs)
+        self._jobs: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], Mailbox] | None]
+        self._jobs = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    def submit(
-        self, mailbox: Mailbox, fn: Callable[..., object], *args: object, defer: bool = False
-    ) -> None:
+    def submit(self, mailbox: Mailbox, fn: Callable[..., object], *args: object) -> None:
         """Run ``fn(*args)`` in the thread; its result (or exception) goes to ``mailbox``.
 
         ``fn`` may send ``mailbox`` messages of its own first (a progress signal).
-        ``defer``: hand the job over when the loop next polls for I/O (see the
-        module's docstring), still after every job submitted before it.
         """
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
             self._thread.start()
-            trio.lowlevel.add_instrument(self._handoff)
-        if defer:
-            self._handoff.held.append((fn, args, mailbox))
-        else:
-            self._handoff.flush()  # keep the order
-            self._jobs.put((fn, args, mailbox))
+        self._jobs.put((fn, args, mailbox))
 
     async def run_sync(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` in the thread and return its result (not cancellable)."""
@@ -144,9 +102,6 @@ class WriterThread:
         """Let the queued jobs finish, then end the thread."""
         thread, self._thread = self._thread, None
         if thread is not None:
-            with contextlib.suppress(KeyError):
-                trio.lowlevel.remove_instrument(self._handoff)
-            self._handoff.flush()
             self._jobs.put(None)
             await trio.to_thread.run_sync(thread.join)
 
