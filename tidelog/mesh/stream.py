@@ -370,13 +370,15 @@ class LinkSession:
         # through: asked once per topic, not per event (emptied when the interest changes)
         passes: dict[str, bool] = {}
         passes_for: list[Matcher] | None = None
-        # the live tail only where the log would be read unfiltered anyway (a single
-        # filter other than "#" reads the log's topic index: a link that matches little
-        # must not look at every event the node commits)
-        tail: LiveTail | None = None
-        if single is None or single == "#":
-            tail = LiveTail(min(4 * self.batch_events, TAIL_MAX_EVENTS), TAIL_MAX_BYTES)
-            self.broker.add_commit_hook(tail.committed)
+        # a live tail; with a single filter other than "#" it keeps only what the filter
+        # matches, and a link that matches little of what the node commits goes back to
+        # the log's topic index (it must not look at every event the node commits)
+        tail: LiveTail | None = LiveTail(
+            min(4 * self.batch_events, TAIL_MAX_EVENTS),
+            TAIL_MAX_BYTES,
+            None if single is None or single == "#" else route.matches,
+        )
+        self.broker.add_commit_hook(tail.committed)
         try:
             while True:
                 await self._credit.acquire()
@@ -385,11 +387,14 @@ class LinkSession:
                     await self._send_gap(position, first, "retention")
                     position = first
                 page = None
+                if tail is not None and tail.sparse:
+                    self.broker.remove_commit_hook(tail.committed)
+                    tail = None
                 if tail is not None:
                     tail.arm()
                     page = tail.take(position, self.batch_events, DEFAULT_READ_MAX_BYTES)
                 if page is not None:
-                    candidates, next_offset = page, page[-1].offset + 1
+                    candidates, next_offset = page
                 elif tail is None:  # the log waits for an append at the head
                     result = await self.broker.read(
                         position, single, limit=self.batch_events, wait=self.heartbeat_seconds
