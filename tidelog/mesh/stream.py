@@ -373,12 +373,13 @@ class LinkSession:
         # a live tail; with a single filter other than "#" it keeps only what the filter
         # matches, and a link that matches little of what the node commits goes back to
         # the log's topic index (it must not look at every event the node commits)
-        tail: LiveTail | None = LiveTail(
+        live = LiveTail(
             min(4 * self.batch_events, TAIL_MAX_EVENTS),
             TAIL_MAX_BYTES,
             None if single is None or single == "#" else route.matches,
         )
-        self.broker.add_commit_hook(tail.committed)
+        self.broker.add_commit_hook(live.committed)
+        tail: LiveTail | None = live
         try:
             while True:
                 await self._credit.acquire()
