@@ -425,3 +425,25 @@ def test_positions_split_a_first_hop_that_starts_with_nul() -> None:
     positions = MeshPositions()
     positions.origins = {"\x00a": ("b", 5)}
     assert positions.fresh([incoming("\x00a", 3, "\x00a/b/3")]) == []
+
+
+def test_a_source_sends_what_its_route_and_the_peers_interest_admit_per_topic() -> None:
+    from tidelog.mesh.stream import _admitted
+    from tidelog.topics import compile_filter
+
+    route = Route("core", ("t/#",), "transit", 8)
+    local = [Event(i, 1, f"t/{i % 2}", b"x", 1, False, None, None) for i in range(4)]
+    passes: dict[str, bool] = {}
+    assert _admitted(local, route, passes, None, None, None) is local  # taken whole
+    assert passes == {"t/0": True, "t/1": True}
+    back = Provenance(origin_node="core", origin_offset=1, hop_path=("core/i/1",))
+    mixed = [
+        *local,
+        Event(4, 1, "u/x", b"x", 1, False, None, None),  # not under the route's filter
+        Event(5, 1, "t/0", b"x", 1, False, None, back),  # came from the peer: not back
+        Event(6, 1, "t/0", b"x", 2, False, None, Provenance("dev", 3)),  # QoS 2, published here
+    ]
+    sent = _admitted(mixed, route, {}, None, None, None)
+    assert [e.offset for e in sent] == [0, 1, 2, 3, 6]
+    interest = [compile_filter("t/1")]
+    assert [e.offset for e in _admitted(mixed, route, {}, None, None, interest)] == [1, 3]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -40,7 +41,7 @@ from tidelog.protocols.mqtt.packets import Disconnect, Packet, Pingreq, Pingresp
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.security import Access, Right
 from tidelog.storage.base import DEFAULT_READ_MAX_BYTES
-from tidelog.storage.records import NewEvent
+from tidelog.storage.records import Event, NewEvent
 from tidelog.topics import Matcher, compile_filter, validate_topic_filter
 
 if TYPE_CHECKING:
@@ -410,16 +411,7 @@ class LinkSession:
                 if interest is not passes_for:
                     passes.clear()
                     passes_for = interest
-                events = []
-                for e in candidates:
-                    topic = e.topic
-                    passed = passes.get(topic)
-                    if passed is None:
-                        passed = _passes(topic, access, rename, interest)
-                        if len(passes) < MATCH_CACHE_TOPICS:
-                            passes[topic] = passed
-                    if passed and route.admits(e):
-                        events.append(e)
+                events = _admitted(candidates, route, passes, access, rename, interest)
                 if events:
                     self._packet_id = self._packet_id % 0xFFFF + 1
                     payload = wire.encode_batch(events, me.node_id, me.incarnation, rename)
@@ -503,6 +495,41 @@ class LinkSession:
         if nodes != self.sent_nodes:
             self.sent_nodes = nodes
             await self.channel.send(wire.control(wire.NODES, {"nodes": nodes}))
+
+
+_TOPIC = attrgetter("topic")
+_PROVENANCE = attrgetter("provenance")
+
+
+def _admitted(
+    candidates: list[Event],
+    route: Route,
+    passes: dict[str, bool],
+    access: Access | None,
+    rename: Callable[[str], str | None] | None,
+    interest: list[Matcher] | None,
+) -> list[Event]:
+    """The ``candidates`` a source sends: their topic passes (:func:`_passes`, and the
+    route's filters; asked once per topic, kept in ``passes``) and the route admits
+    them. Per topic, not per event: a batch repeats a few topics, and the usual live
+    batch (every topic passes, no event came over a link or a bridge: no provenance
+    but an MQTT publish's) is taken whole."""
+
+    def passing(topic: str) -> bool:
+        passed = passes.get(topic)
+        if passed is None:
+            passed = route.matches(topic) and _passes(topic, access, rename, interest)
+            if len(passes) < MATCH_CACHE_TOPICS:
+                passes[topic] = passed
+        return passed
+
+    if all(map(passing, set(map(_TOPIC, candidates)))):
+        pool = candidates
+    else:
+        pool = [e for e in candidates if passing(e.topic)]
+    if not any(map(_PROVENANCE, pool)):
+        return pool  # all published here (route.admits takes each)
+    return [e for e in pool if route.admits(e)]
 
 
 def _passes(
