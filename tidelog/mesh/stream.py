@@ -48,7 +48,9 @@ if TYPE_CHECKING:
     from tidelog.mesh.node import Mesh
 
 TAIL_MAX_EVENTS = 20_000
-"""Most events a link's :class:`LiveTail` holds (whatever ``batch_events`` is)."""
+"""Most events a link's :class:`LiveTail` holds (whatever ``batch_events`` is); below
+that a window's worth of batches (at least 4): what commits while the receiver holds
+every credit stays in memory."""
 TAIL_MAX_BYTES = 2 * DEFAULT_READ_MAX_BYTES
 """Most bytes a link's :class:`LiveTail` holds (payloads, topics and a fixed cost per
 event: :func:`~tidelog.mesh.tail.held_bytes`)."""
@@ -375,7 +377,7 @@ class LinkSession:
         # matches, and a link that matches little of what the node commits goes back to
         # the log's topic index (it must not look at every event the node commits)
         live = LiveTail(
-            min(4 * self.batch_events, TAIL_MAX_EVENTS),
+            min(max(4, self.window) * self.batch_events, TAIL_MAX_EVENTS),
             TAIL_MAX_BYTES,
             None if single is None or single == "#" else route.matches,
         )
