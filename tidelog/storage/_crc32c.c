@@ -38,6 +38,12 @@
  *   decode_plain(records, offsets, kinds, tail) -> list | None
  *       the Events of a run of plain records being read (_decode_plain_python).
  *
+ * and one of tidelog/mesh/wire.py's (tests/mesh/test_protocol.py checks the two):
+ *
+ *   link_batch(events, node_tag, hop_prefix) -> bytes | None
+ *       a mesh link's batch of local Events (wire.encode_batch without renaming);
+ *       None if an event is of another kind.
+ *
  * The last three make attrs ``slots=True`` objects directly: allocated by their
  * type, each field stored at its member descriptor's offset (what the attrs
  * __init__ does, without a call per object). configure_records() is given the
