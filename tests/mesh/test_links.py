@@ -711,3 +711,24 @@ def test_a_second_link_start_on_one_session_is_a_protocol_error(nodes) -> None: 
     disconnect = trio.run(dial)
     assert disconnect.reason_code == ReasonCode.PROTOCOL_ERROR
     assert "started already" in (disconnect.properties.reason_string or "")
+
+
+def test_a_narrow_link_gets_every_event_before_and_after_its_tail_turns_sparse(nodes) -> None:  # type: ignore[no-untyped-def]
+    """The edge pulls ``commands/edge/#``: its source at the core keeps a filtered live
+    tail while the link takes much of what the core commits, and goes back to the
+    log's topic index once it takes little (``LiveTail.sparse``, past 2,000 events);
+    either way each event crosses once."""
+    core, edge = pair(nodes)
+    wait_for(lambda: edge.links_status()["core"]["state"] == "connected", what="connected")
+    core.publish(burst("commands/edge", 300) + burst("commands/other", 100))  # 3/4 taken
+    wait_heads({edge: 300})
+    for round_ in range(3):  # 1/11 taken: sparse
+        core.publish(burst("commands/other", 1000, 100 + round_ * 1000))
+        core.publish(burst("commands/edge", 100, 300 + round_ * 100))
+    wait_heads({core: 400 + 3 * 1100, edge: 600})
+    core.stop()
+    edge.stop()
+    check_invariant(
+        {"core": core.events(), "edge": edge.events()},
+        lambda node, origin: PAIR_WANTS[(node, origin)],
+    )

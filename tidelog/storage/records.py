@@ -936,6 +936,10 @@ _decode_plain: Callable[[list[bytes], Sequence[int], int, int], list[Event] | No
     _decode_plain_python
 )
 """The replay's loop over a run of plain records (:func:`_decode_plain_python`)."""
+link_batch: Callable[[list[Event], bytes, bytes], bytes | None] | None = None
+"""The compiled twin of ``tidelog.mesh.wire.encode_batch`` for a batch of local events
+(``link_batch(events, node_tag, hop_prefix)``, None for a batch of other events); None
+when the extension is not built, or built before it had one."""
 if _compiled is not None:
     try:
         _compiled.configure_records(
@@ -952,9 +956,11 @@ if _compiled is not None:
         _decode_forwarded = _compiled.decode_forwarded
         _stored_events = _compiled.stored_events
         _decode_plain = _compiled.decode_plain
+        link_batch = getattr(_compiled, "link_batch", None)
     except (TypeError, AttributeError) as exc:  # a build that does not fit after all
         logger.warning("compiled record functions not used (records made in Python): %s", exc)
         _compiled = None
         _decode_forwarded = _stored_events = None
         _decode_plain = _decode_plain_python
+        link_batch = None
         restamp = restamp_python
