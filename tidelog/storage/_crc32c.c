@@ -271,7 +271,7 @@ restamp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 /* The version of the record functions' signatures and of what they read and make:
  * records.py uses them only when it expects this one (raise it on any change). */
-#define RECORDS_API 1
+#define RECORDS_API 2
 
 /* What configure_records() was given: the types the functions below read and make,
  * and the offsets of their fields (attrs ``slots=True`` classes: each field a member
@@ -886,10 +886,16 @@ local_event(PyObject *item, struct local_event *e)
         (!Py_IS_TYPE(provenance, provenance_type) || GET_SLOT(provenance, provenance_slots[2]) != Py_None)) {
         return 0; /* forwarded (or not a Provenance): Python writes its hop path */
     }
+    /* not an int, negative or past a u64: Python's struct raises (each checked before
+     * the next call: the C API is not called with an exception set) */
     e->offset = PyLong_AsUnsignedLongLong(GET_SLOT(item, stored_slots[0]));
+    if (e->offset == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
     e->timestamp = PyLong_AsUnsignedLongLong(GET_SLOT(item, stored_slots[1]));
-    if (PyErr_Occurred()) {
-        PyErr_Clear(); /* not an int, negative or past a u64: Python's struct raises */
+    if (e->timestamp == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
         return 0;
     }
     value = GET_SLOT(item, stored_slots[2]);

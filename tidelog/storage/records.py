@@ -481,7 +481,7 @@ def restamp_python(record: bytes, timestamp: int) -> bytes:
     return seal(head, raw_crc32c(0, head), record[HEADER_SIZE:-CHECKSUM_SIZE])
 
 
-RECORDS_API = 1
+RECORDS_API = 2
 """The version of the compiled record functions this module calls (``RECORDS_API`` in
 ``_crc32c.c``: their signatures and the types and fields they read and make)."""
 _compiled = (
@@ -956,7 +956,7 @@ if _compiled is not None:
         _decode_forwarded = _compiled.decode_forwarded
         _stored_events = _compiled.stored_events
         _decode_plain = _compiled.decode_plain
-        link_batch = getattr(_compiled, "link_batch", None)
+        link_batch = _compiled.link_batch
     except (TypeError, AttributeError) as exc:  # a build that does not fit after all
         logger.warning("compiled record functions not used (records made in Python): %s", exc)
         _compiled = None
