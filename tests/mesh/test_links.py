@@ -662,3 +662,73 @@ def test_live_interest_for_a_push_sends_only_what_the_remote_wants(nodes) -> Non
         "telemetry/d/1",
         "telemetry/e/1",
     ]
+
+
+def test_a_second_link_start_on_one_session_is_a_protocol_error(nodes) -> None:  # type: ignore[no-untyped-def]
+    """Each ``$link/start`` would start another source on the session (events sent
+    twice, credit shared): the remote answers the second with a DISCONNECT."""
+    import trio
+
+    from tidelog.mesh import wire
+    from tidelog.mesh.stream import LinkChannel
+    from tidelog.protocols.mqtt.decoder import Decoder, Role
+    from tidelog.protocols.mqtt.packets import Connack, Connect, Disconnect
+    from tidelog.protocols.mqtt.properties import Properties
+    from tidelog.protocols.mqtt.reason_codes import ReasonCode
+
+    core = nodes("core")["core"]
+    start_all([core])
+    core.publish(burst("telemetry", 3))
+    assert core.serve is not None
+    port = core.serve.ports["MQTT"]
+
+    async def dial() -> Disconnect:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            channel = LinkChannel(stream, Decoder(5, role=Role.CLIENT))
+            await channel.send(
+                Connect(
+                    client_id="link-raw-dialer",
+                    protocol_level=5,
+                    clean_start=True,
+                    keep_alive=0,
+                    properties=Properties(user_properties=((wire.LINK_PROPERTY, "1"),)),
+                )
+            )
+            assert isinstance(await channel.receive(), Connack)
+            hello = {"v": wire.VERSION, "node": "raw", "incarnation": "i1", "link": "l"}
+            await channel.send(wire.control(wire.HELLO, {**hello, "pull": ["telemetry/#"]}))
+            await channel.receive_publish(wire.WELCOME, 10)
+            start = wire.control(wire.START, {"pull_from": None})
+            await channel.send(start)
+            await channel.send(start)
+            with trio.fail_after(10):
+                while True:  # the first start's batches and heads, then the DISCONNECT
+                    packet = await channel.receive()
+                    if isinstance(packet, Disconnect):
+                        return packet
+
+    disconnect = trio.run(dial)
+    assert disconnect.reason_code == ReasonCode.PROTOCOL_ERROR
+    assert "started already" in (disconnect.properties.reason_string or "")
+
+
+def test_a_narrow_link_gets_every_event_before_and_after_its_tail_turns_sparse(nodes) -> None:  # type: ignore[no-untyped-def]
+    """The edge pulls ``commands/edge/#``: its source at the core keeps a filtered live
+    tail while the link takes much of what the core commits, and goes back to the
+    log's topic index once it takes little (``LiveTail.sparse``, past 2,000 events);
+    either way each event crosses once."""
+    core, edge = pair(nodes)
+    wait_for(lambda: edge.links_status()["core"]["state"] == "connected", what="connected")
+    core.publish(burst("commands/edge", 300) + burst("commands/other", 100))  # 3/4 taken
+    wait_heads({edge: 300})
+    for round_ in range(3):  # 1/11 taken: sparse
+        core.publish(burst("commands/other", 1000, 100 + round_ * 1000))
+        core.publish(burst("commands/edge", 100, 300 + round_ * 100))
+    wait_heads({core: 400 + 3 * 1100, edge: 600})
+    core.stop()
+    edge.stop()
+    check_invariant(
+        {"core": core.events(), "edge": edge.events()},
+        lambda node, origin: PAIR_WANTS[(node, origin)],
+    )

@@ -9,6 +9,7 @@ from tidelog.mesh.positions import MeshPositions
 from tidelog.mesh.routing import Route, closes_cycle, reachable
 from tidelog.mesh.seen import MAX_ABOVE, SeenOffsets
 from tidelog.mesh.stamps import digest, stamp, stamped_origin
+from tidelog.storage import records
 from tidelog.storage.records import Event, NewEvent, Properties, Provenance, encode_record
 
 
@@ -64,6 +65,51 @@ def test_a_batch_holds_the_records_the_log_format_gives_the_forwarded_events() -
     )
     assert payload == expected
     assert [e.topic for e in wire.decode_batch(payload)] == ["up/t/a", "t/b", "t/c", "up/t/a"]
+
+
+LOCAL_EVENTS = [
+    Event(0, 0, "t/a", b"", 0, False, None, None),
+    Event(1, 5, "t/b", b"p" * 300, 2, True, None, Provenance(client_id="dev", packet_id=4)),
+    Event(2**63 - 1, 2**64 - 1, "t/\u00e9\u4e2d", b"x", 1, False, None, None),
+    Event(10_000_000, 1_700_000_000_000, "a" * 500, b"y" * 70_000, 3, True, None, None),
+]
+
+
+@pytest.mark.parametrize("path", ["compiled", "python"])
+def test_a_batch_of_local_events_is_the_same_bytes_on_either_path(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The usual live batch (local events, no prefixes) is built by the extension's
+    ``link_batch`` when it is built, else in Python: the same records either way."""
+    if path == "compiled":
+        if records.link_batch is None:
+            pytest.skip("the extension (with link_batch) is not built, or TIDELOG_PURE_PYTHON")
+        assert records.link_batch(LOCAL_EVENTS, b"\x03\x00\x02n1", b"n1/cafe/") is not None
+    else:
+        monkeypatch.setattr(wire, "link_batch", None)
+    expected = b"".join(
+        len(r).to_bytes(4, "big") + r
+        for r in (encode_record(wire.forwarded(e, "n1", "cafe"), e.timestamp) for e in LOCAL_EVENTS)
+    )
+    assert wire.encode_batch(LOCAL_EVENTS, "n1", "cafe") == expected
+    decoded = wire.decode_batch(expected, "n1")
+    assert [e.topic for e in decoded] == [e.topic for e in LOCAL_EVENTS]
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        event(5),  # MQTT 5 properties
+        event(5, provenance=Provenance(origin_node="e1", origin_offset=2, hop_path=("e1/aa/2",))),
+        Event(5, 1, "t/x", bytearray(b"x"), 1, False, None, None),  # not bytes
+        Event(-1, 1, "t/x", b"x", 1, False, None, None),  # Python's struct refuses it
+        Event(5, 1, "t/\ud800", b"x", 1, False, None, None),  # not UTF-8: Python's raises
+    ],
+)
+def test_the_compiled_batch_leaves_any_other_event_to_python(other: Event) -> None:
+    if records.link_batch is None:
+        pytest.skip("the extension (with link_batch) is not built, or TIDELOG_PURE_PYTHON")
+    assert records.link_batch([*LOCAL_EVENTS[:2], other], b"\x03\x00\x02n1", b"n1/c/") is None
 
 
 @pytest.mark.parametrize(
@@ -379,3 +425,25 @@ def test_positions_split_a_first_hop_that_starts_with_nul() -> None:
     positions = MeshPositions()
     positions.origins = {"\x00a": ("b", 5)}
     assert positions.fresh([incoming("\x00a", 3, "\x00a/b/3")]) == []
+
+
+def test_a_source_sends_what_its_route_and_the_peers_interest_admit_per_topic() -> None:
+    from tidelog.mesh.stream import _admitted
+    from tidelog.topics import compile_filter
+
+    route = Route("core", ("t/#",), "transit", 8)
+    local = [Event(i, 1, f"t/{i % 2}", b"x", 1, False, None, None) for i in range(4)]
+    passes: dict[str, bool] = {}
+    assert _admitted(local, route, passes, None, None, None) is local  # taken whole
+    assert passes == {"t/0": True, "t/1": True}
+    back = Provenance(origin_node="core", origin_offset=1, hop_path=("core/i/1",))
+    mixed = [
+        *local,
+        Event(4, 1, "u/x", b"x", 1, False, None, None),  # not under the route's filter
+        Event(5, 1, "t/0", b"x", 1, False, None, back),  # came from the peer: not back
+        Event(6, 1, "t/0", b"x", 2, False, None, Provenance("dev", 3)),  # QoS 2, published here
+    ]
+    sent = _admitted(mixed, route, {}, None, None, None)
+    assert [e.offset for e in sent] == [0, 1, 2, 3, 6]
+    interest = [compile_filter("t/1")]
+    assert [e.offset for e in _admitted(mixed, route, {}, None, None, interest)] == [1, 3]

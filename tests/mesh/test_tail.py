@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from tidelog.mesh.tail import LiveTail, held_bytes
+from tidelog.mesh.tail import SPARSE_AFTER, LiveTail, held_bytes
 from tidelog.storage.records import Event
 
 
@@ -19,8 +19,14 @@ def cost(size: int = 1) -> int:
     return held_bytes(events(0, 1, size)[0])
 
 
-def offsets(taken: list[Event] | None) -> list[int] | None:
-    return None if taken is None else [e.offset for e in taken]
+def offsets(taken: tuple[list[Event], int] | None) -> list[int] | None:
+    """The offsets of what :meth:`LiveTail.take` handed out; checks that the offset it
+    says the source reads next follows the last of them (an unfiltered tail)."""
+    if taken is None:
+        return None
+    out, next_offset = taken
+    assert next_offset == out[-1].offset + 1
+    return [e.offset for e in out]
 
 
 def test_a_source_at_the_head_takes_each_commit_in_order_up_to_its_limits() -> None:
@@ -98,3 +104,49 @@ def test_a_wait_ends_at_a_commit_after_arm_or_at_its_timeout() -> None:
         await tail.wait(0)  # nothing committed: returns at the timeout
 
     trio.run(main)
+
+
+def mixed(first: int, topics: str) -> list[Event]:
+    """One event per letter of ``topics``: ``a`` on t/a, ``b`` on t/b, from ``first``."""
+    return [Event(first + i, 0, f"t/{t}", b"x", 1, False, None, None) for i, t in enumerate(topics)]
+
+
+def test_a_filtered_tail_keeps_what_it_accepts_and_covers_the_offsets_between() -> None:
+    tail = LiveTail(100, 100_000, accept=lambda topic: topic == "t/a")
+    tail.committed(mixed(10, "abba"))
+    tail.committed(mixed(14, "bb"))  # nothing kept: the source is not woken for it
+    taken = tail.take(10, 10, 100_000)
+    assert taken is not None
+    assert [(e.offset, e.topic) for e in taken[0]] == [(10, "t/a"), (13, "t/a")]
+    assert taken[1] == 16  # the source reads on after the commit it saw nothing of
+    assert tail.take(16, 10, 100_000) is None  # the head: read the log (or wait)
+    tail.committed(mixed(16, "ba"))
+    assert offsets(tail.take(17, 1, 100_000)) == [17]
+    tail.committed(mixed(18, "bbb"))
+    assert tail.take(18, 10, 100_000) == ([], 21)  # covered, none kept: move on
+    assert tail.take(15, 10, 100_000) is None  # below what it covers: the log
+
+
+def test_a_limit_on_a_filtered_tail_counts_kept_events_and_resumes_after_them() -> None:
+    tail = LiveTail(100, 100_000, accept=lambda topic: topic == "t/a")
+    tail.committed(mixed(0, "ababab"))
+    first = tail.take(0, 2, 100_000)
+    assert first is not None and [e.offset for e in first[0]] == [0, 2] and first[1] == 3
+    rest = tail.take(3, 2, 100_000)
+    assert rest is not None and [e.offset for e in rest[0]] == [4] and rest[1] == 6
+
+
+def test_a_tail_that_keeps_little_of_what_the_node_commits_is_sparse() -> None:
+    keep_a = LiveTail(100, 100_000, accept=lambda topic: topic == "t/a")
+    keep_most = LiveTail(100, 100_000, accept=lambda topic: topic != "t/c")
+    offset = 0
+    while offset < SPARSE_AFTER:
+        for tail in (keep_a, keep_most):
+            tail.committed(mixed(offset, "abcabcabca"))
+            tail.take(offset, 100, 100_000)
+        offset += 10
+        if offset < SPARSE_AFTER:
+            assert not keep_a.sparse  # not before it has seen enough
+    assert keep_a.sparse  # 40% kept
+    assert not keep_most.sparse  # 70% kept
+    assert not LiveTail(100, 100_000).sparse  # an unfiltered tail never is

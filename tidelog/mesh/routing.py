@@ -50,15 +50,18 @@ class Route:
         """The one filter, for reads the log can filter itself; None for several."""
         return self.filters[0] if len(self.filters) == 1 else None
 
-    def admits(self, event: Event) -> bool:
-        """True if ``event`` crosses this link."""
-        topic = event.topic
+    def matches(self, topic: str) -> bool:
+        """True if a filter of this link matches ``topic`` (cached per topic)."""
         matched = self._matched.get(topic)
         if matched is None:
             matched = any(compile_filter(f)(topic) for f in self.filters)
             if len(self._matched) < MATCH_CACHE_TOPICS:
                 self._matched[topic] = matched
-        if not matched:
+        return matched
+
+    def admits(self, event: Event) -> bool:
+        """True if ``event`` crosses this link."""
+        if not self.matches(event.topic):
             return False
         provenance = event.provenance
         if provenance is None or provenance.local:

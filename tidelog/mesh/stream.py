@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import trio
@@ -42,14 +43,16 @@ from tidelog.protocols.mqtt.packets import Disconnect, Packet, Pingreq, Pingresp
 from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.security import Access, Right
 from tidelog.storage.base import DEFAULT_READ_MAX_BYTES
-from tidelog.storage.records import NewEvent
+from tidelog.storage.records import Event, NewEvent
 from tidelog.topics import Matcher, compile_filter, validate_topic_filter
 
 if TYPE_CHECKING:
     from tidelog.mesh.node import Mesh
 
 TAIL_MAX_EVENTS = 20_000
-"""Most events a link's :class:`LiveTail` holds (whatever ``batch_events`` is)."""
+"""Most events a link's :class:`LiveTail` holds (whatever ``batch_events`` is); below
+that a window's worth of batches (at least 4): what commits while the receiver holds
+every credit stays in memory."""
 TAIL_MAX_BYTES = 2 * DEFAULT_READ_MAX_BYTES
 """Most bytes a link's :class:`LiveTail` holds (payloads, topics and a fixed cost per
 event: :func:`~tidelog.mesh.tail.held_bytes`)."""
@@ -379,13 +382,16 @@ class LinkSession:
         # through: asked once per topic, not per event (emptied when the interest changes)
         passes: dict[str, bool] = {}
         passes_for: list[Matcher] | None = None
-        # the live tail only where the log would be read unfiltered anyway (a single
-        # filter other than "#" reads the log's topic index: a link that matches little
-        # must not look at every event the node commits)
-        tail: LiveTail | None = None
-        if single is None or single == "#":
-            tail = LiveTail(min(4 * self.batch_events, TAIL_MAX_EVENTS), TAIL_MAX_BYTES)
-            self.broker.add_commit_hook(tail.committed)
+        # a live tail; with a single filter other than "#" it keeps only what the filter
+        # matches, and a link that matches little of what the node commits goes back to
+        # the log's topic index (it must not look at every event the node commits)
+        live = LiveTail(
+            min(max(4, self.window) * self.batch_events, TAIL_MAX_EVENTS),
+            TAIL_MAX_BYTES,
+            None if single is None or single == "#" else route.matches,
+        )
+        self.broker.add_commit_hook(live.committed)
+        tail: LiveTail | None = live
         try:
             while True:
                 await self._credit.acquire()
@@ -394,11 +400,14 @@ class LinkSession:
                     await self._send_gap(position, first, "retention")
                     position = first
                 page = None
+                if tail is not None and tail.sparse:
+                    self.broker.remove_commit_hook(tail.committed)
+                    tail = None
                 if tail is not None:
                     tail.arm()
                     page = tail.take(position, self.batch_events, DEFAULT_READ_MAX_BYTES)
                 if page is not None:
-                    candidates, next_offset = page, page[-1].offset + 1
+                    candidates, next_offset = page
                 elif tail is None:  # the log waits for an append at the head
                     result = await self.broker.read(
                         position, single, limit=self.batch_events, wait=self.heartbeat_seconds
@@ -413,16 +422,7 @@ class LinkSession:
                 if interest is not passes_for:
                     passes.clear()
                     passes_for = interest
-                events = []
-                for e in candidates:
-                    topic = e.topic
-                    passed = passes.get(topic)
-                    if passed is None:
-                        passed = _passes(topic, access, rename, interest)
-                        if len(passes) < MATCH_CACHE_TOPICS:
-                            passes[topic] = passed
-                    if passed and route.admits(e):
-                        events.append(e)
+                events = _admitted(candidates, route, passes, access, rename, interest)
                 if events:
                     self._packet_id = self._packet_id % 0xFFFF + 1
                     payload = wire.encode_batch(events, me.node_id, me.incarnation, rename)
@@ -506,6 +506,41 @@ class LinkSession:
         if nodes != self.sent_nodes:
             self.sent_nodes = nodes
             await self.channel.send(wire.control(wire.NODES, {"nodes": nodes}))
+
+
+_TOPIC = attrgetter("topic")
+_PROVENANCE = attrgetter("provenance")
+
+
+def _admitted(
+    candidates: list[Event],
+    route: Route,
+    passes: dict[str, bool],
+    access: Access | None,
+    rename: Callable[[str], str | None] | None,
+    interest: list[Matcher] | None,
+) -> list[Event]:
+    """The ``candidates`` a source sends: their topic passes (:func:`_passes`, and the
+    route's filters; asked once per topic, kept in ``passes``) and the route admits
+    them. Per topic, not per event: a batch repeats a few topics, and the usual live
+    batch (every topic passes, no event came over a link or a bridge: no provenance
+    but an MQTT publish's) is taken whole."""
+
+    def passing(topic: str) -> bool:
+        passed = passes.get(topic)
+        if passed is None:
+            passed = route.matches(topic) and _passes(topic, access, rename, interest)
+            if len(passes) < MATCH_CACHE_TOPICS:
+                passes[topic] = passed
+        return passed
+
+    if all(map(passing, set(map(_TOPIC, candidates)))):
+        pool = candidates
+    else:
+        pool = [e for e in candidates if passing(e.topic)]
+    if not any(map(_PROVENANCE, pool)):
+        return pool  # all published here (route.admits takes each)
+    return [e for e in pool if route.admits(e)]
 
 
 def _passes(

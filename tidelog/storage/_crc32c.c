@@ -38,6 +38,12 @@
  *   decode_plain(records, offsets, kinds, tail) -> list | None
  *       the Events of a run of plain records being read (_decode_plain_python).
  *
+ * and one of tidelog/mesh/wire.py's (tests/mesh/test_protocol.py checks the two):
+ *
+ *   link_batch(events, node_tag, hop_prefix) -> bytes | None
+ *       a mesh link's batch of local Events (wire.encode_batch without renaming);
+ *       None if an event is of another kind.
+ *
  * The last three make attrs ``slots=True`` objects directly: allocated by their
  * type, each field stored at its member descriptor's offset (what the attrs
  * __init__ does, without a call per object). configure_records() is given the
@@ -265,7 +271,7 @@ restamp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 /* The version of the record functions' signatures and of what they read and make:
  * records.py uses them only when it expects this one (raise it on any change). */
-#define RECORDS_API 1
+#define RECORDS_API 2
 
 /* What configure_records() was given: the types the functions below read and make,
  * and the offsets of their fields (attrs ``slots=True`` classes: each field a member
@@ -850,6 +856,198 @@ done:
     return out;
 }
 
+/* A local event's fields, as link_batch writes them; 0 if the event is not a usual
+ * local one (a Python error may be set, for a failure of Python's). */
+struct local_event {
+    unsigned long long offset, timestamp;
+    const char *topic, *payload;
+    Py_ssize_t topic_n, payload_n;
+    int flags, digits_n;
+    char digits[24];
+};
+
+static int
+local_event(PyObject *item, struct local_event *e)
+{
+    PyObject *value, *provenance;
+    if (!Py_IS_TYPE(item, stored_type)) {
+        return 0;
+    }
+    for (int k = 0; k < STORED_FIELDS; k++) {
+        if (GET_SLOT(item, stored_slots[k]) == NULL) {
+            return 0;
+        }
+    }
+    if (GET_SLOT(item, stored_slots[6]) != Py_None) {
+        return 0; /* properties */
+    }
+    provenance = GET_SLOT(item, stored_slots[7]);
+    if (provenance != Py_None &&
+        (!Py_IS_TYPE(provenance, provenance_type) || GET_SLOT(provenance, provenance_slots[2]) != Py_None)) {
+        return 0; /* forwarded (or not a Provenance): Python writes its hop path */
+    }
+    /* not an int, negative or past a u64: Python's struct raises (each checked before
+     * the next call: the C API is not called with an exception set) */
+    e->offset = PyLong_AsUnsignedLongLong(GET_SLOT(item, stored_slots[0]));
+    if (e->offset == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    e->timestamp = PyLong_AsUnsignedLongLong(GET_SLOT(item, stored_slots[1]));
+    if (e->timestamp == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    value = GET_SLOT(item, stored_slots[2]);
+    if (!PyUnicode_CheckExact(value)) {
+        return 0;
+    }
+    e->topic = PyUnicode_AsUTF8AndSize(value, &e->topic_n);
+    if (e->topic == NULL) {
+        PyErr_Clear(); /* surrogates: Python's encode raises for them */
+        return 0;
+    }
+    value = GET_SLOT(item, stored_slots[3]);
+    if (!PyBytes_CheckExact(value) || e->topic_n > 0xFFFF) {
+        return 0;
+    }
+    e->payload = PyBytes_AS_STRING(value);
+    e->payload_n = PyBytes_GET_SIZE(value);
+    value = GET_SLOT(item, stored_slots[4]);
+    if (!PyLong_CheckExact(value)) {
+        return 0;
+    }
+    e->flags = (int)(PyLong_AsLong(value) & 0x03) | 0x10;
+    if (PyErr_Occurred()) {
+        PyErr_Clear(); /* past a long: Python's & takes it */
+        return 0;
+    }
+    value = GET_SLOT(item, stored_slots[5]);
+    if (value == Py_True) {
+        e->flags |= 0x04;
+    }
+    else if (value != Py_False) {
+        return 0;
+    }
+    e->digits_n = snprintf(e->digits, sizeof(e->digits), "%llu", e->offset);
+    return 1;
+}
+
+static inline unsigned char *
+put_u16(unsigned char *p, size_t v)
+{
+    p[0] = (unsigned char)(v >> 8);
+    p[1] = (unsigned char)v;
+    return p + 2;
+}
+
+static inline unsigned char *
+put_u64(unsigned char *p, unsigned long long v)
+{
+    for (int i = 7; i >= 0; i--) {
+        *p++ = (unsigned char)(v >> (8 * i));
+    }
+    return p;
+}
+
+/* link_batch(events, node_tag, hop_prefix) -> bytes | None
+ *     wire.py's encode_batch for a batch of local events (no properties, no origin
+ *     node in their provenance), no renaming: ``u32 length, record`` per event, each
+ *     record version 2 with the provenance origin node (``node_tag``: its tag, length
+ *     and name), origin offset and one hop (``hop_prefix``: "node/incarnation/", then
+ *     the offset's digits). None if an event is another kind (wire.py encodes the
+ *     batch in Python). */
+static PyObject *
+link_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *events, *out = NULL;
+    const char *node_tag, *hop;
+    Py_ssize_t count, node_n, hop_n, total = 0;
+    struct local_event e;
+    unsigned char *p;
+
+    if (nargs != 3 || !PyList_Check(args[0]) || !PyBytes_CheckExact(args[1]) || !PyBytes_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "link_batch(events, node_tag, hop_prefix) takes a list and bytes");
+        return NULL;
+    }
+    if (stored_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_records() was not called");
+        return NULL;
+    }
+    node_tag = PyBytes_AS_STRING(args[1]);
+    node_n = PyBytes_GET_SIZE(args[1]);
+    hop = PyBytes_AS_STRING(args[2]);
+    hop_n = PyBytes_GET_SIZE(args[2]);
+    if (node_n + 12 + hop_n + 20 > 0xFFFF) {
+        Py_RETURN_NONE; /* a provenance block past a u16: Python's struct raises */
+    }
+    events = PyList_GetSlice(args[0], 0, PY_SSIZE_T_MAX); /* a copy: see decode_forwarded */
+    if (events == NULL) {
+        return NULL;
+    }
+    count = PyList_GET_SIZE(events);
+    /* two passes: sizes (and whether this path takes them all), then the bytes; nothing
+     * between them runs Python code (a bytes object is not tracked by the GC) */
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (!local_event(PyList_GET_ITEM(events, i), &e)) {
+            goto other;
+        }
+        /* length, header (1 + 1 + 8 + 2), topic, block length, block, payload, CRC */
+        total += 4 + 12 + e.topic_n + 2 + node_n + 9 + 3 + hop_n + e.digits_n + e.payload_n + 4;
+    }
+    out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL) {
+        goto done;
+    }
+    p = (unsigned char *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        unsigned char *record;
+        uint32_t crc;
+        Py_ssize_t size;
+        local_event(PyList_GET_ITEM(events, i), &e);
+        size = 12 + e.topic_n + 2 + node_n + 9 + 3 + hop_n + e.digits_n + e.payload_n + 4;
+        p[0] = (unsigned char)(size >> 24);
+        p[1] = (unsigned char)(size >> 16);
+        p[2] = (unsigned char)(size >> 8);
+        p[3] = (unsigned char)size;
+        record = p += 4;
+        *p++ = 2; /* FORMAT_VERSION */
+        *p++ = (unsigned char)e.flags;
+        p = put_u64(p, e.timestamp);
+        p = put_u16(p, (size_t)e.topic_n);
+        memcpy(p, e.topic, (size_t)e.topic_n);
+        p += e.topic_n;
+        p = put_u16(p, (size_t)(node_n + 9 + 3 + hop_n + e.digits_n));
+        memcpy(p, node_tag, (size_t)node_n);
+        p += node_n;
+        *p++ = 0x04; /* origin offset */
+        p = put_u64(p, e.offset);
+        *p++ = 0x05; /* hop */
+        p = put_u16(p, (size_t)(hop_n + e.digits_n));
+        memcpy(p, hop, (size_t)hop_n);
+        p += hop_n;
+        memcpy(p, e.digits, (size_t)e.digits_n);
+        p += e.digits_n;
+        memcpy(p, e.payload, (size_t)e.payload_n);
+        p += e.payload_n;
+        crc = crc_fn(0, record, (size_t)(p - record));
+        p[0] = (unsigned char)crc;
+        p[1] = (unsigned char)(crc >> 8);
+        p[2] = (unsigned char)(crc >> 16);
+        p[3] = (unsigned char)(crc >> 24);
+        p += 4;
+    }
+done:
+    Py_DECREF(events);
+    return out;
+other:
+    Py_DECREF(events);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"crc32c", (PyCFunction)(void (*)(void))crc32c, METH_FASTCALL,
      "crc32c(state, data) -> int: the raw CRC-32C of data continuing from state (0 to start)."},
@@ -872,6 +1070,9 @@ static PyMethodDef methods[] = {
     {"decode_forwarded", (PyCFunction)(void (*)(void))decode_forwarded, METH_FASTCALL,
      "decode_forwarded(records) -> (events, others): the usual forwarded records as "
      "EncodedEvents, None and their index in others for the rest."},
+    {"link_batch", (PyCFunction)(void (*)(void))link_batch, METH_FASTCALL,
+     "link_batch(events, node_tag, hop_prefix) -> bytes | None: a mesh link's batch of "
+     "local Events (None: another kind, wire.py encodes them)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -149,9 +149,15 @@ def check_env_size(env: lmdb.Environment, path: Path) -> None:
         )
 
 
-def used_bytes(env: lmdb.Environment) -> int:
-    """Bytes of the map the environment uses (pages up to the last one written)."""
-    return (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+def used_bytes(env: lmdb.Environment, page_size: int | None = None) -> int:
+    """Bytes of the map the environment uses (pages up to the last one written).
+
+    ``page_size``: the environment's (``env.stat()["psize"]``, fixed once it is
+    open), when the caller has it: a segment's writer thread calls this after
+    every commit, and each py-lmdb call there gives the GIL up and takes it back."""
+    if page_size is None:
+        page_size = env.stat()["psize"]
+    return (env.info()["last_pgno"] + 1) * page_size
 
 
 def fsync_dir(path: Path) -> None:

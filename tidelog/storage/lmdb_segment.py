@@ -290,7 +290,8 @@ class Segment:
         # transaction it commits (a write one unless the env is read-only), and the
         # handle stays valid for later transactions.
         with lmdb_errors(path):
-            self.used = used_bytes(env)
+            self.page_size: int = env.stat()["psize"]
+            self.used = used_bytes(env, self.page_size)
             dbs = [env.open_db(name, create=False) for name in _DB_NAMES]
         self.events_db, self.times_db, self.info_db, self.topics_db, self.counts_db = dbs
 
@@ -438,7 +439,7 @@ class Segment:
             txn.put(TIME_KEY.pack(timestamp, first), b"", append=True, db=self.times_db)
             if committing is not None:
                 committing()
-        return used_bytes(self.env)
+        return used_bytes(self.env, self.page_size)
 
     def seal(self) -> None:
         """Write the topic index, counts and summary; mark the segment sealed; sync. Blocking."""

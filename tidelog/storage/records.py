@@ -481,7 +481,7 @@ def restamp_python(record: bytes, timestamp: int) -> bytes:
     return seal(head, raw_crc32c(0, head), record[HEADER_SIZE:-CHECKSUM_SIZE])
 
 
-RECORDS_API = 1
+RECORDS_API = 2
 """The version of the compiled record functions this module calls (``RECORDS_API`` in
 ``_crc32c.c``: their signatures and the types and fields they read and make)."""
 _compiled = (
@@ -936,6 +936,10 @@ _decode_plain: Callable[[list[bytes], Sequence[int], int, int], list[Event] | No
     _decode_plain_python
 )
 """The replay's loop over a run of plain records (:func:`_decode_plain_python`)."""
+link_batch: Callable[[list[Event], bytes, bytes], bytes | None] | None = None
+"""The compiled twin of ``tidelog.mesh.wire.encode_batch`` for a batch of local events
+(``link_batch(events, node_tag, hop_prefix)``, None for a batch of other events); None
+when the extension is not built, or built before it had one."""
 if _compiled is not None:
     try:
         _compiled.configure_records(
@@ -952,9 +956,11 @@ if _compiled is not None:
         _decode_forwarded = _compiled.decode_forwarded
         _stored_events = _compiled.stored_events
         _decode_plain = _compiled.decode_plain
+        link_batch = _compiled.link_batch
     except (TypeError, AttributeError) as exc:  # a build that does not fit after all
         logger.warning("compiled record functions not used (records made in Python): %s", exc)
         _compiled = None
         _decode_forwarded = _stored_events = None
         _decode_plain = _decode_plain_python
+        link_batch = None
         restamp = restamp_python

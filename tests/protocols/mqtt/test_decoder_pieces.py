@@ -46,3 +46,15 @@ def test_a_small_tail_after_many_packets_is_copied_and_completed() -> None:
     assert len(first) == 200 and decoder.buffered == 5
     assert decoder.feed(stream[5:]) == packets
     assert decoder.buffered == 0
+
+
+@pytest.mark.parametrize("remaining", [127, 128, 129, 16_383, 16_384])
+def test_remaining_lengths_at_the_byte_boundaries_decode_whole_and_split(remaining: int) -> None:
+    """A Remaining Length of two bytes is decoded inline (the usual PUBLISH of 128 B to
+    16 KiB), one of one or three bytes as before: whole, and cut in the length."""
+    packet = Publish(topic="t", payload=b"z" * (remaining - 5), qos=1, packet_id=9)
+    data = encode(packet, 4)
+    assert len(data) == remaining + 1 + (1 if remaining < 128 else 2 if remaining < 16_384 else 3)
+    for cut in range(1, 5):
+        assert _decoded([data[:cut], data[cut:]]) == [packet]
+    assert _decoded([data + data]) == [packet, packet]

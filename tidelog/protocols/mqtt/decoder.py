@@ -561,10 +561,15 @@ class Decoder:
                 length = buf[pos + 1]
                 start = pos + 2
                 if length >= 0x80:
-                    length, start = _long_remaining_length(buf, pos, size)
-                    if length < 0:
-                        self._need = start
-                        break
+                    # two bytes, inline (128 B to 16 KiB: a PUBLISH of a 100-byte payload)
+                    if pos + 2 < size and 0 < buf[pos + 2] < 0x80:
+                        length = (length & 0x7F) | buf[pos + 2] << 7
+                        start = pos + 3
+                    else:
+                        length, start = _long_remaining_length(buf, pos, size)
+                        if length < 0:
+                            self._need = start
+                            break
                 end = start + length
                 if end - pos > max_size:
                     raise MQTTProtocolError(
