@@ -58,8 +58,6 @@ TAIL_MAX_BYTES = 2 * DEFAULT_READ_MAX_BYTES
 event: :func:`~tidelog.mesh.tail.held_bytes`)."""
 
 log = logging.getLogger("tidelog.mesh")
-
-
 RECEIVE_BYTES = 65_536
 INTEREST_POLL_SECONDS = 0.25
 """How often a link with live interest looks for changed subscriptions."""
