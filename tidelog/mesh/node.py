@@ -29,12 +29,12 @@ import logging
 import random
 import ssl
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import trio
 
-from tidelog.concurrency import background_nursery
+from tidelog.concurrency import background_nursery, held
 from tidelog.engine import Broker
 from tidelog.errors import LinkConflictError, LinkNotFoundError, LogClosedError
 from tidelog.mesh import wire
@@ -275,11 +275,9 @@ class Mesh:
         offset = self.positions.safe_offset(self.broker.end_offset)
         await self.broker.save_state(NAMESPACE, {CHECKPOINT_KEY: self.positions.checkpoint(offset)})
 
-    @contextlib.asynccontextmanager
-    async def peer_lock(self, peer: str) -> AsyncIterator[None]:
+    def peer_lock(self, peer: str) -> contextlib.AbstractAsyncContextManager[None]:
         """Appends of one peer's events, one at a time (dedup check and append as one)."""
-        async with self._peer_locks[peer]:
-            yield
+        return held(self._peer_locks[peer])
 
     # -- topology (transit links) ----------------------------------------------------
 

@@ -12,7 +12,9 @@ run the same :class:`LinkSession`, which may carry both directions at once:
 * the **sink** takes the peer's batches in order, drops what was appended
   already (per origin), appends the rest in one durable write, advances the
   positions and only then sends the PUBACK;
-* the **reader** decodes packets and hands them out; the **heartbeat** sends
+* the **reader** decodes packets and handles them; a batch it checks and decodes
+  at once, then hands to the sink (no task in between: a live batch costs the
+  receiver one hand-off fewer); the **heartbeat** sends
   this node's head offset every ``heartbeat_seconds``. A connection silent for
   three heartbeats is closed (half-open connections end).
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import trio
 
@@ -60,6 +62,15 @@ RECEIVE_BYTES = 65_536
 INTEREST_POLL_SECONDS = 0.25
 """How often a link with live interest looks for changed subscriptions."""
 STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class _Batch(NamedTuple):
+    """A peer's batch, checked and decoded, waiting for the sink."""
+
+    packet_id: int
+    next_offset: int
+    events: list[NewEvent]
+    shape: wire.BatchShape | None
 
 
 class LinkClosed(Exception):
@@ -169,7 +180,7 @@ class LinkSession:
         self.link: LinkConfig | None = None
         """The dialer's ``[[link]]`` (on the dialing side only): its prefixes rename
         the topics of what it pulls and pushes (the remote needs no configuration)."""
-        self._batches_in, self._batches_out = trio.open_memory_channel[Publish](window)
+        self._batches_in, self._batches_out = trio.open_memory_channel[_Batch](window)
         self._unacknowledged = 0
         """The peer's batches received and not acknowledged yet (at most ``window``)."""
         self._credit = trio.Semaphore(window)
@@ -259,7 +270,9 @@ class LinkSession:
                 raise wire.LinkProtocolError(
                     f"the peer sent more than {self.window} unacknowledged batches"
                 )
-            self._batches_in.send_nowait(packet)  # room: at most window unacknowledged
+            events, shape = self._checked_batch(packet)
+            batch = _Batch(packet.packet_id or 0, wire.next_offset_of(packet), events, shape)
+            self._batches_in.send_nowait(batch)  # room: at most window unacknowledged
         elif topic == wire.HEAD:
             body = wire.parse_control(packet)
             head, sent = body.get("head"), body.get("sent")
@@ -293,61 +306,55 @@ class LinkSession:
     # -- sink ------------------------------------------------------------------------
 
     async def _sink(self) -> None:
-        """Append the peer's batches, in two stages so that checking the next batches
-        overlaps the commit of those before: :meth:`_decode_groups` takes every batch
-        waiting when one arrives, up to half the ``window`` (so the peer keeps credit to
-        send more while a group commits), and checks them; here each group goes into
-        one durable write, and its PUBACKs leave together once it is durable (a
-        commit's latency is paid once for the group, all appended or none). At most
-        one checked group waits for the commit before it."""
-        groups_in, groups_out = trio.open_memory_channel[tuple[list[Publish], list[NewEvent]]](0)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._decode_groups, groups_in)
-            async for packets, events in groups_out:
-                next_offset = wire.next_offset_of(packets[-1])
-                fresh = await self._append(events, next_offset)
-                self.status.events_in += len(fresh)
-                self.status.batches_in += len(packets)
-                self.status.position = next_offset
-                self._unacknowledged -= len(packets)
-                await self.channel.send(*(Puback(p.packet_id or 0) for p in packets))
-
-    async def _decode_groups(
-        self, groups: trio.MemorySendChannel[tuple[list[Publish], list[NewEvent]]]
-    ) -> None:
+        """Append the peer's batches: every batch waiting when one arrives, up to half the
+        ``window`` (so the peer keeps credit to send more while they commit), goes into
+        one durable write, and their PUBACKs leave together once it is durable (a
+        commit's latency is paid once for the group, all appended or none). The
+        reader checked and decoded each batch as it came (:meth:`_on_publish`), so
+        checking the next batches overlaps the commit of those before."""
         most = max(1, self.window // 2)
-        async with groups:
-            async for packet in self._batches_out:
-                packets = [packet]
-                while len(packets) < most:
-                    try:
-                        packets.append(self._batches_out.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                events: list[NewEvent] = []
-                for each in packets:
-                    events += self._checked_batch(each)
-                wire.next_offset_of(packets[-1])  # a protocol error before the commit
-                await groups.send((packets, events))
+        async for first in self._batches_out:
+            group = [first]
+            while len(group) < most:
+                try:
+                    group.append(self._batches_out.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            events: list[NewEvent] = []
+            for batch in group:
+                events += batch.events
+            shape = wire.joined_shape([batch.shape for batch in group if batch.events])
+            next_offset = group[-1].next_offset
+            fresh = await self._append(events, next_offset, shape)
+            self.status.events_in += len(fresh)
+            self.status.batches_in += len(group)
+            self.status.position = next_offset
+            self._unacknowledged -= len(group)
+            await self.channel.send(*(Puback(batch.packet_id) for batch in group))
 
-    def _checked_batch(self, packet: Publish) -> list[NewEvent]:
-        """A batch's events, renamed by the link's prefixes; raises for an event this
-        peer may not send."""
-        events: list[NewEvent] = list(wire.decode_batch(packet.payload, self.peer))
+    def _checked_batch(self, packet: Publish) -> tuple[list[NewEvent], wire.BatchShape | None]:
+        """A batch's events, renamed by the link's prefixes, and their shape; raises for
+        an event this peer may not send."""
+        decoded, shape = wire.decode_shaped(packet.payload, self.peer)
+        events: list[NewEvent] = list(decoded)
         if self.link is not None and self.link.remapped:
             events = _renamed(events, self.link.to_local)
+            if len(events) != len(decoded):
+                shape = None  # some had no local name: first and last may be gone
         if self.push_access is not None:
             for topic in {event.topic for event in events}:
                 if not self.push_access.allows(Right.LINK, topic):
                     raise LinkRefused(ReasonCode.NOT_AUTHORIZED, f"no link right for {topic!r}")
-        return events
+        return events, shape
 
-    async def _append(self, events: list[NewEvent], next_offset: int) -> list[NewEvent]:
+    async def _append(
+        self, events: list[NewEvent], next_offset: int, shape: wire.BatchShape | None
+    ) -> list[NewEvent]:
         """Append what was not appended yet, in one durable write, and advance the
         positions with it; returns what was appended."""
         positions = self.mesh.positions
         async with self.mesh.peer_lock(self.peer):
-            fresh = await positions.append_fresh(self.broker, events)
+            fresh = await positions.append_fresh(self.broker, events, shape)
             self.status.duplicates += len(events) - len(fresh)
             positions.advance_sender(self.peer, self.peer_incarnation, next_offset)
         return fresh

@@ -46,8 +46,8 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable, Iterable
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final, NamedTuple
 
 import attrs
 
@@ -270,11 +270,52 @@ def _tagged(tag: int, raw: bytes) -> bytes:
     return bytes((tag,)) + _U16.pack(len(raw)) + raw
 
 
+class BatchShape(NamedTuple):
+    """What every event of a batch shares, when it does: one origin, ``origin``
+    (incarnation ``incarnation``), one path (the same nodes and incarnations hop by
+    hop: one hop from the origin itself, or the same transit nodes), and origin
+    offsets that rise strictly from ``first`` to ``last``. The usual batch, live or
+    catching up: its deduplication and the positions it advances are then found per
+    batch, not per event (:meth:`~tidelog.mesh.positions.MeshPositions.append_fresh`)."""
+
+    origin: str
+    incarnation: str
+    first: int
+    last: int
+
+
+def joined_shape(shapes: Sequence[BatchShape | None]) -> BatchShape | None:
+    """The shape of consecutive batches taken as one: each shaped, one origin and
+    incarnation, the offsets still rising from one batch to the next; else None."""
+    if not shapes or shapes[0] is None:
+        return None
+    whole = shapes[0]
+    for shape in shapes[1:]:
+        if (
+            shape is None
+            or shape.origin != whole.origin
+            or shape.incarnation != whole.incarnation
+            or shape.first <= whole.last
+        ):
+            return None
+        whole = whole._replace(last=shape.last)
+    return whole
+
+
 def decode_batch(payload: bytes, sender: str | None = None) -> list[EncodedEvent]:
     """The events of a ``$link/events`` payload, each with its provenance (checked:
     origin and at least one hop, whose last is ``sender``'s when given) and its
     record (appended as it came, under the receiver's timestamp:
     :class:`~tidelog.storage.records.EncodedEvent`); raises :class:`LinkProtocolError`."""
+    return decode_shaped(payload, sender)[0]
+
+
+def decode_shaped(
+    payload: bytes, sender: str | None = None
+) -> tuple[list[EncodedEvent], BatchShape | None]:
+    """:func:`decode_batch`, and the batch's :class:`BatchShape` (None: its events
+    differ in origin or path, or their offsets do not rise), found by the same loop
+    that checks the hops (a comparison or two per event)."""
     records: list[bytes] = []
     pos, size = 0, len(payload)
     unpack = _LENGTH.unpack_from
@@ -291,6 +332,11 @@ def decode_batch(payload: bytes, sender: str | None = None) -> list[EncodedEvent
     except CorruptRecordError as exc:
         raise LinkProtocolError(f"a bad record in a batch: {exc}") from None
     checked: str | None = None  # the "node/incarnation/" of a one-hop path found good before
+    path: tuple[str, ...] | None = None  # the same, hop by hop, of a longer path (transit)
+    shaped = True  # every event so far: the path of the first, same origin, rising offsets
+    origin: str | None = None
+    first_hop = ""
+    last = -1
     for event in events:
         provenance = event.provenance
         if provenance is None or provenance.origin_node is None or not provenance.hop_path:
@@ -303,16 +349,40 @@ def decode_batch(payload: bytes, sender: str | None = None) -> list[EncodedEvent
             and (offset := hop[len(checked) :]).isascii()  # _is_offset, inline: hot
             and offset.isdigit()
             and len(offset) <= 20
+        ) or (
+            path is not None and len(hop_path) == len(path) and all(map(_follows, hop_path, path))
         ):
-            continue  # as the one before, another offset
+            if shaped:
+                number = provenance.origin_offset
+                if provenance.origin_node == origin and number is not None and number > last:
+                    last = number
+                else:
+                    shaped = False
+            continue  # as the one before, other offsets
+        prefixes = []
         for hop in hop_path:  # all are read (routing parses each)
             parts = hop.split("/")
             if len(parts) != 3 or not _is_offset(parts[2]):
                 raise LinkProtocolError(f"a hop is node/incarnation/offset, not {hop!r}")
+            prefixes.append(f"{parts[0]}/{parts[1]}/")
         if sender is not None and parts[0] != sender:
             raise LinkProtocolError(f"an event whose last hop is not {sender}")
-        checked = f"{parts[0]}/{parts[1]}/" if len(hop_path) == 1 else None
-    return events
+        checked, path = (prefixes[0], None) if len(prefixes) == 1 else (None, tuple(prefixes))
+        if origin is None and provenance.origin_offset is not None:
+            origin, last = provenance.origin_node, provenance.origin_offset  # the first event
+            first_hop = prefixes[0]
+        else:
+            shaped = False
+    if not shaped or origin is None:
+        return events, None
+    first = events[0].provenance
+    assert first is not None and first.origin_offset is not None
+    return events, BatchShape(origin, first_hop.split("/", 2)[1], first.origin_offset, last)
+
+
+def _follows(hop: str, prefix: str) -> bool:
+    """``hop`` is ``prefix`` (``node/incarnation/``) and an offset."""
+    return hop.startswith(prefix) and _is_offset(hop[len(prefix) :])
 
 
 # -- control messages --------------------------------------------------------------------

@@ -1,0 +1,123 @@
+"""A batch's shape (one origin, one hop, rising offsets): found while the hops are
+checked, and deduplication and positions per batch agree with the per-event rules."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tidelog.mesh import wire
+from tidelog.mesh.positions import MeshPositions
+from tidelog.storage.records import Event, NewEvent, Provenance, encode_record
+
+
+def _payload(*events: tuple[str, int | None, tuple[str, ...]]) -> bytes:
+    """A ``$link/events`` payload of one record per (origin, origin offset, hop path)."""
+    payload = b""
+    for origin, offset, hop_path in events:
+        came = Provenance(origin_node=origin, origin_offset=offset, hop_path=hop_path)
+        record = encode_record(NewEvent("t", b"p", provenance=came), 5)
+        payload += len(record).to_bytes(4, "big") + record
+    return payload
+
+
+def test_a_senders_own_events_have_a_shape() -> None:
+    local = [Event(offset, 1, "t/a", b"x", 1) for offset in (3, 4, 9, 12)]
+    payload = wire.encode_batch(local, "edge", "cafe")
+    events, shape = wire.decode_shaped(payload, "edge")
+    assert shape == wire.BatchShape("edge", "cafe", 3, 12)
+    assert events == wire.decode_batch(payload, "edge")
+    one = wire.encode_batch(local[:1], "edge", "cafe")
+    assert wire.decode_shaped(one, "edge")[1] == wire.BatchShape("edge", "cafe", 3, 3)
+
+
+def test_batches_that_differ_per_event_have_no_shape() -> None:
+    assert wire.decode_shaped(_payload(("e", 1, ("e/i/1",)), ("e", 2, ("e/i/2",))))[1]
+    transit = _payload(("x", 1, ("x/i/1", "e/k/7")), ("x", 4, ("x/i/4", "e/k/9")))
+    assert wire.decode_shaped(transit, "e")[1] == wire.BatchShape("x", "i", 1, 4)
+    for events in (
+        [("e", 1, ("e/i/1",)), ("f", 2, ("e/i/2",))],  # another origin
+        [("e", 1, ("e/i/1",)), ("e", 2, ("e/j/2",))],  # another incarnation
+        [("e", 2, ("e/i/2",)), ("e", 1, ("e/i/1",))],  # offsets fall
+        [("e", 1, ("e/i/1",)), ("e", 1, ("e/i/1",))],  # or repeat
+        [("e", None, ("e/i/1",)), ("e", 2, ("e/i/2",))],  # no origin offset
+        [("e", 1, ("e/i/1",)), ("e", None, ("e/i/2",))],
+        [("x", 1, ("x/i/1", "e/i/7")), ("x", 2, ("x/i/2", "f/i/8"))],  # another path
+        [("x", 1, ("x/i/1", "e/i/7")), ("x", 2, ("x/j/2", "e/i/8"))],
+        [("e", 1, ("e/i/1",)), ("x", 2, ("x/i/2", "e/i/8"))],  # one hop, then two
+    ):
+        assert wire.decode_shaped(_payload(*events))[1] is None, events
+    assert wire.decode_shaped(b"") == ([], None)
+
+
+def test_joined_shapes_need_one_origin_and_rising_offsets() -> None:
+    a, b = wire.BatchShape("e", "i", 1, 5), wire.BatchShape("e", "i", 6, 9)
+    assert wire.joined_shape([a, b]) == wire.BatchShape("e", "i", 1, 9)
+    assert wire.joined_shape([a]) == a
+    for shapes in ([b, a], [a, a], [a, None], [None, a], [a, b._replace(origin="f")],
+                   [a, b._replace(incarnation="j")], []):  # fmt: skip
+        assert wire.joined_shape(shapes) is None
+
+
+_events = st.lists(
+    st.tuples(
+        st.sampled_from(["e", "f"]),  # origin (the sender, e, is the first hop's node)
+        st.sampled_from(["i", "j"]),  # incarnation
+        st.integers(0, 12),  # offset
+        st.booleans(),  # a second hop (transit)
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    first=_events,
+    second=_events,
+    known=st.dictionaries(
+        st.sampled_from(["e", "f"]), st.tuples(st.sampled_from(["i", "j", "k"]), st.integers(0, 27))
+    ),
+    usual=st.sampled_from([None, 1, 2]),
+    after=st.booleans(),
+)
+def test_per_batch_dedup_and_positions_agree_with_the_per_event_rules(
+    first: list[tuple[str, str, int, bool]],
+    second: list[tuple[str, str, int, bool]],
+    known: dict[str, tuple[str, int]],
+    usual: int | None,
+    after: bool,
+) -> None:
+    """Two consecutive batches, decoded and joined: whenever they have a shape,
+    ``append_fresh``'s per-batch path keeps the events the per-event ``fresh`` keeps
+    and leaves the positions where ``observe`` of all of them leaves them."""
+
+    def payload(items: list[tuple[str, str, int, bool]], base: int = 0) -> bytes:
+        if usual:  # the usual batch: one origin, one path (one hop or two), rising offsets
+            offsets = sorted({base + o for _, _, o, _ in items})
+            items = [("e", "i", offset, usual == 2) for offset in offsets]
+        return _payload(
+            *(
+                (origin, off, (f"x/k/{n}", f"e/{inc}/{off}") if transit else (f"e/{inc}/{off}",))
+                for n, (origin, inc, off, transit) in enumerate(items)
+            )
+        )
+
+    events_a, shape_a = wire.decode_shaped(payload(first), "e")
+    events_b, shape_b = wire.decode_shaped(payload(second, 13 if after else 0), "e")
+    if usual and first:
+        assert shape_a is not None
+    events: list[NewEvent] = [*events_a, *events_b]
+    shape = wire.joined_shape([s for e, s in ((events_a, shape_a), (events_b, shape_b)) if e])
+    if usual and after and first:
+        assert shape is not None
+    if shape is None:
+        return
+    per_event, per_batch = MeshPositions(), MeshPositions()
+    per_event.origins = dict(known)
+    per_batch.origins = dict(known)
+    expected = per_event.fresh(events)
+    assert per_batch.fresh_shaped(events, shape) == expected
+    if expected:
+        per_event.observe(expected)
+        per_batch.observe(expected[-1:])
+    assert (per_batch.origins, per_batch.senders) == (per_event.origins, per_event.senders)

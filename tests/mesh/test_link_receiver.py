@@ -1,0 +1,97 @@
+"""A link's receiving side against a scripted origin on a real socket: the batches a
+peer sends are checked and decoded as they arrive, appended once each (an overlap
+of a batch sent again is dropped), acknowledged once durable, and a bad batch ends
+the link with nothing of it appended. The receiver runs in-process on a real LMDB
+log; the origin is a few lines speaking the ``$link/`` protocol over TCP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+import tidelog
+from tidelog.mesh import wire
+from tidelog.mesh.config import parse_link
+from tidelog.mesh.node import Mesh
+from tidelog.mesh.stream import LinkChannel, LinkClosed
+from tidelog.protocols.mqtt.decoder import Decoder, Role
+from tidelog.protocols.mqtt.packets import Connack, Connect, Disconnect, Puback
+from tidelog.storage.records import Event, NewEvent, Provenance, encode_record
+
+
+def _local(offsets: range) -> bytes:
+    """The origin's own events at ``offsets``, as its source encodes them."""
+    events = [Event(o, 1, f"t/{o}", b"p%d" % o, 1) for o in offsets]
+    return wire.encode_batch(events, "origin", "inc1")
+
+
+def _forged() -> bytes:
+    """One event whose last hop is not the sender's."""
+    came = Provenance(origin_node="origin", origin_offset=99, hop_path=("other/x/99",))
+    record = encode_record(NewEvent("t/99", b"p", provenance=came), 5)
+    return len(record).to_bytes(4, "big") + record
+
+
+def test_batches_are_appended_once_acknowledged_and_a_bad_one_ends_the_link(
+    tmp_path: Path,
+) -> None:
+    acked: list[int] = []
+    ended: list[str] = []
+
+    async def origin(stream: trio.SocketStream) -> None:
+        channel = LinkChannel(stream, Decoder(role=Role.SERVER), 5)
+        assert isinstance(await channel.receive(), Connect)
+        await channel.send(Connack())
+        await channel.receive_publish(wire.HELLO, 10)
+        welcome = {"node": "origin", "incarnation": "inc1", "nodes": ["origin"]}
+        await channel.send(wire.control(wire.WELCOME, welcome))
+        start = wire.parse_control(await channel.receive_publish(wire.START, 10))
+        assert start["pull_from"] is None
+
+        async def acknowledged(count: int) -> None:
+            while len(acked) < count:
+                packet = await channel.receive()
+                if isinstance(packet, Puback):
+                    acked.append(packet.packet_id)
+
+        # two batches at once (one group, one commit), then one that repeats 3..4
+        await channel.send(
+            wire.events_packet(_local(range(0, 3)), 1, 3),
+            wire.events_packet(_local(range(3, 5)), 2, 5),
+        )
+        await acknowledged(2)
+        await channel.send(wire.events_packet(_local(range(3, 8)), 3, 8))
+        await acknowledged(3)
+        await channel.send(wire.events_packet(_forged(), 4, 100))
+        try:
+            while True:
+                packet = await channel.receive()
+                if isinstance(packet, Disconnect):
+                    ended.append(str(packet.properties.reason_string))
+                    break
+                assert not isinstance(packet, Puback), "the bad batch was acknowledged"
+        except (LinkClosed, trio.BrokenResourceError):
+            ended.append("closed")
+
+    async def main() -> None:
+        async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
+            listeners = await n.start(trio.serve_tcp, origin, 0)
+            port = listeners[0].socket.getsockname()[1]
+            table = {"name": "o", "url": f"mqtt://127.0.0.1:{port}", "pull": ["t/#"]}
+            mesh = await Mesh.open(broker, "edge", [parse_link(table, "test")])
+            n.start_soon(mesh.run)
+            with trio.fail_after(20):
+                while not ended:
+                    await trio.sleep(0.02)
+            assert acked == [1, 2, 3]
+            stored = (await broker.read(0, limit=100)).events
+            assert [e.topic for e in stored] == [f"t/{o}" for o in range(8)]
+            assert [e.provenance.origin_offset for e in stored if e.provenance] == list(range(8))
+            status = mesh.statuses["o"]
+            assert (status.events_in, status.batches_in, status.duplicates) == (8, 3, 2)
+            assert mesh.positions.origins["origin"] == ("inc1", 8)
+            assert mesh.positions.senders["origin"] == ("inc1", 8)
+            n.cancel_scope.cancel()
+
+    trio.run(main)
