@@ -63,7 +63,7 @@ import trio
 
 from bench.brokers import HOST, Mosquitto, RunningBroker, free_port, spawn
 from bench.disk_probe import describe, format_probe, lmdb_commit_latency
-from bench.mesh_live import FILTER, count_at, head, link_alone, live, load, rate_of
+from bench.mesh_live import FILTER, appended_at, count_at, head, link_alone, live, load, rate_of
 from bench.mesh_live import env as _env
 from bench.process_stats import (
     ThreadStats,
@@ -306,10 +306,12 @@ the receiver serves on the same thread as the link (every 5 ms took 5% of it).""
 async def _catch_up(
     http: int, count: int, cpu: dict[str, float] | None = None, timeout: float = 600
 ) -> float:
-    """Events/s of a receiver's catch-up: from the first event it appended (the link is
-    up: process start, listeners and the dial are not the link's rate) to ``count``.
-    ``cpu``: name -> pid of processes whose CPU time over the same span is stored back
-    in it, as µs per event caught up (replacing the pid)."""
+    """Events/s of a receiver's catch-up of ``count`` events: from the timestamp its log
+    gave the first event to the last's (the link is up: process start, listeners and
+    the dial are not the link's rate; a catch-up shorter than a poll is timed too).
+    ``cpu``: name -> pid of processes whose CPU time from the first poll that saw
+    events to the last is stored back in it, as µs per event caught up meanwhile
+    (replacing the pid; left out when the first such poll saw all of them)."""
     started = time.monotonic()
     first: tuple[float, int] | None = None
     pids = dict(cpu or {})
@@ -333,10 +335,12 @@ async def _catch_up(
     assert first is not None
     if cpu is not None:
         for name, pid in pids.items():
+            del cpu[name]
             start, end = before.get(name), process_cpu_seconds(int(pid))
-            if start is not None and end is not None:
-                cpu[name] = round((end - start) * 1e6 / max(1, count - first[1]), 1)
-    return (count - first[1]) / max(1e-9, now - first[0])
+            if start is not None and end is not None and count > first[1]:
+                cpu[name] = round((end - start) * 1e6 / (count - first[1]), 1)
+    first_ms, last_ms = await appended_at(http, 0), await appended_at(http, count - 1)
+    return (count - 1) / max(1e-3, (last_ms - first_ms) / 1000)
 
 
 async def run(
