@@ -26,6 +26,7 @@ import attrs
 import lmdb
 import trio
 
+from tidelog.concurrency import held
 from tidelog.errors import CorruptLogError, InvalidStorageURLError, StorageFullError
 from tidelog.storage.base import (
     DEFAULT_READ_LIMIT,
@@ -286,7 +287,7 @@ class LmdbLog(EventLog):
         check_open(self._closed)
         if not events:
             return []
-        async with self._write_lock:
+        async with held(self._write_lock):  # no loop round when free (every commit)
             check_open(self._closed)
             timestamp = max(self._options.clock(), self._last_ts)
             records = encode_batch(events, timestamp, self._options.max_record_bytes)
