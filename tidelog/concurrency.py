@@ -32,7 +32,10 @@ async def background_nursery() -> AsyncIterator[trio.Nursery]:
 async def held(lock: trio.Lock) -> AsyncIterator[None]:
     """``async with lock``, minus the checkpoint when the lock is free: a task on a
     hot path (a link's sink takes two locks per batch) does not yield a round of the
-    event loop for a lock nobody holds. Waits (and so checkpoints) only when held."""
+    event loop for a lock nobody holds. Waits (and so checkpoints) only when held.
+    Nor is it a cancellation point then: a cancelled task that finds the lock free
+    runs the block (a link's sink appends the group it took, under its shield, and
+    the cancelled acknowledgement makes the peer resend it as duplicates)."""
     try:
         lock.acquire_nowait()
     except trio.WouldBlock:
