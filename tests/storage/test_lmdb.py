@@ -653,3 +653,28 @@ async def test_appends_begun_together_commit_one_at_a_time(tmp_path: Path) -> No
     for task, offsets in results.items():
         assert offsets == list(range(offsets[0], offsets[0] + len(offsets)))
         assert [stored[o].topic for o in offsets] == [f"t/{task}"] * len(offsets)
+
+
+@pytest.mark.parametrize("fsync", ["never", "always"])
+async def test_an_append_committed_on_the_trio_thread_still_lets_other_tasks_run(
+    tmp_path: Path, fsync: str
+) -> None:
+    """Small commits are made on the trio thread (no hand-off to the writer thread)
+    and the append lock takes no checkpoint when free: each append still yields once,
+    so a loop of appends does not keep the other tasks (and I/O) waiting."""
+    turns = 0
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await trio.sleep(0)
+
+    async with lmdb_log(tmp_path / "log", fsync=fsync) as log, trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        await trio.sleep(0)
+        before = turns
+        for i in range(20):
+            await log.append(events("t", 1, start=i))
+        assert turns - before >= 10
+        nursery.cancel_scope.cancel()
