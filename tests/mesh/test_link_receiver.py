@@ -9,14 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import trio
+import trio.testing
 
 import tidelog
 from tidelog.mesh import wire
 from tidelog.mesh.config import parse_link
 from tidelog.mesh.node import Mesh
-from tidelog.mesh.stream import LinkChannel, LinkClosed
+from tidelog.mesh.stream import RECEIVE_BYTES, LinkChannel, LinkClosed
 from tidelog.protocols.mqtt.decoder import Decoder, Role
-from tidelog.protocols.mqtt.packets import Connack, Connect, Disconnect, Puback
+from tidelog.protocols.mqtt.encoder import encode
+from tidelog.protocols.mqtt.packets import Connack, Connect, Disconnect, Puback, Publish
 from tidelog.storage.records import Event, NewEvent, Provenance, encode_record
 
 
@@ -93,5 +95,29 @@ def test_batches_are_appended_once_acknowledged_and_a_bad_one_ends_the_link(
             assert mesh.positions.origins["origin"] == ("inc1", 8)
             assert mesh.positions.senders["origin"] == ("inc1", 8)
             n.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_a_batch_larger_than_one_read_arrives_whole_whatever_the_pieces() -> None:
+    """A link reads up to ``RECEIVE_BYTES`` at a time: a batch longer than that (or
+    cut into small pieces by the network) is put together before it is handed on,
+    and the packet behind it in the same bytes follows it."""
+    batch = _local(range(0, 5000))
+    assert len(batch) > RECEIVE_BYTES
+    packet = wire.events_packet(batch, 7, 5000)
+    data = encode(packet, 5) + encode(Puback(7), 5)
+
+    async def main() -> None:
+        for piece in (len(data), 1400, RECEIVE_BYTES + 1):
+            sending, receiving = trio.testing.memory_stream_pair()
+            channel = LinkChannel(receiving, Decoder(5, role=Role.CLIENT), 5)
+            for start in range(0, len(data), piece):
+                await sending.send_all(data[start : start + piece])
+            got = await channel.receive()
+            assert isinstance(got, Publish)
+            assert (got.topic, got.packet_id, got.payload) == (wire.EVENTS, 7, batch)
+            assert wire.next_offset_of(got) == 5000
+            assert await channel.receive() == Puback(7)
 
     trio.run(main)

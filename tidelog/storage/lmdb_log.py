@@ -26,6 +26,7 @@ import attrs
 import lmdb
 import trio
 
+from tidelog.concurrency import held
 from tidelog.errors import CorruptLogError, InvalidStorageURLError, StorageFullError
 from tidelog.storage.base import (
     DEFAULT_READ_LIMIT,
@@ -286,7 +287,10 @@ class LmdbLog(EventLog):
         check_open(self._closed)
         if not events:
             return []
-        async with self._write_lock:
+        # no round of the event loop for a free lock (every commit): the commit in the
+        # writer thread yields anyway, and an inline commit yields once after it. A
+        # cancelled caller that finds the lock free appends (shielded, as before).
+        async with held(self._write_lock):
             check_open(self._closed)
             timestamp = max(self._options.clock(), self._last_ts)
             records = encode_batch(events, timestamp, self._options.max_record_bytes)
@@ -372,7 +376,7 @@ class LmdbLog(EventLog):
                 ):
                     # No fsync in this commit: writing a few pages into the page cache
                     # costs less than the two thread wake-ups of a hand-off.
-                    prepared = self._commit_inline(active, first, records, timestamp, prepare)
+                    prepared = await self._commit_here(active, first, records, timestamp, prepare)
                 else:
                     started = time.perf_counter()
                     try:
@@ -393,6 +397,21 @@ class LmdbLog(EventLog):
             except lmdb.Error as exc:
                 raise translate(exc, active.path) from exc
         raise StorageFullError(f"{self._active.path}: the batch does not fit in a segment map")
+
+    async def _commit_here(
+        self,
+        active: Segment,
+        first: int,
+        records: list[bytes],
+        timestamp: int,
+        prepare: Callable[[], T],
+    ) -> T:
+        """:meth:`_commit_inline`, then one checkpoint: ``append`` takes its lock without
+        one when free, and a loop of commits made here must still let the event loop
+        poll for I/O (a commit in the writer thread yields while it waits)."""
+        prepared = self._commit_inline(active, first, records, timestamp, prepare)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return prepared
 
     async def _commit_overlapped(
         self,
@@ -425,7 +444,7 @@ class LmdbLog(EventLog):
             and self._last_commit < INLINE_MAX_SECONDS
             and not trio.lowlevel.current_statistics().tasks_runnable
         ):
-            return self._commit_inline(active, first, records, timestamp, prepare)
+            return await self._commit_here(active, first, records, timestamp, prepare)
         started = time.perf_counter()
         mailbox = Mailbox()
         if len(records) < OVERLAP_MIN_EVENTS:
