@@ -431,7 +431,10 @@ class LinkSession:
         self.status.sends_from = "memory"
         try:
             while True:
-                await self._credit.acquire()
+                try:  # a free credit without a round of the event loop (a send yields)
+                    self._credit.acquire_nowait()
+                except trio.WouldBlock:
+                    await self._credit.acquire()
                 first = (await self.broker.log_state()).first_offset
                 if position < first:
                     await self._send_gap(position, first, "retention")
@@ -446,6 +449,11 @@ class LinkSession:
                     page = tail.take(position, self.batch_events, DEFAULT_READ_MAX_BYTES)
                 if page is not None:
                     candidates, next_offset = page
+                elif tail is not None and position >= self.broker.end_offset:
+                    # at the head: what the log holds past it is committed and not fanned
+                    # out yet, and comes with the fan-out to the tail (not read back)
+                    await tail.wait(self.heartbeat_seconds)
+                    candidates, next_offset = [], position
                 elif tail is None:  # the log waits for an append at the head
                     result = await self.broker.read(
                         position, single, limit=self.batch_events, wait=self.heartbeat_seconds
