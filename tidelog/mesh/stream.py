@@ -435,10 +435,6 @@ class LinkSession:
                     self._credit.acquire_nowait()
                 except trio.WouldBlock:
                     await self._credit.acquire()
-                first = (await self.broker.log_state()).first_offset
-                if position < first:
-                    await self._send_gap(position, first, "retention")
-                    position = first
                 page = None
                 if tail is not None and tail.sparse:
                     self.broker.remove_commit_hook(tail.committed)
@@ -454,16 +450,20 @@ class LinkSession:
                     # out yet, and comes with the fan-out to the tail (not read back)
                     await tail.wait(self.heartbeat_seconds)
                     candidates, next_offset = [], position
-                elif tail is None:  # the log waits for an append at the head
+                else:  # the log (what the tail holds is sent whatever retention did since)
+                    first = (await self.broker.log_state()).first_offset
+                    if position < first:
+                        await self._send_gap(position, first, "retention")
+                        position = first
+                    # without a tail the log waits at the head for an append
+                    wait = self.heartbeat_seconds if tail is None else None
                     result = await self.broker.read(
-                        position, single, limit=self.batch_events, wait=self.heartbeat_seconds
+                        position, single, limit=self.batch_events, wait=wait
                     )
                     candidates, next_offset = result.events, max(result.next_offset, position)
-                else:
-                    result = await self.broker.read(position, single, limit=self.batch_events)
-                    candidates, next_offset = result.events, max(result.next_offset, position)
-                    if not candidates and next_offset >= self.broker.end_offset:
-                        await tail.wait(self.heartbeat_seconds)  # at the head: until a commit
+                    at_head = next_offset >= self.broker.end_offset
+                    if tail is not None and not candidates and at_head:
+                        await tail.wait(self.heartbeat_seconds)  # a filtered read got there
                 interest = self._interest_matchers
                 if interest is not passes_for:
                     passes.clear()
