@@ -88,20 +88,19 @@ MAX_MERGED_TOPICS = 64
 """A filter matching more topics than this in a segment scans it rather than
 merging that many offset lists (a Python heap merge of k lists costs about
 log2(k) comparisons per event)."""
-INLINE_MAX_EVENTS = 16
+INLINE_MAX_EVENTS = 8
 """Batches of at most this many events may commit on the trio thread (fsync
-``always``; see :meth:`LmdbLog._commit_overlapped`): a burst of ten, the shape of
-light load (was 8, which sent every burst of ten to the writer thread)."""
+``always``; see :meth:`LmdbLog._commit_overlapped`). 16 (a burst of ten inline)
+was measured again and not kept: docs/mesh.md, "Inline bursts of ten"."""
 INLINE_MAX_BYTES = 64 * 1024
-"""... and of at most this many bytes of records (a commit's pages are written on
-the loop's thread: a few large events must not stall it for long)."""
+"""... and of at most this many bytes of records: the commit's pages are written on
+the loop's thread, and a few large events must not stall it for long (a guard)."""
 INLINE_MAX_EVENTS_UNSYNCED = 64
 """Batches of at most this many events commit on the trio thread under fsync
 ``interval`` and ``never`` (no fsync in the commit; see :meth:`LmdbLog._write`)."""
 INLINE_MAX_SECONDS = 0.001
 """... when the previous commit took less than this (the loop's worst stall when
-fsync is fast). The commit's own time, wherever it ran: the hand-offs around a
-commit in the writer thread are not what an inline commit would cost."""
+fsync is fast)."""
 OVERLAP_MIN_EVENTS = 64
 """Batches of at least this many events build their acknowledgement while the commit
 syncs (see :meth:`LmdbLog._commit_overlapped`); smaller ones build it first."""
@@ -383,9 +382,13 @@ class LmdbLog(EventLog):
                     # costs less than the two thread wake-ups of a hand-off.
                     prepared = await self._commit_here(active, first, records, timestamp, prepare)
                 else:
-                    active.used = await self._writer.run_sync(
-                        self._write_timed, active, first, records, timestamp
-                    )
+                    started = time.perf_counter()
+                    try:
+                        active.used = await self._writer.run_sync(
+                            active.write_batch, first, records, timestamp
+                        )
+                    finally:
+                        self._last_commit = time.perf_counter() - started
                     prepared = prepare()
                 return active, prepared
             except lmdb.MapFullError:
@@ -425,14 +428,13 @@ class LmdbLog(EventLog):
         """Commit in the writer thread; run ``prepare()`` here while the commit syncs.
 
         A small batch (at most :data:`INLINE_MAX_EVENTS` and
-        :data:`INLINE_MAX_BYTES`) commits right here, blocking the trio thread,
-        when no other task is ready to run and the previous commit itself took
-        less than :data:`INLINE_MAX_SECONDS`: handing it to the thread and back
-        costs two wake-ups (the writer's, then this thread's) and more CPU than
-        the commit (see "Where the time goes" in docs/benchmarks.md and "Fewer
-        wake-ups per hop" in docs/mesh.md). A slow commit (a busy disk) sends the
-        next ones to the thread again, so the loop never waits for two slow
-        commits in a row; a fast one in the thread brings the next back here.
+        :data:`INLINE_MAX_BYTES`) commits right here,
+        blocking the trio thread, when no other task is ready to run and the
+        previous commit took less than :data:`INLINE_MAX_SECONDS`: handing it
+        to the thread and back costs more CPU than the commit (two wake-ups of
+        a cold thread per event under light load; see "Where the time goes" in
+        docs/benchmarks.md). A slow commit (a busy disk) sends the next ones to
+        the thread again, so the loop never waits for two slow commits in a row.
 
         The worker holds the GIL while it copies the records into the
         transaction and releases it while LMDB writes and fsyncs the pages; for
@@ -449,19 +451,23 @@ class LmdbLog(EventLog):
             and sum(map(len, records)) <= INLINE_MAX_BYTES
         ):
             return await self._commit_here(active, first, records, timestamp, prepare)
+        started = time.perf_counter()
         mailbox = Mailbox()
         if len(records) < OVERLAP_MIN_EVENTS:
             prepared = prepare()
-            self._writer.submit(mailbox, self._write_timed, active, first, records, timestamp)
+            self._writer.submit(mailbox, active.write_batch, first, records, timestamp)
         else:
             self._writer.submit(
-                mailbox, self._write_timed, active, first, records, timestamp, mailbox.signal
+                mailbox, active.write_batch, first, records, timestamp, mailbox.signal
             )
             try:
                 await mailbox.get()  # the commit's fsync has started (or the write failed)
             finally:
                 prepared = prepare()
-        active.used = await mailbox.get()
+        try:
+            active.used = await mailbox.get()
+        finally:
+            self._last_commit = time.perf_counter() - started
         return prepared
 
     def _commit_inline(
@@ -475,25 +481,12 @@ class LmdbLog(EventLog):
         """Commit on the trio thread (blocking it for the commit); time it for the next
         batch's choice between inline and the writer thread."""
         prepared = prepare()
-        active.used = self._write_timed(active, first, records, timestamp)
-        return prepared
-
-    def _write_timed(
-        self,
-        active: Segment,
-        first: int,
-        records: list[bytes],
-        timestamp: int,
-        committing: Callable[[], object] | None = None,
-    ) -> int:
-        """``active.write_batch``, timed where it runs (this thread or the writer
-        thread) for the next batch's choice: the commit's own time, not the hand-offs
-        around it, is what an inline commit would stall the loop for."""
         started = time.perf_counter()
         try:
-            return active.write_batch(first, records, timestamp, committing)
+            active.used = active.write_batch(first, records, timestamp)
         finally:
             self._last_commit = time.perf_counter() - started
+        return prepared
 
     async def _roll(self, need: int = 0) -> None:
         """Seal the active segment and start the next one (holding the write lock)."""
