@@ -807,6 +807,34 @@ def test_a_receiver_holds_acknowledgements_while_the_sender_has_credit_to_spare(
     assert [e.topic for e in core.events()] == [f"telemetry/{o}" for o in range(sent)]
 
 
+def log_reads(node: Node) -> float:
+    """The node's reads from its log so far (``tidelog_log_reads_total``)."""
+    for line in httpx.get(f"{node.url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("tidelog_log_reads_total{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("no tidelog_log_reads_total in /metrics")
+
+
+def test_a_live_link_at_the_head_sends_from_memory_without_reading_the_log(nodes) -> None:  # type: ignore[no-untyped-def]
+    """A source that has sent everything waits for its live tail: the events its
+    node commits meanwhile reach the link from memory, and the log is not read at
+    all (not even the empty read at the head after each batch)."""
+    core, edge = pair(nodes)
+    wait_for(lambda: edge.links_status()["core"]["state"] == "connected", what="connected")
+    before = log_reads(core)
+    for round_ in range(5):
+        core.publish(burst("commands/edge", 200, round_ * 200))
+        wait_heads({edge: (round_ + 1) * 200})
+    assert log_reads(core) == before
+    assert core.links_status()["edge:core"]["sends_from"] == "memory"
+    core.stop()
+    edge.stop()
+    check_invariant(
+        {"core": core.events(), "edge": edge.events()},
+        lambda node, origin: PAIR_WANTS[(node, origin)],
+    )
+
+
 def test_a_narrow_link_gets_every_event_before_and_after_its_tail_turns_sparse(nodes) -> None:  # type: ignore[no-untyped-def]
     """The edge pulls ``commands/edge/#``: its source at the core keeps a filtered live
     tail while the link takes much of what the core commits, and goes back to the
