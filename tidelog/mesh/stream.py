@@ -346,8 +346,8 @@ class LinkSession:
     @property
     def _hold_below(self) -> int:
         """Durable batches' PUBACKs are held while fewer than this many of the peer's
-        batches are unacknowledged: half the ``window`` (1, none held, below 4)."""
-        return self.window // 2 if self.window >= 4 else 1
+        batches are unacknowledged: half the ``window``, at least 1 (none held below 4)."""
+        return max(1, self.window // 2)
 
     async def _acknowledge(self) -> None:
         """Send the held PUBACKs, in one write.
