@@ -80,7 +80,10 @@ def test_batches_are_appended_once_acknowledged_and_a_bad_one_ends_the_link(
         async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
             listeners = await n.start(trio.serve_tcp, origin, 0)
             port = listeners[0].socket.getsockname()[1]
-            table = {"name": "o", "url": f"mqtt://127.0.0.1:{port}", "pull": ["t/#"]}
+            # window 2: each durable batch acknowledged at once (a wider window holds
+            # some PUBACKs while the sender has credit to spare; tests/mesh/test_links.py)
+            url = f"mqtt://127.0.0.1:{port}"
+            table = {"name": "o", "url": url, "pull": ["t/#"], "window": 2}
             mesh = await Mesh.open(broker, "edge", [parse_link(table, "test")])
             n.start_soon(mesh.run)
             with trio.fail_after(20):

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
 from tests.mesh.cluster import Node, check_invariant, start_all, wait_for, wait_heads
 from tests.serve_process import run
+from tidelog.mesh import wire
+from tidelog.mesh.stream import LinkChannel
+from tidelog.protocols.mqtt.decoder import Decoder, Role
+from tidelog.protocols.mqtt.packets import (
+    Connack,
+    Connect,
+    Disconnect,
+    Packet,
+    Pingreq,
+    Pingresp,
+    Puback,
+    Publish,
+)
+from tidelog.protocols.mqtt.properties import Properties
+from tidelog.protocols.mqtt.reason_codes import ReasonCode
+from tidelog.storage.records import Event
 
 pytestmark = pytest.mark.slow
 
@@ -674,18 +692,32 @@ def test_live_interest_for_a_push_sends_only_what_the_remote_wants(nodes) -> Non
     ]
 
 
+@contextlib.asynccontextmanager
+async def raw_link(port: int, **hello: object) -> AsyncIterator[LinkChannel]:
+    """A link dialed by hand to a node's MQTT listener: CONNECT, ``$link/hello`` (node
+    ``raw``, link ``l``, with ``hello``) and the remote's ``$link/welcome``."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        channel = LinkChannel(stream, Decoder(5, role=Role.CLIENT))
+        await channel.send(
+            Connect(
+                client_id="link-raw-dialer",
+                protocol_level=5,
+                clean_start=True,
+                keep_alive=0,
+                properties=Properties(user_properties=((wire.LINK_PROPERTY, "1"),)),
+            )
+        )
+        assert isinstance(await channel.receive(), Connack)
+        body = {"v": wire.VERSION, "node": "raw", "incarnation": "i1", "link": "l", **hello}
+        await channel.send(wire.control(wire.HELLO, body))
+        await channel.receive_publish(wire.WELCOME, 10)
+        yield channel
+
+
 def test_a_second_link_start_on_one_session_is_a_protocol_error(nodes) -> None:  # type: ignore[no-untyped-def]
     """Each ``$link/start`` would start another source on the session (events sent
     twice, credit shared): the remote answers the second with a DISCONNECT."""
-    import trio
-
-    from tidelog.mesh import wire
-    from tidelog.mesh.stream import LinkChannel
-    from tidelog.protocols.mqtt.decoder import Decoder, Role
-    from tidelog.protocols.mqtt.packets import Connack, Connect, Disconnect
-    from tidelog.protocols.mqtt.properties import Properties
-    from tidelog.protocols.mqtt.reason_codes import ReasonCode
-
     core = nodes("core")["core"]
     start_all([core])
     core.publish(burst("telemetry", 3))
@@ -693,22 +725,7 @@ def test_a_second_link_start_on_one_session_is_a_protocol_error(nodes) -> None: 
     port = core.serve.ports["MQTT"]
 
     async def dial() -> Disconnect:
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
-        async with stream:
-            channel = LinkChannel(stream, Decoder(5, role=Role.CLIENT))
-            await channel.send(
-                Connect(
-                    client_id="link-raw-dialer",
-                    protocol_level=5,
-                    clean_start=True,
-                    keep_alive=0,
-                    properties=Properties(user_properties=((wire.LINK_PROPERTY, "1"),)),
-                )
-            )
-            assert isinstance(await channel.receive(), Connack)
-            hello = {"v": wire.VERSION, "node": "raw", "incarnation": "i1", "link": "l"}
-            await channel.send(wire.control(wire.HELLO, {**hello, "pull": ["telemetry/#"]}))
-            await channel.receive_publish(wire.WELCOME, 10)
+        async with raw_link(port, pull=["telemetry/#"]) as channel:
             start = wire.control(wire.START, {"pull_from": None})
             await channel.send(start)
             await channel.send(start)
@@ -721,6 +738,101 @@ def test_a_second_link_start_on_one_session_is_a_protocol_error(nodes) -> None: 
     disconnect = trio.run(dial)
     assert disconnect.reason_code == ReasonCode.PROTOCOL_ERROR
     assert "started already" in (disconnect.properties.reason_string or "")
+
+
+def test_a_receiver_holds_acknowledgements_while_the_sender_has_credit_to_spare(nodes) -> None:  # type: ignore[no-untyped-def]
+    """A raw dialer pushes batches to a node (``window`` 8) one at a time, each
+    durable before the next: the node acknowledges them four at a time, and what no
+    later batch releases at the sender's next ``$link/head``. A PINGREQ sent once a
+    batch is durable (``batches_in`` counts it before its PUBACK could leave) shows
+    which PUBACKs were sent before: its PINGRESP follows them on the connection.
+    A full window sent at once is all acknowledged, and the next full window taken."""
+    core = nodes("core")["core"]
+    start_all([core])
+    assert core.serve is not None
+    port = core.serve.ports["MQTT"]
+    sent = 0
+
+    def batch(count: int) -> Publish:
+        nonlocal sent
+        events = [Event(o, 1, f"telemetry/{o}", b"p%d" % o, 1) for o in range(sent, sent + count)]
+        sent += count
+        return wire.events_packet(wire.encode_batch(events, "raw", "i1"), sent, sent)
+
+    def durable(batches: int) -> None:
+        wait_for(lambda: core.links_status()["raw:l"]["batches_in"] >= batches, 20, "batches")
+
+    async def acks_until(channel: LinkChannel, last: type[Packet] | int) -> list[int]:
+        """The PUBACKs that come before a PINGRESP (``last`` the type) or up to ``last``."""
+        acks: list[int] = []
+        with trio.fail_after(20):
+            while True:
+                packet = await channel.receive()
+                if isinstance(packet, Puback):
+                    acks.append(packet.packet_id)
+                    if packet.packet_id == last:
+                        return acks
+                elif isinstance(packet, Pingresp):
+                    return acks
+
+    async def dial() -> None:
+        async with raw_link(port, push=["telemetry/#"], window=8, heartbeat_ms=10_000) as channel:
+            for number in (1, 2, 3):
+                await channel.send(batch(1))
+                durable(number)
+                await channel.send(Pingreq())
+                assert await acks_until(channel, Pingresp) == []  # held: credit to spare
+            await channel.send(batch(1))
+            durable(4)
+            await channel.send(Pingreq())
+            assert await acks_until(channel, Pingresp) == [1, 2, 3, 4]
+            await channel.send(batch(2))
+            durable(5)
+            await channel.send(Pingreq())
+            assert await acks_until(channel, Pingresp) == []
+            await channel.send(wire.control(wire.HEAD, {"head": sent, "first": 0, "sent": None}))
+            assert await acks_until(channel, 6) == [6]
+            for _ in range(2):  # a full window at once, twice
+                window = [batch(3) for _ in range(8)]
+                await channel.send(*window)
+                durable(5 + (sent - 6) // 3)
+                head = {"head": sent, "first": 0, "sent": None}
+                await channel.send(wire.control(wire.HEAD, head))
+                acks = await acks_until(channel, sent)
+                assert sorted(acks) == [packet.packet_id for packet in window]
+
+    trio.run(dial)
+    wait_heads({core: sent})
+    core.stop()
+    assert [e.topic for e in core.events()] == [f"telemetry/{o}" for o in range(sent)]
+
+
+def log_reads(node: Node) -> float:
+    """The node's reads from its log so far (``tidelog_log_reads_total``)."""
+    for line in httpx.get(f"{node.url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("tidelog_log_reads_total{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("no tidelog_log_reads_total in /metrics")
+
+
+def test_a_live_link_at_the_head_sends_from_memory_without_reading_the_log(nodes) -> None:  # type: ignore[no-untyped-def]
+    """A source that has sent everything waits for its live tail: the events its
+    node commits meanwhile reach the link from memory, and the log is not read at
+    all (not even the empty read at the head after each batch)."""
+    core, edge = pair(nodes)
+    wait_for(lambda: edge.links_status()["core"]["state"] == "connected", what="connected")
+    before = log_reads(core)
+    for round_ in range(5):
+        core.publish(burst("commands/edge", 200, round_ * 200))
+        wait_heads({edge: (round_ + 1) * 200})
+    assert log_reads(core) == before
+    assert core.links_status()["edge:core"]["sends_from"] == "memory"
+    core.stop()
+    edge.stop()
+    check_invariant(
+        {"core": core.events(), "edge": edge.events()},
+        lambda node, origin: PAIR_WANTS[(node, origin)],
+    )
 
 
 def test_a_narrow_link_gets_every_event_before_and_after_its_tail_turns_sparse(nodes) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,9 @@ run the same :class:`LinkSession`, which may carry both directions at once:
   flow control: each PUBACK returns one credit);
 * the **sink** takes the peer's batches in order, drops what was appended
   already (per origin), appends the rest in one durable write, advances the
-  positions and only then sends the PUBACK;
+  positions and only then acknowledges; while the peer has more than half its
+  credit left the PUBACKs of durable batches are held and sent together (a PUBACK
+  only returns credit: :meth:`LinkSession._acknowledge`);
 * the **reader** decodes packets and handles them; a batch it checks and decodes
   at once, then hands to the sink (no task in between: a live batch costs the
   receiver one hand-off fewer); the **heartbeat** sends
@@ -185,7 +187,10 @@ class LinkSession:
         the topics of what it pulls and pushes (the remote needs no configuration)."""
         self._batches_in, self._batches_out = trio.open_memory_channel[_Batch](window)
         self._unacknowledged = 0
-        """The peer's batches received and not acknowledged yet (at most ``window``)."""
+        """The peer's batches received and not acknowledged yet (at most ``window``):
+        waiting for the sink, committing, or durable with their PUBACK held."""
+        self._held: list[Puback] = []
+        """PUBACKs of durable batches not sent yet (:meth:`_acknowledge`)."""
         self._credit = trio.Semaphore(window)
         self._inflight: dict[int, int] = {}
         self._packet_id = 0
@@ -281,6 +286,7 @@ class LinkSession:
             head, sent = body.get("head"), body.get("sent")
             if isinstance(head, int):
                 self.status.heard(head, sent if isinstance(sent, int) else None)
+            await self._acknowledge()  # held at most until the peer's next heartbeat
         elif topic == wire.GAP:
             body = wire.parse_control(packet)
             self.mesh.report_gap(self.status, self.peer, body)
@@ -311,7 +317,8 @@ class LinkSession:
     async def _sink(self) -> None:
         """Append the peer's batches: every batch waiting when one arrives, up to half the
         ``window`` (so the peer keeps credit to send more while they commit), goes into
-        one durable write, and their PUBACKs leave together once it is durable (a
+        one durable write, and their PUBACKs leave together once it is durable, or
+        are held while the peer has credit to spare (:meth:`_acknowledge`; a
         commit's latency is paid once for the group, all appended or none). The
         reader checked and decoded each batch as it came (:meth:`_on_publish`), so
         checking the next batches overlaps the commit of those before."""
@@ -332,8 +339,36 @@ class LinkSession:
             self.status.events_in += len(fresh)
             self.status.batches_in += len(group)
             self.status.position = next_offset
-            self._unacknowledged -= len(group)
-            await self.channel.send(*(Puback(batch.packet_id) for batch in group))
+            self._held += [Puback(batch.packet_id) for batch in group]
+            if self._unacknowledged >= self._hold_below:
+                await self._acknowledge()
+
+    @property
+    def _hold_below(self) -> int:
+        """Durable batches' PUBACKs are held while fewer than this many of the peer's
+        batches are unacknowledged: half the ``window``, at least 1 (none held below 4)."""
+        return max(1, self.window // 2)
+
+    async def _acknowledge(self) -> None:
+        """Send the held PUBACKs, in one write.
+
+        A PUBACK on a link only returns credit: the receiver's position is its own,
+        advanced in the durable write of each batch, and a reconnect resumes from it
+        whatever was acknowledged. So the sink holds the PUBACKs of durable batches
+        while fewer than half the ``window`` of the peer's batches are unacknowledged
+        (the peer still has more than half its credit), and sends them together:
+        a peer keeping up at light load wakes for an acknowledgement every
+        ``window // 2`` batches instead of every batch. Once half the window is
+        unacknowledged (the receiver behind) each commit's PUBACKs leave at once, so
+        the peer is never short of credit for what is held, and never waits on it:
+        at most ``window // 2 - 1`` are held. What no later batch releases goes with
+        the peer's next ``$link/head`` (:meth:`_on_publish`): the peer reports where it
+        has sent up to (``sent``, the lag of a link whose last events did not match)
+        only with nothing unacknowledged."""
+        acks, self._held = self._held, []
+        if acks:
+            self._unacknowledged -= len(acks)
+            await self.channel.send(*acks)
 
     def _checked_batch(self, packet: Publish) -> tuple[list[NewEvent], wire.BatchShape | None]:
         """A batch's events, renamed by the link's prefixes, and their shape; raises for
@@ -396,11 +431,10 @@ class LinkSession:
         self.status.sends_from = "memory"
         try:
             while True:
-                await self._credit.acquire()
-                first = (await self.broker.log_state()).first_offset
-                if position < first:
-                    await self._send_gap(position, first, "retention")
-                    position = first
+                try:  # a free credit without a round of the event loop (a send yields)
+                    self._credit.acquire_nowait()
+                except trio.WouldBlock:
+                    await self._credit.acquire()
                 page = None
                 if tail is not None and tail.sparse:
                     self.broker.remove_commit_hook(tail.committed)
@@ -411,16 +445,25 @@ class LinkSession:
                     page = tail.take(position, self.batch_events, DEFAULT_READ_MAX_BYTES)
                 if page is not None:
                     candidates, next_offset = page
-                elif tail is None:  # the log waits for an append at the head
+                elif tail is not None and position >= self.broker.end_offset:
+                    # at the head: what the log holds past it is committed and not fanned
+                    # out yet, and comes with the fan-out to the tail (not read back)
+                    await tail.wait(self.heartbeat_seconds)
+                    candidates, next_offset = [], position
+                else:  # the log (what the tail holds is sent whatever retention did since)
+                    first = (await self.broker.log_state()).first_offset
+                    if position < first:
+                        await self._send_gap(position, first, "retention")
+                        position = first
+                    # without a tail the log waits at the head for an append
+                    wait = self.heartbeat_seconds if tail is None else None
                     result = await self.broker.read(
-                        position, single, limit=self.batch_events, wait=self.heartbeat_seconds
+                        position, single, limit=self.batch_events, wait=wait
                     )
                     candidates, next_offset = result.events, max(result.next_offset, position)
-                else:
-                    result = await self.broker.read(position, single, limit=self.batch_events)
-                    candidates, next_offset = result.events, max(result.next_offset, position)
-                    if not candidates and next_offset >= self.broker.end_offset:
-                        await tail.wait(self.heartbeat_seconds)  # at the head: until a commit
+                    at_head = next_offset >= self.broker.end_offset
+                    if tail is not None and not candidates and at_head:
+                        await tail.wait(self.heartbeat_seconds)  # a filtered read got there
                 interest = self._interest_matchers
                 if interest is not passes_for:
                     passes.clear()
