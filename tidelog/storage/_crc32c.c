@@ -1200,16 +1200,17 @@ decode_link(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         result = PyTuple_Pack(2, events, Py_None);
     }
     else {
-        PyObject *provenance = GET_SLOT(PyList_GET_ITEM(events, 0), event_slots[5]);
+        /* from the bytes (valid UTF-8: forwarded_event decoded them), not the objects */
         const unsigned char *slash = memchr(first.hop_p[0], '/', (size_t)first.hop_n[0]);
+        PyObject *origin = PyUnicode_DecodeUTF8((const char *)first.origin_p, first.origin_n, "strict");
         PyObject *incarnation =
             PyUnicode_DecodeUTF8((const char *)slash + 1, prefix[0] - (slash + 1 - first.hop_p[0]) - 1, "strict");
         PyObject *low = PyLong_FromUnsignedLongLong(first.origin_offset);
         PyObject *high = PyLong_FromUnsignedLongLong(last);
-        if (incarnation != NULL && low != NULL && high != NULL) {
-            result = Py_BuildValue("(O(OOOO))", events, GET_SLOT(provenance, provenance_slots[2]),
-                                   incarnation, low, high);
+        if (origin != NULL && incarnation != NULL && low != NULL && high != NULL) {
+            result = Py_BuildValue("(O(OOOO))", events, origin, incarnation, low, high);
         }
+        Py_XDECREF(origin);
         Py_XDECREF(incarnation);
         Py_XDECREF(low);
         Py_XDECREF(high);
