@@ -732,10 +732,13 @@ def test_a_narrow_link_gets_every_event_before_and_after_its_tail_turns_sparse(n
     wait_for(lambda: edge.links_status()["core"]["state"] == "connected", what="connected")
     core.publish(burst("commands/edge", 300) + burst("commands/other", 100))  # 3/4 taken
     wait_heads({edge: 300})
+    assert core.links_status()["edge:core"]["sends_from"] == "memory"
+    assert edge.links_status()["core"]["sends_from"] == "memory"  # its push: telemetry/#
     for round_ in range(3):  # 1/11 taken: sparse
         core.publish(burst("commands/other", 1000, 100 + round_ * 1000))
         core.publish(burst("commands/edge", 100, 300 + round_ * 100))
     wait_heads({core: 400 + 3 * 1100, edge: 600})
+    assert core.links_status()["edge:core"]["sends_from"] == "log"
     core.stop()
     edge.stop()
     check_invariant(

@@ -58,6 +58,11 @@ class LinkStatus:
     remote_prefix: str = ""
     bridge: str | None = None
     """``mqtt5``/``mqtt311`` for a bridge to a plain MQTT broker."""
+    sends_from: str | None = None
+    """Where this node's source for the link takes events at the head: ``memory`` (a
+    live tail of its commits), ``log`` (the topic index: a narrow link that matches
+    little of what this node commits, see :mod:`tidelog.mesh.tail`); None: it sends
+    nothing over this link."""
 
     @property
     def lag(self) -> int:
@@ -108,4 +113,5 @@ class LinkStatus:
             "remote_prefix": self.remote_prefix,
             "owner": self.owner,
             "bridge": self.bridge,
+            "sends_from": self.sends_from,
         }

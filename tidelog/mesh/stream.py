@@ -393,6 +393,7 @@ class LinkSession:
         )
         self.broker.add_commit_hook(live.committed)
         tail: LiveTail | None = live
+        self.status.sends_from = "memory"
         try:
             while True:
                 await self._credit.acquire()
@@ -404,6 +405,7 @@ class LinkSession:
                 if tail is not None and tail.sparse:
                     self.broker.remove_commit_hook(tail.committed)
                     tail = None
+                    self.status.sends_from = "log"
                 if tail is not None:
                     tail.arm()
                     page = tail.take(position, self.batch_events, DEFAULT_READ_MAX_BYTES)
@@ -436,6 +438,7 @@ class LinkSession:
                     self._credit.release()
                 position = self._source_position = next_offset
         finally:
+            self.status.sends_from = None
             if tail is not None:
                 self.broker.remove_commit_hook(tail.committed)
 
