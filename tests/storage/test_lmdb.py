@@ -26,6 +26,7 @@ from tidelog.storage import EventLog, NewEvent, open_log
 from tidelog.storage.base import LogOptions
 from tidelog.storage.lmdb_check import reindex, verify
 from tidelog.storage.lmdb_log import (
+    INLINE_MAX_BYTES,
     INLINE_MAX_EVENTS,
     INLINE_MAX_SECONDS,
     SCAN_BUDGET,
@@ -520,6 +521,17 @@ async def test_fsync_always_commits_inline_or_in_the_writer_thread_alike(tmp_pat
         )
         assert [e.offset for e in stored] == list(range(len(stored)))
     assert verify(path).ok
+
+
+async def test_fsync_always_sends_a_small_batch_of_large_events_to_the_writer_thread(
+    tmp_path: Path,
+) -> None:
+    """Few events but many bytes: the commit's pages are not written on the loop's thread."""
+    async with lmdb_log(tmp_path / "log", fsync="always") as log:
+        size = INLINE_MAX_BYTES // 2
+        await log.append(events("big", 3, size=size))
+        assert log._writer._thread is not None
+        assert [len(e.payload) for e in await read_all(log)] == [size] * 3
 
 
 # -- filtered reads: index and scan agree -----------------------------------------------------

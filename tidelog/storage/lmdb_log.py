@@ -90,7 +90,11 @@ merging that many offset lists (a Python heap merge of k lists costs about
 log2(k) comparisons per event)."""
 INLINE_MAX_EVENTS = 8
 """Batches of at most this many events may commit on the trio thread (fsync
-``always``; see :meth:`LmdbLog._commit_overlapped`)."""
+``always``; see :meth:`LmdbLog._commit_overlapped`). 16 (a burst of ten inline)
+was measured again and not kept: docs/mesh.md, "Inline bursts of ten"."""
+INLINE_MAX_BYTES = 64 * 1024
+"""... and of at most this many bytes of records: the commit's pages are written on
+the loop's thread, and a few large events must not stall it for long (a guard)."""
 INLINE_MAX_EVENTS_UNSYNCED = 64
 """Batches of at most this many events commit on the trio thread under fsync
 ``interval`` and ``never`` (no fsync in the commit; see :meth:`LmdbLog._write`)."""
@@ -423,7 +427,8 @@ class LmdbLog(EventLog):
     ) -> T:
         """Commit in the writer thread; run ``prepare()`` here while the commit syncs.
 
-        A small batch (at most :data:`INLINE_MAX_EVENTS`) commits right here,
+        A small batch (at most :data:`INLINE_MAX_EVENTS` and
+        :data:`INLINE_MAX_BYTES`) commits right here,
         blocking the trio thread, when no other task is ready to run and the
         previous commit took less than :data:`INLINE_MAX_SECONDS`: handing it
         to the thread and back costs more CPU than the commit (two wake-ups of
@@ -443,6 +448,7 @@ class LmdbLog(EventLog):
             len(records) <= INLINE_MAX_EVENTS
             and self._last_commit < INLINE_MAX_SECONDS
             and not trio.lowlevel.current_statistics().tasks_runnable
+            and sum(map(len, records)) <= INLINE_MAX_BYTES
         ):
             return await self._commit_here(active, first, records, timestamp, prepare)
         started = time.perf_counter()
