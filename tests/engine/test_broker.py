@@ -83,6 +83,40 @@ async def test_invalid_names_and_filters_are_refused(backend: BackendUnderTest) 
         assert broker.end_offset == 0
 
 
+async def test_a_batch_of_known_topics_is_still_checked_event_by_event(
+    backend: BackendUnderTest,
+) -> None:
+    """The usual batch (topics seen before, QoS 0-2) is checked in one pass; one bad
+    event among them still refuses the batch, whatever makes it bad."""
+    async with tidelog.open(backend.url) as broker:
+        await broker.publish_many([NewEvent("k", b"1"), NewEvent("k/2", b"2", qos=2)])
+        for bad, error in (
+            (NewEvent("k", b"x", qos=3), ValueError),
+            (NewEvent("k", b"x", qos=[1]), ValueError),  # type: ignore[arg-type]
+            (NewEvent("k/#", b"x"), InvalidTopicError),
+            (NewEvent(["k"], b"x"), Exception),  # type: ignore[arg-type]
+        ):
+            with pytest.raises(error):
+                await broker.publish_many([NewEvent("k", b"x"), bad, NewEvent("k/2", b"x")])
+        assert broker.end_offset == 2
+
+
+async def test_batches_nobody_subscribes_to_move_the_fan_out_and_keep_retained(
+    backend: BackendUnderTest,
+) -> None:
+    """Without any subscription a batch is not looked at per event by the fan-out, and
+    a retained event is kept only when one is in the batch."""
+    async with tidelog.open(backend.url) as broker:
+        await broker.publish_many([NewEvent("r/a", b"1"), NewEvent("r/b", b"2", retain=True)])
+        await broker.publish_many([NewEvent("r/a", b"3"), NewEvent("r/c", b"4")])
+        assert broker.end_offset == 4
+        feed = broker.open_feed()
+        feed.subscribe("r/#", options="x")
+        stored = await broker.publish_many([NewEvent("r/a", b"5")])
+        assert [e.offset for e, _ in await feed.receive()] == [stored[0].offset] == [4]
+        assert [(e.topic, e.offset) for e in broker.retained.matching("r/#")] == [("r/b", 1)]
+
+
 async def test_live_subscription_with_overlapping_filters(backend: BackendUnderTest) -> None:
     async with tidelog.open(backend.url) as broker:
         feed = broker.open_feed()

@@ -3,12 +3,14 @@ checked, and deduplication and positions per batch agree with the per-event rule
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidelog.mesh import wire
 from tidelog.mesh.positions import MeshPositions
-from tidelog.storage.records import Event, NewEvent, Provenance, encode_record
+from tidelog.storage import records
+from tidelog.storage.records import Event, NewEvent, Properties, Provenance, encode_record
 
 
 def _payload(*events: tuple[str, int | None, tuple[str, ...]]) -> bytes:
@@ -121,3 +123,102 @@ def test_per_batch_dedup_and_positions_agree_with_the_per_event_rules(
         per_event.observe(expected)
         per_batch.observe(expected[-1:])
     assert (per_batch.origins, per_batch.senders) == (per_event.origins, per_event.senders)
+
+
+_good_hops = ["e/i/1", "e/i/7", "e/j/2", "f/i/3", "x/k/5", "é/i/4", "e/i/" + "9" * 20]
+_bad_hops = ["e/i/x", "e/i/", "e/i/1/2", "e/i/" + "1" * 21, "e/i/\u00b2", "e1", "e/i/-1", ""]
+_records = st.tuples(
+    st.sampled_from(["e", "e", "e", "f", "", "é"]),  # origin
+    st.integers(0, 12) | st.none(),  # origin offset
+    st.lists(st.sampled_from(["x/k/5", "f/i/3"]), max_size=2),  # transit hops
+    st.sampled_from(["e/i/", "e/i/", "e/i/", "e/j/", "f/i/", "é/i/"]),  # the last hop's
+    st.integers(0, 99),  # its offset
+    st.sampled_from(["usual"] * 12 + ["properties", "client id", "damaged", "no hop"])
+    | st.sampled_from(_good_hops + _bad_hops),  # or a hop put first
+)
+
+
+def _record(
+    origin: str, offset: int | None, transit: list[str], last: str, number: int, kind: str
+) -> bytes:
+    path = [*transit, f"{last}{number}"]
+    if "/" in kind or kind in _bad_hops:
+        path.insert(0, kind)
+    elif kind == "no hop":
+        path = []
+    came = Provenance(
+        client_id="c" if kind == "client id" else None,
+        origin_node=origin,
+        origin_offset=offset,
+        hop_path=path,
+    )
+    props = Properties(content_type="x") if kind == "properties" else None
+    record = encode_record(NewEvent("t/a", b"p", 1, False, props, came), 5)
+    return record[:-1] + bytes([record[-1] ^ 1]) if kind == "damaged" else record
+
+
+def _shaped(decode: object, payload: bytes, sender: str | None) -> object:
+    try:
+        return decode(payload, sender)  # type: ignore[operator]
+    except wire.LinkProtocolError as exc:
+        return str(exc)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    rows=st.lists(_records, max_size=8),
+    sender=st.sampled_from([None, "e", "e", "e", "f", "é", "\ud800"]),
+    cut=st.integers(0, 40) | st.none(),
+    ordered=st.booleans(),
+)
+def test_the_compiled_batch_decode_matches_python(
+    rows: list[tuple[str, int | None, list[str], str, int, str]],
+    sender: str | None,
+    cut: int | None,
+    ordered: bool,
+) -> None:
+    """``decode_shaped`` (the compiled ``decode_link`` when built) gives the Python
+    loops' events and shape, or the same error, for any batch: good and bad hops, a
+    sender that is or is not the last hop's node, other kinds of records, a damaged
+    record, a batch cut short; ``ordered``: the usual batch's one origin, path and
+    rising offsets (each row's own offset plus one added to the one before), kinds kept."""
+    if ordered and rows:
+        origin, _, transit, last, _, _ = rows[0]
+        rising = [sum(row[4] + 1 for row in rows[: n + 1]) for n in range(len(rows))]
+        rows = [
+            (origin, o if o is None else rising[n], transit, last, rising[n], kind)
+            for n, (_, o, _, _, _, kind) in enumerate(rows)
+        ]
+    payload = b"".join(len(r).to_bytes(4, "big") + r for r in (_record(*row) for row in rows))
+    cut_short = cut is not None and payload != b""
+    if cut is not None and payload:
+        payload = payload[: -1 - cut % len(payload)]
+    result = _shaped(wire.decode_shaped, payload, sender)
+    assert result == _shaped(wire.decode_shaped_python, payload, sender)
+    if records.decode_link is not None and isinstance(result, tuple):
+        raw = None if sender is None else sender.encode("utf-8", "surrogatepass")
+        taken = records.decode_link(payload, raw)
+        usual = all(
+            kind not in ("properties", "client id", "damaged") and offset is not None
+            for _, offset, *_, kind in rows
+        )
+        assert (taken is not None) == (usual and not cut_short)
+        if taken is not None:
+            assert (taken[0], None if taken[1] is None else wire.BatchShape(*taken[1])) == result
+
+
+def test_the_compiled_batch_decode_takes_the_usual_batch_and_refuses_bad_arguments() -> None:
+    if records.decode_link is None:
+        pytest.skip("the extension is not built, or TIDELOG_PURE_PYTHON")
+    local = [Event(offset, 1, "t/a", b"x", 1) for offset in (3, 4, 9, 12)]
+    payload = wire.encode_batch(local, "edge", "cafe")
+    assert records.decode_link(payload, b"edge") == (
+        wire.decode_shaped_python(payload, "edge")[0],
+        ("edge", "cafe", 3, 12),
+    )
+    assert records.decode_link(payload, b"edg") is None  # not the sender: Python names it
+    assert records.decode_link(b"", None) == ([], None)
+    with pytest.raises(TypeError, match="takes bytes"):
+        records.decode_link(bytearray(payload), None)
+    with pytest.raises(TypeError, match="takes bytes"):
+        records.decode_link(payload, "edge")

@@ -436,3 +436,73 @@ def test_compiled_decode_plain_refuses_bad_arguments() -> None:
     with pytest.raises(TypeError):
         _crc32c.decode_plain(batch, [1, 2, 3], kinds, "4")
     assert _crc32c.decode_plain(batch, [1, 2, 3], kinds, 2**40) is None  # cut short
+
+
+@compiled_records
+@settings(deadline=None)
+@given(
+    st.lists(link_events, max_size=12),
+    st.integers(0, 2**64 - 1),
+    st.lists(st.sampled_from(["ok", "new topic", "qos 3", "qos True", "plain"]), max_size=12),
+)
+def test_compiled_restamp_all_matches_the_python_loop(
+    batch: list[NewEvent], timestamp: int, changes: list[str]
+) -> None:
+    """encode_records of a link's batch (EncodedEvents) gives the same records, and
+    calls ``check`` for the same events, on the compiled path (``restamp_all``) as in
+    the Python loop; a batch it does not take whole (a topic not checked before, an
+    unusual QoS, another type of event) goes to the loop."""
+    events: list[NewEvent] = records.decode_encoded([encode_record(e, 1) for e in batch])
+    changes = changes[: len(events)]
+    for index, change in enumerate(changes):
+        if change == "qos 3":
+            events[index].qos = 3
+        elif change == "qos True":
+            events[index].qos = True
+        elif change == "plain":
+            events[index] = NewEvent(events[index].topic, b"x")
+    known = {e.topic: e.topic.encode() for e in events if "new topic" not in changes}
+
+    def encoded(restamp_all: object) -> tuple[object, list[int]]:
+        checked: list[int] = []
+
+        def check(index: int, event: NewEvent) -> None:
+            checked.append(index)
+            if event.qos not in (0, 1, 2):
+                raise ValueError("qos")
+
+        saved = records._restamp_all
+        records._restamp_all = restamp_all  # type: ignore[assignment]
+        try:
+            return records.encode_records(events, timestamp, check, dict(known)), checked
+        except ValueError as exc:
+            return str(exc), checked
+        finally:
+            records._restamp_all = saved
+
+    compiled_result = encoded(_crc32c.restamp_all)
+    assert compiled_result == encoded(None)
+    if isinstance(compiled_result[0], list) and not {"qos 3", "qos True"} & set(changes):
+        assert compiled_result[0] == [encode_record(e, timestamp) for e in events]
+    usual = all(type(e) is EncodedEvent and e.qos in (0, 1, 2) for e in events)
+    whole = _crc32c.restamp_all(events, timestamp, known)
+    if usual and "new topic" not in changes and "qos True" not in changes:
+        assert whole is not None  # taken whole
+    else:
+        assert whole is None
+
+
+@compiled_records
+def test_compiled_restamp_all_refuses_bad_arguments_and_hands_back_odd_batches() -> None:
+    came = Provenance(origin_node="o", origin_offset=1, hop_path=("o/i/1",))
+    events = records.decode_encoded([encode_record(NewEvent("a", b"p", provenance=came), 5)])
+    assert _crc32c.restamp_all(events, 9, {"a": b"a"}) == [encode_record(events[0], 9)]
+    assert _crc32c.restamp_all(events, 2**64, {"a": b"a"}) is None  # Python raises
+    assert _crc32c.restamp_all(events, -1, {"a": b"a"}) is None
+    short = records.decode_encoded([encode_record(NewEvent("a", b"p", provenance=came), 5)])
+    short[0].record = b"\x02" * 15
+    assert _crc32c.restamp_all(short, 9, {"a": b"a"}) is None
+    with pytest.raises(TypeError, match="takes a list"):
+        _crc32c.restamp_all(tuple(events), 9, {})
+    with pytest.raises(TypeError, match="takes a list"):
+        _crc32c.restamp_all(events, 9, None)

@@ -414,8 +414,13 @@ class FanOut:
         return route
 
     def dispatch(self, events: list[Event]) -> None:
-        """Fan out one committed batch (called by the writer, in offset order)."""
+        """Fan out one committed batch (called by the writer, in offset order). Without
+        any subscription no event goes anywhere: the batch costs nothing per event (a
+        link's receiver or an origin nobody reads live)."""
         if not events:
+            return
+        if not self._trie:
+            self.dispatched_end = events[-1].offset + 1
             return
         routes = self._routes
         touched: set[Feed] = set()

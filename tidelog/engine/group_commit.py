@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import operator
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,6 +39,7 @@ from tidelog.storage import Event, EventLog, NewEvent
 
 log = logging.getLogger(__name__)
 
+_PAYLOAD = operator.attrgetter("payload")
 _NOT_RETRIED = (LogClosedError, BatchPartlyQueuedError)
 """Refusals of a grouped append that are not retried one submission at a time."""
 
@@ -51,7 +53,7 @@ class _Submission:
     def __init__(self, events: Sequence[NewEvent], callback: Callback) -> None:
         self.events = events
         self.callback = callback
-        self.payload_bytes = sum(len(e.payload) for e in events)
+        self.payload_bytes = sum(map(len, map(_PAYLOAD, events)))
         self.size = self.payload_bytes + 64 * len(events)
 
 

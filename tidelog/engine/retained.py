@@ -12,6 +12,7 @@ acknowledged retained publish is never lost even if its flush was not done.
 from __future__ import annotations
 
 import logging
+import operator
 import struct
 
 import trio
@@ -25,6 +26,7 @@ from tidelog.topics import compile_filter
 NAMESPACE = "retained"
 _CHECKPOINT_KEY = "\x00checkpoint"  # not a valid topic (U+0000), so it cannot collide
 _OFFSET = struct.Struct(">Q")
+_RETAIN = operator.attrgetter("retain")
 log = logging.getLogger(__name__)
 
 
@@ -81,15 +83,17 @@ class RetainedStore:
         await self.flush()
 
     def apply(self, events: list[Event]) -> None:
-        """Apply a committed batch (cheap when it holds no retained event)."""
-        for event in events:
-            if event.retain:
-                if event.payload:
-                    self._messages[event.topic] = event
-                    self._dirty[event.topic] = event
-                else:
-                    self._messages.pop(event.topic, None)
-                    self._dirty[event.topic] = None
+        """Apply a committed batch (cheap when it holds no retained event: one pass in C
+        finds none)."""
+        if any(map(_RETAIN, events)):
+            for event in events:
+                if event.retain:
+                    if event.payload:
+                        self._messages[event.topic] = event
+                        self._dirty[event.topic] = event
+                    else:
+                        self._messages.pop(event.topic, None)
+                        self._dirty[event.topic] = None
         if events:
             self._applied = events[-1].offset + 1
 

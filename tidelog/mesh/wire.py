@@ -62,6 +62,7 @@ from tidelog.storage.records import (
     NewEvent,
     Provenance,
     decode_encoded,
+    decode_link,
     encode_properties,
     link_batch,
 )
@@ -315,7 +316,27 @@ def decode_shaped(
 ) -> tuple[list[EncodedEvent], BatchShape | None]:
     """:func:`decode_batch`, and the batch's :class:`BatchShape` (None: its events
     differ in origin or path, or their offsets do not rise), found by the same loop
-    that checks the hops (a comparison or two per event)."""
+    that checks the hops (a comparison or two per event).
+
+    The usual batch (every record a usual forwarded one, every hop good) is decoded
+    and checked by the compiled ``decode_link`` when the extension is built, in one
+    pass; any other batch, or one it refuses, takes the loops below (the same events
+    and shape: the tests compare them), which name what is wrong with a bad one."""
+    if decode_link is not None and type(payload) is bytes:
+        done = decode_link(
+            payload, None if sender is None else sender.encode("utf-8", "surrogatepass")
+        )
+        if done is not None:
+            decoded, shape = done
+            return decoded, None if shape is None else BatchShape(*shape)
+    return decode_shaped_python(payload, sender)
+
+
+def decode_shaped_python(
+    payload: bytes, sender: str | None = None
+) -> tuple[list[EncodedEvent], BatchShape | None]:
+    """:func:`decode_shaped` in Python (the extension not built, ``TIDELOG_PURE_PYTHON``,
+    or a batch that is not the usual one)."""
     records: list[bytes] = []
     pos, size = 0, len(payload)
     unpack = _LENGTH.unpack_from

@@ -271,7 +271,7 @@ restamp(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 /* The version of the record functions' signatures and of what they read and make:
  * records.py uses them only when it expects this one (raise it on any change). */
-#define RECORDS_API 2
+#define RECORDS_API 3
 
 /* What configure_records() was given: the types the functions below read and make,
  * and the offsets of their fields (attrs ``slots=True`` classes: each field a member
@@ -460,11 +460,21 @@ struct memo {
     PyObject *topic, *origin;
 };
 
+/* Where a decoded record's provenance is in its bytes (forwarded_event fills it in when
+ * given one): the origin node, the origin offset and each hop. */
+#define MAX_HOPS 64
+struct path {
+    const unsigned char *origin_p, *hop_p[MAX_HOPS];
+    Py_ssize_t origin_n, hop_n[MAX_HOPS];
+    unsigned long long origin_offset;
+    int hops;
+};
+
 static PyObject *
-forwarded_event(PyObject *record, struct memo *memo)
+forwarded_event(PyObject *record, struct memo *memo, struct path *path)
 {
-    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(record), *hop_p[64];
-    Py_ssize_t size = PyBytes_GET_SIZE(record), pos, stop, end, n, hop_n[64];
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(record), *hop_p[MAX_HOPS];
+    Py_ssize_t size = PyBytes_GET_SIZE(record), pos, stop, end, n, hop_n[MAX_HOPS];
     unsigned flags;
     unsigned long long origin_offset = 0;
     int hops = 0, bad = 0;
@@ -498,7 +508,7 @@ forwarded_event(PyObject *record, struct memo *memo)
     }
     pos += 9;
     while (pos < end) {
-        if (hops == 64 || pos + 3 > end || data[pos] != 0x05) {
+        if (hops == MAX_HOPS || pos + 3 > end || data[pos] != 0x05) {
             return NULL;
         }
         hop_n[hops] = (Py_ssize_t)u16(data + pos + 1);
@@ -570,6 +580,15 @@ forwarded_event(PyObject *record, struct memo *memo)
     SET_SLOT(event, event_slots[5], provenance);
     Py_INCREF(record);
     SET_SLOT(event, event_slots[6], record);
+    if (path != NULL) {
+        pos = 12 + (Py_ssize_t)u16(data + 10) + 2;
+        path->origin_p = data + pos + 3;
+        path->origin_n = (Py_ssize_t)u16(data + pos + 1);
+        path->origin_offset = origin_offset;
+        path->hops = hops;
+        memcpy(path->hop_p, hop_p, sizeof(hop_p[0]) * (size_t)hops);
+        memcpy(path->hop_n, hop_n, sizeof(hop_n[0]) * (size_t)hops);
+    }
     return event;
 
 fail:
@@ -612,7 +631,7 @@ decode_forwarded(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *record = PyList_GET_ITEM(records, i);
-        event = PyBytes_CheckExact(record) ? forwarded_event(record, &memo) : NULL;
+        event = PyBytes_CheckExact(record) ? forwarded_event(record, &memo, NULL) : NULL;
         if (event == NULL) {
             PyObject *index;
             if (PyErr_Occurred()) {
@@ -1048,6 +1067,259 @@ other:
     Py_RETURN_NONE;
 }
 
+/* ---- a link receiver's batch (tidelog/mesh/wire.py's decode_shaped) and its append
+ * (records.py's encode_records) ---- */
+
+/* The length of "node/incarnation/" of a hop ``node/incarnation/offset`` (the offset
+ * 1 to 20 ASCII digits: wire.py's Hop.parse and _is_offset), or -1 for another text. */
+static Py_ssize_t
+hop_prefix(const unsigned char *p, Py_ssize_t n)
+{
+    const unsigned char *first = memchr(p, '/', (size_t)n), *second;
+    Py_ssize_t prefix;
+    if (first == NULL) {
+        return -1;
+    }
+    second = memchr(first + 1, '/', (size_t)(n - (first + 1 - p)));
+    if (second == NULL) {
+        return -1;
+    }
+    prefix = second + 1 - p;
+    if (n - prefix < 1 || n - prefix > 20) {
+        return -1;
+    }
+    for (Py_ssize_t i = prefix; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return -1;
+        }
+    }
+    return prefix;
+}
+
+/* decode_link(payload, sender) -> (events, shape) | None
+ *     wire.py's decode_shaped for the usual batch: the ``u32 length, record`` framing,
+ *     each record a usual forwarded one (decode_forwarded's), every hop
+ *     ``node/incarnation/offset``, the last one's node ``sender`` (UTF-8 bytes; None:
+ *     any); ``shape`` is (origin, incarnation, first, last) when every event has the
+ *     first's origin and path (the same "node/incarnation/" hop by hop) and their
+ *     origin offsets rise, else None. None for anything else (a record of another
+ *     kind, a bad hop or frame: wire.py takes the batch, and names what is wrong). */
+static PyObject *
+decode_link(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *events, *event, *result = NULL;
+    const unsigned char *data, *sender = NULL;
+    Py_ssize_t size, sender_n = 0, pos = 0, count = 0, prefix[MAX_HOPS];
+    struct memo memo = {NULL, NULL, 0, 0, NULL, NULL};
+    struct path path, first = {0};
+    int shaped = 1;
+    unsigned long long last = 0;
+
+    if (nargs != 2 || !PyBytes_CheckExact(args[0]) || (args[1] != Py_None && !PyBytes_CheckExact(args[1]))) {
+        PyErr_SetString(PyExc_TypeError, "decode_link(payload, sender) takes bytes and bytes or None");
+        return NULL;
+    }
+    if (event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_records() was not called");
+        return NULL;
+    }
+    data = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    size = PyBytes_GET_SIZE(args[0]);
+    if (args[1] != Py_None) {
+        sender = (const unsigned char *)PyBytes_AS_STRING(args[1]);
+        sender_n = PyBytes_GET_SIZE(args[1]);
+    }
+    events = PyList_New(0);
+    if (events == NULL) {
+        return NULL;
+    }
+    /* the memo and the paths point into records the events list holds */
+    while (pos < size) {
+        PyObject *record;
+        Py_ssize_t length;
+        int same;
+        if (size - pos < 4) {
+            goto other;
+        }
+        length = (Py_ssize_t)((size_t)data[pos] << 24 | (size_t)data[pos + 1] << 16 |
+                              (size_t)data[pos + 2] << 8 | data[pos + 3]);
+        pos += 4;
+        if (length > size - pos) {
+            goto other;
+        }
+        record = PyBytes_FromStringAndSize((const char *)data + pos, length);
+        if (record == NULL) {
+            goto done;
+        }
+        pos += length;
+        event = forwarded_event(record, &memo, &path);
+        Py_DECREF(record);
+        if (event == NULL) {
+            if (PyErr_Occurred()) {
+                goto done;
+            }
+            goto other;
+        }
+        if (PyList_Append(events, event) < 0) {
+            Py_DECREF(event);
+            goto done;
+        }
+        Py_DECREF(event);
+        same = shaped && count > 0 && path.hops == first.hops && path.origin_n == first.origin_n &&
+               memcmp(path.origin_p, first.origin_p, (size_t)path.origin_n) == 0 &&
+               path.origin_offset > last;
+        for (int k = 0; k < path.hops; k++) {
+            Py_ssize_t n = hop_prefix(path.hop_p[k], path.hop_n[k]);
+            if (n < 0) {
+                goto other;
+            }
+            if (count == 0) {
+                prefix[k] = n;
+            }
+            else if (same && (n != prefix[k] || memcmp(path.hop_p[k], first.hop_p[k], (size_t)n) != 0)) {
+                same = 0;
+            }
+        }
+        if (sender != NULL) {
+            const unsigned char *hop = path.hop_p[path.hops - 1];
+            const unsigned char *slash = memchr(hop, '/', (size_t)path.hop_n[path.hops - 1]);
+            if (slash - hop != sender_n || memcmp(hop, sender, (size_t)sender_n) != 0) {
+                goto other;
+            }
+        }
+        if (count == 0) {
+            first = path;
+        }
+        else if (!same) {
+            shaped = 0;
+        }
+        last = path.origin_offset;
+        count++;
+    }
+    if (count == 0 || !shaped) {
+        result = PyTuple_Pack(2, events, Py_None);
+    }
+    else {
+        /* from the bytes (valid UTF-8: forwarded_event decoded them), not the objects */
+        const unsigned char *slash = memchr(first.hop_p[0], '/', (size_t)first.hop_n[0]);
+        PyObject *origin = PyUnicode_DecodeUTF8((const char *)first.origin_p, first.origin_n, "strict");
+        PyObject *incarnation =
+            PyUnicode_DecodeUTF8((const char *)slash + 1, prefix[0] - (slash + 1 - first.hop_p[0]) - 1, "strict");
+        PyObject *low = PyLong_FromUnsignedLongLong(first.origin_offset);
+        PyObject *high = PyLong_FromUnsignedLongLong(last);
+        if (origin != NULL && incarnation != NULL && low != NULL && high != NULL) {
+            result = Py_BuildValue("(O(OOOO))", events, origin, incarnation, low, high);
+        }
+        Py_XDECREF(origin);
+        Py_XDECREF(incarnation);
+        Py_XDECREF(low);
+        Py_XDECREF(high);
+    }
+done:
+    Py_DECREF(events);
+    Py_XDECREF(memo.topic);
+    Py_XDECREF(memo.origin);
+    return result;
+other:
+    Py_DECREF(events);
+    Py_XDECREF(memo.topic);
+    Py_XDECREF(memo.origin);
+    Py_RETURN_NONE;
+}
+
+/* restamp_all(events, timestamp, checked_topics) -> list | None
+ *     records.py's encode_records for a batch (a list) of EncodedEvents only, each
+ *     with an int QoS 0-2 and its topic (a str) in ``checked_topics``: each one's
+ *     record restamped (restamp's bytes). None for any other batch (records.py
+ *     encodes it, checking what it must). */
+static PyObject *
+restamp_all(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *events, *out;
+    unsigned long long timestamp;
+    Py_ssize_t count;
+
+    if (nargs != 3 || !PyList_Check(args[0]) || !PyDict_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "restamp_all(events, timestamp, checked_topics) takes a list, an int and a dict");
+        return NULL;
+    }
+    if (event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_records() was not called");
+        return NULL;
+    }
+    timestamp = PyLong_AsUnsignedLongLong(args[1]);
+    if (timestamp == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear(); /* not a u64: records.py raises as it does */
+        Py_RETURN_NONE;
+    }
+    events = PyList_GetSlice(args[0], 0, PY_SSIZE_T_MAX); /* a copy: see decode_forwarded */
+    if (events == NULL) {
+        return NULL;
+    }
+    count = PyList_GET_SIZE(events);
+    out = PyList_New(count);
+    if (out == NULL) {
+        Py_DECREF(events);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(events, i), *topic, *qos, *record, *stamped;
+        Py_ssize_t size;
+        unsigned char *p;
+        uint32_t crc;
+        long level;
+        int known;
+        if (!Py_IS_TYPE(item, event_type)) {
+            goto other;
+        }
+        topic = GET_SLOT(item, event_slots[0]);
+        qos = GET_SLOT(item, event_slots[2]);
+        record = GET_SLOT(item, event_slots[6]);
+        if (topic == NULL || qos == NULL || record == NULL || !PyUnicode_CheckExact(topic) ||
+            !PyLong_CheckExact(qos) || !PyBytes_CheckExact(record) || PyBytes_GET_SIZE(record) < 16) {
+            goto other;
+        }
+        level = PyLong_AsLong(qos);
+        if (level < 0 || level > 2) {
+            PyErr_Clear(); /* past a long: records.py checks it */
+            goto other;
+        }
+        known = PyDict_Contains(args[2], topic); /* an exact str: no Python code runs */
+        if (known < 0) {
+            Py_DECREF(events);
+            Py_DECREF(out);
+            return NULL;
+        }
+        if (!known) {
+            goto other;
+        }
+        Py_INCREF(record); /* the allocation may run the GC, whose finalizers may run code */
+        size = PyBytes_GET_SIZE(record);
+        stamped = PyBytes_FromStringAndSize(PyBytes_AS_STRING(record), size);
+        Py_DECREF(record);
+        if (stamped == NULL) {
+            Py_DECREF(events);
+            Py_DECREF(out);
+            return NULL;
+        }
+        p = (unsigned char *)PyBytes_AS_STRING(stamped);
+        put_u64(p + 2, timestamp);
+        crc = crc_fn(0, p, (size_t)(size - 4));
+        p += size - 4;
+        p[0] = (unsigned char)crc;
+        p[1] = (unsigned char)(crc >> 8);
+        p[2] = (unsigned char)(crc >> 16);
+        p[3] = (unsigned char)(crc >> 24);
+        PyList_SET_ITEM(out, i, stamped);
+    }
+    Py_DECREF(events);
+    return out;
+other:
+    Py_DECREF(events);
+    Py_DECREF(out);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"crc32c", (PyCFunction)(void (*)(void))crc32c, METH_FASTCALL,
      "crc32c(state, data) -> int: the raw CRC-32C of data continuing from state (0 to start)."},
@@ -1073,6 +1345,12 @@ static PyMethodDef methods[] = {
     {"link_batch", (PyCFunction)(void (*)(void))link_batch, METH_FASTCALL,
      "link_batch(events, node_tag, hop_prefix) -> bytes | None: a mesh link's batch of "
      "local Events (None: another kind, wire.py encodes them)."},
+    {"decode_link", (PyCFunction)(void (*)(void))decode_link, METH_FASTCALL,
+     "decode_link(payload, sender) -> (events, shape) | None: a mesh link's usual batch "
+     "decoded and its hops checked (None: wire.py decodes it)."},
+    {"restamp_all", (PyCFunction)(void (*)(void))restamp_all, METH_FASTCALL,
+     "restamp_all(events, timestamp, checked_topics) -> list | None: the records of a "
+     "batch of EncodedEvents under timestamp (None: records.py encodes it)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -207,8 +207,12 @@ class TopicIndex:
         """The relative offsets ``first, first + 1, ...`` of a batch, grouped by topic.
 
         Pure computation, so the log can do it while the batch's commit syncs;
-        :meth:`merge` then publishes it with one ``extend`` per topic.
+        :meth:`merge` then publishes it with one ``extend`` per topic. A batch of one
+        topic (a publisher's, a link's from one) takes no loop here.
         """
+        topics = list(topics)
+        if topics and topics[-1] == topics[0] and topics.count(topics[0]) == len(topics):
+            return {topics[0]: list(range(first, first + len(topics)))}
         groups: defaultdict[str, list[int]] = defaultdict(list)
         for topic, relative in zip(topics, itertools.count(first)):
             groups[topic].append(relative)

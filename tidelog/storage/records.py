@@ -481,7 +481,7 @@ def restamp_python(record: bytes, timestamp: int) -> bytes:
     return seal(head, raw_crc32c(0, head), record[HEADER_SIZE:-CHECKSUM_SIZE])
 
 
-RECORDS_API = 2
+RECORDS_API = 3
 """The version of the compiled record functions this module calls (``RECORDS_API`` in
 ``_crc32c.c``: their signatures and the types and fields they read and make)."""
 _compiled = (
@@ -527,8 +527,22 @@ def encode_records(
     called when its topic is not in ``checked_topics`` or its QoS is unusual) is its
     own record with ``timestamp`` written into the header and the checksum sealed
     again (:func:`restamp`); in version 1 it is encoded from its fields like any
-    other event.
+    other event. A list of them all (a link's batch), every topic in
+    ``checked_topics`` and every QoS 0-2, is restamped in one call by the compiled
+    ``restamp_all`` when the extension is built (the same bytes; the tests compare).
     """
+    if (
+        _restamp_all is not None
+        and type(events) is list
+        and events
+        and type(events[0]) is EncodedEvent
+        and version != 1
+    ):
+        # a link's batch: the records as they came, this log's timestamp (the same
+        # bytes as the loop below, in C; None when an event needs the loop's checks)
+        done = _restamp_all(events, timestamp, checked_topics)
+        if done is not None:
+            return done
     pack = _HEADER.pack
     sealed = seal
     restamped = restamp
@@ -940,6 +954,14 @@ link_batch: Callable[[list[Event], bytes, bytes], bytes | None] | None = None
 """The compiled twin of ``tidelog.mesh.wire.encode_batch`` for a batch of local events
 (``link_batch(events, node_tag, hop_prefix)``, None for a batch of other events); None
 when the extension is not built, or built before it had one."""
+decode_link: Callable[[bytes, bytes | None], tuple[list[Any], Any] | None] | None = None
+"""The compiled twin of ``tidelog.mesh.wire.decode_shaped`` for the usual batch
+(``decode_link(payload, sender)``: its events and its shape as a tuple, or None when
+the batch is another: wire.py decodes it, and names what is wrong); None when the
+extension is not built."""
+_restamp_all: Callable[[list[NewEvent], int, dict[str, bytes]], list[bytes] | None] | None = None
+"""The compiled :func:`encode_records` of a batch of :class:`EncodedEvent` whose topics
+were checked before (None for any other batch; None when the extension is not built)."""
 if _compiled is not None:
     try:
         _compiled.configure_records(
@@ -957,10 +979,12 @@ if _compiled is not None:
         _stored_events = _compiled.stored_events
         _decode_plain = _compiled.decode_plain
         link_batch = _compiled.link_batch
+        decode_link = _compiled.decode_link
+        _restamp_all = _compiled.restamp_all
     except (TypeError, AttributeError) as exc:  # a build that does not fit after all
         logger.warning("compiled record functions not used (records made in Python): %s", exc)
         _compiled = None
         _decode_forwarded = _stored_events = None
         _decode_plain = _decode_plain_python
-        link_batch = None
+        link_batch = decode_link = _restamp_all = None
         restamp = restamp_python
