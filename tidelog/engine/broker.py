@@ -75,10 +75,10 @@ from tidelog.topics import parse_shared, validate_topic_filter, validate_topic_n
 
 log = logging.getLogger(__name__)
 _EVENT = operator.itemgetter(0)
+"""The event of a delivery ``(event, subscriptions)``."""
 _TOPIC = operator.attrgetter("topic")
 _QOS = operator.attrgetter("qos")
 _QOS_LEVELS = frozenset((0, 1, 2))
-"""The event of a delivery ``(event, subscriptions)``."""
 _valid_topics: set[str] = set()
 """Topic names already validated (bounded): a publisher repeats a few topics, and
 validating one costs more than the set lookup."""
