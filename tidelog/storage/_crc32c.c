@@ -1107,7 +1107,7 @@ hop_prefix(const unsigned char *p, Py_ssize_t n)
 static PyObject *
 decode_link(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *events, *event, *result = NULL;
+    PyObject *events, *held, *event, *result = NULL;
     const unsigned char *data, *sender = NULL;
     Py_ssize_t size, sender_n = 0, pos = 0, count = 0, prefix[MAX_HOPS];
     struct memo memo = {NULL, NULL, 0, 0, NULL, NULL};
@@ -1130,30 +1130,41 @@ decode_link(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         sender_n = PyBytes_GET_SIZE(args[1]);
     }
     events = PyList_New(0);
-    if (events == NULL) {
+    held = PyList_New(0);
+    if (events == NULL || held == NULL) {
+        Py_XDECREF(events);
+        Py_XDECREF(held);
         return NULL;
     }
-    /* the memo and the paths point into records the events list holds */
+    /* the records the memo and the paths point into, owned here: an untracked list,
+     * which no garbage collector finalizer can reach (gc.get_objects) and empty */
+    PyObject_GC_UnTrack(held);
     while (pos < size) {
         PyObject *record;
         Py_ssize_t length;
+        size_t framed;
         int same;
         if (size - pos < 4) {
             goto other;
         }
-        length = (Py_ssize_t)((size_t)data[pos] << 24 | (size_t)data[pos + 1] << 16 |
-                              (size_t)data[pos + 2] << 8 | data[pos + 3]);
+        framed = (size_t)data[pos] << 24 | (size_t)data[pos + 1] << 16 |
+                 (size_t)data[pos + 2] << 8 | data[pos + 3];
         pos += 4;
-        if (length > size - pos) {
+        if (framed > (size_t)(size - pos)) { /* compared unsigned: a 32-bit Py_ssize_t too */
             goto other;
         }
+        length = (Py_ssize_t)framed;
         record = PyBytes_FromStringAndSize((const char *)data + pos, length);
         if (record == NULL) {
             goto done;
         }
         pos += length;
-        event = forwarded_event(record, &memo, &path);
+        if (PyList_Append(held, record) < 0) {
+            Py_DECREF(record);
+            goto done;
+        }
         Py_DECREF(record);
+        event = forwarded_event(record, &memo, &path);
         if (event == NULL) {
             if (PyErr_Occurred()) {
                 goto done;
@@ -1217,11 +1228,13 @@ decode_link(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
 done:
     Py_DECREF(events);
+    Py_DECREF(held);
     Py_XDECREF(memo.topic);
     Py_XDECREF(memo.origin);
     return result;
 other:
     Py_DECREF(events);
+    Py_DECREF(held);
     Py_XDECREF(memo.topic);
     Py_XDECREF(memo.origin);
     Py_RETURN_NONE;
@@ -1274,9 +1287,8 @@ restamp_all(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         topic = GET_SLOT(item, event_slots[0]);
         qos = GET_SLOT(item, event_slots[2]);
-        record = GET_SLOT(item, event_slots[6]);
-        if (topic == NULL || qos == NULL || record == NULL || !PyUnicode_CheckExact(topic) ||
-            !PyLong_CheckExact(qos) || !PyBytes_CheckExact(record) || PyBytes_GET_SIZE(record) < 16) {
+        if (topic == NULL || qos == NULL || !PyUnicode_CheckExact(topic) ||
+            !PyLong_CheckExact(qos)) {
             goto other;
         }
         level = PyLong_AsLong(qos);
@@ -1284,13 +1296,22 @@ restamp_all(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyErr_Clear(); /* past a long: records.py checks it */
             goto other;
         }
-        known = PyDict_Contains(args[2], topic); /* an exact str: no Python code runs */
+        /* a key of checked_topics with the same hash and its own __eq__ could run code
+         * that replaces the event's fields: the topic is held across the lookup, and
+         * the record slot read after it */
+        Py_INCREF(topic);
+        known = PyDict_Contains(args[2], topic);
+        Py_DECREF(topic);
         if (known < 0) {
             Py_DECREF(events);
             Py_DECREF(out);
             return NULL;
         }
         if (!known) {
+            goto other;
+        }
+        record = GET_SLOT(item, event_slots[6]);
+        if (record == NULL || !PyBytes_CheckExact(record) || PyBytes_GET_SIZE(record) < 16) {
             goto other;
         }
         Py_INCREF(record); /* the allocation may run the GC, whose finalizers may run code */
