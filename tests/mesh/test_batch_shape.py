@@ -38,7 +38,7 @@ def test_batches_that_differ_per_event_have_no_shape() -> None:
     transit = _payload(("x", 1, ("x/i/1", "e/k/7")), ("x", 4, ("x/i/4", "e/k/9")))
     assert wire.decode_shaped(transit, "e")[1] == wire.BatchShape("x", "i", 1, 4)
     for events in (
-        [("e", 1, ("e/i/1",)), ("f", 2, ("e/i/2",))],  # another origin
+        [("e", 1, ("e/i/1",)), ("f", 2, ("f/i/2", "e/i/2"))],  # another origin
         [("e", 1, ("e/i/1",)), ("e", 2, ("e/j/2",))],  # another incarnation
         [("e", 2, ("e/i/2",)), ("e", 1, ("e/i/1",))],  # offsets fall
         [("e", 1, ("e/i/1",)), ("e", 1, ("e/i/1",))],  # or repeat
@@ -63,10 +63,10 @@ def test_joined_shapes_need_one_origin_and_rising_offsets() -> None:
 
 _events = st.lists(
     st.tuples(
-        st.sampled_from(["e", "f"]),  # origin (the sender, e, is the first hop's node)
+        st.sampled_from(["e", "f"]),  # origin (the first hop's node; the sender is e)
         st.sampled_from(["i", "j"]),  # incarnation
         st.integers(0, 12),  # offset
-        st.booleans(),  # a second hop (transit)
+        st.booleans(),  # a second hop, the sender's (transit; always for origin f)
     ),
     max_size=12,
 )
@@ -99,7 +99,13 @@ def test_per_batch_dedup_and_positions_agree_with_the_per_event_rules(
             items = [("e", "i", offset, usual == 2) for offset in offsets]
         return _payload(
             *(
-                (origin, off, (f"x/k/{n}", f"e/{inc}/{off}") if transit else (f"e/{inc}/{off}",))
+                (
+                    origin,
+                    off,
+                    (f"{origin}/{inc}/{off}", f"e/k/{n}")
+                    if transit or origin != "e"
+                    else (f"e/{inc}/{off}",),
+                )
                 for n, (origin, inc, off, transit) in enumerate(items)
             )
         )
@@ -128,7 +134,7 @@ def test_per_batch_dedup_and_positions_agree_with_the_per_event_rules(
 _good_hops = ["e/i/1", "e/i/7", "e/j/2", "f/i/3", "x/k/5", "é/i/4", "e/i/" + "9" * 20]
 _bad_hops = ["e/i/x", "e/i/", "e/i/1/2", "e/i/" + "1" * 21, "e/i/\u00b2", "e1", "e/i/-1", ""]
 _records = st.tuples(
-    st.sampled_from(["e", "e", "e", "f", "", "é"]),  # origin
+    st.sampled_from(["first hop's"] * 8 + ["e", "f", "", "é"]),  # origin
     st.integers(0, 12) | st.none(),  # origin offset
     st.lists(st.sampled_from(["x/k/5", "f/i/3"]), max_size=2),  # transit hops
     st.sampled_from(["e/i/", "e/i/", "e/i/", "e/j/", "f/i/", "é/i/"]),  # the last hop's
@@ -146,6 +152,8 @@ def _record(
         path.insert(0, kind)
     elif kind == "no hop":
         path = []
+    if origin == "first hop's":
+        origin = path[0].split("/", 1)[0] if path else "e"
     came = Provenance(
         client_id="c" if kind == "client id" else None,
         origin_node=origin,

@@ -360,10 +360,12 @@ def test_positions_read_each_events_own_origin_and_incarnation_in_a_mixed_batch(
 
 
 def _batch(*hop_paths: tuple[str, ...]) -> bytes:
-    """A ``$link/events`` payload of one event per hop path (origin n1)."""
+    """A ``$link/events`` payload of one event per hop path (its origin the first hop's
+    node)."""
     payload = b""
     for offset, hop_path in enumerate(hop_paths):
-        came = Provenance(origin_node="n1", origin_offset=offset, hop_path=hop_path)
+        origin = hop_path[0].split("/", 1)[0]
+        came = Provenance(origin_node=origin, origin_offset=offset, hop_path=hop_path)
         record = encode_record(NewEvent("t", b"p", provenance=came), 5)
         payload += len(record).to_bytes(4, "big") + record
     return payload
@@ -417,6 +419,44 @@ def test_every_hop_decode_batch_accepts_parses() -> None:
         )
     with pytest.raises(wire.LinkProtocolError, match="a hop is"):
         wire.Hop.parse("n1/cafe/\u00b2")
+
+
+def _origin_batch(*events: tuple[str, tuple[str, ...]]) -> bytes:
+    """A ``$link/events`` payload of one event per (origin node, hop path)."""
+    payload = b""
+    for offset, (origin, hop_path) in enumerate(events):
+        came = Provenance(origin_node=origin, origin_offset=offset, hop_path=hop_path)
+        record = encode_record(NewEvent("t", b"p", provenance=came), 5)
+        payload += len(record).to_bytes(4, "big") + record
+    return payload
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        [("n2", ("n1/cafe/0",))],  # the origin is not the node that stored it first
+        [("n1", ("n1/cafe/0",)), ("n2", ("n1/cafe/1",))],  # after a good one, same hop
+        [("x", ("x/y/0", "n1/cafe/0")), ("z", ("x/y/1", "n1/cafe/1"))],  # a longer path
+        [("x", ("n1/cafe/0", "x/y/0", "n1/cafe/1"))],  # its origin further on the path
+        [("n1", ("n1/cafe/0",)), ("n11", ("n1/cafe/1",)), ("n1", ("n1/cafe/2",))],
+        [("n1/cafe", ("n1/cafe/0",))],  # not a prefix of the hop: its node
+    ],
+)
+def test_a_batch_whose_first_hop_is_not_the_events_origin_is_refused(
+    events: list[tuple[str, tuple[str, ...]]],
+) -> None:
+    """The first hop names the node an event was first stored at: its origin. A batch
+    saying otherwise would put the origin's incarnation (which the positions and the
+    batch's shape take from the first hop) under another node: refused by the
+    compiled decode (the Python loops then name what is wrong) and by Python."""
+    payload = _origin_batch(*events)
+    for decode in (wire.decode_shaped, wire.decode_shaped_python):
+        with pytest.raises(wire.LinkProtocolError, match="first hop is not its origin's"):
+            decode(payload, "n1")
+    if records.decode_link is not None:
+        assert records.decode_link(payload, b"n1") is None
+    good = [(hops[0].split("/", 1)[0], hops) for _, hops in events]
+    assert len(wire.decode_batch(_origin_batch(*good), "n1")) == len(events)
 
 
 def test_positions_split_a_first_hop_that_starts_with_nul() -> None:

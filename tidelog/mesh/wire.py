@@ -305,7 +305,8 @@ def joined_shape(shapes: Sequence[BatchShape | None]) -> BatchShape | None:
 
 def decode_batch(payload: bytes, sender: str | None = None) -> list[EncodedEvent]:
     """The events of a ``$link/events`` payload, each with its provenance (checked:
-    origin and at least one hop, whose last is ``sender``'s when given) and its
+    origin and at least one hop, the first the origin's, the last ``sender``'s when
+    given) and its
     record (appended as it came, under the receiver's timestamp:
     :class:`~tidelog.storage.records.EncodedEvent`); raises :class:`LinkProtocolError`."""
     return decode_shaped(payload, sender)[0]
@@ -354,6 +355,7 @@ def decode_shaped_python(
         raise LinkProtocolError(f"a bad record in a batch: {exc}") from None
     checked: str | None = None  # the "node/incarnation/" of a one-hop path found good before
     path: tuple[str, ...] | None = None  # the same, hop by hop, of a longer path (transit)
+    checked_origin: str | None = None  # the origin node of that path (its first hop's)
     shaped = True  # every event so far: the path of the first, same origin, rising offsets
     origin: str | None = None
     first_hop = ""
@@ -363,15 +365,20 @@ def decode_shaped_python(
         if provenance is None or provenance.origin_node is None or not provenance.hop_path:
             raise LinkProtocolError("a forwarded event without origin and hop path")
         hop_path = provenance.hop_path
-        if (
-            checked is not None
-            and len(hop_path) == 1
-            and (hop := hop_path[0]).startswith(checked)
-            and (offset := hop[len(checked) :]).isascii()  # _is_offset, inline: hot
-            and offset.isdigit()
-            and len(offset) <= 20
-        ) or (
-            path is not None and len(hop_path) == len(path) and all(map(_follows, hop_path, path))
+        if provenance.origin_node == checked_origin and (
+            (
+                checked is not None
+                and len(hop_path) == 1
+                and (hop := hop_path[0]).startswith(checked)
+                and (offset := hop[len(checked) :]).isascii()  # _is_offset, inline: hot
+                and offset.isdigit()
+                and len(offset) <= 20
+            )
+            or (
+                path is not None
+                and len(hop_path) == len(path)
+                and all(map(_follows, hop_path, path))
+            )
         ):
             if shaped:
                 number = provenance.origin_offset
@@ -388,7 +395,13 @@ def decode_shaped_python(
             prefixes.append(f"{parts[0]}/{parts[1]}/")
         if sender is not None and parts[0] != sender:
             raise LinkProtocolError(f"an event whose last hop is not {sender}")
+        if prefixes[0][: prefixes[0].index("/")] != provenance.origin_node:
+            raise LinkProtocolError(
+                f"an event of origin {provenance.origin_node!r} whose first hop is not its"
+                f" origin's: {hop_path[0]!r}"
+            )
         checked, path = (prefixes[0], None) if len(prefixes) == 1 else (None, tuple(prefixes))
+        checked_origin = provenance.origin_node
         if origin is None and provenance.origin_offset is not None:
             origin, last = provenance.origin_node, provenance.origin_offset  # the first event
             first_hop = prefixes[0]

@@ -1099,10 +1099,10 @@ hop_prefix(const unsigned char *p, Py_ssize_t n)
 /* decode_link(payload, sender) -> (events, shape) | None
  *     wire.py's decode_shaped for the usual batch: the ``u32 length, record`` framing,
  *     each record a usual forwarded one (decode_forwarded's), every hop
- *     ``node/incarnation/offset``, the last one's node ``sender`` (UTF-8 bytes; None:
- *     any); ``shape`` is (origin, incarnation, first, last) when every event has the
- *     first's origin and path (the same "node/incarnation/" hop by hop) and their
- *     origin offsets rise, else None. None for anything else (a record of another
+ *     ``node/incarnation/offset``, the first one's node the event's origin, the last
+ *     one's node ``sender`` (UTF-8 bytes; None: any); ``shape`` is (origin,
+ *     incarnation, first, last) when every event has the first's origin and path (the
+ *     same "node/incarnation/" hop by hop) and their origin offsets rise, else None. None for anything else (a record of another
  *     kind, a bad hop or frame: wire.py takes the batch, and names what is wrong). */
 static PyObject *
 decode_link(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -1189,6 +1189,14 @@ decode_link(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             else if (same && (n != prefix[k] || memcmp(path.hop_p[k], first.hop_p[k], (size_t)n) != 0)) {
                 same = 0;
+            }
+        }
+        if (count == 0 || !same) {
+            /* the first hop's node is the origin (implied for one as the first event) */
+            const unsigned char *hop = path.hop_p[0];
+            const unsigned char *slash = memchr(hop, '/', (size_t)path.hop_n[0]);
+            if (slash - hop != path.origin_n || memcmp(hop, path.origin_p, (size_t)path.origin_n) != 0) {
+                goto other;
             }
         }
         if (sender != NULL) {
