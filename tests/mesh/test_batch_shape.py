@@ -40,8 +40,7 @@ def test_batches_that_differ_per_event_have_no_shape() -> None:
     for events in (
         [("e", 1, ("e/i/1",)), ("f", 2, ("f/i/2", "e/i/2"))],  # another origin
         [("e", 1, ("e/i/1",)), ("e", 2, ("e/j/2",))],  # another incarnation
-        [("e", 2, ("e/i/2",)), ("e", 1, ("e/i/1",))],  # offsets fall
-        [("e", 1, ("e/i/1",)), ("e", 1, ("e/i/1",))],  # or repeat
+        [("e", 2, ("e/i/2",)), ("e", 0, ("e/j/0",))],  # fall: a new incarnation
         [("e", None, ("e/i/1",)), ("e", 2, ("e/i/2",))],  # no origin offset
         [("e", 1, ("e/i/1",)), ("e", None, ("e/i/2",))],
         [("x", 1, ("x/i/1", "e/i/7")), ("x", 2, ("x/i/2", "f/i/8"))],  # another path
@@ -50,6 +49,26 @@ def test_batches_that_differ_per_event_have_no_shape() -> None:
     ):
         assert wire.decode_shaped(_payload(*events))[1] is None, events
     assert wire.decode_shaped(b"") == ([], None)
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        [("e", 2, ("e/i/2",)), ("e", 1, ("e/i/1",))],  # offsets fall
+        [("e", 1, ("e/i/1",)), ("e", 1, ("e/i/1",))],  # or repeat
+        [("e", 1, ("e/i/1",)), ("f", 5, ("f/i/5", "e/i/2")), ("e", 1, ("e/i/3",))],
+        [("f", 7, ("f/i/7", "e/i/1")), ("f", 7, ("f/i/7", "x/y/1", "e/i/2"))],  # other paths
+        [("e", 3, ("e/i/3",)), ("e", 0, ("e/j/0",)), ("e", 2, ("e/i/4",))],  # i: 3, then 2
+    ],
+)
+def test_offsets_of_one_origin_that_repeat_or_fall_in_a_batch_are_refused(
+    events: list[tuple[str, int, tuple[str, ...]]],
+) -> None:
+    """A sender reads its log in order: offsets of one origin incarnation that do not
+    rise within a batch are its fault, refused loudly, on either decode path."""
+    for decode in (wire.decode_shaped, wire.decode_shaped_python):
+        with pytest.raises(wire.LinkProtocolError, match="repeat or fall in a batch"):
+            decode(_payload(*events), "e")
 
 
 def test_joined_shapes_need_one_origin_and_rising_offsets() -> None:
@@ -110,8 +129,18 @@ def test_per_batch_dedup_and_positions_agree_with_the_per_event_rules(
             )
         )
 
-    events_a, shape_a = wire.decode_shaped(payload(first), "e")
-    events_b, shape_b = wire.decode_shaped(payload(second, 13 if after else 0), "e")
+    try:
+        events_a, shape_a = wire.decode_shaped(payload(first), "e")
+        events_b, shape_b = wire.decode_shaped(payload(second, 13 if after else 0), "e")
+    except wire.LinkProtocolError:  # offsets of one origin incarnation that do not rise
+        assert not usual
+        assert any(
+            sorted(set(offsets)) != offsets
+            for items in (first, second)
+            for key in {(origin, inc) for origin, inc, _, _ in items}
+            if (offsets := [off for origin, inc, off, _ in items if (origin, inc) == key])
+        )
+        return
     if usual and first:
         assert shape_a is not None
     events: list[NewEvent] = [*events_a, *events_b]

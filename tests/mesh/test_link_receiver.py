@@ -1,13 +1,15 @@
 """A link's receiving side against a scripted origin on a real socket: the batches a
 peer sends are checked and decoded as they arrive, appended once each (an overlap
 of a batch sent again is dropped), acknowledged once durable, and a bad batch ends
-the link with nothing of it appended. The receiver runs in-process on a real LMDB
-log; the origin is a few lines speaking the ``$link/`` protocol over TCP."""
+the link with nothing of it appended and a PROTOCOL_ERROR DISCONNECT saying why. The
+receiver runs in-process on a real LMDB log; the origin is a few lines speaking the
+``$link/`` protocol over TCP."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
@@ -15,14 +17,15 @@ import tidelog
 from tidelog.mesh import wire
 from tidelog.mesh.config import parse_link
 from tidelog.mesh.node import Mesh
-from tidelog.mesh.stream import RECEIVE_BYTES, LinkChannel, LinkClosed
+from tidelog.mesh.stream import RECEIVE_BYTES, LinkChannel
 from tidelog.protocols.mqtt.decoder import Decoder, Role
 from tidelog.protocols.mqtt.encoder import encode
 from tidelog.protocols.mqtt.packets import Connack, Connect, Disconnect, Puback, Publish
+from tidelog.protocols.mqtt.reason_codes import ReasonCode
 from tidelog.storage.records import Event, NewEvent, Provenance, encode_record
 
 
-def _local(offsets: range) -> bytes:
+def _local(offsets: range | list[int]) -> bytes:
     """The origin's own events at ``offsets``, as its source encodes them."""
     events = [Event(o, 1, f"t/{o}", b"p%d" % o, 1) for o in offsets]
     return wire.encode_batch(events, "origin", "inc1")
@@ -35,11 +38,22 @@ def _forged() -> bytes:
     return len(record).to_bytes(4, "big") + record
 
 
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (_forged(), "last hop is not origin"),
+        # the origin's offsets repeat within one batch (a sender reads its log in order;
+        # a batch overlapping the one before is dropped quietly, above)
+        (_local([8, 9, 9, 10]), "offsets of origin origin/inc1 repeat or fall in a batch"),
+        (_local([8, 10, 9]), "repeat or fall in a batch: 9 after 10"),
+    ],
+    ids=["forged hop", "offsets repeat", "offsets fall"],
+)
 def test_batches_are_appended_once_acknowledged_and_a_bad_one_ends_the_link(
-    tmp_path: Path,
+    tmp_path: Path, bad: bytes, reason: str
 ) -> None:
     acked: list[int] = []
-    ended: list[str] = []
+    ended: list[Disconnect] = []
 
     async def origin(stream: trio.SocketStream) -> None:
         channel = LinkChannel(stream, Decoder(role=Role.SERVER), 5)
@@ -65,16 +79,13 @@ def test_batches_are_appended_once_acknowledged_and_a_bad_one_ends_the_link(
         await acknowledged(2)
         await channel.send(wire.events_packet(_local(range(3, 8)), 3, 8))
         await acknowledged(3)
-        await channel.send(wire.events_packet(_forged(), 4, 100))
-        try:
-            while True:
-                packet = await channel.receive()
-                if isinstance(packet, Disconnect):
-                    ended.append(str(packet.properties.reason_string))
-                    break
-                assert not isinstance(packet, Puback), "the bad batch was acknowledged"
-        except (LinkClosed, trio.BrokenResourceError):
-            ended.append("closed")
+        await channel.send(wire.events_packet(bad, 4, 100))
+        while True:  # the receiver says why it ends the link
+            packet = await channel.receive()
+            if isinstance(packet, Disconnect):
+                ended.append(packet)
+                break
+            assert not isinstance(packet, Puback), "the bad batch was acknowledged"
 
     async def main() -> None:
         async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker, trio.open_nursery() as n:
@@ -90,6 +101,8 @@ def test_batches_are_appended_once_acknowledged_and_a_bad_one_ends_the_link(
                 while not ended:
                     await trio.sleep(0.02)
             assert acked == [1, 2, 3]
+            assert ended[0].reason_code == ReasonCode.PROTOCOL_ERROR
+            assert reason in (ended[0].properties.reason_string or "")
             stored = (await broker.read(0, limit=100)).events
             assert [e.topic for e in stored] == [f"t/{o}" for o in range(8)]
             assert [e.provenance.origin_offset for e in stored if e.provenance] == list(range(8))

@@ -70,9 +70,10 @@ def test_a_batch_holds_the_records_the_log_format_gives_the_forwarded_events() -
 LOCAL_EVENTS = [
     Event(0, 0, "t/a", b"", 0, False, None, None),
     Event(1, 5, "t/b", b"p" * 300, 2, True, None, Provenance(client_id="dev", packet_id=4)),
-    Event(2**63 - 1, 2**64 - 1, "t/\u00e9\u4e2d", b"x", 1, False, None, None),
     Event(10_000_000, 1_700_000_000_000, "a" * 500, b"y" * 70_000, 3, True, None, None),
+    Event(2**63 - 1, 2**64 - 1, "t/\u00e9\u4e2d", b"x", 1, False, None, None),
 ]
+"""In offset order, as a log gives them (a batch whose offsets fall is refused)."""
 
 
 @pytest.mark.parametrize("path", ["compiled", "python"])

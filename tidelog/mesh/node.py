@@ -464,10 +464,7 @@ class Mesh:
                 await channel.send(Disconnect(exc.code, Properties(reason_string=exc.reason)))
         except (wire.LinkProtocolError, MQTTProtocolError, ValueError) as exc:
             log.warning("mesh: inbound link closed: protocol error: %s", exc)
-            with contextlib.suppress(*STREAM_ERRORS), trio.move_on_after(1):
-                await channel.send(
-                    Disconnect(ReasonCode.PROTOCOL_ERROR, Properties(reason_string=str(exc)[:200]))
-                )
+            await _protocol_error(channel, exc)
         except (LinkClosed, *STREAM_ERRORS) as exc:
             log.info("mesh: inbound link closed: %s", exc)
             if status is not None:
@@ -624,7 +621,11 @@ class Mesh:
             route = Route(peer, link.local_push, link.mode, link.hop_limit) if link.push else None
             session.push_route = route
             advertise = link.local_pull if link.interest and link.pull else None
-            await self._serve(session, route, wire.position(welcome, "push_from"), advertise)
+            try:
+                await self._serve(session, route, wire.position(welcome, "push_from"), advertise)
+            except wire.LinkProtocolError as exc:  # a bad batch, say: the remote hears why
+                await _protocol_error(channel, exc)
+                raise
 
     def shown(self) -> list[dict[str, Any]]:
         return [status.shown() for status in self.statuses.values()]
@@ -649,3 +650,12 @@ async def _open_stream(link: LinkConfig) -> trio.abc.Stream:
         server_hostname=link.tls_server_name or link.host,
         https_compatible=False,
     )
+
+
+async def _protocol_error(channel: LinkChannel, exc: Exception) -> None:
+    """Tell the peer why its link ends: a PROTOCOL_ERROR DISCONNECT naming ``exc`` (if the
+    stream still takes it, within a second)."""
+    with contextlib.suppress(*STREAM_ERRORS), trio.move_on_after(1):
+        await channel.send(
+            Disconnect(ReasonCode.PROTOCOL_ERROR, Properties(reason_string=str(exc)[:200]))
+        )

@@ -329,7 +329,10 @@ def decode_shaped(
         )
         if done is not None:
             decoded, shape = done
-            return decoded, None if shape is None else BatchShape(*shape)
+            if shape is None:
+                _check_rising(decoded)
+                return decoded, None
+            return decoded, BatchShape(*shape)
     return decode_shaped_python(payload, sender)
 
 
@@ -408,10 +411,39 @@ def decode_shaped_python(
         else:
             shaped = False
     if not shaped or origin is None:
+        _check_rising(events)
         return events, None
     first = events[0].provenance
     assert first is not None and first.origin_offset is not None
     return events, BatchShape(origin, first_hop.split("/", 2)[1], first.origin_offset, last)
+
+
+def _check_rising(events: list[EncodedEvent]) -> None:
+    """Raise :class:`LinkProtocolError` if the origin offsets of one origin incarnation
+    (the first hop's) repeat or fall within the batch ``events`` (their hops checked).
+
+    A sender reads its log in order and its log holds each origin's events once, in
+    order, so this is a sender's fault, and the batch is refused whole, loudly. Across
+    batches (a batch sent again after a reconnect or a lost acknowledgement) what was
+    appended already is dropped quietly (:meth:`~tidelog.mesh.positions.MeshPositions.fresh`).
+    An origin's new incarnation starts its offsets again: only the offsets of one
+    incarnation are compared. Only a batch without a :class:`BatchShape` (whose offsets
+    rise by definition) is looked at, event by event."""
+    after: dict[tuple[str, str], int] = {}
+    for event in events:
+        provenance = event.provenance
+        assert provenance is not None and provenance.origin_node is not None  # checked
+        offset = provenance.origin_offset
+        if offset is None:
+            continue
+        key = provenance.origin_node, provenance.hop_path[0].split("/", 2)[1]
+        before = after.get(key)
+        if before is not None and offset <= before:
+            raise LinkProtocolError(
+                f"offsets of origin {key[0]}/{key[1]} repeat or fall in a batch:"
+                f" {offset} after {before}"
+            )
+        after[key] = offset
 
 
 def _follows(hop: str, prefix: str) -> bool:
