@@ -49,6 +49,15 @@ def process_cpu_seconds(pid: int) -> float | None:
     return ticks / _CLOCK_TICKS
 
 
+def cpu_times(pid: int) -> tuple[float, float] | None:
+    """User and system CPU seconds of ``pid`` (all its threads, not its children);
+    None where /proc is missing or the process is gone."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    return int(fields[11]) / _CLOCK_TICKS, int(fields[12]) / _CLOCK_TICKS
+
+
 def rss_status(pid: int) -> tuple[int, int] | None:
     """(VmRSS, RssAnon) of ``pid`` in bytes from /proc/<pid>/status; None if unreadable."""
     try:

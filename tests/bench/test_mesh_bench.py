@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.disk_probe import describe, format_probe, lmdb_commit_latency
 from bench.mesh import _commits, _per_message, _tidelog_argv
-from bench.process_stats import scheduler_delta, scheduler_seconds
+from bench.process_stats import cpu_times, scheduler_delta, scheduler_seconds
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,3 +80,32 @@ def test_commits_between_two_histograms() -> None:
     assert commits["p50_le_ms"] == 1.0
     assert commits["p99_le_ms"] == 5.0
     assert _commits(after, after) == {"count": 0}
+
+
+def test_cpu_times_of_a_process_and_of_none() -> None:
+    before = cpu_times(os.getpid())
+    sum(range(2_000_000))  # some CPU time
+    after = cpu_times(os.getpid())
+    assert before is not None and after is not None
+    assert sum(after) >= sum(before)
+    assert cpu_times(2**22 + 12345) is None  # above the largest pid Linux gives
+
+
+def test_the_receiver_bench_runs_a_link_against_its_scripted_origin() -> None:
+    """``bench.mesh_receiver`` end to end, tiny: a receiver process takes the scripted
+    origin's batches over a real link, all acknowledged, and the run is reported."""
+    out = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench.mesh_receiver", "--events", "2000"),
+            *("--batch", "500", "--rate", "0", "--rounds", "1", "--threads"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    ).stdout
+    assert "CPU µs per event" in out
+    assert "(4 batches of 500, offered unpaced)" in out
+    assert "thread " in out
