@@ -58,12 +58,14 @@ async def _origin(
     stream: trio.SocketStream,
     batches: list[tuple[bytes, int]],
     rate: float,
+    burst: int,
     ready: trio.Event,
     done: trio.Event,
     timing: dict[str, float],
 ) -> None:
     """The scripted origin: handshake, then (once ``ready``) the batches, ``WINDOW``
-    unacknowledged at most, paced at ``rate`` events/s; ``done`` once the last is
+    unacknowledged at most, paced at ``rate`` events/s (``burst`` batches back to
+    back at each step); ``done`` once the last is
     acknowledged."""
     channel = LinkChannel(stream, Decoder(role=Role.SERVER), 5)
     assert isinstance(await channel.receive(), Connect)
@@ -103,9 +105,9 @@ async def _origin(
         nursery.start_soon(heartbeat)
         start = timing["start"] = time.perf_counter()
         sent_events = 0
-        for (_, after), packet in zip(batches, packets, strict=True):
+        for n, ((_, after), packet) in enumerate(zip(batches, packets, strict=True)):
             await credit.acquire()
-            if rate:
+            if rate and n % burst == 0:
                 due = start + sent_events / rate
                 if due > time.perf_counter():
                     await trio.sleep(due - time.perf_counter())
@@ -119,7 +121,13 @@ async def _origin(
 
 
 async def run(
-    events: int, batch: int, rate: float, rounds: int, tree: str | None, threads: bool
+    events: int,
+    batch: int,
+    rate: float,
+    burst: int,
+    rounds: int,
+    tree: str | None,
+    threads: bool,
 ) -> None:
     batches = _batches(events, batch)
     for _ in range(rounds):
@@ -128,7 +136,9 @@ async def run(
         with tempfile.TemporaryDirectory(prefix="bench-receiver-") as tmp:
             workdir = Path(tmp)
             async with trio.open_nursery() as nursery:
-                serve = partial(_origin, batches=batches, rate=rate, ready=ready, done=done)
+                serve = partial(
+                    _origin, batches=batches, rate=rate, burst=burst, ready=ready, done=done
+                )
                 listeners = await nursery.start(trio.serve_tcp, partial(serve, timing=timing), 0)
                 port = listeners[0].socket.getsockname()[1]
                 mqtt, http = free_port(), free_port()
@@ -169,7 +179,8 @@ async def run(
             f"{system * 1e6 / events:.2f}); {ran[2] / len(batches):.1f} thread wake-ups per batch"
             f"; idle before: {idle_ms:.0f} ms CPU per second"
             f" ({len(batches)} batches of {batch}, offered "
-            f"{'unpaced' if not rate else f'{rate:,.0f}/s'})",
+            f"{'unpaced' if not rate else f'{rate:,.0f}/s'}"
+            f"{f', {burst} batches at a time' if rate and burst > 1 else ''})",
             flush=True,
         )
 
@@ -196,11 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=500, help="events per batch")
     parser.add_argument("--rate", type=float, default=40_000, help="events/s offered (0: unpaced)")
+    parser.add_argument("--burst", type=int, default=1, help="batches sent back to back")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--tree", help="the checkout whose tidelog the receiver runs")
     parser.add_argument("--threads", action="store_true", help="per thread of the receiver")
     args = parser.parse_args(argv)
-    trio.run(run, args.events, args.batch, args.rate, args.rounds, args.tree, args.threads)
+    trio.run(
+        run, args.events, args.batch, args.rate, args.burst, args.rounds, args.tree, args.threads
+    )
     return 0
 
 
