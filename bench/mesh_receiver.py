@@ -1,4 +1,4 @@
-"""A link receiver's CPU per event on its own (docs/mesh.md, "The receiver's cost").
+"""A link receiver's CPU per event on its own (docs/mesh.md, "The receiver's cost alone").
 
 ``bench.mesh_origin`` measures a live link with the origin node and the load
 generator on the same cores, so its receiver figure moves with them. Here the

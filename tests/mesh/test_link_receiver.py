@@ -7,8 +7,6 @@ receiver runs in-process on a real LMDB log; the origin is a few lines speaking 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ import trio
 import trio.testing
 
 import tidelog
-from tidelog.mesh import stream, wire
+from tidelog.mesh import wire
 from tidelog.mesh.config import parse_link
 from tidelog.mesh.node import Mesh
 from tidelog.mesh.stream import RECEIVE_BYTES, LinkChannel
@@ -137,82 +135,5 @@ def test_a_batch_larger_than_one_read_arrives_whole_whatever_the_pieces() -> Non
             assert (got.topic, got.packet_id, got.payload) == (wire.EVENTS, 7, batch)
             assert wire.next_offset_of(got) == 5000
             assert await channel.receive() == Puback(7)
-
-    trio.run(main)
-
-
-@asynccontextmanager
-async def _scripted(
-    script: Callable[[LinkChannel, tidelog.Broker], Awaitable[None]], broker: tidelog.Broker
-) -> AsyncIterator[Mesh]:
-    """A mesh node on ``broker`` whose link (default settings) pulls from a scripted
-    origin on a real socket: after the handshake, ``script`` speaks for the origin."""
-
-    async def origin(socket_stream: trio.SocketStream) -> None:
-        channel = LinkChannel(socket_stream, Decoder(role=Role.SERVER), 5)
-        assert isinstance(await channel.receive(), Connect)
-        await channel.send(Connack())
-        await channel.receive_publish(wire.HELLO, 10)
-        welcome = {"node": "origin", "incarnation": "inc1", "nodes": ["origin"]}
-        await channel.send(wire.control(wire.WELCOME, welcome))
-        await channel.receive_publish(wire.START, 10)
-        await script(channel, broker)
-        await trio.sleep_forever()
-
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(trio.serve_tcp, origin, 0)
-        port = listeners[0].socket.getsockname()[1]
-        table = {"name": "o", "url": f"mqtt://127.0.0.1:{port}", "pull": ["t/#"]}
-        mesh = await Mesh.open(broker, "edge", [parse_link(table, "test")])
-        nursery.start_soon(mesh.run)
-        yield mesh
-        nursery.cancel_scope.cancel()
-
-
-async def _appended(broker: tidelog.Broker, count: int) -> None:
-    """Until ``broker``'s log holds ``count`` events."""
-    while broker.end_offset < count:
-        await trio.sleep(0.01)
-
-
-def test_a_large_batch_waits_for_the_next_one_to_be_committed_with_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A batch of at least ``LINGER_MIN_EVENTS`` (a peer under load) is not committed
-    alone while the next may come within ``LINGER_SECONDS`` (here 30 s): the next is
-    appended in the same commit (one timestamp from a clock that moves on every
-    read), and a last large batch is committed once the wait ends (here 0.2 s); a
-    small batch never waits."""
-    monkeypatch.setattr(stream, "LINGER_SECONDS", 30)
-    large = stream.LINGER_MIN_EVENTS
-    ticks = iter(range(1_700_000_000_000, 1_800_000_000_000))
-    appended = trio.Event()
-
-    async def origin(channel: LinkChannel, broker: tidelog.Broker) -> None:
-        await channel.send(wire.events_packet(_local(range(0, large)), 1, large))
-        await trio.sleep(0.3)  # nothing may happen: the batch waits for the next one
-        assert broker.end_offset == 0, "a large batch was committed alone"
-        await channel.send(wire.events_packet(_local(range(large, 2 * large)), 2, 2 * large))
-        await _appended(broker, 2 * large)
-        monkeypatch.setattr(stream, "LINGER_SECONDS", 0.2)
-        await channel.send(wire.events_packet(_local(range(2 * large, 3 * large)), 3, 3 * large))
-        await _appended(broker, 3 * large)
-        await channel.send(wire.events_packet(_local([3 * large]), 4, 3 * large + 1))
-        await _appended(broker, 3 * large + 1)
-        appended.set()
-
-    async def main() -> None:
-        async with (
-            tidelog.open(f"lmdb://{tmp_path / 'data'}", clock=lambda: next(ticks)) as broker,
-            _scripted(origin, broker) as mesh,
-        ):
-            with trio.fail_after(20):
-                await appended.wait()
-            stored = (await broker.read(0, limit=10_000)).events
-            stamps = [e.timestamp for e in stored]
-            assert len(set(stamps[: 2 * large])) == 1  # the first two: one commit
-            assert stamps[2 * large] > stamps[2 * large - 1]  # the third alone, later
-            assert stamps[-1] > stamps[-2]  # and the small one alone
-            assert mesh.positions.origins["origin"] == ("inc1", 3 * large + 1)
 
     trio.run(main)

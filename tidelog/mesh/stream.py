@@ -9,9 +9,8 @@ run the same :class:`LinkSession`, which may carry both directions at once:
   :class:`~tidelog.mesh.routing.Route` admits and sends them in
   ``$link/events`` batches, at most ``window`` unacknowledged (credit-based
   flow control: each PUBACK returns one credit);
-* the **sink** takes the peer's batches in order (a large one waits a moment for
-  the next, :data:`LINGER_SECONDS`), drops what was appended already (per origin),
-  appends the rest in one durable write, advances the
+* the **sink** takes the peer's batches in order, drops what was appended
+  already (per origin), appends the rest in one durable write, advances the
   positions and only then acknowledges; while the peer has more than half its
   credit left the PUBACKs of durable batches are held and sent together (a PUBACK
   only returns credit: :meth:`LinkSession._acknowledge`);
@@ -68,16 +67,6 @@ and joined by the decoder."""
 INTEREST_POLL_SECONDS = 0.25
 """How often a link with live interest looks for changed subscriptions."""
 STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
-LINGER_MIN_EVENTS = 256
-"""A batch at least this large (a peer sending under load) waits up to
-:data:`LINGER_SECONDS` for the peer's next batch, to be committed with it: most of a
-live batch's cost at the receiver is per commit (the sync, the writer thread's
-hand-offs, the wake-ups), and two 500-event batches committed together cost 25-30%
-less per event than each alone (docs/mesh.md, "The receiver's cost alone"). A light
-load's batches are smaller and never wait."""
-LINGER_SECONDS = 0.02
-"""The most a large batch waits for the next one (about an origin's commit period at
-40,000 events/s; the latency it adds is paid only under such a load)."""
 
 
 class _Batch(NamedTuple):
@@ -327,8 +316,7 @@ class LinkSession:
 
     async def _sink(self) -> None:
         """Append the peer's batches: every batch waiting when one arrives, up to half the
-        ``window`` (so the peer keeps credit to send more while they commit), and a
-        large batch's next one if it comes within :data:`LINGER_SECONDS`, goes into
+        ``window`` (so the peer keeps credit to send more while they commit), goes into
         one durable write, and their PUBACKs leave together once it is durable, or
         are held while the peer has credit to spare (:meth:`_acknowledge`; a
         commit's latency is paid once for the group, all appended or none). The
@@ -337,15 +325,11 @@ class LinkSession:
         most = max(1, self.window // 2)
         async for first in self._batches_out:
             group = [first]
-            self._take_waiting(group, most)
-            if (
-                len(group) < most
-                and len(group[-1].events) >= LINGER_MIN_EVENTS
-                and self._unacknowledged < self.window  # the peer has credit to send more
-            ):
-                with trio.move_on_after(LINGER_SECONDS):
-                    group.append(await self._batches_out.receive())
-                    self._take_waiting(group, most)
+            while len(group) < most:
+                try:
+                    group.append(self._batches_out.receive_nowait())
+                except trio.WouldBlock:
+                    break
             events: list[NewEvent] = []
             for batch in group:
                 events += batch.events
@@ -358,14 +342,6 @@ class LinkSession:
             self._held += [Puback(batch.packet_id) for batch in group]
             if self._unacknowledged >= self._hold_below:
                 await self._acknowledge()
-
-    def _take_waiting(self, group: list[_Batch], most: int) -> None:
-        """Add the batches waiting for the sink to ``group``, up to ``most`` in all."""
-        while len(group) < most:
-            try:
-                group.append(self._batches_out.receive_nowait())
-            except trio.WouldBlock:
-                break
 
     @property
     def _hold_below(self) -> int:
