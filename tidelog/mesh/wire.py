@@ -306,9 +306,9 @@ def joined_shape(shapes: Sequence[BatchShape | None]) -> BatchShape | None:
 def decode_batch(payload: bytes, sender: str | None = None) -> list[EncodedEvent]:
     """The events of a ``$link/events`` payload, each with its provenance (checked:
     origin and at least one hop, the first the origin's, the last ``sender``'s when
-    given) and its
-    record (appended as it came, under the receiver's timestamp:
-    :class:`~tidelog.storage.records.EncodedEvent`); raises :class:`LinkProtocolError`."""
+    given; an origin incarnation's offsets rising) and its record (appended as it
+    came, under the receiver's timestamp: :class:`~tidelog.storage.records.EncodedEvent`);
+    raises :class:`LinkProtocolError`."""
     return decode_shaped(payload, sender)[0]
 
 

@@ -1102,8 +1102,9 @@ hop_prefix(const unsigned char *p, Py_ssize_t n)
  *     ``node/incarnation/offset``, the first one's node the event's origin, the last
  *     one's node ``sender`` (UTF-8 bytes; None: any); ``shape`` is (origin,
  *     incarnation, first, last) when every event has the first's origin and path (the
- *     same "node/incarnation/" hop by hop) and their origin offsets rise, else None. None for anything else (a record of another
- *     kind, a bad hop or frame: wire.py takes the batch, and names what is wrong). */
+ *     same "node/incarnation/" hop by hop) and their origin offsets rise, else None.
+ *     None for anything else (a record of another kind, a bad hop or frame, a first
+ *     hop not the origin's: wire.py takes the batch, and names what is wrong). */
 static PyObject *
 decode_link(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1195,7 +1196,8 @@ decode_link(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             /* the first hop's node is the origin (implied for one as the first event) */
             const unsigned char *hop = path.hop_p[0];
             const unsigned char *slash = memchr(hop, '/', (size_t)path.hop_n[0]);
-            if (slash - hop != path.origin_n || memcmp(hop, path.origin_p, (size_t)path.origin_n) != 0) {
+            if (slash - hop != path.origin_n ||
+                memcmp(hop, path.origin_p, (size_t)path.origin_n) != 0) {
                 goto other;
             }
         }
