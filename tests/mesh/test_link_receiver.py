@@ -7,8 +7,6 @@ receiver runs in-process on a real LMDB log; the origin is a few lines speaking 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ import trio
 import trio.testing
 
 import tidelog
-from tidelog.mesh import stream, wire
+from tidelog.mesh import wire
 from tidelog.mesh.config import parse_link
 from tidelog.mesh.node import Mesh
 from tidelog.mesh.stream import RECEIVE_BYTES, LinkChannel
@@ -139,86 +137,3 @@ def test_a_batch_larger_than_one_read_arrives_whole_whatever_the_pieces() -> Non
             assert await channel.receive() == Puback(7)
 
     trio.run(main)
-
-
-@asynccontextmanager
-async def _scripted(
-    script: Callable[[LinkChannel, tidelog.Broker], Awaitable[None]], broker: tidelog.Broker
-) -> AsyncIterator[Mesh]:
-    """A mesh node on ``broker`` whose link (default settings) pulls from a scripted
-    origin on a real socket: after the handshake, ``script`` speaks for the origin."""
-
-    async def origin(socket_stream: trio.SocketStream) -> None:
-        channel = LinkChannel(socket_stream, Decoder(role=Role.SERVER), 5)
-        assert isinstance(await channel.receive(), Connect)
-        await channel.send(Connack())
-        await channel.receive_publish(wire.HELLO, 10)
-        welcome = {"node": "origin", "incarnation": "inc1", "nodes": ["origin"]}
-        await channel.send(wire.control(wire.WELCOME, welcome))
-        await channel.receive_publish(wire.START, 10)
-        await script(channel, broker)
-        await trio.sleep_forever()
-
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(trio.serve_tcp, origin, 0)
-        port = listeners[0].socket.getsockname()[1]
-        table = {"name": "o", "url": f"mqtt://127.0.0.1:{port}", "pull": ["t/#"]}
-        mesh = await Mesh.open(broker, "edge", [parse_link(table, "test")])
-        nursery.start_soon(mesh.run)
-        yield mesh
-        nursery.cancel_scope.cancel()
-
-
-async def _appended(broker: tidelog.Broker, count: int) -> None:
-    """Until ``broker``'s log holds ``count`` events."""
-    while broker.end_offset < count:
-        await trio.sleep(0.01)
-
-
-def test_a_batch_marked_more_is_committed_with_the_next_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A batch its sender marks ``more`` (another follows at once) waits for that one,
-    at most ``MORE_WAIT_SECONDS`` (here 30 s, then 0.2 s): the two are appended in
-    one commit (one timestamp, from a clock that moves on every read); a marked
-    batch whose next never comes is committed when the wait ends; an unmarked one
-    at once."""
-    monkeypatch.setattr(stream, "MORE_WAIT_SECONDS", 30)
-    ticks = iter(range(1_700_000_000_000, 1_800_000_000_000))
-    finished = trio.Event()
-
-    async def origin(channel: LinkChannel, broker: tidelog.Broker) -> None:
-        await channel.send(wire.events_packet(_local(range(0, 3)), 1, 3, more=True))
-        await trio.sleep(0.3)  # nothing may happen: the batch waits for the next one
-        assert broker.end_offset == 0, "a batch marked more was committed alone"
-        await channel.send(wire.events_packet(_local(range(3, 6)), 2, 6))
-        await _appended(broker, 6)
-        monkeypatch.setattr(stream, "MORE_WAIT_SECONDS", 0.2)
-        await channel.send(wire.events_packet(_local(range(6, 9)), 3, 9, more=True))
-        await _appended(broker, 9)  # its next never comes
-        await channel.send(wire.events_packet(_local(range(9, 12)), 4, 12))
-        await _appended(broker, 12)
-        finished.set()
-
-    async def main() -> None:
-        async with (
-            tidelog.open(f"lmdb://{tmp_path / 'data'}", clock=lambda: next(ticks)) as broker,
-            _scripted(origin, broker) as mesh,
-        ):
-            with trio.fail_after(20):
-                await finished.wait()
-            stamps = [e.timestamp for e in (await broker.read(0, limit=100)).events]
-            assert len(set(stamps[:6])) == 1  # the first two batches: one commit
-            assert len(set(stamps[6:9])) == 1 and stamps[6] > stamps[5]  # the third alone
-            assert stamps[9] > stamps[8]  # and the fourth
-            assert mesh.positions.origins["origin"] == ("inc1", 12)
-
-    trio.run(main)
-
-
-def test_the_more_mark_round_trips_beside_the_next_offset() -> None:
-    packet = wire.events_packet(b"", 1, 5, more=True)
-    (decoded,) = Decoder(5, role=Role.CLIENT).feed(encode(packet, 5))
-    assert isinstance(decoded, Publish)
-    assert wire.more_of(decoded) and wire.next_offset_of(decoded) == 5
-    assert not wire.more_of(wire.events_packet(b"", 1, 5))

@@ -67,13 +67,6 @@ and joined by the decoder."""
 INTEREST_POLL_SECONDS = 0.25
 """How often a link with live interest looks for changed subscriptions."""
 STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
-MORE_MIN_EVENTS = 256
-"""A source marks a batch of at least this many events ``more`` when it knows the next
-follows at once (what it has not sent is committed, or being committed): a peer
-under load. A light load's batches are smaller and never marked."""
-MORE_WAIT_SECONDS = 0.02
-"""The most a sink waits for the batch a ``more`` batch promised (its events may not
-pass the link's filters, so none may come)."""
 
 
 class _Batch(NamedTuple):
@@ -83,8 +76,6 @@ class _Batch(NamedTuple):
     next_offset: int
     events: list[NewEvent]
     shape: wire.BatchShape | None
-    more: bool
-    """The peer marked it followed at once by another (:func:`~tidelog.mesh.wire.more_of`)."""
 
 
 class LinkClosed(Exception):
@@ -288,13 +279,7 @@ class LinkSession:
                     f"the peer sent more than {self.window} unacknowledged batches"
                 )
             events, shape = self._checked_batch(packet)
-            batch = _Batch(
-                packet.packet_id or 0,
-                wire.next_offset_of(packet),
-                events,
-                shape,
-                wire.more_of(packet),
-            )
+            batch = _Batch(packet.packet_id or 0, wire.next_offset_of(packet), events, shape)
             self._batches_in.send_nowait(batch)  # room: at most window unacknowledged
         elif topic == wire.HEAD:
             body = wire.parse_control(packet)
@@ -331,23 +316,20 @@ class LinkSession:
 
     async def _sink(self) -> None:
         """Append the peer's batches: every batch waiting when one arrives, up to half the
-        ``window`` (so the peer keeps credit to send more while they commit), and the
-        next one when the peer marked the last ``more`` (it follows at once; at most
-        :data:`MORE_WAIT_SECONDS`), goes into one durable write, and their PUBACKs
-        leave together once it is durable, or are held while the peer has credit to
-        spare (:meth:`_acknowledge`; a commit's latency is paid once for the group,
-        all appended or none). The
+        ``window`` (so the peer keeps credit to send more while they commit), goes into
+        one durable write, and their PUBACKs leave together once it is durable, or
+        are held while the peer has credit to spare (:meth:`_acknowledge`; a
+        commit's latency is paid once for the group, all appended or none). The
         reader checked and decoded each batch as it came (:meth:`_on_publish`), so
         checking the next batches overlaps the commit of those before."""
         most = max(1, self.window // 2)
         async for first in self._batches_out:
             group = [first]
-            self._take_waiting(group, most)
-            if len(group) < most and group[-1].more and self._unacknowledged < self.window:
-                # the peer says the next batch follows at once: one commit for both
-                with trio.move_on_after(MORE_WAIT_SECONDS):
-                    group.append(await self._batches_out.receive())
-                    self._take_waiting(group, most)
+            while len(group) < most:
+                try:
+                    group.append(self._batches_out.receive_nowait())
+                except trio.WouldBlock:
+                    break
             events: list[NewEvent] = []
             for batch in group:
                 events += batch.events
@@ -360,14 +342,6 @@ class LinkSession:
             self._held += [Puback(batch.packet_id) for batch in group]
             if self._unacknowledged >= self._hold_below:
                 await self._acknowledge()
-
-    def _take_waiting(self, group: list[_Batch], most: int) -> None:
-        """Add the batches waiting for the sink to ``group``, up to ``most`` in all."""
-        while len(group) < most:
-            try:
-                group.append(self._batches_out.receive_nowait())
-            except trio.WouldBlock:
-                break
 
     @property
     def _hold_below(self) -> int:
@@ -499,11 +473,7 @@ class LinkSession:
                     self._packet_id = self._packet_id % 0xFFFF + 1
                     payload = wire.encode_batch(events, me.node_id, me.incarnation, rename)
                     self._inflight[self._packet_id] = next_offset
-                    # more follows at once: the log holds more, or a commit is on its way
-                    more = (
-                        len(events) >= MORE_MIN_EVENTS and self.broker.append_horizon > next_offset
-                    )
-                    packet = wire.events_packet(payload, self._packet_id, next_offset, more)
+                    packet = wire.events_packet(payload, self._packet_id, next_offset)
                     await self.channel.send(packet)
                     self.status.events_out += len(events)
                     self.status.batches_out += 1

@@ -21,8 +21,7 @@ topic               QoS   payload
                           position in the remote's log); starts the pull
 ``$link/events``    1     a batch of records (below); user property ``next``:
                           the sender's log offset after the batch (it resumes
-                          there), ``more: 1`` on a large batch the sender knows
-                          another follows at once; the PUBACK returns one credit
+                          there); the PUBACK returns one credit
 ``$link/head``      0     heartbeat, JSON: the sender's ``head`` (next offset),
                           ``first`` offset, ``sent`` (read up to), ``time``
 ``$link/gap``       0     JSON: ``from``, ``to``, ``reason`` (``retention`` or
@@ -460,26 +459,14 @@ def control(topic: str, body: dict[str, Any]) -> Publish:
     return Publish(topic, json.dumps(body, separators=(",", ":")).encode())
 
 
-def events_packet(payload: bytes, packet_id: int, next_offset: int, more: bool = False) -> Publish:
-    """A ``$link/events`` batch; ``more``: the sender knows another batch follows at
-    once (its events are committed or being committed: :func:`more_of`)."""
-    properties = (
-        (("next", str(next_offset)), ("more", "1")) if more else (("next", str(next_offset)),)
-    )
+def events_packet(payload: bytes, packet_id: int, next_offset: int) -> Publish:
     return Publish(
         EVENTS,
         payload,
         qos=1,
         packet_id=packet_id,
-        properties=Properties(user_properties=properties),
+        properties=Properties(user_properties=(("next", str(next_offset)),)),
     )
-
-
-def more_of(packet: Publish) -> bool:
-    """Whether the sender marked a batch as followed at once by another (a receiver
-    may then commit the two together; a peer that never marks is a peer that never
-    says so)."""
-    return ("more", "1") in packet.properties.user_properties
 
 
 def next_offset_of(packet: Publish) -> int:
