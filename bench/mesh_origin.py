@@ -4,9 +4,10 @@
 One origin (``storage.fsync = always``, as ``bench.mesh``) takes ``--rounds``
 ``qos1-publish-w1000`` runs alone, then a receiver whose link pulls
 ``tidelog-bench/#`` connects and the same runs go on with the link carrying them
-(:func:`bench.mesh_live.link_alone`). Each round prints the rates and the CPU µs
-per event of each process (/proc), so a checkout is compared with another by
-alternating runs (``PYTHONPATH`` picks the code)::
+(:func:`bench.mesh_live.link_alone`). Each round prints the rates, the CPU µs
+per event of each process (/proc) and the origin's group commits (``/v1/stats``), so
+a checkout is compared with another by alternating runs (``PYTHONPATH`` picks the
+code)::
 
     PYTHONPATH=$PWD python -m bench.mesh_origin --messages 40000 --rounds 2
 
