@@ -97,8 +97,8 @@ def test_a_source_under_load_sends_a_commit_with_the_one_on_its_way(tmp_path: Pa
         async with tidelog.open(f"lmdb://{tmp_path / 'data'}") as broker:
             async with trio.open_nursery() as nursery:
                 mesh, port = await serve_links(broker, nursery)
-                channel = await pull(port, mesh)
                 with trio.fail_after(20):
+                    channel = await pull(port, mesh)
                     hook = then_commit(broker, 0, burst(300, 300))
                     broker.publish_nowait(burst(0, 300), lambda _result: None)
                     assert await batch_ends(channel, 600) == [600]  # one batch of two commits
