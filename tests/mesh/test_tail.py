@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
+import trio.testing
 
-from tidelog.mesh.tail import SPARSE_AFTER, LiveTail, held_bytes
+from tidelog.mesh.tail import EVENT_BYTES, SPARSE_AFTER, LiveTail, held_bytes
+from tidelog.storage import records
 from tidelog.storage.records import Event
 
 
@@ -150,3 +153,51 @@ def test_a_tail_that_keeps_little_of_what_the_node_commits_is_sparse() -> None:
     assert keep_a.sparse  # 40% kept
     assert not keep_most.sparse  # 70% kept
     assert not LiveTail(100, 100_000).sparse  # an unfiltered tail never is
+
+
+def test_a_wait_for_the_next_commit_ends_at_one_a_filtered_tail_keeps_nothing_of() -> None:
+    """What a source coalescing two commits waits for (``wait_commit``): the next commit
+    whatever the tail keeps of it, where :meth:`LiveTail.wait` would go on waiting."""
+
+    async def main() -> None:
+        tail = LiveTail(100, 100_000, accept=lambda topic: topic == "t/a")
+        tail.committed(mixed(0, "a"))
+        with trio.move_on_after(5) as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(tail.wait_commit, 60)
+                await trio.testing.wait_all_tasks_blocked()  # it waits
+                tail.committed(mixed(1, "bb"))  # nothing kept
+        assert not scope.cancelled_caught
+        assert tail.take(0, 10, 100_000) == ([mixed(0, "a")[0]], 3)
+        await tail.wait_commit(0)  # no commit: returns at the timeout
+        tail.committed(mixed(3, "a"))  # no waiter now: nothing is set for a later one
+        with trio.move_on_after(0.05) as scope:
+            await tail.wait_commit(60)
+        assert scope.cancelled_caught
+
+    trio.run(main)
+
+
+def test_the_bytes_a_commit_holds_are_counted_the_same_in_c_and_in_python(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``records.held_bytes`` (the extension's, when it is built) and the Python sum
+    agree, a topic's length in characters (not UTF-8 bytes) included; anything but a
+    list of stored events is counted in Python."""
+    commit = [
+        Event(0, 0, "t/é/ü", b"x" * 300, 1, False, None, None),
+        Event(1, 0, "t", b"", 0, True, None, None),
+        *events(2, 50, size=7),
+    ]
+    compiled = records.held_bytes
+    if compiled is None:
+        pytest.skip("the extension (with held_bytes) is not built, or TIDELOG_PURE_PYTHON")
+    assert compiled(commit, EVENT_BYTES) == sum(held_bytes(e) for e in commit)
+    assert compiled([*commit, "not an event"], EVENT_BYTES) is None
+    tail = LiveTail(100, 100_000)
+    tail.committed(commit)
+    counted = tail._bytes
+    monkeypatch.setattr(records, "held_bytes", None)
+    python = LiveTail(100, 100_000)
+    python.committed(commit)
+    assert counted == python._bytes == sum(held_bytes(e) for e in commit)

@@ -44,6 +44,11 @@
  *       a mesh link's batch of local Events (wire.encode_batch without renaming);
  *       None if an event is of another kind.
  *
+ * and one of tidelog/mesh/tail.py's (tests/mesh/test_tail.py checks the two):
+ *
+ *   held_bytes(events, per_event) -> int | None
+ *       what a live tail counts for holding a commit's Events (_held_total).
+ *
  * The last three make attrs ``slots=True`` objects directly: allocated by their
  * type, each field stored at its member descriptor's offset (what the attrs
  * __init__ does, without a call per object). configure_records() is given the
@@ -982,7 +987,7 @@ link_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *events, *out = NULL;
     const char *node_tag, *hop;
     Py_ssize_t count, node_n, hop_n, total = 0;
-    struct local_event e;
+    struct local_event *fields = NULL;
     unsigned char *p;
 
     if (nargs != 3 || !PyList_Check(args[0]) || !PyBytes_CheckExact(args[1]) || !PyBytes_CheckExact(args[2])) {
@@ -1005,14 +1010,23 @@ link_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     count = PyList_GET_SIZE(events);
-    /* two passes: sizes (and whether this path takes them all), then the bytes; nothing
-     * between them runs Python code (a bytes object is not tracked by the GC) */
+    fields = PyMem_New(struct local_event, (size_t)(count > 0 ? count : 1));
+    if (fields == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* two passes: the fields and sizes (and whether this path takes them all), then
+     * the bytes from the fields kept (read once: the second pass calls no Python API).
+     * The topic and payload pointers stay valid in between: the copied list holds the
+     * events, the events their slots, and nothing between the passes runs Python code
+     * (a bytes object is not tracked by the GC) */
     for (Py_ssize_t i = 0; i < count; i++) {
-        if (!local_event(PyList_GET_ITEM(events, i), &e)) {
+        struct local_event *e = &fields[i];
+        if (!local_event(PyList_GET_ITEM(events, i), e)) {
             goto other;
         }
         /* length, header (1 + 1 + 8 + 2), topic, block length, block, payload, CRC */
-        total += 4 + 12 + e.topic_n + 2 + node_n + 9 + 3 + hop_n + e.digits_n + e.payload_n + 4;
+        total += 4 + 12 + e->topic_n + 2 + node_n + 9 + 3 + hop_n + e->digits_n + e->payload_n + 4;
     }
     out = PyBytes_FromStringAndSize(NULL, total);
     if (out == NULL) {
@@ -1020,35 +1034,35 @@ link_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     p = (unsigned char *)PyBytes_AS_STRING(out);
     for (Py_ssize_t i = 0; i < count; i++) {
+        const struct local_event *e = &fields[i];
         unsigned char *record;
         uint32_t crc;
         Py_ssize_t size;
-        local_event(PyList_GET_ITEM(events, i), &e);
-        size = 12 + e.topic_n + 2 + node_n + 9 + 3 + hop_n + e.digits_n + e.payload_n + 4;
+        size = 12 + e->topic_n + 2 + node_n + 9 + 3 + hop_n + e->digits_n + e->payload_n + 4;
         p[0] = (unsigned char)(size >> 24);
         p[1] = (unsigned char)(size >> 16);
         p[2] = (unsigned char)(size >> 8);
         p[3] = (unsigned char)size;
         record = p += 4;
         *p++ = 2; /* FORMAT_VERSION */
-        *p++ = (unsigned char)e.flags;
-        p = put_u64(p, e.timestamp);
-        p = put_u16(p, (size_t)e.topic_n);
-        memcpy(p, e.topic, (size_t)e.topic_n);
-        p += e.topic_n;
-        p = put_u16(p, (size_t)(node_n + 9 + 3 + hop_n + e.digits_n));
+        *p++ = (unsigned char)e->flags;
+        p = put_u64(p, e->timestamp);
+        p = put_u16(p, (size_t)e->topic_n);
+        memcpy(p, e->topic, (size_t)e->topic_n);
+        p += e->topic_n;
+        p = put_u16(p, (size_t)(node_n + 9 + 3 + hop_n + e->digits_n));
         memcpy(p, node_tag, (size_t)node_n);
         p += node_n;
         *p++ = 0x04; /* origin offset */
-        p = put_u64(p, e.offset);
+        p = put_u64(p, e->offset);
         *p++ = 0x05; /* hop */
-        p = put_u16(p, (size_t)(hop_n + e.digits_n));
+        p = put_u16(p, (size_t)(hop_n + e->digits_n));
         memcpy(p, hop, (size_t)hop_n);
         p += hop_n;
-        memcpy(p, e.digits, (size_t)e.digits_n);
-        p += e.digits_n;
-        memcpy(p, e.payload, (size_t)e.payload_n);
-        p += e.payload_n;
+        memcpy(p, e->digits, (size_t)e->digits_n);
+        p += e->digits_n;
+        memcpy(p, e->payload, (size_t)e->payload_n);
+        p += e->payload_n;
         crc = crc_fn(0, record, (size_t)(p - record));
         p[0] = (unsigned char)crc;
         p[1] = (unsigned char)(crc >> 8);
@@ -1057,14 +1071,53 @@ link_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         p += 4;
     }
 done:
+    PyMem_Free(fields);
     Py_DECREF(events);
     return out;
 other:
+    PyMem_Free(fields);
     Py_DECREF(events);
     if (PyErr_Occurred()) {
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+/* held_bytes(events, per_event) -> int | None
+ *     tidelog/mesh/tail.py's _held_total: the payload bytes and topic lengths of a list
+ *     of stored Events (bytes payloads, str topics) plus per_event for each, in one pass
+ *     and no Python call per event; None if an item is something else (tail.py counts
+ *     it in Python). */
+static PyObject *
+held_bytes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t count, per_event, total = 0;
+    if (nargs != 2 || !PyList_Check(args[0]) || !PyLong_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "held_bytes(events, per_event) takes a list and an int");
+        return NULL;
+    }
+    if (stored_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_records() was not called");
+        return NULL;
+    }
+    per_event = PyLong_AsSsize_t(args[1]);
+    if (per_event == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    count = PyList_GET_SIZE(args[0]);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(args[0], i), *topic, *payload;
+        if (!Py_IS_TYPE(item, stored_type)) {
+            Py_RETURN_NONE;
+        }
+        topic = GET_SLOT(item, stored_slots[2]);
+        payload = GET_SLOT(item, stored_slots[3]);
+        if (topic == NULL || payload == NULL || !PyUnicode_CheckExact(topic) || !PyBytes_CheckExact(payload)) {
+            Py_RETURN_NONE;
+        }
+        total += PyBytes_GET_SIZE(payload) + PyUnicode_GET_LENGTH(topic) + per_event;
+    }
+    return PyLong_FromSsize_t(total);
 }
 
 /* ---- a link receiver's batch (tidelog/mesh/wire.py's decode_shaped) and its append
@@ -1376,6 +1429,9 @@ static PyMethodDef methods[] = {
     {"link_batch", (PyCFunction)(void (*)(void))link_batch, METH_FASTCALL,
      "link_batch(events, node_tag, hop_prefix) -> bytes | None: a mesh link's batch of "
      "local Events (None: another kind, wire.py encodes them)."},
+    {"held_bytes", (PyCFunction)(void (*)(void))held_bytes, METH_FASTCALL,
+     "held_bytes(events, per_event) -> int | None: the payload bytes and topic lengths "
+     "of stored Events plus per_event each (None: another kind, tail.py counts them)."},
     {"decode_link", (PyCFunction)(void (*)(void))decode_link, METH_FASTCALL,
      "decode_link(payload, sender) -> (events, shape) | None: a mesh link's usual batch "
      "decoded and its hops checked (None: wire.py decodes it)."},

@@ -954,6 +954,11 @@ link_batch: Callable[[list[Event], bytes, bytes], bytes | None] | None = None
 """The compiled twin of ``tidelog.mesh.wire.encode_batch`` for a batch of local events
 (``link_batch(events, node_tag, hop_prefix)``, None for a batch of other events); None
 when the extension is not built, or built before it had one."""
+held_bytes: Callable[[list[Event], int], int | None] | None = None
+"""The compiled twin of ``tidelog.mesh.tail._held_total``
+(``held_bytes(events, per_event)``: payload bytes and topic lengths plus ``per_event``
+each, None for a list of other objects); None when the extension is not built, or
+built before it had one."""
 decode_link: Callable[[bytes, bytes | None], tuple[list[Any], Any] | None] | None = None
 """The compiled twin of ``tidelog.mesh.wire.decode_shaped`` for the usual batch
 (``decode_link(payload, sender)``: its events and its shape as a tuple, or None when
@@ -979,6 +984,7 @@ if _compiled is not None:
         _stored_events = _compiled.stored_events
         _decode_plain = _compiled.decode_plain
         link_batch = _compiled.link_batch
+        held_bytes = getattr(_compiled, "held_bytes", None)  # not in a build before it
         decode_link = _compiled.decode_link
         _restamp_all = _compiled.restamp_all
     except (TypeError, AttributeError) as exc:  # a build that does not fit after all
@@ -986,5 +992,5 @@ if _compiled is not None:
         _compiled = None
         _decode_forwarded = _stored_events = None
         _decode_plain = _decode_plain_python
-        link_batch = decode_link = _restamp_all = None
+        link_batch = held_bytes = decode_link = _restamp_all = None
         restamp = restamp_python
